@@ -1,0 +1,93 @@
+"""The values that flow into and out of a task: what a fire returned, and what a callback said.
+
+All frozen and slotted: they are shared between threads and kept in histories and journals.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class StreamKind(enum.StrEnum):
+    """Which memories.ai stream product a task runs."""
+
+    AUDIO = "audio"  # /audio-stream/start|stop: transcription
+    VIDEO = "video"  # /stream/start|stop: moderation and logo detection
+
+
+class OutcomeKind(enum.StrEnum):
+    """What became of one event fired at a task."""
+
+    APPLIED = "applied"
+    """The event changed the task: its state, or its data (a new segment, a flag)."""
+    DUPLICATE = "duplicate"
+    """The event repeats what the task already knows; nothing changed."""
+    LATE = "late"
+    """The event arrived after the task reached a terminal state; recorded, never applied."""
+    PARKED = "parked"
+    """A callback for a task_id nobody knows yet; held until its start answer arrives."""
+    REJECTED = "rejected"
+    """The event is impossible for the task in its state; recorded with the reason, nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of every fire: never a bare bool.
+
+    Compare with the shared values (``outcome is Outcome.APPLIED`` or ``==``); a rejection
+    carries its reason: ``Outcome.rejected("stop_ok is impossible while pending")``.
+    """
+
+    kind: OutcomeKind
+    reason: str | None = None
+
+    APPLIED: ClassVar[Outcome]
+    DUPLICATE: ClassVar[Outcome]
+    LATE: ClassVar[Outcome]
+    PARKED: ClassVar[Outcome]
+
+    @classmethod
+    def rejected(cls, reason: str) -> Outcome:
+        return cls(OutcomeKind.REJECTED, reason)
+
+    def __str__(self) -> str:
+        return self.kind.value if self.reason is None else f"{self.kind.value}: {self.reason}"
+
+
+Outcome.APPLIED = Outcome(OutcomeKind.APPLIED)
+Outcome.DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
+Outcome.LATE = Outcome(OutcomeKind.LATE)
+Outcome.PARKED = Outcome(OutcomeKind.PARKED)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One transcript (or moderation) result for one 5-second segment of a stream.
+
+    ``final`` is False for a partial result that a later final for the same index replaces.
+    """
+
+    task_id: str
+    index: int
+    final: bool
+    text: str | None = None
+    start: float | None = None
+    end: float | None = None
+    raw: Mapping[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[int, bool]:
+        return (self.index, self.final)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """A callback that reports a status of the stream itself: stopped (14), capacity (16), or another end."""
+
+    task_id: str
+    status: int
+    message: str | None = None
+    raw: Mapping[str, Any] | None = None

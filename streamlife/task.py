@@ -1,0 +1,298 @@
+"""StreamTask: one memories.ai stream, moved only by the lifecycle table. No I/O happens here.
+
+Each trigger of ``streamlife.lifecycle.TABLE`` is a typed method that returns an ``Outcome``.
+A method looks its cell up, applies its data (a task_id, a segment, a flag) if the cell
+allows it, moves the state by firing the shared Machine's event on this task, appends one
+history entry and logs one ``streamlife.transition`` event. The Fleet serialises the events
+of one task; a task is not itself thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import LocalTransitionError
+from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
+from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, TERMINAL, TRIGGERS, Source, TaskState
+from .transcript import Change, Transcript
+
+_log = structlog.get_logger("streamlife")
+_next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay unique across threads
+
+# The segment self-loop is the hot path: it logs at debug, everything else at info (design.md).
+_QUIET_TRIGGERS: Final = frozenset({"segment"})
+_EVENTS: Final = MACHINE.events
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One fire of one trigger at one task, whatever its outcome."""
+
+    seq: int  # 1, 2, 3 ... per task
+    at: float  # from the task's clock; never earlier than the entry before it
+    trigger: str
+    source: Source
+    from_state: TaskState
+    to_state: TaskState
+    outcome: Outcome
+    data: Mapping[str, Any] | None = None
+
+
+class StreamTask:
+    """One stream: its state, its flags, its transcript and the history of every event it saw.
+
+    ``ref`` identifies the task locally from the moment it exists; ``task_id`` is memories.ai's
+    id, known once the start answer arrives. ``params`` (the start body) is never shown in the
+    repr: stream URLs often carry a stream key.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_transcript",
+        "end_status",
+        "final_callback_missing",
+        "history",
+        "kind",
+        "last_error",
+        "params",
+        "ref",
+        "stalled",
+        "state",
+        "stop_acknowledged",
+        "stop_failures",
+        "stop_requested",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        kind: StreamKind | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.kind = StreamKind(kind)
+        self.params = params
+        self.ref: int = _next_ref()
+        self.task_id: str | None = None
+        self.state = TaskState.PENDING
+        self.stop_requested = False  # a stop was asked for; starting/uncertain keep it for later
+        self.stop_acknowledged = False  # the service answered our stop with 200
+        self.final_callback_missing = False  # stopped by the deadline, no status-14 came
+        self.stalled = False  # running, but no callback for the silence window
+        self.stop_failures = 0  # stop requests that failed after their retries
+        self.end_status: int | None = None  # the status of the callback that ended the task
+        self.last_error: str | None = None
+        self.history: list[HistoryEntry] = []
+        self._clock = clock
+        self._transcript: Transcript | None = None  # made on the first segment: tasks stay small
+
+    # -- local calls -------------------------------------------------------------------------
+    def start(self) -> Outcome:
+        """Record that the start request is about to leave. Raises if the task was started."""
+        return self._fire("start", None)
+
+    def stop(self) -> Outcome:
+        """Ask for the stream to stop. Legal in every state: see the table's ``stop`` row."""
+        return self._fire("stop", self._request_stop)
+
+    # -- transport results -------------------------------------------------------------------
+    def start_ok(self, task_id: str) -> Outcome:
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"start_ok needs the task_id the service returned, got {task_id!r}")
+        return self._fire("start_ok", lambda: self._set_task_id(task_id), {"task_id": task_id})
+
+    def start_rejected(self, error: BaseException) -> Outcome:
+        return self._fire("start_rejected", lambda: self._set_error(error), _describe(error))
+
+    def start_unknown(self, error: BaseException) -> Outcome:
+        return self._fire("start_unknown", lambda: self._set_error(error), _describe(error))
+
+    def stop_ok(self) -> Outcome:
+        return self._fire("stop_ok", self._acknowledge_stop)
+
+    def stop_not_found(self) -> Outcome:
+        """The service does not know the task: it has already ended, so it counts as stopped."""
+        return self._fire("stop_not_found", None)
+
+    def stop_error(self, error: BaseException) -> Outcome:
+        """A stop failed after its retries; the task stays stopping and unsettled."""
+        return self._fire("stop_error", lambda: self._count_stop_failure(error), _describe(error))
+
+    # -- callbacks ---------------------------------------------------------------------------
+    def segment(self, segment: Segment) -> Outcome:
+        data = {"index": segment.index, "final": segment.final}
+        return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
+
+    def stopped(self, callback: StatusCallback) -> Outcome:
+        return self._end("stopped", callback)
+
+    def ended(self, callback: StatusCallback) -> Outcome:
+        return self._end("ended", callback)
+
+    def capacity(self, callback: StatusCallback) -> Outcome:
+        return self._end("capacity", callback)
+
+    # -- timers ------------------------------------------------------------------------------
+    def final_deadline(self) -> Outcome:
+        """The stop was acknowledged but no status-14 callback came in time."""
+        return self._fire("final_deadline", self._mark_final_missing)
+
+    def uncertain_deadline(self) -> Outcome:
+        return self._fire("uncertain_deadline", None)
+
+    def silence(self) -> Outcome:
+        return self._fire("silence", self._mark_stalled)
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def transcript(self) -> Transcript:
+        if self._transcript is None:
+            self._transcript = Transcript()
+        return self._transcript
+
+    @property
+    def gaps(self) -> list[int]:
+        return [] if self._transcript is None else self._transcript.gaps()
+
+    def transcript_text(self, *, include_partials: bool = False) -> str:
+        if self._transcript is None:
+            return ""
+        return self._transcript.text(include_partials=include_partials)
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamTask(ref={self.ref}, kind={self.kind.value!r}, "
+            f"task_id={self.task_id!r}, state={self.state.value!r})"
+        )
+
+    # -- the one way the state moves ---------------------------------------------------------
+    def _fire(
+        self,
+        trigger: str,
+        apply: Callable[[], bool] | None,
+        data: Mapping[str, Any] | None = None,
+        addressed_to: str | None = None,
+    ) -> Outcome:
+        """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new."""
+        before = self.state
+        cell = CELLS[before, trigger]
+        if cell is NO:
+            if TRIGGERS[trigger] is Source.LOCAL:
+                raise LocalTransitionError(
+                    task_ref=self.ref, task_id=self.task_id, trigger=trigger, state=before.value
+                ) from None
+            outcome = Outcome.rejected(f"{trigger} is impossible while {before.value}")
+        elif addressed_to is not None and addressed_to != self.task_id:
+            outcome = Outcome.rejected(f"{trigger} for task_id {addressed_to!r} sent to this task")
+        elif cell is DUP:
+            outcome = Outcome.DUPLICATE
+        elif cell is LATE:
+            outcome = Outcome.LATE
+        elif apply is not None and not apply() and cell is before:
+            outcome = Outcome.DUPLICATE
+        else:
+            _EVENTS[trigger].trigger(self)  # the shared Machine moves the state (or runs the self-loop)
+            outcome = Outcome.APPLIED
+        self._record(trigger, before, outcome, data)
+        return outcome
+
+    def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
+        def remember_status() -> bool:
+            self.end_status = callback.status
+            return True
+
+        return self._fire(trigger, remember_status, {"status": callback.status}, callback.task_id)
+
+    def _record(
+        self, trigger: str, before: TaskState, outcome: Outcome, data: Mapping[str, Any] | None
+    ) -> None:
+        history = self.history
+        at = self._clock.now()
+        if history and at < history[-1].at:
+            at = history[-1].at  # a wall clock stepped back; history still reads forwards
+        source = TRIGGERS[trigger]
+        after = self.state
+        history.append(HistoryEntry(len(history) + 1, at, trigger, source, before, after, outcome, data))
+
+        if outcome.kind is OutcomeKind.REJECTED:
+            emit = _log.warning
+        elif trigger in _QUIET_TRIGGERS or outcome.kind is OutcomeKind.DUPLICATE:
+            emit = _log.debug
+        else:
+            emit = _log.info
+        fields: dict[str, Any] = {
+            "task": self.ref,
+            "task_id": self.task_id,
+            "kind": self.kind.value,
+            "trigger": trigger,
+            "source": source.value,
+            "from": before.value,
+            "to": after.value,
+            "outcome": outcome.kind.value,
+        }
+        if outcome.reason is not None:
+            fields["reason"] = outcome.reason
+        emit("streamlife.transition", **fields)
+
+    # -- data effects: each returns whether it changed anything ------------------------------
+    def _request_stop(self) -> bool:
+        if self.stop_requested:
+            return False
+        self.stop_requested = True
+        return True
+
+    def _set_task_id(self, task_id: str) -> bool:
+        self.task_id = task_id
+        return True
+
+    def _set_error(self, error: BaseException) -> bool:
+        self.last_error = f"{type(error).__name__}: {error}"
+        return True
+
+    def _acknowledge_stop(self) -> bool:
+        if self.stop_acknowledged:
+            return False
+        self.stop_acknowledged = True
+        return True
+
+    def _count_stop_failure(self, error: BaseException) -> bool:
+        self.stop_failures += 1
+        return self._set_error(error)
+
+    def _add_segment(self, segment: Segment) -> bool:
+        change = self.transcript.add(segment)
+        if change is Change.CONFLICT:
+            _log.warning(
+                "streamlife.transcript_conflict",
+                task=self.ref,
+                task_id=self.task_id,
+                index=segment.index,
+            )
+        if change.applied:
+            self.stalled = False
+        return change.applied
+
+    def _mark_final_missing(self) -> bool:
+        self.final_callback_missing = True
+        return True
+
+    def _mark_stalled(self) -> bool:
+        if self.stalled:
+            return False
+        self.stalled = True
+        return True
+
+
+def _describe(error: BaseException) -> dict[str, str]:
+    return {"error": f"{type(error).__name__}: {error}"}

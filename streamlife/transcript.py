@@ -1,0 +1,73 @@
+"""The transcript of one task: segments in index order, whatever order they arrived in.
+
+Callbacks arrive at least once and in any order, so the transcript is keyed by
+``segment_index``: a final replaces its partial, a repeated final is dropped, and a final whose
+text differs from the one already kept is a conflict. The first final is kept, because nothing in
+the protocol says which one is right, and the conflict is reported to the caller to log.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+from .events import Segment
+
+
+class Change(enum.Enum):
+    """What adding one segment did to the transcript."""
+
+    NEW = "new"  # first result for this index
+    REPLACED = "replaced"  # a final replaced a partial, or a newer partial an older one
+    REPEATED = "repeated"  # nothing new: a repeat, or a partial after the final
+    CONFLICT = "conflict"  # a second final with different text; the first is kept
+
+    @property
+    def applied(self) -> bool:
+        return self in (Change.NEW, Change.REPLACED)
+
+
+class Transcript:
+    """The segments of one task, at most one per index."""
+
+    __slots__ = ("_by_index",)
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, Segment] = {}
+
+    def add(self, segment: Segment) -> Change:
+        kept = self._by_index.get(segment.index)
+        if kept is None:
+            self._by_index[segment.index] = segment
+            return Change.NEW
+        if kept.final:
+            if not segment.final or segment.text == kept.text:
+                return Change.REPEATED
+            return Change.CONFLICT
+        if segment.final or segment.text != kept.text:
+            self._by_index[segment.index] = segment
+            return Change.REPLACED
+        return Change.REPEATED
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __iter__(self) -> Iterator[Segment]:
+        """The kept segments, partials included, in index order."""
+        return iter(sorted(self._by_index.values(), key=lambda s: s.index))
+
+    def finals(self) -> list[Segment]:
+        return [segment for segment in self if segment.final]
+
+    def text(self, *, include_partials: bool = False) -> str:
+        """The transcript as one string, segments joined by a space in index order."""
+        return " ".join(
+            segment.text for segment in self if segment.text and (segment.final or include_partials)
+        )
+
+    def gaps(self) -> list[int]:
+        """Indexes below the highest final that have no final yet: lost or still in flight."""
+        finals = {index for index, segment in self._by_index.items() if segment.final}
+        if not finals:
+            return []
+        return [index for index in range(max(finals)) if index not in finals]

@@ -1,0 +1,115 @@
+"""Shared test set-up: the hypothesis profiles, quiet structlog, and helpers that drive a task."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, Phase, settings
+
+from streamlife import ManualClock, Segment, StatusCallback, StreamTask, TaskState
+from streamlife.lifecycle import CELLS, STATES, TRIGGERS
+
+# CI runs a fixed, reproducible profile; `make soak` runs the long one.
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "soak",
+    max_examples=5_000,
+    deadline=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _drop(_logger: Any, _method: str, _event: Any) -> Any:
+    raise structlog.DropEvent
+
+
+# Tests keep every level (capture_logs must see debug events) but render nothing.
+structlog.configure(
+    processors=[_drop],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+)
+
+
+TASK_ID = "660e8400-e29b-41d4-a716-446655440001"
+
+
+def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
+    """Plausible arguments for firing ``trigger`` at ``task``, addressed to its task_id."""
+    task_id = task.task_id or TASK_ID
+    match trigger:
+        case "start_ok":
+            return (TASK_ID,)
+        case "start_rejected" | "start_unknown" | "stop_error":
+            return (RuntimeError(f"{trigger} in a test"),)
+        case "segment":
+            return (Segment(task_id, 0, final=True, text="hello"),)
+        case "stopped":
+            return (StatusCallback(task_id, 14, "Stream stopped by user"),)
+        case "capacity":
+            return (StatusCallback(task_id, 16, "Capacity reached"),)
+        case "ended":
+            return (StatusCallback(task_id, 12),)
+    return ()
+
+
+def fire(task: StreamTask, trigger: str) -> Any:
+    """Fire ``trigger`` by the method of the same name, with plausible arguments."""
+    return getattr(task, trigger)(*event_args(task, trigger))
+
+
+def _shortest_paths(origin: TaskState, prefix: list[str]) -> dict[TaskState, list[str]]:
+    """For each state reachable from ``origin``, the shortest trigger sequence there (BFS on TABLE)."""
+    paths: dict[TaskState, list[str]] = {origin: prefix}
+    queue = deque([origin])
+    while queue:
+        state = queue.popleft()
+        for trigger in TRIGGERS:
+            cell = CELLS[state, trigger]
+            if isinstance(cell, TaskState) and cell not in paths:
+                paths[cell] = [*paths[state], trigger]
+                queue.append(cell)
+    return paths
+
+
+# States reachable from running are reached through it, so the task has a task_id that
+# callbacks can be addressed to; the others are reached from pending.
+_THROUGH_RUNNING = _shortest_paths(TaskState.RUNNING, ["start", "start_ok"])
+PATHS = {**_shortest_paths(TaskState.PENDING, []), **_THROUGH_RUNNING}
+
+
+def task_in(state: TaskState, clock: ManualClock | None = None) -> StreamTask:
+    """A fresh task driven to ``state`` through the real triggers."""
+    task = StreamTask("audio", {"audio_url": "rtmp://example.invalid/live"}, clock=clock or ManualClock())
+    for trigger in PATHS[state]:
+        fire(task, trigger)
+    assert task.state is state
+    return task
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_700_000_000.0)
+
+
+def state_of(task: StreamTask) -> TaskState:
+    """The task's state, read through a call so mypy forgets what an earlier assert narrowed."""
+    return task.state
+
+
+assert set(PATHS) == set(STATES), "every state must be reachable from pending"

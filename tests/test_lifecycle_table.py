@@ -1,0 +1,224 @@
+"""Every state x trigger pair, generated from the table, then the design's rules stated by hand.
+
+The generated tests check that the task does what the table says; the hand-written ones check
+that the table says what design.md promises, so neither can drift alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from streamlife import (
+    LocalTransitionError,
+    Outcome,
+    OutcomeKind,
+    Segment,
+    StatusCallback,
+    StreamTask,
+    TaskState,
+)
+from streamlife.lifecycle import (
+    CELLS,
+    DUP,
+    LATE,
+    MACHINE,
+    NO,
+    STATES,
+    TABLE,
+    TERMINAL,
+    TRIGGERS,
+    Source,
+)
+
+from .conftest import event_args, fire, state_of, task_in
+
+PAIRS = [(state, trigger) for state in STATES for trigger in TRIGGERS]
+
+
+@pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
+def test_every_state_and_trigger_does_what_the_table_says(state: TaskState, trigger: str) -> None:
+    task = task_in(state)
+    entries_before = len(task.history)
+    cell = CELLS[state, trigger]
+
+    if cell is NO and TRIGGERS[trigger] is Source.LOCAL:
+        with pytest.raises(LocalTransitionError) as refused:
+            fire(task, trigger)
+        assert (refused.value.trigger, refused.value.state) == (trigger, state.value)
+        assert task.state is state
+        assert len(task.history) == entries_before
+        return
+
+    outcome = fire(task, trigger)
+    verdicts = {NO: OutcomeKind.REJECTED, DUP: OutcomeKind.DUPLICATE, LATE: OutcomeKind.LATE}
+    expected_kind = OutcomeKind.APPLIED if isinstance(cell, TaskState) else verdicts[cell]
+    assert outcome.kind is expected_kind
+    assert task.state is (cell if isinstance(cell, TaskState) else state)
+    entry = task.history[-1]
+    assert len(task.history) == entries_before + 1
+    assert (entry.trigger, entry.from_state, entry.to_state, entry.outcome) == (
+        trigger,
+        state,
+        task.state,
+        outcome,
+    )
+    assert entry.source is TRIGGERS[trigger]
+    if outcome.kind is OutcomeKind.REJECTED:
+        assert outcome.reason is not None
+        assert trigger in outcome.reason
+        assert state.value in outcome.reason
+
+
+@pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
+def test_the_shared_machine_holds_exactly_the_moves_of_the_table(state: TaskState, trigger: str) -> None:
+    cell = CELLS[state, trigger]
+    moves = MACHINE.events[trigger].transitions.get(state.name, [])
+    if isinstance(cell, TaskState):
+        assert len(moves) == 1
+        assert moves[0].dest == (None if cell is state else cell.name)
+    else:
+        assert moves == []
+
+
+def test_every_trigger_is_a_method_of_the_same_name() -> None:
+    task = task_in(TaskState.PENDING)
+    for trigger in TRIGGERS:
+        assert callable(getattr(task, trigger)), trigger
+
+
+def test_the_machine_has_no_models_and_no_generated_triggers() -> None:
+    assert MACHINE.models == []
+    assert set(MACHINE.events) == set(TRIGGERS)  # auto_transitions off: no to_<state> events
+
+
+def test_table_rows_cover_every_state() -> None:
+    assert all(len(row) == len(STATES) for row in TABLE.values())
+
+
+# -- The design's rules, written out by hand (design.md, "The lifecycle") --------------------
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_stop_is_legal_in_every_state(state: TaskState) -> None:
+    outcome = task_in(state).stop()
+    assert outcome.kind in (OutcomeKind.APPLIED, OutcomeKind.DUPLICATE)
+
+
+def test_stop_while_pending_ends_the_task_without_a_request() -> None:
+    task = task_in(TaskState.PENDING)
+    assert task.stop() == Outcome.APPLIED
+    assert task.state is TaskState.STOPPED
+    assert [entry.trigger for entry in task.history] == ["stop"]
+
+
+@pytest.mark.parametrize("state", [TaskState.STARTING, TaskState.UNCERTAIN])
+def test_stop_before_a_task_id_is_remembered(state: TaskState) -> None:
+    task = task_in(state)
+    assert task.stop() == Outcome.APPLIED
+    assert (task.state, task.stop_requested) == (state, True)
+    assert task.stop() == Outcome.DUPLICATE  # asked twice, remembered once
+
+
+def test_a_remembered_stop_is_sent_once_the_task_id_arrives() -> None:
+    task = task_in(TaskState.STARTING)
+    task.stop()
+    task.start_ok("abc")
+    assert task.stop_requested
+    assert task.stop() == Outcome.APPLIED
+    assert task.state is TaskState.STOPPING
+
+
+@pytest.mark.parametrize("state", [TaskState.STOPPING, *sorted(TERMINAL)])
+def test_stop_joins_a_stop_in_flight_or_is_a_no_op_once_ended(state: TaskState) -> None:
+    task = task_in(state)
+    history = list(task.history)
+    assert task.stop() == Outcome.DUPLICATE
+    assert task.state is state
+    assert task.history[:-1] == history
+
+
+def test_a_start_timeout_goes_to_uncertain_and_never_back_to_starting() -> None:
+    task = task_in(TaskState.STARTING)
+    task.start_unknown(TimeoutError("read timeout after sending"))
+    assert task.state is TaskState.UNCERTAIN
+    with pytest.raises(LocalTransitionError):
+        task.start()
+    assert task.uncertain_deadline() == Outcome.APPLIED
+    assert state_of(task) is TaskState.FAILED
+
+
+def test_a_segment_while_stopping_is_applied_and_after_the_end_is_late() -> None:
+    task = task_in(TaskState.STOPPING)
+    assert task.segment(_segment(task, 3)) == Outcome.APPLIED
+    task.stopped(_status(task, 14))
+    assert task.segment(_segment(task, 4)) == Outcome.LATE
+    assert [s.index for s in task.transcript] == [3]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "state"),
+    [("stopped", TaskState.STOPPED), ("ended", TaskState.ENDED), ("capacity", TaskState.FAILED)],
+)
+def test_the_callback_that_ended_a_task_repeats_as_a_duplicate(trigger: str, state: TaskState) -> None:
+    task = task_in(TaskState.RUNNING)
+    assert fire(task, trigger) == Outcome.APPLIED
+    assert task.state is state
+    assert fire(task, trigger) == Outcome.DUPLICATE
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL))
+def test_nothing_but_local_calls_can_raise_and_nothing_leaves_a_terminal_state(
+    state: TaskState,
+) -> None:
+    for trigger, source in TRIGGERS.items():
+        task = task_in(state)
+        if source is Source.LOCAL and trigger == "start":
+            with pytest.raises(LocalTransitionError):
+                fire(task, trigger)
+        else:
+            fire(task, trigger)
+        assert task.state is state
+
+
+def test_exactly_one_start_ok_can_ever_apply() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert task.start_ok("another").kind is OutcomeKind.REJECTED
+    assert task.task_id != "another"
+
+
+def test_a_stop_answer_after_the_status_14_callback_is_late() -> None:
+    task = task_in(TaskState.STOPPING)
+    task.stopped(_status(task, 14))
+    assert task.stop_ok() == Outcome.LATE
+    assert task.stop_not_found() == Outcome.LATE
+
+
+def test_stop_not_found_counts_as_stopped() -> None:
+    task = task_in(TaskState.STOPPING)
+    assert task.stop_not_found() == Outcome.APPLIED
+    assert task.state is TaskState.STOPPED
+
+
+@pytest.mark.parametrize("trigger", ["segment", "stopped", "ended", "capacity"])
+def test_a_callback_for_another_task_id_is_rejected(trigger: str) -> None:
+    never_started = task_in(TaskState.PENDING)
+    never_started.stop()  # stopped with no task_id: nothing can be addressed to it
+    running = task_in(TaskState.RUNNING)
+    misaddressed = dataclasses.replace(event_args(running, trigger)[0], task_id="someone-else")
+    for task in (never_started, running):
+        state = task.state
+        outcome = getattr(task, trigger)(misaddressed)
+        assert outcome.kind is OutcomeKind.REJECTED
+        assert task.state is state
+
+
+def _segment(task: StreamTask, index: int) -> Segment:
+    assert task.task_id is not None
+    return Segment(task.task_id, index, final=True, text=f"text {index}")
+
+
+def _status(task: StreamTask, status: int) -> StatusCallback:
+    assert task.task_id is not None
+    return StatusCallback(task.task_id, status)

@@ -1,0 +1,72 @@
+"""The log events are public API: their names, keys and levels are documented in the README."""
+
+from __future__ import annotations
+
+import contextlib
+
+from structlog.testing import capture_logs
+
+from streamlife import LocalTransitionError, Segment, StreamTask, TaskState
+
+from .conftest import TASK_ID, task_in
+
+TRANSITION_KEYS = {"task", "task_id", "kind", "trigger", "source", "from", "to", "outcome"}
+
+
+def test_one_transition_event_per_fire_with_the_documented_keys() -> None:
+    task = StreamTask("audio")
+    with capture_logs() as logs:
+        task.start()
+        task.start_ok(TASK_ID)
+    assert [entry["event"] for entry in logs] == ["streamlife.transition"] * 2
+    start_ok = logs[1]
+    assert set(start_ok) - {"event", "log_level"} == TRANSITION_KEYS
+    assert start_ok == {
+        "event": "streamlife.transition",
+        "log_level": "info",
+        "task": task.ref,
+        "task_id": TASK_ID,
+        "kind": "audio",
+        "trigger": "start_ok",
+        "source": "transport",
+        "from": "starting",
+        "to": "running",
+        "outcome": "applied",
+    }
+
+
+def test_segments_log_at_debug_and_rejections_at_warning_with_a_reason() -> None:
+    task = task_in(TaskState.RUNNING)
+    with capture_logs() as logs:
+        task.segment(Segment(TASK_ID, 0, final=True, text="hi"))
+        task.start_ok("again")
+    segment, rejected = logs
+    assert (segment["log_level"], segment["trigger"]) == ("debug", "segment")
+    assert rejected["log_level"] == "warning"
+    assert rejected["outcome"] == "rejected"
+    assert rejected["reason"] == "start_ok is impossible while running"
+
+
+def test_a_refused_local_call_logs_nothing() -> None:
+    task = task_in(TaskState.RUNNING)
+    with capture_logs() as logs, contextlib.suppress(LocalTransitionError):
+        task.start()
+    assert logs == []
+
+
+def test_a_conflicting_final_is_logged() -> None:
+    task = task_in(TaskState.RUNNING)
+    task.segment(Segment(TASK_ID, 4, final=True, text="one"))
+    with capture_logs() as logs:
+        task.segment(Segment(TASK_ID, 4, final=True, text="two"))
+    assert {"event": "streamlife.transcript_conflict", "log_level": "warning"}.items() <= logs[0].items()
+    assert logs[0]["index"] == 4
+
+
+def test_the_params_never_reach_a_log_line() -> None:
+    task = StreamTask("audio", {"audio_url": "rtmp://host/live/SECRET-STREAM-KEY"})
+    with capture_logs() as logs:
+        task.start()
+        task.start_ok(TASK_ID)
+        task.stop()
+    assert "SECRET-STREAM-KEY" not in repr(logs)

@@ -1,0 +1,171 @@
+"""What a task keeps besides its state: flags, history entries, the transcript, its repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamlife import (
+    ManualClock,
+    Outcome,
+    OutcomeKind,
+    Segment,
+    Source,
+    StatusCallback,
+    StreamKind,
+    StreamTask,
+    TaskState,
+)
+
+from .conftest import TASK_ID, task_in
+
+
+def test_a_new_task_is_pending_with_nothing_sent(clock: ManualClock) -> None:
+    task = StreamTask("video", {"url": "rtmp://x.invalid/live"}, clock=clock)
+    assert (task.kind, task.state, task.task_id, task.history) == (
+        StreamKind.VIDEO,
+        TaskState.PENDING,
+        None,
+        [],
+    )
+    assert (task.stop_requested, task.final_callback_missing, task.stalled) == (False, False, False)
+
+
+def test_an_unknown_kind_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="'podcast' is not a valid StreamKind"):
+        StreamTask("podcast")
+
+
+def test_refs_are_unique() -> None:
+    assert len({StreamTask("audio").ref for _ in range(1000)}) == 1000
+
+
+def test_history_records_seq_time_source_and_data(clock: ManualClock) -> None:
+    task = StreamTask("audio", clock=clock)
+    task.start()
+    clock.advance(2.5)
+    task.start_ok(TASK_ID)
+    first, second = task.history
+    assert (first.seq, first.at, first.source, first.data) == (
+        1,
+        clock.now() - 2.5,
+        Source.LOCAL,
+        None,
+    )
+    assert (second.seq, second.at, second.source) == (2, clock.now(), Source.TRANSPORT)
+    assert second.data == {"task_id": TASK_ID}
+
+
+def test_history_times_never_go_backwards_when_the_wall_clock_does() -> None:
+    class SteppingBack:
+        times = iter([100.0, 90.0, 95.0, 120.0])
+
+        def now(self) -> float:
+            return next(self.times)
+
+    task = StreamTask("audio", clock=SteppingBack())
+    task.start()
+    task.start_ok(TASK_ID)
+    task.stop()
+    task.stop_ok()
+    assert [entry.at for entry in task.history] == [100.0, 100.0, 100.0, 120.0]
+
+
+@pytest.mark.parametrize("bad", ["", None, 42])
+def test_start_ok_needs_a_real_task_id(bad: object) -> None:
+    task = task_in(TaskState.STARTING)
+    with pytest.raises(ValueError, match="task_id"):
+        task.start_ok(bad)  # type: ignore[arg-type]
+    assert task.state is TaskState.STARTING
+    assert len(task.history) == 1
+
+
+def test_errors_are_kept_as_text() -> None:
+    task = task_in(TaskState.STARTING)
+    task.start_rejected(PermissionError("account not enabled for streams"))
+    assert task.last_error == "PermissionError: account not enabled for streams"
+    assert task.history[-1].data == {"error": "PermissionError: account not enabled for streams"}
+
+
+def test_failed_stops_are_counted_and_the_task_stays_stopping() -> None:
+    task = task_in(TaskState.STOPPING)
+    for _ in range(3):
+        assert task.stop_error(ConnectionError("refused")) == Outcome.APPLIED
+    assert (task.state, task.stop_failures) == (TaskState.STOPPING, 3)
+
+
+def test_a_second_stop_acknowledgement_is_a_duplicate() -> None:
+    task = task_in(TaskState.STOPPING)
+    assert task.stop_ok() == Outcome.APPLIED
+    assert task.stop_ok() == Outcome.DUPLICATE
+    assert task.stop_acknowledged
+
+
+def test_the_final_deadline_stops_the_task_and_flags_the_missing_callback() -> None:
+    task = task_in(TaskState.STOPPING)
+    task.stop_ok()
+    task.final_deadline()
+    assert task.state is TaskState.STOPPED
+    assert task.final_callback_missing
+
+
+def test_the_ending_status_is_kept() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert task.task_id is not None
+    task.ended(StatusCallback(task.task_id, 12, "source ended"))
+    assert (task.state, task.end_status) == (TaskState.ENDED, 12)
+
+
+def test_silence_marks_the_task_stalled_and_a_new_segment_clears_it() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert task.task_id is not None
+    assert task.silence() == Outcome.APPLIED
+    assert task.silence() == Outcome.DUPLICATE
+    assert task.stalled
+    task.segment(Segment(task.task_id, 0, final=True, text="back"))
+    assert not task.stalled
+
+
+def test_segments_build_an_ordered_transcript_with_gaps() -> None:
+    task = task_in(TaskState.RUNNING)
+    tid = task.task_id
+    assert tid is not None
+    arrivals = [
+        Segment(tid, 2, final=False, text="tw"),
+        Segment(tid, 0, final=True, text="zero"),
+        Segment(tid, 2, final=True, text="two"),
+        Segment(tid, 2, final=True, text="two"),  # repeated final
+        Segment(tid, 0, final=False, text="zer"),  # partial after its final
+        Segment(tid, 3, final=False, text="thr"),
+    ]
+    outcomes = [task.segment(s).kind for s in arrivals]
+    assert outcomes == [OutcomeKind.APPLIED] * 3 + [OutcomeKind.DUPLICATE] * 2 + [OutcomeKind.APPLIED]
+    assert task.transcript_text() == "zero two"
+    assert task.transcript_text(include_partials=True) == "zero two thr"
+    assert task.gaps == [1]
+
+
+def test_a_conflicting_final_keeps_the_first_text_and_is_not_applied() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert task.task_id is not None
+    task.segment(Segment(task.task_id, 0, final=True, text="first"))
+    assert task.segment(Segment(task.task_id, 0, final=True, text="second")) == Outcome.DUPLICATE
+    assert task.transcript_text() == "first"
+
+
+def test_a_task_with_no_segments_has_no_transcript_and_no_gaps() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert (task.transcript_text(), task.gaps, len(task.transcript)) == ("", [], 0)
+
+
+def test_repr_names_the_task_but_never_its_params() -> None:
+    task = StreamTask("audio", {"audio_url": "rtmp://host/live/SECRET-STREAM-KEY"})
+    assert "SECRET-STREAM-KEY" not in repr(task)
+    assert repr(task) == f"StreamTask(ref={task.ref}, kind='audio', task_id=None, state='pending')"
+
+
+def test_a_task_is_small() -> None:
+    """No per-task dict: every attribute is a slot (the bytes are measured in bench/)."""
+    task = StreamTask("audio")
+    assert not hasattr(task, "__dict__")
+    with pytest.raises(AttributeError):
+        task.colour = "blue"  # type: ignore[attr-defined]

@@ -1,0 +1,63 @@
+"""The transcript, whatever order and however often its segments arrive."""
+
+from __future__ import annotations
+
+from random import Random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife import Segment
+from streamlife.transcript import Change, Transcript
+
+TEXTS = st.sampled_from(["a", "b", "c"])
+SEGMENTS = st.builds(Segment, st.just("t"), st.integers(0, 6), st.booleans(), TEXTS)
+
+
+@given(st.lists(SEGMENTS, max_size=40), st.randoms())
+def test_the_finals_kept_do_not_depend_on_arrival_order_without_conflicts(
+    segments: list[Segment], random: Random
+) -> None:
+    # One final text per index (the service's truth), delivered any number of times in any order.
+    truth: dict[int, str] = {}
+    deliveries = [s for s in segments if not s.final or truth.setdefault(s.index, s.text or "") == s.text]
+    shuffled = list(deliveries)
+    random.shuffle(shuffled)
+    in_order, any_order = Transcript(), Transcript()
+    for segment in deliveries:
+        in_order.add(segment)
+    for segment in shuffled:
+        any_order.add(segment)
+    assert [(s.index, s.text) for s in in_order.finals()] == [(s.index, s.text) for s in any_order.finals()]
+    assert {s.index for s in any_order.finals()} == {s.index for s in deliveries if s.final}
+
+
+@given(st.lists(SEGMENTS, max_size=40))
+def test_one_segment_per_index_in_index_order_and_finals_are_never_replaced(
+    segments: list[Segment],
+) -> None:
+    transcript = Transcript()
+    first_final: dict[int, str | None] = {}
+    for segment in segments:
+        change = transcript.add(segment)
+        if segment.final and segment.index not in first_final:
+            first_final[segment.index] = segment.text
+            assert change.applied
+        elif segment.index in first_final:
+            assert not change.applied
+    indexes = [s.index for s in transcript]
+    assert indexes == sorted(set(indexes))
+    assert {s.index: s.text for s in transcript.finals()} == first_final
+    highest = max(first_final, default=None)
+    expected_gaps = [] if highest is None else [i for i in range(highest) if i not in first_final]
+    assert transcript.gaps() == expected_gaps
+
+
+def test_a_differing_final_is_a_conflict_and_a_newer_partial_replaces_an_older_one() -> None:
+    transcript = Transcript()
+    assert transcript.add(Segment("t", 0, False, "hel")) is Change.NEW
+    assert transcript.add(Segment("t", 0, False, "hello")) is Change.REPLACED
+    assert transcript.add(Segment("t", 0, False, "hello")) is Change.REPEATED
+    assert transcript.add(Segment("t", 0, True, "Hello.")) is Change.REPLACED
+    assert transcript.add(Segment("t", 0, True, "Hullo.")) is Change.CONFLICT
+    assert transcript.text() == "Hello."
