@@ -5,13 +5,14 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 """
 
 from .clock import Clock, ManualClock, SystemClock
-from .errors import LocalTransitionError, StreamlifeError
+from .errors import CallbackError, LocalTransitionError, StreamlifeError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from .lifecycle import TERMINAL, Source, TaskState
 from .task import HistoryEntry, StreamTask
 
 __all__ = [
     "TERMINAL",
+    "CallbackError",
     "Clock",
     "HistoryEntry",
     "LocalTransitionError",

@@ -1,7 +1,20 @@
 """The exceptions streamlife raises, all under one root so callers can catch them together.
 
     StreamlifeError
-     └── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
+     ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
+     ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
+     └── TransportError         a request to memories.ai that did not succeed
+          ├── NotSentError          provably never left (connect refused or timed out): safe to retry
+          ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
+          │                         a start may have created a stream that bills
+          └── ServiceError          the service answered with an error (``status``, ``code``)
+               ├── AuthError            401 / 403: bad key, or the account lacks stream access
+               ├── PaymentError         402: no credit; retrying will not help
+               ├── TaskNotFoundError    400 on stop: the task is already gone (counts as stopped)
+               ├── RejectedError        any other 4xx: the request itself is wrong
+               ├── RateLimitedError     429, with ``retry_after`` seconds when the service said
+               ├── CapacityError        status 16: the account's concurrent-stream capacity is full
+               └── ServerError          5xx: for a start, the stream may exist (treat as unknown)
 
 Callbacks and transport results never raise through the lifecycle: an impossible one is
 recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
@@ -27,3 +40,75 @@ class LocalTransitionError(StreamlifeError):
         self.state = state
         known_as = f"task {task_ref}" if task_id is None else f"task {task_ref} ({task_id})"
         super().__init__(f"cannot {trigger} {known_as}: it is {state}")
+
+
+class CallbackError(StreamlifeError, ValueError):
+    """A webhook payload that cannot be read as a memories.ai callback.
+
+    ``field`` names the offending field as a dotted path (``data.segment_index``), or is None
+    when the payload as a whole is unreadable (not JSON, not an object).
+    """
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(problem if field is None else f"{field}: {problem}")
+
+
+class TransportError(StreamlifeError):
+    """A request to memories.ai that did not succeed. Messages never contain the API key."""
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        self.operation = operation  # e.g. "audio.start", "video.stop"
+        super().__init__(f"{operation}: {message}")
+
+
+class NotSentError(TransportError):
+    """The request never reached the service, so nothing was created: even a start may be retried."""
+
+
+class OutcomeUnknownError(TransportError):
+    """The request was sent but no usable answer came back. A start may have created a stream."""
+
+
+class ServiceError(TransportError):
+    """The service answered, and the answer was an error."""
+
+    def __init__(self, message: str, *, operation: str, status: int, code: str | None) -> None:
+        self.status = status  # the HTTP status
+        self.code = code  # the body's ``code``, as text (the docs type it as a string, send ints)
+        super().__init__(f"{message} (HTTP {status}, code {code})", operation=operation)
+
+
+class AuthError(ServiceError):
+    """401 or 403: the key is wrong or expired, or the account is not enabled for streams."""
+
+
+class PaymentError(ServiceError):
+    """402: the account has no credit left."""
+
+
+class TaskNotFoundError(ServiceError):
+    """400 on stop: "Invalid task_id or task not found". The task has already ended."""
+
+
+class RejectedError(ServiceError):
+    """Any other 4xx: the service refused the request as it was made."""
+
+
+class RateLimitedError(ServiceError):
+    """429: too many requests. ``retry_after`` is the wait the service asked for, if it said."""
+
+    def __init__(
+        self, message: str, *, operation: str, status: int, code: str | None, retry_after: float | None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, operation=operation, status=status, code=code)
+
+
+class CapacityError(ServiceError):
+    """Status 16: the account's concurrent-stream capacity is full. Retry later."""
+
+
+class ServerError(ServiceError):
+    """5xx: the service failed. A stop may be retried; a start may have created a stream."""

@@ -91,3 +91,21 @@ class StatusCallback:
     status: int
     message: str | None = None
     raw: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """The service accepted a start: the stream exists and bills from now on."""
+
+    task_id: str
+    message: str | None = None
+    raw: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """The service acknowledged a stop; the status-14 callback should follow."""
+
+    task_id: str
+    message: str | None = None
+    raw: Mapping[str, Any] | None = None

@@ -1,0 +1,6 @@
+"""Transports: how streamlife talks to memories.ai (or to its simulator)."""
+
+from .base import Transport
+from .http import DEFAULT_BASE_URL, HttpTransport, RetryPolicy
+
+__all__ = ["DEFAULT_BASE_URL", "HttpTransport", "RetryPolicy", "Transport"]

@@ -1,0 +1,263 @@
+"""HttpTransport: the memories.ai stream API over one ``requests.Session``.
+
+* The raw key goes in ``Authorization`` (no ``Bearer``: the API wants the key as it is). It lives
+  only in the session's headers: never in a repr, an exception message or a log line.
+* Every request has (connect, read) timeouts.
+* Errors are mapped to ``streamlife.errors`` at this boundary, ``from`` the original exception.
+* ``stop`` is retried on connection failures, 429 and 5xx, with capped full-jitter exponential
+  backoff that honours ``Retry-After``, within a per-operation deadline.
+* ``start`` is retried only when the request provably never left (connect refused or timed out):
+  a start is billed and not idempotent, so a timeout after sending is reported as unknown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import requests
+import structlog
+import urllib3.exceptions
+
+from streamlife.errors import (
+    AuthError,
+    CapacityError,
+    NotSentError,
+    OutcomeUnknownError,
+    PaymentError,
+    RateLimitedError,
+    RejectedError,
+    ServerError,
+    ServiceError,
+    TaskNotFoundError,
+    TransportError,
+)
+from streamlife.events import StartResult, StopResult, StreamKind
+
+DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
+_PATHS: Final = {
+    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
+    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
+}
+CAPACITY_STATUS: Final = 16  # "Capacity Reached": the account's concurrent streams are full
+_log = structlog.get_logger("streamlife")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard ``stop`` (and a never-sent ``start``) tries before giving up.
+
+    The wait before retry n (0-based) is uniform in [0, min(cap, base * 2**n)] ("full jitter"),
+    or the service's ``Retry-After`` if that is longer. No retry starts after ``deadline``
+    seconds from the first attempt; the last read timeout is cut to fit the deadline.
+    """
+
+    attempts: int = 6
+    base: float = 0.25
+    cap: float = 8.0
+    deadline: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+        if min(self.base, self.cap, self.deadline) <= 0:
+            raise ValueError("RetryPolicy.base, cap and deadline must be positive")
+
+    def backoff(self, retry: int, draw: Callable[[], float]) -> float:
+        return draw() * min(self.cap, self.base * 2.0**retry)
+
+
+class HttpTransport:
+    """The real transport. ``timeout`` is (connect, read) in seconds."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: tuple[float, float] = (3.05, 15.0),
+        retry: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ValueError("HttpTransport needs a non-empty API key")
+        if len(timeout) != 2 or min(timeout) <= 0:
+            raise ValueError(f"timeout must be (connect, read) seconds, both positive; got {timeout!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.retry = retry or RetryPolicy()
+        self._session = session or requests.Session()
+        self._session.headers.update({"Authorization": api_key, "Content-Type": "application/json"})
+        self._sleep, self._monotonic, self._jitter = sleep, monotonic, jitter
+
+    def __repr__(self) -> str:
+        return f"HttpTransport(base_url={self.base_url!r}, timeout={self.timeout!r}, key=<redacted>)"
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        kind = StreamKind(kind)
+        operation = f"{kind.value}.start"
+        body = self._call(operation, _PATHS[kind][0], dict(params), retry_unless_not_sent=True)
+        task_id = _task_id(body)
+        if task_id is None:
+            # Success without an id: a stream may exist that we cannot name. Never guess.
+            raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
+        return StartResult(task_id, _outcome_message(body), body)
+
+    def stop(self, kind: StreamKind, task_id: str) -> StopResult:
+        kind = StreamKind(kind)
+        body = self._call(f"{kind.value}.stop", _PATHS[kind][1], {"task_id": task_id})
+        return StopResult(_task_id(body) or task_id, _outcome_message(body), body)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- one operation, with its retries ---------------------------------------------------------
+    def _call(
+        self, operation: str, path: str, payload: dict[str, Any], *, retry_unless_not_sent: bool = False
+    ) -> Mapping[str, Any]:
+        """POST with retries. A start passes ``retry_unless_not_sent``: only NotSentError retries."""
+        policy = self.retry
+        give_up_at = self._monotonic() + policy.deadline
+        for attempt in range(policy.attempts):
+            try:
+                return self._post_once(operation, path, payload, give_up_at)
+            except TransportError as error:
+                if retry_unless_not_sent:
+                    retryable = isinstance(error, NotSentError)
+                else:
+                    retryable = isinstance(error, NotSentError | OutcomeUnknownError | RateLimitedError)
+                    retryable = retryable or isinstance(error, ServerError)
+                wait = policy.backoff(attempt, self._jitter)
+                if isinstance(error, RateLimitedError) and error.retry_after is not None:
+                    wait = max(wait, error.retry_after)
+                last_attempt = attempt + 1 >= policy.attempts
+                if not retryable or last_attempt or self._monotonic() + wait >= give_up_at:
+                    raise
+                _log.info(
+                    "streamlife.http_retry",
+                    operation=operation,
+                    attempt=attempt + 1,
+                    wait=round(wait, 3),
+                    error=type(error).__name__,
+                )
+                self._sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _post_once(
+        self, operation: str, path: str, payload: dict[str, Any], give_up_at: float
+    ) -> Mapping[str, Any]:
+        read_timeout = max(0.001, min(self.timeout[1], give_up_at - self._monotonic()))
+        try:
+            response = self._session.post(
+                self.base_url + path, json=payload, timeout=(self.timeout[0], read_timeout)
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise NotSentError("connect timed out", operation=operation) from exc
+        except requests.exceptions.ConnectionError as exc:
+            if _never_sent(exc):
+                raise NotSentError(f"could not connect ({_reason(exc)})", operation=operation) from exc
+            raise OutcomeUnknownError(f"connection lost ({_reason(exc)})", operation=operation) from exc
+        except requests.exceptions.Timeout as exc:
+            raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
+        except requests.exceptions.RequestException as exc:
+            raise OutcomeUnknownError(f"request failed ({type(exc).__name__})", operation=operation) from exc
+        return _read_answer(operation, response)
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when urllib3 failed before a byte of the request was written (refused, DNS, TLS)."""
+    reason: object = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(
+        reason,
+        urllib3.exceptions.NewConnectionError
+        | urllib3.exceptions.ConnectTimeoutError
+        | urllib3.exceptions.SSLError,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    # urllib3 messages name host and port, never headers: safe to show.
+    return type(exc.args[0]).__name__ if exc.args and isinstance(exc.args[0], BaseException) else "error"
+
+
+def _read_answer(operation: str, response: requests.Response) -> Mapping[str, Any]:
+    """The body of a success, or the typed error for anything else."""
+    try:
+        decoded: object = response.json()
+    except ValueError:  # requests' JSONDecodeError is a ValueError
+        decoded = None
+    body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
+    code = body.get("code")
+    code_text = None if code is None else str(code).strip()
+    data = body.get("data")
+    status_in_data = data.get("status") if isinstance(data, Mapping) else None
+    message = _message(body) or response.reason or "no message"
+    http = response.status_code
+
+    def fail(kind: type[ServiceError]) -> ServiceError:
+        return kind(message, operation=operation, status=http, code=code_text)
+
+    if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
+        raise fail(CapacityError)
+    if http == 429 or code_text in ("429", "0429"):
+        raise RateLimitedError(
+            message, operation=operation, status=http, code=code_text, retry_after=_retry_after(response)
+        )
+    if http in (401, 403) or code_text in ("401", "403"):
+        raise fail(AuthError)
+    if http == 402 or code_text == "402":
+        raise fail(PaymentError)
+    if http >= 500 or (code_text is not None and code_text.startswith("5")):
+        raise fail(ServerError)
+    if http == 400 and operation.endswith(".stop"):
+        raise fail(TaskNotFoundError)  # the documented meaning of 400 on stop
+    if http >= 400 or (code_text is not None and code_text not in ("200", "0000")):
+        raise fail(RejectedError)
+    if not body:
+        raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
+    return body
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP-date (RFC 9110)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _task_id(body: Mapping[str, Any]) -> str | None:
+    data = body.get("data")
+    found = data.get("task_id") if isinstance(data, Mapping) else None
+    found = found if found is not None else body.get("task_id")
+    return found if isinstance(found, str) and found else None
+
+
+def _outcome_message(body: Mapping[str, Any]) -> str | None:
+    """``data.message`` says what happened ("Audio stream stopped successfully"); the envelope's
+    own message is only "success"."""
+    data = body.get("data")
+    found = data.get("message") if isinstance(data, Mapping) else None
+    return found if isinstance(found, str) and found else _message(body)
+
+
+def _message(body: Mapping[str, Any]) -> str | None:
+    found = body.get("message") or body.get("msg")
+    return found if isinstance(found, str) else None

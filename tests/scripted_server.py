@@ -1,0 +1,109 @@
+"""A real HTTP server on 127.0.0.1 that answers from a script: for transport tests over loopback.
+
+Each request takes the next step of the script: an answer (status, JSON body, headers), a dropped
+connection after the request was read, or a stall longer than the client's read timeout. Every
+request is recorded (path, headers, JSON body) so tests can count what reached the server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Read the request, then close the connection without a word."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    seconds: float
+
+
+Step = Answer | Drop | Stall
+
+
+@dataclass(frozen=True)
+class Seen:
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+class ScriptedServer:
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self.script: deque[Step] = deque()
+        self.requests: list[Seen] = []
+        host, port = server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+
+    def then(self, *steps: Step) -> ScriptedServer:
+        self.script.extend(steps)
+        return self
+
+
+def ok(task_id: str = "660e8400-e29b-41d4-a716-446655440001", message: str = "started") -> Answer:
+    return Answer(200, {"code": 200, "message": "success", "data": {"task_id": task_id, "message": message}})
+
+
+def error(status: int, msg: str = "error", **headers: str) -> Answer:
+    return Answer(status, {"code": status, "msg": msg, "data": None}, headers)
+
+
+@contextmanager
+def scripted_server() -> Iterator[ScriptedServer]:
+    holder: list[ScriptedServer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            scripted = holder[0]
+            length = int(self.headers.get("Content-Length", "0"))
+            raw = self.rfile.read(length)
+            scripted.requests.append(Seen(self.path, dict(self.headers), json.loads(raw or b"null")))
+            step = scripted.script.popleft() if scripted.script else Answer(500, {"code": 500})
+            if isinstance(step, Drop):
+                self.close_connection = True
+                self.connection.close()
+                return
+            if isinstance(step, Stall):
+                time.sleep(step.seconds)
+                return
+            payload = json.dumps(step.body).encode() if step.body is not None else b""
+            self.send_response(step.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in step.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder.append(ScriptedServer(server))
+    thread = threading.Thread(target=server.serve_forever, name="scripted-server", daemon=True)
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
