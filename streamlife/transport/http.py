@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -23,27 +22,16 @@ import requests
 import structlog
 import urllib3.exceptions
 
-from streamlife.errors import (
-    AuthError,
-    CapacityError,
-    NotSentError,
-    OutcomeUnknownError,
-    PaymentError,
-    RateLimitedError,
-    RejectedError,
-    ServerError,
-    ServiceError,
-    TaskNotFoundError,
-    TransportError,
-)
+from streamlife.errors import NotSentError, OutcomeUnknownError, RateLimitedError, ServerError, TransportError
 from streamlife.events import StartResult, StopResult, StreamKind
+
+from .answers import outcome_message, read_answer, task_id_of
 
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
 _PATHS: Final = {
     StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
     StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
 }
-CAPACITY_STATUS: Final = 16  # "Capacity Reached": the account's concurrent streams are full
 _log = structlog.get_logger("streamlife")
 
 
@@ -104,16 +92,16 @@ class HttpTransport:
         kind = StreamKind(kind)
         operation = f"{kind.value}.start"
         body = self._call(operation, _PATHS[kind][0], dict(params), retry_unless_not_sent=True)
-        task_id = _task_id(body)
+        task_id = task_id_of(body)
         if task_id is None:
             # Success without an id: a stream may exist that we cannot name. Never guess.
             raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
-        return StartResult(task_id, _outcome_message(body), body)
+        return StartResult(task_id, outcome_message(body), body)
 
     def stop(self, kind: StreamKind, task_id: str) -> StopResult:
         kind = StreamKind(kind)
         body = self._call(f"{kind.value}.stop", _PATHS[kind][1], {"task_id": task_id})
-        return StopResult(_task_id(body) or task_id, _outcome_message(body), body)
+        return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
 
     def close(self) -> None:
         self._session.close()
@@ -168,7 +156,11 @@ class HttpTransport:
             raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
         except requests.exceptions.RequestException as exc:
             raise OutcomeUnknownError(f"request failed ({type(exc).__name__})", operation=operation) from exc
-        return _read_answer(operation, response)
+        try:
+            decoded: object = response.json()
+        except ValueError:  # requests' JSONDecodeError is a ValueError
+            decoded = None
+        return read_answer(operation, response.status_code, decoded, response.headers.get("Retry-After"))
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
@@ -187,77 +179,3 @@ def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
 def _reason(exc: BaseException) -> str:
     # urllib3 messages name host and port, never headers: safe to show.
     return type(exc.args[0]).__name__ if exc.args and isinstance(exc.args[0], BaseException) else "error"
-
-
-def _read_answer(operation: str, response: requests.Response) -> Mapping[str, Any]:
-    """The body of a success, or the typed error for anything else."""
-    try:
-        decoded: object = response.json()
-    except ValueError:  # requests' JSONDecodeError is a ValueError
-        decoded = None
-    body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
-    code = body.get("code")
-    code_text = None if code is None else str(code).strip()
-    data = body.get("data")
-    status_in_data = data.get("status") if isinstance(data, Mapping) else None
-    message = _message(body) or response.reason or "no message"
-    http = response.status_code
-
-    def fail(kind: type[ServiceError]) -> ServiceError:
-        return kind(message, operation=operation, status=http, code=code_text)
-
-    if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
-        raise fail(CapacityError)
-    if http == 429 or code_text in ("429", "0429"):
-        raise RateLimitedError(
-            message, operation=operation, status=http, code=code_text, retry_after=_retry_after(response)
-        )
-    if http in (401, 403) or code_text in ("401", "403"):
-        raise fail(AuthError)
-    if http == 402 or code_text == "402":
-        raise fail(PaymentError)
-    if http >= 500 or (code_text is not None and code_text.startswith("5")):
-        raise fail(ServerError)
-    if http == 400 and operation.endswith(".stop"):
-        raise fail(TaskNotFoundError)  # the documented meaning of 400 on stop
-    if http >= 400 or (code_text is not None and code_text not in ("200", "0000")):
-        raise fail(RejectedError)
-    if not body:
-        raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
-    return body
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP-date (RFC 9110)."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _task_id(body: Mapping[str, Any]) -> str | None:
-    data = body.get("data")
-    found = data.get("task_id") if isinstance(data, Mapping) else None
-    found = found if found is not None else body.get("task_id")
-    return found if isinstance(found, str) and found else None
-
-
-def _outcome_message(body: Mapping[str, Any]) -> str | None:
-    """``data.message`` says what happened ("Audio stream stopped successfully"); the envelope's
-    own message is only "success"."""
-    data = body.get("data")
-    found = data.get("message") if isinstance(data, Mapping) else None
-    return found if isinstance(found, str) and found else _message(body)
-
-
-def _message(body: Mapping[str, Any]) -> str | None:
-    found = body.get("message") or body.get("msg")
-    return found if isinstance(found, str) else None

@@ -1,0 +1,99 @@
+"""What an answer of the memories.ai stream API means: the body of a success, or a typed error.
+
+Shared by every transport (HTTP, and the simulator's in-process one), so both map an answer the
+same way. The docs say the HTTP status equals the body's ``code``, but the code is typed as a
+string and sent as an int, and legacy answers use ``"0429"``-style codes: both are read.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from streamlife.errors import (
+    AuthError,
+    CapacityError,
+    OutcomeUnknownError,
+    PaymentError,
+    RateLimitedError,
+    RejectedError,
+    ServerError,
+    ServiceError,
+    TaskNotFoundError,
+)
+
+CAPACITY_STATUS: Final = 16  # "Capacity Reached": the account's concurrent streams are full
+
+
+def read_answer(operation: str, http: int, decoded: object, retry_after: str | None) -> Mapping[str, Any]:
+    """The body of a success, or the typed error for anything else."""
+    body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
+    code = body.get("code")
+    code_text = None if code is None else str(code).strip()
+    data = body.get("data")
+    status_in_data = data.get("status") if isinstance(data, Mapping) else None
+    message = _message(body) or f"HTTP {http}"
+
+    def fail(kind: type[ServiceError]) -> ServiceError:
+        return kind(message, operation=operation, status=http, code=code_text)
+
+    if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
+        raise fail(CapacityError)
+    if http == 429 or code_text in ("429", "0429"):
+        raise RateLimitedError(
+            message,
+            operation=operation,
+            status=http,
+            code=code_text,
+            retry_after=parse_retry_after(retry_after),
+        )
+    if http in (401, 403) or code_text in ("401", "403"):
+        raise fail(AuthError)
+    if http == 402 or code_text == "402":
+        raise fail(PaymentError)
+    if http >= 500 or (code_text is not None and code_text.startswith("5")):
+        raise fail(ServerError)
+    if http == 400 and operation.endswith(".stop"):
+        raise fail(TaskNotFoundError)  # the documented meaning of 400 on stop
+    if http >= 400 or (code_text is not None and code_text not in ("200", "0000")):
+        raise fail(RejectedError)
+    if not body:
+        raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
+    return body
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP-date (RFC 9110)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def task_id_of(body: Mapping[str, Any]) -> str | None:
+    data = body.get("data")
+    found = data.get("task_id") if isinstance(data, Mapping) else None
+    found = found if found is not None else body.get("task_id")
+    return found if isinstance(found, str) and found else None
+
+
+def outcome_message(body: Mapping[str, Any]) -> str | None:
+    """``data.message`` says what happened ("Audio stream stopped successfully"); the envelope's
+    own message is only "success"."""
+    data = body.get("data")
+    found = data.get("message") if isinstance(data, Mapping) else None
+    return found if isinstance(found, str) and found else _message(body)
+
+
+def _message(body: Mapping[str, Any]) -> str | None:
+    found = body.get("message") or body.get("msg")
+    return found if isinstance(found, str) else None
