@@ -1,0 +1,7 @@
+"""A simulator of memories.ai's stream API: in-process, on virtual time, with seeded faults."""
+
+from .faults import Faults
+from .service import Answer, Delivery, SimStream, SimulatedService
+from .transport import SimTransport
+
+__all__ = ["Answer", "Delivery", "Faults", "SimStream", "SimTransport", "SimulatedService"]

@@ -1,0 +1,56 @@
+"""SimTransport: the Transport protocol over a SimulatedService, with no sockets.
+
+Answers are read by the same ``read_answer`` as HttpTransport's, so a simulated run meets the
+same typed errors as a real one. A start answer the service marks as lost (the
+``start_timeout_created`` fault) raises ``OutcomeUnknownError``: the stream exists, unnamed.
+There are no retries here: in a simulated run each failed stop reaches the caller, which is
+where the stop policy is exercised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streamlife.errors import OutcomeUnknownError
+from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.transport.answers import outcome_message, read_answer, task_id_of
+
+from .service import SimulatedService
+
+_PATHS = {
+    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
+    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
+}
+
+
+class SimTransport:
+    def __init__(self, service: SimulatedService, api_key: str = "sk-mai-simulated") -> None:
+        self.service = service
+        self._headers = {"Authorization": api_key, "Content-Type": "application/json"}
+
+    def __repr__(self) -> str:
+        return f"SimTransport({self.service!r})"
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        kind = StreamKind(kind)
+        operation = f"{kind.value}.start"
+        answer = self.service.request(_PATHS[kind][0], self._headers, dict(params))
+        if answer.lost:
+            raise OutcomeUnknownError("no answer within the read timeout (simulated)", operation=operation)
+        body = read_answer(operation, answer.status, answer.body, answer.headers.get("Retry-After"))
+        task_id = task_id_of(body)
+        if task_id is None:
+            raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
+        return StartResult(task_id, outcome_message(body), body)
+
+    def stop(self, kind: StreamKind, task_id: str) -> StopResult:
+        kind = StreamKind(kind)
+        answer = self.service.request(_PATHS[kind][1], self._headers, {"task_id": task_id})
+        body = read_answer(
+            f"{kind.value}.stop", answer.status, answer.body, answer.headers.get("Retry-After")
+        )
+        return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
+
+    def close(self) -> None:
+        """Nothing to release: there are no connections."""
