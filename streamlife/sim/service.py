@@ -101,6 +101,9 @@ class SimulatedService:
     def on_callback(self, sink: Sink) -> None:
         self._sinks.append(sink)
 
+    def off_callback(self, sink: Sink) -> None:
+        self._sinks.remove(sink)
+
     # -- the API ---------------------------------------------------------------------------------
     def request(self, path: str, headers: Mapping[str, str], body: object) -> Answer:
         """One POST to the API (path relative to the base URL, e.g. ``/audio-stream/stop``)."""

@@ -1,0 +1,128 @@
+"""The simulator behind real HTTP on loopback: the documented paths, the real auth check, real webhooks.
+
+``serve_http(service)`` answers ``POST /serve/api/v2/audio-stream/start`` (and the other three paths)
+on 127.0.0.1, so ``HttpTransport`` talks to it exactly as it would talk to memories.ai. A start
+answer the service marks as lost is never written: the connection is closed after the request was
+read, which the client sees as "sent, no answer". With ``webhook_url``, every callback is POSTed
+there as JSON, as the service posts to the account's webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+import requests
+
+from .service import Payload, SimulatedService
+
+API_PREFIX: Final = "/serve/api/v2"
+MAX_BODY: Final = 1 << 20
+
+
+@dataclass
+class WebhookPoster:
+    """Posts each callback to a URL; a delivery that fails is recorded, not retried (yet)."""
+
+    url: str
+    timeout: float = 5.0
+    failures: list[tuple[Payload, str]] = field(default_factory=list)
+    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+
+    def __call__(self, payload: Payload) -> None:
+        try:
+            response = self._session.post(self.url, json=payload, timeout=self.timeout)
+        except requests.RequestException as exc:
+            self.failures.append((payload, type(exc).__name__))
+            return
+        if response.status_code >= 300:
+            self.failures.append((payload, f"HTTP {response.status_code}"))
+
+    def close(self) -> None:
+        self._session.close()
+
+
+@dataclass
+class SimHttpServer:
+    service: SimulatedService
+    server: ThreadingHTTPServer
+    poster: WebhookPoster | None
+
+    @property
+    def base_url(self) -> str:
+        """What to give ``HttpTransport(base_url=...)``."""
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}{API_PREFIX}"
+
+
+def _handler(service: SimulatedService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._send(413, {"code": 413, "msg": "Request body too large", "data": None}, {})
+                return
+            raw = self.rfile.read(length)
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            path = self.path.split("?", 1)[0]
+            if not path.startswith(API_PREFIX + "/"):
+                self._send(404, {"code": 404, "msg": "Not found", "data": None}, {})
+                return
+            headers = {"Authorization": self.headers.get("Authorization", "")}
+            answer = service.request(path[len(API_PREFIX) :], headers, body)
+            if answer.lost:
+                self.close_connection = True  # read, then silence: the client cannot know what happened
+                return
+            self._send(answer.status, answer.body, answer.headers)
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | Any) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in dict(headers).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the simulator logs nothing of its own."""
+
+    return Handler
+
+
+@contextmanager
+def serve_http(
+    service: SimulatedService,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    webhook_url: str | None = None,
+) -> Iterator[SimHttpServer]:
+    """Serve ``service`` on ``host:port`` (0 picks a free port) until the block ends."""
+    server = ThreadingHTTPServer((host, port), _handler(service))
+    server.daemon_threads = True
+    poster = WebhookPoster(webhook_url) if webhook_url else None
+    if poster is not None:
+        service.on_callback(poster)
+    thread = threading.Thread(target=server.serve_forever, name="streamlife-sim-http", daemon=True)
+    thread.start()
+    try:
+        yield SimHttpServer(service, server, poster)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        if poster is not None:
+            service.off_callback(poster)
+            poster.close()
