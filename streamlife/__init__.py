@@ -4,27 +4,35 @@ Start streams, stop them for certain, apply every webhook callback once and in o
 restarts, and simulate the whole lifecycle, faults included, with no network.
 """
 
+from .callbacks import DEFAULT_STATUSES, PROVIDER_ENDED, CallbackEvent, StatusTable, parse_callback
 from .clock import Clock, ManualClock, SystemClock
 from .errors import CallbackError, LocalTransitionError, StreamlifeError
-from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
+from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .lifecycle import TERMINAL, Source, TaskState
 from .task import HistoryEntry, StreamTask
 
 __all__ = [
+    "DEFAULT_STATUSES",
+    "PROVIDER_ENDED",
     "TERMINAL",
     "CallbackError",
+    "CallbackEvent",
     "Clock",
     "HistoryEntry",
     "LocalTransitionError",
     "ManualClock",
     "Outcome",
     "OutcomeKind",
+    "ProviderEvent",
     "Segment",
     "Source",
     "StatusCallback",
+    "StatusMeaning",
+    "StatusTable",
     "StreamKind",
     "StreamTask",
     "StreamlifeError",
     "SystemClock",
     "TaskState",
+    "parse_callback",
 ]

@@ -18,6 +18,19 @@ class StreamKind(enum.StrEnum):
     VIDEO = "video"  # /stream/start|stop: moderation and logo detection
 
 
+class StatusMeaning(enum.StrEnum):
+    """What a callback's status says about its stream, as ``streamlife.callbacks.StatusTable`` reads it.
+
+    The first three are named after the task trigger they call for.
+    """
+
+    STOPPED = "stopped"  # stopped by our stop (14): fire ``stopped``
+    CAPACITY = "capacity"  # the account's stream capacity is full (16): fire ``capacity``
+    ENDED = "ended"  # the service, or its provider, ended the stream by itself: fire ``ended``
+    ONGOING = "ongoing"  # a status the user declared harmless: the stream goes on, nothing to fire
+    UNKNOWN = "unknown"  # not in the table: kept on the event and surfaced, never guessed
+
+
 class OutcomeKind(enum.StrEnum):
     """What became of one event fired at a task."""
 
@@ -85,11 +98,31 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class StatusCallback:
-    """A callback that reports a status of the stream itself: stopped (14), capacity (16), or another end."""
+    """A callback that reports a status of the stream itself: stopped (14), capacity (16), or another end.
+
+    ``meaning`` is what the status table said when the callback was parsed (UNKNOWN for a status
+    it does not list); None for a StatusCallback built by hand rather than by ``parse_callback``.
+    """
 
     task_id: str
     status: int
     message: str | None = None
+    raw: Mapping[str, Any] | None = None
+    meaning: StatusMeaning | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """A provider message forwarded by memories.ai that is neither a transcript nor an end of session.
+
+    AssemblyAI ``Begin`` or ``SpeechStarted``, ElevenLabs ``session_started`` or one of its error
+    messages: worth a log line, never a transition. Whether a provider error ends the stream is not
+    documented, so it is not guessed; the end arrives as a status callback (or the silence timer fires).
+    """
+
+    task_id: str
+    provider: str  # "assemblyai" or "elevenlabs"
+    message_type: str  # the provider's own name for the message: "Begin", "session_started", "error"
     raw: Mapping[str, Any] | None = None
 
 

@@ -1,0 +1,346 @@
+"""Webhook payload -> event: parse leniently, validate strictly, keep the raw payload on the event.
+
+memories.ai documents its callbacks only in part (api/memories-stream-api.md §4), so the parser
+accepts every shape the docs and the providers describe and refuses anything else with a
+``CallbackError`` naming the field (a dotted path, or None when the whole payload is unreadable).
+Whatever the input, it raises nothing else.
+
+Lenient: ``code`` an int or a string; ``message`` or ``msg``; ``task_id`` at the top level or
+under ``data`` (both present must agree); times strings of seconds or numbers; a JSON null counts
+as absent. Strict: every field the event is built from has the right type and range (a bool is not
+an int here), and fields the event is not built from are only kept, in ``raw``.
+
+The message ``m`` is ``data`` in an envelope, or the payload itself when it is a bare provider
+message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first match wins:
+
+    m holds                                          event
+    -----------------------------------------------  ----------------------------------------------
+    type "Turn" (AssemblyAI v3)                      Segment(index=turn_order, final=end_of_turn)
+    type "Termination"                               StatusCallback(PROVIDER_ENDED), meaning per table
+    any other type ("Begin", "SpeechStarted")        ProviderEvent("assemblyai", type)
+    message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m)
+    any other message_type ("session_started")       ProviderEvent("elevenlabs", message_type)
+    status, transcript a string or object (audio)    Segment, final unless the transcript says partial
+    status, data an object (video moderation)        Segment(final=True, text=None), result in raw
+    status, transcript/data null or absent           StatusCallback(status), meaning per table
+    anything else                                    CallbackError
+
+Provider messages are tried first: memories.ai's own payloads have no ``type`` or
+``message_type`` beside ``status``, and reading a provider message as a status could end a task.
+A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". ElevenLabs
+messages carry no index, and none is invented (a counter would break on duplicates and reordering):
+without a ``segment_index`` in the wrapper such a transcript is a CallbackError naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias, TypeGuard
+
+from .errors import CallbackError
+from .events import ProviderEvent, Segment, StatusCallback, StatusMeaning
+
+CallbackEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
+
+PROVIDER_ENDED: Final = -1000
+"""The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
+
+It has no memories.ai status, and StatusCallback.status is an int, so it gets this synthetic one,
+far from every real value seen (-1, 0, 14, 16, 1001, 2001, 5000). Being a status, it goes through
+the table like any other: ENDED by default, and a user who finds that Termination merely echoes a
+stop (status 14 following) can map it to ONGOING.
+"""
+
+_INT32: Final = range(-(2**31), 2**31)  # statuses and indexes stay small: cheap to log, cheap for gaps()
+# A plain decimal: float() alone would also take "nan", "inf", "1_000" and Unicode digits.
+_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TRANSCRIPT_FINAL: Final = {
+    "partial": False,
+    "partialtranscript": False,
+    "final": True,
+    "finaltranscript": True,
+}
+_KINDS: Final = {type(None): "null", bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+_ELEVENLABS_FINAL: Final = {
+    "partial_transcript": False,
+    "committed_transcript": True,
+    "committed_transcript_with_timestamps": True,
+}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)  # bool is an int to Python, not to us
+
+
+class StatusTable(Mapping[int, StatusMeaning]):
+    """Callback status -> meaning. Immutable: ``with_status`` returns an extended copy.
+
+    ``table.meaning(status)`` is UNKNOWN for a status the table does not list.
+    """
+
+    __slots__ = ("_meanings",)
+
+    def __init__(self, meanings: Mapping[int, StatusMeaning | str] | None = None) -> None:
+        checked: dict[int, StatusMeaning] = {}
+        for status, meaning in (meanings or {}).items():
+            if not _is_int(status):
+                raise TypeError(f"a status is an int, not {type(status).__name__}")
+            checked[status] = StatusMeaning(meaning)
+        self._meanings: Mapping[int, StatusMeaning] = MappingProxyType(checked)
+
+    def with_status(self, status: int, meaning: StatusMeaning | str) -> StatusTable:
+        """A copy of this table in which ``status`` means ``meaning`` (added, or replacing the old one)."""
+        return StatusTable({**self._meanings, status: meaning})
+
+    def meaning(self, status: int) -> StatusMeaning:
+        return self._meanings.get(status, StatusMeaning.UNKNOWN)
+
+    def __getitem__(self, status: int) -> StatusMeaning:
+        return self._meanings[status]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._meanings)
+
+    def __len__(self) -> int:
+        return len(self._meanings)
+
+    def __repr__(self) -> str:
+        return f"StatusTable({dict(self._meanings)!r})"
+
+
+# Only what the docs confirm (§4.6); 12, 15 and the rest are unknown until a user says otherwise.
+DEFAULT_STATUSES: Final = StatusTable(
+    {14: StatusMeaning.STOPPED, 16: StatusMeaning.CAPACITY, PROVIDER_ENDED: StatusMeaning.ENDED}
+)
+
+
+def parse_callback(
+    payload: bytes | str | Mapping[str, Any], *, statuses: StatusTable | None = None
+) -> CallbackEvent:
+    """Read one webhook payload as an event; raise CallbackError, and only that, if it is not one."""
+    top = _decode(payload)
+    table = DEFAULT_STATUSES if statuses is None else statuses
+    code = top.get("code")
+    if code is not None and not (isinstance(code, str) or _is_int(code)):
+        raise CallbackError("code", f"must be an integer or a string, got {_kind(code)}")
+    data = top.get("data")
+    if data is not None:
+        if not isinstance(data, Mapping):
+            raise CallbackError("data", f"must be an object, got {_kind(data)}")
+        message, prefix = data, "data."
+    elif top.get("type") is not None or top.get("message_type") is not None:
+        message, prefix = top, ""  # a bare provider message, task_id beside its own fields
+    else:
+        raise CallbackError("data", "missing, and the payload is no provider message either")
+    task_id = _task_id(top, data)
+    if message.get("type") is not None:
+        return _assemblyai(task_id, top, message, prefix, table)
+    if message.get("message_type") is not None:
+        return _elevenlabs(task_id, top, message, prefix)
+    return _memories(task_id, top, message, table)
+
+
+def _decode(payload: object) -> Mapping[str, Any]:
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8-sig")  # RFC 8259 lets a parser skip a byte order mark
+        except UnicodeDecodeError as exc:
+            raise CallbackError(None, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload, parse_constant=_refuse_constant)
+        except CallbackError:
+            raise
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
+            raise CallbackError(None, f"not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(payload, Mapping):
+        raise CallbackError(None, f"not an object: {_kind(payload)}")
+    return payload
+
+
+def _refuse_constant(name: str) -> Any:
+    raise CallbackError(None, f"not JSON: {name} is not a JSON value")
+
+
+def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
+    outer = _optional_text(top, "task_id", "task_id")
+    inner = None if data is None else _optional_text(data, "task_id", "data.task_id")
+    if outer == "" or inner == "":
+        raise CallbackError("task_id" if outer == "" else "data.task_id", "must not be empty")
+    if outer is not None and inner is not None and inner != outer:
+        raise CallbackError("data.task_id", "differs from the top-level task_id")
+    task_id = outer if outer is not None else inner
+    if task_id is None:
+        raise CallbackError("task_id", "missing, at the top level and under data")
+    return task_id
+
+
+def _assemblyai(
+    task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str, table: StatusTable
+) -> CallbackEvent:
+    kind = _name(m, "type", prefix)
+    if kind == "Turn":
+        index = _index(m.get("turn_order"), prefix + "turn_order")
+        text = _text(m, "transcript", prefix + "transcript")
+        final = m.get("end_of_turn")
+        if not isinstance(final, bool):
+            raise CallbackError(prefix + "end_of_turn", f"must be a boolean, got {_kind(final)}")
+        return Segment(task_id, index, final, text, raw=top)
+    if kind == "Termination":
+        meaning = table.meaning(PROVIDER_ENDED)
+        return StatusCallback(task_id, PROVIDER_ENDED, "assemblyai: Termination", top, meaning)
+    return ProviderEvent(task_id, "assemblyai", kind, top)
+
+
+def _elevenlabs(task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str) -> CallbackEvent:
+    kind = _name(m, "message_type", prefix)
+    final = _ELEVENLABS_FINAL.get(kind)
+    if final is None:
+        return ProviderEvent(task_id, "elevenlabs", kind, top)
+    text = _text(m, "text", prefix + "text")
+    # The provider numbers nothing: the index can only come from memories.ai's wrapper.
+    found = _find([(top, ""), (m, prefix)], "segment_index")
+    if found is None:
+        raise CallbackError("segment_index", "missing: ElevenLabs transcripts carry no index of their own")
+    return Segment(task_id, _index(*found), final, text, raw=top)
+
+
+def _memories(
+    task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], table: StatusTable
+) -> CallbackEvent:
+    status = data.get("status")
+    if not _is_int(status):
+        raise CallbackError("data.status", f"must be an integer, got {_kind(status)}")
+    if status not in _INT32:
+        raise CallbackError("data.status", "out of range for a status")
+    is_audio = data.get("transcript") is not None
+    result = data.get("transcript") if is_audio else data.get("data")
+    if result is None:
+        message = _message(data, "data.")
+        if message is None:  # not ``or``: an empty message is still the callback's own
+            message = _message(top, "")
+        return StatusCallback(task_id, status, message, top, table.meaning(status))
+
+    places = [(data, "data.")]
+    if is_audio:
+        text, final = _transcript(result)
+    elif isinstance(result, Mapping):
+        # Segment fields are read beside data.data (as seen in examples) or inside it (the docs' table).
+        text, final = None, True
+        places.append((result, "data.data."))
+    else:
+        raise CallbackError("data.data", f"must be an object or null, got {_kind(result)}")
+    found = _find(places, "segment_index")
+    if found is None:
+        raise CallbackError("data.segment_index", "missing")
+    start = _find(places, "segment_start_time", "start_time")
+    end = _find(places, "segment_end_time", "end_time")
+    start_s = None if start is None else _seconds(*start)
+    end_s = None
+    if end is not None:
+        end_s = _seconds(*end)
+        if start_s is not None and end_s < start_s:
+            raise CallbackError(end[1], "is before the segment's start")
+    return Segment(task_id, _index(*found), final, text, start_s, end_s, top)
+
+
+def _transcript(value: object) -> tuple[str, bool]:
+    """The text and finality of an audio transcript: final unless something in it says partial."""
+    if isinstance(value, str):
+        return value, True
+    if not isinstance(value, Mapping):
+        raise CallbackError("data.transcript", f"must be a string, an object or null, got {_kind(value)}")
+    text = _text(value, "text", "data.transcript.text")
+    says: set[bool] = set()
+    for key in ("is_final", "final"):
+        flag = value.get(key)
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise CallbackError(f"data.transcript.{key}", f"must be a boolean, got {_kind(flag)}")
+            says.add(flag)
+    for key in ("type", "message_type"):
+        kind = value.get(key)
+        if kind is not None:
+            final = _TRANSCRIPT_FINAL.get(kind.lower().replace("_", "")) if isinstance(kind, str) else None
+            if final is None:
+                raise CallbackError(f"data.transcript.{key}", "must say partial or final")
+            says.add(final)
+    if len(says) > 1:
+        raise CallbackError("data.transcript", "says both partial and final")
+    return text, says != {False}
+
+
+# -- field readers: each names the field it refuses, and never shows the value (it may be huge) ----
+def _kind(value: object) -> str:
+    if _is_int(value) or isinstance(value, float):
+        return "a number"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _find(places: list[tuple[Mapping[str, Any], str]], *names: str) -> tuple[Any, str] | None:
+    """The first non-null value under one of ``names``, with its path, searching ``places`` in order."""
+    for mapping, prefix in places:
+        for name in names:
+            value = mapping.get(name)
+            if value is not None:
+                return value, prefix + name
+    return None
+
+
+def _index(value: object, path: str) -> int:
+    if value is None:
+        raise CallbackError(path, "missing")
+    if not _is_int(value):
+        raise CallbackError(path, f"must be an integer, got {_kind(value)}")
+    if value < 0 or value not in _INT32:
+        raise CallbackError(path, f"must be between 0 and {_INT32.stop - 1}")
+    return value
+
+
+def _seconds(value: object, path: str) -> float:
+    if isinstance(value, str) and not _NUMBER.fullmatch(value):
+        raise CallbackError(path, "must be a number of seconds")
+    if not isinstance(value, str | float) and not _is_int(value):
+        raise CallbackError(path, f"must be a number of seconds, got {_kind(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    if not 0.0 <= seconds < math.inf:  # False for NaN too
+        raise CallbackError(path, "must be a finite, non-negative number of seconds")
+    return seconds
+
+
+def _text(m: Mapping[str, Any], key: str, path: str) -> str:
+    value = _optional_text(m, key, path)
+    if value is None:
+        raise CallbackError(path, "missing")
+    return value
+
+
+def _optional_text(m: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = m.get(key)
+    if value is not None and not isinstance(value, str):
+        raise CallbackError(path, f"must be a string, got {_kind(value)}")
+    return value
+
+
+def _name(m: Mapping[str, Any], key: str, prefix: str) -> str:
+    value = m.get(key)
+    if not isinstance(value, str):
+        raise CallbackError(prefix + key, f"must be a string, got {_kind(value)}")
+    if not value:
+        raise CallbackError(prefix + key, "must not be empty")
+    return value
+
+
+def _message(m: Mapping[str, Any], prefix: str) -> str | None:
+    for key in ("message", "msg"):
+        text = _optional_text(m, key, prefix + key)
+        if text is not None:
+            return text
+    return None

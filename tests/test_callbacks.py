@@ -1,0 +1,598 @@
+"""Webhook payloads to events: every documented shape, every refusal naming its field, and fuzzing.
+
+The fixtures below are realistic payloads, one per shape memories.ai sends (or, where the docs have a
+gap, the shape api/memories-stream-api.md §4 expects); the example tests read as documentation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife import (
+    DEFAULT_STATUSES,
+    PROVIDER_ENDED,
+    CallbackError,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StatusTable,
+    parse_callback,
+)
+
+TASK = "660e8400-e29b-41d4-a716-446655440001"
+
+# 1. Audio, DOC-old: segment-style, AssemblyAI v2 message under data.transcript.
+AUDIO_SEGMENT: dict[str, Any] = {
+    "code": "200",
+    "message": "SUCCESS",
+    "task_id": TASK,
+    "data": {
+        "segment_index": 3,
+        "segment_start_time": "15.0",
+        "segment_end_time": "20.0",
+        "status": 0,
+        "message": "final",
+        "transcript": {"message_type": "FinalTranscript", "text": "Hello there.", "confidence": 0.93},
+    },
+}
+# 2. The documented stop callback (audio-stream/stop page).
+AUDIO_STOP: dict[str, Any] = {
+    "code": "200",
+    "message": "SUCCESS",
+    "task_id": TASK,
+    "data": {
+        "segment_index": 7,
+        "segment_start_time": "35.0",
+        "segment_end_time": "40.0",
+        "status": 14,
+        "message": "Stream stopped by user",
+        "transcript": None,
+    },
+}
+# 3. Provider pass-through (DOC-new), wrapped in memories.ai's envelope or bare with task_id on top.
+ASSEMBLYAI_TURN: dict[str, Any] = {
+    "task_id": TASK,
+    "data": {
+        "type": "Turn",
+        "turn_order": 2,
+        "turn_is_formatted": False,
+        "end_of_turn": True,
+        "transcript": "how are you",
+        "end_of_turn_confidence": 0.87,
+        "words": [{"text": "how", "start": 10240, "end": 10400, "confidence": 0.99, "word_is_final": True}],
+    },
+}
+ASSEMBLYAI_TERMINATION: dict[str, Any] = {
+    "task_id": TASK,
+    "type": "Termination",
+    "audio_duration_seconds": 62,
+    "session_duration_seconds": 63,
+}
+ASSEMBLYAI_BEGIN: dict[str, Any] = {
+    "task_id": TASK,
+    "data": {"type": "Begin", "id": "de5d9927-73a6-4be8-b52d-b4c07be37e6b", "expires_at": 1759796682},
+}
+ELEVENLABS_PARTIAL: dict[str, Any] = {
+    "task_id": TASK,
+    "segment_index": 4,
+    "data": {"message_type": "partial_transcript", "text": "the quick brown"},
+}
+ELEVENLABS_COMMITTED: dict[str, Any] = {
+    "task_id": TASK,
+    "segment_index": 4,
+    "data": {"message_type": "committed_transcript", "text": "The quick brown fox."},
+}
+ELEVENLABS_SESSION: dict[str, Any] = {
+    "task_id": TASK,
+    "data": {"message_type": "session_started", "session_id": "0b7c", "config": {"sample_rate": 16000}},
+}
+# 4. Video moderation: the brief's layout (segment fields beside data.data) and the docs' (inside it).
+VIDEO_SEGMENT: dict[str, Any] = {
+    "code": 200,
+    "message": "SUCCESS",
+    "task_id": TASK,
+    "data": {
+        "segment_index": 0,
+        "start_time": "0",
+        "end_time": "5",
+        "status": 0,
+        "message": "ok",
+        "data": {
+            "video_url": "https://cdn.example.invalid/seg0.mp4",
+            "content_moderation": {"has_unsafe_content": False, "frames_processed": 5},
+        },
+        "token": {"input": 1200, "output": 40},
+    },
+}
+VIDEO_SEGMENT_NESTED: dict[str, Any] = {
+    "code": "200",
+    "message": "SUCCESS",
+    "task_id": TASK,
+    "data": {
+        "status": 0,
+        "message": "ok",
+        "data": {
+            "segment_index": 1,
+            "start_time": "5",
+            "end_time": "10",
+            "content_moderation": {"has_unsafe_content": True},
+        },
+    },
+}
+VIDEO_STOP: dict[str, Any] = {
+    "code": "200",
+    "message": "SUCCESS",
+    "task_id": TASK,
+    "data": {"status": 14, "message": "Stream stopped by user", "data": None, "token": None},
+}
+
+VALID = [
+    AUDIO_SEGMENT,
+    AUDIO_STOP,
+    ASSEMBLYAI_TURN,
+    ASSEMBLYAI_TERMINATION,
+    ASSEMBLYAI_BEGIN,
+    ELEVENLABS_PARTIAL,
+    ELEVENLABS_COMMITTED,
+    ELEVENLABS_SESSION,
+    VIDEO_SEGMENT,
+    VIDEO_SEGMENT_NESTED,
+    VIDEO_STOP,
+]
+
+
+DROP = object()
+
+
+def with_changes(payload: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of ``payload`` with changes at dotted paths (``data__status=16``); DROP removes."""
+    result = copy.deepcopy(dict(payload))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = result
+        for key in parents:
+            target = target[key]
+        if value is DROP:
+            del target[last]
+        else:
+            target[last] = value
+    return result
+
+
+# -- the shapes, one by one ------------------------------------------------------------------------
+def test_an_audio_segment_callback_is_a_segment_with_its_times_in_seconds() -> None:
+    event = parse_callback(json.dumps(AUDIO_SEGMENT).encode())
+    assert event == Segment(TASK, 3, final=True, text="Hello there.", start=15.0, end=20.0, raw=AUDIO_SEGMENT)
+    assert event.raw is not None
+    assert event.raw["data"]["status"] == 0  # a segment's status stays in raw
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        {"text": "hel", "is_final": False},
+        {"text": "hel", "final": False},
+        {"text": "hel", "type": "partial"},
+        {"text": "hel", "message_type": "PartialTranscript"},
+        {"text": "hel", "message_type": "partial_transcript"},
+    ],
+)
+def test_an_audio_transcript_that_says_partial_is_a_partial(transcript: dict[str, Any]) -> None:
+    event = parse_callback(with_changes(AUDIO_SEGMENT, data__transcript=transcript))
+    assert isinstance(event, Segment)
+    assert (event.final, event.text) == (False, "hel")
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "Hello there.",
+        {"text": "Hello there."},
+        {"text": "Hello there.", "is_final": True},
+        {"text": "Hello there.", "type": "final"},
+        {"text": "Hello there.", "message_type": "FinalTranscript"},
+    ],
+)
+def test_an_audio_transcript_is_final_unless_it_says_partial(transcript: str | dict[str, Any]) -> None:
+    event = parse_callback(with_changes(AUDIO_SEGMENT, data__transcript=transcript))
+    assert isinstance(event, Segment)
+    assert (event.final, event.text) == (True, "Hello there.")
+
+
+def test_the_documented_stop_callback_is_status_14_stopped() -> None:
+    event = parse_callback(json.dumps(AUDIO_STOP))
+    assert event == StatusCallback(TASK, 14, "Stream stopped by user", AUDIO_STOP, StatusMeaning.STOPPED)
+
+
+def test_status_16_means_capacity() -> None:
+    event = parse_callback(with_changes(AUDIO_STOP, data__status=16, data__message="Capacity reached"))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning, event.message) == (16, StatusMeaning.CAPACITY, "Capacity reached")
+
+
+def test_an_unknown_status_is_kept_and_surfaced_never_guessed() -> None:
+    event = parse_callback(with_changes(AUDIO_STOP, data__status=12, data__message="Stream source ended"))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning) == (12, StatusMeaning.UNKNOWN)
+
+
+def test_envelopes_are_read_leniently() -> None:
+    # code as an int, msg for message, task_id under data only, times as numbers.
+    payload = with_changes(
+        AUDIO_STOP, code=200, message=DROP, msg="SUCCESS", task_id=DROP, data__task_id=TASK
+    )
+    payload["data"]["msg"] = payload["data"].pop("message")
+    assert parse_callback(payload) == StatusCallback(
+        TASK, 14, "Stream stopped by user", payload, StatusMeaning.STOPPED
+    )
+    numbers = with_changes(AUDIO_SEGMENT, data__segment_start_time=15, data__segment_end_time=20.0)
+    event = parse_callback(numbers)
+    assert isinstance(event, Segment)
+    assert (event.start, event.end) == (15.0, 20.0)
+
+
+def test_a_status_callback_without_its_own_message_falls_back_to_the_envelopes() -> None:
+    event = parse_callback(with_changes(AUDIO_STOP, data__message=DROP))
+    assert isinstance(event, StatusCallback)
+    assert event.message == "SUCCESS"
+
+
+def test_an_assemblyai_turn_is_a_segment_indexed_by_turn_order() -> None:
+    assert parse_callback(ASSEMBLYAI_TURN) == Segment(TASK, 2, True, "how are you", raw=ASSEMBLYAI_TURN)
+    partial = with_changes(ASSEMBLYAI_TURN, data__end_of_turn=False, data__transcript="how are")
+    assert parse_callback(partial) == Segment(TASK, 2, False, "how are", raw=partial)
+
+
+def test_a_bare_provider_message_carries_its_task_id_at_the_top() -> None:
+    bare = {"task_id": TASK, **ASSEMBLYAI_TURN["data"]}
+    assert parse_callback(bare) == Segment(TASK, 2, True, "how are you", raw=bare)
+
+
+def test_an_assemblyai_termination_is_a_status_callback_with_the_provider_ended_status() -> None:
+    event = parse_callback(ASSEMBLYAI_TERMINATION)
+    assert event == StatusCallback(
+        TASK, PROVIDER_ENDED, "assemblyai: Termination", ASSEMBLYAI_TERMINATION, StatusMeaning.ENDED
+    )
+
+
+def test_assemblyai_begin_is_a_provider_event_to_log() -> None:
+    assert parse_callback(ASSEMBLYAI_BEGIN) == ProviderEvent(TASK, "assemblyai", "Begin", ASSEMBLYAI_BEGIN)
+
+
+def test_elevenlabs_transcripts_are_segments_indexed_by_the_wrapper() -> None:
+    assert parse_callback(ELEVENLABS_PARTIAL) == Segment(
+        TASK, 4, False, "the quick brown", raw=ELEVENLABS_PARTIAL
+    )
+    assert parse_callback(ELEVENLABS_COMMITTED) == Segment(
+        TASK, 4, True, "The quick brown fox.", raw=ELEVENLABS_COMMITTED
+    )
+    stamped = with_changes(
+        ELEVENLABS_COMMITTED,
+        data__message_type="committed_transcript_with_timestamps",
+        data__words=[{"text": "The", "start": 0.0, "end": 0.2, "type": "word"}],
+    )
+    assert parse_callback(stamped) == Segment(TASK, 4, True, "The quick brown fox.", raw=stamped)
+
+
+def test_an_elevenlabs_transcript_with_no_index_anywhere_is_refused_not_numbered() -> None:
+    with pytest.raises(CallbackError) as caught:
+        parse_callback(with_changes(ELEVENLABS_COMMITTED, segment_index=DROP))
+    assert caught.value.field == "segment_index"
+
+
+def test_elevenlabs_session_started_and_errors_are_provider_events() -> None:
+    assert parse_callback(ELEVENLABS_SESSION) == ProviderEvent(
+        TASK, "elevenlabs", "session_started", ELEVENLABS_SESSION
+    )
+    error = {"task_id": TASK, "data": {"message_type": "quota_exceeded", "error": "Quota exceeded"}}
+    assert parse_callback(error) == ProviderEvent(TASK, "elevenlabs", "quota_exceeded", error)
+
+
+def test_a_video_moderation_callback_is_a_final_segment_with_its_result_in_raw() -> None:
+    event = parse_callback(json.dumps(VIDEO_SEGMENT))
+    assert event == Segment(TASK, 0, final=True, text=None, start=0.0, end=5.0, raw=VIDEO_SEGMENT)
+    assert event.raw is not None
+    assert event.raw["data"]["data"]["content_moderation"] == {
+        "has_unsafe_content": False,
+        "frames_processed": 5,
+    }
+
+
+def test_video_segment_fields_may_sit_inside_data_data_as_the_docs_table_says() -> None:
+    event = parse_callback(VIDEO_SEGMENT_NESTED)
+    assert event == Segment(TASK, 1, True, None, 5.0, 10.0, VIDEO_SEGMENT_NESTED)
+
+
+def test_a_video_callback_with_a_null_result_is_a_status_callback() -> None:
+    assert parse_callback(VIDEO_STOP) == StatusCallback(
+        TASK, 14, "Stream stopped by user", VIDEO_STOP, StatusMeaning.STOPPED
+    )
+    error = with_changes(VIDEO_SEGMENT, data__status=13, data__data=None, data__message="pull failed")
+    assert parse_callback(error) == StatusCallback(TASK, 13, "pull failed", error, StatusMeaning.UNKNOWN)
+
+
+def test_the_raw_payload_is_the_decoded_object() -> None:
+    for payload in VALID:
+        assert parse_callback(json.dumps(payload).encode()).raw == payload
+        assert parse_callback(payload).raw is payload
+
+
+# -- the status table ------------------------------------------------------------------------------
+def test_the_default_table_holds_only_what_the_docs_confirm() -> None:
+    assert dict(DEFAULT_STATUSES) == {
+        14: StatusMeaning.STOPPED,
+        16: StatusMeaning.CAPACITY,
+        PROVIDER_ENDED: StatusMeaning.ENDED,
+    }
+    assert DEFAULT_STATUSES.meaning(12) is StatusMeaning.UNKNOWN
+    assert 12 not in DEFAULT_STATUSES
+    assert len(DEFAULT_STATUSES) == 3
+
+
+def test_a_user_extended_table_changes_what_a_status_means() -> None:
+    table = DEFAULT_STATUSES.with_status(12, StatusMeaning.ENDED).with_status(PROVIDER_ENDED, "ongoing")
+    source_ended = with_changes(AUDIO_STOP, data__status=12)
+    by_default, by_the_user = parse_callback(source_ended), parse_callback(source_ended, statuses=table)
+    assert isinstance(by_default, StatusCallback)
+    assert isinstance(by_the_user, StatusCallback)
+    assert (by_default.meaning, by_the_user.meaning) == (StatusMeaning.UNKNOWN, StatusMeaning.ENDED)
+    termination = parse_callback(ASSEMBLYAI_TERMINATION, statuses=table)
+    assert isinstance(termination, StatusCallback)
+    assert termination.meaning is StatusMeaning.ONGOING
+    assert DEFAULT_STATUSES.meaning(12) is StatusMeaning.UNKNOWN  # the default is never changed
+    assert table == {**DEFAULT_STATUSES, 12: StatusMeaning.ENDED, PROVIDER_ENDED: StatusMeaning.ONGOING}
+
+
+def test_a_status_table_refuses_what_is_not_a_status_or_a_meaning() -> None:
+    with pytest.raises(TypeError, match="a status is an int"):
+        DEFAULT_STATUSES.with_status(True, StatusMeaning.ENDED)
+    with pytest.raises(ValueError, match="'finished' is not a valid StatusMeaning"):
+        StatusTable({12: "finished"})
+    assert repr(StatusTable({12: "ended"})) == "StatusTable({12: <StatusMeaning.ENDED: 'ended'>})"
+
+
+# -- refusals: each names its field ----------------------------------------------------------------
+REFUSALS: list[tuple[str, Any, str | None]] = [
+    ("not UTF-8", b'{"task_id": "\xff"}', None),
+    ("not JSON", b'{"task_id": ', None),
+    ("NaN is not JSON", '{"task_id": "t", "data": {"status": NaN}}', None),
+    ("digits beyond Python's int limit", '{"code": ' + "9" * 5000 + "}", None),
+    ("nested past the stack", "[" * 100_000 + "]" * 100_000, None),
+    ("a list", b"[1, 2]", None),
+    ("a string", '"hello"', None),
+    ("not a payload type", 42, None),
+    ("code a list", with_changes(AUDIO_STOP, code=[200]), "code"),
+    ("code a bool", with_changes(AUDIO_STOP, code=True), "code"),
+    ("no data, no provider type", {"task_id": TASK, "code": 200}, "data"),
+    ("data a string", with_changes(AUDIO_STOP, data="oops"), "data"),
+    ("no task_id", with_changes(AUDIO_STOP, task_id=DROP), "task_id"),
+    ("task_id an int", with_changes(AUDIO_STOP, task_id=7), "task_id"),
+    ("task_id empty", with_changes(AUDIO_STOP, task_id=""), "task_id"),
+    ("data.task_id disagrees", with_changes(AUDIO_STOP, data__task_id="other"), "data.task_id"),
+    ("data.task_id a list", with_changes(AUDIO_STOP, data__task_id=[TASK]), "data.task_id"),
+    ("status missing", with_changes(AUDIO_STOP, data__status=DROP), "data.status"),
+    ("status a bool", with_changes(AUDIO_STOP, data__status=True), "data.status"),
+    ("status a string", with_changes(AUDIO_STOP, data__status="14"), "data.status"),
+    ("status huge", with_changes(AUDIO_STOP, data__status=10**30), "data.status"),
+    ("status message an int", with_changes(AUDIO_STOP, data__message=5), "data.message"),
+    ("segment_index missing", with_changes(AUDIO_SEGMENT, data__segment_index=DROP), "data.segment_index"),
+    ("segment_index a bool", with_changes(AUDIO_SEGMENT, data__segment_index=False), "data.segment_index"),
+    ("segment_index a string", with_changes(AUDIO_SEGMENT, data__segment_index="3"), "data.segment_index"),
+    ("segment_index a float", with_changes(AUDIO_SEGMENT, data__segment_index=3.0), "data.segment_index"),
+    ("segment_index negative", with_changes(AUDIO_SEGMENT, data__segment_index=-1), "data.segment_index"),
+    ("segment_index huge", with_changes(AUDIO_SEGMENT, data__segment_index=2**31), "data.segment_index"),
+    (
+        "start not a number",
+        with_changes(AUDIO_SEGMENT, data__segment_start_time="15s"),
+        "data.segment_start_time",
+    ),
+    ("start nan", with_changes(AUDIO_SEGMENT, data__segment_start_time="nan"), "data.segment_start_time"),
+    (
+        "start a NaN float",
+        with_changes(AUDIO_SEGMENT, data__segment_start_time=math.nan),
+        "data.segment_start_time",
+    ),
+    (
+        "start infinite",
+        with_changes(AUDIO_SEGMENT, data__segment_start_time="1e999"),
+        "data.segment_start_time",
+    ),
+    (
+        "start beyond floats",
+        with_changes(AUDIO_SEGMENT, data__segment_start_time=10**400),
+        "data.segment_start_time",
+    ),
+    ("start negative", with_changes(AUDIO_SEGMENT, data__segment_start_time="-5"), "data.segment_start_time"),
+    ("start a bool", with_changes(AUDIO_SEGMENT, data__segment_start_time=True), "data.segment_start_time"),
+    ("end before start", with_changes(AUDIO_SEGMENT, data__segment_end_time="10.0"), "data.segment_end_time"),
+    ("transcript a list", with_changes(AUDIO_SEGMENT, data__transcript=["hi"]), "data.transcript"),
+    (
+        "transcript no text",
+        with_changes(AUDIO_SEGMENT, data__transcript={"is_final": True}),
+        "data.transcript.text",
+    ),
+    ("text a number", with_changes(AUDIO_SEGMENT, data__transcript={"text": 1}), "data.transcript.text"),
+    (
+        "is_final a string",
+        with_changes(AUDIO_SEGMENT, data__transcript={"text": "", "is_final": "no"}),
+        "data.transcript.is_final",
+    ),
+    (
+        "type unknown",
+        with_changes(AUDIO_SEGMENT, data__transcript={"text": "", "type": "SessionBegins"}),
+        "data.transcript.type",
+    ),
+    (
+        "partial and final at once",
+        with_changes(AUDIO_SEGMENT, data__transcript={"text": "", "final": True, "type": "partial"}),
+        "data.transcript",
+    ),
+    ("video result a list", with_changes(VIDEO_SEGMENT, data__data=[1]), "data.data"),
+    (
+        "video end nested and early",
+        with_changes(VIDEO_SEGMENT_NESTED, data__data__end_time="1"),
+        "data.data.end_time",
+    ),
+    ("turn_order a bool", with_changes(ASSEMBLYAI_TURN, data__turn_order=True), "data.turn_order"),
+    ("turn transcript missing", with_changes(ASSEMBLYAI_TURN, data__transcript=DROP), "data.transcript"),
+    ("end_of_turn missing", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=DROP), "data.end_of_turn"),
+    ("end_of_turn a number", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=1), "data.end_of_turn"),
+    (
+        "bare turn_order missing",
+        {"task_id": TASK, "type": "Turn", "transcript": "", "end_of_turn": True},
+        "turn_order",
+    ),
+    ("type a number", with_changes(ASSEMBLYAI_BEGIN, data__type=3), "data.type"),
+    ("type empty", with_changes(ASSEMBLYAI_BEGIN, data__type=""), "data.type"),
+    ("message_type a list", with_changes(ELEVENLABS_SESSION, data__message_type=["x"]), "data.message_type"),
+    ("elevenlabs text missing", with_changes(ELEVENLABS_PARTIAL, data__text=DROP), "data.text"),
+    ("elevenlabs index a bool", with_changes(ELEVENLABS_PARTIAL, segment_index=True), "segment_index"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_every_refusal_is_a_callback_error_naming_its_field(payload: Any, field: str | None) -> None:
+    with pytest.raises(CallbackError) as caught:
+        parse_callback(payload)
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)  # a webhook handler may catch ValueError
+    assert len(str(caught.value)) < 300  # never the offending value itself: it may be huge
+
+
+# -- fuzzing: an event or a CallbackError, nothing else --------------------------------------------
+EVENTS = (Segment, StatusCallback, ProviderEvent)
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    ["task_id", "data", "code", "message", "msg", "status", "segment_index", "transcript", "text",
+     "type", "message_type", "turn_order", "end_of_turn", "start_time", "segment_end_time", "is_final"]
+)  # fmt: skip
+
+
+def parses_or_refuses(payload: Any) -> None:
+    try:
+        result: object = parse_callback(payload)
+    except CallbackError as error:
+        result = error
+    assert isinstance(result, (*EVENTS, CallbackError))
+    if isinstance(result, CallbackError):
+        assert result.field is None or isinstance(result.field, str)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes(payload: bytes) -> None:
+    parses_or_refuses(payload)
+
+
+@given(JSON | st.dictionaries(KEYS, JSON, max_size=6))
+def test_arbitrary_json_values_as_text_and_as_objects(value: Any) -> None:
+    parses_or_refuses(json.dumps(value))  # allow_nan: NaN and Infinity reach the parser as text
+    parses_or_refuses(value)
+
+
+def paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path in nested objects."""
+    if not isinstance(value, dict):
+        return []
+    found = []
+    for key, inner in value.items():
+        found.append((*prefix, key))
+        found.extend(paths(inner, (*prefix, key)))
+    return found
+
+
+@given(st.sampled_from(VALID), st.data())
+def test_mutated_valid_payloads(payload: dict[str, Any], data: st.DataObject) -> None:
+    mutated = copy.deepcopy(payload)
+    for _ in range(data.draw(st.integers(1, 3))):
+        options = paths(mutated)
+        if not options:
+            break
+        *parents, last = data.draw(st.sampled_from(options))
+        target = mutated
+        for key in parents:
+            target = target[key]
+        if data.draw(st.booleans()):
+            del target[last]
+        else:
+            target[last] = data.draw(JSON | st.integers(min_value=2**63) | st.just(True))
+    parses_or_refuses(mutated)
+    parses_or_refuses(json.dumps(mutated).encode())
+
+
+# -- round trips: fields drawn, payload built, parsed, compared --------------------------------------
+TASK_IDS = st.text(min_size=1, max_size=40)
+INDEXES = st.integers(0, 2**31 - 1)
+TEXTS = st.text(max_size=40)
+SECONDS = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    TASK_IDS, INDEXES, TEXTS, SECONDS, SECONDS, st.booleans(), st.booleans(), st.sampled_from([200, "200"])
+)
+def test_audio_segments_round_trip(
+    task_id: str, index: int, text: str, start: float, length: float, final: bool, as_text: bool, code: Any
+) -> None:
+    end = start + length
+    transcript: Any = text if as_text and final else {"text": text, "is_final": final}
+    payload = {
+        "code": code,
+        "message": "SUCCESS",
+        "task_id": task_id,
+        "data": {
+            "segment_index": index,
+            "segment_start_time": str(start),
+            "segment_end_time": repr(end),
+            "status": 0,
+            "transcript": transcript,
+        },
+    }
+    assert parse_callback(json.dumps(payload)) == Segment(task_id, index, final, text, start, end, payload)
+
+
+@given(TASK_IDS, INDEXES, SECONDS, SECONDS, st.booleans())
+def test_video_segments_round_trip(
+    task_id: str, index: int, start: float, length: float, nested: bool
+) -> None:
+    fields = {"segment_index": index, "start_time": str(start), "end_time": str(start + length)}
+    result: dict[str, Any] = {"content_moderation": {"has_unsafe_content": False}}
+    data: dict[str, Any] = {"status": 0, "data": result}
+    (result if nested else data).update(fields)
+    payload = {"code": 200, "message": "SUCCESS", "task_id": task_id, "data": data}
+    assert parse_callback(payload) == Segment(task_id, index, True, None, start, start + length, payload)
+
+
+@given(TASK_IDS, st.integers(-(2**31), 2**31 - 1), st.text(max_size=40), st.sampled_from(["message", "msg"]))
+def test_status_callbacks_round_trip(task_id: str, status: int, message: str, key: str) -> None:
+    payload = {
+        "code": "200",
+        "task_id": task_id,
+        "data": {"status": status, key: message, "transcript": None},
+    }
+    meaning = DEFAULT_STATUSES.meaning(status)
+    assert parse_callback(json.dumps(payload)) == StatusCallback(task_id, status, message, payload, meaning)
+
+
+@given(TASK_IDS, INDEXES, TEXTS, st.booleans(), st.booleans())
+def test_provider_transcripts_round_trip(
+    task_id: str, index: int, text: str, final: bool, bare: bool
+) -> None:
+    turn = {"type": "Turn", "turn_order": index, "transcript": text, "end_of_turn": final}
+    assembly = {"task_id": task_id, **turn} if bare else {"task_id": task_id, "data": turn}
+    assert parse_callback(assembly) == Segment(task_id, index, final, text, raw=assembly)
+    kind = "committed_transcript" if final else "partial_transcript"
+    eleven = {"task_id": task_id, "segment_index": index, "data": {"message_type": kind, "text": text}}
+    assert parse_callback(json.dumps(eleven)) == Segment(task_id, index, final, text, raw=eleven)
