@@ -162,7 +162,8 @@ class StreamTask:
         return self._transcript
 
     @property
-    def gaps(self) -> list[int]:
+    def gaps(self) -> list[range]:
+        """Runs of segment indexes with no final below the highest final: lost or still in flight."""
         return [] if self._transcript is None else self._transcript.gaps()
 
     def transcript_text(self, *, include_partials: bool = False) -> str:

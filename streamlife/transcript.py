@@ -65,9 +65,14 @@ class Transcript:
             segment.text for segment in self if segment.text and (segment.final or include_partials)
         )
 
-    def gaps(self) -> list[int]:
-        """Indexes below the highest final that have no final yet: lost or still in flight."""
-        finals = {index for index, segment in self._by_index.items() if segment.final}
-        if not finals:
-            return []
-        return [index for index in range(max(finals)) if index not in finals]
+    def gaps(self) -> list[range]:
+        """Runs of indexes below the highest final that have no final yet: lost or still in flight.
+
+        Ranges, not every missing index: one stray index of 2**31 must not cost 2**31 ints.
+        """
+        gaps, expected = [], 0
+        for index in sorted(index for index, segment in self._by_index.items() if segment.final):
+            if index > expected:
+                gaps.append(range(expected, index))
+            expected = index + 1
+        return gaps

@@ -141,7 +141,7 @@ def test_segments_build_an_ordered_transcript_with_gaps() -> None:
     assert outcomes == [OutcomeKind.APPLIED] * 3 + [OutcomeKind.DUPLICATE] * 2 + [OutcomeKind.APPLIED]
     assert task.transcript_text() == "zero two"
     assert task.transcript_text(include_partials=True) == "zero two thr"
-    assert task.gaps == [1]
+    assert task.gaps == [range(1, 2)]
 
 
 def test_a_conflicting_final_keeps_the_first_text_and_is_not_applied() -> None:

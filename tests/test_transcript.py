@@ -49,8 +49,9 @@ def test_one_segment_per_index_in_index_order_and_finals_are_never_replaced(
     assert indexes == sorted(set(indexes))
     assert {s.index: s.text for s in transcript.finals()} == first_final
     highest = max(first_final, default=None)
-    expected_gaps = [] if highest is None else [i for i in range(highest) if i not in first_final]
-    assert transcript.gaps() == expected_gaps
+    missing = [] if highest is None else [i for i in range(highest) if i not in first_final]
+    assert [i for gap in transcript.gaps() for i in gap] == missing
+    assert all(len(gap) > 0 for gap in transcript.gaps())
 
 
 def test_a_differing_final_is_a_conflict_and_a_newer_partial_replaces_an_older_one() -> None:
@@ -61,3 +62,10 @@ def test_a_differing_final_is_a_conflict_and_a_newer_partial_replaces_an_older_o
     assert transcript.add(Segment("t", 0, True, "Hello.")) is Change.REPLACED
     assert transcript.add(Segment("t", 0, True, "Hullo.")) is Change.CONFLICT
     assert transcript.text() == "Hello."
+
+
+def test_a_huge_index_costs_one_range_not_billions_of_ints() -> None:
+    transcript = Transcript()
+    transcript.add(Segment("t", 0, True, "first"))
+    transcript.add(Segment("t", 2**31 - 1, True, "stray"))
+    assert transcript.gaps() == [range(1, 2**31 - 1)]
