@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import pytest
 
-from streamlife import ManualClock, StreamKind
+from streamlife import ManualClock, Segment, StatusCallback, StatusMeaning, StreamKind, parse_callback
 from streamlife.errors import (
     AuthError,
     CapacityError,
@@ -35,7 +36,9 @@ def statuses(service: SimulatedService, task_id: str) -> list[object]:
         if delivery.task_id != task_id:
             continue
         data = delivery.payload["data"]
-        if data["transcript"] is None:
+        if "transcript" not in data:
+            told.append(f"v{data['segment_index']}" if data.get("data") else data["status"])
+        elif data["transcript"] is None:
             told.append(data["status"])
         else:
             told.append(("f" if data["transcript"]["is_final"] else "p") + str(data["segment_index"]))
@@ -220,3 +223,41 @@ def test_a_sink_may_call_back_into_the_service() -> None:
 def test_faults_are_probabilities() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         Faults(duplicate=1.5)
+
+
+def test_video_streams_send_one_moderation_result_per_segment() -> None:
+    service, transport = simulated()
+    task_id = transport.start(StreamKind.VIDEO, {"url": "rtmp://example.invalid/cam"}).task_id
+    service.advance(11)
+    transport.stop(StreamKind.VIDEO, task_id)
+    service.advance(5)
+    assert statuses(service, task_id) == ["v0", "v1", 14]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_payload_the_simulator_sends_parses(seed: int) -> None:
+    service, transport = simulated(Faults.all(seed))
+    started: list[tuple[StreamKind, str]] = []
+    for index in range(24):
+        kind = StreamKind.VIDEO if index % 3 == 0 else StreamKind.AUDIO
+        params = {"url": "rtmp://x.invalid/cam"} if kind is StreamKind.VIDEO else AUDIO
+        with contextlib.suppress(TransportError):
+            started.append((kind, transport.start(kind, params).task_id))
+        service.advance(4.0)
+        if index % 3 == 2 and started:
+            with contextlib.suppress(TransportError):
+                transport.stop(*started.pop(0))
+    service.advance(60)
+    kinds = {task_id: stream.kind for task_id, stream in service.streams.items()}
+    for delivery in service.deliveries:
+        event = parse_callback(json.dumps(delivery.payload).encode())
+        assert event.task_id == delivery.task_id
+        status = delivery.payload["data"]["status"]
+        if isinstance(event, StatusCallback):
+            expected = {14: StatusMeaning.STOPPED, 16: StatusMeaning.CAPACITY}.get(
+                status, StatusMeaning.UNKNOWN
+            )
+            assert event.meaning is expected
+        else:
+            assert isinstance(event, Segment)
+            assert event.final or kinds[event.task_id] is StreamKind.AUDIO

@@ -134,7 +134,8 @@ class SimulatedService:
         self.streams[task_id] = SimStream(task_id, kind, now)
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
         if self._roll(self.faults.early_callback):
-            early.append(Delivery(now, task_id, self._segment_payload(self.streams[task_id], 0, final=False)))
+            first = self._segment_payload(self.streams[task_id], 0, final=False)
+            early.append(Delivery(now, task_id, first))
         started = "Audio stream transcription started" if kind is StreamKind.AUDIO else "Stream started"
         answer = _success(task_id, started)
         lost = self._roll(self.faults.start_timeout_created)
@@ -157,7 +158,8 @@ class SimulatedService:
         if self._roll(self.faults.late_final) and stream.next_index > 0:
             late = self._segment_payload(stream, stream.next_index - 1, final=True)
             self._enqueue(now + 0.5, stream.task_id, late)
-        return _success(stream.task_id, "Audio stream stopped successfully")
+        stopped = "Audio stream stopped successfully" if stream.kind is StreamKind.AUDIO else "Stream stopped"
+        return _success(stream.task_id, stopped)
 
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -191,7 +193,8 @@ class SimulatedService:
                 continue
             index = stream.next_index
             stream.next_index += 1
-            self._enqueue(at, task_id, self._segment_payload(stream, index, final=False))
+            if stream.kind is StreamKind.AUDIO:  # transcription: a partial, then its final
+                self._enqueue(at, task_id, self._segment_payload(stream, index, final=False))
             self._enqueue(at, task_id, self._segment_payload(stream, index, final=True))
             if self._roll(self.faults.spontaneous_end):
                 self._end(stream, at, SOURCE_ENDED, announce=True)
@@ -236,6 +239,8 @@ class SimulatedService:
         return rate > 0.0 and self._dice.random() < rate
 
     def _segment_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
+        if stream.kind is StreamKind.VIDEO:
+            return self._moderation_payload(stream, index)
         start = index * SEGMENT_SECONDS
         words = f"segment {index} of {stream.task_id[:8]}"
         return {
@@ -249,6 +254,22 @@ class SimulatedService:
                 "status": 0,
                 "message": "final" if final else "partial",
                 "transcript": {"text": words if final else words[: len(words) // 2], "is_final": final},
+            },
+        }
+
+    def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
+        """Video moderation: one result per segment, under ``data.data`` (null on error statuses)."""
+        start = index * SEGMENT_SECONDS
+        return {
+            "code": 200,
+            "message": "success",
+            "task_id": stream.task_id,
+            "data": {
+                "segment_index": index,
+                "start_time": f"{start:.1f}",
+                "end_time": f"{start + SEGMENT_SECONDS:.1f}",
+                "status": 0,
+                "data": {"moderation": {"flagged": index % 7 == 3, "labels": []}, "logos": []},
             },
         }
 
