@@ -102,6 +102,26 @@ def task_in(state: TaskState, clock: ManualClock | None = None) -> StreamTask:
     return task
 
 
+class FakeTime:
+    """Sleeps that take no time: a monotonic clock that jumps instead, and a record of every wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(1_700_000_000.0)

@@ -10,28 +10,11 @@ from streamlife.errors import AuthError, CapacityError, OutcomeUnknownError, Tas
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.transport import HttpTransport, RetryPolicy
 
+from .conftest import FakeTime
 from .scripted_server import Answer, scripted_server
 
 KEY = "sk-mai-SIMULATED-secret-key"
 AUDIO = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
 
 
 def client(base_url: str, fake_time: FakeTime, key: str = KEY) -> HttpTransport:

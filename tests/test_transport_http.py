@@ -24,36 +24,17 @@ from streamlife.errors import (
 )
 from streamlife.transport import HttpTransport, RetryPolicy
 
+from .conftest import FakeTime
 from .scripted_server import Answer, Drop, ScriptedServer, Stall, error, ok, scripted_server
 
 KEY = "sk-mai-SECRET-test-key-0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
 
 
-class FakeTime:
-    """Sleeps that take no time: the monotonic clock jumps instead."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     with scripted_server() as running:
         yield running
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
 
 
 def transport(url: str, fake_time: FakeTime, **overrides: object) -> HttpTransport:

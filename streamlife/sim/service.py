@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
+from streamlife.transport.answers import PATHS
 
 from .faults import Faults
 
@@ -32,8 +33,8 @@ SEGMENT_SECONDS: Final = 5.0
 STOPPED_BY_USER: Final = 14
 CAPACITY_REACHED: Final = 16
 SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
-START_PATHS: Final = {"/audio-stream/start": StreamKind.AUDIO, "/stream/start": StreamKind.VIDEO}
-STOP_PATHS: Final = {"/audio-stream/stop": StreamKind.AUDIO, "/stream/stop": StreamKind.VIDEO}
+START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
+STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
 _URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}
 
 Payload = dict[str, Any]

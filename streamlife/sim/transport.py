@@ -14,14 +14,9 @@ from typing import Any
 
 from streamlife.errors import OutcomeUnknownError
 from streamlife.events import StartResult, StopResult, StreamKind
-from streamlife.transport.answers import outcome_message, read_answer, task_id_of
+from streamlife.transport.answers import PATHS, read_answer, start_result, stop_result
 
 from .service import SimulatedService
-
-_PATHS = {
-    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
-    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
-}
 
 
 class SimTransport:
@@ -35,22 +30,19 @@ class SimTransport:
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
         kind = StreamKind(kind)
         operation = f"{kind.value}.start"
-        answer = self.service.request(_PATHS[kind][0], self._headers, dict(params))
+        answer = self.service.request(PATHS[kind][0], self._headers, dict(params))
         if answer.lost:
             raise OutcomeUnknownError("no answer within the read timeout (simulated)", operation=operation)
         body = read_answer(operation, answer.status, answer.body, answer.headers.get("Retry-After"))
-        task_id = task_id_of(body)
-        if task_id is None:
-            raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
-        return StartResult(task_id, outcome_message(body), body)
+        return start_result(operation, body)
 
     def stop(self, kind: StreamKind, task_id: str) -> StopResult:
         kind = StreamKind(kind)
-        answer = self.service.request(_PATHS[kind][1], self._headers, {"task_id": task_id})
+        answer = self.service.request(PATHS[kind][1], self._headers, {"task_id": task_id})
         body = read_answer(
             f"{kind.value}.stop", answer.status, answer.body, answer.headers.get("Retry-After")
         )
-        return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
+        return stop_result(body, task_id)
 
     def close(self) -> None:
         """Nothing to release: there are no connections."""

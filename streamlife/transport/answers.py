@@ -1,4 +1,6 @@
-"""What an answer of the memories.ai stream API means: the body of a success, or a typed error.
+"""The memories.ai stream API's shape: its paths, and what its answers mean.
+
+An answer is the body of a success, or a typed error.
 
 Shared by every transport (HTTP, and the simulator's in-process one), so both map an answer the
 same way. The docs say the HTTP status equals the body's ``code``, but the code is typed as a
@@ -23,8 +25,25 @@ from streamlife.errors import (
     ServiceError,
     TaskNotFoundError,
 )
+from streamlife.events import StartResult, StopResult, StreamKind
 
 CAPACITY_STATUS: Final = 16  # "Capacity Reached": the account's concurrent streams are full
+PATHS: Final = {  # (start, stop), relative to the base URL
+    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
+    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
+}
+
+
+def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:
+    task_id = task_id_of(body)
+    if task_id is None:
+        # Success without an id: a stream may exist that nobody can name. Never guess.
+        raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
+    return StartResult(task_id, outcome_message(body), body)
+
+
+def stop_result(body: Mapping[str, Any], task_id: str) -> StopResult:
+    return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
 
 
 def read_answer(operation: str, http: int, decoded: object, retry_after: str | None) -> Mapping[str, Any]:

@@ -25,13 +25,9 @@ import urllib3.exceptions
 from streamlife.errors import NotSentError, OutcomeUnknownError, RateLimitedError, ServerError, TransportError
 from streamlife.events import StartResult, StopResult, StreamKind
 
-from .answers import outcome_message, read_answer, task_id_of
+from .answers import PATHS, read_answer, start_result, stop_result
 
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
-_PATHS: Final = {
-    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
-    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
-}
 _log = structlog.get_logger("streamlife")
 
 
@@ -91,17 +87,13 @@ class HttpTransport:
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
         kind = StreamKind(kind)
         operation = f"{kind.value}.start"
-        body = self._call(operation, _PATHS[kind][0], dict(params), retry_unless_not_sent=True)
-        task_id = task_id_of(body)
-        if task_id is None:
-            # Success without an id: a stream may exist that we cannot name. Never guess.
-            raise OutcomeUnknownError("the service answered success without a task_id", operation=operation)
-        return StartResult(task_id, outcome_message(body), body)
+        body = self._call(operation, PATHS[kind][0], dict(params), retry_unless_not_sent=True)
+        return start_result(operation, body)
 
     def stop(self, kind: StreamKind, task_id: str) -> StopResult:
         kind = StreamKind(kind)
-        body = self._call(f"{kind.value}.stop", _PATHS[kind][1], {"task_id": task_id})
-        return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
+        body = self._call(f"{kind.value}.stop", PATHS[kind][1], {"task_id": task_id})
+        return stop_result(body, task_id)
 
     def close(self) -> None:
         self._session.close()
