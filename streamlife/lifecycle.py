@@ -23,6 +23,8 @@ Why some cells are what they are (the rules of design.md):
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
     but no task_id came back) leads to ``uncertain``, never to a second start.
   * a segment while stopping is still applied (finals are in flight); after the end it is LATE.
+  * ``final_deadline`` ends a stopping task only once its stop was acknowledged: the task refuses
+    it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, timer and stop answer is LATE, except the one repeating
     how the task ended (DUP); a start answer there is impossible, since a task only leaves
     ``starting`` on its start answer.

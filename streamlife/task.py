@@ -141,8 +141,14 @@ class StreamTask:
 
     # -- timers ------------------------------------------------------------------------------
     def final_deadline(self) -> Outcome:
-        """The stop was acknowledged but no status-14 callback came in time."""
-        return self._fire("final_deadline", self._mark_final_missing)
+        """The stop was acknowledged but no status-14 callback came in time.
+
+        Refused while the stop is unacknowledged: a stream whose stop never landed may still be
+        billing, and filing it as stopped would lose it.
+        """
+        unacknowledged = self.state is TaskState.STOPPING and not self.stop_acknowledged
+        refusal = "no stop has been acknowledged, so the stream may still run" if unacknowledged else None
+        return self._fire("final_deadline", self._mark_final_missing, refusal=refusal)
 
     def uncertain_deadline(self) -> Outcome:
         return self._fire("uncertain_deadline", None)
@@ -184,8 +190,14 @@ class StreamTask:
         apply: Callable[[], bool] | None,
         data: Mapping[str, Any] | None = None,
         addressed_to: str | None = None,
+        *,
+        refusal: str | None = None,
     ) -> Outcome:
-        """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new."""
+        """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new.
+
+        ``refusal`` rejects a move the table allows but the task's data forbids, with that reason.
+        """
+        at = self._clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
         cell = CELLS[before, trigger]
         if cell is NO:
@@ -196,6 +208,8 @@ class StreamTask:
             outcome = Outcome.rejected(f"{trigger} is impossible while {before.value}")
         elif addressed_to is not None and addressed_to != self.task_id:
             outcome = Outcome.rejected(f"{trigger} for task_id {addressed_to!r} sent to this task")
+        elif refusal is not None and isinstance(cell, TaskState):
+            outcome = Outcome.rejected(f"{trigger} refused while {before.value}: {refusal}")
         elif cell is DUP:
             outcome = Outcome.DUPLICATE
         elif cell is LATE:
@@ -203,9 +217,11 @@ class StreamTask:
         elif apply is not None and not apply() and cell is before:
             outcome = Outcome.DUPLICATE
         else:
-            _EVENTS[trigger].trigger(self)  # the shared Machine moves the state (or runs the self-loop)
+            # The shared Machine moves the state (or runs the self-loop); it holds the same cells.
+            if not _EVENTS[trigger].trigger(self):
+                raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
-        self._record(trigger, before, outcome, data)
+        self._record(at, trigger, before, outcome, data)
         return outcome
 
     def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
@@ -216,10 +232,9 @@ class StreamTask:
         return self._fire(trigger, remember_status, {"status": callback.status}, callback.task_id)
 
     def _record(
-        self, trigger: str, before: TaskState, outcome: Outcome, data: Mapping[str, Any] | None
+        self, at: float, trigger: str, before: TaskState, outcome: Outcome, data: Mapping[str, Any] | None
     ) -> None:
         history = self.history
-        at = self._clock.now()
         if history and at < history[-1].at:
             at = history[-1].at  # a wall clock stepped back; history still reads forwards
         source = TRIGGERS[trigger]
@@ -258,7 +273,7 @@ class StreamTask:
         return True
 
     def _set_error(self, error: BaseException) -> bool:
-        self.last_error = f"{type(error).__name__}: {error}"
+        self.last_error = _error_text(error)
         return True
 
     def _acknowledge_stop(self) -> bool:
@@ -295,5 +310,9 @@ class StreamTask:
         return True
 
 
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _describe(error: BaseException) -> dict[str, str]:
-    return {"error": f"{type(error).__name__}: {error}"}
+    return {"error": _error_text(error)}

@@ -93,11 +93,21 @@ _THROUGH_RUNNING = _shortest_paths(TaskState.RUNNING, ["start", "start_ok"])
 PATHS = {**_shortest_paths(TaskState.PENDING, []), **_THROUGH_RUNNING}
 
 
-def task_in(state: TaskState, clock: ManualClock | None = None) -> StreamTask:
-    """A fresh task driven to ``state`` through the real triggers."""
+# Moves the table allows only when the task's data agrees: (state, trigger) -> what makes it so.
+DATA_PRECONDITIONS = {(TaskState.STOPPING, "final_deadline"): "stop_ok"}
+
+
+def task_in(
+    state: TaskState, clock: ManualClock | None = None, *, ready_for: str | None = None
+) -> StreamTask:
+    """A fresh task driven to ``state`` through the real triggers (and, for ``ready_for``, the data
+    precondition of that trigger's move, e.g. an acknowledged stop before ``final_deadline``)."""
     task = StreamTask("audio", {"audio_url": "rtmp://example.invalid/live"}, clock=clock or ManualClock())
     for trigger in PATHS[state]:
         fire(task, trigger)
+    precondition = DATA_PRECONDITIONS.get((state, ready_for)) if ready_for else None
+    if precondition is not None:
+        fire(task, precondition)
     assert task.state is state
     return task
 

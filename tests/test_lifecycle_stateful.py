@@ -125,8 +125,8 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
             model.stop_acknowledged = True
             return T, APPLIED if first else DUP
         return (STOPPED if trigger == "stop_not_found" else T), APPLIED
-    if trigger == "final_deadline":
-        return (STOPPED, APPLIED) if state is T else (state, REJECTED)
+    if trigger == "final_deadline":  # only an acknowledged stop may end by waiting
+        return (STOPPED, APPLIED) if state is T and model.stop_acknowledged else (state, REJECTED)
     if trigger == "uncertain_deadline":
         return (FAILED, APPLIED) if state is U else (state, REJECTED)
     if trigger == "silence":

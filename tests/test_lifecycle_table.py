@@ -26,7 +26,6 @@ from streamlife.lifecycle import (
     MACHINE,
     NO,
     STATES,
-    TABLE,
     TERMINAL,
     TRIGGERS,
     Source,
@@ -39,7 +38,7 @@ PAIRS = [(state, trigger) for state in STATES for trigger in TRIGGERS]
 
 @pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
 def test_every_state_and_trigger_does_what_the_table_says(state: TaskState, trigger: str) -> None:
-    task = task_in(state)
+    task = task_in(state, ready_for=trigger)
     entries_before = len(task.history)
     cell = CELLS[state, trigger]
 
@@ -91,10 +90,6 @@ def test_every_trigger_is_a_method_of_the_same_name() -> None:
 def test_the_machine_has_no_models_and_no_generated_triggers() -> None:
     assert MACHINE.models == []
     assert set(MACHINE.events) == set(TRIGGERS)  # auto_transitions off: no to_<state> events
-
-
-def test_table_rows_cover_every_state() -> None:
-    assert all(len(row) == len(STATES) for row in TABLE.values())
 
 
 # -- The design's rules, written out by hand (design.md, "The lifecycle") --------------------
@@ -193,6 +188,30 @@ def test_a_stop_answer_after_the_status_14_callback_is_late() -> None:
     task.stopped(_status(task, 14))
     assert task.stop_ok() == Outcome.LATE
     assert task.stop_not_found() == Outcome.LATE
+
+
+def test_the_final_deadline_never_ends_a_stop_that_was_not_acknowledged() -> None:
+    task = task_in(TaskState.STOPPING)
+    task.stop_error(ConnectionError("the stop never landed"))
+    outcome = task.final_deadline()
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.reason is not None
+    assert "acknowledged" in outcome.reason
+    assert (task.state, task.final_callback_missing) == (TaskState.STOPPING, False)
+    task.stop_ok()
+    assert task.final_deadline() == Outcome.APPLIED
+    assert (state_of(task), task.final_callback_missing) == (TaskState.STOPPED, True)
+
+
+def test_a_clock_that_fails_leaves_the_task_untouched() -> None:
+    class BrokenClock:
+        def now(self) -> float:
+            raise OSError("clock unavailable")
+
+    task = StreamTask("audio", clock=BrokenClock())
+    with pytest.raises(OSError, match="clock"):
+        task.stop()
+    assert (task.state, task.stop_requested, task.history) == (TaskState.PENDING, False, [])
 
 
 def test_stop_not_found_counts_as_stopped() -> None:
