@@ -119,6 +119,18 @@ def streamlife_running(clock: ManualClock) -> StreamTask:
     return task
 
 
+HOUR_OF_SEGMENTS = 720  # 5-second segments, each a partial then a final
+
+
+def streamlife_after_an_hour(clock: ManualClock) -> StreamTask:
+    """A running task an hour in: its history and transcript hold every segment."""
+    task = streamlife_running(clock)
+    for index in range(HOUR_OF_SEGMENTS):
+        task.segment(Segment("t", index, final=False, text="partial words"))
+        task.segment(Segment("t", index, final=True, text="the final words of this segment"))
+    return task
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks created for the memory figure")
@@ -135,6 +147,8 @@ def main() -> None:
 
     sl_new_bytes, sl_new_us = bytes_per_object(lambda: StreamTask("audio", clock=clock), n)
     sl_run_bytes, _ = bytes_per_object(lambda: streamlife_running(clock), n)
+    hour_sample = max(1, min(n // 500, 200))
+    sl_hour_bytes, _ = bytes_per_object(lambda: streamlife_after_an_hour(clock), hour_sample)
     dict_bytes, dict_us = bytes_per_object(DictTask, n)
     mach_bytes, mach_us = bytes_per_object(machine_task, machine_sample)
 
@@ -202,6 +216,7 @@ def main() -> None:
     rows = [
         ("bytes per task, pending", sl_new_bytes, dict_bytes, mach_bytes),
         ("bytes per task, running (2 history entries)", sl_run_bytes, None, None),
+        ("bytes per task, an hour in (1,440 segment events)", sl_hour_bytes, None, None),
         ("µs to create one task", sl_new_us, dict_us, mach_us),
         (
             "ns per transition, segment self-loop",
@@ -221,14 +236,18 @@ def main() -> None:
         f"({machine_sample:,} for one-Machine-per-task), {ops:,} transitions per timing, best of several runs"
     )
     columns = ("streamlife", 12), ("dict FSM", 12), ("Machine/task", 14), ("vs dict", 10), ("vs M/task", 11)
-    header = f"{'measure':<48}" + "".join(f"{title:>{width}}" for title, width in columns)
+    header = f"{'measure':<52}" + "".join(f"{title:>{width}}" for title, width in columns)
     print(header)
     print("-" * len(header))
     for name, ours, dict_ref, mach_ref in rows:
         print(
-            f"{name:<48}{_cell(ours):>12}{_cell(dict_ref):>12}{_cell(mach_ref):>14}"
+            f"{name:<52}{_cell(ours):>12}{_cell(dict_ref):>12}{_cell(mach_ref):>14}"
             f"{_ratio(ours, dict_ref):>10}{_ratio(ours, mach_ref):>11}"
         )
+    print(
+        f"\nan hour of segments adds {(sl_hour_bytes - sl_run_bytes) / 1024:,.0f} KiB per task "
+        f"(history entries and the transcript, every event kept in memory; measured on {hour_sample} tasks)"
+    )
     verdict = "holds" if sl_run_bytes <= GOAL_BYTES_PER_TASK else "MISSED"
     print(
         f"\ngoal: <= {GOAL_BYTES_PER_TASK} B of lifecycle overhead per live task at {n:,} tasks: "
