@@ -60,10 +60,21 @@ def test_capacity_over_http(fake_time: FakeTime) -> None:
             http.start(StreamKind.AUDIO, AUDIO)
 
 
-def test_a_lost_start_answer_is_unknown_and_the_start_is_never_posted_twice(fake_time: FakeTime) -> None:
+@pytest.mark.parametrize(("stall", "symptom"), [(0.0, "connection lost"), (1.0, "read timeout")])
+def test_a_lost_start_answer_is_unknown_and_the_start_is_never_posted_twice(
+    fake_time: FakeTime, stall: float, symptom: str
+) -> None:
     service = SimulatedService(api_key=KEY, faults=Faults(start_timeout_created=1.0))
-    with serve_http(service) as face, pytest.raises(OutcomeUnknownError):
-        client(face.base_url, fake_time).start(StreamKind.AUDIO, AUDIO)
+    with serve_http(service, lost_answer_stall=stall) as face:
+        http = HttpTransport(
+            KEY,
+            base_url=face.base_url,
+            timeout=(2.0, 0.3),
+            sleep=fake_time.sleep,
+            monotonic=fake_time.monotonic,
+        )
+        with pytest.raises(OutcomeUnknownError, match=symptom):
+            http.start(StreamKind.AUDIO, AUDIO)
     assert service.start_requests == 1
     assert len(service.billing()) == 1  # the stream it made bills on: the reaper's job
     assert fake_time.sleeps == []

@@ -3,7 +3,8 @@
 ``serve_http(service)`` answers ``POST /serve/api/v2/audio-stream/start`` (and the other three paths)
 on 127.0.0.1, so ``HttpTransport`` talks to it exactly as it would talk to memories.ai. A start
 answer the service marks as lost is never written: the connection is closed after the request was
-read, which the client sees as "sent, no answer". With ``webhook_url``, every callback is POSTed
+read (or, with ``lost_answer_stall``, after holding it that many seconds: past the client's read
+timeout), which the client sees as "sent, no answer". With ``webhook_url``, every callback is POSTed
 there as JSON, as the service posts to the account's webhook.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,7 +62,7 @@ class SimHttpServer:
         return f"http://{host!s}:{port}{API_PREFIX}"
 
 
-def _handler(service: SimulatedService) -> type[BaseHTTPRequestHandler]:
+def _handler(service: SimulatedService, lost_answer_stall: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -81,6 +83,7 @@ def _handler(service: SimulatedService) -> type[BaseHTTPRequestHandler]:
             headers = {"Authorization": self.headers.get("Authorization", "")}
             answer = service.request(path[len(API_PREFIX) :], headers, body)
             if answer.lost:
+                time.sleep(lost_answer_stall)
                 self.close_connection = True  # read, then silence: the client cannot know what happened
                 return
             self._send(answer.status, answer.body, answer.headers)
@@ -108,9 +111,14 @@ def serve_http(
     host: str = "127.0.0.1",
     port: int = 0,
     webhook_url: str | None = None,
+    lost_answer_stall: float = 0.0,
 ) -> Iterator[SimHttpServer]:
-    """Serve ``service`` on ``host:port`` (0 picks a free port) until the block ends."""
-    server = ThreadingHTTPServer((host, port), _handler(service))
+    """Serve ``service`` on ``host:port`` (0 picks a free port) until the block ends.
+
+    A lost start answer closes the connection at once, or after ``lost_answer_stall`` seconds:
+    set it above the client's read timeout to make the client time out instead.
+    """
+    server = ThreadingHTTPServer((host, port), _handler(service, lost_answer_stall))
     server.daemon_threads = True
     poster = WebhookPoster(webhook_url) if webhook_url else None
     if poster is not None:
