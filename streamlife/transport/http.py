@@ -109,11 +109,12 @@ class HttpTransport:
             try:
                 return self._post_once(operation, path, payload, give_up_at)
             except TransportError as error:
-                if retry_unless_not_sent:
-                    retryable = isinstance(error, NotSentError)
-                else:
-                    retryable = isinstance(error, NotSentError | OutcomeUnknownError | RateLimitedError)
-                    retryable = retryable or isinstance(error, ServerError)
+                retryable = isinstance(
+                    error,
+                    NotSentError
+                    if retry_unless_not_sent
+                    else NotSentError | OutcomeUnknownError | RateLimitedError | ServerError,
+                )
                 wait = policy.backoff(attempt, self._jitter)
                 if isinstance(error, RateLimitedError) and error.retry_after is not None:
                     wait = max(wait, error.retry_after)
