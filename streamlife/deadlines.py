@@ -18,28 +18,27 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 class Deadlines(Generic[Key]):
-    __slots__ = ("_armed", "_heap", "_order")
+    __slots__ = ("_armed", "_heap", "_kinds", "_order")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Key, str]] = []
         self._armed: dict[tuple[Key, str], tuple[int, float]] = {}  # (order, when) of each live entry
         self._order = itertools.count()
+        self._kinds: set[str] = set()  # every kind ever armed: few, so cancelling all of a key is cheap
 
     def arm(self, key: Key, kind: str, when: float) -> None:
         """Set (or move) ``key``'s deadline of this ``kind`` to ``when``."""
         order = next(self._order)
         self._armed[key, kind] = (order, when)
+        self._kinds.add(kind)
         heapq.heappush(self._heap, (when, order, key, kind))
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._armed):
             self._compact()
 
     def cancel(self, key: Key, kind: str | None = None) -> None:
         """Forget ``key``'s deadline of ``kind``, or all of its deadlines when ``kind`` is None."""
-        if kind is not None:
-            self._armed.pop((key, kind), None)
-            return
-        for armed in [armed for armed in self._armed if armed[0] == key]:
-            del self._armed[armed]
+        for each in (kind,) if kind is not None else self._kinds:
+            self._armed.pop((key, each), None)
 
     def when(self, key: Key, kind: str) -> float | None:
         armed = self._armed.get((key, kind))

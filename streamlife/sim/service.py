@@ -14,6 +14,7 @@ sink may call back into the service (a Fleet that stops a stream while handling 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -138,9 +139,9 @@ class SimulatedService:
             first = self._segment_payload(self.streams[task_id], 0, final=False)
             early.append(Delivery(now, task_id, first))
         started = "Audio stream transcription started" if kind is StreamKind.AUDIO else "Stream started"
-        answer = _success(task_id, started)
-        lost = self._roll(self.faults.start_timeout_created)
-        return Answer(answer.status, answer.body, lost=lost)
+        return dataclasses.replace(
+            _success(task_id, started), lost=self._roll(self.faults.start_timeout_created)
+        )
 
     def _stop(self, body: Mapping[str, Any]) -> Answer:
         self.stop_requests += 1

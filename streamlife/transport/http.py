@@ -156,19 +156,23 @@ class HttpTransport:
         return read_answer(operation, response.status_code, decoded, response.headers.get("Retry-After"))
 
 
+def _cause(exc: requests.exceptions.RequestException) -> object:
+    """The urllib3 error under a requests error (unwrapping MaxRetryError), or None."""
+    cause: object = exc.args[0] if exc.args else None
+    return cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
+
+
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
     """True when urllib3 failed before a byte of the request was written (refused, DNS, TLS)."""
-    reason: object = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
     return isinstance(
-        reason,
+        _cause(exc),
         urllib3.exceptions.NewConnectionError
         | urllib3.exceptions.ConnectTimeoutError
         | urllib3.exceptions.SSLError,
     )
 
 
-def _reason(exc: BaseException) -> str:
-    # urllib3 messages name host and port, never headers: safe to show.
-    return type(exc.args[0]).__name__ if exc.args and isinstance(exc.args[0], BaseException) else "error"
+def _reason(exc: requests.exceptions.RequestException) -> str:
+    # Only the type's name: urllib3's messages would be safe (no headers), but they are long.
+    cause = _cause(exc)
+    return type(cause).__name__ if isinstance(cause, BaseException) else type(exc).__name__
