@@ -6,9 +6,11 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 
 from .callbacks import DEFAULT_STATUSES, PROVIDER_ENDED, CallbackEvent, StatusTable, parse_callback
 from .clock import Clock, ManualClock, SystemClock
-from .errors import CallbackError, LocalTransitionError, StreamlifeError
+from .errors import CallbackError, LocalTransitionError, StreamlifeError, UnknownTaskError
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .fleet import Fleet, FleetStats, Orphan
 from .lifecycle import TERMINAL, Source, TaskState
+from .policy import Policy
 from .task import HistoryEntry, StreamTask
 
 __all__ = [
@@ -18,11 +20,15 @@ __all__ = [
     "CallbackError",
     "CallbackEvent",
     "Clock",
+    "Fleet",
+    "FleetStats",
     "HistoryEntry",
     "LocalTransitionError",
     "ManualClock",
+    "Orphan",
     "Outcome",
     "OutcomeKind",
+    "Policy",
     "ProviderEvent",
     "Segment",
     "Source",
@@ -34,5 +40,6 @@ __all__ = [
     "StreamlifeError",
     "SystemClock",
     "TaskState",
+    "UnknownTaskError",
     "parse_callback",
 ]

@@ -108,6 +108,9 @@ class StatusTable(Mapping[int, StatusMeaning]):
     def __len__(self) -> int:
         return len(self._meanings)
 
+    def __hash__(self) -> int:  # immutable, so it may sit in frozen values (a Policy)
+        return hash(frozenset(self._meanings.items()))
+
     def __repr__(self) -> str:
         return f"StatusTable({dict(self._meanings)!r})"
 

@@ -3,6 +3,7 @@
     StreamlifeError
      ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
      ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
+     ├── UnknownTaskError       a task or task_id the Fleet does not hold (also a LookupError)
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
@@ -53,6 +54,13 @@ class CallbackError(StreamlifeError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(problem if field is None else f"{field}: {problem}")
+
+
+class UnknownTaskError(StreamlifeError, LookupError):
+    """A task, or a task_id, that the Fleet asked about does not hold."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"this Fleet holds no task {what}")
 
 
 class TransportError(StreamlifeError):

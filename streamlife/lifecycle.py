@@ -25,7 +25,7 @@ Why some cells are what they are (the rules of design.md):
   * a segment while stopping is still applied (finals are in flight); after the end it is LATE.
   * ``final_deadline`` ends a stopping task only once its stop was acknowledged: the task refuses
     it before (REJECTED), because a stream whose stop never landed may still be billing.
-  * in a terminal state every callback, timer and stop answer is LATE, except the one repeating
+  * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
     how the task ended (DUP); a start answer there is impossible, since a task only leaves
     ``starting`` on its start answer.
 
@@ -97,6 +97,7 @@ TRIGGERS: Final[dict[str, Source]] = {
     "stopped": Source.CALLBACK,
     "ended": Source.CALLBACK,
     "capacity": Source.CALLBACK,
+    "adopt": Source.TIMER,
     "final_deadline": Source.TIMER,
     "uncertain_deadline": Source.TIMER,
     "silence": Source.TIMER,
@@ -120,7 +121,8 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "stopped":            (NO,       NO,        NO,        stopped,  stopped,  DUP,     LATE,    LATE),
     "ended":              (NO,       NO,        NO,        ended,    ended,    LATE,    DUP,     LATE),
     "capacity":           (NO,       NO,        NO,        failed,   failed,   LATE,    LATE,    DUP),
-    # timers
+    # timers (adopt: callbacks for a task_id that no start of ours named outlived the parking TTL)
+    "adopt":              (running,  NO,        NO,        NO,       NO,       NO,      NO,      NO),
     "final_deadline":     (NO,       NO,        NO,        NO,       stopped,  LATE,    LATE,    LATE),
     "uncertain_deadline": (NO,       NO,        failed,    NO,       NO,       LATE,    LATE,    LATE),
     "silence":            (NO,       NO,        NO,        running,  NO,       LATE,    LATE,    LATE),

@@ -104,8 +104,7 @@ class StreamTask:
 
     # -- transport results -------------------------------------------------------------------
     def start_ok(self, task_id: str) -> Outcome:
-        if not isinstance(task_id, str) or not task_id:
-            raise ValueError(f"start_ok needs the task_id the service returned, got {task_id!r}")
+        _check_task_id("start_ok", task_id)
         return self._fire("start_ok", lambda: self._set_task_id(task_id), {"task_id": task_id})
 
     def start_rejected(self, error: BaseException) -> Outcome:
@@ -140,6 +139,11 @@ class StreamTask:
         return self._end("capacity", callback)
 
     # -- timers ------------------------------------------------------------------------------
+    def adopt(self, task_id: str) -> Outcome:
+        """Take on a stream that no start of ours named (an orphan), so it is tracked and stopped."""
+        _check_task_id("adopt", task_id)
+        return self._fire("adopt", lambda: self._set_task_id(task_id), {"task_id": task_id})
+
     def final_deadline(self) -> Outcome:
         """The stop was acknowledged but no status-14 callback came in time.
 
@@ -160,6 +164,11 @@ class StreamTask:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def adopted(self) -> bool:
+        """True for an orphan the Fleet took on: a stream that no start of ours named."""
+        return bool(self.history) and self.history[0].trigger == "adopt"
 
     @property
     def transcript(self) -> Transcript:
@@ -308,6 +317,11 @@ class StreamTask:
             return False
         self.stalled = True
         return True
+
+
+def _check_task_id(trigger: str, task_id: object) -> None:
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError(f"{trigger} needs the task_id the service named, got {task_id!r}")
 
 
 def _error_text(error: BaseException) -> str:

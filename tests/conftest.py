@@ -53,7 +53,7 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
     """Plausible arguments for firing ``trigger`` at ``task``, addressed to its task_id."""
     task_id = task.task_id or TASK_ID
     match trigger:
-        case "start_ok":
+        case "start_ok" | "adopt":
             return (TASK_ID,)
         case "start_rejected" | "start_unknown" | "stop_error":
             return (RuntimeError(f"{trigger} in a test"),)

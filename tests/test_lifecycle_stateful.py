@@ -6,7 +6,7 @@ prose disagree, this test finds the sequence that shows it. Invariants checked a
 * a terminal state never changes;
 * history is a path through the table: each entry starts where the previous one ended, and
   moves only as its cell allows;
-* exactly one ``start_ok`` is ever applied to a task that has a task_id, none otherwise;
+* exactly one ``start_ok`` or ``adopt`` is ever applied to a task that has a task_id, none otherwise;
 * ``stop`` is legal in every state (it never raises);
 * a rejected local move leaves state and history untouched;
 * time in history never goes backwards, even when the wall clock steps back.
@@ -100,6 +100,11 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         if trigger == "start_ok":
             model.task_id = str(arg)
         return {"start_ok": R, "start_rejected": FAILED, "start_unknown": U}[trigger], APPLIED
+    if trigger == "adopt":  # only a task made for an orphan, before anything else happened to it
+        if state is not P:
+            return state, REJECTED
+        model.task_id = str(arg)
+        return R, APPLIED
     if trigger in CALLBACKS and getattr(arg, "task_id", None) != model.task_id:
         return state, REJECTED  # addressed to another task
     if state in TERMINAL:
@@ -185,7 +190,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         misaddressed = task.task_id is None or data.draw(st.integers(0, 9), label="stray") == 0
         task_id = "someone-else" if misaddressed else task.task_id
         assert task_id is not None
-        if trigger == "start_ok":
+        if trigger in ("start_ok", "adopt"):
             return f"tid-{task.ref}"
         if trigger in ("start_rejected", "start_unknown", "stop_error"):
             return RuntimeError(trigger)
@@ -246,9 +251,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert where is task.state
 
     @invariant()
-    def exactly_one_start_ok_is_applied_to_a_task_with_a_task_id(self) -> None:
+    def exactly_one_start_ok_or_adopt_is_applied_to_a_task_with_a_task_id(self) -> None:
         for task in self.live.values():
-            applied = [e for e in task.history if e.trigger == "start_ok" and e.outcome.kind is APPLIED]
+            applied = [
+                e for e in task.history if e.trigger in ("start_ok", "adopt") and e.outcome.kind is APPLIED
+            ]
             assert len(applied) == (0 if task.task_id is None else 1)
 
     @invariant()

@@ -30,6 +30,7 @@ class Faults:
     capacity: float = 0.0  # start answers status 16 (capacity reached) even below the limit
     # the stream itself
     spontaneous_end: float = 0.0  # per segment: the service ends the stream with a non-14 status
+    stall: float = 0.0  # per segment: a stream whose start was answered goes quiet, and bills on
     max_delay: float = 12.0
     retry_after: float = 2.0
 
@@ -64,6 +65,7 @@ class Faults:
             stop_not_found=0.02,
             capacity=0.02,
             spontaneous_end=0.002,
+            stall=0.001,
         )
 
     @classmethod
@@ -83,6 +85,7 @@ class Faults:
             stop_not_found=0.05,
             capacity=0.05,
             spontaneous_end=0.01,
+            stall=0.01,
         )
 
     def dice(self) -> random.Random:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
-from streamlife.transport.answers import PATHS
+from streamlife.transport.answers import PATHS, URL_FIELD
 
 from .faults import Faults
 
@@ -36,10 +36,9 @@ CAPACITY_REACHED: Final = 16
 SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
-_URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}
 
 Payload = dict[str, Any]
-Sink = Callable[[Payload], None]
+Sink = Callable[[Payload], object]  # what a sink returns is ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +58,15 @@ class Delivery:
     payload: Payload
 
 
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """One stop the service was asked for, and the HTTP status it answered."""
+
+    at: float
+    task_id: str
+    status: int
+
+
 @dataclass(slots=True)
 class SimStream:
     task_id: str
@@ -67,6 +75,8 @@ class SimStream:
     next_index: int = 0
     ended_at: float | None = None
     end_status: int | None = None
+    named: bool = True  # its start answer reached the client
+    quiet: bool = False  # stalled: it sends no more segments, and bills on
 
     @property
     def live(self) -> bool:
@@ -94,8 +104,9 @@ class SimulatedService:
         self._outbox: list[tuple[float, int, str, Payload]] = []  # callbacks waiting to be delivered
         self.streams: dict[str, SimStream] = {}
         self.deliveries: list[Delivery] = []
+        self.stop_log: list[StopRequest] = []
+        self._lose_next_answer = False
         self.start_requests = 0
-        self.stop_requests = 0
 
     def __repr__(self) -> str:
         return f"SimulatedService(streams={len(self.streams)}, now={self.clock.now()!r}, key=<redacted>)"
@@ -105,6 +116,11 @@ class SimulatedService:
 
     def off_callback(self, sink: Sink) -> None:
         self._sinks.remove(sink)
+
+    def lose_next_start_answer(self) -> None:
+        """Make the next start that creates a stream lose its answer, as ``start_timeout_created`` does."""
+        with self._lock:
+            self._lose_next_answer = True
 
     # -- the API ---------------------------------------------------------------------------------
     def request(self, path: str, headers: Mapping[str, str], body: object) -> Answer:
@@ -119,6 +135,7 @@ class SimulatedService:
                 answer = self._start(START_PATHS[path], body, early)
             elif path in STOP_PATHS:
                 answer = self._stop(body)
+                self.stop_log.append(StopRequest(self.clock.now(), str(body.get("task_id")), answer.status))
             else:
                 return _error(404, "Not found")
         self._deliver(early)  # an early callback beats its own start answer
@@ -126,9 +143,9 @@ class SimulatedService:
 
     def _start(self, kind: StreamKind, body: Mapping[str, Any], early: list[Delivery]) -> Answer:
         self.start_requests += 1
-        url = body.get(_URL_FIELD[kind])
+        url = body.get(URL_FIELD[kind])
         if not isinstance(url, str) or not url:
-            return _error(400, f"Invalid request parameters: {_URL_FIELD[kind]} is required")
+            return _error(400, f"Invalid request parameters: {URL_FIELD[kind]} is required")
         if self.live_count() >= self.max_streams or self._roll(self.faults.capacity):
             return Answer(200, {"code": CAPACITY_REACHED, "msg": "Capacity Reached", "data": None})
         now = self.clock.now()
@@ -139,12 +156,14 @@ class SimulatedService:
             first = self._segment_payload(self.streams[task_id], 0, final=False)
             early.append(Delivery(now, task_id, first))
         started = "Audio stream transcription started" if kind is StreamKind.AUDIO else "Stream started"
-        return dataclasses.replace(
-            _success(task_id, started), lost=self._roll(self.faults.start_timeout_created)
+        lost, self._lose_next_answer = (
+            self._lose_next_answer or self._roll(self.faults.start_timeout_created),
+            False,
         )
+        self.streams[task_id].named = not lost
+        return dataclasses.replace(_success(task_id, started), lost=lost)
 
     def _stop(self, body: Mapping[str, Any]) -> Answer:
-        self.stop_requests += 1
         stream = self.streams.get(str(body.get("task_id")))
         if stream is None or not stream.live:
             return _error(400, "Invalid task_id or task not found")
@@ -195,9 +214,13 @@ class SimulatedService:
                 continue
             index = stream.next_index
             stream.next_index += 1
-            if stream.kind is StreamKind.AUDIO:  # transcription: a partial, then its final
-                self._enqueue(at, task_id, self._segment_payload(stream, index, final=False))
-            self._enqueue(at, task_id, self._segment_payload(stream, index, final=True))
+            # Only a named stream stalls: one whose start answer was lost and that never calls back
+            # is beyond any client (the API lists no streams), so the simulator does not make one.
+            stream.quiet = stream.quiet or (stream.named and self._roll(self.faults.stall))
+            if not stream.quiet:
+                if stream.kind is StreamKind.AUDIO:  # transcription: a partial, then its final
+                    self._enqueue(at, task_id, self._segment_payload(stream, index, final=False))
+                self._enqueue(at, task_id, self._segment_payload(stream, index, final=True))
             if self._roll(self.faults.spontaneous_end):
                 self._end(stream, at, SOURCE_ENDED, announce=True)
             else:
@@ -293,6 +316,10 @@ class SimulatedService:
         }
 
     # -- the ledger ------------------------------------------------------------------------------
+    @property
+    def stop_requests(self) -> int:
+        return len(self.stop_log)
+
     def live_count(self) -> int:
         return sum(stream.live for stream in self.streams.values())
 

@@ -36,7 +36,8 @@ class SimTransport:
         body = read_answer(operation, answer.status, answer.body, answer.headers.get("Retry-After"))
         return start_result(operation, body)
 
-    def stop(self, kind: StreamKind, task_id: str) -> StopResult:
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        """One request, answered at once: ``within`` cannot be exceeded."""
         kind = StreamKind(kind)
         answer = self.service.request(PATHS[kind][1], self._headers, {"task_id": task_id})
         body = read_answer(

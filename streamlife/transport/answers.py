@@ -32,6 +32,7 @@ PATHS: Final = {  # (start, stop), relative to the base URL
     StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
     StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
 }
+URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
 
 
 def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:

@@ -21,8 +21,12 @@ class Transport(Protocol):
         """Start a stream; return its task_id. Never retried once the request may have left."""
         ...
 
-    def stop(self, kind: StreamKind, task_id: str) -> StopResult:
-        """Stop a stream. Raises ``TaskNotFoundError`` when the service no longer knows it."""
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        """Stop a stream. Raises ``TaskNotFoundError`` when the service no longer knows it.
+
+        ``within``: give up (raising the last error) after this many seconds, retries included,
+        so that a caller's bounded stop stays bounded; None keeps the transport's own deadline.
+        """
         ...
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ class RetryPolicy:
 
     The wait before retry n (0-based) is uniform in [0, min(cap, base * 2**n)] ("full jitter"),
     or the service's ``Retry-After`` if that is longer. No retry starts after ``deadline``
-    seconds from the first attempt; the last read timeout is cut to fit the deadline.
+    seconds from the first attempt; the last attempt's timeouts are cut to fit the deadline.
     """
 
     attempts: int = 6
@@ -90,9 +90,9 @@ class HttpTransport:
         body = self._call(operation, PATHS[kind][0], dict(params), retry_unless_not_sent=True)
         return start_result(operation, body)
 
-    def stop(self, kind: StreamKind, task_id: str) -> StopResult:
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         kind = StreamKind(kind)
-        body = self._call(f"{kind.value}.stop", PATHS[kind][1], {"task_id": task_id})
+        body = self._call(f"{kind.value}.stop", PATHS[kind][1], {"task_id": task_id}, within=within)
         return stop_result(body, task_id)
 
     def close(self) -> None:
@@ -100,11 +100,20 @@ class HttpTransport:
 
     # -- one operation, with its retries ---------------------------------------------------------
     def _call(
-        self, operation: str, path: str, payload: dict[str, Any], *, retry_unless_not_sent: bool = False
+        self,
+        operation: str,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        retry_unless_not_sent: bool = False,
+        within: float | None = None,
     ) -> Mapping[str, Any]:
         """POST with retries. A start passes ``retry_unless_not_sent``: only NotSentError retries."""
         policy = self.retry
-        give_up_at = self._monotonic() + policy.deadline
+        if within is not None and within <= 0:
+            raise ValueError(f"within must be positive seconds, got {within!r}")
+        budget = policy.deadline if within is None else min(policy.deadline, within)
+        give_up_at = self._monotonic() + budget
         for attempt in range(policy.attempts):
             try:
                 return self._post_once(operation, path, payload, give_up_at)
@@ -134,11 +143,10 @@ class HttpTransport:
     def _post_once(
         self, operation: str, path: str, payload: dict[str, Any], give_up_at: float
     ) -> Mapping[str, Any]:
-        read_timeout = max(0.001, min(self.timeout[1], give_up_at - self._monotonic()))
+        left = max(0.001, give_up_at - self._monotonic())
+        timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
         try:
-            response = self._session.post(
-                self.base_url + path, json=payload, timeout=(self.timeout[0], read_timeout)
-            )
+            response = self._session.post(self.base_url + path, json=payload, timeout=timeout)
         except requests.exceptions.ConnectTimeout as exc:
             raise NotSentError("connect timed out", operation=operation) from exc
         except requests.exceptions.ConnectionError as exc:

@@ -1,0 +1,74 @@
+"""Policy: every timeout and switch of a Fleet, in one frozen value with documented defaults.
+
+All durations are seconds on the Fleet's clock (virtual time under a ManualClock), except the
+``wait`` of ``Fleet.stop``, which is real time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final
+
+from .callbacks import DEFAULT_STATUSES, StatusTable
+
+SEGMENT_SECONDS: Final = 5.0  # memories.ai cuts streams, and bills them, in 5-second segments
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    park_ttl: float = 60.0
+    """How long a callback for an unknown task_id waits for its start answer before the stream is
+    taken for an orphan. Keep it above the transport's read timeout (15 s for HttpTransport): a
+    start answer can take that long, and its stream's first callbacks may come before it."""
+
+    reap_orphans: bool = True
+    """Stop every orphan as soon as it is adopted. Off: orphans are adopted, reported to the
+    ``on_orphan`` hooks and left running for the caller to decide."""
+
+    uncertain_ttl: float = 120.0
+    """How long a start whose outcome is unknown stays ``uncertain`` before it is ``failed``. The
+    stream it may have created is not lost meanwhile: its callbacks make it an orphan, and the
+    reaper stops it."""
+
+    final_callback_wait: float = 30.0
+    """After the service acknowledged a stop, how long to wait for the status-14 callback before
+    the task is ``stopped`` with ``final_callback_missing`` set."""
+
+    silence_after: float = 6 * SEGMENT_SECONDS
+    """A running task that hears nothing for this long is marked ``stalled`` (segments come every
+    5 s, so the default is six missed segments)."""
+
+    stop_when_stalled: bool = False
+    """Stop a task once it is stalled: a stream that sends nothing may still bill."""
+
+    stop_retry_base: float = 1.0
+    stop_retry_cap: float = 60.0
+    """A failed stop is sent again after a jittered exponential backoff: about base * 2**n seconds
+    after the n-th failure, never more than the cap, never less than the service's Retry-After.
+    It is retried for as long as the task is stopping: a stream left running bills."""
+
+    stop_concurrency: int = 8
+    """Stop requests ``stop_all`` sends at once. 1 sends them one by one on the calling thread."""
+
+    max_parked: int = 10_000
+    """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
+
+    statuses: StatusTable = DEFAULT_STATUSES
+    """What each callback status means: 14 stopped, 16 capacity, the rest the user's to declare."""
+
+    seed: int | None = None
+    """Seed for the backoff jitter, for reproducible runs; None draws it from the OS."""
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            number = isinstance(value, float | int) and not isinstance(value, bool)
+            if number and spec.name != "seed" and not value > 0:
+                raise ValueError(f"Policy.{spec.name} must be positive, got {value!r}")
+        for name in ("stop_concurrency", "max_parked"):
+            if not isinstance(getattr(self, name), int):
+                raise TypeError(f"Policy.{name} must be an int, got {getattr(self, name)!r}")
+        if self.stop_retry_cap < self.stop_retry_base:
+            raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
+        if not isinstance(self.statuses, StatusTable):
+            raise TypeError(f"Policy.statuses must be a StatusTable, got {type(self.statuses).__name__}")

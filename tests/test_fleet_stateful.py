@@ -1,0 +1,294 @@
+"""The Fleet against the simulator with every fault on, driven by random rules.
+
+Rules: start a stream (audio or video); start one whose answer is lost; start one that is asked
+to stop while its start request is in flight; stop a task (with no
+wait, a zero wait or a short one); stop_all; let virtual time pass (the simulator delivers,
+duplicates, reorders, drops and delays callbacks by its seeded faults, and fails stops with 500,
+429 and not-found; the Fleet ticks every second); deliver an earlier callback again (a duplicate,
+out of order); deliver a callback for a task_id the service never made.
+
+Invariants, after every step:
+* a task that reaches a terminal state stays there, and nothing after it is applied;
+* every callback handed to the Fleet is recorded exactly once in its task's history (once the
+  task_id is known): nothing parked is lost, nothing is applied twice;
+* each final segment is applied at most once per task;
+* a transcript is in segment_index order with one segment per index, its text the finals in order;
+* a task the Fleet holds as terminal bills no more at the simulator (nothing is filed as done while
+  its stream runs);
+* a bounded stop returns by its deadline (checked in the stop rules);
+* an orphan is adopted, and its stop sent, within the parking TTL plus one reaper pass of its
+  first callback.
+
+And at the end of every run, after ``stop_all`` and settling: every task is terminal, nothing is
+parked, the simulator's ledger shows no stream still billing (orphans included), and the seconds
+each orphan billed after its first callback are at most the parking TTL plus one reaper pass, plus
+the time its own stop took to land through the faulted stop answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from hypothesis import event
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from streamlife import (
+    Fleet,
+    ManualClock,
+    Outcome,
+    OutcomeKind,
+    Policy,
+    Source,
+    StreamKind,
+    StreamTask,
+    TaskState,
+)
+from streamlife.events import StartResult, StopResult
+from streamlife.lifecycle import TERMINAL
+from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.transport.answers import URL_FIELD
+
+
+def faults(seed: int) -> Faults:
+    """Every fault, often; streams stall more often than in Faults.all, so that runs this short see it."""
+    return dataclasses.replace(Faults.all(seed), stall=0.05)
+
+
+STEP = 1.0  # the Fleet ticks once per virtual second: one reaper pass
+POLICY = Policy(
+    park_ttl=20.0,
+    uncertain_ttl=40.0,
+    final_callback_wait=10.0,
+    silence_after=15.0,
+    stop_retry_base=1.0,
+    stop_retry_cap=8.0,
+    stop_concurrency=1,  # one thread: the simulator's dice roll in a reproducible order
+    seed=0,
+)
+SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
+WAIT_SLACK = 1.0  # real seconds a bounded stop may overrun its wait (scheduling, a slow CI machine)
+
+
+class StopsWhileStarting:
+    """SimTransport, where a stop can come in (as from another thread) while a start is in flight."""
+
+    def __init__(self, inner: SimTransport) -> None:
+        self.inner = inner
+        self.fleet: Fleet | None = None
+        self.stop_during_next_start = False
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        if self.stop_during_next_start and self.fleet is not None:
+            self.stop_during_next_start = False
+            for task in self.fleet.tasks(TaskState.STARTING):
+                assert self.fleet.stop(task).state is TaskState.STARTING  # remembered, not sent
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FleetMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(1_700_000_000.0)
+        self.ghost_heard: dict[str | None, float] = {}  # task_id -> when its one callback came
+        self.delivered: Counter[str] = Counter()  # task_id -> callbacks handed to the Fleet
+
+    @initialize(seed=st.integers(0, 2**32 - 1), stop_when_stalled=st.booleans())
+    def set_up(self, seed: int, stop_when_stalled: bool) -> None:
+        self.sim = SimulatedService(clock=self.clock, faults=faults(seed))
+        policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled)
+        self.transport = StopsWhileStarting(SimTransport(self.sim))
+        self.fleet = self.transport.fleet = Fleet(self.transport, clock=self.clock, policy=policy)
+        self.sim.on_callback(self._deliver)
+
+    # -- rules -------------------------------------------------------------------------------------
+    @precondition(lambda self: len(self.fleet.tasks()) < 12)
+    @rule(kind=st.sampled_from(StreamKind), lose_answer=st.booleans(), stop_meanwhile=st.booleans())
+    def start(self, kind: StreamKind, lose_answer: bool, stop_meanwhile: bool) -> None:
+        if lose_answer:
+            self.sim.lose_next_start_answer()
+        self.transport.stop_during_next_start = stop_meanwhile
+        task = self.fleet.start(kind, **{URL_FIELD[kind]: "rtmp://sim.invalid/live"})
+        assert task.state not in (TaskState.PENDING, TaskState.STARTING)
+        if lose_answer and task.state is not TaskState.FAILED:  # (a refused start had no answer to lose)
+            assert task.state is TaskState.UNCERTAIN
+        if stop_meanwhile:  # the stop asked for while starting went out once the task_id came
+            assert task.stop_requested
+            assert task.state is not TaskState.RUNNING
+
+    @precondition(lambda self: bool(self.fleet.tasks()))
+    @rule(data=st.data(), wait=st.sampled_from([None, 0.0, 0.01]))
+    def stop(self, data: st.DataObject, wait: float | None) -> None:
+        task = data.draw(st.sampled_from(self.fleet.tasks()), label="task")
+        began = time.monotonic()
+        returned = self.fleet.stop(task, wait=wait)
+        elapsed = time.monotonic() - began
+        assert returned is task
+        assert elapsed <= (wait or 0.0) + WAIT_SLACK, f"stop(wait={wait}) took {elapsed:.3f} s"
+        assert task.terminal or task.stop_requested
+
+    @rule(wait=st.sampled_from([None, 0.0]))
+    def stop_all(self, wait: float | None) -> None:
+        left = self.fleet.stop_all(wait=wait)
+        assert all(not task.terminal for task in left)
+        assert all(task.terminal or task.stop_requested for task in self.fleet.tasks())
+
+    @rule(seconds=st.floats(0.5, 20.0))
+    def advance(self, seconds: float) -> None:
+        self._run_for(seconds)
+
+    @precondition(lambda self: bool(self.sim.deliveries))
+    @rule(data=st.data())
+    def deliver_again(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(self.sim.deliveries) - 1), label="delivery")
+        self._deliver(self.sim.deliveries[index].payload)
+
+    @rule()
+    def callback_for_a_task_nobody_started(self) -> None:
+        task_id = f"ghost-{len(self.ghost_heard)}"
+        self.ghost_heard[task_id] = self.clock.now()
+        payload = {
+            "task_id": task_id,
+            "data": {"segment_index": 0, "status": 0, "transcript": {"text": "boo", "is_final": True}},
+        }
+        assert self._deliver(payload).kind is OutcomeKind.PARKED
+
+    # -- invariants --------------------------------------------------------------------------------
+    @invariant()
+    def every_callback_is_in_its_tasks_history_exactly_once(self) -> None:
+        """Nothing lost, nothing doubled: parked ones are replayed, duplicates recorded as such."""
+        for task_id, delivered in self.delivered.items():
+            task = self.fleet.get(task_id)
+            if task is None:
+                continue  # still parked
+            recorded = sum(entry.source is Source.CALLBACK for entry in task.history)
+            assert recorded == delivered, (task, recorded, delivered)
+
+    @invariant()
+    def a_terminal_state_is_final(self) -> None:
+        for task in self.fleet.tasks():
+            ended_in = None
+            for entry in task.history:
+                if ended_in is not None:
+                    assert entry.to_state is ended_in
+                    assert entry.outcome.kind is not OutcomeKind.APPLIED
+                elif entry.to_state in TERMINAL:
+                    ended_in = entry.to_state
+
+    @invariant()
+    def each_final_is_applied_at_most_once(self) -> None:
+        for task in self.fleet.tasks():
+            finals = Counter(
+                entry.data["index"]
+                for entry in task.history
+                if entry.trigger == "segment"
+                and entry.outcome.kind is OutcomeKind.APPLIED
+                and entry.data is not None
+                and entry.data["final"]
+            )
+            assert all(count == 1 for count in finals.values()), finals
+
+    @invariant()
+    def transcripts_are_in_order_with_one_segment_per_index(self) -> None:
+        for task in self.fleet.tasks():
+            segments = list(task.transcript)
+            indexes = [segment.index for segment in segments]
+            assert indexes == sorted(set(indexes))
+            finals = [s.text for s in segments if s.final and s.text]
+            assert task.transcript_text() == " ".join(finals)
+
+    @invariant()
+    def a_terminal_task_bills_no_more(self) -> None:
+        for task in self.fleet.tasks():
+            stream = self.sim.streams.get(task.task_id or "")
+            if task.terminal and stream is not None:
+                assert not stream.live, f"{task!r} is {task.state} but its stream still bills"
+
+    @invariant()
+    def orphans_are_reaped_within_the_parking_ttl_and_one_pass(self) -> None:
+        for task in self.fleet.tasks():
+            if not task.adopted:
+                continue
+            first_heard = self._first_delivery(task)
+            adopted_at = task.history[0].at
+            assert adopted_at <= first_heard + POLICY.park_ttl + STEP
+            asked = [e for e in task.history if e.trigger == "stop" and e.outcome.kind is OutcomeKind.APPLIED]
+            assert asked or task.terminal, f"orphan {task!r} was adopted but not stopped"
+            if asked:
+                assert asked[0].at == adopted_at
+
+    # -- the end of every run ----------------------------------------------------------------------
+    def teardown(self) -> None:
+        if not hasattr(self, "fleet"):
+            return
+        self.fleet.stop_all()
+        deadline = self.clock.now() + SETTLE_LIMIT
+        while not self._settled() and self.clock.now() < deadline:
+            self._run_for(STEP)
+        assert all(task.terminal for task in self.fleet.tasks()), self.fleet.unsettled()
+        assert self.sim.billing() == [], "streams still billing after stop_all and settling"
+        assert self.fleet.stats().parked == 0
+        for task in self.fleet.tasks():
+            if task.adopted and task.task_id in self.sim.streams:
+                self._check_orphan_bill(task)
+        self._report_coverage()
+
+    def _report_coverage(self) -> None:
+        """Which paths this run took: `pytest --hypothesis-show-statistics` shows how often each was hit."""
+        stats, tasks = self.fleet.stats(), self.fleet.tasks()
+        event("tasks", f"{min(len(tasks), 10)}")
+        for name, hit in {
+            "orphan adopted": stats.orphans > 0,
+            "orphan of a lost start answer": any(t.adopted and t.task_id in self.sim.streams for t in tasks),
+            "stop failed and was retried": stats.stop_failures > 0,
+            "stop answered not found": any(e.trigger == "stop_not_found" for t in tasks for e in t.history),
+            "final callback missing": any(t.final_callback_missing for t in tasks),
+            "uncertain expired": any(e.trigger == "uncertain_deadline" for t in tasks for e in t.history),
+            "stalled": any(e.trigger == "silence" for t in tasks for e in t.history),
+            "ended by the service": any(t.state.value == "ended" for t in tasks),
+            "start refused": any(e.trigger == "start_rejected" for t in tasks for e in t.history),
+        }.items():
+            event(name, "yes" if hit else "no")
+
+    def _check_orphan_bill(self, task: StreamTask) -> None:
+        assert task.task_id is not None
+        stream = self.sim.streams[task.task_id]
+        assert stream.ended_at is not None
+        stops = [s for s in self.sim.stop_log if s.task_id == task.task_id]
+        landed = [s.at for s in stops if s.status in (200, 400)]
+        took = (landed[0] - stops[0].at) if stops and landed else 0.0
+        billed_after_heard = stream.ended_at - self._first_delivery(task)
+        assert billed_after_heard <= POLICY.park_ttl + STEP + took + 1e-6, (billed_after_heard, took)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _deliver(self, payload: dict[str, Any]) -> Outcome:
+        self.delivered[payload["task_id"]] += 1
+        return self.fleet.handle_callback(payload)
+
+    def _run_for(self, seconds: float) -> None:
+        end = self.clock.now() + seconds
+        while self.clock.now() < end:
+            self.sim.run_until(min(end, self.clock.now() + STEP))
+            self.fleet.tick()
+
+    def _settled(self) -> bool:
+        alive = [task for task in self.fleet.tasks() if not task.terminal]
+        return not alive and not self.sim.billing() and self.fleet.stats().parked == 0
+
+    def _first_delivery(self, task: StreamTask) -> float:
+        if task.task_id in self.ghost_heard:
+            return self.ghost_heard[task.task_id]
+        return min(d.at for d in self.sim.deliveries if d.task_id == task.task_id)
+
+
+TestFleet = FleetMachine.TestCase
