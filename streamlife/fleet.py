@@ -20,17 +20,21 @@ Where each promise is kept:
   * the deadlines (silence, final callback, uncertain start, stop retry) live in one heap on the
     injected clock and follow the state: after every applied event, ``_sync_timers`` arms what the
     new state needs and cancels what it no longer does, so a stale timer never fires;
-  * user hooks run after the event they report, under that task's lock (so a task's hooks see its
-    events in order); one that raises is logged and skipped, never allowed to stall the Fleet.
+  * user hooks run after the event they report, once the task's lock is released: its events queue
+    their notifications, and one thread at a time delivers a task's queue, in order. A hook may
+    call the Fleet about any task; one that raises is logged and skipped;
+  * a bounded stop sends its request from a worker thread (``Policy.stop_concurrency`` of them) and
+    waits for no longer than it was told; whatever the request does later still lands on the task.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +69,7 @@ TransitionHook = Callable[[StreamTask, HistoryEntry], None]
 SegmentHook = Callable[[StreamTask, Segment], None]
 OrphanHook = Callable[["Orphan"], None]
 Hook = TypeVar("Hook", bound=Callable[..., None])
+Hooks = tuple[Callable[..., None], ...]
 
 # Deadline kinds. The first three follow the state (see _timers_for); a stop retry is armed when a
 # stop fails, at a time of its own.
@@ -110,16 +115,28 @@ class FleetStats:
 
 
 class _Tracked:
-    """A task with what the Fleet keeps beside it. Touched only under ``lock`` (timers: see Fleet)."""
+    """A task with what the Fleet keeps beside it. Touched only under ``lock``."""
 
-    __slots__ = ("last_heard", "lock", "stop_in_flight", "task", "timers")
+    __slots__ = (
+        "delivering",
+        "kind_guessed",
+        "last_heard",
+        "lock",
+        "notices",
+        "stop_in_flight",
+        "task",
+        "timers",
+    )
 
     def __init__(self, task: StreamTask, now: float) -> None:
         self.task = task
-        self.lock = threading.RLock()  # reentrant: a hook may call back into the Fleet for its task
+        self.lock = threading.Lock()
         self.timers = _NONE  # the state-driven deadline kinds armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
+        self.kind_guessed = False  # an orphan whose product its callbacks did not show
+        self.notices: list[tuple[Hooks, tuple[Any, ...]]] | None = None  # hook calls to make
+        self.delivering = False  # a thread is calling this task's hooks
 
 
 class Fleet:
@@ -128,7 +145,8 @@ class Fleet:
     ``transport`` talks to memories.ai (``HttpTransport``) or its simulator (``SimTransport``);
     ``clock`` times every deadline (``SystemClock`` by default); ``policy`` holds every timeout
     and switch. Deadlines fire when someone calls ``tick()``: ``run_timers()`` does it from a
-    background thread.
+    background thread. ``close()`` (or leaving a ``with Fleet(...)`` block) waits for the stop
+    requests still in flight and releases the worker threads.
     """
 
     def __init__(
@@ -146,12 +164,27 @@ class Fleet:
         self._counts: Counter[str] = Counter()
         self._kinds_started: set[StreamKind] = set()
         self._jitter = random.Random(self.policy.seed)
+        self._senders: ThreadPoolExecutor | None = None  # made on the first stop that needs one
         self._transition_hooks: tuple[TransitionHook, ...] = ()
         self._segment_hooks: tuple[SegmentHook, ...] = ()
         self._orphan_hooks: tuple[OrphanHook, ...] = ()
 
     def __repr__(self) -> str:
         return f"Fleet(tasks={len(self._by_ref)}, parked={len(self._parking)}, transport={self.transport!r})"
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the stop requests in flight, then release the worker threads. Tasks stay as
+        they are: stopping ones still need ``tick`` (or another Fleet, after a restart)."""
+        with self._lock:
+            senders, self._senders = self._senders, None
+        if senders is not None:
+            senders.shutdown(wait=True)
 
     # -- starting ----------------------------------------------------------------------------------
     def start(self, kind: StreamKind | str, **params: Any) -> StreamTask:
@@ -167,11 +200,10 @@ class Fleet:
             raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
         task = StreamTask(kind, params, clock=self.clock)
         tracked = _Tracked(task, self.clock.now())
-        with tracked.lock:
-            self._fire(tracked, task.start)
-            with self._lock:
-                self._by_ref[task.ref] = tracked
-                self._kinds_started.add(kind)
+        with self._lock:
+            self._by_ref[task.ref] = tracked
+            self._kinds_started.add(kind)
+        self._locked_fire(tracked, task.start)
         try:
             result = self.transport.start(kind, params)
         except ServerError as error:  # the service failed after taking the request: a stream may exist
@@ -203,82 +235,130 @@ class Fleet:
                 self._apply(tracked, event)
             if task.stop_requested and task.state is TaskState.RUNNING:  # asked for while starting
                 self._fire(tracked, task.stop)
+        self._deliver_notices(tracked)
         self._send_stop(tracked)
 
     # -- stopping ----------------------------------------------------------------------------------
     def stop(self, task_or_id: StreamTask | str, wait: float | None = None) -> StreamTask:
         """Stop a stream; safe in every state, and as often as you like. Returns the task.
 
-        A task still starting stops as soon as its task_id arrives. Without ``wait``, this returns
-        once the stop request is answered (the transport bounds that); with ``wait``, within that
-        many real seconds, the request included, or as soon as the task is terminal. Whatever is
-        left (a failed request, the status-14 callback) goes on in the background: ``tick`` retries.
+        A task still starting stops as soon as its task_id arrives. Without ``wait``, the stop
+        request is sent on this thread and this returns once it is answered (the transport bounds
+        that), or at once if a request or a retry is already on its way. With ``wait``, this
+        returns as soon as the task is terminal, and within ``wait`` real seconds whatever the
+        network does: the request goes from a worker thread, and what it brings later still lands.
+        A failed stop is retried by ``tick``.
         """
-        if wait is not None and not wait >= 0:
-            raise ValueError(f"wait must be None or seconds >= 0, got {wait!r}")
-        give_up_at = None if wait is None else time.monotonic() + wait
+        give_up_at = _give_up_at(wait)
         tracked = self._tracked(task_or_id)
         self._locked_fire(tracked, tracked.task.stop)
-        self._send_stop(tracked, give_up_at)
-        if give_up_at is not None:
+        if give_up_at is None:
+            self._send_stop(tracked)
+        else:
+            self._send_stop_soon(tracked, give_up_at)
             self._wait_terminal([tracked], give_up_at)
         return tracked.task
 
     def stop_all(self, wait: float | None = None) -> list[StreamTask]:
-        """Stop every task not yet terminal; return those still not terminal when this returns.
+        """Stop every task not yet terminal, and every stream parked under a task_id no start has
+        named yet (adopted as an orphan and stopped, whatever ``reap_orphans`` says). Returns the
+        tasks still not terminal when it returns.
 
-        Requests go out ``Policy.stop_concurrency`` at a time. ``wait`` bounds the whole call, as
-        for ``stop``.
+        Requests go out ``Policy.stop_concurrency`` at a time. Without ``wait``, this returns once
+        every request is answered; with ``wait``, within that many real seconds, as for ``stop``.
         """
-        if wait is not None and not wait >= 0:
-            raise ValueError(f"wait must be None or seconds >= 0, got {wait!r}")
-        give_up_at = None if wait is None else time.monotonic() + wait
+        give_up_at = _give_up_at(wait)
+        now = self.clock.now()
+        with self._lock:
+            parked = self._parking.expire(float("inf"))
+        for orphan in parked:
+            self._adopt(orphan, now, reap=True)
         with self._lock:
             alive = [tracked for tracked in self._by_ref.values() if not tracked.task.terminal]
         for tracked in alive:
             self._locked_fire(tracked, tracked.task.stop)
-        workers = min(self.policy.stop_concurrency, len(alive))
-        if workers <= 1:
+        senders = self._sender_pool()
+        if senders is None:
             for tracked in alive:
-                self._send_stop(tracked, give_up_at)
+                self._send_stop_logged(tracked, give_up_at)
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="streamlife-stop") as pool:
-                list(pool.map(lambda tracked: self._send_stop(tracked, give_up_at), alive))
+            sent = [senders.submit(self._send_stop_logged, tracked, give_up_at) for tracked in alive]
+            if give_up_at is None:
+                concurrent.futures.wait(sent)
         if give_up_at is not None:
             self._wait_terminal(alive, give_up_at)
         return [tracked.task for tracked in alive if not tracked.task.terminal]
 
+    def _send_stop_soon(self, tracked: _Tracked, give_up_at: float | None) -> None:
+        """Send the stop from a worker thread, or on this one when the policy keeps no workers."""
+        senders = self._sender_pool()
+        if senders is None:
+            self._send_stop(tracked, give_up_at)
+        else:
+            senders.submit(self._send_stop_logged, tracked, give_up_at)
+
+    def _sender_pool(self) -> ThreadPoolExecutor | None:
+        if self.policy.stop_concurrency == 0:
+            return None
+        with self._lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(
+                    self.policy.stop_concurrency, thread_name_prefix="streamlife-stop"
+                )
+            return self._senders
+
+    def _send_stop_logged(self, tracked: _Tracked, give_up_at: float | None = None) -> None:
+        """``_send_stop`` for a worker thread: what it raises is logged (it is already on the task)."""
+        try:
+            self._send_stop(tracked, give_up_at)
+        except Exception:
+            _log.exception("streamlife.stop_failed", task=tracked.task.ref, task_id=tracked.task.task_id)
+
     def _send_stop(self, tracked: _Tracked, give_up_at: float | None = None) -> None:
-        """Send the task's stop unless none is due (not stopping, acknowledged, or one in flight)."""
+        """Send the task's stop unless none is due: not stopping, already acknowledged, a request in
+        flight, or a retry armed for later (as Retry-After asked: that retry, once due, sends it)."""
         task = tracked.task
         with tracked.lock:
             if task.state is not TaskState.STOPPING or task.stop_acknowledged or tracked.stop_in_flight:
                 return
+            with self._lock:
+                retry_armed = self._deadlines.when(task.ref, STOP_RETRY) is not None
+            if retry_armed:
+                return
             within = None if give_up_at is None else give_up_at - time.monotonic()
-            if within is not None and within <= 0:  # no time left to wait on a request: let tick send it
+            if within is not None and within <= 0:  # no time left for a request: the next tick sends it
                 self._arm_stop_retry(tracked, 0.0)
                 return
             tracked.stop_in_flight = True
-            kind, task_id = task.kind, task.task_id
+            kinds = (task.kind, _other(task.kind)) if tracked.kind_guessed else (task.kind,)
+            task_id = task.task_id
         assert task_id is not None, "a stopping task was running, so it has a task_id"
-        self._count("stops_sent")
-        not_found, failure = False, None
+        landed, failure = None, None
         try:
-            self.transport.stop(kind, task_id, within=within)
-        except TaskNotFoundError:
-            not_found = True
+            for kind in kinds:  # an orphan of unsure product: "not found" on one path, try the other
+                self._count("stops_sent")
+                try:
+                    self.transport.stop(kind, task_id, within=within)
+                except TaskNotFoundError:
+                    continue
+                landed = kind
+                break
         except BaseException as error:  # recorded, and retried; anything but a TransportError re-raised
             failure = error
         with tracked.lock:
             tracked.stop_in_flight = False
-            if not_found:
+            if failure is not None:
+                if self._fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
+                    self._count("stop_failures")
+                    retry_after = failure.retry_after if isinstance(failure, RateLimitedError) else None
+                    self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
+            elif landed is None:
                 self._fire(tracked, task.stop_not_found)
-            elif failure is None:
+            else:
+                if landed is not task.kind:
+                    task.kind, tracked.kind_guessed = landed, False  # the guess was wrong; now it is known
                 self._fire(tracked, task.stop_ok)
-            elif self._fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
-                self._count("stop_failures")
-                retry_after = failure.retry_after if isinstance(failure, RateLimitedError) else None
-                self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
+        self._deliver_notices(tracked)
         if failure is not None and not isinstance(failure, TransportError):
             raise failure
 
@@ -336,6 +416,7 @@ class Fleet:
         with tracked.lock:
             outcome = self._apply(tracked, event)
         self._count(outcome.kind.value)
+        self._deliver_notices(tracked)
         return outcome
 
     def _park(self, event: CallbackEvent) -> Outcome:
@@ -348,45 +429,55 @@ class Fleet:
     def _apply(self, tracked: _Tracked, event: CallbackEvent) -> Outcome:
         """One callback at its task; the caller holds the task's lock."""
         task = tracked.task
+        if not task.terminal:
+            tracked.last_heard = self.clock.now()  # before the fire: it may re-arm the silence timer
         if isinstance(event, Segment):
             outcome = self._fire(tracked, task.segment, event)
-            if outcome is Outcome.APPLIED:
-                tracked.last_heard = self.clock.now()
-                self._notify(self._segment_hooks, task, event)
+            if outcome is Outcome.APPLIED and self._segment_hooks:
+                self._queue_notice(tracked, self._segment_hooks, (task, event))
             return outcome
         if isinstance(event, StatusCallback):
             meaning = event.meaning or self.policy.statuses.meaning(event.status)
-            if meaning is StatusMeaning.UNKNOWN:
-                _log.warning(
-                    "streamlife.unknown_status", task=task.ref, task_id=task.task_id, status=event.status
-                )
             trigger = _ENDING_TRIGGER.get(meaning)
             if trigger is not None:
-                return self._fire(tracked, getattr(task, trigger), event)
+                outcome = self._fire(tracked, getattr(task, trigger), event)
+                if meaning is StatusMeaning.UNKNOWN and outcome is Outcome.APPLIED:
+                    _log.warning(
+                        "streamlife.unknown_status", task=task.ref, task_id=task.task_id, status=event.status
+                    )
+                return outcome
         # A provider message, or a status declared ONGOING: news that the stream lives, no more.
-        if task.terminal:
-            return Outcome.LATE
-        tracked.last_heard = self.clock.now()
-        return Outcome.APPLIED
+        return Outcome.LATE if task.terminal else Outcome.APPLIED
 
     # -- timers ------------------------------------------------------------------------------------
     def tick(self) -> int:
         """Fire every deadline due by the clock's now, and adopt expired parked task_ids.
 
-        Returns how many fired. Sends stops (orphans, retries), so it may block on the transport.
+        Returns how many fired. Stops it sends (orphans, retries) go to the worker threads, or out
+        on this thread when ``Policy.stop_concurrency`` is 0. A deadline whose handling raises is
+        logged, and the others are handled all the same.
         """
         now = self.clock.now()
         with self._lock:
             due = self._deadlines.pop_due(now)
             orphans = self._parking.expire(now - self.policy.park_ttl)
-            self._counts["timers"] += len(due)
             due_tasks = [(self._by_ref.get(ref), kind) for _, ref, kind in due]
+        fired = 0
         for tracked, kind in due_tasks:
-            if tracked is not None:
-                self._deadline(tracked, kind, now)
+            if tracked is None:
+                continue
+            try:
+                fired += self._deadline(tracked, kind, now)
+            except Exception:
+                _log.exception("streamlife.timer_failed", task=tracked.task.ref, kind=kind)
         for parked in orphans:
-            self._adopt(parked, now)
-        return len(due) + len(orphans)
+            try:
+                self._adopt(parked, now, reap=self.policy.reap_orphans)
+            except Exception:
+                _log.exception("streamlife.timer_failed", task_id=parked.task_id, kind="adopt")
+        fired += len(orphans)
+        self._count("timers", fired)
+        return fired
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has work: the soonest deadline or parking expiry, or None."""
@@ -422,19 +513,20 @@ class Fleet:
             done.set()
             thread.join()
 
-    def _deadline(self, tracked: _Tracked, kind: str, now: float) -> None:
+    def _deadline(self, tracked: _Tracked, kind: str, now: float) -> int:
+        """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""
         if kind == STOP_RETRY:
-            self._send_stop(tracked)
-            return
+            self._send_stop_soon(tracked, None)  # (popped, so no longer armed: it goes out)
+            return 1
         task, send = tracked.task, False
         with tracked.lock:
             if kind not in tracked.timers:
-                return  # the state moved on after the deadline was popped: it is stale
+                return 0  # the state moved on after the deadline was popped: it is stale
             tracked.timers -= {kind}
             if kind == SILENCE:
                 if tracked.last_heard + self.policy.silence_after > now:
                     self._sync_timers(tracked)  # heard from since it was armed: wait again from then
-                    return
+                    return 0
                 self._fire(tracked, task.silence)
                 if self.policy.stop_when_stalled and task.state is TaskState.RUNNING:
                     self._fire(tracked, task.stop)
@@ -443,8 +535,10 @@ class Fleet:
                 self._fire(tracked, task.final_deadline)
             else:
                 self._fire(tracked, task.uncertain_deadline)
+        self._deliver_notices(tracked)
         if send:
-            self._send_stop(tracked)
+            self._send_stop_soon(tracked, None)
+        return 1
 
     def _sync_timers(self, tracked: _Tracked) -> None:
         """Arm the deadlines the task's state needs, cancel the rest. Caller holds the task's lock."""
@@ -469,41 +563,55 @@ class Fleet:
         tracked.timers = want
 
     # -- orphans -----------------------------------------------------------------------------------
-    def _adopt(self, parked: Parked[CallbackEvent], now: float) -> None:
+    def _adopt(self, parked: Parked[CallbackEvent], now: float, *, reap: bool) -> _Tracked:
+        """Take on the stream behind parked callbacks as a task of its own, and (``reap``) stop it.
+
+        Returns the task that now holds the task_id: the adopted one, or the one whose start answer
+        named it in the meantime (the callbacks are replayed to it).
+        """
         events = list(parked.events)
         with self._lock:
             kinds = set(self._kinds_started)
-        task = StreamTask(_kind_of_orphan(events, kinds), None, clock=self.clock)
+        kind, certain = _kind_of_orphan(events, kinds)
+        task = StreamTask(kind, None, clock=self.clock)
         tracked = _Tracked(task, now)
+        tracked.kind_guessed = not certain
         with tracked.lock:
             with self._lock:
                 holder = self._by_id.setdefault(parked.task_id, tracked)
                 if holder is tracked:
                     self._by_ref[task.ref] = tracked
                     self._counts["orphans"] += 1
+                # Callbacks that came after the lot let this id go, while this ran, were parked
+                # again: they follow the others.
+                events.extend(self._parking.claim(parked.task_id))
             if holder is tracked:
                 self._fire(tracked, task.adopt, parked.task_id)
                 for event in events:
                     self._apply(tracked, event)
-                reap = self.policy.reap_orphans and not task.terminal
+                stopping = reap and not task.terminal
                 _log.warning(
                     "streamlife.orphan",
                     task=task.ref,
                     task_id=parked.task_id,
                     callbacks=len(events),
                     first_parked=parked.first_parked,
-                    reaping=reap,
+                    reaping=stopping,
                 )
-                orphan = Orphan(task, parked.first_parked, len(events), parked.dropped)
-                self._notify(self._orphan_hooks, orphan)
-                if reap:
+                if self._orphan_hooks:
+                    orphan = Orphan(task, parked.first_parked, len(events), parked.dropped)
+                    self._queue_notice(tracked, self._orphan_hooks, (orphan,))
+                if stopping:
                     self._fire(tracked, task.stop)
         if holder is not tracked:  # its start answer named it after all, after the lot let it go
             with holder.lock:
                 for event in events:
                     self._apply(holder, event)
-            return
-        self._send_stop(tracked)
+            self._deliver_notices(holder)
+            return holder
+        self._deliver_notices(tracked)
+        self._send_stop_soon(tracked, None)
+        return tracked
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_transition(self, hook: Hook) -> Hook:
@@ -521,12 +629,40 @@ class Fleet:
         self._orphan_hooks = (*self._orphan_hooks, hook)
         return hook
 
-    def _notify(self, hooks: Iterable[Callable[..., None]], *args: Any) -> None:
-        for hook in hooks:
-            try:
-                hook(*args)
-            except Exception:
-                _log.exception("streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
+    def _queue_notice(self, tracked: _Tracked, hooks: Hooks, args: tuple[Any, ...]) -> None:
+        """Queue a call of ``hooks`` for after the task's lock is let go. Caller holds the lock."""
+        if tracked.notices is None:
+            tracked.notices = []
+        tracked.notices.append((hooks, args))
+
+    def _deliver_notices(self, tracked: _Tracked) -> None:
+        """Call the task's queued hooks, in order, on this thread, unless another thread is at it
+        (it will call the new ones too). Called with the task's lock not held."""
+        if tracked.notices is None:
+            return  # nothing queued: the common case, without taking the lock
+        with tracked.lock:
+            if tracked.delivering:
+                return
+            tracked.delivering = True
+        try:
+            while True:
+                with tracked.lock:
+                    batch, tracked.notices = tracked.notices, None
+                    if batch is None:
+                        tracked.delivering = False
+                        return
+                for hooks, args in batch:
+                    for hook in hooks:
+                        try:
+                            hook(*args)
+                        except Exception:
+                            _log.exception(
+                                "streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook))
+                            )
+        except BaseException:
+            with tracked.lock:
+                tracked.delivering = False
+            raise
 
     # -- reading -----------------------------------------------------------------------------------
     def get(self, task_id: str) -> StreamTask | None:
@@ -539,18 +675,21 @@ class Fleet:
         """Every task (in the order they were made), or those in ``state``."""
         wanted = None if state is None else TaskState(state)
         with self._lock:
-            everyone = [tracked.task for tracked in self._by_ref.values()]
-        return everyone if wanted is None else [task for task in everyone if task.state is wanted]
+            everyone = list(self._by_ref.values())
+        return [tracked.task for tracked in everyone if wanted is None or tracked.task.state is wanted]
 
     def unsettled(self) -> list[StreamTask]:
         """Tasks whose stop was asked for and is not yet confirmed: failing stops stay listed here."""
         return [task for task in self.tasks() if task.stop_requested and not task.terminal]
 
     def stats(self) -> FleetStats:
+        """Counts so far. ``callbacks`` counts what each callback met on arrival: one parked, then
+        replayed, is counted as parked (its task's history shows what the replay did)."""
         with self._lock:
             counts = dict(self._counts)
             parked = len(self._parking)
-            by_state = Counter(tracked.task.state.value for tracked in self._by_ref.values())
+            everyone = list(self._by_ref.values())
+        by_state = Counter(tracked.task.state.value for tracked in everyone)
         return FleetStats(
             tasks=dict(by_state),
             parked=parked,
@@ -566,7 +705,7 @@ class Fleet:
     def _fire(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         """Fire one trigger at the task, then keep its timers, waiters and hooks in step.
 
-        The caller holds the task's lock.
+        The caller holds the task's lock, and calls ``_deliver_notices`` once it lets go of it.
         """
         task = tracked.task
         was_terminal = task.terminal
@@ -577,13 +716,15 @@ class Fleet:
                 with self._settled:
                     self._settled.notify_all()
             entry = task.history[-1]
-            if entry.trigger != "segment":
-                self._notify(self._transition_hooks, task, entry)
+            if entry.trigger != "segment" and self._transition_hooks:
+                self._queue_notice(tracked, self._transition_hooks, (task, entry))
         return outcome
 
     def _locked_fire(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         with tracked.lock:
-            return self._fire(tracked, method, *args)
+            outcome = self._fire(tracked, method, *args)
+        self._deliver_notices(tracked)
+        return outcome
 
     def _tracked(self, task_or_id: StreamTask | str) -> _Tracked:
         with self._lock:
@@ -597,9 +738,21 @@ class Fleet:
                     return tracked
         raise UnknownTaskError(repr(task_or_id))
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
-            self._counts[key] += 1
+            self._counts[key] += n
+
+
+def _give_up_at(wait: float | None) -> float | None:
+    if wait is None:
+        return None
+    if not wait >= 0:  # (NaN too)
+        raise ValueError(f"wait must be None or seconds >= 0, got {wait!r}")
+    return time.monotonic() + wait
+
+
+def _other(kind: StreamKind) -> StreamKind:
+    return StreamKind.VIDEO if kind is StreamKind.AUDIO else StreamKind.AUDIO
 
 
 def _timers_for(task: StreamTask) -> frozenset[str]:
@@ -614,16 +767,18 @@ def _timers_for(task: StreamTask) -> frozenset[str]:
     return _NONE
 
 
-def _kind_of_orphan(events: Sequence[CallbackEvent], started: set[StreamKind]) -> StreamKind:
-    """Which product an orphan's stream belongs to, so its stop goes to the right path.
+def _kind_of_orphan(events: Sequence[CallbackEvent], started: set[StreamKind]) -> tuple[StreamKind, bool]:
+    """Which product an orphan's stream belongs to, so its stop goes to the right path, and
+    whether its callbacks showed it (True) or it is a guess (False).
 
     Callbacks do not name their product. A transcript (text) or a provider message means audio;
     a moderation result (a segment with no text) means video; with only status callbacks to go
-    on, the one kind this Fleet starts, else audio.
+    on, the one kind this Fleet starts (else audio) is a guess, and the stop tries the other path
+    when the first answers "not found".
     """
     for event in events:
         if isinstance(event, Segment):
-            return StreamKind.AUDIO if event.text is not None else StreamKind.VIDEO
+            return (StreamKind.AUDIO if event.text is not None else StreamKind.VIDEO), True
         if isinstance(event, ProviderEvent):
-            return StreamKind.AUDIO
-    return next(iter(started)) if len(started) == 1 else StreamKind.AUDIO
+            return StreamKind.AUDIO, True
+    return (next(iter(started)) if len(started) == 1 else StreamKind.AUDIO), False

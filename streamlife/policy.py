@@ -6,7 +6,7 @@ All durations are seconds on the Fleet's clock (virtual time under a ManualClock
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
 
 from .callbacks import DEFAULT_STATUSES, StatusTable
@@ -48,7 +48,10 @@ class Policy:
     It is retried for as long as the task is stopping: a stream left running bills."""
 
     stop_concurrency: int = 8
-    """Stop requests ``stop_all`` sends at once. 1 sends them one by one on the calling thread."""
+    """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
+    retries and orphan stops of ``tick``. 0 keeps none: every request goes out on the calling
+    thread, one by one (reproducible, for simulations; ``wait`` then bounds only the waiting,
+    while the transport's own deadline bounds each request)."""
 
     max_parked: int = 10_000
     """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
@@ -60,15 +63,38 @@ class Policy:
     """Seed for the backoff jitter, for reproducible runs; None draws it from the OS."""
 
     def __post_init__(self) -> None:
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            number = isinstance(value, float | int) and not isinstance(value, bool)
-            if number and spec.name != "seed" and not value > 0:
-                raise ValueError(f"Policy.{spec.name} must be positive, got {value!r}")
-        for name in ("stop_concurrency", "max_parked"):
-            if not isinstance(getattr(self, name), int):
-                raise TypeError(f"Policy.{name} must be an int, got {getattr(self, name)!r}")
+        for name in _DURATIONS:
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise TypeError(f"Policy.{name} must be seconds (a number), got {value!r}")
+            if not value > 0:  # (NaN too)
+                raise ValueError(f"Policy.{name} must be positive, got {value!r}")
+        for name in ("reap_orphans", "stop_when_stalled"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
+        for name, least in (("stop_concurrency", 0), ("max_parked", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Policy.{name} must be an int, got {value!r}")
+            if value < least:
+                raise ValueError(f"Policy.{name} must be at least {least}, got {value!r}")
         if self.stop_retry_cap < self.stop_retry_base:
             raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
         if not isinstance(self.statuses, StatusTable):
             raise TypeError(f"Policy.statuses must be a StatusTable, got {type(self.statuses).__name__}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise TypeError(f"Policy.seed must be an int or None, got {self.seed!r}")
+
+
+_DURATIONS: Final = (
+    "park_ttl",
+    "uncertain_ttl",
+    "final_callback_wait",
+    "silence_after",
+    "stop_retry_base",
+    "stop_retry_cap",
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

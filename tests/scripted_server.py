@@ -99,7 +99,8 @@ def scripted_server() -> Iterator[ScriptedServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     holder.append(ScriptedServer(server))
-    thread = threading.Thread(target=server.serve_forever, name="scripted-server", daemon=True)
+    # A short poll interval: shutdown() waits for one, and every test stops a server.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="scripted-server", daemon=True)
     thread.start()
     try:
         yield holder[0]

@@ -67,7 +67,7 @@ POLICY = Policy(
     silence_after=15.0,
     stop_retry_base=1.0,
     stop_retry_cap=8.0,
-    stop_concurrency=1,  # one thread: the simulator's dice roll in a reproducible order
+    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
     seed=0,
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost

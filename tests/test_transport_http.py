@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from email.utils import formatdate
 
@@ -167,6 +168,27 @@ def test_stop_gives_up_at_its_deadline(server: ScriptedServer, fake_time: FakeTi
         http.stop(StreamKind.AUDIO, "tid-1")
     assert fake_time.sleeps == [1.0, 2.0]  # the next wait (4.0) would end past the 6 s deadline
     assert len(server.requests) == 3
+
+
+def test_a_stop_within_a_budget_gives_up_before_the_policy_deadline(
+    server: ScriptedServer, fake_time: FakeTime
+) -> None:
+    server.then(*[error(500)] * 10)
+    http = transport(server.url, fake_time, retry=RetryPolicy(attempts=10, base=1.0, cap=4.0, deadline=60.0))
+    with pytest.raises(ServerError):
+        http.stop(StreamKind.AUDIO, "tid-1", within=2.5)
+    assert fake_time.sleeps == [1.0]  # the next wait (2.0) would end past the 2.5 s budget
+    with pytest.raises(ValueError, match="within"):
+        http.stop(StreamKind.AUDIO, "tid-1", within=0)
+
+
+def test_a_stop_within_a_budget_cuts_the_read_timeout_to_fit(server: ScriptedServer) -> None:
+    server.then(Stall(1.0))
+    http = HttpTransport(KEY, base_url=server.url, timeout=(1.0, 10.0))
+    began = time.monotonic()
+    with pytest.raises(OutcomeUnknownError):
+        http.stop(StreamKind.AUDIO, "tid-1", within=0.3)
+    assert time.monotonic() - began < 0.9  # uncut, the 10 s read timeout would wait out the 1 s stall
 
 
 def test_a_rate_limit_longer_than_the_deadline_is_raised_at_once(

@@ -123,7 +123,10 @@ def serve_http(
     poster = WebhookPoster(webhook_url) if webhook_url else None
     if poster is not None:
         service.on_callback(poster)
-    thread = threading.Thread(target=server.serve_forever, name="streamlife-sim-http", daemon=True)
+    # A short poll interval, because shutdown() waits for one to pass.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="streamlife-sim-http", daemon=True
+    )
     thread.start()
     try:
         yield SimHttpServer(service, server, poster)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -171,13 +172,15 @@ def _cause(exc: requests.exceptions.RequestException) -> object:
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
-    """True when urllib3 failed before a byte of the request was written (refused, DNS, TLS)."""
-    return isinstance(
-        _cause(exc),
-        urllib3.exceptions.NewConnectionError
-        | urllib3.exceptions.ConnectTimeoutError
-        | urllib3.exceptions.SSLError,
-    )
+    """True when urllib3 failed before a byte of the request was written: refused, DNS, or a
+    certificate the client would not trust. Any other TLS error may come after the request went
+    out (a corrupt record in the answer), so it does not count."""
+    cause = _cause(exc)
+    if isinstance(cause, urllib3.exceptions.SSLError):
+        return any(
+            isinstance(inner, ssl.SSLCertVerificationError) for inner in (*cause.args, cause.__cause__)
+        )
+    return isinstance(cause, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
 
 
 def _reason(exc: requests.exceptions.RequestException) -> str:

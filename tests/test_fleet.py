@@ -1,0 +1,889 @@
+"""The Fleet, one rule at a time: plain examples against the simulator, each readable as documentation.
+
+Each test builds a ``Rig``: a ManualClock, a SimulatedService whose faults are switched fully on
+or off, and a Fleet on a SimTransport with small timeouts. ``rig.run(n)`` lets n virtual seconds
+pass, one at a time, the Fleet ticking after each (one reaper pass a second). The tests assert what
+the tasks say (state, flags, history) and what the simulator's ledger says: which streams still
+bill, and which stops the service was asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from streamlife import (
+    DEFAULT_STATUSES,
+    CallbackError,
+    Fleet,
+    HistoryEntry,
+    ManualClock,
+    Orphan,
+    Outcome,
+    OutcomeKind,
+    Policy,
+    Segment,
+    StreamKind,
+    StreamTask,
+    TaskState,
+    UnknownTaskError,
+)
+from streamlife.events import StartResult, StopResult
+from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.transport import HttpTransport, Transport
+
+from .conftest import state_of
+from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
+
+URL = "rtmp://sim.invalid/live"
+
+# Small timeouts, in whole virtual seconds, so that each test's timeline reads at a glance.
+PARK_TTL = 8
+UNCERTAIN_TTL = 20
+FINAL_CALLBACK_WAIT = 5
+SILENCE_AFTER = 12
+STOP_RETRY_CAP = 8
+POLICY = Policy(
+    park_ttl=PARK_TTL,
+    uncertain_ttl=UNCERTAIN_TTL,
+    final_callback_wait=FINAL_CALLBACK_WAIT,
+    silence_after=SILENCE_AFTER,
+    stop_retry_base=1.0,
+    stop_retry_cap=STOP_RETRY_CAP,
+    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
+    seed=0,
+)
+
+
+# -- set-up ------------------------------------------------------------------------------------------
+@dataclass
+class Rig:
+    clock: ManualClock
+    sim: SimulatedService
+    fleet: Fleet
+
+    def start(self) -> StreamTask:
+        return self.fleet.start("audio", audio_url=URL)
+
+    def run(self, seconds: int) -> None:
+        """Let ``seconds`` of virtual time pass, one second at a time, the Fleet ticking after each."""
+        for _ in range(seconds):
+            self.sim.advance(1.0)
+            self.fleet.tick()
+
+
+def rig(
+    clock: ManualClock,
+    faults: Faults | None = None,
+    *,
+    wrap: Callable[[Transport], Transport] | None = None,
+    **policy: Any,
+) -> Rig:
+    """A simulator with ``faults`` (none by default), and a Fleet on it with POLICY and ``policy``."""
+    sim = SimulatedService(clock=clock, faults=faults or Faults())
+    transport: Transport = SimTransport(sim)
+    if wrap is not None:
+        transport = wrap(transport)
+    fleet = Fleet(transport, clock=clock, policy=dataclasses.replace(POLICY, **policy))
+    sim.on_callback(fleet.handle_callback)
+    return Rig(clock, sim, fleet)
+
+
+def tid(task: StreamTask) -> str:
+    assert task.task_id is not None, f"{task!r} has no task_id"
+    return task.task_id
+
+
+def error_of(task: StreamTask) -> str:
+    assert task.last_error is not None, f"{task!r} has no last_error"
+    return task.last_error
+
+
+def stalled(task: StreamTask) -> bool:
+    """The flag, read through a call so that mypy forgets what an earlier assert narrowed."""
+    return task.stalled
+
+
+def triggers(task: StreamTask) -> list[str]:
+    return [entry.trigger for entry in task.history]
+
+
+def last(task: StreamTask, trigger: str) -> HistoryEntry:
+    """The task's latest history entry for ``trigger``."""
+    return next(entry for entry in reversed(task.history) if entry.trigger == trigger)
+
+
+def segment_payload(task_id: str, index: int, text: str) -> dict[str, Any]:
+    """A final transcript callback, shaped as the simulator (and memories.ai) sends it."""
+    return {
+        "code": "200",
+        "message": "SUCCESS",
+        "task_id": task_id,
+        "data": {
+            "segment_index": index,
+            "segment_start_time": f"{index * 5.0:.1f}",
+            "segment_end_time": f"{index * 5.0 + 5.0:.1f}",
+            "status": 0,
+            "message": "final",
+            "transcript": {"text": text, "is_final": True},
+        },
+    }
+
+
+def status_payload(task_id: str, status: int) -> dict[str, Any]:
+    """A status callback (no transcript), as the simulator sends the status-14 one."""
+    return {
+        "code": "200",
+        "message": "SUCCESS",
+        "task_id": task_id,
+        "data": {"segment_index": 0, "status": status, "message": "a status", "transcript": None},
+    }
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll ``condition`` for up to ``timeout`` real seconds; say whether it came true."""
+    give_up_at = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > give_up_at:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@contextmanager
+def http_fleet(clock: ManualClock, *script: Step) -> Iterator[tuple[ScriptedServer, Fleet]]:
+    """A Fleet on HttpTransport, against a loopback server that answers from ``script``."""
+    with scripted_server() as server:
+        server.then(*script)
+        http = HttpTransport("sk-mai-test-key", base_url=server.url)  # a 15 s read timeout by default
+        try:
+            yield server, Fleet(http, clock=clock, policy=POLICY)
+        finally:
+            http.close()
+
+
+# -- starting ----------------------------------------------------------------------------------------
+def test_start_returns_a_running_task_named_by_the_service_which_bills_it(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    assert state_of(task) is TaskState.RUNNING
+    assert task.kind is StreamKind.AUDIO
+    assert list(r.sim.streams) == [tid(task)]  # the task_id is the one the service made
+    assert r.sim.billing() == [tid(task)]
+    assert r.fleet.get(tid(task)) is task
+    assert triggers(task) == ["start", "start_ok"]
+
+
+def test_callbacks_build_the_transcript(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    r.run(15)  # three 5-second segments, each a partial then its final
+    assert task.transcript_text() == " ".join(f"segment {i} of {tid(task)[:8]}" for i in range(3))
+    assert triggers(task) == ["start", "start_ok"] + ["segment"] * 6
+
+
+def test_segments_that_arrive_out_of_order_read_in_index_order(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    for index in (2, 0, 1):
+        assert r.fleet.handle_callback(segment_payload(tid(task), index, f"word{index}")) == Outcome.APPLIED
+    assert task.transcript_text() == "word0 word1 word2"
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "complaint"),
+    [
+        ("podcast", {"audio_url": URL}, "podcast"),
+        ("audio", {}, "audio_url"),
+        ("audio", {"audio_url": ""}, "audio_url"),
+        ("audio", {"url": URL}, "audio_url"),
+        ("video", {"audio_url": URL}, "url="),
+    ],
+)
+def test_start_refuses_an_unknown_kind_or_a_missing_url_and_sends_nothing(
+    clock: ManualClock, kind: str, params: dict[str, str], complaint: str
+) -> None:
+    r = rig(clock)
+    with pytest.raises(ValueError, match=complaint):
+        r.fleet.start(kind, **params)
+    assert r.sim.start_requests == 0
+    assert r.fleet.tasks() == []
+
+
+def test_a_start_refused_for_capacity_fails_the_task_and_nothing_bills(clock: ManualClock) -> None:
+    r = rig(clock, Faults(capacity=1.0))
+    task = r.start()
+    assert state_of(task) is TaskState.FAILED
+    assert triggers(task) == ["start", "start_rejected"]
+    assert error_of(task).startswith("CapacityError: audio.start: Capacity Reached")
+    assert task.task_id is None
+    assert r.sim.start_requests == 1
+    assert r.sim.billing() == []
+
+
+def test_a_start_answered_5xx_is_uncertain_and_one_refused_4xx_is_failed(clock: ManualClock) -> None:
+    answers = (error(500, "Internal server error"), error(400, "Invalid request parameters"))
+    with http_fleet(clock, *answers) as (server, fleet):
+        maybe_created = fleet.start("audio", audio_url=URL)
+        refused = fleet.start("audio", audio_url=URL)
+        assert len(server.requests) == 2  # a start is never sent twice
+    # The service failed after taking the request: a stream may exist, so the start is not "failed".
+    assert state_of(maybe_created) is TaskState.UNCERTAIN
+    assert error_of(maybe_created).startswith("ServerError")
+    assert state_of(refused) is TaskState.FAILED
+    assert error_of(refused).startswith("RejectedError")
+
+
+def test_a_start_whose_answer_is_lost_is_uncertain_then_failed_and_its_stream_is_adopted_and_stopped(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock)
+    orphans: list[Orphan] = []
+    r.fleet.on_orphan(orphans.append)
+    started = clock.now()
+    r.sim.lose_next_start_answer()
+    task = r.start()
+    assert state_of(task) is TaskState.UNCERTAIN
+    assert error_of(task).startswith("OutcomeUnknownError")
+    (stream_id,) = r.sim.streams  # the stream exists, and bills, though nobody was told its name
+    assert r.sim.billing() == [stream_id]
+
+    r.run(5 + PARK_TTL - 1)  # its callbacks come (a partial and a final at 5 s and 10 s) and wait
+    assert r.fleet.stats().callbacks["parked"] == 4
+    assert r.fleet.get(stream_id) is None
+    assert orphans == []
+
+    r.run(1)  # the first of them has waited park_ttl: the stream is an orphan, adopted and stopped
+    (orphan,) = orphans
+    adopted = orphan.task
+    assert adopted is not task
+    assert adopted.adopted
+    assert r.fleet.get(stream_id) is adopted
+    assert triggers(adopted)[0] == "adopt"
+    assert (orphan.callbacks, orphan.dropped, orphan.first_parked) == (4, 0, started + 5)
+    assert state_of(adopted) is TaskState.STOPPING
+    assert [stop.task_id for stop in r.sim.stop_log] == [stream_id]
+    assert r.fleet.stats().orphans == 1
+
+    r.run(1)
+    assert state_of(adopted) is TaskState.STOPPED
+    assert r.sim.billing() == []
+    assert state_of(task) is TaskState.UNCERTAIN  # the start itself is not known to have failed yet
+
+    r.run(UNCERTAIN_TTL - 5 - PARK_TTL - 1)
+    assert state_of(task) is TaskState.FAILED
+    assert last(task, "uncertain_deadline").at == started + UNCERTAIN_TTL
+    assert r.sim.billing() == []
+
+
+def test_a_callback_that_beats_its_start_answer_is_parked_then_replayed_into_the_task(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, Faults(early_callback=1.0))
+    task = r.start()
+    stats = r.fleet.stats()
+    assert stats.callbacks["parked"] == 1
+    assert stats.parked == 0  # claimed by the start answer
+    assert triggers(task) == ["start", "start_ok", "segment"]
+    replayed = task.history[-1]
+    assert replayed.outcome == Outcome.APPLIED
+    assert replayed.data == {"index": 0, "final": False}
+    assert task.transcript_text(include_partials=True) != ""
+
+
+def test_with_reap_orphans_off_an_orphan_is_adopted_and_reported_but_left_running(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, reap_orphans=False)
+    orphans: list[Orphan] = []
+    r.fleet.on_orphan(orphans.append)
+    r.sim.lose_next_start_answer()
+    r.start()
+    (stream_id,) = r.sim.streams
+    r.run(5 + PARK_TTL)
+    (orphan,) = orphans
+    assert state_of(orphan.task) is TaskState.RUNNING
+    assert r.sim.stop_log == []
+    assert r.sim.billing() == [stream_id]  # the caller's to stop
+    r.fleet.stop(orphan.task)
+    r.run(1)
+    assert state_of(orphan.task) is TaskState.STOPPED
+    assert r.sim.billing() == []
+
+
+class StopsWhileStarting:
+    """A transport on which another thread (played by ``start`` itself) stops the task being started."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.fleet: Fleet | None = None
+        self.stopped_while_starting: list[StreamTask] = []
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        assert self.fleet is not None
+        for task in self.fleet.tasks(TaskState.STARTING):
+            self.stopped_while_starting.append(self.fleet.stop(task))
+            assert state_of(task) is TaskState.STARTING  # remembered, not sent: there is no task_id yet
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_stop_asked_for_while_starting_is_sent_once_the_task_id_arrives(clock: ManualClock) -> None:
+    r = rig(clock, wrap=StopsWhileStarting)
+    transport = r.fleet.transport
+    assert isinstance(transport, StopsWhileStarting)
+    transport.fleet = r.fleet
+    task = r.start()
+    assert transport.stopped_while_starting == [task]
+    assert state_of(task) is TaskState.STOPPING
+    assert triggers(task) == ["start", "stop", "start_ok", "stop", "stop_ok"]
+    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
+    r.run(1)
+    assert state_of(task) is TaskState.STOPPED
+    assert r.sim.billing() == []
+
+
+# -- stopping ----------------------------------------------------------------------------------------
+def test_stop_sends_one_request_and_the_status_14_callback_files_the_task_as_stopped(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock)
+    task = r.start()
+    r.run(6)
+    assert r.fleet.stop(task) is task
+    assert state_of(task) is TaskState.STOPPING
+    assert task.stop_acknowledged
+    assert triggers(task)[-2:] == ["stop", "stop_ok"]
+    assert not r.sim.streams[tid(task)].live  # the service stopped billing on the request
+    assert r.sim.billing() == []
+
+    r.fleet.stop(task)  # again, while stopping: already in effect
+    assert task.history[-1].outcome == Outcome.DUPLICATE
+
+    r.run(1)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.history[-1].trigger == "stopped"
+    assert task.end_status == 14
+    assert not task.final_callback_missing
+
+    r.fleet.stop(tid(task))  # by task_id, once terminal
+    assert (task.history[-1].trigger, task.history[-1].outcome) == ("stop", Outcome.DUPLICATE)
+    assert len(r.sim.stop_log) == 1
+
+
+def test_stop_of_a_task_that_never_started_sends_nothing(clock: ManualClock) -> None:
+    r = rig(clock, Faults(capacity=1.0))
+    task = r.start()
+    assert r.fleet.stop(task) is task
+    assert state_of(task) is TaskState.FAILED
+    assert (task.history[-1].trigger, task.history[-1].outcome) == ("stop", Outcome.DUPLICATE)
+    assert r.sim.stop_log == []
+
+
+def test_stop_refuses_a_task_this_fleet_does_not_hold_and_a_negative_wait(clock: ManualClock) -> None:
+    r = rig(clock)
+    stranger = rig(clock).start()  # held by another Fleet
+    for unknown in ("no-such-task", tid(stranger), stranger):
+        with pytest.raises(UnknownTaskError) as raised:
+            r.fleet.stop(unknown)
+        assert isinstance(raised.value, LookupError)
+    task = r.start()
+    for wait in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="wait"):
+            r.fleet.stop(task, wait=wait)
+    with pytest.raises(ValueError, match="wait"):
+        r.fleet.stop_all(wait=-1.0)
+    assert state_of(task) is TaskState.RUNNING
+    assert state_of(stranger) is TaskState.RUNNING
+    assert r.sim.stop_log == []
+
+
+def test_a_stop_answered_not_found_files_the_task_as_stopped(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_not_found=1.0))
+    task = r.start()
+    r.fleet.stop(task)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.history[-1].trigger == "stop_not_found"
+    assert [stop.status for stop in r.sim.stop_log] == [400]
+    assert r.sim.billing() == []
+
+
+def test_a_failing_stop_is_retried_with_growing_waits_for_as_long_as_it_takes(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_500=1.0))
+    task = r.start()
+    r.fleet.stop(task)
+    r.run(40)  # eight times final_callback_wait
+    sent = [stop.at for stop in r.sim.stop_log]
+    waits = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert all(stop.status == 500 for stop in r.sim.stop_log)
+    assert len(sent) >= 5
+    # The wait after failure n + 1 is between half and all of min(cap, base * 2**n); sent on 1 s ticks.
+    ceilings = [min(STOP_RETRY_CAP, 2.0**n) for n in range(len(waits))]
+    assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True))
+    assert waits[-1] > waits[0]
+    # Unacknowledged, it stays stopping and listed: no final-callback deadline files it as stopped.
+    assert state_of(task) is TaskState.STOPPING
+    assert r.fleet.unsettled() == [task]
+    assert task.stop_failures == len(sent) == r.fleet.stats().stop_failures
+    assert error_of(task).startswith("ServerError")
+    assert "final_deadline" not in triggers(task)
+    assert not task.final_callback_missing
+    assert r.sim.billing() == [tid(task)]  # which is why: it still bills
+
+    r.sim.faults = Faults()  # the service recovers
+    r.run(STOP_RETRY_CAP)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.end_status == 14
+    assert r.sim.stop_log[-1].status == 200
+    assert r.fleet.unsettled() == []
+    assert r.sim.billing() == []
+
+
+def test_a_rate_limited_stop_is_not_sent_again_before_retry_after(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_429=1.0, retry_after=7))
+    task = r.start()
+    r.fleet.stop(task)
+    r.run(6)
+    assert len(r.sim.stop_log) == 1
+    r.run(15)
+    sent = [stop.at for stop in r.sim.stop_log]
+    # Retry-After outweighs the backoff, which is at most 1, 2 and 4 s after the first three failures.
+    assert [later - earlier for earlier, later in itertools.pairwise(sent)] == [7.0, 7.0, 7.0]
+    assert error_of(task).startswith("RateLimitedError")
+    assert state_of(task) is TaskState.STOPPING
+
+
+def test_a_stop_asked_for_again_while_a_retry_after_runs_waits_for_it_too(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_429=1.0, retry_after=7))
+    task = r.start()
+    r.fleet.stop(task)
+    r.run(1)
+    r.fleet.stop(task)  # asked again, as a caller may: stop is safe to repeat
+    r.fleet.stop_all()  # and again, as at shutdown
+    assert len(r.sim.stop_log) == 1, f"stops sent at {[s.at - r.sim.stop_log[0].at for s in r.sim.stop_log]}"
+
+
+# -- the final callback ------------------------------------------------------------------------------
+def test_a_missing_final_callback_files_the_task_as_stopped_after_final_callback_wait(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, Faults(drop=1.0))
+    task = r.start()
+    r.fleet.stop(task)
+    assert task.stop_acknowledged
+    r.run(FINAL_CALLBACK_WAIT - 1)
+    assert state_of(task) is TaskState.STOPPING
+    r.run(1)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.history[-1].trigger == "final_deadline"
+    assert task.final_callback_missing
+    assert task.end_status is None
+    assert r.sim.billing() == []
+
+
+def test_the_final_callback_wait_counts_from_the_acknowledged_stop_not_from_the_request(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, Faults(drop=1.0, stop_500=1.0))
+    task = r.start()
+    r.fleet.stop(task)
+    asked = clock.now()
+    r.run(3 * FINAL_CALLBACK_WAIT)
+    assert state_of(task) is TaskState.STOPPING  # not filed as stopped, with or without a callback
+
+    r.sim.faults = Faults(drop=1.0)  # stops land again; callbacks are still lost
+    r.run(STOP_RETRY_CAP + FINAL_CALLBACK_WAIT)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.final_callback_missing
+    acknowledged = last(task, "stop_ok").at
+    assert acknowledged - asked > FINAL_CALLBACK_WAIT
+    assert last(task, "final_deadline").at - acknowledged == FINAL_CALLBACK_WAIT
+    assert r.sim.billing() == []
+
+
+# -- silence -----------------------------------------------------------------------------------------
+def test_a_stream_that_goes_quiet_is_marked_stalled_after_silence_after(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stall=1.0))
+    seen: list[HistoryEntry] = []
+    r.fleet.on_transition(lambda task, entry: seen.append(entry))
+    task = r.start()
+    r.run(SILENCE_AFTER - 1)
+    assert not stalled(task)
+    r.run(1)
+    assert stalled(task)
+    assert state_of(task) is TaskState.RUNNING
+    assert task.history[-1].trigger == "silence"
+    assert seen[-1] is task.history[-1]
+    assert r.sim.billing() == [tid(task)]  # stalled and billing on: stopping it is the caller's call
+
+
+def test_a_segment_after_a_stall_clears_it_and_the_silence_window_starts_again(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stall=1.0))
+    task = r.start()
+    r.run(SILENCE_AFTER)
+    assert stalled(task)
+    assert r.fleet.handle_callback(segment_payload(tid(task), 7, "back again")) == Outcome.APPLIED
+    assert not stalled(task)
+    r.run(SILENCE_AFTER - 1)
+    assert triggers(task).count("silence") == 1
+    r.run(1)
+    assert triggers(task).count("silence") == 2
+    assert stalled(task)
+
+
+def test_once_a_stall_clears_the_next_deadline_is_the_end_of_the_new_silence_window(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, Faults(stall=1.0))
+    task = r.start()
+    r.run(SILENCE_AFTER)
+    r.fleet.handle_callback(segment_payload(tid(task), 7, "back again"))
+    assert r.fleet.next_deadline() == clock.now() + SILENCE_AFTER
+    assert r.fleet.tick() == 0  # nothing is due
+
+
+def test_with_stop_when_stalled_a_stalled_task_is_stopped(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stall=1.0), stop_when_stalled=True)
+    task = r.start()
+    r.run(SILENCE_AFTER)
+    assert triggers(task)[-3:] == ["silence", "stop", "stop_ok"]
+    assert state_of(task) is TaskState.STOPPING
+    r.run(1)
+    assert state_of(task) is TaskState.STOPPED
+    assert r.sim.billing() == []
+
+
+# -- stop_all ----------------------------------------------------------------------------------------
+def test_stop_all_stops_every_task_and_returns_those_not_yet_terminal(clock: ManualClock) -> None:
+    r = rig(clock)
+    tasks = [r.start() for _ in range(3)]
+    r.run(5)
+    left = r.fleet.stop_all()
+    assert left == tasks  # acknowledged, each waiting for its status-14 callback
+    assert all(state_of(task) is TaskState.STOPPING for task in left)
+    assert sorted(stop.task_id for stop in r.sim.stop_log) == sorted(tid(task) for task in tasks)
+    assert r.sim.billing() == []
+    r.run(1)
+    assert all(state_of(task) is TaskState.STOPPED for task in tasks)
+    assert r.fleet.stop_all() == []
+    assert len(r.sim.stop_log) == 3
+
+
+def test_stop_all_leaves_out_the_tasks_its_stops_ended(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_not_found=1.0))  # each stop files its task as stopped at once
+    tasks = [r.start() for _ in range(2)]
+    assert r.fleet.stop_all() == []
+    assert all(state_of(task) is TaskState.STOPPED for task in tasks)
+
+
+class StopsMeet:
+    """A transport whose stops wait for one another: it shows how many are in flight at once."""
+
+    def __init__(self, inner: Transport, *, at_once: int) -> None:
+        self.inner = inner
+        self.meeting = threading.Barrier(at_once, timeout=2.0)  # broken unless ``at_once`` stops meet
+        self.threads: set[str] = set()
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        self.threads.add(threading.current_thread().name)
+        self.meeting.wait()
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_stop_all_sends_stop_concurrency_requests_at_once(clock: ManualClock) -> None:
+    r = rig(clock, wrap=lambda inner: StopsMeet(inner, at_once=3), stop_concurrency=3)
+    tasks = [r.start() for _ in range(3)]
+    assert r.fleet.stop_all() == tasks
+    transport = r.fleet.transport
+    assert isinstance(transport, StopsMeet)
+    assert len(transport.threads) == 3
+    assert all(name.startswith("streamlife-stop") for name in transport.threads)
+    assert r.sim.billing() == []
+
+
+def test_stop_all_with_no_wait_returns_at_once_and_leaves_the_requests_to_tick(clock: ManualClock) -> None:
+    r = rig(clock)
+    tasks = [r.start() for _ in range(2)]
+    assert r.fleet.stop_all(wait=0) == tasks
+    assert r.sim.stop_log == []  # no time to wait on a request, so none was sent yet
+    assert r.fleet.unsettled() == tasks
+    assert r.fleet.next_deadline() == clock.now()  # the next tick sends them
+    r.run(2)
+    assert all(state_of(task) is TaskState.STOPPED for task in tasks)
+    assert r.sim.billing() == []
+
+
+# -- bounded stops, in real time ---------------------------------------------------------------------
+def test_a_bounded_stop_over_http_returns_in_time_and_leaves_a_retry_armed(clock: ManualClock) -> None:
+    with http_fleet(clock, ok("tid-http"), Stall(1.5)) as (server, fleet):  # the stop hangs
+        task = fleet.start("audio", audio_url=URL)
+        assert state_of(task) is TaskState.RUNNING
+        began = time.monotonic()
+        returned = fleet.stop(task, wait=0.5)
+        elapsed = time.monotonic() - began
+        assert [seen.path for seen in server.requests] == ["/audio-stream/start", "/audio-stream/stop"]
+    assert returned is task
+    assert elapsed < 1.5, f"stop(wait=0.5) took {elapsed:.2f} s"
+    assert state_of(task) is TaskState.STOPPING
+    assert fleet.unsettled() == [task]
+    assert task.stop_failures == 1
+    assert fleet.next_deadline() is not None  # the stop retry
+
+
+def test_stop_with_a_wait_returns_as_soon_as_the_task_is_terminal(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    # The status-14 callback comes from another thread, 50 ms after the stop is acknowledged.
+    status_14 = threading.Timer(0.05, r.sim.advance, args=(6.0,))
+
+    def on_acknowledged(_task: StreamTask, entry: HistoryEntry) -> None:
+        if entry.trigger == "stop_ok":
+            status_14.start()
+
+    r.fleet.on_transition(on_acknowledged)
+    began = time.monotonic()
+    r.fleet.stop(task, wait=5)
+    elapsed = time.monotonic() - began
+    status_14.join(timeout=5)
+    assert state_of(task) is TaskState.STOPPED
+    assert elapsed < 2.5, f"stop(wait=5) took {elapsed:.2f} s after the task was stopped"
+
+
+# -- hooks -------------------------------------------------------------------------------------------
+def test_hooks_see_each_transition_and_each_new_segment_in_order(clock: ManualClock) -> None:
+    r = rig(clock)
+    transitions: list[tuple[StreamTask, HistoryEntry]] = []
+    segments: list[Segment] = []
+    r.fleet.on_transition(lambda task, entry: transitions.append((task, entry)))
+    r.fleet.on_segment(lambda task, segment: segments.append(segment))
+    task = r.start()
+    r.run(10)
+    first = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(task))
+    assert r.fleet.handle_callback(first) == Outcome.DUPLICATE  # not new: no hook
+    r.fleet.stop(task)
+    r.run(1)
+    assert [entry.trigger for _, entry in transitions] == ["start", "start_ok", "stop", "stop_ok", "stopped"]
+    assert [entry for _, entry in transitions] == [e for e in task.history if e.trigger != "segment"]
+    assert all(seen is task for seen, _ in transitions)
+    assert [(s.index, s.final) for s in segments] == [(0, False), (0, True), (1, False), (1, True)]
+
+
+def test_a_hook_that_raises_is_logged_and_the_fleet_goes_on(clock: ManualClock) -> None:
+    r = rig(clock)
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug in the user's hook")
+
+    seen: list[str] = []
+    r.fleet.on_transition(broken)
+    r.fleet.on_segment(broken)
+    r.fleet.on_transition(lambda task, entry: seen.append(entry.trigger))
+    with capture_logs() as logs:
+        task = r.start()
+        r.run(5)
+        r.fleet.stop(task)
+        r.run(1)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.transcript_text() != ""
+    assert seen == ["start", "start_ok", "stop", "stop_ok", "stopped"]  # the next hook was still called
+    failures = [log for log in logs if log["event"] == "streamlife.hook_failed"]
+    assert len(failures) == 5 + 2  # five transitions, a partial and a final
+    assert all(log["log_level"] == "error" and log["hook"].endswith("broken") for log in failures)
+
+
+# -- callbacks ---------------------------------------------------------------------------------------
+def test_handle_callback_takes_bytes_text_or_a_mapping(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    as_bytes = json.dumps(segment_payload(tid(task), 0, "zero")).encode()
+    as_text = json.dumps(segment_payload(tid(task), 1, "one"))
+    as_mapping = segment_payload(tid(task), 2, "two")
+    for payload in (as_bytes, as_text, as_mapping):
+        assert r.fleet.handle_callback(payload) == Outcome.APPLIED
+    assert task.transcript_text() == "zero one two"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe not UTF-8",
+        "not JSON",
+        "[1, 2]",
+        {"task_id": "t"},
+        {"task_id": "t", "data": {"status": 0.5}},
+    ],
+)
+def test_a_malformed_callback_raises_and_changes_nothing(
+    clock: ManualClock, payload: bytes | str | dict[str, Any]
+) -> None:
+    r = rig(clock)
+    task = r.start()
+    before = list(task.history)
+    with pytest.raises(CallbackError):
+        r.fleet.handle_callback(payload)
+    assert r.fleet.stats().malformed == 1
+    assert sum(r.fleet.stats().callbacks.values()) == 0
+    assert task.history == before
+    assert state_of(task) is TaskState.RUNNING
+
+
+def test_an_undeclared_status_ends_the_task_and_is_logged(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    with capture_logs() as logs:
+        assert r.fleet.handle_callback(status_payload(tid(task), 12)) == Outcome.APPLIED
+    assert state_of(task) is TaskState.ENDED
+    assert task.end_status == 12
+    assert [log["status"] for log in logs if log["event"] == "streamlife.unknown_status"] == [12]
+
+
+def test_a_status_declared_ongoing_leaves_the_task_running_and_counts_as_news(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stall=1.0), statuses=DEFAULT_STATUSES.with_status(12, "ongoing"))
+    task = r.start()
+    r.run(SILENCE_AFTER - 2)
+    with capture_logs() as logs:
+        assert r.fleet.handle_callback(status_payload(tid(task), 12)) == Outcome.APPLIED
+    assert state_of(task) is TaskState.RUNNING
+    assert task.end_status is None
+    assert [log for log in logs if log["event"] == "streamlife.unknown_status"] == []
+    r.run(SILENCE_AFTER - 1)  # the silence window started again from the status callback
+    assert not stalled(task)
+    r.run(1)
+    assert stalled(task)
+
+
+def test_with_max_parked_reached_a_callback_for_one_more_unknown_task_id_is_rejected(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock, max_parked=1)
+    assert r.fleet.handle_callback(segment_payload("ghost-1", 0, "boo")) == Outcome.PARKED
+    assert r.fleet.handle_callback(segment_payload("ghost-1", 1, "boo")) == Outcome.PARKED  # same id
+    outcome = r.fleet.handle_callback(segment_payload("ghost-2", 0, "boo"))
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert "max_parked" in str(outcome.reason)
+    stats = r.fleet.stats()
+    assert (stats.parked, stats.callbacks["parked"], stats.callbacks["rejected"]) == (1, 2, 1)
+
+
+# -- timers on a background thread -------------------------------------------------------------------
+def test_run_timers_fires_deadlines_on_its_own(clock: ManualClock) -> None:
+    sim = SimulatedService(clock=clock, faults=Faults(drop=1.0))  # no status-14 callback will come
+    fleet = Fleet(SimTransport(sim), policy=Policy(final_callback_wait=0.05, stop_concurrency=1, seed=0))
+    sim.on_callback(fleet.handle_callback)
+    task = fleet.start("audio", audio_url=URL)
+    fleet.stop(task)
+    assert state_of(task) is TaskState.STOPPING  # the deadline is due soon, but nobody ticks
+    with fleet.run_timers(interval=0.01):
+        wait_until(lambda: task.terminal)
+    assert state_of(task) is TaskState.STOPPED
+    assert task.final_callback_missing
+    with pytest.raises(ValueError, match="interval"), fleet.run_timers(interval=0):
+        pass
+
+
+# -- reading -----------------------------------------------------------------------------------------
+def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: ManualClock) -> None:
+    r = rig(clock)
+    running, stopped = r.start(), r.start()
+    r.sim.faults = Faults(capacity=1.0)
+    failed = r.start()
+    r.run(5)
+    r.fleet.stop(stopped)
+    r.run(1)
+    again = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(running))
+    assert r.fleet.handle_callback(again) == Outcome.DUPLICATE
+    assert r.fleet.handle_callback(segment_payload(tid(stopped), 9, "after the end")) == Outcome.LATE
+
+    assert r.fleet.tasks() == [running, stopped, failed]
+    assert r.fleet.tasks(TaskState.RUNNING) == [running]
+    assert r.fleet.tasks("stopped") == [stopped]
+    assert r.fleet.tasks(TaskState.STOPPING) == []
+    stats = r.fleet.stats()
+    assert stats.tasks == {"running": 1, "stopped": 1, "failed": 1}
+    assert stats.callbacks == {
+        "applied": len(r.sim.deliveries),  # every callback the simulator sent: segments and one status 14
+        "duplicate": 1,
+        "late": 1,
+        "parked": 0,
+        "rejected": 0,
+    }
+    assert (stats.stops_sent, stats.stop_failures, stats.orphans, stats.malformed) == (1, 0, 0, 0)
+
+
+# -- Policy ------------------------------------------------------------------------------------------
+DURATIONS = [
+    "park_ttl",
+    "uncertain_ttl",
+    "final_callback_wait",
+    "silence_after",
+    "stop_retry_base",
+    "stop_retry_cap",
+]
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_policy_refuses_a_duration_that_is_not_positive_naming_it(field: str, value: float) -> None:
+    settings: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=f"Policy.{field} must be positive"):
+        Policy(**settings)
+
+
+@pytest.mark.parametrize("field", DURATIONS)
+@pytest.mark.parametrize("value", ["60", None, True])
+def test_policy_refuses_a_duration_that_is_no_number_naming_it(field: str, value: object) -> None:
+    settings: dict[str, Any] = {field: value}
+    with pytest.raises(TypeError, match=f"Policy.{field} must be seconds"):
+        Policy(**settings)
+
+
+@pytest.mark.parametrize(("field", "value"), [("stop_concurrency", -1), ("max_parked", 0)])
+def test_policy_refuses_a_count_below_its_least(field: str, value: int) -> None:
+    settings: dict[str, Any] = {field: value}
+    with pytest.raises(ValueError, match=f"Policy.{field} must be at least"):
+        Policy(**settings)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("reap_orphans", 1), ("stop_when_stalled", "yes"), ("seed", 1.5)]
+)
+def test_policy_refuses_switches_and_seeds_of_the_wrong_type(field: str, value: object) -> None:
+    settings: dict[str, Any] = {field: value}
+    with pytest.raises(TypeError, match=f"Policy.{field}"):
+        Policy(**settings)
+
+
+def test_policy_refuses_a_retry_cap_below_its_base() -> None:
+    with pytest.raises(ValueError, match="stop_retry_cap"):
+        Policy(stop_retry_base=10.0, stop_retry_cap=5.0)
+
+
+def test_policy_refuses_statuses_that_are_no_status_table() -> None:
+    with pytest.raises(TypeError, match="StatusTable"):
+        Policy(statuses={14: "stopped"})  # type: ignore[arg-type]
+
+
+def test_policy_refuses_a_fractional_count() -> None:
+    with pytest.raises(TypeError, match="stop_concurrency"):
+        Policy(stop_concurrency=2.5)  # type: ignore[arg-type]
