@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Fifty streams against the simulator with a realistic share of faults, shown live, then checked.
 demo: $(STAMP)
-	$(BIN)/python -m streamlife walk
+	$(BIN)/streamlife simulate --streams 50 --faults default
 
 test: lint typecheck unit
 

@@ -23,11 +23,12 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    fleet, by_hand, simulator = outputs
+    fleet, webhook, by_hand, simulator = outputs
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
     terminal = r"'(ended|failed|stopped)': \d+"
     assert re.search(rf"^tasks: \{{{terminal}(, {terminal})*\}}$", fleet, re.MULTILINE)
+    assert webhook.splitlines()[-3:] == ["{'outcome': 'applied'}", "401", "Hi."]  # after the log lines
     assert "Hello there." in by_hand
     assert "13 callbacks; the last: stopped" in simulator
     assert "billed: 30.0 s; still billing: []" in simulator

@@ -261,14 +261,20 @@ class FleetMachine(RuleBasedStateMachine):
             event(name, "yes" if hit else "no")
 
     def _check_orphan_bill(self, task: StreamTask) -> None:
+        """Its stop went out within the TTL and one pass of its first callback, and it billed no
+        longer than that stop took to land (or than the service took to end it by itself)."""
         assert task.task_id is not None
         stream = self.sim.streams[task.task_id]
         assert stream.ended_at is not None
+        reaped_by = self._first_delivery(task) + POLICY.park_ttl + STEP
         stops = [s for s in self.sim.stop_log if s.task_id == task.task_id]
+        if not stops:  # it ended by itself, its end among the parked callbacks
+            assert stream.ended_at <= reaped_by
+            return
+        assert stops[0].at <= reaped_by
         landed = [s.at for s in stops if s.status in (200, 400)]
-        took = (landed[0] - stops[0].at) if stops and landed else 0.0
-        billed_after_heard = stream.ended_at - self._first_delivery(task)
-        assert billed_after_heard <= POLICY.park_ttl + STEP + took + 1e-6, (billed_after_heard, took)
+        if landed:
+            assert stream.ended_at <= landed[0]
 
     # -- helpers -----------------------------------------------------------------------------------
     def _deliver(self, payload: dict[str, Any]) -> Outcome:

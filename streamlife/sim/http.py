@@ -11,6 +11,7 @@ there as JSON, as the service posts to the account's webhook.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,9 @@ class SimHttpServer:
 def _handler(service: SimulatedService, lost_answer_stall: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm on, the second waits for
+        # the client's delayed ACK: 40 ms a request on loopback.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -104,6 +108,11 @@ def _handler(service: SimulatedService, lost_answer_stall: float) -> type[BaseHT
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # a burst of stops must not meet connection resets
+
+
 @contextmanager
 def serve_http(
     service: SimulatedService,
@@ -118,8 +127,7 @@ def serve_http(
     A lost start answer closes the connection at once, or after ``lost_answer_stall`` seconds:
     set it above the client's read timeout to make the client time out instead.
     """
-    server = ThreadingHTTPServer((host, port), _handler(service, lost_answer_stall))
-    server.daemon_threads = True
+    server = _Server((host, port), _handler(service, lost_answer_stall))
     poster = WebhookPoster(webhook_url) if webhook_url else None
     if poster is not None:
         service.on_callback(poster)

@@ -1,0 +1,328 @@
+"""A whole simulated run: many streams on memories.ai's simulator, faults on, checked as it goes.
+
+``simulate(Run(...))`` starts ``streams`` streams, lets ``minutes`` of virtual time pass (the user
+stops about a third of them along the way), then stops them all and lets the run settle: until
+every task is terminal, nothing is parked and the simulator bills no stream, or until
+``settle_limit`` virtual seconds pass. In-process, the Fleet talks to the simulator directly; with
+``http=True`` everything crosses loopback sockets for real: ``HttpTransport`` to the simulator's
+HTTP face, and its webhooks to a ``WebhookReceiver`` in a WSGI server.
+
+The run checks the invariants itself and reports what broke in ``Report.violations``: a task not
+terminal after settling; a task filed as terminal while its stream still bills; a final applied
+twice; a history that is not a path through the lifecycle table; a callback the Fleet was handed
+that its task's history does not record exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from .clock import ManualClock
+from .events import Outcome, OutcomeKind
+from .fleet import Fleet
+from .lifecycle import CELLS, TaskState
+from .policy import Policy
+from .sim import Faults, SimTransport, SimulatedService, serve_http
+from .sim.http import WebhookPoster
+from .sim.service import SEGMENT_SECONDS
+from .task import StreamTask
+from .transport.base import Transport
+from .transport.http import HttpTransport, RetryPolicy
+from .webhook import WebhookReceiver, serve_webhook
+
+FAULT_PRESETS: Final[dict[str, Callable[[int], Faults]]] = {
+    "none": Faults.none,
+    "default": Faults.default,
+    "all": Faults.all,
+}
+_STEP: Final = 1.0  # virtual seconds between two ticks of the Fleet
+_API_KEY: Final = "sk-mai-simulated-run"
+_EPOCH: Final = 1_700_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    streams: int = 50
+    minutes: float = 2.0
+    faults: str = "default"
+    seed: int = 0
+    http: bool = False
+    speed: float | None = None  # virtual seconds per real second; None runs flat out
+    settle_limit: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.streams, int) or self.streams < 1:
+            raise ValueError(f"streams must be a positive whole number, got {self.streams!r}")
+        if not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes!r}")
+        if self.faults not in FAULT_PRESETS:
+            raise ValueError(f"faults must be one of {', '.join(FAULT_PRESETS)}, got {self.faults!r}")
+        if self.speed is not None and not self.speed > 0:
+            raise ValueError(f"speed must be positive, got {self.speed!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """How the run stands, every few virtual seconds."""
+
+    seconds: float  # virtual seconds since the run began
+    phase: str  # "running", "stopping" or "settled"
+    tasks_by_state: dict[str, int]
+    callbacks: dict[str, int]
+    orphans: int
+    billed_seconds: float
+    billing_now: int
+
+
+@dataclass
+class Report:
+    seed: int
+    streams: int
+    minutes: float
+    faults: str
+    http: bool
+    tasks_by_state: dict[str, int]
+    callbacks: dict[str, int]
+    malformed_callbacks: int
+    orphans_reaped: int
+    orphan_billed_seconds: float
+    billed_seconds: float
+    stops_sent: int
+    stop_failures: int
+    streams_billing_after_settle: int
+    settle_seconds: float
+    invariant_violations: int
+    violations: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        return self.invariant_violations == 0 and self.streams_billing_after_settle == 0
+
+
+def simulate(run: Run, on_progress: Callable[[Snapshot], None] | None = None) -> Report:
+    began = time.monotonic()
+    clock = ManualClock(_EPOCH)
+    service = SimulatedService(
+        clock=clock, faults=FAULT_PRESETS[run.faults](run.seed), api_key=_API_KEY, max_streams=2 * run.streams
+    )
+    # No worker threads: the run replays exactly from its seed.
+    policy = Policy(seed=run.seed, stop_concurrency=0)
+    with _wired(service, run.http) as (transport, handed):
+        fleet = Fleet(transport, clock=clock, policy=policy)
+        handed.fleet = fleet
+        report = _Driver(run, clock, service, fleet, handed, on_progress).drive()
+        fleet.close()
+    report.wall_seconds = round(time.monotonic() - began, 3)
+    return report
+
+
+class _Handed:
+    """Stands between the callbacks and the Fleet: counts what is handed over, per task_id."""
+
+    def __init__(self) -> None:
+        self.fleet: Fleet | None = None
+        self.by_task: Counter[str] = Counter()
+        self.poster: WebhookPoster | None = None  # over HTTP: what the simulator could not deliver
+
+    def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
+        assert self.fleet is not None, "the Fleet is handed over before the first callback"
+        try:
+            decoded = json.loads(payload) if isinstance(payload, bytes | str) else payload
+            self.by_task[str(decoded.get("task_id"))] += 1
+        except (ValueError, AttributeError):
+            pass  # not JSON, or not an object: the Fleet refuses it, and says why
+        return self.fleet.handle_callback(payload)
+
+
+@contextmanager
+def _wired(service: SimulatedService, http: bool) -> Iterator[tuple[Transport, _Handed]]:
+    handed = _Handed()
+    if not http:
+        service.on_callback(handed.handle_callback)
+        yield SimTransport(service, _API_KEY), handed
+        return
+    token = secrets.token_urlsafe(24)
+    receiver = WebhookReceiver(handed, token=token)
+    with (
+        serve_webhook(receiver) as hook,
+        serve_http(service, webhook_url=f"{hook.url}/hooks/{token}") as face,
+    ):
+        handed.poster = face.poster
+        # One attempt per stop: the Fleet retries on virtual time, as in-process, not in real sleeps.
+        once = RetryPolicy(attempts=1, deadline=10.0)
+        transport = HttpTransport(_API_KEY, base_url=face.base_url, timeout=(2.0, 5.0), retry=once)
+        try:
+            yield transport, handed
+        finally:
+            transport.close()
+
+
+class _Driver:
+    def __init__(
+        self,
+        run: Run,
+        clock: ManualClock,
+        service: SimulatedService,
+        fleet: Fleet,
+        handed: _Handed,
+        on_progress: Callable[[Snapshot], None] | None,
+    ) -> None:
+        self.run, self.clock, self.service, self.fleet, self.handed = run, clock, service, fleet, handed
+        self.on_progress = on_progress
+        self.dice = random.Random(run.seed)
+        self.violations: list[str] = []
+        self.paced_from = time.monotonic()
+
+    def drive(self) -> Report:
+        run, dice = self.run, self.dice
+        duration = run.minutes * 60.0
+        ramp = min(60.0, duration / 2)  # streams start spread over the first minute
+        starts = sorted(dice.uniform(0.0, ramp) for _ in range(run.streams))
+        user_stops = {n: dice.uniform(ramp, duration) for n in range(run.streams) if dice.random() < 1 / 3}
+        started: list[StreamTask] = []
+        kinds = ("audio", "video")
+        while self._seconds() < duration:
+            while starts and starts[0] <= self._seconds():
+                starts.pop(0)
+                kind = kinds[dice.random() < 0.2]
+                url = {"audio_url" if kind == "audio" else "url": f"rtmp://sim.invalid/live/{len(started)}"}
+                started.append(self.fleet.start(kind, **url))
+            for n, when in list(user_stops.items()):
+                if n < len(started) and when <= self._seconds():
+                    del user_stops[n]
+                    self.fleet.stop(started[n])
+            self._step("running")
+        self.fleet.stop_all()
+        settle_began = self._seconds()
+        while not self._settled() and self._seconds() - settle_began < run.settle_limit:
+            self._step("stopping")
+        self._report_progress("settled")
+        self._check_final()
+        return self._report(self._seconds() - settle_began)
+
+    # -- time ------------------------------------------------------------------------------------
+    def _seconds(self) -> float:
+        return self.clock.now() - _EPOCH
+
+    def _step(self, phase: str) -> None:
+        self.service.advance(_STEP)
+        self.fleet.tick()
+        if self.run.speed is not None:  # keep virtual time at ``speed`` times real time
+            ahead = self._seconds() / self.run.speed - (time.monotonic() - self.paced_from)
+            if ahead > 0:
+                time.sleep(ahead)
+        if int(self._seconds()) % int(SEGMENT_SECONDS) == 0:
+            self._check_billing()
+            self._report_progress(phase)
+
+    def _settled(self) -> bool:
+        stats = self.fleet.stats()
+        alive = sum(n for state, n in stats.tasks.items() if TaskState(state) not in _TERMINAL)
+        return alive == 0 and stats.parked == 0 and not self.service.billing()
+
+    def _report_progress(self, phase: str) -> None:
+        if self.on_progress is None:
+            return
+        stats = self.fleet.stats()
+        self.on_progress(
+            Snapshot(
+                seconds=round(self._seconds(), 1),
+                phase=phase,
+                tasks_by_state=dict(stats.tasks),
+                callbacks=dict(stats.callbacks),
+                orphans=stats.orphans,
+                billed_seconds=self._billed(),
+                billing_now=len(self.service.billing()),
+            )
+        )
+
+    def _billed(self) -> float:
+        return sum(self.service.billed_seconds(task_id) for task_id in list(self.service.streams))
+
+    # -- the invariants --------------------------------------------------------------------------
+    def _violation(self, what: str) -> None:
+        if len(self.violations) < 100:  # enough to see the pattern; the count says the rest
+            self.violations.append(what)
+        self._violations_total = getattr(self, "_violations_total", 0) + 1
+
+    def _check_billing(self) -> None:
+        for task in self.fleet.tasks():
+            stream = self.service.streams.get(task.task_id or "")
+            if task.terminal and stream is not None and stream.live:
+                self._violation(f"task {task.ref} is {task.state} but its stream {task.task_id} still bills")
+
+    def _check_final(self) -> None:
+        self._check_billing()
+        for task in self.fleet.tasks():
+            if not task.terminal:
+                self._violation(f"task {task.ref} is {task.state} after settling")
+            self._check_history(task)
+        poster = self.handed.poster
+        for payload, why in [] if poster is None else poster.failures:
+            self._violation(f"a webhook for {payload.get('task_id')} was not taken: {why}")
+        for task_id, handed in self.handed.by_task.items():
+            holder = self.fleet.get(task_id)
+            if holder is None:
+                continue
+            recorded = sum(entry.source.value == "callback" for entry in holder.history)
+            if recorded != handed:
+                self._violation(f"task {holder.ref}: {handed} callbacks handed over, {recorded} recorded")
+
+    def _check_history(self, task: StreamTask) -> None:
+        where: TaskState | None = None
+        finals: Counter[int] = Counter()
+        for entry in task.history:
+            if where is not None and entry.from_state is not where:
+                self._violation(f"task {task.ref}: history jumps from {where} to {entry.from_state}")
+            cell = CELLS[entry.from_state, entry.trigger]
+            applied = entry.outcome.kind is OutcomeKind.APPLIED
+            if applied and (not isinstance(cell, TaskState) or cell is not entry.to_state):
+                self._violation(
+                    f"task {task.ref}: {entry.trigger} moved {entry.from_state} to {entry.to_state}"
+                )
+            if entry.trigger == "segment" and applied and entry.data and entry.data.get("final"):
+                finals[entry.data["index"]] += 1
+            where = entry.to_state
+        for index, count in finals.items():
+            if count > 1:
+                self._violation(f"task {task.ref}: the final of segment {index} applied {count} times")
+
+    def _report(self, settle_seconds: float) -> Report:
+        stats = self.fleet.stats()
+        adopted = [task.task_id for task in self.fleet.tasks() if task.adopted and task.task_id]
+        return Report(
+            seed=self.run.seed,
+            streams=self.run.streams,
+            minutes=self.run.minutes,
+            faults=self.run.faults,
+            http=self.run.http,
+            tasks_by_state=dict(sorted(stats.tasks.items())),
+            callbacks=dict(stats.callbacks),
+            malformed_callbacks=stats.malformed,
+            orphans_reaped=len(adopted),
+            orphan_billed_seconds=sum(
+                self.service.billed_seconds(task_id) for task_id in adopted if task_id in self.service.streams
+            ),
+            billed_seconds=self._billed(),
+            stops_sent=stats.stops_sent,
+            stop_failures=stats.stop_failures,
+            streams_billing_after_settle=len(self.service.billing()),
+            settle_seconds=round(settle_seconds, 1),
+            invariant_violations=getattr(self, "_violations_total", 0),
+            violations=list(self.violations),
+        )
+
+
+_TERMINAL: Final = frozenset({TaskState.STOPPED, TaskState.ENDED, TaskState.FAILED})

@@ -1,0 +1,256 @@
+"""The webhook receiver: memories.ai's callbacks in, a fast answer out.
+
+``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
+path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server); its
+``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
+
+    401  the token is missing or wrong (checked first, before the body is read)
+    405  not a POST                      411  no Content-Length (WSGI)
+    413  the body is over ``max_body``   415  a Content-Type that is not JSON
+    400  not a callback: {"error": ..., "field": ...}; nothing changed
+    200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "rejected"}
+
+memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
+segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
+can be given), or the ``X-Streamlife-Token`` header, or ``Authorization: Bearer <token>`` (for a
+proxy in front). It is compared in constant time. The receiver fails closed: without a token it
+refuses to exist unless told ``allow_unauthenticated=True``. The token never appears in a repr.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from .errors import CallbackError
+from .events import Outcome
+
+DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
+TOKEN_HEADER: Final = "x-streamlife-token"
+MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
+_JSON: Final = (("Content-Type", "application/json"),)
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+AsgiMessage = MutableMapping[str, Any]
+
+
+class CallbackSink(Protocol):
+    """What the receiver hands callbacks to: a ``Fleet``, or anything that takes them as one does."""
+
+    def handle_callback(self, payload: bytes) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = _JSON
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {http.HTTPStatus(self.status).phrase}"
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields: Any) -> Response:
+    return Response(status, json.dumps(fields).encode(), headers)
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        fleet: CallbackSink,
+        *,
+        token: str | None = None,
+        allow_unauthenticated: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        if token is None and not allow_unauthenticated:
+            raise ValueError(
+                "a webhook receiver needs a token: memories.ai signs nothing, so the token is what"
+                " keeps strangers out (or pass allow_unauthenticated=True, deliberately)"
+            )
+        if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH):
+            raise ValueError(f"the webhook token must be a string of {MIN_TOKEN_LENGTH} characters or more")
+        if not isinstance(max_body, int) or max_body < 1:
+            raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
+        self.fleet = fleet
+        self.max_body = max_body
+        self._token = None if token is None else token.encode()
+
+    def __repr__(self) -> str:
+        guard = "token=<redacted>" if self._token is not None else "unauthenticated"
+        return f"WebhookReceiver({guard}, max_body={self.max_body}, fleet={self.fleet!r})"
+
+    # -- the framework-agnostic core --------------------------------------------------------------
+    def handle(self, body: bytes, headers: Mapping[str, str], path: str = "/") -> Response:
+        """Answer one POST: ``body`` as received, its ``headers`` (any case), the request ``path``."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        if not self.authorized(path, lowered):
+            return _answer(401, error="a valid token is required")
+        if len(body) > self.max_body:
+            return _answer(413, error=f"the body is over {self.max_body} bytes")
+        return self._apply(body, lowered.get("content-type"))
+
+    def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
+        """Whether the request carries the token (path, header or bearer); ``headers`` lower-cased."""
+        if self._token is None:
+            return True
+        bearer = headers.get("authorization", "")
+        offered = (
+            path.rstrip("/").rpartition("/")[2],
+            headers.get(TOKEN_HEADER, ""),
+            bearer[7:] if bearer[:7].lower() == "bearer " else "",
+        )
+        # Every candidate is compared, so the time taken says nothing about which one came close.
+        matches = [hmac.compare_digest(candidate.encode(), self._token) for candidate in offered]
+        return any(matches)
+
+    def _apply(self, body: bytes, content_type: str | None) -> Response:
+        if content_type is not None and not _is_json(content_type):
+            return _answer(415, error="callbacks are JSON: Content-Type must be application/json")
+        try:
+            outcome = self.fleet.handle_callback(body)
+        except CallbackError as error:
+            return _answer(400, error=str(error), field=error.field)
+        if outcome.reason is None:
+            return _answer(200, outcome=outcome.kind.value)
+        return _answer(200, outcome=outcome.kind.value, reason=outcome.reason)
+
+    # -- WSGI ------------------------------------------------------------------------------------
+    def __call__(self, environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        response = self._wsgi(environ)
+        start_response(response.status_line, [*response.headers, ("Content-Length", str(len(response.body)))])
+        return [response.body]
+
+    def _wsgi(self, environ: Mapping[str, Any]) -> Response:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+        if not self.authorized(path, headers):  # before a byte of the body is read
+            return _answer(401, error="a valid token is required")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return _answer(411, error="a Content-Length is required")
+        if length > self.max_body:
+            return _answer(413, error=f"the body is over {self.max_body} bytes")
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        return self._apply(body, headers.get("content-type"))
+
+    # -- ASGI ------------------------------------------------------------------------------------
+    async def asgi(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Awaitable[AsgiMessage]],
+        send: Callable[[AsgiMessage], Awaitable[None]],
+    ) -> None:
+        """An ASGI application (HTTP only). The apply step takes microseconds, so it runs inline."""
+        if scope.get("type") != "http":
+            raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        response: Response | None = None
+        if scope.get("method") != "POST":
+            response = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+        elif not self.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
+            response = _answer(401, error="a valid token is required")
+        else:
+            chunks, size, more = [], 0, True
+            while more and size <= self.max_body:
+                message = await receive()
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+            if size > self.max_body:
+                response = _answer(413, error=f"the body is over {self.max_body} bytes")
+            else:
+                response = self._apply(b"".join(chunks), headers.get("content-type"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(k.lower().encode(), v.encode()) for k, v in response.headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+# -- a server to run it in ---------------------------------------------------------------------------
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a hung client must not keep the process alive
+    # Streams' callbacks fall due on the same 5-second marks: bursts. The default backlog of 5
+    # would reset the connections beyond it, and a reset callback is a lost one.
+    request_queue_size = socket.SOMAXCONN
+
+
+class _QuietHandler(WSGIRequestHandler):
+    disable_nagle_algorithm = True  # the answer's small writes must not wait for delayed ACKs
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = dict(super().get_environ())
+        if self.headers.get("Content-Type") is None:
+            environ.pop("CONTENT_TYPE", None)  # wsgiref makes up "text/plain"; none was sent
+        return environ
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The library prints nothing: requests are the application's to log."""
+
+
+@dataclass
+class RunningReceiver:
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+@contextmanager
+def serve_webhook(
+    receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningReceiver]:
+    """Run ``receiver`` in a threaded WSGI server (the standard library's) until the block ends.
+
+    Enough for the simulator and for a small deployment; behind a busy endpoint, mount the
+    receiver in the WSGI or ASGI server you already run.
+    """
+    server = make_server(host, port, receiver, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="streamlife-webhook", daemon=True
+    )
+    thread.start()
+    try:
+        yield RunningReceiver(server, thread)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
