@@ -23,7 +23,8 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    fleet, webhook, by_hand, simulator = outputs
+    fleet, user_tests, webhook, by_hand, simulator = outputs
+    assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
     terminal = r"'(ended|failed|stopped)': \d+"
