@@ -43,6 +43,7 @@ from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.transport import HttpTransport, Transport
 
 from .conftest import state_of
+from .payloads import segment_callback, status_callback
 from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
 
 URL = "rtmp://sim.invalid/live"
@@ -123,33 +124,6 @@ def last(task: StreamTask, trigger: str) -> HistoryEntry:
     return next(entry for entry in reversed(task.history) if entry.trigger == trigger)
 
 
-def segment_payload(task_id: str, index: int, text: str) -> dict[str, Any]:
-    """A final transcript callback, shaped as the simulator (and memories.ai) sends it."""
-    return {
-        "code": "200",
-        "message": "SUCCESS",
-        "task_id": task_id,
-        "data": {
-            "segment_index": index,
-            "segment_start_time": f"{index * 5.0:.1f}",
-            "segment_end_time": f"{index * 5.0 + 5.0:.1f}",
-            "status": 0,
-            "message": "final",
-            "transcript": {"text": text, "is_final": True},
-        },
-    }
-
-
-def status_payload(task_id: str, status: int) -> dict[str, Any]:
-    """A status callback (no transcript), as the simulator sends the status-14 one."""
-    return {
-        "code": "200",
-        "message": "SUCCESS",
-        "task_id": task_id,
-        "data": {"segment_index": 0, "status": status, "message": "a status", "transcript": None},
-    }
-
-
 def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
     """Poll ``condition`` for up to ``timeout`` real seconds; say whether it came true."""
     give_up_at = time.monotonic() + timeout
@@ -196,7 +170,7 @@ def test_segments_that_arrive_out_of_order_read_in_index_order(clock: ManualCloc
     r = rig(clock)
     task = r.start()
     for index in (2, 0, 1):
-        assert r.fleet.handle_callback(segment_payload(tid(task), index, f"word{index}")) == Outcome.APPLIED
+        assert r.fleet.handle_callback(segment_callback(tid(task), index, f"word{index}")) == Outcome.APPLIED
     assert task.transcript_text() == "word0 word1 word2"
 
 
@@ -537,7 +511,7 @@ def test_a_segment_after_a_stall_clears_it_and_the_silence_window_starts_again(c
     task = r.start()
     r.run(SILENCE_AFTER)
     assert stalled(task)
-    assert r.fleet.handle_callback(segment_payload(tid(task), 7, "back again")) == Outcome.APPLIED
+    assert r.fleet.handle_callback(segment_callback(tid(task), 7, "back again")) == Outcome.APPLIED
     assert not stalled(task)
     r.run(SILENCE_AFTER - 1)
     assert triggers(task).count("silence") == 1
@@ -552,7 +526,7 @@ def test_once_a_stall_clears_the_next_deadline_is_the_end_of_the_new_silence_win
     r = rig(clock, Faults(stall=1.0))
     task = r.start()
     r.run(SILENCE_AFTER)
-    r.fleet.handle_callback(segment_payload(tid(task), 7, "back again"))
+    r.fleet.handle_callback(segment_callback(tid(task), 7, "back again"))
     assert r.fleet.next_deadline() == clock.now() + SILENCE_AFTER
     assert r.fleet.tick() == 0  # nothing is due
 
@@ -716,9 +690,9 @@ def test_a_hook_that_raises_is_logged_and_the_fleet_goes_on(clock: ManualClock) 
 def test_handle_callback_takes_bytes_text_or_a_mapping(clock: ManualClock) -> None:
     r = rig(clock)
     task = r.start()
-    as_bytes = json.dumps(segment_payload(tid(task), 0, "zero")).encode()
-    as_text = json.dumps(segment_payload(tid(task), 1, "one"))
-    as_mapping = segment_payload(tid(task), 2, "two")
+    as_bytes = json.dumps(segment_callback(tid(task), 0, "zero")).encode()
+    as_text = json.dumps(segment_callback(tid(task), 1, "one"))
+    as_mapping = segment_callback(tid(task), 2, "two")
     for payload in (as_bytes, as_text, as_mapping):
         assert r.fleet.handle_callback(payload) == Outcome.APPLIED
     assert task.transcript_text() == "zero one two"
@@ -752,7 +726,7 @@ def test_an_undeclared_status_ends_the_task_and_is_logged(clock: ManualClock) ->
     r = rig(clock)
     task = r.start()
     with capture_logs() as logs:
-        assert r.fleet.handle_callback(status_payload(tid(task), 12)) == Outcome.APPLIED
+        assert r.fleet.handle_callback(status_callback(tid(task), 12)) == Outcome.APPLIED
     assert state_of(task) is TaskState.ENDED
     assert task.end_status == 12
     assert [log["status"] for log in logs if log["event"] == "streamlife.unknown_status"] == [12]
@@ -763,7 +737,7 @@ def test_a_status_declared_ongoing_leaves_the_task_running_and_counts_as_news(cl
     task = r.start()
     r.run(SILENCE_AFTER - 2)
     with capture_logs() as logs:
-        assert r.fleet.handle_callback(status_payload(tid(task), 12)) == Outcome.APPLIED
+        assert r.fleet.handle_callback(status_callback(tid(task), 12)) == Outcome.APPLIED
     assert state_of(task) is TaskState.RUNNING
     assert task.end_status is None
     assert [log for log in logs if log["event"] == "streamlife.unknown_status"] == []
@@ -777,9 +751,9 @@ def test_with_max_parked_reached_a_callback_for_one_more_unknown_task_id_is_reje
     clock: ManualClock,
 ) -> None:
     r = rig(clock, max_parked=1)
-    assert r.fleet.handle_callback(segment_payload("ghost-1", 0, "boo")) == Outcome.PARKED
-    assert r.fleet.handle_callback(segment_payload("ghost-1", 1, "boo")) == Outcome.PARKED  # same id
-    outcome = r.fleet.handle_callback(segment_payload("ghost-2", 0, "boo"))
+    assert r.fleet.handle_callback(segment_callback("ghost-1", 0, "boo")) == Outcome.PARKED
+    assert r.fleet.handle_callback(segment_callback("ghost-1", 1, "boo")) == Outcome.PARKED  # same id
+    outcome = r.fleet.handle_callback(segment_callback("ghost-2", 0, "boo"))
     assert outcome.kind is OutcomeKind.REJECTED
     assert "max_parked" in str(outcome.reason)
     stats = r.fleet.stats()
@@ -813,7 +787,7 @@ def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: Manua
     r.run(1)
     again = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(running))
     assert r.fleet.handle_callback(again) == Outcome.DUPLICATE
-    assert r.fleet.handle_callback(segment_payload(tid(stopped), 9, "after the end")) == Outcome.LATE
+    assert r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end")) == Outcome.LATE
 
     assert r.fleet.tasks() == [running, stopped, failed]
     assert r.fleet.tasks(TaskState.RUNNING) == [running]

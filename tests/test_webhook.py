@@ -28,6 +28,8 @@ from streamlife import Fleet, FleetStats, HistoryEntry, OutcomeKind, Policy, Str
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.webhook import WebhookReceiver, serve_webhook
 
+from .payloads import segment_callback, status_callback
+
 TOKEN = "hook-token-0123456789abcdef"
 URL = "rtmp://sim.invalid/live"
 MAX_BODY = 1024
@@ -40,31 +42,6 @@ MORE_EXAMPLES = settings(max_examples=2 * (settings.default.max_examples if sett
 
 
 # -- callbacks, as memories.ai sends them ------------------------------------------------------------
-def segment_callback(task_id: str, index: int, text: str = "hello there") -> dict[str, Any]:
-    """A final transcript callback for segment ``index``."""
-    return {
-        "code": "200",
-        "message": "SUCCESS",
-        "task_id": task_id,
-        "data": {
-            "segment_index": index,
-            "segment_start_time": f"{index * 5.0:.1f}",
-            "segment_end_time": f"{index * 5.0 + 5.0:.1f}",
-            "status": 0,
-            "message": "final",
-            "transcript": {"text": text, "is_final": True},
-        },
-    }
-
-
-def status_callback(task_id: str, status: int) -> dict[str, Any]:
-    """A status callback (no transcript): 14 is "stopped by user"."""
-    return {
-        "code": "200",
-        "message": "SUCCESS",
-        "task_id": task_id,
-        "data": {"segment_index": 0, "status": status, "message": "a status", "transcript": None},
-    }
 
 
 def encoded(payload: object) -> bytes:

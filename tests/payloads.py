@@ -1,0 +1,32 @@
+"""Callbacks as memories.ai sends them (and the simulator does), for tests that post them by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def segment_callback(task_id: str, index: int, text: str = "hello there") -> dict[str, Any]:
+    """A final transcript callback for segment ``index``."""
+    return {
+        "code": "200",
+        "message": "SUCCESS",
+        "task_id": task_id,
+        "data": {
+            "segment_index": index,
+            "segment_start_time": f"{index * 5.0:.1f}",
+            "segment_end_time": f"{index * 5.0 + 5.0:.1f}",
+            "status": 0,
+            "message": "final",
+            "transcript": {"text": text, "is_final": True},
+        },
+    }
+
+
+def status_callback(task_id: str, status: int) -> dict[str, Any]:
+    """A status callback (no transcript): 14 is "stopped by user"."""
+    return {
+        "code": "200",
+        "message": "SUCCESS",
+        "task_id": task_id,
+        "data": {"segment_index": 0, "status": status, "message": "a status", "transcript": None},
+    }
