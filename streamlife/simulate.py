@@ -26,14 +26,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from .clock import ManualClock
-from .events import Outcome, OutcomeKind
+from .events import Outcome, OutcomeKind, StreamKind
 from .fleet import Fleet
-from .lifecycle import CELLS, TaskState
+from .lifecycle import CELLS, TERMINAL, Source, TaskState
 from .policy import Policy
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
 from .sim.service import SEGMENT_SECONDS
 from .task import StreamTask
+from .transport.answers import URL_FIELD
 from .transport.base import Transport
 from .transport.http import HttpTransport, RetryPolicy
 from .webhook import WebhookReceiver, serve_webhook
@@ -182,7 +183,8 @@ class _Driver:
         self.run, self.clock, self.service, self.fleet, self.handed = run, clock, service, fleet, handed
         self.on_progress = on_progress
         self.dice = random.Random(run.seed)
-        self.violations: list[str] = []
+        self.violations: list[str] = []  # the first hundred
+        self.violations_total = 0
         self.paced_from = time.monotonic()
 
     def drive(self) -> Report:
@@ -192,13 +194,12 @@ class _Driver:
         starts = sorted(dice.uniform(0.0, ramp) for _ in range(run.streams))
         user_stops = {n: dice.uniform(ramp, duration) for n in range(run.streams) if dice.random() < 1 / 3}
         started: list[StreamTask] = []
-        kinds = ("audio", "video")
         while self._seconds() < duration:
             while starts and starts[0] <= self._seconds():
                 starts.pop(0)
-                kind = kinds[dice.random() < 0.2]
-                url = {"audio_url" if kind == "audio" else "url": f"rtmp://sim.invalid/live/{len(started)}"}
-                started.append(self.fleet.start(kind, **url))
+                kind = StreamKind.VIDEO if dice.random() < 0.2 else StreamKind.AUDIO
+                url = f"rtmp://sim.invalid/live/{len(started)}"
+                started.append(self.fleet.start(kind, **{URL_FIELD[kind]: url}))
             for n, when in list(user_stops.items()):
                 if n < len(started) and when <= self._seconds():
                     del user_stops[n]
@@ -229,7 +230,7 @@ class _Driver:
 
     def _settled(self) -> bool:
         stats = self.fleet.stats()
-        alive = sum(n for state, n in stats.tasks.items() if TaskState(state) not in _TERMINAL)
+        alive = sum(n for state, n in stats.tasks.items() if TaskState(state) not in TERMINAL)
         return alive == 0 and stats.parked == 0 and not self.service.billing()
 
     def _report_progress(self, phase: str) -> None:
@@ -255,7 +256,7 @@ class _Driver:
     def _violation(self, what: str) -> None:
         if len(self.violations) < 100:  # enough to see the pattern; the count says the rest
             self.violations.append(what)
-        self._violations_total = getattr(self, "_violations_total", 0) + 1
+        self.violations_total += 1
 
     def _check_billing(self) -> None:
         for task in self.fleet.tasks():
@@ -276,7 +277,7 @@ class _Driver:
             holder = self.fleet.get(task_id)
             if holder is None:
                 continue
-            recorded = sum(entry.source.value == "callback" for entry in holder.history)
+            recorded = sum(entry.source is Source.CALLBACK for entry in holder.history)
             if recorded != handed:
                 self._violation(f"task {holder.ref}: {handed} callbacks handed over, {recorded} recorded")
 
@@ -320,9 +321,6 @@ class _Driver:
             stop_failures=stats.stop_failures,
             streams_billing_after_settle=len(self.service.billing()),
             settle_seconds=round(settle_seconds, 1),
-            invariant_violations=getattr(self, "_violations_total", 0),
+            invariant_violations=self.violations_total,
             violations=list(self.violations),
         )
-
-
-_TERMINAL: Final = frozenset({TaskState.STOPPED, TaskState.ENDED, TaskState.FAILED})

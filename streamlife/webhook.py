@@ -68,6 +68,10 @@ def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields:
     return Response(status, json.dumps(fields).encode(), headers)
 
 
+_UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
+_NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+
+
 class WebhookReceiver:
     def __init__(
         self,
@@ -99,9 +103,9 @@ class WebhookReceiver:
         """Answer one POST: ``body`` as received, its ``headers`` (any case), the request ``path``."""
         lowered = {name.lower(): value for name, value in headers.items()}
         if not self.authorized(path, lowered):
-            return _answer(401, error="a valid token is required")
+            return _UNAUTHORIZED
         if len(body) > self.max_body:
-            return _answer(413, error=f"the body is over {self.max_body} bytes")
+            return self._too_large()
         return self._apply(body, lowered.get("content-type"))
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -117,6 +121,9 @@ class WebhookReceiver:
         # Every candidate is compared, so the time taken says nothing about which one came close.
         matches = [hmac.compare_digest(candidate.encode(), self._token) for candidate in offered]
         return any(matches)
+
+    def _too_large(self) -> Response:
+        return _answer(413, error=f"the body is over {self.max_body} bytes")
 
     def _apply(self, body: bytes, content_type: str | None) -> Response:
         if content_type is not None and not _is_json(content_type):
@@ -137,7 +144,7 @@ class WebhookReceiver:
 
     def _wsgi(self, environ: Mapping[str, Any]) -> Response:
         if environ.get("REQUEST_METHOD") != "POST":
-            return _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+            return _NOT_POST
         headers = {
             key[5:].replace("_", "-").lower(): value
             for key, value in environ.items()
@@ -147,13 +154,13 @@ class WebhookReceiver:
             headers["content-type"] = environ["CONTENT_TYPE"]
         path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
         if not self.authorized(path, headers):  # before a byte of the body is read
-            return _answer(401, error="a valid token is required")
+            return _UNAUTHORIZED
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
         except ValueError:
             return _answer(411, error="a Content-Length is required")
         if length > self.max_body:
-            return _answer(413, error=f"the body is over {self.max_body} bytes")
+            return self._too_large()
         body = environ["wsgi.input"].read(length) if length > 0 else b""
         return self._apply(body, headers.get("content-type"))
 
@@ -170,11 +177,11 @@ class WebhookReceiver:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        response: Response | None = None
+        response: Response
         if scope.get("method") != "POST":
-            response = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+            response = _NOT_POST
         elif not self.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
-            response = _answer(401, error="a valid token is required")
+            response = _UNAUTHORIZED
         else:
             chunks, size, more = [], 0, True
             while more and size <= self.max_body:
@@ -184,7 +191,7 @@ class WebhookReceiver:
                 size += len(chunk)
                 more = message.get("more_body", False)
             if size > self.max_body:
-                response = _answer(413, error=f"the body is over {self.max_body} bytes")
+                response = self._too_large()
             else:
                 response = self._apply(b"".join(chunks), headers.get("content-type"))
         await send(
