@@ -4,6 +4,10 @@
      ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
      ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
      ├── UnknownTaskError       a task or task_id the Fleet does not hold (also a LookupError)
+ ├── RecordedError          an error read back from the journal, as the task recorded it
+ ├── StoreError             the journal store failed; what it was asked to write was not written
+ │    └── StoreConflict         another writer took this version of the task first
+ ├── JournalMismatch        replaying a journal did not give the stored row
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
@@ -61,6 +65,34 @@ class UnknownTaskError(StreamlifeError, LookupError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"this Fleet holds no task {what}")
+
+
+class RecordedError(StreamlifeError):
+    """An error as a task recorded it (``task.last_error``), read back from the journal on replay.
+
+    Its text is the original's, type name included, so a replayed task says what the live one said.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(text)
+
+    @staticmethod
+    def text_of(error: BaseException) -> str:
+        """How a task records an error: ``"TypeName: message"``."""
+        return error.text if isinstance(error, RecordedError) else f"{type(error).__name__}: {error}"
+
+
+class StoreError(StreamlifeError):
+    """The journal store could not do what it was asked; what it was asked to write was not written."""
+
+
+class StoreConflict(StoreError):
+    """Another writer claimed this version of the task (or made a task with this key) first."""
+
+
+class JournalMismatch(StreamlifeError):
+    """Replaying a task's journal did not give its stored row: the store is damaged or was edited."""
 
 
 class TransportError(StreamlifeError):

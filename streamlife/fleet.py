@@ -24,7 +24,11 @@ Where each promise is kept:
     their notifications, and one thread at a time delivers a task's queue, in order. A hook may
     call the Fleet about any task; one that raises is logged and skipped;
   * a bounded stop sends its request from a worker thread (``Policy.stop_concurrency`` of them) and
-    waits for no longer than it was told; whatever the request does later still lands on the task.
+    waits for no longer than it was told; whatever the request does later still lands on the task;
+  * every applied event is journaled in the store before the call that brought it returns (``_fire``
+    fires it under the store's lock on the task's row, after replaying what other processes applied
+    to it); ``recover`` takes the tasks back after a restart. Lock order, in full: a task's lock,
+    then the store's, then the Fleet's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import concurrent.futures
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +54,7 @@ from .errors import (
     CallbackError,
     NotSentError,
     RateLimitedError,
+    RecordedError,
     ServerError,
     ServiceError,
     TaskNotFoundError,
@@ -56,9 +62,11 @@ from .errors import (
     UnknownTaskError,
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
+from .store import JournalEntry, MemoryStore, Store, TaskRow
 from .task import HistoryEntry, StreamTask
 from .transport.answers import URL_FIELD
 from .transport.base import Transport
@@ -81,6 +89,9 @@ _NONE: Final[frozenset[str]] = frozenset()
 _SILENCE: Final = frozenset({SILENCE})
 _FINAL: Final = frozenset({FINAL_CALLBACK})
 _UNCERTAIN: Final = frozenset({UNCERTAIN})
+
+# Why a task recovered in ``starting`` is uncertain: its start request may have left before the crash.
+INTERRUPTED_START: Final = "the process ended while the start request was in flight"
 
 _ENDING_TRIGGER: Final = {  # a status callback's meaning -> the task trigger it fires
     StatusMeaning.STOPPED: "stopped",
@@ -118,6 +129,7 @@ class _Tracked:
     """A task with what the Fleet keeps beside it. Touched only under ``lock``."""
 
     __slots__ = (
+        "created_at",
         "delivering",
         "kind_guessed",
         "last_heard",
@@ -126,11 +138,14 @@ class _Tracked:
         "stop_in_flight",
         "task",
         "timers",
+        "version",
     )
 
-    def __init__(self, task: StreamTask, now: float) -> None:
+    def __init__(self, task: StreamTask, now: float, version: int = 0) -> None:
         self.task = task
         self.lock = threading.Lock()
+        self.version = version  # the task's journal entries in the store (0: it has no row yet)
+        self.created_at = now
         self.timers = _NONE  # the state-driven deadline kinds armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
@@ -144,17 +159,25 @@ class Fleet:
 
     ``transport`` talks to memories.ai (``HttpTransport``) or its simulator (``SimTransport``);
     ``clock`` times every deadline (``SystemClock`` by default); ``policy`` holds every timeout
-    and switch. Deadlines fire when someone calls ``tick()``: ``run_timers()`` does it from a
-    background thread. ``close()`` (or leaving a ``with Fleet(...)`` block) waits for the stop
-    requests still in flight and releases the worker threads.
+    and switch; ``store`` journals every task (``MemoryStore`` by default: use ``SqliteStore`` or
+    ``PostgresStore`` to survive a restart, then call ``recover()``). Deadlines fire when someone
+    calls ``tick()``: ``run_timers()`` does it from a background thread. ``close()`` (or leaving a
+    ``with Fleet(...)`` block) waits for the stop requests still in flight and releases the worker
+    threads.
     """
 
     def __init__(
-        self, transport: Transport, *, clock: Clock | None = None, policy: Policy | None = None
+        self,
+        transport: Transport,
+        *,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        store: Store | None = None,
     ) -> None:
         self.transport = transport
         self.clock = clock or SYSTEM_CLOCK
         self.policy = policy or Policy()
+        self.store: Store = MemoryStore() if store is None else store
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # notified whenever a task becomes terminal
         self._by_ref: dict[int, _Tracked] = {}
@@ -199,11 +222,17 @@ class Fleet:
         if not isinstance(params.get(url_field), str) or not params[url_field]:
             raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
         task = StreamTask(kind, params, clock=self.clock)
+        task.key = uuid.uuid4().hex
         tracked = _Tracked(task, self.clock.now())
         with self._lock:
             self._by_ref[task.ref] = tracked
             self._kinds_started.add(kind)
-        self._locked_fire(tracked, task.start)
+        try:
+            self._locked_fire(tracked, task.start)  # journaled before the request leaves
+        except BaseException:
+            with self._lock:
+                del self._by_ref[task.ref]  # never started: the caller gets the store's error
+            raise
         try:
             result = self.transport.start(kind, params)
         except ServerError as error:  # the service failed after taking the request: a stream may exist
@@ -235,6 +264,8 @@ class Fleet:
                 self._apply(tracked, event)
             if task.stop_requested and task.state is TaskState.RUNNING:  # asked for while starting
                 self._fire(tracked, task.stop)
+        if parked:
+            self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
         self._deliver_notices(tracked)
         self._send_stop(tracked)
 
@@ -406,12 +437,24 @@ class Fleet:
         return self.deliver(event)
 
     def deliver(self, event: CallbackEvent) -> Outcome:
-        """Apply one callback already parsed by ``parse_callback``."""
+        """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
+        the store) before this returns, so a webhook acknowledged after it is never lost."""
         with self._lock:
             tracked = self._by_id.get(event.task_id)
+        if tracked is None:
+            # A task this Fleet does not hold may be in the store: one another process started, or
+            # one that ended before a restart (its late callbacks are LATE, not orphans).
+            tracked = self._load(event.task_id)
+        if tracked is None:
+            now = self.clock.now()
+            with self._lock:
+                tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
+                if tracked is None:
+                    outcome = self._park(event, now)
+                    self._counts[outcome.kind.value] += 1
             if tracked is None:
-                outcome = self._park(event)
-                self._counts[outcome.kind.value] += 1
+                if outcome is Outcome.PARKED:
+                    self.store.park(event.task_id, now, encode_event(event))
                 return outcome
         with tracked.lock:
             outcome = self._apply(tracked, event)
@@ -419,11 +462,11 @@ class Fleet:
         self._deliver_notices(tracked)
         return outcome
 
-    def _park(self, event: CallbackEvent) -> Outcome:
+    def _park(self, event: CallbackEvent, now: float) -> Outcome:
         if event.task_id not in self._parking and len(self._parking) >= self.policy.max_parked:
             _log.warning("streamlife.parking_full", task_id=event.task_id, parked=len(self._parking))
             return Outcome.rejected(f"{len(self._parking)} unknown task_ids parked (Policy.max_parked)")
-        self._parking.park(event.task_id, event, self.clock.now())
+        self._parking.park(event.task_id, event, now)
         return Outcome.PARKED
 
     def _apply(self, tracked: _Tracked, event: CallbackEvent) -> Outcome:
@@ -574,6 +617,7 @@ class Fleet:
             kinds = set(self._kinds_started)
         kind, certain = _kind_of_orphan(events, kinds)
         task = StreamTask(kind, None, clock=self.clock)
+        task.key = uuid.uuid4().hex
         tracked = _Tracked(task, now)
         tracked.kind_guessed = not certain
         with tracked.lock:
@@ -607,11 +651,96 @@ class Fleet:
             with holder.lock:
                 for event in events:
                     self._apply(holder, event)
+            self.store.unpark(parked.task_id)
             self._deliver_notices(holder)
             return holder
+        self.store.unpark(parked.task_id)
         self._deliver_notices(tracked)
         self._send_stop_soon(tracked, None)
         return tracked
+
+    # -- the store ---------------------------------------------------------------------------------
+    def recover(self) -> list[StreamTask]:
+        """Take back every task the store holds that is not terminal, after a restart (or from
+        another process that stopped), and every callback it kept parked. Returns the tasks taken.
+
+        Each task is rebuilt by replaying its journal and checked against its stored row
+        (``JournalMismatch`` if they differ). Its deadlines are armed again from now. A task caught
+        in ``starting`` may have created a stream whose answer died with the process: it becomes
+        ``uncertain`` (and the stream, when its callbacks come, an orphan the reaper stops). A stop
+        not yet acknowledged is sent again by the next ``tick``: stop is safe to repeat.
+        """
+        with self._lock:
+            held = {tracked.task.key for tracked in self._by_ref.values()}
+        taken = []
+        for row in self.store.rows():
+            if row.key in held:
+                continue
+            tracked = self._hold(row)
+            task = tracked.task
+            if task.key != row.key:
+                continue  # another task of this Fleet holds its task_id
+            with tracked.lock:
+                if task.state is TaskState.STARTING:
+                    self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
+            self._deliver_notices(tracked)
+            if task.state is TaskState.STOPPING and not task.stop_acknowledged:
+                with self._lock:
+                    self._deadlines.arm(task.ref, STOP_RETRY, self.clock.now())
+            taken.append(task)
+        self._recover_parked()
+        _log.info("streamlife.recovered", tasks=len(taken))
+        return taken
+
+    def _recover_parked(self) -> None:
+        """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
+        as of when they first arrived (so orphans are reaped on time)."""
+        delivered = set()
+        for kept in self.store.parked():
+            event = decode_event(kept.payload)
+            with self._lock:
+                tracked = self._by_id.get(event.task_id)
+            if tracked is None:
+                tracked = self._load(event.task_id)
+            if tracked is None:
+                with self._lock:
+                    self._parking.park(event.task_id, event, kept.at)
+                continue
+            with tracked.lock:
+                self._apply(tracked, event)
+            self._deliver_notices(tracked)
+            delivered.add(event.task_id)
+        for task_id in delivered:
+            self.store.unpark(task_id)
+
+    def journal(self, task_or_id: StreamTask | str) -> list[JournalEntry]:
+        """Every event applied to the task, as the store keeps it (a task_id, or the task)."""
+        task = self._tracked(task_or_id).task
+        return self.store.journal(task.key or "")
+
+    def _load(self, task_id: str) -> _Tracked | None:
+        """Hold the task the store knows as ``task_id``, or return None if it knows none."""
+        row = self.store.find(task_id)
+        return None if row is None else self._hold(row)
+
+    def _hold(self, row: TaskRow) -> _Tracked:
+        """Rebuild a stored task and hold it; if its task_id is held already, return that holder."""
+        # Read after the row, the journal holds at least its entries; any beyond them were written
+        # since (another process), and the next event catches up on them under the row's lock.
+        entries = self.store.journal(row.key)[: row.version]
+        task = rebuild(row, entries, clock=self.clock)
+        tracked = _Tracked(task, self.clock.now(), row.version)
+        tracked.created_at = row.created_at
+        tracked.kind_guessed = bool(row.facts.get("kind_guessed"))
+        with tracked.lock:
+            with self._lock:
+                holder = tracked if task.task_id is None else self._by_id.setdefault(task.task_id, tracked)
+                if holder is tracked:
+                    self._by_ref[task.ref] = tracked
+                    self._kinds_started.add(task.kind)
+            if holder is tracked:
+                self._sync_timers(tracked)
+        return holder
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_transition(self, hook: Hook) -> Hook:
@@ -703,14 +832,42 @@ class Fleet:
 
     # -- the one way the Fleet moves a task --------------------------------------------------------
     def _fire(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
-        """Fire one trigger at the task, then keep its timers, waiters and hooks in step.
+        """Fire one trigger at the task and journal it, then keep its timers, waiters and hooks in step.
 
-        The caller holds the task's lock, and calls ``_deliver_notices`` once it lets go of it.
+        The event is fired under the store's lock on the task's row, and written with it: if another
+        process moved the task, its entries are replayed here first; if the write fails, the task
+        is put back as the store holds it and the error raised, so nothing is acknowledged that was
+        not journaled. The caller holds the task's lock, and calls ``_deliver_notices`` after.
         """
         task = tracked.task
         was_terminal = task.terminal
-        outcome = method(*args)
-        if outcome is Outcome.APPLIED:
+        caught_up = applied = False
+        try:
+            if tracked.version == 0:  # the task's first event makes its row
+                outcome = method(*args)
+                applied = outcome is Outcome.APPLIED
+                if applied:
+                    row = self._row(tracked, 1)
+                    self.store.create(row, (entry_for(task, 1, args),))
+                    tracked.version, tracked.created_at = 1, row.created_at
+            else:
+                with self.store.lock(task.key or "") as txn:
+                    if txn.version != tracked.version:
+                        caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
+                    outcome = method(*args)
+                    applied = outcome is Outcome.APPLIED
+                    if applied:
+                        version = tracked.version + 1
+                        txn.write((entry_for(task, version, args),), self._row(tracked, version))
+                        tracked.version = version
+        except BaseException:
+            if applied:
+                try:
+                    self._reset(tracked)
+                except Exception:  # the store is down: the task stays ahead of it; the error says why
+                    _log.exception("streamlife.reset_failed", task=task.ref, key=task.key)
+            raise
+        if applied or caught_up:
             self._sync_timers(tracked)
             if task.terminal and not was_terminal:
                 with self._settled:
@@ -719,6 +876,25 @@ class Fleet:
             if entry.trigger != "segment" and self._transition_hooks:
                 self._queue_notice(tracked, self._transition_hooks, (task, entry))
         return outcome
+
+    def _row(self, tracked: _Tracked, version: int) -> TaskRow:
+        extra = {"kind_guessed": True} if tracked.kind_guessed else {}
+        return row_for(tracked.task, tracked.task.key or "", version, tracked.created_at, **extra)
+
+    def _catch_up(self, tracked: _Tracked, entries: Sequence[JournalEntry]) -> bool:
+        """Replay what another process applied to the task since this copy last saw it."""
+        replay(tracked.task, entries)
+        if entries:
+            tracked.version = entries[-1].version
+        _log.debug("streamlife.caught_up", task=tracked.task.ref, key=tracked.task.key, entries=len(entries))
+        return bool(entries)
+
+    def _reset(self, tracked: _Tracked) -> None:
+        """Put the task back as the store holds it, after a write that did not land."""
+        key = tracked.task.key or ""
+        row = self.store.row(key)
+        reset(tracked.task, row, self.store.journal(key)[: row.version] if row is not None else ())
+        tracked.version = 0 if row is None else row.version
 
     def _locked_fire(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         with tracked.lock:
@@ -736,6 +912,10 @@ class Fleet:
                 tracked = self._by_id.get(task_or_id)
                 if tracked is not None:
                     return tracked
+        if isinstance(task_or_id, str):
+            tracked = self._load(task_or_id)  # another process's task, or one from before a restart
+            if tracked is not None:
+                return tracked
         raise UnknownTaskError(repr(task_or_id))
 
     def _count(self, key: str, n: int = 1) -> None:

@@ -10,14 +10,16 @@ of one task; a task is not itself thread-safe.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import LocalTransitionError
+from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, TERMINAL, TRIGGERS, Source, TaskState
 from .transcript import Change, Transcript
@@ -28,6 +30,17 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 # The segment self-loop is the hot path: it logs at debug, everything else at info (design.md).
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
+_replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
+
+
+@contextmanager
+def replaying() -> Iterator[None]:
+    """Fire events without logging them: a journal replayed is history told again, not news."""
+    token = _replaying.set(True)
+    try:
+        yield
+    finally:
+        _replaying.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +66,12 @@ class StreamTask:
     """
 
     __slots__ = (
-        "_clock",
         "_transcript",
+        "clock",
         "end_status",
         "final_callback_missing",
         "history",
+        "key",
         "kind",
         "last_error",
         "params",
@@ -90,7 +104,8 @@ class StreamTask:
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
         self.history: list[HistoryEntry] = []
-        self._clock = clock
+        self.key: str | None = None  # the durable id a Fleet gives the task: its name in the journal
+        self.clock = clock  # stamps the history
         self._transcript: Transcript | None = None  # made on the first segment: tasks stay small
 
     # -- local calls -------------------------------------------------------------------------
@@ -206,7 +221,7 @@ class StreamTask:
 
         ``refusal`` rejects a move the table allows but the task's data forbids, with that reason.
         """
-        at = self._clock.now()  # read before anything changes: a failing clock leaves the task as it was
+        at = self.clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
         cell = CELLS[before, trigger]
         if cell is NO:
@@ -249,6 +264,8 @@ class StreamTask:
         source = TRIGGERS[trigger]
         after = self.state
         history.append(HistoryEntry(len(history) + 1, at, trigger, source, before, after, outcome, data))
+        if _replaying.get():
+            return
 
         if outcome.kind is OutcomeKind.REJECTED:
             emit = _log.warning
@@ -325,7 +342,7 @@ def _check_task_id(trigger: str, task_id: object) -> None:
 
 
 def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    return RecordedError.text_of(error)
 
 
 def _describe(error: BaseException) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -143,3 +144,28 @@ def state_of(task: StreamTask) -> TaskState:
 
 
 assert set(PATHS) == set(STATES), "every state must be reachable from pending"
+
+
+# PostgreSQL, for the stores' tests: never skipped (CI must run them). See tests/pg.py.
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A PostgreSQL server to make databases on: STREAMLIFE_PG_DSN, the local one, or a throwaway
+    cluster of our own (STREAMLIFE_PG_THROWAWAY=1 forces that). Fails, never skips, if none works."""
+    from .pg import NoServer, server_dsn
+
+    try:
+        with server_dsn() as dsn:
+            yield dsn
+    except NoServer as exc:
+        pytest.fail(f"PostgreSQL is needed for these tests and none could be had: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def pg_store_dsn(pg_dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database on ``pg_dsn``, dropped after the test."""
+    from .pg import fresh_database
+
+    with fresh_database(pg_dsn) as dsn:
+        yield dsn

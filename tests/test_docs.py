@@ -23,12 +23,16 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    fleet, user_tests, webhook, by_hand, simulator = outputs
+    fleet, journal, user_tests, webhook, by_hand, simulator = outputs
     assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
     terminal = r"'(ended|failed|stopped)': \d+"
     assert re.search(rf"^tasks: \{{{terminal}(, {terminal})*\}}$", fleet, re.MULTILINE)
+    recovered, tail, billing = journal.splitlines()
+    assert recovered.startswith("['running', 'running', 'running'] 'segment 0 of")
+    assert tail == "['segment', 'segment', 'segment']"  # callbacks after the restart, journaled
+    assert billing == "still billing: []"
     assert webhook.splitlines()[-3:] == ["{'outcome': 'applied'}", "401", "Hi."]  # after the log lines
     assert "Hello there." in by_hand
     assert "13 callbacks; the last: stopped" in simulator

@@ -17,7 +17,9 @@ Invariants, after every step:
   its stream runs);
 * a bounded stop returns by its deadline (checked in the stop rules);
 * an orphan is adopted, and its stop sent, within the parking TTL plus one reaper pass of its
-  first callback.
+  first callback;
+* the store holds every task as it is: replaying its journal rebuilds the same state, flags,
+  transcript and applied history.
 
 And at the end of every run, after ``stop_all`` and settling: every task is terminal, nothing is
 parked, the simulator's ledger shows no stream still billing (orphans included), and the seconds
@@ -49,6 +51,7 @@ from streamlife import (
     TaskState,
 )
 from streamlife.events import StartResult, StopResult
+from streamlife.journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.transport.answers import URL_FIELD
@@ -226,6 +229,20 @@ class FleetMachine(RuleBasedStateMachine):
             assert asked or task.terminal, f"orphan {task!r} was adopted but not stopped"
             if asked:
                 assert asked[0].at == adopted_at
+
+    @invariant()
+    def replaying_the_journal_rebuilds_every_task(self) -> None:
+        """The store holds each task as it is: its row, and a journal that replays to the same task."""
+        store = self.fleet.store
+        for task in self.fleet.tasks():
+            row = store.row(task.key or "")
+            assert row is not None, task
+            rebuilt = rebuild(row, store.journal(row.key), clock=self.clock)
+            assert (rebuilt.state, rebuilt.task_id, rebuilt.kind) == (task.state, task.task_id, task.kind)
+            assert facts_of(rebuilt) == facts_of(task)
+            assert list(rebuilt.transcript) == list(task.transcript)
+            applied = [e for e in task.history if e.outcome.kind is OutcomeKind.APPLIED]
+            assert [(e.trigger, e.at) for e in rebuilt.history] == [(e.trigger, e.at) for e in applied]
 
     # -- the end of every run ----------------------------------------------------------------------
     def teardown(self) -> None:

@@ -1,0 +1,152 @@
+"""What the journal keeps of each event, and how replaying it rebuilds a task.
+
+A journal entry names the trigger and keeps its argument as JSON: a task_id, an error's text, or
+the callback as the task saw it (``encode_event``). Replaying fires the same triggers, with the
+same arguments, at the recorded times, through the same table: nothing here knows the lifecycle.
+A rebuilt task therefore holds the same state, flags and transcript as the one that was journaled,
+and ``rebuild`` checks that against the stored row. (Its history holds the applied events only:
+duplicates, late and rejected events change nothing and are not journaled.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from .callbacks import CallbackEvent
+from .clock import Clock, ManualClock
+from .errors import JournalMismatch, RecordedError
+from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .store.base import JournalEntry, TaskRow
+from .task import StreamTask, replaying
+
+# The task's own facts, beside its state: what the row keeps and what replay must reproduce.
+FACTS: Final = (
+    "stop_requested",
+    "stop_acknowledged",
+    "final_callback_missing",
+    "stalled",
+    "stop_failures",
+    "end_status",
+    "last_error",
+)
+
+
+def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
+    """A trigger's argument (a task_id, an error, a callback) as JSON; None for no argument."""
+    if not args:
+        return None
+    (arg,) = args
+    if isinstance(arg, str):
+        return {"task_id": arg}
+    if isinstance(arg, BaseException):
+        return {"error": RecordedError.text_of(arg)}
+    return encode_event(arg)
+
+
+def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    if args is None:
+        return ()
+    if "task_id" in args and len(args) == 1:
+        return (args["task_id"],)
+    if "error" in args:
+        return (RecordedError(args["error"]),)
+    return (decode_event(args),)
+
+
+def encode_event(event: CallbackEvent) -> dict[str, Any]:
+    """A parsed callback as JSON: every field the task reads, and the payload as it came (``raw``),
+    so a rebuilt task's transcript holds what the live one held."""
+    encoded: dict[str, Any]
+    if isinstance(event, Segment):
+        fields = {"index": event.index, "final": event.final, "text": event.text}
+        encoded = {"segment": {**fields, "start": event.start, "end": event.end}}
+    elif isinstance(event, StatusCallback):
+        meaning = None if event.meaning is None else event.meaning.value
+        encoded = {"status": {"status": event.status, "message": event.message, "meaning": meaning}}
+    else:
+        encoded = {"provider": {"provider": event.provider, "message_type": event.message_type}}
+    encoded["on"] = event.task_id
+    if event.raw is not None:
+        encoded["raw"] = event.raw
+    return encoded
+
+
+def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
+    task_id, raw = payload["on"], payload.get("raw")
+    if "segment" in payload:
+        return Segment(task_id, **payload["segment"], raw=raw)
+    if "status" in payload:
+        fields = dict(payload["status"])
+        meaning = fields.pop("meaning")
+        return StatusCallback(
+            task_id, **fields, raw=raw, meaning=None if meaning is None else StatusMeaning(meaning)
+        )
+    return ProviderEvent(task_id, **payload["provider"], raw=raw)
+
+
+def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEntry:
+    """The journal entry of the event the task has just applied (its last history entry)."""
+    last = task.history[-1]
+    return JournalEntry(
+        version, last.at, last.trigger, last.from_state.value, last.to_state.value, encode_args(args)
+    )
+
+
+def facts_of(task: StreamTask) -> dict[str, Any]:
+    return {name: getattr(task, name) for name in FACTS}
+
+
+def row_for(task: StreamTask, key: str, version: int, created_at: float, **extra: Any) -> TaskRow:
+    """The task's row as it stands; ``extra`` facts belong to whoever keeps the task (the Fleet)."""
+    at = task.history[-1].at if task.history else created_at
+    facts = facts_of(task)
+    facts.update(extra)
+    return TaskRow(key, task.kind.value, task.task_id, task.state.value, version, created_at, at, facts)
+
+
+def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:
+    """Fire each entry at the task again, at its recorded time. Raises JournalMismatch if one does
+    not apply: the journal holds applied events only, so each must apply again."""
+    clock, replay_clock = task.clock, ManualClock()
+    task.clock = replay_clock
+    try:
+        for entry in entries:
+            replay_clock.set(max(entry.at, replay_clock.now()))
+            with replaying():
+                outcome = getattr(task, entry.trigger)(*decode_args(entry.args))
+            if outcome is not Outcome.APPLIED or task.state.value != entry.to_state:
+                raise JournalMismatch(
+                    f"task {task.key}: entry {entry.version} ({entry.trigger} -> {entry.to_state}) "
+                    f"replayed as {outcome} -> {task.state.value}"
+                )
+    finally:
+        task.clock = clock
+
+
+def rebuild(row: TaskRow, entries: Sequence[JournalEntry], *, clock: Clock) -> StreamTask:
+    """The task a row and its journal describe. Raises JournalMismatch if replay disagrees with the row."""
+    if [entry.version for entry in entries] != list(range(1, row.version + 1)):
+        raise JournalMismatch(f"task {row.key}: the journal does not hold versions 1..{row.version}")
+    task = StreamTask(StreamKind(row.kind), None, clock=clock)
+    task.key = row.key
+    replay(task, entries)
+    task.kind = StreamKind(row.kind)  # an orphan's kind may have been learnt outside an event
+    replayed = {"state": task.state.value, "task_id": task.task_id, **facts_of(task)}
+    stored = {"state": row.state, "task_id": row.task_id, **{name: row.facts.get(name) for name in FACTS}}
+    if replayed != stored:
+        differ = sorted(name for name in stored if stored[name] != replayed[name])
+        raise JournalMismatch(f"task {row.key}: replay differs from the stored row in {differ}")
+    return task
+
+
+def reset(task: StreamTask, row: TaskRow | None, entries: Sequence[JournalEntry]) -> None:
+    """Put a live task back to what the store holds (after a write that failed): same object, so
+    whoever holds it sees the change."""
+    fresh = StreamTask(task.kind, task.params, clock=task.clock)
+    fresh.key = task.key
+    if row is not None:
+        replay(fresh, entries)
+    for name in StreamTask.__slots__:
+        if name != "ref":
+            setattr(task, name, getattr(fresh, name))

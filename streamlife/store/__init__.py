@@ -1,0 +1,42 @@
+"""Journal stores: where a Fleet keeps its tasks across restarts and processes.
+
+``MemoryStore`` (the Fleet's default: nothing survives the process), ``SqliteStore`` (a file: the
+embedded default for anything that must survive a restart), ``PostgresStore`` (many processes
+sharing the same tasks). ``open_store("sqlite:/var/lib/app/streams.db")`` picks one by URL.
+"""
+
+from __future__ import annotations
+
+from .base import JournalEntry, ParkedCallback, Store, StoreConflict, StoreError, TaskRow, TaskTxn
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "JournalEntry",
+    "MemoryStore",
+    "ParkedCallback",
+    "SqliteStore",
+    "Store",
+    "StoreConflict",
+    "StoreError",
+    "TaskRow",
+    "TaskTxn",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open a store from ``memory:``, ``sqlite:PATH`` or ``postgres:DSN`` (``postgresql://...`` too).
+
+    PostgreSQL needs the ``postgres`` extra (``pip install 'streamlife[postgres]'``).
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme == "memory" and not rest:
+        return MemoryStore()
+    if scheme == "sqlite" and rest:
+        return SqliteStore(rest)
+    if scheme in ("postgres", "postgresql") and rest:
+        from .postgres import PostgresStore  # psycopg is optional: imported only when asked for
+
+        return PostgresStore(url if rest.startswith("//") else rest)  # a URL, or a "key=value" DSN
+    raise ValueError(f"not a store URL: {url!r} (want memory:, sqlite:PATH or postgres:DSN)")

@@ -1,0 +1,148 @@
+"""The Store protocol: where a Fleet keeps its tasks so that a restart, or another process, finds them.
+
+Theory of operation
+-------------------
+Each task is a row (its current state and facts) and a journal (every event applied to it, in
+order). The two are written together, in one transaction, before the Fleet acknowledges the event:
+after a crash the journal holds everything the service was told "applied", and replaying it
+rebuilds the task, row for row.
+
+A task's ``version`` counts its journal entries. An event is written with ``lock(key)``: the store
+locks the task's row (and, where other processes write, reads its version under the lock), the
+Fleet catches its copy up with ``entries_after`` if another process moved the task, fires the event,
+and ``write``s entry and row. Entry ``n`` is claimed once: (key, version) is the journal's primary
+key and the row's version moves from n-1 to n only, so two writers can never both apply an event
+to the same version of a task (the second gets ``StoreConflict``, never a silent second effect).
+
+Callbacks that wait for their start answer (the parking lot) are kept too: one acknowledged and then
+lost with the process would be a lost transition.
+
+Lock order, for implementers: a store's own locks are taken inside the Fleet's per-task lock and
+never while the Fleet's shared lock is held; a store never calls back into the Fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streamlife.errors import StoreConflict, StoreError
+from streamlife.lifecycle import TERMINAL, TaskState
+
+__all__ = ["JournalEntry", "ParkedCallback", "Store", "StoreConflict", "StoreError", "TaskRow", "TaskTxn"]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One event applied to one task, with what replaying it needs."""
+
+    version: int  # 1, 2, 3 ... per task: the task's version once this entry is applied
+    at: float  # when it applied (the Fleet's clock)
+    trigger: str
+    from_state: str
+    to_state: str
+    args: Mapping[str, Any] | None = None  # the trigger's argument, as JSON (see streamlife.journal)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A task as it stands after its last journal entry."""
+
+    key: str  # the task's durable id, made by the Fleet when the task is made
+    kind: str  # "audio" | "video"
+    task_id: str | None  # memories.ai's id, once known
+    state: str
+    version: int  # how many journal entries the task has
+    created_at: float
+    updated_at: float
+    facts: Mapping[str, Any]  # the task's flags and counters, as JSON (see streamlife.journal)
+
+    @property
+    def terminal(self) -> bool:
+        return TaskState(self.state) in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedCallback:
+    """A callback kept for a task_id no task holds yet, in arrival order (``seq``)."""
+
+    seq: int
+    task_id: str
+    at: float
+    payload: Mapping[str, Any]  # the callback as received
+
+
+def check_numbering(entries: Sequence[JournalEntry], version: int, row: TaskRow) -> None:
+    """Entries must number on from ``version`` and end at the row's version: anything else is a
+    writer working from a stale copy. Every store checks it before it writes."""
+    expected = list(range(version + 1, version + len(entries) + 1))
+    if [entry.version for entry in entries] != expected or row.version != version + len(entries):
+        raise StoreConflict(
+            f"task {row.key!r} is at version {version}; entries {[e.version for e in entries]} "
+            f"and row version {row.version} do not follow it"
+        )
+
+
+class TaskTxn(Protocol):
+    """A task's row, locked for one event. Leaving the ``with`` block commits what ``write`` wrote;
+    an exception rolls it back."""
+
+    @property
+    def version(self) -> int:
+        """The stored version, read under the lock (0 if the task has no row: see ``Store.create``)."""
+        ...
+
+    def entries_after(self, version: int) -> list[JournalEntry]:
+        """The journal entries after ``version``, in order: what another writer applied since."""
+        ...
+
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+        """Append ``entries`` (numbered on from ``version``) and replace the row with ``row``.
+        Raises ``StoreConflict`` if a version is already taken."""
+        ...
+
+
+class Store(Protocol):
+    """Tasks, their journals, and parked callbacks. Every method is safe to call from any thread."""
+
+    shared: bool
+    """True when other processes may write the same tasks: the Fleet then reads each task's version
+    under its lock, and looks in the store for task_ids it does not hold."""
+
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+        """Insert a new task with its first entries. ``StoreConflict`` if the key exists."""
+        ...
+
+    def lock(self, key: str) -> AbstractContextManager[TaskTxn]:
+        """Lock the task's row for one event (see ``TaskTxn``)."""
+        ...
+
+    def row(self, key: str) -> TaskRow | None: ...
+
+    def find(self, task_id: str) -> TaskRow | None:
+        """The task that memories.ai knows as ``task_id``: the first made, if two claimed it."""
+        ...
+
+    def journal(self, key: str) -> list[JournalEntry]:
+        """Every entry of the task, in order."""
+        ...
+
+    def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
+        """The tasks not yet terminal, oldest first; then, with ``terminal=True``, the terminal ones."""
+        ...
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        """Keep a callback for a task_id no task holds yet."""
+        ...
+
+    def unpark(self, task_id: str) -> None:
+        """Forget the callbacks kept for ``task_id``: a task holds them now."""
+        ...
+
+    def parked(self) -> list[ParkedCallback]:
+        """Every kept callback, in arrival order."""
+        ...
+
+    def close(self) -> None: ...

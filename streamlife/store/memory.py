@@ -1,0 +1,124 @@
+"""MemoryStore: the Store protocol in this process's memory. Survives nothing; costs almost nothing.
+
+The Fleet's default, so the journal exists (and ``Fleet.journal`` answers) even when nothing is
+written to disk. ``shared=True`` makes it behave as a store other writers use too: two Fleets in one
+process then share tasks as two processes share a PostgreSQL database, which the tests use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
+
+
+class MemoryStore:
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
+        self._lock = threading.RLock()  # one for the whole store: an event's write takes microseconds
+        self._rows: dict[str, TaskRow] = {}
+        self._journals: dict[str, list[JournalEntry]] = {}
+        self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
+        self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
+        self._parked: dict[int, ParkedCallback] = {}
+        self._next_seq = itertools.count(1).__next__
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(tasks={len(self._rows)}, shared={self.shared})"
+
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+        with self._lock:
+            if row.key in self._rows:
+                raise StoreConflict(f"a task with key {row.key!r} exists")
+            check_numbering(entries, 0, row)
+            self._made[row.key] = len(self._made)
+            self._rows[row.key] = row
+            self._journals[row.key] = list(entries)
+            self._index(None, row)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[_Txn]:
+        with self._lock:
+            txn = _Txn(self, key)
+            yield txn
+            if txn.staged is not None:  # nothing is kept if the block raised
+                entries, row = txn.staged
+                self._journals[key].extend(entries)
+                self._index(self._rows[key], row)
+                self._rows[key] = row
+
+    def row(self, key: str) -> TaskRow | None:
+        return self._rows.get(key)
+
+    def find(self, task_id: str) -> TaskRow | None:
+        with self._lock:
+            claims = [self._rows[key] for key in self._by_task_id.get(task_id, ())]
+        return min(claims, key=self._made_order, default=None)
+
+    def journal(self, key: str) -> list[JournalEntry]:
+        with self._lock:
+            return list(self._journals.get(key, ()))
+
+    def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
+        with self._lock:
+            everyone = sorted(self._rows.values(), key=self._made_order)
+        yield from (row for row in everyone if not row.terminal)
+        if terminal:
+            yield from (row for row in everyone if row.terminal)
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        with self._lock:
+            seq = self._next_seq()
+            self._parked[seq] = ParkedCallback(seq, task_id, at, payload)
+
+    def unpark(self, task_id: str) -> None:
+        with self._lock:
+            for seq in [seq for seq, kept in self._parked.items() if kept.task_id == task_id]:
+                del self._parked[seq]
+
+    def parked(self) -> list[ParkedCallback]:
+        with self._lock:
+            return list(self._parked.values())
+
+    def close(self) -> None:
+        pass
+
+    def _made_order(self, row: TaskRow) -> tuple[float, int]:
+        return (row.created_at, self._made[row.key])
+
+    def _index(self, old: TaskRow | None, new: TaskRow) -> None:
+        if old is not None and old.task_id is not None and old.task_id != new.task_id:
+            self._by_task_id[old.task_id].discard(old.key)
+        if new.task_id is not None:
+            self._by_task_id.setdefault(new.task_id, set()).add(new.key)
+
+
+class _Txn:
+    __slots__ = ("key", "staged", "store")
+
+    def __init__(self, store: MemoryStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.staged: tuple[Sequence[JournalEntry], TaskRow] | None = None
+
+    @property
+    def version(self) -> int:
+        row = self.store._rows.get(self.key)
+        return 0 if row is None else row.version
+
+    def entries_after(self, version: int) -> list[JournalEntry]:
+        return self.store._journals.get(self.key, [])[version:]
+
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+        if self.key not in self.store._rows:
+            raise StoreConflict(f"no task with key {self.key!r}: create it first")
+        if row.key != self.key:
+            raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
+        if self.staged is not None:
+            raise StoreConflict("one write per lock")
+        check_numbering(entries, self.version, row)
+        self.staged = (entries, row)

@@ -1,0 +1,371 @@
+"""PostgresStore: the Store protocol in PostgreSQL, for many processes sharing the same tasks.
+
+Needs the ``postgres`` extra (psycopg 3 and its pool). The tables (``streamlife_tasks``,
+``streamlife_journal``, ``streamlife_parked``) are made, and migrated, by the store itself when it
+opens, under an advisory lock so that processes opening at once do not race; ``streamlife_schema``
+holds how many migrations were applied.
+
+An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` locks the
+task's row and reads its version (one row lock per transition: other tasks are not held up), and the
+write moves it on with ``UPDATE ... WHERE version = %s``. The journal's primary key is (key, version),
+so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
+
+Inside a ``lock()`` block, the thread's other calls (``row``, ``park`` ...) go through the block's
+connection and transaction; a thread's blocks do not nest, and ``create`` is not called inside one.
+
+JSON columns are ``json``, not ``jsonb``: ``json`` keeps the text it was given, so a value reads back
+as it was written. ``jsonb`` would turn ``1e23`` into the integer 10**23 (a different number from the
+float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which the journal may do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+import psycopg.conninfo
+from psycopg_pool import ConnectionPool
+
+from streamlife.lifecycle import TERMINAL
+
+from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+
+_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
+
+# Taken (for the migrating transaction only) by every store that opens: one migrates, the others
+# wait and then find the schema current. A constant of our own: b"strmlife" as a signed 64-bit int.
+_MIGRATION_LOCK: Final = int.from_bytes(b"strmlife", "big", signed=True)
+
+# The schema, one migration a step: streamlife_schema.version counts the steps applied. Append, never edit.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE streamlife_tasks (
+            key TEXT PRIMARY KEY,
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,  -- the order tasks were made in, for ties
+            kind TEXT NOT NULL,
+            task_id TEXT,
+            state TEXT NOT NULL,
+            terminal BOOLEAN NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
+            version INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            facts JSON NOT NULL
+        )""",
+        "CREATE INDEX streamlife_tasks_task_id ON streamlife_tasks (task_id)",
+        "CREATE INDEX streamlife_tasks_open ON streamlife_tasks (terminal, created_at, seq)",
+        """CREATE TABLE streamlife_journal (
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            trigger TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            args JSON,  -- NULL for a trigger without an argument
+            PRIMARY KEY (key, version)
+        )""",
+        """CREATE TABLE streamlife_parked (
+            seq BIGSERIAL PRIMARY KEY,  -- arrival order
+            task_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            payload JSON NOT NULL
+        )""",
+        "CREATE INDEX streamlife_parked_task_id ON streamlife_parked (task_id)",
+    ),
+)
+
+_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
+_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
+
+_Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresStore:
+    shared = True  # other processes may use the same database
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 30.0) -> None:
+        """``timeout``: how long a call waits for a connection (the server down, or every pooled
+        connection busy) before it raises ``StoreError``."""
+        self._where = _describe(dsn)
+        self._local = threading.local()  # .conn: the connection of this thread's lock() block
+        self._pool: ConnectionPool[_Connection] = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},  # every transaction here is an explicit conn.transaction()
+            open=False,
+            name="streamlife",
+        )
+        try:
+            with _errors(f"could not open {self!r}"):
+                self._pool.open()
+                with self._pool.connection() as conn:
+                    _migrate(conn)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where})"
+
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+        check_numbering(entries, 0, row)
+        facts = _dumps(row.facts)
+        journal = _entry_values(row.key, entries)
+        with (
+            _errors(f"could not create task {row.key!r}"),
+            self._own_connection(f"could not create task {row.key!r}") as conn,
+            conn.transaction(),
+        ):
+            try:
+                conn.execute(
+                    f"INSERT INTO streamlife_tasks ({_ROW_COLUMNS}, terminal)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s)",
+                    (
+                        row.key,
+                        row.kind,
+                        row.task_id,
+                        row.state,
+                        row.version,
+                        row.created_at,
+                        row.updated_at,
+                        facts,
+                        row.state in _TERMINAL_STATES,
+                    ),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreConflict(f"a task with key {row.key!r} exists") from exc
+            _insert_entries(conn, journal)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[_Txn]:
+        # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
+        # the commit); the block's own exceptions pass through, after the rollback.
+        what = f"could not write task {key!r}"
+        with _errors(what), self._own_connection(what) as conn, conn.transaction():
+            found = conn.execute(
+                "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE", (key,)
+            ).fetchone()
+            self._local.conn = conn  # this thread's other calls, until the block ends, go through it
+            try:
+                yield _Txn(conn, key, None if found is None else found[0])
+            finally:
+                self._local.conn = None
+
+    def row(self, key: str) -> TaskRow | None:
+        with _errors(f"could not read task {key!r}"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
+            ).fetchone()
+        return None if found is None else _row(found)
+
+    def find(self, task_id: str) -> TaskRow | None:
+        with _errors(f"could not look up task_id {task_id!r}"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
+                " ORDER BY created_at, seq LIMIT 1",
+                (task_id,),
+            ).fetchone()
+        return None if found is None else _row(found)
+
+    def journal(self, key: str) -> list[JournalEntry]:
+        with _errors(f"could not read the journal of {key!r}"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
+            ).fetchall()
+        return [_entry(values) for values in found]
+
+    def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
+        where = "" if terminal else "WHERE NOT terminal"
+        with _errors("could not read the tasks"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
+            ).fetchall()
+        return iter([_row(values) for values in found])
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        text = _dumps(payload)
+        with _errors(f"could not park a callback for {task_id!r}"), self._connection() as conn:
+            conn.execute(
+                "INSERT INTO streamlife_parked (task_id, at, payload) VALUES (%s, %s, %s::json)",
+                (task_id, at, text),
+            )
+
+    def unpark(self, task_id: str) -> None:
+        with _errors(f"could not unpark the callbacks for {task_id!r}"), self._connection() as conn:
+            conn.execute("DELETE FROM streamlife_parked WHERE task_id = %s", (task_id,))
+
+    def parked(self) -> list[ParkedCallback]:
+        with _errors("could not read the parked callbacks"), self._connection() as conn:
+            found = conn.execute(
+                "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
+            ).fetchall()
+        return [ParkedCallback(seq, task_id, at, payload) for seq, task_id, at, payload in found]
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _own_connection(self, what: str) -> Iterator[_Connection]:
+        """A pooled connection for a transaction of its own: not inside a ``lock()`` block."""
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[_Connection]:
+        """A connection for a statement or two: inside a ``lock()`` block, the block's own (what it
+        reads includes what it wrote, and what it writes is kept or rolled back with the block);
+        elsewhere, a pooled one."""
+        current: _Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+        else:
+            with self._pool.connection() as conn:
+                yield conn
+
+
+class _Txn:
+    __slots__ = ("_conn", "_exists", "_written", "key", "version")
+
+    def __init__(self, conn: _Connection, key: str, version: int | None) -> None:
+        self._conn = conn
+        self.key = key
+        self.version = version or 0  # read under the row lock
+        self._exists = version is not None
+        self._written = False
+
+    def entries_after(self, version: int) -> list[JournalEntry]:
+        with _errors(f"could not read the journal of {self.key!r}"):
+            found = self._conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
+                " ORDER BY version",
+                (self.key, version),
+            ).fetchall()
+        return [_entry(values) for values in found]
+
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+        if self._written:
+            raise StoreConflict("one write per lock")
+        if row.key != self.key:
+            raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
+        if not self._exists:
+            raise StoreConflict(f"no task with key {self.key!r}: create it first")
+        check_numbering(entries, self.version, row)
+        facts = _dumps(row.facts)
+        journal = _entry_values(self.key, entries)
+        with _errors(f"could not write task {self.key!r}"), self._conn.transaction():  # a savepoint
+            updated = self._conn.execute(
+                "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s,"
+                " version = %s, created_at = %s, updated_at = %s, facts = %s::json"
+                " WHERE key = %s AND version = %s",
+                (
+                    row.kind,
+                    row.task_id,
+                    row.state,
+                    row.state in _TERMINAL_STATES,
+                    row.version,
+                    row.created_at,
+                    row.updated_at,
+                    facts,
+                    self.key,
+                    self.version,
+                ),
+            ).rowcount
+            if updated != 1:
+                raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
+            _insert_entries(self._conn, journal)
+        self._written = True
+
+
+def _migrate(conn: _Connection) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS streamlife_schema (version INTEGER NOT NULL)")
+        found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
+        if found is None:
+            conn.execute("INSERT INTO streamlife_schema (version) VALUES (0)")
+        done = 0 if found is None else found[0]
+        if done > len(_MIGRATIONS):
+            raise StoreError(
+                f"the database has streamlife schema version {done}, newer than this streamlife's "
+                f"({len(_MIGRATIONS)}): upgrade streamlife to open it"
+            )
+        for statements in _MIGRATIONS[done:]:
+            for statement in statements:
+                conn.execute(statement)
+        if done < len(_MIGRATIONS):
+            conn.execute("UPDATE streamlife_schema SET version = %s", (len(_MIGRATIONS),))
+
+
+def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
+    if not values:
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO streamlife_journal (key, {_ENTRY_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s::json)",
+                values,
+            )
+    except psycopg.errors.UniqueViolation as exc:
+        raise StoreConflict(f"a version of task {values[0][0]!r} is taken") from exc
+
+
+def _entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            key,
+            entry.version,
+            entry.at,
+            entry.trigger,
+            entry.from_state,
+            entry.to_state,
+            None if entry.args is None else _dumps(entry.args),
+        )
+        for entry in entries
+    ]
+
+
+def _row(values: Sequence[Any]) -> TaskRow:
+    key, kind, task_id, state, version, created_at, updated_at, facts = values
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, facts)
+
+
+def _entry(values: Sequence[Any]) -> JournalEntry:
+    version, at, trigger, from_state, to_state, args = values
+    return JournalEntry(version, at, trigger, from_state, to_state, args)
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    """JSON text, as compact as it goes; NaN and infinities are refused (PostgreSQL's JSON has none)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"not storable as JSON: {exc}") from exc
+
+
+def _describe(dsn: str) -> str:
+    """Where the store is, for messages: host, port and database; never the password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<dsn hidden>"
+    where = {name: params[name] for name in ("host", "port", "dbname") if params.get(name)}
+    return " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """psycopg's errors as the store's: a constraint is a conflict, anything else a failure."""
+    try:
+        yield
+    except psycopg.IntegrityError as exc:
+        raise StoreConflict(f"{what}: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"{what}: {exc}") from exc

@@ -1,0 +1,362 @@
+"""SqliteStore: the Store protocol in one SQLite file, which several processes may share.
+
+The file is in WAL mode: readers never wait for the writer, and a commit appends to the log instead
+of rewriting pages. An event's write is one ``BEGIN IMMEDIATE`` transaction: it takes the file's
+write lock *before* reading the task's version, so the version a writer works from is the one its
+write replaces (another process waits on ``busy_timeout`` meanwhile, instead of failing at once).
+The row's version is still checked by the write itself (``UPDATE ... WHERE version = ?``) and the
+journal's primary key is (key, version): a writer from a stale copy gets ``StoreConflict``.
+
+In this process, one connection serves every thread, guarded by a lock held for a whole ``lock()``
+block (blocks are short: the Fleet does no I/O inside them but the store's own). A thread's
+``lock()`` blocks do not nest, and ``create`` is not called inside one: each is its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, Final
+
+from streamlife.lifecycle import TERMINAL
+
+from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+
+BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
+
+_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
+
+# The schema, one migration a step: PRAGMA user_version counts the steps applied. Append, never edit.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE tasks (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            task_id TEXT,
+            state TEXT NOT NULL,
+            terminal INTEGER NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
+            version INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            facts TEXT NOT NULL  -- JSON
+        )""",
+        "CREATE INDEX tasks_task_id ON tasks (task_id)",
+        "CREATE INDEX tasks_open ON tasks (terminal, created_at)",
+        """CREATE TABLE journal (
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at REAL NOT NULL,
+            trigger TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            args TEXT,  -- JSON, or NULL for a trigger without an argument
+            PRIMARY KEY (key, version)
+        )""",
+        """CREATE TABLE parked (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
+            task_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            payload TEXT NOT NULL  -- JSON
+        )""",
+        "CREATE INDEX parked_task_id ON parked (task_id)",
+    ),
+)
+
+_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
+_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
+
+
+class SqliteStore:
+    shared = True  # other processes may open the same file
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.RLock()  # one connection for every thread: held for a whole transaction
+        self._in_txn = False
+        with _errors(f"could not open {self.path!r}"):
+            self._db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # autocommit: every transaction here is an explicit BEGIN/COMMIT
+                check_same_thread=False,  # threads take turns through self._lock
+            )
+        try:
+            with _errors(f"could not set up {self.path!r}"):
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._wal()
+                # NORMAL in WAL mode: a commit reaches the OS before it returns, so it survives this
+                # process crashing (which is what a restart needs); only a power loss or OS crash may
+                # take back the last commits. FULL would fsync every event's write.
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+        check_numbering(entries, 0, row)
+        with self._transaction(f"could not create task {row.key!r}") as db:
+            try:
+                db.execute(
+                    f"INSERT INTO tasks ({_ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*_row_values(row), row.state in _TERMINAL_STATES),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreConflict(f"a task with key {row.key!r} exists") from exc
+            _insert_entries(db, row.key, entries)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[_Txn]:
+        with self._transaction(f"could not write task {key!r}") as db:
+            found = db.execute("SELECT version FROM tasks WHERE key = ?", (key,)).fetchone()
+            yield _Txn(db, key, None if found is None else found[0])
+
+    def row(self, key: str) -> TaskRow | None:
+        with self._connection() as db:
+            found = db.execute(f"SELECT {_ROW_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+        return None if found is None else _row(found)
+
+    def find(self, task_id: str) -> TaskRow | None:
+        with self._connection() as db:
+            found = db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY created_at, rowid LIMIT 1",
+                (task_id,),
+            ).fetchone()
+        return None if found is None else _row(found)
+
+    def journal(self, key: str) -> list[JournalEntry]:
+        with self._connection() as db:
+            found = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? ORDER BY version", (key,)
+            ).fetchall()
+        return [_entry(values) for values in found]
+
+    def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
+        where = "" if terminal else "WHERE terminal = 0"
+        with self._connection() as db:
+            found = db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
+            ).fetchall()
+        return iter([_row(values) for values in found])
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        text = _dumps(payload)
+        with self._connection() as db:  # one statement: autocommit is its own transaction
+            db.execute("INSERT INTO parked (task_id, at, payload) VALUES (?, ?, ?)", (task_id, at, text))
+
+    def unpark(self, task_id: str) -> None:
+        with self._connection() as db:
+            db.execute("DELETE FROM parked WHERE task_id = ?", (task_id,))
+
+    def parked(self) -> list[ParkedCallback]:
+        with self._connection() as db:
+            found = db.execute("SELECT seq, task_id, at, payload FROM parked ORDER BY seq").fetchall()
+        return [ParkedCallback(seq, task_id, at, json.loads(payload)) for seq, task_id, at, payload in found]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for a statement or two: inside this thread's ``lock()`` block, part of
+        its transaction (what it reads includes what it wrote, and what it writes is kept or rolled
+        back with the block); elsewhere, each statement commits on its own."""
+        with self._lock, _errors(f"{self!r} failed"):
+            yield self._db
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the file's write lock from its start: committed if the
+        block ends normally, rolled back if it raises."""
+        with self._lock:
+            if self._in_txn:
+                raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+            with _errors(what):
+                self._db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+            try:
+                yield self._db
+            except BaseException:
+                with suppress(sqlite3.Error):  # the first error is the one to report
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    with _errors(what):
+                        self._db.execute("COMMIT")
+                except BaseException:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._in_txn = False
+
+    def _wal(self) -> None:
+        """Put the file in WAL mode (once set, it stays). Processes that open a new file together
+        each want the file to themselves for the switch, and SQLite answers "locked" at once,
+        without waiting: so wait here, as long as busy_timeout would."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            try:
+                (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            if str(mode).lower() not in ("wal", "memory"):  # ":memory:" has no WAL, nor other processes
+                raise StoreError(f"{self.path!r} cannot be in WAL mode (it is in {mode!r} mode)")
+            return
+
+    def _migrate(self) -> None:
+        (done,) = self._db.execute("PRAGMA user_version").fetchone()
+        if done > len(_MIGRATIONS):
+            raise StoreError(
+                f"{self.path!r} has schema version {done}, newer than this streamlife's "
+                f"({len(_MIGRATIONS)}): upgrade streamlife to open it"
+            )
+        if done == len(_MIGRATIONS):
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
+        try:
+            (done,) = self._db.execute("PRAGMA user_version").fetchone()
+            for statements in _MIGRATIONS[done:]:
+                for statement in statements:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+
+class _Txn:
+    __slots__ = ("_db", "_exists", "_written", "key", "version")
+
+    def __init__(self, db: sqlite3.Connection, key: str, version: int | None) -> None:
+        self._db = db
+        self.key = key
+        self.version = version or 0  # read under the write lock
+        self._exists = version is not None
+        self._written = False
+
+    def entries_after(self, version: int) -> list[JournalEntry]:
+        with _errors(f"could not read the journal of {self.key!r}"):
+            found = self._db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
+                (self.key, version),
+            ).fetchall()
+        return [_entry(values) for values in found]
+
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+        if self._written:
+            raise StoreConflict("one write per lock")
+        if row.key != self.key:
+            raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
+        if not self._exists:
+            raise StoreConflict(f"no task with key {self.key!r}: create it first")
+        check_numbering(entries, self.version, row)
+        with _errors(f"could not write task {self.key!r}"):
+            self._db.execute("SAVEPOINT write")  # a write that fails leaves nothing behind
+            try:
+                updated = self._db.execute(
+                    "UPDATE tasks SET kind = ?, task_id = ?, state = ?, terminal = ?, version = ?,"
+                    " created_at = ?, updated_at = ?, facts = ? WHERE key = ? AND version = ?",
+                    (
+                        row.kind,
+                        row.task_id,
+                        row.state,
+                        row.state in _TERMINAL_STATES,
+                        row.version,
+                        row.created_at,
+                        row.updated_at,
+                        _dumps(row.facts),
+                        self.key,
+                        self.version,
+                    ),
+                ).rowcount
+                if updated != 1:
+                    raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
+                try:
+                    _insert_entries(self._db, self.key, entries)
+                except sqlite3.IntegrityError as exc:
+                    raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
+            except BaseException:
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
+                raise
+            self._db.execute("RELEASE write")
+        self._written = True
+
+
+def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalEntry]) -> None:
+    db.executemany(
+        f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                key,
+                entry.version,
+                entry.at,
+                entry.trigger,
+                entry.from_state,
+                entry.to_state,
+                None if entry.args is None else _dumps(entry.args),
+            )
+            for entry in entries
+        ],
+    )
+
+
+def _row_values(row: TaskRow) -> tuple[Any, ...]:
+    return (
+        row.key,
+        row.kind,
+        row.task_id,
+        row.state,
+        row.version,
+        row.created_at,
+        row.updated_at,
+        _dumps(row.facts),
+    )
+
+
+def _row(values: Sequence[Any]) -> TaskRow:
+    key, kind, task_id, state, version, created_at, updated_at, facts = values
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
+
+
+def _entry(values: Sequence[Any]) -> JournalEntry:
+    version, at, trigger, from_state, to_state, args = values
+    args = None if args is None else json.loads(args)
+    return JournalEntry(version, at, trigger, from_state, to_state, args)
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    """JSON text, as compact as it goes; NaN and infinities are refused (they are not JSON, and the
+    PostgreSQL store could not keep them either)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"not storable as JSON: {exc}") from exc
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """sqlite3's errors as the store's: a constraint is a conflict, anything else a failure."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise StoreConflict(f"{what}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"{what}: {exc}") from exc

@@ -1,0 +1,385 @@
+"""The Fleet and its store: every applied event journaled before it is acknowledged, a restart
+taking every task back, a write that fails leaving the task as the store holds it, and two Fleets
+sharing one store as two processes share a database.
+
+Each test uses a MemoryStore (``shared=True`` where two Fleets meet) or an SqliteStore on a file:
+the Fleet's side of the contract. The stores' own contract is tests/test_store_contract.py; real
+processes killed mid-stream are tests/test_crash_recovery.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife import Fleet, ManualClock, Outcome, Policy, Segment, StatusCallback, StreamKind, TaskState
+from streamlife.errors import JournalMismatch, StoreError
+from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
+from streamlife.fleet import INTERRUPTED_START
+from streamlife.journal import decode_event, encode_event, facts_of, rebuild
+from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
+from streamlife.store.memory import _Txn
+
+from .conftest import state_of
+from .payloads import segment_callback, status_callback
+
+URL = "rtmp://sim.invalid/live"
+POLICY = Policy(
+    park_ttl=8,
+    uncertain_ttl=20,
+    final_callback_wait=5,
+    silence_after=12,
+    stop_retry_base=1.0,
+    stop_retry_cap=8,
+    stop_concurrency=0,
+    seed=0,
+)
+
+
+class FailingStore(MemoryStore):
+    """A MemoryStore whose next write (or create) fails, as a full disk or a lost database would."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fail_next = False
+        self.dead = False  # the process is gone: nothing more is written until a new one opens it
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next or self.dead:
+            self.fail_next = False
+            raise StoreError("disk full (a test)")
+
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+        self._maybe_fail()
+        super().create(row, entries)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[_Txn]:
+        with super().lock(key) as txn:
+            yield txn
+            self._maybe_fail()  # after the write: the commit is what fails
+
+
+class Rig:
+    def __init__(self, clock: ManualClock, store: Store, faults: Faults | None = None) -> None:
+        self.clock = clock
+        self.store = store
+        self.sim = SimulatedService(clock=clock, faults=faults or Faults())
+        self.sim.on_callback(self._deliver)
+        self.fleet = self.restart()
+
+    def restart(self) -> Fleet:
+        """A new Fleet on the same store, as a new process would make after a crash; it takes the
+        simulator's callbacks from now on."""
+        self.fleet = Fleet(SimTransport(self.sim), clock=self.clock, policy=POLICY, store=self.store)
+        return self.fleet
+
+    def _deliver(self, payload: Mapping[str, Any]) -> Outcome:
+        return self.fleet.handle_callback(payload)
+
+    def run(self, seconds: float) -> None:
+        for _ in range(int(seconds)):
+            self.sim.advance(1.0)
+            self.fleet.tick()
+
+
+def same_task(store: Store, key: str | None, clock: ManualClock) -> Any:
+    """What the store rebuilds of a task: its state, task_id, facts and transcript."""
+    row = store.row(key or "")
+    assert row is not None
+    task = rebuild(row, store.journal(row.key), clock=clock)
+    return (task.state, task.task_id, facts_of(task), list(task.transcript))
+
+
+# -- journaled before anyone hears of it -------------------------------------------------------------
+def test_start_is_journaled_as_starting_before_the_request_leaves(clock: ManualClock) -> None:
+    store = MemoryStore()
+    seen: list[TaskRow | None] = []
+
+    class Peeking(SimTransport):
+        def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+            seen.append(store.rows().__next__())
+            return super().start(kind, params)
+
+    fleet = Fleet(Peeking(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    task = fleet.start("audio", audio_url=URL)
+    assert seen[0] is not None
+    assert seen[0].state == "starting"
+    assert seen[0].key == task.key
+    assert [entry.trigger for entry in fleet.journal(task)] == ["start", "start_ok"]
+
+
+def test_each_applied_callback_is_journaled_before_handle_callback_returns(clock: ManualClock) -> None:
+    rig = Rig(clock, MemoryStore())
+    task = rig.fleet.start("audio", audio_url=URL)
+    task_id = task.task_id or ""
+    assert rig.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.APPLIED
+    journal = rig.fleet.journal(task_id)
+    assert journal[-1].trigger == "segment"
+    assert journal[-1].args is not None
+    assert journal[-1].args["segment"]["text"] == "one"
+    assert [entry.version for entry in journal] == [1, 2, 3]
+    # A duplicate changes nothing, so nothing is written.
+    assert rig.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.DUPLICATE
+    assert len(rig.fleet.journal(task_id)) == 3
+    assert same_task(rig.store, task.key, clock) == (
+        task.state,
+        task.task_id,
+        facts_of(task),
+        list(task.transcript),
+    )
+
+
+# -- a write that fails ------------------------------------------------------------------------------
+def test_a_start_whose_journal_write_fails_raises_and_sends_nothing(clock: ManualClock) -> None:
+    store = FailingStore()
+    sim = SimulatedService(clock=clock)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    store.fail_next = True
+    with pytest.raises(StoreError, match="disk full"):
+        fleet.start("audio", audio_url=URL)
+    assert sim.streams == {}, "a start that could not be journaled must not leave"
+    assert fleet.tasks() == []
+    assert list(store.rows(terminal=True)) == []
+
+
+def test_a_callback_whose_write_fails_raises_leaves_the_task_as_stored_and_applies_when_redelivered(
+    clock: ManualClock,
+) -> None:
+    store = FailingStore()
+    rig = Rig(clock, store)
+    task = rig.fleet.start("audio", audio_url=URL)
+    task_id = task.task_id or ""
+    rig.fleet.handle_callback(segment_callback(task_id, 0, "kept"))
+    before = (task.state, facts_of(task), list(task.transcript), len(task.history))
+
+    store.fail_next = True
+    with pytest.raises(StoreError):
+        rig.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk"))
+    # The receiver answers 500, so the service sends it again: the task must not think it has it.
+    assert (task.state, facts_of(task), list(task.transcript)) == before[:3]
+    assert rig.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk")) is Outcome.APPLIED
+    assert task.transcript_text() == "kept lost with the disk"
+    assert same_task(store, task.key, clock)[3] == list(task.transcript)
+
+
+def test_a_status_callback_whose_write_fails_does_not_end_the_task(clock: ManualClock) -> None:
+    store = FailingStore()
+    rig = Rig(clock, store)
+    task = rig.fleet.start("audio", audio_url=URL)
+    store.fail_next = True
+    with pytest.raises(StoreError):
+        rig.fleet.handle_callback(status_callback(task.task_id or "", 14))
+    assert task.state is TaskState.RUNNING
+    assert task.end_status is None
+    assert rig.fleet.handle_callback(status_callback(task.task_id or "", 14)) is Outcome.APPLIED
+    assert state_of(task) is TaskState.STOPPED
+
+
+# -- a restart -------------------------------------------------------------------------------------
+def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    path = tmp_path / "streams.db"
+    rig = Rig(clock, SqliteStore(path))
+    running = [rig.fleet.start("audio", audio_url=URL) for _ in range(3)]
+    rig.run(12)
+    stopped = running.pop()
+    rig.fleet.stop(stopped)
+    rig.run(1)
+    assert stopped.state is TaskState.STOPPED
+    before = {task.task_id: (task.state, task.transcript_text(), facts_of(task)) for task in running}
+
+    rig.store = SqliteStore(path)  # the process died; a new one opens the same file
+    fleet = rig.restart()
+    back = fleet.recover()
+    assert {task.task_id: (task.state, task.transcript_text(), facts_of(task)) for task in back} == before
+    assert fleet.get(stopped.task_id or "") is None, "terminal tasks stay in the store until asked for"
+    rig.run(6)  # callbacks keep coming to the new Fleet, and extend the same transcripts
+    for task in back:
+        assert len(task.transcript_text()) > len(before[task.task_id][1])
+    # A late callback for the task that ended before the restart is late, not an orphan.
+    assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99)) is Outcome.LATE
+    assert fleet.stats().parked == 0
+    fleet.stop_all()
+    rig.run(2)
+    assert rig.sim.billing() == []
+
+
+def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as_an_orphan(
+    clock: ManualClock,
+) -> None:
+    store = FailingStore()
+    rig = Rig(clock, store)
+
+    class DiesAfterTheAnswer(SimTransport):
+        def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+            super().start(kind, params)  # the stream exists and bills; its answer dies with us
+            store.dead = True
+            raise SystemExit("killed between the start answer and its journal write")
+
+    rig.fleet.transport = DiesAfterTheAnswer(rig.sim)
+    with pytest.raises(StoreError):
+        rig.fleet.start("audio", audio_url=URL)
+    (row,) = store.rows()
+    assert row.state == "starting"
+
+    store.dead = False
+    fleet = rig.restart()
+    (task,) = fleet.recover()
+    assert task.state is TaskState.UNCERTAIN
+    assert task.last_error == INTERRUPTED_START
+    rig.run(5 + POLICY.park_ttl + 1)  # its first callback comes at 5 s, parks, expires, is adopted
+    orphans = [t for t in fleet.tasks() if t.adopted]
+    assert len(orphans) == 1
+    assert orphans[0].stop_requested
+    rig.run(POLICY.uncertain_ttl)
+    assert state_of(task) is TaskState.FAILED
+    assert rig.sim.billing() == []
+
+
+def test_a_stop_not_yet_acknowledged_is_sent_again_after_a_restart(clock: ManualClock) -> None:
+    store = FailingStore()
+    rig = Rig(clock, store)
+    task = rig.fleet.start("audio", audio_url=URL)
+
+    class DiesOnStop(SimTransport):
+        def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+            store.dead = True
+            raise SystemExit("killed while the stop was in flight")
+
+    rig.fleet.transport = DiesOnStop(rig.sim)
+    with pytest.raises(StoreError):
+        rig.fleet.stop(task)
+    store.dead = False
+    fleet = rig.restart()
+    (back,) = fleet.recover()
+    assert back.state is TaskState.STOPPING
+    assert not back.stop_acknowledged
+    rig.run(2)
+    assert state_of(back) is TaskState.STOPPED
+    assert rig.sim.billing() == []
+
+
+def test_callbacks_parked_before_a_restart_are_not_lost(clock: ManualClock) -> None:
+    store = MemoryStore()
+    rig = Rig(clock, store)
+    assert rig.fleet.handle_callback(segment_callback("early-1", 0, "first")) is Outcome.PARKED
+    fleet = rig.restart()
+    fleet.recover()
+    assert fleet.stats().parked == 1
+    clock.advance(POLICY.park_ttl)
+    fleet.tick()
+    (orphan,) = fleet.tasks()
+    assert orphan.adopted
+    assert orphan.transcript_text() == "first"
+    assert store.parked() == [], "claimed callbacks leave the store's parking lot"
+
+
+def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
+    rig = Rig(clock, MemoryStore(), Faults(stall=1.0))
+    task = rig.fleet.start("audio", audio_url=URL)
+    fleet = rig.restart()
+    (back,) = fleet.recover()
+    rig.run(POLICY.silence_after + 1)
+    assert back.stalled
+    assert back.task_id == task.task_id
+
+
+def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock) -> None:
+    store = MemoryStore()
+    rig = Rig(clock, store)
+    task = rig.fleet.start("audio", audio_url=URL)
+    row = store.row(task.key or "")
+    assert row is not None
+    store._rows[row.key] = dataclasses.replace(row, state="stopping")  # edited behind our back
+    with pytest.raises(JournalMismatch, match="state"):
+        rig.restart().recover()
+
+
+# -- two Fleets, one store -------------------------------------------------------------------------
+def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualClock) -> None:
+    store = MemoryStore(shared=True)
+    sim = SimulatedService(clock=clock)
+    first = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    second = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    task = first.start("audio", audio_url=URL)
+    task_id = task.task_id or ""
+    outcomes = []
+    for index in range(6):  # each callback reaches both processes, alternating who is first
+        fleets = (first, second) if index % 2 else (second, first)
+        outcomes += [fleet.handle_callback(segment_callback(task_id, index, f"w{index}")) for fleet in fleets]
+    assert outcomes.count(Outcome.APPLIED) == 6
+    assert outcomes.count(Outcome.DUPLICATE) == 6
+    other = second.get(task_id)
+    assert other is not None
+    assert other is not task
+    first.handle_callback(status_callback(task_id, 99))  # a status nobody declared: it ends the task
+    assert second.stop(task_id) is other
+    assert other.state is TaskState.ENDED, "the second Fleet caught up before applying its stop"
+    versions = [entry.version for entry in store.journal(task.key or "")]
+    assert versions == list(range(1, len(versions) + 1))
+    assert [e.trigger for e in store.journal(task.key or "")].count("segment") == 6
+
+
+def test_many_threads_over_two_fleets_on_a_shared_store_keep_one_journal(clock: ManualClock) -> None:
+    store = MemoryStore(shared=True)
+    sim = SimulatedService(clock=clock)
+    fleets = [Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store) for _ in range(2)]
+    tasks = [fleets[0].start("audio", audio_url=URL) for _ in range(5)]
+    results: list[Outcome] = []
+
+    def deliver(worker: int) -> None:
+        fleet = fleets[worker % 2]
+        for index in range(20):
+            for task in tasks:
+                results.append(fleet.handle_callback(segment_callback(task.task_id or "", index, "x")))
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(Outcome.APPLIED) == 5 * 20
+    for task in tasks:
+        journal = store.journal(task.key or "")
+        assert [entry.version for entry in journal] == list(range(1, len(journal) + 1))
+        assert sorted(e.args["segment"]["index"] for e in journal if e.args and "segment" in e.args) == list(
+            range(20)
+        )
+
+
+# -- the journal's encoding ------------------------------------------------------------------------
+texts = st.none() | st.text(max_size=20)
+times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
+raws = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)
+events = st.one_of(
+    st.builds(Segment, st.text(min_size=1), st.integers(0, 10**6), st.booleans(), texts, times, times, raws),
+    st.builds(
+        StatusCallback,
+        st.text(min_size=1),
+        st.integers(),
+        texts,
+        raws,
+        st.none() | st.sampled_from(StatusMeaning),
+    ),
+    st.builds(
+        ProviderEvent, st.text(min_size=1), st.sampled_from(["assemblyai", "elevenlabs"]), st.text(), raws
+    ),
+)
+
+
+@given(events)
+def test_an_event_reads_back_from_its_journal_encoding_as_it_was(
+    event: Segment | StatusCallback | ProviderEvent,
+) -> None:
+    assert decode_event(json.loads(json.dumps(encode_event(event)))) == event

@@ -1,0 +1,855 @@
+"""One contract, three stores: MemoryStore, SqliteStore and PostgresStore behave alike.
+
+Every test here runs against each backend (the ``backend`` fixture). MemoryStore skips only what it
+cannot have: reopening what was written, and other processes. The PostgreSQL tests never skip: the
+``pg_store_dsn`` fixture finds or starts a server, or fails (see tests/pg.py).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlife.lifecycle import TaskState
+from streamlife.store.base import JournalEntry, ParkedCallback, Store, StoreConflict, StoreError, TaskRow
+from streamlife.store.memory import MemoryStore
+from streamlife.store.postgres import PostgresStore
+from streamlife.store.sqlite import SqliteStore
+
+from .pg import truncate
+
+BACKENDS = ["memory", "sqlite", "postgres"]
+NOT_IN_MEMORY = "MemoryStore keeps nothing past its object and no other process can reach it"
+
+
+def open_store(kind: str, location: str) -> Store:
+    if kind == "sqlite":
+        return SqliteStore(location)
+    if kind == "postgres":
+        return PostgresStore(location)
+    raise ValueError(kind)
+
+
+@dataclass
+class Backend:
+    """One store under test, and how to open another handle on the same data."""
+
+    kind: str
+    location: str  # the file or the DSN; "" for memory
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self) -> Store:
+        """A new store on the same data (for memory, the one store there is)."""
+        if self.kind == "memory":
+            if not self.opened:
+                self.opened.append(MemoryStore(shared=True))
+            return self.opened[0]
+        store = open_store(self.kind, self.location)
+        self.opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in self.opened:
+            store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    kind: str = request.param
+    if kind == "sqlite":
+        location = str(tmp_path / "streams.db")
+    elif kind == "postgres":
+        location = request.getfixturevalue("pg_store_dsn")
+    else:
+        location = ""
+    backend = Backend(kind, location)
+    yield backend
+    backend.close_all()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def not_in_memory(backend: Backend) -> None:
+    if backend.kind == "memory":
+        pytest.skip(NOT_IN_MEMORY)
+
+
+# Rows and entries as a Fleet would write them.
+
+
+def entry(version: int, *, trigger: str = "segment", args: Mapping[str, Any] | None = None) -> JournalEntry:
+    return JournalEntry(version, 1000.0 + version / 8, trigger, "running", "running", args)
+
+
+def task_row(
+    key: str,
+    version: int,
+    *,
+    state: str = "running",
+    task_id: str | None = None,
+    created_at: float = 100.0,
+    facts: Mapping[str, Any] | None = None,
+) -> TaskRow:
+    facts = {"stop_failures": 0} if facts is None else facts
+    return TaskRow(key, "audio", task_id, state, version, created_at, 1000.0 + version / 8, facts)
+
+
+def make(store: Store, key: str, **fields: Any) -> TaskRow:
+    row = task_row(key, 1, **fields)
+    store.create(row, [entry(1, trigger="make")])
+    return row
+
+
+def advance(store: Store, key: str, **changes: Any) -> TaskRow:
+    """One event on the task, as the Fleet writes it: lock, read the version, write the next."""
+    with store.lock(key) as txn:
+        current = store.row(key) if txn.version else None
+        assert current is not None
+        row = replace(current, version=txn.version + 1, updated_at=current.updated_at + 1, **changes)
+        txn.write([entry(txn.version + 1)], row)
+    return row
+
+
+# Create, read back.
+
+
+FACTS = {
+    "stop_requested": True,
+    "stop_failures": 3,
+    "end_status": None,
+    "last_error": "OutcomeUnknownError: read timed out — ünïcødé",
+    "floats": [0.1, 1 / 3, 1e-300, 1e23, 2.5e-08, -0.0, 1_700_000_000.123456],
+    "big": 2**70,
+    "nested": {"a": [{"b": None}, [], {}], "": "empty key"},
+}
+
+
+def test_create_reads_back_exactly(store: Store) -> None:
+    row = TaskRow("k", "video", "tid-1", "running", 3, 1_700_000_000.123456, 1_700_000_001.000001, FACTS)
+    entries = [
+        JournalEntry(1, 1_700_000_000.123456, "start", "pending", "starting", None),
+        JournalEntry(2, 1_700_000_000.5, "start_ok", "starting", "running", {"task_id": "tid-1"}),
+        JournalEntry(3, 1_700_000_000.75, "segment", "running", "running", {"segment": {"start": 0.1}}),
+    ]
+    store.create(row, entries)
+
+    assert store.row("k") == row
+    assert store.journal("k") == entries
+    stored = store.row("k")
+    assert stored is not None
+    assert stored.created_at == 1_700_000_000.123456
+    assert [type(value) for value in stored.facts["floats"]] == [float] * 7  # floats stay floats
+    assert stored.facts["floats"] == FACTS["floats"]
+    assert store.journal("k")[0].args is None
+    assert store.row("unknown") is None
+    assert store.journal("unknown") == []
+
+
+def test_a_task_with_no_entries_yet(store: Store) -> None:
+    row = task_row("k", 0, state="pending")
+    store.create(row, [])
+    assert store.row("k") == row
+    assert store.journal("k") == []
+    with store.lock("k") as txn:
+        assert txn.version == 0
+        txn.write([entry(1)], task_row("k", 1))
+    assert [e.version for e in store.journal("k")] == [1]
+
+
+def test_creating_a_key_twice_conflicts_and_keeps_the_first(store: Store) -> None:
+    first = make(store, "k", task_id="tid-1")
+    with pytest.raises(StoreConflict):
+        store.create(task_row("k", 2, task_id="tid-2"), [entry(1), entry(2)])
+    assert store.row("k") == first
+    assert [e.version for e in store.journal("k")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("versions", "row_version"),
+    [([2], 2), ([1, 3], 3), ([1, 2], 1), ([1], 2), ([], 1), ([0], 0)],
+    ids=["starts-at-2", "gap", "row-behind", "row-ahead", "no-entries-row-at-1", "zero"],
+)
+def test_create_with_bad_numbering_conflicts(store: Store, versions: list[int], row_version: int) -> None:
+    with pytest.raises(StoreConflict):
+        store.create(task_row("k", row_version), [entry(v) for v in versions])
+    assert store.row("k") is None
+    assert store.journal("k") == []
+
+
+# Locked writes.
+
+
+def test_lock_write_appends_and_moves_the_version(store: Store) -> None:
+    make(store, "k")
+    with store.lock("k") as txn:
+        assert txn.version == 1
+        assert txn.entries_after(1) == []
+        row = task_row("k", 3, state="stopping")
+        txn.write([entry(2), entry(3, trigger="stop", args={"why": "asked"})], row)
+    assert store.row("k") == row
+    assert [e.version for e in store.journal("k")] == [1, 2, 3]
+    assert store.journal("k")[2].args == {"why": "asked"}
+    with store.lock("k") as txn:
+        assert txn.version == 3
+
+
+def test_a_lock_without_a_write_changes_nothing(store: Store) -> None:
+    row = make(store, "k")
+    with store.lock("k") as txn:
+        assert txn.version == 1
+    assert store.row("k") == row
+    assert store.journal("k") == [entry(1, trigger="make")]
+
+
+def test_writing_a_task_that_was_never_made_conflicts(store: Store) -> None:
+    with store.lock("nobody") as txn:
+        assert txn.version == 0
+        with pytest.raises(StoreConflict):
+            txn.write([entry(1)], task_row("nobody", 1))
+    assert store.row("nobody") is None
+    assert store.journal("nobody") == []
+
+
+@pytest.mark.parametrize(
+    ("versions", "row_version"),
+    [([1], 1), ([3], 3), ([2, 4], 4), ([2], 3), ([2, 3], 2), ([], 2)],
+    ids=["taken", "skips-one", "gap", "row-ahead", "row-behind", "row-without-entries"],
+)
+def test_a_write_that_does_not_follow_the_version_conflicts_and_keeps_nothing(
+    store: Store, versions: list[int], row_version: int
+) -> None:
+    made = make(store, "k")
+    with store.lock("k") as txn, pytest.raises(StoreConflict):
+        txn.write([entry(v) for v in versions], task_row("k", row_version, state="stopping"))
+    # the lock's block went on after the conflict and ended normally: still nothing is kept
+    assert store.row("k") == made
+    assert store.journal("k") == [entry(1, trigger="make")]
+    advance(store, "k")  # and the task takes its next version as usual
+    assert [e.version for e in store.journal("k")] == [1, 2]
+
+
+def test_a_stale_writer_conflicts(store: Store) -> None:
+    """The Fleet's copy says version 1; another writer moved the task to 2 meanwhile."""
+    make(store, "k")
+    advance(store, "k")
+    with store.lock("k") as txn, pytest.raises(StoreConflict):
+        txn.write([entry(2)], task_row("k", 2))
+    assert [e.version for e in store.journal("k")] == [1, 2]
+
+
+def test_an_exception_in_the_block_rolls_the_write_back(store: Store) -> None:
+    made = make(store, "k")
+
+    def write_then_fail() -> None:
+        with store.lock("k") as txn:
+            txn.write([entry(2)], task_row("k", 2, state="stopping", task_id="tid"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+    assert store.row("k") == made
+    assert store.journal("k") == [entry(1, trigger="make")]
+    assert store.find("tid") is None
+    assert [row.key for row in store.rows()] == ["k"]
+    advance(store, "k")  # the lock was let go
+    assert [e.version for e in store.journal("k")] == [1, 2]
+
+
+def test_one_write_per_lock(store: Store) -> None:
+    make(store, "k")
+    with store.lock("k") as txn:
+        txn.write([entry(2)], task_row("k", 2))
+        with pytest.raises(StoreConflict):
+            txn.write([entry(3)], task_row("k", 3))
+    assert [e.version for e in store.journal("k")] == [1, 2]
+    row = store.row("k")
+    assert row is not None
+    assert row.version == 2
+
+
+def test_entries_after(store: Store) -> None:
+    make(store, "k")
+    for _ in range(3):
+        advance(store, "k")
+    with store.lock("k") as txn:
+        assert txn.version == 4
+        assert [e.version for e in txn.entries_after(0)] == [1, 2, 3, 4]
+        assert txn.entries_after(1) == store.journal("k")[1:]
+        assert txn.entries_after(4) == []
+
+
+def test_a_lock_sees_what_another_handle_wrote(backend: Backend) -> None:
+    """What a second Fleet (another process, for the shared stores) applied is what the first one
+    reads under its lock and catches up from."""
+    mine, theirs = backend.open(), backend.open()
+    make(mine, "k")
+    advance(theirs, "k", state="stopping")
+    advance(theirs, "k", state="stopped")
+    with mine.lock("k") as txn:
+        assert txn.version == 3
+        assert [e.version for e in txn.entries_after(1)] == [2, 3]
+    assert mine.row("k") == theirs.row("k")
+    assert [row.key for row in mine.rows()] == []
+
+
+# find and rows.
+
+
+def test_find(store: Store) -> None:
+    assert store.find("tid-1") is None
+    make(store, "a", task_id="tid-1", created_at=1.0)
+    make(store, "b", task_id="tid-1", created_at=2.0)  # a second claim: the first made wins
+    make(store, "c", task_id="tid-1", created_at=2.0)
+    make(store, "d", created_at=0.5)  # no task_id yet
+    found = store.find("tid-1")
+    assert found is not None
+    assert found.key == "a"
+    assert store.find("tid-2") is None
+    advance(store, "d", task_id="tid-2")  # start_ok: the task_id comes with a write
+    found = store.find("tid-2")
+    assert found is not None
+    assert (found.key, found.version, found.task_id) == ("d", 2, "tid-2")
+    advance(store, "a", state="stopped")  # a terminal task is still found
+    found = store.find("tid-1")
+    assert found is not None
+    assert (found.key, found.state) == ("a", "stopped")
+
+
+def test_find_same_made_time_first_created_wins(store: Store) -> None:
+    make(store, "z", task_id="tid", created_at=5.0)
+    make(store, "a", task_id="tid", created_at=5.0)
+    found = store.find("tid")
+    assert found is not None
+    assert found.key == "z"
+
+
+@pytest.mark.parametrize("how", ["claimed-later", "stored-later"])
+def test_find_answers_the_first_made_however_the_claims_came(
+    request: pytest.FixtureRequest, store: Store, how: str
+) -> None:
+    """``Store.find``: "the first made, if two claimed it". The first made may claim its task_id
+    after a later task did (its start answer came last), or be stored after a later-made task (two
+    processes, whose inserts crossed)."""
+    if how == "claimed-later":
+        make(store, "early", created_at=1.0)
+        make(store, "late", task_id="tid", created_at=2.0)
+        advance(store, "early", task_id="tid")
+    else:
+        make(store, "late", task_id="tid", created_at=2.0)
+        make(store, "early", task_id="tid", created_at=1.0)
+    found = store.find("tid")
+    assert found is not None
+    assert found.key == "early"
+
+
+def test_rows_open_ones_oldest_first_then_terminal_ones(store: Store) -> None:
+    make(store, "third", created_at=3.0)
+    make(store, "first", created_at=1.0)
+    make(store, "done-late", created_at=4.0, state="ended")
+    make(store, "second-a", created_at=2.0)
+    make(store, "second-b", created_at=2.0)  # a tie: made order
+    make(store, "done-early", created_at=0.5, state="failed")
+    assert [row.key for row in store.rows()] == ["first", "second-a", "second-b", "third"]
+    assert [row.key for row in store.rows(terminal=True)] == [
+        *["first", "second-a", "second-b", "third"],
+        *["done-early", "done-late"],
+    ]
+    advance(store, "first", state="stopped")  # a task that ends moves to the terminal ones
+    assert [row.key for row in store.rows()] == ["second-a", "second-b", "third"]
+    assert [row.key for row in store.rows(terminal=True)][3:] == ["done-early", "first", "done-late"]
+    assert all(isinstance(row, TaskRow) for row in store.rows(terminal=True))
+    assert next(iter(store.rows())) == store.row("second-a")
+
+
+def test_rows_of_an_empty_store(store: Store) -> None:
+    assert list(store.rows()) == []
+    assert list(store.rows(terminal=True)) == []
+
+
+# The parking lot.
+
+
+def test_park_unpark_parked_in_arrival_order(store: Store) -> None:
+    assert store.parked() == []
+    payloads: list[dict[str, Any]] = [
+        {"taskId": "t1", "status": 0, "data": {"text": "hi", "start": 0.1}},
+        {"n": 2},
+        {"n": 3},
+    ]
+    store.park("t1", 10.5, payloads[0])
+    store.park("t2", 10.25, payloads[1])  # arrival order, not time order
+    store.park("t1", 11.0, payloads[2])
+    kept = store.parked()
+    assert [(p.task_id, p.at, p.payload) for p in kept] == [
+        ("t1", 10.5, payloads[0]),
+        ("t2", 10.25, payloads[1]),
+        ("t1", 11.0, payloads[2]),
+    ]
+    assert all(isinstance(p, ParkedCallback) for p in kept)
+    assert [p.seq for p in kept] == sorted({p.seq for p in kept})  # increasing, no repeats
+    store.unpark("t1")
+    assert [(p.task_id, p.payload) for p in store.parked()] == [("t2", payloads[1])]
+    store.unpark("nobody")
+    store.park("t1", 12.0, {"n": 4})  # a later arrival numbers after every earlier one
+    again = store.parked()
+    assert [p.task_id for p in again] == ["t2", "t1"]
+    assert again[1].seq > max(p.seq for p in kept)
+    store.unpark("t2")
+    store.unpark("t1")
+    assert store.parked() == []
+
+
+# Durability.
+
+
+def test_everything_survives_close_and_reopen(backend: Backend) -> None:
+    not_in_memory(backend)
+    store = backend.open()
+    make(store, "a", task_id="tid-a", created_at=1.0, facts=FACTS)
+    make(store, "b", created_at=2.0)
+    advance(store, "a", state="stopping")
+    advance(store, "b", state="failed")
+    store.park("tid-x", 5.0, {"taskId": "tid-x", "status": 14})
+    before = (
+        [store.row(key) for key in "ab"],
+        [store.journal(key) for key in "ab"],
+        list(store.rows(terminal=True)),
+        store.find("tid-a"),
+        store.parked(),
+    )
+    store.close()
+
+    again = backend.open()
+    after = (
+        [again.row(key) for key in "ab"],
+        [again.journal(key) for key in "ab"],
+        list(again.rows(terminal=True)),
+        again.find("tid-a"),
+        again.parked(),
+    )
+    assert after == before
+    advance(again, "a", state="stopped")  # and it takes writes as before
+    assert [e.version for e in again.journal("a")] == [1, 2, 3]
+    again.park("tid-y", 6.0, {})
+    assert [p.task_id for p in again.parked()] == ["tid-x", "tid-y"]
+
+
+def test_a_schema_newer_than_this_code_is_refused(backend: Backend) -> None:
+    not_in_memory(backend)
+    backend.open().close()  # made and migrated
+    if backend.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(backend.location) as db:
+            db.execute("PRAGMA user_version = 99")
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.location, autocommit=True) as conn:
+            conn.execute("UPDATE streamlife_schema SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        backend.open()
+
+
+def test_stores_opening_at_once_migrate_once(backend: Backend) -> None:
+    not_in_memory(backend)
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            stores.append(backend.open())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    make(stores[0], "k")
+    assert all(store.row("k") is not None for store in stores)
+
+
+# Many writers on one task: the row lock and the version check let each version be taken once.
+
+THREADS, PROCESSES, WRITES = 8, 4, 50
+
+
+def bump(store: Store, key: str, writes: int) -> None:
+    for _ in range(writes):
+        with store.lock(key) as txn:
+            version = txn.version
+            txn.write([entry(version + 1)], task_row(key, version + 1))
+
+
+def assert_every_version_once(store: Store, key: str, total: int) -> None:
+    row = store.row(key)
+    assert row is not None
+    assert row.version == total
+    assert [e.version for e in store.journal(key)] == list(range(1, total + 1))
+
+
+def test_threads_writing_one_task_take_each_version_once(store: Store) -> None:
+    make(store, "k")
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            bump(store, "k", WRITES)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert_every_version_once(store, "k", 1 + THREADS * WRITES)
+
+
+def hammer(kind: str, location: str, key: str, writes: int, start: Any, results: Any) -> None:
+    """One process of ``test_processes_...``: open the store (all at once), make the task if no one
+    has, then take ``writes`` versions of it."""
+    try:
+        start.wait(timeout=60)
+        store = open_store(kind, location)
+        try:
+            made = 1
+            try:
+                store.create(task_row(key, 1), [entry(1, trigger="make")])
+            except StoreConflict:
+                made = 0
+            bump(store, key, writes)
+        finally:
+            store.close()
+        results.put((os.getpid(), made, None))
+    except BaseException as exc:
+        results.put((os.getpid(), 0, repr(exc)))
+        raise
+
+
+def test_processes_writing_one_task_take_each_version_once(backend: Backend) -> None:
+    """Four processes open the same new file or database at the same moment (each migrating it, or
+    finding it migrated), race to make one task, and write it ``WRITES`` times each."""
+    not_in_memory(backend)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    results = context.Queue()
+    workers = [
+        context.Process(target=hammer, args=(backend.kind, backend.location, "k", WRITES, start, results))
+        for _ in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [error for _, _, error in outcomes] == [None] * PROCESSES
+    assert [worker.exitcode for worker in workers] == [0] * PROCESSES
+    assert sum(made for _, made, _ in outcomes) == 1  # one made the task; the others conflicted
+    assert_every_version_once(backend.open(), "k", 1 + PROCESSES * WRITES)
+
+
+# Failures: the durable stores say StoreError, and keep nothing of what failed.
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store that encodes what it keeps (MemoryStore keeps the objects it is given)."""
+    if request.param == "sqlite":
+        store: Store = SqliteStore(tmp_path / "streams.db")
+    else:
+        store = PostgresStore(request.getfixturevalue("pg_store_dsn"))
+    yield store
+    store.close()
+
+
+def test_a_value_that_is_not_json_is_refused_and_nothing_is_kept(durable: Store) -> None:
+    store = durable
+    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": object()}):
+        with pytest.raises(StoreError, match="JSON"):
+            store.create(task_row("k", 1, facts=bad), [entry(1)])
+        assert store.row("k") is None
+    make(store, "k")
+    with store.lock("k") as txn, pytest.raises(StoreError, match="JSON"):
+        txn.write([entry(2, args={"x": float("nan")})], task_row("k", 2))
+    with pytest.raises(StoreError, match="JSON"):
+        store.park("tid", 1.0, {"x": float("-inf")})
+    assert [e.version for e in store.journal("k")] == [1]
+    assert store.parked() == []
+
+
+def test_sqlite_errors_are_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="could not open"):
+        SqliteStore(tmp_path)  # a directory
+    with pytest.raises(StoreError):
+        SqliteStore(tmp_path / "no" / "such" / "dir" / "x.db")
+    store = SqliteStore(tmp_path / "x.db")
+    assert repr(store) == f"SqliteStore({str(tmp_path / 'x.db')!r})"
+    make(store, "k")
+    with store.lock("k"), pytest.raises(StoreError, match="inside a lock"):
+        store.create(task_row("other", 1), [entry(1)])
+    store.close()
+    with pytest.raises(StoreError):
+        store.row("k")
+    with pytest.raises(StoreError):
+        store.create(task_row("j", 1), [entry(1)])
+
+
+def test_sqlite_waits_for_another_writer_instead_of_failing(tmp_path: Path) -> None:
+    """A writer holding the file's lock makes another wait (busy_timeout), not fail."""
+    path = tmp_path / "x.db"
+    holder, waiter = SqliteStore(path), SqliteStore(path)
+    make(holder, "k")
+    make(holder, "j")
+    done = threading.Event()
+
+    def write_other_task() -> None:
+        advance(waiter, "j")
+        done.set()
+
+    with holder.lock("k") as txn:
+        thread = threading.Thread(target=write_other_task)
+        thread.start()
+        assert not done.wait(0.3)  # blocked on the file's write lock
+        txn.write([entry(2)], task_row("k", 2))
+    thread.join(timeout=10)
+    assert done.is_set()
+    assert [e.version for e in waiter.journal("k")] == [1, 2]
+    assert [e.version for e in holder.journal("j")] == [1, 2]
+    holder.close()
+    waiter.close()
+
+
+def test_postgres_errors_are_store_errors_and_the_password_stays_hidden(pg_store_dsn: str) -> None:
+    import psycopg.conninfo
+
+    from .pg import free_port
+
+    nowhere = f"host=127.0.0.1 port={free_port()} dbname=x user=u password=hunter2 connect_timeout=1"
+    with pytest.raises(StoreError) as raised:
+        PostgresStore(nowhere, timeout=1.0)
+    assert "hunter2" not in str(raised.value)
+    assert "hunter2" not in repr(raised.value.__cause__)
+
+    params = psycopg.conninfo.conninfo_to_dict(pg_store_dsn)
+    host, port, dbname = params["host"], params.get("port", 5432), params["dbname"]
+    as_url = f"postgresql://postgres:hunter2@{host}:{port}/{dbname}"  # trust: the password is ignored
+    as_keywords = psycopg.conninfo.make_conninfo(pg_store_dsn, password="hunter2")
+    for dsn in (as_url, as_keywords):
+        store = PostgresStore(dsn)
+        assert "hunter2" not in repr(store)
+        assert f"dbname={dbname}" in repr(store)
+        store.close()
+
+    store = PostgresStore(pg_store_dsn)
+    make(store, "k")
+    with store.lock("k"), pytest.raises(StoreError, match="inside a lock"):
+        store.create(task_row("other", 1), [entry(1)])
+    store.close()
+    with pytest.raises(StoreError):
+        store.row("k")
+    with pytest.raises(StoreError), store.lock("k"):
+        pass
+
+
+# The property: any sequence of operations leaves each store where MemoryStore (the model) is.
+
+
+@dataclass(frozen=True)
+class Create:
+    key: str
+    task_id: str | None
+    state: str
+    created_at: float
+    entries: int  # how many entries it comes with
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Write:
+    key: str
+    entries: int
+    skew: int  # 0: numbered on from the stored version; else a stale (or future) writer's numbering
+    state: str
+    task_id: str | None  # None: keep the task's
+    facts: dict[str, Any]
+    args: dict[str, Any] | None
+    fail: bool  # the block raises after the write
+
+
+@dataclass(frozen=True)
+class Park:
+    task_id: str
+    at: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Unpark:
+    task_id: str
+
+
+Op = Create | Write | Park | Unpark
+
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+TASK_IDS = st.sampled_from(["t1", "t2", "t3"])
+STATES = st.sampled_from([state.value for state in TaskState])
+JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+OBJECTS = st.dictionaries(st.text(max_size=4), JSON, max_size=3)
+TIMES = st.floats(allow_nan=False, allow_infinity=False)
+
+OPS: st.SearchStrategy[Op] = st.one_of(
+    st.builds(
+        Create,
+        KEYS,
+        st.none() | TASK_IDS,
+        STATES,
+        st.sampled_from([1.0, 2.0, 3.0]),
+        st.integers(0, 2),
+        OBJECTS,
+    ),
+    st.builds(
+        Write,
+        KEYS,
+        st.integers(0, 2),
+        st.sampled_from([0, 0, 0, -1, 1]),
+        STATES,
+        st.none() | TASK_IDS,
+        OBJECTS,
+        st.none() | OBJECTS,
+        st.booleans(),
+    ),
+    st.builds(Park, TASK_IDS, TIMES, OBJECTS),
+    st.builds(Unpark, TASK_IDS),
+)
+
+
+class Boom(Exception):
+    pass
+
+
+def apply(store: Store, op: Op) -> str:
+    """Do ``op`` to ``store``; what came of it ("ok", "conflict", "rolled back")."""
+    if isinstance(op, Create):
+        row = TaskRow(
+            op.key, "audio", op.task_id, op.state, op.entries, op.created_at, op.created_at, op.facts
+        )
+        try:
+            store.create(row, [entry(v) for v in range(1, op.entries + 1)])
+        except StoreConflict:
+            return "conflict"
+        return "ok"
+    if isinstance(op, Write):
+        try:
+            with store.lock(op.key) as txn:
+                first = txn.version + 1 + op.skew
+                current = store.row(op.key)
+                task_id = op.task_id or (current.task_id if current else None)
+                made_at = current.created_at if current else 1.0
+                row = TaskRow(
+                    op.key, "audio", task_id, op.state, first - 1 + op.entries, made_at, 9.0, op.facts
+                )
+                entries = [replace(entry(v), args=op.args) for v in range(first, first + op.entries)]
+                txn.write(entries, row)
+                if op.fail:
+                    raise Boom
+        except StoreConflict:
+            return "conflict"
+        except Boom:
+            return "rolled back"
+        return "ok"
+    if isinstance(op, Park):
+        store.park(op.task_id, op.at, op.payload)
+    else:
+        store.unpark(op.task_id)
+    return "ok"
+
+
+def first_made(rows: Sequence[TaskRow], made_order: list[str], task_id: str) -> str | None:
+    """``Store.find``'s answer by its docstring: the first made (created_at, then made order)."""
+    claims = [row for row in rows if row.task_id == task_id]
+    if not claims:
+        return None
+    return min(claims, key=lambda row: (row.created_at, made_order.index(row.key))).key
+
+
+def assert_agrees(store: Store, model: MemoryStore, made_order: list[str]) -> None:
+    for key in ["a", "b", "c", "d"]:
+        assert store.row(key) == model.row(key)
+        assert store.journal(key) == model.journal(key)
+    assert list(store.rows()) == list(model.rows())
+    assert list(store.rows(terminal=True)) == list(model.rows(terminal=True))
+    kept, expected = store.parked(), model.parked()
+    assert [(p.task_id, p.at, p.payload) for p in kept] == [(p.task_id, p.at, p.payload) for p in expected]
+    assert [p.seq for p in kept] == sorted({p.seq for p in kept})
+    everyone = list(model.rows(terminal=True))
+    for task_id in ["t1", "t2", "t3"]:
+        found = store.find(task_id)
+        assert (found.key if found else None) == first_made(everyone, made_order, task_id)
+        assert found is None or found == model.row(found.key)
+
+
+def test_every_store_agrees_with_the_memory_store(backend: Backend, tmp_path: Path) -> None:
+    """MemoryStore is the model for rows, journals, rows() and the parking lot; ``find`` is checked
+    against its docstring (the first made), MemoryStore's own included."""
+    fresh: Callable[[], Store]
+    if backend.kind == "memory":
+        fresh = MemoryStore
+        examples = settings().max_examples
+    elif backend.kind == "sqlite":
+        fresh = lambda: SqliteStore(tmp_path / f"{uuid.uuid4().hex}.db")  # noqa: E731
+        examples = settings().max_examples
+    else:
+        shared = backend.open()
+
+        def fresh() -> Store:
+            truncate(backend.location)
+            return shared
+
+        examples = max(5, settings().max_examples // 8)  # a database round trip per call
+
+    @settings(max_examples=examples)
+    @given(st.lists(OPS, max_size=12))
+    def check(ops: list[Op]) -> None:
+        model, store = MemoryStore(), fresh()
+        made_order: list[str] = []
+        try:
+            for op in ops:
+                outcome = apply(model, op)
+                assert apply(store, op) == outcome, op
+                if isinstance(op, Create) and outcome == "ok":
+                    made_order.append(op.key)
+            assert_agrees(store, model, made_order)
+        finally:
+            if backend.kind == "sqlite":
+                store.close()
+
+    check()
