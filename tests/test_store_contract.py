@@ -1,8 +1,9 @@
 """One contract, three stores: MemoryStore, SqliteStore and PostgresStore behave alike.
 
-Every test here runs against each backend (the ``backend`` fixture). MemoryStore skips only what it
-cannot have: reopening what was written, and other processes. The PostgreSQL tests never skip: the
-``pg_store_dsn`` fixture finds or starts a server, or fails (see tests/pg.py).
+Every test here runs against each backend (the ``backend`` fixture), but what a MemoryStore cannot
+have (reopening what was written, other processes), which runs against the two durable ones
+(``durable_backend``). The PostgreSQL tests never skip: the ``pg_store_dsn`` fixture finds or starts
+a server, or fails (see tests/pg.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from streamlife.store.sqlite import SqliteStore
 from .pg import truncate
 
 BACKENDS = ["memory", "sqlite", "postgres"]
-NOT_IN_MEMORY = "MemoryStore keeps nothing past its object and no other process can reach it"
 
 
 def open_store(kind: str, location: str) -> Store:
@@ -82,9 +82,15 @@ def store(backend: Backend) -> Store:
     return backend.open()
 
 
-def not_in_memory(backend: Backend) -> None:
-    if backend.kind == "memory":
-        pytest.skip(NOT_IN_MEMORY)
+@pytest.fixture(params=[kind for kind in BACKENDS if kind != "memory"])
+def durable_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """For what a MemoryStore cannot have: reopening what was written, and other processes."""
+    location = (
+        str(tmp_path / "streams.db") if request.param == "sqlite" else request.getfixturevalue("pg_store_dsn")
+    )
+    backend = Backend(request.param, location)
+    yield backend
+    backend.close_all()
 
 
 # Rows and entries as a Fleet would write them.
@@ -415,9 +421,8 @@ def test_park_unpark_parked_in_arrival_order(store: Store) -> None:
 # Durability.
 
 
-def test_everything_survives_close_and_reopen(backend: Backend) -> None:
-    not_in_memory(backend)
-    store = backend.open()
+def test_everything_survives_close_and_reopen(durable_backend: Backend) -> None:
+    store = durable_backend.open()
     make(store, "a", task_id="tid-a", created_at=1.0, facts=FACTS)
     make(store, "b", created_at=2.0)
     advance(store, "a", state="stopping")
@@ -432,7 +437,7 @@ def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     )
     store.close()
 
-    again = backend.open()
+    again = durable_backend.open()
     after = (
         [again.row(key) for key in "ab"],
         [again.journal(key) for key in "ab"],
@@ -447,26 +452,24 @@ def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     assert [p.task_id for p in again.parked()] == ["tid-x", "tid-y"]
 
 
-def test_a_schema_newer_than_this_code_is_refused(backend: Backend) -> None:
-    not_in_memory(backend)
-    backend.open().close()  # made and migrated
-    if backend.kind == "sqlite":
+def test_a_schema_newer_than_this_code_is_refused(durable_backend: Backend) -> None:
+    durable_backend.open().close()  # made and migrated
+    if durable_backend.kind == "sqlite":
         import sqlite3
 
-        with sqlite3.connect(backend.location) as db:
+        with sqlite3.connect(durable_backend.location) as db:
             db.execute("PRAGMA user_version = 99")
         db.close()
     else:
         import psycopg
 
-        with psycopg.connect(backend.location, autocommit=True) as conn:
+        with psycopg.connect(durable_backend.location, autocommit=True) as conn:
             conn.execute("UPDATE streamlife_schema SET version = 99")
     with pytest.raises(StoreError, match="newer"):
-        backend.open()
+        durable_backend.open()
 
 
-def test_stores_opening_at_once_migrate_once(backend: Backend) -> None:
-    not_in_memory(backend)
+def test_stores_opening_at_once_migrate_once(durable_backend: Backend) -> None:
     stores: list[Store] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
@@ -474,7 +477,7 @@ def test_stores_opening_at_once_migrate_once(backend: Backend) -> None:
     def open_one() -> None:
         start.wait()
         try:
-            stores.append(backend.open())
+            stores.append(durable_backend.open())
         except BaseException as exc:
             errors.append(exc)
 
@@ -547,15 +550,16 @@ def hammer(kind: str, location: str, key: str, writes: int, start: Any, results:
         raise
 
 
-def test_processes_writing_one_task_take_each_version_once(backend: Backend) -> None:
+def test_processes_writing_one_task_take_each_version_once(durable_backend: Backend) -> None:
     """Four processes open the same new file or database at the same moment (each migrating it, or
     finding it migrated), race to make one task, and write it ``WRITES`` times each."""
-    not_in_memory(backend)
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(PROCESSES)
     results = context.Queue()
     workers = [
-        context.Process(target=hammer, args=(backend.kind, backend.location, "k", WRITES, start, results))
+        context.Process(
+            target=hammer, args=(durable_backend.kind, durable_backend.location, "k", WRITES, start, results)
+        )
         for _ in range(PROCESSES)
     ]
     for worker in workers:
@@ -566,7 +570,7 @@ def test_processes_writing_one_task_take_each_version_once(backend: Backend) -> 
     assert [error for _, _, error in outcomes] == [None] * PROCESSES
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
     assert sum(made for _, made, _ in outcomes) == 1  # one made the task; the others conflicted
-    assert_every_version_once(backend.open(), "k", 1 + PROCESSES * WRITES)
+    assert_every_version_once(durable_backend.open(), "k", 1 + PROCESSES * WRITES)
 
 
 # Failures: the durable stores say StoreError, and keep nothing of what failed.
