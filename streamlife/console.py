@@ -67,6 +67,9 @@ def summary(report: Report) -> Group:
     table.add_row("streams billing after settle", str(report.streams_billing_after_settle))
     table.add_row("invariant violations", str(report.invariant_violations))
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
+    table.add_row("store", report.store)
+    in_store = ", ".join(f"{state} {count}" for state, count in report.tasks_in_store.items())
+    table.add_row("tasks in store", in_store or "none")
     parts: list[Table | Text] = [table]
     for violation in report.violations[:10]:
         parts.append(Text(f"  violation: {violation}", style="red"))

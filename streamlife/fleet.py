@@ -683,10 +683,7 @@ class Fleet:
             with tracked.lock:
                 if task.state is TaskState.STARTING:
                     self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
-            self._deliver_notices(tracked)
-            if task.state is TaskState.STOPPING and not task.stop_acknowledged:
-                with self._lock:
-                    self._deadlines.arm(task.ref, STOP_RETRY, self.clock.now())
+            self._deliver_notices(tracked)  # (an unacknowledged stop was taken over by _hold)
             taken.append(task)
         self._recover_parked()
         _log.info("streamlife.recovered", tasks=len(taken))
@@ -740,6 +737,7 @@ class Fleet:
                     self._kinds_started.add(task.kind)
             if holder is tracked:
                 self._sync_timers(tracked)
+                self._take_over_stop(tracked, after=self.policy.stop_retry_base)
         return holder
 
     # -- hooks -------------------------------------------------------------------------------------
@@ -886,8 +884,20 @@ class Fleet:
         replay(tracked.task, entries)
         if entries:
             tracked.version = entries[-1].version
+            self._take_over_stop(tracked, after=self.policy.stop_retry_base)
         _log.debug("streamlife.caught_up", task=tracked.task.ref, key=tracked.task.key, entries=len(entries))
         return bool(entries)
+
+    def _take_over_stop(self, tracked: _Tracked, *, after: float) -> None:
+        """A task found stopping with no acknowledged stop, in the store (after a restart, or put
+        there by another process): its stop may have failed where nobody retries it now, so this
+        Fleet retries it too (stop is safe to repeat). Caller holds the task's lock."""
+        task = tracked.task
+        if task.state is not TaskState.STOPPING or task.stop_acknowledged or tracked.stop_in_flight:
+            return
+        with self._lock:
+            if self._deadlines.when(task.ref, STOP_RETRY) is None:
+                self._deadlines.arm(task.ref, STOP_RETRY, self.clock.now() + after)
 
     def _reset(self, tracked: _Tracked) -> None:
         """Put the task back as the store holds it, after a write that did not land."""

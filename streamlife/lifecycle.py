@@ -21,7 +21,10 @@ Why some cells are what they are (the rules of design.md):
     (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); stopping
     and the terminal states answer DUP: the stop is already in effect.
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
-    but no task_id came back) leads to ``uncertain``, never to a second start.
+    but no task_id came back) leads to ``uncertain``, never to a second start. A start answer that
+    comes after all names the task (``uncertain`` -> ``running``): with several processes on one
+    store, one may have filed a start as uncertain (its own ``recover``) while another still waited
+    for the answer.
   * a segment while stopping is still applied (finals are in flight); after the end it is LATE.
   * ``final_deadline`` ends a stopping task only once its stop was acknowledged: the task refuses
     it before (REJECTED), because a stream whose stop never landed may still be billing.
@@ -110,7 +113,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "start":              (starting, NO,        NO,        NO,       NO,       NO,      NO,      NO),
     "stop":               (stopped,  starting,  uncertain, stopping, DUP,      DUP,     DUP,     DUP),
     # transport results
-    "start_ok":           (NO,       running,   NO,        NO,       NO,       NO,      NO,      NO),
+    "start_ok":           (NO,       running,   running,   NO,       NO,       NO,      NO,      NO),
     "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,      NO,      NO),
     "start_unknown":      (NO,       uncertain, NO,        NO,       NO,       NO,      NO,      NO),
     "stop_ok":            (NO,       NO,        NO,        NO,       stopping, LATE,    LATE,    LATE),

@@ -7,6 +7,12 @@ every task is terminal, nothing is parked and the simulator bills no stream, or 
 ``http=True`` everything crosses loopback sockets for real: ``HttpTransport`` to the simulator's
 HTTP face, and its webhooks to a ``WebhookReceiver`` in a WSGI server.
 
+The Fleet journals every event in the store ``Run.store`` names (``memory:`` by default;
+``sqlite:PATH`` or ``postgres:DSN`` keep the run's tasks for ``streamlife status`` and
+``streamlife journal`` to read afterwards). The store must hold no task when the run begins: the
+simulator's task_ids follow from the seed, so a second run into the same store would meet the
+first run's tasks under the same task_ids. The report counts the tasks the store holds at the end.
+
 The run checks the invariants itself and reports what broke in ``Report.violations``: a task not
 terminal after settling; a task filed as terminal while its stream still bills; a final applied
 twice; a history that is not a path through the lifecycle table; a callback the Fleet was handed
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import secrets
 import time
 from collections import Counter
@@ -33,6 +40,7 @@ from .policy import Policy
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
 from .sim.service import SEGMENT_SECONDS
+from .store import Store, open_store
 from .task import StreamTask
 from .transport.answers import URL_FIELD
 from .transport.base import Transport
@@ -58,6 +66,7 @@ class Run:
     http: bool = False
     speed: float | None = None  # virtual seconds per real second; None runs flat out
     settle_limit: float = 900.0
+    store: str = "memory:"  # where the Fleet journals: a store URL (see ``streamlife.store.open_store``)
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, int) or self.streams < 1:
@@ -103,6 +112,8 @@ class Report:
     invariant_violations: int
     violations: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    store: str = "memory:"  # the store's URL, any password masked
+    tasks_in_store: dict[str, int] = field(default_factory=dict)  # rows by state, read back at the end
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +124,27 @@ class Report:
 
 
 def simulate(run: Run, on_progress: Callable[[Snapshot], None] | None = None) -> Report:
+    """Play the run and check it. Raises ``ValueError`` for a store URL that names no store, or a
+    store that already holds tasks; ``StoreError`` if the store cannot be opened or written."""
     began = time.monotonic()
+    store = open_store(run.store)
+    try:
+        held = next(store.rows(terminal=True), None)
+        if held is not None:
+            raise ValueError(
+                f"the store {mask_store_url(run.store)} already holds tasks: a simulated run needs an"
+                " empty one (its task_ids follow from the seed, so they would meet the old ones)"
+            )
+        report = _simulate(run, store, on_progress)
+        report.store = mask_store_url(run.store)
+        report.tasks_in_store = dict(sorted(Counter(row.state for row in store.rows(terminal=True)).items()))
+    finally:
+        store.close()
+    report.wall_seconds = round(time.monotonic() - began, 3)
+    return report
+
+
+def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | None) -> Report:
     clock = ManualClock(_EPOCH)
     service = SimulatedService(
         clock=clock, faults=FAULT_PRESETS[run.faults](run.seed), api_key=_API_KEY, max_streams=2 * run.streams
@@ -121,12 +152,22 @@ def simulate(run: Run, on_progress: Callable[[Snapshot], None] | None = None) ->
     # No worker threads: the run replays exactly from its seed.
     policy = Policy(seed=run.seed, stop_concurrency=0)
     with _wired(service, run.http) as (transport, handed):
-        fleet = Fleet(transport, clock=clock, policy=policy)
+        fleet = Fleet(transport, clock=clock, policy=policy, store=store)
         handed.fleet = fleet
-        report = _Driver(run, clock, service, fleet, handed, on_progress).drive()
-        fleet.close()
-    report.wall_seconds = round(time.monotonic() - began, 3)
-    return report
+        try:
+            return _Driver(run, clock, service, fleet, handed, on_progress).drive()
+        finally:
+            fleet.close()
+
+
+_URL_PASSWORD: Final = re.compile(r"(//[^/@\s:]*:)[^/\s]*(@)")  # up to the last @ before the path
+_DSN_PASSWORD: Final = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)""", re.IGNORECASE)
+
+
+def mask_store_url(url: str) -> str:
+    """The store URL fit to print: a password, in a URL (``user:secret@``), a query string
+    (``?password=secret``) or a key=value DSN (``password=secret``), becomes ``***``."""
+    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", url))
 
 
 class _Handed:

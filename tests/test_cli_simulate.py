@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,11 +48,26 @@ def test_the_same_seed_gives_the_same_run() -> None:
     assert first.as_json() | {"wall_seconds": 0} == second.as_json() | {"wall_seconds": 0}
 
 
+def test_a_run_journals_in_the_store_it_is_given_and_plays_out_the_same(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'run.db'}"
+    kept = simulate(Run(streams=30, minutes=1, faults="all", seed=5, store=url))
+    assert kept.ok
+    assert kept.store == url
+    assert kept.tasks_in_store == kept.tasks_by_state  # read back from the file
+    in_memory = simulate(Run(streams=30, minutes=1, faults="all", seed=5))
+    assert in_memory.store == "memory:"
+    unstored = {"wall_seconds": 0, "store": ""}
+    assert kept.as_json() | unstored == in_memory.as_json() | unstored
+    with pytest.raises(ValueError, match="already holds tasks"):  # its task_ids would meet the old ones
+        simulate(Run(streams=5, store=url))
+
+
 def test_the_live_display_ends_with_a_summary_and_a_verdict() -> None:
     result = streamlife("simulate", "--streams", "5", "--minutes", "0.5", "--speed", "1000")
     assert result.returncode == 0, result.stderr
     assert "streams billing after settle" in result.stdout
     assert "every task terminal, nothing billing, no invariant broken" in result.stdout
+    assert "tasks in store" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -358,6 +358,24 @@ def test_many_threads_over_two_fleets_on_a_shared_store_keep_one_journal(clock: 
         )
 
 
+def test_a_stop_that_failed_in_another_process_is_retried_here(clock: ManualClock) -> None:
+    store = MemoryStore(shared=True)
+    sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))
+    here = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    sim.on_callback(here.handle_callback)
+    task = here.start("audio", audio_url=URL)
+    there = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    there.stop(task.task_id or "")  # fails with a 500; then that process goes away
+    assert sim.stop_requests == 1
+    del there
+    sim.faults = Faults()
+    for _ in range(30):  # its next callback tells this Fleet the task is stopping, unacknowledged
+        sim.advance(1)
+        here.tick()
+    assert state_of(task) is TaskState.STOPPED
+    assert sim.billing() == []
+
+
 # -- the journal's encoding ------------------------------------------------------------------------
 texts = st.none() | st.text(max_size=20)
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)

@@ -94,6 +94,9 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
             model.stop_requested = True
             return T, APPLIED
         return state, DUP  # joins the stop in flight, or a no-op once ended
+    if trigger == "start_ok" and state is U:  # the answer came after all (another process had it)
+        model.task_id = str(arg)
+        return R, APPLIED
     if trigger in ("start_ok", "start_rejected", "start_unknown"):
         if state is not S:
             return state, REJECTED  # a start answer only ever answers a start in flight

@@ -1,0 +1,307 @@
+"""`streamlife serve | start | stop | status | journal` and `simulate --store`, through the entry point
+in subprocesses: a served simulator, streams started, watched, stopped and recovered across processes
+that share one SQLite store; and the refusals (no API key, no webhook token, a bad store URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamlife.simulate import mask_store_url
+
+SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment without the key and the token, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if name not in SECRETS}
+    env.update(extra)
+    return env
+
+
+def streamlife(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamlife", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=cwd,
+        env=environment(**env),
+    )
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class Served:
+    """`streamlife serve` running in a subprocess; its stderr read line by line from a thread."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """The first line (seen already, or to come) that matches ``pattern``."""
+        for said in self.seen:
+            if found := re.search(pattern, said):
+                return found
+        give_up_at = time.monotonic() + timeout
+        while (left := give_up_at - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"serve never said {pattern!r}; it said:\n{''.join(self.seen)}")
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@contextmanager
+def served(*args: str, cwd: Path) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlife", "serve", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=environment(),
+    )
+    serve = Served(process)
+    try:
+        yield serve
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        serve._reader.join(timeout=5)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_streams_started_stopped_and_recovered_across_processes(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'tasks.db'}"
+    with served("--sim", "--store", store, "--port", "0", cwd=tmp_path) as serve:
+        sim = serve.wait_for(r"simulator API at (\S+)")[1]
+        listens = serve.wait_for(r"webhooks at (.+); recovered 0 tasks from")[1]
+        assert listens.endswith("/<token hidden>")
+
+        audio = json_of(
+            streamlife(
+                "start", "audio", "rtmp://example.invalid/live/a", "--param", "provider=assemblyai",
+                "--sim", sim, "--store", store, "--json", cwd=tmp_path,
+            )
+        )  # fmt: skip
+        video = json_of(
+            streamlife(
+                "start", "video", "rtmp://example.invalid/live/v", "--sim", sim, "--store", store, "--json",
+                cwd=tmp_path,
+            )
+        )  # fmt: skip
+        assert audio["state"] == video["state"] == "running"
+        task_id = audio["task_id"]
+
+        # A real key is sent as given and never shown; the simulator refuses it, so the start failed.
+        key = "sk-mai-never-print-this-key"
+        refused = streamlife(
+            "start", "audio", "rtmp://example.invalid/live/r", "--api-url", sim, "--store", store,
+            cwd=tmp_path, MEMORIES_API_KEY=key,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "failed" in refused.stdout
+        assert key not in refused.stdout + refused.stderr
+
+        unfinished = json_of(streamlife("status", "--store", store, "--json", cwd=tmp_path))
+        assert {(row["key"], row["state"]) for row in unfinished} == {
+            (audio["key"], "running"),
+            (video["key"], "running"),
+        }
+        table = streamlife("status", "--store", store, cwd=tmp_path)
+        assert table.returncode == 0
+        assert task_id in table.stdout
+        assert "running" in table.stdout
+        one = json_of(
+            streamlife("status", "--store", store, "--task", audio["key"][:10], "--json", cwd=tmp_path)
+        )
+        assert one["task_id"] == task_id
+
+        # Segments come every 5 s; serve journals them, and the journal shows them.
+        give_up_at = time.monotonic() + 15
+        while True:
+            entries = json_of(streamlife("journal", task_id, "--store", store, "--json", cwd=tmp_path))
+            triggers = [entry["trigger"] for entry in entries]
+            if "segment" in triggers or time.monotonic() > give_up_at:
+                break
+            time.sleep(0.5)
+        assert triggers[:2] == ["start", "start_ok"]
+        assert "segment" in triggers
+        timeline = streamlife("journal", audio["key"], "--store", store, cwd=tmp_path)
+        assert timeline.returncode == 0
+        assert "start_ok" in timeline.stdout
+        assert "segment 0" in timeline.stdout
+
+        stopped = json_of(
+            streamlife(
+                "stop", task_id, "--sim", sim, "--store", store, "--wait", "10", "--json", cwd=tmp_path
+            )
+        )
+        assert stopped["state"] == "stopped"
+        entries = json_of(streamlife("journal", task_id, "--store", store, "--json", cwd=tmp_path))
+        assert [entry["trigger"] for entry in entries][-3:] == ["stop", "stop_ok", "stopped"]
+        assert "status 14" in entries[-1]["detail"]  # the status-14 callback, taken by serve
+
+        assert serve.terminate() == 0
+        serve.wait_for(r"leaving 1 unfinished task in")  # a durable store: the video stream stays
+
+    with served("--sim", "--store", store, "--port", "0", cwd=tmp_path) as again:
+        again.wait_for(r"recovered 1 task from")
+        unfinished = json_of(streamlife("status", "--store", store, "--json", cwd=tmp_path))
+        assert [row["key"] for row in unfinished] == [video["key"]]
+        assert again.terminate() == 0
+
+
+def test_a_simulated_run_leaves_its_tasks_in_the_store(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'run.db'}"
+    report = json_of(
+        streamlife("simulate", "--streams", "30", "--minutes", "1", "--faults", "all", "--seed", "3",
+                   "--store", store, "--json", cwd=tmp_path)
+    )  # fmt: skip
+    assert report["store"] == store
+    assert report["streams_billing_after_settle"] == report["invariant_violations"] == 0
+    assert report["tasks_in_store"] == report["tasks_by_state"]
+
+    listed = json_of(streamlife("status", "--store", store, "--all", "--json", cwd=tmp_path))
+    assert Counter(row["state"] for row in listed) == report["tasks_by_state"]
+    assert json_of(streamlife("status", "--store", store, "--json", cwd=tmp_path)) == []  # all terminal
+
+    first = listed[0]
+    entries = json_of(streamlife("journal", first["key"][:12], "--store", store, "--json", cwd=tmp_path))
+    assert entries[0]["trigger"] in ("start", "adopt")
+    assert entries[-1]["to"] == first["state"]
+    assert len(entries) == first["version"]
+
+    # Stopping a terminal task sends nothing (no simulator listens there) and succeeds.
+    ended = next(row for row in listed if row["task_id"])
+    done = streamlife("stop", ended["task_id"], "--sim", "http://127.0.0.1:9", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    unknown = streamlife("journal", "no-such-task", "--store", store, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "holds no task" in unknown.stderr
+
+    again = streamlife("simulate", "--streams", "5", "--store", store, "--json", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already holds tasks" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("start", "audio", "rtmp://example.invalid/live"),
+        ("stop", "some-task"),
+        ("serve", "--token", "t" * 20),
+    ],
+    ids=["start", "stop", "serve"],
+)
+@pytest.mark.parametrize("key", [None, "", "   "], ids=["unset", "empty", "blank"])
+def test_no_api_key_is_bad_usage(tmp_path: Path, command: tuple[str, ...], key: str | None) -> None:
+    result = streamlife(*command, cwd=tmp_path, **({} if key is None else {"MEMORIES_API_KEY": key}))
+    assert result.returncode == 2
+    assert "MEMORIES_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before the default store was made
+
+
+@pytest.mark.parametrize(
+    ("options", "token_env", "complaint"),
+    [
+        ((), None, "STREAMLIFE_WEBHOOK_TOKEN"),
+        ((), "", "--token"),
+        (("--token", "short"), None, "16 characters or more"),
+        ((), "short", "16 characters or more"),
+    ],
+    ids=["none", "empty", "short-option", "short-env"],
+)
+def test_serve_without_a_good_token_is_bad_usage(
+    tmp_path: Path, options: tuple[str, ...], token_env: str | None, complaint: str
+) -> None:
+    env = {"MEMORIES_API_KEY": "sk-mai-test"} | (
+        {} if token_env is None else {"STREAMLIFE_WEBHOOK_TOKEN": token_env}
+    )
+    result = streamlife("serve", *options, cwd=tmp_path, **env)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "complaint"),
+    [
+        (("status", "--store", "bogus"), "not a store URL"),
+        (("journal", "x", "--store", "sqlite:"), "not a store URL"),
+        (("simulate", "--store", "memory:later"), "not a store URL"),
+        (
+            ("start", "audio", "rtmp://x", "--sim", "http://127.0.0.1:9", "--store", "mysql:x"),
+            "not a store URL",
+        ),
+        (("stop", "x", "--sim", "http://127.0.0.1:9", "--store", "postgres:"), "not a store URL"),
+        (("serve", "--sim", "--store", "sqlite"), "not a store URL"),
+        (("status", "--store", "sqlite:{tmp}/missing.db"), "there is no file"),
+        (("simulate", "--store", "sqlite:{tmp}/no/such/dir/run.db"), "could not open"),
+    ],
+)
+def test_a_bad_store_url_is_bad_usage(tmp_path: Path, command: tuple[str, ...], complaint: str) -> None:
+    result = streamlife(*(part.replace("{tmp}", str(tmp_path)) for part in command), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--store" in result.stderr
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("memory:", "memory:"),
+        ("sqlite:/var/lib/app/streams.db", "sqlite:/var/lib/app/streams.db"),
+        ("postgresql://app:s3cret@db.example:5432/streams", "postgresql://app:***@db.example:5432/streams"),
+        ("postgres://app:p@ss@db/streams", "postgres://app:***@db/streams"),
+        ("postgresql://db/s?password=s3cret&sslmode=require", "postgresql://db/s?password=***&sslmode=require"),
+        ("postgres:host=db password=s3cret dbname=s", "postgres:host=db password=*** dbname=s"),
+        ("postgres:host=db password='s3 cret' user=app", "postgres:host=db password=*** user=app"),
+    ],
+)  # fmt: skip
+def test_store_urls_are_shown_with_the_password_masked(url: str, shown: str) -> None:
+    assert mask_store_url(url) == shown
