@@ -610,8 +610,9 @@ class Fleet:
         """Take on the stream behind parked callbacks as a task of its own, and (``reap``) stop it.
 
         Returns the task that now holds the task_id: the adopted one, or the one whose start answer
-        named it in the meantime (the callbacks are replayed to it).
+        named it in the meantime, here or in another process (the callbacks are replayed to it).
         """
+        self._load(parked.task_id)  # a task the store knows (another process's) now holds the id
         events = list(parked.events)
         with self._lock:
             kinds = set(self._kinds_started)
@@ -668,7 +669,11 @@ class Fleet:
         (``JournalMismatch`` if they differ). Its deadlines are armed again from now. A task caught
         in ``starting`` may have created a stream whose answer died with the process: it becomes
         ``uncertain`` (and the stream, when its callbacks come, an orphan the reaper stops). A stop
-        not yet acknowledged is sent again by the next ``tick``: stop is safe to repeat.
+        not yet acknowledged is sent again by the next ``tick``: stop is safe to repeat. An orphan
+        adopted but not yet stopped is stopped (``reap_orphans``).
+
+        Call it before the webhook receiver listens: a callback that comes first loads its task
+        from the store, and ``recover`` then leaves that task as it is.
         """
         with self._lock:
             held = {tracked.task.key for tracked in self._by_ref.values()}
@@ -680,10 +685,15 @@ class Fleet:
             task = tracked.task
             if task.key != row.key:
                 continue  # another task of this Fleet holds its task_id
+            reap = False
             with tracked.lock:
                 if task.state is TaskState.STARTING:
                     self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
+                elif task.adopted and task.state is TaskState.RUNNING and self.policy.reap_orphans:
+                    reap = self._fire(tracked, task.stop) is Outcome.APPLIED  # adopted, then the crash
             self._deliver_notices(tracked)  # (an unacknowledged stop was taken over by _hold)
+            if reap:
+                self._send_stop_soon(tracked, None)
             taken.append(task)
         self._recover_parked()
         _log.info("streamlife.recovered", tasks=len(taken))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from structlog.testing import capture_logs
 
 from streamlife import ManualClock, StreamKind
 from streamlife.errors import AuthError, CapacityError, OutcomeUnknownError, TaskNotFoundError
 from streamlife.sim import Faults, SimulatedService, serve_http
+from streamlife.sim.http import WebhookPoster
 from streamlife.transport import HttpTransport, RetryPolicy
 
 from .conftest import FakeTime
-from .scripted_server import Answer, scripted_server
+from .scripted_server import Answer, Drop, scripted_server
 
 KEY = "sk-mai-SIMULATED-secret-key"
 AUDIO = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
@@ -126,3 +130,95 @@ def test_a_webhook_that_fails_is_recorded(service: SimulatedService, fake_time: 
             service.advance(5)
             assert face.poster is not None
             assert [reason for _, reason in face.poster.failures] == ["HTTP 503", "HTTP 500"]
+
+
+# -- redelivery: a service that sends a refused webhook again, in order ---------------------------
+
+
+def test_a_refused_webhook_is_redelivered_in_order_once_the_receiver_accepts(
+    service: SimulatedService, fake_time: FakeTime
+) -> None:
+    with scripted_server() as receiver:
+        receiver.then(Answer(503, {"busy": True}), Drop(), *[Answer(200, {"ok": True})] * 10)
+        with serve_http(service, webhook_url=receiver.url, redeliver=True) as face:
+            poster = face.poster
+            assert poster is not None
+            http = client(face.base_url, fake_time)
+            task_id = http.start(StreamKind.AUDIO, AUDIO).task_id
+            # A partial (refused: 503), then its final: the partial goes first again, and its
+            # connection is dropped unanswered, so the final waits behind it.
+            service.advance(5)
+            partial, final = (delivery.payload for delivery in service.deliveries)
+            assert poster.pending == [partial, final]
+            assert poster.delivered == []
+            assert poster.flush() == 0  # both go, oldest first
+            assert poster.pending == []
+            http.stop(StreamKind.AUDIO, task_id)
+            service.advance(1)  # the status-14 callback: nothing is queued, so it goes at once
+            stopped = service.deliveries[-1].payload
+    assert [seen.body for seen in receiver.requests] == [partial, partial, partial, final, stopped]
+    assert poster.delivered == [partial, final, stopped]  # each once, in order
+    assert [reason for _, reason in poster.failures] == ["HTTP 503", "ConnectionError"]
+
+
+def test_callbacks_wait_while_no_receiver_listens_and_go_when_one_does() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    poster = WebhookPoster(f"http://127.0.0.1:{port}/hook", redeliver=True, timeout=2.0)
+    try:
+        payloads = [{"task_id": "t", "n": n} for n in range(3)]
+        for payload in payloads:
+            poster(payload)
+        assert poster.pending == payloads
+        assert poster.flush() == 3
+        assert [reason for _, reason in poster.failures] == ["ConnectionError"] * 4  # the oldest, each time
+        with scripted_server() as receiver:
+            receiver.then(*[Answer(200, {"ok": True})] * 3)
+            poster.url = receiver.url + "/hook"  # the receiver is back (here: at a new address)
+            assert poster.flush() == 0
+        assert [seen.body for seen in receiver.requests] == payloads
+        assert poster.delivered == payloads
+    finally:
+        poster.close()
+
+
+def test_without_redelivery_a_failed_webhook_is_dropped() -> None:
+    with scripted_server() as receiver:
+        receiver.then(Answer(503, {"busy": True}), Answer(200, {"ok": True}))
+        poster = WebhookPoster(receiver.url)
+        try:
+            poster({"n": 1})
+            poster({"n": 2})
+            assert poster.flush() == 0
+        finally:
+            poster.close()
+    assert [seen.body for seen in receiver.requests] == [{"n": 1}, {"n": 2}]
+    assert poster.delivered == [{"n": 2}]
+    assert poster.pending == []
+    assert poster.failures == [({"n": 1}, "HTTP 503")]
+
+
+def test_redelivery_from_many_threads_delivers_each_callback_once_in_each_threads_order() -> None:
+    threads, each = 6, 15
+    with scripted_server() as receiver:
+        receiver.then(Answer(503, {"busy": True}), *[Answer(200, {"ok": True})] * (threads * each))
+        poster = WebhookPoster(receiver.url, redeliver=True)
+        try:
+
+            def send(sender: int) -> None:
+                for n in range(each):
+                    poster({"from": sender, "n": n})
+
+            with ThreadPoolExecutor(threads) as pool:
+                for sent in [pool.submit(send, sender) for sender in range(threads)]:
+                    sent.result()
+            assert poster.flush() == 0
+        finally:
+            poster.close()
+    delivered = poster.delivered
+    assert len(delivered) == threads * each
+    for sender in range(threads):
+        assert [p["n"] for p in delivered if p["from"] == sender] == list(range(each))
+    # The receiver saw each once, plus the one refused first, again.
+    assert [seen.body for seen in receiver.requests][1:] == delivered

@@ -5,7 +5,8 @@ on 127.0.0.1, so ``HttpTransport`` talks to it exactly as it would talk to memor
 answer the service marks as lost is never written: the connection is closed after the request was
 read (or, with ``lost_answer_stall``, after holding it that many seconds: past the client's read
 timeout), which the client sees as "sent, no answer". With ``webhook_url``, every callback is POSTed
-there as JSON, as the service posts to the account's webhook.
+there as JSON, as the service posts to the account's webhook; with ``redeliver`` too, one that fails
+is kept and sent again, in order, before newer ones.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -30,21 +32,74 @@ MAX_BODY: Final = 1 << 20
 
 @dataclass
 class WebhookPoster:
-    """Posts each callback to a URL; a delivery that fails is recorded, not retried (yet)."""
+    """Posts each callback to a URL, and logs every one the receiver acknowledged (``delivered``).
+
+    A delivery fails when the connection is refused or lost, when it times out, or when the answer
+    is not 2xx; each failed attempt is recorded in ``failures``. What happens next is up to
+    ``redeliver`` (memories.ai does not document its own behaviour, so the simulator offers both):
+
+    * off (the default): the callback is dropped;
+    * on: it is kept, in order, and sent again before any newer callback, on the next post and by
+      ``flush()``. A service that redelivers this way never reorders: while the oldest kept callback
+      is refused, newer ones queue behind it.
+
+    With ``redeliver`` on, one lock covers the queue and the post, so callbacks posted from several
+    threads go out one at a time, in the order they were queued. A receiver must then not wait, while
+    answering, for a request to this simulator that would post a callback of its own (an early
+    callback of a new start): that post would wait for the answer.
+    """
 
     url: str
+    _: KW_ONLY
+    redeliver: bool = False
     timeout: float = 5.0
     failures: list[tuple[Payload, str]] = field(default_factory=list)
+    delivered: list[Payload] = field(default_factory=list)
+    _pending: deque[Payload] = field(default_factory=deque, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def __call__(self, payload: Payload) -> None:
+        if not self.redeliver:
+            self._post(payload)
+            return
+        with self._lock:
+            self._pending.append(payload)
+            self._drain()
+
+    @property
+    def pending(self) -> list[Payload]:
+        """The callbacks kept for redelivery, oldest first (always empty without ``redeliver``)."""
+        with self._lock:
+            return list(self._pending)
+
+    def flush(self) -> int:
+        """Send the kept callbacks again, oldest first, until one fails; return how many are left."""
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> int:
+        """Post the kept callbacks in order, stopping at the first that fails. Caller holds the lock."""
+        while self._pending:
+            if not self._post(self._pending[0]):
+                break
+            self._pending.popleft()
+        return len(self._pending)
+
+    def _post(self, payload: Payload) -> bool:
+        """One delivery attempt: True if the receiver acknowledged it (2xx)."""
         try:
             response = self._session.post(self.url, json=payload, timeout=self.timeout)
         except requests.RequestException as exc:
-            self.failures.append((payload, type(exc).__name__))
-            return
-        if response.status_code >= 300:
-            self.failures.append((payload, f"HTTP {response.status_code}"))
+            failure = type(exc).__name__
+        else:
+            response.close()
+            if 200 <= response.status_code < 300:
+                self.delivered.append(payload)
+                return True
+            failure = f"HTTP {response.status_code}"
+        self.failures.append((payload, failure))
+        return False
 
     def close(self) -> None:
         self._session.close()
@@ -121,14 +176,16 @@ def serve_http(
     port: int = 0,
     webhook_url: str | None = None,
     lost_answer_stall: float = 0.0,
+    redeliver: bool = False,
 ) -> Iterator[SimHttpServer]:
     """Serve ``service`` on ``host:port`` (0 picks a free port) until the block ends.
 
     A lost start answer closes the connection at once, or after ``lost_answer_stall`` seconds:
-    set it above the client's read timeout to make the client time out instead.
+    set it above the client's read timeout to make the client time out instead. With
+    ``redeliver``, a webhook that fails is sent again, in order (see ``WebhookPoster``).
     """
     server = _Server((host, port), _handler(service, lost_answer_stall))
-    poster = WebhookPoster(webhook_url) if webhook_url else None
+    poster = WebhookPoster(webhook_url, redeliver=redeliver) if webhook_url else None
     if poster is not None:
         service.on_callback(poster)
     # A short poll interval, because shutdown() waits for one to pass.
