@@ -150,12 +150,13 @@ def parse_callback(
 def _decode(payload: object) -> Mapping[str, Any]:
     if isinstance(payload, bytes):
         try:
-            payload = payload.decode("utf-8-sig")  # RFC 8259 lets a parser skip a byte order mark
+            # RFC 8259 lets a parser skip a byte order mark ("utf-8-sig" would, at twice the cost).
+            payload = payload[3:].decode() if payload.startswith(_BOM) else payload.decode()
         except UnicodeDecodeError as exc:
             raise CallbackError(None, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     if isinstance(payload, str):
         try:
-            payload = json.loads(payload, parse_constant=_refuse_constant)
+            payload = _JSON.decode(payload)
         except CallbackError:
             raise
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
@@ -167,6 +168,11 @@ def _decode(payload: object) -> Mapping[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise CallbackError(None, f"not JSON: {name} is not a JSON value")
+
+
+_BOM: Final = b"\xef\xbb\xbf"
+# One decoder for every payload: ``json.loads`` with an option builds a new one per call.
+_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:

@@ -20,17 +20,6 @@ from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeani
 from .store.base import JournalEntry, TaskRow
 from .task import StreamTask, replaying
 
-# The task's own facts, beside its state: what the row keeps and what replay must reproduce.
-FACTS: Final = (
-    "stop_requested",
-    "stop_acknowledged",
-    "final_callback_missing",
-    "stalled",
-    "stop_failures",
-    "end_status",
-    "last_error",
-)
-
 
 def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
     """A trigger's argument (a task_id, an error, a callback) as JSON; None for no argument."""
@@ -88,13 +77,34 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
 def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEntry:
     """The journal entry of the event the task has just applied (its last history entry)."""
     last = task.history[-1]
-    return JournalEntry(
-        version, last.at, last.trigger, last.from_state.value, last.to_state.value, encode_args(args)
-    )
+    # (States are str enums: the members themselves are the strings the row and entry keep.)
+    return JournalEntry(version, last.at, last.trigger, last.from_state, last.to_state, encode_args(args))
 
 
 def facts_of(task: StreamTask) -> dict[str, Any]:
-    return {name: getattr(task, name) for name in FACTS}
+    # Spelt out rather than a comprehension over FACTS: this runs for every journaled event.
+    return {
+        "stop_requested": task.stop_requested,
+        "stop_acknowledged": task.stop_acknowledged,
+        "final_callback_missing": task.final_callback_missing,
+        "stalled": task.stalled,
+        "stop_failures": task.stop_failures,
+        "end_status": task.end_status,
+        "last_error": task.last_error,
+    }
+
+
+# The task's own facts, beside its state: what the row keeps and what replay must reproduce (the
+# keys of ``facts_of``, which a test holds to this).
+FACTS: Final = (
+    "stop_requested",
+    "stop_acknowledged",
+    "final_callback_missing",
+    "stalled",
+    "stop_failures",
+    "end_status",
+    "last_error",
+)
 
 
 def row_for(task: StreamTask, key: str, version: int, created_at: float, **extra: Any) -> TaskRow:
@@ -102,7 +112,7 @@ def row_for(task: StreamTask, key: str, version: int, created_at: float, **extra
     at = task.history[-1].at if task.history else created_at
     facts = facts_of(task)
     facts.update(extra)
-    return TaskRow(key, task.kind.value, task.task_id, task.state.value, version, created_at, at, facts)
+    return TaskRow(key, task.kind, task.task_id, task.state, version, created_at, at, facts)
 
 
 def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:

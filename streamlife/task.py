@@ -10,6 +10,7 @@ of one task; a task is not itself thread-safe.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,7 +22,7 @@ import structlog
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
-from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, TERMINAL, TRIGGERS, Source, TaskState
+from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, SILENT_LOOPS, TERMINAL, TRIGGERS, Source, TaskState
 from .transcript import Change, Transcript
 
 _log = structlog.get_logger("streamlife")
@@ -241,8 +242,9 @@ class StreamTask:
         elif apply is not None and not apply() and cell is before:
             outcome = Outcome.DUPLICATE
         else:
-            # The shared Machine moves the state (or runs the self-loop); it holds the same cells.
-            if not _EVENTS[trigger].trigger(self):
+            # The shared Machine moves the state; a silent self-loop it would run as a no-op is
+            # applied above and needs no dispatch (SILENT_LOOPS, derived from the same Machine).
+            if (before, trigger) not in SILENT_LOOPS and not _EVENTS[trigger].trigger(self):
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
         self._record(at, trigger, before, outcome, data)
@@ -270,6 +272,8 @@ class StreamTask:
         if outcome.kind is OutcomeKind.REJECTED:
             emit = _log.warning
         elif trigger in _QUIET_TRIGGERS or outcome.kind is OutcomeKind.DUPLICATE:
+            if not _debug_enabled():
+                return  # the hot path: not even the event's fields are built
             emit = _log.debug
         else:
             emit = _log.info
@@ -334,6 +338,27 @@ class StreamTask:
             return False
         self.stalled = True
         return True
+
+
+_debug_answer: tuple[object, bool] = (None, True)  # (the wrapper class it was asked of, the answer)
+
+
+def _debug_enabled() -> bool:
+    """Whether a debug event would be kept: False only when the configured wrapper class says it
+    filters debug out (structlog's filtering bound loggers, the usual production set-up). Asked of
+    the configuration every time, since the application may configure structlog after import;
+    the answer is kept per wrapper class. Anything else (stdlib loggers decide per logger) is True,
+    and the event is built and handed over as before."""
+    global _debug_answer
+    wrapper = structlog.get_config()["wrapper_class"]
+    asked_of, answer = _debug_answer
+    if wrapper is not asked_of:
+        try:
+            answer = bool(wrapper.is_enabled_for(None, logging.DEBUG))  # a class-level level check
+        except Exception:
+            answer = True
+        _debug_answer = (wrapper, answer)
+    return answer
 
 
 def _check_task_id(trigger: str, task_id: object) -> None:

@@ -24,7 +24,7 @@ class Change(enum.Enum):
 
     @property
     def applied(self) -> bool:
-        return self in (Change.NEW, Change.REPLACED)
+        return self is Change.NEW or self is Change.REPLACED
 
 
 class Transcript:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife import Fleet, ManualClock, Outcome, Policy, Segment, StatusCallback, StreamKind, TaskState
+from streamlife import (
+    Fleet,
+    ManualClock,
+    Outcome,
+    Policy,
+    Segment,
+    StatusCallback,
+    StreamKind,
+    StreamTask,
+    TaskState,
+)
 from streamlife.errors import JournalMismatch, StoreError
 from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START
-from streamlife.journal import decode_event, encode_event, facts_of, rebuild
+from streamlife.journal import FACTS, decode_event, encode_event, facts_of, rebuild
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
@@ -63,11 +72,22 @@ class FailingStore(MemoryStore):
         self._maybe_fail()
         super().create(row, entries)
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[_Txn]:
-        with super().lock(key) as txn:
-            yield txn
-            self._maybe_fail()  # after the write: the commit is what fails
+    def lock(self, key: str) -> _Txn:
+        return _FailingTxn(self, key)
+
+
+class _FailingTxn(_Txn):
+    """The commit is what fails: nothing staged is kept, and the block's exit raises."""
+
+    def __exit__(self, error_type: type[BaseException] | None, *rest: object) -> None:
+        store = self.store
+        assert isinstance(store, FailingStore)
+        failing = error_type is None and (store.fail_next or store.dead)
+        if failing:
+            self.staged = None
+        super().__exit__(error_type, *rest)
+        if failing:
+            store._maybe_fail()
 
 
 class Rig:
@@ -377,6 +397,14 @@ def test_a_stop_that_failed_in_another_process_is_retried_here(clock: ManualCloc
 
 
 # -- the journal's encoding ------------------------------------------------------------------------
+def test_the_row_keeps_every_fact_of_a_task_that_replay_must_reproduce() -> None:
+    task = StreamTask("audio")
+    assert tuple(facts_of(task)) == FACTS
+    flags = {name for name, value in vars(type(task)).items() if name in StreamTask.__slots__}
+    state_of_its_own = {"_transcript", "clock", "history", "key", "kind", "params", "ref", "state", "task_id"}
+    assert flags - state_of_its_own == set(FACTS), "a new fact of the task must be journaled"
+
+
 texts = st.none() | st.text(max_size=20)
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 raws = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import streamlife.task
 from streamlife import (
     LocalTransitionError,
+    ManualClock,
     Outcome,
     OutcomeKind,
     Segment,
@@ -25,10 +29,13 @@ from streamlife.lifecycle import (
     LATE,
     MACHINE,
     NO,
+    SILENT_LOOPS,
     STATES,
     TERMINAL,
     TRIGGERS,
     Source,
+    build_machine,
+    silent_loops,
 )
 
 from .conftest import event_args, fire, state_of, task_in
@@ -241,3 +248,55 @@ def _segment(task: StreamTask, index: int) -> Segment:
 def _status(task: StreamTask, status: int) -> StatusCallback:
     assert task.task_id is not None
     return StatusCallback(task.task_id, status)
+
+
+# -- the compiled path: silent self-loops skip the Machine's dispatch ------------------------------
+def _without_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streamlife.task, "SILENT_LOOPS", frozenset())
+
+
+def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:
+    try:
+        outcome: object = fire(task, trigger)
+    except LocalTransitionError as error:
+        outcome = type(error)
+    return (outcome, task.state, list(task.history), list(task.transcript), task.stalled, task.stop_requested)
+
+
+@pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
+def test_the_shortcut_and_the_machine_leave_every_pair_alike(
+    state: TaskState, trigger: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every state x trigger, through the compiled path and through the Machine's dispatch: the
+    same outcome, state, history (times included) and data."""
+    clock = ManualClock(1_700_000_000.0)
+    shortcut = _what_a_fire_leaves(task_in(state, clock, ready_for=trigger), trigger)
+    _without_the_shortcut(monkeypatch)
+    dispatched = _what_a_fire_leaves(task_in(state, clock, ready_for=trigger), trigger)
+    assert shortcut == dispatched
+
+
+def test_only_internal_self_loops_are_taken_as_silent() -> None:
+    assert SILENT_LOOPS, "the hot path would go through the Machine"
+    for state, trigger in SILENT_LOOPS:
+        assert CELLS[state, trigger] is state
+    machine = build_machine()
+    machine.before_state_change = ["something"]  # a machine-wide callback makes nothing silent
+    assert silent_loops(machine) == frozenset()
+    machine = build_machine()
+    machine.events["segment"].transitions["RUNNING"][0].after = ["something"]
+    assert (TaskState.RUNNING, "segment") not in silent_loops(machine)
+    assert (TaskState.STOPPING, "segment") in silent_loops(machine)
+
+
+@given(st.lists(st.sampled_from(list(TRIGGERS)), max_size=30))
+def test_any_sequence_of_events_leaves_a_task_alike_on_both_paths(triggers: list[str]) -> None:
+    def run() -> list[tuple[object, ...]]:
+        task = StreamTask("audio", {"audio_url": "rtmp://example.invalid/live"}, clock=ManualClock(5.0))
+        return [_what_a_fire_leaves(task, trigger) for trigger in triggers]
+
+    shortcut = run()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _without_the_shortcut(monkeypatch)
+        dispatched = run()
+    assert shortcut == dispatched

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
@@ -40,16 +39,8 @@ class MemoryStore:
             self._journals[row.key] = list(entries)
             self._index(None, row)
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[_Txn]:
-        with self._lock:
-            txn = _Txn(self, key)
-            yield txn
-            if txn.staged is not None:  # nothing is kept if the block raised
-                entries, row = txn.staged
-                self._journals[key].extend(entries)
-                self._index(self._rows[key], row)
-                self._rows[key] = row
+    def lock(self, key: str) -> _Txn:
+        return _Txn(self, key)
 
     def row(self, key: str) -> TaskRow | None:
         return self._rows.get(key)
@@ -98,12 +89,30 @@ class MemoryStore:
 
 
 class _Txn:
+    """The store's lock, held from ``__enter__`` to ``__exit__``; a write is kept at the exit, and
+    only if the block did not raise. (A class, not a generator: it runs for every event.)"""
+
     __slots__ = ("key", "staged", "store")
 
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
         self.key = key
         self.staged: tuple[Sequence[JournalEntry], TaskRow] | None = None
+
+    def __enter__(self) -> _Txn:
+        self.store._lock.acquire()
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        store = self.store
+        try:
+            if self.staged is not None and error_type is None:
+                entries, row = self.staged
+                store._journals[self.key].extend(entries)
+                store._index(store._rows[self.key], row)
+                store._rows[self.key] = row
+        finally:
+            store._lock.release()
 
     @property
     def version(self) -> int:
