@@ -170,9 +170,16 @@ def _refuse_constant(name: str) -> Any:
     raise CallbackError(None, f"not JSON: {name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON allows the digits, no journal can keep the value
+        raise CallbackError(None, f"not JSON a journal can keep: {text[:40]} is beyond any float")
+    return value
+
+
 _BOM: Final = b"\xef\xbb\xbf"
 # One decoder for every payload: ``json.loads`` with an option builds a new one per call.
-_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 
 
 def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
@@ -180,6 +187,9 @@ def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
     inner = None if data is None else _optional_text(data, "task_id", "data.task_id")
     if outer == "" or inner == "":
         raise CallbackError("task_id" if outer == "" else "data.task_id", "must not be empty")
+    for value, path in ((outer, "task_id"), (inner, "data.task_id")):
+        if value is not None and "\x00" in value:  # no id has one, and PostgreSQL text cannot hold it
+            raise CallbackError(path, "must not contain a NUL character")
     if outer is not None and inner is not None and inner != outer:
         raise CallbackError("data.task_id", "differs from the top-level task_id")
     task_id = outer if outer is not None else inner

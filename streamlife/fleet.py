@@ -57,13 +57,14 @@ from .errors import (
     RecordedError,
     ServerError,
     ServiceError,
+    StoreConflict,
     TaskNotFoundError,
     TransportError,
     UnknownTaskError,
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
-from .lifecycle import TaskState
+from .lifecycle import TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
@@ -92,6 +93,10 @@ _UNCERTAIN: Final = frozenset({UNCERTAIN})
 
 # Why a task recovered in ``starting`` is uncertain: its start request may have left before the crash.
 INTERRUPTED_START: Final = "the process ended while the start request was in flight"
+# Why a task whose start answer came is uncertain all the same: the answer could not be journaled.
+UNJOURNALED_START: Final = "the start answer came but could not be journaled"
+# What a silence timer that finds the task heard from (here, or in another process) returns.
+_HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")
 
 _ENDING_TRIGGER: Final = {  # a status callback's meaning -> the task trigger it fires
     StatusMeaning.STOPPED: "stopped",
@@ -134,6 +139,7 @@ class _Tracked:
         "kind_guessed",
         "last_heard",
         "lock",
+        "not_before",
         "notices",
         "stop_in_flight",
         "task",
@@ -149,6 +155,7 @@ class _Tracked:
         self.timers = _NONE  # the state-driven deadline kinds armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
+        self.not_before = 0.0  # no stop before this: the service's Retry-After
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
         self.notices: list[tuple[Hooks, tuple[Any, ...]]] | None = None  # hook calls to make
         self.delivering = False  # a thread is calling this task's hooks
@@ -181,6 +188,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # notified whenever a task becomes terminal
         self._by_ref: dict[int, _Tracked] = {}
+        self._by_key: dict[str, _Tracked] = {}  # the durable key: one tracked task per key, ever
         self._by_id: dict[str, _Tracked] = {}
         self._parking: ParkingLot[CallbackEvent] = ParkingLot()
         self._deadlines: Deadlines[int] = Deadlines()
@@ -226,12 +234,13 @@ class Fleet:
         tracked = _Tracked(task, self.clock.now())
         with self._lock:
             self._by_ref[task.ref] = tracked
+            self._by_key[task.key] = tracked
             self._kinds_started.add(kind)
         try:
             self._locked_fire(tracked, task.start)  # journaled before the request leaves
         except BaseException:
             with self._lock:
-                del self._by_ref[task.ref]  # never started: the caller gets the store's error
+                del self._by_ref[task.ref], self._by_key[task.key]  # never started: the store's error
             raise
         try:
             result = self.transport.start(kind, params)
@@ -253,8 +262,19 @@ class Fleet:
             with self._lock:
                 holder = self._by_id.setdefault(task_id, tracked)
                 parked = self._parking.claim(task_id)
-            tracked.last_heard = self.clock.now()
-            self._fire(tracked, task.start_ok, task_id)
+            tracked.last_heard = now = self.clock.now()
+            try:
+                self._fire(tracked, task.start_ok, task_id)
+            except BaseException:
+                # Not journaled, so the task is back in starting: treat the answer as lost. Its
+                # stream's callbacks park again, and it is caught as an orphan, as a lost answer's is.
+                with self._lock:
+                    if self._by_id.get(task_id) is tracked:
+                        del self._by_id[task_id]
+                    for event in parked:
+                        self._parking.park(task_id, event, now)
+                self._fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
+                raise
             if holder is not tracked:
                 # Its callbacks outlived the parking TTL before this answer came, and an adopted
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
@@ -262,9 +282,15 @@ class Fleet:
                 self._fire(tracked, task.stop)
             for event in parked:
                 self._apply(tracked, event)
+            kept = self.store.parked(task_id) if self.store.shared else []
+            if kept:  # parked by other processes too: this task's as well (its own are the same)
+                own = [encode_event(event) for event in parked]
+                for other in kept:
+                    if other.payload not in own:
+                        self._apply(tracked, decode_event(other.payload))
             if task.stop_requested and task.state is TaskState.RUNNING:  # asked for while starting
                 self._fire(tracked, task.stop)
-        if parked:
+        if parked or kept:
             self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
         self._deliver_notices(tracked)
         self._send_stop(tracked)
@@ -284,9 +310,9 @@ class Fleet:
         tracked = self._tracked(task_or_id)
         self._locked_fire(tracked, tracked.task.stop)
         if give_up_at is None:
-            self._send_stop(tracked)
+            self._send_stop(tracked, asked=True)
         else:
-            self._send_stop_soon(tracked, give_up_at)
+            self._send_stop_soon(tracked, give_up_at, asked=True)
             self._wait_terminal([tracked], give_up_at)
         return tracked.task
 
@@ -311,22 +337,22 @@ class Fleet:
         senders = self._sender_pool()
         if senders is None:
             for tracked in alive:
-                self._send_stop_logged(tracked, give_up_at)
+                self._send_stop_logged(tracked, give_up_at, True)
         else:
-            sent = [senders.submit(self._send_stop_logged, tracked, give_up_at) for tracked in alive]
+            sent = [senders.submit(self._send_stop_logged, tracked, give_up_at, True) for tracked in alive]
             if give_up_at is None:
                 concurrent.futures.wait(sent)
         if give_up_at is not None:
             self._wait_terminal(alive, give_up_at)
         return [tracked.task for tracked in alive if not tracked.task.terminal]
 
-    def _send_stop_soon(self, tracked: _Tracked, give_up_at: float | None) -> None:
+    def _send_stop_soon(self, tracked: _Tracked, give_up_at: float | None, *, asked: bool = False) -> None:
         """Send the stop from a worker thread, or on this one when the policy keeps no workers."""
         senders = self._sender_pool()
         if senders is None:
-            self._send_stop(tracked, give_up_at)
+            self._send_stop(tracked, give_up_at, asked=asked)
         else:
-            senders.submit(self._send_stop_logged, tracked, give_up_at)
+            senders.submit(self._send_stop_logged, tracked, give_up_at, asked)
 
     def _sender_pool(self) -> ThreadPoolExecutor | None:
         if self.policy.stop_concurrency == 0:
@@ -338,22 +364,29 @@ class Fleet:
                 )
             return self._senders
 
-    def _send_stop_logged(self, tracked: _Tracked, give_up_at: float | None = None) -> None:
+    def _send_stop_logged(
+        self, tracked: _Tracked, give_up_at: float | None = None, asked: bool = False
+    ) -> None:
         """``_send_stop`` for a worker thread: what it raises is logged (it is already on the task)."""
         try:
-            self._send_stop(tracked, give_up_at)
+            self._send_stop(tracked, give_up_at, asked=asked)
         except Exception:
             _log.exception("streamlife.stop_failed", task=tracked.task.ref, task_id=tracked.task.task_id)
 
-    def _send_stop(self, tracked: _Tracked, give_up_at: float | None = None) -> None:
+    def _send_stop(self, tracked: _Tracked, give_up_at: float | None = None, *, asked: bool = False) -> None:
         """Send the task's stop unless none is due: not stopping, already acknowledged, a request in
-        flight, or a retry armed for later (as Retry-After asked: that retry, once due, sends it)."""
+        flight, or a retry armed for later (that retry, once due, sends it). A stop ``asked`` for by
+        the caller goes out at once all the same, unless the service asked for the wait
+        (Retry-After): backoff spares the service, a caller's stop is worth a request."""
         task = tracked.task
         with tracked.lock:
             if task.state is not TaskState.STOPPING or task.stop_acknowledged or tracked.stop_in_flight:
                 return
             with self._lock:
                 retry_armed = self._deadlines.when(task.ref, STOP_RETRY) is not None
+                if retry_armed and asked and self.clock.now() >= tracked.not_before:
+                    self._deadlines.cancel(task.ref, STOP_RETRY)
+                    retry_armed = False
             if retry_armed:
                 return
             within = None if give_up_at is None else give_up_at - time.monotonic()
@@ -378,17 +411,26 @@ class Fleet:
             failure = error
         with tracked.lock:
             tracked.stop_in_flight = False
-            if failure is not None:
-                if self._fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
-                    self._count("stop_failures")
-                    retry_after = failure.retry_after if isinstance(failure, RateLimitedError) else None
-                    self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
-            elif landed is None:
-                self._fire(tracked, task.stop_not_found)
-            else:
-                if landed is not task.kind:
-                    task.kind, tracked.kind_guessed = landed, False  # the guess was wrong; now it is known
-                self._fire(tracked, task.stop_ok)
+            try:
+                if failure is not None:
+                    if self._fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
+                        self._count("stop_failures")
+                        retry_after = failure.retry_after if isinstance(failure, RateLimitedError) else None
+                        if retry_after:
+                            tracked.not_before = self.clock.now() + retry_after
+                        self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
+                elif landed is None:
+                    self._fire(tracked, task.stop_not_found)
+                else:
+                    if landed is not task.kind:
+                        task.kind, tracked.kind_guessed = landed, False  # the guess was wrong: now known
+                    self._fire(tracked, task.stop_ok)
+            except BaseException:
+                # The answer could not be journaled: the task is as stored, stopping and
+                # unacknowledged. Send the stop again later (it is safe to repeat), then let the
+                # error go on.
+                self._arm_stop_retry(tracked, self._backoff(task.stop_failures + 1, None))
+                raise
         self._deliver_notices(tracked)
         if failure is not None and not isinstance(failure, TransportError):
             raise failure
@@ -566,18 +608,32 @@ class Fleet:
             if kind not in tracked.timers:
                 return 0  # the state moved on after the deadline was popped: it is stale
             tracked.timers -= {kind}
-            if kind == SILENCE:
-                if tracked.last_heard + self.policy.silence_after > now:
-                    self._sync_timers(tracked)  # heard from since it was armed: wait again from then
-                    return 0
-                self._fire(tracked, task.silence)
-                if self.policy.stop_when_stalled and task.state is TaskState.RUNNING:
-                    self._fire(tracked, task.stop)
-                    send = True
-            elif kind == FINAL_CALLBACK:
-                self._fire(tracked, task.final_deadline)
-            else:
-                self._fire(tracked, task.uncertain_deadline)
+            try:
+                if kind == SILENCE:
+
+                    def silence_unless_heard() -> Outcome:
+                        # Asked again after the catch-up in _fire: another process may have heard it.
+                        if tracked.last_heard + self.policy.silence_after > now:
+                            return _HEARD
+                        return task.silence()
+
+                    if self._fire(tracked, silence_unless_heard) is _HEARD:
+                        self._sync_timers(tracked)  # heard from since it was armed: wait from then
+                        return 0
+                    if self.policy.stop_when_stalled and task.state is TaskState.RUNNING:
+                        self._fire(tracked, task.stop)
+                        send = True
+                elif kind == FINAL_CALLBACK:
+                    self._fire(tracked, task.final_deadline)
+                else:
+                    self._fire(tracked, task.uncertain_deadline)
+            except BaseException:
+                # Not journaled, so not done: try again shortly, rather than never.
+                if kind in _timers_for(task):
+                    tracked.timers |= {kind}
+                    with self._lock:
+                        self._deadlines.arm(task.ref, kind, now + self.policy.stop_retry_base)
+                raise
         self._deliver_notices(tracked)
         if send:
             self._send_stop_soon(tracked, None)
@@ -606,11 +662,12 @@ class Fleet:
         tracked.timers = want
 
     # -- orphans -----------------------------------------------------------------------------------
-    def _adopt(self, parked: Parked[CallbackEvent], now: float, *, reap: bool) -> _Tracked:
+    def _adopt(self, parked: Parked[CallbackEvent], now: float, *, reap: bool) -> _Tracked | None:
         """Take on the stream behind parked callbacks as a task of its own, and (``reap``) stop it.
 
         Returns the task that now holds the task_id: the adopted one, or the one whose start answer
-        named it in the meantime, here or in another process (the callbacks are replayed to it).
+        named it in the meantime, here or in another process (the callbacks are replayed to it);
+        None if another process adopted it at the same moment (they wait for the next tick).
         """
         self._load(parked.task_id)  # a task the store knows (another process's) now holds the id
         events = list(parked.events)
@@ -626,12 +683,26 @@ class Fleet:
                 holder = self._by_id.setdefault(parked.task_id, tracked)
                 if holder is tracked:
                     self._by_ref[task.ref] = tracked
+                    self._by_key[task.key] = tracked
                     self._counts["orphans"] += 1
                 # Callbacks that came after the lot let this id go, while this ran, were parked
                 # again: they follow the others.
                 events.extend(self._parking.claim(parked.task_id))
             if holder is tracked:
-                self._fire(tracked, task.adopt, parked.task_id)
+                try:
+                    self._fire(tracked, task.adopt, parked.task_id)
+                except BaseException as error:  # not journaled: no task after all; park them again
+                    with self._lock:
+                        del self._by_id[parked.task_id], self._by_ref[task.ref], self._by_key[task.key]
+                        self._counts["orphans"] -= 1
+                        for event in events:
+                            self._parking.park(parked.task_id, event, parked.first_parked)
+                    if not isinstance(error, StoreConflict):
+                        raise
+                    # Another process adopted it a moment ago: the next tick finds its task in the
+                    # store and hands these callbacks to it.
+                    _log.info("streamlife.orphan_taken", task_id=parked.task_id)
+                    return None
                 for event in events:
                     self._apply(tracked, event)
                 stopping = reap and not task.terminal
@@ -675,22 +746,19 @@ class Fleet:
         Call it before the webhook receiver listens: a callback that comes first loads its task
         from the store, and ``recover`` then leaves that task as it is.
         """
-        with self._lock:
-            held = {tracked.task.key for tracked in self._by_ref.values()}
         taken = []
         for row in self.store.rows():
-            if row.key in held:
-                continue
+            with self._lock:
+                if row.key in self._by_key:
+                    continue
             tracked = self._hold(row)
             task = tracked.task
-            if task.key != row.key:
-                continue  # another task of this Fleet holds its task_id
             reap = False
             with tracked.lock:
                 if task.state is TaskState.STARTING:
                     self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
-                elif task.adopted and task.state is TaskState.RUNNING and self.policy.reap_orphans:
-                    reap = self._fire(tracked, task.stop) is Outcome.APPLIED  # adopted, then the crash
+                elif task.state is TaskState.RUNNING and self._stop_was_due(task):
+                    reap = self._fire(tracked, task.stop) is Outcome.APPLIED
             self._deliver_notices(tracked)  # (an unacknowledged stop was taken over by _hold)
             if reap:
                 self._send_stop_soon(tracked, None)
@@ -698,6 +766,16 @@ class Fleet:
         self._recover_parked()
         _log.info("streamlife.recovered", tasks=len(taken))
         return taken
+
+    def _stop_was_due(self, task: StreamTask) -> bool:
+        """A running task whose stop was decided before a crash, and not journaled: asked for while
+        it started, an orphan to reap, or a stall to stop."""
+        policy = self.policy
+        return (
+            task.stop_requested
+            or (task.adopted and policy.reap_orphans)
+            or (task.stalled and policy.stop_when_stalled)
+        )
 
     def _recover_parked(self) -> None:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
@@ -726,12 +804,23 @@ class Fleet:
         return self.store.journal(task.key or "")
 
     def _load(self, task_id: str) -> _Tracked | None:
-        """Hold the task the store knows as ``task_id``, or return None if it knows none."""
+        """Hold the task the store knows as ``task_id``; return the task that holds that id here
+        (None if the store knows none)."""
         row = self.store.find(task_id)
-        return None if row is None else self._hold(row)
+        if row is None:
+            return None
+        self._hold(row)
+        with self._lock:
+            return self._by_id.get(task_id)
 
     def _hold(self, row: TaskRow) -> _Tracked:
-        """Rebuild a stored task and hold it; if its task_id is held already, return that holder."""
+        """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held."""
+        with self._lock:
+            held = self._by_key.get(row.key)
+        if held is not None:
+            if held.version < row.version:  # held, but behind: the row may name its task_id now
+                self._refresh(held)
+            return held
         # Read after the row, the journal holds at least its entries; any beyond them were written
         # since (another process), and the next event catches up on them under the row's lock.
         entries = self.store.journal(row.key)[: row.version]
@@ -741,14 +830,16 @@ class Fleet:
         tracked.kind_guessed = bool(row.facts.get("kind_guessed"))
         with tracked.lock:
             with self._lock:
-                holder = tracked if task.task_id is None else self._by_id.setdefault(task.task_id, tracked)
-                if holder is tracked:
+                held = self._by_key.setdefault(row.key, tracked)
+                if held is tracked:
                     self._by_ref[task.ref] = tracked
                     self._kinds_started.add(task.kind)
-            if holder is tracked:
+                    if task.task_id is not None:  # (a second claimant of a task_id is held by key)
+                        self._by_id.setdefault(task.task_id, tracked)
+            if held is tracked:
                 self._sync_timers(tracked)
                 self._take_over_stop(tracked, after=self.policy.stop_retry_base)
-        return holder
+        return held
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_transition(self, hook: Hook) -> Hook:
@@ -855,8 +946,9 @@ class Fleet:
                 outcome = method(*args)
                 applied = outcome is Outcome.APPLIED
                 if applied:
-                    row = self._row(tracked, 1)
-                    self.store.create(row, (entry_for(task, 1, args),))
+                    row, entry = self._row(tracked, 1), entry_for(task, 1, args)
+                    claim = task.task_id if entry.trigger == "adopt" else None  # an orphan's, once
+                    self.store.create(row, (entry,), claim=claim)
                     tracked.version, tracked.created_at = 1, row.created_at
             else:
                 with self.store.lock(task.key or "") as txn:
@@ -880,9 +972,10 @@ class Fleet:
             if task.terminal and not was_terminal:
                 with self._settled:
                     self._settled.notify_all()
-            entry = task.history[-1]
-            if entry.trigger != "segment" and self._transition_hooks:
-                self._queue_notice(tracked, self._transition_hooks, (task, entry))
+        if applied:  # hooks hear of what this Fleet applied, not of what it replayed
+            last = task.history[-1]
+            if last.trigger != "segment" and self._transition_hooks:
+                self._queue_notice(tracked, self._transition_hooks, (task, last))
         return outcome
 
     def _row(self, tracked: _Tracked, version: int) -> TaskRow:
@@ -891,12 +984,29 @@ class Fleet:
 
     def _catch_up(self, tracked: _Tracked, entries: Sequence[JournalEntry]) -> bool:
         """Replay what another process applied to the task since this copy last saw it."""
-        replay(tracked.task, entries)
+        task = tracked.task
+        replay(task, entries)
         if entries:
             tracked.version = entries[-1].version
+            heard = [entry.at for entry in entries if TRIGGERS[entry.trigger] is Source.CALLBACK]
+            if heard:  # another process heard from the stream: the silence window counts from then
+                tracked.last_heard = max(tracked.last_heard, heard[-1])
+            if task.task_id is not None:  # named by another process's start answer
+                with self._lock:
+                    self._by_id.setdefault(task.task_id, tracked)
             self._take_over_stop(tracked, after=self.policy.stop_retry_base)
         _log.debug("streamlife.caught_up", task=tracked.task.ref, key=tracked.task.key, entries=len(entries))
         return bool(entries)
+
+    def _refresh(self, tracked: _Tracked) -> None:
+        """Catch the task up with what other processes applied to it, now rather than at its next
+        event."""
+        with tracked.lock:
+            with self.store.lock(tracked.task.key or "") as txn:
+                if txn.version != tracked.version:
+                    self._catch_up(tracked, txn.entries_after(tracked.version))
+            self._sync_timers(tracked)
+        self._deliver_notices(tracked)
 
     def _take_over_stop(self, tracked: _Tracked, *, after: float) -> None:
         """A task found stopping with no acknowledged stop, in the store (after a restart, or put
@@ -915,6 +1025,14 @@ class Fleet:
         row = self.store.row(key)
         reset(tracked.task, row, self.store.journal(key)[: row.version] if row is not None else ())
         tracked.version = 0 if row is None else row.version
+
+    def _fire_logged(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> None:
+        """``_fire`` for a recovery path that must not hide the error it recovers from: what this one
+        raises (the store is down, say) is logged. Caller holds the task's lock."""
+        try:
+            self._fire(tracked, method, *args)
+        except Exception:
+            _log.exception("streamlife.store_failed", task=tracked.task.ref, key=tracked.task.key)
 
     def _locked_fire(self, tracked: _Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         with tracked.lock:

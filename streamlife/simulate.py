@@ -160,7 +160,8 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
             fleet.close()
 
 
-_URL_PASSWORD: Final = re.compile(r"(//[^/@\s:]*:)[^/\s]*(@)")  # up to the last @ before the path
+# user:secret@ after "//", or right after the scheme of a "postgres:user:secret@host" store URL.
+_URL_PASSWORD: Final = re.compile(r"((?://|^postgres(?:ql)?:)[^/@\s:]*:)[^/\s]*(@)")
 _DSN_PASSWORD: Final = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)""", re.IGNORECASE)
 
 

@@ -534,7 +534,7 @@ def test_mutated_valid_payloads(payload: dict[str, Any], data: st.DataObject) ->
 
 
 # -- round trips: fields drawn, payload built, parsed, compared --------------------------------------
-TASK_IDS = st.text(min_size=1, max_size=40)
+TASK_IDS = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=40)  # NUL: refused
 INDEXES = st.integers(0, 2**31 - 1)
 TEXTS = st.text(max_size=40)
 SECONDS = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)
@@ -596,3 +596,22 @@ def test_provider_transcripts_round_trip(
     kind = "committed_transcript" if final else "partial_transcript"
     eleven = {"task_id": task_id, "segment_index": index, "data": {"message_type": kind, "text": text}}
     assert parse_callback(json.dumps(eleven)) == Segment(task_id, index, final, text, raw=eleven)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"task_id": "a\\u0000b", "data": {"status": 14}}', "task_id"),
+        (b'{"task_id": "a", "data": {"task_id": "a\\u0000", "status": 14}}', "data.task_id"),
+    ],
+)
+def test_a_task_id_with_a_nul_character_is_refused(payload: bytes, field: str) -> None:
+    with pytest.raises(CallbackError) as refused:
+        parse_callback(payload)
+    assert refused.value.field == field
+
+
+def test_a_number_beyond_any_float_is_refused_as_one_no_journal_could_keep() -> None:
+    body = b'{"task_id": "a", "data": {"status": 0, "segment_index": 1, "transcript": "x", "c": 1e400}}'
+    with pytest.raises(CallbackError, match="beyond any float"):
+        parse_callback(body)

@@ -68,9 +68,9 @@ class FailingStore(MemoryStore):
             self.fail_next = False
             raise StoreError("disk full (a test)")
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         self._maybe_fail()
-        super().create(row, entries)
+        super().create(row, entries, claim=claim)
 
     def lock(self, key: str) -> _Txn:
         return _FailingTxn(self, key)

@@ -183,6 +183,20 @@ def test_creating_a_key_twice_conflicts_and_keeps_the_first(store: Store) -> Non
     assert [e.version for e in store.journal("k")] == [1]
 
 
+def test_a_task_id_is_claimed_once_and_a_second_claim_keeps_nothing(store: Store) -> None:
+    store.create(task_row("first", 1, task_id="orphan-1"), [entry(1, trigger="adopt")], claim="orphan-1")
+    with pytest.raises(StoreConflict, match="claimed"):
+        store.create(task_row("second", 1, task_id="orphan-1"), [entry(1, trigger="adopt")], claim="orphan-1")
+    assert store.row("second") is None
+    assert store.journal("second") == []
+    found = store.find("orphan-1")
+    assert found is not None
+    assert found.key == "first"
+    # Claims are for orphans only: a start answer may name a task_id an orphan claimed (both stop it).
+    store.create(task_row("started", 1, task_id="orphan-1"), [entry(1, trigger="start_ok")])
+    store.create(task_row("other", 1, task_id="orphan-2"), [entry(1, trigger="adopt")], claim="orphan-2")
+
+
 @pytest.mark.parametrize(
     ("versions", "row_version"),
     [([2], 2), ([1, 3], 3), ([1, 2], 1), ([1], 2), ([], 1), ([0], 0)],
@@ -405,6 +419,8 @@ def test_park_unpark_parked_in_arrival_order(store: Store) -> None:
         ("t1", 11.0, payloads[2]),
     ]
     assert all(isinstance(p, ParkedCallback) for p in kept)
+    assert [p.payload for p in store.parked("t1")] == [payloads[0], payloads[2]]
+    assert store.parked("nobody") == []
     assert [p.seq for p in kept] == sorted({p.seq for p in kept})  # increasing, no repeats
     store.unpark("t1")
     assert [(p.task_id, p.payload) for p in store.parked()] == [("t2", payloads[1])]

@@ -14,6 +14,10 @@ and ``write``s entry and row. Entry ``n`` is claimed once: (key, version) is the
 key and the row's version moves from n-1 to n only, so two writers can never both apply an event
 to the same version of a task (the second gets ``StoreConflict``, never a silent second effect).
 
+The same goes for a stream no start of ours named (an orphan): the task that adopts it claims its
+task_id in the same transaction that makes it (``create(..., claim=)``), so two processes reaping
+the same orphan at once make one task of it, not two.
+
 Callbacks that wait for their start answer (the parking lot) are kept too: one acknowledged and then
 lost with the process would be a lost transition.
 
@@ -113,8 +117,14 @@ class Store(Protocol):
     """True when other processes may write the same tasks: the Fleet then reads each task's version
     under its lock, and looks in the store for task_ids it does not hold."""
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
-        """Insert a new task with its first entries. ``StoreConflict`` if the key exists."""
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+        """Insert a new task with its first entries. ``StoreConflict`` if the key exists.
+
+        ``claim``: a task_id this task takes for its own, once for ever (an orphan's: two processes
+        that adopt the same stream at once must not both make a task of it). A unique constraint,
+        in the same transaction: ``StoreConflict`` if another task claimed it first, and nothing
+        is kept.
+        """
         ...
 
     def lock(self, key: str) -> AbstractContextManager[TaskTxn]:
@@ -143,8 +153,8 @@ class Store(Protocol):
         """Forget the callbacks kept for ``task_id``: a task holds them now."""
         ...
 
-    def parked(self) -> list[ParkedCallback]:
-        """Every kept callback, in arrival order."""
+    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
+        """Every kept callback (or those for ``task_id``), in arrival order: other processes' too."""
         ...
 
     def close(self) -> None: ...

@@ -24,16 +24,21 @@ class MemoryStore:
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
         self._parked: dict[int, ParkedCallback] = {}
+        self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
         self._next_seq = itertools.count(1).__next__
 
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._rows)}, shared={self.shared})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         with self._lock:
             if row.key in self._rows:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
             check_numbering(entries, 0, row)
+            if claim is not None:
+                if claim in self._claims:
+                    raise StoreConflict(f"task_id {claim!r} is claimed by task {self._claims[claim]!r}")
+                self._claims[claim] = row.key
             self._made[row.key] = len(self._made)
             self._rows[row.key] = row
             self._journals[row.key] = list(entries)
@@ -71,9 +76,9 @@ class MemoryStore:
             for seq in [seq for seq, kept in self._parked.items() if kept.task_id == task_id]:
                 del self._parked[seq]
 
-    def parked(self) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._lock:
-            return list(self._parked.values())
+            return [kept for kept in self._parked.values() if task_id is None or kept.task_id == task_id]
 
     def close(self) -> None:
         pass

@@ -75,6 +75,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "CREATE INDEX streamlife_parked_task_id ON streamlife_parked (task_id)",
     ),
+    (  # 2: orphans' task_ids, claimed once
+        "CREATE TABLE streamlife_claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
+    ),
 )
 
 _ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
@@ -90,6 +93,10 @@ class PostgresStore:
         """``timeout``: how long a call waits for a connection (the server down, or every pooled
         connection busy) before it raises ``StoreError``."""
         self._where = _describe(dsn)
+        # One plain connection first: a pool that cannot connect retries until ``timeout`` and then
+        # says only that; this says why (no such database, authentication failed) at once.
+        with _errors(f"could not open {self!r}"):
+            psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
         self._local = threading.local()  # .conn: the connection of this thread's lock() block
         self._pool: ConnectionPool[_Connection] = ConnectionPool(
             dsn,
@@ -112,7 +119,7 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         check_numbering(entries, 0, row)
         facts = _dumps(row.facts)
         journal = _entry_values(row.key, entries)
@@ -139,6 +146,13 @@ class PostgresStore:
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
+            if claim is not None:
+                try:  # the unique constraint decides, never a look first
+                    conn.execute(
+                        "INSERT INTO streamlife_claims (task_id, key) VALUES (%s, %s)", (claim, row.key)
+                    )
+                except psycopg.errors.UniqueViolation as exc:
+                    raise StoreConflict(f"task_id {claim!r} is claimed by another task") from exc
             _insert_entries(conn, journal)
 
     @contextmanager
@@ -199,11 +213,17 @@ class PostgresStore:
         with _errors(f"could not unpark the callbacks for {task_id!r}"), self._connection() as conn:
             conn.execute("DELETE FROM streamlife_parked WHERE task_id = %s", (task_id,))
 
-    def parked(self) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with _errors("could not read the parked callbacks"), self._connection() as conn:
-            found = conn.execute(
-                "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
-            ).fetchall()
+            if task_id is None:
+                found = conn.execute(
+                    "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
+                ).fetchall()
+            else:
+                found = conn.execute(
+                    "SELECT seq, task_id, at, payload FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
+                    (task_id,),
+                ).fetchall()
         return [ParkedCallback(seq, task_id, at, payload) for seq, task_id, at, payload in found]
 
     def close(self) -> None:

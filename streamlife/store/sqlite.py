@@ -65,6 +65,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "CREATE INDEX parked_task_id ON parked (task_id)",
     ),
+    (  # 2: orphans' task_ids, claimed once
+        "CREATE TABLE claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
+    ),
 )
 
 _ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
@@ -101,7 +104,7 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry]) -> None:
+    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         check_numbering(entries, 0, row)
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:
@@ -111,6 +114,11 @@ class SqliteStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
+            if claim is not None:
+                try:  # the unique constraint decides, never a look first
+                    db.execute("INSERT INTO claims (task_id, key) VALUES (?, ?)", (claim, row.key))
+                except sqlite3.IntegrityError as exc:
+                    raise StoreConflict(f"task_id {claim!r} is claimed by another task") from exc
             _insert_entries(db, row.key, entries)
 
     @contextmanager
@@ -156,9 +164,14 @@ class SqliteStore:
         with self._connection() as db:
             db.execute("DELETE FROM parked WHERE task_id = ?", (task_id,))
 
-    def parked(self) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._connection() as db:
-            found = db.execute("SELECT seq, task_id, at, payload FROM parked ORDER BY seq").fetchall()
+            if task_id is None:
+                found = db.execute("SELECT seq, task_id, at, payload FROM parked ORDER BY seq").fetchall()
+            else:
+                found = db.execute(
+                    "SELECT seq, task_id, at, payload FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
+                ).fetchall()
         return [ParkedCallback(seq, task_id, at, json.loads(payload)) for seq, task_id, at, payload in found]
 
     def close(self) -> None:
