@@ -14,8 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import structlog
 
@@ -44,9 +43,11 @@ def replaying() -> Iterator[None]:
         _replaying.reset(token)
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One fire of one trigger at one task, whatever its outcome."""
+class HistoryEntry(NamedTuple):
+    """One fire of one trigger at one task, whatever its outcome.
+
+    A NamedTuple, immutable as a frozen dataclass is and four times cheaper to make: one is made
+    for every event, the segment hot path's included."""
 
     seq: int  # 1, 2, 3 ... per task
     at: float  # from the task's clock; never earlier than the entry before it

@@ -121,7 +121,8 @@ def triggers(task: StreamTask) -> list[str]:
 
 def last(task: StreamTask, trigger: str) -> HistoryEntry:
     """The task's latest history entry for ``trigger``."""
-    return next(entry for entry in reversed(task.history) if entry.trigger == trigger)
+    found: HistoryEntry = next(entry for entry in reversed(task.history) if entry.trigger == trigger)
+    return found
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:

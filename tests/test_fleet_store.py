@@ -9,7 +9,6 @@ processes killed mid-stream are tests/test_crash_recovery.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -321,7 +320,7 @@ def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock
     task = rig.fleet.start("audio", audio_url=URL)
     row = store.row(task.key or "")
     assert row is not None
-    store._rows[row.key] = dataclasses.replace(row, state="stopping")  # edited behind our back
+    store._rows[row.key] = row._replace(state="stopping")  # edited behind our back
     with pytest.raises(JournalMismatch, match="state"):
         rig.restart().recover()
 

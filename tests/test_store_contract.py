@@ -13,7 +13,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def advance(store: Store, key: str, **changes: Any) -> TaskRow:
     with store.lock(key) as txn:
         current = store.row(key) if txn.version else None
         assert current is not None
-        row = replace(current, version=txn.version + 1, updated_at=current.updated_at + 1, **changes)
+        row = current._replace(version=txn.version + 1, updated_at=current.updated_at + 1, **changes)
         txn.write([entry(txn.version + 1)], row)
     return row
 
@@ -797,7 +797,7 @@ def apply(store: Store, op: Op) -> str:
                 row = TaskRow(
                     op.key, "audio", task_id, op.state, first - 1 + op.entries, made_at, 9.0, op.facts
                 )
-                entries = [replace(entry(v), args=op.args) for v in range(first, first + op.entries)]
+                entries = [entry(v)._replace(args=op.args) for v in range(first, first + op.entries)]
                 txn.write(entries, row)
                 if op.fail:
                     raise Boom

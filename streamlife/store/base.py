@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streamlife.errors import StoreConflict, StoreError
 from streamlife.lifecycle import TERMINAL, TaskState
@@ -38,8 +37,11 @@ from streamlife.lifecycle import TERMINAL, TaskState
 __all__ = ["JournalEntry", "ParkedCallback", "Store", "StoreConflict", "StoreError", "TaskRow", "TaskTxn"]
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
+# The records are NamedTuples, immutable as frozen dataclasses are and four times cheaper to make:
+# two of them are made for every event the Fleet journals.
+
+
+class JournalEntry(NamedTuple):
     """One event applied to one task, with what replaying it needs."""
 
     version: int  # 1, 2, 3 ... per task: the task's version once this entry is applied
@@ -50,8 +52,7 @@ class JournalEntry:
     args: Mapping[str, Any] | None = None  # the trigger's argument, as JSON (see streamlife.journal)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRow:
+class TaskRow(NamedTuple):
     """A task as it stands after its last journal entry."""
 
     key: str  # the task's durable id, made by the Fleet when the task is made
@@ -68,8 +69,7 @@ class TaskRow:
         return TaskState(self.state) in TERMINAL
 
 
-@dataclass(frozen=True, slots=True)
-class ParkedCallback:
+class ParkedCallback(NamedTuple):
     """A callback kept for a task_id no task holds yet, in arrival order (``seq``)."""
 
     seq: int
