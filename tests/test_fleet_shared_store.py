@@ -299,3 +299,30 @@ def test_two_processes_adopting_one_orphan_at_once_make_one_task(clock: ManualCl
     assert len(adopted) == 1
     assert [task.key for task in this.tasks()] == [adopted[0].key], "this one holds the other's task"
     assert this.stats().orphans == 0
+
+
+def test_both_tasks_that_claim_one_task_id_are_recovered_and_finished(clock: ManualClock) -> None:
+    """A start answer slower than the parking TTL: its stream was adopted as an orphan first, and
+    both tasks stop it. After a restart (with both stops still failing before it), both are held,
+    by key, and both end."""
+    service = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))
+    store = MemoryStore()
+
+    class SlowAnswer(SimTransport):
+        def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+            result = super().start(kind, params)
+            first.handle_callback(segment_callback(result.task_id, 0, "early"))
+            clock.advance(9)
+            first.tick()  # parked longer than park_ttl: adopted, and its stop fails
+            return result
+
+    first = Fleet(SlowAnswer(service), clock=clock, policy=policy(), store=store)
+    first.start("audio", audio_url=URL)
+    assert sorted(row.state for row in store.rows()) == ["stopping", "stopping"]
+    service.faults = Faults()
+    second = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    service.on_callback(second.handle_callback)
+    assert len(second.recover()) == 2
+    run(service, 30, second)
+    assert list(store.rows()) == []
+    assert service.billing() == []
