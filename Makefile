@@ -38,8 +38,11 @@ soak: $(STAMP)
 diagrams: $(STAMP)
 	$(BIN)/python -m streamlife diagram
 
+# Lifecycle, in-process and HTTP ingest at up to 100k live tasks, against references measured in the
+# same run: writes bench/results.json and bench/RESULTS.md. `make bench BENCH_ARGS=--quick` for a
+# smoke run (bench/RESULTS.quick.md); BENCH_ARGS="--only ingest" for one benchmark.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_lifecycle.py
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

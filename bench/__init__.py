@@ -1,0 +1,1 @@
+"""streamlife's benchmarks: ``make bench`` runs them (``python -m bench.run``); see bench/run.py."""

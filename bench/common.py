@@ -1,0 +1,326 @@
+"""What every benchmark shares: the result records, timing and memory helpers, callback bodies,
+and a Fleet of live tasks made without the network.
+
+Figures are measured as ratios to references run in the same process, never asserted against a
+clock: a machine twice as fast halves both sides. Timings are the best of a few repeats after a
+warm-up (the best is the run least disturbed by the rest of the machine); memory is what
+``tracemalloc`` sees allocated and still held.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import logging
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from streamlife import Fleet, ManualClock, Policy
+from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.store import Store
+from tests.payloads import segment_callback
+
+Better = Literal["lower", "higher"]
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class Figure:
+    """One measured figure, with the same measure taken of each reference (None: not measured)."""
+
+    key: str  # stable, machine-readable: "ingest.memory.100000.us_per_callback"
+    label: str
+    unit: str
+    value: float | None
+    refs: dict[str, float | None] = field(default_factory=dict)
+    better: Better = "lower"
+    note: str = ""
+
+    def ratio(self, ref: str) -> float | None:
+        """How many times the reference's cost this is: > 1 is slower (or bigger) than the reference.
+
+        For a throughput (higher is better) that is reference / ours, so every ratio reads alike.
+        """
+        other = self.refs.get(ref)
+        if self.value is None or other is None or self.value == 0 or other == 0:
+            return None
+        return self.value / other if self.better == "lower" else other / self.value
+
+
+@dataclass
+class Goal:
+    key: str
+    target: str  # what the issue asks, in words
+    measured: str  # the figures that decide it, in words
+    passed: bool | None  # None: not measured in this run
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    name: str  # what --only selects
+    title: str
+    about: str  # one paragraph: what was run, how
+    refs: list[tuple[str, str]]  # (reference key, column title), in column order
+    figures: list[Figure] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)  # free-form tables shown after the figures
+    extra: dict[str, Any] = field(default_factory=dict)  # machine-readable details (the profile, counts)
+    seconds: float = 0.0  # how long the section took to run, setup included
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        return figure
+
+
+# -- logging as a production application sets it -------------------------------------------------
+def configure_logging() -> None:
+    """structlog at WARNING with a filtering bound logger: debug and info events are dropped
+    before anything is rendered, as in a production application."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
+
+
+_BEGAN = time.perf_counter()
+
+
+def say(message: str) -> None:
+    """Progress, on stderr (so that the tables on stdout stay readable), with the seconds since
+    the run began."""
+    print(f"  .. {time.perf_counter() - _BEGAN:6.1f}s {message}", file=sys.stderr, flush=True)
+
+
+# -- timing --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Timing:
+    best: float  # seconds per operation, the fastest repeat
+    median: float  # seconds per operation, the median repeat
+
+    @property
+    def best_us(self) -> float:
+        return self.best * 1e6
+
+    @property
+    def best_ns(self) -> float:
+        return self.best * 1e9
+
+
+def timed(run: Callable[[], int], repeat: int = 5, warmup: int = 1) -> Timing:
+    """Per-operation time of ``run`` (which returns how many operations it did): warm-up runs
+    first, then the best and the median of ``repeat`` timed runs."""
+    for _ in range(warmup):
+        run()
+    per_op = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        ops = run()
+        per_op.append((time.perf_counter() - started) / max(ops, 1))
+    return Timing(min(per_op), statistics.median(per_op))
+
+
+def compare(runs: dict[str, Callable[[], int]], repeat: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """``timed`` for several runs at once, taking turns (the order rotating each repeat), so that
+    whatever else the machine is doing falls on each of them alike and their ratios hold."""
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    per_op: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(repeat):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            gc_young()
+            started = time.perf_counter()
+            ops = runs[name]()
+            per_op[name].append((time.perf_counter() - started) / max(ops, 1))
+    return {name: Timing(min(times), statistics.median(times)) for name, times in per_op.items()}
+
+
+def once(run: Callable[[], Any]) -> float:
+    """Seconds taken by one call of ``run``."""
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+@contextmanager
+def traced(frames: int = 1) -> Iterator[Callable[[], int]]:
+    """Trace allocations for the block; yields a function answering the bytes allocated since the
+    block began and still held. Collects garbage first, so the baseline is clean."""
+    gc.collect()
+    tracemalloc.start(frames)
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        yield lambda: tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+
+
+def bytes_per_object(make: Callable[[], Any], count: int, *, among: int = 0) -> float:
+    """Bytes held per object, for ``count`` objects made by ``make`` and kept alive together.
+
+    With ``among`` (the number alive in the end), ``among - count`` are made first, untraced
+    (tracing slows every allocation), and the figure is what each of the last ``count`` adds.
+    """
+    alive = [make() for _ in range(max(among - count, 0))]
+    with traced() as held:
+        keep = [make() for _ in range(count)]
+        used = held() - sys.getsizeof(keep)  # minus the list that keeps them
+    del keep, alive
+    return used / count
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+def segment_body(task_id: str, index: int) -> bytes:
+    """A final transcript callback for segment ``index``, serialised as memories.ai posts it."""
+    return json.dumps(segment_callback(task_id, index, text=f"words of segment {index}")).encode()
+
+
+class CallbackStream:
+    """Callback bodies spread over every live task, round-robin, with a share of duplicates.
+
+    The n-th new callback goes to task ``n % len(task_ids)`` as its segment ``n // len(task_ids)``,
+    so the tasks take their segments in turns, each in order, as 100k streams each posting every
+    5 seconds would. Every ``duplicate_every``-th body is a copy of one sent ``lag`` bodies before
+    (memories.ai delivers at least once), so dedupe is exercised. ``take(count)`` continues where
+    the last call stopped: every round gets segments no task has seen.
+    """
+
+    def __init__(
+        self, task_ids: Sequence[str], *, duplicate_every: int = 10, lag: int = 7, first_index: int = 0
+    ) -> None:
+        if not task_ids:
+            raise ValueError("no live tasks to send callbacks to")
+        self.task_ids = list(task_ids)
+        self.duplicate_every = duplicate_every
+        self.lag = lag
+        self.position = first_index * len(self.task_ids)  # new callbacks made so far
+
+    def take(self, count: int) -> list[bytes]:
+        bodies: list[bytes] = []
+        n = len(self.task_ids)
+        every = self.duplicate_every
+        for k in range(count):
+            if every and k % every == every - 1 and len(bodies) >= self.lag:
+                bodies.append(bodies[-self.lag])
+                continue
+            position = self.position
+            self.position += 1
+            bodies.append(segment_body(self.task_ids[position % n], position // n))
+        return bodies
+
+    def fresh(self, count: int) -> list[bytes]:
+        """``count`` new bodies, no duplicates among them."""
+        every, self.duplicate_every = self.duplicate_every, 0
+        try:
+            return self.take(count)
+        finally:
+            self.duplicate_every = every
+
+
+def duplicates_in(count: int, duplicate_every: int = 10, lag: int = 7) -> int:
+    """How many of ``count`` bodies ``CallbackStream.take`` makes duplicates."""
+    if not duplicate_every:
+        return 0
+    return sum(1 for k in range(count) if k % duplicate_every == duplicate_every - 1 and k >= lag)
+
+
+# -- live tasks without the network --------------------------------------------------------------
+class BenchService(SimulatedService):
+    """The simulator, with ``live_count`` kept O(1) for a run in which no stream ever ends.
+
+    The stock ``SimulatedService.live_count`` counts every stream on each start, so making n live
+    tasks through it costs O(n^2) (the ingest benchmark measures that, then uses this). Nothing
+    here advances the clock or stops a stream, so every stream made is live.
+    """
+
+    def live_count(self) -> int:
+        return len(self.streams)
+
+
+class InstantTransport:
+    """A transport that starts every stream at once and keeps nothing: for measuring what the
+    Fleet itself holds per task. Its task_ids are strings of the length memories.ai's have."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1).__next__
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        return StartResult(f"{self._next():036d}")
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return StopResult(task_id)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class LiveFleet:
+    fleet: Fleet
+    service: SimulatedService
+    task_ids: list[str]
+    seconds: float  # how long making the live tasks took
+
+    def close(self) -> None:
+        self.fleet.close()
+        self.fleet.store.close()
+
+
+def live_fleet(
+    count: int,
+    store: Store | None = None,
+    *,
+    stock_simulator: bool = False,
+    budget: float | None = None,
+) -> LiveFleet:
+    """A Fleet with ``count`` running audio tasks, started through the simulator (no network).
+
+    ``stock_simulator`` uses ``SimulatedService`` itself rather than ``BenchService``. With a
+    ``budget`` (seconds), stops early once making tasks has taken that long (``task_ids`` then
+    holds fewer than ``count``).
+    """
+    clock = ManualClock()
+    service_type = SimulatedService if stock_simulator else BenchService
+    service = service_type(clock=clock, max_streams=count + 1)
+    fleet = Fleet(SimTransport(service), clock=clock, policy=Policy(stop_concurrency=0), store=store)
+    start = fleet.start
+    task_ids: list[str] = []
+    started = time.perf_counter()
+    for n in range(count):
+        task = start("audio", audio_url=f"rtmp://bench.invalid/live/{n}")
+        if task.task_id is None:
+            raise RuntimeError(f"task {n} did not start: {task!r} ({task.last_error})")
+        task_ids.append(task.task_id)
+        if budget is not None and n % 1000 == 999 and time.perf_counter() - started > budget:
+            break
+    return LiveFleet(fleet, service, task_ids, time.perf_counter() - started)
+
+
+def gc_settled() -> None:
+    """Collect everything collectable, so the next measure does not pay for the last one's garbage."""
+    gc.collect()
+
+
+def gc_young() -> None:
+    """Collect the young generations only: between timed rounds, where a full collection of a heap
+    holding 100k live tasks would take longer than the round."""
+    gc.collect(1)
