@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
+import structlog
 from structlog.testing import capture_logs
 
 from streamlife import LocalTransitionError, Segment, StreamTask, TaskState
@@ -70,3 +72,20 @@ def test_the_params_never_reach_a_log_line() -> None:
         task.start_ok(TASK_ID)
         task.stop()
     assert "SECRET-STREAM-KEY" not in repr(logs)
+
+
+def test_the_segment_event_follows_the_level_configured_after_import() -> None:
+    """The hot path skips building a debug event its logger would drop; which it would is read from
+    structlog's configuration at each event, so an application may configure it at any time."""
+    task = task_in(TaskState.RUNNING)
+    configured = structlog.get_config()
+    try:
+        with capture_logs() as logs:
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+            task.segment(Segment(TASK_ID, 1, final=True, text="dropped"))
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+            task.segment(Segment(TASK_ID, 2, final=True, text="kept"))
+    finally:
+        structlog.configure(**configured)
+    assert [entry["log_level"] for entry in logs] == ["debug"]
+    assert len(task.transcript) == 2, "the events applied all the same"
