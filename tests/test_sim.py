@@ -115,6 +115,22 @@ def test_past_the_stream_limit_a_start_answers_capacity() -> None:
     assert len(service.billing()) == 2
 
 
+def test_a_stream_that_ends_frees_its_place_under_the_limit() -> None:
+    service, transport = simulated(max_streams=2, faults=Faults(spontaneous_end=1.0))
+    first = transport.start(StreamKind.AUDIO, AUDIO).task_id
+    transport.start(StreamKind.AUDIO, AUDIO)
+    transport.stop(StreamKind.AUDIO, first)
+    assert service.live_count() == 1
+    transport.start(StreamKind.AUDIO, AUDIO)  # the stopped stream's place
+    with pytest.raises(CapacityError):
+        transport.start(StreamKind.AUDIO, AUDIO)
+    service.advance(3600)  # every stream ends by itself, and is not counted twice when stopped after
+    for task_id in list(service.streams):
+        with contextlib.suppress(Exception):
+            transport.stop(StreamKind.AUDIO, task_id)
+    assert service.live_count() == len(service.billing()) == 0
+
+
 def test_a_lost_start_answer_leaves_a_stream_billing() -> None:
     service, transport = simulated(Faults(start_timeout_created=1.0))
     with pytest.raises(OutcomeUnknownError):

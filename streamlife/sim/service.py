@@ -107,6 +107,7 @@ class SimulatedService:
         self.stop_log: list[StopRequest] = []
         self._lose_next_answer = False
         self.start_requests = 0
+        self._live = 0  # streams not ended: counted, not summed, so a start stays O(1)
 
     def __repr__(self) -> str:
         return f"SimulatedService(streams={len(self.streams)}, now={self.clock.now()!r}, key=<redacted>)"
@@ -151,6 +152,7 @@ class SimulatedService:
         now = self.clock.now()
         task_id = str(uuid.UUID(int=self._dice.getrandbits(128), version=4))
         self.streams[task_id] = SimStream(task_id, kind, now)
+        self._live += 1
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
         if self._roll(self.faults.early_callback):
             first = self._segment_payload(self.streams[task_id], 0, final=False)
@@ -256,6 +258,8 @@ class SimulatedService:
             heapq.heappush(self._outbox, (again, next(self._order), task_id, payload))
 
     def _end(self, stream: SimStream, at: float, status: int, *, announce: bool) -> None:
+        if stream.live:
+            self._live -= 1
         stream.ended_at, stream.end_status = at, status
         if announce:
             self._enqueue(at, stream.task_id, self._status_payload(stream, status))
@@ -321,7 +325,8 @@ class SimulatedService:
         return len(self.stop_log)
 
     def live_count(self) -> int:
-        return sum(stream.live for stream in self.streams.values())
+        """How many streams live (and bill) now."""
+        return self._live
 
     def billing(self) -> list[str]:
         """The task_ids still billing now: the streams nobody has stopped."""
