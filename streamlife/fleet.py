@@ -231,6 +231,7 @@ class Fleet:
             raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
         task = StreamTask(kind, params, clock=self.clock)
         task.key = uuid.uuid4().hex
+        task.history_limit = self.policy.history_limit
         tracked = _Tracked(task, self.clock.now())
         with self._lock:
             self._by_ref[task.ref] = tracked
@@ -676,6 +677,7 @@ class Fleet:
         kind, certain = _kind_of_orphan(events, kinds)
         task = StreamTask(kind, None, clock=self.clock)
         task.key = uuid.uuid4().hex
+        task.history_limit = self.policy.history_limit
         tracked = _Tracked(task, now)
         tracked.kind_guessed = not certain
         with tracked.lock:
@@ -824,7 +826,7 @@ class Fleet:
         # Read after the row, the journal holds at least its entries; any beyond them were written
         # since (another process), and the next event catches up on them under the row's lock.
         entries = self.store.journal(row.key)[: row.version]
-        task = rebuild(row, entries, clock=self.clock)
+        task = rebuild(row, entries, clock=self.clock, history_limit=self.policy.history_limit)
         tracked = _Tracked(task, self.clock.now(), row.version)
         tracked.created_at = row.created_at
         tracked.kind_guessed = bool(row.facts.get("kind_guessed"))

@@ -134,12 +134,15 @@ def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:
         task.clock = clock
 
 
-def rebuild(row: TaskRow, entries: Sequence[JournalEntry], *, clock: Clock) -> StreamTask:
+def rebuild(
+    row: TaskRow, entries: Sequence[JournalEntry], *, clock: Clock, history_limit: int | None = None
+) -> StreamTask:
     """The task a row and its journal describe. Raises JournalMismatch if replay disagrees with the row."""
     if [entry.version for entry in entries] != list(range(1, row.version + 1)):
         raise JournalMismatch(f"task {row.key}: the journal does not hold versions 1..{row.version}")
     task = StreamTask(StreamKind(row.kind), None, clock=clock)
     task.key = row.key
+    task.history_limit = history_limit
     replay(task, entries)
     task.kind = StreamKind(row.kind)  # an orphan's kind may have been learnt outside an event
     replayed = {"state": task.state.value, "task_id": task.task_id, **facts_of(task)}
@@ -155,6 +158,7 @@ def reset(task: StreamTask, row: TaskRow | None, entries: Sequence[JournalEntry]
     whoever holds it sees the change."""
     fresh = StreamTask(task.kind, task.params, clock=task.clock)
     fresh.key = task.key
+    fresh.history_limit = task.history_limit
     if row is not None:
         replay(fresh, entries)
     for name in StreamTask.__slots__:

@@ -56,6 +56,13 @@ class Policy:
     max_parked: int = 10_000
     """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
 
+    history_limit: int | None = 100
+    """Events each task keeps in ``task.history``: at least the last this many, older ones let go a
+    batch at a time; None keeps them all. The store's journal keeps every applied event whatever
+    this says (``Fleet.journal``), so this bounds only what a long-lived stream holds in memory:
+    an hour of a stream is 720 segments or more, and 100,000 streams each keeping all of them is tens of
+    GiB."""
+
     statuses: StatusTable = DEFAULT_STATUSES
     """What each callback status means: 14 stopped, 16 capacity, the rest the user's to declare."""
 
@@ -72,8 +79,10 @@ class Policy:
         for name in ("reap_orphans", "stop_when_stalled"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
-        for name, least in (("stop_concurrency", 0), ("max_parked", 1)):
+        for name, least in (("stop_concurrency", 0), ("max_parked", 1), ("history_limit", 1)):
             value = getattr(self, name)
+            if value is None and name in _NONE_ALLOWED:
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")
             if value < least:
@@ -86,6 +95,7 @@ class Policy:
             raise TypeError(f"Policy.seed must be an int or None, got {self.seed!r}")
 
 
+_NONE_ALLOWED: Final = frozenset({"history_limit"})
 _DURATIONS: Final = (
     "park_ttl",
     "uncertain_ttl",

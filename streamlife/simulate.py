@@ -150,7 +150,8 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
         clock=clock, faults=FAULT_PRESETS[run.faults](run.seed), api_key=_API_KEY, max_streams=2 * run.streams
     )
     # No worker threads: the run replays exactly from its seed.
-    policy = Policy(seed=run.seed, stop_concurrency=0)
+    # history_limit=None: the checks after the run read every task's whole history.
+    policy = Policy(seed=run.seed, stop_concurrency=0, history_limit=None)
     with _wired(service, run.http) as (transport, handed):
         fleet = Fleet(transport, clock=clock, policy=policy, store=store)
         handed.fleet = fleet

@@ -31,6 +31,7 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
+_NOTHING: Final = object()  # no argument for a data effect
 
 
 @contextmanager
@@ -68,11 +69,14 @@ class StreamTask:
     """
 
     __slots__ = (
+        "_adopted",
+        "_seq",
         "_transcript",
         "clock",
         "end_status",
         "final_callback_missing",
         "history",
+        "history_limit",
         "key",
         "kind",
         "last_error",
@@ -106,6 +110,11 @@ class StreamTask:
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
         self.history: list[HistoryEntry] = []
+        # Keep at least the last ``history_limit`` entries, letting older ones go in batches (None:
+        # keep all). A Fleet sets it from its Policy: its journal holds every applied event anyway.
+        self.history_limit: int | None = None
+        self._seq = 0  # entries ever recorded: a history entry's seq, trimmed or not
+        self._adopted = False
         self.key: str | None = None  # the durable id a Fleet gives the task: its name in the journal
         self.clock = clock  # stamps the history
         self._transcript: Transcript | None = None  # made on the first segment: tasks stay small
@@ -144,7 +153,7 @@ class StreamTask:
     # -- callbacks ---------------------------------------------------------------------------
     def segment(self, segment: Segment) -> Outcome:
         data = {"index": segment.index, "final": segment.final}
-        return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
+        return self._fire("segment", self._add_segment, data, segment.task_id, argument=segment)
 
     def stopped(self, callback: StatusCallback) -> Outcome:
         return self._end("stopped", callback)
@@ -159,7 +168,7 @@ class StreamTask:
     def adopt(self, task_id: str) -> Outcome:
         """Take on a stream that no start of ours named (an orphan), so it is tracked and stopped."""
         _check_task_id("adopt", task_id)
-        return self._fire("adopt", lambda: self._set_task_id(task_id), {"task_id": task_id})
+        return self._fire("adopt", lambda: self._adopt(task_id), {"task_id": task_id})
 
     def final_deadline(self) -> Outcome:
         """The stop was acknowledged but no status-14 callback came in time.
@@ -185,7 +194,7 @@ class StreamTask:
     @property
     def adopted(self) -> bool:
         """True for an orphan the Fleet took on: a stream that no start of ours named."""
-        return bool(self.history) and self.history[0].trigger == "adopt"
+        return self._adopted
 
     @property
     def transcript(self) -> Transcript:
@@ -213,15 +222,18 @@ class StreamTask:
     def _fire(
         self,
         trigger: str,
-        apply: Callable[[], bool] | None,
+        apply: Callable[..., bool] | None,
         data: Mapping[str, Any] | None = None,
         addressed_to: str | None = None,
         *,
         refusal: str | None = None,
+        argument: Any = _NOTHING,
     ) -> Outcome:
         """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new.
 
-        ``refusal`` rejects a move the table allows but the task's data forbids, with that reason.
+        ``apply`` is called with ``argument`` when one is given (the hot path's segment: a bound
+        method and its argument cost less than a closure made per event). ``refusal`` rejects a
+        move the table allows but the task's data forbids, with that reason.
         """
         at = self.clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
@@ -240,7 +252,7 @@ class StreamTask:
             outcome = Outcome.DUPLICATE
         elif cell is LATE:
             outcome = Outcome.LATE
-        elif apply is not None and not apply() and cell is before:
+        elif apply is not None and not _changed(apply, argument) and cell is before:
             outcome = Outcome.DUPLICATE
         else:
             # The shared Machine moves the state; a silent self-loop it would run as a no-op is
@@ -266,7 +278,11 @@ class StreamTask:
             at = history[-1].at  # a wall clock stepped back; history still reads forwards
         source = TRIGGERS[trigger]
         after = self.state
-        history.append(HistoryEntry(len(history) + 1, at, trigger, source, before, after, outcome, data))
+        self._seq += 1
+        history.append(HistoryEntry(self._seq, at, trigger, source, before, after, outcome, data))
+        limit = self.history_limit
+        if limit is not None and len(history) > 2 * limit:
+            del history[:-limit]  # a batch at a time: trimming stays O(1) per event
         if _replaying.get():
             return
 
@@ -302,6 +318,10 @@ class StreamTask:
     def _set_task_id(self, task_id: str) -> bool:
         self.task_id = task_id
         return True
+
+    def _adopt(self, task_id: str) -> bool:
+        self._adopted = True
+        return self._set_task_id(task_id)
 
     def _set_error(self, error: BaseException) -> bool:
         self.last_error = _error_text(error)
@@ -372,6 +392,10 @@ def _configured_wrapper() -> Any:
 
 # The object ``structlog.configure`` sets its attributes on (the same one for the process's life).
 _STRUCTLOG_STATE: Final = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+
+
+def _changed(apply: Callable[..., bool], argument: Any) -> bool:
+    return apply() if argument is _NOTHING else apply(argument)
 
 
 def _check_task_id(trigger: str, task_id: object) -> None:

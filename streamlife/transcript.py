@@ -4,12 +4,18 @@ Callbacks arrive at least once and in any order, so the transcript is keyed by
 ``segment_index``: a final replaces its partial, a repeated final is dropped, and a final whose
 text differs from the one already kept is a conflict. The first final is kept, because nothing in
 the protocol says which one is right, and the conflict is reported to the caller to log.
+
+What is kept of each segment is what the transcript reads: its finality, text and times, as a plain
+tuple. The payload it came in stays out of memory (the journal keeps it, and ``on_segment`` hooks
+are handed it): a stream sends 720 segments an hour, and each payload costs about a kilobyte. A
+segment with no text (a video moderation result) keeps its payload, which is the result.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 from .events import Segment
 
@@ -27,34 +33,52 @@ class Change(enum.Enum):
         return self is Change.NEW or self is Change.REPLACED
 
 
+class _Kept(NamedTuple):
+    final: bool
+    text: str | None
+    start: float | None
+    end: float | None
+    raw: Mapping[str, Any] | None  # only for a segment with no text: its payload is its result
+
+
 class Transcript:
     """The segments of one task, at most one per index."""
 
-    __slots__ = ("_by_index",)
+    __slots__ = ("_by_index", "_task_id")
 
     def __init__(self) -> None:
-        self._by_index: dict[int, Segment] = {}
+        self._by_index: dict[int, _Kept] = {}
+        self._task_id = ""  # the task's, from its first segment (a task checks every one is its own)
 
     def add(self, segment: Segment) -> Change:
         kept = self._by_index.get(segment.index)
         if kept is None:
-            self._by_index[segment.index] = segment
+            self._task_id = segment.task_id
+            self._keep(segment)
             return Change.NEW
         if kept.final:
             if not segment.final or segment.text == kept.text:
                 return Change.REPEATED
             return Change.CONFLICT
         if segment.final or segment.text != kept.text:
-            self._by_index[segment.index] = segment
+            self._keep(segment)
             return Change.REPLACED
         return Change.REPEATED
+
+    def _keep(self, segment: Segment) -> None:
+        raw = segment.raw if segment.text is None else None
+        self._by_index[segment.index] = _Kept(segment.final, segment.text, segment.start, segment.end, raw)
 
     def __len__(self) -> int:
         return len(self._by_index)
 
     def __iter__(self) -> Iterator[Segment]:
-        """The kept segments, partials included, in index order."""
-        return iter(sorted(self._by_index.values(), key=lambda s: s.index))
+        """The kept segments, partials included, in index order (without their payloads, but for
+        those with no text)."""
+        task_id = self._task_id
+        for index in sorted(self._by_index):
+            final, text, start, end, raw = self._by_index[index]
+            yield Segment(task_id, index, final, text, start, end, raw)
 
     def finals(self) -> list[Segment]:
         return [segment for segment in self if segment.final]
@@ -71,7 +95,7 @@ class Transcript:
         Ranges, not every missing index: one stray index of 2**31 must not cost 2**31 ints.
         """
         gaps, expected = [], 0
-        for index in sorted(index for index, segment in self._by_index.items() if segment.final):
+        for index in sorted(index for index, kept in self._by_index.items() if kept.final):
             if index > expected:
                 gaps.append(range(expected, index))
             expected = index + 1

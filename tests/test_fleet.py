@@ -833,7 +833,9 @@ def test_policy_refuses_a_duration_that_is_no_number_naming_it(field: str, value
         Policy(**settings)
 
 
-@pytest.mark.parametrize(("field", "value"), [("stop_concurrency", -1), ("max_parked", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("stop_concurrency", -1), ("max_parked", 0), ("history_limit", 0)]
+)
 def test_policy_refuses_a_count_below_its_least(field: str, value: int) -> None:
     settings: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=f"Policy.{field} must be at least"):
@@ -862,3 +864,6 @@ def test_policy_refuses_statuses_that_are_no_status_table() -> None:
 def test_policy_refuses_a_fractional_count() -> None:
     with pytest.raises(TypeError, match="stop_concurrency"):
         Policy(stop_concurrency=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="history_limit"):
+        Policy(history_limit=2.5)  # type: ignore[arg-type]
+    assert Policy(history_limit=None).history_limit is None  # None keeps every entry

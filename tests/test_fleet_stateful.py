@@ -72,6 +72,7 @@ POLICY = Policy(
     stop_retry_cap=8.0,
     stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
     seed=0,
+    history_limit=None,  # the invariants read whole histories (tests/test_task.py checks the limit)
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
 WAIT_SLACK = 1.0  # real seconds a bounded stop may overrun its wait (scheduling, a slow CI machine)

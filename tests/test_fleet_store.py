@@ -9,6 +9,7 @@ processes killed mid-stream are tests/test_crash_recovery.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -203,6 +204,32 @@ def test_a_status_callback_whose_write_fails_does_not_end_the_task(clock: Manual
     assert task.end_status is None
     assert rig.fleet.handle_callback(status_callback(task.task_id or "", 14)) is Outcome.APPLIED
     assert state_of(task) is TaskState.STOPPED
+
+
+def test_a_bounded_history_lets_entries_go_that_the_journal_keeps(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    path = tmp_path / "streams.db"
+    store = SqliteStore(path)
+    sim = SimulatedService(clock=clock)
+    policy = dataclasses.replace(POLICY, history_limit=4, silence_after=600)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    sim.on_callback(fleet.handle_callback)
+    task = fleet.start("audio", audio_url=URL)
+    sim.advance(60)  # 12 segments, a partial and a final each
+    assert 4 <= len(task.history) <= 8
+    assert task.history[-1].seq == 2 + 24
+    assert len(fleet.journal(task)) == 2 + 24  # every applied event, whatever memory kept
+    store.close()
+
+    again = Fleet(SimTransport(sim), clock=clock, policy=policy, store=SqliteStore(path))
+    (back,) = again.recover()
+    assert 4 <= len(back.history) <= 8, "a task rebuilt from a long journal is bounded too"
+    assert (back.state, back.transcript_text(), facts_of(back)) == (
+        task.state,
+        task.transcript_text(),
+        facts_of(task),
+    )
+    again.store.close()
 
 
 # -- a restart -------------------------------------------------------------------------------------
@@ -401,6 +428,8 @@ def test_the_row_keeps_every_fact_of_a_task_that_replay_must_reproduce() -> None
     assert tuple(facts_of(task)) == FACTS
     flags = {name for name, value in vars(type(task)).items() if name in StreamTask.__slots__}
     state_of_its_own = {"_transcript", "clock", "history", "key", "kind", "params", "ref", "state", "task_id"}
+    state_of_its_own |= {"_adopted", "_seq"}  # replay makes these again: the adopt entry, the count
+    state_of_its_own |= {"history_limit"}  # the keeper's setting, not the task's
     assert flags - state_of_its_own == set(FACTS), "a new fact of the task must be journaled"
 
 

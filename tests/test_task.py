@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamlife import (
     ManualClock,
@@ -169,3 +171,34 @@ def test_a_task_is_small() -> None:
     assert not hasattr(task, "__dict__")
     with pytest.raises(AttributeError):
         task.colour = "blue"  # type: ignore[attr-defined]
+
+
+@given(
+    limit=st.integers(1, 6),
+    segments=st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=60),
+)
+def test_a_history_limit_keeps_the_newest_entries_exactly_as_they_were(
+    limit: int, segments: list[tuple[int, bool]]
+) -> None:
+    """A bounded task tells the same story as an unbounded twin, of which it keeps the end."""
+    bounded, twin = task_in(TaskState.RUNNING), task_in(TaskState.RUNNING)
+    bounded.history_limit = limit
+    for index, final in segments:
+        segment = Segment(TASK_ID, index, final, f"text {index}")
+        assert bounded.segment(segment) == twin.segment(segment)
+    bounded.stop()
+    twin.stop()
+    kept = len(bounded.history)
+    assert min(limit, len(twin.history)) <= kept <= 2 * limit
+    assert bounded.history == twin.history[-kept:]  # seq included: entries keep their numbers
+    assert (bounded.state, list(bounded.transcript)) == (twin.state, list(twin.transcript))
+
+
+def test_an_adopted_task_stays_adopted_when_its_adopt_entry_is_let_go() -> None:
+    task = StreamTask("audio")
+    task.history_limit = 1
+    task.adopt(TASK_ID)
+    for index in range(5):
+        task.segment(Segment(TASK_ID, index, True, "x"))
+    assert {entry.trigger for entry in task.history} == {"segment"}
+    assert task.adopted

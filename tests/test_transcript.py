@@ -69,3 +69,15 @@ def test_a_huge_index_costs_one_range_not_billions_of_ints() -> None:
     transcript.add(Segment("t", 0, True, "first"))
     transcript.add(Segment("t", 2**31 - 1, True, "stray"))
     assert transcript.gaps() == [range(1, 2**31 - 1)]
+
+
+def test_the_transcript_keeps_text_and_times_and_lets_the_payload_go_unless_it_is_the_result() -> None:
+    transcript = Transcript()
+    payload = {"data": {"segment_index": 0, "transcript": "hello"}}
+    moderation = {"data": {"segment_index": 1, "data": {"content_moderation": {"flagged": False}}}}
+    transcript.add(Segment("t", 0, True, "hello", 0.0, 5.0, raw=payload))
+    transcript.add(Segment("t", 1, True, None, 5.0, 10.0, raw=moderation))
+    assert list(transcript) == [
+        Segment("t", 0, True, "hello", 0.0, 5.0),  # the text is the result: the journal has the rest
+        Segment("t", 1, True, None, 5.0, 10.0, raw=moderation),  # no text: the payload is the result
+    ]
