@@ -65,6 +65,7 @@ _TRANSCRIPT_FINAL: Final = {
     "finaltranscript": True,
 }
 _KINDS: Final = {type(None): "null", bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+_NONE3: Final = (None, None, None)
 _ELEVENLABS_FINAL: Final = {
     "partial_transcript": False,
     "committed_transcript": True,
@@ -132,7 +133,7 @@ def parse_callback(
         raise CallbackError("code", f"must be an integer or a string, got {_kind(code)}")
     data = top.get("data")
     if data is not None:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # (dict first: the ABC check is slow)
             raise CallbackError("data", f"must be an object, got {_kind(data)}")
         message, prefix = data, "data."
     elif top.get("type") is not None or top.get("message_type") is not None:
@@ -161,7 +162,7 @@ def _decode(payload: object) -> Mapping[str, Any]:
             raise
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
             raise CallbackError(None, f"not JSON: {str(exc)[:200]}") from exc
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise CallbackError(None, f"not an object: {_kind(payload)}")
     return payload
 
@@ -183,6 +184,9 @@ _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_fi
 
 
 def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
+    outer = top.get("task_id")
+    if type(outer) is str and outer and "\x00" not in outer and (data is None or data.get("task_id") is None):
+        return outer  # the usual shape, checked in one line; anything else is read field by field
     outer = _optional_text(top, "task_id", "task_id")
     inner = None if data is None else _optional_text(data, "task_id", "data.task_id")
     if outer == "" or inner == "":
@@ -236,8 +240,9 @@ def _memories(
         raise CallbackError("data.status", f"must be an integer, got {_kind(status)}")
     if status not in _INT32:
         raise CallbackError("data.status", "out of range for a status")
-    is_audio = data.get("transcript") is not None
-    result = data.get("transcript") if is_audio else data.get("data")
+    transcript = data.get("transcript")
+    is_audio = transcript is not None
+    result = transcript if is_audio else data.get("data")
     if result is None:
         message = _message(data, "data.")
         if message is None:  # not ``or``: an empty message is still the callback's own
@@ -247,7 +252,7 @@ def _memories(
     places = [(data, "data.")]
     if is_audio:
         text, final = _transcript(result)
-    elif isinstance(result, Mapping):
+    elif type(result) is dict or isinstance(result, Mapping):
         # Segment fields are read beside data.data (as seen in examples) or inside it (the docs' table).
         text, final = None, True
         places.append((result, "data.data."))
@@ -271,9 +276,13 @@ def _transcript(value: object) -> tuple[str, bool]:
     """The text and finality of an audio transcript: final unless something in it says partial."""
     if isinstance(value, str):
         return value, True
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise CallbackError("data.transcript", f"must be a string, an object or null, got {_kind(value)}")
     text = _text(value, "text", "data.transcript.text")
+    is_final = value.get("is_final")
+    others = (value.get("final"), value.get("type"), value.get("message_type"))
+    if type(is_final) is bool and others == _NONE3:
+        return text, is_final  # the usual shape: one flag, nothing else that could contradict it
     says: set[bool] = set()
     for key in ("is_final", "final"):
         flag = value.get(key)

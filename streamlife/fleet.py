@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 import structlog
@@ -64,7 +65,7 @@ from .errors import (
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
-from .lifecycle import TRIGGERS, Source, TaskState
+from .lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
@@ -87,6 +88,7 @@ FINAL_CALLBACK: Final = "final_callback"
 UNCERTAIN: Final = "uncertain"
 STOP_RETRY: Final = "stop_retry"
 _NONE: Final[frozenset[str]] = frozenset()
+_KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of an orphan's guessed kind
 _SILENCE: Final = frozenset({SILENCE})
 _FINAL: Final = frozenset({FINAL_CALLBACK})
 _UNCERTAIN: Final = frozenset({UNCERTAIN})
@@ -482,8 +484,7 @@ class Fleet:
     def deliver(self, event: CallbackEvent) -> Outcome:
         """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
         the store) before this returns, so a webhook acknowledged after it is never lost."""
-        with self._lock:
-            tracked = self._by_id.get(event.task_id)
+        tracked = self._by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
         if tracked is None:
             # A task this Fleet does not hold may be in the store: one another process started, or
             # one that ended before a restart (its late callbacks are LATE, not orphans).
@@ -494,15 +495,17 @@ class Fleet:
                 tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
                 if tracked is None:
                     outcome = self._park(event, now)
-                    self._counts[outcome.kind.value] += 1
+                    self._counts[outcome.kind] += 1
             if tracked is None:
                 if outcome is Outcome.PARKED:
                     self.store.park(event.task_id, now, encode_event(event))
                 return outcome
         with tracked.lock:
             outcome = self._apply(tracked, event)
-        self._count(outcome.kind.value)
-        self._deliver_notices(tracked)
+        with self._lock:
+            self._counts[outcome.kind] += 1  # (a StrEnum member counts under its value's name)
+        if tracked.notices is not None:
+            self._deliver_notices(tracked)
         return outcome
 
     def _park(self, event: CallbackEvent, now: float) -> Outcome:
@@ -515,7 +518,7 @@ class Fleet:
     def _apply(self, tracked: _Tracked, event: CallbackEvent) -> Outcome:
         """One callback at its task; the caller holds the task's lock."""
         task = tracked.task
-        if not task.terminal:
+        if task.state not in TERMINAL:
             tracked.last_heard = self.clock.now()  # before the fire: it may re-arm the silence timer
         if isinstance(event, Segment):
             outcome = self._fire(tracked, task.segment, event)
@@ -644,7 +647,7 @@ class Fleet:
         """Arm the deadlines the task's state needs, cancel the rest. Caller holds the task's lock."""
         task = tracked.task
         want = _timers_for(task)
-        if want == tracked.timers and not task.terminal:
+        if want is tracked.timers and task.state not in TERMINAL:  # (each want is one shared set)
             return
         now, ref, policy = self.clock.now(), task.ref, self.policy
         with self._lock:
@@ -941,7 +944,7 @@ class Fleet:
         not journaled. The caller holds the task's lock, and calls ``_deliver_notices`` after.
         """
         task = tracked.task
-        was_terminal = task.terminal
+        was_terminal = task.state in TERMINAL
         caught_up = applied = False
         try:
             if tracked.version == 0:  # the task's first event makes its row
@@ -971,7 +974,7 @@ class Fleet:
             raise
         if applied or caught_up:
             self._sync_timers(tracked)
-            if task.terminal and not was_terminal:
+            if not was_terminal and task.state in TERMINAL:
                 with self._settled:
                     self._settled.notify_all()
         if applied:  # hooks hear of what this Fleet applied, not of what it replayed
@@ -981,8 +984,8 @@ class Fleet:
         return outcome
 
     def _row(self, tracked: _Tracked, version: int) -> TaskRow:
-        extra = {"kind_guessed": True} if tracked.kind_guessed else {}
-        return row_for(tracked.task, tracked.task.key or "", version, tracked.created_at, **extra)
+        extra = _KIND_GUESSED if tracked.kind_guessed else None
+        return row_for(tracked.task, tracked.task.key or "", version, tracked.created_at, extra)
 
     def _catch_up(self, tracked: _Tracked, entries: Sequence[JournalEntry]) -> bool:
         """Replay what another process applied to the task since this copy last saw it."""

@@ -107,11 +107,14 @@ FACTS: Final = (
 )
 
 
-def row_for(task: StreamTask, key: str, version: int, created_at: float, **extra: Any) -> TaskRow:
+def row_for(
+    task: StreamTask, key: str, version: int, created_at: float, extra: Mapping[str, Any] | None = None
+) -> TaskRow:
     """The task's row as it stands; ``extra`` facts belong to whoever keeps the task (the Fleet)."""
     at = task.history[-1].at if task.history else created_at
     facts = facts_of(task)
-    facts.update(extra)
+    if extra:
+        facts.update(extra)
     return TaskRow(key, task.kind, task.task_id, task.state, version, created_at, at, facts)
 
 

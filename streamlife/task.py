@@ -346,9 +346,10 @@ class StreamTask:
                 task_id=self.task_id,
                 index=segment.index,
             )
-        if change.applied:
+        if change is Change.NEW or change is Change.REPLACED:  # (Change.applied, without its call)
             self.stalled = False
-        return change.applied
+            return True
+        return False
 
     def _mark_final_missing(self) -> bool:
         self.final_callback_missing = True

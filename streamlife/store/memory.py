@@ -114,7 +114,9 @@ class _Txn:
             if self.staged is not None and error_type is None:
                 entries, row = self.staged
                 store._journals[self.key].extend(entries)
-                store._index(store._rows[self.key], row)
+                old = store._rows[self.key]
+                if old.task_id != row.task_id:
+                    store._index(old, row)
                 store._rows[self.key] = row
         finally:
             store._lock.release()
