@@ -39,9 +39,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -480,6 +480,76 @@ class Fleet:
             self._count("malformed")
             raise
         return self.deliver(event)
+
+    def handle_callbacks(
+        self, payloads: Iterable[bytes | str | Mapping[str, Any]]
+    ) -> list[Outcome | CallbackError]:
+        """Apply many webhook payloads, in order, with one store commit: for a consumer that takes
+        callbacks in batches (from a queue, say), where a commit per callback is most of the cost.
+
+        Each result is what ``handle_callback`` would have returned for its payload, or the
+        ``CallbackError`` it would have raised. Everything applied is journaled before this
+        returns. If the store fails, no callback of the batch counts as applied (each task touched
+        is put back as the store holds it) and the error is raised: deliver the batch again.
+
+        The batch's tasks are locked together, in one order, before the store's transaction opens,
+        and held until it commits: callbacks for them on other threads wait that long. Callbacks
+        for task_ids this Fleet does not hold go through ``deliver`` one by one, after the batch.
+        """
+        results: list[Outcome | CallbackError | None] = []
+        held: list[tuple[_Tracked, int, CallbackEvent]] = []
+        others: list[tuple[int, CallbackEvent]] = []
+        for payload in payloads:
+            try:
+                event = parse_callback(payload, statuses=self.policy.statuses)
+            except CallbackError as error:
+                self._count("malformed")
+                results.append(error)
+                continue
+            tracked = self._by_id.get(event.task_id)
+            if tracked is None:
+                others.append((len(results), event))
+            else:
+                held.append((tracked, len(results), event))
+            results.append(None)
+        if held:
+            self._apply_batch(held, results)
+        for position, event in others:
+            results[position] = self.deliver(event)
+        return [result for result in results if result is not None]
+
+    def _apply_batch(
+        self,
+        batch: list[tuple[_Tracked, int, CallbackEvent]],
+        results: list[Outcome | CallbackError | None],
+    ) -> None:
+        # By task (in key order, so two processes' batches lock rows in one order), each task's
+        # callbacks in arrival order (the sort is stable).
+        batch.sort(key=lambda item: item[0].task.key or "")
+        tasks = list({id(tracked): tracked for tracked, _, _ in batch}.values())
+        outcomes: list[Outcome] = []
+        with ExitStack() as locked:
+            for tracked in tasks:  # task locks before the store's: the order every path keeps
+                locked.enter_context(tracked.lock)
+            versions = [tracked.version for tracked in tasks]
+            try:
+                with self.store.batch():
+                    for tracked, position, event in batch:
+                        results[position] = outcome = self._apply(tracked, event)
+                        outcomes.append(outcome)
+            except BaseException:
+                for tracked, version in zip(tasks, versions, strict=True):
+                    if tracked.version != version:  # applied here, and not kept by the store
+                        tracked.notices = None  # hooks hear of nothing that was not kept
+                        if self._put_back(tracked):
+                            self._sync_timers(tracked)
+                raise
+        with self._lock:
+            for outcome in outcomes:
+                self._counts[outcome.kind] += 1
+        for tracked in tasks:
+            if tracked.notices is not None:
+                self._deliver_notices(tracked)
 
     def deliver(self, event: CallbackEvent) -> Outcome:
         """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
@@ -967,10 +1037,7 @@ class Fleet:
                         tracked.version = version
         except BaseException:
             if applied:
-                try:
-                    self._reset(tracked)
-                except Exception:  # the store is down: the task stays ahead of it; the error says why
-                    _log.exception("streamlife.reset_failed", task=task.ref, key=task.key)
+                self._put_back(tracked)
             raise
         if applied or caught_up:
             self._sync_timers(tracked)
@@ -1023,6 +1090,16 @@ class Fleet:
         with self._lock:
             if self._deadlines.when(task.ref, STOP_RETRY) is None:
                 self._deadlines.arm(task.ref, STOP_RETRY, self.clock.now() + after)
+
+    def _put_back(self, tracked: _Tracked) -> bool:
+        """``_reset``, after a failed write, for a caller about to raise that failure: whether it
+        worked. If the store is down, the task stays ahead of it, and the log says why."""
+        try:
+            self._reset(tracked)
+        except Exception:
+            _log.exception("streamlife.reset_failed", task=tracked.task.ref, key=tracked.task.key)
+            return False
+        return True
 
     def _reset(self, tracked: _Tracked) -> None:
         """Put the task back as the store holds it, after a write that did not land."""

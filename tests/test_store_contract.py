@@ -873,3 +873,99 @@ def test_every_store_agrees_with_the_memory_store(backend: Backend, tmp_path: Pa
                 store.close()
 
     check()
+
+
+# Batches: many events, one commit.
+
+
+def test_a_batch_keeps_every_write_inside_it_and_reads_its_own_writes(store: Store) -> None:
+    make(store, "a")
+    with store.batch():
+        advance(store, "a")
+        store.create(task_row("b", 1), [entry(1, trigger="make")])
+        advance(store, "b")
+        advance(store, "a")
+        assert [row.key for row in store.rows()] == ["a", "b"]  # what the batch wrote, read inside it
+        assert [e.version for e in store.journal("a")] == [1, 2, 3]
+    assert [e.version for e in store.journal("a")] == [1, 2, 3]
+    assert [e.version for e in store.journal("b")] == [1, 2]
+
+
+def test_a_block_that_raises_inside_a_batch_is_rolled_back_alone(store: Store) -> None:
+    make(store, "a")
+    make(store, "b")
+
+    def event_failing_after_its_write() -> None:
+        with store.lock("b") as txn:
+            txn.write([entry(2)], task_row("b", 2))
+            raise RuntimeError("the event failed after its write")
+
+    def stale_write() -> None:
+        with store.lock("b") as txn:
+            txn.write([entry(1)], task_row("b", 1))
+
+    with store.batch():
+        advance(store, "a")
+        with pytest.raises(RuntimeError):
+            event_failing_after_its_write()
+        with pytest.raises(StoreConflict):  # refused, and nothing of it kept
+            stale_write()
+        advance(store, "b")
+    assert [e.version for e in store.journal("a")] == [1, 2]
+    assert [e.version for e in store.journal("b")] == [1, 2]
+    row = store.row("b")
+    assert row is not None
+    assert row.version == 2
+
+
+def test_a_batch_that_raises_keeps_nothing_written_inside_it(durable_backend: Backend) -> None:
+    # (Durable stores only: the memory store keeps each write at once, with no commit to group.)
+    store = durable_backend.open()
+    make(store, "a")
+
+    def batch_that_dies() -> None:
+        with store.batch():
+            advance(store, "a")
+            store.create(task_row("b", 1), [entry(1, trigger="make")])
+            raise RuntimeError("the consumer died")
+
+    with pytest.raises(RuntimeError):
+        batch_that_dies()
+    assert [e.version for e in store.journal("a")] == [1]
+    assert store.row("b") is None
+    advance(store, "a")  # and the store goes on
+    assert [e.version for e in store.journal("a")] == [1, 2]
+
+
+def test_batches_do_not_nest(durable_backend: Backend) -> None:
+    store = durable_backend.open()
+    make(store, "a")
+    with store.batch():
+        with pytest.raises(StoreError), store.batch():
+            pass
+        advance(store, "a")
+        with store.lock("a"), pytest.raises(StoreError):
+            store.lock("a").__enter__()
+    assert [e.version for e in store.journal("a")] == [1, 2]
+
+
+def test_another_writer_waits_for_a_batch_and_then_sees_all_of_it(durable_backend: Backend) -> None:
+    first, second = durable_backend.open(), durable_backend.open()
+    make(first, "a")
+    batch_open, may_commit = threading.Event(), threading.Event()
+
+    def batch() -> None:
+        with first.batch():
+            advance(first, "a")
+            advance(first, "a")
+            batch_open.set()
+            may_commit.wait(10)
+
+    thread = threading.Thread(target=batch)
+    thread.start()
+    assert batch_open.wait(10)
+    assert [e.version for e in second.journal("a")] == [1], "nothing is seen before the commit"
+    may_commit.set()
+    advance(second, "a")  # waits for the batch's lock, then numbers on from it
+    thread.join(10)
+    assert [e.version for e in second.journal("a")] == [1, 2, 3, 4]

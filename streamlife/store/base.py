@@ -131,6 +131,17 @@ class Store(Protocol):
         """Lock the task's row for one event (see ``TaskTxn``)."""
         ...
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Group this thread's writes until the block ends into one commit: many events for the
+        price of one transaction (a commit is most of an event's cost on disk).
+
+        Inside it, each ``lock()`` block and ``create`` is kept or rolled back on its own, as
+        outside, but nothing is committed before the block ends; row locks are held until then.
+        If the block raises, or its commit fails, nothing written inside it is kept. Batches do not
+        nest. A store with nothing to group (memory) keeps each write at once.
+        """
+        ...
+
     def row(self, key: str) -> TaskRow | None: ...
 
     def find(self, task_id: str) -> TaskRow | None:

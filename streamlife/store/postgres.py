@@ -97,7 +97,9 @@ class PostgresStore:
         # says only that; this says why (no such database, authentication failed) at once.
         with _errors(f"could not open {self!r}"):
             psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
-        self._local = threading.local()  # .conn: the connection of this thread's lock() block
+        # .conn: the connection of this thread's lock() block or batch; .locked: inside a lock() block;
+        # .batch: the connection of its batch.
+        self._local = threading.local()
         self._pool: ConnectionPool[_Connection] = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -156,6 +158,20 @@ class PostgresStore:
             _insert_entries(conn, journal)
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction on one connection; each ``lock()`` and ``create`` inside it is a savepoint
+        (psycopg nests ``transaction()`` so), and the row locks taken are held until the commit."""
+        what = "could not write a batch"
+        if getattr(self._local, "batch", None) is not None:
+            raise StoreError(f"{what}: this thread is inside a batch of {self!r} already")
+        with _errors(what), self._own_connection(what) as conn, conn.transaction():
+            self._local.batch = self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.batch = self._local.conn = None
+
+    @contextmanager
     def lock(self, key: str) -> Iterator[_Txn]:
         # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
         # the commit); the block's own exceptions pass through, after the rollback.
@@ -165,10 +181,12 @@ class PostgresStore:
                 "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE", (key,)
             ).fetchone()
             self._local.conn = conn  # this thread's other calls, until the block ends, go through it
+            self._local.locked = True
             try:
                 yield _Txn(conn, key, None if found is None else found[0])
             finally:
-                self._local.conn = None
+                self._local.conn = getattr(self._local, "batch", None)
+                self._local.locked = False
 
     def row(self, key: str) -> TaskRow | None:
         with _errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -231,9 +249,14 @@ class PostgresStore:
 
     @contextmanager
     def _own_connection(self, what: str) -> Iterator[_Connection]:
-        """A pooled connection for a transaction of its own: not inside a ``lock()`` block."""
-        if getattr(self._local, "conn", None) is not None:
+        """A pooled connection for a transaction of its own (not inside a ``lock()`` block); inside
+        a ``batch()``, the batch's, on which the caller's transaction is a savepoint."""
+        if getattr(self._local, "locked", False):
             raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+        batch: _Connection | None = getattr(self._local, "batch", None)
+        if batch is not None:
+            yield batch
+            return
         with self._pool.connection() as conn:
             yield conn
 

@@ -1,0 +1,173 @@
+"""Fleet.handle_callbacks: many callbacks, one store commit, the same outcomes as one by one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, StreamTask, TaskState
+from streamlife.errors import StoreError
+from streamlife.journal import facts_of
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.store import MemoryStore, SqliteStore, Store
+
+from .conftest import state_of
+from .payloads import segment_callback, status_callback
+
+URL = "rtmp://sim.invalid/live"
+POLICY = Policy(stop_concurrency=0, seed=0, park_ttl=30, silence_after=600)
+
+
+def fleet_with_tasks(clock: ManualClock, store: Store, count: int = 3) -> tuple[Fleet, list[StreamTask]]:
+    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    return fleet, [fleet.start("audio", audio_url=URL) for _ in range(count)]
+
+
+def described(result: Outcome | CallbackError) -> str:
+    return f"malformed: {result}" if isinstance(result, CallbackError) else str(result)
+
+
+def what_each_task_holds(fleet: Fleet) -> list[Any]:
+    return [
+        (
+            task.state,
+            facts_of(task),
+            list(task.transcript),
+            [(e.trigger, e.outcome) for e in task.history],
+            [(e.version, e.trigger, e.args) for e in fleet.journal(task)],
+        )
+        for task in fleet.tasks()
+    ]
+
+
+# One payload of a random batch: a segment (maybe a repeat), an end, garbage, or a stranger's.
+PAYLOADS = st.one_of(
+    st.tuples(st.just("segment"), st.integers(0, 2), st.integers(0, 4), st.sampled_from(["a", "b"])),
+    st.tuples(st.just("status"), st.integers(0, 2), st.sampled_from([14, 16, 1001])),
+    st.tuples(st.just("garbage")),
+    st.tuples(st.just("stranger"), st.integers(0, 4)),
+)
+
+
+def payload_of(spec: tuple[Any, ...], task_ids: list[str]) -> bytes:
+    if spec[0] == "segment":
+        _, task, index, text = spec
+        return json.dumps(segment_callback(task_ids[task], index, text)).encode()
+    if spec[0] == "status":
+        _, task, status = spec
+        return json.dumps(status_callback(task_ids[task], status)).encode()
+    if spec[0] == "garbage":
+        return b'{"data": 1}'
+    return json.dumps(segment_callback(f"stranger-{spec[1]}", spec[1])).encode()
+
+
+@given(
+    specs=st.lists(PAYLOADS, max_size=40),
+    cuts=st.lists(st.integers(1, 8), min_size=1, max_size=40),
+)
+def test_batches_give_what_one_by_one_gives(specs: list[tuple[Any, ...]], cuts: list[int]) -> None:
+    one_fleet, one_tasks = fleet_with_tasks(ManualClock(1_700_000_000.0), MemoryStore())
+    batch_fleet, batch_tasks = fleet_with_tasks(ManualClock(1_700_000_000.0), MemoryStore())
+    one_ids = [task.task_id or "" for task in one_tasks]
+    batch_ids = [task.task_id or "" for task in batch_tasks]
+
+    one_by_one: list[str] = []
+    for spec in specs:
+        try:
+            one_by_one.append(str(one_fleet.handle_callback(payload_of(spec, one_ids))))
+        except CallbackError as error:
+            one_by_one.append(f"malformed: {error}")
+    batched: list[str] = []
+    payloads = [payload_of(spec, batch_ids) for spec in specs]
+    sizes = iter(cuts * (len(payloads) + 1))
+    while payloads:
+        size = next(sizes)
+        batched += [described(result) for result in batch_fleet.handle_callbacks(payloads[:size])]
+        payloads = payloads[size:]
+
+    assert batched == one_by_one
+    assert what_each_task_holds(batch_fleet) == what_each_task_holds(one_fleet)
+    assert batch_fleet.stats().callbacks == one_fleet.stats().callbacks
+    assert batch_fleet.stats().parked == one_fleet.stats().parked
+
+
+def test_a_batch_is_journaled_in_one_commit_before_it_returns(tmp_path: Path, clock: ManualClock) -> None:
+    store = CountingCommits(tmp_path / "streams.db")
+    fleet, tasks = fleet_with_tasks(clock, store)
+    heard: list[int] = []
+    fleet.on_segment(lambda task, segment: heard.append(segment.index))
+    payloads = [segment_callback(task.task_id or "", index) for index in range(4) for task in tasks]
+    store.commits = 0
+
+    results = fleet.handle_callbacks([*payloads, payloads[0], b"not json"])
+
+    assert results[:12] == [Outcome.APPLIED] * 12
+    assert results[12] == Outcome.DUPLICATE
+    assert isinstance(results[13], CallbackError)
+    assert store.commits == 1
+    reopened = SqliteStore(tmp_path / "streams.db")  # what another process reads: all of it
+    for task in tasks:
+        journal = reopened.journal(task.key or "")
+        assert [e.trigger for e in journal] == ["start", "start_ok"] + ["segment"] * 4
+    assert sorted(heard) == sorted(list(range(4)) * 3), "hooks hear of each applied segment, once"
+
+
+def test_a_batch_whose_commit_fails_applies_nothing_and_applies_all_when_sent_again(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = CountingCommits(tmp_path / "streams.db")
+    fleet, tasks = fleet_with_tasks(clock, store)
+    heard: list[int] = []
+    fleet.on_segment(lambda task, segment: heard.append(segment.index))
+    before = what_each_task_holds(fleet)
+    payloads = [segment_callback(task.task_id or "", 0) for task in tasks]
+    payloads.append(status_callback(tasks[0].task_id or "", 14))
+
+    store.fail_commit = True
+    with pytest.raises(StoreError, match="disk full"):
+        fleet.handle_callbacks(payloads)
+    after_failure = what_each_task_holds(fleet)
+    assert [held[:3] for held in after_failure] == [held[:3] for held in before], "nothing was kept"
+    assert heard == [], "hooks hear of nothing that was not kept"
+    assert tasks[0].state is TaskState.RUNNING
+
+    store.fail_commit = False
+    assert fleet.handle_callbacks(payloads) == [Outcome.APPLIED] * 4
+    assert state_of(tasks[0]) is TaskState.STOPPED  # (read anew: mypy narrowed it above)
+    assert [task.transcript_text() for task in tasks] == ["hello there"] * 3
+    assert sorted(heard) == [0, 0, 0]
+
+
+def test_callbacks_for_tasks_not_held_are_parked_or_found_as_one_by_one(clock: ManualClock) -> None:
+    store = MemoryStore(shared=True)
+    fleet, (task,) = fleet_with_tasks(clock, store, count=1)
+    other = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    results = other.handle_callbacks(
+        [segment_callback(task.task_id or "", 0), segment_callback("nobody-knows", 0)]
+    )
+    assert results == [Outcome.APPLIED, Outcome.PARKED]  # another process's task, loaded from the store
+    assert [e.trigger for e in fleet.journal(task)][-1] == "segment"
+
+
+class CountingCommits(SqliteStore):
+    """A SqliteStore that counts its batches' commits, and can fail the next one (a full disk)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits = 0
+        self.fail_commit = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with super().batch():
+            yield
+            if self.fail_commit:  # raised inside: the batch rolls back, as a failed COMMIT does
+                raise StoreError("disk full (a test)")
+        self.commits += 1
