@@ -244,18 +244,6 @@ def duplicates_in(count: int, duplicate_every: int = 10, lag: int = 7) -> int:
 
 
 # -- live tasks without the network --------------------------------------------------------------
-class BenchService(SimulatedService):
-    """The simulator, with ``live_count`` kept O(1) for a run in which no stream ever ends.
-
-    The stock ``SimulatedService.live_count`` counts every stream on each start, so making n live
-    tasks through it costs O(n^2) (the ingest benchmark measures that, then uses this). Nothing
-    here advances the clock or stops a stream, so every stream made is live.
-    """
-
-    def live_count(self) -> int:
-        return len(self.streams)
-
-
 class InstantTransport:
     """A transport that starts every stream at once and keeps nothing: for measuring what the
     Fleet itself holds per task. Its task_ids are strings of the length memories.ai's have."""
@@ -285,22 +273,14 @@ class LiveFleet:
         self.fleet.store.close()
 
 
-def live_fleet(
-    count: int,
-    store: Store | None = None,
-    *,
-    stock_simulator: bool = False,
-    budget: float | None = None,
-) -> LiveFleet:
+def live_fleet(count: int, store: Store | None = None, *, budget: float | None = None) -> LiveFleet:
     """A Fleet with ``count`` running audio tasks, started through the simulator (no network).
 
-    ``stock_simulator`` uses ``SimulatedService`` itself rather than ``BenchService``. With a
-    ``budget`` (seconds), stops early once making tasks has taken that long (``task_ids`` then
-    holds fewer than ``count``).
+    With a ``budget`` (seconds), stops early once making tasks has taken that long (``task_ids``
+    then holds fewer than ``count``).
     """
     clock = ManualClock()
-    service_type = SimulatedService if stock_simulator else BenchService
-    service = service_type(clock=clock, max_streams=count + 1)
+    service = SimulatedService(clock=clock, max_streams=count + 1)
     fleet = Fleet(SimTransport(service), clock=clock, policy=Policy(stop_concurrency=0), store=store)
     start = fleet.start
     task_ids: list[str] = []

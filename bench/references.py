@@ -8,7 +8,8 @@
   and a list append (the journal): the floor for "parse, transition, record" in Python.
 * ``SqliteFloor``: the same, recording each callback in its own bare sqlite3 transaction (read the
   task's version, update its row, insert a journal row; WAL, synchronous=NORMAL as SqliteStore
-  runs): the floor for one durable write per callback.
+  runs): the floor for one durable write per callback. Its ``handle_batch`` writes a whole batch
+  in one bare transaction (the floor for ``Fleet.handle_callbacks``: one commit per batch).
 * ``NullSink`` (in ``http_ingest``): the webhook receiver in the same server, handing callbacks to
   a sink that does nothing: the floor of the HTTP server that ships with streamlife.
 """
@@ -121,9 +122,15 @@ class DictIngest:
             self.journal.append((message["task_id"], len(task.history), body.decode()))
         return outcome
 
+    def handle_batch(self, bodies: Sequence[bytes]) -> list[str]:
+        """A batch of bodies, in order (in memory there is nothing to share: one by one)."""
+        handle = self.handle
+        return [handle(body) for body in bodies]
+
 
 class SqliteFloor(DictIngest):
-    """``DictIngest``, with each applied callback written in its own sqlite3 transaction."""
+    """``DictIngest``, with each applied callback written in its own sqlite3 transaction
+    (``handle``), or a whole batch's in one (``handle_batch``)."""
 
     def __init__(self, task_ids: Sequence[str], directory: str) -> None:
         super().__init__(task_ids)
@@ -154,18 +161,45 @@ class SqliteFloor(DictIngest):
         if outcome == "applied":
             db = self.db
             db.execute("BEGIN IMMEDIATE")
-            (version,) = db.execute("SELECT version FROM tasks WHERE key = ?", (task_id,)).fetchone()
-            db.execute(
-                "UPDATE tasks SET state = ?, version = ?, updated_at = ?, facts = ?"
-                " WHERE key = ? AND version = ?",
-                (task.state, version + 1, 0.0, '{"stalled":false}', task_id, version),
-            )
-            db.execute(
-                "INSERT INTO journal VALUES (?, ?, ?, 'segment', ?)",
-                (task_id, version + 1, 0.0, body.decode()),
-            )
+            self._write(task_id, task, body)
             db.execute("COMMIT")
         return outcome
+
+    def handle_batch(self, bodies: Sequence[bytes]) -> list[str]:
+        """The bodies in order, every applied one written in one bare transaction for the batch."""
+        db = self.db
+        tasks, write = self.tasks, self._write
+        outcomes: list[str] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for body in bodies:
+                message = json.loads(body)
+                data = message["data"]
+                task_id = message["task_id"]
+                task = tasks[task_id]
+                outcome = task.segment(data["segment_index"], data["transcript"]["text"], 0.0)
+                if outcome == "applied":
+                    write(task_id, task, body)
+                outcomes.append(outcome)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return outcomes
+
+    def _write(self, task_id: str, task: DictTask, body: bytes) -> None:
+        """An applied callback, in the open transaction: the task's row and a journal row."""
+        db = self.db
+        (version,) = db.execute("SELECT version FROM tasks WHERE key = ?", (task_id,)).fetchone()
+        db.execute(
+            "UPDATE tasks SET state = ?, version = ?, updated_at = ?, facts = ?"
+            " WHERE key = ? AND version = ?",
+            (task.state, version + 1, 0.0, '{"stalled":false}', task_id, version),
+        )
+        db.execute(
+            "INSERT INTO journal VALUES (?, ?, ?, 'segment', ?)",
+            (task_id, version + 1, 0.0, body.decode()),
+        )
 
     def close(self) -> None:
         self.db.close()
