@@ -364,7 +364,7 @@ def _one_size(
                 retained,
                 {"floor": floor_retained},
                 note="what each new segment leaves in this process: its history entry, its transcript "
-                "segment (which keeps the parsed payload), and with the memory store its journal entry",
+                "entry (text and times, not the payload), and with the memory store its journal entry",
             )
         )
 
