@@ -572,8 +572,7 @@ class Fleet:
                 return outcome
         with tracked.lock:
             outcome = self._apply(tracked, event)
-        with self._lock:
-            self._counts[outcome.kind] += 1  # (a StrEnum member counts under its value's name)
+        self._count(outcome.kind)  # (a StrEnum member counts under its value's name)
         if tracked.notices is not None:
             self._deliver_notices(tracked)
         return outcome

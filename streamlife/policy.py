@@ -81,7 +81,7 @@ class Policy:
                 raise TypeError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
         for name, least in (("stop_concurrency", 0), ("max_parked", 1), ("history_limit", 1)):
             value = getattr(self, name)
-            if value is None and name in _NONE_ALLOWED:
+            if value is None and name == "history_limit":  # None: keep every entry
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")
@@ -95,7 +95,6 @@ class Policy:
             raise TypeError(f"Policy.seed must be an int or None, got {self.seed!r}")
 
 
-_NONE_ALLOWED: Final = frozenset({"history_limit"})
 _DURATIONS: Final = (
     "park_ttl",
     "uncertain_ttl",

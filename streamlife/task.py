@@ -22,7 +22,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, SILENT_LOOPS, TERMINAL, TRIGGERS, Source, TaskState
-from .transcript import Change, Transcript
+from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
 _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay unique across threads
@@ -346,7 +346,7 @@ class StreamTask:
                 task_id=self.task_id,
                 index=segment.index,
             )
-        if change is Change.NEW or change is Change.REPLACED:  # (Change.applied, without its call)
+        if change in APPLIED_CHANGES:
             self.stalled = False
             return True
         return False

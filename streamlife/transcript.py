@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .events import Segment
 
@@ -30,7 +30,11 @@ class Change(enum.Enum):
 
     @property
     def applied(self) -> bool:
-        return self is Change.NEW or self is Change.REPLACED
+        return self in APPLIED_CHANGES
+
+
+# The changes that change the transcript (a set, so the hot path asks without a property call).
+APPLIED_CHANGES: Final = frozenset({Change.NEW, Change.REPLACED})
 
 
 class _Kept(NamedTuple):

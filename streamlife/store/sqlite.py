@@ -72,10 +72,6 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
 )
 
-# (begin, keep, undo) for a transaction of its own, and for one inside a batch.
-_TRANSACTION: Final = ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
-_SAVEPOINT: Final = ("SAVEPOINT event", "RELEASE event", ("ROLLBACK TO event", "RELEASE event"))
-
 _ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
 _ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -221,21 +217,22 @@ class SqliteStore:
         with self._lock:
             if self._in_txn:
                 raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
-            begin, keep, undo = _SAVEPOINT if self._batching else _TRANSACTION
+            batching = self._batching  # a batch's transaction is open: this one is its savepoint
             with _errors(what):
-                self._db.execute(begin)
+                self._db.execute("SAVEPOINT event" if batching else "BEGIN IMMEDIATE")
             self._in_txn = True
             try:
                 yield self._db
             except BaseException:
                 with suppress(sqlite3.Error):  # the first error is the one to report
-                    for statement in undo:
-                        self._db.execute(statement)
+                    self._db.execute("ROLLBACK TO event" if batching else "ROLLBACK")
+                    if batching:
+                        self._db.execute("RELEASE event")
                 raise
             else:
-                if self._batching:
+                if batching:
                     with _errors(what):
-                        self._db.execute(keep)
+                        self._db.execute("RELEASE event")
                 else:
                     self._commit(what)
             finally:
