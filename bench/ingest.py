@@ -44,6 +44,8 @@ from .common import (
     traced,
 )
 from .lifecycle import FLAT_TOLERANCE
+from .machine import Speed
+from .machine import measure as measure_speed
 from .references import DictIngest, SqliteFloor
 
 BATCH = 50  # callbacks per Fleet.handle_callbacks call: a queue consumer's batch
@@ -105,6 +107,7 @@ class Results:
     retained: dict[str, float] = field(default_factory=dict)  # bytes per applied callback, by store
     making: list[list[str]] = field(default_factory=list)  # rows of the "making live tasks" table
     outcomes: dict[str, Any] = field(default_factory=dict)
+    speed: Speed | None = None  # this machine against the issue's budget
 
 
 @dataclass
@@ -224,6 +227,10 @@ def run(config: IngestConfig) -> Section:
         REFS,
     )
     results = Results()
+    say("ingest: this machine against the issue's budget")
+    results.speed = speed = measure_speed()
+    section.extra["machine_us"] = speed.measured_us
+    section.extra["machine_scale"] = speed.scale
     with tempfile.TemporaryDirectory(prefix="streamlife-bench-") as directory:
         for kind in STORES:
             for size in config.sizes[kind]:
@@ -423,8 +430,20 @@ def _memory_rate(results: Results) -> Goal:
         target,
         f"{rate:,.0f}/s one by one (handle_callback) with {largest:,} live tasks "
         f"(enough for {rate * SEGMENT_SECONDS:,.0f} streams at one callback per 5 s)"
-        + ("" if batched is None else f"; in batches of {BATCH} (handle_callbacks) {1 / batched:,.0f}/s"),
+        + ("" if batched is None else f"; in batches of {BATCH} (handle_callbacks) {1 / batched:,.0f}/s")
+        + _at_budget_speed(results, rate),
         rate >= GOAL_MEMORY_RATE,
+    )
+
+
+def _at_budget_speed(results: Results, rate: float) -> str:
+    """The rate scaled to the machine the issue's budget was measured on (see bench/machine.py)."""
+    speed = results.speed
+    if speed is None:
+        return ""
+    return (
+        f". This machine takes {speed.scale:.2f}x the budget's time for the operations the issue "
+        f"measured it by ({speed.described()}): at the budget's speed, about {rate * speed.scale:,.0f}/s"
     )
 
 
@@ -456,4 +475,5 @@ def _sqlite_rate(results: Results) -> Goal:
         said += (
             f". A bare sqlite3 transaction per callback (the floor) manages {1 / floor:,.0f}/s in this run"
         )
+    said += _at_budget_speed(results, rate)
     return Goal("ingest.sqlite.rate", target, said, rate >= GOAL_SQLITE_RATE)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from streamlife import ManualClock, Segment, StatusCallback, StreamTask
+from streamlife import ManualClock, Policy, Segment, StatusCallback, StreamTask
 
 from .common import Figure, Goal, Section, bytes_per_object, compare, gc_settled, say
 from .references import DictTask, dict_running, machine_running, machine_task
@@ -62,8 +62,9 @@ def _segments(count: int, first: int = 0) -> list[Segment]:
     ]
 
 
-def _after_an_hour(clock: ManualClock) -> StreamTask:
+def _after_an_hour(clock: ManualClock, history_limit: int | None = None) -> StreamTask:
     task = _running(clock)
+    task.history_limit = history_limit
     for segment in _segments(HOUR):
         task.segment(segment)
     return task
@@ -152,6 +153,16 @@ def run(config: LifecycleConfig) -> Section:
             f"bytes per task, an hour in ({HOUR} segments applied)",
             "B",
             bytes_per_object(lambda: _after_an_hour(clock), config.hour_sample),
+            {"dict": bytes_per_object(_dict_after_an_hour, config.hour_sample)},
+        )
+    )
+    bounded_limit = Policy().history_limit
+    bounded = section.add(
+        Figure(
+            "lifecycle.bytes_per_task.hour_bounded",
+            f"bytes per task, an hour in, history bounded as a Fleet bounds it ({bounded_limit} entries)",
+            "B",
+            bytes_per_object(lambda: _after_an_hour(clock, bounded_limit), config.hour_sample),
             {"dict": bytes_per_object(_dict_after_an_hour, config.hour_sample)},
         )
     )
@@ -298,13 +309,15 @@ def run(config: LifecycleConfig) -> Section:
         )
     )
 
-    if hour.value is not None and running.value is not None:
+    if hour.value is not None and running.value is not None and bounded.value is not None:
         per_segment = (hour.value - running.value) / HOUR
+        kept = (bounded.value - running.value) / HOUR
         section.notes.append(
-            f"Every applied segment stays in the task (a history entry and the transcript): "
-            f"{per_segment:,.0f} B per segment, {hour.value / 1024:,.0f} KiB per task an hour in, so "
-            f"100,000 streams grow by about {per_segment * 100_000 * 720 / 2**30:,.1f} GiB an hour "
-            "(history is never trimmed)."
+            f"A StreamTask on its own keeps every history entry: each applied segment leaves "
+            f"{per_segment:,.0f} B (a history entry and the transcript's), {hour.value / 1024:,.0f} KiB "
+            f"per task an hour in. A Fleet keeps the last {bounded_limit} history entries "
+            f"(Policy.history_limit), so a segment leaves {kept:,.0f} B, the transcript's part: "
+            f"100,000 streams grow by about {kept * 100_000 * HOUR / 2**30:,.1f} GiB an hour."
         )
     section.notes.append(
         "The whole-lifecycle figure for streamlife sends the same segment ten times "

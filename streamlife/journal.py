@@ -20,6 +20,10 @@ from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeani
 from .store.base import JournalEntry, TaskRow
 from .task import StreamTask, replaying
 
+# A NamedTuple's constructor is a Python function; tuple's own, given every field in order, makes
+# the same record in half the time (an entry and a row are made for every event journaled).
+_new_record: Final = tuple.__new__
+
 
 def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
     """A trigger's argument (a task_id, an error, a callback) as JSON; None for no argument."""
@@ -78,7 +82,8 @@ def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEnt
     """The journal entry of the event the task has just applied (its last history entry)."""
     last = task.history[-1]
     # (States are str enums: the members themselves are the strings the row and entry keep.)
-    return JournalEntry(version, last.at, last.trigger, last.from_state, last.to_state, encode_args(args))
+    entry = (version, last.at, last.trigger, last.from_state, last.to_state, encode_args(args))
+    return _new_record(JournalEntry, entry)
 
 
 def facts_of(task: StreamTask) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def row_for(
     facts = facts_of(task)
     if extra:
         facts.update(extra)
-    return TaskRow(key, task.kind, task.task_id, task.state, version, created_at, at, facts)
+    return _new_record(TaskRow, (key, task.kind, task.task_id, task.state, version, created_at, at, facts))
 
 
 def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:

@@ -213,3 +213,5 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
+# The states where a segment is such a self-loop (running, stopping): the hot path's compiled cells.
+SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")

@@ -21,7 +21,19 @@ import structlog
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
-from .lifecycle import CELLS, DUP, LATE, MACHINE, NO, SILENT_LOOPS, TERMINAL, TRIGGERS, Source, TaskState
+from .lifecycle import (
+    CELLS,
+    DUP,
+    LATE,
+    MACHINE,
+    NO,
+    SEGMENT_LOOPS,
+    SILENT_LOOPS,
+    TERMINAL,
+    TRIGGERS,
+    Source,
+    TaskState,
+)
 from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
@@ -31,7 +43,9 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
-_NOTHING: Final = object()  # no argument for a data effect
+# A NamedTuple's own constructor is a Python function: tuple's, given the fields in order, makes
+# the same entry in half the time, and one entry is made for every event.
+_new_entry: Final = tuple.__new__
 
 
 @contextmanager
@@ -153,7 +167,18 @@ class StreamTask:
     # -- callbacks ---------------------------------------------------------------------------
     def segment(self, segment: Segment) -> Outcome:
         data = {"index": segment.index, "final": segment.final}
-        return self._fire("segment", self._add_segment, data, segment.task_id, argument=segment)
+        before = self.state
+        if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
+            return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
+        # The hot path, compiled from the table: here the cell is this very state and the Machine's
+        # transition a no-op (SEGMENT_LOOPS), so ``_fire`` would only apply the data and record it.
+        # It does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
+        at = self.clock.now()
+        outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
+        self._append(at, "segment", before, outcome, data)
+        if _debug_enabled() and not _replaying.get():  # a segment logs at debug only
+            self._announce("segment", before, outcome)
+        return outcome
 
     def stopped(self, callback: StatusCallback) -> Outcome:
         return self._end("stopped", callback)
@@ -222,18 +247,15 @@ class StreamTask:
     def _fire(
         self,
         trigger: str,
-        apply: Callable[..., bool] | None,
+        apply: Callable[[], bool] | None,
         data: Mapping[str, Any] | None = None,
         addressed_to: str | None = None,
         *,
         refusal: str | None = None,
-        argument: Any = _NOTHING,
     ) -> Outcome:
         """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new.
 
-        ``apply`` is called with ``argument`` when one is given (the hot path's segment: a bound
-        method and its argument cost less than a closure made per event). ``refusal`` rejects a
-        move the table allows but the task's data forbids, with that reason.
+        ``refusal`` rejects a move the table allows but the task's data forbids, with that reason.
         """
         at = self.clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
@@ -252,7 +274,7 @@ class StreamTask:
             outcome = Outcome.DUPLICATE
         elif cell is LATE:
             outcome = Outcome.LATE
-        elif apply is not None and not _changed(apply, argument) and cell is before:
+        elif apply is not None and not apply() and cell is before:
             outcome = Outcome.DUPLICATE
         else:
             # The shared Machine moves the state; a silent self-loop it would run as a no-op is
@@ -260,7 +282,9 @@ class StreamTask:
             if (before, trigger) not in SILENT_LOOPS and not _EVENTS[trigger].trigger(self):
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
-        self._record(at, trigger, before, outcome, data)
+        self._append(at, trigger, before, outcome, data)
+        if not _replaying.get():
+            self._announce(trigger, before, outcome)
         return outcome
 
     def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
@@ -270,22 +294,22 @@ class StreamTask:
 
         return self._fire(trigger, remember_status, {"status": callback.status}, callback.task_id)
 
-    def _record(
+    def _append(
         self, at: float, trigger: str, before: TaskState, outcome: Outcome, data: Mapping[str, Any] | None
     ) -> None:
         history = self.history
         if history and at < history[-1].at:
             at = history[-1].at  # a wall clock stepped back; history still reads forwards
-        source = TRIGGERS[trigger]
-        after = self.state
         self._seq += 1
-        history.append(HistoryEntry(self._seq, at, trigger, source, before, after, outcome, data))
+        entry = (self._seq, at, trigger, TRIGGERS[trigger], before, self.state, outcome, data)
+        history.append(_new_entry(HistoryEntry, entry))
         limit = self.history_limit
         if limit is not None and len(history) > 2 * limit:
             del history[:-limit]  # a batch at a time: trimming stays O(1) per event
-        if _replaying.get():
-            return
 
+    def _announce(self, trigger: str, before: TaskState, outcome: Outcome) -> None:
+        """Log the event: a refusal as a warning, the segment self-loop and duplicates at debug (and
+        only if debug is kept: the hot path builds nothing), everything else at info."""
         if outcome.kind is OutcomeKind.REJECTED:
             emit = _log.warning
         elif trigger in _QUIET_TRIGGERS or outcome.kind is OutcomeKind.DUPLICATE:
@@ -299,9 +323,9 @@ class StreamTask:
             "task_id": self.task_id,
             "kind": self.kind.value,
             "trigger": trigger,
-            "source": source.value,
+            "source": TRIGGERS[trigger].value,
             "from": before.value,
-            "to": after.value,
+            "to": self.state.value,
             "outcome": outcome.kind.value,
         }
         if outcome.reason is not None:
@@ -338,7 +362,10 @@ class StreamTask:
         return self._set_error(error)
 
     def _add_segment(self, segment: Segment) -> bool:
-        change = self.transcript.add(segment)
+        transcript = self._transcript
+        if transcript is None:
+            transcript = self._transcript = Transcript()
+        change = transcript.add(segment)
         if change is Change.CONFLICT:
             _log.warning(
                 "streamlife.transcript_conflict",
@@ -372,7 +399,9 @@ def _debug_enabled() -> bool:
     the answer is kept per wrapper class. Anything else (stdlib loggers decide per logger) is True,
     and the event is built and handed over as before."""
     global _debug_answer
-    wrapper = _configured_wrapper()
+    wrapper = getattr(_STRUCTLOG_STATE, "default_wrapper_class", None)
+    if wrapper is None:  # not where structlog used to keep it: the public call answers
+        wrapper = structlog.get_config()["wrapper_class"]
     asked_of, answer = _debug_answer
     if wrapper is not asked_of:
         try:
@@ -383,20 +412,10 @@ def _debug_enabled() -> bool:
     return answer
 
 
-def _configured_wrapper() -> Any:
-    """structlog's configured wrapper class. ``get_config()`` copies the whole configuration (0.6 µs,
-    a tenth of a segment's cost), so the attribute it copies from is read directly, and only read;
-    should structlog move it, the public call answers instead."""
-    wrapper = getattr(_STRUCTLOG_STATE, "default_wrapper_class", None)
-    return wrapper if wrapper is not None else structlog.get_config()["wrapper_class"]
-
-
 # The object ``structlog.configure`` sets its attributes on (the same one for the process's life).
+# Its wrapper class is read directly, and only read: ``structlog.get_config()`` copies the whole
+# configuration, about 0.6 µs, a tenth of a segment's cost.
 _STRUCTLOG_STATE: Final = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-
-
-def _changed(apply: Callable[..., bool], argument: Any) -> bool:
-    return apply() if argument is _NOTHING else apply(argument)
 
 
 def _check_task_id(trigger: str, task_id: object) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from .events import Segment
 
@@ -37,12 +37,11 @@ class Change(enum.Enum):
 APPLIED_CHANGES: Final = frozenset({Change.NEW, Change.REPLACED})
 
 
-class _Kept(NamedTuple):
-    final: bool
-    text: str | None
-    start: float | None
-    end: float | None
-    raw: Mapping[str, Any] | None  # only for a segment with no text: its payload is its result
+# What is kept of a segment: (final, text, start, end, raw), raw only for a segment with no text
+# (its payload is its result). A plain tuple, not a NamedTuple: one is made per segment, a plain
+# tuple costs a fifth of one, and the collector stops tracking it once it holds no containers.
+_Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | None]
+_FINAL, _TEXT = 0, 1
 
 
 class Transcript:
@@ -60,18 +59,18 @@ class Transcript:
             self._task_id = segment.task_id
             self._keep(segment)
             return Change.NEW
-        if kept.final:
-            if not segment.final or segment.text == kept.text:
+        if kept[_FINAL]:
+            if not segment.final or segment.text == kept[_TEXT]:
                 return Change.REPEATED
             return Change.CONFLICT
-        if segment.final or segment.text != kept.text:
+        if segment.final or segment.text != kept[_TEXT]:
             self._keep(segment)
             return Change.REPLACED
         return Change.REPEATED
 
     def _keep(self, segment: Segment) -> None:
         raw = segment.raw if segment.text is None else None
-        self._by_index[segment.index] = _Kept(segment.final, segment.text, segment.start, segment.end, raw)
+        self._by_index[segment.index] = (segment.final, segment.text, segment.start, segment.end, raw)
 
     def __len__(self) -> int:
         return len(self._by_index)
@@ -99,7 +98,7 @@ class Transcript:
         Ranges, not every missing index: one stray index of 2**31 must not cost 2**31 ints.
         """
         gaps, expected = [], 0
-        for index in sorted(index for index, kept in self._by_index.items() if kept.final):
+        for index in sorted(index for index, kept in self._by_index.items() if kept[_FINAL]):
             if index > expected:
                 gaps.append(range(expected, index))
             expected = index + 1

@@ -253,6 +253,7 @@ def _status(task: StreamTask, status: int) -> StatusCallback:
 # -- the compiled path: silent self-loops skip the Machine's dispatch ------------------------------
 def _without_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streamlife.task, "SILENT_LOOPS", frozenset())
+    monkeypatch.setattr(streamlife.task, "SEGMENT_LOOPS", frozenset())  # segments through _fire too
 
 
 def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:
@@ -294,6 +295,48 @@ def test_any_sequence_of_events_leaves_a_task_alike_on_both_paths(triggers: list
     def run() -> list[tuple[object, ...]]:
         task = StreamTask("audio", {"audio_url": "rtmp://example.invalid/live"}, clock=ManualClock(5.0))
         return [_what_a_fire_leaves(task, trigger) for trigger in triggers]
+
+    shortcut = run()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _without_the_shortcut(monkeypatch)
+        dispatched = run()
+    assert shortcut == dispatched
+
+
+# A segment's fields, or a silence in between (it marks a running task stalled, which a new segment
+# clears): repeats, partials, conflicts, moderation results with no text, and misaddressed ones.
+_SEGMENT_OR_SILENCE = st.one_of(
+    st.just("silence"),
+    st.tuples(
+        st.integers(0, 3),
+        st.booleans(),
+        st.sampled_from(["a", "b", None]),
+        st.sampled_from([None, 0.5]),
+        st.booleans(),
+    ),
+)
+
+
+@given(st.sampled_from(STATES), st.lists(_SEGMENT_OR_SILENCE, max_size=25))
+def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
+    state: TaskState, events: list[str | tuple[int, bool, str | None, float | None, bool]]
+) -> None:
+    """The segment's compiled path (lifecycle.SEGMENT_LOOPS) against ``_fire`` with the Machine:
+    the same outcome, state, history, transcript and stalled flag after every event."""
+
+    def run() -> list[tuple[object, ...]]:
+        task = task_in(state, ManualClock(7.0))
+        left: list[tuple[object, ...]] = []
+        for event in events:
+            if isinstance(event, str):  # "silence"
+                outcome: object = task.silence()
+            else:
+                index, final, text, start, misaddressed = event
+                task_id = "someone-else" if misaddressed else task.task_id or "none-yet"
+                raw = {"data": {"segment_index": index}}
+                outcome = task.segment(Segment(task_id, index, final, text, start, None, raw))
+            left.append((outcome, task.state, list(task.history), list(task.transcript), task.stalled))
+        return left
 
     shortcut = run()
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -8,7 +8,8 @@ import logging
 import structlog
 from structlog.testing import capture_logs
 
-from streamlife import LocalTransitionError, Segment, StreamTask, TaskState
+from streamlife import LocalTransitionError, Outcome, Segment, StreamTask, TaskState
+from streamlife.task import replaying
 
 from .conftest import TASK_ID, task_in
 
@@ -47,6 +48,19 @@ def test_segments_log_at_debug_and_rejections_at_warning_with_a_reason() -> None
     assert rejected["log_level"] == "warning"
     assert rejected["outcome"] == "rejected"
     assert rejected["reason"] == "start_ok is impossible while running"
+
+
+def test_a_replayed_journal_logs_nothing() -> None:
+    """History told again is not news: a task rebuilt from its journal logs none of its events,
+    the segment's own path included."""
+    task = StreamTask("audio")
+    with capture_logs() as logs, replaying():
+        task.start()
+        task.start_ok(TASK_ID)
+        task.segment(Segment(TASK_ID, 0, final=True, text="hi"))
+        task.segment(Segment(TASK_ID, 0, final=True, text="hi"))
+    assert [entry.outcome for entry in task.history][2:] == [Outcome.APPLIED, Outcome.DUPLICATE]
+    assert logs == []
 
 
 def test_a_refused_local_call_logs_nothing() -> None:

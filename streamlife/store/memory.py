@@ -24,7 +24,8 @@ class MemoryStore:
         self._journals: dict[str, list[JournalEntry]] = {}
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
-        self._parked: dict[int, ParkedCallback] = {}
+        self._parked: dict[int, ParkedCallback] = {}  # by seq: arrival order
+        self._parked_by_task_id: dict[str, list[int]] = {}  # so unparking one task_id scans no other
         self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
         self._next_seq = itertools.count(1).__next__
 
@@ -76,15 +77,18 @@ class MemoryStore:
         with self._lock:
             seq = self._next_seq()
             self._parked[seq] = ParkedCallback(seq, task_id, at, payload)
+            self._parked_by_task_id.setdefault(task_id, []).append(seq)
 
     def unpark(self, task_id: str) -> None:
         with self._lock:
-            for seq in [seq for seq, kept in self._parked.items() if kept.task_id == task_id]:
+            for seq in self._parked_by_task_id.pop(task_id, ()):
                 del self._parked[seq]
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._lock:
-            return [kept for kept in self._parked.values() if task_id is None or kept.task_id == task_id]
+            if task_id is None:
+                return list(self._parked.values())
+            return [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
 
     def close(self) -> None:
         pass
