@@ -72,9 +72,9 @@ class IngestConfig:
 
 FULL = IngestConfig(
     sizes={"memory": (1_000, 10_000, 100_000), "sqlite": (1_000, 10_000, 100_000)},
-    rounds={"memory": 12_000, "sqlite": 1_500},
+    rounds={"memory": 10_000, "sqlite": 1_500},
     warmup={"memory": 5_000, "sqlite": 1_000},
-    repeat=8,
+    repeat=6,
     make_budget=90.0,
     retained_sample=3_000,
     fleet_bytes_sample=5_000,

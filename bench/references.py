@@ -7,9 +7,10 @@
 * ``DictIngest``: a callback body through ``json.loads``, a dict lookup of its task, a DictTask fire
   and a list append (the journal): the floor for "parse, transition, record" in Python.
 * ``SqliteFloor``: the same, recording each callback in its own bare sqlite3 transaction (read the
-  task's version, update its row, insert a journal row; WAL, synchronous=NORMAL as SqliteStore
-  runs): the floor for one durable write per callback. Its ``handle_batch`` writes a whole batch
-  in one bare transaction (the floor for ``Fleet.handle_callbacks``: one commit per batch).
+  task's version, update its row, insert a journal row; WAL, synchronous=NORMAL and the page
+  cache SqliteStore runs with): the floor for one durable write per callback. Its
+  ``handle_batch`` writes a whole batch in one bare transaction (the floor for
+  ``Fleet.handle_callbacks``: one commit per batch).
 * ``NullSink`` (in ``http_ingest``): the webhook receiver in the same server, handing callbacks to
   a sink that does nothing: the floor of the HTTP server that ships with streamlife.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from transitions import Machine
 
 from streamlife.lifecycle import CELLS, STATES, TaskState
+from streamlife.store.sqlite import CACHE_KIB
 
 # -- a hand-written dict FSM -----------------------------------------------------------------------
 DICT_TABLE: dict[tuple[str, str], str] = {
@@ -138,6 +140,7 @@ class SqliteFloor(DictIngest):
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self.db.execute(
             "CREATE TABLE tasks (key TEXT PRIMARY KEY, state TEXT NOT NULL, version INTEGER NOT NULL,"
             " updated_at REAL NOT NULL, facts TEXT NOT NULL)"
