@@ -18,7 +18,6 @@ batches, one bare sqlite3 transaction per batch.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from .common import (
     gc_young,
     live_fleet,
     say,
+    timing_of,
     traced,
 )
 from .lifecycle import FLAT_TOLERANCE
@@ -72,7 +72,7 @@ class IngestConfig:
 
 FULL = IngestConfig(
     sizes={"memory": (1_000, 10_000, 100_000), "sqlite": (1_000, 10_000, 100_000)},
-    rounds={"memory": 10_000, "sqlite": 1_500},
+    rounds={"memory": 10_000, "sqlite": 3_000},  # SQLite: about two checkpoints a way
     warmup={"memory": 5_000, "sqlite": 1_000},
     repeat=6,
     make_budget=90.0,
@@ -177,7 +177,7 @@ def _rounds(feeds: Sequence[tuple[Feed, dict[str, Callable[[Any], Any]]]], repea
                 for unit in units:
                     handle(unit)
                 per_callback[name].append((time.perf_counter() - started) / callbacks)
-    return {name: Timing(min(times), statistics.median(times)) for name, times in per_callback.items()}
+    return {name: timing_of(times) for name, times in per_callback.items()}
 
 
 def _retained_bytes(handle: Callable[[bytes], Any], bodies: Sequence[bytes]) -> float:
@@ -219,11 +219,14 @@ def run(config: IngestConfig) -> Section:
         "Raw callback bodies through parse, dedupe, transition and journal, on one thread. Per store "
         f"and size, each way (one by one through handle_callback; in batches of {BATCH} through "
         f"handle_callbacks, one store commit per batch): {config.warmup['memory']:,} (memory) / "
-        f"{config.warmup['sqlite']:,} (SQLite) callbacks of warm-up, then the best of {config.repeat} "
-        f"rounds of {config.rounds['memory']:,} / {config.rounds['sqlite']:,}; bodies round-robin over "
-        "every live task, one in ten a repeat. structlog filters at WARNING. The floor gets the same "
-        f"bodies the same way (batched: {BATCH} callbacks per bare sqlite3 transaction), all taking "
-        "turns round by round.",
+        f"{config.warmup['sqlite']:,} (SQLite) callbacks of warm-up, then {config.repeat} rounds of "
+        f"{config.rounds['memory']:,} / {config.rounds['sqlite']:,}; bodies round-robin over every live "
+        "task, one in ten a repeat. structlog filters at WARNING. The floor gets the same bodies the "
+        f"same way (batched: {BATCH} callbacks per bare sqlite3 transaction, with the store's "
+        "pragmas), all taking turns round by round. Figures are the mean over every round (the best "
+        "round and the median beside it): work that comes in bursts, SQLite's checkpoints (one per "
+        "few thousand callbacks) and the collector's full passes, lands in some rounds and not "
+        "others, and a sustained rate pays for all of it.",
         REFS,
     )
     results = Results()
@@ -310,30 +313,30 @@ def _one_size(
         gc_settled()
 
     timing, floor_timing = timings["fleet"], timings["floor"]
-    results.per_callback[kind][made] = timing.best
-    results.floor_per_callback[kind][made] = floor_timing.best
+    results.per_callback[kind][made] = timing.mean
+    results.floor_per_callback[kind][made] = floor_timing.mean
     section.add(
         Figure(
             f"ingest.{kind}.{made}.callbacks_per_second",
             f"{kind}, {made:,} tasks: callbacks/s, handle_callback",
             "/s",
-            1 / timing.best,
-            {"floor": 1 / floor_timing.best},
+            1 / timing.mean,
+            {"floor": 1 / floor_timing.mean},
             better="higher",
         )
     )
     section.add(
         Figure(
             f"ingest.{kind}.{made}.us_per_callback",
-            f"{kind}, {made:,} tasks: µs per callback, handle_callback (median {timing.median * 1e6:.1f})",
+            f"{kind}, {made:,} tasks: µs per callback, handle_callback ({_spread(timing)})",
             "µs",
-            timing.best * 1e6,
-            {"floor": floor_timing.best * 1e6},
+            timing.mean * 1e6,
+            {"floor": floor_timing.mean * 1e6},
         )
     )
     batched, floor_batched = timings["fleet_batched"], timings["floor_batched"]
-    results.batched[kind][made] = batched.best
-    results.floor_batched[kind][made] = floor_batched.best
+    results.batched[kind][made] = batched.mean
+    results.floor_batched[kind][made] = floor_batched.mean
     floor_note = (
         f"the floor: {BATCH} callbacks per bare sqlite3 transaction"
         if kind == "sqlite"
@@ -344,8 +347,8 @@ def _one_size(
             f"ingest.{kind}.{made}.batched.callbacks_per_second",
             f"{kind}, {made:,} tasks: callbacks/s, handle_callbacks in batches of {BATCH}",
             "/s",
-            1 / batched.best,
-            {"floor": 1 / floor_batched.best},
+            1 / batched.mean,
+            {"floor": 1 / floor_batched.mean},
             better="higher",
             note=floor_note,
         )
@@ -354,10 +357,10 @@ def _one_size(
         Figure(
             f"ingest.{kind}.{made}.batched.us_per_callback",
             f"{kind}, {made:,} tasks: µs per callback, handle_callbacks in batches of {BATCH} "
-            f"(median {batched.median * 1e6:.1f})",
+            f"({_spread(batched)})",
             "µs",
-            batched.best * 1e6,
-            {"floor": floor_batched.best * 1e6},
+            batched.mean * 1e6,
+            {"floor": floor_batched.mean * 1e6},
             note=floor_note,
         )
     )
@@ -374,6 +377,10 @@ def _one_size(
                 "entry (text and times, not the payload), and with the memory store its journal entry",
             )
         )
+
+
+def _spread(timing: Timing) -> str:
+    return f"best round {timing.best * 1e6:.1f}, median {timing.median * 1e6:.1f}"
 
 
 def _projection(section: Section, results: Results) -> None:
@@ -475,5 +482,4 @@ def _sqlite_rate(results: Results) -> Goal:
         said += (
             f". A bare sqlite3 transaction per callback (the floor) manages {1 / floor:,.0f}/s in this run"
         )
-    said += _at_budget_speed(results, rate)
     return Goal("ingest.sqlite.rate", target, said, rate >= GOAL_SQLITE_RATE)

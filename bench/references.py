@@ -26,7 +26,7 @@ from typing import Any
 from transitions import Machine
 
 from streamlife.lifecycle import CELLS, STATES, TaskState
-from streamlife.store.sqlite import CACHE_KIB
+from streamlife.store.sqlite import CACHE_KIB, CHECKPOINT_PAGES
 
 # -- a hand-written dict FSM -----------------------------------------------------------------------
 DICT_TABLE: dict[tuple[str, str], str] = {
@@ -141,6 +141,7 @@ class SqliteFloor(DictIngest):
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        self.db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         self.db.execute(
             "CREATE TABLE tasks (key TEXT PRIMARY KEY, state TEXT NOT NULL, version INTEGER NOT NULL,"
             " updated_at REAL NOT NULL, facts TEXT NOT NULL)"
