@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -341,13 +342,12 @@ def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
     assert back.task_id == task.task_id
 
 
-def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock) -> None:
-    store = MemoryStore()
-    rig = Rig(clock, store)
+def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock, tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    rig = Rig(clock, SqliteStore(path))
     task = rig.fleet.start("audio", audio_url=URL)
-    row = store.row(task.key or "")
-    assert row is not None
-    store._rows[row.key] = row._replace(state="stopping")  # edited behind our back
+    with sqlite3.connect(path) as db:  # edited behind the Fleet's back
+        db.execute("UPDATE tasks SET state = 'stopping' WHERE key = ?", (task.key,))
     with pytest.raises(JournalMismatch, match="state"):
         rig.restart().recover()
 

@@ -1,27 +1,43 @@
-"""MemoryStore: the Store protocol in this process's memory. Survives nothing; costs almost nothing.
+"""MemoryStore: the Store protocol in this process's memory. Survives nothing; costs little.
 
 The Fleet's default, so the journal exists (and ``Fleet.journal`` answers) even when nothing is
 written to disk. ``shared=True`` makes it behave as a store other writers use too: two Fleets in one
 process then share tasks as two processes share a PostgreSQL database, which the tests use.
+
+Rows and entries are kept as the durable stores keep them: JSON text for facts and arguments, plain
+strings for states. So what a store refuses, this one refuses too; what it hands back is a copy
+nobody else holds (a hook that changes a payload changes no journal); and a kept record is a tuple
+of strings and numbers, which the garbage collector stops tracking. Kept as live dicts, an event
+left ten tracked objects behind, and the collector's full passes over them were half of a
+callback's cost at 100,000 tasks; as text it leaves a quarter of the bytes.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final, TypeAlias
+
+from streamlife.lifecycle import TaskState
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
+from .json_text import to_json
+
+# A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
+_KeptEntry: TypeAlias = tuple[int, float, str, str, str, str | None]
+_KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
+_VERSION: Final = 4  # a _KeptRow's version
 
 
 class MemoryStore:
     def __init__(self, *, shared: bool = False) -> None:
         self.shared = shared
         self._lock = threading.RLock()  # one for the whole store: an event's write takes microseconds
-        self._rows: dict[str, TaskRow] = {}
-        self._journals: dict[str, list[JournalEntry]] = {}
+        self._rows: dict[str, _KeptRow] = {}
+        self._journals: dict[str, list[_KeptEntry]] = {}
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
         self._parked: dict[int, ParkedCallback] = {}  # by seq: arrival order
@@ -37,13 +53,14 @@ class MemoryStore:
             if row.key in self._rows:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
             check_numbering(entries, 0, row)
+            kept_row, kept_entries = _kept_row(row), [_kept_entry(entry) for entry in entries]
             if claim is not None:
                 if claim in self._claims:
                     raise StoreConflict(f"task_id {claim!r} is claimed by task {self._claims[claim]!r}")
                 self._claims[claim] = row.key
             self._made[row.key] = len(self._made)
-            self._rows[row.key] = row
-            self._journals[row.key] = list(entries)
+            self._rows[row.key] = kept_row
+            self._journals[row.key] = kept_entries
             self._index(None, row)
 
     def lock(self, key: str) -> _Txn:
@@ -55,20 +72,21 @@ class MemoryStore:
         yield
 
     def row(self, key: str) -> TaskRow | None:
-        return self._rows.get(key)
+        kept = self._rows.get(key)
+        return None if kept is None else _row(kept)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._lock:
-            claims = [self._rows[key] for key in self._by_task_id.get(task_id, ())]
+            claims = [_row(self._rows[key]) for key in self._by_task_id.get(task_id, ())]
         return min(claims, key=self._made_order, default=None)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._lock:
-            return list(self._journals.get(key, ()))
+            return [_entry(kept) for kept in self._journals.get(key, ())]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         with self._lock:
-            everyone = sorted(self._rows.values(), key=self._made_order)
+            everyone = sorted(map(_row, self._rows.values()), key=self._made_order)
         yield from (row for row in everyone if not row.terminal)
         if terminal:
             yield from (row for row in everyone if row.terminal)
@@ -112,7 +130,7 @@ class _Txn:
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
         self.key = key
-        self.staged: tuple[Sequence[JournalEntry], TaskRow] | None = None
+        self.staged: tuple[list[_KeptEntry], _KeptRow, TaskRow] | None = None
 
     def __enter__(self) -> _Txn:
         self.store._lock.acquire()
@@ -122,22 +140,22 @@ class _Txn:
         store = self.store
         try:
             if self.staged is not None and error_type is None:
-                entries, row = self.staged
+                entries, kept_row, row = self.staged
                 store._journals[self.key].extend(entries)
                 old = store._rows[self.key]
-                if old.task_id != row.task_id:
-                    store._index(old, row)
-                store._rows[self.key] = row
+                if old[2] != row.task_id:
+                    store._index(_row(old), row)
+                store._rows[self.key] = kept_row
         finally:
             store._lock.release()
 
     @property
     def version(self) -> int:
         row = self.store._rows.get(self.key)
-        return 0 if row is None else row.version
+        return 0 if row is None else row[_VERSION]
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        return self.store._journals.get(self.key, [])[version:]
+        return [_entry(kept) for kept in self.store._journals.get(self.key, [])[version:]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
         if self.key not in self.store._rows:
@@ -147,4 +165,34 @@ class _Txn:
         if self.staged is not None:
             raise StoreConflict("one write per lock")
         check_numbering(entries, self.version, row)
-        self.staged = (entries, row)
+        # Encoded here, in the block: a value no store can keep is refused by the write, as it is
+        # by the durable stores.
+        self.staged = ([_kept_entry(entry) for entry in entries], _kept_row(row), row)
+
+
+# TaskState members are str subclasses, which the collector tracks: the plain value is kept instead.
+_PLAIN: Final[dict[str, str]] = {state: state.value for state in TaskState}
+
+
+def _kept_entry(entry: JournalEntry) -> _KeptEntry:
+    version, at, trigger, from_state, to_state, args = entry
+    plain = _PLAIN.get
+    encoded = None if args is None else to_json(args)
+    return (version, at, trigger, plain(from_state, from_state), plain(to_state, to_state), encoded)
+
+
+def _entry(kept: _KeptEntry) -> JournalEntry:
+    version, at, trigger, from_state, to_state, args = kept
+    return JournalEntry(
+        version, at, trigger, from_state, to_state, None if args is None else json.loads(args)
+    )
+
+
+def _kept_row(row: TaskRow) -> _KeptRow:
+    key, kind, task_id, state, version, created_at, updated_at, facts = row
+    return (key, kind, task_id, _PLAIN.get(state, state), version, created_at, updated_at, to_json(facts))
+
+
+def _row(kept: _KeptRow) -> TaskRow:
+    key, kind, task_id, state, version, created_at, updated_at, facts = kept
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))

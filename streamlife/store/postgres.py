@@ -20,7 +20,6 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from psycopg_pool import ConnectionPool
 from streamlife.lifecycle import TERMINAL
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+from .json_text import to_json
 
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 
@@ -123,7 +123,7 @@ class PostgresStore:
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         check_numbering(entries, 0, row)
-        facts = _dumps(row.facts)
+        facts = to_json(row.facts)
         journal = _entry_values(row.key, entries)
         with (
             _errors(f"could not create task {row.key!r}"),
@@ -220,7 +220,7 @@ class PostgresStore:
         return iter([_row(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
-        text = _dumps(payload)
+        text = to_json(payload)
         with _errors(f"could not park a callback for {task_id!r}"), self._connection() as conn:
             conn.execute(
                 "INSERT INTO streamlife_parked (task_id, at, payload) VALUES (%s, %s, %s::json)",
@@ -300,7 +300,7 @@ class _Txn:
         if not self._exists:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
         check_numbering(entries, self.version, row)
-        facts = _dumps(row.facts)
+        facts = to_json(row.facts)
         journal = _entry_values(self.key, entries)
         with _errors(f"could not write task {self.key!r}"), self._conn.transaction():  # a savepoint
             updated = self._conn.execute(
@@ -369,7 +369,7 @@ def _entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, 
             entry.trigger,
             entry.from_state,
             entry.to_state,
-            None if entry.args is None else _dumps(entry.args),
+            None if entry.args is None else to_json(entry.args),
         )
         for entry in entries
     ]
@@ -383,14 +383,6 @@ def _row(values: Sequence[Any]) -> TaskRow:
 def _entry(values: Sequence[Any]) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = values
     return JournalEntry(version, at, trigger, from_state, to_state, args)
-
-
-def _dumps(value: Mapping[str, Any]) -> str:
-    """JSON text, as compact as it goes; NaN and infinities are refused (PostgreSQL's JSON has none)."""
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"not storable as JSON: {exc}") from exc
 
 
 def _describe(dsn: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Final
 from streamlife.lifecycle import TERMINAL
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+from .json_text import to_json
 
 BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
 
@@ -204,7 +205,7 @@ class SqliteStore:
         return iter([_row(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
-        text = _dumps(payload)
+        text = to_json(payload)
         with self._connection() as db:  # one statement: autocommit is its own transaction
             db.execute("INSERT INTO parked (task_id, at, payload) VALUES (?, ?, ?)", (task_id, at, text))
 
@@ -350,7 +351,7 @@ class _Txn:
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
-                values = (row.kind, row.state, row.version, row.updated_at, _dumps(row.facts))
+                values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
                 indexed = (row.task_id, int(row.state in _TERMINAL_STATES), row.created_at)
                 where = (self.key, self.version)
                 if indexed == self._indexed:
@@ -382,7 +383,7 @@ def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalE
             entry.trigger,
             entry.from_state,
             entry.to_state,
-            None if entry.args is None else _dumps(entry.args),
+            None if entry.args is None else to_json(entry.args),
         )
         for entry in entries
     ]
@@ -401,7 +402,7 @@ def _row_values(row: TaskRow) -> tuple[Any, ...]:
         row.version,
         row.created_at,
         row.updated_at,
-        _dumps(row.facts),
+        to_json(row.facts),
     )
 
 
@@ -414,19 +415,6 @@ def _entry(values: Sequence[Any]) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = values
     args = None if args is None else json.loads(args)
     return JournalEntry(version, at, trigger, from_state, to_state, args)
-
-
-def _dumps(value: Mapping[str, Any]) -> str:
-    """JSON text, as compact as it goes; NaN and infinities are refused (they are not JSON, and the
-    PostgreSQL store could not keep them either)."""
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"not storable as JSON: {exc}") from exc
-
-
-# One encoder: ``json.dumps`` with options builds a new one per call.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 @contextmanager

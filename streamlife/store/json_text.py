@@ -1,0 +1,24 @@
+"""JSON text as every store keeps it: compact, and only what JSON can hold.
+
+NaN and infinities are refused (they are not JSON, and PostgreSQL's JSON has none), so a value
+one store keeps, every store keeps, and reads back equal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .base import StoreError
+
+
+def to_json(value: Mapping[str, Any]) -> str:
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"not storable as JSON: {exc}") from exc
+
+
+# One encoder: ``json.dumps`` with options builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
