@@ -162,9 +162,27 @@ def _decode(payload: object) -> Mapping[str, Any]:
             raise
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
             raise CallbackError(None, f"not JSON: {str(exc)[:200]}") from exc
-    if type(payload) is not dict and not isinstance(payload, Mapping):
+        if type(payload) is not dict and not isinstance(payload, Mapping):
+            raise CallbackError(None, f"not an object: {_kind(payload)}")
+        return payload
+    if not isinstance(payload, Mapping):
         raise CallbackError(None, f"not an object: {_kind(payload)}")
-    return payload
+    try:
+        plain: dict[str, Any] = _plain(payload)
+    except RecursionError as exc:
+        raise CallbackError(None, "nested deeper than any callback is") from exc
+    return plain
+
+
+def _plain(value: object) -> Any:
+    """A payload handed over as objects, copied into JSON's own shapes (dicts and lists), as it
+    would have been decoded from text: every store can keep it (no mappingproxy, no tuple), and a
+    caller who changes its object later changes no event and no journal."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -323,7 +325,45 @@ def test_a_video_callback_with_a_null_result_is_a_status_callback() -> None:
 def test_the_raw_payload_is_the_decoded_object() -> None:
     for payload in VALID:
         assert parse_callback(json.dumps(payload).encode()).raw == payload
-        assert parse_callback(payload).raw is payload
+        assert parse_callback(payload).raw == payload
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with its dicts as read-only mappings and its lists as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(frozen(item) for item in value)
+    return value
+
+
+def plain_all_the_way(value: Any) -> bool:
+    if isinstance(value, dict):
+        return type(value) is dict and all(plain_all_the_way(item) for item in value.values())
+    if isinstance(value, list):
+        return all(plain_all_the_way(item) for item in value)
+    return not isinstance(value, (Mapping, tuple))
+
+
+def test_a_payload_handed_over_as_objects_is_copied_as_json_would_decode_it() -> None:
+    for payload in VALID:
+        event = parse_callback(frozen(payload))
+        assert event == parse_callback(json.dumps(payload))
+        assert plain_all_the_way(event.raw)
+        handed = copy.deepcopy(payload)
+        event = parse_callback(handed)
+        if isinstance(handed.get("data"), dict):
+            handed["data"].clear()
+        handed.clear()
+        assert event.raw == payload
+
+
+def test_a_payload_nested_deeper_than_the_stack_is_a_callback_error() -> None:
+    payload: dict[str, Any] = {}
+    for _ in range(sys.getrecursionlimit() + 10):
+        payload = {"data": payload}
+    with pytest.raises(CallbackError, match="nested deeper"):
+        parse_callback(payload)
 
 
 # -- the status table ------------------------------------------------------------------------------

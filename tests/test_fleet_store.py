@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -340,6 +341,21 @@ def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
     rig.run(POLICY.silence_after + 1)
     assert back.stalled
     assert back.task_id == task.task_id
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_callback_handed_over_as_read_only_mappings_is_journaled(
+    backend: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    store: Store = MemoryStore() if backend == "memory" else SqliteStore(tmp_path / "journal.db")
+    fleet = Rig(clock, store).fleet
+    task = fleet.start("audio", audio_url=URL)
+    payload = segment_callback(task.task_id or "", 0, text="hello")
+    handed = MappingProxyType({**payload, "data": MappingProxyType(payload["data"])})
+    assert fleet.handle_callback(handed) is Outcome.APPLIED
+    (applied,) = [entry for entry in fleet.journal(task) if entry.trigger == "segment"]
+    assert applied.args is not None
+    assert applied.args["raw"] == payload
 
 
 def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock, tmp_path: Path) -> None:
