@@ -3,8 +3,9 @@ and a Fleet of live tasks made without the network.
 
 Figures are measured as ratios to references run in the same process, never asserted against a
 clock: a machine twice as fast halves both sides. Timings are the best of a few repeats after a
-warm-up (the best is the run least disturbed by the rest of the machine); memory is what
-``tracemalloc`` sees allocated and still held.
+warm-up (the best is the run least disturbed by the rest of the machine), but where work comes in
+bursts a sustained run pays for (ingest: checkpoints, the collector's full passes), where the mean
+is the figure; memory is what ``tracemalloc`` sees allocated and still held.
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ def to_markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         + f". Load average before and after: {meta['load_average']['before']} / "
         f"{meta['load_average']['after']} (above about 1, something else shared the machine). "
         "Every figure is measured in the same run as its references, taking turns with them; timings "
-        "are the best of a few repeats after a warm-up. " + RATIO_NOTE,
+        "are the best of a few repeats after a warm-up, but for ingest rates, which are the mean over "
+        "every round (see that section). " + RATIO_NOTE,
         "",
         "## Goals",
         "",
