@@ -1,7 +1,7 @@
-"""JSON text as every store keeps it: compact, and only what JSON can hold.
+"""JSON text as the durable stores keep it: compact, and only what JSON can hold.
 
-NaN and infinities are refused (they are not JSON, and PostgreSQL's JSON has none), so a value
-one store keeps, every store keeps, and reads back equal.
+NaN and infinities are refused (they are not JSON, and PostgreSQL's JSON has none), so what the
+SQLite store keeps, the PostgreSQL store keeps too, and both read it back equal.
 """
 
 from __future__ import annotations

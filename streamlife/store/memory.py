@@ -29,7 +29,7 @@ from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskR
 # A JournalEntry, and a TaskRow, as kept: the same fields, with marshal bytes for the mappings.
 _KeptEntry: TypeAlias = tuple[int, float, str, str, str, bytes | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, bytes]
-_VERSION: Final = 4  # a _KeptRow's version
+_VERSION: Final = 4  # where a _KeptRow holds the version
 
 
 class MemoryStore:
@@ -198,6 +198,6 @@ def _row(kept: _KeptRow) -> TaskRow:
 
 def _serialise(value: Mapping[str, Any]) -> bytes:
     try:
-        return marshal.dumps(cast(Any, value))  # (a Mapping of JSON values, which marshal takes)
+        return marshal.dumps(cast(Any, value))  # (the Fleet's are dicts of JSON values, which it takes)
     except ValueError as exc:  # an object marshal has no format for: no store could keep it
         raise StoreError(f"not storable: {exc}") from exc
