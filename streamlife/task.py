@@ -362,10 +362,7 @@ class StreamTask:
         return self._set_error(error)
 
     def _add_segment(self, segment: Segment) -> bool:
-        transcript = self._transcript
-        if transcript is None:
-            transcript = self._transcript = Transcript()
-        change = transcript.add(segment)
+        change = self.transcript.add(segment)
         if change is Change.CONFLICT:
             _log.warning(
                 "streamlife.transcript_conflict",
