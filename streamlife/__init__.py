@@ -9,9 +9,10 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import CallbackError, LocalTransitionError, StreamlifeError, UnknownTaskError
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .fleet import Fleet, FleetStats, Orphan
+from .history import History, HistoryEntry
 from .lifecycle import TERMINAL, Source, TaskState
 from .policy import Policy
-from .task import HistoryEntry, StreamTask
+from .task import StreamTask
 
 __all__ = [
     "DEFAULT_STATUSES",
@@ -22,6 +23,7 @@ __all__ = [
     "Clock",
     "Fleet",
     "FleetStats",
+    "History",
     "HistoryEntry",
     "LocalTransitionError",
     "ManualClock",

@@ -1043,9 +1043,9 @@ class Fleet:
             if not was_terminal and task.state in TERMINAL:
                 with self._settled:
                     self._settled.notify_all()
-        if applied:  # hooks hear of what this Fleet applied, not of what it replayed
+        if applied and self._transition_hooks:  # of what this Fleet applied, not what it replayed
             last = task.history[-1]
-            if last.trigger != "segment" and self._transition_hooks:
+            if last.trigger != "segment":
                 self._queue_notice(tracked, self._transition_hooks, (task, last))
         return outcome
 

@@ -80,10 +80,8 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
 
 def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEntry:
     """The journal entry of the event the task has just applied (its last history entry)."""
-    last = task.history[-1]
-    # (States are str enums: the members themselves are the strings the row and entry keep.)
-    entry = (version, last.at, last.trigger, last.from_state, last.to_state, encode_args(args))
-    return _new_record(JournalEntry, entry)
+    at, trigger, from_state, to_state = task.history.last_move()
+    return _new_record(JournalEntry, (version, at, trigger, from_state, to_state, encode_args(args)))
 
 
 def facts_of(task: StreamTask) -> dict[str, Any]:
@@ -116,11 +114,14 @@ def row_for(
     task: StreamTask, key: str, version: int, created_at: float, extra: Mapping[str, Any] | None = None
 ) -> TaskRow:
     """The task's row as it stands; ``extra`` facts belong to whoever keeps the task (the Fleet)."""
-    at = task.history[-1].at if task.history else created_at
+    at = task.history.last_at
     facts = facts_of(task)
     if extra:
         facts.update(extra)
-    return _new_record(TaskRow, (key, task.kind, task.task_id, task.state, version, created_at, at, facts))
+    updated_at = created_at if at is None else at
+    # (Kind and state as plain strings, as the row keeps them: ``_value_`` is the enum's own.)
+    row = (key, task.kind._value_, task.task_id, task.state._value_, version, created_at, updated_at, facts)
+    return _new_record(TaskRow, row)
 
 
 def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:

@@ -14,13 +14,15 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import structlog
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
+from .history import History
+from .history import HistoryEntry as HistoryEntry  # (where it was first defined)
 from .lifecycle import (
     CELLS,
     DUP,
@@ -43,9 +45,6 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
-# A NamedTuple's own constructor is a Python function: tuple's, given the fields in order, makes
-# the same entry in half the time, and one entry is made for every event.
-_new_entry: Final = tuple.__new__
 
 
 @contextmanager
@@ -58,22 +57,6 @@ def replaying() -> Iterator[None]:
         _replaying.reset(token)
 
 
-class HistoryEntry(NamedTuple):
-    """One fire of one trigger at one task, whatever its outcome.
-
-    A NamedTuple, immutable as a frozen dataclass is and four times cheaper to make: one is made
-    for every event, the segment hot path's included."""
-
-    seq: int  # 1, 2, 3 ... per task
-    at: float  # from the task's clock; never earlier than the entry before it
-    trigger: str
-    source: Source
-    from_state: TaskState
-    to_state: TaskState
-    outcome: Outcome
-    data: Mapping[str, Any] | None = None
-
-
 class StreamTask:
     """One stream: its state, its flags, its transcript and the history of every event it saw.
 
@@ -84,13 +67,11 @@ class StreamTask:
 
     __slots__ = (
         "_adopted",
-        "_seq",
         "_transcript",
         "clock",
         "end_status",
         "final_callback_missing",
         "history",
-        "history_limit",
         "key",
         "kind",
         "last_error",
@@ -123,11 +104,7 @@ class StreamTask:
         self.stop_failures = 0  # stop requests that failed after their retries
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
-        self.history: list[HistoryEntry] = []
-        # Keep at least the last ``history_limit`` entries, letting older ones go in batches (None:
-        # keep all). A Fleet sets it from its Policy: its journal holds every applied event anyway.
-        self.history_limit: int | None = None
-        self._seq = 0  # entries ever recorded: a history entry's seq, trimmed or not
+        self.history = History()
         self._adopted = False
         self.key: str | None = None  # the durable id a Fleet gives the task: its name in the journal
         self.clock = clock  # stamps the history
@@ -175,7 +152,7 @@ class StreamTask:
         # It does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
-        self._append(at, "segment", before, outcome, data)
+        self.history.record(at, "segment", before, before, outcome, data)
         if _debug_enabled() and not _replaying.get():  # a segment logs at debug only
             self._announce("segment", before, outcome)
         return outcome
@@ -212,6 +189,16 @@ class StreamTask:
         return self._fire("silence", self._mark_stalled)
 
     # -- reading -----------------------------------------------------------------------------
+    @property
+    def history_limit(self) -> int | None:
+        """Keep at least the last this many history entries, letting older ones go in batches (None:
+        keep all). A Fleet sets it from its Policy: its journal holds every applied event anyway."""
+        return self.history.limit
+
+    @history_limit.setter
+    def history_limit(self, limit: int | None) -> None:
+        self.history.limit = limit
+
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
@@ -282,7 +269,7 @@ class StreamTask:
             if (before, trigger) not in SILENT_LOOPS and not _EVENTS[trigger].trigger(self):
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
-        self._append(at, trigger, before, outcome, data)
+        self.history.record(at, trigger, before, self.state, outcome, data)
         if not _replaying.get():
             self._announce(trigger, before, outcome)
         return outcome
@@ -293,19 +280,6 @@ class StreamTask:
             return True
 
         return self._fire(trigger, remember_status, {"status": callback.status}, callback.task_id)
-
-    def _append(
-        self, at: float, trigger: str, before: TaskState, outcome: Outcome, data: Mapping[str, Any] | None
-    ) -> None:
-        history = self.history
-        if history and at < history[-1].at:
-            at = history[-1].at  # a wall clock stepped back; history still reads forwards
-        self._seq += 1
-        entry = (self._seq, at, trigger, TRIGGERS[trigger], before, self.state, outcome, data)
-        history.append(_new_entry(HistoryEntry, entry))
-        limit = self.history_limit
-        if limit is not None and len(history) > 2 * limit:
-            del history[:-limit]  # a batch at a time: trimming stays O(1) per event
 
     def _announce(self, trigger: str, before: TaskState, outcome: Outcome) -> None:
         """Log the event: a refusal as a warning, the segment self-loop and duplicates at debug (and

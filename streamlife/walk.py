@@ -12,7 +12,8 @@ from collections.abc import Callable
 from .clock import ManualClock
 from .errors import LocalTransitionError
 from .events import Segment, StatusCallback, StreamKind
-from .task import HistoryEntry, StreamTask
+from .history import HistoryEntry
+from .task import StreamTask
 
 Scenario = Callable[[StreamTask, ManualClock], list[str]]
 

@@ -444,8 +444,7 @@ def test_the_row_keeps_every_fact_of_a_task_that_replay_must_reproduce() -> None
     assert tuple(facts_of(task)) == FACTS
     flags = {name for name, value in vars(type(task)).items() if name in StreamTask.__slots__}
     state_of_its_own = {"_transcript", "clock", "history", "key", "kind", "params", "ref", "state", "task_id"}
-    state_of_its_own |= {"_adopted", "_seq"}  # replay makes these again: the adopt entry, the count
-    state_of_its_own |= {"history_limit"}  # the keeper's setting, not the task's
+    state_of_its_own |= {"_adopted"}  # replay makes it again: the adopt entry
     assert flags - state_of_its_own == set(FACTS), "a new fact of the task must be journaled"
 
 

@@ -218,7 +218,7 @@ def test_a_clock_that_fails_leaves_the_task_untouched() -> None:
     task = StreamTask("audio", clock=BrokenClock())
     with pytest.raises(OSError, match="clock"):
         task.stop()
-    assert (task.state, task.stop_requested, task.history) == (TaskState.PENDING, False, [])
+    assert (task.state, task.stop_requested, list(task.history)) == (TaskState.PENDING, False, [])
 
 
 def test_stop_not_found_counts_as_stopped() -> None:

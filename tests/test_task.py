@@ -23,7 +23,7 @@ from .conftest import TASK_ID, task_in
 
 def test_a_new_task_is_pending_with_nothing_sent(clock: ManualClock) -> None:
     task = StreamTask("video", {"url": "rtmp://x.invalid/live"}, clock=clock)
-    assert (task.kind, task.state, task.task_id, task.history) == (
+    assert (task.kind, task.state, task.task_id, list(task.history)) == (
         StreamKind.VIDEO,
         TaskState.PENDING,
         None,

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias, cast
 
+from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
@@ -169,8 +170,10 @@ class _Txn:
         self.staged = ([_kept_entry(entry) for entry in entries], _kept_row(row), row)
 
 
-# TaskState members are str subclasses, which the collector tracks: the plain value is kept instead.
-_PLAIN: Final[dict[str, str]] = {state: state.value for state in TaskState}
+# TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple
+# holding one with it): the plain value is kept instead. (The Fleet's rows and entries hold plain
+# strings already; a caller's may not.)
+_PLAIN: Final[dict[str, str]] = {member: member.value for enum in (TaskState, StreamKind) for member in enum}
 
 
 def _kept_entry(entry: JournalEntry) -> _KeptEntry:
@@ -188,7 +191,9 @@ def _entry(kept: _KeptEntry) -> JournalEntry:
 
 def _kept_row(row: TaskRow) -> _KeptRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = row
-    return (key, kind, task_id, _PLAIN.get(state, state), version, created_at, updated_at, _serialise(facts))
+    plain = _PLAIN.get
+    kept_facts = _serialise(facts)
+    return (key, plain(kind, kind), task_id, plain(state, state), version, created_at, updated_at, kept_facts)
 
 
 def _row(kept: _KeptRow) -> TaskRow:
