@@ -29,6 +29,9 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
+from streamlife.callbacks import _read, _usual_transcript
+
+from .payloads import segment_callback
 
 TASK = "660e8400-e29b-41d4-a716-446655440001"
 
@@ -655,3 +658,70 @@ def test_a_number_beyond_any_float_is_refused_as_one_no_journal_could_keep() -> 
     body = b'{"task_id": "a", "data": {"status": 0, "segment_index": 1, "transcript": "x", "c": 1e400}}'
     with pytest.raises(CallbackError, match="beyond any float"):
         parse_callback(body)
+
+
+# -- the usual transcript, read in one pass ----------------------------------------------------------
+USUAL = segment_callback(TASK, 3, "Hello there.")
+# Where the usual shape may differ, and values that could fool a one-pass reader: other types (a
+# bool for an int, an int for a string), edges of the ranges, numbers a float reads but JSON's
+# grammar does not, times out of order or beyond any float.
+USUAL_FIELDS = (
+    "code", "task_id", "data", "data__task_id", "data__type", "data__message_type", "data__status",
+    "data__transcript", "data__transcript__text", "data__transcript__is_final", "data__transcript__final",
+    "data__transcript__type", "data__transcript__message_type", "data__segment_index",
+    "data__segment_start_time", "data__segment_end_time", "data__start_time", "data__end_time",
+)  # fmt: skip
+ODD_VALUES: list[Any] = [
+    *(None, True, False, 0, -1, 2**31 - 1, 2**31, -(2**31) - 1, 1.0, -0.0, math.inf, "", "\x00", "x", {}, []),
+    *("1.5", "7", ".5", "5.", "-1", "+2", "1e400", "nan", "inf", "1_0", " 1", "\u0661", "20.0", "15.0"),
+    *("partial", "Final", "200", TASK, TASK + "\x00", {"text": "x", "is_final": True}),
+]
+
+
+def changed(changes: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The usual payload with values put at (or, DROP, taken from) dotted paths that exist."""
+    payload = copy.deepcopy(USUAL)
+    for dotted, value in changes:
+        *parents, last = dotted.split("__")
+        target: Any = payload
+        for key in parents:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            if value is DROP:
+                target.pop(last, None)
+            else:
+                target[last] = copy.deepcopy(value)
+    return payload
+
+
+def reads_as_field_by_field(payload: dict[str, Any]) -> bool:
+    """Whether the one-pass reader took the payload; if it did, ``_read`` must read the same."""
+    fast = _usual_transcript(payload)
+    if fast is not None:
+        assert fast == _read(payload, DEFAULT_STATUSES)
+        assert parse_callback(payload) == fast  # (as objects: inf, which JSON text cannot hold, included)
+    return fast is not None
+
+
+def test_each_field_of_the_usual_transcript_changed_alone_reads_as_field_by_field() -> None:
+    taken = [
+        (dotted, value)
+        for dotted in USUAL_FIELDS
+        for value in (DROP, *ODD_VALUES)
+        if reads_as_field_by_field(changed([(dotted, value)]))
+    ]
+    # The one-pass reader is not a stub that refuses everything: shapes like these it takes.
+    assert ("data__segment_end_time", "20.0") in taken
+    assert ("data__transcript__is_final", False) in taken
+    assert ("code", DROP) in taken
+
+
+@given(st.lists(st.tuples(st.sampled_from(USUAL_FIELDS), st.sampled_from([DROP, *ODD_VALUES])), max_size=4))
+def test_the_usual_transcript_changed_anyhow_reads_as_field_by_field(changes: list[tuple[str, Any]]) -> None:
+    reads_as_field_by_field(changed(changes))
+
+
+def test_the_usual_transcript_takes_the_one_pass_way() -> None:
+    """What the property above rests on: the shape most callbacks have is read in one pass."""
+    assert _usual_transcript(USUAL) == Segment(TASK, 3, True, "Hello there.", 15.0, 20.0, USUAL)
+    assert _usual_transcript(with_changes(USUAL, data__transcript__is_final=False)) is not None
