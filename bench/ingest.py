@@ -102,6 +102,9 @@ class Results:
     # of BATCH, and the floor of each
     per_callback: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
     floor_per_callback: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
+    # the same, the median round: what the flatness goal is judged by (see _goals)
+    median_per_callback: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
+    floor_median_per_callback: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
     batched: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
     floor_batched: dict[str, dict[int, float]] = field(default_factory=lambda: _by_store())
     retained: dict[str, float] = field(default_factory=dict)  # bytes per applied callback, by store
@@ -227,7 +230,8 @@ def run(config: IngestConfig) -> Section:
         "round and the median beside it): work that comes in bursts, SQLite's checkpoints (one per "
         "few thousand callbacks) and the collector's full passes, lands in some rounds and not "
         "others, and a sustained rate pays for all of it. (The collector is settled once the tasks "
-        "are made, so the rounds pay for the passes the callbacks bring on, not for making the tasks.)",
+        "are made, so the rounds pay for the passes the callbacks bring on, not for making the tasks.) "
+        "Flatness is judged by the median round: it asks what every round shows, not what a few pay.",
         REFS,
     )
     results = Results()
@@ -321,6 +325,8 @@ def _one_size(
     timing, floor_timing = timings["fleet"], timings["floor"]
     results.per_callback[kind][made] = timing.mean
     results.floor_per_callback[kind][made] = floor_timing.mean
+    results.median_per_callback[kind][made] = timing.median
+    results.floor_median_per_callback[kind][made] = floor_timing.median
     section.add(
         Figure(
             f"ingest.{kind}.{made}.callbacks_per_second",
@@ -409,21 +415,30 @@ def _goals(section: Section, results: Results) -> None:
     section.goals.append(_memory_rate(results))
     section.goals.append(_sqlite_rate(results))
     for kind in STORES:
-        measured, floors = results.per_callback[kind], results.floor_per_callback[kind]
+        # Flatness asks whether the cost grows with the live tasks, which an O(n) step would show in
+        # every round: so it is judged by the median round, mine and the floor's. The mean is for
+        # sustained rates; here a checkpoint or a stall of this VM that lands in a few rounds of
+        # one size, the floor's or mine, swings the ratio either way (seen: a floor whose mean at
+        # 1,000 tasks was twice its mean at 100,000).
+        measured, floors = results.median_per_callback[kind], results.floor_median_per_callback[kind]
+        means, floor_means = results.per_callback[kind], results.floor_per_callback[kind]
         if len(measured) < 2:
             continue
         low, high = min(measured), max(measured)
         raw = measured[high] / measured[low]
         relative = (measured[high] / floors[high]) / (measured[low] / floors[low])
+        by_means = (means[high] / floor_means[high]) / (means[low] / floor_means[low])
         section.goals.append(
             Goal(
                 f"ingest.{kind}.flat",
                 f"cost per callback flat from {low:,} to {high:,} live tasks, {NAMES[kind]} "
-                f"(within {FLAT_TOLERANCE}x, as a multiple of the floor measured in turn with it)",
+                f"(within {FLAT_TOLERANCE}x, as a multiple of the floor measured in turn with it; "
+                "median rounds)",
                 f"{measured[low] / floors[low]:.2f}x the floor at {low:,}, "
                 f"{measured[high] / floors[high]:.2f}x at {high:,}: {relative:.2f}x "
                 f"(in µs: {measured[low] * 1e6:.1f} at {low:,}, {measured[high] * 1e6:.1f} at {high:,}: "
-                f"{raw:.2f}x; the floor's own: {floors[high] / floors[low]:.2f}x)",
+                f"{raw:.2f}x; the floor's own: {floors[high] / floors[low]:.2f}x; by the means of the "
+                f"rounds: {by_means:.2f}x)",
                 relative <= FLAT_TOLERANCE,
             )
         )
