@@ -4,7 +4,7 @@ One entry is kept per event, so the way it is kept decides what a long-lived tas
 collector. A HistoryEntry holds enum members, which the collector tracks, so a tuple holding one
 stays tracked as long as it lives; each event then left one more object for every full pass to walk,
 and at 100,000 live tasks those passes cost more than the event itself. So an entry is kept as a
-plain tuple of plain values (strings, numbers, None, and the data as a tuple of pairs, since a
+flat tuple of plain values (strings, numbers, None; the data's keys and values in line, since a
 dict keeps a tuple tracked however plain its values are), which the collector stops tracking at its
 first pass, and made into a HistoryEntry when it is read.
 """
@@ -90,8 +90,8 @@ class History(Sequence[HistoryEntry]):
 
     def last_move(self) -> tuple[float, str, str, str]:
         """The last entry's time, trigger and states (as plain strings): what a journal keeps of it."""
-        last = self._kept[-1]
-        return last[1], last[2], last[3], last[4]
+        _, at, trigger, before, after = self._kept[-1][:5]
+        return at, trigger, before, after
 
     def __len__(self) -> int:
         return len(self._kept)
