@@ -146,17 +146,14 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     data = top.get("data")
     if type(data) is not dict or type(top.get("code")) not in _USUAL_CODES:
         return None
-    task_id = top.get("task_id")
+    task_id = _usual_task_id(top, data)
     status = data.get("status")
     transcript = data.get("transcript")
     if (
-        type(task_id) is not str
-        or not task_id
-        or "\x00" in task_id
+        task_id is None
         or type(status) is not int
         or status not in _INT32
         or type(transcript) is not dict
-        or data.get("task_id") is not None
         or data.get("type") is not None
         or data.get("message_type") is not None
     ):
@@ -268,10 +265,19 @@ _BOM: Final = b"\xef\xbb\xbf"
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 
 
-def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
+def _usual_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str | None:
+    """The task_id if it has the usual shape (a plain string at the top level, none under data),
+    checked in one line; None for anything else, which ``_task_id`` reads field by field."""
     outer = top.get("task_id")
     if type(outer) is str and outer and "\x00" not in outer and (data is None or data.get("task_id") is None):
-        return outer  # the usual shape, checked in one line; anything else is read field by field
+        return outer
+    return None
+
+
+def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
+    usual = _usual_task_id(top, data)
+    if usual is not None:
+        return usual
     outer = _optional_text(top, "task_id", "task_id")
     inner = None if data is None else _optional_text(data, "task_id", "data.task_id")
     if outer == "" or inner == "":

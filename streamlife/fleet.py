@@ -64,12 +64,13 @@ from .errors import (
     UnknownTaskError,
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
-from .task import HistoryEntry, StreamTask
+from .task import StreamTask
 from .transport.answers import URL_FIELD
 from .transport.base import Transport
 

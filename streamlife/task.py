@@ -22,7 +22,6 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from .history import History
-from .history import HistoryEntry as HistoryEntry  # (where it was first defined)
 from .lifecycle import (
     CELLS,
     DUP,
