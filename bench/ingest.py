@@ -9,7 +9,7 @@ Each round sends one set of bodies one by one and the next set (the stream going
 the two ways taking turns on the same Fleet. Live tasks are started through the simulator, with
 no network; how long that takes is reported.
 
-References at the same sizes, on the very same bodies: ``json.loads`` + a dict lookup + a dict FSM
+References at the same sizes, on the very same bodies: ``orjson.loads`` + a dict lookup + a dict FSM
 fire + a list append (the floor for parse, transition, record in Python), and the same with one
 bare sqlite3 transaction per callback (the floor for one durable write per callback) or, for the
 batches, one bare sqlite3 transaction per batch.

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import cProfile
 import gc
-import json
 import os
 import pstats
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from streamlife import parse_callback
 from streamlife.callbacks import CallbackEvent
@@ -103,7 +104,7 @@ def run(config: ProfileConfig) -> Section:
             {
                 "whole": (bodies, handle, True),
                 "whole_no_gc": (bodies, handle, False),
-                "decode": (bodies, json.loads, False),
+                "decode": (bodies, orjson.loads, False),
                 "parse": (bodies, parse_callback, False),
                 "deliver": (events, fleet.deliver, False),
             },
@@ -142,7 +143,7 @@ def run(config: ProfileConfig) -> Section:
     stages = [
         ("Fleet.handle_callback(bytes): the whole, = 1 + 2 + 3 + 4", whole),
         ("1. parse_callback (bytes to a Segment), alone", parse),
-        ("1a. of which JSON decoding (json.loads)", decode),
+        ("1a. of which JSON decoding (orjson.loads)", decode),
         ("2. Fleet.deliver (a parsed Segment), alone", deliver),
         ("2a. of which StreamTask.segment (table, transcript, history)", segment),
         ("2b. of which the rest (locks, journal entry and row, store, timers, counters)", deliver - segment),

@@ -4,8 +4,9 @@
   the state set, a history entry appended; a segment is also kept by index, so a repeat is seen as
   one). The limit for a lifecycle in pure Python.
 * ``machine_task``: ``transitions`` the way it is usually used, one ``Machine`` per task.
-* ``DictIngest``: a callback body through ``json.loads``, a dict lookup of its task, a DictTask fire
-  and a list append (the journal): the floor for "parse, transition, record" in Python.
+* ``DictIngest``: a callback body through ``orjson.loads`` (the JSON reader streamlife uses), a
+  dict lookup of its task, a DictTask fire and a list append (the journal): the floor for "parse,
+  transition, record" in Python.
 * ``SqliteFloor``: the same, recording each callback in its own bare sqlite3 transaction (read the
   task's version, update its row, insert a journal row; WAL, synchronous=NORMAL and the page
   cache SqliteStore runs with): the floor for one durable write per callback. Its
@@ -17,12 +18,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from transitions import Machine
 
 from streamlife.lifecycle import CELLS, STATES, TaskState
@@ -109,14 +110,14 @@ def machine_running() -> Any:
 
 # -- ingest floors -------------------------------------------------------------------------------
 class DictIngest:
-    """Raw bytes -> json.loads -> the task by task_id -> a DictTask fire -> a journal list."""
+    """Raw bytes -> orjson.loads -> the task by task_id -> a DictTask fire -> a journal list."""
 
     def __init__(self, task_ids: Sequence[str]) -> None:
         self.tasks = {task_id: dict_running(task_id) for task_id in task_ids}
         self.journal: list[tuple[str, int, str]] = []
 
     def handle(self, body: bytes) -> str:
-        message = json.loads(body)
+        message = orjson.loads(body)
         data = message["data"]
         task = self.tasks[message["task_id"]]
         outcome = task.segment(data["segment_index"], data["transcript"]["text"], 0.0)
@@ -157,7 +158,7 @@ class SqliteFloor(DictIngest):
         self.db.execute("COMMIT")
 
     def handle(self, body: bytes) -> str:
-        message = json.loads(body)
+        message = orjson.loads(body)
         data = message["data"]
         task_id = message["task_id"]
         task = self.tasks[task_id]
@@ -177,7 +178,7 @@ class SqliteFloor(DictIngest):
         db.execute("BEGIN IMMEDIATE")
         try:
             for body in bodies:
-                message = json.loads(body)
+                message = orjson.loads(body)
                 data = message["data"]
                 task_id = message["task_id"]
                 task = tasks[task_id]

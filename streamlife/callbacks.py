@@ -30,6 +30,10 @@ Provider messages are tried first: memories.ai's own payloads have no ``type`` o
 A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". ElevenLabs
 messages carry no index, and none is invented (a counter would break on duplicates and reordering):
 without a ``segment_index`` in the wrapper such a transcript is a CallbackError naming it.
+
+JSON text is read by the standard library, which decides what is JSON and says why when it is not;
+a body of bytes is read by orjson first, in a quarter of the time, where its reading is sure to be
+the same (``_fast_json``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ import re
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeGuard
+
+import orjson
 
 from .errors import CallbackError
 from .events import ProviderEvent, Segment, StatusCallback, StatusMeaning
@@ -201,6 +207,16 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
 
 def _decode(payload: object) -> Mapping[str, Any]:
     if isinstance(payload, bytes):
+        fast = _fast_json(payload)
+        if fast is not None:
+            return fast
+    return _standard_decode(payload)
+
+
+def _standard_decode(payload: object) -> Mapping[str, Any]:
+    """The payload decoded by the standard library: what every payload reads as, and the error
+    that says why one is refused."""
+    if isinstance(payload, bytes):
         try:
             # RFC 8259 lets a parser skip a byte order mark ("utf-8-sig" would, at twice the cost).
             payload = payload[3:].decode() if payload.startswith(_BOM) else payload.decode()
@@ -223,6 +239,27 @@ def _decode(payload: object) -> Mapping[str, Any]:
     except RecursionError as exc:
         raise CallbackError(None, "nested deeper than any callback is") from exc
     return plain
+
+
+def _fast_json(body: bytes) -> dict[str, Any] | None:
+    """The body as orjson reads it (a quarter of the standard library's time) when that is sure to
+    be what the standard library reads; None otherwise, and the standard library reads it.
+
+    Sure means: orjson took it, it is an object, and it has no run of 19 digits. orjson refuses what
+    the standard library takes (a byte order mark, an escaped lone surrogate, deep nesting), and
+    then the standard library decides, refusal message included; but it reads an integer beyond 64
+    bits as a float, and the shortest such integer has 19 digits (-9223372036854775809). A run
+    inside a string sends the body the slow way too, harmlessly. (Found by mapping every digit to
+    0 and looking for nineteen: a sixth of a regular expression's time.) A property test holds
+    both readings to the same result.
+    """
+    if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if type(value) is dict else None
 
 
 def _json(text: str) -> Any:
@@ -261,6 +298,8 @@ def _finite(text: str) -> float:
 
 
 _BOM: Final = b"\xef\xbb\xbf"
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER: Final = b"0" * 19
 # One decoder for every payload: ``json.loads`` with an option builds a new one per call.
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 

@@ -29,7 +29,7 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _read, _usual_transcript
+from streamlife.callbacks import _fast_json, _read, _standard_decode, _usual_transcript
 
 from .payloads import segment_callback
 
@@ -725,3 +725,89 @@ def test_the_usual_transcript_takes_the_one_pass_way() -> None:
     """What the property above rests on: the shape most callbacks have is read in one pass."""
     assert _usual_transcript(USUAL) == Segment(TASK, 3, True, "Hello there.", 15.0, 20.0, USUAL)
     assert _usual_transcript(with_changes(USUAL, data__transcript__is_final=False)) is not None
+
+
+# -- JSON bodies, read by orjson where that is sure to read as the standard library does ------------
+def standard_reading(body: bytes) -> Any:
+    try:
+        return _standard_decode(body)
+    except CallbackError as error:
+        return error
+
+
+def reads_as_the_standard_library(body: bytes) -> bool:
+    """Whether orjson's reading was taken; if it was, the standard library's must be the same value,
+    to the type and the order of the keys (repr tells 1 from 1.0, -0.0 from 0.0, and the order)."""
+    fast = _fast_json(body)
+    if fast is not None:
+        assert repr(fast) == repr(standard_reading(body))
+    return fast is not None
+
+
+# Every character, lone surrogates included (JSON escapes them; UTF-8 cannot hold them).
+ANY_TEXT = st.text(st.characters(codec=None, categories=None), max_size=12)
+# The edges of 64 bits, signed and unsigned.
+EDGE_INTEGERS = [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, -(2**64)]
+NUMBERS = st.integers() | st.floats() | st.sampled_from(EDGE_INTEGERS)
+VALUES = st.recursive(
+    st.none() | st.booleans() | NUMBERS | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=16,
+)
+# How the same value may be written: ASCII escapes or raw UTF-8 (a lone surrogate then becomes
+# bytes no UTF-8 reader takes), compact or spread out, with or without a byte order mark.
+WRITINGS = st.fixed_dictionaries(
+    {"ascii": st.booleans(), "indent": st.sampled_from([None, 0, 2]), "bom": st.booleans()}
+)
+
+
+def written(value: Any, ascii: bool, indent: int | None, bom: bool) -> bytes:
+    text = json.dumps(value, ensure_ascii=ascii, indent=indent)  # NaN and Infinity as JSON's extensions
+    return (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogatepass")
+
+
+@given(st.dictionaries(ANY_TEXT, VALUES, max_size=5) | VALUES, WRITINGS)
+def test_a_json_body_reads_as_the_standard_library_reads_it(value: Any, writing: dict[str, Any]) -> None:
+    reads_as_the_standard_library(written(value, **writing))
+
+
+CALLBACK_BODIES = [json.dumps(USUAL).encode(), *(written(payload, True, None, False) for payload in VALID)]
+# An edit: where (taken modulo the length), the bytes to put there, how many to cut after them.
+EDITS = st.tuples(st.integers(0, 2_000), st.binary(max_size=3), st.integers(0, 3))
+
+
+@given(st.sampled_from(CALLBACK_BODIES), st.lists(EDITS, max_size=3))
+def test_a_callback_body_changed_byte_by_byte_reads_as_the_standard_library_reads_it(
+    body: bytes, edits: list[tuple[int, bytes, int]]
+) -> None:
+    """Bytes changed, put in or cut out anywhere: numbers that grow digits, strings cut short."""
+    for where, put, cut in edits:
+        at = where % (len(body) + 1)
+        body = body[:at] + put + body[at + cut :]
+    reads_as_the_standard_library(body)
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [b"9223372036854775807", b"-9223372036854775808", b"18446744073709551615", b"18446744073709551616",
+     b"-9223372036854775809", b"123456789012345678901234567890", b"-0", b"-0.0", b"1E2", b"1e-400",
+     b"2.2250738585072011e-308", b"4.9e-324", b"0.1", b"1.7976931348623157e308", b"1e400", b"NaN"],
+)  # fmt: skip
+def test_numbers_at_the_edges_read_as_the_standard_library_reads_them(literal: bytes) -> None:
+    reads_as_the_standard_library(b'{"task_id": "a", "n": ' + literal + b"}")
+
+
+def test_a_usual_body_is_read_by_orjson_and_the_odd_ones_by_the_standard_library() -> None:
+    """What the properties above rest on: orjson reads the usual body (the fast way is not a stub
+    that declines everything), and declines where its reading could differ."""
+    usual = json.dumps(USUAL).encode()
+    assert reads_as_the_standard_library(usual)
+    assert parse_callback(usual) == parse_callback(json.dumps(USUAL))
+    declined = [
+        usual[:-1] + b', "big": 18446744073709551616}',  # beyond 64 bits: orjson would make it a float
+        b"\xef\xbb\xbf" + usual,  # a byte order mark
+        usual[:-1] + b', "s": "\\ud800"}',  # an escaped lone surrogate
+        b"[" + usual + b"]",  # not an object
+        usual[:-1] + b", }",  # not JSON
+    ]
+    assert [reads_as_the_standard_library(body) for body in declined] == [False] * len(declined)

@@ -30,15 +30,18 @@ from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskR
 # A JournalEntry, and a TaskRow, as kept: the same fields, with marshal bytes for the mappings.
 _KeptEntry: TypeAlias = tuple[int, float, str, str, str, bytes | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, bytes]
-_VERSION: Final = 4  # where a _KeptRow holds the version
+_Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
+_ROW: Final = 0
+_NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
 
 class MemoryStore:
     def __init__(self, *, shared: bool = False) -> None:
         self.shared = shared
         self._lock = threading.RLock()  # one for the whole store: an event's write takes microseconds
-        self._rows: dict[str, _KeptRow] = {}
-        self._journals: dict[str, list[_KeptEntry]] = {}
+        # key -> [row, entry 1, entry 2, ...]: a task's row and journal in one list, so an event
+        # reaches both with one lookup, and its version is the list's length less one.
+        self._tasks: dict[str, _Kept] = {}
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
         self._parked: dict[int, ParkedCallback] = {}  # by seq: arrival order
@@ -47,21 +50,20 @@ class MemoryStore:
         self._next_seq = itertools.count(1).__next__
 
     def __repr__(self) -> str:
-        return f"MemoryStore(tasks={len(self._rows)}, shared={self.shared})"
+        return f"MemoryStore(tasks={len(self._tasks)}, shared={self.shared})"
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         with self._lock:
-            if row.key in self._rows:
+            if row.key in self._tasks:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
             check_numbering(entries, 0, row)
-            kept_row, kept_entries = _kept_row(row), [_kept_entry(entry) for entry in entries]
+            kept: _Kept = [_kept_row(row), *map(_kept_entry, entries)]
             if claim is not None:
                 if claim in self._claims:
                     raise StoreConflict(f"task_id {claim!r} is claimed by task {self._claims[claim]!r}")
                 self._claims[claim] = row.key
             self._made[row.key] = len(self._made)
-            self._rows[row.key] = kept_row
-            self._journals[row.key] = kept_entries
+            self._tasks[row.key] = kept
             self._index(None, row)
 
     def lock(self, key: str) -> _Txn:
@@ -73,21 +75,21 @@ class MemoryStore:
         yield
 
     def row(self, key: str) -> TaskRow | None:
-        kept = self._rows.get(key)
-        return None if kept is None else _row(kept)
+        kept = self._tasks.get(key)
+        return None if kept is None else _row(kept[_ROW])
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._lock:
-            claims = [_row(self._rows[key]) for key in self._by_task_id.get(task_id, ())]
+            claims = [_row(self._tasks[key][_ROW]) for key in self._by_task_id.get(task_id, ())]
         return min(claims, key=self._made_order, default=None)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._lock:
-            return [_entry(kept) for kept in self._journals.get(key, ())]
+            return [_entry(kept) for kept in self._tasks.get(key, _NOTHING)[1:]]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         with self._lock:
-            everyone = sorted(map(_row, self._rows.values()), key=self._made_order)
+            everyone = sorted((_row(kept[_ROW]) for kept in self._tasks.values()), key=self._made_order)
         yield from (row for row in everyone if not row.terminal)
         if terminal:
             yield from (row for row in everyone if row.terminal)
@@ -142,24 +144,25 @@ class _Txn:
         try:
             if self.staged is not None and error_type is None:
                 entries, kept_row, row = self.staged
-                store._journals[self.key].extend(entries)
-                old = store._rows[self.key]
+                kept = store._tasks[self.key]
+                old = kept[_ROW]
                 if old[2] != row.task_id:
                     store._index(_row(old), row)
-                store._rows[self.key] = kept_row
+                kept[_ROW] = kept_row
+                kept.extend(entries)
         finally:
             store._lock.release()
 
     @property
     def version(self) -> int:
-        row = self.store._rows.get(self.key)
-        return 0 if row is None else row[_VERSION]
+        kept = self.store._tasks.get(self.key)
+        return 0 if kept is None else len(kept) - 1
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        return [_entry(kept) for kept in self.store._journals.get(self.key, [])[version:]]
+        return [_entry(kept) for kept in self.store._tasks.get(self.key, _NOTHING)[version + 1 :]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
-        if self.key not in self.store._rows:
+        if self.key not in self.store._tasks:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
         if row.key != self.key:
             raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
