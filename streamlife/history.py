@@ -12,7 +12,6 @@ first pass, and made into a HistoryEntry when it is read.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
 from typing import Any, Final, NamedTuple, overload
 
 from .events import Outcome, OutcomeKind
@@ -62,23 +61,21 @@ class History(Sequence[HistoryEntry]):
         self.limit = limit
 
     def record(
-        self,
-        at: float,
-        trigger: str,
-        before: TaskState,
-        after: TaskState,
-        outcome: Outcome,
-        data: Mapping[str, Any] | None,
+        self, at: float, trigger: str, before: TaskState, after: TaskState, outcome: Outcome, *data: Any
     ) -> None:
-        """Append one entry. ``at`` earlier than the last entry's is taken as the last's: a wall
-        clock that stepped back still leaves a history that reads forwards."""
+        """Append one entry; ``data`` is its keys and values in turn (``"index", 4, "final", True``),
+        read back as a mapping (None for none). ``at`` earlier than the last entry's is taken as the
+        last's: a wall clock that stepped back still leaves a history that reads forwards."""
         kept = self._kept
         if kept and at < kept[-1][_AT]:
             at = kept[-1][_AT]
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         # ``_value_`` rather than ``value``: the plain string, read without a property call.
-        head = (self._seq, at, trigger, before._value_, after._value_, outcome.kind._value_, outcome.reason)
-        kept.append(head if data is None else (*head, _DATA, *chain.from_iterable(data.items())))
+        kind, reason = outcome.kind._value_, outcome.reason
+        if data:
+            kept.append((seq, at, trigger, before._value_, after._value_, kind, reason, _DATA, *data))
+        else:
+            kept.append((seq, at, trigger, before._value_, after._value_, kind, reason))
         limit = self.limit
         if limit is not None and len(kept) > 2 * limit:
             del kept[:-limit]  # a batch at a time: trimming stays O(1) per event

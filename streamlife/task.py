@@ -121,7 +121,7 @@ class StreamTask:
     # -- transport results -------------------------------------------------------------------
     def start_ok(self, task_id: str) -> Outcome:
         _check_task_id("start_ok", task_id)
-        return self._fire("start_ok", lambda: self._set_task_id(task_id), {"task_id": task_id})
+        return self._fire("start_ok", lambda: self._set_task_id(task_id), ("task_id", task_id))
 
     def start_rejected(self, error: BaseException) -> Outcome:
         return self._fire("start_rejected", lambda: self._set_error(error), _describe(error))
@@ -142,7 +142,7 @@ class StreamTask:
 
     # -- callbacks ---------------------------------------------------------------------------
     def segment(self, segment: Segment) -> Outcome:
-        data = {"index": segment.index, "final": segment.final}
+        data = ("index", segment.index, "final", segment.final)
         before = self.state
         if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
@@ -151,7 +151,7 @@ class StreamTask:
         # It does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
-        self.history.record(at, "segment", before, before, outcome, data)
+        self.history.record(at, "segment", before, before, outcome, *data)
         if _debug_enabled() and not _replaying.get():  # a segment logs at debug only
             self._announce("segment", before, outcome)
         return outcome
@@ -169,7 +169,7 @@ class StreamTask:
     def adopt(self, task_id: str) -> Outcome:
         """Take on a stream that no start of ours named (an orphan), so it is tracked and stopped."""
         _check_task_id("adopt", task_id)
-        return self._fire("adopt", lambda: self._adopt(task_id), {"task_id": task_id})
+        return self._fire("adopt", lambda: self._adopt(task_id), ("task_id", task_id))
 
     def final_deadline(self) -> Outcome:
         """The stop was acknowledged but no status-14 callback came in time.
@@ -234,14 +234,15 @@ class StreamTask:
         self,
         trigger: str,
         apply: Callable[[], bool] | None,
-        data: Mapping[str, Any] | None = None,
+        data: tuple[Any, ...] = (),
         addressed_to: str | None = None,
         *,
         refusal: str | None = None,
     ) -> Outcome:
         """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new.
 
-        ``refusal`` rejects a move the table allows but the task's data forbids, with that reason.
+        ``data`` goes to the history entry, keys and values in turn. ``refusal`` rejects a move the
+        table allows but the task's data forbids, with that reason.
         """
         at = self.clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
@@ -268,7 +269,7 @@ class StreamTask:
             if (before, trigger) not in SILENT_LOOPS and not _EVENTS[trigger].trigger(self):
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
-        self.history.record(at, trigger, before, self.state, outcome, data)
+        self.history.record(at, trigger, before, self.state, outcome, *data)
         if not _replaying.get():
             self._announce(trigger, before, outcome)
         return outcome
@@ -278,7 +279,7 @@ class StreamTask:
             self.end_status = callback.status
             return True
 
-        return self._fire(trigger, remember_status, {"status": callback.status}, callback.task_id)
+        return self._fire(trigger, remember_status, ("status", callback.status), callback.task_id)
 
     def _announce(self, trigger: str, before: TaskState, outcome: Outcome) -> None:
         """Log the event: a refusal as a warning, the segment self-loop and duplicates at debug (and
@@ -397,5 +398,5 @@ def _error_text(error: BaseException) -> str:
     return RecordedError.text_of(error)
 
 
-def _describe(error: BaseException) -> dict[str, str]:
-    return {"error": _error_text(error)}
+def _describe(error: BaseException) -> tuple[str, str]:
+    return ("error", _error_text(error))

@@ -4,6 +4,7 @@ collector stops tracking (what lets 100,000 live tasks go without full collectio
 from __future__ import annotations
 
 import gc
+from itertools import chain
 from typing import Any
 
 from hypothesis import given
@@ -32,15 +33,24 @@ def _expected(records: list[tuple[Any, ...]]) -> list[HistoryEntry]:
     entries: list[HistoryEntry] = []
     for seq, (at, trigger, before, after, outcome, data) in enumerate(records, start=1):
         at = max(at, entries[-1].at) if entries else at
-        entries.append(HistoryEntry(seq, at, trigger, TRIGGERS[trigger], before, after, outcome, data))
+        entries.append(
+            HistoryEntry(seq, at, trigger, TRIGGERS[trigger], before, after, outcome, data or None)
+        )
     return entries
+
+
+def _record(
+    history: History, at: float, trigger: str, before: Any, after: Any, outcome: Outcome, data: Any
+) -> None:
+    """Record as a task does: the data's keys and values in turn."""
+    history.record(at, trigger, before, after, outcome, *chain.from_iterable((data or {}).items()))
 
 
 @given(st.lists(records, max_size=30))
 def test_a_history_reads_back_every_entry_as_recorded(records: list[tuple[Any, ...]]) -> None:
     history = History()
     for record in records:
-        history.record(*record)
+        _record(history, *record)
     expected = _expected(records)
     assert list(history) == expected
     assert history == expected
@@ -67,7 +77,7 @@ def test_a_limited_history_keeps_the_newest_entries_with_their_numbers(
 ) -> None:
     history = History(limit)
     for record in records:
-        history.record(*record)
+        _record(history, *record)
     expected = _expected(records)
     kept = len(history)
     assert min(limit, len(expected)) <= kept <= 2 * limit
@@ -85,11 +95,12 @@ def test_what_a_history_keeps_the_collector_stops_tracking() -> None:
             TaskState.RUNNING,
             TaskState.RUNNING,
             Outcome.APPLIED,
-            {"index": index, "final": True},
+            "index",
+            index,
+            "final",
+            True,
         )
-        history.record(
-            float(index), "stop", TaskState.RUNNING, TaskState.STOPPING, Outcome.rejected("no"), None
-        )
+        history.record(float(index), "stop", TaskState.RUNNING, TaskState.STOPPING, Outcome.rejected("no"))
     gc.collect(0)
     assert not any(gc.is_tracked(kept) for kept in history._kept)
 
@@ -99,7 +110,7 @@ def test_a_history_equals_sequences_of_the_same_entries_and_nothing_else() -> No
     assert history == []
     assert history == ()
     assert history == History()
-    history.record(1.0, "start", TaskState.PENDING, TaskState.STARTING, Outcome.APPLIED, None)
+    history.record(1.0, "start", TaskState.PENDING, TaskState.STARTING, Outcome.APPLIED)
     assert history != []
     assert history != "x"
     assert history != History()
