@@ -65,7 +65,7 @@ from .errors import (
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .history import HistoryEntry
-from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
+from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_fields, row_for
 from .lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
@@ -427,7 +427,9 @@ class Fleet:
                     self._fire(tracked, task.stop_not_found)
                 else:
                     if landed is not task.kind:
-                        task.kind, tracked.kind_guessed = landed, False  # the guess was wrong: now known
+                        # The guess was wrong: now known. (The row learns it from stop_ok's write,
+                        # which acknowledges the stop and so carries the whole row.)
+                        task.kind, tracked.kind_guessed = landed, False
                     self._fire(tracked, task.stop_ok)
             except BaseException:
                 # The answer could not be journaled: the task is as stored, stopping and
@@ -1029,11 +1031,15 @@ class Fleet:
                 with self.store.lock(task.key or "") as txn:
                     if txn.version != tracked.version:
                         caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
+                    before = row_fields(task)
                     outcome = method(*args)
                     applied = outcome is Outcome.APPLIED
                     if applied:
                         version = tracked.version + 1
-                        txn.write((entry_for(task, version, args),), self._row(tracked, version))
+                        # An event that left the row's fields as they were (a segment applied while
+                        # running: most events) moves the stored row on: no row built, none serialised.
+                        changed = None if row_fields(task) == before else self._row(tracked, version)
+                        txn.write((entry_for(task, version, args),), changed)
                         tracked.version = version
         except BaseException:
             if applied:

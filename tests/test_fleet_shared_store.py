@@ -59,7 +59,7 @@ class FlakyStore(MemoryStore):
 
 
 class _FlakyTxn(_Txn):
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         store = self.store
         assert isinstance(store, FlakyStore)
         if store.refuses(entries):

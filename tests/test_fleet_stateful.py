@@ -238,7 +238,12 @@ class FleetMachine(RuleBasedStateMachine):
         for task in self.fleet.tasks():
             row = store.row(task.key or "")
             assert row is not None, task
-            rebuilt = rebuild(row, store.journal(row.key), clock=self.clock)
+            journal = store.journal(row.key)
+            # The row is the task's as it stands after the last entry, whether its last write
+            # carried a whole row or only moved it on (an event that changed none of its fields).
+            assert (row.version, row.updated_at) == (len(journal), journal[-1].at)
+            assert (row.kind, row.task_id, row.state) == (task.kind.value, task.task_id, task.state.value)
+            rebuilt = rebuild(row, journal, clock=self.clock)
             assert (rebuilt.state, rebuilt.task_id, rebuilt.kind) == (task.state, task.task_id, task.kind)
             assert facts_of(rebuilt) == facts_of(task)
             assert list(rebuilt.transcript) == list(task.transcript)

@@ -36,7 +36,7 @@ from streamlife import (
 from streamlife.errors import JournalMismatch, StoreError
 from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START
-from streamlife.journal import FACTS, decode_event, encode_event, facts_of, rebuild
+from streamlife.journal import FACTS, decode_event, encode_event, facts_of, rebuild, row_fields, row_for
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
@@ -446,6 +446,69 @@ def test_the_row_keeps_every_fact_of_a_task_that_replay_must_reproduce() -> None
     state_of_its_own = {"_transcript", "clock", "history", "key", "kind", "params", "ref", "state", "task_id"}
     state_of_its_own |= {"_adopted"}  # replay makes it again: the adopt entry
     assert flags - state_of_its_own == set(FACTS), "a new fact of the task must be journaled"
+
+
+# A task's row-held fields, each from a few values, so that two draws are often alike.
+ROW_HELD = {
+    "kind": st.sampled_from(list(StreamKind)),
+    "task_id": st.sampled_from([None, "t1", "t2"]),
+    "state": st.sampled_from([TaskState.RUNNING, TaskState.STOPPING]),
+    "stop_requested": st.booleans(),
+    "stop_acknowledged": st.booleans(),
+    "final_callback_missing": st.booleans(),
+    "stalled": st.booleans(),
+    "stop_failures": st.integers(0, 1),
+    "end_status": st.sampled_from([None, 14]),
+    "last_error": st.sampled_from([None, "x"]),
+}
+
+
+def task_with(fields: Mapping[str, Any]) -> StreamTask:
+    task = StreamTask("audio")
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return task
+
+
+@given(st.fixed_dictionaries(ROW_HELD), st.fixed_dictionaries(ROW_HELD))
+def test_row_fields_differ_exactly_when_the_rows_would(first: dict[str, Any], second: dict[str, Any]) -> None:
+    """What lets a Fleet write no row for an event that left ``row_fields`` as they were: they
+    cover everything ``row_for`` takes from a task (but its version and times)."""
+    assert set(ROW_HELD) == {"kind", "task_id", "state", *FACTS}
+    a, b = task_with(first), task_with(second)
+    assert (row_fields(a) == row_fields(b)) == (row_for(a, "k", 1, 0.0) == row_for(b, "k", 1, 0.0))
+
+
+def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_stop_found(
+    clock: ManualClock,
+) -> None:
+    """An orphan known only by status callbacks is taken for audio; its stop finds it on the video
+    path. The row says video from then on, written with the stop's answer, and stays so through
+    events that change nothing else (which write no row)."""
+    sim = SimulatedService(clock=clock)  # its own callbacks go nowhere: the test delivers by hand
+    store = MemoryStore()
+    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
+    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    started = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL})
+    task_id = started.task_id
+
+    assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
+    clock.advance(POLICY.park_ttl)
+    fleet.tick()  # adopted, taken for audio, and stopped: "not found" there, found on the video path
+    orphan = fleet.get(task_id)
+    assert orphan is not None
+    assert (orphan.kind, state_of(orphan)) == (StreamKind.VIDEO, TaskState.STOPPING)
+    assert [(stop.task_id, stop.status) for stop in sim.stop_log] == [(task_id, 400), (task_id, 200)]
+    row = store.row(orphan.key or "")
+    assert row is not None
+    assert (row.kind, row.state, row.facts.get("kind_guessed")) == ("video", "stopping", None)
+
+    assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.APPLIED  # news, no change
+    moved_on = store.row(orphan.key or "")
+    assert moved_on == row
+    rebuilt = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    assert rebuilt.recover()[0].kind is StreamKind.VIDEO
 
 
 texts = st.none() | st.text(max_size=20)

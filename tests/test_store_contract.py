@@ -164,6 +164,46 @@ def test_create_reads_back_exactly(store: Store) -> None:
     assert store.journal("unknown") == []
 
 
+def test_a_write_with_no_row_moves_the_row_on_to_its_last_entry_and_keeps_the_rest(store: Store) -> None:
+    """What a Fleet writes for a segment applied while running: entries, and the row only moved on."""
+    made = make(store, "k", task_id="tid-1", facts=FACTS)
+    with store.lock("k") as txn:
+        txn.write([entry(2), entry(3)], None)
+    assert store.row("k") == made._replace(version=3, updated_at=entry(3).at)
+    assert store.journal("k") == [entry(1, trigger="make"), entry(2), entry(3)]
+    assert store.find("tid-1") == store.row("k")
+    assert list(store.rows()) == [store.row("k")]
+    advanced = advance(store, "k", state="stopping")  # a whole row after it, as before
+    assert store.row("k") == advanced
+
+
+def test_a_write_with_no_row_is_numbered_as_any_other(store: Store) -> None:
+    made = make(store, "k")
+    for stale in ([entry(1)], [entry(3)], [entry(2), entry(4)]):
+        with pytest.raises(StoreConflict), store.lock("k") as txn:
+            txn.write(stale, None)
+    with pytest.raises(ValueError, match="no row"), store.lock("k") as txn:
+        txn.write([], None)
+    with pytest.raises(StoreConflict), store.lock("nobody") as txn:
+        txn.write([entry(1)], None)
+    assert store.row("k") == made
+    assert store.journal("k") == [entry(1, trigger="make")]
+
+
+def test_a_write_with_no_row_is_rolled_back_with_its_block(store: Store) -> None:
+    made = make(store, "k")
+
+    def event_failing_after_its_write() -> None:
+        with store.lock("k") as txn:
+            txn.write([entry(2)], None)
+            raise RuntimeError("the event failed after its write")
+
+    with pytest.raises(RuntimeError):
+        event_failing_after_its_write()
+    assert store.row("k") == made
+    assert store.journal("k") == [entry(1, trigger="make")]
+
+
 def test_a_task_with_no_entries_yet(store: Store) -> None:
     row = task_row("k", 0, state="pending")
     store.create(row, [])
@@ -715,6 +755,7 @@ class Write:
     facts: dict[str, Any]
     args: dict[str, Any] | None
     fail: bool  # the block raises after the write
+    no_row: bool  # write(entries, None): the row only moves on to the last entry
 
 
 @dataclass(frozen=True)
@@ -766,6 +807,7 @@ OPS: st.SearchStrategy[Op] = st.one_of(
         OBJECTS,
         st.none() | OBJECTS,
         st.booleans(),
+        st.booleans(),
     ),
     st.builds(Park, TASK_IDS, TIMES, OBJECTS),
     st.builds(Unpark, TASK_IDS),
@@ -798,7 +840,7 @@ def apply(store: Store, op: Op) -> str:
                     op.key, "audio", task_id, op.state, first - 1 + op.entries, made_at, 9.0, op.facts
                 )
                 entries = [entry(v)._replace(args=op.args) for v in range(first, first + op.entries)]
-                txn.write(entries, row)
+                txn.write(entries, None if op.no_row and entries else row)
                 if op.fail:
                     raise Boom
         except StoreConflict:

@@ -3,9 +3,10 @@
 It speaks the documented protocol: ``POST /audio-stream/start`` (and ``/stream/start`` for video)
 answers a task_id; every 5 s each live stream sends a partial then a final segment callback; stop
 answers 200 and sends exactly one status-14 callback, then nothing; stop of an unknown or ended
-task answers 400; starting past ``max_streams`` live streams answers status 16 (capacity). A
-ledger bills every started 5-second cycle of every stream, so a run can prove that nothing is
-left billing. ``Faults`` bends all of this, reproducibly from its seed.
+task, or of the other product's (a video task_id at ``/audio-stream/stop``), answers 400;
+starting past ``max_streams`` live streams answers status 16 (capacity). A ledger bills every
+started 5-second cycle of every stream, so a run can prove that nothing is left billing.
+``Faults`` bends all of this, reproducibly from its seed.
 
 Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
 every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
@@ -135,7 +136,7 @@ class SimulatedService:
             if path in START_PATHS:
                 answer = self._start(START_PATHS[path], body, early)
             elif path in STOP_PATHS:
-                answer = self._stop(body)
+                answer = self._stop(STOP_PATHS[path], body)
                 self.stop_log.append(StopRequest(self.clock.now(), str(body.get("task_id")), answer.status))
             else:
                 return _error(404, "Not found")
@@ -165,9 +166,10 @@ class SimulatedService:
         self.streams[task_id].named = not lost
         return dataclasses.replace(_success(task_id, started), lost=lost)
 
-    def _stop(self, body: Mapping[str, Any]) -> Answer:
+    def _stop(self, kind: StreamKind, body: Mapping[str, Any]) -> Answer:
         stream = self.streams.get(str(body.get("task_id")))
-        if stream is None or not stream.live:
+        # Each product's API knows its own tasks only (the docs are silent; two products, two paths).
+        if stream is None or not stream.live or stream.kind is not kind:
             return _error(400, "Invalid task_id or task not found")
         if self._roll(self.faults.stop_500):
             return _error(500, "Internal server error")

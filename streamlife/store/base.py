@@ -78,16 +78,23 @@ class ParkedCallback(NamedTuple):
     payload: Mapping[str, Any]  # the callback as received
 
 
-def check_numbering(entries: Sequence[JournalEntry], version: int, row: TaskRow) -> None:
-    """Entries must number on from ``version`` and end at the row's version: anything else is a
-    writer working from a stale copy. Every store checks it before it writes."""
-    if len(entries) == 1 and entries[0].version == row.version == version + 1:
+def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row: TaskRow | None) -> None:
+    """Entries must number on from ``version`` and end at the row's version (with no row: there
+    must be entries, the row moving on to the last one's): anything else is a writer working from
+    a stale copy. Every store checks it before it writes."""
+    end = version + len(entries)
+    if len(entries) == 1 and entries[0].version == end and (row is None or row.version == end):
         return  # the usual case: one event
-    expected = list(range(version + 1, version + len(entries) + 1))
-    if [entry.version for entry in entries] != expected or row.version != version + len(entries):
+    if row is None and not entries:
+        raise ValueError(
+            f"task {key!r}: a write with no row moves the row on to its last entry, and has none"
+        )
+    numbers = [entry.version for entry in entries]
+    if numbers != list(range(version + 1, end + 1)) or (row is not None and row.version != end):
         raise StoreConflict(
-            f"task {row.key!r} is at version {version}; entries {[e.version for e in entries]} "
-            f"and row version {row.version} do not follow it"
+            f"task {key!r} is at version {version}; entries {numbers}"
+            + ("" if row is None else f" and row version {row.version}")
+            + " do not follow it"
         )
 
 
@@ -104,9 +111,14 @@ class TaskTxn(Protocol):
         """The journal entries after ``version``, in order: what another writer applied since."""
         ...
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         """Append ``entries`` (numbered on from ``version``) and replace the row with ``row``.
-        Raises ``StoreConflict`` if a version is already taken."""
+        Raises ``StoreConflict`` if a version is already taken.
+
+        ``row`` None: the entries moved neither the task's kind, task_id, state nor facts (a
+        segment applied while running: most events), so the stored row keeps them, and moves on to
+        the last entry's version and time (``updated_at``). The writer builds and the store
+        serialises no row for such an event."""
         ...
 
 

@@ -32,6 +32,7 @@ _KeptEntry: TypeAlias = tuple[int, float, str, str, str, bytes | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, bytes]
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
+_TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds them
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
 
@@ -56,7 +57,7 @@ class MemoryStore:
         with self._lock:
             if row.key in self._tasks:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
-            check_numbering(entries, 0, row)
+            check_numbering(row.key, entries, 0, row)
             kept: _Kept = [_kept_row(row), *map(_kept_entry, entries)]
             if claim is not None:
                 if claim in self._claims:
@@ -133,7 +134,7 @@ class _Txn:
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
         self.key = key
-        self.staged: tuple[list[_KeptEntry], _KeptRow, TaskRow] | None = None
+        self.staged: tuple[list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
 
     def __enter__(self) -> _Txn:
         self.store._lock.acquire()
@@ -146,7 +147,10 @@ class _Txn:
                 entries, kept_row, row = self.staged
                 kept = store._tasks[self.key]
                 old = kept[_ROW]
-                if old[2] != row.task_id:
+                if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
+                    version, at = entries[-1][:2]
+                    kept_row = (*old[:_VERSION], version, old[_CREATED_AT], at, old[_FACTS])
+                elif row is not None and old[_TASK_ID] != row.task_id:
                     store._index(_row(old), row)
                 kept[_ROW] = kept_row
                 kept.extend(entries)
@@ -161,16 +165,17 @@ class _Txn:
     def entries_after(self, version: int) -> list[JournalEntry]:
         return [_entry(kept) for kept in self.store._tasks.get(self.key, _NOTHING)[version + 1 :]]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         if self.key not in self.store._tasks:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        if row.key != self.key:
+        if row is not None and row.key != self.key:
             raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
         if self.staged is not None:
             raise StoreConflict("one write per lock")
-        check_numbering(entries, self.version, row)
+        check_numbering(self.key, entries, self.version, row)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
-        self.staged = ([_kept_entry(entry) for entry in entries], _kept_row(row), row)
+        kept_row = None if row is None else _kept_row(row)
+        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)
 
 
 # TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple

@@ -122,7 +122,7 @@ class PostgresStore:
         return f"PostgresStore({self._where})"
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
-        check_numbering(entries, 0, row)
+        check_numbering(row.key, entries, 0, row)
         facts = to_json(row.facts)
         journal = _entry_values(row.key, entries)
         with (
@@ -292,38 +292,39 @@ class _Txn:
             ).fetchall()
         return [_entry(values) for values in found]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         if self._written:
             raise StoreConflict("one write per lock")
-        if row.key != self.key:
+        if row is not None and row.key != self.key:
             raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
         if not self._exists:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        check_numbering(entries, self.version, row)
-        facts = to_json(row.facts)
+        check_numbering(self.key, entries, self.version, row)
+        facts = None if row is None else to_json(row.facts)
         journal = _entry_values(self.key, entries)
+        where = (self.key, self.version)
         with _errors(f"could not write task {self.key!r}"), self._conn.transaction():  # a savepoint
-            updated = self._conn.execute(
-                "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s,"
-                " version = %s, created_at = %s, updated_at = %s, facts = %s::json"
-                " WHERE key = %s AND version = %s",
-                (
-                    row.kind,
-                    row.task_id,
-                    row.state,
-                    row.state in _TERMINAL_STATES,
-                    row.version,
-                    row.created_at,
-                    row.updated_at,
-                    facts,
-                    self.key,
-                    self.version,
-                ),
-            ).rowcount
+            if row is None:  # moved on to the last entry's version and time, as it was otherwise
+                moved_on = (entries[-1].version, entries[-1].at, *where)
+                updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
+            else:
+                values = (row.kind, row.task_id, row.state, row.state in _TERMINAL_STATES, row.version)
+                updated = self._conn.execute(
+                    _UPDATE_ROW, (*values, row.created_at, row.updated_at, facts, *where)
+                ).rowcount
             if updated != 1:
                 raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
             _insert_entries(self._conn, journal)
         self._written = True
+
+
+_UPDATE_ROW: Final = (
+    "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s, version = %s,"
+    " created_at = %s, updated_at = %s, facts = %s::json WHERE key = %s AND version = %s"
+)
+_MOVE_ROW_ON: Final = (
+    "UPDATE streamlife_tasks SET version = %s, updated_at = %s WHERE key = %s AND version = %s"
+)
 
 
 def _migrate(conn: _Connection) -> None:

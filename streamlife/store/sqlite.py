@@ -88,6 +88,8 @@ _UPDATE_ROW: Final = (
 _LOCK_ROW: Final = f"SELECT version, {_INDEXED_COLUMNS} FROM tasks WHERE key = ?"
 _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
 _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, created_at = ?")
+# write(entries, None): the row moves on to the last entry, its other columns as they were.
+_MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
 _ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
@@ -134,7 +136,7 @@ class SqliteStore:
         return f"SqliteStore({self.path!r})"
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
-        check_numbering(entries, 0, row)
+        check_numbering(row.key, entries, 0, row)
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:
                 db.execute(
@@ -338,26 +340,30 @@ class _Txn:
             ).fetchall()
         return [_entry(values) for values in found]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         if self._written:
             raise StoreConflict("one write per lock")
-        if row.key != self.key:
+        if row is not None and row.key != self.key:
             raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
         if not self._exists:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        check_numbering(entries, self.version, row)
+        check_numbering(self.key, entries, self.version, row)
         own = self._own_savepoint
         with _errors(f"could not write task {self.key!r}"):
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
-                values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
-                indexed = (row.task_id, int(row.state in _TERMINAL_STATES), row.created_at)
                 where = (self.key, self.version)
-                if indexed == self._indexed:
-                    updated = self._db.execute(_UPDATE_UNINDEXED, (*values, *where)).rowcount
+                if row is None:
+                    last = entries[-1]
+                    updated = self._db.execute(_MOVE_ROW_ON, (last.version, last.at, *where)).rowcount
                 else:
-                    updated = self._db.execute(_UPDATE_ALL, (*values, *indexed, *where)).rowcount
+                    values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
+                    indexed = (row.task_id, int(row.state in _TERMINAL_STATES), row.created_at)
+                    if indexed == self._indexed:
+                        updated = self._db.execute(_UPDATE_UNINDEXED, (*values, *where)).rowcount
+                    else:
+                        updated = self._db.execute(_UPDATE_ALL, (*values, *indexed, *where)).rowcount
                 if updated != 1:
                     raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
                 try:
