@@ -28,6 +28,10 @@ class Change(enum.Enum):
     REPEATED = "repeated"  # nothing new: a repeat, or a partial after the final
     CONFLICT = "conflict"  # a second final with different text; the first is kept
 
+    # A member is its only instance, so it hashes by identity, in C: Enum's own hash is a Python
+    # call, and the hot path asks ``change in APPLIED_CHANGES`` once a segment.
+    __hash__ = object.__hash__
+
     @property
     def applied(self) -> bool:
         return self in APPLIED_CHANGES

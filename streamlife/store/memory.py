@@ -134,7 +134,8 @@ class _Txn:
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
         self.key = key
-        self.staged: tuple[list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
+        # What ``write`` wrote, kept at the exit: the task's list, its new entries, its new row.
+        self.staged: tuple[_Kept, list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
 
     def __enter__(self) -> _Txn:
         self.store._lock.acquire()
@@ -144,8 +145,7 @@ class _Txn:
         store = self.store
         try:
             if self.staged is not None and error_type is None:
-                entries, kept_row, row = self.staged
-                kept = store._tasks[self.key]
+                kept, entries, kept_row, row = self.staged
                 old = kept[_ROW]
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
@@ -166,16 +166,17 @@ class _Txn:
         return [_entry(kept) for kept in self.store._tasks.get(self.key, _NOTHING)[version + 1 :]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self.key not in self.store._tasks:
+        kept = self.store._tasks.get(self.key)  # (the same list at the exit: the lock is held)
+        if kept is None:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
         if row is not None and row.key != self.key:
             raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
         if self.staged is not None:
             raise StoreConflict("one write per lock")
-        check_numbering(self.key, entries, self.version, row)
+        check_numbering(self.key, entries, len(kept) - 1, row)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
-        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)
+        self.staged = (kept, [_kept_entry(entry) for entry in entries], kept_row, row)
 
 
 # TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple
