@@ -1018,6 +1018,7 @@ class Fleet:
         task = tracked.task
         was_terminal = task.state in TERMINAL
         caught_up = applied = False
+        moved = True  # whether the event changed the row's fields (state, facts), which timers follow
         try:
             if tracked.version == 0:  # the task's first event makes its row
                 outcome = method(*args)
@@ -1038,14 +1039,16 @@ class Fleet:
                         version = tracked.version + 1
                         # An event that left the row's fields as they were (a segment applied while
                         # running: most events) moves the stored row on: no row built, none serialised.
-                        changed = None if row_fields(task) == before else self._row(tracked, version)
-                        txn.write((entry_for(task, version, args),), changed)
+                        moved = row_fields(task) != before
+                        txn.write(
+                            (entry_for(task, version, args),), self._row(tracked, version) if moved else None
+                        )
                         tracked.version = version
         except BaseException:
             if applied:
                 self._put_back(tracked)
             raise
-        if applied or caught_up:
+        if (applied and moved) or caught_up:  # (the timers a task needs follow its row's fields)
             self._sync_timers(tracked)
             if not was_terminal and task.state in TERMINAL:
                 with self._settled:
