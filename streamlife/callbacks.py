@@ -175,7 +175,11 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
         return None
     if type(start) is not str or type(end) is not str:
         return None
-    if _NUMBER.fullmatch(start) is None or _NUMBER.fullmatch(end) is None:
+    # Plain decimals only ("85.0"): ASCII digits and at most one dot, checked without the regular
+    # expression's cost. Signs and exponents, which _NUMBER also takes, go to ``_read``.
+    if not (start.isascii() and end.isascii()):
+        return None
+    if not (start.replace(".", "", 1).isdigit() and end.replace(".", "", 1).isdigit()):
         return None
     start_s, end_s = float(start), float(end)
     if not 0.0 <= start_s <= end_s < math.inf:
