@@ -65,7 +65,7 @@ from .errors import (
 )
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .history import HistoryEntry
-from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_fields, row_for
+from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
@@ -1018,7 +1018,7 @@ class Fleet:
         task = tracked.task
         was_terminal = task.state in TERMINAL
         caught_up = applied = False
-        moved = True  # whether the event changed the row's fields (state, facts), which timers follow
+        moved = True  # whether the event may have changed the task's state or facts (timers follow them)
         try:
             if tracked.version == 0:  # the task's first event makes its row
                 outcome = method(*args)
@@ -1032,14 +1032,15 @@ class Fleet:
                 with self.store.lock(task.key or "") as txn:
                     if txn.version != tracked.version:
                         caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
-                    before = row_fields(task)
+                    revision = task.revision
                     outcome = method(*args)
                     applied = outcome is Outcome.APPLIED
                     if applied:
                         version = tracked.version + 1
-                        # An event that left the row's fields as they were (a segment applied while
-                        # running: most events) moves the stored row on: no row built, none serialised.
-                        moved = row_fields(task) != before
+                        # An event that left the task's state and facts as they were (a segment
+                        # applied while running: most events) moves the stored row on: no row is
+                        # built, none serialised.
+                        moved = task.revision != revision
                         txn.write(
                             (entry_for(task, version, args),), self._row(tracked, version) if moved else None
                         )

@@ -11,7 +11,6 @@ duplicates, late and rejected events change nothing and are not journaled.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from operator import attrgetter
 from typing import Any, Final
 
 from .callbacks import CallbackEvent
@@ -109,11 +108,6 @@ FACTS: Final = (
     "end_status",
     "last_error",
 )
-
-# What a task's row holds of the task beyond its version and times: its kind, task_id, state and
-# facts, read in one call. Equal before and after an event, the event left the stored row as it was
-# (``TaskTxn.write(entries, None)``); a test holds it to ``row_for``.
-row_fields: Final = attrgetter("kind", "task_id", "state", *FACTS)
 
 
 def row_for(

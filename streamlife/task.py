@@ -76,6 +76,7 @@ class StreamTask:
         "last_error",
         "params",
         "ref",
+        "revision",
         "stalled",
         "state",
         "stop_acknowledged",
@@ -104,6 +105,10 @@ class StreamTask:
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
         self.history = History()
+        # Moves with every event that may have changed the state, task_id or facts: not with a
+        # segment that only adds to the transcript (most events), whose journal write then
+        # carries no row.
+        self.revision = 0
         self._adopted = False
         self.key: str | None = None  # the durable id a Fleet gives the task: its name in the journal
         self.clock = clock  # stamps the history
@@ -269,6 +274,7 @@ class StreamTask:
             if (before, trigger) not in SILENT_LOOPS and not _EVENTS[trigger].trigger(self):
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
+            self.revision += 1
         self.history.record(at, trigger, before, self.state, outcome, *data)
         if not _replaying.get():
             self._announce(trigger, before, outcome)
@@ -345,7 +351,9 @@ class StreamTask:
                 index=segment.index,
             )
         if change in APPLIED_CHANGES:
-            self.stalled = False
+            if self.stalled:  # news from a stream that had gone silent: a fact changes
+                self.stalled = False
+                self.revision += 1
             return True
         return False
 

@@ -6,6 +6,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any
 
 import pytest
@@ -13,7 +14,12 @@ import structlog
 from hypothesis import HealthCheck, Phase, settings
 
 from streamlife import ManualClock, Segment, StatusCallback, StreamTask, TaskState
+from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
+
+# What a task's row holds of it beyond its version and times: its kind, task_id, state and facts.
+# (tests/test_fleet_store.py holds it to ``journal.row_for``.)
+ROW_FIELDS = attrgetter("kind", "task_id", "state", *FACTS)
 
 # CI runs a fixed, reproducible profile; `make soak` runs the long one.
 settings.register_profile(
