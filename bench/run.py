@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import http_ingest, ingest, lifecycle, profiling
+from . import http_ingest, ingest, instructions, lifecycle, profiling
 from .common import Section, configure_logging, gc_settled
 from .report import show_goals, show_section, write
 
@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "lifecycle": (lifecycle.run, lifecycle.FULL, lifecycle.QUICK),
     "profile": (profiling.run, profiling.FULL, profiling.QUICK),
+    "instructions": (instructions.run, instructions.FULL, instructions.QUICK),
     "ingest": (ingest.run, ingest.FULL, ingest.QUICK),
     "http": (http_ingest.run, http_ingest.FULL, http_ingest.QUICK),
 }
