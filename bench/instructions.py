@@ -4,11 +4,10 @@ On a shared VM the timings move by half within an hour; the instructions a callb
 (the same count within a fraction of a percent, run after run, with one hash seed). So the
 in-process ingest path (raw bytes through ``Fleet.handle_callback`` on the memory store) and the
 Python floor (``DictIngest``) are each run in a child process under ``valgrind --tool=callgrind``,
-twice: the same set-up and the same bodies,
-handling ``count`` of them and then ``3 * count``. The difference, over ``2 * count``, is what one
-callback takes, set-up and start-up left out. What instructions do not show is memory: a cache miss
-counts as one instruction, so how the cost grows with 100,000 live tasks is the timed sections'
-business.
+twice: the same set-up and the same bodies, handling ``count`` of them and then ``3 * count``.
+The difference, over ``2 * count``, is what one callback takes, set-up and start-up left out.
+What instructions do not show is memory: a cache miss counts as one instruction, so how the cost
+grows with 100,000 live tasks is the timed sections' business.
 
 Skipped, saying so, on a machine without valgrind.
 """
