@@ -1046,8 +1046,9 @@ class Fleet:
                         )
                         tracked.version = version
         except BaseException:
-            if applied:
-                self._put_back(tracked)
+            # Put back as the store holds it, or caught up with it: either way its timers follow.
+            if (applied and self._put_back(tracked)) or caught_up:
+                self._sync_timers(tracked)
             raise
         if (applied and moved) or caught_up:  # (the timers a task needs follow its row's fields)
             self._sync_timers(tracked)

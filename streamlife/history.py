@@ -66,6 +66,8 @@ class History(Sequence[HistoryEntry]):
         """Append one entry; ``data`` is its keys and values in turn (``"index", 4, "final", True``),
         read back as a mapping (None for none). ``at`` earlier than the last entry's is taken as the
         last's: a wall clock that stepped back still leaves a history that reads forwards."""
+        if len(data) % 2:  # (a mapping, or None, as ``record`` once took, would be kept as a key)
+            raise TypeError(f"history data goes as keys and values in turn, got {data!r}")
         kept = self._kept
         if kept and at < kept[-1][_AT]:
             at = kept[-1][_AT]

@@ -797,6 +797,17 @@ def test_numbers_at_the_edges_read_as_the_standard_library_reads_them(literal: b
     reads_as_the_standard_library(b'{"task_id": "a", "n": ' + literal + b"}")
 
 
+@pytest.mark.parametrize("depth", [1, 40, 99, 150, 995, 1_010, 1_030])
+def test_a_field_nested_deep_reads_as_the_standard_library_reads_it(depth: int) -> None:
+    """orjson takes 1,024 levels, the standard library runs out of stack near 1,000: a body with
+    many brackets goes the standard way, refusal included."""
+    nested = json.dumps(USUAL)[:-1].encode() + b', "x": ' + b"[" * depth + b"]" * depth + b"}"
+    reads_as_the_standard_library(nested)
+    if isinstance(standard_reading(nested), CallbackError):
+        with pytest.raises(CallbackError):
+            parse_callback(nested)
+
+
 def test_a_usual_body_is_read_by_orjson_and_the_odd_ones_by_the_standard_library() -> None:
     """What the properties above rest on: orjson reads the usual body (the fast way is not a stub
     that declines everything), and declines where its reading could differ."""

@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from streamlife import Fleet, HistoryEntry, ManualClock, Outcome, Policy, StreamKind, StreamTask, TaskState
 from streamlife.errors import StoreError
 from streamlife.events import StartResult
@@ -178,6 +180,33 @@ def test_a_task_heard_from_by_another_process_is_not_silent(clock: ManualClock) 
     run(service, 40, worker, receiver)
     assert "silence" not in triggers(store, task)
     assert state_of(task) is TaskState.RUNNING
+
+
+def test_a_task_put_back_after_a_failed_write_keeps_the_timers_of_what_it_caught_up_with(
+    clock: ManualClock,
+) -> None:
+    """This copy had stalled the task; another process heard from it since. The next callback here
+    catches the copy up (running, not stalled), and its own write fails: put back as the store
+    holds it, the copy times silence again, though nothing it wrote landed."""
+    service = SimulatedService(clock=clock)
+    store = FlakyStore(shared=True)
+    worker = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    receiver = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    task = worker.start("audio", audio_url=URL)
+    task_id = task.task_id or ""
+    receiver.handle_callback(segment_callback(task_id, 0))  # the receiver holds a copy from now on
+    clock.advance(13)
+    receiver.tick()  # silence, here: the receiver's copy is stalled and times nothing
+    assert receiver.next_deadline() is None
+    worker.handle_callback(segment_callback(task_id, 1))  # the stream is heard from, there
+    store.fail_when = lambda entry: entry.trigger == "segment"
+    with pytest.raises(StoreError):
+        receiver.handle_callback(segment_callback(task_id, 2))
+    store.fail_when = None
+    copy = receiver.get(task_id)
+    assert copy is not None
+    assert (copy.state, copy.stalled) == (TaskState.RUNNING, False)
+    assert receiver.next_deadline() == clock.now() + policy().silence_after
 
 
 def test_a_task_recovered_while_another_process_starts_it_is_held_once_and_runs(clock: ManualClock) -> None:

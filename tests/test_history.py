@@ -7,6 +7,7 @@ import gc
 from itertools import chain
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -117,3 +118,12 @@ def test_a_history_equals_sequences_of_the_same_entries_and_nothing_else() -> No
     assert history == list(history)
     assert history == tuple(history)
     assert repr(history) == f"History({list(history)!r})"
+
+
+@pytest.mark.parametrize("data", [({"index": 1},), (None,), ("index", 1, "final")])
+def test_data_given_other_than_as_keys_and_values_in_turn_is_refused(data: tuple[Any, ...]) -> None:
+    """As ``record`` once took it (a mapping, or None), data would be kept as a key, unreadable."""
+    history = History()
+    with pytest.raises(TypeError, match="keys and values in turn"):
+        history.record(1.0, "segment", TaskState.RUNNING, TaskState.RUNNING, Outcome.APPLIED, *data)
+    assert list(history) == []

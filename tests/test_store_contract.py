@@ -645,7 +645,10 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def test_a_value_that_is_not_json_is_refused_and_nothing_is_kept(durable: Store) -> None:
     store = durable
-    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": object()}):
+    too_deep: list[Any] = []
+    for _ in range(10_000):  # deeper than any stack an encoder recurses on
+        too_deep = [too_deep]
+    for bad in ({"x": float("nan")}, {"x": float("inf")}, {"x": object()}, {"x": too_deep}):
         with pytest.raises(StoreError, match="JSON"):
             store.create(task_row("k", 1, facts=bad), [entry(1)])
         assert store.row("k") is None

@@ -16,7 +16,7 @@ from .base import StoreError
 def to_json(value: Mapping[str, Any]) -> str:
     try:
         return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested beyond the stack
         raise StoreError(f"not storable as JSON: {exc}") from exc
 
 
