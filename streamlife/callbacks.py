@@ -249,17 +249,19 @@ def _fast_json(body: bytes) -> dict[str, Any] | None:
     """The body as orjson reads it (a quarter of the standard library's time) when that is sure to
     be what the standard library reads; None otherwise, and the standard library reads it.
 
-    Sure means: orjson took it, it is an object, it has no run of 19 digits and fewer than 100
-    brackets. orjson refuses what the standard library takes (a byte order mark, an escaped lone
-    surrogate), and then the standard library decides, refusal message included. But it reads an
-    integer beyond 64 bits as a float, and the shortest such integer has 19 digits
-    (-9223372036854775809); a run inside a string sends the body the slow way too, harmlessly.
-    (Found by mapping every digit to 0 and looking for nineteen: a sixth of a regular expression's
-    time.) And it takes nesting 1,024 deep, where the standard library runs out of stack at about
-    1,000 (less on a deep stack): a body that could nest so deep goes the standard way. Property
-    tests hold both readings to the same result.
+    Sure means: orjson took it, it is an object, it has no run of 19 digits, and it cannot nest 300
+    deep (it is shorter than 600 bytes, or has fewer than 300 brackets). orjson refuses what the
+    standard library takes (a byte order mark, an escaped lone surrogate), and then the standard
+    library decides, refusal message included. But it reads an integer beyond 64 bits as a float,
+    and the shortest such integer has 19 digits (-9223372036854775809); a run inside a string
+    sends the body the slow way too, harmlessly. (Found by mapping every digit to 0 and looking
+    for nineteen: a sixth of a regular expression's time.) And it takes nesting 1,024 deep, where
+    the standard library runs out of stack at about 1,000 (less on a deep stack): a body that
+    could nest so deep goes the standard way. (Counting brackets costs half of orjson's reading of
+    a callback, so a short body is not counted: a level takes two bytes.) Property tests hold
+    both readings to the same result.
     """
-    if body.count(b"[") + body.count(b"{") >= _MANY_BRACKETS:
+    if len(body) >= 2 * _DEEP and body.count(b"[") + body.count(b"{") >= _DEEP:
         return None
     if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
         return None
@@ -308,7 +310,7 @@ def _finite(text: str) -> float:
 _BOM: Final = b"\xef\xbb\xbf"
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER: Final = b"0" * 19
-_MANY_BRACKETS: Final = 100  # a callback has a handful; the standard library's stack takes 100 deep
+_DEEP: Final = 300  # levels of nesting: a callback has a handful; the standard library's stack takes 300
 # One decoder for every payload: ``json.loads`` with an option builds a new one per call.
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 
