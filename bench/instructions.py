@@ -22,7 +22,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .common import Figure, Section, say
+from .common import CallbackStream, Figure, Section, configure_logging, live_fleet, say
+from .references import DictIngest
 
 SIDES = ("streamlife", "floor")
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
@@ -93,9 +94,6 @@ def _count(valgrind: str, config: InstructionsConfig, side: str, handled: int) -
 
 def _work(side: str, tasks: int, made: int, handled: int) -> None:
     """One child's work: the same set-up and bodies whatever ``handled`` is; then handle that many."""
-    from .common import CallbackStream, configure_logging, live_fleet
-    from .references import DictIngest
-
     configure_logging()
     live = live_fleet(tasks)
     stream = CallbackStream(live.task_ids)
