@@ -48,7 +48,7 @@ from typing import Any, Final, TypeAlias, TypeGuard
 import orjson
 
 from .errors import CallbackError
-from .events import ProviderEvent, Segment, StatusCallback, StatusMeaning
+from .events import ProviderEvent, Segment, StatusCallback, StatusMeaning, parsed_segment
 
 CallbackEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
 
@@ -184,7 +184,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     start_s, end_s = float(start), float(end)
     if not 0.0 <= start_s <= end_s < math.inf:
         return None
-    return Segment(task_id, index, final, text, start_s, end_s, top)
+    return parsed_segment(task_id, index, final, text, start_s, end_s, top)
 
 
 def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:

@@ -1,24 +1,72 @@
-"""JSON text as the durable stores keep it: compact, and only what JSON can hold.
+"""JSON text as every store keeps it: compact, and only what JSON can hold.
 
-NaN and infinities are refused (they are not JSON, and PostgreSQL's JSON has none), so what the
-SQLite store keeps, the PostgreSQL store keeps too, and both read it back equal.
+One dialect for the three stores, so a value the memory store keeps in a test, SQLite and PostgreSQL
+keep in production, and all three read it back equal:
+
+- NaN and infinities are refused (they are not JSON, and PostgreSQL's JSON has none), as is any
+  object JSON has no form for (a datetime, bytes, a set), and nesting deeper than the stack;
+- a tuple is written as an array, and reads back as a list;
+- an Enum member is written as its value, and a UUID as its text (orjson writes them so, and the
+  standard encoder is made to agree).
+
+orjson writes it, in a third of the standard encoder's time (this runs for every journaled event).
+Where orjson would not write what the standard encoder writes, the standard encoder does: orjson
+writes NaN as ``null`` (so any text with a ``null`` in it is written again, and a NaN refused), and
+refuses integers beyond 64 bits, lone surrogates and keys that are not strings, which the standard
+encoder takes. A property test holds the two writings to the same value read back, and the same
+refusals. Read it back with ``json.loads``, which reads both writings exactly.
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any, Final
+
+import orjson
 
 from .base import StoreError
 
 
 def to_json(value: Mapping[str, Any]) -> str:
+    """``value`` as JSON text, for a store's text column."""
+    return json_bytes(value).decode()
+
+
+def json_bytes(value: Mapping[str, Any]) -> bytes:
+    """``value`` as JSON text in UTF-8; StoreError for what JSON cannot hold."""
+    try:
+        text = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a key that is no string...
+        return standard_json(value).encode()
+    if _NULL in text:  # perhaps a NaN or an infinity, which orjson writes as null
+        return standard_json(value).encode()
+    return text
+
+
+def standard_json(value: Mapping[str, Any]) -> str:
+    """``value`` as the standard library's encoder writes it, in the same dialect as ``json_bytes``."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested beyond the stack
         raise StoreError(f"not storable as JSON: {exc}") from exc
 
 
+def _as_orjson_writes(value: object) -> Any:
+    """What orjson writes for an object the standard encoder has no form for: an Enum's value, a
+    UUID's text. Anything else is refused."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_NULL: Final = b"null"
+# orjson writes a datetime as ISO text and a dataclass as an object, which the standard encoder
+# refuses: passed through, they raise, and the standard encoder refuses them.
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 # One encoder: ``json.dumps`` with options builds a new one per call.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_as_orjson_writes)

@@ -4,30 +4,31 @@ The Fleet's default, so the journal exists (and ``Fleet.journal`` answers) even 
 written to disk. ``shared=True`` makes it behave as a store other writers use too: two Fleets in one
 process then share tasks as two processes share a PostgreSQL database, which the tests use.
 
-Rows and entries are kept serialised, as the durable stores keep them: facts and arguments as
-``marshal`` bytes (this process alone reads them, and marshal takes a fifth of JSON's time), states
-as plain strings. So what it hands back is a copy nobody else holds (a hook that changes a payload
-changes no journal), and a kept record is a tuple of bytes, strings and numbers, which the garbage
-collector stops tracking. Kept as live dicts, an event left ten tracked objects behind, and the
-collector's full passes over them were half of a callback's cost at 100,000 tasks; serialised, it
-leaves a quarter of the bytes.
+Rows and entries are kept serialised, as the durable stores keep them: facts, arguments and parked
+payloads as the same JSON text (``json_text``), so what this store refuses, they refuse, and what it
+hands back is what they would; states as plain strings. What it hands back is a copy nobody else
+holds (a hook that changes a payload changes no journal), and a kept record is a tuple of bytes,
+strings and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
+ten tracked objects behind, and the collector's full passes over them were half of a callback's
+cost at 100,000 tasks; serialised, it leaves a quarter of the bytes.
 """
 
 from __future__ import annotations
 
 import itertools
-import marshal
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias
 
 from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
 
-from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
+from .json_text import json_bytes
 
-# A JournalEntry, and a TaskRow, as kept: the same fields, with marshal bytes for the mappings.
+# A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
 _KeptEntry: TypeAlias = tuple[int, float, str, str, str, bytes | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, bytes]
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
@@ -45,7 +46,7 @@ class MemoryStore:
         self._tasks: dict[str, _Kept] = {}
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
-        self._parked: dict[int, ParkedCallback] = {}  # by seq: arrival order
+        self._parked: dict[int, tuple[int, str, float, bytes]] = {}  # by seq: arrival order
         self._parked_by_task_id: dict[str, list[int]] = {}  # so unparking one task_id scans no other
         self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
         self._next_seq = itertools.count(1).__next__
@@ -98,7 +99,7 @@ class MemoryStore:
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         with self._lock:
             seq = self._next_seq()
-            self._parked[seq] = ParkedCallback(seq, task_id, at, payload)
+            self._parked[seq] = (seq, task_id, at, json_bytes(payload))
             self._parked_by_task_id.setdefault(task_id, []).append(seq)
 
     def unpark(self, task_id: str) -> None:
@@ -109,8 +110,10 @@ class MemoryStore:
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._lock:
             if task_id is None:
-                return list(self._parked.values())
-            return [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
+                kept = list(self._parked.values())
+            else:
+                kept = [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
+        return [ParkedCallback(seq, on, at, json.loads(payload)) for seq, on, at, payload in kept]
 
     def close(self) -> None:
         pass
@@ -188,30 +191,23 @@ _PLAIN: Final[dict[str, str]] = {member: member.value for enum in (TaskState, St
 def _kept_entry(entry: JournalEntry) -> _KeptEntry:
     version, at, trigger, from_state, to_state, args = entry
     plain = _PLAIN.get
-    kept_args = None if args is None else _serialise(args)
+    kept_args = None if args is None else json_bytes(args)
     return (version, at, trigger, plain(from_state, from_state), plain(to_state, to_state), kept_args)
 
 
 def _entry(kept: _KeptEntry) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = kept
-    loaded = None if args is None else marshal.loads(args)
+    loaded = None if args is None else json.loads(args)
     return JournalEntry(version, at, trigger, from_state, to_state, loaded)
 
 
 def _kept_row(row: TaskRow) -> _KeptRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = row
     plain = _PLAIN.get
-    kept_facts = _serialise(facts)
+    kept_facts = json_bytes(facts)
     return (key, plain(kind, kind), task_id, plain(state, state), version, created_at, updated_at, kept_facts)
 
 
 def _row(kept: _KeptRow) -> TaskRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = kept
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, marshal.loads(facts))
-
-
-def _serialise(value: Mapping[str, Any]) -> bytes:
-    try:
-        return marshal.dumps(cast(Any, value))  # (the Fleet's are dicts of JSON values, which it takes)
-    except ValueError as exc:  # an object marshal has no format for: no store could keep it
-        raise StoreError(f"not storable: {exc}") from exc
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))

@@ -1,0 +1,134 @@
+"""The stores' JSON: orjson's writing and the standard encoder's read back the same, and refuse alike.
+
+``json_bytes`` writes with orjson where that is sure to be what the standard encoder writes, and
+hands the rest to the standard encoder (``standard_json``). Whatever the value, both must give text
+that ``json.loads`` reads back to one value (compared by repr: type, -0.0 and key order included),
+or both refuse it with StoreError.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife.store.base import StoreError
+from streamlife.store.json_text import json_bytes, standard_json, to_json
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    PAIR = (1, 2)
+    NOT_A_NUMBER = math.nan
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Word(enum.StrEnum):
+    HELLO = "hello"
+
+
+@dataclass(frozen=True)
+class Point:  # orjson writes a dataclass as an object; the standard encoder has no form for it
+    x: int
+
+
+# What JSON holds, and near it: what orjson writes otherwise (NaN, tuples, Enums, UUIDs, datetimes,
+# dataclasses) or refuses (beyond 64 bits, lone surrogates).
+NEAR_JSON = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64) - 2, max_value=2**64 + 2)  # both sides of orjson's 64 bits
+    | st.floats()  # NaN and infinities included
+    | st.text()  # lone surrogates included
+    | st.sampled_from([Colour.RED, Colour.PAIR, Colour.NOT_A_NUMBER, Level.HIGH, Word.HELLO])
+    | st.uuids()
+    | st.sampled_from([datetime(2026, 11, 25, tzinfo=UTC), date(2026, 11, 25), Point(1)])
+)
+# And what no JSON holds, with keys that are no strings (the standard encoder writes some as text).
+ANYTHING = NEAR_JSON | st.integers() | st.sampled_from([b"bytes", {1.5}, object()])
+ANY_KEY = st.text() | st.integers(min_value=-(2**63), max_value=2**63) | st.none() | st.booleans()
+
+
+Objects = st.SearchStrategy[dict[Any, Any]]
+
+
+def objects(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> Objects:
+    values = st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.lists(inner, max_size=3).map(tuple)
+            | st.dictionaries(keys, inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+    return st.dictionaries(keys, values, max_size=5)
+
+
+OBJECTS = objects(NEAR_JSON, st.text()) | objects(ANYTHING, ANY_KEY)
+
+
+def read_back(write: Any, value: dict[Any, Any]) -> str:
+    try:
+        text = write(value)
+    except StoreError as error:
+        return f"refused: {type(error).__name__}"
+    return repr(json.loads(text))
+
+
+@given(OBJECTS)
+def test_orjson_and_the_standard_encoder_read_back_alike(value: dict[Any, Any]) -> None:
+    assert read_back(json_bytes, value) == read_back(standard_json, value)
+
+
+@given(OBJECTS)
+def test_to_json_is_the_same_text_as_json_bytes(value: dict[Any, Any]) -> None:
+    try:
+        expected = json_bytes(value).decode()
+    except StoreError:
+        with pytest.raises(StoreError):
+            to_json(value)
+        return
+    assert to_json(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ({"x": Colour.RED, "y": Level.HIGH, "z": Word.HELLO}, {"x": "red", "y": 3, "z": "hello"}),
+        ({"x": uuid.UUID(int=1)}, {"x": "00000000-0000-0000-0000-000000000001"}),
+        ({"x": (1, (2,))}, {"x": [1, [2]]}),
+        ({"x": 2**64}, {"x": 2**64}),  # beyond orjson: the standard encoder writes it
+        ({"x": None, "y": 0.1}, {"x": None, "y": 0.1}),  # a null: written again, the same
+        ({2: "two"}, {"2": "two"}),
+    ],
+)
+def test_what_json_has_no_form_for_is_written_as_orjson_writes_it(value: dict[Any, Any], read: Any) -> None:
+    assert repr(json.loads(json_bytes(value))) == repr(read)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"x": math.nan},
+        {"x": [None, -math.inf]},  # a null beside it does not let it through
+        {"x": Colour.NOT_A_NUMBER},
+        {"x": datetime(2026, 11, 25, tzinfo=UTC)},
+        {"x": b"bytes"},
+        {"x": {1.5}},
+    ],
+)
+def test_what_json_cannot_hold_is_refused(value: dict[Any, Any]) -> None:
+    with pytest.raises(StoreError, match="not storable as JSON"):
+        json_bytes(value)
