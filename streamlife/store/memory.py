@@ -132,23 +132,28 @@ class _Txn:
     """The store's lock, held from ``__enter__`` to ``__exit__``; a write is kept at the exit, and
     only if the block did not raise. (A class, not a generator: it runs for every event.)"""
 
-    __slots__ = ("key", "staged", "store")
+    __slots__ = ("key", "kept", "staged", "store", "version")
 
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
         self.key = key
-        # What ``write`` wrote, kept at the exit: the task's list, its new entries, its new row.
-        self.staged: tuple[_Kept, list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
+        self.kept: _Kept | None = None  # the task's list, found at the enter: no other writer changes it
+        self.version = 0
+        # What ``write`` wrote, kept at the exit: its new entries, its new row.
+        self.staged: tuple[list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
 
     def __enter__(self) -> _Txn:
-        self.store._lock.acquire()
+        store = self.store
+        store._lock.acquire()
+        self.kept = kept = store._tasks.get(self.key)
+        self.version = 0 if kept is None else len(kept) - 1
         return self
 
     def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         store = self.store
         try:
-            if self.staged is not None and error_type is None:
-                kept, entries, kept_row, row = self.staged
+            if self.staged is not None and self.kept is not None and error_type is None:
+                kept, (entries, kept_row, row) = self.kept, self.staged
                 old = kept[_ROW]
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
@@ -160,26 +165,20 @@ class _Txn:
         finally:
             store._lock.release()
 
-    @property
-    def version(self) -> int:
-        kept = self.store._tasks.get(self.key)
-        return 0 if kept is None else len(kept) - 1
-
     def entries_after(self, version: int) -> list[JournalEntry]:
-        return [_entry(kept) for kept in self.store._tasks.get(self.key, _NOTHING)[version + 1 :]]
+        return [_entry(kept) for kept in (self.kept or _NOTHING)[version + 1 :]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        kept = self.store._tasks.get(self.key)  # (the same list at the exit: the lock is held)
-        if kept is None:
+        if self.kept is None:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
         if row is not None and row.key != self.key:
             raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
         if self.staged is not None:
             raise StoreConflict("one write per lock")
-        check_numbering(self.key, entries, len(kept) - 1, row)
+        check_numbering(self.key, entries, self.version, row)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
-        self.staged = (kept, [_kept_entry(entry) for entry in entries], kept_row, row)
+        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)
 
 
 # TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple
