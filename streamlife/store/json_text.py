@@ -31,23 +31,27 @@ from .base import StoreError
 
 
 def to_json(value: Mapping[str, Any]) -> str:
-    """``value`` as JSON text, for a store's text column."""
-    return json_bytes(value).decode()
+    """``value`` as JSON text; StoreError for what JSON cannot hold.
+
+    Text, not orjson's bytes: a bytes object orjson returns keeps the 4 KiB buffer it was written
+    in, whatever its length, so a store that kept them held 4.5 KiB per journaled event. The text
+    decoded from them is its own length.
+    """
+    text = _by_orjson(value)
+    return standard_json(value) if text is None else text.decode()
 
 
-def json_bytes(value: Mapping[str, Any]) -> bytes:
-    """``value`` as JSON text in UTF-8; StoreError for what JSON cannot hold."""
+def _by_orjson(value: Mapping[str, Any]) -> bytes | None:
+    """orjson's text for ``value``; None where it is not sure to be the standard encoder's."""
     try:
         text = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a key that is no string...
-        return standard_json(value).encode()
-    if _NULL in text:  # perhaps a NaN or an infinity, which orjson writes as null
-        return standard_json(value).encode()
-    return text
+        return None
+    return None if _NULL in text else text  # (a NaN or an infinity perhaps: orjson writes them as null)
 
 
 def standard_json(value: Mapping[str, Any]) -> str:
-    """``value`` as the standard library's encoder writes it, in the same dialect as ``json_bytes``."""
+    """``value`` as the standard library's encoder writes it, in the same dialect as ``to_json``."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested beyond the stack

@@ -7,8 +7,8 @@ process then share tasks as two processes share a PostgreSQL database, which the
 Rows and entries are kept serialised, as the durable stores keep them: facts, arguments and parked
 payloads as the same JSON text (``json_text``), so what this store refuses, they refuse, and what it
 hands back is what they would; states as plain strings. What it hands back is a copy nobody else
-holds (a hook that changes a payload changes no journal), and a kept record is a tuple of bytes,
-strings and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
+holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
+and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
 ten tracked objects behind, and the collector's full passes over them were half of a callback's
 cost at 100,000 tasks; serialised, it leaves a quarter of the bytes.
 """
@@ -26,11 +26,11 @@ from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
 
 from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
-from .json_text import json_bytes
+from .json_text import to_json
 
 # A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
-_KeptEntry: TypeAlias = tuple[int, float, str, str, str, bytes | None]
-_KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, bytes]
+_KeptEntry: TypeAlias = tuple[int, float, str, str, str, str | None]
+_KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
 _TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds them
@@ -46,7 +46,7 @@ class MemoryStore:
         self._tasks: dict[str, _Kept] = {}
         self._made: dict[str, int] = {}  # key -> made order, the tie-break after created_at
         self._by_task_id: dict[str, set[str]] = {}  # keys, because two tasks may claim one task_id
-        self._parked: dict[int, tuple[int, str, float, bytes]] = {}  # by seq: arrival order
+        self._parked: dict[int, tuple[int, str, float, str]] = {}  # by seq: arrival order
         self._parked_by_task_id: dict[str, list[int]] = {}  # so unparking one task_id scans no other
         self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
         self._next_seq = itertools.count(1).__next__
@@ -99,7 +99,7 @@ class MemoryStore:
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         with self._lock:
             seq = self._next_seq()
-            self._parked[seq] = (seq, task_id, at, json_bytes(payload))
+            self._parked[seq] = (seq, task_id, at, to_json(payload))
             self._parked_by_task_id.setdefault(task_id, []).append(seq)
 
     def unpark(self, task_id: str) -> None:
@@ -132,7 +132,7 @@ class _Txn:
     """The store's lock, held from ``__enter__`` to ``__exit__``; a write is kept at the exit, and
     only if the block did not raise. (A class, not a generator: it runs for every event.)"""
 
-    __slots__ = ("key", "kept", "staged", "store", "version")
+    __slots__ = ("kept", "key", "staged", "store", "version")
 
     def __init__(self, store: MemoryStore, key: str) -> None:
         self.store = store
@@ -190,7 +190,7 @@ _PLAIN: Final[dict[str, str]] = {member: member.value for enum in (TaskState, St
 def _kept_entry(entry: JournalEntry) -> _KeptEntry:
     version, at, trigger, from_state, to_state, args = entry
     plain = _PLAIN.get
-    kept_args = None if args is None else json_bytes(args)
+    kept_args = None if args is None else to_json(args)
     return (version, at, trigger, plain(from_state, from_state), plain(to_state, to_state), kept_args)
 
 
@@ -203,7 +203,7 @@ def _entry(kept: _KeptEntry) -> JournalEntry:
 def _kept_row(row: TaskRow) -> _KeptRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = row
     plain = _PLAIN.get
-    kept_facts = json_bytes(facts)
+    kept_facts = to_json(facts)
     return (key, plain(kind, kind), task_id, plain(state, state), version, created_at, updated_at, kept_facts)
 
 
