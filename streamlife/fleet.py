@@ -41,7 +41,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -531,9 +531,12 @@ class Fleet:
         batch.sort(key=lambda item: item[0].task.key or "")
         tasks = list({id(tracked): tracked for tracked, _, _ in batch}.values())
         outcomes: list[Outcome] = []
-        with ExitStack() as locked:
+        # Held by hand, not with an ExitStack: entering and leaving one cost a tenth of a callback.
+        held: list[threading.Lock] = []
+        try:
             for tracked in tasks:  # task locks before the store's: the order every path keeps
-                locked.enter_context(tracked.lock)
+                tracked.lock.acquire()
+                held.append(tracked.lock)
             versions = [tracked.version for tracked in tasks]
             try:
                 with self.store.batch():
@@ -547,6 +550,9 @@ class Fleet:
                         if self._put_back(tracked):
                             self._sync_timers(tracked)
                 raise
+        finally:
+            for lock in held:
+                lock.release()
         with self._lock:
             for outcome in outcomes:
                 self._counts[outcome.kind] += 1
