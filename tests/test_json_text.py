@@ -14,6 +14,7 @@ import math
 import sys
 import tracemalloc
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,22 @@ class Level(enum.IntEnum):
 
 class Word(enum.StrEnum):
     HELLO = "hello"
+
+
+class Renamed(dict[str, Any]):
+    """A dict whose items() the standard encoder asks, and orjson would not."""
+
+    def items(self) -> Any:
+        return [(f"renamed {key}", item) for key, item in super().items()]
+
+
+def moved_to_end(ordered: OrderedDict[str, Any], key: str) -> OrderedDict[str, Any]:
+    ordered.move_to_end(key)  # the dict's storage keeps its first order; items() gives the new one
+    return ordered
+
+
+class Shouting(str):
+    """A string subclass (orjson would read its storage; the standard encoder too)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,16 @@ def objects(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> Ob
 
 
 OBJECTS = objects(NEAR_JSON, st.text()) | objects(ANYTHING, ANY_KEY)
+# Values orjson writes itself (no null in its text, nothing it refuses): the property above sends
+# most of its values the standard way, so this one holds orjson's own writing to the standard one.
+ORJSON_WRITES = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"]))
+    | st.sampled_from([Colour.RED, Colour.PAIR, Level.HIGH, Word.HELLO])
+    | st.uuids()
+)
 
 
 def read_back(write: Any, value: dict[Any, Any]) -> str:
@@ -94,6 +121,24 @@ def read_back(write: Any, value: dict[Any, Any]) -> str:
 @given(OBJECTS)
 def test_orjson_and_the_standard_encoder_read_back_alike(value: dict[Any, Any]) -> None:
     assert read_back(to_json, value) == read_back(standard_json, value)
+
+
+@given(objects(ORJSON_WRITES, st.text(st.characters(exclude_categories=["Cs"]))))
+def test_what_orjson_writes_reads_back_as_the_standard_encoders_text(value: dict[Any, Any]) -> None:
+    assert read_back(to_json, value) == read_back(standard_json, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"ordered": moved_to_end(OrderedDict([("a", 1), ("b", 2)]), "a")},
+        {"subclass": Renamed({"a": 1})},
+        {"text": Shouting("quiet")},
+        {"word": Word.HELLO, Word.HELLO: "as a key"},
+    ],
+)
+def test_a_subclass_is_written_as_the_standard_encoder_writes_it(value: dict[Any, Any]) -> None:
+    assert to_json(value) == standard_json(value)
 
 
 def test_a_text_holds_no_more_memory_than_its_length() -> None:

@@ -9,11 +9,18 @@ keep in production, and all three read it back equal:
 - an Enum member is written as its value, and a UUID as its text (orjson writes them so, and the
   standard encoder is made to agree).
 
-orjson writes it, in a third of the standard encoder's time (this runs for every journaled event).
-Where orjson would not write what the standard encoder writes, the standard encoder does: orjson
-writes NaN as ``null`` (so any text with a ``null`` in it is written again, and a NaN refused), and
-refuses integers beyond 64 bits, lone surrogates and keys that are not strings, which the standard
-encoder takes. A property test holds the two writings to the same value read back, and the same
+(One exception, for a caller who means it: an ``orjson.Fragment``, text its maker vouches is JSON,
+is written as it is where orjson writes the value, and refused where the standard encoder does,
+which cannot read one. The Fleet hands the stores none: a callback is copied into JSON's own types.)
+
+orjson writes it where that is sure to be what the standard encoder writes: a value with no
+``null`` in it, in a third of the standard encoder's time (an event's entry, most of the time).
+Otherwise the standard encoder writes it: where orjson refuses what the standard encoder takes
+(integers beyond 64 bits, lone surrogates, keys that are not strings), where a subclass of a dict,
+list, string or number is met (orjson reads their storage, not their overridden methods), and
+wherever orjson's text holds a ``null``, which may be a NaN or an infinity orjson wrote so (a
+task's row, whose facts hold None, is written so: a little slower than the standard encoder
+alone). A property test holds the two writings to the same value read back, and the same
 refusals. Read it back with ``json.loads``, which reads both writings exactly.
 """
 
@@ -70,7 +77,10 @@ def _as_orjson_writes(value: object) -> Any:
 
 _NULL: Final = b"null"
 # orjson writes a datetime as ISO text and a dataclass as an object, which the standard encoder
-# refuses: passed through, they raise, and the standard encoder refuses them.
-_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# refuses, and a subclass as its storage holds it: passed through, they raise, and the standard
+# encoder decides.
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 # One encoder: ``json.dumps`` with options builds a new one per call.
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_as_orjson_writes)
