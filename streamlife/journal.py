@@ -26,10 +26,12 @@ _new_record: Final = tuple.__new__
 
 
 def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
-    """A trigger's argument (a task_id, an error, a callback) as JSON; None for no argument."""
+    """A trigger's argument (a task_id, an error, a callback, a product) as JSON; None for none."""
     if not args:
         return None
     (arg,) = args
+    if isinstance(arg, StreamKind):  # (before str: a StreamKind is one)
+        return {"kind": arg.value}
     if isinstance(arg, str):
         return {"task_id": arg}
     if isinstance(arg, BaseException):
@@ -42,6 +44,8 @@ def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
         return ()
     if "task_id" in args and len(args) == 1:
         return (args["task_id"],)
+    if "kind" in args and len(args) == 1:
+        return (StreamKind(args["kind"]),)
     if "error" in args:
         return (RecordedError(args["error"]),)
     return (decode_event(args),)
@@ -153,7 +157,7 @@ def rebuild(
     task.key = row.key
     task.history_limit = history_limit
     replay(task, entries)
-    task.kind = StreamKind(row.kind)  # an orphan's kind may have been learnt outside an event
+    task.kind = StreamKind(row.kind)  # (a journal from before stop_ok carried it learnt it outside one)
     replayed = {"state": task.state.value, "task_id": task.task_id, **facts_of(task)}
     stored = {"state": row.state, "task_id": row.task_id, **{name: row.facts.get(name) for name in FACTS}}
     if replayed != stored:
@@ -165,7 +169,8 @@ def rebuild(
 def reset(task: StreamTask, row: TaskRow | None, entries: Sequence[JournalEntry]) -> None:
     """Put a live task back to what the store holds (after a write that failed): same object, so
     whoever holds it sees the change."""
-    fresh = StreamTask(task.kind, task.params, clock=task.clock)
+    kind = task.kind if row is None else StreamKind(row.kind)  # (a kind learnt since is not kept)
+    fresh = StreamTask(kind, task.params, clock=task.clock)
     fresh.key = task.key
     fresh.history_limit = task.history_limit
     if row is not None:

@@ -134,8 +134,14 @@ class StreamTask:
     def start_unknown(self, error: BaseException) -> Outcome:
         return self._fire("start_unknown", lambda: self._set_error(error), _describe(error))
 
-    def stop_ok(self) -> Outcome:
-        return self._fire("stop_ok", self._acknowledge_stop)
+    def stop_ok(self, found_on: StreamKind | str | None = None) -> Outcome:
+        """The service acknowledged the stop. ``found_on``: the product whose path took it, where
+        that is not the task's kind (an orphan whose product was guessed wrong): the task learns it
+        here, with the event, so the journal holds it and a replay learns it too."""
+        if found_on is None:
+            return self._fire("stop_ok", self._acknowledge_stop)
+        kind = StreamKind(found_on)
+        return self._fire("stop_ok", lambda: self._acknowledge_stop(kind), ("kind", kind.value))
 
     def stop_not_found(self) -> Outcome:
         """The service does not know the task: it has already ended, so it counts as stopped."""
@@ -331,10 +337,12 @@ class StreamTask:
         self.last_error = _error_text(error)
         return True
 
-    def _acknowledge_stop(self) -> bool:
+    def _acknowledge_stop(self, found_on: StreamKind | None = None) -> bool:
         if self.stop_acknowledged:
             return False
         self.stop_acknowledged = True
+        if found_on is not None:
+            self.kind = found_on
         return True
 
     def _count_stop_failure(self, error: BaseException) -> bool:

@@ -512,6 +512,75 @@ def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_st
     assert rebuilt.recover()[0].kind is StreamKind.VIDEO
 
 
+def test_another_process_holding_a_guessed_orphan_learns_its_product_from_the_journal(
+    clock: ManualClock,
+) -> None:
+    """One process's stop finds an orphan on the video path; another, which held the task from
+    before (taken for audio, a guess), catches up by replaying the journal: it learns video there,
+    and the row it writes at the end says video, no guess."""
+    sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))  # the first stop fails
+    store = MemoryStore(shared=True)
+    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
+    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
+    this, other = (Fleet(SimTransport(sim), clock=clock, policy=policy, store=store) for _ in range(2))
+    task_id = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL}).task_id
+
+    assert this.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
+    clock.advance(POLICY.park_ttl)
+    this.tick()  # adopted, taken for audio; its stop fails, and is retried later
+    assert other.handle_callback(status_callback(task_id, 0)) is Outcome.APPLIED  # now held there too
+    held_there = other.get(task_id)
+    assert held_there is not None
+    assert held_there.kind is StreamKind.AUDIO  # a guess
+
+    sim.faults = Faults()
+    clock.advance(POLICY.stop_retry_cap)
+    this.tick()  # the retry: "not found" on the audio path, found on the video path
+    (acknowledged,) = [e for e in store.journal(held_there.key or "") if e.trigger == "stop_ok"]
+    assert acknowledged.args == {"kind": "video"}
+
+    assert other.handle_callback(status_callback(task_id, 14)) is Outcome.APPLIED
+    assert (held_there.kind, state_of(held_there)) == (StreamKind.VIDEO, TaskState.STOPPED)
+    row = store.row(held_there.key or "")
+    assert row is not None
+    assert (row.kind, row.state, row.facts.get("kind_guessed")) == ("video", "stopped", None)
+
+
+def test_a_guessed_orphan_whose_found_product_is_not_kept_is_stopped_on_both_paths_again(
+    clock: ManualClock,
+) -> None:
+    """The stop's answer (found on video) cannot be journaled: the task is put back as stored,
+    audio and guessed, and the retried stop tries both paths again. (Were it taken for audio
+    alone, an audio "not found" would count it stopped whether or not the video stream was.)"""
+    sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))  # the first stop fails
+    store = FailingStore()
+    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
+    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    task_id = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL}).task_id
+    assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
+    clock.advance(POLICY.park_ttl)
+    fleet.tick()  # adopted, taken for audio; its stop fails
+    orphan = fleet.get(task_id)
+    assert orphan is not None
+
+    sim.faults = Faults()
+    store.fail_next = True
+    clock.advance(POLICY.stop_retry_cap)
+    fleet.tick()  # "not found" on audio, stopped on video, and the answer is not kept
+    assert (orphan.kind, orphan.stop_acknowledged, state_of(orphan)) == (
+        StreamKind.AUDIO,
+        False,
+        TaskState.STOPPING,
+    )
+    stops = len(sim.stop_log)
+    clock.advance(2 * POLICY.stop_retry_cap)
+    fleet.tick()  # both paths again: the video stream is gone now, so "not found" on each
+    assert [stop.status for stop in sim.stop_log[stops:]] == [400, 400]
+    assert state_of(orphan) is TaskState.STOPPED
+    assert sim.billing() == []
+
+
 texts = st.none() | st.text(max_size=20)
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 raws = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)

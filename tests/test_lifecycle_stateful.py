@@ -31,6 +31,7 @@ from streamlife import (
     OutcomeKind,
     Segment,
     StatusCallback,
+    StreamKind,
     StreamTask,
     TaskState,
 )
@@ -66,6 +67,7 @@ class ModelTask:
     stop_requested: bool = False
     stop_acknowledged: bool = False
     stalled: bool = False
+    kind: StreamKind = StreamKind.AUDIO  # learnt from an acknowledged stop that found another product
     # index -> (final, text): the transcript rule in its plainest form
     segments: dict[int, tuple[bool, str]] = field(default_factory=dict)
 
@@ -133,6 +135,8 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         if trigger == "stop_ok":
             first = not model.stop_acknowledged
             model.stop_acknowledged = True
+            if first and arg is not None:
+                model.kind = StreamKind(str(arg))
             return T, APPLIED if first else DUP
         return (STOPPED if trigger == "stop_not_found" else T), APPLIED
     if trigger == "final_deadline":  # only an acknowledged stop may end by waiting
@@ -206,6 +210,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             return Segment(task_id, index, final, text)
         if trigger in STATUS:
             return StatusCallback(task_id, STATUS[trigger])
+        if trigger == "stop_ok":  # with the product the stop was found on, now and then
+            return data.draw(st.none() | st.sampled_from(StreamKind), label="found on")
         return None
 
     def _fire_and_compare(self, task: StreamTask, trigger: str, arg: object) -> None:
@@ -233,6 +239,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             model.stalled,
         )
         assert task.task_id == model.task_id
+        assert task.kind is model.kind
 
     @invariant()
     def a_terminal_state_never_changes(self) -> None:
