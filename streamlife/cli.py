@@ -632,7 +632,7 @@ def _entry_json(entry: JournalEntry) -> dict[str, Any]:
 
 
 def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:
-    """A journal entry's argument in a few words: a task_id, an error, a segment, a status."""
+    """A journal entry's argument in a few words: a task_id, an error, a product, a segment, a status."""
     if not args:
         return ""
     if "error" in args:
@@ -652,6 +652,8 @@ def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:
         return _clip(f"{provider.get('provider')} {provider.get('message_type')}", width)
     if "task_id" in args:
         return f"task_id {args['task_id']}"
+    if "kind" in args:
+        return f"found on {args['kind']}"
     return _clip(json.dumps(args), width)
 
 

@@ -425,18 +425,18 @@ class Fleet:
                         self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
                 elif landed is None:
                     self._fire(tracked, task.stop_not_found)
-                elif landed is task.kind:
+                elif not tracked.kind_guessed:
                     self._fire(tracked, task.stop_ok)
                 else:
-                    # An orphan's product, guessed wrong: the stop's answer teaches it, journaled
-                    # (another process's copy, or a rebuild, learns it by replay), with a row that
-                    # says it is no guess. If that is not kept, the task is put back, guessed: a
-                    # stop retried tries both paths again.
+                    # An orphan whose product was a guess: the path that took the stop settles it,
+                    # journaled (another process's copy, or a rebuild, learns it by replay), with a
+                    # row that says it is no guess. If that is not kept, the task is put back as
+                    # stored, a guess still: a stop retried tries both paths again.
                     tracked.kind_guessed = False
                     try:
                         self._fire(tracked, task.stop_ok, landed)
                     finally:
-                        tracked.kind_guessed = task.kind is not landed
+                        tracked.kind_guessed = not (task.kind is landed and task.stop_acknowledged)
             except BaseException:
                 # The answer could not be journaled: the task is as stored, stopping and
                 # unacknowledged. Send the stop again later (it is safe to repeat), then let the
@@ -1080,10 +1080,9 @@ class Fleet:
     def _catch_up(self, tracked: _Tracked, entries: Sequence[JournalEntry]) -> bool:
         """Replay what another process applied to the task since this copy last saw it."""
         task = tracked.task
-        kind = task.kind
         replay(task, entries)
-        if task.kind is not kind:  # another process's stop found the orphan's product
-            tracked.kind_guessed = False
+        if any(entry.trigger == "stop_ok" and entry.args for entry in entries):
+            tracked.kind_guessed = False  # another process's stop settled the orphan's product
         if entries:
             tracked.version = entries[-1].version
             heard = [entry.at for entry in entries if TRIGGERS[entry.trigger] is Source.CALLBACK]

@@ -1,11 +1,11 @@
 """What the journal keeps of each event, and how replaying it rebuilds a task.
 
-A journal entry names the trigger and keeps its argument as JSON: a task_id, an error's text, or
-the callback as the task saw it (``encode_event``). Replaying fires the same triggers, with the
-same arguments, at the recorded times, through the same table: nothing here knows the lifecycle.
-A rebuilt task therefore holds the same state, flags and transcript as the one that was journaled,
-and ``rebuild`` checks that against the stored row. (Its history holds the applied events only:
-duplicates, late and rejected events change nothing and are not journaled.)
+A journal entry names the trigger and keeps its argument as JSON: a task_id, an error's text, the
+product a stop was found on, or the callback as the task saw it (``encode_event``). Replaying fires
+the same triggers, with the same arguments, at the recorded times, through the same table: nothing
+here knows the lifecycle. A rebuilt task therefore holds the same state, flags and transcript as
+the one that was journaled, and ``rebuild`` checks that against the stored row. (Its history holds
+the applied events only: duplicates, late and rejected events change nothing and are not journaled.)
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
         return (StreamKind(args["kind"]),)
     if "error" in args:
         return (RecordedError(args["error"]),)
+    if "on" not in args:  # (a later version's argument, say: replay cannot go on)
+        raise JournalMismatch(f"a journaled argument this version cannot read: {sorted(args)}")
     return (decode_event(args),)
 
 
@@ -157,7 +159,8 @@ def rebuild(
     task.key = row.key
     task.history_limit = history_limit
     replay(task, entries)
-    task.kind = StreamKind(row.kind)  # (a journal from before stop_ok carried it learnt it outside one)
+    # The row's kind decides: journals from before stop_ok carried the product learnt it outside one.
+    task.kind = StreamKind(row.kind)
     replayed = {"state": task.state.value, "task_id": task.task_id, **facts_of(task)}
     stored = {"state": row.state, "task_id": row.task_id, **{name: row.facts.get(name) for name in FACTS}}
     if replayed != stored:

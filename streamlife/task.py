@@ -135,9 +135,9 @@ class StreamTask:
         return self._fire("start_unknown", lambda: self._set_error(error), _describe(error))
 
     def stop_ok(self, found_on: StreamKind | str | None = None) -> Outcome:
-        """The service acknowledged the stop. ``found_on``: the product whose path took it, where
-        that is not the task's kind (an orphan whose product was guessed wrong): the task learns it
-        here, with the event, so the journal holds it and a replay learns it too."""
+        """The service acknowledged the stop. ``found_on``: the product whose path took it, for a
+        task whose product was a guess (an orphan's): the task learns it here, with the event, so
+        the journal holds it and a replay learns it too. A repeated acknowledgement learns nothing."""
         if found_on is None:
             return self._fire("stop_ok", self._acknowledge_stop)
         kind = StreamKind(found_on)

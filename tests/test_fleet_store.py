@@ -512,6 +512,48 @@ def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_st
     assert rebuilt.recover()[0].kind is StreamKind.VIDEO
 
 
+def guessed_orphan(clock: ManualClock, store: Store, kind: StreamKind) -> tuple[Fleet, StreamTask]:
+    """An orphan of ``kind``, known only by status callbacks: taken for audio, a guess, and stopped."""
+    sim = SimulatedService(clock=clock)  # its own callbacks go nowhere: the test delivers by hand
+    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
+    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    params = {"audio_url": URL} if kind is StreamKind.AUDIO else {"url": URL}
+    task_id = SimTransport(sim).start(kind, params).task_id
+    assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
+    clock.advance(POLICY.park_ttl)
+    fleet.tick()
+    orphan = fleet.get(task_id)
+    assert orphan is not None
+    return fleet, orphan
+
+
+def test_a_guessed_orphan_found_where_it_was_guessed_is_no_guess_once_stopped(clock: ManualClock) -> None:
+    store = MemoryStore()
+    _, orphan = guessed_orphan(clock, store, StreamKind.AUDIO)
+    row = store.row(orphan.key or "")
+    assert row is not None
+    assert (row.kind, row.state, row.facts.get("kind_guessed")) == ("audio", "stopping", None)
+    assert store.journal(orphan.key or "")[-1].args == {"kind": "audio"}
+
+
+def test_a_journal_from_before_stop_ok_carried_the_product_is_rebuilt_with_the_rows(
+    clock: ManualClock,
+) -> None:
+    store = MemoryStore()
+    _, orphan = guessed_orphan(clock, store, StreamKind.VIDEO)
+    row = store.row(orphan.key or "")
+    assert row is not None
+
+    def with_stop_ok_args(args: Mapping[str, Any] | None) -> list[JournalEntry]:
+        journal = store.journal(row.key)
+        return [entry._replace(args=args) if entry.trigger == "stop_ok" else entry for entry in journal]
+
+    assert rebuild(row, with_stop_ok_args(None), clock=clock).kind is StreamKind.VIDEO
+    with pytest.raises(JournalMismatch, match="cannot read"):  # a later version's, say
+        rebuild(row, with_stop_ok_args({"kind": "video", "from": "later"}), clock=clock)
+
+
 def test_another_process_holding_a_guessed_orphan_learns_its_product_from_the_journal(
     clock: ManualClock,
 ) -> None:

@@ -102,6 +102,26 @@ def test_a_second_stop_acknowledgement_is_a_duplicate() -> None:
     assert task.stop_acknowledged
 
 
+def test_a_stop_acknowledged_on_a_products_path_teaches_the_product_once() -> None:
+    task = task_in(TaskState.STOPPING)
+    taken_for = task.kind
+    assert taken_for is StreamKind.AUDIO
+    assert task.stop_ok("video") == Outcome.APPLIED
+    assert task.kind is StreamKind.VIDEO
+    assert task.history[-1].data == {"kind": "video"}
+    again = task_in(TaskState.STOPPING)
+    assert again.stop_ok() == Outcome.APPLIED
+    assert again.stop_ok(StreamKind.VIDEO) == Outcome.DUPLICATE  # nothing journaled, nothing learnt
+    assert again.kind is StreamKind.AUDIO
+
+
+def test_a_stop_acknowledged_on_no_product_is_refused() -> None:
+    task = task_in(TaskState.STOPPING)
+    with pytest.raises(ValueError, match="radio"):
+        task.stop_ok("radio")
+    assert not task.stop_acknowledged
+
+
 def test_the_final_deadline_stops_the_task_and_flags_the_missing_callback() -> None:
     task = task_in(TaskState.STOPPING)
     task.stop_ok()
