@@ -61,13 +61,21 @@ class History(Sequence[HistoryEntry]):
         self.limit = limit
 
     def record(
-        self, at: float, trigger: str, before: TaskState, after: TaskState, outcome: Outcome, *data: Any
+        self,
+        at: float,
+        trigger: str,
+        before: TaskState,
+        after: TaskState,
+        outcome: Outcome,
+        data: tuple[Any, ...] = (),
     ) -> None:
-        """Append one entry; ``data`` is its keys and values in turn (``"index", 4, "final", True``),
-        read back as a mapping (None for none). ``at`` earlier than the last entry's is taken as the
-        last's: a wall clock that stepped back still leaves a history that reads forwards."""
-        if len(data) % 2:  # (a mapping, or None, as ``record`` once took, would be kept as a key)
-            raise TypeError(f"history data goes as keys and values in turn, got {data!r}")
+        """Append one entry; ``data`` is one tuple of its keys and values in turn (``("index", 4,
+        "final", True)``), read back as a mapping (None for none). ``at`` earlier than the last
+        entry's is taken as the last's: a wall clock that stepped back still leaves a history that
+        reads forwards. (One tuple, not ``*data``: a call that unpacks arguments takes the
+        interpreter's slow way, and this runs for every event.)"""
+        if type(data) is not tuple or len(data) % 2:  # (a mapping, as ``record`` once took, say)
+            raise TypeError(f"history data goes as one tuple of keys and values in turn, got {data!r}")
         kept = self._kept
         if kept and at < kept[-1][_AT]:
             at = kept[-1][_AT]

@@ -162,7 +162,7 @@ class StreamTask:
         # It does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
-        self.history.record(at, "segment", before, before, outcome, *data)
+        self.history.record(at, "segment", before, before, outcome, data)
         if _debug_enabled() and not _replaying.get():  # a segment logs at debug only
             self._announce("segment", before, outcome)
         return outcome
@@ -281,7 +281,7 @@ class StreamTask:
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
             self.revision += 1
-        self.history.record(at, trigger, before, self.state, outcome, *data)
+        self.history.record(at, trigger, before, self.state, outcome, data)
         if not _replaying.get():
             self._announce(trigger, before, outcome)
         return outcome
