@@ -480,6 +480,13 @@ def test_row_fields_differ_exactly_when_the_rows_would(first: dict[str, Any], se
     assert (ROW_FIELDS(a) == ROW_FIELDS(b)) == (row_for(a, "k", 1, 0.0) == row_for(b, "k", 1, 0.0))
 
 
+# Status 0 is news that a stream lives, so an orphan known by such callbacks is found, and no final
+# deadline ends a stop before the test has seen it through.
+ORPHAN_POLICY = dataclasses.replace(
+    POLICY, statuses=POLICY.statuses.with_status(0, StatusMeaning.ONGOING), final_callback_wait=1_000
+)
+
+
 def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_stop_found(
     clock: ManualClock,
 ) -> None:
@@ -488,9 +495,7 @@ def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_st
     events that change nothing else (which write no row)."""
     sim = SimulatedService(clock=clock)  # its own callbacks go nowhere: the test delivers by hand
     store = MemoryStore()
-    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
-    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=ORPHAN_POLICY, store=store)
     started = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL})
     task_id = started.task_id
 
@@ -508,16 +513,14 @@ def test_an_orphan_whose_product_was_guessed_wrong_is_stored_with_the_one_its_st
     assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.APPLIED  # news, no change
     moved_on = store.row(orphan.key or "")
     assert moved_on == row
-    rebuilt = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    rebuilt = Fleet(SimTransport(sim), clock=clock, policy=ORPHAN_POLICY, store=store)
     assert rebuilt.recover()[0].kind is StreamKind.VIDEO
 
 
 def guessed_orphan(clock: ManualClock, store: Store, kind: StreamKind) -> tuple[Fleet, StreamTask]:
     """An orphan of ``kind``, known only by status callbacks: taken for audio, a guess, and stopped."""
     sim = SimulatedService(clock=clock)  # its own callbacks go nowhere: the test delivers by hand
-    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
-    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=ORPHAN_POLICY, store=store)
     params = {"audio_url": URL} if kind is StreamKind.AUDIO else {"url": URL}
     task_id = SimTransport(sim).start(kind, params).task_id
     assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
@@ -562,9 +565,7 @@ def test_another_process_holding_a_guessed_orphan_learns_its_product_from_the_jo
     and the row it writes at the end says video, no guess."""
     sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))  # the first stop fails
     store = MemoryStore(shared=True)
-    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
-    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
-    this, other = (Fleet(SimTransport(sim), clock=clock, policy=policy, store=store) for _ in range(2))
+    this, other = (Fleet(SimTransport(sim), clock=clock, policy=ORPHAN_POLICY, store=store) for _ in range(2))
     task_id = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL}).task_id
 
     assert this.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
@@ -596,9 +597,7 @@ def test_a_guessed_orphan_whose_found_product_is_not_kept_is_stopped_on_both_pat
     alone, an audio "not found" would count it stopped whether or not the video stream was.)"""
     sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))  # the first stop fails
     store = FailingStore()
-    statuses = POLICY.statuses.with_status(0, StatusMeaning.ONGOING)
-    policy = dataclasses.replace(POLICY, statuses=statuses, final_callback_wait=1_000)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=ORPHAN_POLICY, store=store)
     task_id = SimTransport(sim).start(StreamKind.VIDEO, {"url": URL}).task_id
     assert fleet.handle_callback(status_callback(task_id, 0)) is Outcome.PARKED
     clock.advance(POLICY.park_ttl)
