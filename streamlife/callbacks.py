@@ -41,25 +41,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias, TypeGuard
 
 import orjson
 
 from .errors import CallbackError
-from .events import ProviderEvent, Segment, StatusCallback, StatusMeaning, parsed_segment
+from .events import ProviderEvent, Segment, StatusCallback, parsed_segment
+from .statuses import DEFAULT_STATUSES, PROVIDER_ENDED, StatusTable
 
 CallbackEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
-
-PROVIDER_ENDED: Final = -1000
-"""The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
-
-It has no memories.ai status, and StatusCallback.status is an int, so it gets this synthetic one,
-far from every real value seen (-1, 0, 14, 16, 1001, 2001, 5000). Being a status, it goes through
-the table like any other: ENDED by default, and a user who finds that Termination merely echoes a
-stop (status 14 following) can map it to ONGOING.
-"""
+__all__ = ["DEFAULT_STATUSES", "PROVIDER_ENDED", "CallbackEvent", "StatusTable", "parse_callback"]
 
 _INT32: Final = range(-(2**31), 2**31)  # statuses and indexes stay small: cheap to log, cheap for gaps()
 # A plain decimal: float() alone would also take "nan", "inf", "1_000" and Unicode digits.
@@ -83,51 +75,6 @@ _ELEVENLABS_FINAL: Final = {
 
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)  # bool is an int to Python, not to us
-
-
-class StatusTable(Mapping[int, StatusMeaning]):
-    """Callback status -> meaning. Immutable: ``with_status`` returns an extended copy.
-
-    ``table.meaning(status)`` is UNKNOWN for a status the table does not list.
-    """
-
-    __slots__ = ("_meanings",)
-
-    def __init__(self, meanings: Mapping[int, StatusMeaning | str] | None = None) -> None:
-        checked: dict[int, StatusMeaning] = {}
-        for status, meaning in (meanings or {}).items():
-            if not _is_int(status):
-                raise TypeError(f"a status is an int, not {type(status).__name__}")
-            checked[status] = StatusMeaning(meaning)
-        self._meanings: Mapping[int, StatusMeaning] = MappingProxyType(checked)
-
-    def with_status(self, status: int, meaning: StatusMeaning | str) -> StatusTable:
-        """A copy of this table in which ``status`` means ``meaning`` (added, or replacing the old one)."""
-        return StatusTable({**self._meanings, status: meaning})
-
-    def meaning(self, status: int) -> StatusMeaning:
-        return self._meanings.get(status, StatusMeaning.UNKNOWN)
-
-    def __getitem__(self, status: int) -> StatusMeaning:
-        return self._meanings[status]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._meanings)
-
-    def __len__(self) -> int:
-        return len(self._meanings)
-
-    def __hash__(self) -> int:  # immutable, so it may sit in frozen values (a Policy)
-        return hash(frozenset(self._meanings.items()))
-
-    def __repr__(self) -> str:
-        return f"StatusTable({dict(self._meanings)!r})"
-
-
-# Only what the docs confirm (§4.6); 12, 15 and the rest are unknown until a user says otherwise.
-DEFAULT_STATUSES: Final = StatusTable(
-    {14: StatusMeaning.STOPPED, 16: StatusMeaning.CAPACITY, PROVIDER_ENDED: StatusMeaning.ENDED}
-)
 
 
 def parse_callback(
@@ -227,6 +174,7 @@ def _standard_decode(payload: object) -> Mapping[str, Any]:
         except UnicodeDecodeError as exc:
             raise CallbackError(None, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     if isinstance(payload, str):
+        payload_text = payload
         try:
             payload = _json(payload)
         except CallbackError:
@@ -235,13 +183,12 @@ def _standard_decode(payload: object) -> Mapping[str, Any]:
             raise CallbackError(None, f"not JSON: {str(exc)[:200]}") from exc
         if type(payload) is not dict and not isinstance(payload, Mapping):
             raise CallbackError(None, f"not an object: {_kind(payload)}")
+        if _could_nest(payload_text) and _deeper_than(payload, _DEEP):
+            raise CallbackError(None, _TOO_DEEP)
         return payload
     if not isinstance(payload, Mapping):
         raise CallbackError(None, f"not an object: {_kind(payload)}")
-    try:
-        plain: dict[str, Any] = _plain(payload)
-    except RecursionError as exc:
-        raise CallbackError(None, "nested deeper than any callback is") from exc
+    plain: dict[str, Any] = _plain(payload)
     return plain
 
 
@@ -285,26 +232,46 @@ def _json(text: str) -> Any:
     return _JSON.decode(text)
 
 
-def _plain(value: object, path: str | None = None) -> Any:
+def _plain(value: object, path: str | None = None, depth: int = 1) -> Any:
     """A payload handed over as objects, copied into JSON's own shapes, as it would have been
     decoded from text: dicts with string keys, lists, strings, finite numbers, booleans and None.
     Every store can keep it (no mappingproxy, no tuple), and a caller who changes its object later
     changes no event and no journal. Anything else is a CallbackError naming where it is: no store
-    could keep it (a NaN, a datetime), so a retry could never succeed, and text could not hold it."""
+    could keep it (a NaN, a datetime), so a retry could never succeed, and text could not hold it.
+    So is nesting deeper than ``_DEEP``, counted here rather than left to the stack: compiled code
+    (pyproject.toml) recurses on the C stack, where no RecursionError comes."""
+    if isinstance(value, (Mapping, list, tuple)) and depth > _DEEP:
+        raise CallbackError(path, _TOO_DEEP)
     if isinstance(value, Mapping):
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CallbackError(path, f"not JSON: a key that is no string ({type(key).__name__})")
-            copied[key] = _plain(item, key if path is None else f"{path}.{key}")
+            copied[key] = _plain(item, key if path is None else f"{path}.{key}", depth + 1)
         return copied
     if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{path or ''}[{n}]") for n, item in enumerate(value)]
+        return [_plain(item, f"{path or ''}[{n}]", depth + 1) for n, item in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         raise CallbackError(path, f"not JSON: {value} has no JSON form")
     if value is None or isinstance(value, (str, int, float)):  # (a bool is an int)
         return value
     raise CallbackError(path, f"not JSON: a {type(value).__name__} has no JSON form")
+
+
+def _could_nest(text: str) -> bool:
+    """Whether JSON text is long enough, with brackets enough, to nest ``_DEEP`` deep."""
+    return len(text) >= 2 * _DEEP and text.count("[") + text.count("{") >= _DEEP
+
+
+def _deeper_than(value: object, levels: int) -> bool:
+    """Whether the objects and arrays of decoded JSON nest more than ``levels`` deep."""
+    if isinstance(value, dict):
+        inside: Iterable[object] = value.values()
+    elif isinstance(value, list):
+        inside = value
+    else:
+        return False
+    return levels == 0 or any(_deeper_than(item, levels - 1) for item in inside)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -321,7 +288,10 @@ def _finite(text: str) -> float:
 _BOM: Final = b"\xef\xbb\xbf"
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER: Final = b"0" * 19
-_DEEP: Final = 300  # levels of nesting: a callback has a handful; the standard library's stack takes 300
+# Levels of nesting a callback may have. Real ones have a handful; the standard library's stack
+# takes 300, and past 255 orjson cannot write a journal entry and the standard library must.
+_DEEP: Final = 300
+_TOO_DEEP: Final = f"nested deeper than {_DEEP} levels, as no callback is"
 # One decoder for every payload: ``json.loads`` with an option builds a new one per call.
 _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 

@@ -32,6 +32,7 @@ URL that names no store or a store that cannot be opened, a missing API key or w
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ from rich.text import Text
 from . import console as console_view
 from . import diagram, walk
 from .clock import ManualClock
+from .compiled import build_description
 from .errors import StoreError, StreamlifeError
 from .events import StreamKind
 from .fleet import Fleet
@@ -107,6 +109,13 @@ class _Problem(Exception):
     """The command ran and found a problem: exit 1 with the message."""
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("streamlife")
+    except importlib.metadata.PackageNotFoundError:  # (run from a source tree, not installed)
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamlife",
@@ -119,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="show streamlife's own log events at this level and above (default: error)",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"streamlife {_version()}, {build_description()}",
+        help="show the version, and whether this install is compiled, and exit",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     draw = commands.add_parser("diagram", help="write the lifecycle diagrams from the table")

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, final
 
 import structlog
 
@@ -109,6 +109,7 @@ _ENDING_TRIGGER: Final = {  # a status callback's meaning -> the task trigger it
 }
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Orphan:
     """A stream no start of ours named, adopted once its callbacks outlived the parking TTL."""
@@ -119,6 +120,7 @@ class Orphan:
     dropped: int  # how many were pushed out of the parking lot's per-task cap
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class FleetStats:
     """Counts since the Fleet was made; ``tasks`` is a snapshot by state."""
@@ -133,6 +135,7 @@ class FleetStats:
     timers_fired: int
 
 
+@final
 class _Tracked:
     """A task with what the Fleet keeps beside it. Touched only under ``lock``."""
 
@@ -164,6 +167,7 @@ class _Tracked:
         self.delivering = False  # a thread is calling this task's hooks
 
 
+@final
 class Fleet:
     """Runs many streams: ``start``, ``stop``, ``stop_all``, ``handle_callback``, ``tick``.
 
@@ -838,8 +842,9 @@ class Fleet:
         taken = []
         for row in self.store.rows():
             with self._lock:
-                if row.key in self._by_key:
-                    continue
+                held = row.key in self._by_key
+            if held:
+                continue
             tracked = self._hold(row)
             task = tracked.task
             reap = False

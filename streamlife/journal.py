@@ -18,7 +18,7 @@ from .clock import Clock, ManualClock
 from .errors import JournalMismatch, RecordedError
 from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .store.base import JournalEntry, TaskRow
-from .task import StreamTask, replaying
+from .task import STATE_SLOTS, StreamTask, replaying
 
 # A NamedTuple's constructor is a Python function; tuple's own, given every field in order, makes
 # the same record in half the time (an entry and a row are made for every event journaled).
@@ -178,6 +178,5 @@ def reset(task: StreamTask, row: TaskRow | None, entries: Sequence[JournalEntry]
     fresh.history_limit = task.history_limit
     if row is not None:
         replay(fresh, entries)
-    for name in StreamTask.__slots__:
-        if name != "ref":
-            setattr(task, name, getattr(fresh, name))
+    for name in STATE_SLOTS:
+        setattr(task, name, getattr(fresh, name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .callbacks import DEFAULT_STATUSES, StatusTable
+from .statuses import DEFAULT_STATUSES, StatusTable
 
 SEGMENT_SECONDS: Final = 5.0  # memories.ai cuts streams, and bills them, in 5-second segments
 

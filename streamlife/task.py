@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, final
 
 import structlog
 
@@ -56,6 +56,30 @@ def replaying() -> Iterator[None]:
         _replaying.reset(token)
 
 
+# What a task is, all but ``ref`` (the caller's own handle): a task put back after a failed write
+# (journal.reset) takes each of these from a fresh replay, and keeps its ref.
+STATE_SLOTS: Final = (
+    "_adopted",
+    "_transcript",
+    "clock",
+    "end_status",
+    "final_callback_missing",
+    "history",
+    "key",
+    "kind",
+    "last_error",
+    "params",
+    "revision",
+    "stalled",
+    "state",
+    "stop_acknowledged",
+    "stop_failures",
+    "stop_requested",
+    "task_id",
+)
+
+
+@final
 class StreamTask:
     """One stream: its state, its flags, its transcript and the history of every event it saw.
 
@@ -64,26 +88,7 @@ class StreamTask:
     repr: stream URLs often carry a stream key.
     """
 
-    __slots__ = (
-        "_adopted",
-        "_transcript",
-        "clock",
-        "end_status",
-        "final_callback_missing",
-        "history",
-        "key",
-        "kind",
-        "last_error",
-        "params",
-        "ref",
-        "revision",
-        "stalled",
-        "state",
-        "stop_acknowledged",
-        "stop_failures",
-        "stop_requested",
-        "task_id",
-    )
+    __slots__ = (*STATE_SLOTS, "ref")
 
     def __init__(
         self,
@@ -406,7 +411,10 @@ _STRUCTLOG_STATE: Final = getattr(getattr(structlog, "_config", None), "_CONFIG"
 
 
 def _check_task_id(trigger: str, task_id: object) -> None:
-    if not isinstance(task_id, str) or not task_id:
+    # (A compiled build refuses a task_id that is no str before this runs, with its own TypeError.)
+    if not isinstance(task_id, str):
+        raise TypeError(f"{trigger} needs the task_id the service named, a str, got {task_id!r}")
+    if not task_id:
         raise ValueError(f"{trigger} needs the task_id the service named, got {task_id!r}")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, final
 
 from .events import Segment
 
@@ -48,6 +48,7 @@ _Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | 
 _FINAL, _TEXT = 0, 1
 
 
+@final
 class Transcript:
     """The segments of one task, at most one per index."""
 

@@ -387,12 +387,30 @@ def test_a_payload_handed_over_as_objects_holds_json_or_is_refused(
     assert "not JSON" in str(refused.value)
 
 
-def test_a_payload_nested_deeper_than_the_stack_is_a_callback_error() -> None:
-    payload: dict[str, Any] = {}
-    for _ in range(sys.getrecursionlimit() + 10):
-        payload = {"data": payload}
-    with pytest.raises(CallbackError, match="nested deeper"):
-        parse_callback(payload)
+def nested_in_all(levels: int, form: str) -> Any:
+    """A usual callback with one more field, arrays within arrays: ``levels`` deep in all (the top
+    object is a level), handed over as objects, as JSON text, or as its bytes."""
+    arrays = levels - 1
+    if form == "objects":
+        extra: list[Any] = []
+        for _ in range(arrays - 1):
+            extra = [extra]
+        return with_changes(USUAL, extra=extra)
+    text = json.dumps(USUAL)[:-1] + ', "extra": ' + "[" * arrays + "]" * arrays + "}"
+    return text if form == "text" else text.encode()
+
+
+@pytest.mark.parametrize("form", ["objects", "text", "bytes"])
+def test_a_callback_may_nest_300_levels_and_no_more(form: str) -> None:
+    """One limit whatever the form, well within every stack: a compiled build (pyproject.toml)
+    recurses on the C stack, where no RecursionError would stop a payload nested past it."""
+    deepest = parse_callback(nested_in_all(300, form))
+    assert isinstance(deepest, Segment)
+    assert deepest.raw == parse_callback(nested_in_all(300, "text")).raw
+    with pytest.raises(CallbackError, match="nested deeper than 300 levels"):
+        parse_callback(nested_in_all(301, form))
+    with pytest.raises(CallbackError, match=r"nested deeper|not JSON"):  # text: the stack's own limit
+        parse_callback(nested_in_all(sys.getrecursionlimit() + 10, form))
 
 
 # -- the status table ------------------------------------------------------------------------------
