@@ -9,6 +9,9 @@ The difference, over ``2 * count``, is what one callback takes, set-up and start
 What instructions do not show is memory: a cache miss counts as one instruction, so how the cost
 grows with 100,000 live tasks is the timed sections' business.
 
+On the compiled build (``make bench``) the pure-Python build is counted too, as a reference: the
+same child, run from the source tree without the compiled build on its path.
+
 Skipped, saying so, on a machine without valgrind.
 """
 
@@ -22,11 +25,16 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from streamlife.compiled import build_description, compiled_modules
+
 from .common import CallbackStream, Figure, Section, configure_logging, live_fleet, say
 from .references import DictIngest
 
-SIDES = ("streamlife", "floor")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)  # the source tree: pure-Python streamlife, and bench
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_BUILD = re.compile(r"^build: (.+)$", re.MULTILINE)
+_COMPILED_FIRST = ("PYTHONPATH", "PYTHONSAFEPATH")  # how `make bench` puts the compiled build ahead
 
 
 @dataclass(frozen=True)
@@ -48,20 +56,22 @@ def run(config: InstructionsConfig) -> Section:
         f"by callgrind over {config.count:,} and {3 * config.count:,} callbacks after the same "
         "set-up: the difference is one callback's. A count that noise does not move, and blind to "
         "memory (a cache miss is one instruction).",
-        [("floor", "Python floor")],
+        [("floor", "Python floor"), ("pure", "pure Python build")],
     )
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         section.notes.append("Not measured: valgrind is not installed here (Debian's valgrind package).")
         return section
-    say("instructions: streamlife and the floor under callgrind")
-    runs = [(side, handled) for side in SIDES for handled in (config.count, 3 * config.count)]
+    # The pure build is measured beside the compiled one; a run of the pure build is its own reference.
+    sides = ["streamlife", "floor", *(["pure"] if compiled_modules() else [])]
+    say(f"instructions: {', '.join(sides)} under callgrind")
+    runs = [(side, handled) for side in sides for handled in (config.count, 3 * config.count)]
     with ThreadPoolExecutor(max_workers=2) as pool:  # each child is one busy core
         counted = list(pool.map(lambda job: _count(valgrind, config, *job), runs))
     totals = dict(zip(runs, counted, strict=True))
     per_callback = {
         side: (totals[side, 3 * config.count] - totals[side, config.count]) / (2 * config.count)
-        for side in SIDES
+        for side in sides
     }
     section.add(
         Figure(
@@ -69,7 +79,7 @@ def run(config: InstructionsConfig) -> Section:
             "instructions per callback, handle_callback, memory store",
             "instructions",
             per_callback["streamlife"],
-            {"floor": per_callback["floor"]},
+            {"floor": per_callback["floor"], "pure": per_callback.get("pure")},
         )
     )
     section.extra["totals"] = {f"{side}.{handled}": total for (side, handled), total in totals.items()}
@@ -77,23 +87,29 @@ def run(config: InstructionsConfig) -> Section:
 
 
 def _count(valgrind: str, config: InstructionsConfig, side: str, handled: int) -> int:
-    work = [side, str(config.tasks), str(3 * config.count), str(handled)]
+    code = "floor" if side == "floor" else "streamlife"  # ("pure" runs streamlife, from the source tree)
+    work = [code, str(config.tasks), str(3 * config.count), str(handled)]
     command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
     command += ["-m", "bench.instructions", *work]
     # One hash seed for every child: string hashes then lay dicts out alike, run after run.
     environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    if side == "pure":  # the source tree alone on the path: no compiled build ahead of it
+        environment = {name: value for name, value in environment.items() if name not in _COMPILED_FIRST}
     finished = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, check=False, env=environment
+        command, capture_output=True, text=True, timeout=600, check=False, env=environment, cwd=ROOT
     )
-    found = _COLLECTED.search(finished.stderr)
-    if finished.returncode != 0 or found is None:
+    found, build = _COLLECTED.search(finished.stderr), _BUILD.search(finished.stderr)
+    if finished.returncode != 0 or found is None or build is None:
         failure = finished.stderr[-2000:]
         raise RuntimeError(f"callgrind run of {side} failed ({finished.returncode}): {failure}")
+    if side == "pure" and build.group(1) != "pure Python":
+        raise RuntimeError(f"the pure-Python run loaded a compiled build: {build.group(1)}")
     return int(found.group(1))
 
 
 def _work(side: str, tasks: int, made: int, handled: int) -> None:
     """One child's work: the same set-up and bodies whatever ``handled`` is; then handle that many."""
+    print(f"build: {build_description()}", file=sys.stderr)
     configure_logging()
     live = live_fleet(tasks)
     stream = CallbackStream(live.task_ids)
