@@ -4,15 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak diagrams compiled test-compiled bench clean
+.PHONY: demo test lint typecheck unit soak diagrams compiled test-compiled bench clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the project's metadata changes.
+# (Pure Python, even where HATCH_BUILD_HOOKS_ENABLE is set: compiled in place, stale extensions
+# would shadow the sources.)
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	env -u HATCH_BUILD_HOOKS_ENABLE $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Fifty streams against the simulator with a realistic share of faults, shown live, then checked.
@@ -41,12 +43,19 @@ diagrams: $(STAMP)
 # The compiled build: pyproject.toml's mypyc hook, as `HATCH_BUILD_HOOKS_ENABLE=1 python -m build` makes it,
 # installed apart in build/compiled, so the source tree stays pure Python and no stale extension
 # shadows an edited source. Built from a copy, because the hook compiles in place.
-COMPILED := build/compiled
+COMPILED := $(CURDIR)/build/compiled
 COMPILED_STAMP := $(COMPILED)/.built
 COMPILE_FROM := build/compile-src
 SOURCES := pyproject.toml README.md $(shell find streamlife -name '*.py' -o -name py.typed)
+SOURCE_LIST := build/sources.txt
 
-$(COMPILED_STAMP): $(SOURCES) | $(STAMP)
+# Rewritten only when the list of sources changes: a module deleted or renamed rebuilds too.
+FORCE:
+$(SOURCE_LIST): FORCE
+	@mkdir -p build
+	@echo '$(sort $(SOURCES))' | cmp -s - $@ || echo '$(sort $(SOURCES))' > $@
+
+$(COMPILED_STAMP): $(SOURCES) $(SOURCE_LIST) | $(STAMP)
 	rm -rf $(COMPILE_FROM) $(COMPILED)
 	mkdir -p $(COMPILE_FROM)
 	tar --exclude=__pycache__ -cf - $(sort $(SOURCES)) | tar -xf - -C $(COMPILE_FROM)
@@ -58,7 +67,8 @@ compiled: $(COMPILED_STAMP)
 
 # Runs with the compiled build ahead of the source tree: PYTHONSAFEPATH keeps the working directory
 # (the pure sources) from the head of sys.path, and tests/test_compiled.py checks what was loaded.
-WITH_COMPILED := PYTHONSAFEPATH=1 PYTHONPATH=$(COMPILED):. STREAMLIFE_COMPILED=1
+# Absolute paths, for child processes that run elsewhere.
+WITH_COMPILED := PYTHONSAFEPATH=1 PYTHONPATH=$(COMPILED):$(CURDIR) STREAMLIFE_COMPILED=1
 
 # The whole suite again, on the compiled build (CI runs it after `make test`).
 test-compiled: $(COMPILED_STAMP)

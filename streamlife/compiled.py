@@ -1,12 +1,13 @@
 """Which of streamlife's modules this installation runs compiled.
 
 A wheel built with the mypyc hook (pyproject.toml) ships the callback's hot path as C extensions
-beside the sources; a plain install is pure Python. The two behave alike (the test suite runs on
-both), so this is for figures and bug reports: which build was measured, which one failed.
+beside the sources; a plain install is pure Python. The suite runs on both, so this is for figures
+and bug reports: which build was measured, which one failed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -14,14 +15,18 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def compiled_modules() -> tuple[str, ...]:
-    """The dotted names of streamlife's modules that load from a compiled extension, sorted; empty
-    for a pure-Python install. (An extension takes precedence over the source beside it.)"""
+    """The dotted names of streamlife's modules that import from a compiled extension, sorted;
+    empty for a pure-Python install. Asked of the import system, module by module, without
+    importing any: an extension built for another Python is no extension here."""
     found = []
-    for path in _PACKAGE.rglob("*"):
-        suffix = next((suffix for suffix in EXTENSION_SUFFIXES if path.name.endswith(suffix)), None)
-        if suffix is not None and path.is_file():
-            parts = path.relative_to(_PACKAGE.parent).parts
-            found.append(".".join((*parts[:-1], path.name.removesuffix(suffix))))
+    for source in sorted(_PACKAGE.rglob("*.py")):
+        parts = source.relative_to(_PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue
+        spec = importlib.util.find_spec(".".join(parts))
+        origin = "" if spec is None or spec.origin is None else spec.origin
+        if origin.endswith(tuple(EXTENSION_SUFFIXES)):
+            found.append(".".join(parts))
     return tuple(sorted(found))
 
 

@@ -261,7 +261,12 @@ class Fleet:
             if not isinstance(error, TransportError):
                 raise
         else:
-            self._started(tracked, result.task_id)
+            task_id: object = result.task_id  # (a transport's own: its type is not sure)
+            if type(task_id) is not str:  # the stream may exist, under an id nobody can use
+                no_id = TypeError(f"the transport's StartResult.task_id is no str: {task_id!r}")
+                self._locked_fire(tracked, task.start_unknown, no_id)
+                raise no_id
+            self._started(tracked, task_id)
         return task
 
     def _started(self, tracked: _Tracked, task_id: str) -> None:
@@ -453,7 +458,8 @@ class Fleet:
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         policy = self.policy
-        ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0 ** max(failures - 1, 0))
+        doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
+        ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)
         wait = ceiling * (0.5 + 0.5 * self._jitter.random())  # "equal jitter": never sooner than half
         return max(wait, retry_after or 0.0)
 

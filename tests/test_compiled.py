@@ -3,14 +3,17 @@ of pyproject.toml's mypyc hook (``make test-compiled``, which sets STREAMLIFE_CO
 
 from __future__ import annotations
 
-import os
+import importlib
 import tomllib
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
 
 from streamlife.cli import main
 from streamlife.compiled import build_description, compiled_modules
+
+from .conftest import COMPILED_RUN
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -23,9 +26,11 @@ def modules_the_hook_compiles() -> tuple[str, ...]:
 
 def test_the_modules_compiled_are_the_hooks_in_a_compiled_run_and_none_otherwise() -> None:
     """Stale extensions left in a source tree would shadow its edited sources: caught here too."""
-    compiled = os.environ.get("STREAMLIFE_COMPILED") == "1"
-    assert compiled_modules() == (modules_the_hook_compiles() if compiled else ())
+    assert compiled_modules() == (modules_the_hook_compiles() if COMPILED_RUN else ())
     assert len(modules_the_hook_compiles()) >= 8  # (so the comparison above compares something)
+    for name in modules_the_hook_compiles():  # and what this run loaded is what it says
+        loaded = importlib.import_module(name).__file__ or ""
+        assert loaded.endswith(tuple(EXTENSION_SUFFIXES)) is COMPILED_RUN, loaded
 
 
 def test_version_says_which_build_this_is(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,5 +40,5 @@ def test_version_says_which_build_this_is(capsys: pytest.CaptureFixture[str]) ->
     shown = " ".join(capsys.readouterr().out.split())  # (argparse wraps it to the terminal's width)
     assert shown.startswith("streamlife ")
     assert shown.endswith(build_description())
-    expected = "compiled (mypyc): callbacks, fleet," if compiled_modules() else "pure Python"
+    expected = "compiled (mypyc): callbacks, fleet," if COMPILED_RUN else "pure Python"
     assert expected in shown

@@ -296,6 +296,38 @@ def test_with_reap_orphans_off_an_orphan_is_adopted_and_reported_but_left_runnin
     assert r.sim.billing() == []
 
 
+class AnswersWithoutAStrId:
+    """A transport with a bug: the stream is made, and its StartResult names it with an int."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        made = self.inner.start(kind, params)
+        return StartResult(12345, made.message, made.raw)  # type: ignore[arg-type]
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_reaped(
+    clock: ManualClock,
+) -> None:
+    """The stream may bill: the task is uncertain, so its stream is adopted and stopped as any
+    whose answer was lost, in either build (a compiled one checks types at its functions' doors)."""
+    r = rig(clock, wrap=AnswersWithoutAStrId)
+    with pytest.raises(TypeError, match="task_id is no str: 12345"):
+        r.start()
+    (task,) = r.fleet.tasks()
+    assert state_of(task) is TaskState.UNCERTAIN
+    assert r.fleet.next_deadline() is not None
+    r.run(5 + PARK_TTL + 10)
+    assert r.sim.billing() == []
+
+
 class StopsWhileStarting:
     """A transport on which another thread (played by ``start`` itself) stops the task being started."""
 
@@ -451,6 +483,20 @@ def test_a_stop_asked_for_again_while_a_retry_after_runs_waits_for_it_too(clock:
     r.fleet.stop(task)  # asked again, as a caller may: stop is safe to repeat
     r.fleet.stop_all()  # and again, as at shutdown
     assert len(r.sim.stop_log) == 1, f"stops sent at {[s.at - r.sim.stop_log[0].at for s in r.sim.stop_log]}"
+
+
+def test_a_stop_that_fails_for_more_than_a_thousand_tries_is_still_tried_again(clock: ManualClock) -> None:
+    """The backoff doubles per failure up to its cap; past 1,024 doublings the doubling itself
+    overflowed, and no retry was armed: at the default cap, a day of a failing service."""
+    r = rig(clock, Faults(stop_500=1.0), stop_retry_base=1.0, stop_retry_cap=1.0)
+    task = r.start()
+    r.fleet.stop(task)
+    r.run(1_100)
+    assert task.stop_failures > 1_025
+    r.sim.faults = Faults()
+    r.run(5)
+    assert state_of(task) is TaskState.STOPPED
+    assert r.sim.billing() == []
 
 
 # -- the final callback ------------------------------------------------------------------------------
