@@ -251,7 +251,9 @@ class Fleet:
                 del self._by_ref[task.ref], self._by_key[task.key]  # never started: the store's error
             raise
         try:
-            result = self.transport.start(kind, params)
+            # Any: a transport's own answer, whose fields' types are not sure (a compiled build
+            # would check its task_id as a str on reading it, before the check below could).
+            result: Any = self.transport.start(kind, params)
         except ServerError as error:  # the service failed after taking the request: a stream may exist
             self._locked_fire(tracked, task.start_unknown, error)
         except (NotSentError, ServiceError) as error:  # never left, or refused: nothing was created
@@ -261,7 +263,7 @@ class Fleet:
             if not isinstance(error, TransportError):
                 raise
         else:
-            task_id: object = result.task_id  # (a transport's own: its type is not sure)
+            task_id = result.task_id
             if type(task_id) is not str:  # the stream may exist, under an id nobody can use
                 no_id = TypeError(f"the transport's StartResult.task_id is no str: {task_id!r}")
                 self._locked_fire(tracked, task.start_unknown, no_id)
