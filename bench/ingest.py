@@ -12,7 +12,8 @@ no network; how long that takes is reported.
 References at the same sizes, on the very same bodies: ``orjson.loads`` + a dict lookup + a dict FSM
 fire + a list append (the floor for parse, transition, record in Python), and the same with one
 bare sqlite3 transaction per callback (the floor for one durable write per callback) or, for the
-batches, one bare sqlite3 transaction per batch.
+batches, one bare sqlite3 transaction per batch. The SQLite floor's journal starts as the store's
+does, with each live task's start entries: its index is as large, and costs as much to insert into.
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def run(config: IngestConfig) -> Section:
         f"{config.rounds['memory']:,} / {config.rounds['sqlite']:,}; bodies round-robin over every live "
         "task, one in ten a repeat. structlog filters at WARNING. The floor gets the same bodies the "
         f"same way (batched: {BATCH} callbacks per bare sqlite3 transaction, with the store's "
-        "pragmas), all taking turns round by round. Figures are the mean over every round (the best "
+        "pragmas, and a journal holding each task's start entries, as the store's does), all taking "
+        "turns round by round. Figures are the mean over every round (the best "
         "round and the median beside it): work that comes in bursts, SQLite's checkpoints (one per "
         "few thousand callbacks) and the collector's full passes, lands in some rounds and not "
         "others, and a sustained rate pays for all of it. (The collector is settled once the tasks "
