@@ -296,21 +296,28 @@ def test_with_reap_orphans_off_an_orphan_is_adopted_and_reported_but_left_runnin
     assert r.sim.billing() == []
 
 
-class AnswersWithoutAStrId:
-    """A transport with a bug: the stream is made, and its StartResult names it with an int."""
+class PassesThrough:
+    """A transport that hands every call to ``inner``: a test's transport changes the one it needs."""
 
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
 
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
-        made = self.inner.start(kind, params)
-        return StartResult(12345, made.message, made.raw)  # type: ignore[arg-type]
+        return self.inner.start(kind, params)
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         return self.inner.stop(kind, task_id, within=within)
 
     def close(self) -> None:
         self.inner.close()
+
+
+class AnswersWithoutAStrId(PassesThrough):
+    """A transport with a bug: the stream is made, and its StartResult names it with an int."""
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        made = self.inner.start(kind, params)
+        return StartResult(12345, made.message, made.raw)  # type: ignore[arg-type]
 
 
 def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_reaped(
@@ -328,11 +335,11 @@ def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_rea
     assert r.sim.billing() == []
 
 
-class StopsWhileStarting:
+class StopsWhileStarting(PassesThrough):
     """A transport on which another thread (played by ``start`` itself) stops the task being started."""
 
     def __init__(self, inner: Transport) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fleet: Fleet | None = None
         self.stopped_while_starting: list[StreamTask] = []
 
@@ -342,12 +349,6 @@ class StopsWhileStarting:
             self.stopped_while_starting.append(self.fleet.stop(task))
             assert state_of(task) is TaskState.STARTING  # remembered, not sent: there is no task_id yet
         return self.inner.start(kind, params)
-
-    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
-        return self.inner.stop(kind, task_id, within=within)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_a_stop_asked_for_while_starting_is_sent_once_the_task_id_arrives(clock: ManualClock) -> None:
@@ -612,24 +613,18 @@ def test_stop_all_leaves_out_the_tasks_its_stops_ended(clock: ManualClock) -> No
     assert all(state_of(task) is TaskState.STOPPED for task in tasks)
 
 
-class StopsMeet:
+class StopsMeet(PassesThrough):
     """A transport whose stops wait for one another: it shows how many are in flight at once."""
 
     def __init__(self, inner: Transport, *, at_once: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.meeting = threading.Barrier(at_once, timeout=2.0)  # broken unless ``at_once`` stops meet
         self.threads: set[str] = set()
-
-    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
-        return self.inner.start(kind, params)
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         self.threads.add(threading.current_thread().name)
         self.meeting.wait()
         return self.inner.stop(kind, task_id, within=within)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_stop_all_sends_stop_concurrency_requests_at_once(clock: ManualClock) -> None:
