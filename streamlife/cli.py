@@ -97,6 +97,7 @@ _STATE_STYLE: Final = {
     "failed": "red",
     "running": "cyan",
     "stopping": "magenta",
+    "ending": "bold yellow",
     "uncertain": "bold red",
 }
 

@@ -18,6 +18,7 @@ _STATE_STYLE = {
     "failed": "red",
     "running": "cyan",
     "stopping": "magenta",
+    "ending": "bold yellow",
 }
 
 

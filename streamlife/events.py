@@ -21,12 +21,14 @@ class StreamKind(enum.StrEnum):
 class StatusMeaning(enum.StrEnum):
     """What a callback's status says about its stream, as ``streamlife.callbacks.StatusTable`` reads it.
 
-    The first three are named after the task trigger they call for.
+    ``streamlife.lifecycle.STATUS_TRIGGERS`` says which task trigger each one fires: every end but
+    STOPPED is inferred, and confirmed by a stop before the task is terminal.
     """
 
     STOPPED = "stopped"  # stopped by our stop (14): fire ``stopped``
     CAPACITY = "capacity"  # the account's stream capacity is full (16): fire ``capacity``
-    ENDED = "ended"  # the service, or its provider, ended the stream by itself: fire ``ended``
+    ENDED = "ended"  # the service ended the stream by itself (as far as we can tell): fire ``ended``
+    PROVIDER_ENDED = "provider_ended"  # the provider ended its session (AssemblyAI ``Termination``)
     ONGOING = "ongoing"  # a status the user declared harmless: the stream goes on, nothing to fire
     UNKNOWN = "unknown"  # not in the table: kept on the event and surfaced, never guessed
 

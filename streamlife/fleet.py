@@ -66,7 +66,7 @@ from .errors import (
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
-from .lifecycle import TERMINAL, TRIGGERS, Source, TaskState
+from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
@@ -100,13 +100,6 @@ INTERRUPTED_START: Final = "the process ended while the start request was in fli
 UNJOURNALED_START: Final = "the start answer came but could not be journaled"
 # What a silence timer that finds the task heard from (here, or in another process) returns.
 _HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")
-
-_ENDING_TRIGGER: Final = {  # a status callback's meaning -> the task trigger it fires
-    StatusMeaning.STOPPED: "stopped",
-    StatusMeaning.CAPACITY: "capacity",
-    StatusMeaning.ENDED: "ended",
-    StatusMeaning.UNKNOWN: "ended",  # a status nobody declared ends the task; it is logged, never guessed
-}
 
 
 @final
@@ -395,7 +388,7 @@ class Fleet:
         (Retry-After): backoff spares the service, a caller's stop is worth a request."""
         task = tracked.task
         with tracked.lock:
-            if task.state is not TaskState.STOPPING or task.stop_acknowledged or tracked.stop_in_flight:
+            if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
                 return
             with self._lock:
                 retry_armed = self._deadlines.when(task.ref, STOP_RETRY) is not None
@@ -457,6 +450,13 @@ class Fleet:
         self._deliver_notices(tracked)
         if failure is not None and not isinstance(failure, TransportError):
             raise failure
+
+    def _confirm_end(self, tracked: _Tracked) -> None:
+        """Send the stop that confirms an end the task only inferred: the stream may still bill, and
+        stop is safe to call on a stream that has already ended."""
+        task = tracked.task
+        _log.info("streamlife.confirming_end", task=task.ref, task_id=task.task_id, status=task.end_status)
+        self._send_stop_soon(tracked, None)
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         policy = self.policy
@@ -623,7 +623,7 @@ class Fleet:
             return outcome
         if isinstance(event, StatusCallback):
             meaning = event.meaning or self.policy.statuses.meaning(event.status)
-            trigger = _ENDING_TRIGGER.get(meaning)
+            trigger = STATUS_TRIGGERS.get(meaning)
             if trigger is not None:
                 outcome = self._fire(tracked, getattr(task, trigger), event)
                 if meaning is StatusMeaning.UNKNOWN and outcome is Outcome.APPLIED:
@@ -1009,8 +1009,13 @@ class Fleet:
         return [tracked.task for tracked in everyone if wanted is None or tracked.task.state is wanted]
 
     def unsettled(self) -> list[StreamTask]:
-        """Tasks whose stop was asked for and is not yet confirmed: failing stops stay listed here."""
-        return [task for task in self.tasks() if task.stop_requested and not task.terminal]
+        """Tasks whose end is not yet confirmed: a stop asked for (failing stops stay listed here),
+        or an end the Fleet inferred (``ending``) while its confirming stop is on its way."""
+        return [
+            task
+            for task in self.tasks()
+            if (task.stop_requested and not task.terminal) or task.state in STOP_DUE
+        ]
 
     def stats(self) -> FleetStats:
         """Counts so far. ``callbacks`` counts what each callback met on arrival: one parked, then
@@ -1042,6 +1047,7 @@ class Fleet:
         """
         task = tracked.task
         was_terminal = task.state in TERMINAL
+        was_ending = task.state is TaskState.ENDING
         caught_up = applied = False
         moved = True  # whether the event may have changed the task's state or facts (timers follow them)
         try:
@@ -1080,6 +1086,10 @@ class Fleet:
             if not was_terminal and task.state in TERMINAL:
                 with self._settled:
                     self._settled.notify_all()
+            if applied and not was_ending and task.state is TaskState.ENDING:
+                # An end inferred, not confirmed: the stop that confirms it goes out once the task's
+                # lock is let go, in turn with the task's other notices.
+                self._queue_notice(tracked, (self._confirm_end,), (tracked,))
         if applied and self._transition_hooks:  # of what this Fleet applied, not what it replayed
             last = task.history[-1]
             if last.trigger != "segment":
@@ -1123,7 +1133,7 @@ class Fleet:
         there by another process): its stop may have failed where nobody retries it now, so this
         Fleet retries it too (stop is safe to repeat). Caller holds the task's lock."""
         task = tracked.task
-        if task.state is not TaskState.STOPPING or task.stop_acknowledged or tracked.stop_in_flight:
+        if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
             return
         with self._lock:
             if self._deadlines.when(task.ref, STOP_RETRY) is None:
@@ -1198,7 +1208,7 @@ def _timers_for(task: StreamTask) -> frozenset[str]:
     state = task.state
     if state is TaskState.RUNNING:
         return _NONE if task.stalled else _SILENCE
-    if state is TaskState.STOPPING:
+    if state in STOP_DUE:
         return _FINAL if task.stop_acknowledged else _NONE
     if state is TaskState.UNCERTAIN:
         return _UNCERTAIN

@@ -16,18 +16,34 @@ says, for every trigger in every state, what happens. A cell is one of:
 An applied self-loop that finds nothing new to record (a segment already seen, a second stop while
 starting) reports DUPLICATE: the table says what may happen, the task's data says whether it had.
 
-Why some cells are what they are (the rules of design.md):
+The rule the table exists for: a task is terminal only when its stream cannot be billing. Only
+``CONFIRMING`` triggers lead into a terminal state: the service confirmed the end (a status-14
+callback; a stop answered "not found"; the provider's end of session echoing our acknowledged
+stop), or our stop was acknowledged and the wait for the final callback ran out, or the start
+provably created nothing (refused, or a stop before any request). An end the task only *infers*
+(a status nobody declared, a status the user declared an end, a status-16 callback, a provider's
+``Termination`` while running) moves it to ``ending``: a confirming stop goes out, retried like any
+stop, because stop is safe to call on a stream that has already ended. ``_check_table`` refuses a
+table that breaks this rule.
+
+Why some cells are what they are:
   * ``stop`` is legal everywhere. pending -> stopped with no request; starting/uncertain remember it
-    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); stopping
-    and the terminal states answer DUP: the stop is already in effect.
+    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); stopping,
+    ending and the terminal states answer DUP: the stop is already in effect.
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
     but no task_id came back) leads to ``uncertain``, never to a second start. A start answer that
     comes after all names the task (``uncertain`` -> ``running``): with several processes on one
     store, one may have filed a start as uncertain (its own ``recover``) while another still waited
-    for the answer.
-  * a segment while stopping is still applied (finals are in flight); after the end it is LATE.
-  * ``final_deadline`` ends a stopping task only once its stop was acknowledged: the task refuses
-    it before (REJECTED), because a stream whose stop never landed may still be billing.
+    for the answer. ``start_deferred`` (429 or capacity 16: nothing was created) puts the task back
+    in ``pending``, from where the Fleet starts it again after a backoff, or stops it for free.
+  * a segment while stopping or ending is still applied (finals are in flight, and the stream may
+    live on). After the end it is LATE.
+  * an end the task learns while stopping (a status nobody declared, a status 16) changes nothing
+    but the recorded status: our own stop settles the task. The provider's ``Termination`` while
+    stopping is our stop's echo, but only once the stop was acknowledged: before that it may be
+    the provider's own doing while the stream still bills, so the task refuses it.
+  * ``final_deadline`` ends a stopping or ending task only once its stop was acknowledged: the task
+    refuses it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
     how the task ended (DUP); a start answer there is impossible, since a task only leaves
     ``starting`` on its start answer.
@@ -44,6 +60,8 @@ from typing import Final
 
 from transitions import Machine
 
+from .events import StatusMeaning
+
 
 class TaskState(enum.StrEnum):
     """Where a stream task is in its life. The last three are terminal."""
@@ -53,9 +71,10 @@ class TaskState(enum.StrEnum):
     UNCERTAIN = "uncertain"  # start may have created a stream, but no task_id came back
     RUNNING = "running"  # the service accepted; task_id known; callbacks flow
     STOPPING = "stopping"  # stop asked for; waiting for the status-14 callback
+    ENDING = "ending"  # the service seems to have ended the stream; a confirming stop is on its way
     STOPPED = "stopped"  # status 14 came, or the stop was acknowledged and the wait ran out
-    ENDED = "ended"  # the service ended the stream itself (a terminal status other than 14)
-    FAILED = "failed"  # start rejected (4xx, capacity 16), or an uncertain start expired
+    ENDED = "ended"  # the service ended the stream itself, and a confirming stop proved it
+    FAILED = "failed"  # start rejected (4xx, or 429/16 past the retry window), or an uncertain start expired
 
 
 class Source(enum.StrEnum):
@@ -81,10 +100,12 @@ class Verdict(enum.Enum):
 Cell = TaskState | Verdict
 
 DUP, LATE, NO = Verdict.DUP, Verdict.LATE, Verdict.NO
-pending, starting, uncertain, running, stopping, stopped, ended, failed = TaskState
+pending, starting, uncertain, running, stopping, ending, stopped, ended, failed = TaskState
 
 STATES: Final = tuple(TaskState)
 TERMINAL: Final = frozenset({TaskState.STOPPED, TaskState.ENDED, TaskState.FAILED})
+# The states in which the Fleet owes the service a stop request until one is acknowledged.
+STOP_DUE: Final = frozenset({TaskState.STOPPING, TaskState.ENDING})
 
 # Who fires each trigger. The order is the order of TABLE's rows.
 TRIGGERS: Final[dict[str, Source]] = {
@@ -93,6 +114,7 @@ TRIGGERS: Final[dict[str, Source]] = {
     "start_ok": Source.TRANSPORT,
     "start_rejected": Source.TRANSPORT,
     "start_unknown": Source.TRANSPORT,
+    "start_deferred": Source.TRANSPORT,
     "stop_ok": Source.TRANSPORT,
     "stop_not_found": Source.TRANSPORT,
     "stop_error": Source.TRANSPORT,
@@ -100,6 +122,7 @@ TRIGGERS: Final[dict[str, Source]] = {
     "stopped": Source.CALLBACK,
     "ended": Source.CALLBACK,
     "capacity": Source.CALLBACK,
+    "provider_ended": Source.CALLBACK,
     "adopt": Source.TIMER,
     "final_deadline": Source.TIMER,
     "uncertain_deadline": Source.TIMER,
@@ -108,39 +131,73 @@ TRIGGERS: Final[dict[str, Source]] = {
 
 # fmt: off
 TABLE: Final[dict[str, tuple[Cell, ...]]] = {
-    #                      pending   starting   uncertain  running   stopping  stopped  ended    failed
+    #                      pending   starting   uncertain  running   stopping  ending    stopped  ended    failed
     # local calls
-    "start":              (starting, NO,        NO,        NO,       NO,       NO,      NO,      NO),
-    "stop":               (stopped,  starting,  uncertain, stopping, DUP,      DUP,     DUP,     DUP),
+    "start":              (starting, NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "stop":               (stopped,  starting,  uncertain, stopping, DUP,      DUP,      DUP,     DUP,     DUP),
     # transport results
-    "start_ok":           (NO,       running,   running,   NO,       NO,       NO,      NO,      NO),
-    "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,      NO,      NO),
-    "start_unknown":      (NO,       uncertain, NO,        NO,       NO,       NO,      NO,      NO),
-    "stop_ok":            (NO,       NO,        NO,        NO,       stopping, LATE,    LATE,    LATE),
-    "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  LATE,    LATE,    LATE),
-    "stop_error":         (NO,       NO,        NO,        NO,       stopping, LATE,    LATE,    LATE),
+    "start_ok":           (NO,       running,   running,   NO,       NO,       NO,       NO,      NO,      NO),
+    "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "start_unknown":      (NO,       uncertain, NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "start_deferred":     (NO,       pending,   NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "stop_ok":            (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
+    "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
+    "stop_error":         (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     # callbacks
-    "segment":            (NO,       NO,        NO,        running,  stopping, LATE,    LATE,    LATE),
-    "stopped":            (NO,       NO,        NO,        stopped,  stopped,  DUP,     LATE,    LATE),
-    "ended":              (NO,       NO,        NO,        ended,    ended,    LATE,    DUP,     LATE),
-    "capacity":           (NO,       NO,        NO,        failed,   failed,   LATE,    LATE,    DUP),
+    "segment":            (NO,       NO,        NO,        running,  stopping, ending,   LATE,    LATE,    LATE),
+    "stopped":            (NO,       NO,        NO,        stopped,  stopped,  stopped,  DUP,     LATE,    LATE),
+    "ended":              (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
+    "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     DUP),
+    "provider_ended":     (NO,       NO,        NO,        ending,   stopped,  DUP,      DUP,     DUP,     LATE),
     # timers (adopt: callbacks for a task_id that no start of ours named outlived the parking TTL)
-    "adopt":              (running,  NO,        NO,        NO,       NO,       NO,      NO,      NO),
-    "final_deadline":     (NO,       NO,        NO,        NO,       stopped,  LATE,    LATE,    LATE),
-    "uncertain_deadline": (NO,       NO,        failed,    NO,       NO,       LATE,    LATE,    LATE),
-    "silence":            (NO,       NO,        NO,        running,  NO,       LATE,    LATE,    LATE),
+    "adopt":              (running,  NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "final_deadline":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
+    "uncertain_deadline": (NO,       NO,        failed,    NO,       NO,       NO,       LATE,    LATE,    LATE),
+    "silence":            (NO,       NO,        NO,        running,  NO,       NO,       LATE,    LATE,    LATE),
 }
 # fmt: on
 
 CELLS: Final[dict[tuple[TaskState, str], Cell]] = {
     (state, trigger): row[column] for trigger, row in TABLE.items() for column, state in enumerate(STATES)
 }
+
+# The only triggers that may move a task into a terminal state: each proves that its stream no
+# longer bills, or that none was made. One exception, kept because nothing better exists:
+# ``uncertain_deadline`` files a start with no task_id as failed, since no stop can name its
+# stream; if that stream exists, its callbacks make it an orphan, and the reaper stops it.
+CONFIRMING: Final = frozenset(
+    {
+        "stop",  # from pending only: nothing was ever sent
+        "start_rejected",  # refused: nothing was created
+        "stopped",  # the status-14 callback
+        "stop_not_found",  # the service knows no such stream
+        "provider_ended",  # the provider's end of session, echoing our acknowledged stop
+        "final_deadline",  # our stop was acknowledged and the final callback never came
+        "uncertain_deadline",
+    }
+)
+# Of those, the ones that confirm only once our stop was acknowledged: the task refuses them while
+# its stop is unacknowledged, since the stream may then still be billing.
+AFTER_ACKNOWLEDGED_STOP: Final = frozenset({"provider_ended", "final_deadline"})
+
+# What each meaning of a status callback fires (``streamlife.statuses`` gives the meaning). A status
+# nobody declared is an end the task infers, never a confirmed one; ONGOING fires nothing: the
+# stream was heard, and goes on.
+STATUS_TRIGGERS: Final[dict[StatusMeaning, str]] = {
+    StatusMeaning.STOPPED: "stopped",
+    StatusMeaning.CAPACITY: "capacity",
+    StatusMeaning.ENDED: "ended",
+    StatusMeaning.UNKNOWN: "ended",
+    StatusMeaning.PROVIDER_ENDED: "provider_ended",
+}
+
 del (
     pending,
     starting,
     uncertain,
     running,
     stopping,
+    ending,
     stopped,
     ended,
     failed,
@@ -162,6 +219,16 @@ def _check_table() -> None:
     for state in STATES:
         if CELLS[state, "stop"] is NO:
             raise AssertionError(f"stop must be legal in {state}")
+    for (state, trigger), cell in CELLS.items():
+        if cell in TERMINAL and state not in TERMINAL and trigger not in CONFIRMING:
+            raise AssertionError(f"{trigger!r} in {state} would end a task whose stream may still bill")
+    if CELLS[TaskState.RUNNING, "stop"] is not TaskState.STOPPING or any(
+        CELLS[state, "stop"] in TERMINAL for state in STATES if state is not TaskState.PENDING
+    ):
+        raise AssertionError("only a task that never sent its start may stop without a request")
+    for trigger in STATUS_TRIGGERS.values():
+        if TRIGGERS[trigger] is not Source.CALLBACK:
+            raise AssertionError(f"a status callback fires {trigger!r}, which is no callback trigger")
 
 
 _check_table()

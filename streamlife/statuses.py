@@ -18,8 +18,8 @@ PROVIDER_ENDED: Final = -1000
 
 It has no memories.ai status, and StatusCallback.status is an int, so it gets this synthetic one,
 far from every real value seen (-1, 0, 14, 16, 1001, 2001, 5000). Being a status, it goes through
-the table like any other: ENDED by default, and a user who finds that Termination merely echoes a
-stop (status 14 following) can map it to ONGOING.
+the table like any other: PROVIDER_ENDED by default, which the lifecycle reads as our stop's echo
+while the task is stopping (once the stop was acknowledged), and as an inferred end while it runs.
 """
 
 
@@ -62,7 +62,16 @@ class StatusTable(Mapping[int, StatusMeaning]):
         return f"StatusTable({dict(self._meanings)!r})"
 
 
-# Only what the docs confirm (§4.6); 12, 15 and the rest are unknown until a user says otherwise.
+# Only what the docs confirm: 14 (stopped by user) and 16 (capacity reached). 0 is the status of a
+# result (the Live Video Understanding answers document it as "OK"); an audio callback with status
+# 0 and no transcript is a silent segment: the stream was heard, and nothing ended. 12, 15 and the
+# rest are unknown until a user says otherwise, and an unknown status is an end the Fleet confirms
+# with a stop, never one it takes on trust.
 DEFAULT_STATUSES: Final = StatusTable(
-    {14: StatusMeaning.STOPPED, 16: StatusMeaning.CAPACITY, PROVIDER_ENDED: StatusMeaning.ENDED}
+    {
+        0: StatusMeaning.ONGOING,
+        14: StatusMeaning.STOPPED,
+        16: StatusMeaning.CAPACITY,
+        PROVIDER_ENDED: StatusMeaning.PROVIDER_ENDED,
+    }
 )

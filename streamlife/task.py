@@ -23,6 +23,7 @@ from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from .history import History
 from .lifecycle import (
+    AFTER_ACKNOWLEDGED_STOP,
     CELLS,
     DUP,
     LATE,
@@ -30,6 +31,7 @@ from .lifecycle import (
     NO,
     SEGMENT_LOOPS,
     SILENT_LOOPS,
+    STOP_DUE,
     TERMINAL,
     TRIGGERS,
     Source,
@@ -139,6 +141,11 @@ class StreamTask:
     def start_unknown(self, error: BaseException) -> Outcome:
         return self._fire("start_unknown", lambda: self._set_error(error), _describe(error))
 
+    def start_deferred(self, error: BaseException) -> Outcome:
+        """The service refused the start for now (429, capacity 16, or the Fleet's own cap): nothing
+        was created, so the task is pending again, to be started after a backoff (or stopped)."""
+        return self._fire("start_deferred", lambda: self._set_error(error), _describe(error))
+
     def stop_ok(self, found_on: StreamKind | str | None = None) -> Outcome:
         """The service acknowledged the stop. ``found_on``: the product whose path took it, for a
         task whose product was a guess (an orphan's): the task learns it here, with the event, so
@@ -181,6 +188,11 @@ class StreamTask:
     def capacity(self, callback: StatusCallback) -> Outcome:
         return self._end("capacity", callback)
 
+    def provider_ended(self, callback: StatusCallback) -> Outcome:
+        """The provider ended its session (AssemblyAI ``Termination``): our stop's echo once the stop
+        was acknowledged, an inferred end while running."""
+        return self._end("provider_ended", callback)
+
     # -- timers ------------------------------------------------------------------------------
     def adopt(self, task_id: str) -> Outcome:
         """Take on a stream that no start of ours named (an orphan), so it is tracked and stopped."""
@@ -193,9 +205,9 @@ class StreamTask:
         Refused while the stop is unacknowledged: a stream whose stop never landed may still be
         billing, and filing it as stopped would lose it.
         """
-        unacknowledged = self.state is TaskState.STOPPING and not self.stop_acknowledged
-        refusal = "no stop has been acknowledged, so the stream may still run" if unacknowledged else None
-        return self._fire("final_deadline", self._mark_final_missing, refusal=refusal)
+        return self._fire(
+            "final_deadline", self._mark_final_missing, refusal=self._unconfirmed("final_deadline")
+        )
 
     def uncertain_deadline(self) -> Outcome:
         return self._fire("uncertain_deadline", None)
@@ -296,7 +308,17 @@ class StreamTask:
             self.end_status = callback.status
             return True
 
-        return self._fire(trigger, remember_status, ("status", callback.status), callback.task_id)
+        data = ("status", callback.status)
+        return self._fire(
+            trigger, remember_status, data, callback.task_id, refusal=self._unconfirmed(trigger)
+        )
+
+    def _unconfirmed(self, trigger: str) -> str | None:
+        """Why ``trigger`` may not end the task now: a stream whose stop was never acknowledged may
+        still be billing (lifecycle.AFTER_ACKNOWLEDGED_STOP). None when nothing stands in its way."""
+        if trigger in AFTER_ACKNOWLEDGED_STOP and self.state in STOP_DUE and not self.stop_acknowledged:
+            return "no stop has been acknowledged, so the stream may still run"
+        return None
 
     def _announce(self, trigger: str, before: TaskState, outcome: Outcome) -> None:
         """Log the event: a refusal as a warning, the segment self-loop and duplicates at debug (and

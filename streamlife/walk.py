@@ -72,15 +72,21 @@ def service_ends_it(task: StreamTask, clock: ManualClock) -> list[str]:
     _segments(task, clock, 0, 1)
     clock.advance(30)
     task.silence()
-    task.ended(StatusCallback("660e8400-cccc", 12, "source ended"))
-    task.stop()  # safe to call even if the stream has already ended
+    task.ended(StatusCallback("660e8400-cccc", 12, "source ended"))  # inferred: the stream may bill
+    task.stop()  # the confirming stop is already on its way
+    clock.advance(0.2)
+    task.stop_not_found()  # safe to call even if the stream has already ended: and it had
     return []
 
 
 def capacity_refused(task: StreamTask, clock: ManualClock) -> list[str]:
     task.start()
     clock.advance(0.2)
-    task.start_rejected(RuntimeError("capacity reached (status 16)"))
+    task.start_deferred(RuntimeError("capacity reached (status 16)"))  # nothing was created
+    clock.advance(30)
+    task.start()  # the Fleet tries again after a backoff
+    clock.advance(0.2)
+    task.start_rejected(RuntimeError("capacity reached (status 16), past the retry window"))
     return []
 
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase, settings
 from streamlife import ManualClock, Segment, StatusCallback, StreamTask, TaskState
 from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
+from streamlife.statuses import PROVIDER_ENDED
 
 # Set by `make test-compiled`: the run is on the compiled build (tests/test_compiled.py holds it so),
 # whose functions refuse a wrong type with their own TypeError, in their own words.
@@ -66,7 +67,7 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
     match trigger:
         case "start_ok" | "adopt":
             return (TASK_ID,)
-        case "start_rejected" | "start_unknown" | "stop_error":
+        case "start_rejected" | "start_unknown" | "start_deferred" | "stop_error":
             return (RuntimeError(f"{trigger} in a test"),)
         case "segment":
             return (Segment(task_id, 0, final=True, text="hello"),)
@@ -76,6 +77,8 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
             return (StatusCallback(task_id, 16, "Capacity reached"),)
         case "ended":
             return (StatusCallback(task_id, 12),)
+        case "provider_ended":
+            return (StatusCallback(task_id, PROVIDER_ENDED, "assemblyai: Termination"),)
     return ()
 
 
@@ -105,7 +108,11 @@ PATHS = {**_shortest_paths(TaskState.PENDING, []), **_THROUGH_RUNNING}
 
 
 # Moves the table allows only when the task's data agrees: (state, trigger) -> what makes it so.
-DATA_PRECONDITIONS = {(TaskState.STOPPING, "final_deadline"): "stop_ok"}
+DATA_PRECONDITIONS = {
+    (TaskState.STOPPING, "final_deadline"): "stop_ok",
+    (TaskState.ENDING, "final_deadline"): "stop_ok",
+    (TaskState.STOPPING, "provider_ended"): "stop_ok",
+}
 
 
 def task_in(

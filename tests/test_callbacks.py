@@ -268,7 +268,7 @@ def test_a_bare_provider_message_carries_its_task_id_at_the_top() -> None:
 def test_an_assemblyai_termination_is_a_status_callback_with_the_provider_ended_status() -> None:
     event = parse_callback(ASSEMBLYAI_TERMINATION)
     assert event == StatusCallback(
-        TASK, PROVIDER_ENDED, "assemblyai: Termination", ASSEMBLYAI_TERMINATION, StatusMeaning.ENDED
+        TASK, PROVIDER_ENDED, "assemblyai: Termination", ASSEMBLYAI_TERMINATION, StatusMeaning.PROVIDER_ENDED
     )
 
 
@@ -416,13 +416,14 @@ def test_a_callback_may_nest_300_levels_and_no_more(form: str) -> None:
 # -- the status table ------------------------------------------------------------------------------
 def test_the_default_table_holds_only_what_the_docs_confirm() -> None:
     assert dict(DEFAULT_STATUSES) == {
+        0: StatusMeaning.ONGOING,
         14: StatusMeaning.STOPPED,
         16: StatusMeaning.CAPACITY,
-        PROVIDER_ENDED: StatusMeaning.ENDED,
+        PROVIDER_ENDED: StatusMeaning.PROVIDER_ENDED,
     }
     assert DEFAULT_STATUSES.meaning(12) is StatusMeaning.UNKNOWN
     assert 12 not in DEFAULT_STATUSES
-    assert len(DEFAULT_STATUSES) == 3
+    assert len(DEFAULT_STATUSES) == 4
 
 
 def test_a_user_extended_table_changes_what_a_status_means() -> None:

@@ -40,6 +40,7 @@ from streamlife import (
 )
 from streamlife.events import StartResult, StopResult
 from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
 from streamlife.transport import HttpTransport, Transport
 
 from .conftest import state_of
@@ -764,14 +765,22 @@ def test_a_malformed_callback_raises_and_changes_nothing(
     assert state_of(task) is TaskState.RUNNING
 
 
-def test_an_undeclared_status_ends_the_task_and_is_logged(clock: ManualClock) -> None:
+def test_an_undeclared_status_is_logged_and_the_end_it_implies_confirmed_by_a_stop(
+    clock: ManualClock,
+) -> None:
     r = rig(clock)
     task = r.start()
     with capture_logs() as logs:
         assert r.fleet.handle_callback(status_callback(tid(task), 12)) == Outcome.APPLIED
-    assert state_of(task) is TaskState.ENDED
-    assert task.end_status == 12
     assert [log["status"] for log in logs if log["event"] == "streamlife.unknown_status"] == [12]
+    # The stream may bill on: the status said nothing the docs confirm. A stop went out at once.
+    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
+    assert (state_of(task), task.end_status, task.stop_acknowledged) == (TaskState.ENDING, 12, True)
+    assert r.fleet.unsettled() == [task]
+    r.run(1)  # the status-14 callback of the stop: the stream lived, and was stopped
+    assert state_of(task) is TaskState.STOPPED
+    assert r.sim.billing() == []
+    assert r.fleet.unsettled() == []
 
 
 def test_a_status_declared_ongoing_leaves_the_task_running_and_counts_as_news(clock: ManualClock) -> None:
@@ -908,3 +917,55 @@ def test_policy_refuses_a_fractional_count() -> None:
     with pytest.raises(TypeError, match="history_limit"):
         Policy(history_limit=2.5)  # type: ignore[arg-type]
     assert Policy(history_limit=None).history_limit is None  # None keeps every entry
+
+
+# -- ends the Fleet only infers: confirmed by a stop before the task is terminal ---------------------
+def test_a_status_0_callback_without_a_transcript_is_a_silent_segment_not_an_end(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    assert r.fleet.handle_callback(status_callback(tid(task), 0)) == Outcome.APPLIED
+    assert (state_of(task), task.end_status) == (TaskState.RUNNING, None)
+    assert r.sim.stop_log == []
+    assert r.sim.billing() == [tid(task)]
+
+
+def test_an_end_the_service_announced_is_confirmed_by_a_stop_it_answers_not_found(clock: ManualClock) -> None:
+    r = rig(clock, Faults(spontaneous_end=1.0))
+    task = r.start()
+    r.run(int(SEGMENT_SECONDS))  # the first segment, then the stream ends with an undocumented status
+    assert [stop.status for stop in r.sim.stop_log] == [400]
+    assert (state_of(task), task.end_status) == (TaskState.ENDED, SOURCE_ENDED)
+    assert r.fleet.unsettled() == []
+
+
+def test_a_status_16_callback_on_a_live_stream_is_stopped_for_certain(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    r.fleet.handle_callback(status_callback(tid(task), 16))
+    r.run(1)
+    assert [stop.status for stop in r.sim.stop_log] == [200]
+    assert state_of(task) is TaskState.STOPPED
+    assert r.sim.billing() == []
+
+
+def test_a_confirming_stop_that_fails_is_retried_until_the_end_is_confirmed(clock: ManualClock) -> None:
+    r = rig(clock, Faults(stop_500=1.0))
+    task = r.start()
+    r.fleet.handle_callback(status_callback(tid(task), 12))
+    assert (state_of(task), task.stop_failures) == (TaskState.ENDING, 1)
+    assert r.fleet.unsettled() == [task]
+    r.sim.faults = Faults()
+    r.run(STOP_RETRY_CAP)
+    assert state_of(task) is TaskState.STOPPED  # the stream lived on: the stop stopped it
+    assert r.sim.billing() == []
+
+
+def test_the_providers_termination_after_our_stop_is_its_echo(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    r.fleet.stop(task)  # acknowledged; the status-14 callback waits in the simulator's outbox
+    termination = {"code": "200", "message": "SUCCESS", "task_id": tid(task), "data": {"type": "Termination"}}
+    assert r.fleet.handle_callback(termination) == Outcome.APPLIED
+    assert state_of(task) is TaskState.STOPPED
+    r.run(2)
+    assert [entry.outcome for entry in task.history if entry.trigger == "stopped"] == [Outcome.DUPLICATE]

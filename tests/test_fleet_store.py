@@ -386,9 +386,13 @@ def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualCl
     other = second.get(task_id)
     assert other is not None
     assert other is not task
-    first.handle_callback(status_callback(task_id, 99))  # a status nobody declared: it ends the task
+    # A status nobody declared: an end the first Fleet infers, and confirms with a stop at once.
+    first.handle_callback(status_callback(task_id, 99))
     assert second.stop(task_id) is other
-    assert other.state is TaskState.ENDED, "the second Fleet caught up before applying its stop"
+    assert (other.state, other.stop_acknowledged) == (TaskState.ENDING, True), (
+        "the second Fleet caught up before applying its stop"
+    )
+    assert sim.stop_requests == 1, "and sent none of its own: the stop was acknowledged already"
     versions = [entry.version for entry in store.journal(task.key or "")]
     assert versions == list(range(1, len(versions) + 1))
     assert [e.trigger for e in store.journal(task.key or "")].count("segment") == 6

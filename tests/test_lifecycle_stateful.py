@@ -36,6 +36,7 @@ from streamlife import (
     TaskState,
 )
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
+from streamlife.statuses import PROVIDER_ENDED
 
 from .conftest import ROW_FIELDS
 
@@ -46,6 +47,7 @@ P, S, U, R, T = (
     TaskState.RUNNING,
     TaskState.STOPPING,
 )
+E = TaskState.ENDING
 STOPPED, ENDED, FAILED = TaskState.STOPPED, TaskState.ENDED, TaskState.FAILED
 APPLIED, DUP, LATE, REJECTED = (
     OutcomeKind.APPLIED,
@@ -54,8 +56,15 @@ APPLIED, DUP, LATE, REJECTED = (
     OutcomeKind.REJECTED,
 )
 RAISES = "raises"
-CALLBACKS = ("segment", "stopped", "ended", "capacity")
-STATUS = {"stopped": 14, "capacity": 16, "ended": 12}
+CALLBACKS = ("segment", "stopped", "ended", "capacity", "provider_ended")
+STATUS = {"stopped": 14, "capacity": 16, "ended": 12, "provider_ended": PROVIDER_ENDED}
+# In a terminal state, the callbacks that repeat how it ended (the provider's end of session
+# echoes a stop); every other callback there is late.
+REPEATS = {
+    STOPPED: {"stopped", "provider_ended"},
+    ENDED: {"ended", "capacity", "provider_ended"},
+    FAILED: {"capacity"},
+}
 
 
 @dataclass
@@ -83,7 +92,6 @@ def segment_is_new(model: ModelTask, index: int, final: bool, text: str) -> bool
 def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, object]:
     """The state and outcome design.md promises; RAISES for a refused local call. Mutates model."""
     state = model.state
-    ended_by = {"stopped": STOPPED, "ended": ENDED, "capacity": FAILED}
     if trigger == "start":
         return (S, APPLIED) if state is P else (state, RAISES)
     if trigger == "stop":
@@ -101,12 +109,15 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
     if trigger == "start_ok" and state is U:  # the answer came after all (another process had it)
         model.task_id = str(arg)
         return R, APPLIED
-    if trigger in ("start_ok", "start_rejected", "start_unknown"):
+    if trigger in ("start_ok", "start_rejected", "start_unknown", "start_deferred"):
         if state is not S:
             return state, REJECTED  # a start answer only ever answers a start in flight
         if trigger == "start_ok":
             model.task_id = str(arg)
-        return {"start_ok": R, "start_rejected": FAILED, "start_unknown": U}[trigger], APPLIED
+        # A start refused for now created nothing: the task waits to be started again.
+        return {"start_ok": R, "start_rejected": FAILED, "start_unknown": U, "start_deferred": P}[
+            trigger
+        ], APPLIED
     if trigger == "adopt":  # only a task made for an orphan, before anything else happened to it
         if state is not P:
             return state, REJECTED
@@ -115,11 +126,11 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
     if trigger in CALLBACKS and getattr(arg, "task_id", None) != model.task_id:
         return state, REJECTED  # addressed to another task
     if state in TERMINAL:
-        if ended_by.get(trigger) is state:
+        if trigger in REPEATS[state]:
             return state, DUP  # the callback that ended it, again
         return state, LATE
     if trigger in CALLBACKS:
-        if state not in (R, T):
+        if state not in (R, T, E):
             return state, REJECTED
         if trigger == "segment":
             assert isinstance(arg, Segment)
@@ -128,19 +139,33 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
                 model.stalled = False
                 return state, APPLIED
             return state, DUP
-        return ended_by[trigger], APPLIED
+        if trigger == "stopped":  # the service says the stream stopped: nothing bills
+            return STOPPED, APPLIED
+        if state is E:  # the end is already inferred; the confirming stop goes on
+            return E, DUP
+        if state is R:  # an end the task infers: a stop must confirm it
+            return E, APPLIED
+        # While our stop is on its way, an end changes nothing but the recorded status; the
+        # provider's end of session is the stop's echo once the stop was acknowledged.
+        if trigger == "provider_ended":
+            return (STOPPED, APPLIED) if model.stop_acknowledged else (T, REJECTED)
+        return T, APPLIED
     if trigger in ("stop_ok", "stop_not_found", "stop_error"):
-        if state is not T:
+        if state not in (T, E):
             return state, REJECTED
         if trigger == "stop_ok":
             first = not model.stop_acknowledged
             model.stop_acknowledged = True
             if first and arg is not None:
                 model.kind = StreamKind(str(arg))
-            return T, APPLIED if first else DUP
-        return (STOPPED if trigger == "stop_not_found" else T), APPLIED
+            return state, APPLIED if first else DUP
+        if trigger == "stop_not_found":  # the service knows no such stream: the end is confirmed
+            return (STOPPED if state is T else ENDED), APPLIED
+        return state, APPLIED
     if trigger == "final_deadline":  # only an acknowledged stop may end by waiting
-        return (STOPPED, APPLIED) if state is T and model.stop_acknowledged else (state, REJECTED)
+        if state in (T, E) and model.stop_acknowledged:
+            return (STOPPED if state is T else ENDED), APPLIED
+        return state, REJECTED
     if trigger == "uncertain_deadline":
         return (FAILED, APPLIED) if state is U else (state, REJECTED)
     if trigger == "silence":
@@ -201,7 +226,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert task_id is not None
         if trigger in ("start_ok", "adopt"):
             return f"tid-{task.ref}"
-        if trigger in ("start_rejected", "start_unknown", "stop_error"):
+        if trigger in ("start_rejected", "start_unknown", "start_deferred", "stop_error"):
             return RuntimeError(trigger)
         if trigger == "segment":
             index = data.draw(st.integers(0, 3), label="index")

@@ -22,9 +22,11 @@ from streamlife import (
     StatusCallback,
     StreamTask,
     TaskState,
+    lifecycle,
 )
 from streamlife.lifecycle import (
     CELLS,
+    CONFIRMING,
     DUP,
     LATE,
     MACHINE,
@@ -37,6 +39,7 @@ from streamlife.lifecycle import (
     build_machine,
     silent_loops,
 )
+from streamlife.statuses import PROVIDER_ENDED
 
 from .conftest import event_args, fire, state_of, task_in
 
@@ -60,6 +63,9 @@ def test_every_state_and_trigger_does_what_the_table_says(state: TaskState, trig
     outcome = fire(task, trigger)
     verdicts = {NO: OutcomeKind.REJECTED, DUP: OutcomeKind.DUPLICATE, LATE: OutcomeKind.LATE}
     expected_kind = OutcomeKind.APPLIED if isinstance(cell, TaskState) else verdicts[cell]
+    misaddressed = cell is not NO and TRIGGERS[trigger] is Source.CALLBACK and task.task_id is None
+    if misaddressed:  # no start named this task (a failed one): no callback is addressed to it
+        cell, expected_kind = NO, OutcomeKind.REJECTED
     assert outcome.kind is expected_kind
     assert task.state is (cell if isinstance(cell, TaskState) else state)
     entry = task.history[-1]
@@ -74,7 +80,7 @@ def test_every_state_and_trigger_does_what_the_table_says(state: TaskState, trig
     if outcome.kind is OutcomeKind.REJECTED:
         assert outcome.reason is not None
         assert trigger in outcome.reason
-        assert state.value in outcome.reason
+        assert ("sent to this task" if misaddressed else state.value) in outcome.reason
 
 
 @pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
@@ -161,13 +167,95 @@ def test_a_segment_while_stopping_is_applied_and_after_the_end_is_late() -> None
 
 @pytest.mark.parametrize(
     ("trigger", "state"),
-    [("stopped", TaskState.STOPPED), ("ended", TaskState.ENDED), ("capacity", TaskState.FAILED)],
+    [
+        ("stopped", TaskState.STOPPED),
+        ("provider_ended", TaskState.STOPPED),
+        ("ended", TaskState.ENDED),
+        ("capacity", TaskState.ENDED),
+    ],
 )
 def test_the_callback_that_ended_a_task_repeats_as_a_duplicate(trigger: str, state: TaskState) -> None:
+    task = task_in(state)
+    assert fire(task, trigger) == Outcome.DUPLICATE
+    assert task.state is state
+
+
+@pytest.mark.parametrize("trigger", ["ended", "capacity", "provider_ended"])
+def test_an_end_the_task_infers_leaves_it_ending_until_a_stop_confirms_it(trigger: str) -> None:
     task = task_in(TaskState.RUNNING)
     assert fire(task, trigger) == Outcome.APPLIED
-    assert task.state is state
+    assert (state_of(task), task.terminal) == (TaskState.ENDING, False)
+    assert task.stop() == Outcome.DUPLICATE  # the confirming stop is the Fleet's to send already
     assert fire(task, trigger) == Outcome.DUPLICATE
+    assert task.final_deadline().kind is OutcomeKind.REJECTED  # no stop acknowledged yet
+    assert task.stop_error(ConnectionError("refused")) == Outcome.APPLIED
+    assert state_of(task) is TaskState.ENDING
+    assert task.stop_not_found() == Outcome.APPLIED  # the service knows no such stream: it ended
+    assert state_of(task) is TaskState.ENDED
+
+
+def test_an_inferred_end_is_confirmed_by_an_acknowledged_stop_and_the_wait() -> None:
+    # The other reading of "safe to call even if the stream has already ended": 200, and no 14.
+    task = task_in(TaskState.ENDING)
+    assert task.stop_ok() == Outcome.APPLIED
+    assert state_of(task) is TaskState.ENDING
+    assert task.final_deadline() == Outcome.APPLIED
+    assert (state_of(task), task.final_callback_missing) == (TaskState.ENDED, True)
+
+
+def test_a_confirming_stop_answered_by_status_14_stopped_a_stream_that_lived() -> None:
+    task = task_in(TaskState.ENDING)
+    task.stop_ok()
+    assert task.stopped(_status(task, 14)) == Outcome.APPLIED
+    assert (state_of(task), task.end_status) == (TaskState.STOPPED, 14)
+
+
+def test_an_end_heard_while_stopping_leaves_the_stop_to_settle_the_task() -> None:
+    task = task_in(TaskState.STOPPING)
+    assert task.ended(_status(task, 12)) == Outcome.APPLIED
+    assert task.capacity(_status(task, 16)) == Outcome.APPLIED
+    assert (state_of(task), task.end_status) == (TaskState.STOPPING, 16)
+
+
+def test_the_providers_end_of_session_while_stopping_is_our_stops_echo_once_acknowledged() -> None:
+    task = task_in(TaskState.STOPPING)
+    termination = StatusCallback(task.task_id or "", PROVIDER_ENDED, "assemblyai: Termination")
+    refused = task.provider_ended(termination)  # the stop has not landed: the stream may still bill
+    assert refused.kind is OutcomeKind.REJECTED
+    assert refused.reason is not None
+    assert "acknowledged" in refused.reason
+    assert state_of(task) is TaskState.STOPPING
+    task.stop_ok()
+    assert task.provider_ended(termination) == Outcome.APPLIED
+    assert state_of(task) is TaskState.STOPPED
+    assert task.stopped(_status(task, 14)) == Outcome.DUPLICATE  # the 14 that follows
+
+
+def test_a_deferred_start_is_pending_again_and_stops_for_free() -> None:
+    task = task_in(TaskState.STARTING)
+    assert task.start_deferred(RuntimeError("429")) == Outcome.APPLIED
+    assert (state_of(task), task.last_error) == (TaskState.PENDING, "RuntimeError: 429")
+    assert task.start() == Outcome.APPLIED
+    task.start_deferred(RuntimeError("capacity 16"))
+    assert task.stop() == Outcome.APPLIED
+    assert state_of(task) is TaskState.STOPPED
+
+
+@pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
+def test_only_a_confirming_trigger_ends_a_task(state: TaskState, trigger: str) -> None:
+    cell = CELLS[state, trigger]
+    if cell in TERMINAL and state not in TERMINAL:
+        assert trigger in CONFIRMING
+    if trigger in ("ended", "capacity"):
+        assert cell not in TERMINAL or cell is state  # an inferred end never ends a live task
+
+
+def test_a_table_that_ends_a_task_on_an_inferred_end_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = dict(lifecycle.CELLS)
+    broken[TaskState.RUNNING, "ended"] = TaskState.ENDED
+    monkeypatch.setattr(lifecycle, "CELLS", broken)
+    with pytest.raises(AssertionError, match="may still bill"):
+        lifecycle._check_table()
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL))
@@ -221,7 +309,7 @@ def test_a_clock_that_fails_leaves_the_task_untouched() -> None:
     assert (task.state, task.stop_requested, list(task.history)) == (TaskState.PENDING, False, [])
 
 
-def test_stop_not_found_counts_as_stopped() -> None:
+def test_stop_not_found_counts_as_the_end() -> None:
     task = task_in(TaskState.STOPPING)
     assert task.stop_not_found() == Outcome.APPLIED
     assert task.state is TaskState.STOPPED

@@ -135,6 +135,8 @@ def test_the_ending_status_is_kept() -> None:
     task = task_in(TaskState.RUNNING)
     assert task.task_id is not None
     task.ended(StatusCallback(task.task_id, 12, "source ended"))
+    assert (task.state, task.end_status) == (TaskState.ENDING, 12)
+    task.stop_not_found()
     assert (task.state, task.end_status) == (TaskState.ENDED, 12)
 
 
