@@ -297,7 +297,7 @@ def live_fleet(count: int, store: Store | None = None, *, budget: float | None =
         # commit each would be most of a long run on disk.
         with fleet.store.batch():
             for n in range(first, min(first + MAKE_BATCH, count)):
-                task = start("audio", audio_url=f"rtmp://bench.invalid/live/{n}")
+                task = start("audio", audio_url=f"rtmp://bench.invalid/live/{n}", provider="assemblyai")
                 if task.task_id is None:
                     raise RuntimeError(f"task {n} did not start: {task!r} ({task.last_error})")
                 task_ids.append(task.task_id)

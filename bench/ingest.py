@@ -207,7 +207,7 @@ def _fleet_bytes_per_task(count: int) -> float:
     with traced() as held:
         fleet = Fleet(InstantTransport(), clock=clock, policy=Policy(stop_concurrency=0), store=MemoryStore())
         for n in range(count):
-            fleet.start("audio", audio_url=f"rtmp://bench.invalid/live/{n}")
+            fleet.start("audio", audio_url=f"rtmp://bench.invalid/live/{n}", provider="assemblyai")
         gc_settled()
         kept = held()
     fleet.close()

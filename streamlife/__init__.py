@@ -6,7 +6,7 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 
 from .callbacks import CallbackEvent, parse_callback
 from .clock import Clock, ManualClock, SystemClock
-from .errors import CallbackError, LocalTransitionError, StreamlifeError, UnknownTaskError
+from .errors import CallbackError, LiveCapError, LocalTransitionError, StreamlifeError, UnknownTaskError
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .fleet import Fleet, FleetStats, Orphan
 from .history import History, HistoryEntry
@@ -26,6 +26,7 @@ __all__ = [
     "FleetStats",
     "History",
     "HistoryEntry",
+    "LiveCapError",
     "LocalTransitionError",
     "ManualClock",
     "Orphan",

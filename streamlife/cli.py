@@ -68,7 +68,7 @@ from .sim import Faults, SimulatedService, serve_http
 from .sim.http import API_PREFIX, WebhookPoster
 from .simulate import FAULT_PRESETS, Report, Run, Snapshot, mask_store_url, simulate
 from .store import JournalEntry, MemoryStore, Store, TaskRow, open_store
-from .transport.answers import URL_FIELD
+from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.http import DEFAULT_BASE_URL, HttpTransport, RetryPolicy
 from .webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
@@ -225,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
         "kind", choices=[kind.value for kind in StreamKind], help="audio (transcription) or video"
     )
     start.add_argument("url", help="the stream to pull: rtmp://, rtsp://, an HLS or HTTP URL")
+    start.add_argument(
+        "--provider", choices=PROVIDERS, help="who transcribes an audio stream (required for audio)"
+    )
     start.add_argument(
         "--param",
         action="append",
@@ -710,13 +713,19 @@ def _task_json(row: TaskRow | None, task_state: str, key: str, store: str) -> di
 def _start(args: argparse.Namespace) -> int:
     kind = StreamKind(args.kind)
     params = {**dict(args.param), URL_FIELD[kind]: args.url}
+    if args.provider is not None:
+        params["provider"] = args.provider
     if not args.url:
         raise _Usage("the stream's URL is empty")
+    if kind is StreamKind.AUDIO and params.get("provider") not in PROVIDERS:
+        raise _Usage(f"an audio stream needs --provider ({' or '.join(PROVIDERS)})")
     shown = mask_store_url(args.store)
     _check_store_url(args.store)
     transport = _transport(args)  # before the store: a missing key must not leave a new file behind
     try:
-        with _opened(args.store) as store, Fleet(transport, store=store) as fleet:
+        # No retries of a start refused for now: this process is gone before a retry would be due.
+        once = Policy(start_retry_window=0)
+        with _opened(args.store) as store, Fleet(transport, store=store, policy=once) as fleet:
             task = fleet.start(kind, **params)
             row = store.row(task.key or "")
     finally:

@@ -4,10 +4,11 @@
      ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
      ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
      ├── UnknownTaskError       a task or task_id the Fleet does not hold (also a LookupError)
- ├── RecordedError          an error read back from the journal, as the task recorded it
- ├── StoreError             the journal store failed; what it was asked to write was not written
- │    └── StoreConflict         another writer took this version of the task first
- ├── JournalMismatch        replaying a journal did not give the stored row
+     ├── RecordedError          an error read back from the journal, as the task recorded it
+     ├── StoreError             the journal store failed; what it was asked to write was not written
+     │    └── StoreConflict         another writer took this version of the task first
+     ├── JournalMismatch        replaying a journal did not give the stored row
+     ├── LiveCapError           a start would pass ``Policy.max_live``: it waits, or fails
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
@@ -93,6 +94,15 @@ class StoreConflict(StoreError):
 
 class JournalMismatch(StreamlifeError):
     """Replaying a task's journal did not give its stored row: the store is damaged or was edited."""
+
+
+class LiveCapError(StreamlifeError):
+    """A start that would pass ``Policy.max_live`` live streams: it was never sent. The Fleet starts
+    it again when a stream ends, within ``Policy.start_retry_window``; past it, the task fails."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        super().__init__(f"{cap} streams are live already (Policy.max_live)")
 
 
 class TransportError(StreamlifeError):

@@ -53,12 +53,15 @@ from .clock import SYSTEM_CLOCK, Clock
 from .deadlines import Deadlines
 from .errors import (
     CallbackError,
+    CapacityError,
+    LiveCapError,
     NotSentError,
     RateLimitedError,
     RecordedError,
     ServerError,
     ServiceError,
     StoreConflict,
+    StreamlifeError,
     TaskNotFoundError,
     TransportError,
     UnknownTaskError,
@@ -71,7 +74,7 @@ from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
 from .task import StreamTask
-from .transport.answers import URL_FIELD
+from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.base import Transport
 
 _log = structlog.get_logger("streamlife")
@@ -82,17 +85,21 @@ OrphanHook = Callable[["Orphan"], None]
 Hook = TypeVar("Hook", bound=Callable[..., None])
 Hooks = tuple[Callable[..., None], ...]
 
-# Deadline kinds. The first three follow the state (see _timers_for); a stop retry is armed when a
+# Deadline kinds. The first four follow the state (see _timers_for); a stop retry is armed when a
 # stop fails, at a time of its own.
 SILENCE: Final = "silence"
 FINAL_CALLBACK: Final = "final_callback"
 UNCERTAIN: Final = "uncertain"
+START_RETRY: Final = "start_retry"
 STOP_RETRY: Final = "stop_retry"
 _NONE: Final[frozenset[str]] = frozenset()
 _KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of an orphan's guessed kind
 _SILENCE: Final = frozenset({SILENCE})
 _FINAL: Final = frozenset({FINAL_CALLBACK})
 _UNCERTAIN: Final = frozenset({UNCERTAIN})
+_START_RETRY: Final = frozenset({START_RETRY})
+# The states whose stream may exist and bill: what Policy.max_live counts.
+_BILLABLE: Final = frozenset(TaskState) - TERMINAL - {TaskState.PENDING}
 
 # Why a task recovered in ``starting`` is uncertain: its start request may have left before the crash.
 INTERRUPTED_START: Final = "the process ended while the start request was in flight"
@@ -100,6 +107,8 @@ INTERRUPTED_START: Final = "the process ended while the start request was in fli
 UNJOURNALED_START: Final = "the start answer came but could not be journaled"
 # What a silence timer that finds the task heard from (here, or in another process) returns.
 _HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")
+# What a start retry that finds the task no longer pending (stopped, or started elsewhere) returns.
+_MOVED_ON: Final = Outcome.rejected("no longer pending when its start retry came due")
 
 
 @final
@@ -140,6 +149,8 @@ class _Tracked:
         "lock",
         "not_before",
         "notices",
+        "start_deferrals",
+        "start_not_before",
         "stop_in_flight",
         "task",
         "timers",
@@ -155,6 +166,8 @@ class _Tracked:
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
         self.not_before = 0.0  # no stop before this: the service's Retry-After
+        self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
+        self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
         self.notices: list[tuple[Hooks, tuple[Any, ...]]] | None = None  # hook calls to make
         self.delivering = False  # a thread is calling this task's hooks
@@ -220,15 +233,17 @@ class Fleet:
     # -- starting ----------------------------------------------------------------------------------
     def start(self, kind: StreamKind | str, **params: Any) -> StreamTask:
         """Start a stream and return its task: ``running``, or ``failed``/``uncertain`` if it did not
-        start for certain (``task.last_error`` says why). Blocks for the start request only.
+        start for certain (``task.last_error`` says why), or ``pending`` if the service refused it for
+        now (429, capacity 16) or ``Policy.max_live`` streams live: ``tick`` starts it again after a
+        backoff, within ``Policy.start_retry_window``, and ``stop`` cancels it without a request.
+        Blocks for the start request only.
 
-        ``params`` is the start body: ``audio_url=`` (audio) or ``url=`` (video), plus any options.
-        A start is billed and not idempotent, so it is never retried once the request may have left.
+        ``params`` is the start body: ``audio_url=`` and ``provider=`` (audio) or ``url=`` (video),
+        plus any options. A start is billed and not idempotent, so it is retried only when the
+        service said that nothing was created, never once the request may have created a stream.
         """
         kind = StreamKind(kind)
-        url_field = URL_FIELD[kind]
-        if not isinstance(params.get(url_field), str) or not params[url_field]:
-            raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
+        _check_start(kind, params)
         task = StreamTask(kind, params, clock=self.clock)
         task.key = uuid.uuid4().hex
         task.history_limit = self.policy.history_limit
@@ -243,10 +258,23 @@ class Fleet:
             with self._lock:
                 del self._by_ref[task.ref], self._by_key[task.key]  # never started: the store's error
             raise
+        self._send_start(tracked)
+        return task
+
+    def _send_start(self, tracked: _Tracked) -> None:
+        """Send the start request of a task in ``starting``, and fire what its answer says."""
+        task = tracked.task
+        kind, params = task.kind, task.params or {}
+        full = self._over_max_live()
+        if full is not None:
+            self._defer_start(tracked, full)
+            return
         try:
             # Any: a transport's own answer, whose fields' types are not sure (a compiled build
             # would check its task_id as a str on reading it, before the check below could).
             result: Any = self.transport.start(kind, params)
+        except (RateLimitedError, CapacityError) as error:  # refused for now: nothing was created
+            self._defer_start(tracked, error)
         except ServerError as error:  # the service failed after taking the request: a stream may exist
             self._locked_fire(tracked, task.start_unknown, error)
         except (NotSentError, ServiceError) as error:  # never left, or refused: nothing was created
@@ -262,7 +290,60 @@ class Fleet:
                 self._locked_fire(tracked, task.start_unknown, no_id)
                 raise no_id
             self._started(tracked, task_id)
-        return task
+
+    def _over_max_live(self) -> LiveCapError | None:
+        """Why one more start would pass ``Policy.max_live``, or None. The task asking is counted:
+        it is already starting."""
+        cap = self.policy.max_live
+        if cap is None:
+            return None
+        with self._lock:
+            everyone = list(self._by_ref.values())
+        live = sum(tracked.task.state in _BILLABLE for tracked in everyone)
+        return LiveCapError(cap) if live > cap else None
+
+    def _defer_start(self, tracked: _Tracked, error: StreamlifeError) -> None:
+        """A start refused for now: try again after a backoff (never sooner than Retry-After) while
+        ``Policy.start_retry_window`` lasts, counted from the task's creation; then it has failed."""
+        task, now = tracked.task, self.clock.now()
+        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        wait = self._backoff(tracked.start_deferrals + 1, retry_after)
+        if now + wait - tracked.created_at > self.policy.start_retry_window:
+            self._locked_fire(tracked, task.start_rejected, error)
+            return
+        tracked.start_deferrals += 1
+        tracked.start_not_before = now + wait  # read by _sync_timers, which arms the retry
+        _log.info("streamlife.start_deferred", task=task.ref, error=str(error), wait=round(wait, 3))
+        self._locked_fire(tracked, task.start_deferred, error)
+
+    def _retry_start(self, tracked: _Tracked) -> int:
+        """Start a deferred task again; 1 if its request went out, 0 if the task moved on (stopped,
+        or started by another process)."""
+        task = tracked.task
+        with tracked.lock:
+            if START_RETRY not in tracked.timers:
+                return 0
+            tracked.timers -= {START_RETRY}
+
+            def start_unless_moved() -> Outcome:
+                # Asked after the catch-up in _fire: another process may have started or stopped it.
+                return task.start() if task.state is TaskState.PENDING else _MOVED_ON
+
+            if self._fire(tracked, start_unless_moved) is _MOVED_ON:
+                return 0
+        self._deliver_notices(tracked)
+        senders = self._sender_pool()
+        if senders is None:
+            self._send_start(tracked)
+        else:
+            senders.submit(self._send_start_logged, tracked)
+        return 1
+
+    def _send_start_logged(self, tracked: _Tracked) -> None:
+        try:
+            self._send_start(tracked)
+        except Exception:
+            _log.exception("streamlife.start_failed", task=tracked.task.ref)
 
     def _started(self, tracked: _Tracked, task_id: str) -> None:
         task = tracked.task
@@ -703,6 +784,8 @@ class Fleet:
         if kind == STOP_RETRY:
             self._send_stop_soon(tracked, None)  # (popped, so no longer armed: it goes out)
             return 1
+        if kind == START_RETRY:
+            return self._retry_start(tracked)
         task, send = tracked.task, False
         with tracked.lock:
             if kind not in tracked.timers:
@@ -756,6 +839,8 @@ class Fleet:
                     when = tracked.last_heard + policy.silence_after
                 elif kind == FINAL_CALLBACK:
                     when = now + policy.final_callback_wait
+                elif kind == START_RETRY:
+                    when = max(now, tracked.start_not_before)
                 else:
                     when = now + policy.uncertain_ttl
                 self._deadlines.arm(ref, kind, when)
@@ -1199,6 +1284,16 @@ def _give_up_at(wait: float | None) -> float | None:
     return time.monotonic() + wait
 
 
+def _check_start(kind: StreamKind, params: Mapping[str, Any]) -> None:
+    """Refuse a start body that lacks what the service requires, before anything is journaled."""
+    url_field = URL_FIELD[kind]
+    if not isinstance(params.get(url_field), str) or not params[url_field]:
+        raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
+    if kind is StreamKind.AUDIO and params.get("provider") not in PROVIDERS:
+        allowed = " or ".join(repr(name) for name in PROVIDERS)
+        raise ValueError(f"an audio stream needs provider={allowed}, got {params.get('provider')!r}")
+
+
 def _other(kind: StreamKind) -> StreamKind:
     return StreamKind.VIDEO if kind is StreamKind.AUDIO else StreamKind.AUDIO
 
@@ -1212,6 +1307,8 @@ def _timers_for(task: StreamTask) -> frozenset[str]:
         return _FINAL if task.stop_acknowledged else _NONE
     if state is TaskState.UNCERTAIN:
         return _UNCERTAIN
+    if state is TaskState.PENDING:  # (only a start refused for now brings a task back here)
+        return _START_RETRY
     return _NONE
 
 

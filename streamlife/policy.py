@@ -53,6 +53,19 @@ class Policy:
     thread, one by one (reproducible, for simulations; ``wait`` then bounds only the waiting,
     while the transport's own deadline bounds each request)."""
 
+    start_retry_window: float = 60.0
+    """How long a start the service refused for now (429, or capacity 16: nothing was created), or one
+    past ``max_live``, is tried again, counted from the first try: with the stop backoff
+    (``stop_retry_base``, ``stop_retry_cap``, never sooner than Retry-After). The task waits in
+    ``pending`` meanwhile (``stop`` cancels it without a request) and fails after the window. 0
+    never retries: such a start fails at once."""
+
+    max_live: int | None = None
+    """The most streams this Fleet keeps live at once (starting, running or stopping), audio and
+    video together, as memories.ai counts them per account. A start past it waits, as for a 429.
+    None: no cap of our own (the service's answers 16 when the account's capacity is full). Each
+    process sharing a store counts its own Fleet's streams."""
+
     max_parked: int = 10_000
     """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
 
@@ -79,9 +92,22 @@ class Policy:
         for name in ("reap_orphans", "stop_when_stalled"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
-        for name, least in (("stop_concurrency", 0), ("max_parked", 1), ("history_limit", 1)):
+        if not _is_number(self.start_retry_window):
+            raise TypeError(
+                f"Policy.start_retry_window must be seconds (a number), got {self.start_retry_window!r}"
+            )
+        if not self.start_retry_window >= 0:  # (NaN too)
+            raise ValueError(
+                f"Policy.start_retry_window must not be negative, got {self.start_retry_window!r}"
+            )
+        for name, least in (
+            ("stop_concurrency", 0),
+            ("max_parked", 1),
+            ("history_limit", 1),
+            ("max_live", 1),
+        ):
             value = getattr(self, name)
-            if value is None and name == "history_limit":  # None: keep every entry
+            if value is None and name in ("history_limit", "max_live"):  # None: no limit
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")

@@ -242,7 +242,10 @@ class _Driver:
                 starts.pop(0)
                 kind = StreamKind.VIDEO if dice.random() < 0.2 else StreamKind.AUDIO
                 url = f"rtmp://sim.invalid/live/{len(started)}"
-                started.append(self.fleet.start(kind, **{URL_FIELD[kind]: url}))
+                params = {URL_FIELD[kind]: url}
+                if kind is StreamKind.AUDIO:
+                    params["provider"] = "assemblyai"
+                started.append(self.fleet.start(kind, **params))
             for n, when in list(user_stops.items()):
                 if n < len(started) and when <= self._seconds():
                     del user_stops[n]

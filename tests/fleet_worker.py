@@ -212,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
             command, rest = words[0], words[1:]
             if command == "start":
                 count = int(rest[0]) if rest else 1
-                tasks = [fleet.start("audio", audio_url=f"rtmp://sim.invalid/live/{n}") for n in range(count)]
+                tasks = [
+                    fleet.start("audio", audio_url=f"rtmp://sim.invalid/live/{n}", provider="assemblyai")
+                    for n in range(count)
+                ]
                 say({"tasks": [_describe(task) for task in tasks]})
             elif command == "start_then_die":
                 transport.die_after_start = True
-                fleet.start("audio", audio_url="rtmp://sim.invalid/live/doomed")
+                fleet.start("audio", audio_url="rtmp://sim.invalid/live/doomed", provider="assemblyai")
                 say({"error": "still alive after start_then_die"})
             elif command == "die_after_callbacks":
                 sink.die_after(int(rest[0]))

@@ -136,8 +136,8 @@ def test_streams_started_stopped_and_recovered_across_processes(tmp_path: Path) 
         # A real key is sent as given and never shown; the simulator refuses it, so the start failed.
         key = "sk-mai-never-print-this-key"
         refused = streamlife(
-            "start", "audio", "rtmp://example.invalid/live/r", "--api-url", sim, "--store", store,
-            cwd=tmp_path, MEMORIES_API_KEY=key,
+            "start", "audio", "rtmp://example.invalid/live/r", "--provider", "elevenlabs",
+            "--api-url", sim, "--store", store, cwd=tmp_path, MEMORIES_API_KEY=key,
         )  # fmt: skip
         assert refused.returncode == 1
         assert "failed" in refused.stdout
@@ -231,7 +231,7 @@ def test_a_simulated_run_leaves_its_tasks_in_the_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     [
-        ("start", "audio", "rtmp://example.invalid/live"),
+        ("start", "audio", "rtmp://example.invalid/live", "--provider", "assemblyai"),
         ("stop", "some-task"),
         ("serve", "--token", "t" * 20),
     ],
@@ -275,7 +275,17 @@ def test_serve_without_a_good_token_is_bad_usage(
         (("journal", "x", "--store", "sqlite:"), "not a store URL"),
         (("simulate", "--store", "memory:later"), "not a store URL"),
         (
-            ("start", "audio", "rtmp://x", "--sim", "http://127.0.0.1:9", "--store", "mysql:x"),
+            (
+                "start",
+                "audio",
+                "rtmp://x",
+                "--provider",
+                "assemblyai",
+                "--sim",
+                "http://127.0.0.1:9",
+                "--store",
+                "mysql:x",
+            ),
             "not a store URL",
         ),
         (("stop", "x", "--sim", "http://127.0.0.1:9", "--store", "postgres:"), "not a store URL"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +39,7 @@ from streamlife import (
     TaskState,
     UnknownTaskError,
 )
+from streamlife.errors import RateLimitedError
 from streamlife.events import StartResult, StopResult
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
@@ -75,7 +77,7 @@ class Rig:
     fleet: Fleet
 
     def start(self) -> StreamTask:
-        return self.fleet.start("audio", audio_url=URL)
+        return self.fleet.start("audio", audio_url=URL, provider="assemblyai")
 
     def run(self, seconds: int) -> None:
         """Let ``seconds`` of virtual time pass, one second at a time, the Fleet ticking after each."""
@@ -197,7 +199,7 @@ def test_start_refuses_an_unknown_kind_or_a_missing_url_and_sends_nothing(
 
 
 def test_a_start_refused_for_capacity_fails_the_task_and_nothing_bills(clock: ManualClock) -> None:
-    r = rig(clock, Faults(capacity=1.0))
+    r = rig(clock, Faults(capacity=1.0), start_retry_window=0)
     task = r.start()
     assert state_of(task) is TaskState.FAILED
     assert triggers(task) == ["start", "start_rejected"]
@@ -207,11 +209,91 @@ def test_a_start_refused_for_capacity_fails_the_task_and_nothing_bills(clock: Ma
     assert r.sim.billing() == []
 
 
+@pytest.mark.parametrize("refusal", ["capacity", "rate_limited"])
+def test_a_start_refused_for_now_is_retried_with_backoff_within_the_window(
+    clock: ManualClock, refusal: str
+) -> None:
+    window = 20
+    wrap = RefusesStarts if refusal == "rate_limited" else None
+    r = rig(
+        clock, Faults(capacity=1.0 if refusal == "capacity" else 0.0), wrap=wrap, start_retry_window=window
+    )
+    task = r.start()
+    assert (state_of(task), task.task_id) == (TaskState.PENDING, None)  # nothing was created
+    assert r.fleet.unsettled() == []  # nothing to stop: no stream exists
+    r.run(window + 1)
+    attempts = triggers(task).count("start")
+    assert attempts >= 3  # backoff from 1 s, doubling: a few tries fit in the window
+    assert triggers(task) == ["start", "start_deferred"] * (attempts - 1) + ["start", "start_rejected"]
+    assert state_of(task) is TaskState.FAILED
+    assert r.sim.billing() == []
+
+
+def test_a_start_refused_for_now_then_accepted_runs(clock: ManualClock) -> None:
+    r = rig(clock, Faults(capacity=1.0))
+    task = r.start()
+    r.sim.faults = Faults()  # the account has room again
+    r.run(5)
+    assert state_of(task) is TaskState.RUNNING
+    assert triggers(task)[:4] == ["start", "start_deferred", "start", "start_ok"]
+
+
+def test_a_start_waiting_for_capacity_stops_without_a_request(clock: ManualClock) -> None:
+    r = rig(clock, Faults(capacity=1.0))
+    task = r.start()
+    assert r.fleet.stop(task) is task
+    assert state_of(task) is TaskState.STOPPED
+    r.run(30)
+    assert (r.sim.start_requests, r.sim.stop_log) == (1, [])  # never tried again, never stopped
+
+
+def test_max_live_holds_a_start_until_a_stream_ends(clock: ManualClock) -> None:
+    r = rig(clock, max_live=2)
+    first, second = r.start(), r.start()
+    third = r.start()
+    assert (state_of(first), state_of(second), state_of(third)) == (
+        TaskState.RUNNING,
+        TaskState.RUNNING,
+        TaskState.PENDING,
+    )
+    assert error_of(third) == "LiveCapError: 2 streams are live already (Policy.max_live)"
+    assert r.sim.start_requests == 2  # the third was never sent
+    r.fleet.stop(first)
+    r.run(5)
+    assert (state_of(first), state_of(third)) == (TaskState.STOPPED, TaskState.RUNNING)
+    assert r.sim.live_count() == 2
+
+
+def test_max_live_without_a_retry_window_refuses_at_once(clock: ManualClock) -> None:
+    r = rig(clock, max_live=1, start_retry_window=0)
+    r.start()
+    refused = r.start()
+    assert state_of(refused) is TaskState.FAILED
+    assert error_of(refused).startswith("LiveCapError")
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"audio_url": URL}, "provider='assemblyai' or 'elevenlabs', got None"),
+        ({"audio_url": URL, "provider": "whisper"}, "got 'whisper'"),
+        ({"provider": "assemblyai"}, "needs audio_url="),
+    ],
+)
+def test_an_audio_start_without_a_known_provider_is_refused_before_anything_is_sent(
+    clock: ManualClock, params: dict[str, Any], problem: str
+) -> None:
+    r = rig(clock)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        r.fleet.start("audio", **params)
+    assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)
+
+
 def test_a_start_answered_5xx_is_uncertain_and_one_refused_4xx_is_failed(clock: ManualClock) -> None:
     answers = (error(500, "Internal server error"), error(400, "Invalid request parameters"))
     with http_fleet(clock, *answers) as (server, fleet):
-        maybe_created = fleet.start("audio", audio_url=URL)
-        refused = fleet.start("audio", audio_url=URL)
+        maybe_created = fleet.start("audio", audio_url=URL, provider="assemblyai")
+        refused = fleet.start("audio", audio_url=URL, provider="assemblyai")
         assert len(server.requests) == 2  # a start is never sent twice
     # The service failed after taking the request: a stream may exist, so the start is not "failed".
     assert state_of(maybe_created) is TaskState.UNCERTAIN
@@ -313,6 +395,16 @@ class PassesThrough:
         self.inner.close()
 
 
+class RefusesStarts(PassesThrough):
+    """Answers every start with 429 and Retry-After 2 s, as a rate-limited service does: nothing made."""
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        operation = f"{StreamKind(kind).value}.start"
+        raise RateLimitedError(
+            "Rate limit exceeded", operation=operation, status=429, code="429", retry_after=2.0
+        )
+
+
 class AnswersWithoutAStrId(PassesThrough):
     """A transport with a bug: the stream is made, and its StartResult names it with an int."""
 
@@ -396,7 +488,7 @@ def test_stop_sends_one_request_and_the_status_14_callback_files_the_task_as_sto
 
 
 def test_stop_of_a_task_that_never_started_sends_nothing(clock: ManualClock) -> None:
-    r = rig(clock, Faults(capacity=1.0))
+    r = rig(clock, Faults(capacity=1.0), start_retry_window=0)
     task = r.start()
     assert r.fleet.stop(task) is task
     assert state_of(task) is TaskState.FAILED
@@ -654,7 +746,7 @@ def test_stop_all_with_no_wait_returns_at_once_and_leaves_the_requests_to_tick(c
 # -- bounded stops, in real time ---------------------------------------------------------------------
 def test_a_bounded_stop_over_http_returns_in_time_and_leaves_a_retry_armed(clock: ManualClock) -> None:
     with http_fleet(clock, ok("tid-http"), Stall(1.5)) as (server, fleet):  # the stop hangs
-        task = fleet.start("audio", audio_url=URL)
+        task = fleet.start("audio", audio_url=URL, provider="assemblyai")
         assert state_of(task) is TaskState.RUNNING
         began = time.monotonic()
         returned = fleet.stop(task, wait=0.5)
@@ -816,7 +908,7 @@ def test_run_timers_fires_deadlines_on_its_own(clock: ManualClock) -> None:
     sim = SimulatedService(clock=clock, faults=Faults(drop=1.0))  # no status-14 callback will come
     fleet = Fleet(SimTransport(sim), policy=Policy(final_callback_wait=0.05, stop_concurrency=1, seed=0))
     sim.on_callback(fleet.handle_callback)
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     fleet.stop(task)
     assert state_of(task) is TaskState.STOPPING  # the deadline is due soon, but nobody ticks
     with fleet.run_timers(interval=0.01):
@@ -829,7 +921,7 @@ def test_run_timers_fires_deadlines_on_its_own(clock: ManualClock) -> None:
 
 # -- reading -----------------------------------------------------------------------------------------
 def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: ManualClock) -> None:
-    r = rig(clock)
+    r = rig(clock, start_retry_window=0)
     running, stopped = r.start(), r.start()
     r.sim.faults = Faults(capacity=1.0)
     failed = r.start()

@@ -28,7 +28,7 @@ POLICY = Policy(stop_concurrency=0, seed=0, park_ttl=30, silence_after=600)
 
 def fleet_with_tasks(clock: ManualClock, store: Store, count: int = 3) -> tuple[Fleet, list[StreamTask]]:
     fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
-    return fleet, [fleet.start("audio", audio_url=URL) for _ in range(count)]
+    return fleet, [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(count)]
 
 
 def described(result: Outcome | CallbackError) -> str:

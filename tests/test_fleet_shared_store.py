@@ -86,7 +86,7 @@ def test_a_deadline_whose_write_fails_fires_again_once_the_store_is_back(clock: 
     store = FlakyStore()
     fleet = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
     service.lose_next_start_answer()
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_when = lambda entry: entry.trigger == "uncertain_deadline"
     run(service, 30, fleet)
     assert state_of(task) is TaskState.UNCERTAIN
@@ -102,7 +102,7 @@ def test_a_start_answer_that_cannot_be_journaled_is_taken_as_lost(clock: ManualC
     service.on_callback(fleet.handle_callback)
     store.fail_when = lambda entry: entry.trigger == "start_ok"
     with contextlib.suppress(StoreError):
-        fleet.start("audio", audio_url=URL)
+        fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_when = None
     (task,) = fleet.tasks()
     assert state_of(task) is TaskState.UNCERTAIN
@@ -116,7 +116,7 @@ def test_a_stop_answer_that_cannot_be_journaled_is_sent_again(clock: ManualClock
     store = FlakyStore()
     fleet = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
     service.on_callback(fleet.handle_callback)
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_when = lambda entry: entry.trigger == "stop_error"
     with contextlib.suppress(StoreError):
         fleet.stop(task)
@@ -132,7 +132,7 @@ def test_an_orphan_whose_adoption_cannot_be_journaled_is_adopted_later(clock: Ma
     store = FlakyStore()
     fleet = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
     service.on_callback(fleet.handle_callback)
-    fleet.start("audio", audio_url=URL)
+    fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_when = lambda entry: entry.trigger == "adopt"
     run(service, 20, fleet)
     assert not any(task.adopted for task in fleet.tasks())
@@ -159,7 +159,9 @@ def test_a_stop_asked_for_while_starting_and_lost_in_a_crash_is_sent_on_recovery
     first = Fleet(StopWhileStarting(service), clock=clock, policy=policy(), store=store)
     store.fail_when = lambda entry: entry.trigger == "stop" and entry.from_state == "running"
     with contextlib.suppress(StoreError):
-        first.start("audio", audio_url=URL)  # start_ok lands; the stop that follows is not journaled
+        first.start(
+            "audio", audio_url=URL, provider="assemblyai"
+        )  # start_ok lands; the stop that follows is not journaled
     store.fail_when = None
     second = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
     service.on_callback(second.handle_callback)
@@ -176,7 +178,7 @@ def test_a_task_heard_from_by_another_process_is_not_silent(clock: ManualClock) 
     worker = Fleet(SimTransport(service), clock=clock, policy=policy(stop_when_stalled=True), store=store)
     receiver = Fleet(SimTransport(service), clock=clock, policy=policy(stop_when_stalled=True), store=store)
     service.on_callback(receiver.handle_callback)  # every webhook reaches the receiver, none the worker
-    task = worker.start("audio", audio_url=URL)
+    task = worker.start("audio", audio_url=URL, provider="assemblyai")
     run(service, 40, worker, receiver)
     assert "silence" not in triggers(store, task)
     assert state_of(task) is TaskState.RUNNING
@@ -192,7 +194,7 @@ def test_a_task_put_back_after_a_failed_write_keeps_the_timers_of_what_it_caught
     store = FlakyStore(shared=True)
     worker = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
     receiver = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
-    task = worker.start("audio", audio_url=URL)
+    task = worker.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
     receiver.handle_callback(segment_callback(task_id, 0))  # the receiver holds a copy from now on
     clock.advance(13)
@@ -223,7 +225,7 @@ def test_a_task_recovered_while_another_process_starts_it_is_held_once_and_runs(
         RecoverMeanwhile(service), clock=clock, policy=policy(stop_when_stalled=True), store=store
     )
     service.on_callback(receiver.handle_callback)
-    task = starter.start("audio", audio_url=URL)
+    task = starter.start("audio", audio_url=URL, provider="assemblyai")
     run(service, 40, receiver)
     assert [t.key for t in receiver.tasks()] == [task.key], "one task, held once"
     assert receiver.tasks()[0].state is TaskState.RUNNING
@@ -245,7 +247,7 @@ def test_callbacks_another_process_parked_reach_the_task_when_its_start_answer_c
             return result
 
     starter = Fleet(EarlyCallbacks(service), clock=clock, policy=policy(), store=store)
-    task = starter.start("audio", audio_url=URL)
+    task = starter.start("audio", audio_url=URL, provider="assemblyai")
     assert task.transcript_text() == "one"
     assert store.parked() == [], "that process may restart before its parking TTL: nothing is lost"
 
@@ -258,7 +260,7 @@ def test_a_stop_asked_for_jumps_a_backoff_retry_but_never_retry_after(clock: Man
         policy=policy(stop_retry_base=30.0, stop_retry_cap=60.0),
         store=MemoryStore(),
     )
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     fleet.stop(task)
     assert service.stop_requests == 1
     fleet.stop(task)  # asked for again: the caller's stop goes out now, not in 15-30 s
@@ -281,7 +283,7 @@ def test_hooks_hear_only_of_what_their_fleet_applied(clock: ManualClock) -> None
     def note(task: StreamTask, entry: HistoryEntry) -> None:
         heard.append((entry.trigger, entry.outcome.kind.value))
 
-    task = first.start("audio", audio_url=URL)
+    task = first.start("audio", audio_url=URL, provider="assemblyai")
     second.handle_callback(segment_callback(task.task_id or "", 0))  # second holds it now
     first.stop(task)
     service.advance(1)
@@ -346,7 +348,7 @@ def test_both_tasks_that_claim_one_task_id_are_recovered_and_finished(clock: Man
             return result
 
     first = Fleet(SlowAnswer(service), clock=clock, policy=policy(), store=store)
-    first.start("audio", audio_url=URL)
+    first.start("audio", audio_url=URL, provider="assemblyai")
     assert sorted(row.state for row in store.rows()) == ["stopping", "stopping"]
     service.faults = Faults()
     second = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)

@@ -122,9 +122,13 @@ class FleetMachine(RuleBasedStateMachine):
         if lose_answer:
             self.sim.lose_next_start_answer()
         self.transport.stop_during_next_start = stop_meanwhile
-        task = self.fleet.start(kind, **{URL_FIELD[kind]: "rtmp://sim.invalid/live"})
-        assert task.state not in (TaskState.PENDING, TaskState.STARTING)
-        if lose_answer and task.state is not TaskState.FAILED:  # (a refused start had no answer to lose)
+        params = {URL_FIELD[kind]: "rtmp://sim.invalid/live"}
+        if kind is StreamKind.AUDIO:
+            params["provider"] = "assemblyai"
+        task = self.fleet.start(kind, **params)
+        assert task.state is not TaskState.STARTING
+        # (A start refused, or refused for now and waiting in pending, had no answer to lose.)
+        if lose_answer and task.state not in (TaskState.FAILED, TaskState.PENDING):
             assert task.state is TaskState.UNCERTAIN
         if stop_meanwhile:  # the stop asked for while starting went out once the task_id came
             assert task.stop_requested

@@ -135,7 +135,7 @@ def test_start_is_journaled_as_starting_before_the_request_leaves(clock: ManualC
             return super().start(kind, params)
 
     fleet = Fleet(Peeking(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     assert seen[0] is not None
     assert seen[0].state == "starting"
     assert seen[0].key == task.key
@@ -144,7 +144,7 @@ def test_start_is_journaled_as_starting_before_the_request_leaves(clock: ManualC
 
 def test_each_applied_callback_is_journaled_before_handle_callback_returns(clock: ManualClock) -> None:
     rig = Rig(clock, MemoryStore())
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
     assert rig.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.APPLIED
     journal = rig.fleet.journal(task_id)
@@ -170,7 +170,7 @@ def test_a_start_whose_journal_write_fails_raises_and_sends_nothing(clock: Manua
     fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
     store.fail_next = True
     with pytest.raises(StoreError, match="disk full"):
-        fleet.start("audio", audio_url=URL)
+        fleet.start("audio", audio_url=URL, provider="assemblyai")
     assert sim.streams == {}, "a start that could not be journaled must not leave"
     assert fleet.tasks() == []
     assert list(store.rows(terminal=True)) == []
@@ -181,7 +181,7 @@ def test_a_callback_whose_write_fails_raises_leaves_the_task_as_stored_and_appli
 ) -> None:
     store = FailingStore()
     rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
     rig.fleet.handle_callback(segment_callback(task_id, 0, "kept"))
     before = (task.state, facts_of(task), list(task.transcript), len(task.history))
@@ -199,7 +199,7 @@ def test_a_callback_whose_write_fails_raises_leaves_the_task_as_stored_and_appli
 def test_a_status_callback_whose_write_fails_does_not_end_the_task(clock: ManualClock) -> None:
     store = FailingStore()
     rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_next = True
     with pytest.raises(StoreError):
         rig.fleet.handle_callback(status_callback(task.task_id or "", 14))
@@ -217,7 +217,7 @@ def test_a_bounded_history_lets_entries_go_that_the_journal_keeps(tmp_path: Path
     policy = dataclasses.replace(POLICY, history_limit=4, silence_after=600)
     fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
     sim.on_callback(fleet.handle_callback)
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     sim.advance(60)  # 12 segments, a partial and a final each
     assert 4 <= len(task.history) <= 8
     assert task.history[-1].seq == 2 + 24
@@ -240,7 +240,7 @@ def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_pat
     clock = ManualClock(1_700_000_000.0)
     path = tmp_path / "streams.db"
     rig = Rig(clock, SqliteStore(path))
-    running = [rig.fleet.start("audio", audio_url=URL) for _ in range(3)]
+    running = [rig.fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(3)]
     rig.run(12)
     stopped = running.pop()
     rig.fleet.stop(stopped)
@@ -278,7 +278,7 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
 
     rig.fleet.transport = DiesAfterTheAnswer(rig.sim)
     with pytest.raises(StoreError):
-        rig.fleet.start("audio", audio_url=URL)
+        rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     (row,) = store.rows()
     assert row.state == "starting"
 
@@ -299,7 +299,7 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
 def test_a_stop_not_yet_acknowledged_is_sent_again_after_a_restart(clock: ManualClock) -> None:
     store = FailingStore()
     rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
 
     class DiesOnStop(SimTransport):
         def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
@@ -336,7 +336,7 @@ def test_callbacks_parked_before_a_restart_are_not_lost(clock: ManualClock) -> N
 
 def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
     rig = Rig(clock, MemoryStore(), Faults(stall=1.0))
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     fleet = rig.restart()
     (back,) = fleet.recover()
     rig.run(POLICY.silence_after + 1)
@@ -350,7 +350,7 @@ def test_a_callback_handed_over_as_read_only_mappings_is_journaled(
 ) -> None:
     store: Store = MemoryStore() if backend == "memory" else SqliteStore(tmp_path / "journal.db")
     fleet = Rig(clock, store).fleet
-    task = fleet.start("audio", audio_url=URL)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     payload = segment_callback(task.task_id or "", 0, text="hello")
     handed = MappingProxyType({**payload, "data": MappingProxyType(payload["data"])})
     assert fleet.handle_callback(handed) is Outcome.APPLIED
@@ -362,7 +362,7 @@ def test_a_callback_handed_over_as_read_only_mappings_is_journaled(
 def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     rig = Rig(clock, SqliteStore(path))
-    task = rig.fleet.start("audio", audio_url=URL)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
     with sqlite3.connect(path) as db:  # edited behind the Fleet's back
         db.execute("UPDATE tasks SET state = 'stopping' WHERE key = ?", (task.key,))
     with pytest.raises(JournalMismatch, match="state"):
@@ -375,7 +375,7 @@ def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualCl
     sim = SimulatedService(clock=clock)
     first = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
     second = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
-    task = first.start("audio", audio_url=URL)
+    task = first.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
     outcomes = []
     for index in range(6):  # each callback reaches both processes, alternating who is first
@@ -402,7 +402,7 @@ def test_many_threads_over_two_fleets_on_a_shared_store_keep_one_journal(clock: 
     store = MemoryStore(shared=True)
     sim = SimulatedService(clock=clock)
     fleets = [Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store) for _ in range(2)]
-    tasks = [fleets[0].start("audio", audio_url=URL) for _ in range(5)]
+    tasks = [fleets[0].start("audio", audio_url=URL, provider="assemblyai") for _ in range(5)]
     results: list[Outcome] = []
 
     def deliver(worker: int) -> None:
@@ -430,7 +430,7 @@ def test_a_stop_that_failed_in_another_process_is_retried_here(clock: ManualCloc
     sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))
     here = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
     sim.on_callback(here.handle_callback)
-    task = here.start("audio", audio_url=URL)
+    task = here.start("audio", audio_url=URL, provider="assemblyai")
     there = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
     there.stop(task.task_id or "")  # fails with a 500; then that process goes away
     assert sim.stop_requests == 1

@@ -24,7 +24,7 @@ def test_a_broken_promise_in_a_users_code_fails_their_test(pytester: pytest.Pyte
     pytester.makepyfile(
         test_forgetful="""
         def test_a_stream_left_running_is_caught(fleet, memories_sim):
-            fleet.start("audio", audio_url="rtmp://example.invalid/forgotten")
+            fleet.start("audio", audio_url="rtmp://example.invalid/forgotten", provider="assemblyai")
             memories_sim.advance(60)
             assert memories_sim.billing() == []  # nobody stopped it: this must fail
         """
@@ -40,11 +40,13 @@ def test_the_marker_sets_faults_seed_and_policy(pytester: pytest.Pytester) -> No
         from streamlife import Policy
         from streamlife.sim import Faults
 
-        @pytest.mark.memories(faults=Faults(capacity=1.0), policy=Policy(park_ttl=7, stop_concurrency=0))
+        @pytest.mark.memories(
+            faults=Faults(capacity=1.0), policy=Policy(park_ttl=7, stop_concurrency=0, start_retry_window=0)
+        )
         def test_marked(fleet, memories_sim):
             assert fleet.policy.park_ttl == 7
-            task = fleet.start("audio", audio_url="rtmp://example.invalid/full")
-            assert task.state.value == "failed"  # every start refused: capacity
+            task = fleet.start("audio", audio_url="rtmp://example.invalid/full", provider="assemblyai")
+            assert task.state.value == "failed"  # every start refused: capacity, and no retries
 
         def test_unmarked_has_no_faults(fleet, memories_sim):
             assert memories_sim.service.faults.capacity == 0.0

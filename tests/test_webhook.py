@@ -120,7 +120,7 @@ class Bench:
     receiver: WebhookReceiver
 
     def start(self) -> StreamTask:
-        task = self.fleet.start("audio", audio_url=URL)
+        task = self.fleet.start("audio", audio_url=URL, provider="assemblyai")
         assert task.state is TaskState.RUNNING
         return task
 

@@ -33,6 +33,8 @@ PATHS: Final = {  # (start, stop), relative to the base URL
     StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
 }
 URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
+# The transcription providers an audio start names in its required ``provider`` field.
+PROVIDERS: Final = ("assemblyai", "elevenlabs")
 
 
 def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:
