@@ -12,10 +12,14 @@ Commands:
     stop       stop one stream, and wait (``--wait``) until it is terminal
     status     the tasks in the store (``--all``: the terminal ones too)
     journal    one task's history, as the store keeps it
+    deadletter the webhook payloads the parser refused: ``list``, ``show ID``, ``replay [ID ...]``
+               (those the parser reads now, to their tasks) and ``purge (ID ... | --all)``
 
-``serve``, ``start``, ``stop``, ``status`` and ``journal`` share one store, ``--store sqlite:streamlife.db``
-(in the current directory) unless told otherwise: ``memory:``, ``sqlite:PATH``, ``postgres:DSN`` or
-``postgresql://...``. ``status`` and ``journal`` only read it. ``start``, ``stop`` and ``serve`` talk to
+``serve``, ``start``, ``stop``, ``status``, ``journal`` and ``deadletter`` share one store,
+``--store sqlite:streamlife.db`` (in the current directory) unless told otherwise: ``memory:``,
+``sqlite:PATH``, ``postgres:DSN`` or ``postgresql://...``. ``status``, ``journal`` and
+``deadletter list|show`` only read it; ``deadletter replay`` applies callbacks to the store's tasks
+and sends memories.ai nothing, so it needs no API key. ``start``, ``stop`` and ``serve`` talk to
 memories.ai with the key in ``MEMORIES_API_KEY`` (never printed), or to a simulator served by
 ``streamlife serve --sim`` (``--sim URL``, no key). ``serve`` takes its webhook token from ``--token``
 or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refuses to run without one
@@ -23,10 +27,11 @@ or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refu
 
 Exit codes: 0 success; 1 the command ran and found a problem (``diagram --check`` saw drift, a
 simulated run broke an invariant or left a stream billing, a start that did not end ``running``, a
-stop not terminal within its wait, no such task in the store, the store failing, ``serve`` leaving
-tasks of a ``memory:`` store unstopped); 2 bad usage (unknown command or option, a bad value, a store
-URL that names no store or a store that cannot be opened, a missing API key or webhook token);
-130 interrupted (Ctrl-C, where the command does not take it as its cue to stop, as ``serve`` does).
+stop not terminal within its wait, no such task or dead letter in the store, a dead letter the
+parser still refuses, the store failing, ``serve`` leaving tasks of a ``memory:`` store unstopped);
+2 bad usage (unknown command or option, a bad value, a store URL that names no store or a store that
+cannot be opened, a missing API key or webhook token); 130 interrupted (Ctrl-C, where the command
+does not take it as its cue to stop, as ``serve`` does).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
+from base64 import b64encode
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -59,15 +66,16 @@ from . import console as console_view
 from . import diagram, walk
 from .clock import ManualClock
 from .compiled import build_description
-from .errors import StoreError, StreamlifeError
-from .events import StreamKind
+from .deadletter import replay_dead_letters
+from .errors import CallbackError, NotSentError, StoreError, StreamlifeError
+from .events import Outcome, StartResult, StopResult, StreamKind
 from .fleet import Fleet
 from .lifecycle import TaskState
 from .policy import Policy
 from .sim import Faults, SimulatedService, serve_http
 from .sim.http import API_PREFIX, WebhookPoster
 from .simulate import FAULT_PRESETS, Report, Run, Snapshot, mask_store_url, simulate
-from .store import JournalEntry, MemoryStore, Store, TaskRow, open_store
+from .store import DeadLetter, JournalEntry, MemoryStore, Store, TaskRow, open_store
 from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.http import DEFAULT_BASE_URL, HttpTransport, RetryPolicy
 from .webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
@@ -86,6 +94,8 @@ DEFAULT_STORE: Final = "sqlite:streamlife.db"
 SIM_API_KEY: Final = "sk-mai-simulated"  # what `serve --sim`'s simulator takes, and `--sim URL` sends
 SIM_TICK: Final = 0.1  # real seconds between two advances of `serve --sim`'s simulator
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
+LETTER_PAGE: Final = 100  # dead letters read at a time by `deadletter list` (each up to 64 KiB)
+PREVIEW_WIDTH: Final = 60  # characters of a dead letter's body shown in `deadletter list`
 
 _STORE_HELP: Final = (
     "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
@@ -288,7 +298,73 @@ def _parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
     history.add_argument("--json", action="store_true", help="print JSON: an array of journal entries")
+
+    _deadletter_commands(commands)
     return parser
+
+
+def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``deadletter list | show ID | replay [ID ...] | purge (ID ... | --all)``."""
+    letters = commands.add_parser(
+        "deadletter",
+        help="the webhook payloads the parser refused: list, show, replay, purge",
+        description="Every webhook payload the parser refused is kept in the store (up to 64 KiB of it),"
+        " with the reason: a dead letter. List them, show one, replay them once this streamlife reads"
+        " them (each goes to its task, as if it had just come, and is then purged), or purge them.",
+    )
+    actions = letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
+
+    listing = actions.add_parser(
+        "list",
+        parents=[shared],
+        help="the kept letters, oldest first",
+        description="The kept dead letters, oldest first: id, time (UTC), size, the field at fault, the"
+        " parser's reason, and the start of the body (control characters shown escaped).",
+    )
+    listing.add_argument(
+        "--after", metavar="ID", type=_letter_id_or_zero, default=0, help="only letters after this id"
+    )
+    listing.add_argument("--limit", metavar="N", type=_positive_int, default=None, help="at most N letters")
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON: an array of letters (without their bodies)"
+    )
+
+    show = actions.add_parser(
+        "show",
+        parents=[shared],
+        help="one letter, its body whole",
+        description="One dead letter with its whole kept body: as text if it is UTF-8 (control characters"
+        " shown escaped), else as a hex dump.",
+    )
+    show.add_argument("id", metavar="ID", type=_letter_id, help="the letter's id (see `deadletter list`)")
+    show.add_argument(
+        "--json", action="store_true", help="print JSON, the body as text (UTF-8) or base64 (body_encoding)"
+    )
+
+    replay = actions.add_parser(
+        "replay",
+        parents=[shared],
+        help="parse the letters again; deliver those this streamlife reads to their tasks, and purge them",
+        description="Parse each letter (every one, or the IDs given) again, oldest first. Each one the"
+        " parser reads now goes to its task in the store, as if it had just come, and is then purged;"
+        " one still refused is kept. A letter whose body was cut when it was kept is never replayed."
+        " Sends memories.ai nothing: no API key needed. Exits 1 if a letter is still refused, or an ID"
+        " is not kept.",
+    )
+    replay.add_argument("ids", metavar="ID", nargs="*", type=_letter_id, help="the letters (default: all)")
+    replay.add_argument("--json", action="store_true", help="print JSON: an array of results")
+
+    purge = actions.add_parser(
+        "purge",
+        parents=[shared],
+        help="forget letters: the IDs given, or --all",
+        description="Forget the dead letters given (or every one, with --all). Exits 1 if an ID is not kept.",
+    )
+    purge.add_argument("ids", metavar="ID", nargs="*", type=_letter_id, help="the letters to forget")
+    purge.add_argument("--all", action="store_true", help="forget every letter")
+    purge.add_argument("--json", action="store_true", help="print JSON: how many went, and the IDs not kept")
 
 
 def _api_options(command: argparse.ArgumentParser) -> None:
@@ -340,6 +416,17 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
     return value
+
+
+def _letter_id(text: str) -> int:
+    value = _read(text, int, "a dead letter's id")
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a dead letter's id is a whole number from 1, got {text}")
+    return value
+
+
+def _letter_id_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else _letter_id(text)
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -403,6 +490,8 @@ def _command(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "journal":
         return _journal(args)
+    if args.command == "deadletter":
+        return _deadletter(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse refuses unknown ones
 
 
@@ -676,6 +765,217 @@ def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- deadletter ------------------------------------------------------------------------------------------
+def _deadletter(args: argparse.Namespace) -> int:
+    if args.action == "purge" and bool(args.ids) == args.all:
+        raise _Usage("purge takes the IDs of the letters to forget, or --all (not both)")
+    shown = mask_store_url(args.store)
+    with _opened(args.store, existing=True) as store:
+        if args.action == "list":
+            return _list_letters(store, shown, args)
+        if args.action == "show":
+            return _show_letter(store, shown, args)
+        if args.action == "replay":
+            return _replay_letters(store, shown, args)
+        return _purge_letters(store, shown, args)
+
+
+def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    listed: list[dict[str, Any]] = []  # without their bodies: a page at a time is all that is held
+    after = args.after
+    while args.limit is None or len(listed) < args.limit:
+        wanted = LETTER_PAGE if args.limit is None else min(LETTER_PAGE, args.limit - len(listed))
+        page = store.dead_letters(after=after, limit=wanted)
+        if not page:
+            break
+        listed.extend(_letter_json(letter) for letter in page)
+        after = page[-1].id
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return EXIT_OK
+    if not listed:
+        print(f"no dead letters in {shown}")
+        return EXIT_OK
+    table = Table(title=f"{_n(len(listed), 'dead letter')} in {shown}", title_justify="left")
+    table.add_column("id", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("field", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    table.add_column("body", overflow="fold")
+    for letter in listed:
+        size = f"{letter['size']:,} B" + (" (cut)" if letter["truncated"] else "")
+        # Text, not str: a str cell is read as rich markup, and these are the payload's words.
+        table.add_row(
+            str(letter["id"]),
+            _when(letter["at_unix"]),
+            size,
+            Text(_printable(letter["field"] or "-")),
+            Text(_printable(letter["reason"])),
+            Text(letter["preview"]),
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "at": _when(letter.at, "milliseconds"),
+        "at_unix": letter.at,
+        "reason": letter.reason,
+        "field": letter.field,
+        "size": letter.size,
+        "kept": len(letter.body),
+        "truncated": letter.truncated,
+        "preview": _preview(letter.body),
+    }
+
+
+def _preview(body: bytes) -> str:
+    """The start of a body on one line: each run of whitespace as one space, what is no UTF-8 and
+    what would act on a terminal shown escaped."""
+    start = body[: PREVIEW_WIDTH * 4].decode("utf-8", "backslashreplace")  # enough to fill the width
+    return _clip(_printable(" ".join(start.split())), PREVIEW_WIDTH)
+
+
+def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
+    letter = store.dead_letter_by_id(args.id)
+    if letter is None:
+        raise _Problem(f"the store {shown} keeps no dead letter {args.id}")
+    try:
+        text: str | None = letter.body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if args.json:
+        shown_json = {key: value for key, value in _letter_json(letter).items() if key != "preview"}
+        if text is None:
+            body = {"body": b64encode(letter.body).decode("ascii"), "body_encoding": "base64"}
+        else:
+            body = {"body": text, "body_encoding": "utf-8"}
+        print(json.dumps({**shown_json, **body}, indent=2))  # (JSON escapes every control character)
+        return EXIT_OK
+    size = f"{letter.size:,} bytes"
+    if letter.truncated:
+        size += f", the first {len(letter.body):,} kept (cut: it is never replayed)"
+    for name, value in (
+        ("id", str(letter.id)),
+        ("time", _when(letter.at, "milliseconds")),
+        ("field", _printable(letter.field or "-")),
+        ("reason", _printable(letter.reason)),
+        ("size", size),
+    ):
+        print(f"{name:<7}{value}")
+    if text is None:
+        print("body   not UTF-8; as hex:")
+        print(_hexdump(letter.body))
+    else:
+        print("body   UTF-8 text (control characters shown escaped):")
+        print(_printable(text, lines=True))
+    return EXIT_OK
+
+
+def _replay_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    # No recover(): the Fleet finds each task in the store as its callback comes, and recovering would
+    # take over every unfinished task (a start in flight in another process filed as uncertain).
+    # Nothing here is sent: deliver() sends no request, and this Fleet's timers never run.
+    with Fleet(_NoRequests(), store=store, policy=Policy(stop_concurrency=0)) as fleet:
+        results = replay_dead_letters(fleet, args.ids or None)
+    found = {letter_id for letter_id, _ in results}
+    missing = [letter_id for letter_id in dict.fromkeys(args.ids) if letter_id not in found]
+    refused = [letter_id for letter_id, result in results if isinstance(result, CallbackError)]
+    if args.json:
+        report = [_replay_json(letter_id, result) for letter_id, result in results]
+        report += [{"id": letter_id, "result": "not kept", "purged": False} for letter_id in missing]
+        print(json.dumps(report, indent=2))
+    elif not results and not missing:
+        print(f"no dead letters in {shown}")
+    else:
+        for letter_id, result in results:
+            if isinstance(result, CallbackError):
+                print(f"dead letter {letter_id}: still refused, kept: {_printable(str(result))}")
+            else:
+                print(f"dead letter {letter_id}: {_printable(str(result))}, purged")
+    problems = []
+    if refused:
+        problems.append(f"{_n(len(refused), 'dead letter')} still refused, and kept")
+    if missing:
+        problems.append(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+    if problems:
+        raise _Problem("; ".join(problems))
+    return EXIT_OK
+
+
+def _replay_json(letter_id: int, result: Outcome | CallbackError) -> dict[str, Any]:
+    if isinstance(result, CallbackError):
+        return {
+            "id": letter_id,
+            "result": "refused",
+            "error": str(result),
+            "field": result.field,
+            "purged": False,
+        }
+    return {"id": letter_id, "result": result.kind.value, "reason": result.reason, "purged": True}
+
+
+def _purge_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    if args.all:
+        missing: list[int] = []
+        purged = store.purge_dead_letters()
+    else:
+        wanted = list(dict.fromkeys(args.ids))
+        missing = [letter_id for letter_id in wanted if store.dead_letter_by_id(letter_id) is None]
+        purged = store.purge_dead_letters(wanted)
+    if args.json:
+        print(json.dumps({"purged": purged, "not_kept": missing, "store": shown}, indent=2))
+    else:
+        print(f"purged {_n(purged, 'dead letter')} from {shown}")
+    if missing:
+        raise _Problem(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+    return EXIT_OK
+
+
+# Shown escaped: characters that act on a terminal instead of printing (an escape sequence starts with
+# ESC, a Cc) or that reorder or hide text (a bidirectional override is a Cf), and line separators.
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _printable(text: str, *, lines: bool = False) -> str:
+    """Untrusted text, safe to print on a terminal: what would act on it instead of printing is
+    shown as a Python escape (``\\x1b``, ``\\u202e``). ``lines``: newlines and tabs stay as they are."""
+    kept_as_is = "\n\t" if lines else ""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNPRINTABLE and char not in kept_as_is
+        else char
+        for char in text
+    )
+
+
+def _hexdump(data: bytes, width: int = 16) -> str:
+    """Bytes as offset, hex and the printable ASCII beside it, ``width`` bytes a line."""
+    lines = []
+    for offset in range(0, len(data), width):
+        chunk = data[offset : offset + width]
+        ascii_ = "".join(chr(byte) if 0x20 <= byte < 0x7F else "." for byte in chunk)
+        lines.append(f"{offset:08x}  {chunk.hex(' '):<{3 * width - 1}}  |{ascii_}|")
+    return "\n".join(lines)
+
+
+class _NoRequests:
+    """The transport of a Fleet that must send memories.ai nothing (``deadletter replay``): every
+    request is refused as never sent, which no caller takes for an answer."""
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        raise NotSentError("this command sends no requests", operation=f"{kind.value}.start")
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        raise NotSentError("this command sends no requests", operation=f"{kind.value}.stop")
+
+    def close(self) -> None:
+        pass
 
 
 # -- talking to memories.ai ------------------------------------------------------------------------------

@@ -182,4 +182,7 @@ def fresh_database(server: str) -> Iterator[str]:
 def truncate(dsn: str) -> None:
     """Empty the store's tables in the database at ``dsn`` (made by a PostgresStore)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE streamlife_tasks, streamlife_journal, streamlife_parked RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE streamlife_tasks, streamlife_journal, streamlife_parked, streamlife_dead_letters"
+            " RESTART IDENTITY"
+        )

@@ -1,9 +1,11 @@
-"""`streamlife serve | start | stop | status | journal` and `simulate --store`, through the entry point
-in subprocesses: a served simulator, streams started, watched, stopped and recovered across processes
-that share one SQLite store; and the refusals (no API key, no webhook token, a bad store URL)."""
+"""`streamlife serve | start | stop | status | journal | deadletter` and `simulate --store`, through the
+entry point in subprocesses: a served simulator, streams started, watched, stopped and recovered across
+processes that share one SQLite store; dead letters listed, shown, replayed and purged; and the
+refusals (no API key, no webhook token, a bad store URL)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -21,7 +23,12 @@ from typing import Any
 
 import pytest
 
+from streamlife import Fleet, ManualClock, Policy
+from streamlife.sim import SimTransport, SimulatedService
 from streamlife.simulate import mask_store_url
+from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore
+
+from .payloads import segment_callback
 
 SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
 
@@ -228,6 +235,116 @@ def test_a_simulated_run_leaves_its_tasks_in_the_store(tmp_path: Path) -> None:
     assert "already holds tasks" in again.stderr
 
 
+# Bodies a hostile sender could post: what would act on a terminal, raw.
+NOT_UTF8 = b"\x1b[2J\x00\xff{"
+TERMINAL_TRICKS = "\x1b]0;pwned\x07 [bold]markup[/bold] \u202egnp.exe".encode()
+
+
+def test_dead_letters_listed_shown_replayed_and_purged(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    store_url = f"sqlite:{path}"
+    clock = ManualClock(1_700_000_000.0)
+    store = SqliteStore(path)
+    with Fleet(
+        SimTransport(SimulatedService(clock=clock)),
+        clock=clock,
+        policy=Policy(stop_concurrency=0),
+        store=store,
+    ) as fleet:
+        task = fleet.start("audio", audio_url="rtmp://example.invalid/live")
+    assert task.task_id is not None
+    readable = json.dumps(segment_callback(task.task_id, 0, "refused by an older parser")).encode()
+    ids = [
+        store.dead_letter(
+            clock.now(), "data.transcript: an older parser's reason", "data.transcript", readable
+        ),
+        store.dead_letter(clock.now(), "not UTF-8: invalid start byte at byte 4", None, NOT_UTF8),
+        store.dead_letter(clock.now(), "not JSON: \x1b[31m quoted", None, TERMINAL_TRICKS),
+        store.dead_letter(clock.now(), "not JSON: Extra data", None, readable + b" " * DEAD_LETTER_MAX_BODY),
+    ]
+    store.close()
+    first, not_utf8, tricks, cut = ids
+
+    def deadletter(*args: str) -> subprocess.CompletedProcess[str]:
+        return streamlife("deadletter", *args, "--store", store_url, cwd=tmp_path)  # no API key: none needed
+
+    table = deadletter("list")
+    assert table.returncode == 0, table.stderr
+    assert "4 dead letters" in table.stdout
+    assert "(cut)" in table.stdout
+    for raw in ("\x1b", "\x07", "\x00", "\u202e"):
+        assert raw not in table.stdout  # shown escaped, never sent to the terminal
+    assert "\\x1b" in table.stdout
+    assert "[bold]" in table.stdout  # the payload's words, not rich's markup
+    listed = json_of(deadletter("list", "--json"))
+    assert [letter["id"] for letter in listed] == ids
+    assert [(letter["size"], letter["truncated"]) for letter in listed] == [
+        (len(readable), False),
+        (len(NOT_UTF8), False),
+        (len(TERMINAL_TRICKS), False),
+        (len(readable) + DEAD_LETTER_MAX_BODY, True),
+    ]
+    assert listed[0]["reason"] == "data.transcript: an older parser's reason"
+    assert listed[0]["field"] == "data.transcript"
+    assert all("body" not in letter for letter in listed)
+    page = json_of(deadletter("list", "--after", str(first), "--limit", "2", "--json"))
+    assert [letter["id"] for letter in page] == [not_utf8, tricks]
+
+    dump = deadletter("show", str(not_utf8))
+    assert dump.returncode == 0, dump.stderr
+    assert "not UTF-8" in dump.stdout
+    assert "00000000  1b 5b 32 4a 00 ff 7b" in dump.stdout
+    assert "\x1b" not in dump.stdout
+    text = deadletter("show", str(tricks))
+    assert text.returncode == 0, text.stderr
+    assert "\\x1b]0;pwned\\x07 [bold]markup[/bold] \\u202egnp.exe" in text.stdout
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in text.stdout
+    shown = json_of(deadletter("show", str(not_utf8), "--json"))
+    assert shown["body_encoding"] == "base64"
+    assert base64.b64decode(shown["body"]) == NOT_UTF8
+    shown = json_of(deadletter("show", str(first), "--json"))
+    assert (shown["body_encoding"], shown["body"].encode()) == ("utf-8", readable)
+    missing = deadletter("show", "99")
+    assert missing.returncode == 1
+    assert "keeps no dead letter 99" in missing.stderr
+
+    replayed = deadletter("replay", str(first))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"dead letter {first}: applied, purged" in replayed.stdout
+    journal = json_of(streamlife("journal", task.task_id, "--store", store_url, "--json", cwd=tmp_path))
+    assert journal[-1]["trigger"] == "segment"
+    assert "refused by an older parser" in journal[-1]["detail"]
+    rest = deadletter("replay", "--json")
+    assert rest.returncode == 1  # still refused: kept, and said so
+    assert "3 dead letters still refused" in rest.stderr
+    results = json.loads(rest.stdout)
+    assert [(result["id"], result["result"], result["purged"]) for result in results] == [
+        (not_utf8, "refused", False),
+        (tricks, "refused", False),
+        (cut, "refused", False),
+    ]
+    assert "cut" in results[2]["error"]
+    unknown = deadletter("replay", str(first))  # replayed, so purged
+    assert unknown.returncode == 1
+    assert f"keeps no dead letter {first}" in unknown.stderr
+
+    purged = deadletter("purge", str(not_utf8), str(tricks))
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 2 dead letters" in purged.stdout
+    again = deadletter("purge", str(tricks))
+    assert again.returncode == 1
+    assert f"keeps no dead letter {tricks}" in again.stderr
+    for neither_or_both in ((), (str(cut), "--all")):
+        refused = deadletter("purge", *neither_or_both)
+        assert refused.returncode == 2
+        assert "or --all" in refused.stderr
+    assert json_of(deadletter("purge", "--all", "--json"))["purged"] == 1
+    empty = deadletter("list")
+    assert empty.returncode == 0
+    assert "no dead letters" in empty.stdout
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -291,6 +408,8 @@ def test_serve_without_a_good_token_is_bad_usage(
         (("stop", "x", "--sim", "http://127.0.0.1:9", "--store", "postgres:"), "not a store URL"),
         (("serve", "--sim", "--store", "sqlite"), "not a store URL"),
         (("status", "--store", "sqlite:{tmp}/missing.db"), "there is no file"),
+        (("deadletter", "list", "--store", "bogus"), "not a store URL"),
+        (("deadletter", "replay", "--store", "sqlite:{tmp}/missing.db"), "there is no file"),
         (("simulate", "--store", "sqlite:{tmp}/no/such/dir/run.db"), "could not open"),
     ],
 )

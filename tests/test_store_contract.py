@@ -24,7 +24,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlife.lifecycle import TaskState
-from streamlife.store.base import JournalEntry, ParkedCallback, Store, StoreConflict, StoreError, TaskRow
+from streamlife.store.base import (
+    DEAD_LETTER_MAX_BODY,
+    DEAD_LETTER_MAX_TEXT,
+    DeadLetter,
+    JournalEntry,
+    ParkedCallback,
+    Store,
+    StoreConflict,
+    StoreError,
+    TaskRow,
+    dead_letter_fields,
+)
 from streamlife.store.memory import MemoryStore
 from streamlife.store.postgres import PostgresStore
 from streamlife.store.sqlite import SqliteStore
@@ -476,6 +487,159 @@ def test_park_unpark_parked_in_arrival_order(store: Store) -> None:
     assert store.parked() == []
 
 
+# Dead letters: payloads the parser refused.
+
+# Text as a hostile payload can make a parser's message: any code point, lone surrogates and NULs too.
+ANY_TEXT = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\x00", "\ud800", "\udfff", "é"]))
+
+
+def test_a_dead_letter_keeps_any_bytes_as_received(backend: Backend) -> None:
+    store = backend.open()
+    examples = (
+        settings().max_examples if backend.kind != "postgres" else max(10, settings().max_examples // 4)
+    )
+
+    @settings(max_examples=examples)
+    @given(
+        st.binary(max_size=300) | st.sampled_from([b"", b"\x00", b"\xff\xfe", "\u00e9\U0001f600".encode()]),
+        ANY_TEXT,
+        st.none() | ANY_TEXT,
+        TIMES,
+    )
+    def check(body: bytes, reason: str, field: str | None, at: float) -> None:
+        letter_id = store.dead_letter(at, reason, field, body)
+        kept = store.dead_letter_by_id(letter_id)
+        assert kept == DeadLetter(letter_id, at, *dead_letter_fields(reason, field, body))
+        assert isinstance(kept.body, bytes)
+        assert kept.body == body  # under the cap: byte for byte
+        assert kept.size == len(body)
+        assert not kept.truncated
+        assert store.dead_letters()[-1] == kept
+
+    check()
+
+
+def test_dead_letter_fields_keeps_clean_text_as_it_is_and_escapes_what_no_database_takes() -> None:
+    body = b"{}"
+    assert dead_letter_fields("data.status: must be an integer", "data.status", body) == (
+        "data.status: must be an integer", "data.status", 2, body
+    )  # fmt: skip
+    assert dead_letter_fields("ünïcødé 😀", None, body)[:2] == ("ünïcødé 😀", None)
+    reason, field, _, _ = dead_letter_fields("a\x00b \ud800 c", "x\x00", body)
+    assert (reason, field) == ("a\\x00b \\ud800 c", "x\\x00")  # escaped where it stood
+    reason, field, _, _ = dead_letter_fields("\x00" * 5_000, "f" * 5_000, body)
+    assert reason == "\\x00" * (DEAD_LETTER_MAX_TEXT // 4)  # escapes grow it: cut after them too
+    assert field == "f" * DEAD_LETTER_MAX_TEXT
+
+
+def test_a_dead_letter_body_is_kept_up_to_the_cap_and_says_when_it_was_cut(store: Store) -> None:
+    whole = store.dead_letter(1.0, "r", None, b"x" * DEAD_LETTER_MAX_BODY)
+    cut = store.dead_letter(2.0, "r", None, b"y" * (DEAD_LETTER_MAX_BODY + 1))
+    huge = store.dead_letter(3.0, "r", None, bytes(range(256)) * 1_000)
+    kept = store.dead_letter_by_id(whole)
+    assert kept is not None
+    assert kept.body == b"x" * DEAD_LETTER_MAX_BODY
+    assert (kept.size, kept.truncated) == (DEAD_LETTER_MAX_BODY, False)
+    kept = store.dead_letter_by_id(cut)
+    assert kept is not None
+    assert kept.body == b"y" * DEAD_LETTER_MAX_BODY
+    assert (kept.size, kept.truncated) == (DEAD_LETTER_MAX_BODY + 1, True)
+    kept = store.dead_letter_by_id(huge)
+    assert kept is not None
+    assert kept.body == (bytes(range(256)) * 1_000)[:DEAD_LETTER_MAX_BODY]
+    assert (kept.size, kept.truncated) == (256_000, True)
+
+
+def test_a_dead_letter_reason_and_field_are_capped(store: Store) -> None:
+    """A hostile payload may be quoted in the parser's message: the store keeps only so much of it."""
+    letter_id = store.dead_letter(1.0, "why " * 100_000, "data." * 100_000, b"{}")
+    kept = store.dead_letter_by_id(letter_id)
+    assert kept is not None
+    assert kept.reason == ("why " * 100_000)[:DEAD_LETTER_MAX_TEXT]
+    assert kept.field == ("data." * 100_000)[:DEAD_LETTER_MAX_TEXT]
+    assert (kept.size, kept.body) == (2, b"{}")
+
+
+def test_dead_letters_in_id_order_after_and_limit(store: Store) -> None:
+    assert store.dead_letters() == []
+    ids = [store.dead_letter(10.0 - n, f"reason {n}", f"field{n}", bytes([n])) for n in range(5)]
+    assert ids == sorted(set(ids))  # increasing, whatever the times say
+    every = store.dead_letters()
+    assert [letter.id for letter in every] == ids
+    assert [(letter.reason, letter.field, letter.body) for letter in every] == [
+        (f"reason {n}", f"field{n}", bytes([n])) for n in range(5)
+    ]
+    assert store.dead_letters(after=ids[1]) == every[2:]
+    assert store.dead_letters(limit=2) == every[:2]
+    assert store.dead_letters(after=ids[1], limit=2) == every[2:4]
+    assert store.dead_letters(after=ids[-1]) == []
+    assert store.dead_letters(after=2**70) == []  # beyond any id: none, not an error
+    assert store.dead_letters(after=-5) == every
+    assert store.dead_letters(limit=0) == []
+    assert store.dead_letters(limit=2**70) == every
+    with pytest.raises(ValueError, match="limit"):
+        store.dead_letters(limit=-1)
+    # Paging on from the last id read finds each letter once.
+    paged: list[DeadLetter] = []
+    while page := store.dead_letters(after=paged[-1].id if paged else 0, limit=2):
+        paged.extend(page)
+    assert paged == every
+    assert [store.dead_letter_by_id(letter_id) for letter_id in ids] == every
+    for nobody in (0, -1, ids[-1] + 1, 2**63, 2**80):
+        assert store.dead_letter_by_id(nobody) is None
+
+
+def test_purging_some_dead_letters_then_all(store: Store) -> None:
+    ids = [store.dead_letter(float(n), "r", None, b"b") for n in range(5)]
+    assert store.purge_dead_letters([]) == 0  # an empty list purges nothing, not everything
+    assert len(store.dead_letters()) == 5
+    assert store.purge_dead_letters([ids[1], ids[3], ids[3], 0, -1, 2**80, ids[-1] + 100]) == 2
+    assert [letter.id for letter in store.dead_letters()] == [ids[0], ids[2], ids[4]]
+    assert store.purge_dead_letters([ids[1]]) == 0  # gone already
+    assert store.purge_dead_letters(iter([ids[0]])) == 1  # any iterable
+    assert store.purge_dead_letters() == 2
+    assert store.dead_letters() == []
+    assert store.purge_dead_letters() == 0
+    later = store.dead_letter(9.0, "r", None, b"b")
+    assert later > ids[-1]  # an id is never reused, even once every letter is gone
+    assert [letter.id for letter in store.dead_letters()] == [later]
+
+
+def test_dead_letters_do_not_touch_tasks_or_parked_callbacks(store: Store) -> None:
+    make(store, "k", task_id="tid-1")
+    store.park("tid-2", 1.0, {"n": 1})
+    store.dead_letter(2.0, "r", None, b"not json")
+    store.purge_dead_letters()
+    assert store.row("k") is not None
+    assert [p.task_id for p in store.parked()] == ["tid-2"]
+    store.unpark("tid-2")
+    assert len(store.dead_letters()) == 0
+
+
+def test_handles_keeping_dead_letters_at_once_take_each_id_once(durable_backend: Backend) -> None:
+    """Each handle is its own connection, as each process's store is: the database hands out the ids."""
+    handles = [durable_backend.open() for _ in range(4)]
+    start = threading.Barrier(len(handles))
+    taken: list[list[int]] = [[] for _ in handles]
+
+    def keep(n: int) -> None:
+        start.wait()
+        for m in range(25):
+            taken[n].append(handles[n].dead_letter(float(m), f"from {n}", None, f"{n}/{m}".encode()))
+
+    threads = [threading.Thread(target=keep, args=(n,)) for n in range(len(handles))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [letter_id for ids in taken for letter_id in ids]
+    assert len(set(every)) == 100
+    assert all(ids == sorted(ids) for ids in taken)  # each handle's own, increasing
+    kept = handles[0].dead_letters()
+    assert [letter.id for letter in kept] == sorted(every)
+    assert {letter.body for letter in kept} == {f"{n}/{m}".encode() for n in range(4) for m in range(25)}
+
+
 # Durability.
 
 
@@ -508,6 +672,68 @@ def test_everything_survives_close_and_reopen(durable_backend: Backend) -> None:
     assert [e.version for e in again.journal("a")] == [1, 2, 3]
     again.park("tid-y", 6.0, {})
     assert [p.task_id for p in again.parked()] == ["tid-x", "tid-y"]
+
+
+def test_dead_letters_survive_close_and_reopen(durable_backend: Backend) -> None:
+    store = durable_backend.open()
+    first = store.dead_letter(1.5, "not JSON: Expecting value", None, b"\x00\xffnot json")
+    second = store.dead_letter(2.5, "data.status: missing", "data.status", b"x" * (DEAD_LETTER_MAX_BODY + 7))
+    before = store.dead_letters()
+    store.purge_dead_letters([second])
+    store.close()
+
+    again = durable_backend.open()
+    assert again.dead_letters() == before[:1]
+    assert again.dead_letter_by_id(first) == before[0]
+    third = again.dead_letter(3.5, "r", None, b"{}")
+    assert third > second  # the numbering goes on, past the purged one
+    assert [letter.id for letter in again.dead_letters()] == [first, third]
+
+
+def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_backend: Backend) -> None:
+    """A file or database at schema version 2 (as the streamlife before dead letters left it), with a
+    task in it: opened now, it keeps the task and takes dead letters."""
+    old = durable_backend.open()
+    made = make(old, "k", task_id="tid-1")
+    old.park("tid-2", 1.0, {"n": 1})
+    old.close()
+    if durable_backend.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(durable_backend.location) as db:
+            db.execute("DROP TABLE dead_letters")
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'dead_letters'")
+            db.execute("PRAGMA user_version = 2")
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(durable_backend.location, autocommit=True) as conn:
+            conn.execute("DROP TABLE streamlife_dead_letters")
+            conn.execute("UPDATE streamlife_schema SET version = 2")
+
+    store = durable_backend.open()
+    assert store.row("k") == made
+    assert store.journal("k") == [entry(1, trigger="make")]
+    assert [p.task_id for p in store.parked()] == ["tid-2"]
+    assert store.dead_letters() == []
+    letter_id = store.dead_letter(2.0, "r", None, b"{}")
+    assert [letter.id for letter in store.dead_letters()] == [letter_id]
+    advance(store, "k", state="stopping")  # and the tasks take writes as before
+    if durable_backend.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(durable_backend.location) as db:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(durable_backend.location, autocommit=True) as conn:
+            found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
+            assert found is not None
+            (version,) = found
+    assert version == 3
 
 
 def test_a_schema_newer_than_this_code_is_refused(durable_backend: Backend) -> None:
@@ -793,7 +1019,20 @@ class Unpark:
     task_id: str
 
 
-Op = Create | Write | Park | Unpark
+@dataclass(frozen=True)
+class KeepDeadLetter:
+    at: float
+    reason: str
+    field: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class PurgeDeadLetters:
+    ids: list[int] | None  # None: all
+
+
+Op = Create | Write | Park | Unpark | KeepDeadLetter | PurgeDeadLetters
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 TASK_IDS = st.sampled_from(["t1", "t2", "t3"])
@@ -834,6 +1073,8 @@ OPS: st.SearchStrategy[Op] = st.one_of(
     ),
     st.builds(Park, TASK_IDS, TIMES, OBJECTS),
     st.builds(Unpark, TASK_IDS),
+    st.builds(KeepDeadLetter, TIMES, ANY_TEXT, st.none() | ANY_TEXT, st.binary(max_size=40)),
+    st.builds(PurgeDeadLetters, st.none() | st.lists(st.integers(-1, 8), max_size=4)),
 )
 
 
@@ -873,8 +1114,12 @@ def apply(store: Store, op: Op) -> str:
         return "ok"
     if isinstance(op, Park):
         store.park(op.task_id, op.at, op.payload)
-    else:
+    elif isinstance(op, Unpark):
         store.unpark(op.task_id)
+    elif isinstance(op, KeepDeadLetter):
+        return f"kept as {store.dead_letter(op.at, op.reason, op.field, op.body)}"
+    else:
+        return f"purged {store.purge_dead_letters(op.ids)}"
     return "ok"
 
 
@@ -895,6 +1140,7 @@ def assert_agrees(store: Store, model: MemoryStore, made_order: list[str]) -> No
     kept, expected = store.parked(), model.parked()
     assert [(p.task_id, p.at, p.payload) for p in kept] == [(p.task_id, p.at, p.payload) for p in expected]
     assert [p.seq for p in kept] == sorted({p.seq for p in kept})
+    assert store.dead_letters() == model.dead_letters()
     everyone = list(model.rows(terminal=True))
     for task_id in ["t1", "t2", "t3"]:
         found = store.find(task_id)
@@ -903,8 +1149,9 @@ def assert_agrees(store: Store, model: MemoryStore, made_order: list[str]) -> No
 
 
 def test_every_store_agrees_with_the_memory_store(backend: Backend, tmp_path: Path) -> None:
-    """MemoryStore is the model for rows, journals, rows() and the parking lot; ``find`` is checked
-    against its docstring (the first made), MemoryStore's own included."""
+    """MemoryStore is the model for rows, journals, rows(), the parking lot and the dead letters (their
+    ids too: each store numbers from 1, and none reuses one); ``find`` is checked against its
+    docstring (the first made), MemoryStore's own included."""
     fresh: Callable[[], Store]
     if backend.kind == "memory":
         fresh = MemoryStore

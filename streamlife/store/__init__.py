@@ -7,11 +7,23 @@ sharing the same tasks). ``open_store("sqlite:/var/lib/app/streams.db")`` picks 
 
 from __future__ import annotations
 
-from .base import JournalEntry, ParkedCallback, Store, StoreConflict, StoreError, TaskRow, TaskTxn
+from .base import (
+    DEAD_LETTER_MAX_BODY,
+    DeadLetter,
+    JournalEntry,
+    ParkedCallback,
+    Store,
+    StoreConflict,
+    StoreError,
+    TaskRow,
+    TaskTxn,
+)
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
 __all__ = [
+    "DEAD_LETTER_MAX_BODY",
+    "DeadLetter",
     "JournalEntry",
     "MemoryStore",
     "ParkedCallback",

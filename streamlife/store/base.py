@@ -21,20 +21,46 @@ the same orphan at once make one task of it, not two.
 Callbacks that wait for their start answer (the parking lot) are kept too: one acknowledged and then
 lost with the process would be a lost transition.
 
+So are the payloads the parser refused (dead letters): the service was answered 400 and will not send
+them again, so a payload of a shape the parser does not know yet would otherwise be lost for good.
+Each is kept as received, up to ``DEAD_LETTER_MAX_BODY`` bytes, with the parser's reason, until it is
+replayed (``streamlife.deadletter``) or purged. Ids increase and are never reused, across processes
+too, so an id read from a list names that letter or none.
+
 Lock order, for implementers: a store's own locks are taken inside the Fleet's per-task lock and
 never while the Fleet's shared lock is held; a store never calls back into the Fleet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from streamlife.errors import StoreConflict, StoreError
 from streamlife.lifecycle import TERMINAL, TaskState
 
-__all__ = ["JournalEntry", "ParkedCallback", "Store", "StoreConflict", "StoreError", "TaskRow", "TaskTxn"]
+__all__ = [
+    "DEAD_LETTER_MAX_BODY",
+    "DEAD_LETTER_MAX_TEXT",
+    "DeadLetter",
+    "JournalEntry",
+    "ParkedCallback",
+    "Store",
+    "StoreConflict",
+    "StoreError",
+    "TaskRow",
+    "TaskTxn",
+]
+
+# The webhook receiver's default max_body: a payload it let through is kept whole. A larger one (a
+# receiver configured for more, a caller of handle_callback) is kept cut, and cannot be replayed.
+DEAD_LETTER_MAX_BODY: Final = 64 * 1024
+# The reason and the field, in characters. Both may quote the payload: a hostile one must not grow
+# the store through them.
+DEAD_LETTER_MAX_TEXT: Final = 1024
+# The ids a store can hand out: 1 up to a signed 64-bit integer's largest.
+_FIRST_ID, _ID_END = 1, 2**63
 
 
 # The records are NamedTuples, immutable as frozen dataclasses are and four times cheaper to make:
@@ -76,6 +102,59 @@ class ParkedCallback(NamedTuple):
     task_id: str
     at: float
     payload: Mapping[str, Any]  # the callback as received
+
+
+class DeadLetter(NamedTuple):
+    """A webhook payload the parser refused, as kept: the body as received (up to the cap) and why."""
+
+    id: int  # increasing, never reused: the order the letters were kept in
+    at: float  # when it was refused (the Fleet's clock)
+    reason: str  # the CallbackError's message, cut to DEAD_LETTER_MAX_TEXT characters
+    field: str | None  # the field it names, as a dotted path; None for a payload unreadable as a whole
+    size: int  # the body's length as received, in bytes
+    body: bytes  # the body as received, cut to DEAD_LETTER_MAX_BODY bytes
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the body was cut when it was kept: what is left is not the payload, and is never
+        replayed."""
+        return self.size > len(self.body)
+
+
+def dead_letter_fields(reason: str, field: str | None, body: bytes) -> tuple[str, str | None, int, bytes]:
+    """What a store keeps of a refused payload: (reason, field, size, body), each within its cap.
+    Every store keeps these, so all three read back the same letter.
+
+    The texts become text every database takes: a lone surrogate (which an escaped payload can put
+    in a message) and a NUL (which PostgreSQL refuses in text) are written as escapes."""
+    return (
+        _storable(reason),
+        None if field is None else _storable(field),
+        len(body),
+        bytes(body[:DEAD_LETTER_MAX_BODY]),
+    )
+
+
+def dead_letter_ids(ids: Iterable[int]) -> list[int]:
+    """The ids a store may hold, in order, once each; an id no store hands out (0, -1, 2**64) is
+    dropped, so that it reaches no database as a number it cannot take."""
+    return sorted({letter_id for letter_id in ids if _FIRST_ID <= letter_id < _ID_END})
+
+
+def dead_letter_page(after: int, limit: int | None) -> tuple[int, int | None]:
+    """``dead_letters``' arguments, checked (a limit is None, for none, or a count) and brought
+    within what a database's 64-bit integers hold: an ``after`` beyond every id finds nothing, and
+    a limit beyond every count is no limit."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"a limit is a count, 0 or more (None: no limit), got {limit}")
+    return min(max(after, 0), _ID_END - 1), None if limit is None or limit >= _ID_END else limit
+
+
+def _storable(text: str) -> str:
+    text = text[:DEAD_LETTER_MAX_TEXT]  # first: the escapes need not scan a hostile megabyte
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")[:DEAD_LETTER_MAX_TEXT]
 
 
 def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row: TaskRow | None) -> None:
@@ -123,7 +202,8 @@ class TaskTxn(Protocol):
 
 
 class Store(Protocol):
-    """Tasks, their journals, and parked callbacks. Every method is safe to call from any thread."""
+    """Tasks, their journals, parked callbacks and dead letters. Every method is safe to call from
+    any thread."""
 
     shared: bool
     """True when other processes may write the same tasks: the Fleet then reads each task's version
@@ -178,6 +258,26 @@ class Store(Protocol):
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         """Every kept callback (or those for ``task_id``), in arrival order: other processes' too."""
+        ...
+
+    def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
+        """Keep a payload the parser refused (see ``DeadLetter``; ``dead_letter_fields`` caps it);
+        return its id. ``at``: when it was refused, on the Fleet's clock. Inside this thread's
+        ``batch()`` it is written with the batch, as every write is: kept if the batch is."""
+        ...
+
+    def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
+        """The kept letters with an id above ``after``, in id order; at most ``limit`` of them
+        (None: all). Page through many with ``after=`` the last id read."""
+        ...
+
+    def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
+        """The letter kept as ``letter_id``, or None."""
+        ...
+
+    def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
+        """Forget the letters ``ids`` (None: every letter; an empty list: none). Returns how many
+        went; an id not kept counts for nothing."""
         ...
 
     def close(self) -> None: ...

@@ -10,7 +10,8 @@ hands back is what they would; states as plain strings. What it hands back is a 
 holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
 and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
 ten tracked objects behind, and the collector's full passes over them were half of a callback's
-cost at 100,000 tasks; serialised, it leaves a quarter of the bytes.
+cost at 100,000 tasks; serialised, it leaves a quarter of the bytes. A dead letter is kept as a
+plain tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
@@ -27,12 +28,23 @@ from mypy_extensions import mypyc_attr
 from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
 
-from .base import JournalEntry, ParkedCallback, StoreConflict, TaskRow, check_numbering
+from .base import (
+    DeadLetter,
+    JournalEntry,
+    ParkedCallback,
+    StoreConflict,
+    TaskRow,
+    check_numbering,
+    dead_letter_fields,
+    dead_letter_ids,
+    dead_letter_page,
+)
 from .json_text import to_json
 
 # A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
 _KeptEntry: TypeAlias = tuple[int, float, str, str, str, str | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
+_KeptLetter: TypeAlias = tuple[int, float, str, str | None, int, bytes]  # a DeadLetter's fields
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
 _TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds them
@@ -55,6 +67,8 @@ class MemoryStore:
         self._parked_by_task_id: dict[str, list[int]] = {}  # so unparking one task_id scans no other
         self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
         self._next_seq = itertools.count(1).__next__
+        self._dead_letters: dict[int, _KeptLetter] = {}  # by id: ids increase, so in id order
+        self._next_letter_id = itertools.count(1).__next__
 
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._tasks)}, shared={self.shared})"
@@ -119,6 +133,32 @@ class MemoryStore:
             else:
                 kept = [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
         return [ParkedCallback(seq, on, at, json.loads(payload)) for seq, on, at, payload in kept]
+
+    def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
+        kept_reason, kept_field, size, kept_body = dead_letter_fields(reason, field, body)
+        with self._lock:
+            letter_id = self._next_letter_id()
+            self._dead_letters[letter_id] = (letter_id, at, kept_reason, kept_field, size, kept_body)
+        return letter_id
+
+    def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
+        after, limit = dead_letter_page(after, limit)
+        with self._lock:
+            kept = [letter for letter_id, letter in self._dead_letters.items() if letter_id > after]
+        return [DeadLetter(*letter) for letter in kept[:limit]]
+
+    def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
+        kept = self._dead_letters.get(letter_id)
+        return None if kept is None else DeadLetter(*kept)
+
+    def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
+        with self._lock:
+            if ids is None:
+                purged = len(self._dead_letters)
+                self._dead_letters.clear()
+                return purged
+            gone = [self._dead_letters.pop(letter_id, None) for letter_id in dead_letter_ids(ids)]
+        return sum(letter is not None for letter in gone)
 
     def close(self) -> None:
         pass

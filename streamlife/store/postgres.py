@@ -1,9 +1,10 @@
 """PostgresStore: the Store protocol in PostgreSQL, for many processes sharing the same tasks.
 
 Needs the ``postgres`` extra (psycopg 3 and its pool). The tables (``streamlife_tasks``,
-``streamlife_journal``, ``streamlife_parked``) are made, and migrated, by the store itself when it
-opens, under an advisory lock so that processes opening at once do not race; ``streamlife_schema``
-holds how many migrations were applied.
+``streamlife_journal``, ``streamlife_parked``, ``streamlife_claims``, ``streamlife_dead_letters``)
+are made, and migrated, by the store itself when it opens, under an advisory lock so that processes
+opening at once do not race; ``streamlife_schema`` holds how many migrations were applied. A store
+made by an older streamlife gains the newer tables so.
 
 An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` locks the
 task's row and reads its version (one row lock per transition: other tasks are not held up), and the
@@ -21,7 +22,7 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -31,7 +32,18 @@ from psycopg_pool import ConnectionPool
 
 from streamlife.lifecycle import TERMINAL
 
-from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+from .base import (
+    DeadLetter,
+    JournalEntry,
+    ParkedCallback,
+    StoreConflict,
+    StoreError,
+    TaskRow,
+    check_numbering,
+    dead_letter_fields,
+    dead_letter_ids,
+    dead_letter_page,
+)
 from .json_text import to_json
 
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
@@ -78,10 +90,21 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (  # 2: orphans' task_ids, claimed once
         "CREATE TABLE streamlife_claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
     ),
+    (  # 3: payloads the parser refused
+        """CREATE TABLE streamlife_dead_letters (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- one sequence for every process
+            at DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL,
+            field TEXT,
+            size INTEGER NOT NULL,  -- the body's length as received
+            body BYTEA NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
+        )""",
+    ),
 )
 
 _ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
 _ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
+_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -244,6 +267,47 @@ class PostgresStore:
                 ).fetchall()
         return [ParkedCallback(seq, task_id, at, payload) for seq, task_id, at, payload in found]
 
+    def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
+        kept = dead_letter_fields(reason, field, body)
+        with _errors("could not keep a dead letter"), self._connection() as conn:
+            found = conn.execute(
+                "INSERT INTO streamlife_dead_letters (at, reason, field, size, body)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (at, *kept),
+            ).fetchone()
+        assert found is not None  # (an INSERT's RETURNING)
+        letter_id: int = found[0]
+        return letter_id
+
+    def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
+        after, limit = dead_letter_page(after, limit)
+        with _errors("could not read the dead letters"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit),  # (LIMIT NULL: no limit)
+            ).fetchall()
+        return [_letter(values) for values in found]
+
+    def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
+        if not dead_letter_ids([letter_id]):
+            return None
+        with _errors(f"could not read dead letter {letter_id}"), self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
+            ).fetchone()
+        return None if found is None else _letter(found)
+
+    def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
+        with _errors("could not purge dead letters"), self._connection() as conn:
+            if ids is None:
+                return conn.execute("DELETE FROM streamlife_dead_letters").rowcount
+            wanted = dead_letter_ids(ids)
+            if not wanted:
+                return 0
+            return conn.execute(
+                "DELETE FROM streamlife_dead_letters WHERE id = ANY(%s::bigint[])", (wanted,)
+            ).rowcount
+
     def close(self) -> None:
         self._pool.close()
 
@@ -384,6 +448,13 @@ def _row(values: Sequence[Any]) -> TaskRow:
 def _entry(values: Sequence[Any]) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = values
     return JournalEntry(version, at, trigger, from_state, to_state, args)
+
+
+def _letter(values: Sequence[Any]) -> DeadLetter:
+    letter_id, at, reason, field, size, body = values
+    return DeadLetter(
+        letter_id, at, reason, field, size, bytes(body)
+    )  # (bytes: psycopg may read a memoryview)
 
 
 def _describe(dsn: str) -> str:

@@ -21,13 +21,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
 from streamlife.lifecycle import TERMINAL
 
-from .base import JournalEntry, ParkedCallback, StoreConflict, StoreError, TaskRow, check_numbering
+from .base import (
+    DeadLetter,
+    JournalEntry,
+    ParkedCallback,
+    StoreConflict,
+    StoreError,
+    TaskRow,
+    check_numbering,
+    dead_letter_fields,
+    dead_letter_ids,
+    dead_letter_page,
+)
 from .json_text import to_json
 
 BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
@@ -74,6 +85,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (  # 2: orphans' task_ids, claimed once
         "CREATE TABLE claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
     ),
+    (  # 3: payloads the parser refused
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a purge
+            at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            field TEXT,
+            size INTEGER NOT NULL,  -- the body's length as received
+            body BLOB NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
+        )""",
+    ),
 )
 
 _ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
@@ -92,6 +113,7 @@ _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, cr
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
 _ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 
 
 class SqliteStore:
@@ -224,6 +246,43 @@ class SqliteStore:
                     "SELECT seq, task_id, at, payload FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
                 ).fetchall()
         return [ParkedCallback(seq, task_id, at, json.loads(payload)) for seq, task_id, at, payload in found]
+
+    def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
+        kept = dead_letter_fields(reason, field, body)
+        with self._connection() as db:
+            letter_id = db.execute(
+                "INSERT INTO dead_letters (at, reason, field, size, body) VALUES (?, ?, ?, ?, ?)", (at, *kept)
+            ).lastrowid
+        assert letter_id is not None  # (an INSERT's)
+        return letter_id
+
+    def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
+        after, limit = dead_letter_page(after, limit)
+        with self._connection() as db:
+            found = db.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
+                (after, -1 if limit is None else limit),  # (a negative LIMIT: no limit)
+            ).fetchall()
+        return [DeadLetter(*values) for values in found]
+
+    def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
+        if not dead_letter_ids([letter_id]):
+            return None
+        with self._connection() as db:
+            found = db.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
+            ).fetchone()
+        return None if found is None else DeadLetter(*found)
+
+    def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
+        if ids is None:
+            with self._connection() as db:
+                return db.execute("DELETE FROM dead_letters").rowcount
+        wanted = [(letter_id,) for letter_id in dead_letter_ids(ids)]
+        if not wanted:
+            return 0
+        with self._transaction("could not purge dead letters") as db:  # one commit for the lot
+            return db.executemany("DELETE FROM dead_letters WHERE id = ?", wanted).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,304 @@
+"""Replaying dead letters with a real Fleet, on a MemoryStore and on an SQLite file: a kept payload
+the parser reads now reaches its task and is purged, one still refused stays, a cut one is never
+replayed, and none is lost when the store fails on the way."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from streamlife import (
+    CallbackError,
+    Fleet,
+    ManualClock,
+    Outcome,
+    Policy,
+    TaskState,
+    parse_callback,
+)
+from streamlife.deadletter import dead_letter_body, replay_dead_letters
+from streamlife.errors import StoreError
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.store import DEAD_LETTER_MAX_BODY, MemoryStore, SqliteStore, Store
+from streamlife.store.memory import _Txn
+
+from .payloads import segment_callback, status_callback
+
+URL = "rtmp://example.invalid/live"
+REFUSED = "data.transcript: a shape an older parser did not know"  # as if an older streamlife said so
+
+
+def body_of(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+class Rig:
+    """A Fleet on the simulator and a store, with one running task; the simulator is never advanced,
+    so the only callbacks are the ones a test hands over."""
+
+    def __init__(self, store: Store) -> None:
+        self.clock = ManualClock(1_700_000_000.0)
+        self.store = store
+        self.sim = SimulatedService(clock=self.clock)
+        self.fleet = self.new_fleet()
+        self.task = self.fleet.start("audio", audio_url=URL)
+        assert self.task.task_id is not None
+        self.task_id: str = self.task.task_id
+
+    def new_fleet(self) -> Fleet:
+        """A Fleet on the same store, as another process would open it."""
+        return Fleet(
+            SimTransport(self.sim), clock=self.clock, policy=Policy(stop_concurrency=0), store=self.store
+        )
+
+    def keep(self, body: bytes, reason: str = REFUSED, field: str | None = "data.transcript") -> int:
+        return self.store.dead_letter(self.clock.now(), reason, field, body)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "tasks.db")
+    rig = Rig(store)
+    yield rig
+    rig.fleet.close()
+    store.close()
+
+
+def test_a_letter_the_parser_reads_now_reaches_its_task_and_is_purged(rig: Rig) -> None:
+    readable = rig.keep(body_of(segment_callback(rig.task_id, 0, "kept for later")))
+    refused = rig.keep(b"\x1b[2Jnot json\x00\xff", "not UTF-8: invalid start byte at byte 14", None)
+    version = len(rig.fleet.journal(rig.task))
+
+    with capture_logs() as logs:
+        results = replay_dead_letters(rig.fleet)
+
+    assert [(letter_id, type(result)) for letter_id, result in results] == [
+        (readable, Outcome),
+        (refused, CallbackError),
+    ]
+    assert results[0][1] is Outcome.APPLIED
+    error = results[1][1]
+    assert isinstance(error, CallbackError)
+    assert error.field is None
+    assert "not UTF-8" in str(error)  # the parser's reason today
+    assert rig.task.transcript_text() == "kept for later"
+    journal = rig.fleet.journal(rig.task)
+    assert len(journal) == version + 1
+    assert journal[-1].trigger == "segment"
+    assert [letter.id for letter in rig.store.dead_letters()] == [refused]  # the refused one stays
+    replayed = [log for log in logs if log["event"] == "streamlife.dead_letter_replayed"]
+    assert replayed == [
+        {
+            "event": "streamlife.dead_letter_replayed",
+            "log_level": "info",
+            "id": readable,
+            "task_id": rig.task_id,
+            "outcome": "applied",
+        }
+    ]
+
+    again = replay_dead_letters(rig.fleet)  # nothing new: the refused one is refused again
+    assert [letter_id for letter_id, _ in again] == [refused]
+    assert isinstance(again[0][1], CallbackError)
+    assert rig.task.transcript_text() == "kept for later"
+
+
+def test_another_fleet_on_the_file_replays_into_the_task_a_running_one_holds(tmp_path: Path) -> None:
+    """As ``streamlife deadletter replay`` does beside a running ``serve``: a Fleet of its own, no
+    recover(), and the task found in the store. The serving Fleet catches up on its next event."""
+    rig = Rig(SqliteStore(tmp_path / "tasks.db"))
+    serving = rig.fleet
+    assert serving.handle_callback(body_of(segment_callback(rig.task_id, 0, "zero"))) is Outcome.APPLIED
+    rig.keep(body_of(segment_callback(rig.task_id, 1, "one, refused once")))
+
+    replaying_store = SqliteStore(tmp_path / "tasks.db")
+    replaying = Fleet(
+        SimTransport(rig.sim), clock=rig.clock, policy=Policy(stop_concurrency=0), store=replaying_store
+    )
+    results = replay_dead_letters(replaying)
+    assert [result for _, result in results] == [Outcome.APPLIED]
+    assert rig.store.dead_letters() == []
+    assert replaying.tasks()[0].key == rig.task.key  # taken from the store, on demand
+    assert replaying.tasks()[0].state is TaskState.RUNNING
+
+    assert serving.handle_callback(body_of(segment_callback(rig.task_id, 2, "two"))) is Outcome.APPLIED
+    assert rig.task.transcript_text() == "zero one, refused once two"
+    versions = [entry.version for entry in rig.store.journal(rig.task.key or "")]
+    assert versions == list(range(1, len(versions) + 1))  # one journal, no version taken twice
+    replaying.close()
+    replaying_store.close()
+    serving.close()
+    rig.store.close()
+
+
+def test_a_letter_cut_when_kept_is_never_replayed_even_if_what_is_left_parses(rig: Rig) -> None:
+    payload = body_of(segment_callback(rig.task_id, 0, "cut"))
+    padded = payload + b" " * DEAD_LETTER_MAX_BODY  # JSON with trailing whitespace: the kept start parses
+    letter_id = rig.keep(padded)
+    letter = rig.store.dead_letter_by_id(letter_id)
+    assert letter is not None
+    assert letter.truncated
+    assert parse_callback(letter.body).task_id == rig.task_id  # it would have applied
+
+    results = replay_dead_letters(rig.fleet)
+
+    assert [letter_id for letter_id, _ in results] == [letter_id]
+    error = results[0][1]
+    assert isinstance(error, CallbackError)
+    assert "cut" in str(error)
+    assert rig.task.transcript_text() == ""
+    assert rig.store.dead_letters() == [letter]
+
+
+def test_letters_replay_in_the_order_they_came_whatever_order_the_ids_are_given(rig: Rig) -> None:
+    """A segment, then the status that ended the stream: the other way round the segment would be late."""
+    segment = rig.keep(body_of(segment_callback(rig.task_id, 0, "last words")))
+    ended = rig.keep(body_of(status_callback(rig.task_id, 12)))
+
+    results = replay_dead_letters(rig.fleet, [ended, segment])
+
+    assert results == [(segment, Outcome.APPLIED), (ended, Outcome.APPLIED)]
+    assert rig.task.state is TaskState.ENDED
+    assert rig.task.transcript_text() == "last words"
+    assert rig.store.dead_letters() == []
+
+
+def test_only_the_ids_given_are_replayed_and_ids_not_kept_are_skipped(rig: Rig) -> None:
+    first = rig.keep(body_of(segment_callback(rig.task_id, 0, "a")))
+    second = rig.keep(body_of(segment_callback(rig.task_id, 1, "b")))
+    third = rig.keep(body_of(segment_callback(rig.task_id, 2, "c")))
+
+    results = replay_dead_letters(rig.fleet, [third, third + 10, 0, -3, 2**80])
+    assert results == [(third, Outcome.APPLIED)]
+    assert [letter.id for letter in rig.store.dead_letters()] == [first, second]
+    assert replay_dead_letters(rig.fleet, []) == []  # an empty list replays nothing
+    assert len(rig.store.dead_letters()) == 2
+    assert replay_dead_letters(rig.fleet, iter([first])) == [(first, Outcome.APPLIED)]
+    assert rig.task.transcript_text() == "a c"
+
+
+def test_a_letter_for_a_task_id_nobody_holds_is_parked_in_the_store(rig: Rig) -> None:
+    stranger = "770e8400-e29b-41d4-a716-446655440009"
+    letter_id = rig.keep(body_of(segment_callback(stranger, 0)))
+
+    assert replay_dead_letters(rig.fleet) == [(letter_id, Outcome.PARKED)]
+    assert [parked.task_id for parked in rig.store.parked()] == [stranger]  # for the next recover()
+    assert rig.store.dead_letters() == []
+
+
+def test_a_rejected_event_purges_its_letter_as_a_live_callback_would_be_answered(rig: Rig) -> None:
+    rig.fleet.handle_callback(body_of(status_callback(rig.task_id, 12)))  # the stream ended
+    late = rig.keep(body_of(segment_callback(rig.task_id, 0)))
+    results = replay_dead_letters(rig.fleet)
+    assert results == [(late, Outcome.LATE)]
+    assert rig.store.dead_letters() == []
+
+
+class WritesFail(MemoryStore):
+    """A MemoryStore whose task writes fail while ``failing`` is set, as a full disk's would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    def lock(self, key: str) -> _Txn:
+        if self.failing:
+            raise StoreError("disk full (a test)")
+        return super().lock(key)
+
+
+def test_a_letter_stays_when_its_delivery_fails_and_the_error_is_raised() -> None:
+    store = WritesFail()
+    rig = Rig(store)
+    first = rig.keep(body_of(segment_callback(rig.task_id, 0, "first")))
+    second = rig.keep(body_of(segment_callback(rig.task_id, 1, "second")))
+    store.failing = True
+
+    with pytest.raises(StoreError, match="disk full"):
+        replay_dead_letters(rig.fleet)
+    assert [letter.id for letter in store.dead_letters()] == [first, second]  # nothing lost
+    assert rig.task.transcript_text() == ""
+
+    store.failing = False
+    assert replay_dead_letters(rig.fleet) == [(first, Outcome.APPLIED), (second, Outcome.APPLIED)]
+    assert rig.task.transcript_text() == "first second"
+
+
+# The invariant: after a replay, each letter is either still kept (and reported refused) or was handed
+# to its task (and is gone); never both, never neither.
+
+LETTERS = st.lists(st.sampled_from(["segment", "refused", "cut"]), max_size=8)
+
+
+@settings(max_examples=50)
+@given(LETTERS, st.data())
+def test_every_letter_is_either_delivered_and_purged_or_kept_and_reported(
+    kinds: list[str], data: st.DataObject
+) -> None:
+    rig = Rig(MemoryStore())
+    kept: dict[int, str] = {}
+    for index, kind in enumerate(kinds):
+        body = body_of(segment_callback(rig.task_id, index, f"s{index}"))
+        if kind == "refused":
+            body = body[:-1]  # no closing brace
+        elif kind == "cut":
+            body += b" " * DEAD_LETTER_MAX_BODY
+        kept[rig.keep(body)] = kind
+    asked = data.draw(st.none() | st.lists(st.sampled_from([*kept, 999]), unique=True))
+
+    results = dict(replay_dead_letters(rig.fleet, asked))
+
+    wanted = set(kept) if asked is None else set(asked) & set(kept)
+    assert set(results) == wanted  # a result for each letter asked for that was kept
+    left = {letter.id for letter in rig.store.dead_letters()}
+    for letter_id, kind in kept.items():
+        if letter_id not in wanted:
+            assert letter_id in left
+        elif kind == "segment":
+            assert results[letter_id] is Outcome.APPLIED
+            assert letter_id not in left
+        else:
+            assert isinstance(results[letter_id], CallbackError)
+            assert letter_id in left
+    delivered = sorted(
+        index
+        for index, (letter_id, kind) in enumerate(kept.items())
+        if letter_id in wanted and kind == "segment"
+    )
+    assert [segment.index for segment in rig.task.transcript.finals()] == delivered
+
+
+# What the Fleet keeps of a payload it was handed in another form than bytes.
+
+
+def test_a_payload_body_is_kept_as_it_came() -> None:
+    raw = b"\x00\xff{not json"
+    assert dead_letter_body(raw) is raw
+    assert dead_letter_body('{"task_id": "é"}') == '{"task_id": "é"}'.encode()
+
+
+def test_text_with_a_lone_surrogate_is_kept_as_json_that_reads_back_the_same() -> None:
+    text = json.dumps(segment_callback("tid-1", 0, "x"), ensure_ascii=False).replace('"x"', '"\ud800 x"')
+    kept = dead_letter_body(text)
+    kept.decode()  # valid UTF-8
+    assert parse_callback(kept) == parse_callback(text)
+
+
+def test_a_mapping_is_kept_as_json_with_what_json_cannot_hold_shown_as_it_was() -> None:
+    when = datetime(2024, 1, 2, tzinfo=UTC)
+    kept = dead_letter_body({"task_id": "tid-1", "at": when, "n": math.nan})
+    assert kept.decode() == f'{{"task_id": "tid-1", "at": {json.dumps(repr(when))}, "n": NaN}}'
+    tuple_key = dead_letter_body(cast(Any, {(1, 2): "x"}))  # no JSON form at all: its repr
+    assert tuple_key == b"{(1, 2): 'x'}"
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    assert dead_letter_body(looped) == b"{'self': {...}}"
