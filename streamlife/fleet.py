@@ -50,6 +50,7 @@ import structlog
 
 from .callbacks import CallbackEvent, parse_callback
 from .clock import SYSTEM_CLOCK, Clock
+from .deadletter import dead_letter_body
 from .deadlines import Deadlines
 from .errors import (
     CallbackError,
@@ -578,8 +579,8 @@ class Fleet:
         """
         try:
             event = parse_callback(payload, statuses=self.policy.statuses)
-        except CallbackError:
-            self._count("malformed")
+        except CallbackError as error:
+            self._refused(payload, error)
             raise
         return self.deliver(event)
 
@@ -605,7 +606,7 @@ class Fleet:
             try:
                 event = parse_callback(payload, statuses=self.policy.statuses)
             except CallbackError as error:
-                self._count("malformed")
+                self._refused(payload, error)
                 results.append(error)
                 continue
             tracked = self._by_id.get(event.task_id)
@@ -619,6 +620,17 @@ class Fleet:
         for position, event in others:
             results[position] = self.deliver(event)
         return [result for result in results if result is not None]
+
+    def _refused(self, payload: bytes | str | Mapping[str, Any], error: CallbackError) -> None:
+        """Keep a payload the parser refused as a dead letter, and say so: a payload of a shape this
+        version does not read is not lost, and ``replay_dead_letters`` applies it once one does. A
+        store that cannot keep it raises (the receiver answers 500, not 400)."""
+        self._count("malformed")
+        body = dead_letter_body(payload)
+        letter = self.store.dead_letter(self.clock.now(), str(error), error.field, body)
+        _log.warning(
+            "streamlife.callback_refused", reason=str(error), field=error.field, size=len(body), letter=letter
+        )
 
     def _apply_batch(
         self,

@@ -251,7 +251,7 @@ def test_dead_letters_listed_shown_replayed_and_purged(tmp_path: Path) -> None:
         policy=Policy(stop_concurrency=0),
         store=store,
     ) as fleet:
-        task = fleet.start("audio", audio_url="rtmp://example.invalid/live")
+        task = fleet.start("audio", audio_url="rtmp://example.invalid/live", provider="assemblyai")
     assert task.task_id is not None
     readable = json.dumps(segment_callback(task.task_id, 0, "refused by an older parser")).encode()
     ids = [

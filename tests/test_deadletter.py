@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -30,6 +31,7 @@ from streamlife.errors import StoreError
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import DEAD_LETTER_MAX_BODY, MemoryStore, SqliteStore, Store
 from streamlife.store.memory import _Txn
+from streamlife.webhook import WebhookReceiver, serve_webhook
 
 from .payloads import segment_callback, status_callback
 
@@ -50,7 +52,7 @@ class Rig:
         self.store = store
         self.sim = SimulatedService(clock=self.clock)
         self.fleet = self.new_fleet()
-        self.task = self.fleet.start("audio", audio_url=URL)
+        self.task = self.fleet.start("audio", audio_url=URL, provider="assemblyai")
         assert self.task.task_id is not None
         self.task_id: str = self.task.task_id
 
@@ -162,12 +164,12 @@ def test_a_letter_cut_when_kept_is_never_replayed_even_if_what_is_left_parses(ri
 def test_letters_replay_in_the_order_they_came_whatever_order_the_ids_are_given(rig: Rig) -> None:
     """A segment, then the status that ended the stream: the other way round the segment would be late."""
     segment = rig.keep(body_of(segment_callback(rig.task_id, 0, "last words")))
-    ended = rig.keep(body_of(status_callback(rig.task_id, 12)))
+    ended = rig.keep(body_of(status_callback(rig.task_id, 14)))
 
     results = replay_dead_letters(rig.fleet, [ended, segment])
 
     assert results == [(segment, Outcome.APPLIED), (ended, Outcome.APPLIED)]
-    assert rig.task.state is TaskState.ENDED
+    assert rig.task.state is TaskState.STOPPED
     assert rig.task.transcript_text() == "last words"
     assert rig.store.dead_letters() == []
 
@@ -196,7 +198,7 @@ def test_a_letter_for_a_task_id_nobody_holds_is_parked_in_the_store(rig: Rig) ->
 
 
 def test_a_rejected_event_purges_its_letter_as_a_live_callback_would_be_answered(rig: Rig) -> None:
-    rig.fleet.handle_callback(body_of(status_callback(rig.task_id, 12)))  # the stream ended
+    rig.fleet.handle_callback(body_of(status_callback(rig.task_id, 14)))  # the stream stopped
     late = rig.keep(body_of(segment_callback(rig.task_id, 0)))
     results = replay_dead_letters(rig.fleet)
     assert results == [(late, Outcome.LATE)]
@@ -302,3 +304,61 @@ def test_a_mapping_is_kept_as_json_with_what_json_cannot_hold_shown_as_it_was() 
     looped: dict[str, Any] = {}
     looped["self"] = looped
     assert dead_letter_body(looped) == b"{'self': {...}}"
+
+
+# -- the Fleet keeps what the parser refuses ---------------------------------------------------------
+def test_a_refused_payload_is_kept_as_a_dead_letter_and_logged_without_its_body(rig: Rig) -> None:
+    body = (
+        b'{"code": 200, "task_id": "t-1", "data": {"status": 0, "segment_index": -1, "transcript": "words"}}'
+    )
+    with capture_logs() as logs, pytest.raises(CallbackError) as refused:
+        rig.fleet.handle_callback(body)
+    (letter,) = rig.store.dead_letters()
+    assert (letter.body, letter.reason, letter.field) == (body, str(refused.value), "data.segment_index")
+    (logged,) = [log for log in logs if log["event"] == "streamlife.callback_refused"]
+    assert logged == {
+        "event": "streamlife.callback_refused",
+        "log_level": "warning",
+        "reason": str(refused.value),
+        "field": "data.segment_index",
+        "size": len(body),
+        "letter": letter.id,
+    }
+    assert rig.fleet.stats().malformed == 1
+
+
+def test_a_batch_keeps_each_refused_payload_and_applies_the_rest(rig: Rig) -> None:
+    good = body_of(segment_callback(rig.task_id, 0, "kept"))
+    results = rig.fleet.handle_callbacks([b"not json", good, b"[1, 2]"])
+    assert isinstance(results[0], CallbackError)
+    assert results[1] == Outcome.APPLIED
+    assert [letter.body for letter in rig.store.dead_letters()] == [b"not json", b"[1, 2]"]
+
+
+def test_a_payload_refused_over_http_is_a_400_and_a_dead_letter_in_the_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    store = SqliteStore(path)
+    rig = Rig(store)
+    token = "t" * 24
+    body = b'{"code": "200", "task_id": "x", "data": {"status": 0, "transcript": 5}}'
+    try:
+        with serve_webhook(WebhookReceiver(rig.fleet, token=token)) as server, requests.Session() as session:
+            session.trust_env = False
+            answer = session.post(
+                f"{server.url}/hooks/{token}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
+        assert answer.status_code == 400
+        assert answer.json()["field"] == "data.transcript"
+    finally:
+        rig.fleet.close()
+        store.close()
+    reopened = SqliteStore(path)  # what another process, or `streamlife deadletter`, reads
+    try:
+        assert [(letter.body, letter.field) for letter in reopened.dead_letters()] == [
+            (body, "data.transcript")
+        ]
+    finally:
+        reopened.close()
