@@ -48,6 +48,7 @@ from typing import Any, Final, TypeVar, final
 
 import structlog
 
+from .billing import Exposure
 from .callbacks import CallbackEvent, parse_callback
 from .clock import SYSTEM_CLOCK, Clock
 from .deadletter import dead_letter_body
@@ -70,7 +71,7 @@ from .errors import (
 from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
 from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
-from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, TaskState
+from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, StopReason, TaskState
 from .parking import Parked, ParkingLot
 from .policy import Policy
 from .store import JournalEntry, MemoryStore, Store, TaskRow
@@ -86,16 +87,19 @@ OrphanHook = Callable[["Orphan"], None]
 Hook = TypeVar("Hook", bound=Callable[..., None])
 Hooks = tuple[Callable[..., None], ...]
 
-# Deadline kinds. The first four follow the state (see _timers_for); a stop retry is armed when a
-# stop fails, at a time of its own.
+# Deadline kinds. All but the stop retry follow the state (see _timers_for); a stop retry is armed
+# when a stop fails, at a time of its own.
 SILENCE: Final = "silence"
 FINAL_CALLBACK: Final = "final_callback"
 UNCERTAIN: Final = "uncertain"
 START_RETRY: Final = "start_retry"
+MAX_DURATION: Final = "max_duration"
 STOP_RETRY: Final = "stop_retry"
 _NONE: Final[frozenset[str]] = frozenset()
 _KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of an orphan's guessed kind
 _SILENCE: Final = frozenset({SILENCE})
+_LIMIT: Final = frozenset({MAX_DURATION})
+_SILENCE_AND_LIMIT: Final = _SILENCE | _LIMIT
 _FINAL: Final = frozenset({FINAL_CALLBACK})
 _UNCERTAIN: Final = frozenset({UNCERTAIN})
 _START_RETRY: Final = frozenset({START_RETRY})
@@ -242,7 +246,13 @@ class Fleet:
         ``params`` is the start body: ``audio_url=`` and ``provider=`` (audio) or ``url=`` (video),
         plus any options. A start is billed and not idempotent, so it is retried only when the
         service said that nothing was created, never once the request may have created a stream.
+        ``max_duration=`` is the one keyword that is not the body's: this stream's cost ceiling in
+        seconds (instead of ``Policy.max_duration``); the Fleet stops it once it has run that long.
+        It is journaled, never sent. (Taken out of ``params``, not a parameter of its own, so that
+        a body built as a ``dict[str, str]`` still type-checks.)
         """
+        params = dict(params)
+        max_duration = params.pop("max_duration", None)
         kind = StreamKind(kind)
         _check_start(kind, params)
         task = StreamTask(kind, params, clock=self.clock)
@@ -253,8 +263,9 @@ class Fleet:
             self._by_ref[task.ref] = tracked
             self._by_key[task.key] = tracked
             self._kinds_started.add(kind)
+        limit = () if max_duration is None else (max_duration,)
         try:
-            self._locked_fire(tracked, task.start)  # journaled before the request leaves
+            self._locked_fire(tracked, task.start, *limit)  # journaled before the request leaves
         except BaseException:
             with self._lock:
                 del self._by_ref[task.ref], self._by_key[task.key]  # never started: the store's error
@@ -816,7 +827,17 @@ class Fleet:
                         self._sync_timers(tracked)  # heard from since it was armed: wait from then
                         return 0
                     if self.policy.stop_when_stalled and task.state is TaskState.RUNNING:
-                        self._fire(tracked, task.stop)
+                        self._fire(tracked, task.stop, StopReason.STALLED)
+                        send = True
+                elif kind == MAX_DURATION:
+                    if task.state is TaskState.RUNNING:  # (the only state that arms it)
+                        _log.info(
+                            "streamlife.max_duration",
+                            task=task.ref,
+                            task_id=task.task_id,
+                            seconds=self._limit(task),
+                        )
+                        self._fire(tracked, task.stop, StopReason.MAX_DURATION)
                         send = True
                 elif kind == FINAL_CALLBACK:
                     self._fire(tracked, task.final_deadline)
@@ -824,7 +845,7 @@ class Fleet:
                     self._fire(tracked, task.uncertain_deadline)
             except BaseException:
                 # Not journaled, so not done: try again shortly, rather than never.
-                if kind in _timers_for(task):
+                if kind in _timers_for(task, self._limit(task)):
                     tracked.timers |= {kind}
                     with self._lock:
                         self._deadlines.arm(task.ref, kind, now + self.policy.stop_retry_base)
@@ -837,7 +858,8 @@ class Fleet:
     def _sync_timers(self, tracked: _Tracked) -> None:
         """Arm the deadlines the task's state needs, cancel the rest. Caller holds the task's lock."""
         task = tracked.task
-        want = _timers_for(task)
+        limit = self._limit(task)
+        want = _timers_for(task, limit)
         if want is tracked.timers and task.state not in TERMINAL:  # (each want is one shared set)
             return
         now, ref, policy = self.clock.now(), task.ref, self.policy
@@ -853,6 +875,10 @@ class Fleet:
                     when = now + policy.final_callback_wait
                 elif kind == START_RETRY:
                     when = max(now, tracked.start_not_before)
+                elif kind == MAX_DURATION:
+                    assert task.started_at is not None, "a running task's start answer came"
+                    assert limit is not None, "only a task with a ceiling arms it"
+                    when = task.started_at + limit
                 else:
                     when = now + policy.uncertain_ttl
                 self._deadlines.arm(ref, kind, when)
@@ -916,7 +942,7 @@ class Fleet:
                     orphan = Orphan(task, parked.first_parked, len(events), parked.dropped)
                     self._queue_notice(tracked, self._orphan_hooks, (orphan,))
                 if stopping:
-                    self._fire(tracked, task.stop)
+                    self._fire(tracked, task.stop, StopReason.ORPHAN)
         if holder is not tracked:  # its start answer named it after all, after the lot let it go
             with holder.lock:
                 for event in events:
@@ -956,8 +982,8 @@ class Fleet:
             with tracked.lock:
                 if task.state is TaskState.STARTING:
                     self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
-                elif task.state is TaskState.RUNNING and self._stop_was_due(task):
-                    reap = self._fire(tracked, task.stop) is Outcome.APPLIED
+                elif task.state is TaskState.RUNNING and (due := self._stop_was_due(task)) is not None:
+                    reap = self._fire(tracked, task.stop, *due) is Outcome.APPLIED
             self._deliver_notices(tracked)  # (an unacknowledged stop was taken over by _hold)
             if reap:
                 self._send_stop_soon(tracked, None)
@@ -966,15 +992,23 @@ class Fleet:
         _log.info("streamlife.recovered", tasks=len(taken))
         return taken
 
-    def _stop_was_due(self, task: StreamTask) -> bool:
-        """A running task whose stop was decided before a crash, and not journaled: asked for while
-        it started, an orphan to reap, or a stall to stop."""
+    def _stop_was_due(self, task: StreamTask) -> tuple[StopReason, ...] | None:
+        """For a running task whose stop was decided before a crash, and not journaled, the stop's
+        argument: none when the caller asked for it while it started, else why the Fleet stops it
+        (an orphan to reap, a stall to stop). None when no stop was due. (A stream past its
+        ``max_duration`` is stopped by its timer, which recovery arms in the past.)"""
         policy = self.policy
-        return (
-            task.stop_requested
-            or (task.adopted and policy.reap_orphans)
-            or (task.stalled and policy.stop_when_stalled)
-        )
+        if task.stop_requested:
+            return ()
+        if task.adopted and policy.reap_orphans:
+            return (StopReason.ORPHAN,)
+        if task.stalled and policy.stop_when_stalled:
+            return (StopReason.STALLED,)
+        return None
+
+    def _limit(self, task: StreamTask) -> float | None:
+        """The stream's cost ceiling in seconds: its start's own, else the policy's, else None."""
+        return task.max_duration if task.max_duration is not None else self.policy.max_duration
 
     def _recover_parked(self) -> None:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
@@ -1113,6 +1147,21 @@ class Fleet:
             for task in self.tasks()
             if (task.stop_requested and not task.terminal) or task.state in STOP_DUE
         ]
+
+    def exposure(self) -> Exposure:
+        """What this Fleet's streams have cost so far, as the client estimates it: every 5-second
+        cycle begun from each start answer until its end was confirmed (``StreamTask.billed_seconds``),
+        priced by ``Policy.rates``. Streams whose end is not confirmed count up to now."""
+        with self._lock:
+            everyone = [tracked.task for tracked in self._by_ref.values()]
+        now, rates = self.clock.now(), self.policy.rates
+        seconds = dollars = 0.0
+        for task in everyone:
+            billed = task.billed_seconds(now)
+            seconds += billed
+            dollars += rates.cost(task.kind, task.params, billed)
+        live = sum(not task.terminal and task.started_at is not None for task in everyone)
+        return Exposure(len(everyone), live, seconds, dollars, rates.as_of)
 
     def stats(self) -> FleetStats:
         """Counts so far. ``callbacks`` counts what each callback met on arrival: one parked, then
@@ -1310,11 +1359,13 @@ def _other(kind: StreamKind) -> StreamKind:
     return StreamKind.VIDEO if kind is StreamKind.AUDIO else StreamKind.AUDIO
 
 
-def _timers_for(task: StreamTask) -> frozenset[str]:
-    """The state-driven deadlines a task needs right now."""
+def _timers_for(task: StreamTask, limit: float | None) -> frozenset[str]:
+    """The state-driven deadlines a task needs right now (``limit``: its cost ceiling, if any)."""
     state = task.state
     if state is TaskState.RUNNING:
-        return _NONE if task.stalled else _SILENCE
+        if limit is None:
+            return _NONE if task.stalled else _SILENCE
+        return _LIMIT if task.stalled else _SILENCE_AND_LIMIT
     if state in STOP_DUE:
         return _FINAL if task.stop_acknowledged else _NONE
     if state is TaskState.UNCERTAIN:

@@ -17,6 +17,7 @@ from .callbacks import CallbackEvent
 from .clock import Clock, ManualClock
 from .errors import JournalMismatch, RecordedError
 from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .lifecycle import StopReason
 from .store.base import JournalEntry, TaskRow
 from .task import STATE_SLOTS, StreamTask, replaying
 
@@ -26,12 +27,17 @@ _new_record: Final = tuple.__new__
 
 
 def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
-    """A trigger's argument (a task_id, an error, a callback, a product) as JSON; None for none."""
+    """A trigger's argument (a task_id, an error, a callback, a product, a stop's reason, a start's
+    cost ceiling) as JSON; None for none."""
     if not args:
         return None
     (arg,) = args
     if isinstance(arg, StreamKind):  # (before str: a StreamKind is one)
         return {"kind": arg.value}
+    if isinstance(arg, StopReason):  # (before str, as above)
+        return {"reason": arg.value}
+    if isinstance(arg, int | float) and not isinstance(arg, bool):  # the one number a trigger takes
+        return {"max_duration": arg}
     if isinstance(arg, str):
         return {"task_id": arg}
     if isinstance(arg, BaseException):
@@ -46,6 +52,10 @@ def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
         return (args["task_id"],)
     if "kind" in args and len(args) == 1:
         return (StreamKind(args["kind"]),)
+    if "reason" in args and len(args) == 1:
+        return (StopReason(args["reason"]),)
+    if "max_duration" in args and len(args) == 1:
+        return (args["max_duration"],)
     if "error" in args:
         return (RecordedError(args["error"]),)
     if "on" not in args:  # (a later version's argument, say: replay cannot go on)
@@ -100,6 +110,10 @@ def facts_of(task: StreamTask) -> dict[str, Any]:
         "stop_failures": task.stop_failures,
         "end_status": task.end_status,
         "last_error": task.last_error,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "max_duration": task.max_duration,
+        "stop_reason": None if task.stop_reason is None else task.stop_reason._value_,
     }
 
 
@@ -113,7 +127,13 @@ FACTS: Final = (
     "stop_failures",
     "end_status",
     "last_error",
+    "started_at",
+    "ended_at",
+    "max_duration",
+    "stop_reason",
 )
+# Facts a row written by an earlier version lacks: ``rebuild`` checks them only where the row has them.
+LATER_FACTS: Final = frozenset({"started_at", "ended_at", "max_duration", "stop_reason"})
 
 
 def row_for(
@@ -161,8 +181,10 @@ def rebuild(
     replay(task, entries)
     # The row's kind decides: journals from before stop_ok carried the product learnt it outside one.
     task.kind = StreamKind(row.kind)
-    replayed = {"state": task.state.value, "task_id": task.task_id, **facts_of(task)}
-    stored = {"state": row.state, "task_id": row.task_id, **{name: row.facts.get(name) for name in FACTS}}
+    kept = [name for name in FACTS if name in row.facts or name not in LATER_FACTS]
+    facts = facts_of(task)
+    replayed = {"state": task.state.value, "task_id": task.task_id, **{name: facts[name] for name in kept}}
+    stored = {"state": row.state, "task_id": row.task_id, **{name: row.facts.get(name) for name in kept}}
     if replayed != stored:
         differ = sorted(name for name in stored if stored[name] != replayed[name])
         raise JournalMismatch(f"task {row.key}: replay differs from the stored row in {differ}")

@@ -86,6 +86,15 @@ class Source(enum.StrEnum):
     TIMER = "timer"
 
 
+class StopReason(enum.StrEnum):
+    """Why the Fleet stopped a stream on its own: journaled with the ``stop``, kept on the task. A
+    stop the caller asked for has none."""
+
+    MAX_DURATION = "max_duration"  # the stream reached Policy.max_duration, or its start's own limit
+    STALLED = "stalled"  # silent past Policy.silence_after, with Policy.stop_when_stalled
+    ORPHAN = "orphan"  # a stream no start of ours named, reaped (Policy.reap_orphans)
+
+
 class Verdict(enum.Enum):
     """The cells of TABLE that leave the state as it is without applying anything."""
 

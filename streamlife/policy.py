@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from .billing import DEFAULT_RATES, Rates
 from .statuses import DEFAULT_STATUSES, StatusTable
 
 SEGMENT_SECONDS: Final = 5.0  # memories.ai cuts streams, and bills them, in 5-second segments
@@ -76,6 +77,15 @@ class Policy:
     an hour of a stream is 720 segments or more, and 100,000 streams each keeping all of them is tens of
     GiB."""
 
+    max_duration: float | None = None
+    """A cost ceiling for every stream: once one has run this many seconds since its start answer,
+    the Fleet stops it (the stop's reason, ``max_duration``, is journaled). ``Fleet.start(...,
+    max_duration=)`` sets one stream's own. None: no ceiling."""
+
+    rates: Rates = DEFAULT_RATES
+    """Dollars per hour by product, for ``Fleet.exposure``: memories.ai's published prices (dated)
+    unless you give yours."""
+
     statuses: StatusTable = DEFAULT_STATUSES
     """What each callback status means: 14 stopped, 16 capacity, the rest the user's to declare."""
 
@@ -115,6 +125,14 @@ class Policy:
                 raise ValueError(f"Policy.{name} must be at least {least}, got {value!r}")
         if self.stop_retry_cap < self.stop_retry_base:
             raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
+        if self.max_duration is not None and (
+            not _is_number(self.max_duration) or not 0 < self.max_duration < float("inf")
+        ):
+            raise ValueError(
+                f"Policy.max_duration must be None or positive, finite seconds, got {self.max_duration!r}"
+            )
+        if not isinstance(self.rates, Rates):
+            raise TypeError(f"Policy.rates must be a Rates, got {type(self.rates).__name__}")
         if not isinstance(self.statuses, StatusTable):
             raise TypeError(f"Policy.statuses must be a StatusTable, got {type(self.statuses).__name__}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,8 +36,10 @@ from .lifecycle import (
     TERMINAL,
     TRIGGERS,
     Source,
+    StopReason,
     TaskState,
 )
+from .policy import SEGMENT_SECONDS
 from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
@@ -45,6 +48,8 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 # The segment self-loop is the hot path: it logs at debug, everything else at info (design.md).
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
+# The triggers from which a stream exists and bills: the start answer, or the adoption of an orphan.
+_BILLING_FROM: Final = frozenset({"start_ok", "adopt"})
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
 
 
@@ -68,14 +73,18 @@ STATE_SLOTS: Final = (
     "final_callback_missing",
     "history",
     "key",
+    "ended_at",
     "kind",
     "last_error",
+    "max_duration",
     "params",
     "revision",
     "stalled",
+    "started_at",
     "state",
     "stop_acknowledged",
     "stop_failures",
+    "stop_reason",
     "stop_requested",
     "task_id",
 )
@@ -111,6 +120,10 @@ class StreamTask:
         self.stop_failures = 0  # stop requests that failed after their retries
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
+        self.started_at: float | None = None  # when the start answer came (or the orphan was adopted)
+        self.ended_at: float | None = None  # when the task became terminal: its end was confirmed
+        self.max_duration: float | None = None  # this stream's own cost ceiling, if its start set one
+        self.stop_reason: StopReason | None = None  # why the Fleet stopped it on its own, if it did
         self.history = History()
         # Moves with every event that may have changed the state, task_id or facts: not with a
         # segment that only adds to the transcript (most events), whose journal write then
@@ -122,13 +135,37 @@ class StreamTask:
         self._transcript: Transcript | None = None  # made on the first segment: tasks stay small
 
     # -- local calls -------------------------------------------------------------------------
-    def start(self) -> Outcome:
-        """Record that the start request is about to leave. Raises if the task was started."""
-        return self._fire("start", None)
+    def start(self, max_duration: float | None = None) -> Outcome:
+        """Record that the start request is about to leave. Raises if the task was started.
 
-    def stop(self) -> Outcome:
-        """Ask for the stream to stop. Legal in every state: see the table's ``stop`` row."""
-        return self._fire("stop", self._request_stop)
+        ``max_duration``: this stream's own cost ceiling in seconds, kept with the event (the Fleet
+        stops the stream once it has run that long)."""
+        if max_duration is None:
+            return self._fire("start", None)
+        _check_duration(max_duration)
+
+        def set_limit() -> bool:
+            self.max_duration = max_duration
+            return True
+
+        return self._fire("start", set_limit, ("max_duration", max_duration))
+
+    def stop(self, reason: StopReason | None = None) -> Outcome:
+        """Ask for the stream to stop. Legal in every state: see the table's ``stop`` row.
+
+        ``reason``: why the Fleet stops it on its own (None for a caller's stop), kept with the event.
+        """
+        if reason is None:
+            return self._fire("stop", self._request_stop)
+        reason = StopReason(reason)
+
+        def request_stop() -> bool:
+            if not self._request_stop():
+                return False
+            self.stop_reason = reason
+            return True
+
+        return self._fire("stop", request_stop, ("reason", reason.value))
 
     # -- transport results -------------------------------------------------------------------
     def start_ok(self, task_id: str) -> Outcome:
@@ -246,6 +283,17 @@ class StreamTask:
         """Runs of segment indexes with no final below the highest final: lost or still in flight."""
         return [] if self._transcript is None else self._transcript.gaps()
 
+    def billed_seconds(self, now: float | None = None) -> float:
+        """An estimate of the seconds memories.ai bills for this stream: every 5-second cycle begun
+        from the start answer until the end was confirmed (or ``now``, the clock's by default, while
+        it is not). 0 for a stream that never started; for an orphan, counted from its adoption,
+        so less than it really ran. Multiply by a rate for money: ``Policy.rates``."""
+        if self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else (self.clock.now() if now is None else now)
+        cycles = max(1, math.ceil((end - self.started_at) / SEGMENT_SECONDS - 1e-9))
+        return cycles * SEGMENT_SECONDS
+
     def transcript_text(self, *, include_partials: bool = False) -> str:
         if self._transcript is None:
             return ""
@@ -298,6 +346,10 @@ class StreamTask:
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
             self.revision += 1
+            if trigger in _BILLING_FROM:
+                self.started_at = at
+            elif self.state in TERMINAL and before not in TERMINAL:
+                self.ended_at = at
         self.history.record(at, trigger, before, self.state, outcome, data)
         if not _replaying.get():
             self._announce(trigger, before, outcome)
@@ -438,6 +490,13 @@ def _check_task_id(trigger: str, task_id: object) -> None:
         raise TypeError(f"{trigger} needs the task_id the service named, a str, got {task_id!r}")
     if not task_id:
         raise ValueError(f"{trigger} needs the task_id the service named, got {task_id!r}")
+
+
+def _check_duration(seconds: object) -> None:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        raise TypeError(f"max_duration is seconds (a number), got {seconds!r}")
+    if not seconds > 0 or seconds == math.inf:  # (NaN too)
+        raise ValueError(f"max_duration must be a positive, finite number of seconds, got {seconds!r}")
 
 
 def _error_text(error: BaseException) -> str:

@@ -36,7 +36,8 @@ from streamlife import (
 from streamlife.errors import JournalMismatch, StoreError
 from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START
-from streamlife.journal import FACTS, decode_event, encode_event, facts_of, rebuild, row_for
+from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
+from streamlife.lifecycle import StopReason
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
@@ -466,6 +467,10 @@ ROW_HELD = {
     "stop_failures": st.integers(0, 1),
     "end_status": st.sampled_from([None, 14]),
     "last_error": st.sampled_from([None, "x"]),
+    "started_at": st.sampled_from([None, 5.0]),
+    "ended_at": st.sampled_from([None, 9.0]),
+    "max_duration": st.sampled_from([None, 60.0]),
+    "stop_reason": st.sampled_from([None, StopReason.MAX_DURATION]),
 }
 
 
@@ -651,3 +656,19 @@ def test_an_event_reads_back_from_its_journal_encoding_as_it_was(
     event: Segment | StatusCallback | ProviderEvent,
 ) -> None:
     assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
+
+
+def test_a_row_written_before_the_billing_facts_existed_still_rebuilds(clock: ManualClock) -> None:
+    rig = Rig(clock, MemoryStore())
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai", max_duration=60)
+    row = rig.fleet.store.row(task.key or "")
+    assert row is not None
+    older = row._replace(facts={k: v for k, v in row.facts.items() if k not in LATER_FACTS})
+    rebuilt = rebuild(older, rig.fleet.store.journal(row.key), clock=clock)
+    assert (rebuilt.started_at, rebuilt.max_duration) == (task.started_at, 60)  # replay has them
+    with pytest.raises(JournalMismatch, match="max_duration"):
+        rebuild(
+            row._replace(facts={**row.facts, "max_duration": 30}),
+            rig.fleet.store.journal(row.key),
+            clock=clock,
+        )
