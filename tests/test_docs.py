@@ -23,12 +23,17 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    fleet, journal, user_tests, webhook, by_hand, simulator = outputs
+    fleet, cost, journal, user_tests, webhook, by_hand, simulator = outputs
     assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
     terminal = r"'(ended|failed|stopped)': \d+"
     assert re.search(rf"^tasks: \{{{terminal}(, {terminal})*\}}$", fleet, re.MULTILINE)
+    assert cost.splitlines() == [
+        "stopped max_duration 60.0",
+        "stopped max_duration 20.0",
+        "billed: 80.0 s, about $0.0148; still billing: []",
+    ]
     recovered, tail, billing = journal.splitlines()
     assert recovered.startswith("['running', 'running', 'running'] 'segment 0 of")
     assert tail == "['segment', 'segment', 'segment']"  # callbacks after the restart, journaled
