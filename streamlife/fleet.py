@@ -73,7 +73,7 @@ from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, StopReason, TaskState
 from .parking import Parked, ParkingLot
-from .policy import Policy
+from .policy import Policy, check_max_duration
 from .store import JournalEntry, MemoryStore, Store, TaskRow
 from .task import StreamTask
 from .transport.answers import PROVIDERS, URL_FIELD
@@ -253,6 +253,8 @@ class Fleet:
         """
         params = dict(params)
         max_duration = params.pop("max_duration", None)
+        if max_duration is not None:
+            check_max_duration(max_duration)
         kind = StreamKind(kind)
         _check_start(kind, params)
         task = StreamTask(kind, params, clock=self.clock)

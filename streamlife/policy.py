@@ -125,12 +125,8 @@ class Policy:
                 raise ValueError(f"Policy.{name} must be at least {least}, got {value!r}")
         if self.stop_retry_cap < self.stop_retry_base:
             raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
-        if self.max_duration is not None and (
-            not _is_number(self.max_duration) or not 0 < self.max_duration < float("inf")
-        ):
-            raise ValueError(
-                f"Policy.max_duration must be None or positive, finite seconds, got {self.max_duration!r}"
-            )
+        if self.max_duration is not None:
+            check_max_duration(self.max_duration, "Policy.max_duration")
         if not isinstance(self.rates, Rates):
             raise TypeError(f"Policy.rates must be a Rates, got {type(self.rates).__name__}")
         if not isinstance(self.statuses, StatusTable):
@@ -147,6 +143,14 @@ _DURATIONS: Final = (
     "stop_retry_base",
     "stop_retry_cap",
 )
+
+
+def check_max_duration(value: object, name: str = "max_duration") -> None:
+    """Refuse a cost ceiling that is no positive, finite number of seconds (``name`` says whose)."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be seconds (a number), got {value!r}")
+    if not 0 < value < float("inf"):  # type: ignore[operator]  # (NaN fails too)
+        raise ValueError(f"{name} must be positive, finite seconds, got {value!r}")
 
 
 def _is_number(value: object) -> bool:

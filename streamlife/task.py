@@ -39,7 +39,7 @@ from .lifecycle import (
     StopReason,
     TaskState,
 )
-from .policy import SEGMENT_SECONDS
+from .policy import SEGMENT_SECONDS, check_max_duration
 from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
@@ -142,7 +142,7 @@ class StreamTask:
         stops the stream once it has run that long)."""
         if max_duration is None:
             return self._fire("start", None)
-        _check_duration(max_duration)
+        check_max_duration(max_duration)
 
         def set_limit() -> bool:
             self.max_duration = max_duration
@@ -490,13 +490,6 @@ def _check_task_id(trigger: str, task_id: object) -> None:
         raise TypeError(f"{trigger} needs the task_id the service named, a str, got {task_id!r}")
     if not task_id:
         raise ValueError(f"{trigger} needs the task_id the service named, got {task_id!r}")
-
-
-def _check_duration(seconds: object) -> None:
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-        raise TypeError(f"max_duration is seconds (a number), got {seconds!r}")
-    if not seconds > 0 or seconds == math.inf:  # (NaN too)
-        raise ValueError(f"max_duration must be a positive, finite number of seconds, got {seconds!r}")
 
 
 def _error_text(error: BaseException) -> str:
