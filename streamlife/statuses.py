@@ -62,7 +62,17 @@ class StatusTable(Mapping[int, StatusMeaning]):
         return f"StatusTable({dict(self._meanings)!r})"
 
 
-# Only what the docs confirm (§4.6); 12, 15 and the rest are unknown until a user says otherwise.
+# Only what the docs confirm; 12, 15 and the rest are unknown until a user says otherwise.
+# 0 is the status Live Video Understanding documents as "OK", and the one segment results carry
+# (the docs are silent on a segment's status; we assume 0, as every example has it). A status-0
+# callback with no result (no transcript, a null ``data.data``) is a silent segment: the stream was
+# heard and nothing ended, so it is ONGOING. Left unknown, it would end the task at the first quiet
+# stretch of a stream that still runs.
 DEFAULT_STATUSES: Final = StatusTable(
-    {14: StatusMeaning.STOPPED, 16: StatusMeaning.CAPACITY, PROVIDER_ENDED: StatusMeaning.ENDED}
+    {
+        0: StatusMeaning.ONGOING,
+        14: StatusMeaning.STOPPED,
+        16: StatusMeaning.CAPACITY,
+        PROVIDER_ENDED: StatusMeaning.ENDED,
+    }
 )

@@ -416,13 +416,23 @@ def test_a_callback_may_nest_300_levels_and_no_more(form: str) -> None:
 # -- the status table ------------------------------------------------------------------------------
 def test_the_default_table_holds_only_what_the_docs_confirm() -> None:
     assert dict(DEFAULT_STATUSES) == {
+        0: StatusMeaning.ONGOING,
         14: StatusMeaning.STOPPED,
         16: StatusMeaning.CAPACITY,
         PROVIDER_ENDED: StatusMeaning.ENDED,
     }
     assert DEFAULT_STATUSES.meaning(12) is StatusMeaning.UNKNOWN
     assert 12 not in DEFAULT_STATUSES
-    assert len(DEFAULT_STATUSES) == 3
+    assert len(DEFAULT_STATUSES) == 4
+
+
+@pytest.mark.parametrize("silent", [AUDIO_STOP, VIDEO_STOP], ids=["audio", "video"])
+def test_a_status_0_callback_with_no_result_is_a_silent_segment_that_ends_nothing(
+    silent: dict[str, Any],
+) -> None:
+    event = parse_callback(with_changes(silent, data__status=0, data__message="ok"))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning) == (0, StatusMeaning.ONGOING)
 
 
 def test_a_user_extended_table_changes_what_a_status_means() -> None:
