@@ -15,7 +15,8 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
 
     m holds                                          event
     -----------------------------------------------  ----------------------------------------------
-    type "Turn" (AssemblyAI v3)                      Segment(index=turn_order, final=end_of_turn)
+    type "Turn" (AssemblyAI v3)                      Segment(index=turn_order, final=end_of_turn,
+                                                             formatted=turn_is_formatted)
     type "Termination"                               StatusCallback(PROVIDER_ENDED), meaning per table
     any other type ("Begin", "SpeechStarted")        ProviderEvent("assemblyai", type)
     message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m)
@@ -334,7 +335,11 @@ def _assemblyai(
         final = m.get("end_of_turn")
         if not isinstance(final, bool):
             raise CallbackError(prefix + "end_of_turn", f"must be a boolean, got {_kind(final)}")
-        return Segment(task_id, index, final, text, raw=top)
+        # With format_turns on, a turn ends twice: unformatted, then formatted (which the transcript keeps).
+        formatted = m.get("turn_is_formatted")
+        if formatted is not None and not isinstance(formatted, bool):
+            raise CallbackError(prefix + "turn_is_formatted", f"must be a boolean, got {_kind(formatted)}")
+        return Segment(task_id, index, final, text, raw=top, formatted=formatted is True)
     if kind == "Termination":
         meaning = table.meaning(PROVIDER_ENDED)
         return StatusCallback(task_id, PROVIDER_ENDED, "assemblyai: Termination", top, meaning)

@@ -81,6 +81,9 @@ class Segment:
     """One transcript (or moderation) result for one 5-second segment of a stream.
 
     ``final`` is False for a partial result that a later final for the same index replaces.
+    ``formatted`` is True for a final in its formatted form (AssemblyAI's ``turn_is_formatted``,
+    sent after the unformatted final of the same turn when the stream formats turns): it replaces
+    that final, and an unformatted final after it is a repeat.
     """
 
     task_id: str
@@ -90,6 +93,7 @@ class Segment:
     start: float | None = None
     end: float | None = None
     raw: Mapping[str, Any] | None = None
+    formatted: bool = False
 
     @property
     def key(self) -> tuple[int, bool]:
@@ -104,8 +108,9 @@ def parsed_segment(
     start: float | None,
     end: float | None,
     raw: Mapping[str, Any] | None,
+    formatted: bool = False,
 ) -> Segment:
-    """``Segment(task_id, index, final, text, start, end, raw)``, made in half the time.
+    """``Segment(task_id, index, final, text, start, end, raw, formatted)``, made in half the time.
 
     For the parser, which makes one for every callback: a frozen dataclass's ``__init__`` sets each
     field through ``object.__setattr__``, a global and an attribute looked up per field. Here each
@@ -120,6 +125,7 @@ def parsed_segment(
     _set_start(segment, start)
     _set_end(segment, end)
     _set_raw(segment, raw)
+    _set_formatted(segment, formatted)
     return segment
 
 
@@ -132,6 +138,7 @@ _set_text = _SLOTS["text"].__set__
 _set_start = _SLOTS["start"].__set__
 _set_end = _SLOTS["end"].__set__
 _set_raw = _SLOTS["raw"].__set__
+_set_formatted = _SLOTS["formatted"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,10 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
     encoded: dict[str, Any]
     if isinstance(event, Segment):
         fields = {"index": event.index, "final": event.final, "text": event.text}
-        encoded = {"segment": {**fields, "start": event.start, "end": event.end}}
+        segment = {**fields, "start": event.start, "end": event.end}
+        if event.formatted:  # (written only when True: journals from before it decode as they did)
+            segment["formatted"] = True
+        encoded = {"segment": segment}
     elif isinstance(event, StatusCallback):
         meaning = None if event.meaning is None else event.meaning.value
         encoded = {"status": {"status": event.status, "message": event.message, "meaning": meaning}}

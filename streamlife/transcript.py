@@ -3,7 +3,10 @@
 Callbacks arrive at least once and in any order, so the transcript is keyed by
 ``segment_index``: a final replaces its partial, a repeated final is dropped, and a final whose
 text differs from the one already kept is a conflict. The first final is kept, because nothing in
-the protocol says which one is right, and the conflict is reported to the caller to log.
+the protocol says which one is right, and the conflict is reported to the caller to log. The one
+final that may replace another is a formatted one (AssemblyAI's ``turn_is_formatted``): the
+provider says it is the same turn, formatted, so it replaces the unformatted final whichever came
+first, and an unformatted final after it is a repeat.
 
 What is kept of each segment is what the transcript reads: its finality, text and times, as a plain
 tuple. The payload it came in stays out of memory (the journal keeps it, and ``on_segment`` hooks
@@ -41,11 +44,11 @@ class Change(enum.Enum):
 APPLIED_CHANGES: Final = frozenset({Change.NEW, Change.REPLACED})
 
 
-# What is kept of a segment: (final, text, start, end, raw), raw only for a segment with no text
-# (its payload is its result). A plain tuple, not a NamedTuple: one is made per segment, a plain
-# tuple costs a fifth of one, and the collector stops tracking it once it holds no containers.
-_Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | None]
-_FINAL, _TEXT = 0, 1
+# What is kept of a segment: (final, text, start, end, raw, formatted), raw only for a segment with
+# no text (its payload is its result). A plain tuple, not a NamedTuple: one is made per segment, a
+# plain tuple costs a fifth of one, and the collector stops tracking it once it holds no containers.
+_Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | None, bool]
+_FINAL, _TEXT, _FORMATTED = 0, 1, 5
 
 
 @final
@@ -65,9 +68,14 @@ class Transcript:
             self._keep(segment)
             return Change.NEW
         if kept[_FINAL]:
-            if not segment.final or segment.text == kept[_TEXT]:
+            if not segment.final:
                 return Change.REPEATED
-            return Change.CONFLICT
+            if segment.formatted != kept[_FORMATTED]:
+                if segment.formatted:  # the turn's formatted final, after its unformatted one
+                    self._keep(segment)
+                    return Change.REPLACED
+                return Change.REPEATED  # the unformatted final, after its formatted one
+            return Change.REPEATED if segment.text == kept[_TEXT] else Change.CONFLICT
         if segment.final or segment.text != kept[_TEXT]:
             self._keep(segment)
             return Change.REPLACED
@@ -75,7 +83,8 @@ class Transcript:
 
     def _keep(self, segment: Segment) -> None:
         raw = segment.raw if segment.text is None else None
-        self._by_index[segment.index] = (segment.final, segment.text, segment.start, segment.end, raw)
+        kept = (segment.final, segment.text, segment.start, segment.end, raw, segment.formatted)
+        self._by_index[segment.index] = kept
 
     def __len__(self) -> int:
         return len(self._by_index)
@@ -85,8 +94,8 @@ class Transcript:
         those with no text)."""
         task_id = self._task_id
         for index in sorted(self._by_index):
-            final, text, start, end, raw = self._by_index[index]
-            yield Segment(task_id, index, final, text, start, end, raw)
+            final, text, start, end, raw, formatted = self._by_index[index]
+            yield Segment(task_id, index, final, text, start, end, raw, formatted)
 
     def finals(self) -> list[Segment]:
         return [segment for segment in self if segment.final]

@@ -260,6 +260,19 @@ def test_an_assemblyai_turn_is_a_segment_indexed_by_turn_order() -> None:
     assert parse_callback(partial) == Segment(TASK, 2, False, "how are", raw=partial)
 
 
+def test_an_assemblyai_formatted_turn_is_a_formatted_final() -> None:
+    """With ``format_turns``, a turn ends twice: unformatted, then formatted."""
+    formatted = with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted=True, data__transcript="How are you?")
+    assert parse_callback(formatted) == Segment(TASK, 2, True, "How are you?", raw=formatted, formatted=True)
+    event = parse_callback(ASSEMBLYAI_TURN)
+    assert isinstance(event, Segment)
+    assert event.formatted is False
+    for unsaid in (None, DROP):
+        event = parse_callback(with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted=unsaid))
+        assert isinstance(event, Segment)
+        assert event.formatted is False
+
+
 def test_a_bare_provider_message_carries_its_task_id_at_the_top() -> None:
     bare = {"task_id": TASK, **ASSEMBLYAI_TURN["data"]}
     assert parse_callback(bare) == Segment(TASK, 2, True, "how are you", raw=bare)
@@ -544,6 +557,11 @@ REFUSALS: list[tuple[str, Any, str | None]] = [
     ("end_of_turn missing", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=DROP), "data.end_of_turn"),
     ("end_of_turn a number", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=1), "data.end_of_turn"),
     (
+        "turn_is_formatted a string",
+        with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted="yes"),
+        "data.turn_is_formatted",
+    ),
+    (
         "bare turn_order missing",
         {"task_id": TASK, "type": "Turn", "transcript": "", "end_of_turn": True},
         "turn_order",
@@ -799,6 +817,7 @@ def test_the_usual_transcript_takes_the_one_pass_way() -> None:
         st.none() | st.floats(allow_nan=False),
         st.none() | st.floats(allow_nan=False),
         st.none() | st.dictionaries(st.text(), st.integers()),
+        st.booleans(),
     )
 )
 def test_the_parsers_segment_is_the_constructors(fields: tuple[Any, ...]) -> None:

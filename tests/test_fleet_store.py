@@ -627,7 +627,17 @@ texts = st.none() | st.text(max_size=20)
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 raws = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)
 events = st.one_of(
-    st.builds(Segment, st.text(min_size=1), st.integers(0, 10**6), st.booleans(), texts, times, times, raws),
+    st.builds(
+        Segment,
+        st.text(min_size=1),
+        st.integers(0, 10**6),
+        st.booleans(),
+        texts,
+        times,
+        times,
+        raws,
+        st.booleans(),
+    ),
     st.builds(
         StatusCallback,
         st.text(min_size=1),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from streamlife import (
     ManualClock,
@@ -17,6 +20,7 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
+from streamlife.journal import decode_event, encode_event
 
 from .conftest import COMPILED_RUN, TASK_ID, task_in
 
@@ -223,3 +227,31 @@ def test_an_adopted_task_stays_adopted_when_its_adopt_entry_is_let_go() -> None:
         task.segment(Segment(TASK_ID, index, True, "x"))
     assert {entry.trigger for entry in task.history} == {"segment"}
     assert task.adopted
+
+
+# -- AssemblyAI's format_turns: a turn ends twice, unformatted then formatted -----------------------
+def test_a_formatted_final_replaces_the_unformatted_one_with_no_conflict() -> None:
+    task = task_in(TaskState.RUNNING)
+    unformatted = Segment(TASK_ID, 0, True, "how are you")
+    formatted = Segment(TASK_ID, 0, True, "How are you?", formatted=True)
+    with capture_logs() as logs:
+        outcomes = [task.segment(s) for s in (unformatted, formatted, unformatted, formatted)]
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert "streamlife.transcript_conflict" not in [entry["event"] for entry in logs]
+    assert task.transcript_text() == "How are you?"
+    assert list(task.transcript) == [Segment(TASK_ID, 0, True, "How are you?", formatted=True)]
+
+
+def test_a_journaled_segment_keeps_formatted_and_writes_it_only_when_true() -> None:
+    formatted = Segment(
+        TASK_ID, 2, True, "How are you?", raw={"data": {"turn_is_formatted": True}}, formatted=True
+    )
+    plain = Segment(TASK_ID, 2, True, "how are you")
+    assert decode_event(json.loads(json.dumps(encode_event(formatted)))) == formatted
+    assert encode_event(formatted)["segment"]["formatted"] is True
+    assert "formatted" not in encode_event(plain)["segment"]  # a journal from before reads the same
+    older = {
+        "segment": {"index": 2, "final": True, "text": "how are you", "start": None, "end": None},
+        "on": TASK_ID,
+    }
+    assert decode_event(older) == plain

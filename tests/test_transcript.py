@@ -81,3 +81,47 @@ def test_the_transcript_keeps_text_and_times_and_lets_the_payload_go_unless_it_i
         Segment("t", 0, True, "hello", 0.0, 5.0),  # the text is the result: the journal has the rest
         Segment("t", 1, True, None, 5.0, 10.0, raw=moderation),  # no text: the payload is the result
     ]
+
+
+def test_a_formatted_final_replaces_the_unformatted_one_and_an_unformatted_one_after_it_repeats() -> None:
+    transcript = Transcript()
+    assert transcript.add(Segment("t", 0, False, "how are")) is Change.NEW
+    assert transcript.add(Segment("t", 0, True, "how are you")) is Change.REPLACED
+    assert transcript.add(Segment("t", 0, True, "How are you?", formatted=True)) is Change.REPLACED
+    assert transcript.add(Segment("t", 0, True, "how are you")) is Change.REPEATED
+    assert transcript.add(Segment("t", 0, True, "How are you?", formatted=True)) is Change.REPEATED
+    assert transcript.add(Segment("t", 0, False, "how")) is Change.REPEATED
+    assert transcript.text() == "How are you?"
+    assert [s.formatted for s in transcript] == [True]
+    assert transcript.add(Segment("t", 0, True, "How are you!", formatted=True)) is Change.CONFLICT
+    assert transcript.text() == "How are you?"
+
+
+# One AssemblyAI turn with format_turns on: partials, its unformatted final, its formatted final.
+TURN_MESSAGES = st.sampled_from(
+    [
+        Segment("t", 4, False, "how"),
+        Segment("t", 4, False, "how are"),
+        Segment("t", 4, True, "how are you"),
+        Segment("t", 4, True, "How are you?", formatted=True),
+    ]
+)
+
+
+@given(st.lists(TURN_MESSAGES, max_size=12), st.randoms())
+def test_the_formatted_final_wins_whatever_the_order_of_its_turns_messages(
+    messages: list[Segment], random: Random
+) -> None:
+    """Each message delivered any number of times, in any order: once the formatted final has
+    come, it is what the transcript holds, and nothing was a conflict."""
+    formatted = Segment("t", 4, True, "How are you?", formatted=True)
+    deliveries = [*messages, formatted, *messages]
+    random.shuffle(deliveries)
+    transcript = Transcript()
+    changes = [transcript.add(segment) for segment in deliveries]
+    assert Change.CONFLICT not in changes
+    assert list(transcript) == [formatted]
+    assert transcript.text() == "How are you?"
+    assert changes.count(Change.NEW) == 1
+    after = changes[deliveries.index(formatted) + 1 :]
+    assert all(change is Change.REPEATED for change in after)
