@@ -7,7 +7,16 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 from .callbacks import CallbackEvent, parse_callback
 from .clock import Clock, ManualClock, SystemClock
 from .errors import CallbackError, LocalTransitionError, StreamlifeError, UnknownTaskError
-from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    Moderation,
+    Outcome,
+    OutcomeKind,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .fleet import Fleet, FleetStats, Orphan
 from .history import History, HistoryEntry
 from .lifecycle import TERMINAL, Source, TaskState
@@ -28,6 +37,7 @@ __all__ = [
     "HistoryEntry",
     "LocalTransitionError",
     "ManualClock",
+    "Moderation",
     "Orphan",
     "Outcome",
     "OutcomeKind",

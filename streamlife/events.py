@@ -99,6 +99,50 @@ class Segment:
     def key(self) -> tuple[int, bool]:
         return (self.index, self.final)
 
+    @property
+    def moderation(self) -> Moderation | None:
+        """The video moderation result this segment carries, read from ``raw`` when asked; None
+        for a transcript (a segment with text) and for a payload with no ``data.data`` object."""
+        return None if self.text is not None else _moderation_of(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """A video moderation segment's result: the fields the stream/start page documents, typed.
+
+    Read from the callback's payload, where the page puts them: ``data.data.content_moderation``
+    holds ``has_unsafe_content`` and ``frames_processed`` (the page's table is cut off after
+    "frames_process"; we assume the name it reads as), ``data.data.video_url`` is the processed
+    clip, and ``data.token`` the usage. The docs are silent on logo detection's result: it has no
+    field of its own here, and ``result`` is the whole of ``data.data``, the logos included.
+    A field missing, null or of another type reads as None: a view never refuses a payload that
+    the parser took.
+    """
+
+    has_unsafe_content: bool | None
+    frames_processed: int | None
+    video_url: str | None
+    token: Mapping[str, Any] | None
+    result: Mapping[str, Any]  # (never None: with no ``data.data`` object there is no Moderation)
+
+
+def _moderation_of(raw: Mapping[str, Any] | None) -> Moderation | None:
+    data = None if raw is None else raw.get("data")
+    result = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping) or not isinstance(result, Mapping):
+        return None
+    checks = result.get("content_moderation")
+    unsafe = checks.get("has_unsafe_content") if isinstance(checks, Mapping) else None
+    frames = checks.get("frames_processed") if isinstance(checks, Mapping) else None
+    url, token = result.get("video_url"), data.get("token")
+    return Moderation(
+        has_unsafe_content=unsafe if isinstance(unsafe, bool) else None,
+        frames_processed=frames if isinstance(frames, int) and not isinstance(frames, bool) else None,
+        video_url=url if isinstance(url, str) else None,
+        token=token if isinstance(token, Mapping) else None,
+        result=result,
+    )
+
 
 def parsed_segment(
     task_id: str,

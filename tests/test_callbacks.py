@@ -7,6 +7,7 @@ gap, the shape api/memories-stream-api.md §4 expects); the example tests read a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -24,6 +25,7 @@ from streamlife import (
     DEFAULT_STATUSES,
     PROVIDER_ENDED,
     CallbackError,
+    Moderation,
     ProviderEvent,
     Segment,
     StatusCallback,
@@ -328,6 +330,57 @@ def test_a_video_moderation_callback_is_a_final_segment_with_its_result_in_raw()
     }
 
 
+def test_a_video_segment_reads_its_moderation_result_as_documented() -> None:
+    event = parse_callback(VIDEO_SEGMENT)
+    assert isinstance(event, Segment)
+    assert event.moderation == Moderation(
+        has_unsafe_content=False,
+        frames_processed=5,
+        video_url="https://cdn.example.invalid/seg0.mp4",
+        token={"input": 1200, "output": 40},
+        result=VIDEO_SEGMENT["data"]["data"],
+    )
+    nested = parse_callback(VIDEO_SEGMENT_NESTED)
+    assert isinstance(nested, Segment)
+    assert nested.moderation == Moderation(True, None, None, None, VIDEO_SEGMENT_NESTED["data"]["data"])
+
+
+def test_a_transcript_has_no_moderation_result() -> None:
+    for payload in (AUDIO_SEGMENT, ASSEMBLYAI_TURN, ELEVENLABS_COMMITTED):
+        event = parse_callback(payload)
+        assert isinstance(event, Segment)
+        assert event.moderation is None
+    assert Segment(TASK, 0, True).moderation is None  # made by hand: no payload
+
+
+def test_a_logo_result_is_not_read_but_stays_in_the_whole_result() -> None:
+    """The docs are silent on the logo detection result's shape: no field is invented for it."""
+    logos = {"logo_detection": {"logos": [{"name": "Acme", "confidence": 0.9}]}, "video_url": "u"}
+    event = parse_callback(with_changes(VIDEO_SEGMENT, data__data=logos, data__token=DROP))
+    assert isinstance(event, Segment)
+    assert event.moderation == Moderation(None, None, "u", None, logos)
+
+
+@pytest.mark.parametrize(
+    ("change", "unread"),
+    [
+        ({"data__data__content_moderation": "unsafe"}, ("has_unsafe_content", "frames_processed")),
+        ({"data__data__content_moderation__has_unsafe_content": 1}, ("has_unsafe_content",)),
+        ({"data__data__content_moderation__frames_processed": True}, ("frames_processed",)),
+        ({"data__data__content_moderation__frames_processed": "5"}, ("frames_processed",)),
+        ({"data__data__video_url": 7}, ("video_url",)),
+        ({"data__token": [1200, 40]}, ("token",)),
+    ],
+)
+def test_a_moderation_field_of_another_type_reads_as_none(change: dict[str, Any], unread: tuple[str]) -> None:
+    payload = with_changes(VIDEO_SEGMENT, **change)
+    event = parse_callback(payload)
+    assert isinstance(event, Segment)
+    expected = Moderation(False, 5, "https://cdn.example.invalid/seg0.mp4", {"input": 1200, "output": 40}, {})
+    nones: dict[str, Any] = dict.fromkeys(unread)
+    assert event.moderation == dataclasses.replace(expected, result=payload["data"]["data"], **nones)
+
+
 def test_video_segment_fields_may_sit_inside_data_data_as_the_docs_table_says() -> None:
     event = parse_callback(VIDEO_SEGMENT_NESTED)
     assert event == Segment(TASK, 1, True, None, 5.0, 10.0, VIDEO_SEGMENT_NESTED)
@@ -627,6 +680,13 @@ def paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         found.append((*prefix, key))
         found.extend(paths(inner, (*prefix, key)))
     return found
+
+
+@given(JSON, st.sampled_from(["data", "data__data", "data__data__content_moderation", "data__token"]))
+def test_a_moderation_view_never_raises(value: Any, where: str) -> None:
+    segment = Segment(TASK, 0, True, None, raw=with_changes(VIDEO_SEGMENT, **{where: value}))
+    moderation = segment.moderation
+    assert moderation is None or isinstance(moderation, Moderation)
 
 
 @given(st.sampled_from(VALID), st.data())

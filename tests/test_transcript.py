@@ -125,3 +125,18 @@ def test_the_formatted_final_wins_whatever_the_order_of_its_turns_messages(
     assert changes.count(Change.NEW) == 1
     after = changes[deliveries.index(formatted) + 1 :]
     assert all(change is Change.REPEATED for change in after)
+
+
+def test_a_kept_moderation_result_is_read_through_its_segment() -> None:
+    transcript = Transcript()
+    result = {"video_url": "u", "content_moderation": {"has_unsafe_content": True, "frames_processed": 5}}
+    transcript.add(Segment("t", 0, True, None, raw={"data": {"status": 0, "data": result}}))
+    transcript.add(Segment("t", 1, True, "words", raw={"data": {"status": 0, "data": result}}))
+    moderation, transcribed = (segment.moderation for segment in transcript)
+    assert moderation is not None
+    assert (moderation.has_unsafe_content, moderation.frames_processed, moderation.result) == (
+        True,
+        5,
+        result,
+    )
+    assert transcribed is None  # a segment with text is a transcript, whatever its payload held
