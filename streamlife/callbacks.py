@@ -23,12 +23,16 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
     any other message_type ("session_started")       ProviderEvent("elevenlabs", message_type)
     status, transcript a string or object (audio)    Segment, final unless the transcript says partial
     status, data an object (video moderation)        Segment(final=True, text=None), result in raw
-    status, transcript/data null or absent           StatusCallback(status), meaning per table
+    status, transcript/data null or absent           StatusCallback(status, last_index=segment_index),
+                                                     meaning per table
     anything else                                    CallbackError
 
 Provider messages are tried first: memories.ai's own payloads have no ``type`` or
 ``message_type`` beside ``status``, and reading a provider message as a status could end a task.
-A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". ElevenLabs
+A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". A status
+callback's ``segment_index`` is the one field read leniently: the stop page documents it as the
+index of the last segment, and one of another type or out of range reads as no index (None),
+because refusing a stop callback over a hint would leave its task waiting for it. ElevenLabs
 messages carry no index, and none is invented (a counter would break on duplicates and reordering):
 without a ``segment_index`` in the wrapper such a transcript is a CallbackError naming it.
 
@@ -374,7 +378,9 @@ def _memories(
         message = _message(data, "data.")
         if message is None:  # not ``or``: an empty message is still the callback's own
             message = _message(top, "")
-        return StatusCallback(task_id, status, message, top, table.meaning(status))
+        last = data.get("segment_index")
+        last_index = last if _is_int(last) and 0 <= last < _INDEX_END else None
+        return StatusCallback(task_id, status, message, top, table.meaning(status), last_index)
 
     places = [(data, "data.")]
     if is_audio:

@@ -191,6 +191,9 @@ class StatusCallback:
 
     ``meaning`` is what the status table said when the callback was parsed (UNKNOWN for a status
     it does not list); None for a StatusCallback built by hand rather than by ``parse_callback``.
+    ``last_index`` is the index of the stream's last segment, where the callback names it (the
+    stop callback's ``segment_index``): a task that applies the callback counts every segment up
+    to it as expected, so one with no final shows in its gaps.
     """
 
     task_id: str
@@ -198,6 +201,7 @@ class StatusCallback:
     message: str | None = None
     raw: Mapping[str, Any] | None = None
     meaning: StatusMeaning | None = None
+    last_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,10 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
         encoded = {"segment": segment}
     elif isinstance(event, StatusCallback):
         meaning = None if event.meaning is None else event.meaning.value
-        encoded = {"status": {"status": event.status, "message": event.message, "meaning": meaning}}
+        status = {"status": event.status, "message": event.message, "meaning": meaning}
+        if event.last_index is not None:  # (written only when known: journals from before decode as they did)
+            status["last_index"] = event.last_index
+        encoded = {"status": status}
     else:
         encoded = {"provider": {"provider": event.provider, "message_type": event.message_type}}
     encoded["on"] = event.task_id

@@ -231,7 +231,8 @@ class StreamTask:
 
     @property
     def gaps(self) -> list[range]:
-        """Runs of segment indexes with no final below the highest final: lost or still in flight."""
+        """Runs of segment indexes with no final below the highest final, or up to the last index
+        the callback that ended the task named: lost or still in flight."""
         return [] if self._transcript is None else self._transcript.gaps()
 
     def transcript_text(self, *, include_partials: bool = False) -> str:
@@ -294,6 +295,8 @@ class StreamTask:
     def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
         def remember_status() -> bool:
             self.end_status = callback.status
+            if callback.last_index is not None:  # segments up to it were sent: the gaps show any lost
+                self.transcript.learn_last_index(callback.last_index)
             return True
 
         return self._fire(trigger, remember_status, ("status", callback.status), callback.task_id)

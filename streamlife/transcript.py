@@ -55,11 +55,12 @@ _FINAL, _TEXT, _FORMATTED = 0, 1, 5
 class Transcript:
     """The segments of one task, at most one per index."""
 
-    __slots__ = ("_by_index", "_task_id")
+    __slots__ = ("_by_index", "_last_index", "_task_id")
 
     def __init__(self) -> None:
         self._by_index: dict[int, _Kept] = {}
         self._task_id = ""  # the task's, from its first segment (a task checks every one is its own)
+        self._last_index = -1  # the stream's last segment, once a callback names it; -1 until then
 
     def add(self, segment: Segment) -> Change:
         kept = self._by_index.get(segment.index)
@@ -106,8 +107,20 @@ class Transcript:
             segment.text for segment in self if segment.text and (segment.final or include_partials)
         )
 
+    def learn_last_index(self, last_index: int) -> None:
+        """The stream's last segment is ``last_index`` (its stop callback says so): ``gaps`` counts
+        every index up to it. Of several, the highest counts: none can unsay a segment."""
+        if last_index > self._last_index:
+            self._last_index = last_index
+
+    @property
+    def last_index(self) -> int | None:
+        """The stream's last segment, as a callback named it; None until one does."""
+        return None if self._last_index < 0 else self._last_index
+
     def gaps(self) -> list[range]:
-        """Runs of indexes below the highest final that have no final yet: lost or still in flight.
+        """Runs of indexes with no final yet, below the highest final or up to the last index a
+        callback named (``learn_last_index``): lost or still in flight.
 
         Ranges, not every missing index: one stray index of 2**31 must not cost 2**31 ints.
         """
@@ -116,4 +129,6 @@ class Transcript:
             if index > expected:
                 gaps.append(range(expected, index))
             expected = index + 1
+        if self._last_index >= expected:  # trailing segments the stream sent and no final came for
+            gaps.append(range(expected, self._last_index + 1))
         return gaps

@@ -220,7 +220,27 @@ def test_an_audio_transcript_is_final_unless_it_says_partial(transcript: str | d
 
 def test_the_documented_stop_callback_is_status_14_stopped() -> None:
     event = parse_callback(json.dumps(AUDIO_STOP))
-    assert event == StatusCallback(TASK, 14, "Stream stopped by user", AUDIO_STOP, StatusMeaning.STOPPED)
+    assert event == StatusCallback(
+        TASK, 14, "Stream stopped by user", AUDIO_STOP, StatusMeaning.STOPPED, last_index=7
+    )
+
+
+def test_the_stop_callbacks_segment_index_is_the_streams_last_index() -> None:
+    """The audio stop page documents ``data.segment_index`` as the index of the last segment."""
+    event = parse_callback(AUDIO_STOP)
+    assert isinstance(event, StatusCallback)
+    assert event.last_index == 7
+    video = parse_callback(VIDEO_STOP)  # the video stop callback documents none
+    assert isinstance(video, StatusCallback)
+    assert video.last_index is None
+
+
+@pytest.mark.parametrize("odd", [DROP, None, -1, 2**31, "7", 7.0, True, [7]])
+def test_a_stop_callback_is_never_refused_over_its_last_index(odd: Any) -> None:
+    """A hint of another type or out of range reads as no index: the stop itself must land."""
+    event = parse_callback(with_changes(AUDIO_STOP, data__segment_index=odd))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning, event.last_index) == (14, StatusMeaning.STOPPED, None)
 
 
 def test_status_16_means_capacity() -> None:
@@ -242,7 +262,7 @@ def test_envelopes_are_read_leniently() -> None:
     )
     payload["data"]["msg"] = payload["data"].pop("message")
     assert parse_callback(payload) == StatusCallback(
-        TASK, 14, "Stream stopped by user", payload, StatusMeaning.STOPPED
+        TASK, 14, "Stream stopped by user", payload, StatusMeaning.STOPPED, last_index=7
     )
     numbers = with_changes(AUDIO_SEGMENT, data__segment_start_time=15, data__segment_end_time=20.0)
     event = parse_callback(numbers)
@@ -391,7 +411,9 @@ def test_a_video_callback_with_a_null_result_is_a_status_callback() -> None:
         TASK, 14, "Stream stopped by user", VIDEO_STOP, StatusMeaning.STOPPED
     )
     error = with_changes(VIDEO_SEGMENT, data__status=13, data__data=None, data__message="pull failed")
-    assert parse_callback(error) == StatusCallback(TASK, 13, "pull failed", error, StatusMeaning.UNKNOWN)
+    assert parse_callback(error) == StatusCallback(
+        TASK, 13, "pull failed", error, StatusMeaning.UNKNOWN, last_index=0
+    )
 
 
 def test_the_raw_payload_is_the_decoded_object() -> None:

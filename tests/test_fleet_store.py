@@ -645,6 +645,7 @@ events = st.one_of(
         texts,
         raws,
         st.none() | st.sampled_from(StatusMeaning),
+        st.none() | st.integers(0, 2**31 - 1),
     ),
     st.builds(
         ProviderEvent, st.text(min_size=1), st.sampled_from(["assemblyai", "elevenlabs"]), st.text(), raws

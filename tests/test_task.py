@@ -20,7 +20,8 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
-from streamlife.journal import decode_event, encode_event
+from streamlife.journal import decode_event, encode_event, entry_for, rebuild, row_for
+from streamlife.store.base import JournalEntry
 
 from .conftest import COMPILED_RUN, TASK_ID, task_in
 
@@ -255,3 +256,60 @@ def test_a_journaled_segment_keeps_formatted_and_writes_it_only_when_true() -> N
         "on": TASK_ID,
     }
     assert decode_event(older) == plain
+
+
+# -- a journal, as a Fleet writes it: one entry per applied event -----------------------------------
+class Journaled:
+    """A task fired as a Fleet fires it, with the journal the Fleet would write (each applied
+    event's entry, its argument through JSON as a store keeps it)."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(1_700_000_000.0)
+        self.task = StreamTask("audio", clock=self.clock)
+        self.entries: list[JournalEntry] = []
+        self.fire("start")
+        self.fire("start_ok", TASK_ID)
+
+    def fire(self, trigger: str, *args: object) -> Outcome:
+        self.clock.advance(1.0)
+        outcome: Outcome = getattr(self.task, trigger)(*args)
+        if outcome is Outcome.APPLIED:
+            entry = entry_for(self.task, len(self.entries) + 1, args)
+            self.entries.append(entry._replace(args=json.loads(json.dumps(entry.args))))
+        return outcome
+
+    def rebuilt(self) -> StreamTask:
+        row = row_for(self.task, "key", len(self.entries), 1_700_000_000.0)
+        return rebuild(row, self.entries, clock=ManualClock())
+
+
+# -- the stop callback names the last segment ------------------------------------------------------
+def test_the_stop_callbacks_last_index_shows_trailing_segments_with_no_final_as_gaps() -> None:
+    journaled = Journaled()
+    for index in range(4):
+        journaled.fire("segment", Segment(TASK_ID, index, True, f"text {index}"))
+    journaled.fire("stop")
+    assert journaled.task.gaps == []
+    stop_callback = StatusCallback(TASK_ID, 14, "Stream stopped by user", last_index=6)
+    assert journaled.fire("stopped", stop_callback) == Outcome.APPLIED
+    assert journaled.task.gaps == [range(4, 7)]
+    assert journaled.task.transcript.last_index == 6
+    rebuilt = journaled.rebuilt()  # the bound comes back with the callback that named it
+    assert (rebuilt.gaps, rebuilt.transcript.last_index) == ([range(4, 7)], 6)
+
+
+def test_a_status_callback_that_is_not_applied_teaches_no_last_index() -> None:
+    task = task_in(TaskState.STOPPED)
+    assert task.stopped(StatusCallback(TASK_ID, 14, last_index=9)) == Outcome.DUPLICATE
+    assert (task.gaps, task.transcript.last_index) == ([], None)
+
+
+def test_a_journaled_status_callback_keeps_its_last_index_and_writes_it_only_when_known() -> None:
+    named = StatusCallback(
+        TASK_ID, 14, "Stream stopped by user", {"data": {"segment_index": 6}}, last_index=6
+    )
+    assert decode_event(json.loads(json.dumps(encode_event(named)))) == named
+    unnamed = StatusCallback(TASK_ID, 14)
+    assert "last_index" not in encode_event(unnamed)["status"]
+    older = {"status": {"status": 14, "message": None, "meaning": None}, "on": TASK_ID}
+    assert decode_event(older) == unnamed

@@ -140,3 +140,32 @@ def test_a_kept_moderation_result_is_read_through_its_segment() -> None:
         result,
     )
     assert transcribed is None  # a segment with text is a transcript, whatever its payload held
+
+
+def test_the_last_index_a_callback_names_shows_trailing_segments_with_no_final_as_gaps() -> None:
+    transcript = Transcript()
+    for index in range(4):
+        transcript.add(Segment("t", index, True, f"text {index}"))
+    transcript.add(Segment("t", 5, False, "partial"))
+    assert (transcript.gaps(), transcript.last_index) == ([], None)
+    transcript.learn_last_index(6)
+    assert (transcript.gaps(), transcript.last_index) == ([range(4, 7)], 6)
+    transcript.learn_last_index(2)  # a lower one unsays nothing
+    assert (transcript.gaps(), transcript.last_index) == ([range(4, 7)], 6)
+    transcript.add(Segment("t", 5, True, "five"))
+    assert transcript.gaps() == [range(4, 5), range(6, 7)]
+
+
+@given(st.sets(st.integers(0, 40), max_size=30), st.lists(st.integers(0, 50), max_size=3))
+def test_gaps_account_for_every_index_up_to_the_bound(finals: set[int], bounds: list[int]) -> None:
+    """Every index up to the highest final or the highest last index named is a final or in one
+    gap, in order, and no gap is empty or holds a final."""
+    transcript = Transcript()
+    for index in finals:
+        transcript.add(Segment("t", index, True, "x"))
+    for bound in bounds:
+        transcript.learn_last_index(bound)
+    top = max([*finals, *bounds], default=-1)
+    missing = [i for gap in transcript.gaps() for i in gap]
+    assert missing == [i for i in range(top + 1) if i not in finals]
+    assert all(len(gap) > 0 for gap in transcript.gaps())
