@@ -25,12 +25,17 @@ Why some cells are what they are (the rules of design.md):
     comes after all names the task (``uncertain`` -> ``running``): with several processes on one
     store, one may have filed a start as uncertain (its own ``recover``) while another still waited
     for the answer.
-  * a segment while stopping is still applied (finals are in flight); after the end it is LATE.
+  * a segment while stopping is still applied (finals are in flight), and so is one after the
+    stream stopped or ended: a final delivered late still completes the transcript (the task keeps
+    it, marked late, and its state stays terminal), while a partial there, which only a final
+    would replace, is LATE (the task's data decides, as for a repeated segment). A task that
+    failed has no transcript to complete (its start failed, or the service refused it for
+    capacity): a segment there is LATE.
   * ``final_deadline`` ends a stopping task only once its stop was acknowledged: the task refuses
     it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
-    how the task ended (DUP); a start answer there is impossible, since a task only leaves
-    ``starting`` on its start answer.
+    how the task ended (DUP) and a late segment (above); a start answer there is impossible, since
+    a task only leaves ``starting`` on its start answer.
 
 Every move goes through ONE ``transitions.Machine``, built from TABLE at import. Tasks are never
 registered with it (``add_model`` is O(n) per add and costs kilobytes a task); ``StreamTask`` fires
@@ -120,7 +125,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  LATE,    LATE,    LATE),
     "stop_error":         (NO,       NO,        NO,        NO,       stopping, LATE,    LATE,    LATE),
     # callbacks
-    "segment":            (NO,       NO,        NO,        running,  stopping, LATE,    LATE,    LATE),
+    "segment":            (NO,       NO,        NO,        running,  stopping, stopped, ended,   LATE),
     "stopped":            (NO,       NO,        NO,        stopped,  stopped,  DUP,     LATE,    LATE),
     "ended":              (NO,       NO,        NO,        ended,    ended,    LATE,    DUP,     LATE),
     "capacity":           (NO,       NO,        NO,        failed,   failed,   LATE,    LATE,    DUP),
@@ -213,5 +218,6 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
-# The states where a segment is such a self-loop (running, stopping): the hot path's compiled cells.
+# The states where a segment is such a self-loop (running, stopping, and the terminal states that
+# keep late finals): the hot path's compiled cells.
 SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")

@@ -158,8 +158,18 @@ class StreamTask:
 
     # -- callbacks ---------------------------------------------------------------------------
     def segment(self, segment: Segment) -> Outcome:
+        """A transcript or moderation result. After the stream stopped or ended, a final is still
+        kept (``transcript.late`` names it) and the task stays as it was; a partial is LATE."""
         data = ("index", segment.index, "final", segment.final)
         before = self.state
+        if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
+            # Only a final would replace a partial now: the table lets the segment in, its data
+            # says LATE (``_fire`` gives the same where the table's cell says it, in ``failed``).
+            at = self.clock.now()
+            self.history.record(at, "segment", before, before, Outcome.LATE, data)
+            if not _replaying.get():
+                self._announce("segment", before, Outcome.LATE)
+            return Outcome.LATE
         if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
         # The hot path, compiled from the table: here the cell is this very state and the Machine's
@@ -358,7 +368,8 @@ class StreamTask:
         return self._set_error(error)
 
     def _add_segment(self, segment: Segment) -> bool:
-        change = self.transcript.add(segment)
+        late = self.state in TERMINAL  # a final after the end: kept, and marked late
+        change = self.transcript.add(segment, late=late)
         if change is Change.CONFLICT:
             _log.warning(
                 "streamlife.transcript_conflict",
@@ -367,7 +378,7 @@ class StreamTask:
                 index=segment.index,
             )
         if change in APPLIED_CHANGES:
-            if self.stalled:  # news from a stream that had gone silent: a fact changes
+            if self.stalled and not late:  # news from a stream that had gone silent: a fact changes
                 self.stalled = False
                 self.revision += 1
             return True

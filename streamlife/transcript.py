@@ -55,37 +55,51 @@ _FINAL, _TEXT, _FORMATTED = 0, 1, 5
 class Transcript:
     """The segments of one task, at most one per index."""
 
-    __slots__ = ("_by_index", "_last_index", "_task_id")
+    __slots__ = ("_by_index", "_last_index", "_late", "_task_id")
 
     def __init__(self) -> None:
         self._by_index: dict[int, _Kept] = {}
         self._task_id = ""  # the task's, from its first segment (a task checks every one is its own)
         self._last_index = -1  # the stream's last segment, once a callback names it; -1 until then
+        self._late: set[int] | None = None  # made on the first late segment: most streams have none
 
-    def add(self, segment: Segment) -> Change:
+    def add(self, segment: Segment, *, late: bool = False) -> Change:
+        """Keep what ``segment`` adds, and say what that was. ``late``: it came after its task
+        ended (``late`` names the indexes kept so)."""
         kept = self._by_index.get(segment.index)
         if kept is None:
             self._task_id = segment.task_id
-            self._keep(segment)
+            self._keep(segment, late)
             return Change.NEW
         if kept[_FINAL]:
             if not segment.final:
                 return Change.REPEATED
             if segment.formatted != kept[_FORMATTED]:
                 if segment.formatted:  # the turn's formatted final, after its unformatted one
-                    self._keep(segment)
+                    self._keep(segment, late)
                     return Change.REPLACED
                 return Change.REPEATED  # the unformatted final, after its formatted one
             return Change.REPEATED if segment.text == kept[_TEXT] else Change.CONFLICT
         if segment.final or segment.text != kept[_TEXT]:
-            self._keep(segment)
+            self._keep(segment, late)
             return Change.REPLACED
         return Change.REPEATED
 
-    def _keep(self, segment: Segment) -> None:
+    def _keep(self, segment: Segment, late: bool) -> None:
         raw = segment.raw if segment.text is None else None
         kept = (segment.final, segment.text, segment.start, segment.end, raw, segment.formatted)
         self._by_index[segment.index] = kept
+        if late:
+            if self._late is None:
+                self._late = set()
+            self._late.add(segment.index)
+        elif self._late is not None:
+            self._late.discard(segment.index)
+
+    @property
+    def late(self) -> frozenset[int]:
+        """The indexes whose kept segment came after its task ended (a final delivered late)."""
+        return frozenset() if self._late is None else frozenset(self._late)
 
     def __len__(self) -> int:
         return len(self._by_index)

@@ -829,7 +829,10 @@ def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: Manua
     r.run(1)
     again = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(running))
     assert r.fleet.handle_callback(again) == Outcome.DUPLICATE
-    assert r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end")) == Outcome.LATE
+    assert (
+        r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end", final=False))
+        == Outcome.LATE
+    )
 
     assert r.fleet.tasks() == [running, stopped, failed]
     assert r.fleet.tasks(TaskState.RUNNING) == [running]

@@ -257,7 +257,7 @@ def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_pat
     for task in back:
         assert len(task.transcript_text()) > len(before[task.task_id][1])
     # A late callback for the task that ended before the restart is late, not an orphan.
-    assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99)) is Outcome.LATE
+    assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99, final=False)) is Outcome.LATE
     assert fleet.stats().parked == 0
     fleet.stop_all()
     rig.run(2)

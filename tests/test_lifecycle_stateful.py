@@ -114,6 +114,12 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         return R, APPLIED
     if trigger in CALLBACKS and getattr(arg, "task_id", None) != model.task_id:
         return state, REJECTED  # addressed to another task
+    if trigger == "segment" and state in (STOPPED, ENDED):  # a final delivered late is still kept
+        assert isinstance(arg, Segment)
+        assert arg.text is not None
+        if not arg.final:
+            return state, LATE
+        return state, APPLIED if segment_is_new(model, arg.index, arg.final, arg.text) else DUP
     if state in TERMINAL:
         if ended_by.get(trigger) is state:
             return state, DUP  # the callback that ended it, again

@@ -151,12 +151,34 @@ def test_a_start_timeout_goes_to_uncertain_and_never_back_to_starting() -> None:
     assert state_of(task) is TaskState.FAILED
 
 
-def test_a_segment_while_stopping_is_applied_and_after_the_end_is_late() -> None:
+def test_a_segment_while_stopping_is_applied_and_after_the_end_only_a_final_is() -> None:
     task = task_in(TaskState.STOPPING)
     assert task.segment(_segment(task, 3)) == Outcome.APPLIED
     task.stopped(_status(task, 14))
-    assert task.segment(_segment(task, 4)) == Outcome.LATE
-    assert [s.index for s in task.transcript] == [3]
+    assert task.segment(_segment(task, 4)) == Outcome.APPLIED  # a final in flight at the stop
+    assert task.segment(dataclasses.replace(_segment(task, 5), final=False)) == Outcome.LATE
+    assert task.state is TaskState.STOPPED
+    assert [s.index for s in task.transcript] == [3, 4]
+    assert task.transcript.late == frozenset({4})
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL))
+def test_after_the_end_a_final_is_kept_as_late_in_stopped_and_ended_and_nothing_is_in_failed(
+    state: TaskState,
+) -> None:
+    task = task_in(state)
+    partial = dataclasses.replace(_segment(task, 1), final=False)
+    assert task.segment(partial) == Outcome.LATE
+    keeps = state is not TaskState.FAILED
+    assert task.segment(_segment(task, 0)) == (Outcome.APPLIED if keeps else Outcome.LATE)
+    assert task.segment(_segment(task, 0)) == (Outcome.DUPLICATE if keeps else Outcome.LATE)
+    assert task.state is state
+    assert [(s.index, s.final) for s in task.transcript] == ([(0, True)] if keeps else [])
+    assert task.transcript.late == frozenset({0} if keeps else ())
+    assert [entry.outcome.kind for entry in task.history][-3:] == [
+        OutcomeKind.LATE,
+        *((OutcomeKind.APPLIED, OutcomeKind.DUPLICATE) if keeps else (OutcomeKind.LATE,) * 2),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -261,7 +283,15 @@ def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:
         outcome: object = fire(task, trigger)
     except LocalTransitionError as error:
         outcome = type(error)
-    return (outcome, task.state, list(task.history), list(task.transcript), task.stalled, task.stop_requested)
+    return (
+        outcome,
+        task.state,
+        list(task.history),
+        list(task.transcript),
+        task.transcript.late,
+        task.stalled,
+        task.stop_requested,
+    )
 
 
 @pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
@@ -322,7 +352,8 @@ def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
     state: TaskState, events: list[str | tuple[int, bool, str | None, float | None, bool]]
 ) -> None:
     """The segment's compiled path (lifecycle.SEGMENT_LOOPS) against ``_fire`` with the Machine:
-    the same outcome, state, history, transcript and stalled flag after every event."""
+    the same outcome, state, history, transcript (late finals included) and stalled flag after
+    every event."""
 
     def run() -> list[tuple[object, ...]]:
         task = task_in(state, ManualClock(7.0))
@@ -335,7 +366,10 @@ def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
                 task_id = "someone-else" if misaddressed else task.task_id or "none-yet"
                 raw = {"data": {"segment_index": index}}
                 outcome = task.segment(Segment(task_id, index, final, text, start, None, raw))
-            left.append((outcome, task.state, list(task.history), list(task.transcript), task.stalled))
+            transcript = task.transcript
+            left.append(
+                (outcome, task.state, list(task.history), list(transcript), transcript.late, task.stalled)
+            )
         return left
 
     shortcut = run()

@@ -313,3 +313,28 @@ def test_a_journaled_status_callback_keeps_its_last_index_and_writes_it_only_whe
     assert "last_index" not in encode_event(unnamed)["status"]
     older = {"status": {"status": 14, "message": None, "meaning": None}, "on": TASK_ID}
     assert decode_event(older) == unnamed
+
+
+# -- after the end: a final delivered late still completes the transcript ---------------------------
+def test_a_late_final_is_kept_and_journaled_and_a_late_partial_changes_nothing() -> None:
+    journaled = Journaled()
+    journaled.fire("segment", Segment(TASK_ID, 0, True, "zero"))
+    journaled.fire("segment", Segment(TASK_ID, 1, False, "on"))
+    assert journaled.fire("silence") == Outcome.APPLIED
+    journaled.fire("stop")
+    journaled.fire("stopped", StatusCallback(TASK_ID, 14, last_index=2))
+    task = journaled.task
+    revision = task.revision
+    assert journaled.fire("segment", Segment(TASK_ID, 2, False, "tw")) == Outcome.LATE
+    assert journaled.fire("segment", Segment(TASK_ID, 1, True, "one")) == Outcome.APPLIED
+    assert journaled.fire("segment", Segment(TASK_ID, 1, True, "one")) == Outcome.DUPLICATE
+    assert (task.state, task.transcript_text(include_partials=True)) == (TaskState.STOPPED, "zero one")
+    assert (task.transcript.late, task.gaps) == (frozenset({1}), [range(2, 3)])
+    assert task.stalled  # old news from a stream that is gone: what was true of it stays true
+    assert task.revision == revision  # the row is as it was: the Fleet journals the entry alone
+    rebuilt = journaled.rebuilt()
+    assert (rebuilt.state, list(rebuilt.transcript), rebuilt.transcript.late) == (
+        TaskState.STOPPED,
+        list(task.transcript),
+        frozenset({1}),
+    )

@@ -169,3 +169,17 @@ def test_gaps_account_for_every_index_up_to_the_bound(finals: set[int], bounds: 
     missing = [i for gap in transcript.gaps() for i in gap]
     assert missing == [i for i in range(top + 1) if i not in finals]
     assert all(len(gap) > 0 for gap in transcript.gaps())
+
+
+def test_a_segment_added_late_is_named_until_a_timely_one_replaces_it() -> None:
+    transcript = Transcript()
+    assert transcript.late == frozenset()
+    transcript.add(Segment("t", 0, True, "zero"))
+    transcript.add(Segment("t", 1, False, "on"))
+    assert transcript.add(Segment("t", 1, True, "one"), late=True) is Change.REPLACED
+    assert transcript.add(Segment("t", 0, True, "zero"), late=True) is Change.REPEATED  # no news: not late
+    assert transcript.add(Segment("t", 2, True, "two"), late=True) is Change.NEW
+    assert transcript.late == frozenset({1, 2})
+    assert transcript.text() == "zero one two"
+    transcript.add(Segment("t", 2, True, "Two.", formatted=True))
+    assert transcript.late == frozenset({1})

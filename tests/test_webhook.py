@@ -414,7 +414,7 @@ def test_each_outcome_is_answered_200(fresh: Live) -> None:
     assert fresh.deliver(segment_callback(tid(task), 0)) == "duplicate"
     assert fresh.deliver(status_callback(tid(task), 14)) == "applied"
     assert task.state is TaskState.STOPPED
-    assert fresh.deliver(segment_callback(tid(task), 1)) == "late"
+    assert fresh.deliver(segment_callback(tid(task), 1, final=False)) == "late"
     assert fresh.deliver(segment_callback("660e8400-e29b-41d4-a716-44665544ffff", 0)) == "parked"
     assert fresh.fleet.stats().callbacks == {
         "applied": 2,
