@@ -19,7 +19,8 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
                                                              formatted=turn_is_formatted)
     type "Termination"                               StatusCallback(PROVIDER_ENDED), meaning per table
     any other type ("Begin", "SpeechStarted")        ProviderEvent("assemblyai", type)
-    message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m)
+    message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m,
+                                                             or None: the task numbers it)
     any other message_type ("session_started")       ProviderEvent("elevenlabs", message_type)
     status, transcript a string or object (audio)    Segment, final unless the transcript says partial
     status, data an object (video moderation)        Segment(final=True, text=None), result in raw
@@ -33,8 +34,9 @@ A Segment keeps its status only in ``raw``: the rule is "a result makes a segmen
 callback's ``segment_index`` is the one field read leniently: the stop page documents it as the
 index of the last segment, and one of another type or out of range reads as no index (None),
 because refusing a stop callback over a hint would leave its task waiting for it. ElevenLabs
-messages carry no index, and none is invented (a counter would break on duplicates and reordering):
-without a ``segment_index`` in the wrapper such a transcript is a CallbackError naming it.
+messages carry no index, and the parser invents none (it sees one message, not the stream): without
+a ``segment_index`` in the wrapper, the Segment's index is None, and the task's transcript numbers
+it in the task's journal order, where a repeat is known by its content.
 
 JSON text is read by the standard library, which decides what is JSON and says why when it is not;
 a body of bytes is read by orjson first, in a quarter of the time, where its reading is sure to be
@@ -356,11 +358,10 @@ def _elevenlabs(task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], pref
     if final is None:
         return ProviderEvent(task_id, "elevenlabs", kind, top)
     text = _text(m, "text", prefix + "text")
-    # The provider numbers nothing: the index can only come from memories.ai's wrapper.
+    # The provider numbers nothing: an index can only come from memories.ai's wrapper, and without
+    # one the task's transcript numbers the segment when it is applied.
     found = _find([(top, ""), (m, prefix)], "segment_index")
-    if found is None:
-        raise CallbackError("segment_index", "missing: ElevenLabs transcripts carry no index of their own")
-    return Segment(task_id, _index(*found), final, text, raw=top)
+    return Segment(task_id, None if found is None else _index(*found), final, text, raw=top)
 
 
 def _memories(

@@ -81,13 +81,15 @@ class Segment:
     """One transcript (or moderation) result for one 5-second segment of a stream.
 
     ``final`` is False for a partial result that a later final for the same index replaces.
+    ``index`` is None for a message that carries none (ElevenLabs transcripts forwarded as they
+    came): the task's transcript numbers it when the task applies it (``Transcript.numbered``).
     ``formatted`` is True for a final in its formatted form (AssemblyAI's ``turn_is_formatted``,
     sent after the unformatted final of the same turn when the stream formats turns): it replaces
     that final, and an unformatted final after it is a repeat.
     """
 
     task_id: str
-    index: int
+    index: int | None
     final: bool
     text: str | None = None
     start: float | None = None
@@ -96,7 +98,7 @@ class Segment:
     formatted: bool = False
 
     @property
-    def key(self) -> tuple[int, bool]:
+    def key(self) -> tuple[int | None, bool]:
         return (self.index, self.final)
 
     @property
@@ -146,7 +148,7 @@ def _moderation_of(raw: Mapping[str, Any] | None) -> Moderation | None:
 
 def parsed_segment(
     task_id: str,
-    index: int,
+    index: int | None,
     final: bool,
     text: str | None,
     start: float | None,

@@ -160,7 +160,10 @@ class StreamTask:
     def segment(self, segment: Segment) -> Outcome:
         """A transcript or moderation result. After the stream stopped or ended, a final is still
         kept (``transcript.late`` names it) and the task stays as it was; a partial is LATE."""
-        data = ("index", segment.index, "final", segment.final)
+        index = segment.index
+        if index is None:  # forwarded with no index: numbered by the transcript, as a replay will be
+            index = self.transcript.numbered(segment).index
+        data = ("index", index, "final", segment.final)
         before = self.state
         if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
             # Only a final would replace a partial now: the table lets the segment in, its data

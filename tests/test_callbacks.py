@@ -326,10 +326,19 @@ def test_elevenlabs_transcripts_are_segments_indexed_by_the_wrapper() -> None:
     assert parse_callback(stamped) == Segment(TASK, 4, True, "The quick brown fox.", raw=stamped)
 
 
-def test_an_elevenlabs_transcript_with_no_index_anywhere_is_refused_not_numbered() -> None:
-    with pytest.raises(CallbackError) as caught:
-        parse_callback(with_changes(ELEVENLABS_COMMITTED, segment_index=DROP))
-    assert caught.value.field == "segment_index"
+def test_an_elevenlabs_transcript_forwarded_with_no_index_is_a_segment_the_task_numbers() -> None:
+    """Forwarded verbatim, ElevenLabs messages carry no index: the parser invents none."""
+    committed = with_changes(ELEVENLABS_COMMITTED, segment_index=DROP)
+    assert parse_callback(committed) == Segment(TASK, None, True, "The quick brown fox.", raw=committed)
+    partial = with_changes(ELEVENLABS_PARTIAL, segment_index=None)
+    assert parse_callback(partial) == Segment(TASK, None, False, "the quick brown", raw=partial)
+    bare = {
+        "task_id": TASK,
+        "message_type": "committed_transcript_with_timestamps",
+        "text": "Hi.",
+        "words": [],
+    }
+    assert parse_callback(bare) == Segment(TASK, None, True, "Hi.", raw=bare)
 
 
 def test_elevenlabs_session_started_and_errors_are_provider_events() -> None:
@@ -793,6 +802,8 @@ def test_provider_transcripts_round_trip(
     kind = "committed_transcript" if final else "partial_transcript"
     eleven = {"task_id": task_id, "segment_index": index, "data": {"message_type": kind, "text": text}}
     assert parse_callback(json.dumps(eleven)) == Segment(task_id, index, final, text, raw=eleven)
+    forwarded = {"task_id": task_id, "data": {"message_type": kind, "text": text}}
+    assert parse_callback(json.dumps(forwarded)) == Segment(task_id, None, final, text, raw=forwarded)
 
 
 @pytest.mark.parametrize(

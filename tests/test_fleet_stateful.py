@@ -207,8 +207,9 @@ class FleetMachine(RuleBasedStateMachine):
     def transcripts_are_in_order_with_one_segment_per_index(self) -> None:
         for task in self.fleet.tasks():
             segments = list(task.transcript)
-            indexes = [segment.index for segment in segments]
+            indexes = [segment.index for segment in segments if segment.index is not None]
             assert indexes == sorted(set(indexes))
+            assert len(indexes) == len(segments)
             finals = [s.text for s in segments if s.final and s.text]
             assert task.transcript_text() == " ".join(finals)
 

@@ -630,7 +630,7 @@ events = st.one_of(
     st.builds(
         Segment,
         st.text(min_size=1),
-        st.integers(0, 10**6),
+        st.none() | st.integers(0, 10**6),
         st.booleans(),
         texts,
         times,

@@ -69,10 +69,10 @@ class ModelTask:
     stalled: bool = False
     kind: StreamKind = StreamKind.AUDIO  # learnt from an acknowledged stop that found another product
     # index -> (final, text): the transcript rule in its plainest form
-    segments: dict[int, tuple[bool, str]] = field(default_factory=dict)
+    segments: dict[int | None, tuple[bool, str]] = field(default_factory=dict)
 
 
-def segment_is_new(model: ModelTask, index: int, final: bool, text: str) -> bool:
+def segment_is_new(model: ModelTask, index: int | None, final: bool, text: str) -> bool:
     kept = model.segments.get(index)
     if kept is None or (not kept[0] and (final or kept[1] != text)):
         model.segments[index] = (final, text)

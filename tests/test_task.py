@@ -20,6 +20,7 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
+from streamlife.callbacks import parse_callback
 from streamlife.journal import decode_event, encode_event, entry_for, rebuild, row_for
 from streamlife.store.base import JournalEntry
 
@@ -263,12 +264,13 @@ class Journaled:
     """A task fired as a Fleet fires it, with the journal the Fleet would write (each applied
     event's entry, its argument through JSON as a store keeps it)."""
 
-    def __init__(self) -> None:
-        self.clock = ManualClock(1_700_000_000.0)
+    def __init__(self, clock: ManualClock | None = None) -> None:
+        self.clock = clock or ManualClock(1_700_000_000.0)
         self.task = StreamTask("audio", clock=self.clock)
         self.entries: list[JournalEntry] = []
-        self.fire("start")
-        self.fire("start_ok", TASK_ID)
+        if clock is None:
+            self.fire("start")
+            self.fire("start_ok", TASK_ID)
 
     def fire(self, trigger: str, *args: object) -> Outcome:
         self.clock.advance(1.0)
@@ -278,9 +280,16 @@ class Journaled:
             self.entries.append(entry._replace(args=json.loads(json.dumps(entry.args))))
         return outcome
 
-    def rebuilt(self) -> StreamTask:
+    def rebuilt(self, clock: ManualClock | None = None) -> StreamTask:
+        """The task its row and journal describe, as ``recover`` or another process has it."""
         row = row_for(self.task, "key", len(self.entries), 1_700_000_000.0)
-        return rebuild(row, self.entries, clock=ManualClock())
+        return rebuild(row, self.entries, clock=clock or ManualClock())
+
+    def handed_over(self) -> Journaled:
+        """Another process's copy of the task: rebuilt from the journal so far, journaling on."""
+        other = Journaled(self.clock)
+        other.task, other.entries = self.rebuilt(self.clock), list(self.entries)
+        return other
 
 
 # -- the stop callback names the last segment ------------------------------------------------------
@@ -338,3 +347,76 @@ def test_a_late_final_is_kept_and_journaled_and_a_late_partial_changes_nothing()
         list(task.transcript),
         frozenset({1}),
     )
+
+
+# -- ElevenLabs transcripts forwarded with no index: the task numbers them ---------------------------
+def forwarded(utterance: int, final: bool, words: int = 3) -> bytes:
+    """An ElevenLabs message as memories.ai forwards it: no index anywhere. Utterance 3 says
+    what utterance 0 says, word for word: its commit is indistinguishable from a redelivery."""
+    text = ["one two three", "four five six", "seven eight nine", "one two three"][utterance]
+    kind = "committed_transcript" if final else "partial_transcript"
+    said = text if final else " ".join(text.split()[:words])
+    return json.dumps({"task_id": TASK_ID, "data": {"message_type": kind, "text": said}}).encode()
+
+
+def test_the_history_records_the_number_a_forwarded_message_took() -> None:
+    task = task_in(TaskState.RUNNING)
+    outcomes = [
+        task.segment(parse_segment(forwarded(0, False, 1))),
+        task.segment(parse_segment(forwarded(0, True))),
+        task.segment(parse_segment(forwarded(0, True))),  # redelivered: a duplicate, no number taken
+        task.segment(parse_segment(forwarded(1, True))),
+    ]
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.APPLIED]
+    assert [entry.data for entry in task.history][-4:] == [
+        {"index": 0, "final": False},
+        {"index": 0, "final": True},
+        {"index": 0, "final": True},
+        {"index": 1, "final": True},
+    ]
+    assert task.transcript_text() == "one two three four five six"
+
+
+def parse_segment(payload: bytes) -> Segment:
+    event = parse_callback(payload)
+    assert isinstance(event, Segment)
+    return event
+
+
+# A message: which utterance, committed or partial, and how many words a partial has heard.
+MESSAGES = st.tuples(st.integers(0, 3), st.booleans(), st.integers(1, 3))
+
+
+@given(st.lists(MESSAGES, max_size=30), st.integers(0, 30))
+def test_forwarded_messages_are_numbered_alike_live_in_two_processes_and_after_replay(
+    messages: list[tuple[int, bool, int]], handover: int
+) -> None:
+    """Any run of partials and commits, repeats included: one process applies the first part, a
+    second catches up from the journal and applies the rest. A replay of the whole journal holds
+    the same transcript, numbers and history as each, and a process that saw it all alone."""
+    payloads = [forwarded(*message) for message in messages]
+    alone, first = Journaled(), Journaled()
+    for payload in payloads:
+        alone.fire("segment", parse_segment(payload))
+    for payload in payloads[:handover]:
+        first.fire("segment", parse_segment(payload))
+    second = first.handed_over()
+    for payload in payloads[handover:]:
+        second.fire("segment", parse_segment(payload))
+    replayed = second.rebuilt()
+
+    def told(task: StreamTask) -> list[tuple[object, ...]]:
+        return [(e.trigger, e.data) for e in task.history if e.outcome is Outcome.APPLIED]
+
+    assert list(replayed.transcript) == list(second.task.transcript) == list(alone.task.transcript)
+    assert told(replayed) == told(alone.task)
+    assert second.entries == alone.entries
+    # Every distinct commit took one number, in the order it first came; nothing else took one.
+    commits = list(
+        dict.fromkeys(payload for payload, (_, final, _) in zip(payloads, messages, strict=True) if final)
+    )
+    assert [(s.index, s.text) for s in alone.task.transcript.finals()] == [
+        (n, json.loads(commit)["data"]["text"]) for n, commit in enumerate(commits)
+    ]
+    assert alone.task.gaps == []
+    assert [s.index for s in alone.task.transcript if not s.final] in ([], [len(commits)])

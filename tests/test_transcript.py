@@ -14,12 +14,18 @@ TEXTS = st.sampled_from(["a", "b", "c"])
 SEGMENTS = st.builds(Segment, st.just("t"), st.integers(0, 6), st.booleans(), TEXTS)
 
 
+def index_of(segment: Segment) -> int:
+    """The index of a segment the transcript holds: it numbers any that came with none."""
+    assert segment.index is not None
+    return segment.index
+
+
 @given(st.lists(SEGMENTS, max_size=40), st.randoms())
 def test_the_finals_kept_do_not_depend_on_arrival_order_without_conflicts(
     segments: list[Segment], random: Random
 ) -> None:
     # One final text per index (the service's truth), delivered any number of times in any order.
-    truth: dict[int, str] = {}
+    truth: dict[int | None, str] = {}
     deliveries = [s for s in segments if not s.final or truth.setdefault(s.index, s.text or "") == s.text]
     shuffled = list(deliveries)
     random.shuffle(shuffled)
@@ -37,7 +43,7 @@ def test_one_segment_per_index_in_index_order_and_finals_are_never_replaced(
     segments: list[Segment],
 ) -> None:
     transcript = Transcript()
-    first_final: dict[int, str | None] = {}
+    first_final: dict[int | None, str | None] = {}
     for segment in segments:
         change = transcript.add(segment)
         if segment.final and segment.index not in first_final:
@@ -45,10 +51,10 @@ def test_one_segment_per_index_in_index_order_and_finals_are_never_replaced(
             assert change.applied
         elif segment.index in first_final:
             assert not change.applied
-    indexes = [s.index for s in transcript]
+    indexes = [index_of(s) for s in transcript]
     assert indexes == sorted(set(indexes))
     assert {s.index: s.text for s in transcript.finals()} == first_final
-    highest = max(first_final, default=None)
+    highest = max(map(index_of, transcript.finals()), default=None)
     missing = [] if highest is None else [i for i in range(highest) if i not in first_final]
     assert [i for gap in transcript.gaps() for i in gap] == missing
     assert all(len(gap) > 0 for gap in transcript.gaps())
@@ -183,3 +189,46 @@ def test_a_segment_added_late_is_named_until_a_timely_one_replaces_it() -> None:
     assert transcript.text() == "zero one two"
     transcript.add(Segment("t", 2, True, "Two.", formatted=True))
     assert transcript.late == frozenset({1})
+
+
+# -- messages with no index (ElevenLabs, forwarded as they came): numbered in the order given -------
+def forwarded(kind: str, text: str) -> Segment:
+    raw = {"task_id": "t", "data": {"message_type": kind, "text": text}}
+    return Segment("t", None, kind != "partial_transcript", text, raw=raw)
+
+
+def test_a_commit_takes_the_next_number_and_a_partial_the_number_the_next_commit_will_take() -> None:
+    transcript = Transcript()
+    arrivals = [
+        (forwarded("partial_transcript", "hel"), Change.NEW, 0),
+        (forwarded("partial_transcript", "hello"), Change.REPLACED, 0),
+        (forwarded("committed_transcript", "Hello."), Change.REPLACED, 0),
+        (forwarded("committed_transcript", "Hello."), Change.REPEATED, 0),  # delivered again
+        (forwarded("partial_transcript", "how"), Change.NEW, 1),
+        (forwarded("committed_transcript", "How are you?"), Change.REPLACED, 1),
+        (forwarded("committed_transcript", "Fine."), Change.NEW, 2),
+        (forwarded("committed_transcript", "How are you?"), Change.REPEATED, 1),
+    ]
+    for segment, change, number in arrivals:
+        before = transcript.numbered(segment).index
+        assert (transcript.add(segment), before) == (change, number)
+        assert transcript.numbered(segment).index == number  # the same answer after
+    assert [(s.index, s.final, s.text) for s in transcript] == [
+        (0, True, "Hello."),
+        (1, True, "How are you?"),
+        (2, True, "Fine."),
+    ]
+    assert transcript.gaps() == []
+
+
+def test_two_commits_with_identical_content_are_one_and_a_segment_with_an_index_keeps_it() -> None:
+    transcript = Transcript()
+    transcript.add(forwarded("committed_transcript", "Yes."))
+    assert transcript.add(forwarded("committed_transcript", "Yes.")) is Change.REPEATED  # as a redelivery
+    assert transcript.add(Segment("t", 5, True, "five")) is Change.NEW
+    assert transcript.numbered(Segment("t", 3, False, "x")).index == 3
+    assert transcript.numbered(forwarded("committed_transcript", "No.")).index == 6  # past every final
+    by_hand = Segment("t", None, True, "Made by hand", 1.0, 2.0)  # no payload: its text and times
+    assert transcript.add(by_hand) is Change.NEW
+    assert transcript.add(by_hand) is Change.REPEATED
+    assert [s.index for s in transcript] == [0, 5, 6]
