@@ -8,6 +8,7 @@ from .callbacks import CallbackEvent, parse_callback
 from .clock import Clock, ManualClock, SystemClock
 from .errors import CallbackError, LocalTransitionError, StreamlifeError, UnknownTaskError
 from .events import (
+    ForeignCallback,
     Moderation,
     Outcome,
     OutcomeKind,
@@ -33,6 +34,7 @@ __all__ = [
     "Clock",
     "Fleet",
     "FleetStats",
+    "ForeignCallback",
     "History",
     "HistoryEntry",
     "LocalTransitionError",

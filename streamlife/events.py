@@ -44,6 +44,8 @@ class OutcomeKind(enum.StrEnum):
     """A callback for a task_id nobody knows yet; held until its start answer arrives."""
     REJECTED = "rejected"
     """The event is impossible for the task in its state; recorded with the reason, nothing changed."""
+    FOREIGN = "foreign"
+    """A well-formed callback that is no stream event: another product's result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class Outcome:
     DUPLICATE: ClassVar[Outcome]
     LATE: ClassVar[Outcome]
     PARKED: ClassVar[Outcome]
+    FOREIGN: ClassVar[Outcome]
 
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
@@ -74,6 +77,7 @@ Outcome.APPLIED = Outcome(OutcomeKind.APPLIED)
 Outcome.DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
 Outcome.LATE = Outcome(OutcomeKind.LATE)
 Outcome.PARKED = Outcome(OutcomeKind.PARKED)
+Outcome.FOREIGN = Outcome(OutcomeKind.FOREIGN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +222,21 @@ class ProviderEvent:
     task_id: str
     provider: str  # "assemblyai" or "elevenlabs"
     message_type: str  # the provider's own name for the message: "Begin", "session_started", "error"
+    raw: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignCallback:
+    """A well-formed callback that is no stream event: another product's result.
+
+    The webhook URL is one per account, and memories.ai posts every product's async results to it
+    (clips, edits, generated audio, summaries), beside the streams' callbacks. Such a result has
+    the envelope (a ``task_id`` or a ``code``, and a ``data`` object or null) but not a stream's
+    shape. It is no business of any stream task: it is for the application to route, or to
+    acknowledge and drop. ``task_id`` is the one the envelope names, if any (the product's own).
+    """
+
+    task_id: str | None
     raw: Mapping[str, Any] | None = None
 
 

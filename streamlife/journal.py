@@ -16,7 +16,15 @@ from typing import Any, Final
 from .callbacks import CallbackEvent
 from .clock import Clock, ManualClock
 from .errors import JournalMismatch, RecordedError
-from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    ForeignCallback,
+    Outcome,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .store.base import JournalEntry, TaskRow
 from .task import STATE_SLOTS, StreamTask, replaying
 
@@ -69,8 +77,10 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
         if event.last_index is not None:  # (written only when known: journals from before decode as they did)
             status["last_index"] = event.last_index
         encoded = {"status": status}
-    else:
+    elif isinstance(event, ProviderEvent):
         encoded = {"provider": {"provider": event.provider, "message_type": event.message_type}}
+    else:  # (no task applies one, so none is journaled: encoded all the same, for a caller that keeps it)
+        encoded = {"foreign": {}}
     encoded["on"] = event.task_id
     if event.raw is not None:
         encoded["raw"] = event.raw
@@ -87,6 +97,8 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
         return StatusCallback(
             task_id, **fields, raw=raw, meaning=None if meaning is None else StatusMeaning(meaning)
         )
+    if "foreign" in payload:
+        return ForeignCallback(task_id, raw)
     return ProviderEvent(task_id, **payload["provider"], raw=raw)
 
 

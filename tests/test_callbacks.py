@@ -25,6 +25,7 @@ from streamlife import (
     DEFAULT_STATUSES,
     PROVIDER_ENDED,
     CallbackError,
+    ForeignCallback,
     Moderation,
     ProviderEvent,
     Segment,
@@ -33,7 +34,7 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _fast_json, _read, _standard_decode, _usual_transcript
+from streamlife.callbacks import _STREAM_KEYS, _fast_json, _read, _standard_decode, _usual_transcript
 from streamlife.events import parsed_segment
 
 from .payloads import segment_callback
@@ -145,6 +146,14 @@ VIDEO_STOP: dict[str, Any] = {
     "data": {"status": 14, "message": "Stream stopped by user", "data": None, "token": None},
 }
 
+# 5. Another product's result, posted to the same account-wide webhook URL (the webhooks guide's envelope).
+CLIP_RESULT: dict[str, Any] = {
+    "code": 200,
+    "message": "SUCCESS",
+    "task_id": "1e8ae1075e054e8abb58e7598c53cbf1",
+    "data": {"video_url": "https://cdn.example.invalid/clip.mp4", "duration": 12.5},
+}
+
 VALID = [
     AUDIO_SEGMENT,
     AUDIO_STOP,
@@ -157,6 +166,7 @@ VALID = [
     VIDEO_SEGMENT,
     VIDEO_SEGMENT_NESTED,
     VIDEO_STOP,
+    CLIP_RESULT,
 ]
 
 
@@ -425,6 +435,36 @@ def test_a_video_callback_with_a_null_result_is_a_status_callback() -> None:
     )
 
 
+# -- the account-wide webhook: every product's results come to it ---------------------------------
+def test_another_products_result_is_a_foreign_callback_not_an_error() -> None:
+    assert parse_callback(json.dumps(CLIP_RESULT).encode()) == ForeignCallback(
+        CLIP_RESULT["task_id"], CLIP_RESULT
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "task_id"),
+    [
+        ({"task_id": TASK, "code": 200}, TASK),  # no data
+        ({"code": 500, "message": "generation failed", "data": None}, None),  # no task_id: a code will do
+        ({"data": {"task_id": TASK, "clips": []}}, TASK),  # the task_id under data, as everywhere
+        ({"task_id": TASK, "data": {}}, TASK),
+        ({"task_id": TASK, "data": {"status": "completed", "summary": "..."}}, TASK),  # no int status
+        ({"task_id": TASK, "data": {"status": True}}, TASK),
+        (with_changes(AUDIO_STOP, data__status=DROP), TASK),
+        (with_changes(AUDIO_STOP, data__status="14"), TASK),
+        ({"task_id": TASK, "data": {"status": 0, "summary": "A talk."}}, TASK),  # a key no stream has
+        (with_changes(AUDIO_SEGMENT, data__speakers=["A", "B"]), TASK),
+        (with_changes(VIDEO_SEGMENT, data__frames=[]), TASK),
+    ],
+)
+def test_a_well_formed_envelope_that_holds_no_stream_event_is_foreign(
+    payload: dict[str, Any], task_id: str | None
+) -> None:
+    assert parse_callback(payload) == ForeignCallback(task_id, payload)
+    assert parse_callback(json.dumps(payload).encode()) == ForeignCallback(task_id, payload)
+
+
 def test_the_raw_payload_is_the_decoded_object() -> None:
     for payload in VALID:
         assert parse_callback(json.dumps(payload).encode()).raw == payload
@@ -566,16 +606,19 @@ REFUSALS: list[tuple[str, Any, str | None]] = [
     ("not a payload type", 42, None),
     ("code a list", with_changes(AUDIO_STOP, code=[200]), "code"),
     ("code a bool", with_changes(AUDIO_STOP, code=True), "code"),
-    ("no data, no provider type", {"task_id": TASK, "code": 200}, "data"),
+    ("no data, no provider type, no envelope", {"message": "SUCCESS"}, "data"),
+    ("an empty object", {}, "data"),
+    ("no task_id, no code", {"data": {"clips": []}}, "task_id"),
+    ("foreign, task_id an int", with_changes(CLIP_RESULT, task_id=7), "task_id"),
+    ("foreign, data.task_id disagrees", with_changes(CLIP_RESULT, data__task_id="other"), "data.task_id"),
+    ("foreign, data a list", with_changes(CLIP_RESULT, data=[]), "data"),
+    ("foreign, code a float", with_changes(CLIP_RESULT, code=200.0), "code"),
     ("data a string", with_changes(AUDIO_STOP, data="oops"), "data"),
     ("no task_id", with_changes(AUDIO_STOP, task_id=DROP), "task_id"),
     ("task_id an int", with_changes(AUDIO_STOP, task_id=7), "task_id"),
     ("task_id empty", with_changes(AUDIO_STOP, task_id=""), "task_id"),
     ("data.task_id disagrees", with_changes(AUDIO_STOP, data__task_id="other"), "data.task_id"),
     ("data.task_id a list", with_changes(AUDIO_STOP, data__task_id=[TASK]), "data.task_id"),
-    ("status missing", with_changes(AUDIO_STOP, data__status=DROP), "data.status"),
-    ("status a bool", with_changes(AUDIO_STOP, data__status=True), "data.status"),
-    ("status a string", with_changes(AUDIO_STOP, data__status="14"), "data.status"),
     ("status huge", with_changes(AUDIO_STOP, data__status=10**30), "data.status"),
     ("status message an int", with_changes(AUDIO_STOP, data__message=5), "data.message"),
     ("segment_index missing", with_changes(AUDIO_SEGMENT, data__segment_index=DROP), "data.segment_index"),
@@ -668,7 +711,7 @@ def test_every_refusal_is_a_callback_error_naming_its_field(payload: Any, field:
 
 
 # -- fuzzing: an event or a CallbackError, nothing else --------------------------------------------
-EVENTS = (Segment, StatusCallback, ProviderEvent)
+EVENTS = (Segment, StatusCallback, ProviderEvent, ForeignCallback)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 JSON = st.recursive(
     SCALARS,
@@ -718,6 +761,44 @@ def test_a_moderation_view_never_raises(value: Any, where: str) -> None:
     segment = Segment(TASK, 0, True, None, raw=with_changes(VIDEO_SEGMENT, **{where: value}))
     moderation = segment.moderation
     assert moderation is None or isinstance(moderation, Moderation)
+
+
+PROVIDER_KEYS = ("type", "message_type")  # a provider message: read as one, tried first
+# What JSON holds: no NaN and no infinity, which no store could keep (refused, as not JSON).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=12).filter(lambda key: key not in PROVIDER_KEYS), JSON_VALUES, max_size=5
+    ),
+    st.sampled_from([{"task_id": TASK}, {"code": 200}, {"code": "200", "task_id": TASK}]),
+)
+def test_a_data_with_no_int_status_in_an_envelope_is_always_foreign(
+    data: dict[str, Any], envelope: dict[str, Any]
+) -> None:
+    data.pop("task_id", None)
+    if isinstance(data.get("status"), int) and not isinstance(data["status"], bool):
+        del data["status"]
+    payload = {**envelope, "data": data}
+    assert parse_callback(payload) == ForeignCallback(envelope.get("task_id"), payload)
+
+
+@given(
+    st.sampled_from([AUDIO_STOP, AUDIO_SEGMENT, VIDEO_SEGMENT, VIDEO_STOP]),
+    st.text(min_size=1, max_size=12).filter(lambda key: key not in _STREAM_KEYS and key not in PROVIDER_KEYS),
+    JSON_VALUES,
+)
+def test_an_int_status_beside_a_key_no_stream_callback_documents_is_foreign(
+    payload: dict[str, Any], key: str, value: Any
+) -> None:
+    extended = copy.deepcopy(payload)
+    extended["data"][key] = value
+    assert parse_callback(extended) == ForeignCallback(TASK, extended)
 
 
 @given(st.sampled_from(VALID), st.data())
@@ -835,6 +916,7 @@ USUAL_FIELDS = (
     "data__transcript", "data__transcript__text", "data__transcript__is_final", "data__transcript__final",
     "data__transcript__type", "data__transcript__message_type", "data__segment_index",
     "data__segment_start_time", "data__segment_end_time", "data__start_time", "data__end_time",
+    "data__summary",
 )  # fmt: skip
 ODD_VALUES: list[Any] = [
     *(None, True, False, 0, -1, 2**31 - 1, 2**31, -(2**31) - 1, 1.0, -0.0, math.inf, "", "\x00", "x", {}, []),

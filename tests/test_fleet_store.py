@@ -34,7 +34,7 @@ from streamlife import (
     TaskState,
 )
 from streamlife.errors import JournalMismatch, StoreError
-from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
+from streamlife.events import ForeignCallback, ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START
 from streamlife.journal import FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.sim import Faults, SimTransport, SimulatedService
@@ -650,11 +650,12 @@ events = st.one_of(
     st.builds(
         ProviderEvent, st.text(min_size=1), st.sampled_from(["assemblyai", "elevenlabs"]), st.text(), raws
     ),
+    st.builds(ForeignCallback, st.none() | st.text(min_size=1), raws),
 )
 
 
 @given(events)
 def test_an_event_reads_back_from_its_journal_encoding_as_it_was(
-    event: Segment | StatusCallback | ProviderEvent,
+    event: Segment | StatusCallback | ProviderEvent | ForeignCallback,
 ) -> None:
     assert decode_event(json.loads(json.dumps(encode_event(event)))) == event

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from streamlife import (
+    ForeignCallback,
     ManualClock,
     Outcome,
     OutcomeKind,
@@ -420,3 +421,10 @@ def test_forwarded_messages_are_numbered_alike_live_in_two_processes_and_after_r
     ]
     assert alone.task.gaps == []
     assert [s.index for s in alone.task.transcript if not s.final] in ([], [len(commits)])
+
+
+def test_a_foreign_callback_reads_back_from_its_journal_encoding() -> None:
+    """No task applies one, but the encoding is total: a caller may keep one as it keeps events."""
+    clip = {"code": 200, "data": {"video_url": "u"}}
+    for foreign in (ForeignCallback("1e8ae1075e054e8abb58e7598c53cbf1", clip), ForeignCallback(None, clip)):
+        assert decode_event(json.loads(json.dumps(encode_event(foreign)))) == foreign
