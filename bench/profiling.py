@@ -131,9 +131,9 @@ def run(config: ProfileConfig) -> Section:
         def task_segments() -> list[tuple[Callable[[Segment], object], Segment]]:
             pairs: list[tuple[Callable[[Segment], object], Segment]] = []
             for event in events():
+                assert isinstance(event, Segment)
                 task = fleet.get(event.task_id)
                 assert task is not None
-                assert isinstance(event, Segment)
                 pairs.append((task.segment, event))
             return pairs
 

@@ -7,7 +7,17 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 from .callbacks import CallbackEvent, parse_callback
 from .clock import Clock, ManualClock, SystemClock
 from .errors import CallbackError, LiveCapError, LocalTransitionError, StreamlifeError, UnknownTaskError
-from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    ForeignCallback,
+    Moderation,
+    Outcome,
+    OutcomeKind,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .fleet import Fleet, FleetStats, Orphan
 from .history import History, HistoryEntry
 from .lifecycle import TERMINAL, Source, TaskState
@@ -24,11 +34,13 @@ __all__ = [
     "Clock",
     "Fleet",
     "FleetStats",
+    "ForeignCallback",
     "History",
     "HistoryEntry",
     "LiveCapError",
     "LocalTransitionError",
     "ManualClock",
+    "Moderation",
     "Orphan",
     "Outcome",
     "OutcomeKind",

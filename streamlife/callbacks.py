@@ -1,9 +1,10 @@
 """Webhook payload -> event: parse leniently, validate strictly, keep the raw payload on the event.
 
-memories.ai documents its callbacks only in part (api/memories-stream-api.md §4), so the parser
-accepts every shape the docs and the providers describe and refuses anything else with a
-``CallbackError`` naming the field (a dotted path, or None when the whole payload is unreadable).
-Whatever the input, it raises nothing else.
+memories.ai documents its callbacks only in part, so the parser accepts every shape the docs and
+the providers describe and refuses anything else with a ``CallbackError`` naming the field (a
+dotted path, or None when the whole payload is unreadable). Whatever the input, it raises nothing
+else. The webhook URL is one per account, and every product's async results come to it: a
+well-formed envelope that holds no stream event is a ``ForeignCallback``, not an error.
 
 Lenient: ``code`` an int or a string; ``message`` or ``msg``; ``task_id`` at the top level or
 under ``data`` (both present must agree); times strings of seconds or numbers; a JSON null counts
@@ -15,21 +16,34 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
 
     m holds                                          event
     -----------------------------------------------  ----------------------------------------------
-    type "Turn" (AssemblyAI v3)                      Segment(index=turn_order, final=end_of_turn)
+    type "Turn" (AssemblyAI v3)                      Segment(index=turn_order, final=end_of_turn,
+                                                             formatted=turn_is_formatted)
     type "Termination"                               StatusCallback(PROVIDER_ENDED), meaning per table
     any other type ("Begin", "SpeechStarted")        ProviderEvent("assemblyai", type)
-    message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m)
+    message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m,
+                                                             or None: the task numbers it)
     any other message_type ("session_started")       ProviderEvent("elevenlabs", message_type)
     status, transcript a string or object (audio)    Segment, final unless the transcript says partial
     status, data an object (video moderation)        Segment(final=True, text=None), result in raw
-    status, transcript/data null or absent           StatusCallback(status), meaning per table
+    status, transcript/data null or absent           StatusCallback(status, last_index=segment_index),
+                                                     meaning per table
+    no int status, or a key no stream callback has   ForeignCallback(task_id or None), in an envelope
     anything else                                    CallbackError
 
 Provider messages are tried first: memories.ai's own payloads have no ``type`` or
 ``message_type`` beside ``status``, and reading a provider message as a status could end a task.
-A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". ElevenLabs
-messages carry no index, and none is invented (a counter would break on duplicates and reordering):
-without a ``segment_index`` in the wrapper such a transcript is a CallbackError naming it.
+A stream callback's ``data`` has an int ``status`` and no key but those the stream callbacks
+document (``_STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
+or a ``code`` at the top) is another product's result, a ForeignCallback. What is malformed stays
+a CallbackError: no JSON object, no envelope, a stream field of the wrong type (a ``task_id``
+that is no string, a ``transcript`` that is a number, a ``status`` out of range).
+A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". A status
+callback's ``segment_index`` is the one field read leniently: the stop page documents it as the
+index of the last segment, and one of another type or out of range reads as no index (None),
+because refusing a stop callback over a hint would leave its task waiting for it. ElevenLabs
+messages carry no index, and the parser invents none (it sees one message, not the stream): without
+a ``segment_index`` in the wrapper, the Segment's index is None, and the task's transcript numbers
+it in the task's journal order, where a repeat is known by its content.
 
 JSON text is read by the standard library, which decides what is JSON and says why when it is not;
 a body of bytes is read by orjson first, in a quarter of the time, where its reading is sure to be
@@ -47,11 +61,20 @@ from typing import Any, Final, TypeAlias, TypeGuard
 import orjson
 
 from .errors import CallbackError
-from .events import ProviderEvent, Segment, StatusCallback, parsed_segment
+from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, parsed_segment
 from .statuses import DEFAULT_STATUSES, PROVIDER_ENDED, StatusTable
 
-CallbackEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
-__all__ = ["DEFAULT_STATUSES", "PROVIDER_ENDED", "CallbackEvent", "StatusTable", "parse_callback"]
+# What a stream task hears; a callback is one of these, or another product's result.
+StreamEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
+CallbackEvent: TypeAlias = StreamEvent | ForeignCallback
+__all__ = [
+    "DEFAULT_STATUSES",
+    "PROVIDER_ENDED",
+    "CallbackEvent",
+    "StatusTable",
+    "StreamEvent",
+    "parse_callback",
+]
 
 _INT32: Final = range(-(2**31), 2**31)  # statuses and indexes stay small: cheap to log, cheap for gaps()
 # A plain decimal: float() alone would also take "nan", "inf", "1_000" and Unicode digits.
@@ -66,6 +89,26 @@ _KINDS: Final = {type(None): "null", bool: "a boolean", str: "a string", list: "
 _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
+# The keys of ``data`` in the stream callbacks: the audio stop page's, the video moderation page's
+# (``data.data`` and ``data.token``), ``msg`` for ``message`` and ``task_id`` (read leniently, as
+# everywhere), and ``start_time``/``end_time`` beside ``data.data`` (as seen in examples; the docs'
+# table puts them inside it). A ``data`` with any other key beside its status is another product's.
+_STREAM_KEYS: Final = frozenset(
+    {
+        "status",
+        "message",
+        "msg",
+        "segment_index",
+        "segment_start_time",
+        "segment_end_time",
+        "start_time",
+        "end_time",
+        "transcript",
+        "data",
+        "token",
+        "task_id",
+    }
+)
 _ELEVENLABS_FINAL: Final = {
     "partial_transcript": False,
     "committed_transcript": True,
@@ -109,6 +152,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
         or type(transcript) is not dict
         or data.get("type") is not None
         or data.get("message_type") is not None
+        or not data.keys() <= _STREAM_KEYS
     ):
         return None
     text, final = transcript.get("text"), transcript.get("is_final")
@@ -147,13 +191,25 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
     elif top.get("type") is not None or top.get("message_type") is not None:
         message, prefix = top, ""  # a bare provider message, task_id beside its own fields
     else:
-        raise CallbackError("data", "missing, and the payload is no provider message either")
-    task_id = _task_id(top, data)
+        return _foreign(top, None)
     if message.get("type") is not None:
-        return _assemblyai(task_id, top, message, prefix, table)
+        return _assemblyai(_task_id(top, data), top, message, prefix, table)
     if message.get("message_type") is not None:
-        return _elevenlabs(task_id, top, message, prefix)
-    return _memories(task_id, top, message, table)
+        return _elevenlabs(_task_id(top, data), top, message, prefix)
+    if not (_is_int(message.get("status")) and _STREAM_KEYS.issuperset(message)):
+        return _foreign(top, message)
+    return _memories(_task_id(top, data), top, message, table)
+
+
+def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignCallback:
+    """Another product's result, if the payload has the envelope every callback has (a ``task_id``
+    or a ``code``); without one it is no callback at all."""
+    task_id = _optional_task_id(top, data)
+    if task_id is None and top.get("code") is None:
+        if data is None:
+            raise CallbackError("data", "missing, and the payload is no provider message either")
+        raise CallbackError("task_id", "missing, at the top level and under data, and no code either")
+    return ForeignCallback(task_id, top)
 
 
 def _decode(payload: object) -> Mapping[str, Any]:
@@ -306,6 +362,14 @@ def _usual_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> st
 
 
 def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
+    task_id = _optional_task_id(top, data)
+    if task_id is None:
+        raise CallbackError("task_id", "missing, at the top level and under data")
+    return task_id
+
+
+def _optional_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str | None:
+    """The task_id at the top level or under data, checked; None if neither holds one."""
     usual = _usual_task_id(top, data)
     if usual is not None:
         return usual
@@ -318,10 +382,7 @@ def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
             raise CallbackError(path, "must not contain a NUL character")
     if outer is not None and inner is not None and inner != outer:
         raise CallbackError("data.task_id", "differs from the top-level task_id")
-    task_id = outer if outer is not None else inner
-    if task_id is None:
-        raise CallbackError("task_id", "missing, at the top level and under data")
-    return task_id
+    return outer if outer is not None else inner
 
 
 def _assemblyai(
@@ -334,7 +395,11 @@ def _assemblyai(
         final = m.get("end_of_turn")
         if not isinstance(final, bool):
             raise CallbackError(prefix + "end_of_turn", f"must be a boolean, got {_kind(final)}")
-        return Segment(task_id, index, final, text, raw=top)
+        # With format_turns on, a turn ends twice: unformatted, then formatted (which the transcript keeps).
+        formatted = m.get("turn_is_formatted")
+        if formatted is not None and not isinstance(formatted, bool):
+            raise CallbackError(prefix + "turn_is_formatted", f"must be a boolean, got {_kind(formatted)}")
+        return Segment(task_id, index, final, text, raw=top, formatted=formatted is True)
     if kind == "Termination":
         meaning = table.meaning(PROVIDER_ENDED)
         return StatusCallback(task_id, PROVIDER_ENDED, "assemblyai: Termination", top, meaning)
@@ -347,11 +412,10 @@ def _elevenlabs(task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], pref
     if final is None:
         return ProviderEvent(task_id, "elevenlabs", kind, top)
     text = _text(m, "text", prefix + "text")
-    # The provider numbers nothing: the index can only come from memories.ai's wrapper.
+    # The provider numbers nothing: an index can only come from memories.ai's wrapper, and without
+    # one the task's transcript numbers the segment when it is applied.
     found = _find([(top, ""), (m, prefix)], "segment_index")
-    if found is None:
-        raise CallbackError("segment_index", "missing: ElevenLabs transcripts carry no index of their own")
-    return Segment(task_id, _index(*found), final, text, raw=top)
+    return Segment(task_id, None if found is None else _index(*found), final, text, raw=top)
 
 
 def _memories(
@@ -369,7 +433,9 @@ def _memories(
         message = _message(data, "data.")
         if message is None:  # not ``or``: an empty message is still the callback's own
             message = _message(top, "")
-        return StatusCallback(task_id, status, message, top, table.meaning(status))
+        last = data.get("segment_index")
+        last_index = last if _is_int(last) and 0 <= last < _INDEX_END else None
+        return StatusCallback(task_id, status, message, top, table.meaning(status), last_index)
 
     places = [(data, "data.")]
     if is_audio:

@@ -46,6 +46,8 @@ class OutcomeKind(enum.StrEnum):
     """A callback for a task_id nobody knows yet; held until its start answer arrives."""
     REJECTED = "rejected"
     """The event is impossible for the task in its state; recorded with the reason, nothing changed."""
+    FOREIGN = "foreign"
+    """A well-formed callback that is no stream event: another product's result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Outcome:
     DUPLICATE: ClassVar[Outcome]
     LATE: ClassVar[Outcome]
     PARKED: ClassVar[Outcome]
+    FOREIGN: ClassVar[Outcome]
 
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
@@ -76,6 +79,7 @@ Outcome.APPLIED = Outcome(OutcomeKind.APPLIED)
 Outcome.DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
 Outcome.LATE = Outcome(OutcomeKind.LATE)
 Outcome.PARKED = Outcome(OutcomeKind.PARKED)
+Outcome.FOREIGN = Outcome(OutcomeKind.FOREIGN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +87,82 @@ class Segment:
     """One transcript (or moderation) result for one 5-second segment of a stream.
 
     ``final`` is False for a partial result that a later final for the same index replaces.
+    ``index`` is None for a message that carries none (ElevenLabs transcripts forwarded as they
+    came): the task's transcript numbers it when the task applies it (``Transcript.numbered``).
+    ``formatted`` is True for a final in its formatted form (AssemblyAI's ``turn_is_formatted``,
+    sent after the unformatted final of the same turn when the stream formats turns): it replaces
+    that final, and an unformatted final after it is a repeat.
     """
 
     task_id: str
-    index: int
+    index: int | None
     final: bool
     text: str | None = None
     start: float | None = None
     end: float | None = None
     raw: Mapping[str, Any] | None = None
+    formatted: bool = False
 
     @property
-    def key(self) -> tuple[int, bool]:
+    def key(self) -> tuple[int | None, bool]:
         return (self.index, self.final)
+
+    @property
+    def moderation(self) -> Moderation | None:
+        """The video moderation result this segment carries, read from ``raw`` when asked; None
+        for a transcript (a segment with text) and for a payload with no ``data.data`` object."""
+        return None if self.text is not None else _moderation_of(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """A video moderation segment's result: the fields the stream/start page documents, typed.
+
+    Read from the callback's payload, where the page puts them: ``data.data.content_moderation``
+    holds ``has_unsafe_content`` and ``frames_processed`` (the page's table is cut off after
+    "frames_process"; we assume the name it reads as), ``data.data.video_url`` is the processed
+    clip, and ``data.token`` the usage. The docs are silent on logo detection's result: it has no
+    field of its own here, and ``result`` is the whole of ``data.data``, the logos included.
+    A field missing, null or of another type reads as None: a view never refuses a payload that
+    the parser took.
+    """
+
+    has_unsafe_content: bool | None
+    frames_processed: int | None
+    video_url: str | None
+    token: Mapping[str, Any] | None
+    result: Mapping[str, Any]  # (never None: with no ``data.data`` object there is no Moderation)
+
+
+def _moderation_of(raw: Mapping[str, Any] | None) -> Moderation | None:
+    data = None if raw is None else raw.get("data")
+    result = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping) or not isinstance(result, Mapping):
+        return None
+    checks = result.get("content_moderation")
+    unsafe = checks.get("has_unsafe_content") if isinstance(checks, Mapping) else None
+    frames = checks.get("frames_processed") if isinstance(checks, Mapping) else None
+    url, token = result.get("video_url"), data.get("token")
+    return Moderation(
+        has_unsafe_content=unsafe if isinstance(unsafe, bool) else None,
+        frames_processed=frames if isinstance(frames, int) and not isinstance(frames, bool) else None,
+        video_url=url if isinstance(url, str) else None,
+        token=token if isinstance(token, Mapping) else None,
+        result=result,
+    )
 
 
 def parsed_segment(
     task_id: str,
-    index: int,
+    index: int | None,
     final: bool,
     text: str | None,
     start: float | None,
     end: float | None,
     raw: Mapping[str, Any] | None,
+    formatted: bool = False,
 ) -> Segment:
-    """``Segment(task_id, index, final, text, start, end, raw)``, made in half the time.
+    """``Segment(task_id, index, final, text, start, end, raw, formatted)``, made in half the time.
 
     For the parser, which makes one for every callback: a frozen dataclass's ``__init__`` sets each
     field through ``object.__setattr__``, a global and an attribute looked up per field. Here each
@@ -122,6 +177,7 @@ def parsed_segment(
     _set_start(segment, start)
     _set_end(segment, end)
     _set_raw(segment, raw)
+    _set_formatted(segment, formatted)
     return segment
 
 
@@ -134,6 +190,7 @@ _set_text = _SLOTS["text"].__set__
 _set_start = _SLOTS["start"].__set__
 _set_end = _SLOTS["end"].__set__
 _set_raw = _SLOTS["raw"].__set__
+_set_formatted = _SLOTS["formatted"].__set__
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +199,9 @@ class StatusCallback:
 
     ``meaning`` is what the status table said when the callback was parsed (UNKNOWN for a status
     it does not list); None for a StatusCallback built by hand rather than by ``parse_callback``.
+    ``last_index`` is the index of the stream's last segment, where the callback names it (the
+    stop callback's ``segment_index``): a task that applies the callback counts every segment up
+    to it as expected, so one with no final shows in its gaps.
     """
 
     task_id: str
@@ -149,6 +209,7 @@ class StatusCallback:
     message: str | None = None
     raw: Mapping[str, Any] | None = None
     meaning: StatusMeaning | None = None
+    last_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +224,21 @@ class ProviderEvent:
     task_id: str
     provider: str  # "assemblyai" or "elevenlabs"
     message_type: str  # the provider's own name for the message: "Begin", "session_started", "error"
+    raw: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignCallback:
+    """A well-formed callback that is no stream event: another product's result.
+
+    The webhook URL is one per account, and memories.ai posts every product's async results to it
+    (clips, edits, generated audio, summaries), beside the streams' callbacks. Such a result has
+    the envelope (a ``task_id`` or a ``code``, and a ``data`` object or null) but not a stream's
+    shape. It is no business of any stream task: it is for the application to route, or to
+    acknowledge and drop. ``task_id`` is the one the envelope names, if any (the product's own).
+    """
+
+    task_id: str | None
     raw: Mapping[str, Any] | None = None
 
 

@@ -49,7 +49,7 @@ from typing import Any, Final, TypeVar, final
 import structlog
 
 from .billing import Exposure
-from .callbacks import CallbackEvent, parse_callback
+from .callbacks import CallbackEvent, StreamEvent, parse_callback
 from .clock import SYSTEM_CLOCK, Clock
 from .deadletter import dead_letter_body
 from .deadlines import Deadlines
@@ -68,7 +68,16 @@ from .errors import (
     TransportError,
     UnknownTaskError,
 )
-from .events import Outcome, OutcomeKind, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    ForeignCallback,
+    Outcome,
+    OutcomeKind,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, StopReason, TaskState
@@ -622,7 +631,7 @@ class Fleet:
                 self._refused(payload, error)
                 results.append(error)
                 continue
-            tracked = self._by_id.get(event.task_id)
+            tracked = None if isinstance(event, ForeignCallback) else self._by_id.get(event.task_id)
             if tracked is None:
                 others.append((len(results), event))
             else:
@@ -687,6 +696,9 @@ class Fleet:
     def deliver(self, event: CallbackEvent) -> Outcome:
         """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
         the store) before this returns, so a webhook acknowledged after it is never lost."""
+        if isinstance(event, ForeignCallback):  # another product's result: no task of ours to apply it to
+            self._count(OutcomeKind.FOREIGN)
+            return Outcome.FOREIGN
         tracked = self._by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
         if tracked is None:
             # A task this Fleet does not hold may be in the store: one another process started, or
@@ -710,7 +722,7 @@ class Fleet:
             self._deliver_notices(tracked)
         return outcome
 
-    def _park(self, event: CallbackEvent, now: float) -> Outcome:
+    def _park(self, event: StreamEvent, now: float) -> Outcome:
         if event.task_id not in self._parking and len(self._parking) >= self.policy.max_parked:
             _log.warning("streamlife.parking_full", task_id=event.task_id, parked=len(self._parking))
             return Outcome.rejected(f"{len(self._parking)} unknown task_ids parked (Policy.max_parked)")
@@ -1018,6 +1030,8 @@ class Fleet:
         delivered = set()
         for kept in self.store.parked():
             event = decode_event(kept.payload)
+            if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
+                continue
             with self._lock:
                 tracked = self._by_id.get(event.task_id)
             if tracked is None:

@@ -16,7 +16,15 @@ from typing import Any, Final
 from .callbacks import CallbackEvent
 from .clock import Clock, ManualClock
 from .errors import JournalMismatch, RecordedError
-from .events import Outcome, ProviderEvent, Segment, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    ForeignCallback,
+    Outcome,
+    ProviderEvent,
+    Segment,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .lifecycle import StopReason
 from .store.base import JournalEntry, TaskRow
 from .task import STATE_SLOTS, StreamTask, replaying
@@ -69,12 +77,20 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
     encoded: dict[str, Any]
     if isinstance(event, Segment):
         fields = {"index": event.index, "final": event.final, "text": event.text}
-        encoded = {"segment": {**fields, "start": event.start, "end": event.end}}
+        segment = {**fields, "start": event.start, "end": event.end}
+        if event.formatted:  # (written only when True: journals from before it decode as they did)
+            segment["formatted"] = True
+        encoded = {"segment": segment}
     elif isinstance(event, StatusCallback):
         meaning = None if event.meaning is None else event.meaning.value
-        encoded = {"status": {"status": event.status, "message": event.message, "meaning": meaning}}
-    else:
+        status = {"status": event.status, "message": event.message, "meaning": meaning}
+        if event.last_index is not None:  # (written only when known: journals from before decode as they did)
+            status["last_index"] = event.last_index
+        encoded = {"status": status}
+    elif isinstance(event, ProviderEvent):
         encoded = {"provider": {"provider": event.provider, "message_type": event.message_type}}
+    else:  # (no task applies one, so none is journaled: encoded all the same, for a caller that keeps it)
+        encoded = {"foreign": {}}
     encoded["on"] = event.task_id
     if event.raw is not None:
         encoded["raw"] = event.raw
@@ -91,6 +107,8 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
         return StatusCallback(
             task_id, **fields, raw=raw, meaning=None if meaning is None else StatusMeaning(meaning)
         )
+    if "foreign" in payload:
+        return ForeignCallback(task_id, raw)
     return ProviderEvent(task_id, **payload["provider"], raw=raw)
 
 

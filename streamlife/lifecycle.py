@@ -37,7 +37,10 @@ Why some cells are what they are:
     for the answer. ``start_deferred`` (429 or capacity 16: nothing was created) puts the task back
     in ``pending``, from where the Fleet starts it again after a backoff, or stops it for free.
   * a segment while stopping or ending is still applied (finals are in flight, and the stream may
-    live on). After the end it is LATE.
+    live on), and so is one after the stream stopped or ended: a final delivered late still
+    completes the transcript (the task keeps it, marked late, and its state stays terminal), while
+    a partial there, which only a final would replace, is LATE (the task's data decides, as for a
+    repeated segment). A task that failed has no transcript to complete: a segment there is LATE.
   * an end the task learns while stopping (a status nobody declared, a status 16) changes nothing
     but the recorded status: our own stop settles the task. The provider's ``Termination`` while
     stopping is our stop's echo, but only once the stop was acknowledged: before that it may be
@@ -45,8 +48,8 @@ Why some cells are what they are:
   * ``final_deadline`` ends a stopping or ending task only once its stop was acknowledged: the task
     refuses it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
-    how the task ended (DUP); a start answer there is impossible, since a task only leaves
-    ``starting`` on its start answer.
+    how the task ended (DUP) and a late segment (above); a start answer there is impossible, since
+    a task only leaves ``starting`` on its start answer.
 
 Every move goes through ONE ``transitions.Machine``, built from TABLE at import. Tasks are never
 registered with it (``add_model`` is O(n) per add and costs kilobytes a task); ``StreamTask`` fires
@@ -153,7 +156,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
     "stop_error":         (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     # callbacks
-    "segment":            (NO,       NO,        NO,        running,  stopping, ending,   LATE,    LATE,    LATE),
+    "segment":            (NO,       NO,        NO,        running,  stopping, ending,   stopped, ended,   LATE),
     "stopped":            (NO,       NO,        NO,        stopped,  stopped,  stopped,  DUP,     LATE,    LATE),
     "ended":              (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
     "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     DUP),
@@ -289,5 +292,6 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
-# The states where a segment is such a self-loop (running, stopping): the hot path's compiled cells.
+# The states where a segment is such a self-loop (running, stopping, and the terminal states that
+# keep late finals): the hot path's compiled cells.
 SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")

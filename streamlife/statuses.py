@@ -62,11 +62,12 @@ class StatusTable(Mapping[int, StatusMeaning]):
         return f"StatusTable({dict(self._meanings)!r})"
 
 
-# Only what the docs confirm: 14 (stopped by user) and 16 (capacity reached). 0 is the status of a
-# result (the Live Video Understanding answers document it as "OK"); an audio callback with status
-# 0 and no transcript is a silent segment: the stream was heard, and nothing ended. 12, 15 and the
-# rest are unknown until a user says otherwise, and an unknown status is an end the Fleet confirms
-# with a stop, never one it takes on trust.
+# Only what the docs confirm: 14 (stopped by user) and 16 (capacity reached). 0 is the status Live
+# Video Understanding documents as "OK", and the one segment results carry (the docs are silent on
+# a segment's status; we assume 0, as every example has it). A status-0 callback with no result (no
+# transcript, a null ``data.data``) is a silent segment: the stream was heard and nothing ended, so
+# it is ONGOING. 12, 15 and the rest are unknown until a user says otherwise, and an unknown status
+# is an end the Fleet confirms with a stop, never one it takes on trust.
 DEFAULT_STATUSES: Final = StatusTable(
     {
         0: StatusMeaning.ONGOING,

@@ -202,8 +202,21 @@ class StreamTask:
 
     # -- callbacks ---------------------------------------------------------------------------
     def segment(self, segment: Segment) -> Outcome:
-        data = ("index", segment.index, "final", segment.final)
+        """A transcript or moderation result. After the stream stopped or ended, a final is still
+        kept (``transcript.late`` names it) and the task stays as it was; a partial is LATE."""
+        index = segment.index
+        if index is None:  # forwarded with no index: numbered by the transcript, as a replay will be
+            index = self.transcript.numbered(segment).index
+        data = ("index", index, "final", segment.final)
         before = self.state
+        if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
+            # Only a final would replace a partial now: the table lets the segment in, its data
+            # says LATE (``_fire`` gives the same where the table's cell says it, in ``failed``).
+            at = self.clock.now()
+            self.history.record(at, "segment", before, before, Outcome.LATE, data)
+            if not _replaying.get():
+                self._announce("segment", before, Outcome.LATE)
+            return Outcome.LATE
         if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
         # The hot path, compiled from the table: here the cell is this very state and the Machine's
@@ -280,7 +293,8 @@ class StreamTask:
 
     @property
     def gaps(self) -> list[range]:
-        """Runs of segment indexes with no final below the highest final: lost or still in flight."""
+        """Runs of segment indexes with no final below the highest final, or up to the last index
+        the callback that ended the task named: lost or still in flight."""
         return [] if self._transcript is None else self._transcript.gaps()
 
     def billed_seconds(self, now: float | None = None) -> float:
@@ -358,6 +372,8 @@ class StreamTask:
     def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
         def remember_status() -> bool:
             self.end_status = callback.status
+            if callback.last_index is not None:  # segments up to it were sent: the gaps show any lost
+                self.transcript.learn_last_index(callback.last_index)
             return True
 
         data = ("status", callback.status)
@@ -429,7 +445,8 @@ class StreamTask:
         return self._set_error(error)
 
     def _add_segment(self, segment: Segment) -> bool:
-        change = self.transcript.add(segment)
+        late = self.state in TERMINAL  # a final after the end: kept, and marked late
+        change = self.transcript.add(segment, late=late)
         if change is Change.CONFLICT:
             _log.warning(
                 "streamlife.transcript_conflict",
@@ -438,7 +455,7 @@ class StreamTask:
                 index=segment.index,
             )
         if change in APPLIED_CHANGES:
-            if self.stalled:  # news from a stream that had gone silent: a fact changes
+            if self.stalled and not late:  # news from a stream that had gone silent: a fact changes
                 self.stalled = False
                 self.revision += 1
             return True

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def segment_callback(task_id: str, index: int, text: str = "hello there") -> dict[str, Any]:
-    """A final transcript callback for segment ``index``."""
+def segment_callback(
+    task_id: str, index: int, text: str = "hello there", *, final: bool = True
+) -> dict[str, Any]:
+    """A transcript callback for segment ``index``: final, or a partial with ``final=False``."""
     return {
         "code": "200",
         "message": "SUCCESS",
@@ -17,7 +19,7 @@ def segment_callback(task_id: str, index: int, text: str = "hello there") -> dic
             "segment_end_time": f"{index * 5.0 + 5.0:.1f}",
             "status": 0,
             "message": "final",
-            "transcript": {"text": text, "is_final": True},
+            "transcript": {"text": text, "is_final": final},
         },
     }
 

@@ -7,6 +7,7 @@ gap, the shape api/memories-stream-api.md §4 expects); the example tests read a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -24,6 +25,8 @@ from streamlife import (
     DEFAULT_STATUSES,
     PROVIDER_ENDED,
     CallbackError,
+    ForeignCallback,
+    Moderation,
     ProviderEvent,
     Segment,
     StatusCallback,
@@ -31,7 +34,7 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _fast_json, _read, _standard_decode, _usual_transcript
+from streamlife.callbacks import _STREAM_KEYS, _fast_json, _read, _standard_decode, _usual_transcript
 from streamlife.events import parsed_segment
 
 from .payloads import segment_callback
@@ -143,6 +146,14 @@ VIDEO_STOP: dict[str, Any] = {
     "data": {"status": 14, "message": "Stream stopped by user", "data": None, "token": None},
 }
 
+# 5. Another product's result, posted to the same account-wide webhook URL (the webhooks guide's envelope).
+CLIP_RESULT: dict[str, Any] = {
+    "code": 200,
+    "message": "SUCCESS",
+    "task_id": "1e8ae1075e054e8abb58e7598c53cbf1",
+    "data": {"video_url": "https://cdn.example.invalid/clip.mp4", "duration": 12.5},
+}
+
 VALID = [
     AUDIO_SEGMENT,
     AUDIO_STOP,
@@ -155,6 +166,7 @@ VALID = [
     VIDEO_SEGMENT,
     VIDEO_SEGMENT_NESTED,
     VIDEO_STOP,
+    CLIP_RESULT,
 ]
 
 
@@ -218,7 +230,27 @@ def test_an_audio_transcript_is_final_unless_it_says_partial(transcript: str | d
 
 def test_the_documented_stop_callback_is_status_14_stopped() -> None:
     event = parse_callback(json.dumps(AUDIO_STOP))
-    assert event == StatusCallback(TASK, 14, "Stream stopped by user", AUDIO_STOP, StatusMeaning.STOPPED)
+    assert event == StatusCallback(
+        TASK, 14, "Stream stopped by user", AUDIO_STOP, StatusMeaning.STOPPED, last_index=7
+    )
+
+
+def test_the_stop_callbacks_segment_index_is_the_streams_last_index() -> None:
+    """The audio stop page documents ``data.segment_index`` as the index of the last segment."""
+    event = parse_callback(AUDIO_STOP)
+    assert isinstance(event, StatusCallback)
+    assert event.last_index == 7
+    video = parse_callback(VIDEO_STOP)  # the video stop callback documents none
+    assert isinstance(video, StatusCallback)
+    assert video.last_index is None
+
+
+@pytest.mark.parametrize("odd", [DROP, None, -1, 2**31, "7", 7.0, True, [7]])
+def test_a_stop_callback_is_never_refused_over_its_last_index(odd: Any) -> None:
+    """A hint of another type or out of range reads as no index: the stop itself must land."""
+    event = parse_callback(with_changes(AUDIO_STOP, data__segment_index=odd))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning, event.last_index) == (14, StatusMeaning.STOPPED, None)
 
 
 def test_status_16_means_capacity() -> None:
@@ -240,7 +272,7 @@ def test_envelopes_are_read_leniently() -> None:
     )
     payload["data"]["msg"] = payload["data"].pop("message")
     assert parse_callback(payload) == StatusCallback(
-        TASK, 14, "Stream stopped by user", payload, StatusMeaning.STOPPED
+        TASK, 14, "Stream stopped by user", payload, StatusMeaning.STOPPED, last_index=7
     )
     numbers = with_changes(AUDIO_SEGMENT, data__segment_start_time=15, data__segment_end_time=20.0)
     event = parse_callback(numbers)
@@ -258,6 +290,19 @@ def test_an_assemblyai_turn_is_a_segment_indexed_by_turn_order() -> None:
     assert parse_callback(ASSEMBLYAI_TURN) == Segment(TASK, 2, True, "how are you", raw=ASSEMBLYAI_TURN)
     partial = with_changes(ASSEMBLYAI_TURN, data__end_of_turn=False, data__transcript="how are")
     assert parse_callback(partial) == Segment(TASK, 2, False, "how are", raw=partial)
+
+
+def test_an_assemblyai_formatted_turn_is_a_formatted_final() -> None:
+    """With ``format_turns``, a turn ends twice: unformatted, then formatted."""
+    formatted = with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted=True, data__transcript="How are you?")
+    assert parse_callback(formatted) == Segment(TASK, 2, True, "How are you?", raw=formatted, formatted=True)
+    event = parse_callback(ASSEMBLYAI_TURN)
+    assert isinstance(event, Segment)
+    assert event.formatted is False
+    for unsaid in (None, DROP):
+        event = parse_callback(with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted=unsaid))
+        assert isinstance(event, Segment)
+        assert event.formatted is False
 
 
 def test_a_bare_provider_message_carries_its_task_id_at_the_top() -> None:
@@ -291,10 +336,19 @@ def test_elevenlabs_transcripts_are_segments_indexed_by_the_wrapper() -> None:
     assert parse_callback(stamped) == Segment(TASK, 4, True, "The quick brown fox.", raw=stamped)
 
 
-def test_an_elevenlabs_transcript_with_no_index_anywhere_is_refused_not_numbered() -> None:
-    with pytest.raises(CallbackError) as caught:
-        parse_callback(with_changes(ELEVENLABS_COMMITTED, segment_index=DROP))
-    assert caught.value.field == "segment_index"
+def test_an_elevenlabs_transcript_forwarded_with_no_index_is_a_segment_the_task_numbers() -> None:
+    """Forwarded verbatim, ElevenLabs messages carry no index: the parser invents none."""
+    committed = with_changes(ELEVENLABS_COMMITTED, segment_index=DROP)
+    assert parse_callback(committed) == Segment(TASK, None, True, "The quick brown fox.", raw=committed)
+    partial = with_changes(ELEVENLABS_PARTIAL, segment_index=None)
+    assert parse_callback(partial) == Segment(TASK, None, False, "the quick brown", raw=partial)
+    bare = {
+        "task_id": TASK,
+        "message_type": "committed_transcript_with_timestamps",
+        "text": "Hi.",
+        "words": [],
+    }
+    assert parse_callback(bare) == Segment(TASK, None, True, "Hi.", raw=bare)
 
 
 def test_elevenlabs_session_started_and_errors_are_provider_events() -> None:
@@ -315,6 +369,57 @@ def test_a_video_moderation_callback_is_a_final_segment_with_its_result_in_raw()
     }
 
 
+def test_a_video_segment_reads_its_moderation_result_as_documented() -> None:
+    event = parse_callback(VIDEO_SEGMENT)
+    assert isinstance(event, Segment)
+    assert event.moderation == Moderation(
+        has_unsafe_content=False,
+        frames_processed=5,
+        video_url="https://cdn.example.invalid/seg0.mp4",
+        token={"input": 1200, "output": 40},
+        result=VIDEO_SEGMENT["data"]["data"],
+    )
+    nested = parse_callback(VIDEO_SEGMENT_NESTED)
+    assert isinstance(nested, Segment)
+    assert nested.moderation == Moderation(True, None, None, None, VIDEO_SEGMENT_NESTED["data"]["data"])
+
+
+def test_a_transcript_has_no_moderation_result() -> None:
+    for payload in (AUDIO_SEGMENT, ASSEMBLYAI_TURN, ELEVENLABS_COMMITTED):
+        event = parse_callback(payload)
+        assert isinstance(event, Segment)
+        assert event.moderation is None
+    assert Segment(TASK, 0, True).moderation is None  # made by hand: no payload
+
+
+def test_a_logo_result_is_not_read_but_stays_in_the_whole_result() -> None:
+    """The docs are silent on the logo detection result's shape: no field is invented for it."""
+    logos = {"logo_detection": {"logos": [{"name": "Acme", "confidence": 0.9}]}, "video_url": "u"}
+    event = parse_callback(with_changes(VIDEO_SEGMENT, data__data=logos, data__token=DROP))
+    assert isinstance(event, Segment)
+    assert event.moderation == Moderation(None, None, "u", None, logos)
+
+
+@pytest.mark.parametrize(
+    ("change", "unread"),
+    [
+        ({"data__data__content_moderation": "unsafe"}, ("has_unsafe_content", "frames_processed")),
+        ({"data__data__content_moderation__has_unsafe_content": 1}, ("has_unsafe_content",)),
+        ({"data__data__content_moderation__frames_processed": True}, ("frames_processed",)),
+        ({"data__data__content_moderation__frames_processed": "5"}, ("frames_processed",)),
+        ({"data__data__video_url": 7}, ("video_url",)),
+        ({"data__token": [1200, 40]}, ("token",)),
+    ],
+)
+def test_a_moderation_field_of_another_type_reads_as_none(change: dict[str, Any], unread: tuple[str]) -> None:
+    payload = with_changes(VIDEO_SEGMENT, **change)
+    event = parse_callback(payload)
+    assert isinstance(event, Segment)
+    expected = Moderation(False, 5, "https://cdn.example.invalid/seg0.mp4", {"input": 1200, "output": 40}, {})
+    nones: dict[str, Any] = dict.fromkeys(unread)
+    assert event.moderation == dataclasses.replace(expected, result=payload["data"]["data"], **nones)
+
+
 def test_video_segment_fields_may_sit_inside_data_data_as_the_docs_table_says() -> None:
     event = parse_callback(VIDEO_SEGMENT_NESTED)
     assert event == Segment(TASK, 1, True, None, 5.0, 10.0, VIDEO_SEGMENT_NESTED)
@@ -325,7 +430,39 @@ def test_a_video_callback_with_a_null_result_is_a_status_callback() -> None:
         TASK, 14, "Stream stopped by user", VIDEO_STOP, StatusMeaning.STOPPED
     )
     error = with_changes(VIDEO_SEGMENT, data__status=13, data__data=None, data__message="pull failed")
-    assert parse_callback(error) == StatusCallback(TASK, 13, "pull failed", error, StatusMeaning.UNKNOWN)
+    assert parse_callback(error) == StatusCallback(
+        TASK, 13, "pull failed", error, StatusMeaning.UNKNOWN, last_index=0
+    )
+
+
+# -- the account-wide webhook: every product's results come to it ---------------------------------
+def test_another_products_result_is_a_foreign_callback_not_an_error() -> None:
+    assert parse_callback(json.dumps(CLIP_RESULT).encode()) == ForeignCallback(
+        CLIP_RESULT["task_id"], CLIP_RESULT
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "task_id"),
+    [
+        ({"task_id": TASK, "code": 200}, TASK),  # no data
+        ({"code": 500, "message": "generation failed", "data": None}, None),  # no task_id: a code will do
+        ({"data": {"task_id": TASK, "clips": []}}, TASK),  # the task_id under data, as everywhere
+        ({"task_id": TASK, "data": {}}, TASK),
+        ({"task_id": TASK, "data": {"status": "completed", "summary": "..."}}, TASK),  # no int status
+        ({"task_id": TASK, "data": {"status": True}}, TASK),
+        (with_changes(AUDIO_STOP, data__status=DROP), TASK),
+        (with_changes(AUDIO_STOP, data__status="14"), TASK),
+        ({"task_id": TASK, "data": {"status": 0, "summary": "A talk."}}, TASK),  # a key no stream has
+        (with_changes(AUDIO_SEGMENT, data__speakers=["A", "B"]), TASK),
+        (with_changes(VIDEO_SEGMENT, data__frames=[]), TASK),
+    ],
+)
+def test_a_well_formed_envelope_that_holds_no_stream_event_is_foreign(
+    payload: dict[str, Any], task_id: str | None
+) -> None:
+    assert parse_callback(payload) == ForeignCallback(task_id, payload)
+    assert parse_callback(json.dumps(payload).encode()) == ForeignCallback(task_id, payload)
 
 
 def test_the_raw_payload_is_the_decoded_object() -> None:
@@ -426,6 +563,15 @@ def test_the_default_table_holds_only_what_the_docs_confirm() -> None:
     assert len(DEFAULT_STATUSES) == 4
 
 
+@pytest.mark.parametrize("silent", [AUDIO_STOP, VIDEO_STOP], ids=["audio", "video"])
+def test_a_status_0_callback_with_no_result_is_a_silent_segment_that_ends_nothing(
+    silent: dict[str, Any],
+) -> None:
+    event = parse_callback(with_changes(silent, data__status=0, data__message="ok"))
+    assert isinstance(event, StatusCallback)
+    assert (event.status, event.meaning) == (0, StatusMeaning.ONGOING)
+
+
 def test_a_user_extended_table_changes_what_a_status_means() -> None:
     table = DEFAULT_STATUSES.with_status(12, StatusMeaning.ENDED).with_status(PROVIDER_ENDED, "ongoing")
     source_ended = with_changes(AUDIO_STOP, data__status=12)
@@ -460,16 +606,19 @@ REFUSALS: list[tuple[str, Any, str | None]] = [
     ("not a payload type", 42, None),
     ("code a list", with_changes(AUDIO_STOP, code=[200]), "code"),
     ("code a bool", with_changes(AUDIO_STOP, code=True), "code"),
-    ("no data, no provider type", {"task_id": TASK, "code": 200}, "data"),
+    ("no data, no provider type, no envelope", {"message": "SUCCESS"}, "data"),
+    ("an empty object", {}, "data"),
+    ("no task_id, no code", {"data": {"clips": []}}, "task_id"),
+    ("foreign, task_id an int", with_changes(CLIP_RESULT, task_id=7), "task_id"),
+    ("foreign, data.task_id disagrees", with_changes(CLIP_RESULT, data__task_id="other"), "data.task_id"),
+    ("foreign, data a list", with_changes(CLIP_RESULT, data=[]), "data"),
+    ("foreign, code a float", with_changes(CLIP_RESULT, code=200.0), "code"),
     ("data a string", with_changes(AUDIO_STOP, data="oops"), "data"),
     ("no task_id", with_changes(AUDIO_STOP, task_id=DROP), "task_id"),
     ("task_id an int", with_changes(AUDIO_STOP, task_id=7), "task_id"),
     ("task_id empty", with_changes(AUDIO_STOP, task_id=""), "task_id"),
     ("data.task_id disagrees", with_changes(AUDIO_STOP, data__task_id="other"), "data.task_id"),
     ("data.task_id a list", with_changes(AUDIO_STOP, data__task_id=[TASK]), "data.task_id"),
-    ("status missing", with_changes(AUDIO_STOP, data__status=DROP), "data.status"),
-    ("status a bool", with_changes(AUDIO_STOP, data__status=True), "data.status"),
-    ("status a string", with_changes(AUDIO_STOP, data__status="14"), "data.status"),
     ("status huge", with_changes(AUDIO_STOP, data__status=10**30), "data.status"),
     ("status message an int", with_changes(AUDIO_STOP, data__message=5), "data.message"),
     ("segment_index missing", with_changes(AUDIO_SEGMENT, data__segment_index=DROP), "data.segment_index"),
@@ -535,6 +684,11 @@ REFUSALS: list[tuple[str, Any, str | None]] = [
     ("end_of_turn missing", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=DROP), "data.end_of_turn"),
     ("end_of_turn a number", with_changes(ASSEMBLYAI_TURN, data__end_of_turn=1), "data.end_of_turn"),
     (
+        "turn_is_formatted a string",
+        with_changes(ASSEMBLYAI_TURN, data__turn_is_formatted="yes"),
+        "data.turn_is_formatted",
+    ),
+    (
         "bare turn_order missing",
         {"task_id": TASK, "type": "Turn", "transcript": "", "end_of_turn": True},
         "turn_order",
@@ -557,7 +711,7 @@ def test_every_refusal_is_a_callback_error_naming_its_field(payload: Any, field:
 
 
 # -- fuzzing: an event or a CallbackError, nothing else --------------------------------------------
-EVENTS = (Segment, StatusCallback, ProviderEvent)
+EVENTS = (Segment, StatusCallback, ProviderEvent, ForeignCallback)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 JSON = st.recursive(
     SCALARS,
@@ -600,6 +754,51 @@ def paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
         found.append((*prefix, key))
         found.extend(paths(inner, (*prefix, key)))
     return found
+
+
+@given(JSON, st.sampled_from(["data", "data__data", "data__data__content_moderation", "data__token"]))
+def test_a_moderation_view_never_raises(value: Any, where: str) -> None:
+    segment = Segment(TASK, 0, True, None, raw=with_changes(VIDEO_SEGMENT, **{where: value}))
+    moderation = segment.moderation
+    assert moderation is None or isinstance(moderation, Moderation)
+
+
+PROVIDER_KEYS = ("type", "message_type")  # a provider message: read as one, tried first
+# What JSON holds: no NaN and no infinity, which no store could keep (refused, as not JSON).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=12).filter(lambda key: key not in PROVIDER_KEYS), JSON_VALUES, max_size=5
+    ),
+    st.sampled_from([{"task_id": TASK}, {"code": 200}, {"code": "200", "task_id": TASK}]),
+)
+def test_a_data_with_no_int_status_in_an_envelope_is_always_foreign(
+    data: dict[str, Any], envelope: dict[str, Any]
+) -> None:
+    data.pop("task_id", None)
+    if isinstance(data.get("status"), int) and not isinstance(data["status"], bool):
+        del data["status"]
+    payload = {**envelope, "data": data}
+    assert parse_callback(payload) == ForeignCallback(envelope.get("task_id"), payload)
+
+
+@given(
+    st.sampled_from([AUDIO_STOP, AUDIO_SEGMENT, VIDEO_SEGMENT, VIDEO_STOP]),
+    st.text(min_size=1, max_size=12).filter(lambda key: key not in _STREAM_KEYS and key not in PROVIDER_KEYS),
+    JSON_VALUES,
+)
+def test_an_int_status_beside_a_key_no_stream_callback_documents_is_foreign(
+    payload: dict[str, Any], key: str, value: Any
+) -> None:
+    extended = copy.deepcopy(payload)
+    extended["data"][key] = value
+    assert parse_callback(extended) == ForeignCallback(TASK, extended)
 
 
 @given(st.sampled_from(VALID), st.data())
@@ -684,6 +883,8 @@ def test_provider_transcripts_round_trip(
     kind = "committed_transcript" if final else "partial_transcript"
     eleven = {"task_id": task_id, "segment_index": index, "data": {"message_type": kind, "text": text}}
     assert parse_callback(json.dumps(eleven)) == Segment(task_id, index, final, text, raw=eleven)
+    forwarded = {"task_id": task_id, "data": {"message_type": kind, "text": text}}
+    assert parse_callback(json.dumps(forwarded)) == Segment(task_id, None, final, text, raw=forwarded)
 
 
 @pytest.mark.parametrize(
@@ -715,6 +916,7 @@ USUAL_FIELDS = (
     "data__transcript", "data__transcript__text", "data__transcript__is_final", "data__transcript__final",
     "data__transcript__type", "data__transcript__message_type", "data__segment_index",
     "data__segment_start_time", "data__segment_end_time", "data__start_time", "data__end_time",
+    "data__summary",
 )  # fmt: skip
 ODD_VALUES: list[Any] = [
     *(None, True, False, 0, -1, 2**31 - 1, 2**31, -(2**31) - 1, 1.0, -0.0, math.inf, "", "\x00", "x", {}, []),
@@ -790,6 +992,7 @@ def test_the_usual_transcript_takes_the_one_pass_way() -> None:
         st.none() | st.floats(allow_nan=False),
         st.none() | st.floats(allow_nan=False),
         st.none() | st.dictionaries(st.text(), st.integers()),
+        st.booleans(),
     )
 )
 def test_the_parsers_segment_is_the_constructors(fields: tuple[Any, ...]) -> None:

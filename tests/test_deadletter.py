@@ -199,7 +199,7 @@ def test_a_letter_for_a_task_id_nobody_holds_is_parked_in_the_store(rig: Rig) ->
 
 def test_a_rejected_event_purges_its_letter_as_a_live_callback_would_be_answered(rig: Rig) -> None:
     rig.fleet.handle_callback(body_of(status_callback(rig.task_id, 14)))  # the stream stopped
-    late = rig.keep(body_of(segment_callback(rig.task_id, 0)))
+    late = rig.keep(body_of(segment_callback(rig.task_id, 0, final=False)))  # a partial: no final to keep
     results = replay_dead_letters(rig.fleet)
     assert results == [(late, Outcome.LATE)]
     assert rig.store.dead_letters() == []

@@ -839,8 +839,9 @@ def test_handle_callback_takes_bytes_text_or_a_mapping(clock: ManualClock) -> No
         b"\xff\xfe not UTF-8",
         "not JSON",
         "[1, 2]",
-        {"task_id": "t"},
-        {"task_id": "t", "data": {"status": 0.5}},
+        {"message": "SUCCESS"},  # no task_id, no code, no data: no envelope
+        {"data": {"status": 14}},  # no task_id
+        {"task_id": "t", "data": {"status": 14, "transcript": 5}},
     ],
 )
 def test_a_malformed_callback_raises_and_changes_nothing(
@@ -855,6 +856,29 @@ def test_a_malformed_callback_raises_and_changes_nothing(
     assert sum(r.fleet.stats().callbacks.values()) == 0
     assert task.history == before
     assert state_of(task) is TaskState.RUNNING
+
+
+def test_another_products_result_is_foreign_and_changes_nothing(clock: ManualClock) -> None:
+    """The webhook URL is the account's: every product's results come to it."""
+    r = rig(clock)
+    task = r.start()
+    before = list(task.history)
+    clip = {"code": 200, "task_id": tid(task), "data": {"video_url": "https://cdn.example.invalid/c.mp4"}}
+    unknown = {**clip, "task_id": "1e8ae1075e054e8abb58e7598c53cbf1"}
+    assert r.fleet.handle_callback(clip) is Outcome.FOREIGN
+    assert r.fleet.handle_callbacks([unknown, segment_callback(tid(task), 0)]) == [
+        Outcome.FOREIGN,
+        Outcome.APPLIED,
+    ]
+    stats = r.fleet.stats()
+    assert (stats.callbacks["foreign"], stats.callbacks["applied"], stats.parked, stats.malformed) == (
+        2,
+        1,
+        0,
+        0,
+    )
+    assert task.history[: len(before)] == before
+    assert [entry.trigger for entry in task.history[len(before) :]] == ["segment"]
 
 
 def test_an_undeclared_status_is_logged_and_the_end_it_implies_confirmed_by_a_stop(
@@ -930,7 +954,10 @@ def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: Manua
     r.run(1)
     again = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(running))
     assert r.fleet.handle_callback(again) == Outcome.DUPLICATE
-    assert r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end")) == Outcome.LATE
+    assert (
+        r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end", final=False))
+        == Outcome.LATE
+    )
 
     assert r.fleet.tasks() == [running, stopped, failed]
     assert r.fleet.tasks(TaskState.RUNNING) == [running]
@@ -944,6 +971,7 @@ def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: Manua
         "late": 1,
         "parked": 0,
         "rejected": 0,
+        "foreign": 0,
     }
     assert (stats.stops_sent, stats.stop_failures, stats.orphans, stats.malformed) == (1, 0, 0, 0)
 

@@ -34,7 +34,7 @@ from streamlife import (
     TaskState,
 )
 from streamlife.errors import JournalMismatch, StoreError
-from streamlife.events import ProviderEvent, StartResult, StatusMeaning, StopResult
+from streamlife.events import ForeignCallback, ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START
 from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.lifecycle import StopReason
@@ -258,7 +258,7 @@ def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_pat
     for task in back:
         assert len(task.transcript_text()) > len(before[task.task_id][1])
     # A late callback for the task that ended before the restart is late, not an orphan.
-    assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99)) is Outcome.LATE
+    assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99, final=False)) is Outcome.LATE
     assert fleet.stats().parked == 0
     fleet.stop_all()
     rig.run(2)
@@ -636,7 +636,17 @@ texts = st.none() | st.text(max_size=20)
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 raws = st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)
 events = st.one_of(
-    st.builds(Segment, st.text(min_size=1), st.integers(0, 10**6), st.booleans(), texts, times, times, raws),
+    st.builds(
+        Segment,
+        st.text(min_size=1),
+        st.none() | st.integers(0, 10**6),
+        st.booleans(),
+        texts,
+        times,
+        times,
+        raws,
+        st.booleans(),
+    ),
     st.builds(
         StatusCallback,
         st.text(min_size=1),
@@ -644,16 +654,18 @@ events = st.one_of(
         texts,
         raws,
         st.none() | st.sampled_from(StatusMeaning),
+        st.none() | st.integers(0, 2**31 - 1),
     ),
     st.builds(
         ProviderEvent, st.text(min_size=1), st.sampled_from(["assemblyai", "elevenlabs"]), st.text(), raws
     ),
+    st.builds(ForeignCallback, st.none() | st.text(min_size=1), raws),
 )
 
 
 @given(events)
 def test_an_event_reads_back_from_its_journal_encoding_as_it_was(
-    event: Segment | StatusCallback | ProviderEvent,
+    event: Segment | StatusCallback | ProviderEvent | ForeignCallback,
 ) -> None:
     assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
 

@@ -84,7 +84,7 @@ def test_eight_threads_apply_every_callback_of_500_tasks_exactly_once_and_in_ord
     tasks = [
         fleet.start("audio", audio_url=f"rtmp://sim.invalid/{n}", provider="assemblyai") for n in range(TASKS)
     ]
-    heard: dict[int, list[tuple[int, bool]]] = {task.ref: [] for task in tasks}
+    heard: dict[int, list[tuple[int | None, bool]]] = {task.ref: [] for task in tasks}
 
     @fleet.on_segment
     def record(task: StreamTask, segment: Segment) -> None:

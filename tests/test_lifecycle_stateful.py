@@ -78,10 +78,10 @@ class ModelTask:
     stalled: bool = False
     kind: StreamKind = StreamKind.AUDIO  # learnt from an acknowledged stop that found another product
     # index -> (final, text): the transcript rule in its plainest form
-    segments: dict[int, tuple[bool, str]] = field(default_factory=dict)
+    segments: dict[int | None, tuple[bool, str]] = field(default_factory=dict)
 
 
-def segment_is_new(model: ModelTask, index: int, final: bool, text: str) -> bool:
+def segment_is_new(model: ModelTask, index: int | None, final: bool, text: str) -> bool:
     kept = model.segments.get(index)
     if kept is None or (not kept[0] and (final or kept[1] != text)):
         model.segments[index] = (final, text)
@@ -125,6 +125,12 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         return R, APPLIED
     if trigger in CALLBACKS and getattr(arg, "task_id", None) != model.task_id:
         return state, REJECTED  # addressed to another task
+    if trigger == "segment" and state in (STOPPED, ENDED):  # a final delivered late is still kept
+        assert isinstance(arg, Segment)
+        assert arg.text is not None
+        if not arg.final:
+            return state, LATE
+        return state, APPLIED if segment_is_new(model, arg.index, arg.final, arg.text) else DUP
     if state in TERMINAL:
         if trigger in REPEATS[state]:
             return state, DUP  # the callback that ended it, again

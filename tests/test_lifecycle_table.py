@@ -157,12 +157,33 @@ def test_a_start_timeout_goes_to_uncertain_and_never_back_to_starting() -> None:
     assert state_of(task) is TaskState.FAILED
 
 
-def test_a_segment_while_stopping_is_applied_and_after_the_end_is_late() -> None:
+def test_a_segment_while_stopping_is_applied_and_after_the_end_only_a_final_is() -> None:
     task = task_in(TaskState.STOPPING)
     assert task.segment(_segment(task, 3)) == Outcome.APPLIED
     task.stopped(_status(task, 14))
-    assert task.segment(_segment(task, 4)) == Outcome.LATE
-    assert [s.index for s in task.transcript] == [3]
+    assert task.segment(_segment(task, 4)) == Outcome.APPLIED  # a final in flight at the stop
+    assert task.segment(dataclasses.replace(_segment(task, 5), final=False)) == Outcome.LATE
+    assert task.state is TaskState.STOPPED
+    assert [s.index for s in task.transcript] == [3, 4]
+    assert task.transcript.late == frozenset({4})
+
+
+@pytest.mark.parametrize("state", [TaskState.STOPPED, TaskState.ENDED])
+def test_after_the_end_a_final_is_kept_as_late(state: TaskState) -> None:
+    # (A failed task has no task_id: no callback can reach it, and its segment cell is LATE.)
+    task = task_in(state)
+    partial = dataclasses.replace(_segment(task, 1), final=False)
+    assert task.segment(partial) == Outcome.LATE
+    assert task.segment(_segment(task, 0)) == Outcome.APPLIED
+    assert task.segment(_segment(task, 0)) == Outcome.DUPLICATE
+    assert task.state is state
+    assert [(s.index, s.final) for s in task.transcript] == [(0, True)]
+    assert task.transcript.late == frozenset({0})
+    assert [entry.outcome.kind for entry in task.history][-3:] == [
+        OutcomeKind.LATE,
+        OutcomeKind.APPLIED,
+        OutcomeKind.DUPLICATE,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -349,7 +370,15 @@ def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:
         outcome: object = fire(task, trigger)
     except LocalTransitionError as error:
         outcome = type(error)
-    return (outcome, task.state, list(task.history), list(task.transcript), task.stalled, task.stop_requested)
+    return (
+        outcome,
+        task.state,
+        list(task.history),
+        list(task.transcript),
+        task.transcript.late,
+        task.stalled,
+        task.stop_requested,
+    )
 
 
 @pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
@@ -396,7 +425,7 @@ def test_any_sequence_of_events_leaves_a_task_alike_on_both_paths(triggers: list
 _SEGMENT_OR_SILENCE = st.one_of(
     st.just("silence"),
     st.tuples(
-        st.integers(0, 3),
+        st.none() | st.integers(0, 3),  # None: a message forwarded with no index, which the task numbers
         st.booleans(),
         st.sampled_from(["a", "b", None]),
         st.sampled_from([None, 0.5]),
@@ -407,10 +436,11 @@ _SEGMENT_OR_SILENCE = st.one_of(
 
 @given(st.sampled_from(STATES), st.lists(_SEGMENT_OR_SILENCE, max_size=25))
 def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
-    state: TaskState, events: list[str | tuple[int, bool, str | None, float | None, bool]]
+    state: TaskState, events: list[str | tuple[int | None, bool, str | None, float | None, bool]]
 ) -> None:
     """The segment's compiled path (lifecycle.SEGMENT_LOOPS) against ``_fire`` with the Machine:
-    the same outcome, state, history, transcript and stalled flag after every event."""
+    the same outcome, state, history, transcript (late finals included) and stalled flag after
+    every event."""
 
     def run() -> list[tuple[object, ...]]:
         task = task_in(state, ManualClock(7.0))
@@ -423,7 +453,10 @@ def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
                 task_id = "someone-else" if misaddressed else task.task_id or "none-yet"
                 raw = {"data": {"segment_index": index}}
                 outcome = task.segment(Segment(task_id, index, final, text, start, None, raw))
-            left.append((outcome, task.state, list(task.history), list(task.transcript), task.stalled))
+            transcript = task.transcript
+            left.append(
+                (outcome, task.state, list(task.history), list(transcript), transcript.late, task.stalled)
+            )
         return left
 
     shortcut = run()

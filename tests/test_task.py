@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from streamlife import (
+    ForeignCallback,
     ManualClock,
     Outcome,
     OutcomeKind,
@@ -17,6 +21,9 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
+from streamlife.callbacks import parse_callback
+from streamlife.journal import decode_event, encode_event, entry_for, rebuild, row_for
+from streamlife.store.base import JournalEntry
 
 from .conftest import COMPILED_RUN, TASK_ID, task_in
 
@@ -225,3 +232,201 @@ def test_an_adopted_task_stays_adopted_when_its_adopt_entry_is_let_go() -> None:
         task.segment(Segment(TASK_ID, index, True, "x"))
     assert {entry.trigger for entry in task.history} == {"segment"}
     assert task.adopted
+
+
+# -- AssemblyAI's format_turns: a turn ends twice, unformatted then formatted -----------------------
+def test_a_formatted_final_replaces_the_unformatted_one_with_no_conflict() -> None:
+    task = task_in(TaskState.RUNNING)
+    unformatted = Segment(TASK_ID, 0, True, "how are you")
+    formatted = Segment(TASK_ID, 0, True, "How are you?", formatted=True)
+    with capture_logs() as logs:
+        outcomes = [task.segment(s) for s in (unformatted, formatted, unformatted, formatted)]
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert "streamlife.transcript_conflict" not in [entry["event"] for entry in logs]
+    assert task.transcript_text() == "How are you?"
+    assert list(task.transcript) == [Segment(TASK_ID, 0, True, "How are you?", formatted=True)]
+
+
+def test_a_journaled_segment_keeps_formatted_and_writes_it_only_when_true() -> None:
+    formatted = Segment(
+        TASK_ID, 2, True, "How are you?", raw={"data": {"turn_is_formatted": True}}, formatted=True
+    )
+    plain = Segment(TASK_ID, 2, True, "how are you")
+    assert decode_event(json.loads(json.dumps(encode_event(formatted)))) == formatted
+    assert encode_event(formatted)["segment"]["formatted"] is True
+    assert "formatted" not in encode_event(plain)["segment"]  # a journal from before reads the same
+    older = {
+        "segment": {"index": 2, "final": True, "text": "how are you", "start": None, "end": None},
+        "on": TASK_ID,
+    }
+    assert decode_event(older) == plain
+
+
+# -- a journal, as a Fleet writes it: one entry per applied event -----------------------------------
+class Journaled:
+    """A task fired as a Fleet fires it, with the journal the Fleet would write (each applied
+    event's entry, its argument through JSON as a store keeps it)."""
+
+    def __init__(self, clock: ManualClock | None = None) -> None:
+        self.clock = clock or ManualClock(1_700_000_000.0)
+        self.task = StreamTask("audio", clock=self.clock)
+        self.entries: list[JournalEntry] = []
+        if clock is None:
+            self.fire("start")
+            self.fire("start_ok", TASK_ID)
+
+    def fire(self, trigger: str, *args: object) -> Outcome:
+        self.clock.advance(1.0)
+        outcome: Outcome = getattr(self.task, trigger)(*args)
+        if outcome is Outcome.APPLIED:
+            entry = entry_for(self.task, len(self.entries) + 1, args)
+            self.entries.append(entry._replace(args=json.loads(json.dumps(entry.args))))
+        return outcome
+
+    def rebuilt(self, clock: ManualClock | None = None) -> StreamTask:
+        """The task its row and journal describe, as ``recover`` or another process has it."""
+        row = row_for(self.task, "key", len(self.entries), 1_700_000_000.0)
+        return rebuild(row, self.entries, clock=clock or ManualClock())
+
+    def handed_over(self) -> Journaled:
+        """Another process's copy of the task: rebuilt from the journal so far, journaling on."""
+        other = Journaled(self.clock)
+        other.task, other.entries = self.rebuilt(self.clock), list(self.entries)
+        return other
+
+
+# -- the stop callback names the last segment ------------------------------------------------------
+def test_the_stop_callbacks_last_index_shows_trailing_segments_with_no_final_as_gaps() -> None:
+    journaled = Journaled()
+    for index in range(4):
+        journaled.fire("segment", Segment(TASK_ID, index, True, f"text {index}"))
+    journaled.fire("stop")
+    assert journaled.task.gaps == []
+    stop_callback = StatusCallback(TASK_ID, 14, "Stream stopped by user", last_index=6)
+    assert journaled.fire("stopped", stop_callback) == Outcome.APPLIED
+    assert journaled.task.gaps == [range(4, 7)]
+    assert journaled.task.transcript.last_index == 6
+    rebuilt = journaled.rebuilt()  # the bound comes back with the callback that named it
+    assert (rebuilt.gaps, rebuilt.transcript.last_index) == ([range(4, 7)], 6)
+
+
+def test_a_status_callback_that_is_not_applied_teaches_no_last_index() -> None:
+    task = task_in(TaskState.STOPPED)
+    assert task.stopped(StatusCallback(TASK_ID, 14, last_index=9)) == Outcome.DUPLICATE
+    assert (task.gaps, task.transcript.last_index) == ([], None)
+
+
+def test_a_journaled_status_callback_keeps_its_last_index_and_writes_it_only_when_known() -> None:
+    named = StatusCallback(
+        TASK_ID, 14, "Stream stopped by user", {"data": {"segment_index": 6}}, last_index=6
+    )
+    assert decode_event(json.loads(json.dumps(encode_event(named)))) == named
+    unnamed = StatusCallback(TASK_ID, 14)
+    assert "last_index" not in encode_event(unnamed)["status"]
+    older = {"status": {"status": 14, "message": None, "meaning": None}, "on": TASK_ID}
+    assert decode_event(older) == unnamed
+
+
+# -- after the end: a final delivered late still completes the transcript ---------------------------
+def test_a_late_final_is_kept_and_journaled_and_a_late_partial_changes_nothing() -> None:
+    journaled = Journaled()
+    journaled.fire("segment", Segment(TASK_ID, 0, True, "zero"))
+    journaled.fire("segment", Segment(TASK_ID, 1, False, "on"))
+    assert journaled.fire("silence") == Outcome.APPLIED
+    journaled.fire("stop")
+    journaled.fire("stopped", StatusCallback(TASK_ID, 14, last_index=2))
+    task = journaled.task
+    revision = task.revision
+    assert journaled.fire("segment", Segment(TASK_ID, 2, False, "tw")) == Outcome.LATE
+    assert journaled.fire("segment", Segment(TASK_ID, 1, True, "one")) == Outcome.APPLIED
+    assert journaled.fire("segment", Segment(TASK_ID, 1, True, "one")) == Outcome.DUPLICATE
+    assert (task.state, task.transcript_text(include_partials=True)) == (TaskState.STOPPED, "zero one")
+    assert (task.transcript.late, task.gaps) == (frozenset({1}), [range(2, 3)])
+    assert task.stalled  # old news from a stream that is gone: what was true of it stays true
+    assert task.revision == revision  # the row is as it was: the Fleet journals the entry alone
+    rebuilt = journaled.rebuilt()
+    assert (rebuilt.state, list(rebuilt.transcript), rebuilt.transcript.late) == (
+        TaskState.STOPPED,
+        list(task.transcript),
+        frozenset({1}),
+    )
+
+
+# -- ElevenLabs transcripts forwarded with no index: the task numbers them ---------------------------
+def forwarded(utterance: int, final: bool, words: int = 3) -> bytes:
+    """An ElevenLabs message as memories.ai forwards it: no index anywhere. Utterance 3 says
+    what utterance 0 says, word for word: its commit is indistinguishable from a redelivery."""
+    text = ["one two three", "four five six", "seven eight nine", "one two three"][utterance]
+    kind = "committed_transcript" if final else "partial_transcript"
+    said = text if final else " ".join(text.split()[:words])
+    return json.dumps({"task_id": TASK_ID, "data": {"message_type": kind, "text": said}}).encode()
+
+
+def test_the_history_records_the_number_a_forwarded_message_took() -> None:
+    task = task_in(TaskState.RUNNING)
+    outcomes = [
+        task.segment(parse_segment(forwarded(0, False, 1))),
+        task.segment(parse_segment(forwarded(0, True))),
+        task.segment(parse_segment(forwarded(0, True))),  # redelivered: a duplicate, no number taken
+        task.segment(parse_segment(forwarded(1, True))),
+    ]
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.APPLIED]
+    assert [entry.data for entry in task.history][-4:] == [
+        {"index": 0, "final": False},
+        {"index": 0, "final": True},
+        {"index": 0, "final": True},
+        {"index": 1, "final": True},
+    ]
+    assert task.transcript_text() == "one two three four five six"
+
+
+def parse_segment(payload: bytes) -> Segment:
+    event = parse_callback(payload)
+    assert isinstance(event, Segment)
+    return event
+
+
+# A message: which utterance, committed or partial, and how many words a partial has heard.
+MESSAGES = st.tuples(st.integers(0, 3), st.booleans(), st.integers(1, 3))
+
+
+@given(st.lists(MESSAGES, max_size=30), st.integers(0, 30))
+def test_forwarded_messages_are_numbered_alike_live_in_two_processes_and_after_replay(
+    messages: list[tuple[int, bool, int]], handover: int
+) -> None:
+    """Any run of partials and commits, repeats included: one process applies the first part, a
+    second catches up from the journal and applies the rest. A replay of the whole journal holds
+    the same transcript, numbers and history as each, and a process that saw it all alone."""
+    payloads = [forwarded(*message) for message in messages]
+    alone, first = Journaled(), Journaled()
+    for payload in payloads:
+        alone.fire("segment", parse_segment(payload))
+    for payload in payloads[:handover]:
+        first.fire("segment", parse_segment(payload))
+    second = first.handed_over()
+    for payload in payloads[handover:]:
+        second.fire("segment", parse_segment(payload))
+    replayed = second.rebuilt()
+
+    def told(task: StreamTask) -> list[tuple[object, ...]]:
+        return [(e.trigger, e.data) for e in task.history if e.outcome is Outcome.APPLIED]
+
+    assert list(replayed.transcript) == list(second.task.transcript) == list(alone.task.transcript)
+    assert told(replayed) == told(alone.task)
+    assert second.entries == alone.entries
+    # Every distinct commit took one number, in the order it first came; nothing else took one.
+    commits = list(
+        dict.fromkeys(payload for payload, (_, final, _) in zip(payloads, messages, strict=True) if final)
+    )
+    assert [(s.index, s.text) for s in alone.task.transcript.finals()] == [
+        (n, json.loads(commit)["data"]["text"]) for n, commit in enumerate(commits)
+    ]
+    assert alone.task.gaps == []
+    assert [s.index for s in alone.task.transcript if not s.final] in ([], [len(commits)])
+
+
+def test_a_foreign_callback_reads_back_from_its_journal_encoding() -> None:
+    """No task applies one, but the encoding is total: a caller may keep one as it keeps events."""
+    clip = {"code": 200, "data": {"video_url": "u"}}
+    for foreign in (ForeignCallback("1e8ae1075e054e8abb58e7598c53cbf1", clip), ForeignCallback(None, clip)):
+        assert decode_event(json.loads(json.dumps(encode_event(foreign)))) == foreign

@@ -414,14 +414,17 @@ def test_each_outcome_is_answered_200(fresh: Live) -> None:
     assert fresh.deliver(segment_callback(tid(task), 0)) == "duplicate"
     assert fresh.deliver(status_callback(tid(task), 14)) == "applied"
     assert task.state is TaskState.STOPPED
-    assert fresh.deliver(segment_callback(tid(task), 1)) == "late"
+    assert fresh.deliver(segment_callback(tid(task), 1, final=False)) == "late"
     assert fresh.deliver(segment_callback("660e8400-e29b-41d4-a716-44665544ffff", 0)) == "parked"
+    clip = {"code": 200, "task_id": "1e8ae1075e054e8abb58e7598c53cbf1", "data": {"video_url": "u"}}
+    assert fresh.deliver(clip) == "foreign"  # another product's result, on the account's one URL
     assert fresh.fleet.stats().callbacks == {
         "applied": 2,
         "duplicate": 1,
         "late": 1,
         "parked": 1,
         "rejected": 0,
+        "foreign": 1,
     }
     assert fresh.fleet.stats().parked == 1
 
