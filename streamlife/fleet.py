@@ -93,6 +93,7 @@ _log = structlog.get_logger("streamlife")
 TransitionHook = Callable[[StreamTask, HistoryEntry], None]
 SegmentHook = Callable[[StreamTask, Segment], None]
 OrphanHook = Callable[["Orphan"], None]
+ForeignHook = Callable[[ForeignCallback], None]
 Hook = TypeVar("Hook", bound=Callable[..., None])
 Hooks = tuple[Callable[..., None], ...]
 
@@ -226,6 +227,7 @@ class Fleet:
         self._transition_hooks: tuple[TransitionHook, ...] = ()
         self._segment_hooks: tuple[SegmentHook, ...] = ()
         self._orphan_hooks: tuple[OrphanHook, ...] = ()
+        self._foreign_hooks: tuple[ForeignHook, ...] = ()
 
     def __repr__(self) -> str:
         return f"Fleet(tasks={len(self._by_ref)}, parked={len(self._parking)}, transport={self.transport!r})"
@@ -595,9 +597,10 @@ class Fleet:
     def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
         """Apply one webhook payload (raw bytes, text, or a parsed mapping) and say what became of it.
 
-        Raises ``CallbackError`` for a payload that is no callback (the receiver answers 400).
-        Anything well formed returns an Outcome, never raises: APPLIED, DUPLICATE, LATE, PARKED (its
-        task_id is not known yet) or REJECTED with the reason.
+        Raises ``CallbackError`` for a payload that is no callback (the receiver answers 400), after
+        keeping it as a dead letter. Anything well formed returns an Outcome, never raises: APPLIED,
+        DUPLICATE, LATE, PARKED (its task_id is not known yet), FOREIGN (another product's result,
+        handed to the ``on_foreign`` hooks) or REJECTED with the reason.
         """
         try:
             event = parse_callback(payload, statuses=self.policy.statuses)
@@ -698,6 +701,12 @@ class Fleet:
         the store) before this returns, so a webhook acknowledged after it is never lost."""
         if isinstance(event, ForeignCallback):  # another product's result: no task of ours to apply it to
             self._count(OutcomeKind.FOREIGN)
+            _log.debug("streamlife.foreign_callback", task_id=event.task_id)
+            for hook in self._foreign_hooks:  # (no task, so no task's queue: called here, in turn)
+                try:
+                    hook(event)
+                except Exception:
+                    _log.exception("streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
             return Outcome.FOREIGN
         tracked = self._by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
         if tracked is None:
@@ -1099,6 +1108,14 @@ class Fleet:
     def on_segment(self, hook: Hook) -> Hook:
         """Call ``hook(task, segment)`` for every new segment (a partial, or a final)."""
         self._segment_hooks = (*self._segment_hooks, hook)
+        return hook
+
+    def on_foreign(self, hook: Hook) -> Hook:
+        """Call ``hook(callback)`` for every well-formed callback that is no stream event: memories.ai
+        posts every product's async results to the account's one webhook URL. The callback (a
+        ``ForeignCallback``, its payload in ``raw``) is answered 200 and never parked or adopted; the
+        hook runs on the thread that delivered it, before the answer: keep it quick."""
+        self._foreign_hooks = (*self._foreign_hooks, hook)
         return hook
 
     def on_orphan(self, hook: Hook) -> Hook:

@@ -7,8 +7,9 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
     401  the token is missing or wrong (checked first, before the body is read)
     405  not a POST                      411  no Content-Length (WSGI)
     413  the body is over ``max_body``   415  a Content-Type that is not JSON
-    400  not a callback: {"error": ..., "field": ...}; nothing changed
-    200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "rejected"}
+    400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
+         dead letter)
+    200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "foreign" | "rejected"}
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console

@@ -1089,3 +1089,30 @@ def test_the_providers_termination_after_our_stop_is_its_echo(clock: ManualClock
     assert state_of(task) is TaskState.STOPPED
     r.run(2)
     assert [entry.outcome for entry in task.history if entry.trigger == "stopped"] == [Outcome.DUPLICATE]
+
+
+def test_another_products_result_goes_to_the_foreign_hooks_and_never_becomes_an_orphan(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock)
+    heard: list[Any] = []
+    r.fleet.on_foreign(heard.append)
+
+    @r.fleet.on_foreign
+    def failing(callback: Any) -> None:  # a failing hook is logged; the others still run
+        raise ZeroDivisionError
+
+    transcription = {  # an async transcription's result: an int status, and keys no stream sends
+        "code": 200,
+        "message": "SUCCESS",
+        "task_id": "1e8ae1075e054e8abb58e7598c53cbf1",
+        "data": {"status": 1, "text": "a finished transcription", "duration": 12.5},
+    }
+    with capture_logs() as logs:
+        assert r.fleet.handle_callback(transcription) is Outcome.FOREIGN
+    assert [callback.task_id for callback in heard] == [transcription["task_id"]]
+    assert heard[0].raw == transcription
+    assert [log["event"] for log in logs if log["log_level"] == "error"] == ["streamlife.hook_failed"]
+    r.run(int(POLICY.park_ttl) + 5)  # past the parking TTL: nothing was parked, nothing adopted
+    stats = r.fleet.stats()
+    assert (stats.parked, stats.orphans, r.fleet.tasks(), r.sim.stop_log) == (0, 0, [], [])

@@ -792,3 +792,10 @@ def test_the_repr_never_shows_the_token() -> None:
 def test_the_repr_of_an_open_receiver_says_so() -> None:
     receiver = WebhookReceiver(bench().fleet, allow_unauthenticated=True)
     assert "unauthenticated" in repr(receiver)
+
+
+def test_another_products_result_is_answered_200_foreign(fresh: Live) -> None:
+    result = {"code": 200, "message": "SUCCESS", "task_id": "f" * 32, "data": {"clips": ["a.mp4"]}}
+    answer = fresh.post(encoded(result))
+    assert (answer.status_code, answer.json()) == (200, {"outcome": "foreign"})
+    assert (fresh.fleet.stats().parked, fresh.fleet.tasks()) == (0, [])
