@@ -49,7 +49,9 @@ Why some cells are what they are:
     refuses it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
     how the task ended (DUP) and a late segment (above); a start answer there is impossible, since
-    a task only leaves ``starting`` on its start answer.
+    a task only leaves ``starting`` on its start answer. The status-14 callback after the end (the
+    final wait ran out first, or the stream had ended) still names the stream's last segment: the
+    task keeps it, so that the transcript's gaps count up to it; a plain repeat is a DUPLICATE.
 
 Every move goes through ONE ``transitions.Machine``, built from TABLE at import. Tasks are never
 registered with it (``add_model`` is O(n) per add and costs kilobytes a task); ``StreamTask`` fires
@@ -157,7 +159,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "stop_error":         (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     # callbacks
     "segment":            (NO,       NO,        NO,        running,  stopping, ending,   stopped, ended,   LATE),
-    "stopped":            (NO,       NO,        NO,        stopped,  stopped,  stopped,  DUP,     LATE,    LATE),
+    "stopped":            (NO,       NO,        NO,        stopped,  stopped,  stopped,  stopped, ended,   LATE),
     "ended":              (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
     "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     DUP),
     "provider_ended":     (NO,       NO,        NO,        ending,   stopped,  DUP,      DUP,     DUP,     LATE),

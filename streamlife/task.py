@@ -371,6 +371,8 @@ class StreamTask:
 
     def _end(self, trigger: str, callback: StatusCallback) -> Outcome:
         def remember_status() -> bool:
+            if self.state in TERMINAL:  # the status-14 callback after the end (after the final wait)
+                return self._learn_late(callback)
             self.end_status = callback.status
             if callback.last_index is not None:  # segments up to it were sent: the gaps show any lost
                 self.transcript.learn_last_index(callback.last_index)
@@ -380,6 +382,20 @@ class StreamTask:
         return self._fire(
             trigger, remember_status, data, callback.task_id, refusal=self._unconfirmed(trigger)
         )
+
+    def _learn_late(self, callback: StatusCallback) -> bool:
+        """What a status callback that came after the end still tells: the stream's last segment
+        (the transcript's gaps count up to it), and its status if none was recorded (the final wait
+        ran out first). Whether it told anything new: a plain repeat is a duplicate."""
+        learnt = False
+        if self.end_status is None:
+            self.end_status = callback.status
+            learnt = True
+        known = self._transcript.last_index if self._transcript is not None else None
+        if callback.last_index is not None and (known is None or callback.last_index > known):
+            self.transcript.learn_last_index(callback.last_index)
+            learnt = True
+        return learnt
 
     def _unconfirmed(self, trigger: str) -> str | None:
         """Why ``trigger`` may not end the task now: a stream whose stop was never acknowledged may

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import deque
@@ -59,6 +60,7 @@ structlog.configure(
 
 
 TASK_ID = "660e8400-e29b-41d4-a716-446655440001"
+_LAST_INDEXES = itertools.count()
 
 
 def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
@@ -71,8 +73,8 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
             return (RuntimeError(f"{trigger} in a test"),)
         case "segment":
             return (Segment(task_id, 0, final=True, text="hello"),)
-        case "stopped":
-            return (StatusCallback(task_id, 14, "Stream stopped by user"),)
+        case "stopped":  # naming a new last segment each time: news even after the end
+            return (StatusCallback(task_id, 14, "Stream stopped by user", last_index=next(_LAST_INDEXES)),)
         case "capacity":
             return (StatusCallback(task_id, 16, "Capacity reached"),)
         case "ended":

@@ -1087,8 +1087,10 @@ def test_the_providers_termination_after_our_stop_is_its_echo(clock: ManualClock
     termination = {"code": "200", "message": "SUCCESS", "task_id": tid(task), "data": {"type": "Termination"}}
     assert r.fleet.handle_callback(termination) == Outcome.APPLIED
     assert state_of(task) is TaskState.STOPPED
-    r.run(2)
-    assert [entry.outcome for entry in task.history if entry.trigger == "stopped"] == [Outcome.DUPLICATE]
+    r.run(2)  # the status-14 callback that follows: it ends nothing more, and names the last segment
+    assert [entry.to_state for entry in task.history if entry.trigger == "stopped"] == [TaskState.STOPPED]
+    assert task.transcript.last_index == 0
+    assert len(r.sim.stop_log) == 1
 
 
 def test_another_products_result_goes_to_the_foreign_hooks_and_never_becomes_an_orphan(

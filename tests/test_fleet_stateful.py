@@ -52,7 +52,7 @@ from streamlife import (
 )
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import facts_of, rebuild
-from streamlife.lifecycle import TERMINAL
+from streamlife.lifecycle import TERMINAL, StopReason
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.transport.answers import URL_FIELD
 
@@ -106,11 +106,16 @@ class FleetMachine(RuleBasedStateMachine):
         self.clock = ManualClock(1_700_000_000.0)
         self.ghost_heard: dict[str | None, float] = {}  # task_id -> when its one callback came
         self.delivered: Counter[str] = Counter()  # task_id -> callbacks handed to the Fleet
+        self.foreign_ids: set[str] = set()  # other products' task_ids posted to the webhook
 
-    @initialize(seed=st.integers(0, 2**32 - 1), stop_when_stalled=st.booleans())
-    def set_up(self, seed: int, stop_when_stalled: bool) -> None:
+    @initialize(
+        seed=st.integers(0, 2**32 - 1),
+        stop_when_stalled=st.booleans(),
+        max_duration=st.sampled_from([None, 40.0]),
+    )
+    def set_up(self, seed: int, stop_when_stalled: bool, max_duration: float | None) -> None:
         self.sim = SimulatedService(clock=self.clock, faults=faults(seed))
-        policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled)
+        policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
         self.transport = StopsWhileStarting(SimTransport(self.sim))
         self.fleet = self.transport.fleet = Fleet(self.transport, clock=self.clock, policy=policy)
         self.sim.on_callback(self._deliver)
@@ -161,6 +166,17 @@ class FleetMachine(RuleBasedStateMachine):
         index = data.draw(st.integers(0, len(self.sim.deliveries) - 1), label="delivery")
         self._deliver(self.sim.deliveries[index].payload)
 
+    @rule(with_status=st.booleans())
+    def another_products_result(self, with_status: bool) -> None:
+        """The account's one webhook takes every product's results: none may become a task."""
+        task_id = f"other-product-{len(self.foreign_ids)}"
+        self.foreign_ids.add(task_id)
+        data: dict[str, Any] = {"clips": ["https://cdn.example.invalid/c.mp4"]}
+        if with_status:
+            data["status"] = 1
+        payload = {"code": 200, "message": "SUCCESS", "task_id": task_id, "data": data}
+        assert self.fleet.handle_callback(payload) is Outcome.FOREIGN
+
     @rule()
     def callback_for_a_task_nobody_started(self) -> None:
         task_id = f"ghost-{len(self.ghost_heard)}"
@@ -190,7 +206,11 @@ class FleetMachine(RuleBasedStateMachine):
                 if ended_in is not None:
                     assert entry.to_state is ended_in
                     # (but for a final delivered late, which the transcript keeps)
-                    assert entry.outcome.kind is not OutcomeKind.APPLIED or entry.trigger == "segment"
+                    # (After the end, only a late final or a late status 14, naming the last segment.)
+                    assert entry.outcome.kind is not OutcomeKind.APPLIED or entry.trigger in (
+                        "segment",
+                        "stopped",
+                    )
                 elif entry.to_state in TERMINAL:
                     ended_in = entry.to_state
 
@@ -223,6 +243,32 @@ class FleetMachine(RuleBasedStateMachine):
             stream = self.sim.streams.get(task.task_id or "")
             if task.terminal and stream is not None:
                 assert not stream.live, f"{task!r} is {task.state} but its stream still bills"
+
+    @invariant()
+    def an_end_not_yet_confirmed_is_unsettled_and_its_stop_went_out(self) -> None:
+        """A task that inferred an end (``ending``) or owes a stop is listed by ``unsettled``; an
+        inferred end sends its confirming stop at once (stops go out on this thread here)."""
+        unsettled = {task.ref for task in self.fleet.unsettled()}
+        for task in self.fleet.tasks():
+            if task.state in (TaskState.STOPPING, TaskState.ENDING):
+                assert task.ref in unsettled, task
+            if task.state is TaskState.ENDING:
+                (entered,) = [e.at for e in task.history if e.to_state is TaskState.ENDING][:1]
+                sent = [s for s in self.sim.stop_log if s.task_id == task.task_id and s.at >= entered]
+                assert sent or task.stop_failures, f"{task!r} inferred an end and sent no stop"
+
+    @invariant()
+    def no_stream_runs_past_its_cost_ceiling(self) -> None:
+        limit = self.fleet.policy.max_duration
+        if limit is None:
+            return
+        for task in self.fleet.tasks(TaskState.RUNNING):
+            assert task.started_at is not None
+            assert self.clock.now() <= task.started_at + limit + STEP, f"{task!r} ran past max_duration"
+
+    @invariant()
+    def no_other_products_result_becomes_a_task(self) -> None:
+        assert not any(task.task_id in self.foreign_ids for task in self.fleet.tasks())
 
     @invariant()
     def orphans_are_reaped_within_the_parking_ttl_and_one_pass(self) -> None:
@@ -270,7 +316,25 @@ class FleetMachine(RuleBasedStateMachine):
         for task in self.fleet.tasks():
             if task.adopted and task.task_id in self.sim.streams:
                 self._check_orphan_bill(task)
+            self._check_transcript_accounts_for_every_segment(task)
         self._report_coverage()
+
+    def _check_transcript_accounts_for_every_segment(self, task: StreamTask) -> None:
+        """Every segment index up to the last the service named for the task holds a final, or is
+        in a gap: a lost segment is always visible (a final dropped in delivery, say)."""
+        named = [
+            d.payload["data"]["segment_index"]
+            for d in self.sim.deliveries
+            if d.task_id == task.task_id
+            and isinstance(d.payload.get("data"), dict)
+            and isinstance(d.payload["data"].get("segment_index"), int)
+        ]
+        if not named or task.kind is not StreamKind.AUDIO:
+            return
+        finals = {segment.index for segment in task.transcript.finals()}
+        missing = {index for gap in task.gaps for index in gap}
+        for index in range(max(named) + 1):
+            assert index in finals or index in missing, (task, index)
 
     def _report_coverage(self) -> None:
         """Which paths this run took: `pytest --hypothesis-show-statistics` shows how often each was hit."""
@@ -285,6 +349,12 @@ class FleetMachine(RuleBasedStateMachine):
             "uncertain expired": any(e.trigger == "uncertain_deadline" for t in tasks for e in t.history),
             "stalled": any(e.trigger == "silence" for t in tasks for e in t.history),
             "ended by the service": any(t.state.value == "ended" for t in tasks),
+            "inferred end confirmed": any(
+                e.from_state is TaskState.ENDING and e.to_state in TERMINAL for t in tasks for e in t.history
+            ),
+            "start deferred": any(e.trigger == "start_deferred" for t in tasks for e in t.history),
+            "stopped at its cost ceiling": any(t.stop_reason is StopReason.MAX_DURATION for t in tasks),
+            "late final kept": any(t.transcript.late for t in tasks),
             "start refused": any(e.trigger == "start_rejected" for t in tasks for e in t.history),
         }.items():
             event(name, "yes" if hit else "no")

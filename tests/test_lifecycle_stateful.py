@@ -76,6 +76,7 @@ class ModelTask:
     stop_requested: bool = False
     stop_acknowledged: bool = False
     stalled: bool = False
+    end_status: int | None = None  # the status of the last status callback applied
     kind: StreamKind = StreamKind.AUDIO  # learnt from an acknowledged stop that found another product
     # index -> (final, text): the transcript rule in its plainest form
     segments: dict[int | None, tuple[bool, str]] = field(default_factory=dict)
@@ -132,6 +133,9 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
             return state, LATE
         return state, APPLIED if segment_is_new(model, arg.index, arg.final, arg.text) else DUP
     if state in TERMINAL:
+        if trigger == "stopped" and state in (STOPPED, ENDED) and model.end_status is None:
+            model.end_status = STATUS[trigger]  # the 14 after the final wait ran out: kept
+            return state, APPLIED
         if trigger in REPEATS[state]:
             return state, DUP  # the callback that ended it, again
         return state, LATE
@@ -145,17 +149,18 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
                 model.stalled = False
                 return state, APPLIED
             return state, DUP
+        if state is E and trigger != "stopped":  # the end is already inferred; the confirming stop goes on
+            return E, DUP
+        if trigger == "provider_ended" and state is T and not model.stop_acknowledged:
+            return T, REJECTED  # not the echo of a stop that has not landed: the stream may bill
+        model.end_status = STATUS[trigger]
         if trigger == "stopped":  # the service says the stream stopped: nothing bills
             return STOPPED, APPLIED
-        if state is E:  # the end is already inferred; the confirming stop goes on
-            return E, DUP
         if state is R:  # an end the task infers: a stop must confirm it
             return E, APPLIED
         # While our stop is on its way, an end changes nothing but the recorded status; the
         # provider's end of session is the stop's echo once the stop was acknowledged.
-        if trigger == "provider_ended":
-            return (STOPPED, APPLIED) if model.stop_acknowledged else (T, REJECTED)
-        return T, APPLIED
+        return (STOPPED if trigger == "provider_ended" else T), APPLIED
     if trigger in ("stop_ok", "stop_not_found", "stop_error"):
         if state not in (T, E):
             return state, REJECTED
@@ -271,6 +276,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
         assert task.task_id == model.task_id
         assert task.kind is model.kind
+        assert task.end_status == model.end_status
 
     @invariant()
     def a_terminal_state_never_changes(self) -> None:

@@ -196,8 +196,10 @@ def test_after_the_end_a_final_is_kept_as_late(state: TaskState) -> None:
     ],
 )
 def test_the_callback_that_ended_a_task_repeats_as_a_duplicate(trigger: str, state: TaskState) -> None:
+    task = task_in(TaskState.RUNNING)
+    (callback,) = event_args(task, trigger)
     task = task_in(state)
-    assert fire(task, trigger) == Outcome.DUPLICATE
+    assert getattr(task, trigger)(dataclasses.replace(callback, task_id=task.task_id)) == Outcome.DUPLICATE
     assert task.state is state
 
 

@@ -310,10 +310,18 @@ def test_the_stop_callbacks_last_index_shows_trailing_segments_with_no_final_as_
     assert (rebuilt.gaps, rebuilt.transcript.last_index) == ([range(4, 7)], 6)
 
 
-def test_a_status_callback_that_is_not_applied_teaches_no_last_index() -> None:
-    task = task_in(TaskState.STOPPED)
-    assert task.stopped(StatusCallback(TASK_ID, 14, last_index=9)) == Outcome.DUPLICATE
-    assert (task.gaps, task.transcript.last_index) == ([], None)
+def test_a_status_14_after_the_final_wait_still_names_the_last_segment() -> None:
+    task = task_in(TaskState.STOPPING)
+    task.stop_ok()
+    task.final_deadline()  # the final callback was late: the task is stopped without it
+    assert (task.state, task.end_status, task.gaps) == (TaskState.STOPPED, None, [])
+    late = StatusCallback(TASK_ID, 14, last_index=2)
+    assert task.stopped(late) == Outcome.APPLIED
+    assert (task.state, task.end_status, task.gaps) == (TaskState.STOPPED, 14, [range(3)])
+    assert task.stopped(late) == Outcome.DUPLICATE  # a plain repeat tells nothing new
+    ended = task_in(TaskState.ENDED)
+    assert ended.ended(StatusCallback(TASK_ID, 12, last_index=9)) == Outcome.DUPLICATE
+    assert ended.transcript.last_index is None  # only a status 14 is read after the end
 
 
 def test_a_journaled_status_callback_keeps_its_last_index_and_writes_it_only_when_known() -> None:
