@@ -234,9 +234,10 @@ class SimulatedService:
             if opening is not None:
                 early.append(Delivery(now, task_id, opening))
                 opening = None
+            elif kind is StreamKind.VIDEO:
+                early.append(Delivery(now, task_id, self._moderation_payload(stream, 0), 0))
             else:
-                first, final_of = self._segment_messages(stream, 0)[0]
-                early.append(Delivery(now, task_id, first, final_of))
+                early.append(Delivery(now, task_id, self._transcript_payload(stream, 0, final=False)))
         if opening is not None:
             self._enqueue(now, task_id, opening)
         lost, self._lose_next_answer = (
@@ -346,7 +347,8 @@ class SimulatedService:
 
     def _note_final(self, delivery: Delivery) -> None:
         """Keep the highest final index delivered while its stream lived. A final delivered after the
-        end (``late_final``, or delayed past a stop) follows the callback that ended the stream."""
+        end (``late_final``, or delayed past a stop) may follow the callback that ended its task, which
+        files it as late: the transcript does not owe it."""
         stream = self.streams.get(delivery.task_id)
         if delivery.final_of is None or stream is None:
             return
@@ -378,7 +380,8 @@ class SimulatedService:
         if not announce:
             return
         if self._forwards_assemblyai(stream):
-            # memories.ai closes the provider's session, and AssemblyAI says so before memories.ai does.
+            # memories.ai closes the provider's session, and AssemblyAI answers with its Termination,
+            # forwarded before memories.ai's own status callback.
             self._enqueue(at, stream.task_id, self._forwarded(stream, self._termination(stream, at)))
         self._enqueue(at, stream.task_id, self._status_payload(stream, status))
 
@@ -463,6 +466,8 @@ class SimulatedService:
                     "start_time": f"{start:.1f}",
                     "end_time": f"{start + SEGMENT_SECONDS:.1f}",
                     "video_url": f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
+                    # The docs' table cuts the second name off at "frames_process": the simulator
+                    # assumes frames_processed, the frames analysed (fps for each of 5 seconds).
                     "content_moderation": {
                         "has_unsafe_content": index % 7 == 3,
                         "frames_processed": stream.fps * int(SEGMENT_SECONDS),
@@ -505,7 +510,8 @@ class SimulatedService:
             # expires_at: AssemblyAI's expiry of the session, in Unix seconds; how far off is a guess.
             expires_at = int(self.clock.now() + 3 * 3600)
             return self._forwarded(stream, {"type": "Begin", "id": str(session), "expires_at": expires_at})
-        # ElevenLabs names a config object; which of its keys it echoes is a guess (the model's).
+        # ElevenLabs echoes the session's config: which keys it holds here is a guess (the model, and
+        # the audio format memories.ai streams).
         config = {"model_id": "scribe_v2_realtime", "sample_rate": 16000, "audio_format": "pcm_16000"}
         return self._forwarded(
             stream, {"message_type": "session_started", "session_id": session.hex, "config": config}
