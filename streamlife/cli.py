@@ -5,7 +5,8 @@ Commands:
     diagram    write the lifecycle diagrams from the table (``--check``: write nothing, report drift)
     walk       walk a few tasks through their lifecycle, printed as a timeline
     simulate   run many streams against the simulator, faults on, and check the promises;
-               ``--store URL`` journals the run's tasks there (default ``memory:``)
+               ``--store URL`` journals the run's tasks there (default ``memory:``); ``--mode
+               passthrough`` has audio streams forward their provider's own messages
     serve      the webhook receiver: take back the store's unfinished tasks, run their timers and
                apply memories.ai's callbacks until SIGTERM/SIGINT (``--sim``: with a simulator)
     start      start one stream and journal it in the store
@@ -74,6 +75,7 @@ from .lifecycle import TaskState
 from .policy import Policy
 from .sim import Faults, SimulatedService, serve_http
 from .sim.http import API_PREFIX, WebhookPoster
+from .sim.service import SIM_MODES
 from .simulate import FAULT_PRESETS, Report, Run, Snapshot, mask_store_url, simulate
 from .store import DeadLetter, JournalEntry, MemoryStore, Store, TaskRow, open_store
 from .transport.answers import PROVIDERS, URL_FIELD
@@ -162,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     option("--minutes", type=_positive_float, default=2.0, help="virtual minutes to run (default: 2)")
     option("--faults", choices=list(FAULT_PRESETS), default="default", help="fault preset (default: default)")
     option("--seed", type=int, default=0, help="seed for the faults and the run (default: 0)")
+    option(
+        "--mode",
+        choices=list(SIM_MODES),
+        default="segments",
+        help="what the simulator's audio streams send: 5-second segments, or their provider's own"
+        " messages passed through (default: segments)",
+    )
     option("--http", action="store_true", help="cross real loopback sockets: HTTP face and webhooks")
     option("--json", action="store_true", help="print one JSON report instead of the live display")
     option(
@@ -518,13 +527,14 @@ def _simulate(args: argparse.Namespace) -> int:
         http=args.http,
         speed=speed,
         store=args.store,
+        mode=args.mode,
     )
     if args.json:
         report = _simulated(run)
         print(json.dumps(report.as_json(), indent=2))
         return EXIT_OK if report.ok else EXIT_PROBLEM
     console = Console()
-    title = f"{run.streams} streams, faults {run.faults}" + (", over HTTP" if run.http else "")
+    title = f"{run.streams} streams, faults {run.faults}, {run.mode}" + (", over HTTP" if run.http else "")
     with Live(console=console, refresh_per_second=8, transient=False) as live:
 
         def show(snapshot: Snapshot) -> None:

@@ -5,7 +5,9 @@ stops about a third of them along the way), then stops them all and lets the run
 every task is terminal, nothing is parked and the simulator bills no stream, or until
 ``settle_limit`` virtual seconds pass. In-process, the Fleet talks to the simulator directly; with
 ``http=True`` everything crosses loopback sockets for real: ``HttpTransport`` to the simulator's
-HTTP face, and its webhooks to a ``WebhookReceiver`` in a WSGI server.
+HTTP face, and its webhooks to a ``WebhookReceiver`` in a WSGI server. ``Run.mode`` is the
+simulator's: audio streams send 5-second segments (``"segments"``) or forward their provider's own
+messages (``"passthrough"``). Every audio start names a provider, chosen from the seed.
 
 The Fleet journals every event in the store ``Run.store`` names (``memory:`` by default;
 ``sqlite:PATH`` or ``postgres:DSN`` keep the run's tasks for ``streamlife status`` and
@@ -16,12 +18,14 @@ first run's tasks under the same task_ids. The report counts the tasks the store
 The run checks the invariants itself and reports what broke in ``Report.violations``: a task not
 terminal after settling; a task filed as terminal while its stream still bills; a final applied
 twice; a history that is not a path through the lifecycle table; a callback the Fleet was handed
-that its task's history does not record exactly once.
+that its task's history does not record exactly once; a callback the Fleet refused (in-process, as
+the webhook's 400 over HTTP); an orphan adopted under a task_id that is no stream of the simulator
+(a callback of another product, say); a transcript that does not account for every segment up to
+the last final the simulator sent (each is a final, or inside one of the task's gaps).
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import secrets
@@ -32,14 +36,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from .callbacks import parse_callback
 from .clock import ManualClock
-from .events import Outcome, OutcomeKind, StreamKind
+from .errors import CallbackError
+from .events import Outcome, OutcomeKind, ProviderEvent, StatusCallback, StatusMeaning, StreamKind
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
 from .policy import Policy
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
-from .sim.service import SEGMENT_SECONDS
+from .sim.service import PROVIDERS, SEGMENT_SECONDS, SIM_MODES, SimMode
 from .store import Store, open_store
 from .task import StreamTask
 from .transport.answers import URL_FIELD
@@ -61,20 +67,23 @@ _EPOCH: Final = 1_700_000_000.0
 class Run:
     streams: int = 50
     minutes: float = 2.0
-    faults: str = "default"
+    faults: str | Faults = "default"  # a preset's name (seeded from ``seed``), or faults of your own
     seed: int = 0
     http: bool = False
     speed: float | None = None  # virtual seconds per real second; None runs flat out
     settle_limit: float = 900.0
     store: str = "memory:"  # where the Fleet journals: a store URL (see ``streamlife.store.open_store``)
+    mode: SimMode = "segments"  # what the simulator's audio streams send (see ``SimulatedService``)
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, int) or self.streams < 1:
             raise ValueError(f"streams must be a positive whole number, got {self.streams!r}")
         if not self.minutes > 0:
             raise ValueError(f"minutes must be positive, got {self.minutes!r}")
-        if self.faults not in FAULT_PRESETS:
+        if not isinstance(self.faults, Faults) and self.faults not in FAULT_PRESETS:
             raise ValueError(f"faults must be one of {', '.join(FAULT_PRESETS)}, got {self.faults!r}")
+        if self.mode not in SIM_MODES:
+            raise ValueError(f"mode must be one of {', '.join(SIM_MODES)}, got {self.mode!r}")
         if self.speed is not None and not self.speed > 0:
             raise ValueError(f"speed must be positive, got {self.speed!r}")
 
@@ -97,8 +106,9 @@ class Report:
     seed: int
     streams: int
     minutes: float
-    faults: str
+    faults: str  # the preset's name, or "custom"
     http: bool
+    mode: str
     tasks_by_state: dict[str, int]
     callbacks: dict[str, int]
     malformed_callbacks: int
@@ -146,8 +156,14 @@ def simulate(run: Run, on_progress: Callable[[Snapshot], None] | None = None) ->
 
 def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | None) -> Report:
     clock = ManualClock(_EPOCH)
+    faults = run.faults if isinstance(run.faults, Faults) else FAULT_PRESETS[run.faults](run.seed)
     service = SimulatedService(
-        clock=clock, faults=FAULT_PRESETS[run.faults](run.seed), api_key=_API_KEY, max_streams=2 * run.streams
+        clock=clock,
+        faults=faults,
+        api_key=_API_KEY,
+        max_streams=2 * run.streams,
+        mode=run.mode,
+        require_provider=True,
     )
     # No worker threads: the run replays exactly from its seed.
     # history_limit=None: the checks after the run read every task's whole history.
@@ -173,28 +189,40 @@ def mask_store_url(url: str) -> str:
 
 
 class _Handed:
-    """Stands between the callbacks and the Fleet: counts what is handed over, per task_id."""
+    """Stands between the callbacks and the Fleet: counts what the Fleet took, per task_id, and keeps
+    what it refused."""
 
     def __init__(self) -> None:
         self.fleet: Fleet | None = None
         self.by_task: Counter[str] = Counter()
+        self.refused: list[tuple[object, str]] = []  # in-process: (task_id, why), as a webhook's 400
         self.poster: WebhookPoster | None = None  # over HTTP: what the simulator could not deliver
 
     def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
+        """The Fleet's, counted: raises ``CallbackError`` as the Fleet does (the receiver answers 400)."""
         assert self.fleet is not None, "the Fleet is handed over before the first callback"
+        outcome = self.fleet.handle_callback(payload)  # a refused callback is in no history: not counted
+        event = parse_callback(payload, statuses=self.fleet.policy.statuses)
+        # A provider message, or a status the policy calls ongoing, is news and no event: no history has it.
+        ongoing = isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
+        if not isinstance(event, ProviderEvent) and not ongoing:
+            self.by_task[event.task_id] += 1
+        return outcome
+
+    def take(self, payload: Mapping[str, Any]) -> None:
+        """The in-process sink: a refused callback is kept, as the webhook's 400 would answer it,
+        where raising would stop the simulator's delivery of everything else."""
         try:
-            decoded = json.loads(payload) if isinstance(payload, bytes | str) else payload
-            self.by_task[str(decoded.get("task_id"))] += 1
-        except (ValueError, AttributeError):
-            pass  # not JSON, or not an object: the Fleet refuses it, and says why
-        return self.fleet.handle_callback(payload)
+            self.handle_callback(payload)
+        except CallbackError as error:
+            self.refused.append((payload.get("task_id"), str(error)))
 
 
 @contextmanager
 def _wired(service: SimulatedService, http: bool) -> Iterator[tuple[Transport, _Handed]]:
     handed = _Handed()
     if not http:
-        service.on_callback(handed.handle_callback)
+        service.on_callback(handed.take)
         yield SimTransport(service, _API_KEY), handed
         return
     token = secrets.token_urlsafe(24)
@@ -228,6 +256,7 @@ class _Driver:
         self.dice = random.Random(run.seed)
         self.violations: list[str] = []  # the first hundred
         self.violations_total = 0
+        self._places: dict[int, int] = {}  # task ref -> its place among the run's tasks
         self.paced_from = time.monotonic()
 
     def drive(self) -> Report:
@@ -240,12 +269,7 @@ class _Driver:
         while self._seconds() < duration:
             while starts and starts[0] <= self._seconds():
                 starts.pop(0)
-                kind = StreamKind.VIDEO if dice.random() < 0.2 else StreamKind.AUDIO
-                url = f"rtmp://sim.invalid/live/{len(started)}"
-                params = {URL_FIELD[kind]: url}
-                if kind is StreamKind.AUDIO:
-                    params["provider"] = "assemblyai"
-                started.append(self.fleet.start(kind, **params))
+                started.append(self._start(len(started)))
             for n, when in list(user_stops.items()):
                 if n < len(started) and when <= self._seconds():
                     del user_stops[n]
@@ -258,6 +282,16 @@ class _Driver:
         self._report_progress("settled")
         self._check_final()
         return self._report(self._seconds() - settle_began)
+
+    def _start(self, n: int) -> StreamTask:
+        dice = self.dice
+        kind = StreamKind.VIDEO if dice.random() < 0.2 else StreamKind.AUDIO
+        params: dict[str, Any] = {URL_FIELD[kind]: f"rtmp://sim.invalid/live/{n}"}
+        if kind is StreamKind.AUDIO:  # the audio start page marks provider required
+            params["provider"] = dice.choice(PROVIDERS)
+            if self.run.mode == "passthrough" and params["provider"] == "assemblyai" and dice.random() < 0.5:
+                params["format_turns"] = True
+        return self.fleet.start(kind, **params)
 
     # -- time ------------------------------------------------------------------------------------
     def _seconds(self) -> float:
@@ -304,47 +338,86 @@ class _Driver:
             self.violations.append(what)
         self.violations_total += 1
 
+    def _label(self, task: StreamTask) -> str:
+        """A task as a violation names it: by its place in the run, which the seed decides (a task's
+        ref counts every task made in the process)."""
+        if task.ref not in self._places:
+            self._places = {made.ref: place for place, made in enumerate(self.fleet.tasks(), 1)}
+        return f"task {self._places[task.ref]}"
+
     def _check_billing(self) -> None:
         for task in self.fleet.tasks():
             stream = self.service.streams.get(task.task_id or "")
             if task.terminal and stream is not None and stream.live:
-                self._violation(f"task {task.ref} is {task.state} but its stream {task.task_id} still bills")
+                self._violation(
+                    f"{self._label(task)} is {task.state} but its stream {task.task_id} still bills"
+                )
 
     def _check_final(self) -> None:
         self._check_billing()
         for task in self.fleet.tasks():
             if not task.terminal:
-                self._violation(f"task {task.ref} is {task.state} after settling")
+                self._violation(f"{self._label(task)} is {task.state} after settling")
             self._check_history(task)
+            self._check_adopted(task)
+            self._check_transcript(task)
         poster = self.handed.poster
         for payload, why in [] if poster is None else poster.failures:
             self._violation(f"a webhook for {payload.get('task_id')} was not taken: {why}")
+        for task_id, why in self.handed.refused:
+            self._violation(f"a callback for {task_id} was refused: {why}")
         for task_id, handed in self.handed.by_task.items():
             holder = self.fleet.get(task_id)
             if holder is None:
                 continue
             recorded = sum(entry.source is Source.CALLBACK for entry in holder.history)
             if recorded != handed:
-                self._violation(f"task {holder.ref}: {handed} callbacks handed over, {recorded} recorded")
+                self._violation(f"{self._label(holder)}: {handed} callbacks handed over, {recorded} recorded")
+
+    def _check_adopted(self, task: StreamTask) -> None:
+        """An orphan is a stream nobody here named: its task_id must be one of the simulator's streams."""
+        if not task.adopted or task.task_id in self.service.streams:
+            return
+        what = "another product's task" if task.task_id in self.service.foreign_ids else "no stream"
+        self._violation(f"{self._label(task)} adopted {task.task_id}, which is {what}")
+
+    def _check_transcript(self, task: StreamTask) -> None:
+        """Each segment up to the last final the simulator sent (while the stream lived) is a final in
+        the transcript, or inside one of its gaps: the transcript accounts for every segment."""
+        task_id = task.task_id
+        if task_id is None or self.fleet.get(task_id) is not task:
+            return  # no stream, or another task holds it (and is checked)
+        last = self.service.last_final_sent(task_id)
+        if last is None:
+            return
+        finals = {segment.index for segment in task.transcript.finals()}
+        gaps = task.gaps
+        missing = [n for n in range(last + 1) if n not in finals and not any(n in gap for gap in gaps)]
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            self._violation(
+                f"{self._label(task)}: the service sent finals up to segment {last}, and segments {shown}"
+                " are neither finals in its transcript nor in its gaps"
+            )
 
     def _check_history(self, task: StreamTask) -> None:
         where: TaskState | None = None
         finals: Counter[int] = Counter()
         for entry in task.history:
             if where is not None and entry.from_state is not where:
-                self._violation(f"task {task.ref}: history jumps from {where} to {entry.from_state}")
+                self._violation(f"{self._label(task)}: history jumps from {where} to {entry.from_state}")
             cell = CELLS[entry.from_state, entry.trigger]
             applied = entry.outcome.kind is OutcomeKind.APPLIED
             if applied and (not isinstance(cell, TaskState) or cell is not entry.to_state):
                 self._violation(
-                    f"task {task.ref}: {entry.trigger} moved {entry.from_state} to {entry.to_state}"
+                    f"{self._label(task)}: {entry.trigger} moved {entry.from_state} to {entry.to_state}"
                 )
             if entry.trigger == "segment" and applied and entry.data and entry.data.get("final"):
                 finals[entry.data["index"]] += 1
             where = entry.to_state
         for index, count in finals.items():
             if count > 1:
-                self._violation(f"task {task.ref}: the final of segment {index} applied {count} times")
+                self._violation(f"{self._label(task)}: the final of segment {index} applied {count} times")
 
     def _report(self, settle_seconds: float) -> Report:
         stats = self.fleet.stats()
@@ -353,8 +426,9 @@ class _Driver:
             seed=self.run.seed,
             streams=self.run.streams,
             minutes=self.run.minutes,
-            faults=self.run.faults,
+            faults=self.run.faults if isinstance(self.run.faults, str) else "custom",
             http=self.run.http,
+            mode=self.run.mode,
             tasks_by_state=dict(sorted(stats.tasks.items())),
             callbacks=dict(stats.callbacks),
             malformed_callbacks=stats.malformed,

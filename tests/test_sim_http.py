@@ -9,7 +9,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from streamlife import ManualClock, StreamKind
-from streamlife.errors import AuthError, CapacityError, OutcomeUnknownError, TaskNotFoundError
+from streamlife.errors import (
+    AuthError,
+    CapacityError,
+    OutcomeUnknownError,
+    PaymentError,
+    RejectedError,
+    TaskNotFoundError,
+)
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
 from streamlife.transport import HttpTransport, RetryPolicy
@@ -120,6 +127,53 @@ def test_callbacks_are_posted_to_the_webhook(service: SimulatedService, fake_tim
     )
     assert stopped["data"]["status"] == 14
     assert stopped["task_id"] == task_id
+
+
+def test_a_start_without_credit_answers_402_over_http(fake_time: FakeTime) -> None:
+    service = SimulatedService(api_key=KEY, faults=Faults(credit_start=1.0))
+    with serve_http(service) as face:
+        http = client(face.base_url, fake_time)
+        with pytest.raises(PaymentError) as raised:
+            http.start(StreamKind.AUDIO, AUDIO)
+        http.close()
+    assert raised.value.status == 402
+    assert service.streams == {}
+    assert fake_time.sleeps == []  # no credit: nothing to retry
+
+
+def test_a_passthrough_start_without_a_provider_answers_400_over_http(fake_time: FakeTime) -> None:
+    service = SimulatedService(api_key=KEY, mode="passthrough")
+    with serve_http(service) as face:
+        http = client(face.base_url, fake_time)
+        with pytest.raises(RejectedError, match="Invalid request parameters") as raised:
+            http.start(StreamKind.AUDIO, {"audio_url": "rtmp://example.invalid/live"})
+        http.close()
+    assert raised.value.status == 400
+    assert service.streams == {}
+
+
+def test_forwarded_provider_messages_are_posted_to_the_webhook(fake_time: FakeTime) -> None:
+    service = SimulatedService(clock=ManualClock(), api_key=KEY, mode="passthrough")
+    with scripted_server() as receiver:
+        receiver.then(*[Answer(200, {"ok": True})] * 10)
+        with serve_http(service, webhook_url=receiver.url + "/hook") as face:
+            http = client(face.base_url, fake_time)
+            task_id = http.start(StreamKind.AUDIO, {**AUDIO, "format_turns": True}).task_id
+            service.advance(6)
+            http.stop(StreamKind.AUDIO, task_id)
+            service.advance(1)
+            http.close()
+    bodies = [seen.body for seen in receiver.requests]
+    assert {body["task_id"] for body in bodies} == {task_id}
+    assert [body["data"].get("type", body["data"].get("status")) for body in bodies] == [
+        "Begin",
+        "Turn",
+        "Turn",
+        "Turn",
+        "Termination",
+        14,
+    ]
+    assert [body["data"].get("turn_is_formatted") for body in bodies[1:4]] == [False, False, True]
 
 
 def test_a_webhook_that_fails_is_recorded(service: SimulatedService, fake_time: FakeTime) -> None:

@@ -2,7 +2,7 @@
 
 from .faults import Faults
 from .http import SimHttpServer, serve_http
-from .service import Answer, Delivery, SimStream, SimulatedService
+from .service import Answer, Delivery, SimMode, SimStream, SimulatedService
 from .transport import SimTransport
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Delivery",
     "Faults",
     "SimHttpServer",
+    "SimMode",
     "SimStream",
     "SimTransport",
     "SimulatedService",

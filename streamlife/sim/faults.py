@@ -2,7 +2,11 @@
 
 A run with the same seed and the same calls makes the same faults, so every failure found in a
 simulated run can be replayed. Rates are probabilities per opportunity: per callback for the
-delivery faults, per request for the answer faults, per segment for a spontaneous end.
+delivery faults, per request for the answer faults, per segment for the faults of the stream itself.
+
+Where the docs allow two readings (what a stop of an ended stream answers, what a status-16
+callback means for a live stream), a fault plays the reading that costs a client the most, so a
+client that survives the simulator survives either.
 """
 
 from __future__ import annotations
@@ -28,9 +32,16 @@ class Faults:
     stop_429: float = 0.0  # stop answers 429 with Retry-After and the stream goes on
     stop_not_found: float = 0.0  # stop answers 400 "task not found": the stream had ended silently
     capacity: float = 0.0  # start answers status 16 (capacity reached) even below the limit
+    credit_start: float = 0.0  # start answers HTTP 402 "Insufficient balance"; nothing is created
+    stop_ended_ok: float = 0.0  # stop of an ended stream answers 200, and no status-14 callback follows
     # the stream itself
     spontaneous_end: float = 0.0  # per segment: the service ends the stream with a non-14 status
     stall: float = 0.0  # per segment: a stream whose start was answered goes quiet, and bills on
+    silent_segment: float = 0.0  # per segment: status 0 with a null transcript (segments mode, audio)
+    credit_end: float = 0.0  # per segment: the stream ends for lack of credit, with a status callback
+    capacity_callback: float = 0.0  # per segment: a status-16 callback, and the stream bills on
+    provider_termination: float = 0.0  # per segment: AssemblyAI's Termination (passthrough), and it bills on
+    foreign: float = 0.0  # per segment: a callback of another memories.ai product, to the same webhook
     max_delay: float = 12.0
     retry_after: float = 2.0
 
@@ -66,6 +77,13 @@ class Faults:
             capacity=0.02,
             spontaneous_end=0.002,
             stall=0.001,
+            credit_start=0.01,
+            stop_ended_ok=0.1,
+            silent_segment=0.01,
+            credit_end=0.001,
+            capacity_callback=0.001,
+            provider_termination=0.001,
+            foreign=0.01,
         )
 
     @classmethod
@@ -86,6 +104,13 @@ class Faults:
             capacity=0.05,
             spontaneous_end=0.01,
             stall=0.01,
+            credit_start=0.05,
+            stop_ended_ok=0.5,
+            silent_segment=0.05,
+            credit_end=0.005,
+            capacity_callback=0.005,
+            provider_termination=0.005,
+            foreign=0.05,
         )
 
     def dice(self) -> random.Random:

@@ -1,12 +1,24 @@
 """SimulatedService: memories.ai's stream API in-process, on a virtual clock, with seeded faults.
 
 It speaks the documented protocol: ``POST /audio-stream/start`` (and ``/stream/start`` for video)
-answers a task_id; every 5 s each live stream sends a partial then a final segment callback; stop
-answers 200 and sends exactly one status-14 callback, then nothing; stop of an unknown or ended
-task, or of the other product's (a video task_id at ``/audio-stream/stop``), answers 400;
-starting past ``max_streams`` live streams answers status 16 (capacity). A ledger bills every
-started 5-second cycle of every stream, so a run can prove that nothing is left billing.
-``Faults`` bends all of this, reproducibly from its seed.
+answers a task_id; every 5 s each live stream sends its results by callback; stop answers 200 and
+sends exactly one status-14 callback, then nothing; stop of an unknown or ended task, or of the
+other product's (a video task_id at ``/audio-stream/stop``), answers 400; starting past
+``max_streams`` live streams answers status 16 (capacity). A ledger bills every started 5-second
+cycle of every stream until it ended, so a run can prove that nothing is left billing. ``Faults``
+bends all of this, reproducibly from its seed.
+
+What an audio stream sends depends on the ``mode``, the two revisions of the audio start page:
+
+* ``"segments"`` (the default): memories.ai cuts the stream into 5-second segments and sends a
+  partial then a final transcript callback for each, segment fields under ``data``.
+* ``"passthrough"``: memories.ai streams the audio to the provider the start body names
+  (``provider``: ``"assemblyai"`` or ``"elevenlabs"``) and forwards each of its messages verbatim:
+  AssemblyAI's ``Begin``, ``Turn`` and ``Termination``, ElevenLabs' ``session_started``,
+  ``partial_transcript`` and ``committed_transcript``. A stop still ends with the status-14 callback.
+
+A video stream sends one moderation result per segment in either mode, its segment fields under
+``data.data`` as the video start page documents them.
 
 Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
 every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
@@ -23,7 +35,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
@@ -31,12 +43,33 @@ from streamlife.transport.answers import PATHS, URL_FIELD
 
 from .faults import Faults
 
+SimMode: TypeAlias = Literal["segments", "passthrough"]
+SIM_MODES: Final[tuple[SimMode, ...]] = ("segments", "passthrough")
+PROVIDERS: Final = ("assemblyai", "elevenlabs")  # the audio start page's values of ``provider``
+
 SEGMENT_SECONDS: Final = 5.0
 STOPPED_BY_USER: Final = 14
 CAPACITY_REACHED: Final = 16
 SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
+CREDIT_EXHAUSTED: Final = 13  # undocumented: the simulator's stand-in for "the stream ran out of credit"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
+STARTED: Final = {  # data.message of a start answer
+    StreamKind.AUDIO: "Audio stream transcription started",
+    StreamKind.VIDEO: "Stream processing started successfully",
+}
+STOPPED: Final = {  # data.message of a stop answer
+    StreamKind.AUDIO: "Audio stream stopped successfully",
+    StreamKind.VIDEO: "Stream stopped successfully",
+}
+# data.message of a status callback. The stop pages document 14's and the rate-limit page names 16;
+# the others are the simulator's words for its stand-in statuses.
+STATUS_MESSAGES: Final = {
+    STOPPED_BY_USER: "Stream stopped by user",
+    CAPACITY_REACHED: "Capacity Reached",
+    SOURCE_ENDED: "Stream source ended",
+    CREDIT_EXHAUSTED: "Insufficient balance",
+}
 
 Payload = dict[str, Any]
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
@@ -54,9 +87,14 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """One callback delivered to the sinks. ``final_of`` is the segment index it is the final of,
+    as its payload names it; None for anything else (and for an ElevenLabs transcript, which names
+    no index)."""
+
     at: float
     task_id: str
     payload: Payload
+    final_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +116,9 @@ class SimStream:
     end_status: int | None = None
     named: bool = True  # its start answer reached the client
     quiet: bool = False  # stalled: it sends no more segments, and bills on
+    provider: str | None = None  # the start body's ``provider`` (audio)
+    format_turns: bool = False  # the start body's ``format_turns``: AssemblyAI sends formatted turns too
+    fps: int = 1  # the start body's ``fps`` (video)
 
     @property
     def live(self) -> bool:
@@ -85,6 +126,14 @@ class SimStream:
 
 
 class SimulatedService:
+    """memories.ai's stream API. ``mode`` picks what audio streams send (see the module's docs).
+
+    The current audio start page marks ``provider`` required: a start without a valid one answers
+    400 in ``"passthrough"`` mode, where the provider decides every message, and in
+    ``"segments"`` mode with ``require_provider=True``. Without it, segments mode takes a start
+    with no ``provider``, as the older revision of the page (AssemblyAI only) did.
+    """
+
     def __init__(
         self,
         *,
@@ -92,23 +141,32 @@ class SimulatedService:
         faults: Faults | None = None,
         api_key: str = "sk-mai-simulated",
         max_streams: int = 10_000,
+        mode: SimMode = "segments",
+        require_provider: bool = False,
     ) -> None:
+        if mode not in SIM_MODES:
+            raise ValueError(f"mode must be one of {', '.join(SIM_MODES)}, got {mode!r}")
         self.clock = clock or ManualClock()
         self.faults = faults or Faults()
         self.max_streams = max_streams
+        self.mode: SimMode = mode
+        self.require_provider = require_provider or mode == "passthrough"
         self._api_key = api_key
         self._dice = self.faults.dice()
         self._lock = threading.RLock()
         self._sinks: list[Sink] = []
         self._order = itertools.count()  # ties in the heaps break by arrival, never by payload
         self._ticks: list[tuple[float, int, str]] = []  # (when, order, task_id): next segment end
-        self._outbox: list[tuple[float, int, str, Payload]] = []  # callbacks waiting to be delivered
+        # Callbacks waiting to be delivered: (when, order, task_id, payload, final_of).
+        self._outbox: list[tuple[float, int, str, Payload, int | None]] = []
         self.streams: dict[str, SimStream] = {}
+        self.foreign_ids: set[str] = set()  # task_ids of the other products' callbacks: never streams
         self.deliveries: list[Delivery] = []
         self.stop_log: list[StopRequest] = []
         self._lose_next_answer = False
         self.start_requests = 0
         self._live = 0  # streams not ended: counted, not summed, so a start stays O(1)
+        self._last_final: dict[str, int] = {}  # task_id -> highest final index delivered while it lived
 
     def __repr__(self) -> str:
         return f"SimulatedService(streams={len(self.streams)}, now={self.clock.now()!r}, key=<redacted>)"
@@ -148,28 +206,58 @@ class SimulatedService:
         url = body.get(URL_FIELD[kind])
         if not isinstance(url, str) or not url:
             return _error(400, f"Invalid request parameters: {URL_FIELD[kind]} is required")
+        provider = body.get("provider") if kind is StreamKind.AUDIO else None
+        checked = kind is StreamKind.AUDIO and (provider is not None or self.require_provider)
+        if checked and provider not in PROVIDERS:
+            return _error(400, "Invalid request parameters: provider must be elevenlabs or assemblyai")
+        if self._roll(self.faults.credit_start):
+            return _error(402, "Insufficient balance")  # the error page's 402: nothing is created
         if self.live_count() >= self.max_streams or self._roll(self.faults.capacity):
             return Answer(200, {"code": CAPACITY_REACHED, "msg": "Capacity Reached", "data": None})
         now = self.clock.now()
         task_id = str(uuid.UUID(int=self._dice.getrandbits(128), version=4))
-        self.streams[task_id] = SimStream(task_id, kind, now)
+        fps = body.get("fps")
+        stream = SimStream(
+            task_id,
+            kind,
+            now,
+            provider=provider if isinstance(provider, str) else None,
+            format_turns=body.get("format_turns") is True,
+            fps=fps if isinstance(fps, int) and not isinstance(fps, bool) and fps > 0 else 1,
+        )
+        self.streams[task_id] = stream
         self._live += 1
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
+        # A provider's session opens as the stream starts: its first message comes at once.
+        opening = self._opening(stream) if self._passes_through(stream) else None
         if self._roll(self.faults.early_callback):
-            first = self._segment_payload(self.streams[task_id], 0, final=False)
-            early.append(Delivery(now, task_id, first))
-        started = "Audio stream transcription started" if kind is StreamKind.AUDIO else "Stream started"
+            if opening is not None:
+                early.append(Delivery(now, task_id, opening))
+                opening = None
+            elif kind is StreamKind.VIDEO:
+                early.append(Delivery(now, task_id, self._moderation_payload(stream, 0), 0))
+            else:
+                early.append(Delivery(now, task_id, self._transcript_payload(stream, 0, final=False)))
+        if opening is not None:
+            self._enqueue(now, task_id, opening)
         lost, self._lose_next_answer = (
             self._lose_next_answer or self._roll(self.faults.start_timeout_created),
             False,
         )
-        self.streams[task_id].named = not lost
-        return dataclasses.replace(_success(task_id, started), lost=lost)
+        stream.named = not lost
+        return dataclasses.replace(_success(task_id, STARTED[kind]), lost=lost)
 
     def _stop(self, kind: StreamKind, body: Mapping[str, Any]) -> Answer:
         stream = self.streams.get(str(body.get("task_id")))
         # Each product's API knows its own tasks only (the docs are silent; two products, two paths).
-        if stream is None or not stream.live or stream.kind is not kind:
+        if stream is None or stream.kind is not kind:
+            return _error(400, "Invalid task_id or task not found")
+        if not stream.live:
+            # The stop page documents 400 for a task not found, and calls stop "safe to call even if
+            # the stream has already ended": the other reading answers 200, and sends no status-14
+            # callback, since the stream had already sent its last.
+            if self._roll(self.faults.stop_ended_ok):
+                return _success(stream.task_id, STOPPED[kind])
             return _error(400, "Invalid task_id or task not found")
         if self._roll(self.faults.stop_500):
             return _error(500, "Internal server error")
@@ -181,10 +269,9 @@ class SimulatedService:
             return _error(400, "Invalid task_id or task not found")
         self._end(stream, now, STOPPED_BY_USER, announce=True)
         if self._roll(self.faults.late_final) and stream.next_index > 0:
-            late = self._segment_payload(stream, stream.next_index - 1, final=True)
-            self._enqueue(now + 0.5, stream.task_id, late)
-        stopped = "Audio stream stopped successfully" if stream.kind is StreamKind.AUDIO else "Stream stopped"
-        return _success(stream.task_id, stopped)
+            late, final_of = self._final_message(stream, stream.next_index - 1)
+            self._enqueue(now + 0.5, stream.task_id, late, final_of)
+        return _success(stream.task_id, STOPPED[kind])
 
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -211,21 +298,34 @@ class SimulatedService:
         return soonest if soonest is not None and soonest <= limit else None
 
     def _emit_segments(self, now: float) -> None:
+        faults = self.faults
         while self._ticks and self._ticks[0][0] <= now:
             at, _, task_id = heapq.heappop(self._ticks)
             stream = self.streams[task_id]
             if not stream.live:
                 continue
+            if self._roll(faults.credit_end):
+                # The charge for the cycle that begins now failed: the stream ends before it.
+                self._end(stream, at, CREDIT_EXHAUSTED, announce=True)
+                continue
             index = stream.next_index
             stream.next_index += 1
             # Only a named stream stalls: one whose start answer was lost and that never calls back
             # is beyond any client (the API lists no streams), so the simulator does not make one.
-            stream.quiet = stream.quiet or (stream.named and self._roll(self.faults.stall))
+            stream.quiet = stream.quiet or (stream.named and self._roll(faults.stall))
             if not stream.quiet:
-                if stream.kind is StreamKind.AUDIO:  # transcription: a partial, then its final
-                    self._enqueue(at, task_id, self._segment_payload(stream, index, final=False))
-                self._enqueue(at, task_id, self._segment_payload(stream, index, final=True))
-            if self._roll(self.faults.spontaneous_end):
+                for payload, final_of in self._segment_messages(stream, index):
+                    self._enqueue(at, task_id, payload, final_of)
+                # The docs do not say what a status-16 callback means for a stream that runs: the
+                # simulator takes the costly reading, and the stream goes on (and bills).
+                if self._roll(faults.capacity_callback):
+                    self._enqueue(at, task_id, self._status_payload(stream, CAPACITY_REACHED))
+                # Likewise a Termination forwarded while the stream runs: the stream goes on.
+                if self._forwards_assemblyai(stream) and self._roll(faults.provider_termination):
+                    self._enqueue(at, task_id, self._forwarded(stream, self._termination(stream, at)))
+            if self._roll(faults.foreign):
+                self._send_foreign(at)
+            if self._roll(faults.spontaneous_end):
                 self._end(stream, at, SOURCE_ENDED, announce=True)
             else:
                 heapq.heappush(self._ticks, (at + SEGMENT_SECONDS, next(self._order), task_id))
@@ -233,19 +333,33 @@ class SimulatedService:
     def _take_ready(self, now: float) -> list[Delivery]:
         ready = []
         while self._outbox and self._outbox[0][0] <= now:
-            at, _, task_id, payload = heapq.heappop(self._outbox)
-            ready.append(Delivery(at, task_id, payload))
+            at, _, task_id, payload, final_of = heapq.heappop(self._outbox)
+            ready.append(Delivery(at, task_id, payload, final_of))
         return ready
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             with self._lock:
                 self.deliveries.append(delivery)
+                self._note_final(delivery)
             for sink in self._sinks:
                 sink(delivery.payload)
 
+    def _note_final(self, delivery: Delivery) -> None:
+        """Keep the highest final index delivered while its stream lived. A final delivered after the
+        end (``late_final``, or delayed past a stop) may follow the callback that ended its task, which
+        files it as late: the transcript does not owe it."""
+        stream = self.streams.get(delivery.task_id)
+        if delivery.final_of is None or stream is None:
+            return
+        if stream.ended_at is not None and delivery.at > stream.ended_at:
+            return
+        known = self._last_final.get(delivery.task_id)
+        if known is None or delivery.final_of > known:
+            self._last_final[delivery.task_id] = delivery.final_of
+
     # -- callbacks and faults --------------------------------------------------------------------
-    def _enqueue(self, at: float, task_id: str, payload: Payload) -> None:
+    def _enqueue(self, at: float, task_id: str, payload: Payload, final_of: int | None = None) -> None:
         """Queue one callback, bent by the delivery faults."""
         faults = self.faults
         if self._roll(faults.drop):
@@ -254,72 +368,201 @@ class SimulatedService:
             at += self._dice.uniform(0.0, faults.max_delay)
         if self._roll(faults.reorder):
             at += self._dice.uniform(SEGMENT_SECONDS, 2 * SEGMENT_SECONDS)  # behind the next segment
-        heapq.heappush(self._outbox, (at, next(self._order), task_id, payload))
+        heapq.heappush(self._outbox, (at, next(self._order), task_id, payload, final_of))
         if self._roll(faults.duplicate):
             again = at + self._dice.uniform(0.0, 2.0)
-            heapq.heappush(self._outbox, (again, next(self._order), task_id, payload))
+            heapq.heappush(self._outbox, (again, next(self._order), task_id, payload, final_of))
 
     def _end(self, stream: SimStream, at: float, status: int, *, announce: bool) -> None:
         if stream.live:
             self._live -= 1
         stream.ended_at, stream.end_status = at, status
-        if announce:
-            self._enqueue(at, stream.task_id, self._status_payload(stream, status))
+        if not announce:
+            return
+        if self._forwards_assemblyai(stream):
+            # memories.ai closes the provider's session, and AssemblyAI answers with its Termination,
+            # forwarded before memories.ai's own status callback.
+            self._enqueue(at, stream.task_id, self._forwarded(stream, self._termination(stream, at)))
+        self._enqueue(at, stream.task_id, self._status_payload(stream, status))
 
     def _roll(self, rate: float) -> bool:
         return rate > 0.0 and self._dice.random() < rate
 
-    def _segment_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
+    def _passes_through(self, stream: SimStream) -> bool:
+        return self.mode == "passthrough" and stream.kind is StreamKind.AUDIO
+
+    def _forwards_assemblyai(self, stream: SimStream) -> bool:
+        return stream.provider == "assemblyai" and self._passes_through(stream)
+
+    # -- what a stream sends ---------------------------------------------------------------------
+    def _segment_messages(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
+        """The callbacks of one segment, in order, each with the index it is the final of (if any)."""
         if stream.kind is StreamKind.VIDEO:
-            return self._moderation_payload(stream, index)
-        start = index * SEGMENT_SECONDS
-        words = f"segment {index} of {stream.task_id[:8]}"
+            return [(self._moderation_payload(stream, index), index)]
+        if self._passes_through(stream):
+            return [
+                (self._forwarded(stream, m), final_of) for m, final_of in self._provider_turn(stream, index)
+            ]
+        if self._roll(self.faults.silent_segment):
+            return [(self._silent_payload(stream, index), None)]
+        partial = self._transcript_payload(stream, index, final=False)
+        return [(partial, None), (self._transcript_payload(stream, index, final=True), index)]
+
+    def _final_message(self, stream: SimStream, index: int) -> tuple[Payload, int | None]:
+        """The last callback of a segment's: its final (a formatted turn, where turns are formatted)."""
+        if stream.kind is StreamKind.VIDEO:
+            return self._moderation_payload(stream, index), index
+        if self._passes_through(stream):
+            message, final_of = self._provider_turn(stream, index)[-1]
+            return self._forwarded(stream, message), final_of
+        return self._transcript_payload(stream, index, final=True), index
+
+    def _transcript_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
+        """Segments mode: a partial or final transcript, segment fields under ``data`` as in the
+        audio stop callback. The docs' table of these callbacks is lost: the shape is inferred."""
+        words = _words(stream, index)
         return {
             "code": "200",
             "message": "SUCCESS",
             "task_id": stream.task_id,
             "data": {
-                "segment_index": index,
-                "segment_start_time": f"{start:.1f}",
-                "segment_end_time": f"{start + SEGMENT_SECONDS:.1f}",
+                **_audio_segment_fields(index),
                 "status": 0,
                 "message": "final" if final else "partial",
                 "transcript": {"text": words if final else words[: len(words) // 2], "is_final": final},
             },
         }
 
-    def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
-        """Video moderation: one result per segment, under ``data.data`` (null on error statuses)."""
-        start = index * SEGMENT_SECONDS
-        return {
-            "code": 200,
-            "message": "success",
-            "task_id": stream.task_id,
-            "data": {
-                "segment_index": index,
-                "start_time": f"{start:.1f}",
-                "end_time": f"{start + SEGMENT_SECONDS:.1f}",
-                "status": 0,
-                "data": {"moderation": {"flagged": index % 7 == 3, "labels": []}, "logos": []},
-            },
-        }
-
-    def _status_payload(self, stream: SimStream, status: int) -> Payload:
-        last = max(stream.next_index - 1, 0)
-        message = "Stream stopped by user" if status == STOPPED_BY_USER else "Stream source ended"
+    def _silent_payload(self, stream: SimStream, index: int) -> Payload:
+        """Segments mode: a segment with nothing transcribed. The docs are silent on such a segment;
+        the simulator sends status 0 with a null transcript (a message of its own words)."""
         return {
             "code": "200",
             "message": "SUCCESS",
             "task_id": stream.task_id,
             "data": {
-                "segment_index": last,
-                "segment_start_time": f"{last * SEGMENT_SECONDS:.1f}",
-                "segment_end_time": f"{(last + 1) * SEGMENT_SECONDS:.1f}",
-                "status": status,
-                "message": message,
+                **_audio_segment_fields(index),
+                "status": 0,
+                "message": "No speech detected",
                 "transcript": None,
             },
         }
+
+    def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
+        """Video moderation: one result per segment, segment fields under ``data.data`` as the video
+        start page documents them. The docs give ``data.message`` and ``data.token`` but not their
+        contents for a result: the message is the simulator's words, the token left empty. Logo
+        results are undocumented and left out (as if ``enable_logo_detection`` were off)."""
+        start = index * SEGMENT_SECONDS
+        return {
+            "code": "200",
+            "message": "SUCCESS",
+            "task_id": stream.task_id,
+            "data": {
+                "status": 0,
+                "message": "Segment processed",
+                "data": {
+                    "segment_index": index,
+                    "start_time": f"{start:.1f}",
+                    "end_time": f"{start + SEGMENT_SECONDS:.1f}",
+                    "video_url": f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
+                    # The docs' table cuts the second name off at "frames_process": the simulator
+                    # assumes frames_processed, the frames analysed (fps for each of 5 seconds).
+                    "content_moderation": {
+                        "has_unsafe_content": index % 7 == 3,
+                        "frames_processed": stream.fps * int(SEGMENT_SECONDS),
+                    },
+                },
+                "token": {},
+            },
+        }
+
+    def _status_payload(self, stream: SimStream, status: int) -> Payload:
+        message = STATUS_MESSAGES[status]
+        data: Payload
+        if stream.kind is StreamKind.VIDEO:  # as the video stop page documents it
+            data = {"status": status, "message": message, "data": None, "token": None}
+        elif self._passes_through(stream):
+            # There are no memories-side segments to name, and the docs are silent on the segment
+            # fields of a stop callback in this mode: the simulator sends none.
+            data = {"status": status, "message": message, "transcript": None}
+        else:  # as the audio stop page documents it: the last segment's fields
+            data = {
+                **_audio_segment_fields(max(stream.next_index - 1, 0)),
+                "status": status,
+                "message": message,
+                "transcript": None,
+            }
+        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": data}
+
+    # -- pass-through: the providers' own messages -----------------------------------------------
+    def _forwarded(self, stream: SimStream, message: Payload) -> Payload:
+        """A provider message as memories.ai forwards it. The docs say "verbatim" and not how: the
+        simulator wraps it in the webhook envelope, under ``data``, the only way a webhook could learn
+        the task_id (the provider's messages do not carry memories.ai's)."""
+        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": message}
+
+    def _opening(self, stream: SimStream) -> Payload:
+        """The provider's first message, as its session opens (AssemblyAI v3 ``Begin``, ElevenLabs
+        ``session_started``), forwarded."""
+        session = uuid.UUID(int=self._dice.getrandbits(128), version=4)
+        if stream.provider == "assemblyai":
+            # expires_at: AssemblyAI's expiry of the session, in Unix seconds; how far off is a guess.
+            expires_at = int(self.clock.now() + 3 * 3600)
+            return self._forwarded(stream, {"type": "Begin", "id": str(session), "expires_at": expires_at})
+        # ElevenLabs echoes the session's config: which keys it holds here is a guess (the model, and
+        # the audio format memories.ai streams).
+        config = {"model_id": "scribe_v2_realtime", "sample_rate": 16000, "audio_format": "pcm_16000"}
+        return self._forwarded(
+            stream, {"message_type": "session_started", "session_id": session.hex, "config": config}
+        )
+
+    def _provider_turn(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
+        """One 5-second cycle's provider messages, unwrapped: one turn (or commit) per cycle."""
+        text = _words(stream, index)
+        spoken = text.split()
+        partial = " ".join(spoken[: len(spoken) // 2])
+        if stream.provider == "elevenlabs":
+            # ElevenLabs numbers nothing: its transcripts carry no index of any kind.
+            return [
+                ({"message_type": "partial_transcript", "text": partial}, None),
+                ({"message_type": "committed_transcript", "text": text}, None),
+            ]
+        turns = [
+            (_turn(index, partial, end_of_turn=False, formatted=False), None),
+            (_turn(index, text, end_of_turn=True, formatted=False), index),
+        ]
+        if stream.format_turns:  # the same turn again, formatted: AssemblyAI's format_turns
+            turns.append((_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
+        return turns
+
+    def _termination(self, stream: SimStream, at: float) -> Payload:
+        seconds = int(at - stream.started_at)
+        return {"type": "Termination", "audio_duration_seconds": seconds, "session_duration_seconds": seconds}
+
+    # -- the other products ----------------------------------------------------------------------
+    def _send_foreign(self, at: float) -> None:
+        """A callback of another memories.ai product: the webhook is one per account, and gets every
+        product's async results. The webhooks guide gives the envelope, task_id at the top; what
+        ``data`` holds differs per product and is the simulator's guess: some with no ``status``, some
+        with an integer ``status`` beside the product's own keys."""
+        while True:  # a task_id like the guide's (32 hex digits), and never a stream's
+            task_id = uuid.UUID(int=self._dice.getrandbits(128), version=4).hex
+            if task_id not in self.streams and task_id not in self.foreign_ids:
+                break
+        self.foreign_ids.add(task_id)
+        results: list[Payload] = [
+            {"frames": [{"timestamp": "0.0", "url": f"https://storage.sim.invalid/{task_id}/0.jpg"}]},
+            {"video_url": f"https://storage.sim.invalid/{task_id}/clip.mp4", "duration": "12.5"},
+            {
+                "status": 0,
+                "message": "Transcription completed",
+                "transcriptions": [{"start_time": "0.0", "end_time": "2.4", "text": "Hello there."}],
+            },
+            {"status": 0, "summary": "A short talk.", "video_no": f"VI{task_id[:12]}"},
+        ]
+        data = results[self._dice.randrange(len(results))]
+        self._enqueue(at, task_id, {"code": 200, "message": "SUCCESS", "data": data, "task_id": task_id})
 
     # -- the ledger ------------------------------------------------------------------------------
     @property
@@ -342,6 +585,56 @@ class SimulatedService:
             end = stream.ended_at if stream.ended_at is not None else self.clock.now()
             cycles = max(1, math.ceil((end - stream.started_at) / SEGMENT_SECONDS - 1e-9))
             return cycles * SEGMENT_SECONDS
+
+    def last_final_sent(self, task_id: str) -> int | None:
+        """The highest segment index whose final the service delivered while the stream lived (None:
+        no final, or only ElevenLabs transcripts, which name no index)."""
+        with self._lock:
+            return self._last_final.get(task_id)
+
+
+def _audio_segment_fields(index: int) -> Payload:
+    start = index * SEGMENT_SECONDS
+    return {
+        "segment_index": index,
+        "segment_start_time": f"{start:.1f}",
+        "segment_end_time": f"{start + SEGMENT_SECONDS:.1f}",
+    }
+
+
+def _words(stream: SimStream, index: int) -> str:
+    return f"segment {index} of {stream.task_id[:8]}"
+
+
+def _formatted(text: str) -> str:
+    """Text as AssemblyAI formats a turn: capitalised and punctuated."""
+    return text[:1].upper() + text[1:] + "."
+
+
+def _turn(index: int, text: str, *, end_of_turn: bool, formatted: bool) -> Payload:
+    """An AssemblyAI v3 ``Turn``: the turn so far (a partial) or whole (end_of_turn), one turn a cycle."""
+    spoken = text.split()
+    step = SEGMENT_SECONDS * 1000 / max(len(spoken), 1)
+    base = index * SEGMENT_SECONDS * 1000
+    words = [
+        {
+            "text": word,
+            "start": int(base + n * step),
+            "end": int(base + (n + 1) * step),
+            "confidence": 0.9,
+            "word_is_final": end_of_turn or n < len(spoken) - 1,  # the partial's last word may change
+        }
+        for n, word in enumerate(spoken)
+    ]
+    return {
+        "type": "Turn",
+        "turn_order": index,
+        "turn_is_formatted": formatted,
+        "end_of_turn": end_of_turn,
+        "transcript": text,
+        "end_of_turn_confidence": 0.95 if end_of_turn else 0.1,
+        "words": words,
+    }
 
 
 def _success(task_id: str, message: str) -> Answer:
