@@ -28,8 +28,9 @@ table that breaks this rule.
 
 Why some cells are what they are:
   * ``stop`` is legal everywhere. pending -> stopped with no request; starting/uncertain remember it
-    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); stopping,
-    ending and the terminal states answer DUP: the stop is already in effect.
+    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); ending
+    remembers it too (the confirming stop is on its way already, and the task now says that it was
+    asked for); stopping and the terminal states answer DUP: the stop is already in effect.
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
     but no task_id came back) leads to ``uncertain``, never to a second start. A start answer that
     comes after all names the task (``uncertain`` -> ``running``): with several processes on one
@@ -148,7 +149,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     #                      pending   starting   uncertain  running   stopping  ending    stopped  ended    failed
     # local calls
     "start":              (starting, NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),
-    "stop":               (stopped,  starting,  uncertain, stopping, DUP,      DUP,      DUP,     DUP,     DUP),
+    "stop":               (stopped,  starting,  uncertain, stopping, DUP,      ending,   DUP,     DUP,     DUP),
     # transport results
     "start_ok":           (NO,       running,   running,   NO,       NO,       NO,       NO,      NO,      NO),
     "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,       NO,      NO,      NO),

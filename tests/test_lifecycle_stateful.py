@@ -59,10 +59,10 @@ RAISES = "raises"
 CALLBACKS = ("segment", "stopped", "ended", "capacity", "provider_ended")
 STATUS = {"stopped": 14, "capacity": 16, "ended": 12, "provider_ended": PROVIDER_ENDED}
 # In a terminal state, the callbacks that repeat how it ended (the provider's end of session
-# echoes a stop); every other callback there is late.
+# echoes a stop; a status 14 that tells nothing new); every other callback there is late.
 REPEATS = {
     STOPPED: {"stopped", "provider_ended"},
-    ENDED: {"ended", "capacity", "provider_ended"},
+    ENDED: {"ended", "capacity", "provider_ended", "stopped"},
     FAILED: {"capacity"},
 }
 
@@ -99,7 +99,7 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         if state is P:
             model.stop_requested = True
             return STOPPED, APPLIED
-        if state in (S, U):
+        if state in (S, U, E):  # remembered: sent with the task_id, or on its way already
             first = not model.stop_requested
             model.stop_requested = True
             return state, APPLIED if first else DUP

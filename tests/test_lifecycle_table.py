@@ -208,7 +208,9 @@ def test_an_end_the_task_infers_leaves_it_ending_until_a_stop_confirms_it(trigge
     task = task_in(TaskState.RUNNING)
     assert fire(task, trigger) == Outcome.APPLIED
     assert (state_of(task), task.terminal) == (TaskState.ENDING, False)
-    assert task.stop() == Outcome.DUPLICATE  # the confirming stop is the Fleet's to send already
+    assert task.stop() == Outcome.APPLIED  # remembered; the confirming stop is on its way already
+    assert (task.stop_requested, state_of(task)) == (True, TaskState.ENDING)
+    assert task.stop() == Outcome.DUPLICATE
     assert fire(task, trigger) == Outcome.DUPLICATE
     assert task.final_deadline().kind is OutcomeKind.REJECTED  # no stop acknowledged yet
     assert task.stop_error(ConnectionError("refused")) == Outcome.APPLIED
