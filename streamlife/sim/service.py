@@ -487,12 +487,10 @@ class SimulatedService:
             # fields of a stop callback in this mode: the simulator sends none.
             data = {"status": status, "message": message, "transcript": None}
         else:  # as the audio stop page documents it: the last segment's fields
-            data = {
-                **_audio_segment_fields(max(stream.next_index - 1, 0)),
-                "status": status,
-                "message": message,
-                "transcript": None,
-            }
+            data = {"status": status, "message": message, "transcript": None}
+            if stream.next_index > 0:  # (a stream that sent no segment has none to name; the docs
+                # are silent on that case, and the simulator then sends no segment fields)
+                data = {**_audio_segment_fields(stream.next_index - 1), **data}
         return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": data}
 
     # -- pass-through: the providers' own messages -----------------------------------------------
