@@ -39,7 +39,15 @@ from typing import Any, Final
 from .callbacks import parse_callback
 from .clock import ManualClock
 from .errors import CallbackError
-from .events import Outcome, OutcomeKind, ProviderEvent, StatusCallback, StatusMeaning, StreamKind
+from .events import (
+    ForeignCallback,
+    Outcome,
+    OutcomeKind,
+    ProviderEvent,
+    StatusCallback,
+    StatusMeaning,
+    StreamKind,
+)
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
 from .policy import Policy
@@ -203,9 +211,10 @@ class _Handed:
         assert self.fleet is not None, "the Fleet is handed over before the first callback"
         outcome = self.fleet.handle_callback(payload)  # a refused callback is in no history: not counted
         event = parse_callback(payload, statuses=self.fleet.policy.statuses)
-        # A provider message, or a status the policy calls ongoing, is news and no event: no history has it.
+        # A provider message, or a status the policy calls ongoing, is news and no event: no history
+        # has it; nor has another product's result, which belongs to no task.
         ongoing = isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
-        if not isinstance(event, ProviderEvent) and not ongoing:
+        if not isinstance(event, ProviderEvent | ForeignCallback) and not ongoing:
             self.by_task[event.task_id] += 1
         return outcome
 
@@ -402,7 +411,7 @@ class _Driver:
 
     def _check_history(self, task: StreamTask) -> None:
         where: TaskState | None = None
-        finals: Counter[int] = Counter()
+        finals: Counter[tuple[int, bool]] = Counter()  # (index, formatted): a formatted final may follow
         for entry in task.history:
             if where is not None and entry.from_state is not where:
                 self._violation(f"{self._label(task)}: history jumps from {where} to {entry.from_state}")
@@ -413,9 +422,9 @@ class _Driver:
                     f"{self._label(task)}: {entry.trigger} moved {entry.from_state} to {entry.to_state}"
                 )
             if entry.trigger == "segment" and applied and entry.data and entry.data.get("final"):
-                finals[entry.data["index"]] += 1
+                finals[entry.data["index"], bool(entry.data.get("formatted"))] += 1
             where = entry.to_state
-        for index, count in finals.items():
+        for (index, _), count in finals.items():
             if count > 1:
                 self._violation(f"{self._label(task)}: the final of segment {index} applied {count} times")
 

@@ -207,7 +207,9 @@ class StreamTask:
         index = segment.index
         if index is None:  # forwarded with no index: numbered by the transcript, as a replay will be
             index = self.transcript.numbered(segment).index
-        data = ("index", index, "final", segment.final)
+        data: tuple[Any, ...] = ("index", index, "final", segment.final)
+        if segment.formatted:  # (a second final of its turn, AssemblyAI's formatted text)
+            data = (*data, "formatted", True)
         before = self.state
         if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
             # Only a final would replace a partial now: the table lets the segment in, its data
