@@ -1083,6 +1083,7 @@ def test_a_confirming_stop_that_fails_is_retried_until_the_end_is_confirmed(cloc
 def test_the_providers_termination_after_our_stop_is_its_echo(clock: ManualClock) -> None:
     r = rig(clock)
     task = r.start()
+    r.run(6)  # segment 0
     r.fleet.stop(task)  # acknowledged; the status-14 callback waits in the simulator's outbox
     termination = {"code": "200", "message": "SUCCESS", "task_id": tid(task), "data": {"type": "Termination"}}
     assert r.fleet.handle_callback(termination) == Outcome.APPLIED
