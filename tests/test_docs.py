@@ -23,7 +23,7 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    fleet, cost, journal, user_tests, webhook, by_hand, simulator = outputs
+    fleet, cost, journal, user_tests, webhook, by_hand, simulator, video = outputs
     assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
@@ -42,6 +42,10 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
     assert "Hello there." in by_hand
     assert "13 callbacks; the last: stopped" in simulator
     assert "billed: 30.0 s; still billing: []" in simulator
+    assert video.splitlines() == [
+        "segment 3: unsafe content in https://storage.sim.invalid/e3e70682-c209-4cac-a29f-6fbed82c07cd/3.mp4",
+        "stopped after 4 segments, 40 frames checked",
+    ]
 
 
 def test_the_walk_ends_each_story_where_the_lifecycle_says() -> None:
