@@ -1,4 +1,4 @@
-"""The Fleet against the simulator with every fault on, driven by random rules.
+"""The Fleet against the simulator with every fault on, in either mode, driven by random rules.
 
 Rules: start a stream (audio or video); start one whose answer is lost; start one that is asked
 to stop while its start request is in flight; stop a task (with no
@@ -61,7 +61,7 @@ from streamlife.events import (
 )
 from streamlife.journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL, StopReason
-from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.sim import Faults, SimMode, SimTransport, SimulatedService
 from streamlife.transport.answers import URL_FIELD
 
 
@@ -119,10 +119,11 @@ class FleetMachine(RuleBasedStateMachine):
     @initialize(
         seed=st.integers(0, 2**32 - 1),
         stop_when_stalled=st.booleans(),
-        max_duration=st.sampled_from([None, 40.0]),
+        max_duration=st.sampled_from([None, 15.0]),
+        mode=st.sampled_from(["segments", "passthrough"]),
     )
-    def set_up(self, seed: int, stop_when_stalled: bool, max_duration: float | None) -> None:
-        self.sim = SimulatedService(clock=self.clock, faults=faults(seed))
+    def set_up(self, seed: int, stop_when_stalled: bool, max_duration: float | None, mode: SimMode) -> None:
+        self.sim = SimulatedService(clock=self.clock, faults=faults(seed), mode=mode)
         policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
         self.transport = StopsWhileStarting(SimTransport(self.sim))
         self.fleet = self.transport.fleet = Fleet(self.transport, clock=self.clock, policy=policy)
@@ -130,14 +131,24 @@ class FleetMachine(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.fleet.tasks()) < 12)
-    @rule(kind=st.sampled_from(StreamKind), lose_answer=st.booleans(), stop_meanwhile=st.booleans())
-    def start(self, kind: StreamKind, lose_answer: bool, stop_meanwhile: bool) -> None:
+    @rule(
+        kind=st.sampled_from(StreamKind),
+        lose_answer=st.booleans(),
+        stop_meanwhile=st.booleans(),
+        provider=st.sampled_from(["assemblyai", "elevenlabs"]),
+        format_turns=st.booleans(),
+    )
+    def start(
+        self, kind: StreamKind, lose_answer: bool, stop_meanwhile: bool, provider: str, format_turns: bool
+    ) -> None:
         if lose_answer:
             self.sim.lose_next_start_answer()
         self.transport.stop_during_next_start = stop_meanwhile
-        params = {URL_FIELD[kind]: "rtmp://sim.invalid/live"}
-        if kind is StreamKind.AUDIO:
-            params["provider"] = "assemblyai"
+        params: dict[str, Any] = {URL_FIELD[kind]: "rtmp://sim.invalid/live"}
+        if kind is StreamKind.AUDIO:  # (in passthrough mode, the provider's own messages come)
+            params["provider"] = provider
+            if format_turns and provider == "assemblyai":
+                params["format_turns"] = True
         task = self.fleet.start(kind, **params)
         assert task.state is not TaskState.STARTING
         # (A start refused, or refused for now and waiting in pending, had no answer to lose.)
@@ -225,8 +236,8 @@ class FleetMachine(RuleBasedStateMachine):
     @invariant()
     def each_final_is_applied_at_most_once(self) -> None:
         for task in self.fleet.tasks():
-            finals = Counter(
-                entry.data["index"]
+            finals = Counter(  # (a formatted final follows its turn's first: counted apart)
+                (entry.data["index"], entry.data.get("formatted", False))
                 for entry in task.history
                 if entry.trigger == "segment"
                 and entry.outcome.kind is OutcomeKind.APPLIED
@@ -342,6 +353,7 @@ class FleetMachine(RuleBasedStateMachine):
         """Which paths this run took: `pytest --hypothesis-show-statistics` shows how often each was hit."""
         stats, tasks = self.fleet.stats(), self.fleet.tasks()
         event("tasks", f"{min(len(tasks), 10)}")
+        event("mode", self.sim.mode)
         for name, hit in {
             "orphan adopted": stats.orphans > 0,
             "orphan of a lost start answer": any(t.adopted and t.task_id in self.sim.streams for t in tasks),
