@@ -118,6 +118,9 @@ _BILLABLE: Final = frozenset(TaskState) - TERMINAL - {TaskState.PENDING}
 
 # Why a task recovered in ``starting`` is uncertain: its start request may have left before the crash.
 INTERRUPTED_START: Final = "the process ended while the start request was in flight"
+# Why a start refused for now, found in the store after a restart, failed: nothing was created,
+# and the start body (which the store does not keep) was lost with the process.
+LOST_START_BODY: Final = "the process that was to send the start again ended; its start body is not stored"
 # Why a task whose start answer came is uncertain all the same: the answer could not be journaled.
 UNJOURNALED_START: Final = "the start answer came but could not be journaled"
 # What a silence timer that finds the task heard from (here, or in another process) returns.
@@ -354,8 +357,18 @@ class Fleet:
                 # Asked after the catch-up in _fire: another process may have started or stopped it.
                 return task.start() if task.state is TaskState.PENDING else _MOVED_ON
 
-            if self._fire(tracked, start_unless_moved) is _MOVED_ON:
-                return 0
+            try:
+                if self._fire(tracked, start_unless_moved) is _MOVED_ON:
+                    return 0
+            except BaseException:
+                # Not journaled, so not started: try again shortly, rather than never.
+                if task.state is TaskState.PENDING:
+                    tracked.timers |= _START_RETRY
+                    with self._lock:
+                        self._deadlines.arm(
+                            task.ref, START_RETRY, self.clock.now() + self.policy.stop_retry_base
+                        )
+                raise
         self._deliver_notices(tracked)
         senders = self._sender_pool()
         if senders is None:
@@ -986,7 +999,8 @@ class Fleet:
         Each task is rebuilt by replaying its journal and checked against its stored row
         (``JournalMismatch`` if they differ). Its deadlines are armed again from now. A task caught
         in ``starting`` may have created a stream whose answer died with the process: it becomes
-        ``uncertain`` (and the stream, when its callbacks come, an orphan the reaper stops). A stop
+        ``uncertain`` (and the stream, when its callbacks come, an orphan the reaper stops). A start
+        refused for now (``pending``) fails: nothing was created, and its body is not stored. A stop
         not yet acknowledged is sent again by the next ``tick``: stop is safe to repeat. An orphan
         adopted but not yet stopped is stopped (``reap_orphans``).
 
@@ -1005,6 +1019,10 @@ class Fleet:
             with tracked.lock:
                 if task.state is TaskState.STARTING:
                     self._fire(tracked, task.start_unknown, RecordedError(INTERRUPTED_START))
+                elif task.state is TaskState.PENDING:  # a start refused for now, owed by the process
+                    # that ended: nothing was created, and its body died with it (it is not stored).
+                    self._fire(tracked, task.start)
+                    self._fire(tracked, task.start_rejected, RecordedError(LOST_START_BODY))
                 elif task.state is TaskState.RUNNING and (due := self._stop_was_due(task)) is not None:
                     reap = self._fire(tracked, task.stop, *due) is Outcome.APPLIED
             self._deliver_notices(tracked)  # (an unacknowledged stop was taken over by _hold)
@@ -1404,7 +1422,9 @@ def _timers_for(task: StreamTask, limit: float | None) -> frozenset[str]:
     if state is TaskState.UNCERTAIN:
         return _UNCERTAIN
     if state is TaskState.PENDING:  # (only a start refused for now brings a task back here)
-        return _START_RETRY
+        # Only the process that holds the start body sends it again: the store does not keep it
+        # (stream URLs carry stream keys), so a copy rebuilt from the store cannot.
+        return _START_RETRY if task.params is not None else _NONE
     return _NONE
 
 

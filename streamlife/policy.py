@@ -58,8 +58,9 @@ class Policy:
     """How long a start the service refused for now (429, or capacity 16: nothing was created), or one
     past ``max_live``, is tried again, counted from the first try: with the stop backoff
     (``stop_retry_base``, ``stop_retry_cap``, never sooner than Retry-After). The task waits in
-    ``pending`` meanwhile (``stop`` cancels it without a request) and fails after the window. 0
-    never retries: such a start fails at once."""
+    ``pending`` meanwhile (``stop`` cancels it without a request) and fails after the window, or
+    when the process that holds it ends (the store does not keep start bodies). 0 never retries:
+    such a start fails at once."""
 
     max_live: int | None = None
     """The most streams this Fleet keeps live at once (starting, running or stopping), audio and

@@ -35,7 +35,7 @@ from streamlife import (
 )
 from streamlife.errors import JournalMismatch, StoreError
 from streamlife.events import ForeignCallback, ProviderEvent, StartResult, StatusMeaning, StopResult
-from streamlife.fleet import INTERRUPTED_START
+from streamlife.fleet import INTERRUPTED_START, LOST_START_BODY
 from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.lifecycle import StopReason
 from streamlife.sim import Faults, SimTransport, SimulatedService
@@ -684,3 +684,39 @@ def test_a_row_written_before_the_billing_facts_existed_still_rebuilds(clock: Ma
             rig.fleet.store.journal(row.key),
             clock=clock,
         )
+
+
+def test_a_start_retry_that_cannot_be_journaled_is_tried_again(clock: ManualClock) -> None:
+    store = FailingStore()
+    rig = Rig(clock, store, Faults(capacity=1.0))
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    assert state_of(task) is TaskState.PENDING
+    rig.sim.faults = Faults()  # the account has room again
+    store.fail_next = True  # the retry's journal write fails: it must not be the last try
+    rig.run(3)
+    rig.run(3)
+    assert state_of(task) is TaskState.RUNNING
+    assert [e.trigger for e in store.journal(task.key or "")][:4] == [
+        "start",
+        "start_deferred",
+        "start",
+        "start_ok",
+    ]
+
+
+def test_a_deferred_start_found_after_a_restart_fails_and_sends_nothing(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """Its start body is not stored (stream URLs carry stream keys), so no other process can send it:
+    nothing was created, so it fails, and says why."""
+    store = SqliteStore(tmp_path / "tasks.db")
+    rig = Rig(clock, store, Faults(capacity=1.0))
+    task = rig.fleet.start("video", url=URL)
+    assert state_of(task) is TaskState.PENDING
+    rig.sim.faults = Faults()
+    after = rig.restart()  # the first process is gone, and the start body with it
+    (back,) = after.recover()
+    assert (back.state, back.last_error) == (TaskState.FAILED, LOST_START_BODY)
+    rig.run(5)
+    assert (rig.sim.start_requests, rig.sim.billing()) == (1, [])
+    store.close()
