@@ -196,8 +196,17 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
         return _assemblyai(_task_id(top, data), top, message, prefix, table)
     if message.get("message_type") is not None:
         return _elevenlabs(_task_id(top, data), top, message, prefix)
-    if not (_is_int(message.get("status")) and _STREAM_KEYS.issuperset(message)):
+    if not _is_int(message.get("status")):
         return _foreign(top, message)
+    if not _STREAM_KEYS.issuperset(message):
+        # Another product's result, or a stream callback with a field the docs do not list: which,
+        # only the task_id can tell (the Fleet asks), so the stream reading goes with it.
+        foreign = _foreign(top, message)
+        try:
+            stream: Segment | StatusCallback | None = _memories(_task_id(top, data), top, message, table)
+        except CallbackError:
+            stream = None
+        return ForeignCallback(foreign.task_id, foreign.raw, stream)
     return _memories(_task_id(top, data), top, message, table)
 
 
@@ -420,7 +429,7 @@ def _elevenlabs(task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], pref
 
 def _memories(
     task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], table: StatusTable
-) -> CallbackEvent:
+) -> Segment | StatusCallback:
     status = data.get("status")
     if not _is_int(status):
         raise CallbackError("data.status", f"must be an integer, got {_kind(status)}")

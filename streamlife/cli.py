@@ -890,7 +890,9 @@ def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
 def _replay_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     # No recover(): the Fleet finds each task in the store as its callback comes, and recovering would
     # take over every unfinished task (a start in flight in another process filed as uncertain).
-    # Nothing here is sent: deliver() sends no request, and this Fleet's timers never run.
+    # No request leaves from here, and this Fleet's timers never run. An end a replayed callback lets
+    # the task infer calls for a confirming stop, which fails here and is journaled as failed: the
+    # process that serves the store retries it when it next touches the task.
     with Fleet(_NoRequests(), store=store, policy=Policy(stop_concurrency=0)) as fleet:
         results = replay_dead_letters(fleet, args.ids or None)
     found = {letter_id for letter_id, _ in results}

@@ -16,7 +16,7 @@
           └── ServiceError          the service answered with an error (``status``, ``code``)
                ├── AuthError            401 / 403: bad key, or the account lacks stream access
                ├── PaymentError         402: no credit; retrying will not help
-               ├── TaskNotFoundError    400 on stop: the task is already gone (counts as stopped)
+               ├── TaskNotFoundError    400 on stop: the task is already gone (its end is confirmed)
                ├── RejectedError        any other 4xx: the request itself is wrong
                ├── RateLimitedError     429, with ``retry_after`` seconds when the service said
                ├── CapacityError        status 16: the account's concurrent-stream capacity is full
@@ -97,8 +97,8 @@ class JournalMismatch(StreamlifeError):
 
 
 class LiveCapError(StreamlifeError):
-    """A start that would pass ``Policy.max_live`` live streams: it was never sent. The Fleet starts
-    it again when a stream ends, within ``Policy.start_retry_window``; past it, the task fails."""
+    """A start that would pass ``Policy.max_live`` live streams: it was never sent. The Fleet tries
+    it again after a backoff, within ``Policy.start_retry_window``; past it, the task fails."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap

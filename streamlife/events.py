@@ -240,6 +240,10 @@ class ForeignCallback:
 
     task_id: str | None
     raw: Mapping[str, Any] | None = None
+    stream: Segment | StatusCallback | None = None
+    """The payload read as a stream callback, when it has an integer ``status`` beside keys no stream
+    callback documents: what it means if its task_id is a stream of ours after all (the docs' field
+    lists are incomplete). The Fleet applies it then; otherwise the callback is another product's."""
 
 
 @dataclass(frozen=True, slots=True)

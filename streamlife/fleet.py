@@ -16,8 +16,10 @@ Where each promise is kept:
     order, when the start answer names it; one still unknown after ``Policy.park_ttl`` is an
     orphan, ``adopt``-ed into a task of its own and stopped like any other (``reap_orphans``);
   * a stop asked for while the start is in flight is remembered and sent once the task_id arrives;
-  * a failed stop is retried by a timer, with backoff, for as long as the task is stopping;
-  * the deadlines (silence, final callback, uncertain start, stop retry) live in one heap on the
+  * a failed stop is retried by a timer, with backoff, for as long as the task owes one (stopping,
+    or ending: an end the task inferred, whose confirming stop goes out as it enters ``ending``);
+  * the deadlines (silence, final callback, uncertain start, start retry, cost ceiling, stop retry)
+    live in one heap on the
     injected clock and follow the state: after every applied event, ``_sync_timers`` arms what the
     new state needs and cancels what it no longer does, so a stale timer never fires;
   * user hooks run after the event they report, once the task's lock is released: its events queue
@@ -268,7 +270,7 @@ class Fleet:
         params = dict(params)
         max_duration = params.pop("max_duration", None)
         if max_duration is not None:
-            check_max_duration(max_duration)
+            max_duration = check_max_duration(max_duration)  # (as a float, in either build)
         kind = StreamKind(kind)
         _check_start(kind, params)
         task = StreamTask(kind, params, clock=self.clock)
@@ -343,6 +345,8 @@ class Fleet:
         tracked.start_not_before = now + wait  # read by _sync_timers, which arms the retry
         _log.info("streamlife.start_deferred", task=task.ref, error=str(error), wait=round(wait, 3))
         self._locked_fire(tracked, task.start_deferred, error)
+        if task.stop_requested:  # asked for while the start was in flight: nothing exists, none is made
+            self._locked_fire(tracked, task.stop)
 
     def _retry_start(self, tracked: _Tracked) -> int:
         """Start a deferred task again; 1 if its request went out, 0 if the task moved on (stopped,
@@ -417,10 +421,12 @@ class Fleet:
                         self._apply(tracked, decode_event(other.payload))
             if task.stop_requested and task.state is TaskState.RUNNING:  # asked for while starting
                 self._fire(tracked, task.stop)
-        if parked or kept:
-            self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
-        self._deliver_notices(tracked)
-        self._send_stop(tracked)
+        try:
+            if parked or kept:
+                self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
+        finally:  # (the parked callbacks are journaled: what they call for goes out, whatever unpark did)
+            self._deliver_notices(tracked)
+            self._send_stop(tracked)
 
     # -- stopping ----------------------------------------------------------------------------------
     def stop(self, task_or_id: StreamTask | str, wait: float | None = None) -> StreamTask:
@@ -616,7 +622,7 @@ class Fleet:
         handed to the ``on_foreign`` hooks) or REJECTED with the reason.
         """
         try:
-            event = parse_callback(payload, statuses=self.policy.statuses)
+            event = self._ours_if_known(parse_callback(payload, statuses=self.policy.statuses))
         except CallbackError as error:
             self._refused(payload, error)
             raise
@@ -642,7 +648,7 @@ class Fleet:
         others: list[tuple[int, CallbackEvent]] = []
         for payload in payloads:
             try:
-                event = parse_callback(payload, statuses=self.policy.statuses)
+                event = self._ours_if_known(parse_callback(payload, statuses=self.policy.statuses))
             except CallbackError as error:
                 self._refused(payload, error)
                 results.append(error)
@@ -658,6 +664,19 @@ class Fleet:
         for position, event in others:
             results[position] = self.deliver(event)
         return [result for result in results if result is not None]
+
+    def _ours_if_known(self, event: CallbackEvent) -> CallbackEvent:
+        """A callback that looks like another product's, but names a stream this Fleet or its store
+        knows, is that stream's: read as a stream callback (the docs' field lists are incomplete,
+        so a new field must not lose a callback), or refused if it cannot be (a status that is no
+        integer, say), and so kept as a dead letter. Any other callback is what it looked like."""
+        if not isinstance(event, ForeignCallback) or event.task_id is None:
+            return event
+        if self._by_id.get(event.task_id) is None and self.store.find(event.task_id) is None:
+            return event
+        if event.stream is None:
+            raise CallbackError("data", "not in the shape of a stream callback, for a stream of ours")
+        return event.stream
 
     def _refused(self, payload: bytes | str | Mapping[str, Any], error: CallbackError) -> None:
         """Keep a payload the parser refused as a dead letter, and say so: a payload of a shape this
@@ -712,6 +731,8 @@ class Fleet:
     def deliver(self, event: CallbackEvent) -> Outcome:
         """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
         the store) before this returns, so a webhook acknowledged after it is never lost."""
+        if isinstance(event, ForeignCallback) and event.stream is not None:  # (parsed by a caller)
+            event = self._ours_if_known(event)
         if isinstance(event, ForeignCallback):  # another product's result: no task of ours to apply it to
             self._count(OutcomeKind.FOREIGN)
             _log.debug("streamlife.foreign_callback", task_id=event.task_id)
@@ -983,12 +1004,16 @@ class Fleet:
             with holder.lock:
                 for event in events:
                     self._apply(holder, event)
-            self.store.unpark(parked.task_id)
-            self._deliver_notices(holder)
+            try:
+                self.store.unpark(parked.task_id)
+            finally:
+                self._deliver_notices(holder)
             return holder
-        self.store.unpark(parked.task_id)
-        self._deliver_notices(tracked)
-        self._send_stop_soon(tracked, None)
+        try:
+            self.store.unpark(parked.task_id)
+        finally:  # (the callbacks are journaled: the stop they call for goes out, whatever unpark did)
+            self._deliver_notices(tracked)
+            self._send_stop_soon(tracked, None)
         return tracked
 
     # -- the store ---------------------------------------------------------------------------------

@@ -241,6 +241,9 @@ def _check_table() -> None:
         CELLS[state, "stop"] in TERMINAL for state in STATES if state is not TaskState.PENDING
     ):
         raise AssertionError("only a task that never sent its start may stop without a request")
+    for (state, trigger), cell in CELLS.items():
+        if trigger in AFTER_ACKNOWLEDGED_STOP and cell in TERMINAL and state not in STOP_DUE | TERMINAL:
+            raise AssertionError(f"{trigger!r} in {state} would end a task no stop of ours was sent for")
     for trigger in STATUS_TRIGGERS.values():
         if TRIGGERS[trigger] is not Source.CALLBACK:
             raise AssertionError(f"a status callback fires {trigger!r}, which is no callback trigger")

@@ -46,7 +46,8 @@ class Policy:
     stop_retry_cap: float = 60.0
     """A failed stop is sent again after a jittered exponential backoff: about base * 2**n seconds
     after the n-th failure, never more than the cap, never less than the service's Retry-After.
-    It is retried for as long as the task is stopping: a stream left running bills."""
+    It is retried for as long as the task owes a stop (stopping, or ending): a stream left running
+    bills. A start refused for now is retried with the same backoff."""
 
     stop_concurrency: int = 8
     """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
@@ -63,10 +64,10 @@ class Policy:
     such a start fails at once."""
 
     max_live: int | None = None
-    """The most streams this Fleet keeps live at once (starting, running or stopping), audio and
-    video together, as memories.ai counts them per account. A start past it waits, as for a 429.
-    None: no cap of our own (the service's answers 16 when the account's capacity is full). Each
-    process sharing a store counts its own Fleet's streams."""
+    """The most streams this Fleet keeps live at once (every task whose stream may exist: starting,
+    uncertain, running, stopping or ending), audio and video together, as memories.ai counts them
+    per account. A start past it waits, as for a 429. None: no cap of our own (the service answers
+    16 when the account's capacity is full). Each process counts the tasks its own Fleet holds."""
 
     max_parked: int = 10_000
     """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
@@ -146,12 +147,18 @@ _DURATIONS: Final = (
 )
 
 
-def check_max_duration(value: object, name: str = "max_duration") -> None:
-    """Refuse a cost ceiling that is no positive, finite number of seconds (``name`` says whose)."""
+def check_max_duration(value: object, name: str = "max_duration") -> float:
+    """A cost ceiling as seconds (a float), or the error that says why it is none: it must be a
+    positive, finite number (``name`` says whose)."""
     if not _is_number(value):
         raise TypeError(f"{name} must be seconds (a number), got {value!r}")
-    if not 0 < value < float("inf"):  # type: ignore[operator]  # (NaN fails too)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]  # (a number, checked above)
+    except OverflowError:  # an int beyond any float
+        seconds = float("inf")
+    if not 0 < seconds < float("inf"):  # (NaN fails too)
         raise ValueError(f"{name} must be positive, finite seconds, got {value!r}")
+    return seconds
 
 
 def _is_number(value: object) -> bool:

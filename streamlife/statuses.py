@@ -13,6 +13,7 @@ from typing import Final
 
 from .events import StatusMeaning
 
+STOPPED_BY_USER: Final = 14  # the status of the stop callback, "Stream stopped by user"
 PROVIDER_ENDED: Final = -1000
 """The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
 
@@ -37,6 +38,13 @@ class StatusTable(Mapping[int, StatusMeaning]):
             if not isinstance(status, int) or isinstance(status, bool):  # bool is an int to Python
                 raise TypeError(f"a status is an int, not {type(status).__name__}")
             checked[status] = StatusMeaning(meaning)
+            if checked[status] is StatusMeaning.STOPPED and status != STOPPED_BY_USER:
+                # A task is terminal only on an end the service confirmed: 14 is the one status the
+                # docs give as "stopped". Any other end is inferred, and a stop confirms it.
+                raise ValueError(
+                    f"only status {STOPPED_BY_USER} means stopped; declare status {status} 'ended', an end"
+                    " the Fleet confirms with a stop"
+                )
         self._meanings: Mapping[int, StatusMeaning] = MappingProxyType(checked)
 
     def with_status(self, status: int, meaning: StatusMeaning | str) -> StatusTable:
@@ -71,7 +79,7 @@ class StatusTable(Mapping[int, StatusMeaning]):
 DEFAULT_STATUSES: Final = StatusTable(
     {
         0: StatusMeaning.ONGOING,
-        14: StatusMeaning.STOPPED,
+        STOPPED_BY_USER: StatusMeaning.STOPPED,
         16: StatusMeaning.CAPACITY,
         PROVIDER_ENDED: StatusMeaning.PROVIDER_ENDED,
     }

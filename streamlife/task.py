@@ -45,7 +45,8 @@ from .transcript import APPLIED_CHANGES, Change, Transcript
 _log = structlog.get_logger("streamlife")
 _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay unique across threads
 
-# The segment self-loop is the hot path: it logs at debug, everything else at info (design.md).
+# The segment self-loop is the hot path: it logs at debug, everything else at info (a rendered
+# event costs more than the fire it reports).
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
 # The triggers from which a stream exists and bills: the start answer, or the adoption of an orphan.
@@ -193,11 +194,11 @@ class StreamTask:
         return self._fire("stop_ok", lambda: self._acknowledge_stop(kind), ("kind", kind.value))
 
     def stop_not_found(self) -> Outcome:
-        """The service does not know the task: it has already ended, so it counts as stopped."""
+        """The service does not know the task: it has already ended, and the end is confirmed."""
         return self._fire("stop_not_found", None)
 
     def stop_error(self, error: BaseException) -> Outcome:
-        """A stop failed after its retries; the task stays stopping and unsettled."""
+        """A stop failed after its retries; the task still owes it (stopping, or ending), unsettled."""
         return self._fire("stop_error", lambda: self._count_stop_failure(error), _describe(error))
 
     # -- callbacks ---------------------------------------------------------------------------
@@ -362,11 +363,14 @@ class StreamTask:
                 raise AssertionError(f"the Machine refused {trigger} in {before}, which TABLE allows")
             outcome = Outcome.APPLIED
             self.revision += 1
-            if trigger in _BILLING_FROM:
-                self.started_at = at
-            elif self.state in TERMINAL and before not in TERMINAL:
-                self.ended_at = at
         self.history.record(at, trigger, before, self.state, outcome, data)
+        if outcome is Outcome.APPLIED:
+            # The entry's time, not the clock's: history moves a clock that stepped back up to the
+            # last entry's, and a replay reads the entry's, so the two must agree.
+            if trigger in _BILLING_FROM:
+                self.started_at = self.history.last_at
+            elif self.state in TERMINAL and before not in TERMINAL:
+                self.ended_at = self.history.last_at
         if not _replaying.get():
             self._announce(trigger, before, outcome)
         return outcome

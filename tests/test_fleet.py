@@ -41,6 +41,7 @@ from streamlife import (
 )
 from streamlife.errors import RateLimitedError
 from streamlife.events import StartResult, StopResult
+from streamlife.journal import rebuild
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
 from streamlife.transport import HttpTransport, Transport
@@ -863,7 +864,7 @@ def test_another_products_result_is_foreign_and_changes_nothing(clock: ManualClo
     r = rig(clock)
     task = r.start()
     before = list(task.history)
-    clip = {"code": 200, "task_id": tid(task), "data": {"video_url": "https://cdn.example.invalid/c.mp4"}}
+    clip = {"code": 200, "task_id": "2f9b", "data": {"video_url": "https://cdn.example.invalid/c.mp4"}}
     unknown = {**clip, "task_id": "1e8ae1075e054e8abb58e7598c53cbf1"}
     assert r.fleet.handle_callback(clip) is Outcome.FOREIGN
     assert r.fleet.handle_callbacks([unknown, segment_callback(tid(task), 0)]) == [
@@ -1119,3 +1120,89 @@ def test_another_products_result_goes_to_the_foreign_hooks_and_never_becomes_an_
     r.run(int(POLICY.park_ttl) + 5)  # past the parking TTL: nothing was parked, nothing adopted
     stats = r.fleet.stats()
     assert (stats.parked, stats.orphans, r.fleet.tasks(), r.sim.stop_log) == (0, 0, [], [])
+
+
+# -- a second reader's findings, each a test ----------------------------------------------------------
+def test_a_callback_of_ours_with_a_field_the_docs_do_not_list_is_applied_not_foreign(
+    clock: ManualClock,
+) -> None:
+    r = rig(clock)
+    task = r.start()
+    segment = segment_callback(tid(task), 0, "hello")
+    segment["data"]["language_code"] = "en"
+    assert r.fleet.handle_callback(segment) == Outcome.APPLIED
+    assert task.transcript_text() == "hello"
+    ended = status_callback(tid(task), 12)
+    ended["data"]["reason"] = "source ended"
+    assert r.fleet.handle_callback(ended) == Outcome.APPLIED
+    assert state_of(task) is TaskState.ENDING  # and its confirming stop went out
+    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
+
+
+def test_a_callback_of_ours_in_no_stream_shape_is_refused_and_kept(clock: ManualClock) -> None:
+    r = rig(clock)
+    task = r.start()
+    stringly = status_callback(tid(task), 14)
+    stringly["data"]["status"] = "14"
+    with pytest.raises(CallbackError):
+        r.fleet.handle_callback(stringly)
+    assert [letter.field for letter in r.fleet.store.dead_letters()] == ["data"]
+    assert state_of(task) is TaskState.RUNNING
+
+
+def test_a_stop_asked_for_while_the_start_was_refused_for_now_starts_nothing(clock: ManualClock) -> None:
+    class StopsThenRefuses(PassesThrough):
+        fleet: Fleet | None = None
+
+        def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+            assert self.fleet is not None
+            (task,) = self.fleet.tasks()
+            self.fleet.stop(task)  # from another thread, as it were: remembered
+            return RefusesStarts(self.inner).start(kind, params)
+
+    transport = StopsThenRefuses(SimTransport(SimulatedService(clock=clock)))
+    r = rig(clock, wrap=lambda inner: transport)
+    transport.fleet = r.fleet
+    task = r.start()
+    assert state_of(task) is TaskState.STOPPED
+    r.run(30)
+    assert triggers(task) == ["start", "stop", "start_deferred", "stop"]
+    assert r.sim.start_requests == 0
+
+
+def test_a_status_other_than_14_cannot_be_declared_stopped() -> None:
+    with pytest.raises(ValueError, match="only status 14 means stopped"):
+        DEFAULT_STATUSES.with_status(12, "stopped")
+
+
+def test_a_wall_clock_that_steps_back_leaves_every_task_rebuildable(clock: ManualClock) -> None:
+    class WallClock:  # one NTP may step back
+        def __init__(self) -> None:
+            self.t = clock.now()
+
+        def now(self) -> float:
+            return self.t
+
+    wall = WallClock()
+    sim = SimulatedService(clock=clock)
+    fleet = Fleet(SimTransport(sim), clock=wall, policy=POLICY)
+    sim.on_callback(fleet.handle_callback)
+    task = fleet.start("video", url=URL)  # started, with its start answer at t
+    wall.t -= 0.5
+    task2 = fleet.start("video", url=URL)  # its start answer stamped before the last entry's time
+    fleet.stop(task2)
+    sim.advance(1)
+    wall.t -= 0.5
+    sim.advance(1)
+    for each in (task, task2):
+        row = fleet.store.row(each.key or "")
+        assert row is not None
+        rebuilt = rebuild(row, fleet.store.journal(row.key), clock=wall)
+        assert (rebuilt.started_at, rebuilt.ended_at) == (each.started_at, each.ended_at)
+
+
+def test_a_max_duration_beyond_any_float_is_refused_before_anything_is_made(clock: ManualClock) -> None:
+    r = rig(clock)
+    with pytest.raises(ValueError, match="max_duration"):
+        r.fleet.start("video", url=URL, max_duration=10**400)
+    assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)

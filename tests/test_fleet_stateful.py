@@ -151,8 +151,9 @@ class FleetMachine(RuleBasedStateMachine):
                 params["format_turns"] = True
         task = self.fleet.start(kind, **params)
         assert task.state is not TaskState.STARTING
-        # (A start refused, or refused for now and waiting in pending, had no answer to lose.)
-        if lose_answer and task.state not in (TaskState.FAILED, TaskState.PENDING):
+        # (A start refused, or refused for now and waiting in pending, or refused for now and
+        # stopped meanwhile, had no answer to lose.)
+        if lose_answer and task.state not in (TaskState.FAILED, TaskState.PENDING, TaskState.STOPPED):
             assert task.state is TaskState.UNCERTAIN
         if stop_meanwhile:  # the stop asked for while starting went out once the task_id came
             assert task.stop_requested

@@ -1,6 +1,6 @@
 """Random trigger sequences on several tasks, checked against a plain reference model.
 
-The model below is written from design.md's prose, not from ``TABLE``: if the table and the
+The model below is written from the lifecycle's prose, not from ``TABLE``: if the table and the
 prose disagree, this test finds the sequence that shows it. Invariants checked after every step:
 
 * a terminal state never changes;
@@ -91,7 +91,7 @@ def segment_is_new(model: ModelTask, index: int | None, final: bool, text: str) 
 
 
 def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, object]:
-    """The state and outcome design.md promises; RAISES for a refused local call. Mutates model."""
+    """The state and outcome the lifecycle's prose promises; RAISES for a refused local call. Mutates."""
     state = model.state
     if trigger == "start":
         return (S, APPLIED) if state is P else (state, RAISES)

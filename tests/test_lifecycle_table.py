@@ -1,7 +1,7 @@
 """Every state x trigger pair, generated from the table, then the design's rules stated by hand.
 
 The generated tests check that the task does what the table says; the hand-written ones check
-that the table says what design.md promises, so neither can drift alone.
+that the table says what the lifecycle's theory of operation promises, so neither can drift alone.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_the_machine_has_no_models_and_no_generated_triggers() -> None:
     assert set(MACHINE.events) == set(TRIGGERS)  # auto_transitions off: no to_<state> events
 
 
-# -- The design's rules, written out by hand (design.md, "The lifecycle") --------------------
+# -- The lifecycle's rules, written out by hand (its theory of operation) ---------------------
 
 
 @pytest.mark.parametrize("state", STATES)
