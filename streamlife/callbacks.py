@@ -22,6 +22,7 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
     any other type ("Begin", "SpeechStarted")        ProviderEvent("assemblyai", type)
     message_type partial_/committed_transcript[...]  Segment(index=segment_index of the wrapper or m,
                                                              or None: the task numbers it)
+    message_type an error ("quota_exceeded", ...)    StatusCallback(PROVIDER_ENDED), meaning per table
     any other message_type ("session_started")       ProviderEvent("elevenlabs", message_type)
     status, transcript a string or object (audio)    Segment, final unless the transcript says partial
     status, data an object (video moderation)        Segment(final=True, text=None), result in raw
@@ -114,6 +115,26 @@ _ELEVENLABS_FINAL: Final = {
     "committed_transcript": True,
     "committed_transcript_with_timestamps": True,
 }
+# ElevenLabs' error messages (its realtime event reference, and its SDK's class names for the last
+# five). ElevenLabs sends one before it closes its socket: the provider's session has ended, as
+# AssemblyAI's ``Termination`` says, and memories.ai may pull the stream (and bill) all the same.
+_ELEVENLABS_ENDS: Final = frozenset(
+    {
+        "error",
+        "auth_error",
+        "quota_exceeded",
+        "rate_limited",
+        "transcriber_error",
+        "commit_throttled",
+        "queue_overflow",
+        "resource_exhausted",
+        "session_time_limit_exceeded",
+        "chunk_size_exceeded",
+        "insufficient_audio_activity",
+        "input_error",
+        "unaccepted_terms",
+    }
+)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -195,7 +216,7 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
     if message.get("type") is not None:
         return _assemblyai(_task_id(top, data), top, message, prefix, table)
     if message.get("message_type") is not None:
-        return _elevenlabs(_task_id(top, data), top, message, prefix)
+        return _elevenlabs(_task_id(top, data), top, message, prefix, table)
     if not _is_int(message.get("status")):
         return _foreign(top, message)
     if not _STREAM_KEYS.issuperset(message):
@@ -415,10 +436,15 @@ def _assemblyai(
     return ProviderEvent(task_id, "assemblyai", kind, top)
 
 
-def _elevenlabs(task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str) -> CallbackEvent:
+def _elevenlabs(
+    task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str, table: StatusTable
+) -> CallbackEvent:
     kind = _name(m, "message_type", prefix)
     final = _ELEVENLABS_FINAL.get(kind)
     if final is None:
+        if kind in _ELEVENLABS_ENDS:
+            meaning = table.meaning(PROVIDER_ENDED)
+            return StatusCallback(task_id, PROVIDER_ENDED, f"elevenlabs: {kind}", top, meaning)
         return ProviderEvent(task_id, "elevenlabs", kind, top)
     text = _text(m, "text", prefix + "text")
     # The provider numbers nothing: an index can only come from memories.ai's wrapper, and without

@@ -351,12 +351,22 @@ def test_an_elevenlabs_transcript_forwarded_with_no_index_is_a_segment_the_task_
     assert parse_callback(bare) == Segment(TASK, None, True, "Hi.", raw=bare)
 
 
-def test_elevenlabs_session_started_and_errors_are_provider_events() -> None:
+def test_elevenlabs_session_started_is_a_provider_event() -> None:
     assert parse_callback(ELEVENLABS_SESSION) == ProviderEvent(
         TASK, "elevenlabs", "session_started", ELEVENLABS_SESSION
     )
-    error = {"task_id": TASK, "data": {"message_type": "quota_exceeded", "error": "Quota exceeded"}}
-    assert parse_callback(error) == ProviderEvent(TASK, "elevenlabs", "quota_exceeded", error)
+    unknown = {"task_id": TASK, "data": {"message_type": "something_new"}}
+    assert parse_callback(unknown) == ProviderEvent(TASK, "elevenlabs", "something_new", unknown)
+
+
+@pytest.mark.parametrize("kind", ["error", "quota_exceeded", "session_time_limit_exceeded", "auth_error"])
+def test_an_elevenlabs_error_ends_the_providers_session(kind: str) -> None:
+    """ElevenLabs sends an error before it closes its socket: an end the task infers (or our stop's
+    echo), as AssemblyAI's Termination is."""
+    error = {"task_id": TASK, "data": {"message_type": kind, "error": "it went wrong"}}
+    assert parse_callback(error) == StatusCallback(
+        TASK, PROVIDER_ENDED, f"elevenlabs: {kind}", error, StatusMeaning.PROVIDER_ENDED
+    )
 
 
 def test_a_video_moderation_callback_is_a_final_segment_with_its_result_in_raw() -> None:

@@ -40,7 +40,9 @@ class Faults:
     silent_segment: float = 0.0  # per segment: status 0 with a null transcript (segments mode, audio)
     credit_end: float = 0.0  # per segment: the stream ends for lack of credit, with a status callback
     capacity_callback: float = 0.0  # per segment: a status-16 callback, and the stream bills on
-    provider_termination: float = 0.0  # per segment: AssemblyAI's Termination (passthrough), and it bills on
+    # per segment, in passthrough: the provider's end of session (AssemblyAI's Termination, an
+    # ElevenLabs error), and the stream bills on
+    provider_termination: float = 0.0
     foreign: float = 0.0  # per segment: a callback of another memories.ai product, to the same webhook
     max_delay: float = 12.0
     retry_after: float = 2.0

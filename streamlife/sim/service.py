@@ -320,9 +320,10 @@ class SimulatedService:
                 # simulator takes the costly reading, and the stream goes on (and bills).
                 if self._roll(faults.capacity_callback):
                     self._enqueue(at, task_id, self._status_payload(stream, CAPACITY_REACHED))
-                # Likewise a Termination forwarded while the stream runs: the stream goes on.
-                if self._forwards_assemblyai(stream) and self._roll(faults.provider_termination):
-                    self._enqueue(at, task_id, self._forwarded(stream, self._termination(stream, at)))
+                # Likewise the provider's end of session forwarded while the stream runs (AssemblyAI's
+                # Termination, an ElevenLabs error): the stream goes on.
+                if self._passes_through(stream) and self._roll(faults.provider_termination):
+                    self._enqueue(at, task_id, self._forwarded(stream, self._session_end(stream, at)))
             if self._roll(faults.foreign):
                 self._send_foreign(at)
             if self._roll(faults.spontaneous_end):
@@ -533,6 +534,13 @@ class SimulatedService:
         if stream.format_turns:  # the same turn again, formatted: AssemblyAI's format_turns
             turns.append((_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
         return turns
+
+    def _session_end(self, stream: SimStream, at: float) -> Payload:
+        """The provider's word that its session ended: AssemblyAI's Termination, or ElevenLabs' error
+        message, which it sends before it closes its socket."""
+        if stream.provider == "assemblyai":
+            return self._termination(stream, at)
+        return {"message_type": "session_time_limit_exceeded", "error": "Session time limit exceeded"}
 
     def _termination(self, stream: SimStream, at: float) -> Payload:
         seconds = int(at - stream.started_at)
