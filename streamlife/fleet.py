@@ -780,7 +780,9 @@ class Fleet:
         if isinstance(event, Segment):
             outcome = self._fire(tracked, task.segment, event)
             if outcome is Outcome.APPLIED and self._segment_hooks:
-                self._queue_notice(tracked, self._segment_hooks, (task, event))
+                # (A segment forwarded with no index is handed over with the number it took.)
+                numbered = event if event.index is not None else task.transcript.numbered(event)
+                self._queue_notice(tracked, self._segment_hooks, (task, numbered))
             return outcome
         if isinstance(event, StatusCallback):
             meaning = event.meaning or self.policy.statuses.meaning(event.status)

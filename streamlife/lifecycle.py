@@ -162,7 +162,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "segment":            (NO,       NO,        NO,        running,  stopping, ending,   stopped, ended,   LATE),
     "stopped":            (NO,       NO,        NO,        stopped,  stopped,  stopped,  stopped, ended,   LATE),
     "ended":              (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
-    "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     DUP),
+    "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
     "provider_ended":     (NO,       NO,        NO,        ending,   stopped,  DUP,      DUP,     DUP,     LATE),
     # timers (adopt: callbacks for a task_id that no start of ours named outlived the parking TTL)
     "adopt":              (running,  NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),

@@ -1206,3 +1206,28 @@ def test_a_max_duration_beyond_any_float_is_refused_before_anything_is_made(cloc
     with pytest.raises(ValueError, match="max_duration"):
         r.fleet.start("video", url=URL, max_duration=10**400)
     assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)
+
+
+def test_an_elevenlabs_error_on_a_live_stream_is_an_end_a_stop_confirms(clock: ManualClock) -> None:
+    sim = SimulatedService(clock=clock, mode="passthrough", faults=Faults(provider_termination=1.0))
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY)
+    sim.on_callback(fleet.handle_callback)
+    task = fleet.start("audio", audio_url=URL, provider="elevenlabs")
+    for _ in range(7):
+        sim.advance(1)
+        fleet.tick()
+    assert [stop.task_id for stop in sim.stop_log] == [tid(task)]  # the error was not taken for news
+    assert state_of(task) is TaskState.STOPPED  # the stream had lived on: the stop stopped it
+    assert sim.billing() == []
+
+
+def test_segment_hooks_get_an_unindexed_transcript_with_the_number_it_took(clock: ManualClock) -> None:
+    sim = SimulatedService(clock=clock, mode="passthrough")
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY)
+    sim.on_callback(fleet.handle_callback)
+    heard: list[tuple[int | None, bool]] = []
+    fleet.on_segment(lambda task, segment: heard.append((segment.index, segment.final)))
+    task = fleet.start("audio", audio_url=URL, provider="elevenlabs")
+    sim.advance(11)
+    assert heard == [(0, False), (0, True), (1, False), (1, True)]
+    assert [(s.index, s.final) for s in task.transcript] == [(0, True), (1, True)]

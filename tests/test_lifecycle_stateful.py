@@ -63,7 +63,7 @@ STATUS = {"stopped": 14, "capacity": 16, "ended": 12, "provider_ended": PROVIDER
 REPEATS = {
     STOPPED: {"stopped", "provider_ended"},
     ENDED: {"ended", "capacity", "provider_ended", "stopped"},
-    FAILED: {"capacity"},
+    FAILED: set(),  # (a failed task has no task_id: no callback reaches it)
 }
 
 
