@@ -21,8 +21,9 @@ The rule the table exists for: a task is terminal only when its stream cannot be
 callback; a stop answered "not found"; the provider's end of session echoing our acknowledged
 stop), or our stop was acknowledged and the wait for the final callback ran out, or the start
 provably created nothing (refused, or a stop before any request). An end the task only *infers*
-(a status nobody declared, a status the user declared an end, a status-16 callback, a provider's
-``Termination`` while running) moves it to ``ending``: a confirming stop goes out, retried like any
+(a status nobody declared, a status the user declared an end, a status-16 callback, the provider's
+end of session while running: AssemblyAI's ``Termination``, an ElevenLabs error) moves it to
+``ending``: a confirming stop goes out, retried like any
 stop, because stop is safe to call on a stream that has already ended. ``_check_table`` refuses a
 table that breaks this rule.
 
