@@ -386,9 +386,17 @@ def _usual_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> st
     """The task_id if it has the usual shape (a plain string at the top level, none under data),
     checked in one line; None for anything else, which ``_task_id`` reads field by field."""
     outer = top.get("task_id")
-    if type(outer) is str and outer and "\x00" not in outer and (data is None or data.get("task_id") is None):
-        return outer
-    return None
+    if type(outer) is not str or not outer.isascii() or "\x00" in outer or not outer:
+        return None  # (a non-ASCII id is read field by field, and checked for lone surrogates there)
+    return outer if data is None or data.get("task_id") is None else None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str:
@@ -410,6 +418,9 @@ def _optional_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) ->
     for value, path in ((outer, "task_id"), (inner, "data.task_id")):
         if value is not None and "\x00" in value:  # no id has one, and PostgreSQL text cannot hold it
             raise CallbackError(path, "must not contain a NUL character")
+        if value is not None and not value.isascii() and not _is_utf8(value):
+            # A lone surrogate ("\ud800" is valid JSON): no store can keep it as text.
+            raise CallbackError(path, "must be text UTF-8 can hold (it has a lone surrogate)")
     if outer is not None and inner is not None and inner != outer:
         raise CallbackError("data.task_id", "differs from the top-level task_id")
     return outer if outer is not None else inner

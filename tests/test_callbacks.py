@@ -837,7 +837,8 @@ def test_mutated_valid_payloads(payload: dict[str, Any], data: st.DataObject) ->
 
 
 # -- round trips: fields drawn, payload built, parsed, compared --------------------------------------
-TASK_IDS = st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=40)  # NUL: refused
+# (NUL and lone surrogates: refused, as no store can keep them.)
+TASK_IDS = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40)
 INDEXES = st.integers(0, 2**31 - 1)
 TEXTS = st.text(max_size=40)
 SECONDS = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)
@@ -1116,3 +1117,21 @@ def test_a_usual_body_is_read_by_orjson_and_the_odd_ones_by_the_standard_library
         usual[:-1] + b", }",  # not JSON
     ]
     assert [reads_as_the_standard_library(body) for body in declined] == [False] * len(declined)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"task_id": "\\ud800", "data": {"status": 14, "transcript": null}}',
+        b'{"task_id": "t-\\udfff", "data": {"segment_index": 0, "status": 0, "transcript": "hi"}}',
+        b'{"data": {"task_id": "\\ud800", "status": 14}}',
+        b'{"code": 200, "task_id": "\\ud800", "data": {"clips": []}}',
+    ],
+)
+def test_a_task_id_with_a_lone_surrogate_is_refused(body: bytes) -> None:
+    with pytest.raises(CallbackError, match="lone surrogate"):
+        parse_callback(body)
+
+
+def test_a_task_id_outside_ascii_that_utf8_holds_is_taken() -> None:
+    assert parse_callback('{"task_id": "café", "data": {"status": 14}}'.encode()).task_id == "café"

@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlife import (
+    CallbackError,
     Fleet,
     ManualClock,
     Outcome,
@@ -719,4 +720,24 @@ def test_a_deferred_start_found_after_a_restart_fails_and_sends_nothing(
     assert (back.state, back.last_error) == (TaskState.FAILED, LOST_START_BODY)
     rig.run(5)
     assert (rig.sim.start_requests, rig.sim.billing()) == (1, [])
+    store.close()
+
+
+def test_a_task_id_with_a_lone_surrogate_is_refused_and_the_batch_goes_on(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """A task_id "\\ud800" is valid JSON, and no store can keep it as text: it is a CallbackError (400), kept
+    as a dead letter, and the rest of a batch is applied."""
+    store = SqliteStore(tmp_path / "tasks.db")
+    rig = Rig(clock, store)
+    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    forged = b'{"task_id": "\\ud800", "data": {"status": 14, "transcript": null}}'
+    good = json.dumps(segment_callback(task.task_id or "", 0, "hello")).encode()
+    results = rig.fleet.handle_callbacks([forged, good])
+    assert isinstance(results[0], CallbackError)
+    assert results[0].field == "task_id"
+    assert results[1] == Outcome.APPLIED
+    assert [letter.body for letter in store.dead_letters()] == [forged]
+    with pytest.raises(CallbackError):
+        rig.fleet.handle_callback(forged)
     store.close()
