@@ -16,6 +16,7 @@ yours. The estimate is the client's view; memories.ai's invoice is the truth.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +24,14 @@ from typing import Any, Final
 from .events import StreamKind
 
 _HOUR: Final = 3600.0
+CYCLE_SECONDS: Final = 5.0  # memories.ai bills every 5-second cycle a stream lives
+
+
+def billed_seconds(started_at: float, ended_at: float) -> float:
+    """What a stream that lived from ``started_at`` to ``ended_at`` is billed: every 5-second cycle
+    begun, and at least one (the one charged at start)."""
+    cycles = max(1, math.ceil((ended_at - started_at) / CYCLE_SECONDS - 1e-9))
+    return cycles * CYCLE_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

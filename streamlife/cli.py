@@ -103,15 +103,6 @@ _STORE_HELP: Final = (
     "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
     f" (default: {DEFAULT_STORE}, in the current directory)"
 )
-_STATE_STYLE: Final = {
-    "stopped": "green",
-    "ended": "yellow",
-    "failed": "red",
-    "running": "cyan",
-    "stopping": "magenta",
-    "ending": "bold yellow",
-    "uncertain": "bold red",
-}
 
 
 class _Usage(Exception):
@@ -644,7 +635,7 @@ def _console() -> Console:
 
 
 def _state(state: str) -> Text:
-    return Text(state, style=_STATE_STYLE.get(state, ""))
+    return Text(state, style=console_view.STATE_STYLE.get(state, ""))
 
 
 # -- status ----------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Only the command line uses this module; the library itself never prints.
 
 from __future__ import annotations
 
+from typing import Final
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -12,13 +14,14 @@ from rich.text import Text
 from .lifecycle import STATES, TERMINAL
 from .simulate import Report, Snapshot
 
-_STATE_STYLE = {
+STATE_STYLE: Final = {  # how each state is shown, here and by the command line
     "stopped": "green",
     "ended": "yellow",
     "failed": "red",
     "running": "cyan",
     "stopping": "magenta",
     "ending": "bold yellow",
+    "uncertain": "bold red",
 }
 
 
@@ -33,7 +36,7 @@ def live_panel(snapshot: Snapshot, title: str) -> Group:
     states = Table(show_edge=False, pad_edge=False, box=None)
     counts = [snapshot.tasks_by_state.get(state.value, 0) for state in STATES]
     for state in STATES:
-        states.add_column(state.value, justify="right", style=_STATE_STYLE.get(state.value, ""))
+        states.add_column(state.value, justify="right", style=STATE_STYLE.get(state.value, ""))
     states.add_row(*(str(n) for n in counts))
     flow = Table(show_edge=False, pad_edge=False, box=None)
     for name in (*snapshot.callbacks, "orphans", "billing now", "billed s"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +18,7 @@ from typing import Any, Final, final
 
 import structlog
 
+from .billing import billed_seconds
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import LocalTransitionError, RecordedError
 from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
@@ -39,7 +39,7 @@ from .lifecycle import (
     StopReason,
     TaskState,
 )
-from .policy import SEGMENT_SECONDS, check_max_duration
+from .policy import check_max_duration
 from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
@@ -308,8 +308,7 @@ class StreamTask:
         if self.started_at is None:
             return 0.0
         end = self.ended_at if self.ended_at is not None else (self.clock.now() if now is None else now)
-        cycles = max(1, math.ceil((end - self.started_at) / SEGMENT_SECONDS - 1e-9))
-        return cycles * SEGMENT_SECONDS
+        return billed_seconds(self.started_at, end)
 
     def transcript_text(self, *, include_partials: bool = False) -> str:
         if self._transcript is None:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-import math
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
+from streamlife.billing import billed_seconds
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
 from streamlife.transport.answers import PATHS, URL_FIELD
@@ -589,8 +589,7 @@ class SimulatedService:
         with self._lock:
             stream = self.streams[task_id]
             end = stream.ended_at if stream.ended_at is not None else self.clock.now()
-            cycles = max(1, math.ceil((end - stream.started_at) / SEGMENT_SECONDS - 1e-9))
-            return cycles * SEGMENT_SECONDS
+            return billed_seconds(stream.started_at, end)
 
     def last_final_sent(self, task_id: str) -> int | None:
         """The highest segment index whose final the service delivered while the stream lived (None:
