@@ -6,7 +6,14 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 
 from .callbacks import CallbackEvent, parse_callback
 from .clock import Clock, ManualClock, SystemClock
-from .errors import CallbackError, LiveCapError, LocalTransitionError, StreamlifeError, UnknownTaskError
+from .errors import (
+    CallbackError,
+    LiveCapError,
+    LocalTransitionError,
+    ParkingFullError,
+    StreamlifeError,
+    UnknownTaskError,
+)
 from .events import (
     ForeignCallback,
     Moderation,
@@ -42,6 +49,7 @@ __all__ = [
     "ManualClock",
     "Moderation",
     "Orphan",
+    "ParkingFullError",
     "Outcome",
     "OutcomeKind",
     "Policy",

@@ -92,6 +92,16 @@ class StoreConflict(StoreError):
     """Another writer claimed this version of the task (or made a task with this key) first."""
 
 
+class ParkingFullError(StreamlifeError):
+    """A callback for a task_id nobody knows yet, with no room left to park it: nothing of it was
+    kept. Deliver it again later: the webhook receiver answers 503 with ``Retry-After``, the answer
+    that lets a sender retry (a 200 would tell it the callback was taken)."""
+
+    def __init__(self, task_id: str, limit: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no room to park a callback for an unknown task_id ({limit})")
+
+
 class JournalMismatch(StreamlifeError):
     """Replaying a task's journal did not give its stored row: the store is damaged or was edited."""
 
