@@ -72,10 +72,13 @@ class RecordedError(StreamlifeError):
     """An error as a task recorded it (``task.last_error``), read back from the journal on replay.
 
     Its text is the original's, type name included, so a replayed task says what the live one said.
+    A failed stop's may carry ``not_before``: the time before which no stop may go out again (the
+    service's Retry-After, as the Fleet capped it), journaled so that every process honours it.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, not_before: float | None = None) -> None:
         self.text = text
+        self.not_before = not_before
         super().__init__(text)
 
     @staticmethod

@@ -167,7 +167,6 @@ class _Tracked:
         "kind_guessed",
         "last_heard",
         "lock",
-        "not_before",
         "notices",
         "start_deferrals",
         "start_not_before",
@@ -185,7 +184,6 @@ class _Tracked:
         self.timers = _NONE  # the state-driven deadline kinds armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
-        self.not_before = 0.0  # no stop before this: the service's Retry-After
         self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
         self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
@@ -336,8 +334,7 @@ class Fleet:
         """A start refused for now: try again after a backoff (never sooner than Retry-After) while
         ``Policy.start_retry_window`` lasts, counted from the task's creation; then it has failed."""
         task, now = tracked.task, self.clock.now()
-        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-        wait = self._backoff(tracked.start_deferrals + 1, retry_after)
+        wait = self._backoff(tracked.start_deferrals + 1, self._retry_after(error))
         if now + wait - tracked.created_at > self.policy.start_retry_window:
             self._locked_fire(tracked, task.start_rejected, error)
             return
@@ -510,14 +507,20 @@ class Fleet:
         """Send the task's stop unless none is due: not stopping, already acknowledged, a request in
         flight, or a retry armed for later (that retry, once due, sends it). A stop ``asked`` for by
         the caller goes out at once all the same, unless the service asked for the wait
-        (Retry-After): backoff spares the service, a caller's stop is worth a request."""
+        (Retry-After, journaled with the failed stop and capped by ``Policy.max_retry_after``):
+        backoff spares the service, a caller's stop is worth a request."""
         task = tracked.task
         with tracked.lock:
             if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
                 return
+            held_back_until = task.stop_not_before or 0.0
             with self._lock:
                 retry_armed = self._deadlines.when(task.ref, STOP_RETRY) is not None
-                if retry_armed and asked and self.clock.now() >= tracked.not_before:
+                if self.clock.now() < held_back_until:  # (another process's failure too: its wait holds)
+                    if not retry_armed:
+                        self._deadlines.arm(task.ref, STOP_RETRY, held_back_until)
+                    return
+                if retry_armed and asked:
                     self._deadlines.cancel(task.ref, STOP_RETRY)
                     retry_armed = False
             if retry_armed:
@@ -546,11 +549,12 @@ class Fleet:
             tracked.stop_in_flight = False
             try:
                 if failure is not None:
+                    retry_after = self._retry_after(failure)
+                    if retry_after:  # journaled with the failure: every process, and a restart, waits too
+                        held_back_until = self.clock.now() + retry_after
+                        failure = RecordedError(RecordedError.text_of(failure), not_before=held_back_until)
                     if self._fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
                         self._count("stop_failures")
-                        retry_after = failure.retry_after if isinstance(failure, RateLimitedError) else None
-                        if retry_after:
-                            tracked.not_before = self.clock.now() + retry_after
                         self._arm_stop_retry(tracked, self._backoff(task.stop_failures, retry_after))
                 elif landed is None:
                     self._fire(tracked, task.stop_not_found)
@@ -573,7 +577,7 @@ class Fleet:
                 self._arm_stop_retry(tracked, self._backoff(task.stop_failures + 1, None))
                 raise
         self._deliver_notices(tracked)
-        if failure is not None and not isinstance(failure, TransportError):
+        if failure is not None and not isinstance(failure, TransportError | RecordedError):
             raise failure
 
     def _confirm_end(self, tracked: _Tracked) -> None:
@@ -583,7 +587,15 @@ class Fleet:
         _log.info("streamlife.confirming_end", task=task.ref, task_id=task.task_id, status=task.end_status)
         self._send_stop_soon(tracked, None)
 
+    def _retry_after(self, error: BaseException) -> float | None:
+        """The wait the service asked for with ``error``, if any, capped by ``Policy.max_retry_after``."""
+        asked = error.retry_after if isinstance(error, RateLimitedError) else None
+        if asked is None or not asked > 0:  # (NaN too: a transport that parsed it loosely)
+            return None
+        return min(asked, self.policy.max_retry_after)
+
     def _backoff(self, failures: int, retry_after: float | None) -> float:
+        """The wait before the next try after ``failures`` failures; ``retry_after`` already capped."""
         policy = self.policy
         doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
         ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)
@@ -1359,9 +1371,10 @@ class Fleet:
         task = tracked.task
         if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
             return
+        when = max(self.clock.now() + after, task.stop_not_before or 0.0)  # (the service's wait holds)
         with self._lock:
             if self._deadlines.when(task.ref, STOP_RETRY) is None:
-                self._deadlines.arm(task.ref, STOP_RETRY, self.clock.now() + after)
+                self._deadlines.arm(task.ref, STOP_RETRY, when)
 
     def _put_back(self, tracked: _Tracked) -> bool:
         """``_reset``, after a failed write, for a caller about to raise that failure: whether it

@@ -48,6 +48,8 @@ def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
         return {"max_duration": arg}
     if isinstance(arg, str):
         return {"task_id": arg}
+    if isinstance(arg, RecordedError) and arg.not_before is not None:
+        return {"error": arg.text, "not_before": arg.not_before}
     if isinstance(arg, BaseException):
         return {"error": RecordedError.text_of(arg)}
     return encode_event(arg)
@@ -65,7 +67,7 @@ def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
     if "max_duration" in args and len(args) == 1:
         return (args["max_duration"],)
     if "error" in args:
-        return (RecordedError(args["error"]),)
+        return (RecordedError(args["error"], not_before=args.get("not_before")),)
     if "on" not in args:  # (a later version's argument, say: replay cannot go on)
         raise JournalMismatch(f"a journaled argument this version cannot read: {sorted(args)}")
     return (decode_event(args),)
@@ -126,6 +128,7 @@ def facts_of(task: StreamTask) -> dict[str, Any]:
         "final_callback_missing": task.final_callback_missing,
         "stalled": task.stalled,
         "stop_failures": task.stop_failures,
+        "stop_not_before": task.stop_not_before,
         "end_status": task.end_status,
         "last_error": task.last_error,
         "started_at": task.started_at,
@@ -143,6 +146,7 @@ FACTS: Final = (
     "final_callback_missing",
     "stalled",
     "stop_failures",
+    "stop_not_before",
     "end_status",
     "last_error",
     "started_at",
@@ -151,7 +155,7 @@ FACTS: Final = (
     "stop_reason",
 )
 # Facts a row written by an earlier version lacks: ``rebuild`` checks them only where the row has them.
-LATER_FACTS: Final = frozenset({"started_at", "ended_at", "max_duration", "stop_reason"})
+LATER_FACTS: Final = frozenset({"started_at", "ended_at", "max_duration", "stop_reason", "stop_not_before"})
 
 
 def row_for(

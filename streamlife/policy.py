@@ -49,6 +49,12 @@ class Policy:
     It is retried for as long as the task owes a stop (stopping, or ending): a stream left running
     bills. A start refused for now is retried with the same backoff."""
 
+    max_retry_after: float = 300.0
+    """The longest the service's Retry-After holds back a stop or a start. A longer one counts as
+    this long: a wait of a year (or a malformed date) must not leave a stream billing, and no
+    explicit ``stop`` waits longer than this either. The wait is journaled with the failed stop,
+    so other processes and a restart honour it too."""
+
     stop_concurrency: int = 8
     """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
     retries and orphan stops of ``tick``. 0 keeps none: every request goes out on the calling
@@ -101,6 +107,8 @@ class Policy:
                 raise TypeError(f"Policy.{name} must be seconds (a number), got {value!r}")
             if not value > 0:  # (NaN too)
                 raise ValueError(f"Policy.{name} must be positive, got {value!r}")
+        if self.max_retry_after == float("inf"):  # a cap that caps nothing
+            raise ValueError("Policy.max_retry_after must be finite")
         for name in ("reap_orphans", "stop_when_stalled"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
@@ -144,6 +152,7 @@ _DURATIONS: Final = (
     "silence_after",
     "stop_retry_base",
     "stop_retry_cap",
+    "max_retry_after",
 )
 
 

@@ -85,6 +85,7 @@ STATE_SLOTS: Final = (
     "state",
     "stop_acknowledged",
     "stop_failures",
+    "stop_not_before",
     "stop_reason",
     "stop_requested",
     "task_id",
@@ -119,6 +120,7 @@ class StreamTask:
         self.final_callback_missing = False  # stopped by the deadline, no status-14 came
         self.stalled = False  # running, but no callback for the silence window
         self.stop_failures = 0  # stop requests that failed after their retries
+        self.stop_not_before: float | None = None  # the last failed stop's: none again before this
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
         self.started_at: float | None = None  # when the start answer came (or the orphan was adopted)
@@ -463,6 +465,7 @@ class StreamTask:
 
     def _count_stop_failure(self, error: BaseException) -> bool:
         self.stop_failures += 1
+        self.stop_not_before = error.not_before if isinstance(error, RecordedError) else None
         return self._set_error(error)
 
     def _add_segment(self, segment: Segment) -> bool:

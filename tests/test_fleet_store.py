@@ -466,6 +466,7 @@ ROW_HELD = {
     "final_callback_missing": st.booleans(),
     "stalled": st.booleans(),
     "stop_failures": st.integers(0, 1),
+    "stop_not_before": st.sampled_from([None, 7.0]),
     "end_status": st.sampled_from([None, 14]),
     "last_error": st.sampled_from([None, "x"]),
     "started_at": st.sampled_from([None, 5.0]),
