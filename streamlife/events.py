@@ -66,6 +66,7 @@ class Outcome:
     LATE: ClassVar[Outcome]
     PARKED: ClassVar[Outcome]
     FOREIGN: ClassVar[Outcome]
+    PARKED_ALREADY: ClassVar[Outcome]
 
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
@@ -80,6 +81,9 @@ Outcome.DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
 Outcome.LATE = Outcome(OutcomeKind.LATE)
 Outcome.PARKED = Outcome(OutcomeKind.PARKED)
 Outcome.FOREIGN = Outcome(OutcomeKind.FOREIGN)
+# A callback equal to one parked for the same unknown task_id (a redelivery): kept once, so it is
+# in no task's history when the task is known.
+Outcome.PARKED_ALREADY = Outcome(OutcomeKind.DUPLICATE, "parked already")
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ from .errors import (
     CapacityError,
     LiveCapError,
     NotSentError,
+    ParkingFullError,
     RateLimitedError,
     RecordedError,
     ServerError,
@@ -139,7 +140,6 @@ class Orphan:
     task: StreamTask  # the adopted task: its history starts with ``adopt``
     first_parked: float  # when its first callback arrived
     callbacks: int  # how many were parked (and replayed into the task)
-    dropped: int  # how many were pushed out of the parking lot's per-task cap
 
 
 @final
@@ -221,7 +221,9 @@ class Fleet:
         self._by_ref: dict[int, _Tracked] = {}
         self._by_key: dict[str, _Tracked] = {}  # the durable key: one tracked task per key, ever
         self._by_id: dict[str, _Tracked] = {}
-        self._parking: ParkingLot[CallbackEvent] = ParkingLot()
+        self._parking: ParkingLot[CallbackEvent] = ParkingLot(
+            max_task_ids=self.policy.max_parked, max_per_task=self.policy.max_parked_per_task
+        )
         self._deadlines: Deadlines[int] = Deadlines()
         self._counts: Counter[str] = Counter()
         self._kinds_started: set[StreamKind] = set()
@@ -400,7 +402,7 @@ class Fleet:
                     if self._by_id.get(task_id) is tracked:
                         del self._by_id[task_id]
                     for event in parked:
-                        self._parking.park(task_id, event, now)
+                        self._parking.park(task_id, event, now, put_back=True)
                 self._fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
                 raise
             if holder is not tracked:
@@ -629,9 +631,11 @@ class Fleet:
         """Apply one webhook payload (raw bytes, text, or a parsed mapping) and say what became of it.
 
         Raises ``CallbackError`` for a payload that is no callback (the receiver answers 400), after
-        keeping it as a dead letter. Anything well formed returns an Outcome, never raises: APPLIED,
-        DUPLICATE, LATE, PARKED (its task_id is not known yet), FOREIGN (another product's result,
-        handed to the ``on_foreign`` hooks) or REJECTED with the reason.
+        keeping it as a dead letter. Anything well formed returns an Outcome: APPLIED, DUPLICATE,
+        LATE, PARKED (its task_id is not known yet), FOREIGN (another product's result, handed to
+        the ``on_foreign`` hooks) or REJECTED with the reason; or, when nothing of it could be kept
+        now, raises ``StoreError`` (the store failed) or ``ParkingFullError`` (no room to park it).
+        Deliver such a callback again later: the receiver answers 503.
         """
         try:
             event = self._ours_if_known(parse_callback(payload, statuses=self.policy.statuses))
@@ -764,12 +768,19 @@ class Fleet:
             with self._lock:
                 tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
                 if tracked is None:
-                    outcome = self._park(event, now)
-                    self._counts[outcome.kind] += 1
+                    new = self._park(event, now)
             if tracked is None:
-                if outcome is Outcome.PARKED:
+                if not new:  # a redelivery of a parked callback: kept once
+                    self._count(OutcomeKind.DUPLICATE)
+                    return Outcome.PARKED_ALREADY
+                try:
                     self.store.park(event.task_id, now, encode_event(event))
-                return outcome
+                except BaseException:
+                    with self._lock:  # not kept, so not parked: its redelivery parks it anew
+                        self._parking.withdraw(event.task_id, event)
+                    raise
+                self._count(OutcomeKind.PARKED)
+                return Outcome.PARKED
         with tracked.lock:
             outcome = self._apply(tracked, event)
         self._count(outcome.kind)  # (a StrEnum member counts under its value's name)
@@ -777,12 +788,16 @@ class Fleet:
             self._deliver_notices(tracked)
         return outcome
 
-    def _park(self, event: StreamEvent, now: float) -> Outcome:
-        if event.task_id not in self._parking and len(self._parking) >= self.policy.max_parked:
-            _log.warning("streamlife.parking_full", task_id=event.task_id, parked=len(self._parking))
-            return Outcome.rejected(f"{len(self._parking)} unknown task_ids parked (Policy.max_parked)")
-        self._parking.park(event.task_id, event, now)
-        return Outcome.PARKED
+    def _park(self, event: StreamEvent, now: float) -> bool:
+        """Park a callback (the caller holds the lock); False if it is parked already. Raises
+        ``ParkingFullError`` past ``Policy.max_parked`` or ``max_parked_per_task``: nothing parked
+        is dropped to make room, and a callback refused is one the sender may deliver again."""
+        try:
+            return self._parking.park(event.task_id, event, now)
+        except ParkingFullError as error:
+            self._counts["parking_full"] += 1
+            _log.warning("streamlife.parking_full", task_id=event.task_id, reason=str(error))
+            raise
 
     def _apply(self, tracked: _Tracked, event: CallbackEvent) -> Outcome:
         """One callback at its task; the caller holds the task's lock."""
@@ -991,7 +1006,7 @@ class Fleet:
                         del self._by_id[parked.task_id], self._by_ref[task.ref], self._by_key[task.key]
                         self._counts["orphans"] -= 1
                         for event in events:
-                            self._parking.park(parked.task_id, event, parked.first_parked)
+                            self._parking.park(parked.task_id, event, parked.first_parked, put_back=True)
                     if not isinstance(error, StoreConflict):
                         raise
                     # Another process adopted it a moment ago: the next tick finds its task in the
@@ -1010,7 +1025,7 @@ class Fleet:
                     reaping=stopping,
                 )
                 if self._orphan_hooks:
-                    orphan = Orphan(task, parked.first_parked, len(events), parked.dropped)
+                    orphan = Orphan(task, parked.first_parked, len(events))
                     self._queue_notice(tracked, self._orphan_hooks, (orphan,))
                 if stopping:
                     self._fire(tracked, task.stop, StopReason.ORPHAN)
@@ -1103,8 +1118,8 @@ class Fleet:
             if tracked is None:
                 tracked = self._load(event.task_id)
             if tracked is None:
-                with self._lock:
-                    self._parking.park(event.task_id, event, kept.at)
+                with self._lock:  # (answered "parked" once: never refused now)
+                    self._parking.park(event.task_id, event, kept.at, put_back=True)
                 continue
             with tracked.lock:
                 self._apply(tracked, event)

@@ -76,7 +76,13 @@ class Policy:
     16 when the account's capacity is full). Each process counts the tasks its own Fleet holds."""
 
     max_parked: int = 10_000
-    """Unknown task_ids parked at once; a callback for one more is rejected (and logged)."""
+    """Unknown task_ids parked at once. A callback for one more raises ``ParkingFullError`` and is
+    not kept (the receiver answers 503, so the sender may deliver it again): nothing parked is
+    ever dropped to make room."""
+
+    max_parked_per_task: int = 256
+    """Callbacks parked under one unknown task_id (a redelivered one counts once). Past it, as for
+    ``max_parked``: refused with ``ParkingFullError``, never dropped."""
 
     history_limit: int | None = 100
     """Events each task keeps in ``task.history``: at least the last this many, older ones let go a
@@ -123,6 +129,7 @@ class Policy:
         for name, least in (
             ("stop_concurrency", 0),
             ("max_parked", 1),
+            ("max_parked_per_task", 1),
             ("history_limit", 1),
             ("max_live", 1),
         ):

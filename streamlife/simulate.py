@@ -213,8 +213,10 @@ class _Handed:
         event = parse_callback(payload, statuses=self.fleet.policy.statuses)
         # A provider message, or a status the policy calls ongoing, is news and no event: no history
         # has it; nor has another product's result, which belongs to no task.
+        # A redelivery of a callback still parked is kept once, so no history has it either.
         ongoing = isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
-        if not isinstance(event, ProviderEvent | ForeignCallback) and not ongoing:
+        collapsed = outcome is Outcome.PARKED_ALREADY
+        if not isinstance(event, ProviderEvent | ForeignCallback) and not ongoing and not collapsed:
             self.by_task[event.task_id] += 1
         return outcome
 

@@ -31,7 +31,6 @@ from streamlife import (
     ManualClock,
     Orphan,
     Outcome,
-    OutcomeKind,
     Policy,
     Segment,
     StreamKind,
@@ -39,7 +38,7 @@ from streamlife import (
     TaskState,
     UnknownTaskError,
 )
-from streamlife.errors import RateLimitedError
+from streamlife.errors import ParkingFullError, RateLimitedError
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
 from streamlife.sim import Faults, SimTransport, SimulatedService
@@ -329,7 +328,7 @@ def test_a_start_whose_answer_is_lost_is_uncertain_then_failed_and_its_stream_is
     assert adopted.adopted
     assert r.fleet.get(stream_id) is adopted
     assert triggers(adopted)[0] == "adopt"
-    assert (orphan.callbacks, orphan.dropped, orphan.first_parked) == (4, 0, started + 5)
+    assert (orphan.callbacks, orphan.first_parked) == (4, started + 5)
     assert state_of(adopted) is TaskState.STOPPING
     assert [stop.task_id for stop in r.sim.stop_log] == [stream_id]
     assert r.fleet.stats().orphans == 1
@@ -915,17 +914,41 @@ def test_a_status_declared_ongoing_leaves_the_task_running_and_counts_as_news(cl
     assert stalled(task)
 
 
-def test_with_max_parked_reached_a_callback_for_one_more_unknown_task_id_is_rejected(
+def test_with_max_parked_reached_a_callback_for_one_more_unknown_task_id_is_refused_retryably(
     clock: ManualClock,
 ) -> None:
+    """A callback that finds no room is not answered "rejected" (the sender would never send it
+    again): ParkingFullError, and nothing of it is kept, so its redelivery parks it once there is
+    room. Nothing parked is dropped to make room."""
     r = rig(clock, max_parked=1)
     assert r.fleet.handle_callback(segment_callback("ghost-1", 0, "boo")) == Outcome.PARKED
     assert r.fleet.handle_callback(segment_callback("ghost-1", 1, "boo")) == Outcome.PARKED  # same id
-    outcome = r.fleet.handle_callback(segment_callback("ghost-2", 0, "boo"))
-    assert outcome.kind is OutcomeKind.REJECTED
-    assert "max_parked" in str(outcome.reason)
+    with pytest.raises(ParkingFullError, match="1 unknown task_ids parked"):
+        r.fleet.handle_callback(segment_callback("ghost-2", 0, "boo"))
+    assert [kept.task_id for kept in r.fleet.store.parked()] == ["ghost-1", "ghost-1"]
     stats = r.fleet.stats()
-    assert (stats.parked, stats.callbacks["parked"], stats.callbacks["rejected"]) == (1, 2, 1)
+    assert (stats.parked, stats.callbacks["parked"], stats.callbacks["rejected"]) == (1, 2, 0)
+
+
+def test_a_redelivery_storm_of_one_parked_callback_is_kept_once_and_pushes_out_nothing(
+    clock: ManualClock,
+) -> None:
+    """With room for three callbacks under a task_id, a thousand redeliveries of one segment are
+    kept once: the other segment parked beside it is still there when the start answer comes."""
+    r = rig(clock, max_parked_per_task=3)
+    first, other = segment_callback("ghost", 0, "first"), segment_callback("ghost", 1, "other")
+    assert r.fleet.handle_callback(first) is Outcome.PARKED
+    assert r.fleet.handle_callback(other) is Outcome.PARKED
+    for _ in range(1_000):
+        assert r.fleet.handle_callback(first) is Outcome.PARKED_ALREADY
+    assert len(r.fleet.store.parked("ghost")) == 2  # stored once each
+    assert r.fleet.handle_callback(segment_callback("ghost", 2, "third")) is Outcome.PARKED
+    with pytest.raises(ParkingFullError, match="3 callbacks parked for this task_id"):
+        r.fleet.handle_callback(segment_callback("ghost", 3, "fourth"))
+    r.run(PARK_TTL + 1)  # adopted as an orphan: every parked segment reaches it
+    orphan = r.fleet.get("ghost")
+    assert orphan is not None
+    assert [segment.text for segment in orphan.transcript.finals()] == ["first", "other", "third"]
 
 
 # -- timers on a background thread -------------------------------------------------------------------

@@ -404,9 +404,11 @@ class FleetMachine(RuleBasedStateMachine):
         news = isinstance(event, ProviderEvent | ForeignCallback) or (
             isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
         )
-        if not news:
+        outcome = self.fleet.handle_callback(payload)
+        # A redelivery of a callback still parked is kept once: no history records it either.
+        if not news and outcome is not Outcome.PARKED_ALREADY:
             self.delivered[payload["task_id"]] += 1
-        return self.fleet.handle_callback(payload)
+        return outcome
 
     def _run_for(self, seconds: float) -> None:
         end = self.clock.now() + seconds
