@@ -9,6 +9,8 @@
      │    └── StoreConflict         another writer took this version of the task first
      ├── JournalMismatch        replaying a journal did not give the stored row
      ├── LiveCapError           a start would pass ``Policy.max_live``: it waits, or fails
+     ├── ParkingFullError       no room to park a callback for an unknown task_id: deliver it again
+     ├── StopAllError           ``stop_all`` could not journal some stops (it sent them all the same)
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
@@ -27,6 +29,12 @@ recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .task import StreamTask
 
 
 class StreamlifeError(Exception):
@@ -103,6 +111,30 @@ class ParkingFullError(StreamlifeError):
     def __init__(self, task_id: str, limit: str) -> None:
         self.task_id = task_id
         super().__init__(f"no room to park a callback for an unknown task_id ({limit})")
+
+
+class StopAllError(StreamlifeError):
+    """``Fleet.stop_all`` could not journal the stop of some tasks. It sent every stop it could all
+    the same (a stream left running bills), and raises this once they are sent.
+
+    ``failures`` pairs each such task (or the task_id of a stream it could not adopt as an orphan)
+    with the error the store raised; ``unsettled`` is what ``stop_all`` would have returned: every
+    task not yet terminal.
+    """
+
+    def __init__(
+        self,
+        failures: Sequence[tuple[StreamTask | str, BaseException]],
+        unsettled: Sequence[StreamTask],
+    ) -> None:
+        self.failures = tuple(failures)
+        self.unsettled = tuple(unsettled)
+        first = self.failures[0][1] if self.failures else None
+        super().__init__(
+            f"the stop of {len(self.failures)} task(s) could not be journaled"
+            + ("" if first is None else f" (the first: {type(first).__name__}: {first})")
+            + "; their stop requests were sent all the same"
+        )
 
 
 class JournalMismatch(StreamlifeError):

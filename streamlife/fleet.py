@@ -65,6 +65,7 @@ from .errors import (
     RecordedError,
     ServerError,
     ServiceError,
+    StopAllError,
     StoreConflict,
     StreamlifeError,
     TaskNotFoundError,
@@ -455,28 +456,75 @@ class Fleet:
 
         Requests go out ``Policy.stop_concurrency`` at a time. Without ``wait``, this returns once
         every request is answered; with ``wait``, within that many real seconds, as for ``stop``.
+
+        A task whose stop cannot be journaled (the store fails) is stopped all the same: its stop
+        request goes out unjournaled, after the journaled ones, and its stream's status-14 callback
+        settles it when it comes. Once every request is sent, ``StopAllError`` names those tasks.
         """
         give_up_at = _give_up_at(wait)
         now = self.clock.now()
         with self._lock:
             parked = self._parking.expire(float("inf"))
+        failures: list[tuple[StreamTask | str, BaseException]] = []
+        unjournaled: list[tuple[str, tuple[StreamKind, ...]]] = []  # (task_id, the paths to try)
         for orphan in parked:
-            self._adopt(orphan, now, reap=True)
+            try:
+                self._adopt(orphan, now, reap=True)
+            except Exception as error:  # (its callbacks are parked again, for the next tick)
+                failures.append((orphan.task_id, error))
+                with self._lock:
+                    started = set(self._kinds_started)
+                kind, certain = _kind_of_orphan(list(orphan.events), started)
+                unjournaled.append((orphan.task_id, (kind,) if certain else (kind, _other(kind))))
         with self._lock:
             alive = [tracked for tracked in self._by_ref.values() if not tracked.task.terminal]
         for tracked in alive:
-            self._locked_fire(tracked, tracked.task.stop)
+            try:
+                self._locked_fire(tracked, tracked.task.stop)
+            except Exception as error:
+                failures.append((tracked.task, error))
+                if tracked.task.task_id is not None and tracked.task.state is TaskState.RUNNING:
+                    unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
         senders = self._sender_pool()
         if senders is None:
             for tracked in alive:
                 self._send_stop_logged(tracked, give_up_at, True)
+            for task_id, kinds in unjournaled:
+                self._send_unjournaled_stop(task_id, kinds, give_up_at)
         else:
             sent = [senders.submit(self._send_stop_logged, tracked, give_up_at, True) for tracked in alive]
+            sent += [senders.submit(self._send_unjournaled_stop, *stop, give_up_at) for stop in unjournaled]
             if give_up_at is None:
                 concurrent.futures.wait(sent)
         if give_up_at is not None:
             self._wait_terminal(alive, give_up_at)
-        return [tracked.task for tracked in alive if not tracked.task.terminal]
+        unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
+        if failures:
+            raise StopAllError(failures, unsettled)
+        return unsettled
+
+    def _send_unjournaled_stop(
+        self, task_id: str, kinds: tuple[StreamKind, ...], give_up_at: float | None
+    ) -> None:
+        """Stop a stream whose stop the journal could not keep: one left running bills, and stop is
+        safe to repeat. The answer is logged, not applied; the status-14 callback settles the task.
+        ``kinds``: the paths to try in turn, for an orphan whose product is a guess."""
+        within = None if give_up_at is None else give_up_at - time.monotonic()
+        if within is not None and within <= 0:
+            return
+        answer = "not_found"
+        for kind in kinds:
+            self._count("stops_sent")
+            try:
+                self.transport.stop(kind, task_id, within=within)
+            except TaskNotFoundError:
+                continue
+            except Exception as error:
+                answer = type(error).__name__
+                break
+            answer = "ok"
+            break
+        _log.warning("streamlife.unjournaled_stop", task_id=task_id, answer=answer)
 
     def _send_stop_soon(self, tracked: _Tracked, give_up_at: float | None, *, asked: bool = False) -> None:
         """Send the stop from a worker thread, or on this one when the policy keeps no workers."""
