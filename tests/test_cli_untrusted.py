@@ -7,14 +7,16 @@ escaped, never sent raw. Real tasks in a real SQLite file; the commands run in-p
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from streamlife import Fleet, ManualClock, Policy
 from streamlife.cli import main
@@ -105,6 +107,17 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """``main`` configures structlog and psycopg's logger, as the application it is; put the tests'
+    own configuration back for the tests that follow."""
+    configured = structlog.get_config()
+    psycopg_level = logging.getLogger("psycopg").level
+    yield
+    structlog.configure(**configured)
+    logging.getLogger("psycopg").setLevel(psycopg_level)
 
 
 @pytest.fixture(autouse=True)
@@ -205,3 +218,25 @@ def test_json_keeps_the_words_as_they_came(hostile: Hostile, capsys: pytest.Capt
     row = next(row for row in json.loads(out) if row["key"] == hostile.key)
     assert row["task_id"] == HOSTILE_ID
     assert HOSTILE_ERROR in row["last_error"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("status", "--all"), ("deadletter", "list"), ("simulate", "--streams", "2", "--minutes", "0.2")],
+    ids=["status", "deadletter-list", "simulate"],
+)
+def test_a_store_path_with_brackets_is_shown_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    folder = tmp_path / "runs[" / "serve]"  # the path holds "[/serve]"
+    folder.mkdir(parents=True)
+    path = folder / "tasks.db"
+    if command[0] != "simulate":  # (simulate wants a store that holds no task yet)
+        store = SqliteStore(path)
+        with Fleet(HostileServer(), policy=Policy(stop_concurrency=0), store=store) as fleet:
+            fleet.start("video", url="rtmp://example.invalid/live")
+        store.dead_letter(0.0, "not JSON", None, b"{")
+        store.close()
+    code, out, err = run_main(capsys, *command, "--store", f"sqlite:{path}")
+    assert code == 0, err
+    assert str(path) in "".join(out.split())  # (a title is folded to its table's width)
