@@ -47,13 +47,14 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from base64 import b64encode
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -61,6 +62,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from structlog.typing import ExcInfo
 
 from . import console as console_view
 from . import diagram, walk
@@ -442,11 +444,7 @@ def _param(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # The command line is an application, so it may choose how log events render; the library never does.
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    _configure_logging(args.log_level)
     # psycopg's pool warns on every failed connection attempt; the error that ends them says enough.
     logging.getLogger("psycopg").setLevel(logging.DEBUG if args.log_level == "debug" else logging.CRITICAL)
     try:
@@ -470,6 +468,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
         return EXIT_PROBLEM
+
+
+def _configure_logging(level: str) -> None:
+    """The command line is an application, so it may choose how log events render; the library never
+    does. Its events carry task_ids, errors and payloads that others wrote: shown escaped."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            _printable_event,
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ,
+                exception_formatter=_printable_traceback,
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _printable_event(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A log event's text values made safe to print; the renderer shows other values by their repr,
+    which escapes control characters itself."""
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = printable(value)
+    return event
+
+
+def _printable_traceback(out: TextIO, exc_info: ExcInfo) -> None:
+    """A logged exception as a plain traceback, its messages made safe to print. (Not rich's, which
+    also shows each frame's local variables: others' payloads, and whatever else a frame holds.)"""
+    out.write("\n" + printable("".join(traceback.format_exception(*exc_info)), lines=True))
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ MARKUP = "[bold red]x[/]"
 TRICKS = "\x1b[2J \x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\ \r\b \u202egnp.exe"
 HOSTILE_ID = f"task{ROUTE}{MARKUP}{TRICKS}"
 HOSTILE_ERROR = f"upstream {ROUTE} timed out {MARKUP} {TRICKS}"
+# Without spaces: structlog's renderer shows a value with a space by its repr, escaped, but this one as is.
+SPACELESS_ID = "task[/serve/api/v2/audio-stream/stop]\x1b[2J\x1b]8;;http://evil\x1b\\\r\b\u202egnp.exe"
 RAW = ("\x1b", "\r", "\b", "\u202e")  # none of these may reach the terminal as they are
 
 
@@ -240,3 +242,51 @@ def test_a_store_path_with_brackets_is_shown_as_written(
     code, out, err = run_main(capsys, *command, "--store", f"sqlite:{path}")
     assert code == 0, err
     assert str(path) in "".join(out.split())  # (a title is folded to its table's width)
+
+
+def python(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run this Python in a fresh process (no test's logging set-up), its output read as bytes: text
+    would turn a raw carriage return into a newline."""
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, check=False, timeout=60, cwd=cwd, env=environment()
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def test_log_events_show_hostile_words_escaped(hostile: Hostile) -> None:
+    path = Path(hostile.store.removeprefix("sqlite:"))
+    callback = status_callback(SPACELESS_ID, 14)  # a stream no task of the store has
+    callback["data"]["message"] = HOSTILE_ERROR
+    store = SqliteStore(path)
+    letter = store.dead_letter(0.0, "an older parser's reason", None, json.dumps(callback).encode())
+    store.close()
+    argv = ("--log-level", "debug", "deadletter", "replay", str(letter), "--store", hostile.store)
+    code, _, err = python("-m", "streamlife", *argv, cwd=hostile.cwd)
+    assert code == 0, err
+    assert "streamlife.dead_letter_replayed" in err
+    assert printable(SPACELESS_ID) in err
+    for raw in RAW:
+        assert raw not in err
+
+
+LOG_AN_EXCEPTION = """
+import sys
+import structlog
+from streamlife.cli import main
+
+main(["walk"])  # logging configured as every command configures it
+try:
+    raise RuntimeError(sys.argv[1])
+except RuntimeError:
+    structlog.get_logger("streamlife").exception("streamlife.stop_failed", task_id=sys.argv[2])
+"""
+
+
+def test_a_logged_exception_shows_hostile_words_escaped(tmp_path: Path) -> None:
+    code, _, err = python("-c", LOG_AN_EXCEPTION, HOSTILE_ERROR, SPACELESS_ID, cwd=tmp_path)
+    assert code == 0, err
+    assert "streamlife.stop_failed" in err
+    assert f"RuntimeError: upstream {ROUTE} timed out" in err
+    assert printable(SPACELESS_ID) in err
+    for raw in RAW:
+        assert raw not in err
