@@ -33,8 +33,9 @@ MARKUP = "[bold red]x[/]"
 TRICKS = "\x1b[2J \x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\ \r\b \u202egnp.exe"
 HOSTILE_ID = f"task{ROUTE}{MARKUP}{TRICKS}"
 HOSTILE_ERROR = f"upstream {ROUTE} timed out {MARKUP} {TRICKS}"
-# Without spaces: structlog's renderer shows a value with a space by its repr, escaped, but this one as is.
-SPACELESS_ID = "task[/serve/api/v2/audio-stream/stop]\x1b[2J\x1b]8;;http://evil\x1b\\\r\b\u202egnp.exe"
+# structlog's console renderer shows a value with a space, a quote, "=", CR or LF by its repr, escaped;
+# this one it would show as it is.
+BARE_ID = "task[/serve/api/v2/audio-stream/stop]\x1b[2J\x1b]8;;http://evil\x1b\\\b\u202egnp.exe"
 RAW = ("\x1b", "\r", "\b", "\u202e")  # none of these may reach the terminal as they are
 
 
@@ -255,7 +256,7 @@ def python(*args: str, cwd: Path) -> tuple[int, str, str]:
 
 def test_log_events_show_hostile_words_escaped(hostile: Hostile) -> None:
     path = Path(hostile.store.removeprefix("sqlite:"))
-    callback = status_callback(SPACELESS_ID, 14)  # a stream no task of the store has
+    callback = status_callback(BARE_ID, 14)  # a stream no task of the store has
     callback["data"]["message"] = HOSTILE_ERROR
     store = SqliteStore(path)
     letter = store.dead_letter(0.0, "an older parser's reason", None, json.dumps(callback).encode())
@@ -264,7 +265,7 @@ def test_log_events_show_hostile_words_escaped(hostile: Hostile) -> None:
     code, _, err = python("-m", "streamlife", *argv, cwd=hostile.cwd)
     assert code == 0, err
     assert "streamlife.dead_letter_replayed" in err
-    assert printable(SPACELESS_ID) in err
+    assert printable(BARE_ID) in err
     for raw in RAW:
         assert raw not in err
 
@@ -283,10 +284,10 @@ except RuntimeError:
 
 
 def test_a_logged_exception_shows_hostile_words_escaped(tmp_path: Path) -> None:
-    code, _, err = python("-c", LOG_AN_EXCEPTION, HOSTILE_ERROR, SPACELESS_ID, cwd=tmp_path)
+    code, _, err = python("-c", LOG_AN_EXCEPTION, HOSTILE_ERROR, BARE_ID, cwd=tmp_path)
     assert code == 0, err
     assert "streamlife.stop_failed" in err
     assert f"RuntimeError: upstream {ROUTE} timed out" in err
-    assert printable(SPACELESS_ID) in err
+    assert printable(BARE_ID) in err
     for raw in RAW:
         assert raw not in err
