@@ -26,6 +26,7 @@ from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.store import SqliteStore
 
 from .payloads import status_callback
+from .scripted_server import error, ok, scripted_server
 from .test_cli_commands import environment
 
 ROUTE = "[/serve/api/v2/audio-stream/stop]"  # rich reads it as a closing tag with nothing open
@@ -291,3 +292,22 @@ def test_a_logged_exception_shows_hostile_words_escaped(tmp_path: Path) -> None:
     assert printable(BARE_ID) in err
     for raw in RAW:
         assert raw not in err
+
+
+def test_start_and_stop_print_a_hostile_servers_words_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"sqlite:{tmp_path / 'tasks.db'}"
+    with scripted_server() as server:
+        server.then(ok(HOSTILE_ID, HOSTILE_ERROR))
+        argv = ("start", "audio", "rtmp://example.invalid/live", "--provider", "assemblyai")
+        code, out, err = run_main(capsys, *argv, "--sim", server.url, "--store", store)
+        assert code == 0, err
+        assert_shown_as_text(out)
+
+        server.then(*[error(500, HOSTILE_ERROR)] * 10)  # a stop refused, again and again
+        code, out, err = run_main(
+            capsys, "stop", HOSTILE_ID, "--wait", "0", "--sim", server.url, "--store", store
+        )
+    assert code == 1
+    assert_shown_as_text(out + err)
