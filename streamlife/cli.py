@@ -26,6 +26,11 @@ memories.ai with the key in ``MEMORIES_API_KEY`` (never printed), or to a simula
 or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refuses to run without one
 (with ``--sim`` and neither, it makes a random one and tells only its simulator).
 
+What others wrote (task_ids, memories.ai's messages and errors, webhook payloads, dead letters) is
+printed as text, never as rich markup, and what would act on a terminal in it (escape sequences,
+carriage returns, bidirectional overrides) is shown escaped: see :func:`console.printable`. The
+``--json`` outputs keep it as it came, JSON-escaped.
+
 Exit codes: 0 success; 1 the command ran and found a problem (``diagram --check`` saw drift, a
 simulated run broke an invariant or left a stream billing, a start that did not end ``running``, a
 stop not terminal within its wait, no such task or dead letter in the store, a dead letter the
