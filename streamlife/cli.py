@@ -26,6 +26,11 @@ memories.ai with the key in ``MEMORIES_API_KEY`` (never printed), or to a simula
 or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refuses to run without one
 (with ``--sim`` and neither, it makes a random one and tells only its simulator).
 
+What others wrote (task_ids, memories.ai's messages and errors, webhook payloads, dead letters) is
+printed as text, never as rich markup, and what would act on a terminal in it (escape sequences,
+carriage returns, bidirectional overrides) is shown escaped: see :func:`console.printable`. The
+``--json`` outputs keep it as it came, JSON-escaped.
+
 Exit codes: 0 success; 1 the command ran and found a problem (``diagram --check`` saw drift, a
 simulated run broke an invariant or left a stream billing, a start that did not end ``running``, a
 stop not terminal within its wait, no such task or dead letter in the store, a dead letter the
@@ -47,14 +52,14 @@ import signal
 import sys
 import threading
 import time
-import unicodedata
+import traceback
 from base64 import b64encode
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -62,11 +67,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from structlog.typing import ExcInfo
 
 from . import console as console_view
 from . import diagram, walk
 from .clock import ManualClock
 from .compiled import build_description
+from .console import printable, untrusted
 from .deadletter import replay_dead_letters
 from .errors import CallbackError, NotSentError, StoreError, StreamlifeError
 from .events import Outcome, StartResult, StopResult, StreamKind
@@ -442,26 +449,22 @@ def _param(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # The command line is an application, so it may choose how log events render; the library never does.
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    _configure_logging(args.log_level)
     # psycopg's pool warns on every failed connection attempt; the error that ends them says enough.
     logging.getLogger("psycopg").setLevel(logging.DEBUG if args.log_level == "debug" else logging.CRITICAL)
     try:
         return _command(args)
     except _Usage as usage:
-        print(f"streamlife {args.command}: error: {usage}", file=sys.stderr)
+        print(f"streamlife {args.command}: error: {printable(str(usage))}", file=sys.stderr)
         return EXIT_USAGE
     except _Problem as problem:
-        print(f"streamlife {args.command}: {problem}", file=sys.stderr)
+        print(f"streamlife {args.command}: {printable(str(problem))}", file=sys.stderr)
         return EXIT_PROBLEM
     except StoreError as error:
-        print(f"streamlife {args.command}: the store failed: {error}", file=sys.stderr)
+        print(f"streamlife {args.command}: the store failed: {printable(str(error))}", file=sys.stderr)
         return EXIT_PROBLEM
     except StreamlifeError as error:  # a journal that does not replay (JournalMismatch), say
-        print(f"streamlife {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"streamlife {args.command}: {type(error).__name__}: {printable(str(error))}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:  # a second Ctrl-C while `serve` stops its tasks, say
         print(f"streamlife {args.command}: interrupted", file=sys.stderr)
@@ -470,6 +473,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not fail again
         return EXIT_PROBLEM
+
+
+def _configure_logging(level: str) -> None:
+    """The command line is an application, so it may choose how log events render; the library never
+    does. Its events carry task_ids, errors and payloads that others wrote: shown escaped."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            _printable_event,
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ,
+                exception_formatter=_printable_traceback,
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _printable_event(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A log event's text values made safe to print; the renderer shows other values by their repr,
+    which escapes control characters itself."""
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = printable(value)
+    return event
+
+
+def _printable_traceback(out: TextIO, exc_info: ExcInfo) -> None:
+    """A logged exception as a plain traceback, its messages made safe to print. (Not rich's, which
+    also shows each frame's local variables: others' payloads, and whatever else a frame holds.)"""
+    out.write("\n" + printable("".join(traceback.format_exception(*exc_info)), lines=True))
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -635,7 +676,7 @@ def _console() -> Console:
 
 
 def _state(state: str) -> Text:
-    return Text(state, style=console_view.STATE_STYLE.get(state, ""))
+    return untrusted(state, style=console_view.STATE_STYLE.get(state, ""))
 
 
 # -- status ----------------------------------------------------------------------------------------------
@@ -657,7 +698,7 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no {which} in {shown}" + ("" if args.all else " (--all shows the terminal ones too)"))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} {which} in {shown}", title_justify="left")
+    table = Table(title=untrusted(f"{len(rows)} {which} in {shown}"), title_justify="left")
     table.add_column("key", no_wrap=True)
     table.add_column("kind")
     table.add_column("task_id", no_wrap=True, min_width=36)
@@ -666,14 +707,15 @@ def _status(args: argparse.Namespace) -> int:
     table.add_column("updated (UTC)", no_wrap=True)
     table.add_column("last_error", overflow="fold")
     for row in rows:
+        # Text, never str: a str cell is read as rich markup, and a task_id or an error is others' words.
         table.add_row(
-            row.key[:8],
-            row.kind,
-            row.task_id or "-",
+            untrusted(row.key[:8]),
+            untrusted(row.kind),
+            untrusted(row.task_id or "-"),
             _state(row.state),
             str(row.version),
             _when(row.updated_at),
-            str(row.facts.get("last_error") or ""),
+            untrusted(str(row.facts.get("last_error") or "")),
         )
     _console().print(table)
     return EXIT_OK
@@ -694,7 +736,7 @@ def _print_task(row: TaskRow) -> None:
         ("facts", ", ".join(f"{name}={value}" for name, value in facts.items())),
     ]
     for name, value in lines:
-        print(f"{name:<11}{value}")
+        print(f"{name:<11}{printable(value)}")
 
 
 # -- journal ---------------------------------------------------------------------------------------------
@@ -710,16 +752,20 @@ def _journal(args: argparse.Namespace) -> int:
         f"task {row.key[:8]} ({row.kind}, task_id {row.task_id or '-'}): {row.state},"
         f" {len(entries)} journal entries"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=untrusted(title), title_justify="left")
     table.add_column("v", justify="right")
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("trigger", no_wrap=True)
     table.add_column("from → to", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for entry in entries:
-        moved = Text.assemble(entry.from_state, " → ", _state(entry.to_state))
+        moved = Text.assemble(untrusted(entry.from_state), " → ", _state(entry.to_state))
         table.add_row(
-            str(entry.version), _when(entry.at, "milliseconds"), entry.trigger, moved, describe(entry.args)
+            str(entry.version),
+            _when(entry.at, "milliseconds"),
+            untrusted(entry.trigger),
+            moved,
+            untrusted(describe(entry.args)),  # the server's messages, a transcript's words
         )
     _console().print(table)
     return EXIT_OK
@@ -799,7 +845,7 @@ def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     if not listed:
         print(f"no dead letters in {shown}")
         return EXIT_OK
-    table = Table(title=f"{_n(len(listed), 'dead letter')} in {shown}", title_justify="left")
+    table = Table(title=untrusted(f"{_n(len(listed), 'dead letter')} in {shown}"), title_justify="left")
     table.add_column("id", justify="right")
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
@@ -813,9 +859,9 @@ def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
             str(letter["id"]),
             _when(letter["at_unix"]),
             size,
-            Text(_printable(letter["field"] or "-")),
-            Text(_printable(letter["reason"])),
-            Text(letter["preview"]),
+            untrusted(letter["field"] or "-"),
+            untrusted(letter["reason"]),
+            Text(letter["preview"]),  # (made printable by _preview already)
         )
     _console().print(table)
     return EXIT_OK
@@ -839,7 +885,7 @@ def _preview(body: bytes) -> str:
     """The start of a body on one line: each run of whitespace as one space, what is no UTF-8 and
     what would act on a terminal shown escaped."""
     start = body[: PREVIEW_WIDTH * 4].decode("utf-8", "backslashreplace")  # enough to fill the width
-    return _clip(_printable(" ".join(start.split())), PREVIEW_WIDTH)
+    return _clip(printable(" ".join(start.split())), PREVIEW_WIDTH)
 
 
 def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
@@ -864,8 +910,8 @@ def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
     for name, value in (
         ("id", str(letter.id)),
         ("time", _when(letter.at, "milliseconds")),
-        ("field", _printable(letter.field or "-")),
-        ("reason", _printable(letter.reason)),
+        ("field", printable(letter.field or "-")),
+        ("reason", printable(letter.reason)),
         ("size", size),
     ):
         print(f"{name:<7}{value}")
@@ -874,7 +920,7 @@ def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
         print(_hexdump(letter.body))
     else:
         print("body   UTF-8 text (control characters shown escaped):")
-        print(_printable(text, lines=True))
+        print(printable(text, lines=True))
     return EXIT_OK
 
 
@@ -898,9 +944,9 @@ def _replay_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     else:
         for letter_id, result in results:
             if isinstance(result, CallbackError):
-                print(f"dead letter {letter_id}: still refused, kept: {_printable(str(result))}")
+                print(f"dead letter {letter_id}: still refused, kept: {printable(str(result))}")
             else:
-                print(f"dead letter {letter_id}: {_printable(str(result))}, purged")
+                print(f"dead letter {letter_id}: {printable(str(result))}, purged")
     problems = []
     if refused:
         problems.append(f"{_n(len(refused), 'dead letter')} still refused, and kept")
@@ -938,23 +984,6 @@ def _purge_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     if missing:
         raise _Problem(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
     return EXIT_OK
-
-
-# Shown escaped: characters that act on a terminal instead of printing (an escape sequence starts with
-# ESC, a Cc) or that reorder or hide text (a bidirectional override is a Cf), and line separators.
-_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def _printable(text: str, *, lines: bool = False) -> str:
-    """Untrusted text, safe to print on a terminal: what would act on it instead of printing is
-    shown as a Python escape (``\\x1b``, ``\\u202e``). ``lines``: newlines and tabs stay as they are."""
-    kept_as_is = "\n\t" if lines else ""
-    return "".join(
-        char.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(char) in _UNPRINTABLE and char not in kept_as_is
-        else char
-        for char in text
-    )
 
 
 def _hexdump(data: bytes, width: int = 16) -> str:
@@ -1037,13 +1066,13 @@ def _start(args: argparse.Namespace) -> int:
         print(json.dumps(_task_json(row, task.state.value, task.key or "", shown), indent=2))
     else:
         for name, value in (
-            ("key", task.key),
+            ("key", task.key or "-"),
             ("kind", task.kind.value),
             ("task_id", task.task_id or "-"),
             ("state", task.state.value),
             ("last_error", task.last_error or "-"),
         ):
-            print(f"{name:<11}{value}")
+            print(f"{name:<11}{printable(value)}")
     if task.state is TaskState.RUNNING:
         return EXIT_OK
     why = task.last_error

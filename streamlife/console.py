@@ -1,10 +1,12 @@
-"""What ``streamlife simulate`` shows: a live panel while the run goes, a summary table at its end.
+"""What the command line shows: ``streamlife simulate``'s live panel and summary table, the state
+colours, and how text that others control is made safe to print.
 
 Only the command line uses this module; the library itself never prints.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Final
 
 from rich.console import Group
@@ -23,6 +25,37 @@ STATE_STYLE: Final = {  # how each state is shown, here and by the command line
     "ending": "bold yellow",
     "uncertain": "bold red",
 }
+
+
+# Shown escaped: characters that act on a terminal instead of printing (an escape sequence starts with
+# ESC, a Cc; so do carriage return and backspace, which overwrite what is shown), that reorder or hide
+# text (a bidirectional override is a Cf), and line separators.
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """Text that others control (a task_id, a server's message, a webhook's body, a dead letter's
+    reason), safe to print on a terminal: each character that would act on it instead of printing is
+    shown as its Python escape, ESC as ``\\x1b``, CR as ``\\r``, U+202E as ``\\u202e``. A backslash
+    is left as it is: ``\\x1b`` on screen may also be those four characters as sent.
+    ``lines``: newlines and tabs stay as they are.
+
+    Every untrusted field the command line prints goes through here (or :func:`untrusted`); rich
+    markup in it is no concern of this function: print the result as a :class:`~rich.text.Text`,
+    never inside a markup string."""
+    kept_as_is = "\n\t" if lines else ""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNPRINTABLE and char not in kept_as_is
+        else char
+        for char in text
+    )
+
+
+def untrusted(text: str, *, style: str = "", lines: bool = False) -> Text:
+    """Text that others control as a rich :class:`~rich.text.Text`: shown as written, its brackets
+    never read as markup, what would act on the terminal shown escaped (see :func:`printable`)."""
+    return Text(printable(text, lines=lines), style=style)
 
 
 def live_panel(snapshot: Snapshot, title: str) -> Group:
@@ -71,12 +104,12 @@ def summary(report: Report) -> Group:
     table.add_row("streams billing after settle", str(report.streams_billing_after_settle))
     table.add_row("invariant violations", str(report.invariant_violations))
     table.add_row("wall time", f"{report.wall_seconds:.1f} s")
-    table.add_row("store", report.store)
+    table.add_row("store", untrusted(report.store))  # the user's --store: a path may hold "[...]"
     in_store = ", ".join(f"{state} {count}" for state, count in report.tasks_in_store.items())
     table.add_row("tasks in store", in_store or "none")
     parts: list[Table | Text] = [table]
     for violation in report.violations[:10]:
-        parts.append(Text(f"  violation: {violation}", style="red"))
+        parts.append(untrusted(f"  violation: {violation}", style="red"))
     if report.ok:
         parts.append(Text("every task terminal, nothing billing, no invariant broken", style="bold green"))
     else:
