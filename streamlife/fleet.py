@@ -509,8 +509,8 @@ class Fleet:
         """Stop a stream whose stop the journal could not keep: one left running bills, and stop is
         safe to repeat. The answer is logged, not applied; the status-14 callback settles the task.
         ``kinds``: the paths to try in turn, for an orphan whose product is a guess."""
-        within = None if give_up_at is None else give_up_at - time.monotonic()
-        if within is not None and within <= 0:
+        within = self._stop_within(give_up_at)
+        if within <= 0:
             return
         answer = "not_found"
         for kind in kinds:
@@ -575,8 +575,8 @@ class Fleet:
                     retry_armed = False
             if retry_armed:
                 return
-            within = None if give_up_at is None else give_up_at - time.monotonic()
-            if within is not None and within <= 0:  # no time left for a request: the next tick sends it
+            within = self._stop_within(give_up_at)
+            if within <= 0:  # no time left for a request: the next tick sends it
                 self._arm_stop_retry(tracked, 0.0)
                 return
             tracked.stop_in_flight = True
@@ -629,6 +629,13 @@ class Fleet:
         self._deliver_notices(tracked)
         if failure is not None and not isinstance(failure, TransportError | RecordedError):
             raise failure
+
+    def _stop_within(self, give_up_at: float | None) -> float:
+        """How long one stop may take, the transport's retries included: ``Policy.stop_timeout``, or
+        less to end by ``give_up_at``. The cap keeps a slow answer for some streams from holding
+        every worker while the stops of the others wait behind them."""
+        timeout = self.policy.stop_timeout
+        return timeout if give_up_at is None else min(timeout, give_up_at - time.monotonic())
 
     def _confirm_end(self, tracked: _Tracked) -> None:
         """Send the stop that confirms an end the task only inferred: the stream may still bill, and

@@ -55,6 +55,12 @@ class Policy:
     explicit ``stop`` waits longer than this either. The wait is journaled with the failed stop,
     so other processes and a restart honour it too."""
 
+    stop_timeout: float = 10.0
+    """The longest one stop request may take, the transport's own retries included (the transport's
+    deadline applies too, if shorter). Past it the stop counts as failed and is retried with the
+    backoff: a slow or stalling answer for some streams must not hold every stop worker while
+    the stops of the others wait."""
+
     stop_concurrency: int = 8
     """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
     retries and orphan stops of ``tick``. 0 keeps none: every request goes out on the calling
@@ -160,6 +166,7 @@ _DURATIONS: Final = (
     "stop_retry_base",
     "stop_retry_cap",
     "max_retry_after",
+    "stop_timeout",
 )
 
 
