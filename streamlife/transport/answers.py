@@ -10,6 +10,7 @@ string and sent as an int, and legacy answers use ``"0429"``-style codes: both a
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -35,6 +36,9 @@ PATHS: Final = {  # (start, stop), relative to the base URL
 URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
 # The transcription providers an audio start names in its required ``provider`` field.
 PROVIDERS: Final = ("assemblyai", "elevenlabs")
+# delay-seconds, or a decimal fraction (see parse_retry_after). Few enough digits that float() of
+# them is finite.
+_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,9})?", re.ASCII)
 
 
 def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:
@@ -87,16 +91,22 @@ def read_answer(operation: str, http: int, decoded: object, retry_after: str | N
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP-date (RFC 9110)."""
+    """Retry-After as seconds, or None when the header is absent or unreadable.
+
+    RFC 9110 allows delay-seconds (ASCII digits) or an HTTP-date. A decimal fraction ("1.5") is
+    read too: the simulator sends one, and a sender who writes it means it; waiting that long is
+    harmless. Nothing else is: no sign, exponent, ``inf``, ``nan``, or non-ASCII digits, so the
+    result is always finite and never negative. A huge valid value is returned as it is: callers
+    cap it (the Fleet by its Policy; a transport never waits past its own deadline).
+    """
     if value is None:
         return None
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(text)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, when.timestamp() - time.time())
 
