@@ -8,19 +8,26 @@ in memory, in what reaches an error's text, and in where the request goes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
+from structlog.testing import capture_logs
 
-from streamlife import StreamKind
+from streamlife import Fleet, ManualClock, StreamKind
 from streamlife.errors import (
+    AuthError,
     RateLimitedError,
+    ServerError,
+    TaskNotFoundError,
+    TransportError,
 )
 from streamlife.transport import HttpTransport, RetryPolicy
-from streamlife.transport.answers import parse_retry_after
+from streamlife.transport.answers import MAX_MESSAGE, parse_retry_after
 
 from .conftest import FakeTime
-from .scripted_server import ScriptedServer, error, ok, scripted_server
+from .scripted_server import Answer, ScriptedServer, error, ok, scripted_server
 
 # A key with characters that URL-encoding and JSON-escaping change, so each form differs.
 KEY = "sk-mai/SECRET+test=key_0123456789"
@@ -44,6 +51,13 @@ def transport(url: str, fake_time: FakeTime, **overrides: object) -> HttpTranspo
     }
     options.update(overrides)
     return HttpTransport(KEY, **options)  # type: ignore[arg-type]
+
+
+def send(http: HttpTransport, operation: str) -> object:
+    """A start or a stop (of task ``t-1``), as ``operation`` says."""
+    if operation == "start":
+        return http.start(StreamKind.AUDIO, PARAMS)
+    return http.stop(StreamKind.AUDIO, "t-1")
 
 
 # -- Retry-After -------------------------------------------------------------------------------------
@@ -98,3 +112,92 @@ def test_the_transport_never_sleeps_past_its_deadline_for_a_retry_after(
     with pytest.raises(RateLimitedError):
         http.stop(StreamKind.AUDIO, "t-1")
     assert sum(fake_time.sleeps) < 30.0
+
+
+# -- the server's words, capped and scrubbed ---------------------------------------------------------
+def test_a_huge_server_message_is_cut_and_marked(server: ScriptedServer, fake_time: FakeTime) -> None:
+    server.then(*[error(500, "x" * 900_000)] * 3)  # within the default max_answer
+    http = transport(server.url, fake_time)
+    with capture_logs() as logs, pytest.raises(ServerError) as raised:
+        http.stop(StreamKind.AUDIO, "t-1")
+    text = str(raised.value)
+    assert "x" * MAX_MESSAGE in text
+    assert len(text) < MAX_MESSAGE + 200
+    assert f"{900_000 - MAX_MESSAGE} more characters cut" in text
+    assert len(repr(logs)) < 10_000  # the retries were logged without the message
+
+
+def test_a_huge_code_is_cut_and_control_characters_are_kept(
+    server: ScriptedServer, fake_time: FakeTime
+) -> None:
+    server.then(Answer(418, {"code": "7" * 5000, "msg": "bell\x07 escape\x1b[31m nul\x00"}))
+    with pytest.raises(TransportError) as raised:
+        transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+    assert "bell\x07 escape\x1b[31m nul\x00" in str(raised.value)  # the CLI escapes on display
+    assert getattr(raised.value, "code", "").startswith("7" * MAX_MESSAGE + "…")
+    assert len(str(raised.value)) < 2 * MAX_MESSAGE + 200
+
+
+ECHOES = [
+    KEY,
+    quote(KEY, safe=""),
+    re.sub("%[0-9A-F]{2}", lambda hit: hit.group().lower(), quote(KEY, safe="")),  # lower-case hex
+    quote_plus(KEY),
+    KEY.replace("/", "\\/"),  # JSON-escaped, as some encoders write "/"
+]
+
+
+def key_forms_in(text: str) -> list[str]:
+    return [form for form in ECHOES if form in text]
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "expected"),
+    [
+        ("start", 401, AuthError),
+        ("start", 429, RateLimitedError),
+        ("stop", 500, ServerError),
+        ("stop", 400, TaskNotFoundError),
+    ],
+)
+@pytest.mark.parametrize("echo", ECHOES)
+def test_the_key_echoed_by_the_server_is_scrubbed_from_errors_and_logs(
+    server: ScriptedServer,
+    fake_time: FakeTime,
+    operation: str,
+    status: int,
+    expected: type[TransportError],
+    echo: str,
+) -> None:
+    echoed = Answer(status, {"code": status, "msg": f"invalid api key: {echo} (was {echo})", "data": None})
+    server.then(*[echoed] * 3)
+    http = transport(server.url, fake_time)
+    with capture_logs() as logs, pytest.raises(expected) as raised:
+        send(http, operation)
+    error_text = " ".join([str(raised.value), repr(raised.value), repr(raised.value.args), repr(logs)])
+    assert key_forms_in(error_text) == []
+    assert "invalid api key: <redacted> (was <redacted>)" in str(raised.value)
+
+
+def test_the_key_in_the_code_field_is_scrubbed_too(server: ScriptedServer, fake_time: FakeTime) -> None:
+    server.then(Answer(401, {"code": KEY, "msg": "no"}))
+    with pytest.raises(AuthError) as raised:
+        transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+    assert raised.value.code == "<redacted>"
+    assert KEY not in str(raised.value)
+
+
+def test_a_key_echoed_past_the_cut_leaves_no_part_of_it(server: ScriptedServer, fake_time: FakeTime) -> None:
+    server.then(error(401, "y" * (MAX_MESSAGE - 5) + KEY))
+    with pytest.raises(AuthError) as raised:
+        transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+    assert KEY[:5] not in str(raised.value)
+
+
+def test_a_fleet_never_records_the_echoed_key(server: ScriptedServer, clock: ManualClock) -> None:
+    server.then(error(401, f"invalid api key: {KEY}"))
+    http = HttpTransport(KEY, base_url=server.url)
+    task = Fleet(http, clock=clock).start("audio", audio_url=PARAMS["audio_url"], provider="assemblyai")
+    assert task.last_error is not None
+    assert key_forms_in(task.last_error) == []
+    assert "<redacted>" in task.last_error

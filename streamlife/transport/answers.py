@@ -10,10 +10,12 @@ string and sent as an int, and legacy answers use ``"0429"``-style codes: both a
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
+from urllib.parse import quote, quote_plus
 
 from streamlife.errors import (
     AuthError,
@@ -36,6 +38,11 @@ PATHS: Final = {  # (start, stop), relative to the base URL
 URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
 # The transcription providers an audio start names in its required ``provider`` field.
 PROVIDERS: Final = ("assemblyai", "elevenlabs")
+# The most characters of a server's message (or code) that an error keeps: errors are journaled,
+# logged and shown, on every retry.
+MAX_MESSAGE: Final = 1024
+REDACTED: Final = "<redacted>"
+_PERCENT_HEX: Final = re.compile(r"%[0-9A-F]{2}")
 # delay-seconds, or a decimal fraction (see parse_retry_after). Few enough digits that float() of
 # them is finite.
 _DELAY_SECONDS: Final = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,9})?", re.ASCII)
@@ -53,17 +60,24 @@ def stop_result(body: Mapping[str, Any], task_id: str) -> StopResult:
     return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
 
 
-def read_answer(operation: str, http: int, decoded: object, retry_after: str | None) -> Mapping[str, Any]:
-    """The body of a success, or the typed error for anything else."""
+def read_answer(
+    operation: str, http: int, decoded: object, retry_after: str | None, *, secrets: Collection[str] = ()
+) -> Mapping[str, Any]:
+    """The body of a success, or the typed error for anything else.
+
+    ``secrets`` (the API key) are scrubbed from the server's words before they reach an error:
+    a server may echo the key ("invalid api key: ..."), and errors are journaled.
+    """
     body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     code = body.get("code")
     code_text = None if code is None else str(code).strip()
     data = body.get("data")
     status_in_data = data.get("status") if isinstance(data, Mapping) else None
-    message = _message(body) or f"HTTP {http}"
+    message = server_text(_message(body) or f"HTTP {http}", secrets)
+    shown_code = None if code_text is None else server_text(code_text, secrets)
 
     def fail(kind: type[ServiceError]) -> ServiceError:
-        return kind(message, operation=operation, status=http, code=code_text)
+        return kind(message, operation=operation, status=http, code=shown_code)
 
     if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
         raise fail(CapacityError)
@@ -72,7 +86,7 @@ def read_answer(operation: str, http: int, decoded: object, retry_after: str | N
             message,
             operation=operation,
             status=http,
-            code=code_text,
+            code=shown_code,
             retry_after=parse_retry_after(retry_after),
         )
     if http in (401, 403) or code_text in ("401", "403"):
@@ -88,6 +102,30 @@ def read_answer(operation: str, http: int, decoded: object, retry_after: str | N
     if not body:
         raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
     return body
+
+
+def server_text(text: str, secrets: Collection[str] = ()) -> str:
+    """Words from the server, fit for an error's message: every form of each secret replaced by
+    ``<redacted>``, then cut to ``MAX_MESSAGE`` characters, marked as cut. Control characters
+    are kept (whoever displays the message escapes them). Scrubbed before cut, so a cut never
+    leaves part of a secret behind."""
+    for form in sorted(
+        {form for secret in secrets if secret for form in _forms_of(secret)}, key=len, reverse=True
+    ):
+        text = text.replace(form, REDACTED)
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[:MAX_MESSAGE]}… [{len(text) - MAX_MESSAGE} more characters cut]"
+
+
+def _forms_of(secret: str) -> set[str]:
+    """The ways a server may write a secret back: as it is, URL-encoded (upper- or lower-case
+    hex, ``+`` or ``%20`` for a space), JSON-escaped (ASCII or not, ``/`` escaped or not)."""
+    url_forms = {quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret)}
+    url_forms |= {_PERCENT_HEX.sub(lambda hit: hit.group().lower(), form) for form in url_forms}
+    json_forms = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    json_forms |= {form.replace("/", "\\/") for form in json_forms}
+    return {secret, *url_forms, *json_forms}
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -162,7 +162,13 @@ class HttpTransport:
             decoded: object = response.json()
         except ValueError:  # requests' JSONDecodeError is a ValueError
             decoded = None
-        return read_answer(operation, response.status_code, decoded, response.headers.get("Retry-After"))
+        retry_after = response.headers.get("Retry-After")
+        return read_answer(operation, response.status_code, decoded, retry_after, secrets=self._secrets())
+
+    def _secrets(self) -> tuple[str, ...]:
+        """What to scrub from the server's words: the key, read where it lives (the session)."""
+        key = self._session.headers.get("Authorization")
+        return (key,) if isinstance(key, str) else ()
 
 
 def _cause(exc: requests.exceptions.RequestException) -> object:
