@@ -95,6 +95,8 @@ def scripted_server() -> Iterator[ScriptedServer]:
             self.end_headers()
             self.wfile.write(payload)
 
+        do_GET = do_POST  # a redirected POST may come back as a GET: recorded all the same
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 

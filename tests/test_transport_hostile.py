@@ -15,10 +15,12 @@ from urllib.parse import quote, quote_plus
 import pytest
 from structlog.testing import capture_logs
 
-from streamlife import Fleet, ManualClock, StreamKind
+from streamlife import Fleet, ManualClock, StreamKind, TaskState
 from streamlife.errors import (
     AuthError,
+    OutcomeUnknownError,
     RateLimitedError,
+    RedirectError,
     ServerError,
     TaskNotFoundError,
     TransportError,
@@ -201,3 +203,44 @@ def test_a_fleet_never_records_the_echoed_key(server: ScriptedServer, clock: Man
     assert task.last_error is not None
     assert key_forms_in(task.last_error) == []
     assert "<redacted>" in task.last_error
+
+
+# -- redirects are never followed --------------------------------------------------------------------
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_start_is_not_followed_and_may_have_made_a_stream(
+    server: ScriptedServer, fake_time: FakeTime, status: int
+) -> None:
+    with scripted_server() as elsewhere:
+        elsewhere.then(ok("elsewhere"), ok("elsewhere"))
+        server.then(Answer(status, None, {"Location": elsewhere.url + "/audio-stream/start"}), ok())
+        with pytest.raises(RedirectError) as raised:
+            transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+        assert elsewhere.requests == []  # neither the body (its stream URL) nor a GET went there
+    assert isinstance(raised.value, OutcomeUnknownError)
+    assert raised.value.status == status
+    assert len(server.requests) == 1
+
+
+def test_a_redirected_stop_did_not_land_and_is_retried(server: ScriptedServer, fake_time: FakeTime) -> None:
+    with scripted_server() as elsewhere:
+        elsewhere.then(ok("elsewhere"))
+        server.then(
+            Answer(307, None, {"Location": elsewhere.url + "/audio-stream/stop"}), ok("t-1", "stopped")
+        )
+        result = transport(server.url, fake_time).stop(StreamKind.AUDIO, "t-1")
+        assert elsewhere.requests == []
+    assert result.message == "stopped"
+    assert len(server.requests) == 2
+    assert not issubclass(RedirectError, TaskNotFoundError)
+
+
+def test_a_fleet_treats_a_redirected_start_as_uncertain(server: ScriptedServer, clock: ManualClock) -> None:
+    with scripted_server() as elsewhere:
+        server.then(Answer(307, None, {"Location": elsewhere.url + "/audio-stream/start"}))
+        http = HttpTransport(KEY, base_url=server.url)
+        task = Fleet(http, clock=clock).start("audio", audio_url=PARAMS["audio_url"], provider="assemblyai")
+        assert elsewhere.requests == []
+    assert task.state is TaskState.UNCERTAIN  # not FAILED: a stream may exist, and is looked for
+    assert task.last_error is not None
+    assert task.last_error.startswith("RedirectError")
+    assert len(server.requests) == 1

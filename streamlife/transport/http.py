@@ -3,6 +3,7 @@
 * The raw key goes in ``Authorization`` (no ``Bearer``: the API wants the key as it is). It lives
   only in the session's headers: never in a repr, an exception message or a log line.
 * Every request has (connect, read) timeouts.
+* Redirects are never followed: a 3xx is a ``RedirectError``.
 * Errors are mapped to ``streamlife.errors`` at this boundary, ``from`` the original exception.
 * ``stop`` is retried on connection failures, 429 and 5xx, with capped full-jitter exponential
   backoff that honours ``Retry-After``, within a per-operation deadline.
@@ -23,7 +24,14 @@ import requests
 import structlog
 import urllib3.exceptions
 
-from streamlife.errors import NotSentError, OutcomeUnknownError, RateLimitedError, ServerError, TransportError
+from streamlife.errors import (
+    NotSentError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    RedirectError,
+    ServerError,
+    TransportError,
+)
 from streamlife.events import StartResult, StopResult, StreamKind
 
 from .answers import PATHS, read_answer, start_result, stop_result
@@ -147,7 +155,9 @@ class HttpTransport:
         left = max(0.001, give_up_at - self._monotonic())
         timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
         try:
-            response = self._session.post(self.base_url + path, json=payload, timeout=timeout)
+            response = self._session.post(
+                self.base_url + path, json=payload, timeout=timeout, allow_redirects=False
+            )
         except requests.exceptions.ConnectTimeout as exc:
             raise NotSentError("connect timed out", operation=operation) from exc
         except requests.exceptions.ConnectionError as exc:
@@ -158,6 +168,9 @@ class HttpTransport:
             raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
         except requests.exceptions.RequestException as exc:
             raise OutcomeUnknownError(f"request failed ({type(exc).__name__})", operation=operation) from exc
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise RedirectError(operation=operation, status=response.status_code)
         try:
             decoded: object = response.json()
         except ValueError:  # requests' JSONDecodeError is a ValueError
