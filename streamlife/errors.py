@@ -13,6 +13,8 @@
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
           │    │                    a start may have created a stream that bills
+          │    ├── MalformedAnswerError  an answer that cannot be read: too large, corrupt
+          │    │                         compression, not a JSON object on success
           │    └── RedirectError         a 3xx: redirects are never followed; a start may exist
           └── ServiceError          the service answered with an error (``status``, ``code``)
                ├── AuthError            401 / 403: bad key, or the account lacks stream access
@@ -130,6 +132,17 @@ class NotSentError(TransportError):
 
 class OutcomeUnknownError(TransportError):
     """The request was sent but no usable answer came back. A start may have created a stream."""
+
+
+class MalformedAnswerError(OutcomeUnknownError):
+    """An answer that cannot be read: larger than the transport's ``max_answer``, corrupt
+    compression, cut short, or a success that is not a JSON object. The request was read by
+    someone, so a start may have created a stream; a stop is retried. ``status`` is the HTTP
+    status the answer began with."""
+
+    def __init__(self, message: str, *, operation: str, status: int) -> None:
+        self.status = status
+        super().__init__(f"{message} (HTTP {status})", operation=operation)
 
 
 class RedirectError(OutcomeUnknownError):

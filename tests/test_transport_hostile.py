@@ -8,8 +8,13 @@ in memory, in what reaches an error's text, and in where the request goes.
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
+import tracemalloc
+import zlib
 from collections.abc import Iterator
+from functools import cache
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -18,6 +23,7 @@ from structlog.testing import capture_logs
 from streamlife import Fleet, ManualClock, StreamKind, TaskState
 from streamlife.errors import (
     AuthError,
+    MalformedAnswerError,
     OutcomeUnknownError,
     RateLimitedError,
     RedirectError,
@@ -29,11 +35,15 @@ from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.transport.answers import MAX_MESSAGE, parse_retry_after
 
 from .conftest import FakeTime
-from .scripted_server import Answer, ScriptedServer, error, ok, scripted_server
+from .scripted_server import Answer, Raw, ScriptedServer, error, ok, raw_head, scripted_server
 
 # A key with characters that URL-encoding and JSON-escaping change, so each form differs.
 KEY = "sk-mai/SECRET+test=key_0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
+MiB = 1024 * 1024
+OK_BODY = json.dumps(
+    {"code": 200, "message": "success", "data": {"task_id": "t-1", "message": "ok"}}
+).encode()
 
 
 @pytest.fixture
@@ -60,6 +70,10 @@ def send(http: HttpTransport, operation: str) -> object:
     if operation == "start":
         return http.start(StreamKind.AUDIO, PARAMS)
     return http.stop(StreamKind.AUDIO, "t-1")
+
+
+def answer_bytes(status: int, body: bytes, **headers: str) -> bytes:
+    return raw_head(status, Content_Type="application/json", Content_Length=str(len(body)), **headers) + body
 
 
 # -- Retry-After -------------------------------------------------------------------------------------
@@ -114,6 +128,123 @@ def test_the_transport_never_sleeps_past_its_deadline_for_a_retry_after(
     with pytest.raises(RateLimitedError):
         http.stop(StreamKind.AUDIO, "t-1")
     assert sum(fake_time.sleeps) < 30.0
+
+
+# -- answers read within a size limit ----------------------------------------------------------------
+def endless_body() -> Raw:
+    """64 MiB of JSON-looking bytes with no length: the server closes when it is done."""
+    piece = b"[" + b"0," * (32 * 1024 - 1) + b"0"
+    return Raw([raw_head(200, Content_Type="application/json"), *[piece] * 1024])
+
+
+@cache
+def gzip_bomb() -> bytes:
+    """128 MiB of spaces, gzipped to well under 1 MiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    spaces = b" " * MiB
+    return b"".join([*(packer.compress(spaces) for _ in range(128)), packer.flush()])
+
+
+def peak_memory_of(call: object) -> int:
+    """The peak of Python's allocations while ``call()`` runs (it is expected to raise)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedAnswerError, match="max_answer") as raised:
+            call()  # type: ignore[operator]
+        assert raised.value.operation == "audio.start"
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_endless_body_is_cut_at_max_answer_in_little_memory(
+    server: ScriptedServer, fake_time: FakeTime
+) -> None:
+    server.then(endless_body(), ok())
+    http = transport(server.url, fake_time)
+    assert peak_memory_of(lambda: http.start(StreamKind.AUDIO, PARAMS)) < 16 * MiB
+    assert len(server.requests) == 1  # a start that may exist is never sent again
+
+
+def test_a_gzip_bomb_is_cut_at_max_answer_in_little_memory(
+    server: ScriptedServer, fake_time: FakeTime
+) -> None:
+    bomb = gzip_bomb()
+    server.then(Raw([answer_bytes(200, bomb, Content_Encoding="gzip")]))
+    http = transport(server.url, fake_time)
+    assert len(bomb) < MiB
+    assert peak_memory_of(lambda: http.start(StreamKind.AUDIO, PARAMS)) < 16 * MiB
+
+
+def test_max_answer_is_the_size_after_decompression(server: ScriptedServer, fake_time: FakeTime) -> None:
+    padded = json.dumps({"code": 200, "data": {"task_id": "t-1"}, "pad": " " * 5000}).encode()
+    server.then(Raw([answer_bytes(200, gzip.compress(padded), Content_Encoding="gzip")]))
+    server.then(Raw([answer_bytes(200, zlib.compress(padded), Content_Encoding="deflate")]))
+    server.then(Raw([answer_bytes(200, gzip.compress(padded), Content_Encoding="gzip")]))
+    assert (
+        transport(server.url, fake_time, max_answer=len(padded)).start(StreamKind.AUDIO, PARAMS).task_id
+        == "t-1"
+    )
+    assert (
+        transport(server.url, fake_time, max_answer=len(padded)).start(StreamKind.AUDIO, PARAMS).task_id
+        == "t-1"
+    )
+    with pytest.raises(MalformedAnswerError, match="max_answer"):
+        transport(server.url, fake_time, max_answer=len(padded) - 1).start(StreamKind.AUDIO, PARAMS)
+    assert server.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "problem"),
+    [
+        (b"\x1f\x8b\x08\x00garbage that is no deflate stream", {"Content_Encoding": "gzip"}, "corrupt"),
+        (gzip.compress(OK_BODY)[:-12], {"Content_Encoding": "gzip"}, "cut short"),
+        (gzip.compress(OK_BODY) + b"trailing", {"Content_Encoding": "gzip"}, "after its end"),
+        (OK_BODY, {"Content_Encoding": "br"}, "not asked for"),
+        (b"[" * 100_000 + b"]" * 100_000, {}, "not a JSON object"),
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, {}, "not a JSON object"),
+        (b'{"code": 200, "data": {"task_id": "\xff\xfe"}}', {}, "not a JSON object"),  # not UTF-8
+        (b'{"code": 200, "data": {"task_id": "\\ud800"}}', {}, "not a JSON object"),  # a lone surrogate
+    ],
+)
+def test_every_malformed_answer_to_a_start_is_a_typed_unknown_outcome(
+    server: ScriptedServer, fake_time: FakeTime, body: bytes, headers: dict[str, str], problem: str
+) -> None:
+    server.then(Raw([answer_bytes(200, body, **headers)]), ok())
+    with pytest.raises(MalformedAnswerError, match=problem) as raised:
+        transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+    assert isinstance(raised.value, OutcomeUnknownError)  # a stream may exist
+    assert raised.value.status == 200
+    assert len(server.requests) == 1
+
+
+def test_a_malformed_answer_to_a_stop_is_retried(server: ScriptedServer, fake_time: FakeTime) -> None:
+    bomb = gzip_bomb()
+    server.then(
+        endless_body(),
+        Raw([answer_bytes(400, bomb, Content_Encoding="gzip")]),  # a 400 not read whole is no "not found"
+        Raw([answer_bytes(200, b"[" * 100_000)]),
+        ok("t-1", "stopped"),
+    )
+    result = transport(server.url, fake_time, retry=RetryPolicy(attempts=4, base=0.5)).stop(
+        StreamKind.AUDIO, "t-1"
+    )
+    assert result.message == "stopped"
+    assert len(server.requests) == 4
+
+
+def test_an_error_whose_body_is_no_json_is_still_read_by_its_status(
+    server: ScriptedServer, fake_time: FakeTime
+) -> None:
+    server.then(Raw([answer_bytes(502, b"[" * 100_000)]))
+    with pytest.raises(ServerError):  # a proxy's page, or worse: the status says what happened
+        transport(server.url, fake_time).start(StreamKind.AUDIO, PARAMS)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1024"])
+def test_a_bad_max_answer_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_answer"):
+        HttpTransport(KEY, max_answer=bad)  # type: ignore[arg-type]
 
 
 # -- the server's words, capped and scrubbed ---------------------------------------------------------

@@ -17,9 +17,12 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
+import orjson
+
 from streamlife.errors import (
     AuthError,
     CapacityError,
+    MalformedAnswerError,
     OutcomeUnknownError,
     PaymentError,
     RateLimitedError,
@@ -100,8 +103,20 @@ def read_answer(
     if http >= 400 or (code_text is not None and code_text not in ("200", "0000")):
         raise fail(RejectedError)
     if not body:
-        raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
+        raise MalformedAnswerError(
+            "a success whose body is not a JSON object", operation=operation, status=http
+        )
     return body
+
+
+def decode_json(raw: bytes) -> object:
+    """The JSON in an answer's body, or None when there is none that can be read: not UTF-8, not
+    JSON, or nested deeper than orjson's limit (1,024 levels; the stdlib parser would recurse
+    until RecursionError instead). A UTF-8 byte order mark is ignored, as RFC 8259 allows."""
+    try:
+        return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def server_text(text: str, secrets: Collection[str] = ()) -> str:

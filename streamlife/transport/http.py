@@ -4,6 +4,8 @@
   only in the session's headers: never in a repr, an exception message or a log line.
 * Every request has (connect, read) timeouts.
 * Redirects are never followed: a 3xx is a ``RedirectError``.
+* An answer is read in pieces, within ``max_answer`` bytes once decompressed; the server's words
+  reach an error cut to ``answers.MAX_MESSAGE`` characters, with the key scrubbed out.
 * Errors are mapped to ``streamlife.errors`` at this boundary, ``from`` the original exception.
 * ``stop`` is retried on connection failures, 429 and 5xx, with capped full-jitter exponential
   backoff that honours ``Retry-After``, within a per-operation deadline.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import http.client
 import random
 import ssl
 import time
@@ -25,6 +28,7 @@ import structlog
 import urllib3.exceptions
 
 from streamlife.errors import (
+    MalformedAnswerError,
     NotSentError,
     OutcomeUnknownError,
     RateLimitedError,
@@ -34,9 +38,11 @@ from streamlife.errors import (
 )
 from streamlife.events import StartResult, StopResult, StreamKind
 
-from .answers import PATHS, read_answer, start_result, stop_result
+from .answers import PATHS, decode_json, read_answer, start_result, stop_result
+from .reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
+DEFAULT_MAX_ANSWER: Final = 1024 * 1024  # bytes of an answer, once decompressed; the API's are small
 _log = structlog.get_logger("streamlife")
 
 
@@ -65,7 +71,11 @@ class RetryPolicy:
 
 
 class HttpTransport:
-    """The real transport. ``timeout`` is (connect, read) in seconds."""
+    """The real transport.
+
+    ``timeout`` is (connect, read) in seconds, per socket operation. ``max_answer`` is the most
+    bytes an answer may have once decompressed; a larger one is a ``MalformedAnswerError``.
+    """
 
     def __init__(
         self,
@@ -73,6 +83,7 @@ class HttpTransport:
         *,
         base_url: str = DEFAULT_BASE_URL,
         timeout: tuple[float, float] = (3.05, 15.0),
+        max_answer: int = DEFAULT_MAX_ANSWER,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -83,8 +94,11 @@ class HttpTransport:
             raise ValueError("HttpTransport needs a non-empty API key")
         if len(timeout) != 2 or min(timeout) <= 0:
             raise ValueError(f"timeout must be (connect, read) seconds, both positive; got {timeout!r}")
+        if type(max_answer) is not int or max_answer < 1:
+            raise ValueError(f"max_answer must be a whole number of bytes, at least 1; got {max_answer!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.max_answer = max_answer
         self.retry = retry or RetryPolicy()
         self._session = session or requests.Session()
         self._session.headers.update({"Authorization": api_key, "Content-Type": "application/json"})
@@ -154,9 +168,44 @@ class HttpTransport:
     ) -> Mapping[str, Any]:
         left = max(0.001, give_up_at - self._monotonic())
         timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+        status, headers, raw = self._exchange(operation, path, payload, timeout)
+        decoded = decode_json(raw)
+        return read_answer(operation, status, decoded, headers.get("Retry-After"), secrets=self._secrets())
+
+    def _exchange(
+        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One POST: its status, headers and whole body, or the typed error. Never follows a
+        redirect; reads the body in pieces, within ``max_answer`` once decompressed."""
+        response = self._send(operation, path, payload, timeout)
+        with response:
+            status = response.status_code
+            if 300 <= status < 400:
+                raise RedirectError(operation=operation, status=status)
+            try:
+                body = read_body(response.raw, response.headers.get("Content-Encoding"), self.max_answer)
+            except UnreadableBody as exc:
+                raise MalformedAnswerError(str(exc), operation=operation, status=status) from exc
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                raise OutcomeUnknownError(
+                    f"connection lost ({type(exc).__name__})", operation=operation
+                ) from exc
+            return status, response.headers, body
+
+    def _send(
+        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+    ) -> requests.Response:
+        """POST, and read the answer's status and headers (not its body)."""
         try:
-            response = self._session.post(
-                self.base_url + path, json=payload, timeout=timeout, allow_redirects=False
+            return self._session.post(
+                self.base_url + path,
+                json=payload,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
             )
         except requests.exceptions.ConnectTimeout as exc:
             raise NotSentError("connect timed out", operation=operation) from exc
@@ -168,15 +217,6 @@ class HttpTransport:
             raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
         except requests.exceptions.RequestException as exc:
             raise OutcomeUnknownError(f"request failed ({type(exc).__name__})", operation=operation) from exc
-        if 300 <= response.status_code < 400:
-            response.close()
-            raise RedirectError(operation=operation, status=response.status_code)
-        try:
-            decoded: object = response.json()
-        except ValueError:  # requests' JSONDecodeError is a ValueError
-            decoded = None
-        retry_after = response.headers.get("Retry-After")
-        return read_answer(operation, response.status_code, decoded, retry_after, secrets=self._secrets())
 
     def _secrets(self) -> tuple[str, ...]:
         """What to scrub from the server's words: the key, read where it lives (the session)."""
