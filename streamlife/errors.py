@@ -11,8 +11,9 @@
      ├── LiveCapError           a start would pass ``Policy.max_live``: it waits, or fails
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
-          ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
-          │    │                    a start may have created a stream that bills
+          ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection,
+          │    │                    no whole answer within the request's deadline): a start may
+          │    │                    have created a stream that bills
           │    ├── MalformedAnswerError  an answer that cannot be read: too large, corrupt
           │    │                         compression, not a JSON object on success
           │    └── RedirectError         a 3xx: redirects are never followed; a start may exist

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.transport.answers import MAX_MESSAGE, parse_retry_after
 
 from .conftest import FakeTime
-from .scripted_server import Answer, Raw, ScriptedServer, error, ok, raw_head, scripted_server
+from .scripted_server import Answer, Raw, ScriptedServer, drip, error, ok, raw_head, scripted_server
 
 # A key with characters that URL-encoding and JSON-escaping change, so each form differs.
 KEY = "sk-mai/SECRET+test=key_0123456789"
@@ -128,6 +129,62 @@ def test_the_transport_never_sleeps_past_its_deadline_for_a_retry_after(
     with pytest.raises(RateLimitedError):
         http.stop(StreamKind.AUDIO, "t-1")
     assert sum(fake_time.sleeps) < 30.0
+
+
+# -- a deadline for the whole request ----------------------------------------------------------------
+def dripping(where: str) -> Raw:
+    """An answer sent one byte every 0.2 s (its headers too, or only its body): about 30 s."""
+    whole = answer_bytes(200, OK_BODY)
+    if where == "headers":
+        return drip(whole, 0.2)
+    head = whole[: -len(OK_BODY)]
+    return Raw([head, *(OK_BODY[n : n + 1] for n in range(len(OK_BODY)))], 0.2)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+@pytest.mark.parametrize("operation", ["start", "stop"])
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(
+    server: ScriptedServer, where: str, operation: str
+) -> None:
+    server.then(dripping(where), dripping(where))
+    http = HttpTransport(
+        KEY, base_url=server.url, timeout=(1.0, 1.0), retry=RetryPolicy(attempts=3, base=0.01, deadline=2.0)
+    )
+    began = time.monotonic()
+    with pytest.raises(OutcomeUnknownError, match="deadline"):
+        send(http, operation)
+    assert time.monotonic() - began < 2.0 + 2.0  # each read came within the 1 s read timeout
+    assert len(server.requests) == 1  # a start is never sent twice; a stop had no time left
+
+
+def test_total_timeout_bounds_each_request_within_a_longer_deadline(server: ScriptedServer) -> None:
+    server.then(dripping("body"), dripping("body"))
+    http = HttpTransport(
+        KEY,
+        base_url=server.url,
+        timeout=(1.0, 1.0),
+        total_timeout=1.0,
+        retry=RetryPolicy(attempts=2, base=0.01, deadline=60.0),
+    )
+    began = time.monotonic()
+    with pytest.raises(OutcomeUnknownError, match="deadline"):
+        http.stop(StreamKind.AUDIO, "t-1")
+    assert time.monotonic() - began < 2 * 1.0 + 2.0
+    assert len(server.requests) == 2  # the stop was tried again, as any lost answer is
+
+
+def test_a_prompt_answer_is_not_cut_by_the_deadline(server: ScriptedServer) -> None:
+    server.then(*[ok("t-1")] * 20)
+    http = HttpTransport(KEY, base_url=server.url, total_timeout=0.5)
+    for _ in range(20):  # a reused connection is not shut down by an earlier request's timer
+        assert http.stop(StreamKind.AUDIO, "t-1").task_id == "t-1"
+        time.sleep(0.03)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan")])
+def test_a_bad_total_timeout_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="total_timeout"):
+        HttpTransport(KEY, total_timeout=bad)
 
 
 # -- answers read within a size limit ----------------------------------------------------------------
