@@ -8,17 +8,24 @@ in memory, in what reaches an error's text, and in where the request goes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import socket
+import ssl
+import threading
 import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+import requests
 from structlog.testing import capture_logs
 
 from streamlife import Fleet, ManualClock, StreamKind, TaskState
@@ -42,6 +49,7 @@ from .scripted_server import Answer, Raw, ScriptedServer, drip, error, ok, raw_h
 KEY = "sk-mai/SECRET+test=key_0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
 MiB = 1024 * 1024
+TLS = Path(__file__).resolve().parent / "tls"  # a self-signed certificate for 127.0.0.1, for tests only
 OK_BODY = json.dumps(
     {"code": 200, "message": "success", "data": {"task_id": "t-1", "message": "ok"}}
 ).encode()
@@ -155,6 +163,45 @@ def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(
         send(http, operation)
     assert time.monotonic() - began < 2.0 + 2.0  # each read came within the 1 s read timeout
     assert len(server.requests) == 1  # a start is never sent twice; a stop had no time left
+
+
+@contextmanager
+def tls_server_that_drips() -> Iterator[str]:
+    """An HTTPS server that reads one request, then drips a whole answer a byte every 0.2 s."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = answer_bytes(200, OK_BODY)
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            for n in range(len(answer)):
+                conn.sendall(answer[n : n + 1])
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, name="tls-drip-server", daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+
+
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline_over_tls() -> None:
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(TLS / "cert.pem")
+    with tls_server_that_drips() as url:
+        http = HttpTransport(
+            KEY, base_url=url, session=session, retry=RetryPolicy(attempts=3, base=0.01, deadline=2.0)
+        )
+        began = time.monotonic()
+        with pytest.raises(OutcomeUnknownError, match="deadline"):
+            http.start(StreamKind.AUDIO, PARAMS)
+        assert time.monotonic() - began < 2.0 + 2.0
 
 
 def test_total_timeout_bounds_each_request_within_a_longer_deadline(server: ScriptedServer) -> None:
