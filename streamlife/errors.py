@@ -13,8 +13,12 @@
      ├── StopAllError           ``stop_all`` could not journal some stops (it sent them all the same)
      └── TransportError         a request to memories.ai that did not succeed
           ├── NotSentError          provably never left (connect refused or timed out): safe to retry
-          ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection):
-          │                         a start may have created a stream that bills
+          ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection,
+          │    │                    no whole answer within the request's deadline): a start may
+          │    │                    have created a stream that bills
+          │    ├── MalformedAnswerError  an answer that cannot be read: too large, corrupt
+          │    │                         compression, not a JSON object on success
+          │    └── RedirectError         a 3xx: redirects are never followed; a start may exist
           └── ServiceError          the service answered with an error (``status``, ``code``)
                ├── AuthError            401 / 403: bad key, or the account lacks stream access
                ├── PaymentError         402: no credit; retrying will not help
@@ -164,6 +168,32 @@ class NotSentError(TransportError):
 
 class OutcomeUnknownError(TransportError):
     """The request was sent but no usable answer came back. A start may have created a stream."""
+
+
+class MalformedAnswerError(OutcomeUnknownError):
+    """An answer that cannot be read: larger than the transport's ``max_answer``, corrupt
+    compression, cut short, or a success that is not a JSON object. The request was read by
+    someone, so a start may have created a stream; a stop is retried. ``status`` is the HTTP
+    status the answer began with."""
+
+    def __init__(self, message: str, *, operation: str, status: int) -> None:
+        self.status = status
+        super().__init__(f"{message} (HTTP {status})", operation=operation)
+
+
+class RedirectError(OutcomeUnknownError):
+    """A 3xx answer. Redirects are never followed: one would send the request (a start's stream
+    URL, its stream key) to a host nobody chose, or turn the POST into a GET.
+
+    The memories.ai API documents no redirect, so the 3xx came from something that read the
+    request, a proxy or the service itself: a start MAY have created a stream, and must not be
+    sent again blindly (hence an ``OutcomeUnknownError``, not a ``ServiceError``, which would mean
+    "refused, nothing created"). A redirected stop did not land: it is retried. ``status`` is the
+    HTTP status; the ``Location`` is not kept."""
+
+    def __init__(self, *, operation: str, status: int) -> None:
+        self.status = status
+        super().__init__(f"redirected (HTTP {status}); redirects are not followed", operation=operation)
 
 
 class ServiceError(TransportError):

@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 that answers from a script: for transport tests over loopback.
 
 Each request takes the next step of the script: an answer (status, JSON body, headers), a dropped
-connection after the request was read, or a stall longer than the client's read timeout. Every
-request is recorded (path, headers, JSON body) so tests can count what reached the server.
+connection after the request was read, a stall longer than the client's read timeout, or raw bytes
+(written in pieces, with a pause between pieces: a server that drips its answer). Every request is
+recorded (path, headers, JSON body) so tests can count what reached the server.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +36,30 @@ class Stall:
     seconds: float
 
 
-Step = Answer | Drop | Stall
+@dataclass(frozen=True)
+class Raw:
+    """Write these pieces as they are (status line and headers included), ``pause`` seconds apart,
+    then close. Stops early, quietly, when the client has gone."""
+
+    pieces: Iterable[bytes]
+    pause: float = 0.0
+
+
+def drip(answer: bytes, every: float) -> Raw:
+    """The whole answer, one byte every ``every`` seconds."""
+    return Raw((answer[n : n + 1] for n in range(len(answer))), every)
+
+
+def raw_head(status: int, **headers: str) -> bytes:
+    """A status line and headers, as sent; ``Content_Type="..."`` is sent as ``Content-Type``."""
+    lines = [
+        f"HTTP/1.1 {status} Whatever",
+        *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+Step = Answer | Drop | Stall | Raw
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,17 @@ def error(status: int, msg: str = "error", **headers: str) -> Answer:
     return Answer(status, {"code": status, "msg": msg, "data": None}, headers)
 
 
+def write_raw(handler: BaseHTTPRequestHandler, step: Raw) -> None:
+    try:
+        for piece in step.pieces:
+            handler.wfile.write(piece)
+            handler.wfile.flush()
+            if step.pause:
+                time.sleep(step.pause)
+    except OSError:
+        pass  # the client hung up: what these steps are for
+
+
 @contextmanager
 def scripted_server() -> Iterator[ScriptedServer]:
     holder: list[ScriptedServer] = []
@@ -86,6 +121,10 @@ def scripted_server() -> Iterator[ScriptedServer]:
             if isinstance(step, Stall):
                 time.sleep(step.seconds)
                 return
+            if isinstance(step, Raw):
+                self.close_connection = True
+                write_raw(self, step)
+                return
             payload = json.dumps(step.body).encode() if step.body is not None else b""
             self.send_response(step.status)
             self.send_header("Content-Type", "application/json")
@@ -94,6 +133,8 @@ def scripted_server() -> Iterator[ScriptedServer]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
+
+        do_GET = do_POST  # a redirected POST may come back as a GET: recorded all the same
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -10,13 +10,19 @@ string and sent as an int, and legacy answers use ``"0429"``-style codes: both a
 from __future__ import annotations
 
 import email.utils
+import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
+from urllib.parse import quote, quote_plus
+
+import orjson
 
 from streamlife.errors import (
     AuthError,
     CapacityError,
+    MalformedAnswerError,
     OutcomeUnknownError,
     PaymentError,
     RateLimitedError,
@@ -35,6 +41,14 @@ PATHS: Final = {  # (start, stop), relative to the base URL
 URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
 # The transcription providers an audio start names in its required ``provider`` field.
 PROVIDERS: Final = ("assemblyai", "elevenlabs")
+# The most characters of a server's message (or code) that an error keeps: errors are journaled,
+# logged and shown, on every retry.
+MAX_MESSAGE: Final = 1024
+REDACTED: Final = "<redacted>"
+_PERCENT_HEX: Final = re.compile(r"%[0-9A-F]{2}")
+# delay-seconds, or a decimal fraction (see parse_retry_after). Few enough digits that float() of
+# them is finite.
+_DELAY_SECONDS: Final = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,9})?", re.ASCII)
 
 
 def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:
@@ -49,17 +63,24 @@ def stop_result(body: Mapping[str, Any], task_id: str) -> StopResult:
     return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
 
 
-def read_answer(operation: str, http: int, decoded: object, retry_after: str | None) -> Mapping[str, Any]:
-    """The body of a success, or the typed error for anything else."""
+def read_answer(
+    operation: str, http: int, decoded: object, retry_after: str | None, *, secrets: Collection[str] = ()
+) -> Mapping[str, Any]:
+    """The body of a success, or the typed error for anything else.
+
+    ``secrets`` (the API key) are scrubbed from the server's words before they reach an error:
+    a server may echo the key ("invalid api key: ..."), and errors are journaled.
+    """
     body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     code = body.get("code")
     code_text = None if code is None else str(code).strip()
     data = body.get("data")
     status_in_data = data.get("status") if isinstance(data, Mapping) else None
-    message = _message(body) or f"HTTP {http}"
+    message = server_text(_message(body) or f"HTTP {http}", secrets)
+    shown_code = None if code_text is None else server_text(code_text, secrets)
 
     def fail(kind: type[ServiceError]) -> ServiceError:
-        return kind(message, operation=operation, status=http, code=code_text)
+        return kind(message, operation=operation, status=http, code=shown_code)
 
     if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
         raise fail(CapacityError)
@@ -68,7 +89,7 @@ def read_answer(operation: str, http: int, decoded: object, retry_after: str | N
             message,
             operation=operation,
             status=http,
-            code=code_text,
+            code=shown_code,
             retry_after=parse_retry_after(retry_after),
         )
     if http in (401, 403) or code_text in ("401", "403"):
@@ -82,21 +103,63 @@ def read_answer(operation: str, http: int, decoded: object, retry_after: str | N
     if http >= 400 or (code_text is not None and code_text not in ("200", "0000")):
         raise fail(RejectedError)
     if not body:
-        raise OutcomeUnknownError(f"HTTP {http} with a body that is not a JSON object", operation=operation)
+        raise MalformedAnswerError(
+            "a success whose body is not a JSON object", operation=operation, status=http
+        )
     return body
 
 
+def decode_json(raw: bytes) -> object:
+    """The JSON in an answer's body, or None when there is none that can be read: not UTF-8, not
+    JSON, or nested deeper than orjson's limit (1,024 levels; the stdlib parser would recurse
+    until RecursionError instead). A UTF-8 byte order mark is ignored, as RFC 8259 allows."""
+    try:
+        return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def server_text(text: str, secrets: Collection[str] = ()) -> str:
+    """Words from the server, fit for an error's message: every form of each secret replaced by
+    ``<redacted>``, then cut to ``MAX_MESSAGE`` characters, marked as cut. Control characters
+    are kept (whoever displays the message escapes them). Scrubbed before cut, so a cut never
+    leaves part of a secret behind."""
+    for form in sorted(
+        {form for secret in secrets if secret for form in _forms_of(secret)}, key=len, reverse=True
+    ):
+        text = text.replace(form, REDACTED)
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[:MAX_MESSAGE]}… [{len(text) - MAX_MESSAGE} more characters cut]"
+
+
+def _forms_of(secret: str) -> set[str]:
+    """The ways a server may write a secret back: as it is, URL-encoded (upper- or lower-case
+    hex, ``+`` or ``%20`` for a space), JSON-escaped (ASCII or not, ``/`` escaped or not)."""
+    url_forms = {quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret)}
+    url_forms |= {_PERCENT_HEX.sub(lambda hit: hit.group().lower(), form) for form in url_forms}
+    json_forms = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    json_forms |= {form.replace("/", "\\/") for form in json_forms}
+    return {secret, *url_forms, *json_forms}
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP-date (RFC 9110)."""
+    """Retry-After as seconds, or None when the header is absent or unreadable.
+
+    RFC 9110 allows delay-seconds (ASCII digits) or an HTTP-date. A decimal fraction ("1.5") is
+    read too: the simulator sends one, and a sender who writes it means it; waiting that long is
+    harmless. Nothing else is: no sign, exponent, ``inf``, ``nan``, or non-ASCII digits, so the
+    result is always finite and never negative. A huge valid value is returned as it is: callers
+    cap it (the Fleet by its Policy; a transport never waits past its own deadline).
+    """
     if value is None:
         return None
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(text)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, when.timestamp() - time.time())
 

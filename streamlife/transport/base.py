@@ -4,6 +4,8 @@ A transport maps every failure to ``streamlife.errors.TransportError`` at its bo
 start contract is the one that matters for money: ``start`` raises ``NotSentError`` only when
 the request provably never left, so that only then may anyone retry it. Everything else that
 leaves the outcome open is ``OutcomeUnknownError`` (or ``ServerError``): the stream may exist.
+That includes an answer that cannot be read (``MalformedAnswerError``), a redirect, never
+followed (``RedirectError``), and a request past its deadline.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 * The raw key goes in ``Authorization`` (no ``Bearer``: the API wants the key as it is). It lives
   only in the session's headers: never in a repr, an exception message or a log line.
-* Every request has (connect, read) timeouts.
+* Every request has (connect, read) timeouts, and a deadline for the whole request that a
+  server dripping its answer cannot stretch (see ``deadline.py``).
+* Redirects are never followed: a 3xx is a ``RedirectError``.
+* An answer is read in pieces, within ``max_answer`` bytes once decompressed; the server's words
+  reach an error cut to ``answers.MAX_MESSAGE`` characters, with the key scrubbed out.
 * Errors are mapped to ``streamlife.errors`` at this boundary, ``from`` the original exception.
 * ``stop`` is retried on connection failures, 429 and 5xx, with capped full-jitter exponential
   backoff that honours ``Retry-After``, within a per-operation deadline.
@@ -12,6 +16,8 @@
 
 from __future__ import annotations
 
+import http.client
+import math
 import random
 import ssl
 import time
@@ -23,12 +29,24 @@ import requests
 import structlog
 import urllib3.exceptions
 
-from streamlife.errors import NotSentError, OutcomeUnknownError, RateLimitedError, ServerError, TransportError
+from streamlife.errors import (
+    MalformedAnswerError,
+    NotSentError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    RedirectError,
+    ServerError,
+    TransportError,
+)
 from streamlife.events import StartResult, StopResult, StreamKind
 
-from .answers import PATHS, read_answer, start_result, stop_result
+from .answers import PATHS, decode_json, read_answer, start_result, stop_result
+from .deadline import Deadline, GuardedAdapter
+from .reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
+DEFAULT_MAX_ANSWER: Final = 1024 * 1024  # bytes of an answer, once decompressed; the API's are small
+DEFAULT_TOTAL_TIMEOUT: Final = 20.0  # seconds for one request, from sending to its answer's last byte
 _log = structlog.get_logger("streamlife")
 
 
@@ -38,7 +56,7 @@ class RetryPolicy:
 
     The wait before retry n (0-based) is uniform in [0, min(cap, base * 2**n)] ("full jitter"),
     or the service's ``Retry-After`` if that is longer. No retry starts after ``deadline``
-    seconds from the first attempt; the last attempt's timeouts are cut to fit the deadline.
+    seconds from the first attempt, and no request runs past it (the last one is cut to fit).
     """
 
     attempts: int = 6
@@ -57,7 +75,17 @@ class RetryPolicy:
 
 
 class HttpTransport:
-    """The real transport. ``timeout`` is (connect, read) in seconds."""
+    """The real transport.
+
+    ``timeout`` is (connect, read) in seconds, per socket operation. ``total_timeout`` bounds
+    one request as a whole, however slowly its answer comes, and ``retry`` bounds the operation
+    with its retries: each request gets the smaller of ``total_timeout`` and the time left.
+    ``max_answer`` is the most bytes an answer may have once decompressed; a larger one is a
+    ``MalformedAnswerError``.
+
+    The transport mounts its own adapter on the session for ``base_url`` (the one whose sockets
+    the deadline can shut down); the session's other settings (``verify``, proxies) still apply.
+    """
 
     def __init__(
         self,
@@ -65,6 +93,8 @@ class HttpTransport:
         *,
         base_url: str = DEFAULT_BASE_URL,
         timeout: tuple[float, float] = (3.05, 15.0),
+        total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+        max_answer: int = DEFAULT_MAX_ANSWER,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -75,10 +105,17 @@ class HttpTransport:
             raise ValueError("HttpTransport needs a non-empty API key")
         if len(timeout) != 2 or min(timeout) <= 0:
             raise ValueError(f"timeout must be (connect, read) seconds, both positive; got {timeout!r}")
+        if not isinstance(total_timeout, int | float) or not 0 < total_timeout < math.inf:
+            raise ValueError(f"total_timeout must be positive finite seconds; got {total_timeout!r}")
+        if type(max_answer) is not int or max_answer < 1:
+            raise ValueError(f"max_answer must be a whole number of bytes, at least 1; got {max_answer!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.total_timeout = float(total_timeout)
+        self.max_answer = max_answer
         self.retry = retry or RetryPolicy()
         self._session = session or requests.Session()
+        self._session.mount(self.base_url + "/", GuardedAdapter())
         self._session.headers.update({"Authorization": api_key, "Content-Type": "application/json"})
         self._sleep, self._monotonic, self._jitter = sleep, monotonic, jitter
 
@@ -146,8 +183,53 @@ class HttpTransport:
     ) -> Mapping[str, Any]:
         left = max(0.001, give_up_at - self._monotonic())
         timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+        with Deadline(min(self.total_timeout, left)) as deadline:
+            try:
+                status, headers, raw = self._exchange(operation, path, payload, timeout)
+            except Exception as exc:
+                if deadline.finish() and not isinstance(exc, NotSentError):
+                    raise self._too_late(operation, deadline) from exc
+                raise
+            if deadline.finish():
+                raise self._too_late(operation, deadline)
+        decoded = decode_json(raw)
+        return read_answer(operation, status, decoded, headers.get("Retry-After"), secrets=self._secrets())
+
+    def _exchange(
+        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One POST: its status, headers and whole body, or the typed error. Never follows a
+        redirect; reads the body in pieces, within ``max_answer`` once decompressed."""
+        response = self._send(operation, path, payload, timeout)
+        with response:
+            status = response.status_code
+            if 300 <= status < 400:
+                raise RedirectError(operation=operation, status=status)
+            try:
+                body = read_body(response.raw, response.headers.get("Content-Encoding"), self.max_answer)
+            except UnreadableBody as exc:
+                raise MalformedAnswerError(str(exc), operation=operation, status=status) from exc
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                raise OutcomeUnknownError(
+                    f"connection lost ({type(exc).__name__})", operation=operation
+                ) from exc
+            return status, response.headers, body
+
+    def _send(
+        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+    ) -> requests.Response:
+        """POST, and read the answer's status and headers (not its body)."""
         try:
-            response = self._session.post(self.base_url + path, json=payload, timeout=timeout)
+            return self._session.post(
+                self.base_url + path,
+                json=payload,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
+            )
         except requests.exceptions.ConnectTimeout as exc:
             raise NotSentError("connect timed out", operation=operation) from exc
         except requests.exceptions.ConnectionError as exc:
@@ -158,11 +240,17 @@ class HttpTransport:
             raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
         except requests.exceptions.RequestException as exc:
             raise OutcomeUnknownError(f"request failed ({type(exc).__name__})", operation=operation) from exc
-        try:
-            decoded: object = response.json()
-        except ValueError:  # requests' JSONDecodeError is a ValueError
-            decoded = None
-        return read_answer(operation, response.status_code, decoded, response.headers.get("Retry-After"))
+
+    @staticmethod
+    def _too_late(operation: str, deadline: Deadline) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"no whole answer within the request's deadline ({deadline.seconds:.3g} s)", operation=operation
+        )
+
+    def _secrets(self) -> tuple[str, ...]:
+        """What to scrub from the server's words: the key, read where it lives (the session)."""
+        key = self._session.headers.get("Authorization")
+        return (key,) if isinstance(key, str) else ()
 
 
 def _cause(exc: requests.exceptions.RequestException) -> object:
