@@ -10,6 +10,9 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
     400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
          dead letter)
     200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "foreign" | "rejected"}
+    503  {"error": ...} with ``Retry-After: 1`` (``retry_after``): the sink cannot take the callback
+         now (its journal store failed: ``StoreError``; no room to park it: ``ParkingFullError``);
+         nothing was taken, deliver it again. The error text is fixed: a store's may quote a DSN.
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
@@ -32,13 +35,18 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .errors import CallbackError
+import structlog
+
+from .errors import CallbackError, ParkingFullError, StoreError
 from .events import Outcome
 
 DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
+DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 _JSON: Final = (("Content-Type", "application/json"),)
+
+_log = structlog.get_logger("streamlife")
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -71,9 +79,22 @@ def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields:
 
 _UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
 _NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+_NO_LENGTH: Final = _answer(411, error="a Content-Length is required")
+# Fixed texts, never the exception's: a store error may quote its connection string, password and all.
+_STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
+_PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
 
 
 class WebhookReceiver:
+    """memories.ai's callbacks in, an answer out: the core ``handle``, WSGI when called, ``asgi``.
+
+    ``fleet`` takes the callbacks (a ``Fleet``, or any ``CallbackSink``). ``token`` is the secret
+    every request must carry (see the module's docstring); ``allow_unauthenticated=True`` runs
+    without one, deliberately. A body over ``max_body`` bytes is refused unread (413). When the sink
+    cannot take a callback now (its store failed, or there is no room to park it) the answer is 503
+    with ``Retry-After: <retry_after>`` seconds.
+    """
+
     def __init__(
         self,
         fleet: CallbackSink,
@@ -81,6 +102,7 @@ class WebhookReceiver:
         token: str | None = None,
         allow_unauthenticated: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
+        retry_after: int = DEFAULT_RETRY_AFTER,
     ) -> None:
         if token is None and not allow_unauthenticated:
             raise ValueError(
@@ -91,8 +113,11 @@ class WebhookReceiver:
             raise ValueError(f"the webhook token must be a string of {MIN_TOKEN_LENGTH} characters or more")
         if not isinstance(max_body, int) or max_body < 1:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
+        if not isinstance(retry_after, int) or isinstance(retry_after, bool) or retry_after < 0:
+            raise ValueError(f"retry_after must be a whole number of seconds, 0 or more, got {retry_after!r}")
         self.fleet = fleet
         self.max_body = max_body
+        self.retry_after = retry_after
         self._token = None if token is None else token.encode()
 
     def __repr__(self) -> str:
@@ -108,6 +133,22 @@ class WebhookReceiver:
         if len(body) > self.max_body:
             return self._too_large()
         return self._apply(body, lowered.get("content-type"))
+
+    def screen(
+        self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
+    ) -> Response | None:
+        """The answer to a request refused on its head alone, before a byte of its body is read:
+        405, 401, 411 (``content_length`` is None: none was given) or 413; None when the body is
+        worth reading. ``headers`` are lower-cased."""
+        if method != "POST":
+            return _NOT_POST
+        if not self.authorized(path, headers):
+            return _UNAUTHORIZED
+        if content_length is None:
+            return _NO_LENGTH
+        if content_length > self.max_body:
+            return self._too_large()
+        return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
         """Whether the request carries the token (path, header or bearer); ``headers`` lower-cased."""
@@ -126,13 +167,25 @@ class WebhookReceiver:
     def _too_large(self) -> Response:
         return _answer(413, error=f"the body is over {self.max_body} bytes")
 
+    def _unavailable(self, error: str) -> Response:
+        return _answer(503, (*_JSON, ("Retry-After", str(self.retry_after))), error=error)
+
     def _apply(self, body: bytes, content_type: str | None) -> Response:
         if content_type is not None and not _is_json(content_type):
             return _answer(415, error="callbacks are JSON: Content-Type must be application/json")
+        # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
+        # callback again after an error is not ours to know. A 503 with Retry-After is the answer
+        # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
             outcome = self.fleet.handle_callback(body)
         except CallbackError as error:
             return _answer(400, error=str(error), field=error.field)
+        except StoreError as error:
+            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
+            return self._unavailable(_STORE_DOWN)
+        except ParkingFullError as error:
+            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
+            return self._unavailable(_PARKING_FULL)
         if outcome.reason is None:
             return _answer(200, outcome=outcome.kind.value)
         return _answer(200, outcome=outcome.kind.value, reason=outcome.reason)
@@ -144,8 +197,6 @@ class WebhookReceiver:
         return [response.body]
 
     def _wsgi(self, environ: Mapping[str, Any]) -> Response:
-        if environ.get("REQUEST_METHOD") != "POST":
-            return _NOT_POST
         headers = {
             key[5:].replace("_", "-").lower(): value
             for key, value in environ.items()
@@ -154,15 +205,11 @@ class WebhookReceiver:
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
         path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
-        if not self.authorized(path, headers):  # before a byte of the body is read
-            return _UNAUTHORIZED
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            return _answer(411, error="a Content-Length is required")
-        if length > self.max_body:
-            return self._too_large()
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        length = _content_length(environ.get("CONTENT_LENGTH"))
+        refusal = self.screen(str(environ.get("REQUEST_METHOD")), path, headers, length)
+        if refusal is not None:  # before a byte of the body is read
+            return refusal
+        body = environ["wsgi.input"].read(length) if length else b""
         return self._apply(body, headers.get("content-type"))
 
     # -- ASGI ------------------------------------------------------------------------------------
@@ -203,6 +250,13 @@ class WebhookReceiver:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None
 
 
 def _is_json(content_type: str) -> bool:
