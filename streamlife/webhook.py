@@ -3,9 +3,10 @@
 ``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
 path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server); its
 ``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
+``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
 
     401  the token is missing or wrong (checked first, before the body is read)
-    405  not a POST                      411  no Content-Length (WSGI)
+    405  not a POST                      411  no Content-Length (WSGI, serve_webhook)
     413  the body is over ``max_body``   415  a Content-Type that is not JSON
     400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
          dead letter)
@@ -13,6 +14,11 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
     503  {"error": ...} with ``Retry-After: 1`` (``retry_after``): the sink cannot take the callback
          now (its journal store failed: ``StoreError``; no room to park it: ``ParkingFullError``);
          nothing was taken, deliver it again. The error text is fixed: a store's may quote a DSN.
+    500  anything else the sink raised: the WSGI or ASGI server's own answer (and its log);
+         ``serve_webhook`` answers {"error": ...} and logs ``streamlife.webhook_failed``
+
+``serve_webhook`` answers three more itself: 408 when a request does not arrive whole within
+``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x.
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
@@ -26,19 +32,17 @@ from __future__ import annotations
 import hmac
 import http
 import json
-import socket
-import socketserver
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 
 from .errors import CallbackError, ParkingFullError, StoreError
 from .events import Outcome
+from .webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WORKERS, WebhookServer
 
 DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
 TOKEN_HEADER: Final = "x-streamlife-token"
@@ -265,54 +269,47 @@ def _is_json(content_type: str) -> bool:
 
 
 # -- a server to run it in ---------------------------------------------------------------------------
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a hung client must not keep the process alive
-    # Streams' callbacks fall due on the same 5-second marks: bursts. The default backlog of 5
-    # would reset the connections beyond it, and a reset callback is a lost one.
-    request_queue_size = socket.SOMAXCONN
-
-
-class _QuietHandler(WSGIRequestHandler):
-    disable_nagle_algorithm = True  # the answer's small writes must not wait for delayed ACKs
-
-    def get_environ(self) -> dict[str, Any]:
-        environ = dict(super().get_environ())
-        if self.headers.get("Content-Type") is None:
-            environ.pop("CONTENT_TYPE", None)  # wsgiref makes up "text/plain"; none was sent
-        return environ
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """The library prints nothing: requests are the application's to log."""
-
-
 @dataclass
 class RunningReceiver:
-    server: WSGIServer
+    server: WebhookServer
     thread: threading.Thread
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self.server.server_address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextmanager
 def serve_webhook(
-    receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0
+    receiver: WebhookReceiver,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    workers: int = DEFAULT_WORKERS,
 ) -> Iterator[RunningReceiver]:
-    """Run ``receiver`` in a threaded WSGI server (the standard library's) until the block ends.
+    """Run ``receiver`` in a server of its own on ``host:port`` until the block ends.
 
-    Enough for the simulator and for a small deployment; behind a busy endpoint, mount the
-    receiver in the WSGI or ASGI server you already run.
+    Each request must arrive whole within ``request_timeout`` seconds of its connection (else 408);
+    at most ``max_connections`` are open (and no more than half the process's descriptor limit),
+    the oldest incomplete one evicted for a newcomer; ``workers`` threads apply the callbacks.
+    How and why: ``streamlife.webhook_server``. Put a reverse proxy in front for TLS.
     """
-    server = make_server(host, port, receiver, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="streamlife-webhook", daemon=True
+    server = WebhookServer(
+        receiver,
+        host,
+        port,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        workers=workers,
     )
+    thread = threading.Thread(target=server.serve_forever, name="streamlife-webhook", daemon=True)
     thread.start()
     try:
         yield RunningReceiver(server, thread)
     finally:
         server.shutdown()
-        server.server_close()
         thread.join()
+        server.server_close()
