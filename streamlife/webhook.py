@@ -271,6 +271,9 @@ def _is_json(content_type: str) -> bool:
 # -- a server to run it in ---------------------------------------------------------------------------
 @dataclass
 class RunningReceiver:
+    """What ``serve_webhook`` yields: its ``server`` (``server_address``, the limits in force), the
+    ``thread`` it runs in, and its ``url``."""
+
     server: WebhookServer
     thread: threading.Thread
 
@@ -295,7 +298,9 @@ def serve_webhook(
     Each request must arrive whole within ``request_timeout`` seconds of its connection (else 408);
     at most ``max_connections`` are open (and no more than half the process's descriptor limit),
     the oldest incomplete one evicted for a newcomer; ``workers`` threads apply the callbacks.
-    How and why: ``streamlife.webhook_server``. Put a reverse proxy in front for TLS.
+    How and why: ``streamlife.webhook_server``. It speaks plain HTTP: in production, put a reverse
+    proxy in front for TLS (and its own limits); a busy endpoint can instead mount the receiver in
+    the WSGI or ASGI server it already runs.
     """
     server = WebhookServer(
         receiver,

@@ -26,9 +26,11 @@ delivered a complete request. Under a flood of idle sockets that answers a real 
 a callback writes its request as soon as it connects, so it is read within a turn of the loop and
 is not the oldest incomplete connection when the next one arrives; the idle sockets ahead of it
 are. The alternative, to stop accepting until a slot frees, would leave the callback in the
-kernel's backlog behind the flood until the idle sockets' deadlines ran out. Only when every open
-connection holds a complete request (the workers are busy) does the loop stop polling the
-listening socket; the kernel's backlog holds newcomers until an answer frees a slot.
+kernel's backlog behind the flood until the idle sockets' deadlines ran out. A connection is not
+evicted in its first ``EVICTION_GRACE`` seconds, so a burst of callbacks does not evict its own
+members before their requests are read; while every slot is that young, or holds a complete
+request (the workers are busy), the loop stops polling the listening socket, and the kernel's
+backlog holds newcomers until a slot frees.
 
 When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts the oldest
 incomplete connection and stops accepting for ``ACCEPT_PAUSE``: the listening socket stays
