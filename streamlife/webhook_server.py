@@ -71,7 +71,9 @@ DEFAULT_WORKERS: Final = 8  # the sink serializes callbacks per task; more threa
 MAX_HEAD: Final = 16 * 1024  # a callback's request line and headers are a few hundred bytes
 LINGER: Final = 2.0  # seconds to read what a client still sends after a refusal, before closing
 ACCEPT_PAUSE: Final = 0.1  # seconds without accepting after accept() ran out of descriptors
-EVICTION_GRACE: Final = 0.1  # seconds a new connection has to send its request before it may be evicted
+# Seconds a new connection has to send its request before it may be evicted: more than the minimum
+# retransmission timeout (200 ms on Linux), so a callback whose first segment was lost survives.
+EVICTION_GRACE: Final = 0.5
 
 _READ_SIZE: Final = 64 * 1024
 _ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the connections already open

@@ -146,17 +146,20 @@ def cpu_over_a_quiet_second(receiver: Child) -> float:
 
 
 def post_all(url: str, count: int, timeout: float) -> list[int]:
-    """POST ``count`` callbacks at once; each one's status, or 0 when it got no answer."""
+    """POST ``count`` callbacks one after the other; each one's status, or 0 when it got no answer.
 
-    def post(n: int) -> int:
-        with plain_session() as session:
+    One at a time, as a callback arrives among the flood: concurrent clients in this process
+    could stall each other between connecting and sending for longer than a real sender does."""
+    statuses = []
+    with plain_session() as session:
+        for n in range(count):
             try:
-                return session.post(url, data=callback(n), headers=JSON_TYPE, timeout=timeout).status_code
+                answer = session.post(url, data=callback(n), headers=JSON_TYPE, timeout=timeout)
             except requests.RequestException:
-                return 0
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(post, range(count)))
+                statuses.append(0)
+            else:
+                statuses.append(answer.status_code)
+    return statuses
 
 
 # -- a flood of idle sockets ---------------------------------------------------------------------
