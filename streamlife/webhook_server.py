@@ -229,7 +229,7 @@ class WebhookServer:
             thread.start()
         try:
             while not self._stopping.is_set():
-                self._turn()
+                self._turn_safely()
             self._wind_down()
         finally:
             for _ in threads:
@@ -261,6 +261,15 @@ class WebhookServer:
         give_up_at = time.monotonic() + self.request_timeout
         while self._open and time.monotonic() < give_up_at:
             self._turn()
+
+    def _turn_safely(self) -> None:
+        """A turn of the loop; a fault in it is logged, and the loop, which serves every connection,
+        goes on after a pause (a fault that repeats must not spin)."""
+        try:
+            self._turn()
+        except Exception:
+            _log.exception("streamlife.webhook_failed")
+            self._stopping.wait(ACCEPT_PAUSE)
 
     def _turn(self) -> None:
         """One turn of the loop: wait for sockets, serve them, hand out answers, enforce deadlines."""
@@ -353,9 +362,13 @@ class WebhookServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         now = time.monotonic()
         connection = _Connection(sock, accepted=now, deadline=now + self.request_timeout)
+        try:
+            self._selector.register(sock, selectors.EVENT_READ, connection)
+        except OSError:  # the selector could not take it (out of memory): as if accept had failed
+            sock.close()
+            return
         self._open[sock.fileno()] = connection
         self._incomplete[sock.fileno()] = connection
-        self._selector.register(sock, selectors.EVENT_READ, connection)
         self._next_expiry = min(self._next_expiry, connection.deadline)
 
     # -- one connection ----------------------------------------------------------------------------

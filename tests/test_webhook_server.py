@@ -11,7 +11,7 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from streamlife import Outcome
-from streamlife.webhook import RunningReceiver, WebhookReceiver, serve_webhook
+from streamlife.webhook import Response, RunningReceiver, WebhookReceiver, serve_webhook
 from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, MAX_HEAD, WebhookServer
 
 from .test_webhook import TIMEOUT, TOKEN
@@ -254,3 +254,28 @@ def test_the_server_stops_listening_when_the_block_ends() -> None:
         address = running.server.server_address
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=TIMEOUT).close()
+
+
+class FaultyScreen(WebhookReceiver):
+    """A receiver whose head check fails once: a fault in the loop's own thread."""
+
+    faults = 1
+
+    def screen(
+        self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
+    ) -> Response | None:
+        if self.faults:
+            self.faults -= 1
+            raise RuntimeError("a bug in the head check")
+        return super().screen(method, path, headers, content_length)
+
+
+def test_a_fault_in_the_loop_closes_that_connection_and_the_server_goes_on() -> None:
+    sink = RecordingSink()
+    with serve_webhook(FaultyScreen(sink, token=TOKEN)) as running, capture_logs() as logs:
+        with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+            sock.sendall(post_bytes(callback(0)))
+            assert sock.recv(65536) == b""  # closed, unanswered
+        assert exchange(running, post_bytes(callback(1))).status == 200
+    assert sink.taken == [callback(1)]
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
