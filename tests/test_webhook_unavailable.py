@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 import requests
+from structlog.testing import capture_logs
 
 from streamlife import Outcome
 from streamlife.errors import ParkingFullError, StoreConflict, StoreError
@@ -107,3 +108,13 @@ def test_a_wrong_token_is_401_before_the_sink_is_asked() -> None:
     sink = FailingSink(FAILURES["store down"])
     answer = WebhookReceiver(sink, token=TOKEN).handle(BODY, {"X-Streamlife-Token": "not-the-token-at-all"})
     assert answer.status == 401
+
+
+@pytest.mark.parametrize("failure", FAILURES.values(), ids=FAILURES.keys())
+def test_a_503_is_logged_by_the_error_type_never_its_text(failure: Callable[[], Exception]) -> None:
+    receiver = WebhookReceiver(FailingSink(failure), token=TOKEN)
+    with capture_logs() as logs:
+        receiver.handle(BODY, {"X-Streamlife-Token": TOKEN})
+    assert logs == [
+        {"event": "streamlife.webhook_unavailable", "log_level": "warning", "error": type(failure()).__name__}
+    ]
