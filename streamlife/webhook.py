@@ -3,13 +3,22 @@
 ``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
 path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server); its
 ``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
+``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
 
     401  the token is missing or wrong (checked first, before the body is read)
-    405  not a POST                      411  no Content-Length (WSGI)
+    405  not a POST                      411  no Content-Length (WSGI, serve_webhook)
     413  the body is over ``max_body``   415  a Content-Type that is not JSON
     400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
          dead letter)
     200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "foreign" | "rejected"}
+    503  {"error": ...} with ``Retry-After: 1`` (``retry_after``): the sink cannot take the callback
+         now (its journal store failed: ``StoreError``; no room to park it: ``ParkingFullError``);
+         nothing was taken, deliver it again. The error text is fixed: a store's may quote a DSN.
+    500  anything else the sink raised: the WSGI or ASGI server's own answer (and its log);
+         ``serve_webhook`` answers {"error": ...} and logs ``streamlife.webhook_failed``
+
+``serve_webhook`` answers three more itself: 408 when a request does not arrive whole within
+``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x.
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
@@ -23,22 +32,25 @@ from __future__ import annotations
 import hmac
 import http
 import json
-import socket
-import socketserver
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .errors import CallbackError
+import structlog
+
+from .errors import CallbackError, ParkingFullError, StoreError
 from .events import Outcome
+from .webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WORKERS, WebhookServer
 
 DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
+DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 _JSON: Final = (("Content-Type", "application/json"),)
+
+_log = structlog.get_logger("streamlife")
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -71,9 +83,22 @@ def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields:
 
 _UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
 _NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
+_NO_LENGTH: Final = _answer(411, error="a Content-Length is required")
+# Fixed texts, never the exception's: a store error may quote its connection string, password and all.
+_STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
+_PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
 
 
 class WebhookReceiver:
+    """memories.ai's callbacks in, an answer out: the core ``handle``, WSGI when called, ``asgi``.
+
+    ``fleet`` takes the callbacks (a ``Fleet``, or any ``CallbackSink``). ``token`` is the secret
+    every request must carry (see the module's docstring); ``allow_unauthenticated=True`` runs
+    without one, deliberately. A body over ``max_body`` bytes is refused unread (413). When the sink
+    cannot take a callback now (its store failed, or there is no room to park it) the answer is 503
+    with ``Retry-After: <retry_after>`` seconds.
+    """
+
     def __init__(
         self,
         fleet: CallbackSink,
@@ -81,6 +106,7 @@ class WebhookReceiver:
         token: str | None = None,
         allow_unauthenticated: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
+        retry_after: int = DEFAULT_RETRY_AFTER,
     ) -> None:
         if token is None and not allow_unauthenticated:
             raise ValueError(
@@ -91,8 +117,11 @@ class WebhookReceiver:
             raise ValueError(f"the webhook token must be a string of {MIN_TOKEN_LENGTH} characters or more")
         if not isinstance(max_body, int) or max_body < 1:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
+        if not isinstance(retry_after, int) or isinstance(retry_after, bool) or retry_after < 0:
+            raise ValueError(f"retry_after must be a whole number of seconds, 0 or more, got {retry_after!r}")
         self.fleet = fleet
         self.max_body = max_body
+        self.retry_after = retry_after
         self._token = None if token is None else token.encode()
 
     def __repr__(self) -> str:
@@ -108,6 +137,22 @@ class WebhookReceiver:
         if len(body) > self.max_body:
             return self._too_large()
         return self._apply(body, lowered.get("content-type"))
+
+    def screen(
+        self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
+    ) -> Response | None:
+        """The answer to a request refused on its head alone, before a byte of its body is read:
+        405, 401, 411 (``content_length`` is None: none was given) or 413; None when the body is
+        worth reading. ``headers`` are lower-cased."""
+        if method != "POST":
+            return _NOT_POST
+        if not self.authorized(path, headers):
+            return _UNAUTHORIZED
+        if content_length is None:
+            return _NO_LENGTH
+        if content_length > self.max_body:
+            return self._too_large()
+        return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
         """Whether the request carries the token (path, header or bearer); ``headers`` lower-cased."""
@@ -126,13 +171,25 @@ class WebhookReceiver:
     def _too_large(self) -> Response:
         return _answer(413, error=f"the body is over {self.max_body} bytes")
 
+    def _unavailable(self, error: str) -> Response:
+        return _answer(503, (*_JSON, ("Retry-After", str(self.retry_after))), error=error)
+
     def _apply(self, body: bytes, content_type: str | None) -> Response:
         if content_type is not None and not _is_json(content_type):
             return _answer(415, error="callbacks are JSON: Content-Type must be application/json")
+        # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
+        # callback again after an error is not ours to know. A 503 with Retry-After is the answer
+        # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
             outcome = self.fleet.handle_callback(body)
         except CallbackError as error:
             return _answer(400, error=str(error), field=error.field)
+        except StoreError as error:
+            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
+            return self._unavailable(_STORE_DOWN)
+        except ParkingFullError as error:
+            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
+            return self._unavailable(_PARKING_FULL)
         if outcome.reason is None:
             return _answer(200, outcome=outcome.kind.value)
         return _answer(200, outcome=outcome.kind.value, reason=outcome.reason)
@@ -144,8 +201,6 @@ class WebhookReceiver:
         return [response.body]
 
     def _wsgi(self, environ: Mapping[str, Any]) -> Response:
-        if environ.get("REQUEST_METHOD") != "POST":
-            return _NOT_POST
         headers = {
             key[5:].replace("_", "-").lower(): value
             for key, value in environ.items()
@@ -154,15 +209,11 @@ class WebhookReceiver:
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
         path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
-        if not self.authorized(path, headers):  # before a byte of the body is read
-            return _UNAUTHORIZED
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            return _answer(411, error="a Content-Length is required")
-        if length > self.max_body:
-            return self._too_large()
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        length = _content_length(environ.get("CONTENT_LENGTH"))
+        refusal = self.screen(str(environ.get("REQUEST_METHOD")), path, headers, length)
+        if refusal is not None:  # before a byte of the body is read
+            return refusal
+        body = environ["wsgi.input"].read(length) if length else b""
         return self._apply(body, headers.get("content-type"))
 
     # -- ASGI ------------------------------------------------------------------------------------
@@ -205,60 +256,65 @@ class WebhookReceiver:
         await send({"type": "http.response.body", "body": response.body})
 
 
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 # -- a server to run it in ---------------------------------------------------------------------------
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a hung client must not keep the process alive
-    # Streams' callbacks fall due on the same 5-second marks: bursts. The default backlog of 5
-    # would reset the connections beyond it, and a reset callback is a lost one.
-    request_queue_size = socket.SOMAXCONN
-
-
-class _QuietHandler(WSGIRequestHandler):
-    disable_nagle_algorithm = True  # the answer's small writes must not wait for delayed ACKs
-
-    def get_environ(self) -> dict[str, Any]:
-        environ = dict(super().get_environ())
-        if self.headers.get("Content-Type") is None:
-            environ.pop("CONTENT_TYPE", None)  # wsgiref makes up "text/plain"; none was sent
-        return environ
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """The library prints nothing: requests are the application's to log."""
-
-
 @dataclass
 class RunningReceiver:
-    server: WSGIServer
+    """What ``serve_webhook`` yields: its ``server`` (``server_address``, the limits in force), the
+    ``thread`` it runs in, and its ``url``."""
+
+    server: WebhookServer
     thread: threading.Thread
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self.server.server_address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextmanager
 def serve_webhook(
-    receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0
+    receiver: WebhookReceiver,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    workers: int = DEFAULT_WORKERS,
 ) -> Iterator[RunningReceiver]:
-    """Run ``receiver`` in a threaded WSGI server (the standard library's) until the block ends.
+    """Run ``receiver`` in a server of its own on ``host:port`` until the block ends.
 
-    Enough for the simulator and for a small deployment; behind a busy endpoint, mount the
-    receiver in the WSGI or ASGI server you already run.
+    Each request must arrive whole within ``request_timeout`` seconds of its connection (else 408);
+    at most ``max_connections`` are open (and no more than half the process's descriptor limit),
+    the oldest incomplete one evicted for a newcomer; ``workers`` threads apply the callbacks.
+    How and why: ``streamlife.webhook_server``. It speaks plain HTTP: in production, put a reverse
+    proxy in front for TLS (and its own limits); a busy endpoint can instead mount the receiver in
+    the WSGI or ASGI server it already runs.
     """
-    server = make_server(host, port, receiver, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="streamlife-webhook", daemon=True
+    server = WebhookServer(
+        receiver,
+        host,
+        port,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        workers=workers,
     )
+    thread = threading.Thread(target=server.serve_forever, name="streamlife-webhook", daemon=True)
     thread.start()
     try:
         yield RunningReceiver(server, thread)
     finally:
         server.shutdown()
-        server.server_close()
         thread.join()
+        server.server_close()

@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import enum
 import json
+import socket
+import socketserver
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
@@ -164,6 +167,52 @@ class Live(Bench):
         return outcome
 
 
+class _ThreadingWsgiServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # the concurrency test's burst must not meet a full backlog
+
+
+class _QuietWsgiHandler(WSGIRequestHandler):
+    def get_environ(self) -> dict[str, Any]:
+        environ = dict(super().get_environ())
+        if self.headers.get("Content-Type") is None:
+            environ.pop("CONTENT_TYPE", None)  # wsgiref makes up "text/plain"; none was sent
+        return environ
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not the test's output."""
+
+
+@contextmanager
+def serve_wsgi(app: WebhookReceiver) -> Iterator[str]:
+    """``app`` as a WSGI application in the standard library's WSGI server; yields its URL."""
+    server = make_server(
+        "127.0.0.1", 0, app, server_class=_ThreadingWsgiServer, handler_class=_QuietWsgiHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def serving(receiver: WebhookReceiver, face: str) -> Iterator[str]:
+    """``receiver`` on loopback, through ``face``: "serve_webhook" (the library's server) or "wsgi"."""
+    if face == "wsgi":
+        with serve_wsgi(receiver) as url:
+            yield url
+        return
+    with serve_webhook(receiver) as server:
+        yield server.url
+
+
+FACES = ["serve_webhook", "wsgi"]
+
+
 def plain_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # no proxy from the environment between us and loopback
@@ -171,23 +220,25 @@ def plain_session() -> requests.Session:
 
 
 @contextmanager
-def live_rig(policy: Policy | None = None, **receiver_options: Any) -> Iterator[Live]:
+def live_rig(
+    policy: Policy | None = None, face: str = "serve_webhook", **receiver_options: Any
+) -> Iterator[Live]:
     base = bench(policy, **receiver_options)
-    with serve_webhook(base.receiver) as server, plain_session() as session:
-        yield Live(base.sim, base.fleet, base.receiver, server.url, session)
+    with serving(base.receiver, face) as url, plain_session() as session:
+        yield Live(base.sim, base.fleet, base.receiver, url, session)
 
 
-@pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    """One server for the module: each test starts its own task, and compares before with after."""
-    with live_rig() as rig:
+@pytest.fixture(scope="module", params=FACES)
+def live(request: pytest.FixtureRequest) -> Iterator[Live]:
+    """One server a face for the module: each test starts its own task, and compares before with after."""
+    with live_rig(face=request.param) as rig:
         yield rig
 
 
-@pytest.fixture
-def fresh() -> Iterator[Live]:
+@pytest.fixture(params=FACES)
+def fresh(request: pytest.FixtureRequest) -> Iterator[Live]:
     """A server over a Fleet of its own, for a test that counts everything."""
-    with live_rig() as rig:
+    with live_rig(face=request.param) as rig:
         yield rig
 
 

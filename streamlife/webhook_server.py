@@ -1,0 +1,621 @@
+"""The HTTP server ``serve_webhook`` runs: one thread watches every socket, a few workers apply.
+
+Theory of operation
+-------------------
+A callback is a small POST whose sender writes it at once. The server's job is to answer those
+quickly whatever else connects: idle sockets, a slowloris dripping a byte at a time, a flood of
+either, on a process with a limited number of descriptors.
+
+One thread (the loop) owns every socket, non-blocking, behind one selector. It accepts, reads each
+request's head and body, answers the refusals that need no body (401, 405, 411, 413, a malformed
+head) itself, and writes every answer. An open connection costs a descriptor and a buffer, never a
+thread, however long it sits. Only a complete request reaches a worker: a fixed pool of
+``workers`` threads hands it to the receiver (``WebhookReceiver.handle``) and the answer back to
+the loop. Each answer closes its connection (``Connection: close``), as the standard library's
+server did.
+
+Every connection has one deadline for its whole request, head and body: ``request_timeout``
+seconds from its accept, not per read. A client that sends nothing, or a byte a second, is answered
+408 and closed when it passes. A request with a worker has no deadline there: the sink's own
+timeouts (the store's) bound it.
+
+At most ``max_connections`` connections are open, and never more than half the descriptors the
+process may open (the soft RLIMIT_NOFILE), so the store, the transport and the rest of the process
+keep theirs. When the cap is reached, each accept evicts the oldest connection that has not yet
+delivered a complete request. Under a flood of idle sockets that answers a real callback soonest:
+a callback writes its request as soon as it connects, so it is read within a turn of the loop and
+is not the oldest incomplete connection when the next one arrives; the idle sockets ahead of it
+are. The alternative, to stop accepting until a slot frees, would leave the callback in the
+kernel's backlog behind the flood until the idle sockets' deadlines ran out. A connection is not
+evicted in its first ``EVICTION_GRACE`` seconds, so a burst of callbacks does not evict its own
+members before their requests are read; while every slot is that young, or holds a complete
+request (the workers are busy), the loop stops polling the listening socket, and the kernel's
+backlog holds newcomers until a slot frees.
+
+When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts the oldest
+incomplete connection and stops accepting for ``ACCEPT_PAUSE``: the listening socket stays
+readable while its backlog holds connections, and polling it again at once would spin.
+
+A refusal answered before its body was read (a 413, say) shuts the connection's writing side and
+reads what the client still sends, for ``LINGER`` seconds at most, before closing: closing with
+unread data would reset the connection, and the reset can destroy the refusal on its way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import http
+import json
+import queue
+import re
+import selectors
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Final, Protocol
+from urllib.parse import unquote, urlsplit
+
+import structlog
+
+if sys.platform != "win32":
+    import resource
+
+DEFAULT_REQUEST_TIMEOUT: Final = 10.0  # seconds for a whole request; a callback takes milliseconds
+DEFAULT_MAX_CONNECTIONS: Final = 256
+DEFAULT_WORKERS: Final = 8  # the sink serializes callbacks per task; more threads buy little
+MAX_HEAD: Final = 16 * 1024  # a callback's request line and headers are a few hundred bytes
+LINGER: Final = 2.0  # seconds to read what a client still sends after a refusal, before closing
+ACCEPT_PAUSE: Final = 0.1  # seconds without accepting after accept() ran out of descriptors
+# Seconds a new connection has to send its request before it may be evicted: more than the minimum
+# retransmission timeout (200 ms on Linux), so a callback whose first segment was lost survives.
+EVICTION_GRACE: Final = 0.5
+
+_READ_SIZE: Final = 64 * 1024
+_ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the connections already open
+_LONGEST_WAIT: Final = 1.0
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name or a method (RFC 9110)
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_log = structlog.get_logger("streamlife")
+
+
+class Answer(Protocol):
+    """An HTTP answer: what ``WebhookReceiver`` gives (its ``Response``)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+
+
+class Application(Protocol):
+    """What the server serves: a ``WebhookReceiver``."""
+
+    def screen(
+        self, method: str, path: str, headers: dict[str, str], content_length: int | None
+    ) -> Answer | None: ...
+
+    def handle(self, body: bytes, headers: dict[str, str], path: str = "/") -> Answer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+
+
+def _error(status: int, message: str) -> _Plain:
+    return _Plain(status, json.dumps({"error": message}).encode())
+
+
+_MALFORMED: Final = _error(400, "not an HTTP request this server understands")
+_HEAD_TOO_LARGE: Final = _error(431, f"the request line and headers are over {MAX_HEAD} bytes")
+_TIMED_OUT: Final = _error(408, "the request did not arrive in time")
+_FAILED: Final = _error(500, "the callback could not be applied")
+
+
+class _Malformed(ValueError):
+    """The request's head is not HTTP/1.x as this server reads it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    length: int | None  # None: no Content-Length (or a Transfer-Encoding, which this server refuses)
+    size: int  # bytes from the request line through the blank line
+
+    @property
+    def expects_continue(self) -> bool:
+        return self.headers.get("expect", "").lower() == "100-continue"
+
+
+class _Phase(enum.Enum):
+    HEAD = "reading the request's head"
+    BODY = "reading the request's body"
+    APPLYING = "with a worker"
+    WRITING = "writing the answer"
+    DRAINING = "reading what the client still sends after a refusal"
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    accepted: float
+    deadline: float
+    phase: _Phase = _Phase.HEAD
+    inbox: bytearray = field(default_factory=bytearray)
+    head: _Head | None = None
+    outbox: bytes = b""
+    closed: bool = False
+
+    @property
+    def consumed(self) -> bool:
+        """Whether everything the client sent was read: the connection can close without a reset."""
+        head = self.head
+        return head is not None and head.length is not None and len(self.inbox) == head.size + head.length
+
+
+_LISTENER: Final = object()  # the selector's mark on the listening socket
+_WAKE: Final = object()  # and on the socket the workers wake the loop through
+
+
+class WebhookServer:
+    """An HTTP/1.1 server for one ``Application``; see the module's docstring for how it works.
+
+    ``serve_forever`` runs it (in a thread of its own); ``shutdown`` asks it to stop: it stops
+    accepting, lets the callbacks with a worker finish (``request_timeout`` at most) and closes.
+    """
+
+    def __init__(
+        self,
+        app: Application,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        if not isinstance(request_timeout, int | float) or not request_timeout > 0:
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
+        for name, value in (("max_connections", max_connections), ("workers", workers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        self.app = app
+        self.request_timeout = float(request_timeout)
+        self.max_connections = min(max_connections, descriptor_budget())
+        self.workers = workers
+        self._listener = _listen(host, port)
+        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        for end in (self._wake_reader, self._wake_writer):
+            end.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
+        self._open: dict[int, _Connection] = {}
+        self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
+        self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._listening = False
+        self._accept_paused_until = 0.0
+        self._next_expiry = float("inf")
+
+    def __repr__(self) -> str:
+        host, port = self.server_address
+        return f"WebhookServer({host}:{port}, max_connections={self.max_connections}, workers={self.workers})"
+
+    # -- running -----------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        threads = [
+            threading.Thread(target=self._work, name=f"streamlife-webhook-worker-{n}", daemon=True)
+            for n in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self._stopping.is_set():
+                self._turn_safely()
+            self._wind_down()
+        finally:
+            for _ in threads:
+                self._jobs.put(None)
+            self.server_close()
+
+    def shutdown(self) -> None:
+        """Ask ``serve_forever`` to stop; join its thread to wait for it."""
+        self._stopping.set()
+        self._wake()
+
+    def server_close(self) -> None:
+        """Close every socket the server holds (what ``serve_forever`` does when it stops)."""
+        for connection in list(self._open.values()):
+            self._close(connection)
+        self._stop_listening()
+        self._listener.close()
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    def _wind_down(self) -> None:
+        """Stop accepting, drop what is not yet a request, and give the requests with a worker
+        ``request_timeout`` to be answered."""
+        self._stop_listening()
+        for connection in list(self._open.values()):
+            if connection.phase not in (_Phase.APPLYING, _Phase.WRITING):
+                self._close(connection)
+        give_up_at = time.monotonic() + self.request_timeout
+        while self._open and time.monotonic() < give_up_at:
+            self._turn()
+
+    def _turn_safely(self) -> None:
+        """A turn of the loop; a fault in it is logged, and the loop, which serves every connection,
+        goes on after a pause (a fault that repeats must not spin)."""
+        try:
+            self._turn()
+        except Exception:
+            _log.exception("streamlife.webhook_failed")
+            self._stopping.wait(ACCEPT_PAUSE)
+
+    def _turn(self) -> None:
+        """One turn of the loop: wait for sockets, serve them, hand out answers, enforce deadlines."""
+        self._watch_listener(time.monotonic())
+        ready = self._selector.select(self._wait(time.monotonic()))
+        listener_ready = False
+        for key, events in ready:
+            if key.data is _LISTENER:
+                listener_ready = True
+            elif key.data is _WAKE:
+                self._drain_wake()
+            else:
+                self._serve(key.data, events)
+        self._deliver_answers()
+        if listener_ready and not self._stopping.is_set():
+            self._accept()
+        self._expire(time.monotonic())
+
+    def _wait(self, now: float) -> float:
+        until = self._next_expiry
+        if len(self._open) >= self.max_connections and self._evictable_at() > now:
+            until = min(until, self._evictable_at())  # then the listening socket is polled again
+        if self._accept_paused_until > now:
+            until = min(until, self._accept_paused_until)
+        return max(0.0, min(until - now, _LONGEST_WAIT))
+
+    # -- accepting ---------------------------------------------------------------------------------
+    def _watch_listener(self, now: float) -> None:
+        """Poll the listening socket only when an accept can be taken in: never while paused, nor
+        while the slots are full with nothing to evict yet."""
+        wanted = not self._stopping.is_set() and now >= self._accept_paused_until and self._room(now)
+        if wanted and not self._listening:
+            self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
+            self._listening = True
+        elif not wanted:
+            self._stop_listening()
+
+    def _room(self, now: float) -> bool:
+        """Whether a newcomer can be taken in: a free slot, or one to evict."""
+        return len(self._open) < self.max_connections or now >= self._evictable_at()
+
+    def _evictable_at(self) -> float:
+        """When the oldest incomplete connection may be evicted: once it has had ``EVICTION_GRACE``
+        to send its request, so a burst of newcomers does not evict each other unread."""
+        oldest = next(iter(self._incomplete.values()), None)
+        return float("inf") if oldest is None else oldest.accepted + EVICTION_GRACE
+
+    def _stop_listening(self) -> None:
+        if self._listening:
+            self._selector.unregister(self._listener)
+            self._listening = False
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPTS_PER_TURN):
+            if not self._room(time.monotonic()):
+                return
+            try:
+                sock, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while in the backlog
+            except OSError as error:
+                self._pause_accepting(error)
+                return
+            if len(self._open) >= self.max_connections:
+                self._evict_oldest()
+            self._admit(sock)
+
+    def _pause_accepting(self, error: OSError) -> None:
+        if error.errno in _OUT_OF_RESOURCES:
+            self._evict_oldest()  # a descriptor for the next accept
+        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+        self._stop_listening()
+        _log.debug(
+            "streamlife.webhook_accept_paused", error=errno.errorcode.get(error.errno or 0, str(error))
+        )
+
+    def _evict_oldest(self) -> bool:
+        """Close the oldest connection that has not delivered a complete request, if there is one."""
+        oldest = next(iter(self._incomplete.values()), None)
+        if oldest is None:
+            return False
+        self._close(oldest)
+        return True
+
+    def _admit(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # the answer's small writes must not wait for delayed ACKs
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        now = time.monotonic()
+        connection = _Connection(sock, accepted=now, deadline=now + self.request_timeout)
+        try:
+            self._selector.register(sock, selectors.EVENT_READ, connection)
+        except OSError:  # the selector could not take it (out of memory): as if accept had failed
+            sock.close()
+            return
+        self._open[sock.fileno()] = connection
+        self._incomplete[sock.fileno()] = connection
+        self._next_expiry = min(self._next_expiry, connection.deadline)
+
+    # -- one connection ----------------------------------------------------------------------------
+    def _serve(self, connection: _Connection, events: int) -> None:
+        if connection.closed:
+            return
+        try:
+            if connection.phase is _Phase.WRITING:
+                self._write(connection)
+            elif connection.phase is _Phase.DRAINING:
+                self._discard(connection)
+            elif events & selectors.EVENT_READ:
+                self._read(connection)
+        except Exception:  # a fault in one connection must not stop the loop that serves them all
+            _log.exception("streamlife.webhook_failed")
+            self._close(connection)
+
+    def _read(self, connection: _Connection) -> None:
+        try:
+            data = connection.sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(connection)
+            return
+        if not data:  # the client closed before its request was complete
+            self._close(connection)
+            return
+        connection.inbox += data
+        self._progress(connection)
+
+    def _progress(self, connection: _Connection) -> None:
+        """Act on what has arrived: parse and screen the head, then, once the body is in, apply."""
+        if connection.head is None:
+            end = connection.inbox.find(b"\r\n\r\n")
+            if end < 0 or end + 4 > MAX_HEAD:
+                if end >= 0 or len(connection.inbox) > MAX_HEAD:
+                    self._answer(connection, _HEAD_TOO_LARGE)
+                return
+            try:
+                head = _parse_head(bytes(connection.inbox[:end]))
+            except _Malformed:
+                self._answer(connection, _MALFORMED)
+                return
+            connection.head = head
+            refusal = self.app.screen(head.method, head.path, head.headers, head.length)
+            if refusal is not None:
+                self._answer(connection, refusal)
+                return
+            connection.phase = _Phase.BODY
+            if head.expects_continue and len(connection.inbox) < head.size + (head.length or 0):
+                _send_now(connection.sock, _CONTINUE)
+        head = connection.head
+        assert head.length is not None  # screen refused a request without one
+        if len(connection.inbox) >= head.size + head.length:
+            body = bytes(connection.inbox[head.size : head.size + head.length])
+            self._dispatch(connection, head, body)
+
+    def _dispatch(self, connection: _Connection, head: _Head, body: bytes) -> None:
+        del self._incomplete[connection.sock.fileno()]
+        connection.phase = _Phase.APPLYING
+        self._selector.unregister(connection.sock)  # a client's early close must not wake the loop
+        self._jobs.put((connection, head, body))
+
+    def _answer(self, connection: _Connection, answer: Answer) -> None:
+        head_only = connection.head is not None and connection.head.method == "HEAD"
+        connection.outbox = _render(answer, head_only)
+        connection.deadline = time.monotonic() + self.request_timeout
+        self._next_expiry = min(self._next_expiry, connection.deadline)
+        if connection.phase is _Phase.APPLYING:
+            self._selector.register(connection.sock, selectors.EVENT_WRITE, connection)
+        else:
+            self._incomplete.pop(connection.sock.fileno(), None)
+            self._selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
+        connection.phase = _Phase.WRITING
+        self._write(connection)
+
+    def _write(self, connection: _Connection) -> None:
+        try:
+            sent = connection.sock.send(connection.outbox)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(connection)
+            return
+        connection.outbox = connection.outbox[sent:]
+        if connection.outbox:
+            return
+        if connection.consumed:
+            self._close(connection)
+            return
+        self._linger(connection)
+
+    def _linger(self, connection: _Connection) -> None:
+        """Answered before the client finished sending: read the rest, for a while, then close."""
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(connection)
+            return
+        connection.phase = _Phase.DRAINING
+        connection.deadline = time.monotonic() + min(LINGER, self.request_timeout)
+        self._next_expiry = min(self._next_expiry, connection.deadline)
+        self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
+
+    def _discard(self, connection: _Connection) -> None:
+        try:
+            data = connection.sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(connection)
+
+    def _close(self, connection: _Connection) -> None:
+        if connection.closed:
+            return
+        connection.closed = True
+        descriptor = connection.sock.fileno()
+        if connection.phase is not _Phase.APPLYING:
+            self._selector.unregister(connection.sock)
+        self._open.pop(descriptor, None)
+        self._incomplete.pop(descriptor, None)
+        connection.sock.close()
+
+    def _expire(self, now: float) -> None:
+        """Answer 408 to each request past its deadline; close each answer or drain past its own."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = float("inf")
+        for connection in list(self._open.values()):
+            if connection.phase is _Phase.APPLYING:
+                continue
+            if connection.deadline > now:
+                self._next_expiry = min(self._next_expiry, connection.deadline)
+            elif connection.phase in (_Phase.HEAD, _Phase.BODY):
+                self._answer(connection, _TIMED_OUT)
+            else:
+                self._close(connection)
+
+    # -- the workers -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            connection, head, body = job
+            self._answers.put((connection, self._apply(head, body)))
+            self._wake()
+
+    def _apply(self, head: _Head, body: bytes) -> Answer:
+        try:
+            return self.app.handle(body, head.headers, head.path)
+        except Exception:  # the sink's fault, answered 500; the server goes on
+            _log.exception("streamlife.webhook_failed")
+            return _FAILED
+
+    def _deliver_answers(self) -> None:
+        while True:
+            try:
+                connection, answer = self._answers.get_nowait()
+            except queue.Empty:
+                return
+            if not connection.closed:
+                self._answer(connection, answer)
+
+    def _wake(self) -> None:
+        # A full buffer means a wake is pending already; a closed socket, that the server stopped.
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+
+def descriptor_budget() -> int:
+    """The most connections the server may hold: half the descriptors the process may open."""
+    if sys.platform == "win32":
+        return sys.maxsize
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return max(1, soft // 2)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Streams' callbacks fall due on the same 5-second marks: bursts. A short backlog would reset
+    # the connections beyond it, and a reset callback is a lost one.
+    listener = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
+    listener.setblocking(False)
+    return listener
+
+
+def _send_now(sock: socket.socket, data: bytes) -> None:
+    """Best effort: an interim answer that does not fit the socket's buffer is not worth waiting for."""
+    with contextlib.suppress(OSError):
+        sock.send(data)
+
+
+def _parse_head(raw: bytes) -> _Head:
+    request_line, *lines = raw.decode("latin-1").split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+        raise _Malformed(request_line)
+    method, target, _version = parts
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _Malformed(line)
+        key, value = name.lower(), value.strip(" \t")
+        if key in headers and key == "content-length" and headers[key] != value:
+            raise _Malformed(line)  # two lengths: which body is meant cannot be told
+        headers[key] = f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
+    return _Head(method, _path(target), headers, _content_length(headers), len(raw) + 4)
+
+
+def _path(target: str) -> str:
+    if target.startswith(("http://", "https://")):
+        target = urlsplit(target).path or "/"
+    elif not target.startswith("/"):
+        raise _Malformed(target)
+    return unquote(target.partition("?")[0], encoding="latin-1")
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    if "transfer-encoding" in headers:
+        return None  # a chunked body: refused with 411, as callbacks carry a length
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value):
+        raise _Malformed(value)
+    return int(value)
+
+
+def _render(answer: Answer, head_only: bool) -> bytes:
+    status = http.HTTPStatus(answer.status)
+    lines = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        *(f"{name}: {value}" for name, value in answer.headers),
+        f"Content-Length: {len(answer.body)}",
+        "Connection: close",
+        f"Date: {formatdate(usegmt=True)}",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + answer.body

@@ -1,0 +1,281 @@
+"""``serve_webhook``'s own HTTP: what it answers to odd requests, a failing sink, and a shutdown.
+
+Raw sockets on loopback, so a test sends exactly the bytes it means and reads exactly what the
+server writes back.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from structlog.testing import capture_logs
+
+from streamlife import Outcome
+from streamlife.webhook import Response, RunningReceiver, WebhookReceiver, serve_webhook
+from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, MAX_HEAD, WebhookServer
+
+from .test_webhook import TIMEOUT, TOKEN
+from .test_webhook_flood import GatedSink, RecordingSink, callback, post_all
+
+SECRET = "the-sink-leaked-this-secret"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    raw: bytes
+
+    @property
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+def parse_reply(raw: bytes) -> Reply:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return Reply(int(status_line.split(" ")[1]), headers, body, raw)
+
+
+def exchange(running: RunningReceiver, *parts: bytes) -> Reply:
+    """Send ``parts`` in turn on one connection; read until the server closes it."""
+    with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+        for part in parts:
+            sock.sendall(part)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return parse_reply(received)
+
+
+def post_bytes(body: bytes, *extra_headers: str, target: str = f"/hooks/{TOKEN}") -> bytes:
+    head = [f"POST {target} HTTP/1.1", "Host: x", "Content-Type: application/json", *extra_headers]
+    if not any(
+        header.lower().startswith(("content-length", "transfer-encoding")) for header in extra_headers
+    ):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@contextmanager
+def recording() -> Iterator[tuple[RunningReceiver, RecordingSink]]:
+    sink = RecordingSink()
+    with serve_webhook(WebhookReceiver(sink, token=TOKEN)) as running:
+        yield running, sink
+
+
+# -- requests as they come ---------------------------------------------------------------------------
+def test_a_callback_is_answered_200_and_the_connection_closed() -> None:
+    with recording() as (running, sink):
+        reply = exchange(running, post_bytes(callback(0)))
+    assert (reply.status, reply.json) == (200, {"outcome": "applied"})
+    assert reply.headers["connection"] == "close"
+    assert reply.headers["content-length"] == str(len(reply.body))
+    assert reply.headers["content-type"] == "application/json"
+    assert sink.taken == [callback(0)]
+
+
+def test_a_request_sent_a_few_bytes_at_a_time_is_put_together() -> None:
+    request = post_bytes(callback(0))
+    with recording() as (running, sink):
+        reply = exchange(running, *(request[i : i + 7] for i in range(0, len(request), 7)))
+    assert reply.status == 200
+    assert sink.taken == [callback(0)]
+
+
+def test_an_absolute_target_carries_the_token_in_its_path() -> None:
+    with recording() as (running, sink):
+        reply = exchange(running, post_bytes(callback(0), target=f"http://x/hooks/{TOKEN}?via=proxy"))
+    assert reply.status == 200
+    assert sink.taken == [callback(0)]
+
+
+def test_expect_100_continue_is_answered_before_the_body() -> None:
+    with recording() as (running, sink), socket.create_connection(running.server.server_address) as sock:
+        sock.settimeout(TIMEOUT)
+        head, _, body = post_bytes(callback(0), "Expect: 100-continue").partition(b"\r\n\r\n")
+        sock.sendall(head + b"\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        reply = parse_reply(sock.recv(65536))
+    assert reply.status == 200
+    assert sink.taken == [callback(0)]
+
+
+def test_a_head_request_is_405_without_a_body() -> None:
+    with recording() as (running, _):
+        reply = exchange(running, f"HEAD /hooks/{TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert reply.status == 405
+    assert reply.headers["allow"] == "POST"
+    assert reply.body == b""
+    assert int(reply.headers["content-length"]) > 0  # what a GET's body would be
+
+
+NOT_HTTP = {
+    "no version": b"POST /hooks\r\n\r\n",
+    "HTTP/2 over cleartext": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "a header without a colon": b"POST /hooks HTTP/1.1\r\nHost x\r\n\r\n",
+    "a folded header": b"POST /hooks HTTP/1.1\r\nHost: x\r\n continued\r\n\r\n",
+    "two different lengths": b"POST /hooks HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "a length in words": b"POST /hooks HTTP/1.1\r\nContent-Length: two\r\n\r\n{}",
+    "a negative length": b"POST /hooks HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    "a relative target": b"POST hooks HTTP/1.1\r\n\r\n",
+    "binary": bytes(range(256)) + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", NOT_HTTP.values(), ids=NOT_HTTP.keys())
+def test_a_head_that_is_not_http_is_400_and_nothing_is_taken(request_bytes: bytes) -> None:
+    with recording() as (running, sink):
+        reply = exchange(running, request_bytes)
+        assert reply.status == 400
+        assert isinstance(reply.json, dict)
+        assert "error" in reply.json
+        assert exchange(running, post_bytes(callback(1))).status == 200  # and the server goes on
+    assert sink.taken == [callback(1)]
+
+
+def test_a_head_over_the_limit_is_431() -> None:
+    with recording() as (running, sink):
+        reply = exchange(running, post_bytes(callback(0), "X-Padding: " + "p" * MAX_HEAD))
+    assert reply.status == 431
+    assert sink.taken == []
+
+
+def test_a_head_that_never_ends_is_431_once_over_the_limit() -> None:
+    with recording() as (running, sink):
+        reply = exchange(running, b"POST /hooks HTTP/1.1\r\nX-Padding: " + b"p" * (4 * MAX_HEAD))
+    assert reply.status == 431
+    assert sink.taken == []
+
+
+def test_a_chunked_body_is_411_and_not_taken() -> None:
+    body = callback(0)
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with recording() as (running, sink):
+        reply = exchange(running, post_bytes(chunked, "Transfer-Encoding: chunked"))
+    assert reply.status == 411
+    assert sink.taken == []
+
+
+def test_a_refusal_before_the_body_is_read_reaches_the_client() -> None:
+    """A 413 for a megabyte: the server reads and drops the rest, so no reset destroys the answer."""
+    body = b"[" * 1_000_000
+    with recording() as (running, sink):
+        reply = exchange(running, post_bytes(body))
+    assert reply.status == 413
+    assert sink.taken == []
+
+
+# -- a sink that fails -------------------------------------------------------------------------------
+class ExplodingSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError(f"a bug in the sink, holding {SECRET}")
+        return Outcome.APPLIED
+
+
+def test_a_sink_that_raises_is_answered_500_and_the_server_goes_on() -> None:
+    sink = ExplodingSink()
+    with serve_webhook(WebhookReceiver(sink, token=TOKEN)) as running, capture_logs() as logs:
+        failed = exchange(running, post_bytes(callback(0)))
+        assert failed.status == 500
+        assert failed.json == {"error": "the callback could not be applied"}
+        assert SECRET.encode() not in failed.raw
+        again = exchange(running, post_bytes(callback(0)))
+        assert (again.status, again.json) == (200, {"outcome": "applied"})
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
+    assert logs[0]["log_level"] == "error"
+
+
+# -- limits and shutdown -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("request_timeout", 0),
+        ("request_timeout", -1.0),
+        ("max_connections", 0),
+        ("workers", 0),
+        ("workers", 1.5),
+    ],
+)
+def test_the_limits_must_be_positive(option: str, value: object) -> None:
+    receiver = WebhookReceiver(RecordingSink(), token=TOKEN)
+    with pytest.raises(ValueError, match=option):
+        WebhookServer(receiver, **{option: value})  # type: ignore[arg-type]
+
+
+def test_max_connections_stays_below_half_the_descriptor_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    receiver = WebhookReceiver(RecordingSink(), token=TOKEN)
+    with serve_webhook(receiver, max_connections=10 * soft) as running:
+        assert running.server.max_connections == soft // 2
+    with serve_webhook(receiver) as running:
+        assert running.server.max_connections == min(DEFAULT_MAX_CONNECTIONS, soft // 2)
+
+
+def test_a_callback_with_a_worker_is_answered_before_the_server_closes() -> None:
+    sink = GatedSink()
+    closing = threading.Event()
+
+    def open_the_gate_while_closing() -> None:
+        assert closing.wait(TIMEOUT)
+        time.sleep(0.3)  # the server is winding down by now
+        sink.gate.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        with serve_webhook(WebhookReceiver(sink, token=TOKEN)) as running:
+            answer = pool.submit(post_all, f"{running.url}/hooks/{TOKEN}", 1, TIMEOUT)
+            assert sink.arrived.acquire(timeout=TIMEOUT)
+            gate = pool.submit(open_the_gate_while_closing)
+            closing.set()
+        assert answer.result() == [200]
+        gate.result()
+    assert len(sink.taken) == 1
+
+
+def test_the_server_stops_listening_when_the_block_ends() -> None:
+    with recording() as (running, _):
+        address = running.server.server_address
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=TIMEOUT).close()
+
+
+class FaultyScreen(WebhookReceiver):
+    """A receiver whose head check fails once: a fault in the loop's own thread."""
+
+    faults = 1
+
+    def screen(
+        self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
+    ) -> Response | None:
+        if self.faults:
+            self.faults -= 1
+            raise RuntimeError("a bug in the head check")
+        return super().screen(method, path, headers, content_length)
+
+
+def test_a_fault_in_the_loop_closes_that_connection_and_the_server_goes_on() -> None:
+    sink = RecordingSink()
+    with serve_webhook(FaultyScreen(sink, token=TOKEN)) as running, capture_logs() as logs:
+        with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+            sock.sendall(post_bytes(callback(0)))
+            assert sock.recv(65536) == b""  # closed, unanswered
+        assert exchange(running, post_bytes(callback(1))).status == 200
+    assert sink.taken == [callback(1)]
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
