@@ -11,6 +11,11 @@ task's row and reads its version (one row lock per transition: other tasks are n
 write moves it on with ``UPDATE ... WHERE version = %s``. The journal's primary key is (key, version),
 so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
 
+No wait is unbounded: a row lock waits ``lock_timeout``, a statement ``statement_timeout`` (both
+set on each pooled connection's session), a connection the pool's ``timeout``; each ends in
+``StoreError``. A process frozen while it holds a task's row (SIGSTOP, a VM paused) or a server
+gone away costs a caller seconds, not the rest of its life.
+
 Inside a ``lock()`` block, the thread's other calls (``row``, ``park`` ...) go through the block's
 connection and transaction; a thread's blocks do not nest, and ``create`` is not called inside one.
 
@@ -21,6 +26,7 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +34,7 @@ from typing import Any, Final
 
 import psycopg
 import psycopg.conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from streamlife.lifecycle import TERMINAL
 
@@ -109,17 +115,50 @@ _LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 _Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+# How long a call waits before it raises StoreError (see PostgresStore's arguments).
+POOL_TIMEOUT: Final = 5.0  # for a pooled connection: the server down, or every connection busy
+LOCK_TIMEOUT: Final = 5.0  # for a row lock: another process holds the task (frozen, say)
+STATEMENT_TIMEOUT: Final = 10.0  # for one statement, lock wait included
+
+
 class PostgresStore:
     shared = True  # other processes may use the same database
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 30.0) -> None:
-        """``timeout``: how long a call waits for a connection (the server down, or every pooled
-        connection busy) before it raises ``StoreError``."""
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = POOL_TIMEOUT,
+        lock_timeout: float = LOCK_TIMEOUT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+    ) -> None:
+        """Every wait is bounded, and ends in ``StoreError``: ``timeout`` seconds for a connection
+        (the server down or unreachable, or every pooled connection busy; connecting to a server
+        that does not answer too), ``lock_timeout`` seconds for a task's row lock (another process
+        holds it: a process frozen in the middle of an event would otherwise hold the task's
+        callbacks up for ever), ``statement_timeout`` seconds for any one statement. A pooled
+        connection the server closed (a restart, an administrator) is found out and replaced
+        before it is used."""
+        for name, seconds in (
+            ("timeout", timeout),
+            ("lock_timeout", lock_timeout),
+            ("statement_timeout", statement_timeout),
+        ):
+            _check_seconds(name, seconds)
         self._where = _describe(dsn)
+        # The server's settings are in whole milliseconds; 0 would turn the limit off.
+        self._session = {
+            "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+            "statement_timeout": f"{max(1, round(statement_timeout * 1000))}ms",
+        }
+        # libpq's connect_timeout is whole seconds, and it takes anything under 2 as 2.
+        connect_timeout = max(2, math.ceil(timeout))
         # One plain connection first: a pool that cannot connect retries until ``timeout`` and then
         # says only that; this says why (no such database, authentication failed) at once.
         with _errors(f"could not open {self!r}"):
-            psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
+            psycopg.connect(dsn, connect_timeout=connect_timeout).close()
         # .conn: the connection of this thread's lock() block or batch; .locked: inside a lock() block;
         # .batch: the connection of its batch.
         self._local = threading.local()
@@ -128,7 +167,12 @@ class PostgresStore:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"autocommit": True},  # every transaction here is an explicit conn.transaction()
+            # autocommit: every transaction here is an explicit conn.transaction()
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
+            configure=self._configure,
+            # A connection the server closed while it sat in the pool fails its first statement:
+            # an empty query on the way out finds it, and the pool hands out another.
+            check=ConnectionPool.check_connection,
             open=False,
             name="streamlife",
         )
@@ -140,6 +184,12 @@ class PostgresStore:
         except BaseException:
             self._pool.close()
             raise
+
+    def _configure(self, conn: _Connection) -> None:
+        """Bound every wait of a new connection's session (autocommit: the settings outlive any
+        transaction)."""
+        for name, value in self._session.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
@@ -467,6 +517,11 @@ def _describe(dsn: str) -> str:
     return " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
 
 
+def _check_seconds(name: str, seconds: float) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise ValueError(f"{name} is a number of seconds above 0, got {seconds!r}")
+
+
 @contextmanager
 def _errors(what: str) -> Iterator[None]:
     """psycopg's errors as the store's: a constraint is a conflict, anything else a failure."""
@@ -474,5 +529,14 @@ def _errors(what: str) -> Iterator[None]:
         yield
     except psycopg.IntegrityError as exc:
         raise StoreConflict(f"{what}: {exc}") from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        raise StoreError(f"{what}: another process holds the task's row past lock_timeout ({exc})") from exc
+    except psycopg.errors.QueryCanceled as exc:
+        raise StoreError(f"{what}: a statement ran past statement_timeout ({exc})") from exc
+    except PoolTimeout as exc:
+        raise StoreError(
+            f"{what}: no connection within the pool's timeout (the server is down or unreachable,"
+            f" or every pooled connection is busy): {exc}"
+        ) from exc
     except psycopg.Error as exc:
         raise StoreError(f"{what}: {exc}") from exc
