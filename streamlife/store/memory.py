@@ -104,7 +104,8 @@ class MemoryStore:
         with self._lock:
             if self._undo is not None:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch")
-            self._undo = undo = list[Callable[[], None]]()
+            undo: list[Callable[[], None]] = []
+            self._undo = undo
             try:
                 yield
             except BaseException:
