@@ -55,6 +55,7 @@ from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
 from .sim.service import PROVIDERS, SEGMENT_SECONDS, SIM_MODES, SimMode
 from .store import Store, open_store
+from .store.dsn import mask, store_url_secrets
 from .task import StreamTask
 from .transport.answers import URL_FIELD
 from .transport.base import Transport
@@ -193,7 +194,8 @@ _DSN_PASSWORD: Final = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]
 def mask_store_url(url: str) -> str:
     """The store URL fit to print: a password, in a URL (``user:secret@``), a query string
     (``?password=secret``) or a key=value DSN (``password=secret``), becomes ``***``."""
-    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", url))
+    shown = mask(url, store_url_secrets(url))  # first: a password the patterns below would cut
+    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", shown))
 
 
 class _Handed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ from streamlife.errors import StoreError
 from streamlife.journal import facts_of
 from streamlife.lifecycle import TRIGGERS, Source
 from streamlife.sim import SimTransport, SimulatedService
-from streamlife.store import MemoryStore, SqliteStore, Store
+from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
+from streamlife.store.memory import _Txn
 
 from .conftest import state_of
 from .payloads import segment_callback, status_callback
@@ -177,3 +178,54 @@ class CountingCommits(SqliteStore):
             if self.fail_commit:  # raised inside: the batch rolls back, as a failed COMMIT does
                 raise StoreError("disk full (a test)")
         self.commits += 1
+
+
+class FailingNthWrite(MemoryStore):
+    """A MemoryStore whose ``fail_at``-th task write (counted from 1) raises StoreError, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.fail_at: int | None = None
+
+    def lock(self, key: str) -> _Txn:
+        return _CountedTxn(self, key)
+
+    def count_write(self) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            self.fail_at = None
+            raise StoreError("the disk failed on this write (a test)")
+
+
+class _CountedTxn(_Txn):
+    __slots__ = ()
+
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+        assert isinstance(self.store, FailingNthWrite)
+        self.store.count_write()
+        super().write(entries, row)
+
+
+def test_a_batch_failing_at_its_third_write_keeps_nothing_and_applies_once_when_sent_again(
+    clock: ManualClock,
+) -> None:
+    store = FailingNthWrite()
+    fleet, tasks = fleet_with_tasks(clock, store)
+    heard: list[tuple[str, int]] = []
+    fleet.on_segment(lambda task, segment: heard.append((task.task_id or "", segment.index)))
+    payloads = [segment_callback(task.task_id or "", 0) for task in tasks]
+    before = what_each_task_holds(fleet)
+    store.fail_at = store.writes + 3  # the first two tasks' writes succeed, the third's fails
+
+    with pytest.raises(StoreError, match="disk failed"):
+        fleet.handle_callbacks(payloads)
+    assert what_each_task_holds(fleet) == before, "nothing of the failed batch is held"
+    assert [store.journal(task.key or "") for task in tasks] == [fleet.journal(task) for task in tasks]
+    assert heard == []
+
+    assert fleet.handle_callbacks(payloads) == [Outcome.APPLIED] * 3
+    assert sorted(heard) == sorted((task.task_id or "", 0) for task in tasks), "each heard once"
+    assert [task.transcript_text() for task in tasks] == ["hello there"] * 3
+    assert fleet.handle_callbacks(payloads) == [Outcome.DUPLICATE] * 3
+    assert len(heard) == 3

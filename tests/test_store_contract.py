@@ -1230,9 +1230,7 @@ def test_a_block_that_raises_inside_a_batch_is_rolled_back_alone(store: Store) -
     assert row.version == 2
 
 
-def test_a_batch_that_raises_keeps_nothing_written_inside_it(durable_backend: Backend) -> None:
-    # (Durable stores only: the memory store keeps each write at once, with no commit to group.)
-    store = durable_backend.open()
+def test_a_batch_that_raises_keeps_nothing_written_inside_it(store: Store) -> None:
     make(store, "a")
 
     def batch_that_dies() -> None:
@@ -1281,3 +1279,83 @@ def test_another_writer_waits_for_a_batch_and_then_sees_all_of_it(durable_backen
     advance(second, "a")  # waits for the batch's lock, then numbers on from it
     thread.join(10)
     assert [e.version for e in second.journal("a")] == [1, 2, 3, 4]
+
+
+class MidBatchFailure(Exception):
+    """What a consumer's code raises inside a batch, after some of its writes."""
+
+
+def stale_write(store: Store, key: str) -> None:
+    """A write from a stale copy: refused with StoreConflict."""
+    with store.lock(key) as txn:
+        txn.write([entry(1)], task_row(key, 1))
+
+
+def raise_mid_batch(store: Store, key: str) -> None:
+    raise MidBatchFailure(f"the consumer died after writing; {key!r} was next")
+
+
+def everything_kept(store: Store) -> dict[str, Any]:
+    """All a store holds, but the dead letters' ids (PostgreSQL does not hand a rolled-back id out
+    again; the others may)."""
+    rows = list(store.rows(terminal=True))
+    return {
+        "rows": rows,
+        "journals": {row.key: store.journal(row.key) for row in rows},
+        "parked": [(p.task_id, p.at, p.payload) for p in store.parked()],
+        "letters": [letter[1:] for letter in store.dead_letters()],
+    }
+
+
+def write_a_batch_that_fails(store: Store, failure: Callable[[Store, str], None], letter: int) -> None:
+    """Every kind of write, then ``failure`` at the third task write."""
+    with store.batch():
+        advance(store, "a")  # the first task's write
+        with store.lock("a") as txn:  # and one that moves its row on (no row written)
+            txn.write([entry(txn.version + 1)], None)
+        store.create(task_row("b", 1, task_id="tid-b"), [entry(1, trigger="make")], claim="tid-b")
+        advance(store, "c", task_id="tid-c2")  # the second task's: its task_id moves
+        store.park("tid-late", 4.0, {"n": 2})
+        store.unpark("tid-early")
+        store.dead_letter(5.0, "kept inside", None, b"inside")
+        assert store.purge_dead_letters([letter]) == 1
+        failure(store, "c")
+        advance(store, "c")
+
+
+@pytest.mark.parametrize("failure", [stale_write, raise_mid_batch], ids=["conflict", "exception"])
+def test_a_batch_that_fails_midway_keeps_nothing_of_it(
+    store: Store, failure: Callable[[Store, str], None]
+) -> None:
+    make(store, "a")
+    make(store, "c", task_id="tid-c")
+    store.park("tid-early", 1.0, {"n": 1})
+    store.dead_letter(2.0, "kept before", None, b"before")
+    letter_to_purge = store.dead_letter(3.0, "purged inside", "data", b"purge me")
+    before = everything_kept(store)
+
+    with pytest.raises((StoreConflict, MidBatchFailure)):
+        write_a_batch_that_fails(store, failure, letter_to_purge)
+
+    assert everything_kept(store) == before
+    assert store.row("b") is None
+    assert store.find("tid-b") is None
+    assert store.find("tid-c2") is None
+    found = store.find("tid-c")
+    assert found is not None
+    assert found.key == "c"
+    # The store goes on, and what the batch claimed is free again.
+    store.create(task_row("b", 1, task_id="tid-b"), [entry(1, trigger="make")], claim="tid-b")
+    advance(store, "a")
+    assert [e.version for e in store.journal("a")] == [1, 2]
+    assert [p.task_id for p in store.parked()] == ["tid-early"]
+
+
+def test_memory_batches_do_not_nest() -> None:
+    store = MemoryStore()
+    make(store, "a")
+    with store.batch():
+        with pytest.raises(StoreError), store.batch():
+            pass
+        advance(store, "a")
+    assert [e.version for e in store.journal("a")] == [1, 2]

@@ -229,8 +229,14 @@ class Store(Protocol):
 
         Inside it, each ``lock()`` block and ``create`` is kept or rolled back on its own, as
         outside, but nothing is committed before the block ends; row locks are held until then.
-        If the block raises, or its commit fails, nothing written inside it is kept. Batches do not
-        nest. A store with nothing to group (memory) keeps each write at once.
+
+        All or nothing, required of every store (a user's own too): if the block raises (a write
+        refused with ``StoreConflict`` or ``StoreError``, or any other exception), or its commit
+        fails, nothing written inside it is kept: no row, journal entry, claim, parked or unparked
+        callback, dead letter or purge. The Fleet relies on it: it puts the batch's tasks back as
+        the store holds them and asks for the batch again, and a write kept from a failed batch
+        would make its callbacks duplicates on redelivery, never heard by the hooks.
+        Batches do not nest (``StoreError``).
         """
         ...
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
@@ -33,6 +33,7 @@ from .base import (
     JournalEntry,
     ParkedCallback,
     StoreConflict,
+    StoreError,
     TaskRow,
     check_numbering,
     dead_letter_fields,
@@ -69,6 +70,9 @@ class MemoryStore:
         self._next_seq = itertools.count(1).__next__
         self._dead_letters: dict[int, _KeptLetter] = {}  # by id: ids increase, so in id order
         self._next_letter_id = itertools.count(1).__next__
+        # Inside a batch: how to take back each write made in it, in the order made; None outside.
+        # Only the batch's thread writes meanwhile (it holds the lock), so no other write is undone.
+        self._undo: list[Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._tasks)}, shared={self.shared})"
@@ -86,14 +90,30 @@ class MemoryStore:
             self._made[row.key] = len(self._made)
             self._tasks[row.key] = kept
             self._index(None, row)
+            if self._undo is not None:
+                self._undo.append(lambda: self._uncreate(row, claim))
 
     def lock(self, key: str) -> _Txn:
         return _Txn(self, key)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Nothing to group: a write here costs no commit. Each is kept when its block ends."""
-        yield
+        """All or nothing, as a durable store's transaction: each write is made when its block ends,
+        and taken back, last first, if the batch raises. The store's lock is held for the whole
+        batch (as SQLite holds its connection), so no other thread's write is mixed in with it."""
+        with self._lock:
+            if self._undo is not None:
+                raise StoreError(f"a batch of {self!r} cannot start inside a batch")
+            undo: list[Callable[[], None]] = []
+            self._undo = undo
+            try:
+                yield
+            except BaseException:
+                for take_back in reversed(undo):
+                    take_back()
+                raise
+            finally:
+                self._undo = None
 
     def row(self, key: str) -> TaskRow | None:
         kept = self._tasks.get(key)
@@ -120,11 +140,14 @@ class MemoryStore:
             seq = self._next_seq()
             self._parked[seq] = (seq, task_id, at, to_json(payload))
             self._parked_by_task_id.setdefault(task_id, []).append(seq)
+            if self._undo is not None:
+                self._undo.append(lambda: self._unpark_one(seq))
 
     def unpark(self, task_id: str) -> None:
         with self._lock:
-            for seq in self._parked_by_task_id.pop(task_id, ()):
-                del self._parked[seq]
+            gone = [self._parked.pop(seq) for seq in self._parked_by_task_id.pop(task_id, ())]
+            if self._undo is not None and gone:
+                self._undo.append(lambda: self._repark(gone))
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._lock:
@@ -139,6 +162,8 @@ class MemoryStore:
         with self._lock:
             letter_id = self._next_letter_id()
             self._dead_letters[letter_id] = (letter_id, at, kept_reason, kept_field, size, kept_body)
+            if self._undo is not None:
+                self._undo.append(lambda: self._unkeep_letters([letter_id]))
         return letter_id
 
     def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
@@ -153,15 +178,55 @@ class MemoryStore:
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         with self._lock:
-            if ids is None:
-                purged = len(self._dead_letters)
-                self._dead_letters.clear()
-                return purged
-            gone = [self._dead_letters.pop(letter_id, None) for letter_id in dead_letter_ids(ids)]
-        return sum(letter is not None for letter in gone)
+            wanted = list(self._dead_letters) if ids is None else dead_letter_ids(ids)
+            popped = [self._dead_letters.pop(letter_id, None) for letter_id in wanted]
+            gone = [letter for letter in popped if letter is not None]
+            if self._undo is not None and gone:
+                self._undo.append(lambda: self._rekeep_letters(gone))
+        return len(gone)
 
     def close(self) -> None:
         pass
+
+    # What undoes each write of a failed batch (called with the lock held, last write first).
+
+    def _uncreate(self, row: TaskRow, claim: str | None) -> None:
+        del self._tasks[row.key]
+        del self._made[row.key]
+        if row.task_id is not None:
+            self._by_task_id[row.task_id].discard(row.key)
+        if claim is not None:
+            del self._claims[claim]
+
+    def _unwrite(self, kept: _Kept, version: int, old_row: _KeptRow) -> None:
+        """Put a task's list back as it was at ``version`` (its row ``old_row``)."""
+        new_row: _KeptRow = kept[_ROW]
+        del kept[version + 1 :]
+        kept[_ROW] = old_row
+        if new_row[_TASK_ID] != old_row[_TASK_ID]:
+            self._index(_row(new_row), _row(old_row))
+
+    def _unpark_one(self, seq: int) -> None:
+        _, task_id, _, _ = self._parked.pop(seq)
+        self._parked_by_task_id[task_id].remove(seq)
+        if not self._parked_by_task_id[task_id]:
+            del self._parked_by_task_id[task_id]
+
+    def _repark(self, gone: list[tuple[int, str, float, str]]) -> None:
+        for kept in gone:
+            self._parked[kept[0]] = kept
+            self._parked_by_task_id.setdefault(kept[1], []).append(kept[0])
+        self._parked = dict(sorted(self._parked.items()))  # back in arrival order
+        for seqs in self._parked_by_task_id.values():
+            seqs.sort()
+
+    def _unkeep_letters(self, ids: list[int]) -> None:
+        for letter_id in ids:
+            del self._dead_letters[letter_id]
+
+    def _rekeep_letters(self, gone: list[_KeptLetter]) -> None:
+        self._dead_letters.update((letter[0], letter) for letter in gone)
+        self._dead_letters = dict(sorted(self._dead_letters.items()))  # back in id order
 
     def _made_order(self, row: TaskRow) -> tuple[float, int]:
         return (row.created_at, self._made[row.key])
@@ -201,6 +266,8 @@ class _Txn:
             if self.staged is not None and self.kept is not None and error_type is None:
                 kept, (entries, kept_row, row) = self.kept, self.staged
                 old = kept[_ROW]
+                if store._undo is not None:
+                    store._undo.append(_unwrite_later(store, kept, self.version, old))
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
                     kept_row = (*old[:_VERSION], version, old[_CREATED_AT], at, old[_FACTS])
@@ -225,6 +292,11 @@ class _Txn:
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
         self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)
+
+
+def _unwrite_later(store: MemoryStore, kept: _Kept, version: int, old: _KeptRow) -> Callable[[], None]:
+    """What puts the task back, made apart from the write so that its values are bound now."""
+    return lambda: store._unwrite(kept, version, old)
 
 
 # TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple

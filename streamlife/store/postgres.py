@@ -11,6 +11,11 @@ task's row and reads its version (one row lock per transition: other tasks are n
 write moves it on with ``UPDATE ... WHERE version = %s``. The journal's primary key is (key, version),
 so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
 
+No wait is unbounded: a row lock waits ``lock_timeout``, a statement ``statement_timeout`` (both
+set on each pooled connection's session), a connection the pool's ``timeout``; each ends in
+``StoreError``. A process frozen while it holds a task's row (SIGSTOP, a VM paused) or a server
+gone away costs a caller seconds, not the rest of its life.
+
 Inside a ``lock()`` block, the thread's other calls (``row``, ``park`` ...) go through the block's
 connection and transaction; a thread's blocks do not nest, and ``create`` is not called inside one.
 
@@ -21,14 +26,15 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 import psycopg
 import psycopg.conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from streamlife.lifecycle import TERMINAL
 
@@ -44,6 +50,7 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
+from .dsn import mask, meant_passwords, secrets_of
 from .json_text import to_json
 
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
@@ -109,17 +116,50 @@ _LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 _Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+# How long a call waits before it raises StoreError (see PostgresStore's arguments).
+POOL_TIMEOUT: Final = 5.0  # for a pooled connection: the server down, or every connection busy
+LOCK_TIMEOUT: Final = 5.0  # for a row lock: another process holds the task (frozen, say)
+STATEMENT_TIMEOUT: Final = 10.0  # for one statement, lock wait included
+
+
 class PostgresStore:
     shared = True  # other processes may use the same database
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 30.0) -> None:
-        """``timeout``: how long a call waits for a connection (the server down, or every pooled
-        connection busy) before it raises ``StoreError``."""
-        self._where = _describe(dsn)
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = POOL_TIMEOUT,
+        lock_timeout: float = LOCK_TIMEOUT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+    ) -> None:
+        """Every wait is bounded, and ends in ``StoreError``: ``timeout`` seconds for a connection
+        (the server down or unreachable, or every pooled connection busy; connecting to a server
+        that does not answer too), ``lock_timeout`` seconds for a task's row lock (another process
+        holds it: a process frozen in the middle of an event would otherwise hold the task's
+        callbacks up for ever), ``statement_timeout`` seconds for any one statement. A pooled
+        connection the server closed (a restart, an administrator) is found out and replaced
+        before it is used."""
+        for name, seconds in (
+            ("timeout", timeout),
+            ("lock_timeout", lock_timeout),
+            ("statement_timeout", statement_timeout),
+        ):
+            _check_seconds(name, seconds)
+        self._secrets, self._where = _secrets_and_where(dsn)
+        # The server's settings are in whole milliseconds; 0 would turn the limit off.
+        self._session = {
+            "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
+            "statement_timeout": f"{max(1, round(statement_timeout * 1000))}ms",
+        }
+        # libpq's connect_timeout is whole seconds, and it takes anything under 2 as 2.
+        connect_timeout = max(2, math.ceil(timeout))
         # One plain connection first: a pool that cannot connect retries until ``timeout`` and then
         # says only that; this says why (no such database, authentication failed) at once.
-        with _errors(f"could not open {self!r}"):
-            psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
+        with self._errors(f"could not open {self!r}"):
+            psycopg.connect(dsn, connect_timeout=connect_timeout).close()
         # .conn: the connection of this thread's lock() block or batch; .locked: inside a lock() block;
         # .batch: the connection of its batch.
         self._local = threading.local()
@@ -128,18 +168,32 @@ class PostgresStore:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"autocommit": True},  # every transaction here is an explicit conn.transaction()
+            # autocommit: every transaction here is an explicit conn.transaction()
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
+            configure=self._configure,
+            # A connection the server closed while it sat in the pool fails its first statement:
+            # an empty query on the way out finds it, and the pool hands out another.
+            check=ConnectionPool.check_connection,
             open=False,
             name="streamlife",
         )
         try:
-            with _errors(f"could not open {self!r}"):
+            with self._errors(f"could not open {self!r}"):
                 self._pool.open()
                 with self._pool.connection() as conn:
                     _migrate(conn)
         except BaseException:
             self._pool.close()
             raise
+
+    def _errors(self, what: str) -> AbstractContextManager[None]:
+        return _errors(what, self._secrets)
+
+    def _configure(self, conn: _Connection) -> None:
+        """Bound every wait of a new connection's session (autocommit: the settings outlive any
+        transaction)."""
+        for name, value in self._session.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
@@ -149,7 +203,7 @@ class PostgresStore:
         facts = to_json(row.facts)
         journal = _entry_values(row.key, entries)
         with (
-            _errors(f"could not create task {row.key!r}"),
+            self._errors(f"could not create task {row.key!r}"),
             self._own_connection(f"could not create task {row.key!r}") as conn,
             conn.transaction(),
         ):
@@ -187,7 +241,7 @@ class PostgresStore:
         what = "could not write a batch"
         if getattr(self._local, "batch", None) is not None:
             raise StoreError(f"{what}: this thread is inside a batch of {self!r} already")
-        with _errors(what), self._own_connection(what) as conn, conn.transaction():
+        with self._errors(what), self._own_connection(what) as conn, conn.transaction():
             self._local.batch = self._local.conn = conn
             try:
                 yield
@@ -199,27 +253,27 @@ class PostgresStore:
         # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
         # the commit); the block's own exceptions pass through, after the rollback.
         what = f"could not write task {key!r}"
-        with _errors(what), self._own_connection(what) as conn, conn.transaction():
+        with self._errors(what), self._own_connection(what) as conn, conn.transaction():
             found = conn.execute(
                 "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE", (key,)
             ).fetchone()
             self._local.conn = conn  # this thread's other calls, until the block ends, go through it
             self._local.locked = True
             try:
-                yield _Txn(conn, key, None if found is None else found[0])
+                yield _Txn(conn, key, None if found is None else found[0], self._secrets)
             finally:
                 self._local.conn = getattr(self._local, "batch", None)
                 self._local.locked = False
 
     def row(self, key: str) -> TaskRow | None:
-        with _errors(f"could not read task {key!r}"), self._connection() as conn:
+        with self._errors(f"could not read task {key!r}"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
             ).fetchone()
         return None if found is None else _row(found)
 
     def find(self, task_id: str) -> TaskRow | None:
-        with _errors(f"could not look up task_id {task_id!r}"), self._connection() as conn:
+        with self._errors(f"could not look up task_id {task_id!r}"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
                 " ORDER BY created_at, seq LIMIT 1",
@@ -228,7 +282,7 @@ class PostgresStore:
         return None if found is None else _row(found)
 
     def journal(self, key: str) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {key!r}"), self._connection() as conn:
+        with self._errors(f"could not read the journal of {key!r}"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
             ).fetchall()
@@ -236,7 +290,7 @@ class PostgresStore:
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         where = "" if terminal else "WHERE NOT terminal"
-        with _errors("could not read the tasks"), self._connection() as conn:
+        with self._errors("could not read the tasks"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
             ).fetchall()
@@ -244,18 +298,18 @@ class PostgresStore:
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
-        with _errors(f"could not park a callback for {task_id!r}"), self._connection() as conn:
+        with self._errors(f"could not park a callback for {task_id!r}"), self._connection() as conn:
             conn.execute(
                 "INSERT INTO streamlife_parked (task_id, at, payload) VALUES (%s, %s, %s::json)",
                 (task_id, at, text),
             )
 
     def unpark(self, task_id: str) -> None:
-        with _errors(f"could not unpark the callbacks for {task_id!r}"), self._connection() as conn:
+        with self._errors(f"could not unpark the callbacks for {task_id!r}"), self._connection() as conn:
             conn.execute("DELETE FROM streamlife_parked WHERE task_id = %s", (task_id,))
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
-        with _errors("could not read the parked callbacks"), self._connection() as conn:
+        with self._errors("could not read the parked callbacks"), self._connection() as conn:
             if task_id is None:
                 found = conn.execute(
                     "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
@@ -269,7 +323,7 @@ class PostgresStore:
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
-        with _errors("could not keep a dead letter"), self._connection() as conn:
+        with self._errors("could not keep a dead letter"), self._connection() as conn:
             found = conn.execute(
                 "INSERT INTO streamlife_dead_letters (at, reason, field, size, body)"
                 " VALUES (%s, %s, %s, %s, %s) RETURNING id",
@@ -281,7 +335,7 @@ class PostgresStore:
 
     def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
         after, limit = dead_letter_page(after, limit)
-        with _errors("could not read the dead letters"), self._connection() as conn:
+        with self._errors("could not read the dead letters"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
                 (after, limit),  # (LIMIT NULL: no limit)
@@ -291,14 +345,14 @@ class PostgresStore:
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
         if not dead_letter_ids([letter_id]):
             return None
-        with _errors(f"could not read dead letter {letter_id}"), self._connection() as conn:
+        with self._errors(f"could not read dead letter {letter_id}"), self._connection() as conn:
             found = conn.execute(
                 f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
             ).fetchone()
         return None if found is None else _letter(found)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
-        with _errors("could not purge dead letters"), self._connection() as conn:
+        with self._errors("could not purge dead letters"), self._connection() as conn:
             if ids is None:
                 return conn.execute("DELETE FROM streamlife_dead_letters").rowcount
             wanted = dead_letter_ids(ids)
@@ -338,17 +392,18 @@ class PostgresStore:
 
 
 class _Txn:
-    __slots__ = ("_conn", "_exists", "_written", "key", "version")
+    __slots__ = ("_conn", "_exists", "_secrets", "_written", "key", "version")
 
-    def __init__(self, conn: _Connection, key: str, version: int | None) -> None:
+    def __init__(self, conn: _Connection, key: str, version: int | None, secrets: tuple[str, ...]) -> None:
         self._conn = conn
+        self._secrets = secrets
         self.key = key
         self.version = version or 0  # read under the row lock
         self._exists = version is not None
         self._written = False
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {self.key!r}"):
+        with _errors(f"could not read the journal of {self.key!r}", self._secrets):
             found = self._conn.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
                 " ORDER BY version",
@@ -367,7 +422,8 @@ class _Txn:
         facts = None if row is None else to_json(row.facts)
         journal = _entry_values(self.key, entries)
         where = (self.key, self.version)
-        with _errors(f"could not write task {self.key!r}"), self._conn.transaction():  # a savepoint
+        what = f"could not write task {self.key!r}"
+        with _errors(what, self._secrets), self._conn.transaction():  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
                 updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
@@ -457,22 +513,67 @@ def _letter(values: Sequence[Any]) -> DeadLetter:
     )  # (bytes: psycopg may read a memoryview)
 
 
-def _describe(dsn: str) -> str:
-    """Where the store is, for messages: host, port and database; never the password."""
+def _secrets_and_where(dsn: str) -> tuple[tuple[str, ...], str]:
+    """What would give the DSN's password away (see ``streamlife.store.dsn``), and where the store
+    is, for messages: host, port and database, as libpq reads them. A DSN libpq reads otherwise than
+    it is written (a URL's password with an unencoded ``/`` or ``@`` becomes part of the host, the
+    port, the database) is refused: it names no database the user meant, and its parts would show
+    pieces of the password."""
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<dsn hidden>"
+    except psycopg.Error as exc:  # libpq's reason may quote the DSN
+        _mask_in_place(exc, secrets_of(dsn))
+        raise StoreError(f"not a PostgreSQL DSN: {str(exc).strip()}") from exc
+    parsed_password = params.get("password")
+    secrets = secrets_of(dsn, None if parsed_password is None else str(parsed_password))
+    if set(meant_passwords(dsn)) - {parsed_password}:
+        raise StoreError(
+            "not a PostgreSQL DSN as written: libpq reads its user, password, host or database"
+            " otherwise (in a URL, percent-encode the password's / @ : ? # % and spaces: %2F %40 ...)"
+        )
     where = {name: params[name] for name in ("host", "port", "dbname") if params.get(name)}
-    return " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
+    shown = " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
+    return secrets, mask(shown, secrets)
+
+
+def _check_seconds(name: str, seconds: float) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise ValueError(f"{name} is a number of seconds above 0, got {seconds!r}")
 
 
 @contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """psycopg's errors as the store's: a constraint is a conflict, anything else a failure."""
+def _errors(what: str, secrets: tuple[str, ...]) -> Iterator[None]:
+    """psycopg's errors as the store's: a constraint is a conflict, anything else a failure. libpq
+    may quote the DSN, password and all: the message, and the psycopg error it is chained from, are
+    masked (``secrets``)."""
     try:
         yield
-    except psycopg.IntegrityError as exc:
-        raise StoreConflict(f"{what}: {exc}") from exc
     except psycopg.Error as exc:
-        raise StoreError(f"{what}: {exc}") from exc
+        _mask_in_place(exc, secrets)
+        raise _store_error(what, exc) from exc
+
+
+def _mask_in_place(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Mask the password in a psycopg error's text (which its str and repr, and a traceback, show),
+    and in the errors psycopg chained it to."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(mask(arg, secrets) if isinstance(arg, str) else arg for arg in current.args)
+        current = current.__cause__ or current.__context__
+
+
+def _store_error(what: str, exc: psycopg.Error) -> StoreError:
+    if isinstance(exc, psycopg.IntegrityError):
+        return StoreConflict(f"{what}: {exc}")
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return StoreError(f"{what}: another process holds the task's row past lock_timeout ({exc})")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return StoreError(f"{what}: a statement ran past statement_timeout ({exc})")
+    if isinstance(exc, PoolTimeout):
+        return StoreError(
+            f"{what}: no connection within the pool's timeout (the server is down or unreachable,"
+            f" or every pooled connection is busy): {exc}"
+        )
+    return StoreError(f"{what}: {exc}")

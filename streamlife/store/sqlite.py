@@ -12,6 +12,11 @@ block (blocks are short: the Fleet does no I/O inside them but the store's own).
 ``lock()`` blocks do not nest, and ``create`` is not called inside one: each is its own transaction.
 Inside ``batch()`` they are savepoints of the batch's one transaction, which holds the connection
 (and the file's write lock) until it commits: one commit for many events.
+
+A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it. The WAL is
+checkpointed before it can take more than a share of the room the disk had, cut back once
+checkpointed (``journal_size_limit``), and, after a refused write, copied into the file and cut to
+nothing where it can be: so once there is room again, writes work again.
 """
 
 from __future__ import annotations
@@ -46,7 +51,14 @@ BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 
 CACHE_KIB: Final = 64 * 1024  # the page cache's ceiling, per connection
-CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in 4 KiB pages) before a commit checkpoints it
+CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a commit checkpoints it
+# Less where the disk has less room: the WAL grows to at most this share of the free space (but no
+# shorter than MIN_CHECKPOINT_PAGES), so a checkpoint always finds room to copy it into the file.
+CHECKPOINT_SHARE_OF_FREE: Final = 4  # a quarter
+MIN_CHECKPOINT_PAGES: Final = 16
+# What the WAL file is cut back to once checkpointed (SQLite otherwise keeps it at its longest, for
+# reuse, holding that much disk for good).
+WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
 
 # The schema, one migration a step: PRAGMA user_version counts the steps applied. Append, never edit.
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -147,8 +159,9 @@ class SqliteStore:
                 # NORMAL commit pays for. Events dirty pages all over the journal's index, so at
                 # SQLite's default (1,000 pages) the syncs were half of an event's cost at 100,000
                 # tasks; ten times the pages takes a tenth of the syncs, and each copies a page
-                # written many times once. The WAL file stays at up to about 40 MiB.
-                self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+                # written many times once. The WAL grows to about 40 MiB so, where the disk has
+                # room for it; on a small volume, less (see _fit_wal_to_disk).
+                self._fit_wal_to_disk()
                 self._migrate()
         except BaseException:
             self._db.close()
@@ -184,9 +197,11 @@ class SqliteStore:
             self._batching = True
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 with suppress(sqlite3.Error):  # the first error is the one to report
                     self._db.execute("ROLLBACK")
+                self._batching = False
+                self._after_failure(exc)
                 raise
             else:
                 self._commit("could not commit a batch")
@@ -293,8 +308,13 @@ class SqliteStore:
         """The connection, for a statement or two: inside this thread's ``lock()`` block, part of
         its transaction (what it reads includes what it wrote, and what it writes is kept or rolled
         back with the block); elsewhere, each statement commits on its own."""
-        with self._lock, _errors(f"{self!r} failed"):
-            yield self._db
+        with self._lock:
+            try:
+                with _errors(f"{self!r} failed"):
+                    yield self._db
+            except StoreError as exc:
+                self._after_failure(exc)
+                raise
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -309,11 +329,13 @@ class SqliteStore:
             self._in_txn = True
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 with suppress(sqlite3.Error):  # the first error is the one to report
                     self._db.execute("ROLLBACK TO event" if batching else "ROLLBACK")
                     if batching:
                         self._db.execute("RELEASE event")
+                self._in_txn = False
+                self._after_failure(exc)
                 raise
             else:
                 if batching:
@@ -328,10 +350,36 @@ class SqliteStore:
         try:
             with _errors(what):
                 self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+            self._batching = self._in_txn = False
+            self._after_failure(exc)
             raise
+
+    def _after_failure(self, exc: BaseException) -> None:
+        """After a write the disk refused (full, or the file may grow no more), rolled back: give
+        the WAL's room back if this connection can. The WAL holds every commit since the last
+        checkpoint; left as it is, on a full volume, it holds the room a checkpoint needs for good.
+        Copied into the file and cut to nothing, it frees what the file did not take, and the WAL's
+        limits are fitted to the room left."""
+        if not _out_of_room(exc) or self._db.in_transaction or self._in_txn or self._batching:
+            return
+        with suppress(sqlite3.Error):  # another process reading may hold it up: then the next failure
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with suppress(sqlite3.Error):
+            self._fit_wal_to_disk()
+
+    def _fit_wal_to_disk(self) -> None:
+        """How long the WAL grows before a commit checkpoints it (CHECKPOINT_PAGES, or a share of
+        the disk's free room where that is less), and what it is cut back to once checkpointed."""
+        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
+        pages = CHECKPOINT_PAGES
+        free = _free_bytes(self.path)
+        if free is not None:
+            pages = max(MIN_CHECKPOINT_PAGES, min(pages, free // CHECKPOINT_SHARE_OF_FREE // page_size))
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+        self._db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
 
     def _wal(self) -> None:
         """Put the file in WAL mode (once set, it stays). Processes that open a new file together
@@ -490,4 +538,29 @@ def _errors(what: str) -> Iterator[None]:
     except sqlite3.IntegrityError as exc:
         raise StoreConflict(f"{what}: {exc}") from exc
     except sqlite3.Error as exc:
+        if _out_of_room(exc):
+            raise StoreError(
+                f"{what}: {exc}: the disk is full, or the file may grow no more (a size limit)."
+                " Nothing of this write was kept; writes work again once there is room"
+            ) from exc
         raise StoreError(f"{what}: {exc}") from exc
+
+
+# A write the disk refused: SQLite says SQLITE_FULL when a write falls short, SQLITE_IOERR when it
+# fails whole (a file past RLIMIT_FSIZE, say: EFBIG).
+_OUT_OF_ROOM: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
+
+def _out_of_room(exc: BaseException) -> bool:
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return isinstance(cause, sqlite3.Error) and code is not None and code & 0xFF in _OUT_OF_ROOM
+
+
+def _free_bytes(path: str) -> int | None:
+    """The room left for the store's files on their volume; None where it cannot be told."""
+    try:
+        found = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except (OSError, AttributeError):  # ":memory:"'s directory is ours; no statvfs on Windows
+        return None
+    return found.f_bavail * found.f_frsize
