@@ -27,7 +27,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlife import Fleet, FleetStats, HistoryEntry, OutcomeKind, Policy, StreamTask, TaskState
+from streamlife import Fleet, FleetStats, HistoryEntry, Outcome, OutcomeKind, Policy, StreamTask, TaskState
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.webhook import WebhookReceiver, serve_webhook
 
@@ -480,13 +480,30 @@ def test_each_outcome_is_answered_200(fresh: Live) -> None:
     assert fresh.fleet.stats().parked == 1
 
 
-def test_a_rejected_callback_is_answered_200_with_its_reason() -> None:
-    with live_rig(Policy(stop_concurrency=0, seed=0, max_parked=1)) as rig:
+@pytest.mark.parametrize("face", FACES)
+def test_a_callback_with_no_room_to_park_is_answered_503_and_parked_when_delivered_again(face: str) -> None:
+    """A full parking lot must not answer 200 "rejected": the sender would never send it again."""
+    with live_rig(Policy(stop_concurrency=0, seed=0, max_parked=1), face) as rig:
         assert rig.deliver(segment_callback("unknown-task-one", 0)) == "parked"
         answer = rig.post(encoded(segment_callback("unknown-task-two", 0)))
-        assert answer.status_code == 200
-        assert answer.json()["outcome"] == "rejected"
-        assert "max_parked" in answer.json()["reason"]
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"
+        assert rig.fleet.store.parked("unknown-task-two") == []  # nothing of it kept
+        rig.fleet.stop_all()  # the parked task_id is adopted and stopped: its room is free again
+        assert rig.deliver(segment_callback("unknown-task-two", 0)) == "parked"
+
+
+class Rejects:
+    """A sink that refuses every callback as impossible, as a task does an event its state forbids."""
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        return Outcome.rejected("segment is impossible while pending")
+
+
+def test_a_rejected_callback_is_answered_200_with_its_reason() -> None:
+    answer = WebhookReceiver(Rejects(), token=TOKEN).handle(b"{}", {"X-Streamlife-Token": TOKEN})
+    assert answer.status == 200
+    assert answer.json == {"outcome": "rejected", "reason": "segment is impossible while pending"}
 
 
 def test_the_simulator_drives_a_task_through_the_live_receiver(fresh: Live) -> None:
