@@ -784,3 +784,14 @@ def test_the_last_final_sent_counts_finals_delivered_while_the_stream_lived() ->
     assert finals
     assert all(d.at > 5.5 for d in finals)  # each came after the stream had ended
     assert delayed.last_final_sent(task_id) is None
+
+
+@pytest.mark.parametrize("seconds", [0.25, 1.5, 2.0, 3_600.0, 1e6, 1e12])
+def test_a_simulated_retry_after_reads_back_as_the_seconds_it_was_given(seconds: float) -> None:
+    """Written as delay-seconds, never with an exponent: a strict reader takes "1e+06" for no
+    Retry-After at all."""
+    service, transport = simulated(Faults(stop_429=1.0, retry_after=seconds))
+    task_id = transport.start(StreamKind.AUDIO, AUDIO).task_id
+    with pytest.raises(RateLimitedError) as raised:
+        transport.stop(StreamKind.AUDIO, task_id)
+    assert raised.value.retry_after == seconds

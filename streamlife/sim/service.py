@@ -262,7 +262,9 @@ class SimulatedService:
         if self._roll(self.faults.stop_500):
             return _error(500, "Internal server error")
         if self._roll(self.faults.stop_429):
-            return _error(429, "Rate limit exceeded", {"Retry-After": f"{self.faults.retry_after:g}"})
+            # Fixed-point, as delay-seconds are written: "1e+06" would be no Retry-After at all.
+            seconds = f"{self.faults.retry_after:.3f}".rstrip("0").rstrip(".")
+            return _error(429, "Rate limit exceeded", {"Retry-After": seconds})
         now = self.clock.now()
         if self._roll(self.faults.stop_not_found):
             self._end(stream, now, SOURCE_ENDED, announce=False)  # it had ended without a word
