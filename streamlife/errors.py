@@ -35,10 +35,21 @@ recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from .task import StreamTask
+
+
+RECORDED_TEXT: Final = 2048  # characters of an error a task records (a server's words: 1,024 of them)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, and marked as cut if it was: words others wrote (a
+    server's message, an error) must not grow an error, a journal or a log without bound."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
 
 
 class StreamlifeError(Exception):
@@ -95,8 +106,11 @@ class RecordedError(StreamlifeError):
 
     @staticmethod
     def text_of(error: BaseException) -> str:
-        """How a task records an error: ``"TypeName: message"``."""
-        return error.text if isinstance(error, RecordedError) else f"{type(error).__name__}: {error}"
+        """How a task records an error: ``"TypeName: message"``, cut to ``RECORDED_TEXT`` characters.
+        The cut bounds the journal whatever a transport raises: each failed stop journals it."""
+        if isinstance(error, RecordedError):
+            return error.text
+        return cut(f"{type(error).__name__}: {error}", RECORDED_TEXT)
 
 
 class StoreError(StreamlifeError):

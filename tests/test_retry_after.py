@@ -175,3 +175,36 @@ def test_a_restart_honours_the_wait_a_failed_stop_journaled(tmp_path: Path) -> N
 def test_max_retry_after_must_be_a_positive_finite_number_of_seconds(value: float) -> None:
     with pytest.raises(ValueError, match="max_retry_after"):
         Policy(max_retry_after=value)
+
+
+class FailsStopsWordily(RateLimitsStops):
+    """Every stop fails with an error of four million characters, as a transport of one's own may raise."""
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        self.stops += 1
+        raise RuntimeError("upstream said: " + "x" * 4_000_000)
+
+
+def test_a_huge_error_is_journaled_cut_however_often_the_stop_fails(tmp_path: Path) -> None:
+    """Each failed stop journals its error: a transport's error of megabytes must not grow the
+    SQLite file by megabytes a retry."""
+    clock = ManualClock(1_000.0)
+    service = SimulatedService(clock=clock)
+    transport = FailsStopsWordily(SimTransport(service), 0.0)
+    store = SqliteStore(tmp_path / "journal.db")
+    try:
+        fleet = Fleet(transport, clock=clock, policy=policy(stop_retry_cap=1.0), store=store)
+        task = fleet.start("audio", audio_url=URL, provider="assemblyai")
+        with pytest.raises(RuntimeError):
+            fleet.stop(task)
+        run(clock, service, 20, fleet)
+        assert transport.stops > 10
+        errors = [
+            (entry.args or {})["error"] for entry in fleet.journal(task) if entry.trigger == "stop_error"
+        ]
+        assert len(errors) == task.stop_failures > 10
+        assert all(len(text) < 2_100 and text.endswith("more characters cut]") for text in errors)
+        assert task.last_error == errors[-1]
+        assert (tmp_path / "journal.db").stat().st_size < 1_000_000
+    finally:
+        store.close()

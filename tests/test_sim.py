@@ -790,7 +790,7 @@ def test_the_last_final_sent_counts_finals_delivered_while_the_stream_lived() ->
 def test_a_simulated_retry_after_reads_back_as_the_seconds_it_was_given(seconds: float) -> None:
     """Written as delay-seconds, never with an exponent: a strict reader takes "1e+06" for no
     Retry-After at all."""
-    service, transport = simulated(Faults(stop_429=1.0, retry_after=seconds))
+    _, transport = simulated(Faults(stop_429=1.0, retry_after=seconds))
     task_id = transport.start(StreamKind.AUDIO, AUDIO).task_id
     with pytest.raises(RateLimitedError) as raised:
         transport.stop(StreamKind.AUDIO, task_id)

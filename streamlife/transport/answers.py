@@ -30,6 +30,7 @@ from streamlife.errors import (
     ServerError,
     ServiceError,
     TaskNotFoundError,
+    cut,
 )
 from streamlife.events import StartResult, StopResult, StreamKind
 
@@ -128,9 +129,7 @@ def server_text(text: str, secrets: Collection[str] = ()) -> str:
         {form for secret in secrets if secret for form in _forms_of(secret)}, key=len, reverse=True
     ):
         text = text.replace(form, REDACTED)
-    if len(text) <= MAX_MESSAGE:
-        return text
-    return f"{text[:MAX_MESSAGE]}… [{len(text) - MAX_MESSAGE} more characters cut]"
+    return cut(text, MAX_MESSAGE)
 
 
 def _forms_of(secret: str) -> set[str]:
