@@ -88,6 +88,7 @@ from .store import DeadLetter, JournalEntry, MemoryStore, Store, TaskRow, open_s
 from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.http import DEFAULT_BASE_URL, HttpTransport, RetryPolicy
 from .webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
+from .webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 
 Served = TypeVar("Served")
 Number = TypeVar("Number", int, float)
@@ -206,6 +207,22 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the webhook's secret token, {MIN_TOKEN_LENGTH} characters or more: the last segment of the"
         f" webhook URL (default: ${TOKEN_ENV}, which other users cannot see in `ps`; with --sim and"
         " neither, a random one)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="how long a client has to send its whole request before it is answered 408 and closed"
+        f" (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections open at once, at most half the process's descriptor limit; past it the oldest"
+        f" one without a whole request is closed for a newcomer (default: {DEFAULT_MAX_CONNECTIONS})",
     )
     serve.add_argument(
         "--stop-wait",
@@ -1175,7 +1192,17 @@ def _serve(args: argparse.Namespace) -> int:
         recovered = fleet.recover()
         receiver = WebhookReceiver(fleet, token=token)
         hook = stack.enter_context(
-            _listening(serve_webhook(receiver, args.host, args.port), args.host, args.port)
+            _listening(
+                serve_webhook(
+                    receiver,
+                    args.host,
+                    args.port,
+                    request_timeout=args.request_timeout,
+                    max_connections=args.max_connections,
+                ),
+                args.host,
+                args.port,
+            )
         )
         if service is not None:
             host, port = hook.server.server_address[:2]

@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -436,3 +437,23 @@ def test_a_bad_store_url_is_bad_usage(tmp_path: Path, command: tuple[str, ...], 
 )  # fmt: skip
 def test_store_urls_are_shown_with_the_password_masked(url: str, shown: str) -> None:
     assert mask_store_url(url) == shown
+
+
+def test_serve_answers_408_to_a_client_that_sends_nothing_within_request_timeout(tmp_path: Path) -> None:
+    store = f"sqlite:{tmp_path / 'tasks.db'}"
+    with served("--sim", "--store", store, "--port", "0", "--request-timeout", "0.5", cwd=tmp_path) as serve:
+        listens = serve.wait_for(r"webhooks at http://([^/:]+):(\d+)/")
+        with socket.create_connection((listens[1], int(listens[2])), timeout=10) as idle:
+            began = time.monotonic()
+            answer = idle.recv(4096)
+            waited = time.monotonic() - began
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert waited < 5, f"closed after {waited:.1f} s"
+        assert serve.terminate() == 0
+
+
+def test_serve_refuses_a_bad_request_timeout_or_connection_cap(tmp_path: Path) -> None:
+    for option, value in (("--request-timeout", "0"), ("--max-connections", "0")):
+        result = streamlife("serve", "--sim", option, value, cwd=tmp_path)
+        assert result.returncode == 2
+        assert option in result.stderr
