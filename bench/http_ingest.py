@@ -1,12 +1,12 @@
 """Ingest over HTTP: the webhook receiver on loopback, callbacks POSTed from another process.
 
-``WebhookReceiver(fleet, token=...)`` runs in ``serve_webhook`` (the standard library's threaded
-WSGI server that ships with streamlife) in this process, in front of a Fleet of live tasks on the
-memory store. A load generator in a separate process (``multiprocessing``, spawned) POSTs
-pre-built requests from a few threads, each request on its own connection: wsgiref answers one
-request per connection (HTTP/1.0), so keep-alive is not possible against it. It stops after a
-bounded count or time. Reported: callbacks/s, and latency (connect to the last byte of the answer)
-at p50 and p99, under load and one at a time.
+``WebhookReceiver(fleet, token=...)`` runs in ``serve_webhook`` (the server that ships with
+streamlife: one thread reads every connection, a pool of workers applies) in this process, in front
+of a Fleet of live tasks on the memory store. A load generator in a separate process
+(``multiprocessing``, spawned) POSTs pre-built requests from a few threads, each request on its own
+connection: the server closes each connection after its answer, so keep-alive is not possible
+against it. It stops after a bounded count or time. Reported: callbacks/s, and latency (connect
+to the last byte of the answer) at p50 and p99, under load and one at a time.
 
 Reference: the same receiver and server handing the callbacks to a sink that does nothing, so the
 ratio shows what the Fleet adds to the cost of the HTTP server itself.
@@ -215,7 +215,7 @@ def run(config: HttpConfig) -> Section:
         "http",
         "Ingest over HTTP: WebhookReceiver in serve_webhook, on loopback",
         f"{config.tasks:,} live tasks on the memory store behind the receiver; a spawned process POSTs "
-        "new final-segment callbacks, one connection each (wsgiref serves one request per connection). "
+        "new final-segment callbacks, one connection each (serve_webhook closes each after its answer). "
         f"Under load: {config.concurrency} client threads, at most {config.loaded[0]:,} requests or "
         f"{config.loaded[1]:g} s a run; one at a time: at most {config.unloaded[0]:,} or "
         f"{config.unloaded[1]:g} s; {config.warmup} requests of warm-up each. The Fleet and the null sink "
@@ -283,8 +283,8 @@ def run(config: HttpConfig) -> Section:
     fleet_us = 1e6 / loaded["per_second"] - 1e6 / loaded_null["per_second"]
     section.notes.append(
         f"Under load the Fleet adds about {fleet_us:,.0f} µs per callback to the server's own "
-        f"{1e6 / loaded_null['per_second']:,.0f} µs: the standard library's server (a thread and a "
-        "connection per request), not the Fleet, bounds HTTP ingest here. The load generator and the "
+        f"{1e6 / loaded_null['per_second']:,.0f} µs: the server (a connection per request, read by one "
+        "thread), not the Fleet, bounds HTTP ingest here. The load generator and the "
         "server share the machine's cores."
     )
     return section
