@@ -1033,8 +1033,13 @@ class Fleet:
         named it in the meantime, here or in another process (the callbacks are replayed to it);
         None if another process adopted it at the same moment (they wait for the next tick).
         """
-        self._load(parked.task_id)  # a task the store knows (another process's) now holds the id
-        events = list(parked.events)
+        events = parked.events
+        try:
+            self._load(parked.task_id)  # a task the store knows (another process's) now holds the id
+        except BaseException:  # the store failed: the callbacks wait in the lot for the next tick
+            with self._lock:
+                self._park_again(parked, events)
+            raise
         with self._lock:
             kinds = set(self._kinds_started)
         kind, certain = _kind_of_orphan(events, kinds)
@@ -1060,8 +1065,7 @@ class Fleet:
                     with self._lock:
                         del self._by_id[parked.task_id], self._by_ref[task.ref], self._by_key[task.key]
                         self._counts["orphans"] -= 1
-                        for event in events:
-                            self._parking.park(parked.task_id, event, parked.first_parked, put_back=True)
+                        self._park_again(parked, events)
                     if not isinstance(error, StoreConflict):
                         raise
                     # Another process adopted it a moment ago: the next tick finds its task in the
@@ -1101,6 +1105,12 @@ class Fleet:
         return tracked
 
     # -- the store ---------------------------------------------------------------------------------
+    def _park_again(self, parked: Parked[CallbackEvent], events: Sequence[CallbackEvent]) -> None:
+        """Put an orphan's callbacks back in the lot, as of when they first came, after its adoption
+        failed: they were answered "parked", so they are never refused. Caller holds the lock."""
+        for event in events:
+            self._parking.park(parked.task_id, event, parked.first_parked, put_back=True)
+
     def recover(self) -> list[StreamTask]:
         """Take back every task the store holds that is not terminal, after a restart (or from
         another process that stopped), and every callback it kept parked. Returns the tasks taken.
