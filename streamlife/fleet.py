@@ -85,7 +85,7 @@ from .events import (
 from .history import HistoryEntry
 from .journal import decode_event, encode_event, entry_for, rebuild, replay, reset, row_for
 from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, StopReason, TaskState
-from .parking import Parked, ParkingLot
+from .parking import Parked, ParkingLot, Ticket
 from .policy import Policy, check_max_duration
 from .store import JournalEntry, MemoryStore, Store, TaskRow
 from .task import StreamTask
@@ -823,19 +823,9 @@ class Fleet:
             with self._lock:
                 tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
                 if tracked is None:
-                    new = self._park(event, now)
+                    ticket = self._park(event, now)
             if tracked is None:
-                if not new:  # a redelivery of a parked callback: kept once
-                    self._count(OutcomeKind.DUPLICATE)
-                    return Outcome.PARKED_ALREADY
-                try:
-                    self.store.park(event.task_id, now, encode_event(event))
-                except BaseException:
-                    with self._lock:  # not kept, so not parked: its redelivery parks it anew
-                        self._parking.withdraw(event.task_id, event)
-                    raise
-                self._count(OutcomeKind.PARKED)
-                return Outcome.PARKED
+                return self._keep_parked(event, now, ticket)
         with tracked.lock:
             outcome = self._apply(tracked, event)
         self._count(outcome.kind)  # (a StrEnum member counts under its value's name)
@@ -843,8 +833,30 @@ class Fleet:
             self._deliver_notices(tracked)
         return outcome
 
-    def _park(self, event: StreamEvent, now: float) -> bool:
-        """Park a callback (the caller holds the lock); False if it is parked already. Raises
+    def _keep_parked(self, event: StreamEvent, now: float, ticket: Ticket[CallbackEvent] | None) -> Outcome:
+        """Keep a callback just parked in the store too, unless a write of it returned already: it
+        is answered "parked" only once the store holds it. If the write fails, the callback leaves
+        the lot (unless another delivery's write of it holds), and the error goes on: the receiver
+        answers 503, and its redelivery parks it anew."""
+        if ticket is None:  # a redelivery of a parked callback: kept once
+            self._count(OutcomeKind.DUPLICATE)
+            return Outcome.PARKED_ALREADY
+        try:
+            self.store.park(event.task_id, now, encode_event(event))
+        except BaseException:
+            with self._lock:
+                self._parking.withdraw(ticket)
+            raise
+        with self._lock:
+            self._parking.kept(ticket)
+        if not ticket.first:  # (kept twice, then: the lot takes the second back as a repeat)
+            self._count(OutcomeKind.DUPLICATE)
+            return Outcome.PARKED_ALREADY
+        self._count(OutcomeKind.PARKED)
+        return Outcome.PARKED
+
+    def _park(self, event: StreamEvent, now: float) -> Ticket[CallbackEvent] | None:
+        """Park a callback (the caller holds the lock), and say what its store write owes. Raises
         ``ParkingFullError`` past ``Policy.max_parked`` or ``max_parked_per_task``: nothing parked
         is dropped to make room, and a callback refused is one the sender may deliver again."""
         try:

@@ -10,13 +10,18 @@ Nothing parked is ever dropped: the service was told "parked", and may never sen
 lot is bounded by refusing, not by forgetting: past ``max_task_ids`` task_ids, or ``max_per_task``
 callbacks under one, ``park`` raises ``ParkingFullError`` and keeps nothing (the receiver answers
 503, which lets a sender deliver it again). A callback equal to one parked already (a redelivery)
-is kept once, so a storm of one segment cannot fill a task_id's room. Not thread-safe: the Fleet
-holds its lock around it.
+is kept once, so a storm of one segment cannot fill a task_id's room.
+
+A callback is parked here first, then kept in the store, and only then answered. A redelivery that
+comes while the first delivery's store write is still on its way must not be answered "parked
+already" on the strength of a write that may yet fail: ``park`` hands that delivery a ``Ticket``
+too, and it writes the callback as well. Each writer reports its ticket (``kept``, or
+``withdraw`` when the write failed); the callback leaves the lot only when every write of it
+failed. Not thread-safe: the Fleet holds its lock around it.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -26,10 +31,35 @@ Event = TypeVar("Event")
 
 
 @dataclass(slots=True)
+class _Slot(Generic[Event]):
+    event: Event
+    writers: int  # deliveries of it whose store write has not returned
+    kept: bool  # a write of it returned: the store holds it
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket(Generic[Event]):
+    """A store write ``park`` owes: keep the event in the store, then report ``kept`` (or, if the
+    write failed, ``withdraw``)."""
+
+    task_id: str
+    slot: _Slot[Event]
+    first: bool  # this delivery parked the event (else it was parked already, no write returned yet)
+
+
+@dataclass(slots=True)
 class Parked(Generic[Event]):
     task_id: str
     first_parked: float
-    events: deque[Event] = field(default_factory=deque)
+    slots: list[_Slot[Event]] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        """The parked callbacks, in arrival order."""
+        return [slot.event for slot in self.slots]
+
+    def slot(self, event: Event) -> _Slot[Event] | None:
+        return next((slot for slot in self.slots if slot.event == event), None)
 
 
 class ParkingLot(Generic[Event]):
@@ -43,38 +73,52 @@ class ParkingLot(Generic[Event]):
         self.max_per_task = max_per_task
         self._by_task: dict[str, Parked[Event]] = {}  # insertion order is first-parked order
 
-    def park(self, task_id: str, event: Event, now: float, *, put_back: bool = False) -> bool:
-        """Park ``event`` under ``task_id``; False if an equal one is parked already (kept once).
+    def park(self, task_id: str, event: Event, now: float, *, put_back: bool = False) -> Ticket[Event] | None:
+        """Park ``event`` under ``task_id``, once however often it is delivered. Returns the store
+        write this delivery owes, or None if a write of it returned already (nothing is owed).
 
         Raises ``ParkingFullError`` when there is no room, keeping nothing. ``put_back``: the event
-        was parked before (claimed, then handed back when its task could not take it), so it is
-        never refused: it was answered "parked" already.
+        was parked and kept before (claimed, then handed back when its task could not take it), so
+        it is never refused, and nothing is owed.
         """
         parked = self._by_task.get(task_id)
         if parked is None:
             if not put_back and len(self._by_task) >= self.max_task_ids:
                 raise ParkingFullError(task_id, f"{len(self._by_task)} unknown task_ids parked")
             parked = self._by_task[task_id] = Parked(task_id, now)
-        elif event in parked.events:
-            return False
-        elif not put_back and len(parked.events) >= self.max_per_task:
-            raise ParkingFullError(task_id, f"{len(parked.events)} callbacks parked for this task_id")
-        parked.events.append(event)
-        return True
+        elif (slot := parked.slot(event)) is not None:
+            if slot.kept or put_back:
+                slot.kept = True
+                return None
+            slot.writers += 1
+            return Ticket(task_id, slot, first=False)
+        elif not put_back and len(parked.slots) >= self.max_per_task:
+            raise ParkingFullError(task_id, f"{len(parked.slots)} callbacks parked for this task_id")
+        slot = _Slot(event, 0 if put_back else 1, put_back)
+        parked.slots.append(slot)
+        return None if put_back else Ticket(task_id, slot, first=True)
 
-    def withdraw(self, task_id: str, event: Event) -> None:
-        """Take back an event just parked, if it is still here: keeping it failed elsewhere."""
-        parked = self._by_task.get(task_id)
-        if parked is None or event not in parked.events:
+    def kept(self, ticket: Ticket[Event]) -> None:
+        """The store write ``ticket`` owed returned: its event is kept."""
+        ticket.slot.writers -= 1
+        ticket.slot.kept = True
+
+    def withdraw(self, ticket: Ticket[Event]) -> None:
+        """The store write ``ticket`` owed failed: its event leaves the lot, unless another write
+        of it returned or is still on its way (or it left already: claimed, or expired)."""
+        slot = ticket.slot
+        slot.writers -= 1
+        parked = self._by_task.get(ticket.task_id)
+        if slot.writers or slot.kept or parked is None or not any(held is slot for held in parked.slots):
             return
-        parked.events.remove(event)
-        if not parked.events:
-            del self._by_task[task_id]
+        parked.slots = [held for held in parked.slots if held is not slot]
+        if not parked.slots:
+            del self._by_task[ticket.task_id]
 
     def claim(self, task_id: str) -> list[Event]:
         """Everything parked for ``task_id``, in arrival order; the lot forgets it."""
         parked = self._by_task.pop(task_id, None)
-        return [] if parked is None else list(parked.events)
+        return [] if parked is None else parked.events
 
     def expire(self, parked_before: float) -> list[Parked[Event]]:
         """Remove and return every task_id first parked at or before ``parked_before``: the orphans."""

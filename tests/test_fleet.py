@@ -38,11 +38,12 @@ from streamlife import (
     TaskState,
     UnknownTaskError,
 )
-from streamlife.errors import ParkingFullError, RateLimitedError
+from streamlife.errors import ParkingFullError, RateLimitedError, StopAllError, StoreError
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
+from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 
 from .conftest import state_of
@@ -1254,3 +1255,88 @@ def test_segment_hooks_get_an_unindexed_transcript_with_the_number_it_took(clock
     sim.advance(11)
     assert heard == [(0, False), (0, True), (1, False), (1, True)]
     assert [(s.index, s.final) for s in task.transcript] == [(0, True), (1, True)]
+
+
+class SlowThenFailingPark(MemoryStore):
+    """A store whose first park waits for a signal and then fails, as a slow store that times out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_park_began, self.fail_it = threading.Event(), threading.Event()
+        self._parks = 0
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        self._parks += 1
+        if self._parks == 1:
+            self.first_park_began.set()
+            self.fail_it.wait(10)
+            raise StoreError("the store timed out")
+        super().park(task_id, at, payload)
+
+
+def test_a_redelivery_while_the_first_store_write_is_on_its_way_is_kept_whatever_that_write_does(
+    clock: ManualClock,
+) -> None:
+    """The first delivery parks a callback and is still writing it when the sender, tired of
+    waiting, delivers it again. The redelivery must not be answered on the strength of the first
+    write: it writes the callback too, so when the first write fails the callback is still kept."""
+    store = SlowThenFailingPark()
+    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    callback = segment_callback("ghost", 0, "early")
+    first: list[BaseException] = []
+
+    def deliver_first() -> None:
+        try:
+            fleet.handle_callback(callback)
+        except StoreError as error:
+            first.append(error)
+
+    thread = threading.Thread(target=deliver_first)
+    thread.start()
+    assert store.first_park_began.wait(10)
+    assert fleet.handle_callback(callback) is Outcome.PARKED_ALREADY  # written by this delivery
+    store.fail_it.set()
+    thread.join(10)
+    assert [str(error) for error in first] == ["the store timed out"]  # answered 503: a retry is harmless
+    assert [kept.task_id for kept in store.parked()] == ["ghost"]
+    assert fleet.stats().parked == 1  # still in the lot
+    clock.advance(POLICY.park_ttl + 1)
+    fleet.tick()  # adopted: the parked callback reaches its task
+    orphan = fleet.get("ghost")
+    assert orphan is not None
+    assert orphan.transcript_text() == "early"
+
+
+class FindFailsOnce(MemoryStore):
+    """A store whose next ``find`` fails (an outage a moment long) once ``failing`` is set."""
+
+    failing = False
+
+    def find(self, task_id: str) -> TaskRow | None:
+        if self.failing:
+            self.failing = False
+            raise StoreError("the store is down")
+        return super().find(task_id)
+
+
+@pytest.mark.parametrize("by", ["tick", "stop_all"])
+def test_an_orphan_whose_adoption_fails_at_once_keeps_its_callbacks_parked_for_the_next_try(
+    clock: ManualClock, by: str
+) -> None:
+    store = FindFailsOnce()
+    sim = SimulatedService(clock=clock)
+    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    assert fleet.handle_callback(segment_callback("ghost", 0, "early")) is Outcome.PARKED
+    clock.advance(POLICY.park_ttl + 1)
+    store.failing = True
+    if by == "tick":
+        fleet.tick()  # (the failure is logged)
+    else:
+        with pytest.raises(StopAllError):
+            fleet.stop_all()
+    assert fleet.stats().parked == 1
+    assert fleet.next_deadline() is not None  # its adoption is due again
+    fleet.tick()
+    orphan = fleet.get("ghost")
+    assert orphan is not None
+    assert orphan.transcript_text() == "early"

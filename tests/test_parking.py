@@ -3,61 +3,108 @@ exactly at their TTL."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from streamlife.errors import ParkingFullError
-from streamlife.parking import ParkingLot
+from streamlife.parking import ParkingLot, Ticket
 
 TASK_IDS = st.sampled_from(["a", "b", "c", "d"])
 EVENTS = st.integers(0, 5)  # few values: redeliveries of one event are common
 MAX_TASK_IDS, MAX_PER_TASK = 3, 3
 
 
+@dataclass
+class Slot:
+    """The model of one parked event: how many store writes of it are on their way, and whether one
+    returned."""
+
+    event: int
+    writers: int
+    kept: bool
+
+
 class ParkingMachine(RuleBasedStateMachine):
+    """Deliveries park events and owe a store write; each write returns (``kept``) or fails
+    (``withdraw``) later, in any order. The lot must agree with a plain model throughout."""
+
     def __init__(self) -> None:
         super().__init__()
         self.lot: ParkingLot[int] = ParkingLot(max_task_ids=MAX_TASK_IDS, max_per_task=MAX_PER_TASK)
-        self.model: dict[str, tuple[float, list[int]]] = {}  # task_id -> (first parked, its events)
+        self.model: dict[str, tuple[float, list[Slot]]] = {}  # task_id -> (first parked, its slots)
+        # Store writes on their way: the lot's ticket, and the model's slot it writes (None once that
+        # slot left the model: claimed or expired).
+        self.writes: list[tuple[Ticket[int], Slot]] = []
         self.now = 0.0
 
+    def _slot(self, task_id: str, event: int) -> Slot | None:
+        _, slots = self.model.get(task_id, (0.0, []))
+        return next((slot for slot in slots if slot.event == event), None)
+
     @rule(task_id=TASK_IDS, event=EVENTS, step=st.floats(0, 10, allow_nan=False))
-    def park(self, task_id: str, event: int, step: float) -> None:
+    def deliver(self, task_id: str, event: int, step: float) -> None:
         self.now += step
-        first, events = self.model.get(task_id, (self.now, []))
-        if event in events:  # a redelivery: kept once
-            assert self.lot.park(task_id, event, self.now) is False
-        elif (task_id not in self.model and len(self.model) >= MAX_TASK_IDS) or len(events) >= MAX_PER_TASK:
+        first, slots = self.model.get(task_id, (self.now, []))
+        slot = self._slot(task_id, event)
+        if slot is not None and slot.kept:  # a redelivery of a kept event: nothing owed
+            assert self.lot.park(task_id, event, self.now) is None
+        elif slot is not None:  # kept by no write yet: this delivery writes it too
+            ticket = self.lot.park(task_id, event, self.now)
+            assert ticket is not None
+            assert not ticket.first
+            slot.writers += 1
+            self.writes.append((ticket, slot))
+        elif (task_id not in self.model and len(self.model) >= MAX_TASK_IDS) or len(slots) >= MAX_PER_TASK:
             with pytest.raises(ParkingFullError):  # refused, and nothing pushed out
                 self.lot.park(task_id, event, self.now)
         else:
-            assert self.lot.park(task_id, event, self.now) is True
-            self.model[task_id] = (first, [*events, event])
+            ticket = self.lot.park(task_id, event, self.now)
+            assert ticket is not None
+            assert ticket.first
+            slot = Slot(event, 1, False)
+            self.model[task_id] = (first, [*slots, slot])
+            self.writes.append((ticket, slot))
+
+    @precondition(lambda self: self.writes)
+    @rule(data=st.data(), ok=st.booleans())
+    def a_write_returns(self, data: st.DataObject, ok: bool) -> None:
+        ticket, slot = self.writes.pop(data.draw(st.integers(0, len(self.writes) - 1), label="write"))
+        task_id = ticket.task_id
+        if ok:
+            self.lot.kept(ticket)
+        else:
+            self.lot.withdraw(ticket)
+        _, slots = self.model.get(task_id, (0.0, []))
+        if not any(held is slot for held in slots):  # claimed or expired meanwhile: nothing to do
+            return
+        slot.writers -= 1
+        slot.kept = slot.kept or ok
+        if slot.writers == 0 and not slot.kept:  # every write of it failed: not parked after all
+            first, slots = self.model[task_id]
+            slots.remove(slot)
+            if slots:
+                self.model[task_id] = (first, slots)
+            else:
+                del self.model[task_id]
 
     @rule(task_id=TASK_IDS, event=EVENTS)
     def put_back(self, task_id: str, event: int) -> None:
         """A callback handed back after a failed claim is never refused, whatever the limits."""
-        first, events = self.model.get(task_id, (self.now, []))
-        assert self.lot.park(task_id, event, first, put_back=True) is (event not in events)
-        if event not in events:
-            self.model[task_id] = (first, [*events, event])
+        first, slots = self.model.get(task_id, (self.now, []))
+        slot = self._slot(task_id, event)
+        assert self.lot.park(task_id, event, first, put_back=True) is None  # nothing owed
+        if slot is None:
+            self.model[task_id] = (first, [*slots, Slot(event, 0, True)])
+        else:
+            slot.kept = True
 
     @rule(task_id=TASK_IDS)
     def claim(self, task_id: str) -> None:
-        _, events = self.model.pop(task_id, (0.0, []))
-        assert self.lot.claim(task_id) == events  # every one, in arrival order
-
-    @rule(task_id=TASK_IDS, event=EVENTS)
-    def withdraw(self, task_id: str, event: int) -> None:
-        self.lot.withdraw(task_id, event)
-        if task_id in self.model and event in self.model[task_id][1]:
-            first, events = self.model[task_id]
-            events.remove(event)
-            if events:
-                self.model[task_id] = (first, events)
-            else:
-                del self.model[task_id]
+        _, slots = self.model.pop(task_id, (0.0, []))
+        assert self.lot.claim(task_id) == [slot.event for slot in slots]  # every one, in arrival order
 
     @rule(ttl=st.floats(0, 30, allow_nan=False))
     def expire(self, ttl: float) -> None:
@@ -66,8 +113,8 @@ class ParkingMachine(RuleBasedStateMachine):
         expected = sorted(task_id for task_id, (first, _) in self.model.items() if first <= cutoff)
         assert sorted(orphan.task_id for orphan in orphans) == expected
         for orphan in orphans:
-            first, events = self.model.pop(orphan.task_id)
-            assert (orphan.first_parked, list(orphan.events)) == (first, events)
+            first, slots = self.model.pop(orphan.task_id)
+            assert (orphan.first_parked, orphan.events) == (first, [slot.event for slot in slots])
 
     @invariant()
     def agrees_with_the_model(self) -> None:
