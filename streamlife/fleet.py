@@ -172,6 +172,7 @@ class _Tracked:
         "start_deferrals",
         "start_not_before",
         "stop_in_flight",
+        "stop_wanted",
         "task",
         "timers",
         "version",
@@ -185,6 +186,9 @@ class _Tracked:
         self.timers = _NONE  # the state-driven deadline kinds armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
         self.stop_in_flight = False
+        # A stop asked for that the journal could not keep: this process honours it all the same
+        # (no deferred start goes out; a start answer is met with a stop).
+        self.stop_wanted = False
         self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
         self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
@@ -359,7 +363,9 @@ class Fleet:
 
             def start_unless_moved() -> Outcome:
                 # Asked after the catch-up in _fire: another process may have started or stopped it.
-                return task.start() if task.state is TaskState.PENDING else _MOVED_ON
+                if task.state is not TaskState.PENDING:
+                    return _MOVED_ON
+                return task.stop() if tracked.stop_wanted else task.start()  # (a stop: no request)
 
             try:
                 if self._fire(tracked, start_unless_moved) is _MOVED_ON:
@@ -374,6 +380,8 @@ class Fleet:
                         )
                 raise
         self._deliver_notices(tracked)
+        if task.state is not TaskState.STARTING:  # stopped instead: the stop asked for is journaled now
+            return 0
         senders = self._sender_pool()
         if senders is None:
             self._send_start(tracked)
@@ -419,8 +427,13 @@ class Fleet:
                 for other in kept:
                     if other.payload not in own:
                         self._apply(tracked, decode_event(other.payload))
-            if task.stop_requested and task.state is TaskState.RUNNING:  # asked for while starting
-                self._fire(tracked, task.stop)
+            if (task.stop_requested or tracked.stop_wanted) and task.state is TaskState.RUNNING:
+                # Asked for while it started (or asked for, and not journaled): it goes out now.
+                try:
+                    self._fire(tracked, task.stop)
+                except BaseException:
+                    self._send_unjournaled_stop(task_id, (task.kind,), None)
+                    raise
         try:
             if parked or kept:
                 self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
@@ -433,15 +446,23 @@ class Fleet:
         """Stop a stream; safe in every state, and as often as you like. Returns the task.
 
         A task still starting stops as soon as its task_id arrives. Without ``wait``, the stop
-        request is sent on this thread and this returns once it is answered (the transport bounds
-        that), or at once if a request or a retry is already on its way. With ``wait``, this
-        returns as soon as the task is terminal, and within ``wait`` real seconds whatever the
-        network does: the request goes from a worker thread, and what it brings later still lands.
-        A failed stop is retried by ``tick``.
+        request is sent on this thread and this returns once it is answered (within
+        ``Policy.stop_timeout``), or at once if a request or a retry is already on its way, or
+        while the service's Retry-After holds stops back (``Policy.max_retry_after`` at most).
+        With ``wait``, this returns as soon as the task is terminal, and within ``wait`` real
+        seconds whatever the network does: the request goes from a worker thread, and what it
+        brings later still lands. A failed stop is retried by ``tick``.
+
+        If the store cannot journal the stop, this raises its error; the stop still holds in this
+        process (a deferred start of the task never goes out, a start answer is met with a stop).
         """
         give_up_at = _give_up_at(wait)
         tracked = self._tracked(task_or_id)
-        self._locked_fire(tracked, tracked.task.stop)
+        try:
+            self._locked_fire(tracked, tracked.task.stop)
+        except Exception:  # not journaled, but asked for: no start of it goes out from here
+            tracked.stop_wanted = True
+            raise
         if give_up_at is None:
             self._send_stop(tracked, asked=True)
         else:
@@ -457,9 +478,11 @@ class Fleet:
         Requests go out ``Policy.stop_concurrency`` at a time. Without ``wait``, this returns once
         every request is answered; with ``wait``, within that many real seconds, as for ``stop``.
 
-        A task whose stop cannot be journaled (the store fails) is stopped all the same: its stop
-        request goes out unjournaled, after the journaled ones, and its stream's status-14 callback
-        settles it when it comes. Once every request is sent, ``StopAllError`` names those tasks.
+        A task whose stop cannot be journaled (the store fails) is stopped all the same: a running
+        one's stop request goes out unjournaled, after the journaled ones, and its stream's
+        status-14 callback settles it when it comes; a pending one's deferred start never goes out
+        from this process, and a starting one is stopped when its start answer comes. Once every
+        request is sent, ``StopAllError`` names those tasks.
         """
         give_up_at = _give_up_at(wait)
         now = self.clock.now()
@@ -482,6 +505,7 @@ class Fleet:
             try:
                 self._locked_fire(tracked, tracked.task.stop)
             except Exception as error:
+                tracked.stop_wanted = True
                 failures.append((tracked.task, error))
                 if tracked.task.task_id is not None and tracked.task.state is TaskState.RUNNING:
                     unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
@@ -511,6 +535,7 @@ class Fleet:
         ``kinds``: the paths to try in turn, for an orphan whose product is a guess."""
         within = self._stop_within(give_up_at)
         if within <= 0:
+            _log.warning("streamlife.unjournaled_stop", task_id=task_id, answer="no_time")
             return
         answer = "not_found"
         for kind in kinds:
@@ -712,7 +737,10 @@ class Fleet:
 
         The batch's tasks are locked together, in one order, before the store's transaction opens,
         and held until it commits: callbacks for them on other threads wait that long. Callbacks
-        for task_ids this Fleet does not hold go through ``deliver`` one by one, after the batch.
+        for task_ids this Fleet does not hold go through ``deliver`` one by one, after the batch
+        has committed: one of them that raises (``ParkingFullError``, or ``StoreError`` from its
+        own write) leaves the batch applied. Delivering the whole batch again is still safe: what
+        was applied answers as a duplicate.
         """
         results: list[Outcome | CallbackError | None] = []
         held: list[tuple[_Tracked, int, CallbackEvent]] = []

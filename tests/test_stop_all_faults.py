@@ -8,16 +8,25 @@ names it once every request is sent.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streamlife import Fleet, ManualClock, Policy, TaskState
-from streamlife.errors import StopAllError, StoreError
+from streamlife import Fleet, ManualClock, Policy, StreamKind, StreamTask, TaskState
+from streamlife.errors import RateLimitedError, StopAllError, StoreError
+from streamlife.events import StartResult, StopResult
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import SqliteStore
 
 URL = "rtmp://sim.invalid/live"
+
+
+def state_of(task: StreamTask) -> TaskState:
+    """Read through a call, so that mypy forgets what an earlier assert narrowed."""
+    return task.state
 
 
 def refuse_stopping(path: Path, key: str) -> None:
@@ -64,5 +73,121 @@ def test_one_task_whose_stop_cannot_be_journaled_keeps_no_stream_billing(
         assert store.row(broken.key).state == "running"  # type: ignore[union-attr]  # as journaled
         service.advance(1.0)  # the status-14 callbacks come: the journal learns the end from them
         assert {task.state for task in tasks} == {TaskState.STOPPED}
+    finally:
+        store.close()
+
+
+class DefersStarts:
+    """The simulator's transport, but every start is refused for now (429) while ``refusing``."""
+
+    def __init__(self, inner: SimTransport) -> None:
+        self.inner, self.refusing, self.starts = inner, True, 0
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        self.starts += 1
+        if self.refusing:
+            raise RateLimitedError(
+                "slow down", operation="audio.start", status=429, code="429", retry_after=1.0
+            )
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def refuse_state(path: Path, key: str, state: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(
+            f"""CREATE TRIGGER refuse BEFORE UPDATE ON tasks WHEN NEW.key = '{key}' AND NEW.state = '{state}'
+                BEGIN SELECT RAISE(ABORT, 'the disk says no'); END"""
+        )
+    db.close()
+
+
+def lift_refusal(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER refuse")
+    db.close()
+
+
+def test_a_deferred_start_whose_stop_cannot_be_journaled_never_goes_out(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    clock = ManualClock(1_000.0)
+    service = SimulatedService(clock=clock)
+    transport = DefersStarts(SimTransport(service))
+    store = SqliteStore(path)
+    try:
+        fleet = Fleet(transport, clock=clock, policy=Policy(stop_concurrency=0, seed=0), store=store)
+        task = fleet.start("audio", audio_url=URL, provider="assemblyai")
+        assert task.state is TaskState.PENDING
+        assert task.key is not None
+        refuse_state(path, task.key, "stopped")
+        with pytest.raises(StopAllError):
+            fleet.stop_all()
+        transport.refusing = False
+        for _ in range(30):  # its retry comes due: the stop is journaled instead, or nothing happens
+            clock.advance(1.0)
+            fleet.tick()
+        assert transport.starts == 1
+        assert task.state is TaskState.PENDING
+        lift_refusal(path)
+        for _ in range(5):
+            clock.advance(1.0)
+            fleet.tick()
+        assert transport.starts == 1
+        assert state_of(task) is TaskState.STOPPED
+        assert service.billing() == []
+    finally:
+        store.close()
+
+
+class GatedStarts(SimTransport):
+    """Starts wait at a gate: a stop can be asked for while one is in flight."""
+
+    def __init__(self, service: SimulatedService) -> None:
+        super().__init__(service)
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().start(kind, params)
+
+
+def test_a_start_in_flight_whose_stop_cannot_be_journaled_is_stopped_when_its_answer_comes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    clock = ManualClock(1_000.0)
+    service = SimulatedService(clock=clock)
+    transport = GatedStarts(service)
+    store = SqliteStore(path)
+    try:
+        fleet = Fleet(transport, clock=clock, policy=Policy(stop_concurrency=0, seed=0), store=store)
+        started: list[StreamTask] = []
+        starter = threading.Thread(
+            target=lambda: started.append(fleet.start("audio", audio_url=URL, provider="assemblyai"))
+        )
+        starter.start()
+        assert transport.entered.wait(10)
+        (task,) = fleet.tasks()
+        assert task.key is not None
+        with sqlite3.connect(path) as db:  # a stop while starting is kept as a fact on the row
+            db.execute(
+                f"""CREATE TRIGGER refuse BEFORE UPDATE ON tasks WHEN NEW.key = '{task.key}'
+                    AND NEW.state = 'starting' BEGIN SELECT RAISE(ABORT, 'the disk says no'); END"""
+            )
+        db.close()
+        with pytest.raises(StopAllError):
+            fleet.stop_all()
+        lift_refusal(path)
+        transport.gate.set()
+        starter.join(10)
+        assert task.state is TaskState.STOPPING  # its stop went out with the answer
+        service.advance(1.0)
+        assert service.billing() == []
     finally:
         store.close()
