@@ -80,7 +80,10 @@ _ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the conn
 _LONGEST_WAIT: Final = 1.0
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name or a method (RFC 9110)
-_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+# A Content-Length: ASCII digits only, and few enough for any body this side of an exabyte. int()
+# alone would also take "-1", " 5", "+5", "1_0" and other scripts' digits.
+MAX_LENGTH_DIGITS: Final = 18
+_DIGITS: Final = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _log = structlog.get_logger("streamlife")
@@ -600,11 +603,19 @@ def _path(target: str) -> str:
 def _content_length(headers: dict[str, str]) -> int | None:
     if "transfer-encoding" in headers:
         return None  # a chunked body: refused with 411, as callbacks carry a length
-    value = headers.get("content-length")
+    try:
+        return parse_content_length(headers.get("content-length"))
+    except ValueError as error:
+        raise _Malformed(str(error)) from None
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """The byte count a Content-Length value gives, None for no value; ``ValueError`` unless it is
+    1 to ``MAX_LENGTH_DIGITS`` ASCII digits. The one rule for this server and the WSGI receiver."""
     if value is None:
         return None
     if not _DIGITS.fullmatch(value):
-        raise _Malformed(value)
+        raise ValueError(f"not a Content-Length: {value[:40]!r}")
     return int(value)
 
 
