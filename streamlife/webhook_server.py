@@ -492,7 +492,7 @@ class WebhookServer:
             return
         connection.closed = True
         descriptor = connection.sock.fileno()
-        if connection.phase is not _Phase.APPLYING:
+        with contextlib.suppress(KeyError):  # a connection with a worker is not in the selector
             self._selector.unregister(connection.sock)
         self._open.pop(descriptor, None)
         self._incomplete.pop(descriptor, None)
@@ -523,7 +523,11 @@ class WebhookServer:
     def _apply(self, head: _Head, body: bytes) -> Answer:
         try:
             return self.app.handle(body, head.headers, head.path)
-        except Exception:  # the sink's fault, answered 500; the server goes on
+        except BaseException:  # the sink's fault, answered 500; the server goes on
+            # Not only Exception: anything else would end this worker and shrink the pool for good.
+            # Nothing is lost by catching KeyboardInterrupt and SystemExit here: a signal raises
+            # them in the main thread only, and in a worker thread they would end the thread alone,
+            # never the process.
             _log.exception("streamlife.webhook_failed")
             return _FAILED
 
@@ -534,7 +538,17 @@ class WebhookServer:
             except queue.Empty:
                 return
             if not connection.closed:
-                self._answer(connection, answer)
+                self._answer_or_close(connection, answer)
+
+    def _answer_or_close(self, connection: _Connection, answer: Answer) -> None:
+        """Answer a request a worker applied. If that fails (an answer that cannot be rendered, a
+        selector that cannot take the socket), close it: a connection with a worker has no deadline
+        and is never evicted, so nothing else ever would."""
+        try:
+            self._answer(connection, answer)
+        except Exception:
+            _log.exception("streamlife.webhook_failed")
+            self._close(connection)
 
     def _wake(self) -> None:
         # A full buffer means a wake is pending already; a closed socket, that the server stopped.

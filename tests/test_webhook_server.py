@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from structlog.testing import capture_logs
@@ -201,6 +201,79 @@ def test_a_sink_that_raises_is_answered_500_and_the_server_goes_on() -> None:
         assert (again.status, again.json) == (200, {"outcome": "applied"})
     assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
     assert logs[0]["log_level"] == "error"
+
+
+class Boom(BaseException):
+    """Not an Exception: what a sink that calls sys.exit(), or a stray BaseException, raises."""
+
+
+@dataclass
+class BoomThenTogether:
+    """The first ``booms`` callbacks raise ``Boom``; each later one waits until ``together`` are in
+    the sink at once, so they are all answered 200 only if that many workers are alive."""
+
+    booms: int
+    together: int
+    taken: list[bytes] = field(default_factory=list)
+    barrier: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.together, timeout=TIMEOUT)
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        if self.booms:
+            self.booms -= 1
+            raise Boom
+        self.barrier.wait()
+        self.taken.append(payload)
+        return Outcome.APPLIED
+
+
+def test_a_sink_raising_a_base_exception_is_answered_500_and_no_worker_is_lost() -> None:
+    workers = 3
+    sink = BoomThenTogether(booms=workers, together=workers)
+    with (
+        serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=workers) as running,
+        capture_logs() as logs,
+    ):
+        failed = [exchange(running, post_bytes(callback(n))) for n in range(workers)]
+        assert [reply.status for reply in failed] == [500] * workers
+        with ThreadPoolExecutor(workers) as pool:
+            replies = list(pool.map(lambda n: exchange(running, post_bytes(callback(n))), range(workers)))
+    assert [reply.status for reply in replies] == [200] * workers
+    assert sorted(sink.taken) == sorted(callback(n) for n in range(workers))
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"] * workers
+
+
+UNRENDERABLE = {
+    "a status HTTP does not know": Response(799, b"{}"),
+    "a header that is not latin-1": Response(200, b"{}", (("X-Note", "\u2603"),)),
+}
+
+
+class AnswersOnceUnrenderable(WebhookReceiver):
+    """A receiver whose first answer cannot be written as HTTP: a fault while answering."""
+
+    def __init__(self, sink: RecordingSink, answer: Response) -> None:
+        super().__init__(sink, token=TOKEN)
+        self.first: Response | None = answer
+
+    def handle(self, body: bytes, headers: Mapping[str, str], path: str = "/") -> Response:
+        answer = super().handle(body, headers, path)
+        first, self.first = self.first, None
+        return answer if first is None else first
+
+
+@pytest.mark.parametrize("answer", UNRENDERABLE.values(), ids=UNRENDERABLE.keys())
+def test_an_answer_that_cannot_be_rendered_closes_its_connection(answer: Response) -> None:
+    sink = RecordingSink()
+    with serve_webhook(AnswersOnceUnrenderable(sink, answer), workers=1) as running, capture_logs() as logs:
+        with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+            sock.sendall(post_bytes(callback(0)))
+            assert sock.recv(65536) == b""  # closed, not left open for ever
+        assert exchange(running, post_bytes(callback(1))).status == 200
+    assert sink.taken == [callback(0), callback(1)]
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
 
 
 # -- limits and shutdown -----------------------------------------------------------------------------
