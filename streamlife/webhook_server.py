@@ -36,6 +36,13 @@ When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop
 incomplete connection and stops accepting for ``ACCEPT_PAUSE``: the listening socket stays
 readable while its backlog holds connections, and polling it again at once would spin.
 
+On shutdown the server stops accepting and closes its listening socket, drops the connections that
+have not delivered a complete request, answers 503 to each request still queued for a worker (its
+callback was never applied: the sender may deliver it again), gives the requests a worker has taken
+``request_timeout`` to be answered, and joins the workers, for that long at most. No callback is
+handed to the application after ``serve_forever`` returns, so its caller may close the store; only
+a sink call that outlasts ``request_timeout`` can still be running then.
+
 A refusal answered before its body was read (a 413, say) shuts the connection's writing side and
 reads what the client still sends, for ``LINGER`` seconds at most, before closing: closing with
 unread data would reset the connection, and the reset can destroy the refusal on its way.
@@ -127,6 +134,11 @@ _MALFORMED: Final = _error(400, "not an HTTP request this server understands")
 _HEAD_TOO_LARGE: Final = _error(431, f"the request line and headers are over {MAX_HEAD} bytes")
 _TIMED_OUT: Final = _error(408, "the request did not arrive in time")
 _FAILED: Final = _error(500, "the callback could not be applied")
+_SHUTTING_DOWN: Final = _Plain(
+    503,
+    json.dumps({"error": "the server is shutting down; deliver the callback again"}).encode(),
+    (("Content-Type", "application/json"), ("Retry-After", "1")),
+)
 
 
 class _Malformed(ValueError):
@@ -180,7 +192,8 @@ class WebhookServer:
     """An HTTP/1.1 server for one ``Application``; see the module's docstring for how it works.
 
     ``serve_forever`` runs it (in a thread of its own); ``shutdown`` asks it to stop: it stops
-    accepting, lets the callbacks with a worker finish (``request_timeout`` at most) and closes.
+    accepting, answers 503 to the requests still waiting for a worker, lets the callbacks with a
+    worker finish (``request_timeout`` at most), joins the workers and closes.
     """
 
     def __init__(
@@ -214,6 +227,8 @@ class WebhookServer:
         self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._dismissed = False
         self._listening = False
         self._accept_paused_until = 0.0
         self._next_expiry = float("inf")
@@ -224,20 +239,23 @@ class WebhookServer:
 
     # -- running -----------------------------------------------------------------------------------
     def serve_forever(self) -> None:
-        threads = [
+        self._workers = [
             threading.Thread(target=self._work, name=f"streamlife-webhook-worker-{n}", daemon=True)
             for n in range(self.workers)
         ]
-        for thread in threads:
+        for thread in self._workers:
             thread.start()
+        give_up_at = float("inf")
         try:
             while not self._stopping.is_set():
                 self._turn_safely()
-            self._wind_down()
+            give_up_at = time.monotonic() + self.request_timeout
+            self._wind_down(give_up_at)
         finally:
-            for _ in threads:
-                self._jobs.put(None)
+            for connection in self._dismiss_workers():  # only after a fault while winding down
+                self._close(connection)
             self.server_close()
+            self._join_workers(min(give_up_at, time.monotonic() + self.request_timeout))
 
     def shutdown(self) -> None:
         """Ask ``serve_forever`` to stop; join its thread to wait for it."""
@@ -254,16 +272,43 @@ class WebhookServer:
         self._wake_reader.close()
         self._wake_writer.close()
 
-    def _wind_down(self) -> None:
-        """Stop accepting, drop what is not yet a request, and give the requests with a worker
-        ``request_timeout`` to be answered."""
+    def _wind_down(self, give_up_at: float) -> None:
+        """Stop accepting, drop what is not yet a request, answer 503 to the requests no worker has
+        taken, and give those a worker has taken until ``give_up_at`` to be answered."""
         self._stop_listening()
+        self._listener.close()  # a newcomer is refused at once rather than left in the backlog
         for connection in list(self._open.values()):
             if connection.phase not in (_Phase.APPLYING, _Phase.WRITING):
                 self._close(connection)
-        give_up_at = time.monotonic() + self.request_timeout
+        for connection in self._dismiss_workers():
+            self._answer_or_close(connection, _SHUTTING_DOWN)
         while self._open and time.monotonic() < give_up_at:
             self._turn()
+
+    def _dismiss_workers(self) -> list[_Connection]:
+        """Take back every job no worker has taken, and tell each worker to stop after its current
+        one; return the connections taken back: their callbacks were never applied. Only the loop's
+        thread queues jobs, and it calls this, so no job can slip in behind the stop signals."""
+        if self._dismissed:
+            return []
+        self._dismissed = True
+        withdrawn: list[_Connection] = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                withdrawn.append(job[0])
+        for _ in self._workers:
+            self._jobs.put(None)
+        return withdrawn
+
+    def _join_workers(self, give_up_at: float) -> None:
+        """Wait for the workers to finish, until ``give_up_at``: a sink call that outlasts it is left
+        to end on its own (the threads are daemons, and take no job after it)."""
+        for thread in self._workers:
+            thread.join(max(0.0, give_up_at - time.monotonic()))
 
     def _turn_safely(self) -> None:
         """A turn of the loop; a fault in it is logged, and the loop, which serves every connection,

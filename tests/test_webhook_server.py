@@ -322,6 +322,70 @@ def test_a_callback_with_a_worker_is_answered_before_the_server_closes() -> None
     assert len(sink.taken) == 1
 
 
+@dataclass
+class SlowSink:
+    """A sink that takes a while over each callback, and notes when each call began."""
+
+    seconds: float
+    began: list[float] = field(default_factory=list)
+    arrived: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        self.began.append(time.monotonic())
+        self.arrived.release()
+        time.sleep(self.seconds)
+        return Outcome.APPLIED
+
+
+def status_or_eof(running: RunningReceiver, request: bytes) -> int | None:
+    """The status of the answer to ``request``; None when the server closed without one."""
+    with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return parse_reply(received).status if received else None
+
+
+def webhook_workers() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("streamlife-webhook-worker")}
+
+
+def test_requests_still_queued_at_shutdown_are_answered_503_and_never_applied() -> None:
+    sink = SlowSink(seconds=0.5)
+    requests = 8
+    workers_before = webhook_workers()
+    with ThreadPoolExecutor(requests) as pool:
+        with serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=1, request_timeout=2.0) as running:
+            replies = [pool.submit(status_or_eof, running, post_bytes(callback(n))) for n in range(requests)]
+            assert sink.arrived.acquire(timeout=TIMEOUT)
+            time.sleep(0.3)  # the other requests arrive, and wait for the one worker
+        returned_at = time.monotonic()
+        statuses = [reply.result() for reply in replies]
+    time.sleep(1.0)  # a queued callback applied late would be in the sink by now
+    assert all(began < returned_at for began in sink.began)
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) == len(sink.began)
+    assert statuses.count(503) >= 1
+    assert webhook_workers() <= workers_before  # joined
+
+
+def test_a_503_at_shutdown_says_when_to_deliver_again() -> None:
+    sink = SlowSink(seconds=0.5)
+    with ThreadPoolExecutor(2) as pool:
+        with serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=1) as running:
+            first = pool.submit(exchange, running, post_bytes(callback(0)))
+            assert sink.arrived.acquire(timeout=TIMEOUT)
+            queued = pool.submit(exchange, running, post_bytes(callback(1)))
+            time.sleep(0.2)  # it arrives, and waits for the one worker
+        assert first.result().status == 200
+        reply = queued.result()
+    assert (reply.status, reply.headers["retry-after"]) == (503, "1")
+    assert isinstance(reply.json, dict)
+    assert "error" in reply.json
+    assert len(sink.began) == 1
+
+
 def test_the_server_stops_listening_when_the_block_ends() -> None:
     with recording() as (running, _):
         address = running.server.server_address
