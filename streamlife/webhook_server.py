@@ -215,13 +215,17 @@ class WebhookServer:
         self.request_timeout = float(request_timeout)
         self.max_connections = min(max_connections, descriptor_budget())
         self.workers = workers
-        self._listener = _listen(host, port)
-        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._selector = selectors.DefaultSelector()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        for end in (self._wake_reader, self._wake_writer):
-            end.setblocking(False)
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
+        with contextlib.ExitStack() as made:  # on a failure (out of descriptors), close what was made
+            self._listener = made.enter_context(_listen(host, port))
+            self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
+            self._selector = made.enter_context(selectors.DefaultSelector())
+            self._wake_reader, self._wake_writer = socket.socketpair()
+            made.enter_context(self._wake_reader)
+            made.enter_context(self._wake_writer)
+            for end in (self._wake_reader, self._wake_writer):
+                end.setblocking(False)
+            self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
+            made.pop_all()
         self._open: dict[int, _Connection] = {}
         self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
         self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()

@@ -6,8 +6,10 @@ server writes back.
 
 from __future__ import annotations
 
+import errno
 import json
 import resource
+import selectors
 import socket
 import threading
 import time
@@ -15,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -389,6 +392,36 @@ def test_a_503_at_shutdown_says_when_to_deliver_again() -> None:
 def test_the_server_stops_listening_when_the_block_ends() -> None:
     with recording() as (running, _):
         address = running.server.server_address
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=TIMEOUT).close()
+
+
+def out_of_descriptors(*_: object, **__: object) -> object:
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+@pytest.mark.parametrize("failing", ["socketpair", "selector"])
+def test_a_server_that_fails_to_start_closes_its_listening_socket(
+    monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    made: list[tuple[socket.socket, tuple[str, int]]] = []
+    create_server = socket.create_server
+
+    def recorded_create_server(*args: Any, **kwargs: Any) -> socket.socket:
+        listener = create_server(*args, **kwargs)
+        made.append((listener, listener.getsockname()))
+        return listener
+
+    monkeypatch.setattr(socket, "create_server", recorded_create_server)
+    if failing == "socketpair":
+        monkeypatch.setattr(socket, "socketpair", out_of_descriptors)
+    else:
+        monkeypatch.setattr(selectors, "DefaultSelector", out_of_descriptors)
+    with pytest.raises(OSError, match="Too many open files"):
+        WebhookServer(WebhookReceiver(RecordingSink(), token=TOKEN))
+    monkeypatch.undo()
+    [(listener, address)] = made
+    assert listener.fileno() == -1  # closed
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=TIMEOUT).close()
 
