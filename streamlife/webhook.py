@@ -19,8 +19,9 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
     500  anything else the sink raised: the WSGI or ASGI server's own answer (and its log);
          ``serve_webhook`` answers {"error": ...} and logs ``streamlife.webhook_failed``
 
-``serve_webhook`` answers three more itself: 408 when a request does not arrive whole within
-``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x.
+``serve_webhook`` answers four more itself: 408 when a request does not arrive whole within
+``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x, and 503 with
+``Retry-After: 1`` to a callback still waiting for a worker when the server shuts down.
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
@@ -309,6 +310,9 @@ def serve_webhook(
     Each request must arrive whole within ``request_timeout`` seconds of its connection (else 408);
     at most ``max_connections`` are open (and no more than half the process's descriptor limit),
     the oldest incomplete one evicted for a newcomer; ``workers`` threads apply the callbacks.
+    When the block ends the server stops accepting, answers 503 to the callbacks still waiting for
+    a worker, and gives those a worker holds ``request_timeout`` to finish: after it returns, no
+    callback reaches ``receiver`` (only a sink call that outlasts ``request_timeout`` may still run).
     How and why: ``streamlife.webhook_server``. It speaks plain HTTP: in production, put a reverse
     proxy in front for TLS (and its own limits); a busy endpoint can instead mount the receiver in
     the WSGI or ASGI server it already runs.
