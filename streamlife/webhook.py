@@ -5,8 +5,10 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
 ``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
 ``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
 
-    401  the token is missing or wrong (checked first, before the body is read)
+    401  the token is missing or wrong (checked before the body is read)
     405  not a POST                      411  no Content-Length (WSGI, serve_webhook)
+    400  a Content-Length that is not 1 to 18 ASCII digits (WSGI, serve_webhook): the body's
+         framing cannot be trusted (RFC 9112, 6.3), so it is refused before the token is checked
     413  the body is over ``max_body``   415  a Content-Type that is not JSON
     400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
          dead letter)
@@ -17,8 +19,9 @@ path)``, and a WSGI application when called (mount it in Flask, Django or any WS
     500  anything else the sink raised: the WSGI or ASGI server's own answer (and its log);
          ``serve_webhook`` answers {"error": ...} and logs ``streamlife.webhook_failed``
 
-``serve_webhook`` answers three more itself: 408 when a request does not arrive whole within
-``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x.
+``serve_webhook`` answers four more itself: 408 when a request does not arrive whole within
+``request_timeout``, 431 for a head over 16 KiB, 400 for a head that is not HTTP/1.x, and 503 with
+``Retry-After: 1`` to a callback still waiting for a worker when the server shuts down.
 
 memories.ai documents no signature on its webhooks, so a secret token authenticates them: the last
 segment of the URL path (``https://you.example/memories/<token>``: the form the memories.ai console
@@ -42,7 +45,13 @@ import structlog
 
 from .errors import CallbackError, ParkingFullError, StoreError
 from .events import Outcome
-from .webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WORKERS, WebhookServer
+from .webhook_server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WORKERS,
+    WebhookServer,
+    parse_content_length,
+)
 
 DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
 TOKEN_HEADER: Final = "x-streamlife-token"
@@ -84,6 +93,9 @@ def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields:
 _UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
 _NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
 _NO_LENGTH: Final = _answer(411, error="a Content-Length is required")
+# 400, not 411: a length was given, and it is malformed. RFC 9112 (6.3) asks for a 400 when the
+# framing is invalid, and serve_webhook answers the same.
+_BAD_LENGTH: Final = _answer(400, error="the Content-Length is not a whole number of bytes")
 # Fixed texts, never the exception's: a store error may quote its connection string, password and all.
 _STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
 _PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
@@ -209,11 +221,18 @@ class WebhookReceiver:
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
         path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
-        length = _content_length(environ.get("CONTENT_LENGTH"))
+        try:
+            # PEP 3333: CONTENT_LENGTH "may be empty or absent" when there is none.
+            length = parse_content_length(environ.get("CONTENT_LENGTH") or None)
+        except ValueError:
+            return _BAD_LENGTH  # checked first, as serve_webhook does on parsing the head
         refusal = self.screen(str(environ.get("REQUEST_METHOD")), path, headers, length)
         if refusal is not None:  # before a byte of the body is read
             return refusal
-        body = environ["wsgi.input"].read(length) if length else b""
+        assert length is not None  # screen refused a request without one
+        # Only for a positive length: read() of a negative one, or of none, reads until the client
+        # closes, without bound.
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
         return self._apply(body, headers.get("content-type"))
 
     # -- ASGI ------------------------------------------------------------------------------------
@@ -256,13 +275,6 @@ class WebhookReceiver:
         await send({"type": "http.response.body", "body": response.body})
 
 
-def _content_length(value: str | None) -> int | None:
-    try:
-        return int(value or "")
-    except ValueError:
-        return None
-
-
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
@@ -298,6 +310,9 @@ def serve_webhook(
     Each request must arrive whole within ``request_timeout`` seconds of its connection (else 408);
     at most ``max_connections`` are open (and no more than half the process's descriptor limit),
     the oldest incomplete one evicted for a newcomer; ``workers`` threads apply the callbacks.
+    When the block ends the server stops accepting, answers 503 to the callbacks still waiting for
+    a worker, and gives those a worker holds ``request_timeout`` to finish: after it returns, no
+    callback reaches ``receiver`` (only a sink call that outlasts ``request_timeout`` may still run).
     How and why: ``streamlife.webhook_server``. It speaks plain HTTP: in production, put a reverse
     proxy in front for TLS (and its own limits); a busy endpoint can instead mount the receiver in
     the WSGI or ASGI server it already runs.

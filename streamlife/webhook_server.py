@@ -36,6 +36,13 @@ When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop
 incomplete connection and stops accepting for ``ACCEPT_PAUSE``: the listening socket stays
 readable while its backlog holds connections, and polling it again at once would spin.
 
+On shutdown the server stops accepting and closes its listening socket, drops the connections that
+have not delivered a complete request, answers 503 to each request still queued for a worker (its
+callback was never applied: the sender may deliver it again), gives the requests a worker has taken
+``request_timeout`` to be answered, and joins the workers, for that long at most. No callback is
+handed to the application after ``serve_forever`` returns, so its caller may close the store; only
+a sink call that outlasts ``request_timeout`` can still be running then.
+
 A refusal answered before its body was read (a 413, say) shuts the connection's writing side and
 reads what the client still sends, for ``LINGER`` seconds at most, before closing: closing with
 unread data would reset the connection, and the reset can destroy the refusal on its way.
@@ -80,7 +87,10 @@ _ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the conn
 _LONGEST_WAIT: Final = 1.0
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name or a method (RFC 9110)
-_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+# A Content-Length: ASCII digits only, and few enough for any body this side of an exabyte. int()
+# alone would also take "-1", " 5", "+5", "1_0" and other scripts' digits.
+MAX_LENGTH_DIGITS: Final = 18
+_DIGITS: Final = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _log = structlog.get_logger("streamlife")
@@ -124,6 +134,11 @@ _MALFORMED: Final = _error(400, "not an HTTP request this server understands")
 _HEAD_TOO_LARGE: Final = _error(431, f"the request line and headers are over {MAX_HEAD} bytes")
 _TIMED_OUT: Final = _error(408, "the request did not arrive in time")
 _FAILED: Final = _error(500, "the callback could not be applied")
+_SHUTTING_DOWN: Final = _Plain(
+    503,
+    json.dumps({"error": "the server is shutting down; deliver the callback again"}).encode(),
+    (("Content-Type", "application/json"), ("Retry-After", "1")),
+)
 
 
 class _Malformed(ValueError):
@@ -177,7 +192,8 @@ class WebhookServer:
     """An HTTP/1.1 server for one ``Application``; see the module's docstring for how it works.
 
     ``serve_forever`` runs it (in a thread of its own); ``shutdown`` asks it to stop: it stops
-    accepting, lets the callbacks with a worker finish (``request_timeout`` at most) and closes.
+    accepting, answers 503 to the requests still waiting for a worker, lets the callbacks with a
+    worker finish (``request_timeout`` at most), joins the workers and closes.
     """
 
     def __init__(
@@ -199,18 +215,24 @@ class WebhookServer:
         self.request_timeout = float(request_timeout)
         self.max_connections = min(max_connections, descriptor_budget())
         self.workers = workers
-        self._listener = _listen(host, port)
-        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._selector = selectors.DefaultSelector()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        for end in (self._wake_reader, self._wake_writer):
-            end.setblocking(False)
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
+        with contextlib.ExitStack() as made:  # on a failure (out of descriptors), close what was made
+            self._listener = made.enter_context(_listen(host, port))
+            self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
+            self._selector = made.enter_context(selectors.DefaultSelector())
+            self._wake_reader, self._wake_writer = socket.socketpair()
+            made.enter_context(self._wake_reader)
+            made.enter_context(self._wake_writer)
+            for end in (self._wake_reader, self._wake_writer):
+                end.setblocking(False)
+            self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
+            made.pop_all()
         self._open: dict[int, _Connection] = {}
         self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
         self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._dismissed = False
         self._listening = False
         self._accept_paused_until = 0.0
         self._next_expiry = float("inf")
@@ -221,20 +243,23 @@ class WebhookServer:
 
     # -- running -----------------------------------------------------------------------------------
     def serve_forever(self) -> None:
-        threads = [
+        self._workers = [
             threading.Thread(target=self._work, name=f"streamlife-webhook-worker-{n}", daemon=True)
             for n in range(self.workers)
         ]
-        for thread in threads:
+        for thread in self._workers:
             thread.start()
+        give_up_at = float("inf")
         try:
             while not self._stopping.is_set():
                 self._turn_safely()
-            self._wind_down()
+            give_up_at = time.monotonic() + self.request_timeout
+            self._wind_down(give_up_at)
         finally:
-            for _ in threads:
-                self._jobs.put(None)
+            for connection in self._dismiss_workers():  # only after a fault while winding down
+                self._close(connection)
             self.server_close()
+            self._join_workers(min(give_up_at, time.monotonic() + self.request_timeout))
 
     def shutdown(self) -> None:
         """Ask ``serve_forever`` to stop; join its thread to wait for it."""
@@ -251,16 +276,43 @@ class WebhookServer:
         self._wake_reader.close()
         self._wake_writer.close()
 
-    def _wind_down(self) -> None:
-        """Stop accepting, drop what is not yet a request, and give the requests with a worker
-        ``request_timeout`` to be answered."""
+    def _wind_down(self, give_up_at: float) -> None:
+        """Stop accepting, drop what is not yet a request, answer 503 to the requests no worker has
+        taken, and give those a worker has taken until ``give_up_at`` to be answered."""
         self._stop_listening()
+        self._listener.close()  # a newcomer is refused at once rather than left in the backlog
         for connection in list(self._open.values()):
             if connection.phase not in (_Phase.APPLYING, _Phase.WRITING):
                 self._close(connection)
-        give_up_at = time.monotonic() + self.request_timeout
+        for connection in self._dismiss_workers():
+            self._answer_or_close(connection, _SHUTTING_DOWN)
         while self._open and time.monotonic() < give_up_at:
             self._turn()
+
+    def _dismiss_workers(self) -> list[_Connection]:
+        """Take back every job no worker has taken, and tell each worker to stop after its current
+        one; return the connections taken back: their callbacks were never applied. Only the loop's
+        thread queues jobs, and it calls this, so no job can slip in behind the stop signals."""
+        if self._dismissed:
+            return []
+        self._dismissed = True
+        withdrawn: list[_Connection] = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                withdrawn.append(job[0])
+        for _ in self._workers:
+            self._jobs.put(None)
+        return withdrawn
+
+    def _join_workers(self, give_up_at: float) -> None:
+        """Wait for the workers to finish, until ``give_up_at``: a sink call that outlasts it is left
+        to end on its own (the threads are daemons, and take no job after it)."""
+        for thread in self._workers:
+            thread.join(max(0.0, give_up_at - time.monotonic()))
 
     def _turn_safely(self) -> None:
         """A turn of the loop; a fault in it is logged, and the loop, which serves every connection,
@@ -489,7 +541,7 @@ class WebhookServer:
             return
         connection.closed = True
         descriptor = connection.sock.fileno()
-        if connection.phase is not _Phase.APPLYING:
+        with contextlib.suppress(KeyError):  # a connection with a worker is not in the selector
             self._selector.unregister(connection.sock)
         self._open.pop(descriptor, None)
         self._incomplete.pop(descriptor, None)
@@ -520,7 +572,11 @@ class WebhookServer:
     def _apply(self, head: _Head, body: bytes) -> Answer:
         try:
             return self.app.handle(body, head.headers, head.path)
-        except Exception:  # the sink's fault, answered 500; the server goes on
+        except BaseException:  # the sink's fault, answered 500; the server goes on
+            # Not only Exception: anything else would end this worker and shrink the pool for good.
+            # Nothing is lost by catching KeyboardInterrupt and SystemExit here: a signal raises
+            # them in the main thread only, and in a worker thread they would end the thread alone,
+            # never the process.
             _log.exception("streamlife.webhook_failed")
             return _FAILED
 
@@ -531,7 +587,17 @@ class WebhookServer:
             except queue.Empty:
                 return
             if not connection.closed:
-                self._answer(connection, answer)
+                self._answer_or_close(connection, answer)
+
+    def _answer_or_close(self, connection: _Connection, answer: Answer) -> None:
+        """Answer a request a worker applied. If that fails (an answer that cannot be rendered, a
+        selector that cannot take the socket), close it: a connection with a worker has no deadline
+        and is never evicted, so nothing else ever would."""
+        try:
+            self._answer(connection, answer)
+        except Exception:
+            _log.exception("streamlife.webhook_failed")
+            self._close(connection)
 
     def _wake(self) -> None:
         # A full buffer means a wake is pending already; a closed socket, that the server stopped.
@@ -600,11 +666,19 @@ def _path(target: str) -> str:
 def _content_length(headers: dict[str, str]) -> int | None:
     if "transfer-encoding" in headers:
         return None  # a chunked body: refused with 411, as callbacks carry a length
-    value = headers.get("content-length")
+    try:
+        return parse_content_length(headers.get("content-length"))
+    except ValueError as error:
+        raise _Malformed(str(error)) from None
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """The byte count a Content-Length value gives, None for no value; ``ValueError`` unless it is
+    1 to ``MAX_LENGTH_DIGITS`` ASCII digits. The one rule for this server and the WSGI receiver."""
     if value is None:
         return None
     if not _DIGITS.fullmatch(value):
-        raise _Malformed(value)
+        raise ValueError(f"not a Content-Length: {value[:40]!r}")
     return int(value)
 
 

@@ -6,15 +6,18 @@ server writes back.
 
 from __future__ import annotations
 
+import errno
 import json
 import resource
+import selectors
 import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -203,6 +206,79 @@ def test_a_sink_that_raises_is_answered_500_and_the_server_goes_on() -> None:
     assert logs[0]["log_level"] == "error"
 
 
+class Boom(BaseException):
+    """Not an Exception: what a sink that calls sys.exit(), or a stray BaseException, raises."""
+
+
+@dataclass
+class BoomThenTogether:
+    """The first ``booms`` callbacks raise ``Boom``; each later one waits until ``together`` are in
+    the sink at once, so they are all answered 200 only if that many workers are alive."""
+
+    booms: int
+    together: int
+    taken: list[bytes] = field(default_factory=list)
+    barrier: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.together, timeout=TIMEOUT)
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        if self.booms:
+            self.booms -= 1
+            raise Boom
+        self.barrier.wait()
+        self.taken.append(payload)
+        return Outcome.APPLIED
+
+
+def test_a_sink_raising_a_base_exception_is_answered_500_and_no_worker_is_lost() -> None:
+    workers = 3
+    sink = BoomThenTogether(booms=workers, together=workers)
+    with (
+        serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=workers) as running,
+        capture_logs() as logs,
+    ):
+        failed = [exchange(running, post_bytes(callback(n))) for n in range(workers)]
+        assert [reply.status for reply in failed] == [500] * workers
+        with ThreadPoolExecutor(workers) as pool:
+            replies = list(pool.map(lambda n: exchange(running, post_bytes(callback(n))), range(workers)))
+    assert [reply.status for reply in replies] == [200] * workers
+    assert sorted(sink.taken) == sorted(callback(n) for n in range(workers))
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"] * workers
+
+
+UNRENDERABLE = {
+    "a status HTTP does not know": Response(799, b"{}"),
+    "a header that is not latin-1": Response(200, b"{}", (("X-Note", "\u2603"),)),
+}
+
+
+class AnswersOnceUnrenderable(WebhookReceiver):
+    """A receiver whose first answer cannot be written as HTTP: a fault while answering."""
+
+    def __init__(self, sink: RecordingSink, answer: Response) -> None:
+        super().__init__(sink, token=TOKEN)
+        self.first: Response | None = answer
+
+    def handle(self, body: bytes, headers: Mapping[str, str], path: str = "/") -> Response:
+        answer = super().handle(body, headers, path)
+        first, self.first = self.first, None
+        return answer if first is None else first
+
+
+@pytest.mark.parametrize("answer", UNRENDERABLE.values(), ids=UNRENDERABLE.keys())
+def test_an_answer_that_cannot_be_rendered_closes_its_connection(answer: Response) -> None:
+    sink = RecordingSink()
+    with serve_webhook(AnswersOnceUnrenderable(sink, answer), workers=1) as running, capture_logs() as logs:
+        with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+            sock.sendall(post_bytes(callback(0)))
+            assert sock.recv(65536) == b""  # closed, not left open for ever
+        assert exchange(running, post_bytes(callback(1))).status == 200
+    assert sink.taken == [callback(0), callback(1)]
+    assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
+
+
 # -- limits and shutdown -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("option", "value"),
@@ -249,9 +325,103 @@ def test_a_callback_with_a_worker_is_answered_before_the_server_closes() -> None
     assert len(sink.taken) == 1
 
 
+@dataclass
+class SlowSink:
+    """A sink that takes a while over each callback, and notes when each call began."""
+
+    seconds: float
+    began: list[float] = field(default_factory=list)
+    arrived: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        self.began.append(time.monotonic())
+        self.arrived.release()
+        time.sleep(self.seconds)
+        return Outcome.APPLIED
+
+
+def status_or_eof(running: RunningReceiver, request: bytes) -> int | None:
+    """The status of the answer to ``request``; None when the server closed without one."""
+    with socket.create_connection(running.server.server_address, timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return parse_reply(received).status if received else None
+
+
+def webhook_workers() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("streamlife-webhook-worker")}
+
+
+def test_requests_still_queued_at_shutdown_are_answered_503_and_never_applied() -> None:
+    sink = SlowSink(seconds=0.5)
+    requests = 8
+    workers_before = webhook_workers()
+    with ThreadPoolExecutor(requests) as pool:
+        with serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=1, request_timeout=2.0) as running:
+            replies = [pool.submit(status_or_eof, running, post_bytes(callback(n))) for n in range(requests)]
+            assert sink.arrived.acquire(timeout=TIMEOUT)
+            time.sleep(0.3)  # the other requests arrive, and wait for the one worker
+        returned_at = time.monotonic()
+        statuses = [reply.result() for reply in replies]
+    time.sleep(1.0)  # a queued callback applied late would be in the sink by now
+    assert all(began < returned_at for began in sink.began)
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) == len(sink.began)
+    assert statuses.count(503) >= 1
+    assert webhook_workers() <= workers_before  # joined
+
+
+def test_a_503_at_shutdown_says_when_to_deliver_again() -> None:
+    sink = SlowSink(seconds=0.5)
+    with ThreadPoolExecutor(2) as pool:
+        with serve_webhook(WebhookReceiver(sink, token=TOKEN), workers=1) as running:
+            first = pool.submit(exchange, running, post_bytes(callback(0)))
+            assert sink.arrived.acquire(timeout=TIMEOUT)
+            queued = pool.submit(exchange, running, post_bytes(callback(1)))
+            time.sleep(0.2)  # it arrives, and waits for the one worker
+        assert first.result().status == 200
+        reply = queued.result()
+    assert (reply.status, reply.headers["retry-after"]) == (503, "1")
+    assert isinstance(reply.json, dict)
+    assert "error" in reply.json
+    assert len(sink.began) == 1
+
+
 def test_the_server_stops_listening_when_the_block_ends() -> None:
     with recording() as (running, _):
         address = running.server.server_address
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=TIMEOUT).close()
+
+
+def out_of_descriptors(*_: object, **__: object) -> object:
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+@pytest.mark.parametrize("failing", ["socketpair", "selector"])
+def test_a_server_that_fails_to_start_closes_its_listening_socket(
+    monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    made: list[tuple[socket.socket, tuple[str, int]]] = []
+    create_server = socket.create_server
+
+    def recorded_create_server(*args: Any, **kwargs: Any) -> socket.socket:
+        listener = create_server(*args, **kwargs)
+        made.append((listener, listener.getsockname()))
+        return listener
+
+    monkeypatch.setattr(socket, "create_server", recorded_create_server)
+    if failing == "socketpair":
+        monkeypatch.setattr(socket, "socketpair", out_of_descriptors)
+    else:
+        monkeypatch.setattr(selectors, "DefaultSelector", out_of_descriptors)
+    with pytest.raises(OSError, match="Too many open files"):
+        WebhookServer(WebhookReceiver(RecordingSink(), token=TOKEN))
+    monkeypatch.undo()
+    [(listener, address)] = made
+    assert listener.fileno() == -1  # closed
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=TIMEOUT).close()
 
