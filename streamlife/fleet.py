@@ -165,10 +165,12 @@ class _Tracked:
     __slots__ = (
         "created_at",
         "delivering",
+        "held_back",
         "kind_guessed",
         "last_heard",
         "lock",
         "notices",
+        "stale",
         "start_deferrals",
         "start_not_before",
         "stop_in_flight",
@@ -189,6 +191,8 @@ class _Tracked:
         # A stop asked for that the journal could not keep: this process honours it all the same
         # (no deferred start goes out; a start answer is met with a stop).
         self.stop_wanted = False
+        self.held_back: tuple[float, float] | None = None  # (a journaled stop wait, as capped here)
+        self.stale = False  # a write failed and so did reading the task back: reload it before its next event
         self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
         self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
@@ -588,7 +592,7 @@ class Fleet:
         with tracked.lock:
             if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
                 return
-            held_back_until = task.stop_not_before or 0.0
+            held_back_until = self._held_back_until(tracked)
             with self._lock:
                 retry_armed = self._deadlines.when(task.ref, STOP_RETRY) is not None
                 if self.clock.now() < held_back_until:  # (another process's failure too: its wait holds)
@@ -668,6 +672,17 @@ class Fleet:
         task = tracked.task
         _log.info("streamlife.confirming_end", task=task.ref, task_id=task.task_id, status=task.end_status)
         self._send_stop_soon(tracked, None)
+
+    def _held_back_until(self, tracked: _Tracked) -> float:
+        """No stop before this: the journaled wait of the task's last failed stop, capped again by
+        ``Policy.max_retry_after`` from when this process first read it, since the process that
+        wrote it may read another clock (one a day fast, say). Caller holds the task's lock."""
+        journaled = tracked.task.stop_not_before
+        if journaled is None:
+            return 0.0
+        if tracked.held_back is None or tracked.held_back[0] != journaled:
+            tracked.held_back = (journaled, min(journaled, self.clock.now() + self.policy.max_retry_after))
+        return tracked.held_back[1]
 
     def _retry_after(self, error: BaseException) -> float | None:
         """The wait the service asked for with ``error``, if any, capped by ``Policy.max_retry_after``."""
@@ -1491,7 +1506,7 @@ class Fleet:
         task = tracked.task
         if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
             return
-        when = max(self.clock.now() + after, task.stop_not_before or 0.0)  # (the service's wait holds)
+        when = max(self.clock.now() + after, self._held_back_until(tracked))  # (the service's wait holds)
         with self._lock:
             if self._deadlines.when(task.ref, STOP_RETRY) is None:
                 self._deadlines.arm(task.ref, STOP_RETRY, when)

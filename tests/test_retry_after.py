@@ -208,3 +208,28 @@ def test_a_huge_error_is_journaled_cut_however_often_the_stop_fails(tmp_path: Pa
         assert (tmp_path / "journal.db").stat().st_size < 1_000_000
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("how", ["another process", "a restart"])
+def test_a_wait_journaled_by_a_clock_a_day_fast_holds_no_stop_past_the_cap(tmp_path: Path, how: str) -> None:
+    """The journaled wait is a time on the writer's clock. A reader whose clock is a day behind
+    caps it again from its own now: no stop waits longer than ``max_retry_after``."""
+    clock, fast = ManualClock(1_000.0), ManualClock(1_000.0 + 86_400)
+    service = SimulatedService(clock=clock)
+    transport = RateLimitsStops(SimTransport(service), 120.0)
+    store = SqliteStore(tmp_path / "journal.db")
+    try:
+        writer = Fleet(transport, clock=fast, policy=policy(), store=store)
+        task = writer.start("audio", audio_url=URL, provider="assemblyai")
+        assert task.task_id is not None
+        writer.stop(task)
+        transport.limiting = False
+        reader = Fleet(transport, clock=clock, policy=policy(), store=store)
+        if how == "a restart":
+            reader.recover()
+        else:
+            reader.stop(task.task_id)
+        run(clock, service, int(CAP) + 2, reader)
+        assert transport.stops == 2
+    finally:
+        store.close()
