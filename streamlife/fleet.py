@@ -438,12 +438,13 @@ class Fleet:
                 except BaseException:
                     self._send_unjournaled_stop(task_id, (task.kind,), None)
                     raise
-        try:
-            if parked or kept:
-                self.store.unpark(task_id)  # after they are journaled: a crash between replays them again
-        finally:  # (the parked callbacks are journaled: what they call for goes out, whatever unpark did)
-            self._deliver_notices(tracked)
-            self._send_stop(tracked)
+        if parked or kept:
+            try:  # after they are journaled: a crash between replays them again, as duplicates
+                self.store.unpark(task_id)
+            except Exception:  # (the start is journaled: the caller must get its task, not an error)
+                _log.exception("streamlife.store_failed", task=task.ref, key=task.key)
+        self._deliver_notices(tracked)
+        self._send_stop(tracked)
 
     # -- stopping ----------------------------------------------------------------------------------
     def stop(self, task_or_id: StreamTask | str, wait: float | None = None) -> StreamTask:
@@ -1416,6 +1417,10 @@ class Fleet:
         is put back as the store holds it and the error raised, so nothing is acknowledged that was
         not journaled. The caller holds the task's lock, and calls ``_deliver_notices`` after.
         """
+        if tracked.stale:  # ahead of its store since a failed write: put back first (or raise again)
+            self._reset(tracked)
+            tracked.stale = False
+            self._sync_timers(tracked)
         task = tracked.task
         was_terminal = task.state in TERMINAL
         was_ending = task.state is TaskState.ENDING
@@ -1513,11 +1518,13 @@ class Fleet:
 
     def _put_back(self, tracked: _Tracked) -> bool:
         """``_reset``, after a failed write, for a caller about to raise that failure: whether it
-        worked. If the store is down, the task stays ahead of it, and the log says why."""
+        worked. If the store is down, the task stays ahead of it until its next event, which puts
+        it back first (``stale``); the log says why."""
         try:
             self._reset(tracked)
         except Exception:
             _log.exception("streamlife.reset_failed", task=tracked.task.ref, key=tracked.task.key)
+            tracked.stale = True
             return False
         return True
 
