@@ -821,15 +821,19 @@ class Fleet:
                 tracked.lock.acquire()
                 held.append(tracked.lock)
             versions = [tracked.version for tracked in tasks]
+            owed = [0 if tracked.notices is None else len(tracked.notices) for tracked in tasks]
             try:
                 with self.store.batch():
                     for tracked, position, event in batch:
                         results[position] = outcome = self._apply(tracked, event)
                         outcomes.append(outcome)
             except BaseException:
-                for tracked, version in zip(tasks, versions, strict=True):
+                for tracked, version, before in zip(tasks, versions, owed, strict=True):
                     if tracked.version != version:  # applied here, and not kept by the store
-                        tracked.notices = None  # hooks hear of nothing that was not kept
+                        # Hooks hear of nothing that was not kept; what other threads applied
+                        # before the batch (queued for them) they still hear of.
+                        if tracked.notices is not None:
+                            del tracked.notices[before:]
                         if self._put_back(tracked):
                             self._sync_timers(tracked)
                 raise

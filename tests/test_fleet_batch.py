@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, StreamTask, TaskState
+from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, Segment, StreamTask, TaskState
 from streamlife.errors import StoreError
 from streamlife.journal import facts_of
 from streamlife.lifecycle import TRIGGERS, Source
@@ -229,3 +230,48 @@ def test_a_batch_failing_at_its_third_write_keeps_nothing_and_applies_once_when_
     assert [task.transcript_text() for task in tasks] == ["hello there"] * 3
     assert fleet.handle_callbacks(payloads) == [Outcome.DUPLICATE] * 3
     assert len(heard) == 3
+
+
+class FailingCommitMemory(MemoryStore):
+    """A MemoryStore whose batches fail at their end while ``fail_commit`` is set."""
+
+    fail_commit = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with super().batch():
+            yield
+            if self.fail_commit:
+                raise StoreError("the commit failed (a test)")
+
+
+def test_a_failed_batch_takes_back_only_its_own_hook_calls(clock: ManualClock) -> None:
+    """A hook is still busy with one callback on one thread when another thread's callback for the
+    same task is applied (its hook call queued behind), and then a batch for the task fails. The
+    queued call was journaled and answered: the hook must still hear of it."""
+    store = FailingCommitMemory()
+    fleet, (task, *_) = fleet_with_tasks(clock, store)
+    tid = task.task_id or ""
+    busy, release = threading.Event(), threading.Event()
+    heard: list[int | None] = []
+
+    def slow_hook(_: StreamTask, segment: Segment) -> None:
+        if not heard:
+            busy.set()
+            assert release.wait(10)
+        heard.append(segment.index)
+
+    fleet.on_segment(slow_hook)
+    first = threading.Thread(target=fleet.handle_callback, args=(segment_callback(tid, 0),))
+    first.start()
+    assert busy.wait(10)
+    assert fleet.handle_callback(segment_callback(tid, 1)) is Outcome.APPLIED  # queued for the busy thread
+    store.fail_commit = True
+    with pytest.raises(StoreError, match="commit failed"):
+        fleet.handle_callbacks([segment_callback(tid, 2)])
+    store.fail_commit = False
+    release.set()
+    first.join(10)
+    assert heard == [0, 1]
+    journaled = [entry.args for entry in fleet.journal(task) if entry.trigger == "segment"]
+    assert [args["segment"]["index"] for args in journaled if args is not None] == [0, 1]
