@@ -466,7 +466,7 @@ class Fleet:
         try:
             self._locked_fire(tracked, tracked.task.stop)
         except Exception:  # not journaled, but asked for: no start of it goes out from here
-            tracked.stop_wanted = True
+            self._want_stop(tracked)
             raise
         if give_up_at is None:
             self._send_stop(tracked, asked=True)
@@ -510,7 +510,7 @@ class Fleet:
             try:
                 self._locked_fire(tracked, tracked.task.stop)
             except Exception as error:
-                tracked.stop_wanted = True
+                self._want_stop(tracked)
                 failures.append((tracked.task, error))
                 if tracked.task.task_id is not None and tracked.task.state is TaskState.RUNNING:
                     unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
@@ -531,6 +531,28 @@ class Fleet:
         if failures:
             raise StopAllError(failures, unsettled)
         return unsettled
+
+    def _want_stop(self, tracked: _Tracked) -> None:
+        """Remember a stop the store could not journal. A running task's stop is journaled (or sent
+        unjournaled again) by a stop retry, so that it is never dropped for want of time."""
+        tracked.stop_wanted = True
+        if tracked.task.state is TaskState.RUNNING:
+            self._arm_stop_retry(tracked, self._backoff(1, None))
+
+    def _journal_wanted_stop(self, tracked: _Tracked) -> None:
+        """Journal a running task's stop that the store refused before, now that a retry is due.
+        While the store still refuses it, the stop goes out unjournaled again, and so on with the
+        stop backoff: a stream left running bills."""
+        task = tracked.task
+        try:
+            self._locked_fire(tracked, task.stop)
+        except Exception:
+            _log.exception("streamlife.store_failed", task=task.ref, key=task.key)
+            self._arm_stop_retry(tracked, self._backoff(task.stop_failures + 1, None))
+            if task.task_id is not None and task.state is TaskState.RUNNING:
+                self._send_unjournaled_stop(task.task_id, (task.kind,), None)
+            return
+        tracked.stop_wanted = False
 
     def _send_unjournaled_stop(
         self, task_id: str, kinds: tuple[StreamKind, ...], give_up_at: float | None
@@ -1006,6 +1028,8 @@ class Fleet:
     def _deadline(self, tracked: _Tracked, kind: str, now: float) -> int:
         """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""
         if kind == STOP_RETRY:
+            if tracked.stop_wanted and tracked.task.state is TaskState.RUNNING:
+                self._journal_wanted_stop(tracked)
             self._send_stop_soon(tracked, None)  # (popped, so no longer armed: it goes out)
             return 1
         if kind == START_RETRY:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,48 @@ def test_a_start_in_flight_whose_stop_cannot_be_journaled_is_stopped_when_its_an
         starter.join(10)
         assert task.state is TaskState.STOPPING  # its stop went out with the answer
         service.advance(1.0)
+        assert service.billing() == []
+    finally:
+        store.close()
+
+
+class SlowStops(SimTransport):
+    """Each stop takes a tenth of a second: a wait of half a second sends only some of twenty."""
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        time.sleep(0.1)
+        return super().stop(kind, task_id, within=within)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stop_refused_by_the_store_with_no_time_left_to_send_it_is_sent_by_a_later_tick(
+    tmp_path: Path, workers: int
+) -> None:
+    path = tmp_path / "journal.db"
+    clock = ManualClock(1_000.0)
+    service = SimulatedService(clock=clock)
+    store = SqliteStore(path)
+    try:
+        fleet = Fleet(
+            SlowStops(service),
+            clock=clock,
+            policy=Policy(stop_concurrency=workers, seed=0, final_callback_wait=5),
+            store=store,
+        )
+        service.on_callback(fleet.handle_callback)
+        tasks = [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(20)]
+        assert tasks[0].key is not None
+        refuse_stopping(path, tasks[0].key)
+        with pytest.raises(StopAllError):
+            fleet.stop_all(wait=0.5)
+        for _ in range(120):  # the store still refuses: its stop goes out unjournaled, on a tick
+            clock.advance(1.0)
+            fleet.tick()
+        deadline = time.monotonic() + 30
+        while service.billing() and time.monotonic() < deadline:
+            clock.advance(1.0)
+            fleet.tick()
+            time.sleep(0.05)
         assert service.billing() == []
     finally:
         store.close()
