@@ -1,10 +1,10 @@
 """A real HTTP server on 127.0.0.1 that answers from a script: for transport tests over loopback.
 
-Each request takes the next step of the script: an answer (status, JSON body, headers), a dropped
-connection after the request was read, a stall longer than the client's read timeout, or raw bytes
-(written in pieces, with a pause between pieces: a server that drips its answer). Every request is
-recorded (path, headers, JSON body) so tests can count what reached the server.
-"""
+Each request takes the next step of the script: an answer (status, JSON body, headers; at once or
+after a delay), a dropped connection after the request was read, a stall longer than the client's
+read timeout, or raw bytes (written in pieces, with a pause between pieces: a server that drips its
+answer). Every request is recorded (path, headers, JSON body, the client's address) so tests can
+count what reached the server, and on which connection."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class Answer:
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait, once the request is read, before answering
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Seen:
     path: str
     headers: Mapping[str, str]
     body: Any
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per connection
 
 
 class ScriptedServer:
@@ -107,12 +109,15 @@ def scripted_server() -> Iterator[ScriptedServer]:
 
     class Handler(BaseHTTPRequestHandler):
         disable_nagle_algorithm = True  # one answer, two writes: no 40 ms wait for a delayed ACK
+        # Keep-alive, as HTTP/1.1 servers do: a client's pool reuses a connection for the next request.
+        protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
             scripted = holder[0]
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
-            scripted.requests.append(Seen(self.path, dict(self.headers), json.loads(raw or b"null")))
+            seen = Seen(self.path, dict(self.headers), json.loads(raw or b"null"), self.client_address[:2])
+            scripted.requests.append(seen)
             step = scripted.script.popleft() if scripted.script else Answer(500, {"code": 500})
             if isinstance(step, Drop):
                 self.close_connection = True
@@ -125,6 +130,7 @@ def scripted_server() -> Iterator[ScriptedServer]:
                 self.close_connection = True
                 write_raw(self, step)
                 return
+            time.sleep(step.delay)
             payload = json.dumps(step.body).encode() if step.body is not None else b""
             self.send_response(step.status)
             self.send_header("Content-Type", "application/json")

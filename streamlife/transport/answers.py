@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from typing import Any, Final
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import orjson
 
@@ -46,6 +46,8 @@ PROVIDERS: Final = ("assemblyai", "elevenlabs")
 # logged and shown, on every retry.
 MAX_MESSAGE: Final = 1024
 REDACTED: Final = "<redacted>"
+# The shortest part of a stream URL scrubbed on its own (see stream_url_secrets).
+MIN_SECRET_PART: Final = 8
 _PERCENT_HEX: Final = re.compile(r"%[0-9A-F]{2}")
 # delay-seconds, or a decimal fraction (see parse_retry_after). Few enough digits that float() of
 # them is finite.
@@ -69,8 +71,9 @@ def read_answer(
 ) -> Mapping[str, Any]:
     """The body of a success, or the typed error for anything else.
 
-    ``secrets`` (the API key) are scrubbed from the server's words before they reach an error:
-    a server may echo the key ("invalid api key: ..."), and errors are journaled.
+    ``secrets`` (the API key; a start's stream URL, see ``start_secrets``) are scrubbed from the
+    server's words before they reach an error: a server may echo them ("invalid api key: ...",
+    "cannot pull rtmp://..."), and errors are journaled and logged.
     """
     body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     code = body.get("code")
@@ -108,6 +111,35 @@ def read_answer(
             "a success whose body is not a JSON object", operation=operation, status=http
         )
     return body
+
+
+def start_secrets(kind: StreamKind, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a start's answer must not show: its stream URL and the parts of it that may hold a key."""
+    url = params.get(URL_FIELD[kind])
+    return stream_url_secrets(url) if isinstance(url, str) and url else ()
+
+
+def stream_url_secrets(url: str) -> tuple[str, ...]:
+    """The stream URL, and each part of it that may be a stream key on its own: the path's last
+    segment, every query value and the password, each as written and percent-decoded.
+
+    A server may quote only the part it could not use ("unknown stream key: ..."), so the whole
+    URL is not enough. Only parts of at least ``MIN_SECRET_PART`` characters count: a stream key
+    is long, and scrubbing short ones ("live", "1") everywhere would leave the message unreadable.
+    The host, port, user name and the path's other segments name where the stream is, not who may
+    publish to it, and stay readable.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL (an unclosed "[" host, a port that is no number): only as a whole
+        return (url,)
+    candidates = [parts.path.rstrip("/").rpartition("/")[2], password or ""]
+    candidates += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    found = {url}
+    for candidate in candidates:
+        found |= {candidate, unquote(candidate), unquote_plus(candidate)}
+    return tuple(sorted(part for part in found if part == url or len(part) >= MIN_SECRET_PART))
 
 
 def decode_json(raw: bytes) -> object:

@@ -8,6 +8,14 @@ asks ``Deadline.finish`` whether that was the timer.
 The socket is found through the connection classes of the adapter that ``GuardedAdapter`` mounts:
 ``getresponse`` (called once the request is written, before the answer is read) hands its socket
 to the deadline running in that thread.
+
+The timer may only shut down a socket its own request still owns. urllib3 puts a connection back
+in the session's shared pool as the last byte of an answer is read, before the request's code
+runs again, and another thread may take it from there at once. So the pool releases the
+deadline's hold on the connection before taking it back (after that the timer does nothing: the
+request has done reading), and the timer shuts the socket down while holding the lock that release
+takes: it either shuts the socket before the connection goes back (the pool's next user finds it
+dropped and opens another) or not at all.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ class Deadline:
         self._socket: object = None
         self._expired = False
         self._finished = False
+        self._released = False  # the connection went back to the pool: the request has done reading
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
@@ -48,9 +57,16 @@ class Deadline:
         """The socket this request's answer comes on: shut down when time is up."""
         with self._lock:
             self._socket = sock
-            expired = self._expired and not self._finished
-        if expired:
-            _shut_down(sock)
+            self._released = False
+            if self._expired and not self._finished:
+                _shut_down(sock)
+
+    def release(self) -> None:
+        """The request is done with its connection, which goes back to the pool for another
+        request: stop watching its socket. A timer that fires from now on changes nothing."""
+        with self._lock:
+            self._socket = None
+            self._released = True
 
     def finish(self) -> bool:
         """Stop the timer; True if it had already shut the request down (what was read since may
@@ -62,12 +78,11 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
-            if self._finished:
+            if self._finished or self._released:
                 return
             self._expired = True
-            sock = self._socket
-        if sock is not None:
-            _shut_down(sock)
+            if self._socket is not None:
+                _shut_down(self._socket)  # under the lock: release waits until it is done
 
 
 def _shut_down(sock: object) -> None:
@@ -82,26 +97,41 @@ def _shut_down(sock: object) -> None:
 
 
 class _WatchedConnection:
-    """Mixed into urllib3's connection classes: tells the running Deadline which socket to watch."""
+    """Mixed into urllib3's connection classes: tells the running Deadline which socket to watch,
+    and keeps that Deadline until the connection goes back to its pool."""
 
     sock: Any
+    streamlife_deadline: Deadline | None = None
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         deadline = getattr(_running, "deadline", None)
         if deadline is not None and self.sock is not None:
             deadline.watch(self.sock)
+            self.streamlife_deadline = deadline
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _ReleasingPool:
+    """Mixed into urllib3's pool classes: a connection coming back is no longer watched by the
+    deadline of the request that used it, before any other request can take it."""
+
+    def _put_conn(self, conn: Any) -> None:
+        deadline = getattr(conn, "streamlife_deadline", None)
+        if deadline is not None:
+            conn.streamlife_deadline = None
+            deadline.release()
+        super()._put_conn(conn)  # type: ignore[misc]
 
 
 @cache
 def _watched(pool_class: type[Any]) -> type[Any]:
     """A subclass of a urllib3 pool class whose connections are watched."""
-    if issubclass(pool_class.ConnectionCls, _WatchedConnection):
+    if issubclass(pool_class, _ReleasingPool):
         return pool_class
     connection = type(
         f"Watched{pool_class.ConnectionCls.__name__}", (_WatchedConnection, pool_class.ConnectionCls), {}
     )
-    return type(f"Watched{pool_class.__name__}", (pool_class,), {"ConnectionCls": connection})
+    return type(f"Watched{pool_class.__name__}", (_ReleasingPool, pool_class), {"ConnectionCls": connection})
 
 
 def _watch_pools_of(manager: Any) -> Any:

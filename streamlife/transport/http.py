@@ -6,7 +6,8 @@
   server dripping its answer cannot stretch (see ``deadline.py``).
 * Redirects are never followed: a 3xx is a ``RedirectError``.
 * An answer is read in pieces, within ``max_answer`` bytes once decompressed; the server's words
-  reach an error cut to ``answers.MAX_MESSAGE`` characters, with the key scrubbed out.
+  reach an error cut to ``answers.MAX_MESSAGE`` characters, with the key scrubbed out, and for a
+  start its stream URL and the parts of it that may be a stream key (``stream_url_secrets``).
 * Errors are mapped to ``streamlife.errors`` at this boundary, ``from`` the original exception.
 * ``stop`` is retried on connection failures, 429 and 5xx, with capped full-jitter exponential
   backoff that honours ``Retry-After``, within a per-operation deadline.
@@ -40,7 +41,7 @@ from streamlife.errors import (
 )
 from streamlife.events import StartResult, StopResult, StreamKind
 
-from .answers import PATHS, decode_json, read_answer, start_result, stop_result
+from .answers import PATHS, decode_json, read_answer, start_result, start_secrets, stop_result
 from .deadline import Deadline, GuardedAdapter
 from .reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
@@ -125,7 +126,13 @@ class HttpTransport:
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
         kind = StreamKind(kind)
         operation = f"{kind.value}.start"
-        body = self._call(operation, PATHS[kind][0], dict(params), retry_unless_not_sent=True)
+        body = self._call(
+            operation,
+            PATHS[kind][0],
+            dict(params),
+            retry_unless_not_sent=True,
+            secrets=start_secrets(kind, params),  # a stream URL often carries a stream key
+        )
         return start_result(operation, body)
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
@@ -145,8 +152,10 @@ class HttpTransport:
         *,
         retry_unless_not_sent: bool = False,
         within: float | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> Mapping[str, Any]:
-        """POST with retries. A start passes ``retry_unless_not_sent``: only NotSentError retries."""
+        """POST with retries. A start passes ``retry_unless_not_sent``: only NotSentError retries.
+        ``secrets`` are scrubbed from the server's words, as the key is."""
         policy = self.retry
         if within is not None and within <= 0:
             raise ValueError(f"within must be positive seconds, got {within!r}")
@@ -154,7 +163,7 @@ class HttpTransport:
         give_up_at = self._monotonic() + budget
         for attempt in range(policy.attempts):
             try:
-                return self._post_once(operation, path, payload, give_up_at)
+                return self._post_once(operation, path, payload, give_up_at, secrets)
             except TransportError as error:
                 retryable = isinstance(
                     error,
@@ -179,7 +188,12 @@ class HttpTransport:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _post_once(
-        self, operation: str, path: str, payload: dict[str, Any], give_up_at: float
+        self,
+        operation: str,
+        path: str,
+        payload: dict[str, Any],
+        give_up_at: float,
+        secrets: tuple[str, ...] = (),
     ) -> Mapping[str, Any]:
         left = max(0.001, give_up_at - self._monotonic())
         timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
@@ -193,7 +207,9 @@ class HttpTransport:
             if deadline.finish():
                 raise self._too_late(operation, deadline)
         decoded = decode_json(raw)
-        return read_answer(operation, status, decoded, headers.get("Retry-After"), secrets=self._secrets())
+        return read_answer(
+            operation, status, decoded, headers.get("Retry-After"), secrets=(*self._secrets(), *secrets)
+        )
 
     def _exchange(
         self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
