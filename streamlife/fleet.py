@@ -87,7 +87,7 @@ from .journal import decode_event, encode_event, entry_for, rebuild, replay, res
 from .lifecycle import STATUS_TRIGGERS, STOP_DUE, TERMINAL, TRIGGERS, Source, StopReason, TaskState
 from .parking import Parked, ParkingLot, Ticket
 from .policy import Policy, check_max_duration
-from .store import JournalEntry, MemoryStore, Store, TaskRow
+from .store import JournalEntry, MemoryStore, ParkedCallback, Store, TaskRow
 from .task import StreamTask
 from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.base import Transport
@@ -404,8 +404,9 @@ class Fleet:
         with tracked.lock:
             with self._lock:
                 holder = self._by_id.setdefault(task_id, tracked)
-                parked = self._parking.claim(task_id)
-            tracked.last_heard = now = self.clock.now()
+                claimed = self._parking.claim(task_id)
+            parked = [] if claimed is None else claimed.events
+            tracked.last_heard = self.clock.now()
             try:
                 self._fire(tracked, task.start_ok, task_id)
             except BaseException:
@@ -414,8 +415,8 @@ class Fleet:
                 with self._lock:
                     if self._by_id.get(task_id) is tracked:
                         del self._by_id[task_id]
-                    for event in parked:
-                        self._parking.park(task_id, event, now, put_back=True)
+                    if claimed is not None:
+                        self._parking.put_back(claimed)
                 self._fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
                 raise
             if holder is not tracked:
@@ -425,12 +426,7 @@ class Fleet:
                 self._fire(tracked, task.stop)
             for event in parked:
                 self._apply(tracked, event)
-            kept = self.store.parked(task_id) if self.store.shared else []
-            if kept:  # parked by other processes too: this task's as well (its own are the same)
-                own = [encode_event(event) for event in parked]
-                for other in kept:
-                    if other.payload not in own:
-                        self._apply(tracked, decode_event(other.payload))
+            read = self._apply_kept(tracked, task_id, parked)
             if (task.stop_requested or tracked.stop_wanted) and task.state is TaskState.RUNNING:
                 # Asked for while it started (or asked for, and not journaled): it goes out now.
                 try:
@@ -438,11 +434,7 @@ class Fleet:
                 except BaseException:
                     self._send_unjournaled_stop(task_id, (task.kind,), None)
                     raise
-        if parked or kept:
-            try:  # after they are journaled: a crash between replays them again, as duplicates
-                self.store.unpark(task_id)
-            except Exception:  # (the start is journaled: the caller must get its task, not an error)
-                _log.exception("streamlife.store_failed", task=task.ref, key=task.key)
+        self._unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
         self._deliver_notices(tracked)
         self._send_stop(tracked)
 
@@ -1122,7 +1114,7 @@ class Fleet:
             self._load(parked.task_id)  # a task the store knows (another process's) now holds the id
         except BaseException:  # the store failed: the callbacks wait in the lot for the next tick
             with self._lock:
-                self._park_again(parked, events)
+                self._parking.put_back(parked)
             raise
         with self._lock:
             kinds = set(self._kinds_started)
@@ -1141,7 +1133,10 @@ class Fleet:
                     self._counts["orphans"] += 1
                 # Callbacks that came after the lot let this id go, while this ran, were parked
                 # again: they follow the others.
-                events.extend(self._parking.claim(parked.task_id))
+                later = self._parking.claim(parked.task_id)
+                if later is not None:
+                    parked.slots.extend(later.slots)
+                    events.extend(later.events)
             if holder is tracked:
                 try:
                     self._fire(tracked, task.adopt, parked.task_id)
@@ -1149,7 +1144,7 @@ class Fleet:
                     with self._lock:
                         del self._by_id[parked.task_id], self._by_ref[task.ref], self._by_key[task.key]
                         self._counts["orphans"] -= 1
-                        self._park_again(parked, events)
+                        self._parking.put_back(parked)
                     if not isinstance(error, StoreConflict):
                         raise
                     # Another process adopted it a moment ago: the next tick finds its task in the
@@ -1158,6 +1153,7 @@ class Fleet:
                     return None
                 for event in events:
                     self._apply(tracked, event)
+                read = self._apply_kept(tracked, parked.task_id, events)
                 stopping = reap and not task.terminal
                 _log.warning(
                     "streamlife.orphan",
@@ -1176,24 +1172,43 @@ class Fleet:
             with holder.lock:
                 for event in events:
                     self._apply(holder, event)
-            try:
-                self.store.unpark(parked.task_id)
-            finally:
-                self._deliver_notices(holder)
+                read = self._apply_kept(holder, parked.task_id, events)
+            self._unpark(parked.task_id, events, read)
+            self._deliver_notices(holder)
             return holder
-        try:
-            self.store.unpark(parked.task_id)
-        finally:  # (the callbacks are journaled: the stop they call for goes out, whatever unpark did)
-            self._deliver_notices(tracked)
-            self._send_stop_soon(tracked, None)
+        self._unpark(parked.task_id, events, read)  # (journaled: the stop they call for goes out anyway)
+        self._deliver_notices(tracked)
+        self._send_stop_soon(tracked, None)
         return tracked
 
     # -- the store ---------------------------------------------------------------------------------
-    def _park_again(self, parked: Parked[CallbackEvent], events: Sequence[CallbackEvent]) -> None:
-        """Put an orphan's callbacks back in the lot, as of when they first came, after its adoption
-        failed: they were answered "parked", so they are never refused. Caller holds the lock."""
-        for event in events:
-            self._parking.park(parked.task_id, event, parked.first_parked, put_back=True)
+    def _apply_kept(
+        self, tracked: _Tracked, task_id: str, own: Sequence[CallbackEvent]
+    ) -> list[ParkedCallback] | None:
+        """In a shared store, apply the callbacks other processes kept for ``task_id`` (this
+        process's ``own`` are among them, applied already), and return what was read, for
+        ``_unpark``. None for a store no other process writes. Caller holds the task's lock."""
+        if not self.store.shared:
+            return None
+        read = self.store.parked(task_id)
+        mine = [encode_event(event) for event in own]
+        for other in read:
+            if other.payload not in mine:
+                self._apply(tracked, decode_event(other.payload))
+        return read
+
+    def _unpark(self, task_id: str, own: Sequence[CallbackEvent], read: list[ParkedCallback] | None) -> None:
+        """Forget the kept callbacks a task has now applied: those ``read`` from a shared store (one
+        another process parks meanwhile stays, for whoever applies it), else this process's own.
+        After they are journaled: a crash before replays them, as duplicates. So a failure here
+        is logged, not raised: the events it would forget are journaled already."""
+        nothing = not own if read is None else not read
+        if nothing:
+            return
+        try:
+            self.store.unpark(task_id, upto=None if read is None else max(kept.seq for kept in read))
+        except Exception:
+            _log.exception("streamlife.store_failed", task_id=task_id, kind="unpark")
 
     def recover(self) -> list[StreamTask]:
         """Take back every task the store holds that is not terminal, after a restart (or from

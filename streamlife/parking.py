@@ -115,10 +115,22 @@ class ParkingLot(Generic[Event]):
         if not parked.slots:
             del self._by_task[ticket.task_id]
 
-    def claim(self, task_id: str) -> list[Event]:
-        """Everything parked for ``task_id``, in arrival order; the lot forgets it."""
-        parked = self._by_task.pop(task_id, None)
-        return [] if parked is None else parked.events
+    def claim(self, task_id: str) -> Parked[Event] | None:
+        """Everything parked for ``task_id`` (its ``events``, in arrival order); the lot forgets it."""
+        return self._by_task.pop(task_id, None)
+
+    def put_back(self, parked: Parked[Event]) -> None:
+        """Hand back what ``claim`` or ``expire`` took, when its task could not take it: never
+        refused, since it was answered "parked". Its slots come back as they were (a store write of
+        one may still be on its way), ahead of anything parked under its task_id since."""
+        since = self._by_task.pop(parked.task_id, None)
+        if since is not None:
+            parked.slots.extend(since.slots)
+            parked.first_parked = min(parked.first_parked, since.first_parked)
+        last = next(reversed(self._by_task.values()), None)
+        self._by_task[parked.task_id] = parked
+        if last is not None and last.first_parked > parked.first_parked:  # keep first-parked order
+            self._by_task = dict(sorted(self._by_task.items(), key=lambda item: item[1].first_parked))
 
     def expire(self, parked_before: float) -> list[Parked[Event]]:
         """Remove and return every task_id first parked at or before ``parked_before``: the orphans."""

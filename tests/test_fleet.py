@@ -1340,3 +1340,56 @@ def test_an_orphan_whose_adoption_fails_at_once_keeps_its_callbacks_parked_for_t
     orphan = fleet.get("ghost")
     assert orphan is not None
     assert orphan.transcript_text() == "early"
+
+
+class HangingParkAndFind(MemoryStore):
+    """One outage: the first park waits, then fails; ``find`` fails while ``find_fails``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.hang, self.find_fails = True, False
+
+    def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
+        if self.hang:
+            self.hang = False
+            self.entered.set()
+            assert self.release.wait(10)
+            raise StoreError("the store is down")
+        super().park(task_id, at, payload)
+
+    def find(self, task_id: str) -> TaskRow | None:
+        if self.find_fails:
+            raise StoreError("the store is down")
+        return super().find(task_id)
+
+
+def test_a_parked_callback_handed_back_while_its_write_is_on_its_way_is_kept_by_its_redelivery(
+    clock: ManualClock,
+) -> None:
+    """Its adoption fails while its store write is still on its way, so the lot takes it back;
+    then that write fails (503). The redelivery must write it, not be answered "parked already"
+    on the strength of a write that failed."""
+    store = HangingParkAndFind()
+    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    callback = segment_callback("ghost", 0, "early")
+    first: list[BaseException] = []
+
+    def deliver_first() -> None:
+        try:
+            fleet.handle_callback(callback)
+        except StoreError as error:
+            first.append(error)
+
+    thread = threading.Thread(target=deliver_first)
+    thread.start()
+    assert store.entered.wait(10)
+    clock.advance(POLICY.park_ttl + 1)
+    store.find_fails = True
+    fleet.tick()  # its adoption fails: the lot takes the callback back
+    store.find_fails = False
+    store.release.set()
+    thread.join(10)
+    assert len(first) == 1  # answered 503
+    assert fleet.handle_callback(callback) is Outcome.PARKED  # written, this time
+    assert [kept.task_id for kept in store.parked()] == ["ghost"]

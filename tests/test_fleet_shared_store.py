@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from streamlife import Fleet, HistoryEntry, ManualClock, Outcome, Policy, Stream
 from streamlife.errors import StoreError
 from streamlife.events import StartResult
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.store import JournalEntry, MemoryStore, Store, TaskRow
+from streamlife.store import JournalEntry, MemoryStore, ParkedCallback, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 
 from .conftest import state_of
@@ -357,3 +358,73 @@ def test_both_tasks_that_claim_one_task_id_are_recovered_and_finished(clock: Man
     run(service, 30, second)
     assert list(store.rows()) == []
     assert service.billing() == []
+
+
+class ParksBetweenReadAndUnpark(SqliteStore):
+    """Process A's connection to a shared SQLite file: right after A reads a task_id's kept
+    callbacks, process B parks one more for it (``between``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.between: Callable[[], None] | None = None
+
+    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
+        read = super().parked(task_id)
+        if task_id is not None and self.between is not None:
+            between, self.between = self.between, None
+            between()
+        return read
+
+
+class LooksEarly(SqliteStore):
+    """Process B's connection: ``looked_before`` runs a delivery whose look for the task_id came
+    before A journaled its start answer (so B found no task, and parks the callback)."""
+
+    early = False
+
+    def looked_before(self, deliver: Callable[[], object]) -> None:
+        self.early = True
+        try:
+            deliver()
+        finally:
+            self.early = False
+
+    def find(self, task_id: str) -> TaskRow | None:
+        return None if self.early else super().find(task_id)
+
+
+def test_a_callback_another_process_parks_while_a_start_answer_is_applied_is_not_unparked(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "shared.db"
+    service = SimulatedService(clock=clock)
+    a_store, b_store = ParksBetweenReadAndUnpark(path), LooksEarly(path)
+    try:
+        b = Fleet(SimTransport(service), clock=clock, policy=policy(), store=b_store)
+
+        class EarlyCallbacks(SimTransport):
+            def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+                result = super().start(kind, params)
+                assert b.handle_callback(segment_callback(result.task_id, 0, "one")) is Outcome.PARKED
+                a_store.between = lambda: b_store.looked_before(
+                    lambda: b.handle_callback(segment_callback(result.task_id, 1, "two"))
+                )
+                return result
+
+        a = Fleet(EarlyCallbacks(service), clock=clock, policy=policy(), store=a_store)
+        task = a.start("audio", audio_url=URL, provider="assemblyai")
+        assert task.transcript_text() == "one"
+        assert [kept.payload["segment"]["index"] for kept in b_store.parked()] == [1]  # kept for B
+        # B dies before its parking TTL; whoever recovers the store applies what B parked.
+        c_store = SqliteStore(path)
+        try:
+            c = Fleet(SimTransport(service), clock=clock, policy=policy(), store=c_store)
+            c.recover()
+            segments = [entry for entry in c.journal(task.task_id or "") if entry.trigger == "segment"]
+        finally:
+            c_store.close()
+        assert len(segments) == 2
+        assert b_store.parked() == []
+    finally:
+        a_store.close()
+        b_store.close()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from streamlife.errors import ParkingFullError
-from streamlife.parking import ParkingLot, Ticket
+from streamlife.parking import Parked, ParkingLot, Ticket
 
 TASK_IDS = st.sampled_from(["a", "b", "c", "d"])
 EVENTS = st.integers(0, 5)  # few values: redeliveries of one event are common
@@ -38,6 +38,9 @@ class ParkingMachine(RuleBasedStateMachine):
         # Store writes on their way: the lot's ticket, and the model's slot it writes (None once that
         # slot left the model: claimed or expired).
         self.writes: list[tuple[Ticket[int], Slot]] = []
+        self.taken: list[
+            tuple[Parked[int], float, list[Slot]]
+        ] = []  # claimed or expired: (record, first, slots)
         self.now = 0.0
 
     def _slot(self, task_id: str, event: int) -> Slot | None:
@@ -77,11 +80,11 @@ class ParkingMachine(RuleBasedStateMachine):
             self.lot.kept(ticket)
         else:
             self.lot.withdraw(ticket)
-        _, slots = self.model.get(task_id, (0.0, []))
-        if not any(held is slot for held in slots):  # claimed or expired meanwhile: nothing to do
-            return
         slot.writers -= 1
         slot.kept = slot.kept or ok
+        _, slots = self.model.get(task_id, (0.0, []))
+        if not any(held is slot for held in slots):  # claimed or expired meanwhile: it stays taken
+            return
         if slot.writers == 0 and not slot.kept:  # every write of it failed: not parked after all
             first, slots = self.model[task_id]
             slots.remove(slot)
@@ -103,8 +106,23 @@ class ParkingMachine(RuleBasedStateMachine):
 
     @rule(task_id=TASK_IDS)
     def claim(self, task_id: str) -> None:
-        _, slots = self.model.pop(task_id, (0.0, []))
-        assert self.lot.claim(task_id) == [slot.event for slot in slots]  # every one, in arrival order
+        first, slots = self.model.pop(task_id, (0.0, []))
+        claimed = self.lot.claim(task_id)
+        assert ([] if claimed is None else claimed.events) == [
+            slot.event for slot in slots
+        ]  # in arrival order
+        if claimed is not None:
+            self.taken.append((claimed, first, slots))
+
+    @precondition(lambda self: self.taken)
+    @rule(data=st.data())
+    def hand_back(self, data: st.DataObject) -> None:
+        """What a claim or an expiry took comes back when its task could not take it: the same
+        slots (a write of one may still be on its way), ahead of what was parked since."""
+        parked, first, slots = self.taken.pop(data.draw(st.integers(0, len(self.taken) - 1), label="taken"))
+        self.lot.put_back(parked)
+        since_first, since = self.model.pop(parked.task_id, (first, []))
+        self.model[parked.task_id] = (min(first, since_first), [*slots, *since])
 
     @rule(ttl=st.floats(0, 30, allow_nan=False))
     def expire(self, ttl: float) -> None:
@@ -115,6 +133,7 @@ class ParkingMachine(RuleBasedStateMachine):
         for orphan in orphans:
             first, slots = self.model.pop(orphan.task_id)
             assert (orphan.first_parked, orphan.events) == (first, [slot.event for slot in slots])
+            self.taken.append((orphan, first, slots))
 
     @invariant()
     def agrees_with_the_model(self) -> None:
@@ -131,8 +150,10 @@ def test_a_callback_that_beats_its_start_answer_is_replayed_in_order() -> None:
     lot.park("tid", "partial 0", now=10.0)
     lot.park("tid", "final 0", now=10.5)
     assert "tid" in lot
-    assert lot.claim("tid") == ["partial 0", "final 0"]
-    assert lot.claim("tid") == []  # claimed once
+    claimed = lot.claim("tid")
+    assert claimed is not None
+    assert claimed.events == ["partial 0", "final 0"]
+    assert lot.claim("tid") is None  # claimed once
 
 
 def test_an_unclaimed_task_id_becomes_an_orphan_at_its_ttl() -> None:

@@ -487,6 +487,22 @@ def test_park_unpark_parked_in_arrival_order(store: Store) -> None:
     assert store.parked() == []
 
 
+def test_unpark_upto_a_seq_keeps_what_was_parked_after_it(store: Store) -> None:
+    """A process that read and applied a task_id's kept callbacks forgets only those: one another
+    process parked since (answered "parked") stays for whoever applies it."""
+    store.park("t1", 1.0, {"n": 1})
+    store.park("t1", 2.0, {"n": 2})
+    read = store.parked("t1")
+    store.park("t1", 3.0, {"n": 3})  # another process, between the read and the unpark
+    store.park("t2", 3.5, {"n": 9})
+    store.unpark("t1", upto=max(kept.seq for kept in read))
+    assert [(kept.task_id, kept.payload) for kept in store.parked()] == [("t1", {"n": 3}), ("t2", {"n": 9})]
+    store.unpark("t1", upto=0)  # nothing up to it
+    assert [kept.payload for kept in store.parked("t1")] == [{"n": 3}]
+    store.unpark("t1")
+    assert [kept.task_id for kept in store.parked()] == ["t2"]
+
+
 # Dead letters: payloads the parser refused.
 
 # Text as a hostile payload can make a parser's message: any code point, lone surrogates and NULs too.

@@ -258,8 +258,10 @@ class Store(Protocol):
         """Keep a callback for a task_id no task holds yet."""
         ...
 
-    def unpark(self, task_id: str) -> None:
-        """Forget the callbacks kept for ``task_id``: a task holds them now."""
+    def unpark(self, task_id: str, *, upto: int | None = None) -> None:
+        """Forget the callbacks kept for ``task_id``: a task holds them now. ``upto``: only those
+        with a ``seq`` up to it (the ones the caller read and applied), so that one another
+        process parked since is kept for whoever applies it."""
         ...
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:

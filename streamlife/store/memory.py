@@ -143,9 +143,12 @@ class MemoryStore:
             if self._undo is not None:
                 self._undo.append(lambda: self._unpark_one(seq))
 
-    def unpark(self, task_id: str) -> None:
+    def unpark(self, task_id: str, *, upto: int | None = None) -> None:
         with self._lock:
-            gone = [self._parked.pop(seq) for seq in self._parked_by_task_id.pop(task_id, ())]
+            seqs = self._parked_by_task_id.pop(task_id, [])
+            if upto is not None and (later := [seq for seq in seqs if seq > upto]):
+                self._parked_by_task_id[task_id] = later
+            gone = [self._parked.pop(seq) for seq in seqs if upto is None or seq <= upto]
             if self._undo is not None and gone:
                 self._undo.append(lambda: self._repark(gone))
 

@@ -304,9 +304,14 @@ class PostgresStore:
                 (task_id, at, text),
             )
 
-    def unpark(self, task_id: str) -> None:
+    def unpark(self, task_id: str, *, upto: int | None = None) -> None:
         with self._errors(f"could not unpark the callbacks for {task_id!r}"), self._connection() as conn:
-            conn.execute("DELETE FROM streamlife_parked WHERE task_id = %s", (task_id,))
+            if upto is None:
+                conn.execute("DELETE FROM streamlife_parked WHERE task_id = %s", (task_id,))
+            else:
+                conn.execute(
+                    "DELETE FROM streamlife_parked WHERE task_id = %s AND seq <= %s", (task_id, upto)
+                )
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._errors("could not read the parked callbacks"), self._connection() as conn:

@@ -248,9 +248,12 @@ class SqliteStore:
         with self._connection() as db:  # one statement: autocommit is its own transaction
             db.execute("INSERT INTO parked (task_id, at, payload) VALUES (?, ?, ?)", (task_id, at, text))
 
-    def unpark(self, task_id: str) -> None:
+    def unpark(self, task_id: str, *, upto: int | None = None) -> None:
         with self._connection() as db:
-            db.execute("DELETE FROM parked WHERE task_id = ?", (task_id,))
+            if upto is None:
+                db.execute("DELETE FROM parked WHERE task_id = ?", (task_id,))
+            else:
+                db.execute("DELETE FROM parked WHERE task_id = ? AND seq <= ?", (task_id, upto))
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._connection() as db:
