@@ -875,21 +875,26 @@ class Fleet:
                 except Exception:
                     _log.exception("streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
             return Outcome.FOREIGN
-        tracked = self._by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
-        if tracked is None:
-            # A task this Fleet does not hold may be in the store: one another process started, or
-            # one that ended before a restart (its late callbacks are LATE, not orphans).
-            tracked = self._load(event.task_id)
-        if tracked is None:
-            now = self.clock.now()
-            with self._lock:
-                tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
-                if tracked is None:
-                    ticket = self._park(event, now)
+        while True:
+            tracked = self._by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
             if tracked is None:
-                return self._keep_parked(event, now, ticket)
-        with tracked.lock:
-            outcome = self._apply(tracked, event)
+                # A task this Fleet does not hold may be in the store: one another process started,
+                # or one that ended before a restart (its late callbacks are LATE, not orphans).
+                tracked = self._load(event.task_id)
+            if tracked is None:
+                now = self.clock.now()
+                with self._lock:
+                    tracked = self._by_id.get(event.task_id)  # its start answer may have come meanwhile
+                    if tracked is None:
+                        ticket = self._park(event, now)
+                if tracked is None:
+                    return self._keep_parked(event, now, ticket)
+            with tracked.lock:
+                # A start answer names its task before it is journaled; if that write failed, the
+                # task let the id go again (it is uncertain): the callback is parked instead.
+                if self._by_id.get(event.task_id) is tracked:
+                    outcome = self._apply(tracked, event)
+                    break
         self._count(outcome.kind)  # (a StrEnum member counts under its value's name)
         if tracked.notices is not None:
             self._deliver_notices(tracked)
