@@ -1277,7 +1277,7 @@ class Fleet:
     def _recover_parked(self) -> None:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
         as of when they first arrived (so orphans are reaped on time)."""
-        delivered = set()
+        delivered: dict[str, int] = {}  # task_id -> the last seq applied
         for kept in self.store.parked():
             event = decode_event(kept.payload)
             if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
@@ -1293,9 +1293,9 @@ class Fleet:
             with tracked.lock:
                 self._apply(tracked, event)
             self._deliver_notices(tracked)
-            delivered.add(event.task_id)
-        for task_id in delivered:
-            self.store.unpark(task_id)
+            delivered[event.task_id] = kept.seq
+        for task_id, upto in delivered.items():  # (only those read: another process may park more)
+            self.store.unpark(task_id, upto=upto)
 
     def journal(self, task_or_id: StreamTask | str) -> list[JournalEntry]:
         """Every event applied to the task, as the store keeps it (a task_id, or the task)."""
