@@ -190,7 +190,7 @@ class _Tracked:
         self.stop_in_flight = False
         # A stop asked for that the journal could not keep: this process honours it all the same
         # (no deferred start goes out; a start answer is met with a stop).
-        self.stop_wanted = False
+        self.stop_wanted: tuple[StopReason, ...] | None = None  # its stop's reason, if it has one
         self.held_back: tuple[float, float] | None = None  # (a journaled stop wait, as capped here)
         self.stale = False  # a write failed and so did reading the task back: reload it before its next event
         self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
@@ -369,7 +369,9 @@ class Fleet:
                 # Asked after the catch-up in _fire: another process may have started or stopped it.
                 if task.state is not TaskState.PENDING:
                     return _MOVED_ON
-                return task.stop() if tracked.stop_wanted else task.start()  # (a stop: no request)
+                if tracked.stop_wanted is not None:  # (stopped while pending: no request)
+                    return task.stop(*tracked.stop_wanted)
+                return task.start()
 
             try:
                 if self._fire(tracked, start_unless_moved) is _MOVED_ON:
@@ -385,6 +387,7 @@ class Fleet:
                 raise
         self._deliver_notices(tracked)
         if task.state is not TaskState.STARTING:  # stopped instead: the stop asked for is journaled now
+            tracked.stop_wanted = None
             return 0
         senders = self._sender_pool()
         if senders is None:
@@ -424,16 +427,13 @@ class Fleet:
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
                 _log.warning("streamlife.task_id_taken", task=task.ref, task_id=task_id, by=holder.task.ref)
                 self._fire(tracked, task.stop)
-            for event in parked:
-                self._apply(tracked, event)
-            read = self._apply_kept(tracked, task_id, parked)
-            if (task.stop_requested or tracked.stop_wanted) and task.state is TaskState.RUNNING:
-                # Asked for while it started (or asked for, and not journaled): it goes out now.
-                try:
-                    self._fire(tracked, task.stop)
-                except BaseException:
-                    self._send_unjournaled_stop(task_id, (task.kind,), None)
-                    raise
+            try:
+                read = self._apply_parked(tracked, task_id, claimed)
+            except BaseException:  # a stop asked for while it started goes out all the same
+                self._stop_asked_while_starting(tracked)
+                self._take_over_stop(tracked, after=0.0)  # (sent by the next tick)
+                raise
+            self._stop_asked_while_starting(tracked)
         self._unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
         self._deliver_notices(tracked)
         self._send_stop(tracked)
@@ -504,7 +504,8 @@ class Fleet:
             except Exception as error:
                 self._want_stop(tracked)
                 failures.append((tracked.task, error))
-                if tracked.task.task_id is not None and tracked.task.state is TaskState.RUNNING:
+                running = tracked.task.state is TaskState.RUNNING or tracked.stale  # (stale: maybe running)
+                if tracked.task.task_id is not None and running:
                     unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
         senders = self._sender_pool()
         if senders is None:
@@ -524,27 +525,49 @@ class Fleet:
             raise StopAllError(failures, unsettled)
         return unsettled
 
-    def _want_stop(self, tracked: _Tracked) -> None:
-        """Remember a stop the store could not journal. A running task's stop is journaled (or sent
-        unjournaled again) by a stop retry, so that it is never dropped for want of time."""
-        tracked.stop_wanted = True
-        if tracked.task.state is TaskState.RUNNING:
+    def _want_stop(self, tracked: _Tracked, *reason: StopReason) -> None:
+        """Remember a stop the store could not journal. Once the task has a task_id, a stop retry
+        journals it (or sends it unjournaled again), so that it is never dropped for want of time.
+        The task may be stale (ahead of its store), so its state in memory decides nothing here."""
+        tracked.stop_wanted = reason
+        if tracked.task.task_id is not None and not tracked.task.terminal:
             self._arm_stop_retry(tracked, self._backoff(1, None))
 
-    def _journal_wanted_stop(self, tracked: _Tracked) -> None:
-        """Journal a running task's stop that the store refused before, now that a retry is due.
-        While the store still refuses it, the stop goes out unjournaled again, and so on with the
-        stop backoff: a stream left running bills."""
-        task = tracked.task
+    def _stop_asked_while_starting(self, tracked: _Tracked) -> None:
+        """Fire the stop asked for while the task started (journaled, or only wanted), once its
+        start answer is journaled. Caller holds the task's lock."""
+        if tracked.task.stop_requested or tracked.stop_wanted is not None:
+            self._fire_stop(tracked, *(tracked.stop_wanted or ()))
+
+    def _fire_stop(self, tracked: _Tracked, *reason: StopReason) -> None:
+        """Fire a running task's stop; if the store refuses it, want it (``_want_stop``) and let the
+        error go on. Caller holds the task's lock."""
+        if tracked.task.state is not TaskState.RUNNING:
+            return
         try:
-            self._locked_fire(tracked, task.stop)
+            self._fire(tracked, tracked.task.stop, *reason)
+        except BaseException:
+            self._want_stop(tracked, *reason)
+            raise
+        tracked.stop_wanted = None
+
+    def _journal_wanted_stop(self, tracked: _Tracked) -> None:
+        """Journal a stop the store refused before, now that a retry is due (``_fire`` first puts
+        back a task left ahead of its store). While the store still refuses it, the stop goes out
+        unjournaled again, and so on with the stop backoff: a stream left running bills."""
+        task, reason = tracked.task, tracked.stop_wanted or ()
+        try:
+            with tracked.lock:
+                if not task.terminal:
+                    self._fire(tracked, task.stop, *reason)
+            self._deliver_notices(tracked)
         except Exception:
             _log.exception("streamlife.store_failed", task=task.ref, key=task.key)
             self._arm_stop_retry(tracked, self._backoff(task.stop_failures + 1, None))
-            if task.task_id is not None and task.state is TaskState.RUNNING:
+            if task.task_id is not None and not task.terminal:
                 self._send_unjournaled_stop(task.task_id, (task.kind,), None)
             return
-        tracked.stop_wanted = False
+        tracked.stop_wanted = None
 
     def _send_unjournaled_stop(
         self, task_id: str, kinds: tuple[StreamKind, ...], give_up_at: float | None
@@ -1025,7 +1048,7 @@ class Fleet:
     def _deadline(self, tracked: _Tracked, kind: str, now: float) -> int:
         """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""
         if kind == STOP_RETRY:
-            if tracked.stop_wanted and tracked.task.state is TaskState.RUNNING:
+            if tracked.stop_wanted is not None:
                 self._journal_wanted_stop(tracked)
             self._send_stop_soon(tracked, None)  # (popped, so no longer armed: it goes out)
             return 1
@@ -1156,9 +1179,12 @@ class Fleet:
                     # store and hands these callbacks to it.
                     _log.info("streamlife.orphan_taken", task_id=parked.task_id)
                     return None
-                for event in events:
-                    self._apply(tracked, event)
-                read = self._apply_kept(tracked, parked.task_id, events)
+                try:
+                    read = self._apply_parked(tracked, parked.task_id, parked)
+                except BaseException:  # (a stream adopted to be reaped is stopped all the same)
+                    if reap and not task.terminal:
+                        self._want_stop(tracked, StopReason.ORPHAN)
+                    raise
                 stopping = reap and not task.terminal
                 _log.warning(
                     "streamlife.orphan",
@@ -1172,12 +1198,14 @@ class Fleet:
                     orphan = Orphan(task, parked.first_parked, len(events))
                     self._queue_notice(tracked, self._orphan_hooks, (orphan,))
                 if stopping:
-                    self._fire(tracked, task.stop, StopReason.ORPHAN)
+                    try:
+                        self._fire(tracked, task.stop, StopReason.ORPHAN)
+                    except BaseException:
+                        self._want_stop(tracked, StopReason.ORPHAN)
+                        raise
         if holder is not tracked:  # its start answer named it after all, after the lot let it go
             with holder.lock:
-                for event in events:
-                    self._apply(holder, event)
-                read = self._apply_kept(holder, parked.task_id, events)
+                read = self._apply_parked(holder, parked.task_id, parked)
             self._unpark(parked.task_id, events, read)
             self._deliver_notices(holder)
             return holder
@@ -1187,6 +1215,28 @@ class Fleet:
         return tracked
 
     # -- the store ---------------------------------------------------------------------------------
+    def _apply_parked(
+        self, tracked: _Tracked, task_id: str, parked: Parked[CallbackEvent] | None
+    ) -> list[ParkedCallback] | None:
+        """Apply the callbacks the lot handed over for ``task_id`` to the task that now holds it,
+        then those other processes kept (``_apply_kept``, whose read this returns). If the store
+        fails on one, those not yet applied go back in the lot, and the error goes on: they were
+        answered "parked", and the lot's next pass hands them to the task. Caller holds the task's
+        lock."""
+        slots = [] if parked is None else parked.slots
+        done = 0
+        try:
+            for slot in slots:
+                self._apply(tracked, slot.event)
+                done += 1
+        except BaseException:
+            assert parked is not None, "a callback failed, so one was handed over"
+            parked.slots = slots[done:]
+            with self._lock:
+                self._parking.put_back(parked)
+            raise
+        return self._apply_kept(tracked, task_id, [slot.event for slot in slots])
+
     def _apply_kept(
         self, tracked: _Tracked, task_id: str, own: Sequence[CallbackEvent]
     ) -> list[ParkedCallback] | None:
