@@ -11,6 +11,7 @@ from .errors import (
     LiveCapError,
     LocalTransitionError,
     ParkingFullError,
+    StopAllError,
     StreamlifeError,
     UnknownTaskError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "StatusCallback",
     "StatusMeaning",
     "StatusTable",
+    "StopAllError",
     "StreamKind",
     "StreamTask",
     "StreamlifeError",
