@@ -915,9 +915,11 @@ class Fleet:
             with tracked.lock:
                 # A start answer names its task before it is journaled; if that write failed, the
                 # task let the id go again (it is uncertain): the callback is parked instead.
-                if self._by_id.get(event.task_id) is tracked:
+                holds = self._by_id.get(event.task_id) is tracked
+                if holds:
                     outcome = self._apply(tracked, event)
-                    break
+            if holds:
+                break
         self._count(outcome.kind)  # (a StrEnum member counts under its value's name)
         if tracked.notices is not None:
             self._deliver_notices(tracked)
