@@ -1257,6 +1257,21 @@ def test_segment_hooks_get_an_unindexed_transcript_with_the_number_it_took(clock
     assert [(s.index, s.final) for s in task.transcript] == [(0, True), (1, True)]
 
 
+def delivering(fleet: Fleet, callback: Mapping[str, Any]) -> tuple[threading.Thread, list[StoreError]]:
+    """Deliver ``callback`` on a thread of its own; the StoreError it meets, if any, is kept."""
+    failed: list[StoreError] = []
+
+    def deliver() -> None:
+        try:
+            fleet.handle_callback(callback)
+        except StoreError as error:
+            failed.append(error)
+
+    thread = threading.Thread(target=deliver)
+    thread.start()
+    return thread, failed
+
+
 class SlowThenFailingPark(MemoryStore):
     """A store whose first park waits for a signal and then fails, as a slow store that times out."""
 
@@ -1283,16 +1298,7 @@ def test_a_redelivery_while_the_first_store_write_is_on_its_way_is_kept_whatever
     store = SlowThenFailingPark()
     fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
     callback = segment_callback("ghost", 0, "early")
-    first: list[BaseException] = []
-
-    def deliver_first() -> None:
-        try:
-            fleet.handle_callback(callback)
-        except StoreError as error:
-            first.append(error)
-
-    thread = threading.Thread(target=deliver_first)
-    thread.start()
+    thread, first = delivering(fleet, callback)
     assert store.first_park_began.wait(10)
     assert fleet.handle_callback(callback) is Outcome.PARKED_ALREADY  # written by this delivery
     store.fail_it.set()
@@ -1373,16 +1379,7 @@ def test_a_parked_callback_handed_back_while_its_write_is_on_its_way_is_kept_by_
     store = HangingParkAndFind()
     fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
     callback = segment_callback("ghost", 0, "early")
-    first: list[BaseException] = []
-
-    def deliver_first() -> None:
-        try:
-            fleet.handle_callback(callback)
-        except StoreError as error:
-            first.append(error)
-
-    thread = threading.Thread(target=deliver_first)
-    thread.start()
+    thread, first = delivering(fleet, callback)
     assert store.entered.wait(10)
     clock.advance(POLICY.park_ttl + 1)
     store.find_fails = True

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,25 @@ def refuse_stopping(path: Path, key: str) -> None:
     db.close()
 
 
+@contextmanager
+def twenty_streams(
+    path: Path, transport: SimTransport, clock: ManualClock, workers: int
+) -> Iterator[tuple[SqliteStore, Fleet, list[StreamTask]]]:
+    """Twenty streams started through ``transport`` by a Fleet journaling in the SQLite file ``path``."""
+    store = SqliteStore(path)
+    try:
+        fleet = Fleet(
+            transport,
+            clock=clock,
+            policy=Policy(stop_concurrency=workers, seed=0, final_callback_wait=5),
+            store=store,
+        )
+        transport.service.on_callback(fleet.handle_callback)
+        yield store, fleet, [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(20)]
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("workers", [0, 4])
 def test_one_task_whose_stop_cannot_be_journaled_keeps_no_stream_billing(
     tmp_path: Path, workers: int
@@ -49,16 +69,7 @@ def test_one_task_whose_stop_cannot_be_journaled_keeps_no_stream_billing(
     path = tmp_path / "journal.db"
     clock = ManualClock(1_000.0)
     service = SimulatedService(clock=clock)
-    store = SqliteStore(path)
-    try:
-        fleet = Fleet(
-            SimTransport(service),
-            clock=clock,
-            policy=Policy(stop_concurrency=workers, seed=0, final_callback_wait=5),
-            store=store,
-        )
-        service.on_callback(fleet.handle_callback)
-        tasks = [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(20)]
+    with twenty_streams(path, SimTransport(service), clock, workers) as (store, fleet, tasks):
         broken = tasks[0]
         assert broken.key is not None
         refuse_stopping(path, broken.key)
@@ -74,8 +85,6 @@ def test_one_task_whose_stop_cannot_be_journaled_keeps_no_stream_billing(
         assert store.row(broken.key).state == "running"  # type: ignore[union-attr]  # as journaled
         service.advance(1.0)  # the status-14 callbacks come: the journal learns the end from them
         assert {task.state for task in tasks} == {TaskState.STOPPED}
-    finally:
-        store.close()
 
 
 class DefersStarts:
@@ -209,16 +218,7 @@ def test_a_stop_refused_by_the_store_with_no_time_left_to_send_it_is_sent_by_a_l
     path = tmp_path / "journal.db"
     clock = ManualClock(1_000.0)
     service = SimulatedService(clock=clock)
-    store = SqliteStore(path)
-    try:
-        fleet = Fleet(
-            SlowStops(service),
-            clock=clock,
-            policy=Policy(stop_concurrency=workers, seed=0, final_callback_wait=5),
-            store=store,
-        )
-        service.on_callback(fleet.handle_callback)
-        tasks = [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(20)]
+    with twenty_streams(path, SlowStops(service), clock, workers) as (_, fleet, tasks):
         assert tasks[0].key is not None
         refuse_stopping(path, tasks[0].key)
         with pytest.raises(StopAllError):
@@ -232,5 +232,3 @@ def test_a_stop_refused_by_the_store_with_no_time_left_to_send_it_is_sent_by_a_l
             fleet.tick()
             time.sleep(0.05)
         assert service.billing() == []
-    finally:
-        store.close()
