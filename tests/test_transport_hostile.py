@@ -479,3 +479,75 @@ def test_a_fleet_treats_a_redirected_start_as_uncertain(server: ScriptedServer, 
     assert task.last_error is not None
     assert task.last_error.startswith("RedirectError")
     assert len(server.requests) == 1
+
+
+# -- answers that put the connection out of step, or nest where a code belongs ------------------------
+@pytest.mark.parametrize("where", ["code", "data.status"])
+@pytest.mark.parametrize("operation", ["start", "stop"])
+def test_a_code_nested_a_thousand_deep_is_no_code_not_a_recursion_error(
+    server: ScriptedServer, fake_time: FakeTime, where: str, operation: str
+) -> None:
+    nested = "[" * 1000 + "]" * 1000
+    body = f'{{"code":{nested}}}' if where == "code" else f'{{"data":{{"status":{nested}}}}}'
+    server.then(Raw([answer_bytes(500, body.encode())]))
+    with pytest.raises(TransportError):
+        send(transport(server.url, fake_time, retry=RetryPolicy(attempts=1)), operation)
+
+
+@contextmanager
+def answers_early_hints_first() -> Iterator[str]:
+    """A keep-alive server that answers its first request with a 103 and, a moment later, the real
+    200 (task A); every later request, on whatever connection, with task B."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    served = 0
+
+    def body(task_id: str) -> bytes:
+        return json.dumps({"code": 200, "data": {"task_id": task_id, "message": "ok"}}).encode()
+
+    def read_request(conn: socket.socket) -> bool:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            request += chunk
+        head, _, rest = request.partition(b"\r\n\r\n")
+        found = re.search(rb"(?i)content-length: *(\d+)", head)
+        while found is not None and len(rest) < int(found.group(1)):
+            rest += conn.recv(65536)
+        return True
+
+    def handle(conn: socket.socket) -> None:
+        nonlocal served
+        with conn, contextlib.suppress(OSError):
+            while read_request(conn):
+                served += 1
+                if served == 1:
+                    conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+                    time.sleep(0.3)
+                    conn.sendall(answer_bytes(200, body("A-from-start")))
+                else:
+                    conn.sendall(answer_bytes(200, body("B")))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_an_interim_answer_is_refused_and_its_connection_never_reused(fake_time: FakeTime) -> None:
+    """http.client takes a 103 for the final answer. Its connection must not go back to the pool:
+    the next request on it would read the real answer to this one as its own."""
+    with answers_early_hints_first() as url:
+        http = transport(url, fake_time, retry=RetryPolicy(attempts=1))
+        with pytest.raises(MalformedAnswerError):
+            http.start(StreamKind.AUDIO, PARAMS)
+        # At once: the real answer to the start is still on its way, on the old connection.
+        assert http.stop(StreamKind.AUDIO, "B").task_id == "B"

@@ -76,10 +76,10 @@ def read_answer(
     "cannot pull rtmp://..."), and errors are journaled and logged.
     """
     body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
-    code = body.get("code")
+    code = _scalar(body.get("code"))
     code_text = None if code is None else str(code).strip()
     data = body.get("data")
-    status_in_data = data.get("status") if isinstance(data, Mapping) else None
+    status_in_data = _scalar(data.get("status")) if isinstance(data, Mapping) else None
     message = server_text(_message(body) or f"HTTP {http}", secrets)
     shown_code = None if code_text is None else server_text(code_text, secrets)
 
@@ -172,6 +172,12 @@ def _forms_of(secret: str) -> set[str]:
     json_forms = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     json_forms |= {form.replace("/", "\\/") for form in json_forms}
     return {secret, *url_forms, *json_forms}
+
+
+def _scalar(value: object) -> str | int | None:
+    """A code or a status as the docs type them (a string, or an int as sent); anything else (a
+    list, an object nested a thousand deep) is no code at all, and the HTTP status decides."""
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -219,19 +219,30 @@ class HttpTransport:
         response = self._send(operation, path, payload, timeout)
         with response:
             status = response.status_code
-            if 300 <= status < 400:
-                raise RedirectError(operation=operation, status=status)
             try:
-                body = read_body(response.raw, response.headers.get("Content-Encoding"), self.max_answer)
-            except UnreadableBody as exc:
-                raise MalformedAnswerError(str(exc), operation=operation, status=status) from exc
-            except urllib3.exceptions.ReadTimeoutError as exc:
-                raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                raise OutcomeUnknownError(
-                    f"connection lost ({type(exc).__name__})", operation=operation
-                ) from exc
-            return status, response.headers, body
+                return status, response.headers, self._body(operation, response)
+            except BaseException:
+                # Never hand back to the pool a connection in a state nobody knows: the answer's
+                # rest (or the real answer after an interim one) would be read by the next request.
+                response.raw.close()
+                raise
+
+    def _body(self, operation: str, response: requests.Response) -> bytes:
+        status = response.status_code
+        if status < 200:  # an interim answer (103, say) that http.client took for the final one
+            raise MalformedAnswerError(
+                f"an interim answer (HTTP {status})", operation=operation, status=status
+            )
+        if 300 <= status < 400:
+            raise RedirectError(operation=operation, status=status)
+        try:
+            return read_body(response.raw, response.headers.get("Content-Encoding"), self.max_answer)
+        except UnreadableBody as exc:
+            raise MalformedAnswerError(str(exc), operation=operation, status=status) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise OutcomeUnknownError("no answer within the read timeout", operation=operation) from exc
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            raise OutcomeUnknownError(f"connection lost ({type(exc).__name__})", operation=operation) from exc
 
     def _send(
         self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
