@@ -32,9 +32,13 @@ members before their requests are read; while every slot is that young, or holds
 request (the workers are busy), the loop stops polling the listening socket, and the kernel's
 backlog holds newcomers until a slot frees.
 
-When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts the oldest
-incomplete connection and stops accepting for ``ACCEPT_PAUSE``: the listening socket stays
-readable while its backlog holds connections, and polling it again at once would spin.
+When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts what it
+may (up to a turn's worth of accepts) and stops accepting for ``ACCEPT_PAUSE``: the listening socket
+stays readable while its backlog holds connections, and polling it again at once would spin.
+
+Evicting is bounded by the grace: at most ``max_connections`` connections every ``EVICTION_GRACE``
+seconds. A flood faster than that fills the kernel's backlog, and a callback waits its turn in
+it; a proxy in front, with its own connection limits, is the remedy (see the README).
 
 On shutdown the server stops accepting and closes its listening socket, drops the connections that
 have not delivered a complete request, answers 503 to each request still queued for a worker (its
@@ -45,7 +49,8 @@ a sink call that outlasts ``request_timeout`` can still be running then.
 
 A refusal answered before its body was read (a 413, say) shuts the connection's writing side and
 reads what the client still sends, for ``LINGER`` seconds at most, before closing: closing with
-unread data would reset the connection, and the reset can destroy the refusal on its way.
+unread data would reset the connection, and the reset can destroy the refusal on its way. Such a
+draining connection is the first evicted for a newcomer, at once: its answer has gone.
 """
 
 from __future__ import annotations
@@ -228,6 +233,7 @@ class WebhookServer:
             made.pop_all()
         self._open: dict[int, _Connection] = {}
         self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
+        self._draining: dict[int, _Connection] = {}  # answered refusals reading what is left
         self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -364,8 +370,12 @@ class WebhookServer:
         return len(self._open) < self.max_connections or now >= self._evictable_at()
 
     def _evictable_at(self) -> float:
-        """When the oldest incomplete connection may be evicted: once it has had ``EVICTION_GRACE``
-        to send its request, so a burst of newcomers does not evict each other unread."""
+        """When a connection may be evicted: at once, one answered and draining (its answer has
+        gone: only the client's leftovers are owed a read); else the oldest incomplete one, once it
+        has had ``EVICTION_GRACE`` to send its request, so a burst of newcomers does not evict
+        each other unread."""
+        if self._draining:
+            return float("-inf")
         oldest = next(iter(self._incomplete.values()), None)
         return float("inf") if oldest is None else oldest.accepted + EVICTION_GRACE
 
@@ -392,8 +402,11 @@ class WebhookServer:
             self._admit(sock)
 
     def _pause_accepting(self, error: OSError) -> None:
-        if error.errno in _OUT_OF_RESOURCES:
-            self._evict_oldest()  # a descriptor for the next accept
+        if error.errno in _OUT_OF_RESOURCES:  # descriptors for the accepts after the pause
+            now = time.monotonic()
+            for _ in range(_ACCEPTS_PER_TURN):
+                if now < self._evictable_at() or not self._evict_oldest():
+                    break
         self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
         self._stop_listening()
         _log.debug(
@@ -401,8 +414,9 @@ class WebhookServer:
         )
 
     def _evict_oldest(self) -> bool:
-        """Close the oldest connection that has not delivered a complete request, if there is one."""
-        oldest = next(iter(self._incomplete.values()), None)
+        """Close the oldest draining connection, else the oldest that has not delivered a complete
+        request, if there is one."""
+        oldest = next(iter(self._draining.values()), None) or next(iter(self._incomplete.values()), None)
         if oldest is None:
             return False
         self._close(oldest)
@@ -522,6 +536,7 @@ class WebhookServer:
             self._close(connection)
             return
         connection.phase = _Phase.DRAINING
+        self._draining[connection.sock.fileno()] = connection
         connection.deadline = time.monotonic() + min(LINGER, self.request_timeout)
         self._next_expiry = min(self._next_expiry, connection.deadline)
         self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
@@ -545,6 +560,7 @@ class WebhookServer:
             self._selector.unregister(connection.sock)
         self._open.pop(descriptor, None)
         self._incomplete.pop(descriptor, None)
+        self._draining.pop(descriptor, None)
         connection.sock.close()
 
     def _expire(self, now: float) -> None:
@@ -646,8 +662,8 @@ def _parse_head(raw: bytes) -> _Head:
     headers: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _Malformed(line)
+        if not colon or not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
+            raise _Malformed(line)  # (a bare CR or LF: RFC 9112 refuses it, and it hides a header)
         key, value = name.lower(), value.strip(" \t")
         if key in headers and key == "content-length" and headers[key] != value:
             raise _Malformed(line)  # two lengths: which body is meant cannot be told
@@ -657,7 +673,10 @@ def _parse_head(raw: bytes) -> _Head:
 
 def _path(target: str) -> str:
     if target.startswith(("http://", "https://")):
-        target = urlsplit(target).path or "/"
+        try:
+            target = urlsplit(target).path or "/"
+        except ValueError:  # an absolute form with a host that is none ("http://[/...")
+            raise _Malformed(target) from None
     elif not target.startswith("/"):
         raise _Malformed(target)
     return unquote(target.partition("?")[0], encoding="latin-1")

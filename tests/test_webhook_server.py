@@ -135,6 +135,9 @@ NOT_HTTP = {
     "a negative length": b"POST /hooks HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
     "a relative target": b"POST hooks HTTP/1.1\r\n\r\n",
     "binary": bytes(range(256)) + b"\r\n\r\n",
+    "an absolute target whose host is none": b"POST http://[/hooks HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+    "a bare LF hiding a header": b"POST /hooks HTTP/1.1\r\nX: a\nContent-Length: 99\r\n\r\n",
+    "a bare CR in a value": b"POST /hooks HTTP/1.1\r\nX: a\rb\r\n\r\n",
 }
 
 
@@ -449,3 +452,36 @@ def test_a_fault_in_the_loop_closes_that_connection_and_the_server_goes_on() -> 
         assert exchange(running, post_bytes(callback(1))).status == 200
     assert sink.taken == [callback(1)]
     assert [entry["event"] for entry in logs] == ["streamlife.webhook_failed"]
+
+
+def test_refused_clients_that_hold_their_connections_open_cannot_keep_callbacks_out() -> None:
+    """Clients send a malformed head and keep the connection open: each is answered 400 and then
+    drained, for a while, of what it may still send. Such connections are evicted first when a
+    newcomer needs the room, so they cannot fill every slot and leave callbacks in the backlog."""
+    sink = RecordingSink()
+    stop = threading.Event()
+    held: list[socket.socket] = []
+    with serve_webhook(WebhookReceiver(sink, token=TOKEN), max_connections=16) as running:
+
+        def bait() -> None:
+            while not stop.is_set():
+                try:
+                    sock = socket.create_connection(running.server.server_address, timeout=1)
+                    sock.sendall(b"x\r\n\r\n")
+                except OSError:
+                    continue
+                held.append(sock)
+
+        flooders = [threading.Thread(target=bait, daemon=True) for _ in range(4)]
+        for flooder in flooders:
+            flooder.start()
+        time.sleep(0.5)
+        try:
+            statuses = post_all(f"{running.url}/hooks/{TOKEN}", 3, timeout=5)
+        finally:
+            stop.set()
+            for flooder in flooders:
+                flooder.join(5)
+            for sock in held:
+                sock.close()
+    assert statuses == [200, 200, 200]
