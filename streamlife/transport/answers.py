@@ -9,6 +9,7 @@ string and sent as an int, and legacy answers use ``"0429"``-style codes: both a
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import json
 import re
@@ -80,15 +81,20 @@ def read_answer(
     code_text = None if code is None else str(code).strip()
     data = body.get("data")
     status_in_data = _scalar(data.get("status")) if isinstance(data, Mapping) else None
-    message = server_text(_message(body) or f"HTTP {http}", secrets)
-    shown_code = None if code_text is None else server_text(code_text, secrets)
+
+    def words() -> tuple[str, str | None]:
+        """The server's message and code, scrubbed: made for an error only (a success shows neither)."""
+        message = server_text(_message(body) or f"HTTP {http}", secrets)
+        return message, None if code_text is None else server_text(code_text, secrets)
 
     def fail(kind: type[ServiceError]) -> ServiceError:
+        message, shown_code = words()
         return kind(message, operation=operation, status=http, code=shown_code)
 
     if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
         raise fail(CapacityError)
     if http == 429 or code_text in ("429", "0429"):
+        message, shown_code = words()
         raise RateLimitedError(
             message,
             operation=operation,
@@ -147,7 +153,7 @@ def decode_json(raw: bytes) -> object:
     JSON, or nested deeper than orjson's limit (1,024 levels; the stdlib parser would recurse
     until RecursionError instead). A UTF-8 byte order mark is ignored, as RFC 8259 allows."""
     try:
-        return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        return orjson.loads(raw.removeprefix(codecs.BOM_UTF8))
     except orjson.JSONDecodeError:
         return None
 
