@@ -45,6 +45,7 @@ import structlog
 
 from .errors import CallbackError, ParkingFullError, StoreError
 from .events import Outcome
+from .store.base import DEAD_LETTER_MAX_BODY
 from .webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -53,7 +54,9 @@ from .webhook_server import (
     parse_content_length,
 )
 
-DEFAULT_MAX_BODY: Final = 64 * 1024  # a callback is a few hundred bytes; a provider message a few KiB
+# A callback is a few hundred bytes; a provider message a few KiB. A body let through is kept whole
+# as a dead letter if the parser refuses it: the two limits are one.
+DEFAULT_MAX_BODY: Final = DEAD_LETTER_MAX_BODY
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
