@@ -36,20 +36,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
-from streamlife.billing import billed_seconds
+from streamlife.billing import CYCLE_SECONDS, billed_seconds
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
-from streamlife.transport.answers import PATHS, URL_FIELD
+from streamlife.statuses import STOPPED_BY_USER
+from streamlife.transport.answers import CAPACITY_STATUS, PATHS, PROVIDERS, URL_FIELD
 
 from .faults import Faults
 
 SimMode: TypeAlias = Literal["segments", "passthrough"]
 SIM_MODES: Final[tuple[SimMode, ...]] = ("segments", "passthrough")
-PROVIDERS: Final = ("assemblyai", "elevenlabs")  # the audio start page's values of ``provider``
-
-SEGMENT_SECONDS: Final = 5.0
-STOPPED_BY_USER: Final = 14
-CAPACITY_REACHED: Final = 16
+SEGMENT_SECONDS: Final = CYCLE_SECONDS  # the service cuts streams, and bills them, in these
+CAPACITY_REACHED: Final = CAPACITY_STATUS
 SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
 CREDIT_EXHAUSTED: Final = 13  # undocumented: the simulator's stand-in for "the stream ran out of credit"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
