@@ -63,6 +63,7 @@ the machine's Event objects on itself, so a task costs a few slots and no machin
 from __future__ import annotations
 
 import enum
+import itertools
 from typing import Final
 
 from transitions import Machine
@@ -207,6 +208,110 @@ STATUS_TRIGGERS: Final[dict[StatusMeaning, str]] = {
     StatusMeaning.PROVIDER_ENDED: "provider_ended",
 }
 
+
+class Deadline(enum.StrEnum):
+    """A timer the Fleet keeps for a task. All but ``STOP_RETRY`` follow the state (``DEADLINES``)."""
+
+    SILENCE = "silence"  # Policy.silence_after with no callback, counted from the last one
+    MAX_DURATION = "max_duration"  # the cost ceiling, counted from the start answer
+    FINAL_CALLBACK = "final_callback"  # Policy.final_callback_wait, from the acknowledged stop
+    UNCERTAIN = "uncertain"  # Policy.uncertain_ttl, from the start whose answer never came
+    START_RETRY = "start_retry"  # a start refused for now goes out again (backoff, Retry-After)
+    STOP_RETRY = "stop_retry"  # a failed stop goes out again: armed when it fails, not by the state
+
+
+class Guard(enum.Enum):
+    """What else a deadline of ``DEADLINES`` needs, beside the task's state."""
+
+    ALWAYS = "always"
+    NOT_STALLED = "not stalled"  # a stall is reported once, not every silence window
+    HAS_LIMIT = "has a cost ceiling"  # the start's max_duration, or Policy.max_duration
+    STOP_ACKNOWLEDGED = "stop acknowledged"  # the final callback is awaited only after that
+    HOLDS_START_BODY = "holds the start body"  # the store does not keep it: only its process can resend
+
+
+# The deadlines each state arms; every other one is cancelled when the task enters the state. A
+# terminal state arms none, and cancels a stop retry too.
+DEADLINES: Final[dict[TaskState, tuple[tuple[Deadline, Guard], ...]]] = {
+    TaskState.PENDING: ((Deadline.START_RETRY, Guard.HOLDS_START_BODY),),
+    TaskState.UNCERTAIN: ((Deadline.UNCERTAIN, Guard.ALWAYS),),
+    TaskState.RUNNING: ((Deadline.SILENCE, Guard.NOT_STALLED), (Deadline.MAX_DURATION, Guard.HAS_LIMIT)),
+    TaskState.STOPPING: ((Deadline.FINAL_CALLBACK, Guard.STOP_ACKNOWLEDGED),),
+    TaskState.ENDING: ((Deadline.FINAL_CALLBACK, Guard.STOP_ACKNOWLEDGED),),
+}
+# The trigger each deadline fires when it comes due. A stop retry fires none: it sends the stop.
+DEADLINE_TRIGGERS: Final[dict[Deadline, str]] = {
+    Deadline.SILENCE: "silence",
+    Deadline.MAX_DURATION: "stop",  # (with StopReason.MAX_DURATION)
+    Deadline.FINAL_CALLBACK: "final_deadline",
+    Deadline.UNCERTAIN: "uncertain_deadline",
+    Deadline.START_RETRY: "start",
+}
+
+
+def deadlines_for(
+    state: TaskState, *, stalled: bool, has_limit: bool, stop_acknowledged: bool, holds_start_body: bool
+) -> frozenset[Deadline]:
+    """The deadlines ``DEADLINES`` arms for a task in ``state`` with these facts. The same facts
+    give the same set object, so a caller can compare sets by identity."""
+    return _DEADLINE_SETS[state, stalled, has_limit, stop_acknowledged, holds_start_body]
+
+
+def _deadline_set(
+    state: TaskState, stalled: bool, has_limit: bool, stop_acknowledged: bool, holds_start_body: bool
+) -> frozenset[Deadline]:
+    holds = {
+        Guard.ALWAYS: True,
+        Guard.NOT_STALLED: not stalled,
+        Guard.HAS_LIMIT: has_limit,
+        Guard.STOP_ACKNOWLEDGED: stop_acknowledged,
+        Guard.HOLDS_START_BODY: holds_start_body,
+    }
+    return frozenset(deadline for deadline, guard in DEADLINES.get(state, ()) if holds[guard])
+
+
+_FLAGS: Final = (False, True)
+_DEADLINE_SETS: Final = {
+    (state, *flags): _deadline_set(state, *flags)
+    for state in TaskState
+    for flags in itertools.product(_FLAGS, repeat=4)
+}
+
+
+class Argument(enum.Enum):
+    """What a trigger takes, and so how the journal keeps it (``streamlife.journal``'s codecs)."""
+
+    NONE = "none"
+    SECONDS = "seconds"  # a start's own cost ceiling (optional)
+    REASON = "reason"  # why the Fleet stopped the stream on its own (optional: none when asked for)
+    TASK_ID = "task_id"
+    ERROR = "error"  # what went wrong, as text, with the service's wait if it asked for one
+    KIND = "kind"  # the product whose path took the stop (optional: an orphan's guessed product)
+    CALLBACK = "callback"  # the parsed callback, with its payload as it came
+
+
+# The argument each trigger takes, in TRIGGERS' order.
+ARGUMENTS: Final[dict[str, Argument]] = {
+    "start": Argument.SECONDS,
+    "stop": Argument.REASON,
+    "start_ok": Argument.TASK_ID,
+    "start_rejected": Argument.ERROR,
+    "start_unknown": Argument.ERROR,
+    "start_deferred": Argument.ERROR,
+    "stop_ok": Argument.KIND,
+    "stop_not_found": Argument.NONE,
+    "stop_error": Argument.ERROR,
+    "segment": Argument.CALLBACK,
+    "stopped": Argument.CALLBACK,
+    "ended": Argument.CALLBACK,
+    "capacity": Argument.CALLBACK,
+    "provider_ended": Argument.CALLBACK,
+    "adopt": Argument.TASK_ID,
+    "final_deadline": Argument.NONE,
+    "uncertain_deadline": Argument.NONE,
+    "silence": Argument.NONE,
+}
+
 del (
     pending,
     starting,
@@ -248,6 +353,15 @@ def _check_table() -> None:
     for trigger in STATUS_TRIGGERS.values():
         if TRIGGERS[trigger] is not Source.CALLBACK:
             raise AssertionError(f"a status callback fires {trigger!r}, which is no callback trigger")
+
+    if list(ARGUMENTS) != list(TRIGGERS):
+        raise AssertionError("ARGUMENTS must name every trigger of TRIGGERS, in order")
+    for state, deadlines in DEADLINES.items():
+        for deadline, _ in deadlines:
+            if CELLS[state, DEADLINE_TRIGGERS[deadline]] is NO:
+                raise AssertionError(f"the {deadline} deadline fires a trigger {state} refuses")
+    if any(DEADLINES.get(state) for state in TERMINAL):
+        raise AssertionError("a terminal state arms no deadline")
 
 
 _check_table()
