@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import Final
+from typing import Final, NamedTuple
 
 from transitions import Machine
 
@@ -278,6 +278,27 @@ _DEADLINE_SETS: Final = {
 }
 
 
+class AutoStop(NamedTuple):
+    """A stop the Fleet fires at a running task of its own accord."""
+
+    reason: StopReason | None  # journaled with the stop (None: the caller asked for it)
+    fact: str  # the task's fact that says this stop is due
+    switch: str | None  # the Policy field that turns it on (None: always on)
+
+
+# When the Fleet stops a running task without being asked now, keyed by the trigger after which it
+# does. A task whose process ended before the stop was journaled gets it again on recovery, from
+# the same facts. (A cost ceiling is a deadline: ``Deadline.MAX_DURATION``.)
+AUTO_STOPS: Final[dict[str, AutoStop]] = {
+    # a stop asked for while the start was in flight goes out once the task_id arrives
+    "start_ok": AutoStop(None, "stop_requested", None),
+    # a stream no start of ours named is reaped
+    "adopt": AutoStop(StopReason.ORPHAN, "adopted", "reap_orphans"),
+    # a stream silent for Policy.silence_after is stopped, if the user wants that
+    "silence": AutoStop(StopReason.STALLED, "stalled", "stop_when_stalled"),
+}
+
+
 class Argument(enum.Enum):
     """What a trigger takes, and so how the journal keeps it (``streamlife.journal``'s codecs)."""
 
@@ -362,6 +383,9 @@ def _check_table() -> None:
                 raise AssertionError(f"the {deadline} deadline fires a trigger {state} refuses")
     if any(DEADLINES.get(state) for state in TERMINAL):
         raise AssertionError("a terminal state arms no deadline")
+
+    if not AUTO_STOPS.keys() <= TRIGGERS.keys():
+        raise AssertionError("AUTO_STOPS must name triggers of TRIGGERS")
 
 
 _check_table()
