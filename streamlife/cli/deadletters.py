@@ -1,0 +1,205 @@
+"""``deadletter list | show | replay | purge``: the webhook payloads the parser refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from base64 import b64encode
+from collections.abc import Mapping
+from typing import Any, Final
+
+from rich.table import Table
+from rich.text import Text
+
+from streamlife.console import printable, untrusted
+from streamlife.deadletter import replay_dead_letters
+from streamlife.errors import CallbackError, NotSentError
+from streamlife.events import Outcome, StartResult, StopResult, StreamKind
+from streamlife.fleet import Fleet
+from streamlife.policy import Policy
+from streamlife.simulate import mask_store_url
+from streamlife.store import DeadLetter, Store
+
+from .exits import EXIT_OK, Problem, Usage
+from .render import hexdump, iso_utc, plural, preview, wide_console
+from .stores import opened
+
+LETTER_PAGE: Final = 100  # dead letters read at a time by `deadletter list` (each up to 64 KiB)
+
+
+def run_deadletter(args: argparse.Namespace) -> int:
+    if args.action == "purge" and bool(args.ids) == args.all:
+        raise Usage("purge takes the IDs of the letters to forget, or --all (not both)")
+    shown = mask_store_url(args.store)
+    with opened(args.store, existing=True) as store:
+        if args.action == "list":
+            return _list_letters(store, shown, args)
+        if args.action == "show":
+            return _show_letter(store, shown, args)
+        if args.action == "replay":
+            return _replay_letters(store, shown, args)
+        return _purge_letters(store, shown, args)
+
+
+def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    listed: list[dict[str, Any]] = []  # without their bodies: a page at a time is all that is held
+    after = args.after
+    while args.limit is None or len(listed) < args.limit:
+        wanted = LETTER_PAGE if args.limit is None else min(LETTER_PAGE, args.limit - len(listed))
+        page = store.dead_letters(after=after, limit=wanted)
+        if not page:
+            break
+        listed.extend(_letter_json(letter) for letter in page)
+        after = page[-1].id
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return EXIT_OK
+    if not listed:
+        print(f"no dead letters in {shown}")
+        return EXIT_OK
+    table = Table(title=untrusted(f"{plural(len(listed), 'dead letter')} in {shown}"), title_justify="left")
+    table.add_column("id", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("field", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    table.add_column("body", overflow="fold")
+    for letter in listed:
+        size = f"{letter['size']:,} B" + (" (cut)" if letter["truncated"] else "")
+        # Text, not str: a str cell is read as rich markup, and these are the payload's words.
+        table.add_row(
+            str(letter["id"]),
+            iso_utc(letter["at_unix"]),
+            size,
+            untrusted(letter["field"] or "-"),
+            untrusted(letter["reason"]),
+            Text(letter["preview"]),  # (made printable by preview already)
+        )
+    wide_console().print(table)
+    return EXIT_OK
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "at": iso_utc(letter.at, "milliseconds"),
+        "at_unix": letter.at,
+        "reason": letter.reason,
+        "field": letter.field,
+        "size": letter.size,
+        "kept": len(letter.body),
+        "truncated": letter.truncated,
+        "preview": preview(letter.body),
+    }
+
+
+def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
+    letter = store.dead_letter_by_id(args.id)
+    if letter is None:
+        raise Problem(f"the store {shown} keeps no dead letter {args.id}")
+    try:
+        text: str | None = letter.body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if args.json:
+        shown_json = {key: value for key, value in _letter_json(letter).items() if key != "preview"}
+        if text is None:
+            body = {"body": b64encode(letter.body).decode("ascii"), "body_encoding": "base64"}
+        else:
+            body = {"body": text, "body_encoding": "utf-8"}
+        print(json.dumps({**shown_json, **body}, indent=2))  # (JSON escapes every control character)
+        return EXIT_OK
+    size = f"{letter.size:,} bytes"
+    if letter.truncated:
+        size += f", the first {len(letter.body):,} kept (cut: it is never replayed)"
+    for name, value in (
+        ("id", str(letter.id)),
+        ("time", iso_utc(letter.at, "milliseconds")),
+        ("field", printable(letter.field or "-")),
+        ("reason", printable(letter.reason)),
+        ("size", size),
+    ):
+        print(f"{name:<7}{value}")
+    if text is None:
+        print("body   not UTF-8; as hex:")
+        print(hexdump(letter.body))
+    else:
+        print("body   UTF-8 text (control characters shown escaped):")
+        print(printable(text, lines=True))
+    return EXIT_OK
+
+
+def _replay_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    # No recover(): the Fleet finds each task in the store as its callback comes, and recovering would
+    # take over every unfinished task (a start in flight in another process filed as uncertain).
+    # No request leaves from here, and this Fleet's timers never run. An end a replayed callback lets
+    # the task infer calls for a confirming stop, which fails here and is journaled as failed: the
+    # process that serves the store retries it when it next touches the task.
+    with Fleet(_NoRequests(), store=store, policy=Policy(stop_concurrency=0)) as fleet:
+        results = replay_dead_letters(fleet, args.ids or None)
+    found = {letter_id for letter_id, _ in results}
+    missing = [letter_id for letter_id in dict.fromkeys(args.ids) if letter_id not in found]
+    refused = [letter_id for letter_id, result in results if isinstance(result, CallbackError)]
+    if args.json:
+        report = [_replay_json(letter_id, result) for letter_id, result in results]
+        report += [{"id": letter_id, "result": "not kept", "purged": False} for letter_id in missing]
+        print(json.dumps(report, indent=2))
+    elif not results and not missing:
+        print(f"no dead letters in {shown}")
+    else:
+        for letter_id, result in results:
+            if isinstance(result, CallbackError):
+                print(f"dead letter {letter_id}: still refused, kept: {printable(str(result))}")
+            else:
+                print(f"dead letter {letter_id}: {printable(str(result))}, purged")
+    problems = []
+    if refused:
+        problems.append(f"{plural(len(refused), 'dead letter')} still refused, and kept")
+    if missing:
+        problems.append(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+    if problems:
+        raise Problem("; ".join(problems))
+    return EXIT_OK
+
+
+def _replay_json(letter_id: int, result: Outcome | CallbackError) -> dict[str, Any]:
+    if isinstance(result, CallbackError):
+        return {
+            "id": letter_id,
+            "result": "refused",
+            "error": str(result),
+            "field": result.field,
+            "purged": False,
+        }
+    return {"id": letter_id, "result": result.kind.value, "reason": result.reason, "purged": True}
+
+
+def _purge_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
+    if args.all:
+        missing: list[int] = []
+        purged = store.purge_dead_letters()
+    else:
+        wanted = list(dict.fromkeys(args.ids))
+        missing = [letter_id for letter_id in wanted if store.dead_letter_by_id(letter_id) is None]
+        purged = store.purge_dead_letters(wanted)
+    if args.json:
+        print(json.dumps({"purged": purged, "not_kept": missing, "store": shown}, indent=2))
+    else:
+        print(f"purged {plural(purged, 'dead letter')} from {shown}")
+    if missing:
+        raise Problem(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+    return EXIT_OK
+
+
+class _NoRequests:
+    """The transport of a Fleet that must send memories.ai nothing (``deadletter replay``): every
+    request is refused as never sent, which no caller takes for an answer."""
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+        raise NotSentError("this command sends no requests", operation=f"{kind.value}.start")
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        raise NotSentError("this command sends no requests", operation=f"{kind.value}.stop")
+
+    def close(self) -> None:
+        pass

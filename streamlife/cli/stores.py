@@ -1,0 +1,145 @@
+"""The store the commands share: its URL checked and opened, a task found in it, and ``journal``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from rich.table import Table
+from rich.text import Text
+
+from streamlife.console import untrusted
+from streamlife.errors import StoreError
+from streamlife.simulate import mask_store_url
+from streamlife.store import JournalEntry, Store, TaskRow, open_store
+
+from .exits import EXIT_OK, Problem, Usage
+from .render import describe, iso_utc, state_text, wide_console
+
+DEFAULT_STORE: Final = "sqlite:streamlife.db"
+
+STORE_HELP: Final = (
+    "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
+    f" (default: {DEFAULT_STORE}, in the current directory)"
+)
+
+
+def check_store_url(url: str) -> None:
+    """Refuse a URL that names no store before anything else happens."""
+    scheme, colon, rest = url.partition(":")
+    if (
+        (scheme == "memory" and colon and not rest)
+        or (scheme == "sqlite" and rest)
+        or (scheme in ("postgres", "postgresql") and rest)
+    ):
+        return
+    raise Usage(
+        f"--store {mask_store_url(url)!r} is not a store URL: want memory:, sqlite:PATH,"
+        " postgres:DSN or postgresql://USER@HOST/DB"
+    )
+
+
+def open_url(url: str, *, existing: bool = False) -> Store:
+    """Open the store ``url`` names; ``existing``: refuse an SQLite file that is not there (a reader
+    must not make an empty store where the user mistyped a path)."""
+    check_store_url(url)
+    shown = mask_store_url(url)
+    scheme, _, rest = url.partition(":")
+    if existing and scheme == "sqlite" and rest != ":memory:" and not Path(rest).exists():
+        raise Usage(f"--store {shown}: there is no file {rest!r} (nothing has been journaled there yet)")
+    try:
+        return open_store(url)
+    except ImportError:
+        raise Usage(
+            f"--store {shown}: PostgreSQL needs the postgres extra: pip install 'streamlife[postgres]'"
+        ) from None
+    except ValueError as error:
+        raise Usage(f"--store {shown}: {error}") from None
+    except StoreError as error:
+        raise Usage(f"--store {shown}: could not open it: {error}") from None
+
+
+@contextmanager
+def opened(url: str, *, existing: bool = False) -> Iterator[Store]:
+    store = open_url(url, existing=existing)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def find_task(store: Store, wanted: str, shown: str) -> TaskRow:
+    """The task whose task_id or key is ``wanted``, or whose key starts with it."""
+    row = store.find(wanted) or store.row(wanted)
+    if row is not None:
+        return row
+    if wanted:
+        matches = [row for row in store.rows(terminal=True) if row.key.startswith(wanted)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise Usage(f"{wanted!r} is the start of {len(matches)} task keys: give more of it")
+    raise Problem(f"the store {shown} holds no task with task_id or key {wanted!r}")
+
+
+def row_json(row: TaskRow) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "kind": row.kind,
+        "task_id": row.task_id,
+        "state": row.state,
+        "terminal": row.terminal,
+        "version": row.version,
+        "created_at": iso_utc(row.created_at, "milliseconds"),
+        "updated_at": iso_utc(row.updated_at, "milliseconds"),
+        "last_error": row.facts.get("last_error"),
+        "facts": dict(row.facts),
+    }
+
+
+def run_journal(args: argparse.Namespace) -> int:
+    shown = mask_store_url(args.store)
+    with opened(args.store, existing=True) as store:
+        row = find_task(store, args.task, shown)
+        entries = store.journal(row.key)
+    if args.json:
+        print(json.dumps([_entry_json(entry) for entry in entries], indent=2))
+        return EXIT_OK
+    title = (
+        f"task {row.key[:8]} ({row.kind}, task_id {row.task_id or '-'}): {row.state},"
+        f" {len(entries)} journal entries"
+    )
+    table = Table(title=untrusted(title), title_justify="left")
+    table.add_column("v", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("trigger", no_wrap=True)
+    table.add_column("from → to", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for entry in entries:
+        moved = Text.assemble(untrusted(entry.from_state), " → ", state_text(entry.to_state))
+        table.add_row(
+            str(entry.version),
+            iso_utc(entry.at, "milliseconds"),
+            untrusted(entry.trigger),
+            moved,
+            untrusted(describe(entry.args)),  # the server's messages, a transcript's words
+        )
+    wide_console().print(table)
+    return EXIT_OK
+
+
+def _entry_json(entry: JournalEntry) -> dict[str, Any]:
+    return {
+        "version": entry.version,
+        "at": iso_utc(entry.at, "milliseconds"),
+        "at_unix": entry.at,
+        "trigger": entry.trigger,
+        "from": entry.from_state,
+        "to": entry.to_state,
+        "detail": describe(entry.args),
+        "args": None if entry.args is None else dict(entry.args),
+    }
