@@ -28,7 +28,7 @@ or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refu
 
 What others wrote (task_ids, memories.ai's messages and errors, webhook payloads, dead letters) is
 printed as text, never as rich markup, and what would act on a terminal in it (escape sequences,
-carriage returns, bidirectional overrides) is shown escaped: see :func:`console.printable`. The
+carriage returns, bidirectional overrides) is shown escaped: see :func:`.render.printable`. The
 ``--json`` outputs keep it as it came, JSON-escaped.
 
 Exit codes: 0 success; 1 the command ran and found a problem (``diagram --check`` saw drift, a

@@ -13,11 +13,11 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import ExcInfo
 
-from streamlife.console import printable
 from streamlife.errors import StoreError, StreamlifeError
 
 from .exits import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_USAGE, Problem, Usage
 from .parser import COMMANDS, build_parser
+from .render import printable
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from typing import Any, Final
 from rich.table import Table
 from rich.text import Text
 
-from streamlife.console import printable, untrusted
 from streamlife.deadletter import replay_dead_letters
 from streamlife.errors import CallbackError, NotSentError
 from streamlife.events import Outcome, StartResult, StopResult, StreamKind
@@ -21,7 +20,7 @@ from streamlife.simulate import mask_store_url
 from streamlife.store import DeadLetter, Store
 
 from .exits import EXIT_OK, Problem, Usage
-from .render import hexdump, iso_utc, plural, preview, wide_console
+from .render import hexdump, iso_utc, plural, preview, printable, untrusted, wide_console
 from .stores import opened
 
 LETTER_PAGE: Final = 100  # dead letters read at a time by `deadletter list` (each up to 64 KiB)

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 
-from streamlife import console as console_view
 from streamlife.errors import StoreError
 from streamlife.simulate import Report, Run, Snapshot, mask_store_url, simulate
 
 from .exits import EXIT_OK, EXIT_PROBLEM, Usage
+from .render import live_panel, summary
 from .stores import check_store_url
 
 LIVE_SPEED = 30.0  # virtual seconds per real second: a two-minute run plays in a few seconds
@@ -41,11 +41,11 @@ def run_simulate(args: argparse.Namespace) -> int:
     with Live(console=console, refresh_per_second=8, transient=False) as live:
 
         def show(snapshot: Snapshot) -> None:
-            live.update(console_view.live_panel(snapshot, title))
+            live.update(live_panel(snapshot, title))
 
         report = _simulated(run, show)
     console.print()
-    console.print(console_view.summary(report))
+    console.print(summary(report))
     return EXIT_OK if report.ok else EXIT_PROBLEM
 
 

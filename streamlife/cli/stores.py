@@ -12,13 +12,12 @@ from typing import Any, Final
 from rich.table import Table
 from rich.text import Text
 
-from streamlife.console import untrusted
 from streamlife.errors import StoreError
 from streamlife.simulate import mask_store_url
 from streamlife.store import JournalEntry, Store, TaskRow, open_store
 
 from .exits import EXIT_OK, Problem, Usage
-from .render import describe, iso_utc, state_text, wide_console
+from .render import describe, iso_utc, state_text, untrusted, wide_console
 
 DEFAULT_STORE: Final = "sqlite:streamlife.db"
 

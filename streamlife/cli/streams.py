@@ -9,7 +9,6 @@ from typing import Any, Final
 
 from rich.table import Table
 
-from streamlife.console import printable, untrusted
 from streamlife.errors import StreamlifeError
 from streamlife.events import StreamKind
 from streamlife.fleet import Fleet
@@ -22,7 +21,7 @@ from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for
 from .exits import EXIT_OK, Problem, Usage
-from .render import iso_utc, print_task, state_text, wide_console
+from .render import iso_utc, print_task, printable, state_text, untrusted, wide_console
 from .stores import check_store_url, find_task, opened, row_json
 
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
