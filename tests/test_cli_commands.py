@@ -457,3 +457,9 @@ def test_serve_refuses_a_bad_request_timeout_or_connection_cap(tmp_path: Path) -
         result = streamlife("serve", "--sim", option, value, cwd=tmp_path)
         assert result.returncode == 2
         assert option in result.stderr
+
+
+def test_version_prints_the_version_alone(tmp_path: Path) -> None:
+    result = streamlife("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert re.fullmatch(r"streamlife \S+\n", result.stdout), result.stdout

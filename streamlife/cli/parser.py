@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from streamlife.compiled import build_description
 from streamlife.events import StreamKind
 from streamlife.sim.service import SIM_MODES
 from streamlife.simulate import FAULT_PRESETS
@@ -59,10 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="show streamlife's own log events at this level and above (default: error)",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"streamlife {_version()}, {build_description()}",
-        help="show the version, and whether this install is compiled, and exit",
-    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"streamlife {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     draw = commands.add_parser("diagram", help="write the lifecycle diagrams from the table")
