@@ -14,7 +14,7 @@ from rich.text import Text
 
 from streamlife.errors import StoreError
 from streamlife.simulate import mask_store_url
-from streamlife.store import JournalEntry, Store, TaskRow, open_store
+from streamlife.store import JournalEntry, Store, TaskRow, open_store, parse_store_url
 
 from .exits import EXIT_OK, Problem, Usage
 from .render import describe, iso_utc, state_text, untrusted, wide_console
@@ -27,29 +27,25 @@ STORE_HELP: Final = (
 )
 
 
-def check_store_url(url: str) -> None:
-    """Refuse a URL that names no store before anything else happens."""
-    scheme, colon, rest = url.partition(":")
-    if (
-        (scheme == "memory" and colon and not rest)
-        or (scheme == "sqlite" and rest)
-        or (scheme in ("postgres", "postgresql") and rest)
-    ):
-        return
-    raise Usage(
-        f"--store {mask_store_url(url)!r} is not a store URL: want memory:, sqlite:PATH,"
-        " postgres:DSN or postgresql://USER@HOST/DB"
-    )
+def check_store_url(url: str) -> tuple[str, str]:
+    """The kind of store ``url`` names and where it is (see ``parse_store_url``); a URL that names no
+    store is refused before anything else happens."""
+    try:
+        return parse_store_url(url)
+    except ValueError:
+        raise Usage(
+            f"--store {mask_store_url(url)!r} is not a store URL: want memory:, sqlite:PATH,"
+            " postgres:DSN or postgresql://USER@HOST/DB"
+        ) from None
 
 
 def open_url(url: str, *, existing: bool = False) -> Store:
     """Open the store ``url`` names; ``existing``: refuse an SQLite file that is not there (a reader
     must not make an empty store where the user mistyped a path)."""
-    check_store_url(url)
+    kind, where = check_store_url(url)
     shown = mask_store_url(url)
-    scheme, _, rest = url.partition(":")
-    if existing and scheme == "sqlite" and rest != ":memory:" and not Path(rest).exists():
-        raise Usage(f"--store {shown}: there is no file {rest!r} (nothing has been journaled there yet)")
+    if existing and kind == "sqlite" and where != ":memory:" and not Path(where).exists():
+        raise Usage(f"--store {shown}: there is no file {where!r} (nothing has been journaled there yet)")
     try:
         return open_store(url)
     except ImportError:
