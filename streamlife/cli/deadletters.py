@@ -6,12 +6,12 @@ import argparse
 import json
 from base64 import b64encode
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-from streamlife.deadletter import replay_dead_letters
+from streamlife.deadletter import kept_letters, replay_dead_letters
 from streamlife.errors import CallbackError, NotSentError
 from streamlife.events import Outcome, StartResult, StopResult, StreamKind
 from streamlife.fleet import Fleet
@@ -22,8 +22,6 @@ from streamlife.store import DeadLetter, Store
 from .exits import EXIT_OK, Problem, Usage
 from .render import hexdump, iso_utc, plural, preview, printable, untrusted, wide_console
 from .stores import opened
-
-LETTER_PAGE: Final = 100  # dead letters read at a time by `deadletter list` (each up to 64 KiB)
 
 
 def run_deadletter(args: argparse.Namespace) -> int:
@@ -41,15 +39,8 @@ def run_deadletter(args: argparse.Namespace) -> int:
 
 
 def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
-    listed: list[dict[str, Any]] = []  # without their bodies: a page at a time is all that is held
-    after = args.after
-    while args.limit is None or len(listed) < args.limit:
-        wanted = LETTER_PAGE if args.limit is None else min(LETTER_PAGE, args.limit - len(listed))
-        page = store.dead_letters(after=after, limit=wanted)
-        if not page:
-            break
-        listed.extend(_letter_json(letter) for letter in page)
-        after = page[-1].id
+    # Without their bodies: a page of letters at a time is all that is held.
+    listed = [_letter_json(letter) for letter in kept_letters(store, after=args.after, limit=args.limit)]
     if args.json:
         print(json.dumps(listed, indent=2))
         return EXIT_OK
