@@ -21,7 +21,7 @@ from .deadletters import run_deadletter
 from .lifecycle import run_diagram, run_walk
 from .serve import TOKEN_ENV, run_serve
 from .simulate import run_simulate
-from .stores import DEFAULT_STORE, STORE_HELP, run_journal
+from .stores import DEFAULT_STORE, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import letter_id, letter_id_or_zero, param, port, positive_float, positive_int, seconds
 
@@ -37,6 +37,11 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "journal": run_journal,
     "deadletter": run_deadletter,
 }
+
+_STORE_HELP: Final = (
+    "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
+    f" (default: {DEFAULT_STORE}, in the current directory)"
+)
 
 
 def _version() -> str:
@@ -111,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         f" The API key comes from {API_KEY_ENV} (not needed with --sim); the webhook token from"
         f" --token or {TOKEN_ENV}.",
     )
-    serve.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument(
         "--port", type=port, default=8080, help="port to listen on (default: 8080; 0: any free)"
@@ -147,12 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a memory: store, how long to wait at exit for the stopped tasks to end (default: 30)",
     )
     face = serve.add_mutually_exclusive_group()
-    face.add_argument(
-        "--api-url",
-        metavar="URL",
-        default=DEFAULT_BASE_URL,
-        help=f"memories.ai's API (default: {DEFAULT_BASE_URL})",
-    )
+    _api_url_option(face)
     face.add_argument(
         "--sim",
         action="store_true",
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one more field of the start request, e.g. provider=assemblyai or punctuate=true (VALUE is"
         " read as JSON when it parses, else taken as text); repeat for more",
     )
-    start.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(start)
     start.add_argument("--json", action="store_true", help="print the task as one JSON object")
     _api_options(start)
 
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument(
         "task", metavar="TASK", help="the task's task_id, or its key (or a unique prefix of it)"
     )
-    stop.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(stop)
     stop.add_argument(
         "--wait",
         metavar="SECONDS",
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The tasks in the store that are not terminal (--all: every task), read from the store"
         " alone: no API key needed.",
     )
-    status.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(status)
     status.add_argument("--all", action="store_true", help="the terminal tasks too")
     status.add_argument(
         "--task", metavar="TASK", help="one task: its task_id, or its key (or a unique prefix)"
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "task", metavar="TASK", help="the task's task_id, or its key (or a unique prefix of it)"
     )
-    history.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(history)
     history.add_argument("--json", action="store_true", help="print JSON: an array of journal entries")
 
     _deadletter_commands(commands)
@@ -253,7 +253,7 @@ def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     actions = letters.add_subparsers(dest="action", required=True, metavar="ACTION")
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=STORE_HELP)
+    _store_option(shared)
 
     listing = actions.add_parser(
         "list",
@@ -306,14 +306,22 @@ def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     purge.add_argument("--json", action="store_true", help="print JSON: how many went, and the IDs not kept")
 
 
-def _api_options(command: argparse.ArgumentParser) -> None:
-    where = command.add_mutually_exclusive_group()
+def _store_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
+
+
+def _api_url_option(where: argparse._ActionsContainer) -> None:
     where.add_argument(
         "--api-url",
         metavar="URL",
         default=DEFAULT_BASE_URL,
         help=f"memories.ai's API (default: {DEFAULT_BASE_URL})",
     )
+
+
+def _api_options(command: argparse.ArgumentParser) -> None:
+    where = command.add_mutually_exclusive_group()
+    _api_url_option(where)
     where.add_argument(
         "--sim",
         metavar="URL",

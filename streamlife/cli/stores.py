@@ -21,11 +21,6 @@ from .render import describe, iso_utc, state_text, untrusted, wide_console
 
 DEFAULT_STORE: Final = "sqlite:streamlife.db"
 
-STORE_HELP: Final = (
-    "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
-    f" (default: {DEFAULT_STORE}, in the current directory)"
-)
-
 
 def check_store_url(url: str) -> tuple[str, str]:
     """The kind of store ``url`` names and where it is (see ``parse_store_url``); a URL that names no
