@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from base64 import b64encode
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.table import Table
@@ -20,7 +20,7 @@ from streamlife.simulate import mask_store_url
 from streamlife.store import DeadLetter, Store
 
 from .exits import EXIT_OK, Problem, Usage
-from .render import hexdump, iso_utc, plural, preview, printable, untrusted, wide_console
+from .render import hexdump, iso_utc, plural, preview, print_fields, printable, untrusted, wide_console
 from .stores import opened
 
 
@@ -86,7 +86,7 @@ def _letter_json(letter: DeadLetter) -> dict[str, Any]:
 def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
     letter = store.dead_letter_by_id(args.id)
     if letter is None:
-        raise Problem(f"the store {shown} keeps no dead letter {args.id}")
+        raise Problem(_not_kept(shown, [args.id]))
     try:
         text: str | None = letter.body.decode("utf-8")
     except UnicodeDecodeError:
@@ -102,20 +102,18 @@ def _show_letter(store: Store, shown: str, args: argparse.Namespace) -> int:
     size = f"{letter.size:,} bytes"
     if letter.truncated:
         size += f", the first {len(letter.body):,} kept (cut: it is never replayed)"
-    for name, value in (
-        ("id", str(letter.id)),
-        ("time", iso_utc(letter.at, "milliseconds")),
-        ("field", printable(letter.field or "-")),
-        ("reason", printable(letter.reason)),
-        ("size", size),
-    ):
-        print(f"{name:<7}{value}")
-    if text is None:
-        print("body   not UTF-8; as hex:")
-        print(hexdump(letter.body))
-    else:
-        print("body   UTF-8 text (control characters shown escaped):")
-        print(printable(text, lines=True))
+    form = "not UTF-8; as hex:" if text is None else "UTF-8 text (control characters shown escaped):"
+    print_fields(
+        [
+            ("id", str(letter.id)),
+            ("time", iso_utc(letter.at, "milliseconds")),
+            ("field", letter.field or "-"),
+            ("reason", letter.reason),
+            ("size", size),
+            ("body", form),
+        ]
+    )
+    print(hexdump(letter.body) if text is None else printable(text, lines=True))
     return EXIT_OK
 
 
@@ -146,7 +144,7 @@ def _replay_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     if refused:
         problems.append(f"{plural(len(refused), 'dead letter')} still refused, and kept")
     if missing:
-        problems.append(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+        problems.append(_not_kept(shown, missing))
     if problems:
         raise Problem("; ".join(problems))
     return EXIT_OK
@@ -177,8 +175,12 @@ def _purge_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     else:
         print(f"purged {plural(purged, 'dead letter')} from {shown}")
     if missing:
-        raise Problem(f"the store {shown} keeps no dead letter {', '.join(map(str, missing))}")
+        raise Problem(_not_kept(shown, missing))
     return EXIT_OK
+
+
+def _not_kept(shown: str, ids: Iterable[int]) -> str:
+    return f"the store {shown} keeps no dead letter {', '.join(map(str, ids))}"
 
 
 class _NoRequests:

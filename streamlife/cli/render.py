@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -158,8 +158,14 @@ def print_task(row: TaskRow) -> None:
         ("last_error", str(row.facts.get("last_error") or "-")),
         ("facts", ", ".join(f"{name}={value}" for name, value in facts.items())),
     ]
-    for name, value in lines:
-        print(f"{name:<11}{printable(value)}")
+    print_fields(lines)
+
+
+def print_fields(fields: Sequence[tuple[str, str]]) -> None:
+    """A field a line, the values aligned; each value made safe to print (others wrote most of them)."""
+    width = max(len(name) for name, _ in fields) + 1
+    for name, value in fields:
+        print(f"{name:<{width}}{printable(value)}")
 
 
 def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:

@@ -21,7 +21,7 @@ from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for
 from .exits import EXIT_OK, Problem, Usage
-from .render import iso_utc, print_task, printable, state_text, untrusted, wide_console
+from .render import iso_utc, print_fields, print_task, state_text, untrusted, wide_console
 from .stores import check_store_url, find_task, opened, row_json
 
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
@@ -98,14 +98,15 @@ def run_start(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_task_json(row, task.state.value, task.key or "", shown), indent=2))
     else:
-        for name, value in (
-            ("key", task.key or "-"),
-            ("kind", task.kind.value),
-            ("task_id", task.task_id or "-"),
-            ("state", task.state.value),
-            ("last_error", task.last_error or "-"),
-        ):
-            print(f"{name:<11}{printable(value)}")
+        print_fields(
+            [
+                ("key", task.key or "-"),
+                ("kind", task.kind.value),
+                ("task_id", task.task_id or "-"),
+                ("state", task.state.value),
+                ("last_error", task.last_error or "-"),
+            ]
+        )
     if task.state is TaskState.RUNNING:
         return EXIT_OK
     why = task.last_error
