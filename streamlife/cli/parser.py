@@ -20,7 +20,7 @@ from .api import API_KEY_ENV
 from .deadletters import run_deadletter
 from .lifecycle import run_diagram, run_walk
 from .serve import TOKEN_ENV, run_serve
-from .simulate import run_simulate
+from .simulate import LIVE_SPEED, run_simulate
 from .stores import DEFAULT_STORE, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import letter_id, letter_id_or_zero, param, port, positive_float, positive_int, seconds
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed",
         type=positive_float,
         default=None,
-        help="virtual seconds per real second (default: 30 with the live display, flat out with --json)",
+        help=f"virtual seconds per real second (default: {LIVE_SPEED:g} with the live display, flat out"
+        " with --json)",
     )
 
     serve = commands.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from typing import Final
 
 from rich.console import Console
 from rich.live import Live
@@ -16,7 +17,7 @@ from .exits import EXIT_OK, EXIT_PROBLEM, Usage
 from .render import live_panel, summary
 from .stores import check_store_url
 
-LIVE_SPEED = 30.0  # virtual seconds per real second: a two-minute run plays in a few seconds
+LIVE_SPEED: Final = 30.0  # virtual seconds per real second: a two-minute run plays in a few seconds
 
 
 def run_simulate(args: argparse.Namespace) -> int:
