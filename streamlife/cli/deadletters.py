@@ -8,9 +8,6 @@ from base64 import b64encode
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from streamlife.deadletter import kept_letters, replay_dead_letters
 from streamlife.errors import CallbackError, NotSentError
 from streamlife.events import Outcome, StartResult, StopResult, StreamKind
@@ -20,7 +17,7 @@ from streamlife.simulate import mask_store_url
 from streamlife.store import DeadLetter, Store
 
 from .exits import EXIT_OK, Problem, Usage
-from .render import hexdump, iso_utc, plural, preview, print_fields, printable, untrusted, wide_console
+from .render import hexdump, iso_utc, letters_table, plural, preview, print_fields, print_table, printable
 from .stores import opened
 
 
@@ -47,25 +44,7 @@ def _list_letters(store: Store, shown: str, args: argparse.Namespace) -> int:
     if not listed:
         print(f"no dead letters in {shown}")
         return EXIT_OK
-    table = Table(title=untrusted(f"{plural(len(listed), 'dead letter')} in {shown}"), title_justify="left")
-    table.add_column("id", justify="right")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("field", overflow="fold")
-    table.add_column("reason", overflow="fold")
-    table.add_column("body", overflow="fold")
-    for letter in listed:
-        size = f"{letter['size']:,} B" + (" (cut)" if letter["truncated"] else "")
-        # Text, not str: a str cell is read as rich markup, and these are the payload's words.
-        table.add_row(
-            str(letter["id"]),
-            iso_utc(letter["at_unix"]),
-            size,
-            untrusted(letter["field"] or "-"),
-            untrusted(letter["reason"]),
-            Text(letter["preview"]),  # (made printable by preview already)
-        )
-    wide_console().print(table)
+    print_table(letters_table(listed, f"{plural(len(listed), 'dead letter')} in {shown}"))
     return EXIT_OK
 
 

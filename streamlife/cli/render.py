@@ -1,6 +1,6 @@
-"""What the command line shows: the state colours, times, tasks, journal details, dead letters'
-bodies, ``simulate``'s live panel and summary, and how text that others control is made safe to
-print.
+"""What the command line shows, and how: the state colours, the tables of tasks, journal entries and
+dead letters, a task's fields, ``simulate``'s live panel and summary, and text that others control
+made safe to print.
 
 Only the command line uses this module; the library itself never prints.
 """
@@ -20,7 +20,7 @@ from rich.text import Text
 
 from streamlife.lifecycle import STATES, TERMINAL
 from streamlife.simulate import Report, Snapshot
-from streamlife.store import TaskRow
+from streamlife.store import JournalEntry, TaskRow
 
 STATE_STYLE: Final = {  # the colour each state is shown in
     "stopped": "green",
@@ -37,6 +37,8 @@ STATE_STYLE: Final = {  # the colour each state is shown in
 # ESC, a Cc; so do carriage return and backspace, which overwrite what is shown), that reorder or hide
 # text (a bidirectional override is a Cf), and line separators.
 _UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+PREVIEW_WIDTH: Final = 60  # characters of a dead letter's body shown in `deadletter list`
 
 
 def printable(text: str, *, lines: bool = False) -> str:
@@ -123,21 +125,18 @@ def summary(report: Report) -> Group:
     return Group(*parts)
 
 
-PREVIEW_WIDTH: Final = 60  # characters of a dead letter's body shown in `deadletter list`
-
-
 def iso_utc(at: float, timespec: str = "seconds") -> str:
     """A time from the journal as ISO 8601, in UTC."""
     return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
-def wide_console() -> Console:
-    """Rich's console; wide when the output is no terminal (a pipe, a file), so that task_ids and
-    times are not folded to fit 80 columns. ``COLUMNS`` still rules where it is set."""
+def print_table(table: Table) -> None:
+    """Print a table with rich; wide when the output is no terminal (a pipe, a file), so that task_ids
+    and times are not folded to fit 80 columns. ``COLUMNS`` still rules where it is set."""
     console = Console()
-    if console.is_terminal or "COLUMNS" in os.environ:
-        return console
-    return Console(width=160)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=160)
+    console.print(table)
 
 
 def state_text(state: str) -> Text:
@@ -166,6 +165,73 @@ def print_fields(fields: Sequence[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in fields) + 1
     for name, value in fields:
         print(f"{name:<{width}}{printable(value)}")
+
+
+def tasks_table(rows: Sequence[TaskRow], title: str) -> Table:
+    """``status``: a task a row."""
+    table = Table(title=untrusted(title), title_justify="left")
+    table.add_column("key", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("task_id", no_wrap=True, min_width=36)
+    table.add_column("state")
+    table.add_column("version", justify="right")
+    table.add_column("updated (UTC)", no_wrap=True)
+    table.add_column("last_error", overflow="fold")
+    for row in rows:
+        # Text, never str: a str cell is read as rich markup, and a task_id or an error is others' words.
+        table.add_row(
+            untrusted(row.key[:8]),
+            untrusted(row.kind),
+            untrusted(row.task_id or "-"),
+            state_text(row.state),
+            str(row.version),
+            iso_utc(row.updated_at),
+            untrusted(str(row.facts.get("last_error") or "")),
+        )
+    return table
+
+
+def journal_table(entries: Sequence[JournalEntry], title: str) -> Table:
+    """``journal``: an entry a row."""
+    table = Table(title=untrusted(title), title_justify="left")
+    table.add_column("v", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("trigger", no_wrap=True)
+    table.add_column("from → to", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for entry in entries:
+        moved = Text.assemble(untrusted(entry.from_state), " → ", state_text(entry.to_state))
+        table.add_row(
+            str(entry.version),
+            iso_utc(entry.at, "milliseconds"),
+            untrusted(entry.trigger),
+            moved,
+            untrusted(describe(entry.args)),  # the server's messages, a transcript's words
+        )
+    return table
+
+
+def letters_table(listed: Sequence[Mapping[str, Any]], title: str) -> Table:
+    """``deadletter list``: a letter a row, as its JSON form (without the body) gives it."""
+    table = Table(title=untrusted(title), title_justify="left")
+    table.add_column("id", justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("field", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    table.add_column("body", overflow="fold")
+    for letter in listed:
+        size = f"{letter['size']:,} B" + (" (cut)" if letter["truncated"] else "")
+        # Text, not str: a str cell is read as rich markup, and these are the payload's words.
+        table.add_row(
+            str(letter["id"]),
+            iso_utc(letter["at_unix"]),
+            size,
+            untrusted(letter["field"] or "-"),
+            untrusted(letter["reason"]),
+            Text(letter["preview"]),  # (made printable by preview already)
+        )
+    return table
 
 
 def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:

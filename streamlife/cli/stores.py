@@ -9,15 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from rich.table import Table
-from rich.text import Text
-
 from streamlife.errors import StoreError
 from streamlife.simulate import mask_store_url
 from streamlife.store import JournalEntry, Store, TaskRow, open_store, parse_store_url
 
 from .exits import EXIT_OK, Problem, Usage
-from .render import describe, iso_utc, state_text, untrusted, wide_console
+from .render import describe, iso_utc, journal_table, print_table
 
 DEFAULT_STORE: Final = "sqlite:streamlife.db"
 
@@ -103,22 +100,7 @@ def run_journal(args: argparse.Namespace) -> int:
         f"task {row.key[:8]} ({row.kind}, task_id {row.task_id or '-'}): {row.state},"
         f" {len(entries)} journal entries"
     )
-    table = Table(title=untrusted(title), title_justify="left")
-    table.add_column("v", justify="right")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("trigger", no_wrap=True)
-    table.add_column("from → to", no_wrap=True)
-    table.add_column("detail", overflow="fold")
-    for entry in entries:
-        moved = Text.assemble(untrusted(entry.from_state), " → ", state_text(entry.to_state))
-        table.add_row(
-            str(entry.version),
-            iso_utc(entry.at, "milliseconds"),
-            untrusted(entry.trigger),
-            moved,
-            untrusted(describe(entry.args)),  # the server's messages, a transcript's words
-        )
-    wide_console().print(table)
+    print_table(journal_table(entries, title))
     return EXIT_OK
 
 

@@ -7,8 +7,6 @@ import json
 import time
 from typing import Any, Final
 
-from rich.table import Table
-
 from streamlife.errors import StreamlifeError
 from streamlife.events import StreamKind
 from streamlife.fleet import Fleet
@@ -21,7 +19,7 @@ from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for
 from .exits import EXIT_OK, Problem, Usage
-from .render import iso_utc, print_fields, print_task, state_text, untrusted, wide_console
+from .render import print_fields, print_table, print_task, tasks_table
 from .stores import check_store_url, find_task, opened, row_json
 
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
@@ -45,26 +43,7 @@ def run_status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no {which} in {shown}" + ("" if args.all else " (--all shows the terminal ones too)"))
         return EXIT_OK
-    table = Table(title=untrusted(f"{len(rows)} {which} in {shown}"), title_justify="left")
-    table.add_column("key", no_wrap=True)
-    table.add_column("kind")
-    table.add_column("task_id", no_wrap=True, min_width=36)
-    table.add_column("state")
-    table.add_column("version", justify="right")
-    table.add_column("updated (UTC)", no_wrap=True)
-    table.add_column("last_error", overflow="fold")
-    for row in rows:
-        # Text, never str: a str cell is read as rich markup, and a task_id or an error is others' words.
-        table.add_row(
-            untrusted(row.key[:8]),
-            untrusted(row.kind),
-            untrusted(row.task_id or "-"),
-            state_text(row.state),
-            str(row.version),
-            iso_utc(row.updated_at),
-            untrusted(str(row.facts.get("last_error") or "")),
-        )
-    wide_console().print(table)
+    print_table(tasks_table(rows, f"{len(rows)} {which} in {shown}"))
     return EXIT_OK
 
 
