@@ -25,7 +25,7 @@ from .stores import DEFAULT_STORE, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import letter_id, letter_id_or_zero, param, port, positive_float, positive_int, seconds
 
-# What runs each command: argparse takes only these names.
+# The function that runs each command, by the name the parser puts in ``args.command``.
 COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "diagram": run_diagram,
     "walk": run_walk,
