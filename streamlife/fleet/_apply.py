@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from streamlife.callbacks import CallbackEvent
@@ -17,32 +19,30 @@ from ._tracked import Tracked
 _log = structlog.get_logger("streamlife")
 
 
+@dataclass(slots=True, eq=False)
 class Applier:
-    __slots__ = ("_clock", "_mover", "_notices", "_policy")
-
-    def __init__(self, mover: Mover, notices: Notices, clock: Clock, policy: Policy) -> None:
-        self._mover = mover
-        self._notices = notices
-        self._clock = clock
-        self._policy = policy
+    mover: Mover
+    notices: Notices
+    clock: Clock
+    policy: Policy
 
     def apply(self, tracked: Tracked, event: CallbackEvent) -> Outcome:
         """One callback at its task; the caller holds the task's lock."""
         task = tracked.task
         if task.state not in TERMINAL:
-            tracked.last_heard = self._clock.now()  # before the fire: it may re-arm the silence timer
+            tracked.last_heard = self.clock.now()  # before the fire: it may re-arm the silence timer
         if isinstance(event, Segment):
-            outcome = self._mover.fire(tracked, task.segment, event)
-            if outcome is Outcome.APPLIED and self._notices.segment:
+            outcome = self.mover.fire(tracked, task.segment, event)
+            if outcome is Outcome.APPLIED and self.notices.segment:
                 # (A segment forwarded with no index is handed over with the number it took.)
                 numbered = event if event.index is not None else task.transcript.numbered(event)
-                self._notices.queue(tracked, self._notices.segment, (task, numbered))
+                self.notices.queue(tracked, self.notices.segment, (task, numbered))
             return outcome
         if isinstance(event, StatusCallback):
-            meaning = event.meaning or self._policy.statuses.meaning(event.status)
+            meaning = event.meaning or self.policy.statuses.meaning(event.status)
             trigger = STATUS_TRIGGERS.get(meaning)
             if trigger is not None:
-                outcome = self._mover.fire(tracked, getattr(task, trigger), event)
+                outcome = self.mover.fire(tracked, getattr(task, trigger), event)
                 if meaning is StatusMeaning.UNKNOWN and outcome is Outcome.APPLIED:
                     _log.warning(
                         "streamlife.unknown_status", task=task.ref, task_id=task.task_id, status=event.status

@@ -107,6 +107,7 @@ class Fleet:
         self.clock = clock = clock or SYSTEM_CLOCK
         self.policy = policy = policy or Policy()
         self.store = store = MemoryStore() if store is None else store
+        # The wiring: each part gets what it uses, and nothing else.
         self._registry = registry = Registry()
         self._notices = notices = Notices()
         self._workers = workers = Workers(policy)

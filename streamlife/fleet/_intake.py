@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,33 +29,21 @@ _log = structlog.get_logger("streamlife")
 Payload = bytes | str | Mapping[str, Any]
 
 
+@dataclass(slots=True, eq=False)
 class Intake:
-    __slots__ = ("_applier", "_clock", "_mover", "_notices", "_orphans", "_policy", "_registry", "_store")
-
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        mover: Mover,
-        applier: Applier,
-        orphans: Orphans,
-        notices: Notices,
-        clock: Clock,
-        policy: Policy,
-    ) -> None:
-        self._store = store
-        self._registry = registry
-        self._mover = mover
-        self._applier = applier
-        self._orphans = orphans
-        self._notices = notices
-        self._clock = clock
-        self._policy = policy
+    store: Store
+    registry: Registry
+    mover: Mover
+    applier: Applier
+    orphans: Orphans
+    notices: Notices
+    clock: Clock
+    policy: Policy
 
     def parse(self, payload: Payload) -> CallbackEvent:
         """The callback in ``payload``; a payload the parser refuses is kept as a dead letter first."""
         try:
-            return self.ours_if_known(parse_callback(payload, statuses=self._policy.statuses))
+            return self.ours_if_known(parse_callback(payload, statuses=self.policy.statuses))
         except CallbackError as error:
             self._refused(payload, error)
             raise
@@ -70,7 +59,7 @@ class Intake:
             except CallbackError as error:
                 results.append(error)
                 continue
-            tracked = None if isinstance(event, ForeignCallback) else self._registry.by_id.get(event.task_id)
+            tracked = None if isinstance(event, ForeignCallback) else self.registry.by_id.get(event.task_id)
             if tracked is None:
                 others.append((len(results), event))
             else:
@@ -89,7 +78,7 @@ class Intake:
         say), and so kept as a dead letter. Any other callback is what it looked like."""
         if not isinstance(event, ForeignCallback) or event.task_id is None:
             return event
-        if self._registry.by_id.get(event.task_id) is None and self._store.find(event.task_id) is None:
+        if self.registry.by_id.get(event.task_id) is None and self.store.find(event.task_id) is None:
             return event
         if event.stream is None:
             raise CallbackError("data", "not in the shape of a stream callback, for a stream of ours")
@@ -99,9 +88,9 @@ class Intake:
         """Keep a payload the parser refused as a dead letter, and say so: a payload of a shape this
         version does not read is not lost, and ``replay_dead_letters`` applies it once one does. A
         store that cannot keep it raises (the receiver answers 500, not 400)."""
-        self._registry.count("malformed")
+        self.registry.count("malformed")
         body = dead_letter_body(payload)
-        letter = self._store.dead_letter(self._clock.now(), str(error), error.field, body)
+        letter = self.store.dead_letter(self.clock.now(), str(error), error.field, body)
         _log.warning(
             "streamlife.callback_refused", reason=str(error), field=error.field, size=len(body), letter=letter
         )
@@ -124,9 +113,9 @@ class Intake:
             versions = [tracked.version for tracked in tasks]
             owed = [0 if tracked.notices is None else len(tracked.notices) for tracked in tasks]
             try:
-                with self._store.batch():
+                with self.store.batch():
                     for tracked, position, event in batch:
-                        results[position] = outcome = self._applier.apply(tracked, event)
+                        results[position] = outcome = self.applier.apply(tracked, event)
                         outcomes.append(outcome)
             except BaseException:
                 for tracked, version, before in zip(tasks, versions, owed, strict=True):
@@ -135,49 +124,49 @@ class Intake:
                         # before the batch (queued for them) they still hear of.
                         if tracked.notices is not None:
                             del tracked.notices[before:]
-                        self._mover.put_back(tracked)
+                        self.mover.put_back(tracked)
                 raise
         finally:
             for lock in held:
                 lock.release()
-        self._registry.count_all([outcome.kind for outcome in outcomes])
+        self.registry.count_all([outcome.kind for outcome in outcomes])
         for tracked in tasks:
             if tracked.notices is not None:
-                self._notices.deliver(tracked)
+                self.notices.deliver(tracked)
 
     def deliver(self, event: CallbackEvent) -> Outcome:
         """``Fleet.deliver``: apply one parsed callback, or park it, journaled before this returns."""
         if isinstance(event, ForeignCallback) and event.stream is not None:  # (parsed by a caller)
             event = self.ours_if_known(event)
         if isinstance(event, ForeignCallback):  # another product's result: no task of ours to apply it to
-            self._registry.count(OutcomeKind.FOREIGN)
+            self.registry.count(OutcomeKind.FOREIGN)
             _log.debug("streamlife.foreign_callback", task_id=event.task_id)
-            self._notices.tell_foreign(event)
+            self.notices.tell_foreign(event)
             return Outcome.FOREIGN
-        registry = self._registry
+        registry = self.registry
         while True:
             tracked = registry.by_id.get(event.task_id)  # one dict read: atomic, so taken without the lock
             if tracked is None:
                 # A task this Fleet does not hold may be in the store: one another process started,
                 # or one that ended before a restart (its late callbacks are LATE, not orphans).
-                tracked = self._mover.load(event.task_id)
+                tracked = self.mover.load(event.task_id)
             if tracked is None:
-                now = self._clock.now()
+                now = self.clock.now()
                 with registry.lock:
                     tracked = registry.by_id.get(event.task_id)  # its start answer may have come meanwhile
                     if tracked is None:
-                        ticket = self._orphans.park(event, now)
+                        ticket = self.orphans.park(event, now)
                 if tracked is None:
-                    return self._orphans.keep(event, now, ticket)
+                    return self.orphans.keep(event, now, ticket)
             with tracked.lock:
                 # A start answer names its task before it is journaled; if that write failed, the
                 # task let the id go again (it is uncertain): the callback is parked instead.
                 holds = registry.by_id.get(event.task_id) is tracked
                 if holds:
-                    outcome = self._applier.apply(tracked, event)
+                    outcome = self.applier.apply(tracked, event)
             if holds:
                 break
         registry.count(outcome.kind)  # (a StrEnum member counts under its value's name)
         if tracked.notices is not None:
-            self._notices.deliver(tracked)
+            self.notices.deliver(tracked)
         return outcome

@@ -10,6 +10,7 @@ returns a ``Change``, and ``Mover`` reacts to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -43,14 +44,12 @@ class Change(NamedTuple):
     became_ending: bool  # an end inferred, not confirmed: a confirming stop is owed
 
 
+@dataclass(slots=True, eq=False)
 class Ledger:
-    __slots__ = ("_clock", "_history_limit", "_registry", "_store")
-
-    def __init__(self, store: Store, registry: Registry, clock: Clock, history_limit: int | None) -> None:
-        self._store = store
-        self._registry = registry
-        self._clock = clock
-        self._history_limit = history_limit
+    store: Store
+    registry: Registry
+    clock: Clock
+    history_limit: int | None
 
     def fire(self, tracked: Tracked, method: Callable[..., Outcome], args: Sequence[Any]) -> Change:
         """Fire ``method(*args)`` at the task and journal it. The caller holds the task's lock."""
@@ -66,10 +65,10 @@ class Ledger:
                 if applied:
                     row, entry = self._row(tracked, 1), entry_for(task, 1, args)
                     claim = task.task_id if entry.trigger == "adopt" else None  # an orphan's, once
-                    self._store.create(row, (entry,), claim=claim)
+                    self.store.create(row, (entry,), claim=claim)
                     tracked.version, tracked.created_at = 1, row.created_at
             else:
-                with self._store.lock(task.key or "") as txn:
+                with self.store.lock(task.key or "") as txn:
                     if txn.version != tracked.version:
                         caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
                     revision = task.revision
@@ -96,7 +95,7 @@ class Ledger:
     def refresh(self, tracked: Tracked) -> bool:
         """Catch the task up with what other processes applied to it, now rather than at its next
         event; whether there was anything. The caller holds the task's lock."""
-        with self._store.lock(tracked.task.key or "") as txn:
+        with self.store.lock(tracked.task.key or "") as txn:
             if txn.version != tracked.version:
                 return self._catch_up(tracked, txn.entries_after(tracked.version))
         return False
@@ -116,17 +115,17 @@ class Ledger:
     def reset(self, tracked: Tracked) -> None:
         """Put the task back as the store holds it, after a write that did not land."""
         key = tracked.task.key or ""
-        row = self._store.row(key)
-        reset(tracked.task, row, self._store.journal(key)[: row.version] if row is not None else ())
+        row = self.store.row(key)
+        reset(tracked.task, row, self.store.journal(key)[: row.version] if row is not None else ())
         tracked.version = 0 if row is None else row.version
 
     def rebuild(self, row: TaskRow) -> Tracked:
         """A task as the store holds it, not held by anyone yet."""
         # Read after the row, the journal holds at least its entries; any beyond them were written
         # since (another process), and the next event catches up on them under the row's lock.
-        entries = self._store.journal(row.key)[: row.version]
-        task = rebuild(row, entries, clock=self._clock, history_limit=self._history_limit)
-        tracked = Tracked(task, self._clock.now(), row.version)
+        entries = self.store.journal(row.key)[: row.version]
+        task = rebuild(row, entries, clock=self.clock, history_limit=self.history_limit)
+        tracked = Tracked(task, self.clock.now(), row.version)
         tracked.created_at = row.created_at
         tracked.kind_guessed = bool(row.facts.get("kind_guessed"))
         return tracked
@@ -147,7 +146,7 @@ class Ledger:
             if heard:  # another process heard from the stream: the silence window counts from then
                 tracked.last_heard = max(tracked.last_heard, heard[-1])
             if task.task_id is not None:  # named by another process's start answer
-                with self._registry.lock:
-                    self._registry.by_id.setdefault(task.task_id, tracked)
+                with self.registry.lock:
+                    self.registry.by_id.setdefault(task.task_id, tracked)
         _log.debug("streamlife.caught_up", task=task.ref, key=task.key, entries=len(entries))
         return bool(entries)

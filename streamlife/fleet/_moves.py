@@ -9,6 +9,7 @@ settle, queues the transition hooks, and queues the confirming stop an inferred 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -26,63 +27,53 @@ from ._tracked import Tracked
 _log = structlog.get_logger("streamlife")
 
 
+@dataclass(slots=True, eq=False)
 class Mover:
-    __slots__ = ("_ledger", "_notices", "_policy", "_registry", "_store", "_timers", "on_ending")
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        store: Store,
-        registry: Registry,
-        timers: Timers,
-        notices: Notices,
-        policy: Policy,
-    ) -> None:
-        self._ledger = ledger
-        self._store = store
-        self._registry = registry
-        self._timers = timers
-        self._notices = notices
-        self._policy = policy
-        # Called (as a notice, after the task's lock is let go) for a task that enters ``ending``.
-        self.on_ending: Callable[[Tracked], None] = _nothing
+    ledger: Ledger
+    store: Store
+    registry: Registry
+    timers: Timers
+    notices: Notices
+    policy: Policy
+    # Called (as a notice, after the task's lock is let go) for a task that enters ``ending``.
+    on_ending: Callable[[Tracked], None] = field(default=lambda _: None)
 
     def fire(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         """Fire one trigger at the task and journal it (``Ledger.fire``), then react to what
         changed. The caller holds the task's lock, and calls ``Notices.deliver`` after."""
         if tracked.stale:  # ahead of its store since a failed write: put back first (or raise again)
-            self._ledger.reset(tracked)
+            self.ledger.reset(tracked)
             tracked.stale = False
-            self._timers.sync(tracked)
+            self.timers.sync(tracked)
         try:
-            change = self._ledger.fire(tracked, method, args)
+            change = self.ledger.fire(tracked, method, args)
         except BaseException:
             if not tracked.stale:  # put back as the store holds it, or caught up: its timers follow
-                self._timers.sync(tracked)
+                self.timers.sync(tracked)
             raise
         if (change.applied and change.moved) or change.caught_up:  # (timers follow the row's fields)
-            self._timers.sync(tracked)
+            self.timers.sync(tracked)
             if change.caught_up:
-                self._timers.take_over_stop(tracked, after=self._policy.stop_retry_base)
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
             if change.became_terminal:
-                with self._registry.settled:
-                    self._registry.settled.notify_all()
+                with self.registry.settled:
+                    self.registry.settled.notify_all()
             if change.became_ending:
                 # An end inferred, not confirmed: the stop that confirms it goes out once the task's
                 # lock is let go, in turn with the task's other notices.
-                self._notices.queue(tracked, (self.on_ending,), (tracked,))
-        if change.applied and self._notices.transition:  # of what this Fleet applied, not what it replayed
+                self.notices.queue(tracked, (self.on_ending,), (tracked,))
+        if change.applied and self.notices.transition:  # of what this Fleet applied, not what it replayed
             task = tracked.task
             last = task.history[-1]
             if last.trigger != "segment":
-                self._notices.queue(tracked, self._notices.transition, (task, last))
+                self.notices.queue(tracked, self.notices.transition, (task, last))
         return change.outcome
 
     def locked_fire(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
         """``fire`` under the task's lock, then deliver its notices."""
         with tracked.lock:
             outcome = self.fire(tracked, method, *args)
-        self._notices.deliver(tracked)
+        self.notices.deliver(tracked)
         return outcome
 
     def fire_logged(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> None:
@@ -96,29 +87,29 @@ class Mover:
     def put_back(self, tracked: Tracked) -> None:
         """Put the task back as the store holds it after a write that did not land, and its timers
         with it (unless the store cannot say: then its next event does). Caller holds the task's lock."""
-        if self._ledger.put_back(tracked):
-            self._timers.sync(tracked)
+        if self.ledger.put_back(tracked):
+            self.timers.sync(tracked)
 
     def load(self, task_id: str) -> Tracked | None:
         """Hold the task the store knows as ``task_id``; return the task that holds that id here
         (None if the store knows none)."""
-        row = self._store.find(task_id)
+        row = self.store.find(task_id)
         if row is None:
             return None
         self.hold(row)
-        with self._registry.lock:
-            return self._registry.by_id.get(task_id)
+        with self.registry.lock:
+            return self.registry.by_id.get(task_id)
 
     def hold(self, row: TaskRow) -> Tracked:
         """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held."""
-        registry = self._registry
+        registry = self.registry
         with registry.lock:
             held = registry.by_key.get(row.key)
         if held is not None:
             if held.version < row.version:  # held, but behind: the row may name its task_id now
                 self.refresh(held)
             return held
-        tracked = self._ledger.rebuild(row)
+        tracked = self.ledger.rebuild(row)
         task = tracked.task
         with tracked.lock:
             with registry.lock:
@@ -129,19 +120,15 @@ class Mover:
                     if task.task_id is not None:  # (a second claimant of a task_id is held by key)
                         registry.by_id.setdefault(task.task_id, tracked)
             if held is tracked:
-                self._timers.sync(tracked)
-                self._timers.take_over_stop(tracked, after=self._policy.stop_retry_base)
+                self.timers.sync(tracked)
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
         return held
 
     def refresh(self, tracked: Tracked) -> None:
         """Catch the task up with what other processes applied to it, now rather than at its next
         event."""
         with tracked.lock:
-            if self._ledger.refresh(tracked):
-                self._timers.take_over_stop(tracked, after=self._policy.stop_retry_base)
-            self._timers.sync(tracked)
-        self._notices.deliver(tracked)
-
-
-def _nothing(_: Tracked) -> None:
-    pass
+            if self.ledger.refresh(tracked):
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
+            self.timers.sync(tracked)
+        self.notices.deliver(tracked)

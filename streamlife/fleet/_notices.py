@@ -9,6 +9,7 @@ hook that raises is logged and skipped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,14 +21,12 @@ from ._tracked import Hooks, Tracked
 _log = structlog.get_logger("streamlife")
 
 
+@dataclass(slots=True, eq=False)
 class Notices:
-    __slots__ = ("foreign", "orphan", "segment", "transition")
-
-    def __init__(self) -> None:
-        self.transition: Hooks = ()
-        self.segment: Hooks = ()
-        self.orphan: Hooks = ()
-        self.foreign: Hooks = ()
+    transition: Hooks = ()
+    segment: Hooks = ()
+    orphan: Hooks = ()
+    foreign: Hooks = ()
 
     def queue(self, tracked: Tracked, hooks: Hooks, args: tuple[Any, ...]) -> None:
         """Queue a call of ``hooks`` for after the task's lock is let go. Caller holds the lock."""

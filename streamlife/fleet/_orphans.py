@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -44,40 +44,21 @@ class Orphan:
     callbacks: int  # how many were parked (and replayed into the task)
 
 
+@dataclass(slots=True, eq=False)
 class Orphans:
-    __slots__ = (
-        "_applier",
-        "_clock",
-        "_mover",
-        "_notices",
-        "_policy",
-        "_registry",
-        "_stopper",
-        "_store",
-        "lot",
-    )
+    store: Store
+    registry: Registry  # its lock guards the lot
+    mover: Mover
+    applier: Applier
+    stopper: Stopper
+    notices: Notices
+    clock: Clock
+    policy: Policy
+    lot: ParkingLot[CallbackEvent] = field(init=False)
 
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        mover: Mover,
-        applier: Applier,
-        stopper: Stopper,
-        notices: Notices,
-        clock: Clock,
-        policy: Policy,
-    ) -> None:
-        self._store = store
-        self._registry = registry  # its lock guards the lot
-        self._mover = mover
-        self._applier = applier
-        self._stopper = stopper
-        self._notices = notices
-        self._clock = clock
-        self._policy = policy
-        self.lot: ParkingLot[CallbackEvent] = ParkingLot(
-            max_task_ids=policy.max_parked, max_per_task=policy.max_parked_per_task
+    def __post_init__(self) -> None:
+        self.lot = ParkingLot(
+            max_task_ids=self.policy.max_parked, max_per_task=self.policy.max_parked_per_task
         )
 
     # -- parking -----------------------------------------------------------------------------------
@@ -89,7 +70,7 @@ class Orphans:
         try:
             return self.lot.park(event.task_id, event, now)
         except ParkingFullError as error:
-            self._registry.counts["parking_full"] += 1
+            self.registry.counts["parking_full"] += 1
             _log.warning("streamlife.parking_full", task_id=event.task_id, reason=str(error))
             raise
 
@@ -99,20 +80,20 @@ class Orphans:
         the lot (unless another delivery's write of it holds), and the error goes on: the receiver
         answers 503, and its redelivery parks it anew."""
         if ticket is None:  # a redelivery of a parked callback: kept once
-            self._registry.count(OutcomeKind.DUPLICATE)
+            self.registry.count(OutcomeKind.DUPLICATE)
             return Outcome.PARKED_ALREADY
         try:
-            self._store.park(event.task_id, now, encode_event(event))
+            self.store.park(event.task_id, now, encode_event(event))
         except BaseException:
-            with self._registry.lock:
+            with self.registry.lock:
                 self.lot.withdraw(ticket)
             raise
-        with self._registry.lock:
+        with self.registry.lock:
             self.lot.kept(ticket)
         if not ticket.first:  # (kept twice, then: the lot takes the second back as a repeat)
-            self._registry.count(OutcomeKind.DUPLICATE)
+            self.registry.count(OutcomeKind.DUPLICATE)
             return Outcome.PARKED_ALREADY
-        self._registry.count(OutcomeKind.PARKED)
+        self.registry.count(OutcomeKind.PARKED)
         return Outcome.PARKED
 
     # -- handing parked callbacks to their task ----------------------------------------------------
@@ -128,12 +109,12 @@ class Orphans:
         done = 0
         try:
             for slot in slots:
-                self._applier.apply(tracked, slot.event)
+                self.applier.apply(tracked, slot.event)
                 done += 1
         except BaseException:
             assert parked is not None, "a callback failed, so one was handed over"
             parked.slots = slots[done:]
-            with self._registry.lock:
+            with self.registry.lock:
                 self.lot.put_back(parked)
             raise
         return self._apply_kept(tracked, task_id, [slot.event for slot in slots])
@@ -144,13 +125,13 @@ class Orphans:
         """In a shared store, apply the callbacks other processes kept for ``task_id`` (this
         process's ``own`` are among them, applied already), and return what was read, for
         ``unpark``. None for a store no other process writes. Caller holds the task's lock."""
-        if not self._store.shared:
+        if not self.store.shared:
             return None
-        read = self._store.parked(task_id)
+        read = self.store.parked(task_id)
         mine = [encode_event(event) for event in own]
         for other in read:
             if other.payload not in mine:
-                self._applier.apply(tracked, decode_event(other.payload))
+                self.applier.apply(tracked, decode_event(other.payload))
         return read
 
     def unpark(self, task_id: str, own: Sequence[CallbackEvent], read: list[ParkedCallback] | None) -> None:
@@ -162,7 +143,7 @@ class Orphans:
         if nothing:
             return
         try:
-            self._store.unpark(task_id, upto=None if read is None else max(kept.seq for kept in read))
+            self.store.unpark(task_id, upto=None if read is None else max(kept.seq for kept in read))
         except Exception:
             _log.exception("streamlife.store_failed", task_id=task_id, kind="unpark")
 
@@ -174,17 +155,17 @@ class Orphans:
         named it in the meantime, here or in another process (the callbacks are replayed to it);
         None if another process adopted it at the same moment (they wait for the next tick).
         """
-        registry, events = self._registry, parked.events
+        registry, events = self.registry, parked.events
         try:
-            self._mover.load(parked.task_id)  # a task the store knows (another process's) now holds the id
+            self.mover.load(parked.task_id)  # a task the store knows (another process's) now holds the id
         except BaseException:  # the store failed: the callbacks wait in the lot for the next tick
             with registry.lock:
                 self.lot.put_back(parked)
             raise
         kind, certain = kind_of_orphan(events, registry.started_kinds())
-        task = StreamTask(kind, None, clock=self._clock)
+        task = StreamTask(kind, None, clock=self.clock)
         task.key = uuid.uuid4().hex
-        task.history_limit = self._policy.history_limit
+        task.history_limit = self.policy.history_limit
         tracked = Tracked(task, now)
         tracked.kind_guessed = not certain
         with tracked.lock:
@@ -201,7 +182,7 @@ class Orphans:
                     events.extend(later.events)
             if holder is tracked:
                 try:
-                    self._mover.fire(tracked, task.adopt, parked.task_id)
+                    self.mover.fire(tracked, task.adopt, parked.task_id)
                 except BaseException as error:  # not journaled: no task after all; park them again
                     with registry.lock:
                         del registry.by_id[parked.task_id]
@@ -219,11 +200,11 @@ class Orphans:
             with holder.lock:
                 read = self.apply_parked(holder, parked.task_id, parked)
             self.unpark(parked.task_id, events, read)
-            self._notices.deliver(holder)
+            self.notices.deliver(holder)
             return holder
         self.unpark(parked.task_id, events, read)  # (journaled: the stop they call for goes out anyway)
-        self._notices.deliver(tracked)
-        self._stopper.send_soon(tracked, None)
+        self.notices.deliver(tracked)
+        self.stopper.send_soon(tracked, None)
         return tracked
 
     def _take_in(
@@ -236,7 +217,7 @@ class Orphans:
             read = self.apply_parked(tracked, parked.task_id, parked)
         except BaseException:  # (a stream adopted to be reaped is stopped all the same)
             if reap and not task.terminal:
-                self._stopper.want(tracked, StopReason.ORPHAN)
+                self.stopper.want(tracked, StopReason.ORPHAN)
             raise
         stopping = reap and not task.terminal
         _log.warning(
@@ -247,14 +228,14 @@ class Orphans:
             first_parked=parked.first_parked,
             reaping=stopping,
         )
-        if self._notices.orphan:
+        if self.notices.orphan:
             orphan = Orphan(task, parked.first_parked, len(parked.slots))
-            self._notices.queue(tracked, self._notices.orphan, (orphan,))
+            self.notices.queue(tracked, self.notices.orphan, (orphan,))
         if stopping:
             try:
-                self._mover.fire(tracked, task.stop, StopReason.ORPHAN)
+                self.mover.fire(tracked, task.stop, StopReason.ORPHAN)
             except BaseException:
-                self._stopper.want(tracked, StopReason.ORPHAN)
+                self.stopper.want(tracked, StopReason.ORPHAN)
                 raise
         return read
 
@@ -262,26 +243,26 @@ class Orphans:
     def recover(self) -> None:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
         as of when they first arrived (so orphans are reaped on time)."""
-        registry = self._registry
+        registry = self.registry
         delivered: dict[str, int] = {}  # task_id -> the last seq applied
-        for kept in self._store.parked():
+        for kept in self.store.parked():
             event = decode_event(kept.payload)
             if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
                 continue
             with registry.lock:
                 tracked = registry.by_id.get(event.task_id)
             if tracked is None:
-                tracked = self._mover.load(event.task_id)
+                tracked = self.mover.load(event.task_id)
             if tracked is None:
                 with registry.lock:  # (answered "parked" once: never refused now)
                     self.lot.park(event.task_id, event, kept.at, put_back=True)
                 continue
             with tracked.lock:
-                self._applier.apply(tracked, event)
-            self._notices.deliver(tracked)
+                self.applier.apply(tracked, event)
+            self.notices.deliver(tracked)
             delivered[event.task_id] = kept.seq
         for task_id, upto in delivered.items():  # (only those read: another process may park more)
-            self._store.unpark(task_id, upto=upto)
+            self.store.unpark(task_id, upto=upto)
 
 
 def kind_of_orphan(events: Sequence[CallbackEvent], started: set[StreamKind]) -> tuple[StreamKind, bool]:

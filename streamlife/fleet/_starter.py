@@ -8,6 +8,7 @@ have made a stream, the task is ``uncertain`` instead, never started twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
@@ -48,50 +49,23 @@ _MOVED_ON: Final = Outcome.rejected("no longer pending when its start retry came
 _BILLABLE: Final = frozenset(TaskState) - TERMINAL - {TaskState.PENDING}
 
 
+@dataclass(slots=True, eq=False)
 class Starter:
-    __slots__ = (
-        "_backoff",
-        "_clock",
-        "_mover",
-        "_notices",
-        "_orphans",
-        "_policy",
-        "_registry",
-        "_stopper",
-        "_timers",
-        "_workers",
-        "transport",
-    )
-
-    def __init__(
-        self,
-        transport: Transport,
-        mover: Mover,
-        stopper: Stopper,
-        orphans: Orphans,
-        timers: Timers,
-        notices: Notices,
-        registry: Registry,
-        workers: Workers,
-        backoff: Backoff,
-        clock: Clock,
-        policy: Policy,
-    ) -> None:
-        self.transport = transport
-        self._mover = mover
-        self._stopper = stopper
-        self._orphans = orphans
-        self._timers = timers
-        self._notices = notices
-        self._registry = registry
-        self._workers = workers
-        self._backoff = backoff
-        self._clock = clock
-        self._policy = policy
+    transport: Transport
+    mover: Mover
+    stopper: Stopper
+    orphans: Orphans
+    timers: Timers
+    notices: Notices
+    registry: Registry
+    workers: Workers
+    backoff: Backoff
+    clock: Clock
+    policy: Policy
 
     def send(self, tracked: Tracked) -> None:
         """Send the start request of a task in ``starting``, and fire what its answer says."""
-        task, fire = tracked.task, self._mover.locked_fire
+        task, fire = tracked.task, self.mover.locked_fire
         full = self._over_max_live()
         if full is not None:
             self._defer(tracked, full)
@@ -119,18 +93,18 @@ class Starter:
     def _over_max_live(self) -> LiveCapError | None:
         """Why one more start would pass ``Policy.max_live``, or None. The task asking is counted:
         it is already starting."""
-        cap = self._policy.max_live
+        cap = self.policy.max_live
         if cap is None:
             return None
-        live = sum(tracked.task.state in _BILLABLE for tracked in self._registry.everyone())
+        live = sum(tracked.task.state in _BILLABLE for tracked in self.registry.everyone())
         return LiveCapError(cap) if live > cap else None
 
     def _defer(self, tracked: Tracked, error: StreamlifeError) -> None:
         """A start refused for now: try again after a backoff (never sooner than Retry-After) while
         ``Policy.start_retry_window`` lasts, counted from the task's creation; then it has failed."""
-        task, now, fire = tracked.task, self._clock.now(), self._mover.locked_fire
-        wait = self._backoff.wait(tracked.start_deferrals + 1, self._backoff.retry_after(error))
-        if now + wait - tracked.created_at > self._policy.start_retry_window:
+        task, now, fire = tracked.task, self.clock.now(), self.mover.locked_fire
+        wait = self.backoff.wait(tracked.start_deferrals + 1, self.backoff.retry_after(error))
+        if now + wait - tracked.created_at > self.policy.start_retry_window:
             fire(tracked, task.start_rejected, error)
             return
         tracked.start_deferrals += 1
@@ -158,18 +132,18 @@ class Starter:
                 return task.start()
 
             try:
-                if self._mover.fire(tracked, start_unless_moved) is _MOVED_ON:
+                if self.mover.fire(tracked, start_unless_moved) is _MOVED_ON:
                     return 0
             except BaseException:
                 # Not journaled, so not started: try again shortly, rather than never.
-                self._timers.rearm(tracked, Deadline.START_RETRY, self._policy.stop_retry_base)
+                self.timers.rearm(tracked, Deadline.START_RETRY, self.policy.stop_retry_base)
                 raise
-        self._notices.deliver(tracked)
+        self.notices.deliver(tracked)
         if task.state is not TaskState.STARTING:  # stopped instead: the stop asked for is journaled now
             tracked.stop_wanted = None
             return 0
-        if self._workers.threaded:
-            self._workers.submit(self._send_logged, tracked)
+        if self.workers.threaded:
+            self.workers.submit(self._send_logged, tracked)
         else:
             self.send(tracked)
         return 1
@@ -181,15 +155,15 @@ class Starter:
             _log.exception("streamlife.start_failed", task=tracked.task.ref)
 
     def _started(self, tracked: Tracked, task_id: str) -> None:
-        task, registry, orphans = tracked.task, self._registry, self._orphans
+        task, registry, orphans = tracked.task, self.registry, self.orphans
         with tracked.lock:
             with registry.lock:
                 holder = registry.by_id.setdefault(task_id, tracked)
                 claimed = orphans.lot.claim(task_id)
             parked = [] if claimed is None else claimed.events
-            tracked.last_heard = self._clock.now()
+            tracked.last_heard = self.clock.now()
             try:
-                self._mover.fire(tracked, task.start_ok, task_id)
+                self.mover.fire(tracked, task.start_ok, task_id)
             except BaseException:
                 # Not journaled, so the task is back in starting: treat the answer as lost. Its
                 # stream's callbacks park again, and it is caught as an orphan, as a lost answer's is.
@@ -198,20 +172,20 @@ class Starter:
                         del registry.by_id[task_id]
                     if claimed is not None:
                         orphans.lot.put_back(claimed)
-                self._mover.fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
+                self.mover.fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
                 raise
             if holder is not tracked:
                 # Its callbacks outlived the parking TTL before this answer came, and an adopted
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
                 _log.warning("streamlife.task_id_taken", task=task.ref, task_id=task_id, by=holder.task.ref)
-                self._mover.fire(tracked, task.stop)
+                self.mover.fire(tracked, task.stop)
             try:
                 read = orphans.apply_parked(tracked, task_id, claimed)
             except BaseException:  # a stop asked for while it started goes out all the same
-                self._stopper.fire_asked_while_starting(tracked)
-                self._timers.take_over_stop(tracked, after=0.0)  # (sent by the next tick)
+                self.stopper.fire_asked_while_starting(tracked)
+                self.timers.take_over_stop(tracked, after=0.0)  # (sent by the next tick)
                 raise
-            self._stopper.fire_asked_while_starting(tracked)
+            self.stopper.fire_asked_while_starting(tracked)
         orphans.unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
-        self._notices.deliver(tracked)
-        self._stopper.send(tracked)
+        self.notices.deliver(tracked)
+        self.stopper.send(tracked)

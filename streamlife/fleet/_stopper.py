@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import structlog
 
@@ -31,40 +32,17 @@ from ._workers import Backoff, Workers
 _log = structlog.get_logger("streamlife")
 
 
+@dataclass(slots=True, eq=False)
 class Stopper:
-    __slots__ = (
-        "_backoff",
-        "_clock",
-        "_mover",
-        "_notices",
-        "_policy",
-        "_registry",
-        "_timers",
-        "_workers",
-        "transport",
-    )
-
-    def __init__(
-        self,
-        transport: Transport,
-        mover: Mover,
-        timers: Timers,
-        notices: Notices,
-        registry: Registry,
-        workers: Workers,
-        backoff: Backoff,
-        clock: Clock,
-        policy: Policy,
-    ) -> None:
-        self.transport = transport
-        self._mover = mover
-        self._timers = timers
-        self._notices = notices
-        self._registry = registry
-        self._workers = workers
-        self._backoff = backoff
-        self._clock = clock
-        self._policy = policy
+    transport: Transport
+    mover: Mover
+    timers: Timers
+    notices: Notices
+    registry: Registry
+    workers: Workers
+    backoff: Backoff
+    clock: Clock
+    policy: Policy
 
     # -- a stop the store could not keep -----------------------------------------------------------
     def want(self, tracked: Tracked, *reason: StopReason) -> None:
@@ -73,7 +51,7 @@ class Stopper:
         The task may be stale (ahead of its store), so its state in memory decides nothing here."""
         tracked.stop_wanted = reason
         if tracked.task.task_id is not None and not tracked.task.terminal:
-            self._timers.arm_stop_retry(tracked, self._backoff.wait(1, None))
+            self.timers.arm_stop_retry(tracked, self.backoff.wait(1, None))
 
     def fire_asked_while_starting(self, tracked: Tracked) -> None:
         """Fire the stop asked for while the task started (journaled, or only wanted), once its
@@ -87,7 +65,7 @@ class Stopper:
         if tracked.task.state is not TaskState.RUNNING:
             return
         try:
-            self._mover.fire(tracked, tracked.task.stop, *reason)
+            self.mover.fire(tracked, tracked.task.stop, *reason)
         except BaseException:
             self.want(tracked, *reason)
             raise
@@ -101,11 +79,11 @@ class Stopper:
         try:
             with tracked.lock:
                 if not task.terminal:
-                    self._mover.fire(tracked, task.stop, *reason)
-            self._notices.deliver(tracked)
+                    self.mover.fire(tracked, task.stop, *reason)
+            self.notices.deliver(tracked)
         except Exception:
             _log.exception("streamlife.store_failed", task=task.ref, key=task.key)
-            self._timers.arm_stop_retry(tracked, self._backoff.wait(task.stop_failures + 1, None))
+            self.timers.arm_stop_retry(tracked, self.backoff.wait(task.stop_failures + 1, None))
             if task.task_id is not None and not task.terminal:
                 self.send_unjournaled(task.task_id, (task.kind,), None)
             return
@@ -121,7 +99,7 @@ class Stopper:
             return
         answer = "not_found"
         for kind in kinds:
-            self._registry.count("stops_sent")
+            self.registry.count("stops_sent")
             try:
                 self.transport.stop(kind, task_id, within=within)
             except TaskNotFoundError:
@@ -136,8 +114,8 @@ class Stopper:
     # -- sending -----------------------------------------------------------------------------------
     def send_soon(self, tracked: Tracked, give_up_at: float | None, *, asked: bool = False) -> None:
         """Send the stop from a worker thread, or on this one when the policy keeps no workers."""
-        if self._workers.threaded:
-            self._workers.submit(self.send_logged, tracked, give_up_at, asked)
+        if self.workers.threaded:
+            self.workers.submit(self.send_logged, tracked, give_up_at, asked)
         else:
             self.send(tracked, give_up_at, asked=asked)
 
@@ -165,11 +143,11 @@ class Stopper:
         with tracked.lock:
             if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
                 return
-            if not self._timers.stop_may_go(tracked, asked=asked):
+            if not self.timers.stop_may_go(tracked, asked=asked):
                 return
             within = self.within(give_up_at)
             if within <= 0:  # no time left for a request: the next tick sends it
-                self._timers.arm_stop_retry(tracked, 0.0)
+                self.timers.arm_stop_retry(tracked, 0.0)
                 return
             tracked.stop_in_flight = True
             kinds = (task.kind, other_kind(task.kind)) if tracked.kind_guessed else (task.kind,)
@@ -178,7 +156,7 @@ class Stopper:
         landed, failure = None, None
         try:
             for kind in kinds:  # an orphan of unsure product: "not found" on one path, try the other
-                self._registry.count("stops_sent")
+                self.registry.count("stops_sent")
                 try:
                     self.transport.stop(kind, task_id, within=within)
                 except TaskNotFoundError:
@@ -195,23 +173,23 @@ class Stopper:
                 # The answer could not be journaled: the task is as stored, stopping and
                 # unacknowledged. Send the stop again later (it is safe to repeat), then let the
                 # error go on.
-                self._timers.arm_stop_retry(tracked, self._backoff.wait(task.stop_failures + 1, None))
+                self.timers.arm_stop_retry(tracked, self.backoff.wait(task.stop_failures + 1, None))
                 raise
-        self._notices.deliver(tracked)
+        self.notices.deliver(tracked)
         if failure is not None and not isinstance(failure, TransportError | RecordedError):
             raise failure
 
     def _record(self, tracked: Tracked, landed: StreamKind | None, failure: BaseException | None) -> None:
         """Fire what the stop's answer says. Caller holds the task's lock."""
-        task, fire = tracked.task, self._mover.fire
+        task, fire = tracked.task, self.mover.fire
         if failure is not None:
-            retry_after = self._backoff.retry_after(failure)
+            retry_after = self.backoff.retry_after(failure)
             if retry_after:  # journaled with the failure: every process, and a restart, waits too
-                held_back_until = self._clock.now() + retry_after
+                held_back_until = self.clock.now() + retry_after
                 failure = RecordedError(RecordedError.text_of(failure), not_before=held_back_until)
             if fire(tracked, task.stop_error, failure) is Outcome.APPLIED:
-                self._registry.count("stop_failures")
-                self._timers.arm_stop_retry(tracked, self._backoff.wait(task.stop_failures, retry_after))
+                self.registry.count("stop_failures")
+                self.timers.arm_stop_retry(tracked, self.backoff.wait(task.stop_failures, retry_after))
         elif landed is None:
             fire(tracked, task.stop_not_found)
         elif not tracked.kind_guessed:
@@ -231,7 +209,7 @@ class Stopper:
         """How long one stop may take, the transport's retries included: ``Policy.stop_timeout``, or
         less to end by ``give_up_at``. The cap keeps a slow answer for some streams from holding
         every worker while the stops of the others wait behind them."""
-        timeout = self._policy.stop_timeout
+        timeout = self.policy.stop_timeout
         return timeout if give_up_at is None else min(timeout, give_up_at - time.monotonic())
 
 

@@ -8,6 +8,7 @@ retry sends its request. A deadline whose handling fails is armed again shortly,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -34,47 +35,24 @@ _HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")
 _SILENCE_STOP: Final = (AUTO_STOPS["silence"],)
 
 
+@dataclass(slots=True, eq=False)
 class Ticker:
-    __slots__ = (
-        "_clock",
-        "_mover",
-        "_notices",
-        "_orphans",
-        "_policy",
-        "_registry",
-        "_starter",
-        "_stopper",
-        "_timers",
-    )
-
-    def __init__(
-        self,
-        registry: Registry,
-        timers: Timers,
-        mover: Mover,
-        stopper: Stopper,
-        starter: Starter,
-        orphans: Orphans,
-        notices: Notices,
-        clock: Clock,
-        policy: Policy,
-    ) -> None:
-        self._registry = registry
-        self._timers = timers
-        self._mover = mover
-        self._stopper = stopper
-        self._starter = starter
-        self._orphans = orphans
-        self._notices = notices
-        self._clock = clock
-        self._policy = policy
+    registry: Registry
+    timers: Timers
+    mover: Mover
+    stopper: Stopper
+    starter: Starter
+    orphans: Orphans
+    notices: Notices
+    clock: Clock
+    policy: Policy
 
     def tick(self) -> int:
         """``Fleet.tick``: fire every deadline due, adopt expired parked task_ids; how many fired."""
-        now, registry = self._clock.now(), self._registry
+        now, registry = self.clock.now(), self.registry
         with registry.lock:
-            due = self._timers.pop_due(now)
-            orphans = self._orphans.lot.expire(now - self._policy.park_ttl)
+            due = self.timers.pop_due(now)
+            orphans = self.orphans.lot.expire(now - self.policy.park_ttl)
             due_tasks = [(registry.by_ref.get(ref), kind) for _, ref, kind in due]
         fired = 0
         for tracked, kind in due_tasks:
@@ -86,7 +64,7 @@ class Ticker:
                 _log.exception("streamlife.timer_failed", task=tracked.task.ref, kind=kind)
         for parked in orphans:
             try:
-                self._orphans.adopt(parked, now, reap=self._policy.reap_orphans)
+                self.orphans.adopt(parked, now, reap=self.policy.reap_orphans)
             except Exception:
                 _log.exception("streamlife.timer_failed", task_id=parked.task_id, kind="adopt")
         fired += len(orphans)
@@ -95,21 +73,21 @@ class Ticker:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has work: the soonest deadline or parking expiry, or None."""
-        with self._registry.lock:
-            soonest = self._timers.next_at()
-            oldest = self._orphans.lot.oldest()
-        expiry = None if oldest is None else oldest + self._policy.park_ttl
+        with self.registry.lock:
+            soonest = self.timers.next_at()
+            oldest = self.orphans.lot.oldest()
+        expiry = None if oldest is None else oldest + self.policy.park_ttl
         return min((t for t in (soonest, expiry) if t is not None), default=None)
 
     def _due(self, tracked: Tracked, kind: Deadline, now: float) -> int:
         """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""
         if kind is Deadline.STOP_RETRY:
             if tracked.stop_wanted is not None:
-                self._stopper.journal_wanted(tracked)
-            self._stopper.send_soon(tracked, None)  # (popped, so no longer armed: it goes out)
+                self.stopper.journal_wanted(tracked)
+            self.stopper.send_soon(tracked, None)  # (popped, so no longer armed: it goes out)
             return 1
         if kind is Deadline.START_RETRY:
-            return self._starter.retry(tracked)
+            return self.starter.retry(tracked)
         task, send = tracked.task, False
         with tracked.lock:
             if kind not in tracked.timers:
@@ -118,29 +96,29 @@ class Ticker:
             try:
                 if kind is Deadline.SILENCE:
                     if self._silence(tracked, now) is _HEARD:
-                        self._timers.sync(tracked)  # heard from since it was armed: wait from then
+                        self.timers.sync(tracked)  # heard from since it was armed: wait from then
                         return 0
                     stalled = _SILENCE_STOP if task.state is TaskState.RUNNING else ()
-                    if (due := due_stop(task, self._policy, stalled)) is not None:
-                        self._mover.fire(tracked, task.stop, *due)
+                    if (due := due_stop(task, self.policy, stalled)) is not None:
+                        self.mover.fire(tracked, task.stop, *due)
                         send = True
                 elif kind is Deadline.MAX_DURATION:
                     if task.state is TaskState.RUNNING:  # (the only state that arms it)
-                        seconds = self._timers.limit(task)
+                        seconds = self.timers.limit(task)
                         _log.info(
                             "streamlife.max_duration", task=task.ref, task_id=task.task_id, seconds=seconds
                         )
-                        self._mover.fire(tracked, task.stop, StopReason.MAX_DURATION)
+                        self.mover.fire(tracked, task.stop, StopReason.MAX_DURATION)
                         send = True
                 else:
-                    self._mover.fire(tracked, getattr(task, DEADLINE_TRIGGERS[kind]))
+                    self.mover.fire(tracked, getattr(task, DEADLINE_TRIGGERS[kind]))
             except BaseException:
                 # Not journaled, so not done: try again shortly, rather than never.
-                self._timers.rearm(tracked, kind, self._policy.stop_retry_base)
+                self.timers.rearm(tracked, kind, self.policy.stop_retry_base)
                 raise
-        self._notices.deliver(tracked)
+        self.notices.deliver(tracked)
         if send:
-            self._stopper.send_soon(tracked, None)
+            self.stopper.send_soon(tracked, None)
         return 1
 
     def _silence(self, tracked: Tracked, now: float) -> Outcome:
@@ -148,8 +126,8 @@ class Ticker:
 
         def silence_unless_heard() -> Outcome:
             # Asked again after the ledger's catch-up: another process may have heard it.
-            if tracked.last_heard + self._policy.silence_after > now:
+            if tracked.last_heard + self.policy.silence_after > now:
                 return _HEARD
             return task.silence()
 
-        return self._mover.fire(tracked, silence_unless_heard)
+        return self.mover.fire(tracked, silence_unless_heard)

@@ -8,6 +8,8 @@ due is ``_ticker``'s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import structlog
 
 from streamlife.clock import Clock
@@ -22,18 +24,16 @@ from ._tracked import Tracked
 _log = structlog.get_logger("streamlife")
 
 
+@dataclass(slots=True, eq=False)
 class Timers:
-    __slots__ = ("_clock", "_deadlines", "_policy", "_registry")
-
-    def __init__(self, registry: Registry, clock: Clock, policy: Policy) -> None:
-        self._registry = registry  # its lock guards the heap
-        self._clock = clock
-        self._policy = policy
-        self._deadlines: Deadlines[int] = Deadlines()
+    registry: Registry  # its lock guards the heap
+    clock: Clock
+    policy: Policy
+    _deadlines: Deadlines[int] = field(init=False, default_factory=Deadlines)
 
     def limit(self, task: StreamTask) -> float | None:
         """The stream's cost ceiling in seconds: its start's own, else the policy's, else None."""
-        return task.max_duration if task.max_duration is not None else self._policy.max_duration
+        return task.max_duration if task.max_duration is not None else self.policy.max_duration
 
     def wanted(self, task: StreamTask) -> frozenset[Deadline]:
         """The state-driven deadlines the task needs now (``lifecycle.DEADLINES``)."""
@@ -51,8 +51,8 @@ class Timers:
         want = self.wanted(task)
         if want is tracked.timers and task.state not in TERMINAL:  # (each set is one shared object)
             return
-        now, ref, policy = self._clock.now(), task.ref, self._policy
-        with self._registry.lock:
+        now, ref, policy = self.clock.now(), task.ref, self.policy
+        with self.registry.lock:
             if task.terminal:
                 self._deadlines.cancel(ref)  # every kind, a pending stop retry included
             for kind in tracked.timers - want:
@@ -79,8 +79,8 @@ class Timers:
         its handling failed, and it is tried again rather than never. Caller holds the task's lock."""
         if kind in self.wanted(tracked.task):
             tracked.timers |= {kind}
-            with self._registry.lock:
-                self._deadlines.arm(tracked.task.ref, kind, self._clock.now() + after)
+            with self.registry.lock:
+                self._deadlines.arm(tracked.task.ref, kind, self.clock.now() + after)
 
     def arm_stop_retry(self, tracked: Tracked, after: float) -> None:
         task = tracked.task
@@ -91,8 +91,8 @@ class Timers:
             failures=task.stop_failures,
             wait=round(after, 3),
         )
-        with self._registry.lock:
-            self._deadlines.arm(task.ref, Deadline.STOP_RETRY, self._clock.now() + after)
+        with self.registry.lock:
+            self._deadlines.arm(task.ref, Deadline.STOP_RETRY, self.clock.now() + after)
 
     def stop_may_go(self, tracked: Tracked, *, asked: bool) -> bool:
         """Whether the task's stop may go out now: not while the service's Retry-After holds it
@@ -100,9 +100,9 @@ class Timers:
         ``asked`` for this stop (the armed retry gives way to it). Caller holds the task's lock."""
         held_back_until = self.held_back_until(tracked)
         ref = tracked.task.ref
-        with self._registry.lock:
+        with self.registry.lock:
             retry_armed = self._deadlines.when(ref, Deadline.STOP_RETRY) is not None
-            if self._clock.now() < held_back_until:  # (another process's failure too: its wait holds)
+            if self.clock.now() < held_back_until:  # (another process's failure too: its wait holds)
                 if not retry_armed:
                     self._deadlines.arm(ref, Deadline.STOP_RETRY, held_back_until)
                 return False
@@ -119,7 +119,7 @@ class Timers:
         if journaled is None:
             return 0.0
         if tracked.held_back is None or tracked.held_back[0] != journaled:
-            tracked.held_back = (journaled, min(journaled, self._clock.now() + self._policy.max_retry_after))
+            tracked.held_back = (journaled, min(journaled, self.clock.now() + self.policy.max_retry_after))
         return tracked.held_back[1]
 
     def take_over_stop(self, tracked: Tracked, *, after: float) -> None:
@@ -129,8 +129,8 @@ class Timers:
         task = tracked.task
         if task.state not in STOP_DUE or task.stop_acknowledged or tracked.stop_in_flight:
             return
-        when = max(self._clock.now() + after, self.held_back_until(tracked))  # (the service's wait holds)
-        with self._registry.lock:
+        when = max(self.clock.now() + after, self.held_back_until(tracked))  # (the service's wait holds)
+        with self.registry.lock:
             if self._deadlines.when(task.ref, Deadline.STOP_RETRY) is None:
                 self._deadlines.arm(task.ref, Deadline.STOP_RETRY, when)
 

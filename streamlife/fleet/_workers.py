@@ -6,34 +6,33 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamlife.errors import RateLimitedError
 from streamlife.policy import Policy
 
 
+@dataclass(slots=True, eq=False)
 class Workers:
     """``Policy.stop_concurrency`` threads, made on the first request that needs one; with 0, each
     request goes out on the thread that asks."""
 
-    __slots__ = ("_lock", "_policy", "_pool")
-
-    def __init__(self, policy: Policy) -> None:
-        self._policy = policy
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+    policy: Policy
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _pool: ThreadPoolExecutor | None = field(init=False, default=None)
 
     @property
     def threaded(self) -> bool:
         """Whether requests go out from worker threads (else on the thread that asks)."""
-        return self._policy.stop_concurrency > 0
+        return self.policy.stop_concurrency > 0
 
     def submit(self, work: Callable[..., None], *args: Any) -> Future[None]:
         """Run ``work(*args)`` on a worker thread. Only when ``threaded``."""
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
-                    self._policy.stop_concurrency, thread_name_prefix="streamlife-stop"
+                    self.policy.stop_concurrency, thread_name_prefix="streamlife-stop"
                 )
             pool = self._pool
         return pool.submit(work, *args)
@@ -46,25 +45,26 @@ class Workers:
             pool.shutdown(wait=True)
 
 
+@dataclass(slots=True, eq=False)
 class Backoff:
     """How long to wait before trying a refused start or a failed stop again."""
 
-    __slots__ = ("_jitter", "_policy")
+    policy: Policy
+    _jitter: random.Random = field(init=False)
 
-    def __init__(self, policy: Policy) -> None:
-        self._policy = policy
-        self._jitter = random.Random(policy.seed)
+    def __post_init__(self) -> None:
+        self._jitter = random.Random(self.policy.seed)
 
     def retry_after(self, error: BaseException) -> float | None:
         """The wait the service asked for with ``error``, if any, capped by ``Policy.max_retry_after``."""
         asked = error.retry_after if isinstance(error, RateLimitedError) else None
         if asked is None or not asked > 0:  # (NaN too: a transport that parsed it loosely)
             return None
-        return min(asked, self._policy.max_retry_after)
+        return min(asked, self.policy.max_retry_after)
 
     def wait(self, failures: int, retry_after: float | None) -> float:
         """The wait before the next try after ``failures`` failures; ``retry_after`` already capped."""
-        policy = self._policy
+        policy = self.policy
         doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
         ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)
         wait = ceiling * (0.5 + 0.5 * self._jitter.random())  # "equal jitter": never sooner than half
