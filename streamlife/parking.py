@@ -65,7 +65,8 @@ class Parked(Generic[Event]):
 class ParkingLot(Generic[Event]):
     __slots__ = ("_by_task", "max_per_task", "max_task_ids")
 
-    def __init__(self, *, max_task_ids: int = 10_000, max_per_task: int = 256) -> None:
+    def __init__(self, *, max_task_ids: int, max_per_task: int) -> None:
+        """``Policy.max_parked`` and ``Policy.max_parked_per_task`` give the Fleet's limits."""
         for name, value in (("max_task_ids", max_task_ids), ("max_per_task", max_per_task)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
