@@ -3,6 +3,7 @@
 How it works: ``streamlife.webhook_server._server``.
 """
 
+from ._request import MAX_HEAD, MAX_LENGTH_DIGITS, parse_content_length
 from ._server import (
     ACCEPT_PAUSE,
     DEFAULT_MAX_CONNECTIONS,
@@ -10,13 +11,10 @@ from ._server import (
     DEFAULT_WORKERS,
     EVICTION_GRACE,
     LINGER,
-    MAX_HEAD,
-    MAX_LENGTH_DIGITS,
     Answer,
     Application,
     WebhookServer,
     descriptor_budget,
-    parse_content_length,
 )
 
 __all__ = [

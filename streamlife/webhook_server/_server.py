@@ -61,7 +61,6 @@ import errno
 import http
 import json
 import queue
-import re
 import selectors
 import socket
 import sys
@@ -70,9 +69,10 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final, Protocol
-from urllib.parse import unquote, urlsplit
 
 import structlog
+
+from ._request import HEAD_END, MAX_HEAD, Head, Malformed, parse_head
 
 if sys.platform != "win32":
     import resource
@@ -80,7 +80,6 @@ if sys.platform != "win32":
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0  # seconds for a whole request; a callback takes milliseconds
 DEFAULT_MAX_CONNECTIONS: Final = 256
 DEFAULT_WORKERS: Final = 8  # the sink serializes callbacks per task; more threads buy little
-MAX_HEAD: Final = 16 * 1024  # a callback's request line and headers are a few hundred bytes
 LINGER: Final = 2.0  # seconds to read what a client still sends after a refusal, before closing
 ACCEPT_PAUSE: Final = 0.1  # seconds without accepting after accept() ran out of descriptors
 # Seconds a new connection has to send its request before it may be evicted: more than the minimum
@@ -91,11 +90,6 @@ _READ_SIZE: Final = 64 * 1024
 _ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the connections already open
 _LONGEST_WAIT: Final = 1.0
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name or a method (RFC 9110)
-# A Content-Length: ASCII digits only, and few enough for any body this side of an exabyte. int()
-# alone would also take "-1", " 5", "+5", "1_0" and other scripts' digits.
-MAX_LENGTH_DIGITS: Final = 18
-_DIGITS: Final = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _log = structlog.get_logger("streamlife")
@@ -146,23 +140,6 @@ _SHUTTING_DOWN: Final = _Plain(
 )
 
 
-class _Malformed(ValueError):
-    """The request's head is not HTTP/1.x as this server reads it."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Head:
-    method: str
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    length: int | None  # None: no Content-Length (or a Transfer-Encoding, which this server refuses)
-    size: int  # bytes from the request line through the blank line
-
-    @property
-    def expects_continue(self) -> bool:
-        return self.headers.get("expect", "").lower() == "100-continue"
-
-
 class _Phase(enum.Enum):
     HEAD = "reading the request's head"
     BODY = "reading the request's body"
@@ -178,7 +155,7 @@ class _Connection:
     deadline: float
     phase: _Phase = _Phase.HEAD
     inbox: bytearray = field(default_factory=bytearray)
-    head: _Head | None = None
+    head: Head | None = None
     outbox: bytes = b""
     closed: bool = False
 
@@ -234,7 +211,7 @@ class WebhookServer:
         self._open: dict[int, _Connection] = {}
         self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
         self._draining: dict[int, _Connection] = {}  # answered refusals reading what is left
-        self._jobs: queue.SimpleQueue[tuple[_Connection, _Head, bytes] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[_Connection, Head, bytes] | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -469,14 +446,14 @@ class WebhookServer:
     def _progress(self, connection: _Connection) -> None:
         """Act on what has arrived: parse and screen the head, then, once the body is in, apply."""
         if connection.head is None:
-            end = connection.inbox.find(b"\r\n\r\n")
-            if end < 0 or end + 4 > MAX_HEAD:
+            end = connection.inbox.find(HEAD_END)
+            if end < 0 or end + len(HEAD_END) > MAX_HEAD:
                 if end >= 0 or len(connection.inbox) > MAX_HEAD:
                     self._answer(connection, _HEAD_TOO_LARGE)
                 return
             try:
-                head = _parse_head(bytes(connection.inbox[:end]))
-            except _Malformed:
+                head = parse_head(bytes(connection.inbox[:end]))
+            except Malformed:
                 self._answer(connection, _MALFORMED)
                 return
             connection.head = head
@@ -493,7 +470,7 @@ class WebhookServer:
             body = bytes(connection.inbox[head.size : head.size + head.length])
             self._dispatch(connection, head, body)
 
-    def _dispatch(self, connection: _Connection, head: _Head, body: bytes) -> None:
+    def _dispatch(self, connection: _Connection, head: Head, body: bytes) -> None:
         del self._incomplete[connection.sock.fileno()]
         connection.phase = _Phase.APPLYING
         self._selector.unregister(connection.sock)  # a client's early close must not wake the loop
@@ -585,7 +562,7 @@ class WebhookServer:
             self._answers.put((connection, self._apply(head, body)))
             self._wake()
 
-    def _apply(self, head: _Head, body: bytes) -> Answer:
+    def _apply(self, head: Head, body: bytes) -> Answer:
         try:
             return self.app.handle(body, head.headers, head.path)
         except BaseException:  # the sink's fault, answered 500; the server goes on
@@ -651,54 +628,6 @@ def _send_now(sock: socket.socket, data: bytes) -> None:
     """Best effort: an interim answer that does not fit the socket's buffer is not worth waiting for."""
     with contextlib.suppress(OSError):
         sock.send(data)
-
-
-def _parse_head(raw: bytes) -> _Head:
-    request_line, *lines = raw.decode("latin-1").split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
-        raise _Malformed(request_line)
-    method, target, _version = parts
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
-            raise _Malformed(line)  # (a bare CR or LF: RFC 9112 refuses it, and it hides a header)
-        key, value = name.lower(), value.strip(" \t")
-        if key in headers and key == "content-length" and headers[key] != value:
-            raise _Malformed(line)  # two lengths: which body is meant cannot be told
-        headers[key] = f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
-    return _Head(method, _path(target), headers, _content_length(headers), len(raw) + 4)
-
-
-def _path(target: str) -> str:
-    if target.startswith(("http://", "https://")):
-        try:
-            target = urlsplit(target).path or "/"
-        except ValueError:  # an absolute form with a host that is none ("http://[/...")
-            raise _Malformed(target) from None
-    elif not target.startswith("/"):
-        raise _Malformed(target)
-    return unquote(target.partition("?")[0], encoding="latin-1")
-
-
-def _content_length(headers: dict[str, str]) -> int | None:
-    if "transfer-encoding" in headers:
-        return None  # a chunked body: refused with 411, as callbacks carry a length
-    try:
-        return parse_content_length(headers.get("content-length"))
-    except ValueError as error:
-        raise _Malformed(str(error)) from None
-
-
-def parse_content_length(value: str | None) -> int | None:
-    """The byte count a Content-Length value gives, None for no value; ``ValueError`` unless it is
-    1 to ``MAX_LENGTH_DIGITS`` ASCII digits. The one rule for this server and the WSGI receiver."""
-    if value is None:
-        return None
-    if not _DIGITS.fullmatch(value):
-        raise ValueError(f"not a Content-Length: {value[:40]!r}")
-    return int(value)
 
 
 def _render(answer: Answer, head_only: bool) -> bytes:
