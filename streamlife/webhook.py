@@ -33,8 +33,6 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 from __future__ import annotations
 
 import hmac
-import http
-import json
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -50,9 +48,24 @@ from .webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WORKERS,
+    JSON_TYPE,
+    Response,
     WebhookServer,
+    json_response,
     parse_content_length,
 )
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_RETRY_AFTER",
+    "MIN_TOKEN_LENGTH",
+    "TOKEN_HEADER",
+    "CallbackSink",
+    "Response",
+    "RunningReceiver",
+    "WebhookReceiver",
+    "serve_webhook",
+]
 
 # A callback is a few hundred bytes; a provider message a few KiB. A body let through is kept whole
 # as a dead letter if the parser refuses it: the two limits are one.
@@ -60,7 +73,6 @@ DEFAULT_MAX_BODY: Final = DEAD_LETTER_MAX_BODY
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
-_JSON: Final = (("Content-Type", "application/json"),)
 
 _log = structlog.get_logger("streamlife")
 
@@ -74,31 +86,12 @@ class CallbackSink(Protocol):
     def handle_callback(self, payload: bytes) -> Outcome: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = _JSON
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.status} {http.HTTPStatus(self.status).phrase}"
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields: Any) -> Response:
-    return Response(status, json.dumps(fields).encode(), headers)
-
-
-_UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
-_NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
-_NO_LENGTH: Final = _answer(411, error="a Content-Length is required")
+_UNAUTHORIZED: Final = json_response(401, error="a valid token is required")
+_NOT_POST: Final = json_response(405, (*JSON_TYPE, ("Allow", "POST")), error="callbacks are POSTed")
+_NO_LENGTH: Final = json_response(411, error="a Content-Length is required")
 # 400, not 411: a length was given, and it is malformed. RFC 9112 (6.3) asks for a 400 when the
 # framing is invalid, and serve_webhook answers the same.
-_BAD_LENGTH: Final = _answer(400, error="the Content-Length is not a whole number of bytes")
+_BAD_LENGTH: Final = json_response(400, error="the Content-Length is not a whole number of bytes")
 # Fixed texts, never the exception's: a store error may quote its connection string, password and all.
 _STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
 _PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
@@ -184,21 +177,21 @@ class WebhookReceiver:
         return any(matches)
 
     def _too_large(self) -> Response:
-        return _answer(413, error=f"the body is over {self.max_body} bytes")
+        return json_response(413, error=f"the body is over {self.max_body} bytes")
 
     def _unavailable(self, error: str) -> Response:
-        return _answer(503, (*_JSON, ("Retry-After", str(self.retry_after))), error=error)
+        return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
 
     def _apply(self, body: bytes, content_type: str | None) -> Response:
         if content_type is not None and not _is_json(content_type):
-            return _answer(415, error="callbacks are JSON: Content-Type must be application/json")
+            return json_response(415, error="callbacks are JSON: Content-Type must be application/json")
         # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
         # callback again after an error is not ours to know. A 503 with Retry-After is the answer
         # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
             outcome = self.fleet.handle_callback(body)
         except CallbackError as error:
-            return _answer(400, error=str(error), field=error.field)
+            return json_response(400, error=str(error), field=error.field)
         except StoreError as error:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_STORE_DOWN)
@@ -206,8 +199,8 @@ class WebhookReceiver:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_PARKING_FULL)
         if outcome.reason is None:
-            return _answer(200, outcome=outcome.kind.value)
-        return _answer(200, outcome=outcome.kind.value, reason=outcome.reason)
+            return json_response(200, outcome=outcome.kind.value)
+        return json_response(200, outcome=outcome.kind.value, reason=outcome.reason)
 
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:

@@ -4,6 +4,7 @@ How it works: ``streamlife.webhook_server._server``.
 """
 
 from ._request import MAX_HEAD, MAX_LENGTH_DIGITS, parse_content_length
+from ._response import JSON_TYPE, Response, json_response
 from ._server import (
     ACCEPT_PAUSE,
     DEFAULT_MAX_CONNECTIONS,
@@ -11,7 +12,6 @@ from ._server import (
     DEFAULT_WORKERS,
     EVICTION_GRACE,
     LINGER,
-    Answer,
     Application,
     WebhookServer,
     descriptor_budget,
@@ -23,12 +23,14 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_WORKERS",
     "EVICTION_GRACE",
+    "JSON_TYPE",
     "LINGER",
     "MAX_HEAD",
     "MAX_LENGTH_DIGITS",
-    "Answer",
     "Application",
+    "Response",
     "WebhookServer",
     "descriptor_budget",
+    "json_response",
     "parse_content_length",
 ]

@@ -58,8 +58,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import http
-import json
 import queue
 import selectors
 import socket
@@ -67,12 +65,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Final, Protocol
 
 import structlog
 
 from ._request import HEAD_END, MAX_HEAD, Head, Malformed, parse_head
+from ._response import JSON_TYPE, Response, json_response
 
 if sys.platform != "win32":
     import resource
@@ -95,48 +93,24 @@ _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _log = structlog.get_logger("streamlife")
 
 
-class Answer(Protocol):
-    """An HTTP answer: what ``WebhookReceiver`` gives (its ``Response``)."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def headers(self) -> tuple[tuple[str, str], ...]: ...
-
-
 class Application(Protocol):
     """What the server serves: a ``WebhookReceiver``."""
 
     def screen(
         self, method: str, path: str, headers: dict[str, str], content_length: int | None
-    ) -> Answer | None: ...
+    ) -> Response | None: ...
 
-    def handle(self, body: bytes, headers: dict[str, str], path: str = "/") -> Answer: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Plain:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    def handle(self, body: bytes, headers: dict[str, str], path: str = "/") -> Response: ...
 
 
-def _error(status: int, message: str) -> _Plain:
-    return _Plain(status, json.dumps({"error": message}).encode())
-
-
-_MALFORMED: Final = _error(400, "not an HTTP request this server understands")
-_HEAD_TOO_LARGE: Final = _error(431, f"the request line and headers are over {MAX_HEAD} bytes")
-_TIMED_OUT: Final = _error(408, "the request did not arrive in time")
-_FAILED: Final = _error(500, "the callback could not be applied")
-_SHUTTING_DOWN: Final = _Plain(
+_MALFORMED: Final = json_response(400, error="not an HTTP request this server understands")
+_HEAD_TOO_LARGE: Final = json_response(431, error=f"the request line and headers are over {MAX_HEAD} bytes")
+_TIMED_OUT: Final = json_response(408, error="the request did not arrive in time")
+_FAILED: Final = json_response(500, error="the callback could not be applied")
+_SHUTTING_DOWN: Final = json_response(
     503,
-    json.dumps({"error": "the server is shutting down; deliver the callback again"}).encode(),
-    (("Content-Type", "application/json"), ("Retry-After", "1")),
+    (*JSON_TYPE, ("Retry-After", "1")),
+    error="the server is shutting down; deliver the callback again",
 )
 
 
@@ -212,7 +186,7 @@ class WebhookServer:
         self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
         self._draining: dict[int, _Connection] = {}  # answered refusals reading what is left
         self._jobs: queue.SimpleQueue[tuple[_Connection, Head, bytes] | None] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[tuple[_Connection, Response]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._dismissed = False
@@ -476,9 +450,9 @@ class WebhookServer:
         self._selector.unregister(connection.sock)  # a client's early close must not wake the loop
         self._jobs.put((connection, head, body))
 
-    def _answer(self, connection: _Connection, answer: Answer) -> None:
+    def _answer(self, connection: _Connection, answer: Response) -> None:
         head_only = connection.head is not None and connection.head.method == "HEAD"
-        connection.outbox = _render(answer, head_only)
+        connection.outbox = answer.render(head_only=head_only)
         connection.deadline = time.monotonic() + self.request_timeout
         self._next_expiry = min(self._next_expiry, connection.deadline)
         if connection.phase is _Phase.APPLYING:
@@ -506,7 +480,7 @@ class WebhookServer:
         self._linger(connection)
 
     def _linger(self, connection: _Connection) -> None:
-        """Answered before the client finished sending: read the rest, for a while, then close."""
+        """Responseed before the client finished sending: read the rest, for a while, then close."""
         try:
             connection.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -541,7 +515,7 @@ class WebhookServer:
         connection.sock.close()
 
     def _expire(self, now: float) -> None:
-        """Answer 408 to each request past its deadline; close each answer or drain past its own."""
+        """Response 408 to each request past its deadline; close each answer or drain past its own."""
         if now < self._next_expiry:
             return
         self._next_expiry = float("inf")
@@ -562,7 +536,7 @@ class WebhookServer:
             self._answers.put((connection, self._apply(head, body)))
             self._wake()
 
-    def _apply(self, head: Head, body: bytes) -> Answer:
+    def _apply(self, head: Head, body: bytes) -> Response:
         try:
             return self.app.handle(body, head.headers, head.path)
         except BaseException:  # the sink's fault, answered 500; the server goes on
@@ -582,8 +556,8 @@ class WebhookServer:
             if not connection.closed:
                 self._answer_or_close(connection, answer)
 
-    def _answer_or_close(self, connection: _Connection, answer: Answer) -> None:
-        """Answer a request a worker applied. If that fails (an answer that cannot be rendered, a
+    def _answer_or_close(self, connection: _Connection, answer: Response) -> None:
+        """Response a request a worker applied. If that fails (an answer that cannot be rendered, a
         selector that cannot take the socket), close it: a connection with a worker has no deadline
         and is never evicted, so nothing else ever would."""
         try:
@@ -628,16 +602,3 @@ def _send_now(sock: socket.socket, data: bytes) -> None:
     """Best effort: an interim answer that does not fit the socket's buffer is not worth waiting for."""
     with contextlib.suppress(OSError):
         sock.send(data)
-
-
-def _render(answer: Answer, head_only: bool) -> bytes:
-    status = http.HTTPStatus(answer.status)
-    lines = [
-        f"HTTP/1.1 {status.value} {status.phrase}",
-        *(f"{name}: {value}" for name, value in answer.headers),
-        f"Content-Length: {len(answer.body)}",
-        "Connection: close",
-        f"Date: {formatdate(usegmt=True)}",
-    ]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + answer.body
