@@ -140,11 +140,10 @@ class WebhookReceiver:
     def handle(self, body: bytes, headers: Mapping[str, str], path: str = "/") -> Response:
         """Answer one POST: ``body`` as received, its ``headers`` (any case), the request ``path``."""
         lowered = {name.lower(): value for name, value in headers.items()}
-        if not self.authorized(path, lowered):
-            return _UNAUTHORIZED
-        if len(body) > self.max_body:
-            return self._too_large()
-        return self._apply(body, lowered.get("content-type"))
+        refusal = self.screen("POST", path, lowered, len(body))
+        if refusal is not None:
+            return refusal
+        return self.apply(body, lowered)
 
     def screen(
         self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
@@ -182,7 +181,10 @@ class WebhookReceiver:
     def _unavailable(self, error: str) -> Response:
         return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
 
-    def _apply(self, body: bytes, content_type: str | None) -> Response:
+    def apply(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        """Answer a request that ``screen`` let through, its ``body`` read whole: 415 unless its
+        Content-Type is JSON, else what the sink makes of the callback. ``headers`` lower-cased."""
+        content_type = headers.get("content-type")
         if content_type is not None and not _is_json(content_type):
             return json_response(415, error="callbacks are JSON: Content-Type must be application/json")
         # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
@@ -229,7 +231,7 @@ class WebhookReceiver:
         # Only for a positive length: read() of a negative one, or of none, reads until the client
         # closes, without bound.
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        return self._apply(body, headers.get("content-type"))
+        return self.apply(body, headers)
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def asgi(
@@ -257,10 +259,7 @@ class WebhookReceiver:
                 chunks.append(chunk)
                 size += len(chunk)
                 more = message.get("more_body", False)
-            if size > self.max_body:
-                response = self._too_large()
-            else:
-                response = self._apply(b"".join(chunks), headers.get("content-type"))
+            response = self._too_large() if size > self.max_body else self.apply(b"".join(chunks), headers)
         await send(
             {
                 "type": "http.response.start",

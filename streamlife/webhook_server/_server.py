@@ -94,13 +94,15 @@ _log = structlog.get_logger("streamlife")
 
 
 class Application(Protocol):
-    """What the server serves: a ``WebhookReceiver``."""
+    """What the server serves: a ``WebhookReceiver``. The loop calls ``screen`` on each head, and
+    refuses the request with its answer; a worker calls ``apply`` only with a body ``screen`` let
+    through, so nothing is checked twice."""
 
     def screen(
         self, method: str, path: str, headers: dict[str, str], content_length: int | None
     ) -> Response | None: ...
 
-    def handle(self, body: bytes, headers: dict[str, str], path: str = "/") -> Response: ...
+    def apply(self, body: bytes, headers: dict[str, str]) -> Response: ...
 
 
 _MALFORMED: Final = json_response(400, error="not an HTTP request this server understands")
@@ -538,7 +540,7 @@ class WebhookServer:
 
     def _apply(self, head: Head, body: bytes) -> Response:
         try:
-            return self.app.handle(body, head.headers, head.path)
+            return self.app.apply(body, head.headers)
         except BaseException:  # the sink's fault, answered 500; the server goes on
             # Not only Exception: anything else would end this worker and shrink the pool for good.
             # Nothing is lost by catching KeyboardInterrupt and SystemExit here: a signal raises
