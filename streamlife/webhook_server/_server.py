@@ -482,7 +482,7 @@ class WebhookServer:
         self._linger(connection)
 
     def _linger(self, connection: _Connection) -> None:
-        """Responseed before the client finished sending: read the rest, for a while, then close."""
+        """Answered before the client finished sending: read the rest, for a while, then close."""
         try:
             connection.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -517,7 +517,7 @@ class WebhookServer:
         connection.sock.close()
 
     def _expire(self, now: float) -> None:
-        """Response 408 to each request past its deadline; close each answer or drain past its own."""
+        """Answer 408 to each request past its deadline; close each answer or drain past its own."""
         if now < self._next_expiry:
             return
         self._next_expiry = float("inf")
@@ -559,7 +559,7 @@ class WebhookServer:
                 self._answer_or_close(connection, answer)
 
     def _answer_or_close(self, connection: _Connection, answer: Response) -> None:
-        """Response a request a worker applied. If that fails (an answer that cannot be rendered, a
+        """Answer a request a worker applied. If that fails (an answer that cannot be rendered, a
         selector that cannot take the socket), close it: a connection with a worker has no deadline
         and is never evicted, so nothing else ever would."""
         try:
