@@ -3,6 +3,7 @@
 How it works: ``streamlife.webhook_server._server``.
 """
 
+from ._connections import EVICTION_GRACE, descriptor_budget
 from ._request import MAX_HEAD, MAX_LENGTH_DIGITS, parse_content_length
 from ._response import JSON_TYPE, Response, json_response
 from ._server import (
@@ -10,11 +11,9 @@ from ._server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WORKERS,
-    EVICTION_GRACE,
     LINGER,
     Application,
     WebhookServer,
-    descriptor_budget,
 )
 
 __all__ = [

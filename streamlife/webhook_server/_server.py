@@ -14,31 +14,11 @@ thread, however long it sits. Only a complete request reaches a worker: a fixed 
 the loop. Each answer closes its connection (``Connection: close``), as the standard library's
 server did.
 
-Every connection has one deadline for its whole request, head and body: ``request_timeout``
-seconds from its accept, not per read. A client that sends nothing, or a byte a second, is answered
-408 and closed when it passes. A request with a worker has no deadline there: the sink's own
-timeouts (the store's) bound it.
-
-At most ``max_connections`` connections are open, and never more than half the descriptors the
-process may open (the soft RLIMIT_NOFILE), so the store, the transport and the rest of the process
-keep theirs. When the cap is reached, each accept evicts the oldest connection that has not yet
-delivered a complete request. Under a flood of idle sockets that answers a real callback soonest:
-a callback writes its request as soon as it connects, so it is read within a turn of the loop and
-is not the oldest incomplete connection when the next one arrives; the idle sockets ahead of it
-are. The alternative, to stop accepting until a slot frees, would leave the callback in the
-kernel's backlog behind the flood until the idle sockets' deadlines ran out. A connection is not
-evicted in its first ``EVICTION_GRACE`` seconds, so a burst of callbacks does not evict its own
-members before their requests are read; while every slot is that young, or holds a complete
-request (the workers are busy), the loop stops polling the listening socket, and the kernel's
-backlog holds newcomers until a slot frees.
+How connections are held, timed and evicted: ``_connections``.
 
 When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts what it
 may (up to a turn's worth of accepts) and stops accepting for ``ACCEPT_PAUSE``: the listening socket
 stays readable while its backlog holds connections, and polling it again at once would spin.
-
-Evicting is bounded by the grace: at most ``max_connections`` connections every ``EVICTION_GRACE``
-seconds. A flood faster than that fills the kernel's backlog, and a callback waits its turn in
-it; a proxy in front, with its own connection limits, is the remedy (see the README).
 
 On shutdown the server stops accepting and closes its listening socket, drops the connections that
 have not delivered a complete request, answers 503 to each request still queued for a worker (its
@@ -49,40 +29,31 @@ a sink call that outlasts ``request_timeout`` can still be running then.
 
 A refusal answered before its body was read (a 413, say) shuts the connection's writing side and
 reads what the client still sends, for ``LINGER`` seconds at most, before closing: closing with
-unread data would reset the connection, and the reset can destroy the refusal on its way. Such a
-draining connection is the first evicted for a newcomer, at once: its answer has gone.
+unread data would reset the connection, and the reset can destroy the refusal on its way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import queue
 import selectors
 import socket
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import structlog
 
+from ._connections import Connection, ConnectionTable, Phase, descriptor_budget
 from ._request import HEAD_END, MAX_HEAD, Head, Malformed, parse_head
 from ._response import JSON_TYPE, Response, json_response
-
-if sys.platform != "win32":
-    import resource
 
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0  # seconds for a whole request; a callback takes milliseconds
 DEFAULT_MAX_CONNECTIONS: Final = 256
 DEFAULT_WORKERS: Final = 8  # the sink serializes callbacks per task; more threads buy little
 LINGER: Final = 2.0  # seconds to read what a client still sends after a refusal, before closing
 ACCEPT_PAUSE: Final = 0.1  # seconds without accepting after accept() ran out of descriptors
-# Seconds a new connection has to send its request before it may be evicted: more than the minimum
-# retransmission timeout (200 ms on Linux), so a callback whose first segment was lost survives.
-EVICTION_GRACE: Final = 0.5
 
 _READ_SIZE: Final = 64 * 1024
 _ACCEPTS_PER_TURN: Final = 64  # a flood of connections must not starve the connections already open
@@ -114,32 +85,6 @@ _SHUTTING_DOWN: Final = json_response(
     (*JSON_TYPE, ("Retry-After", "1")),
     error="the server is shutting down; deliver the callback again",
 )
-
-
-class _Phase(enum.Enum):
-    HEAD = "reading the request's head"
-    BODY = "reading the request's body"
-    APPLYING = "with a worker"
-    WRITING = "writing the answer"
-    DRAINING = "reading what the client still sends after a refusal"
-
-
-@dataclass(eq=False)
-class _Connection:
-    sock: socket.socket
-    accepted: float
-    deadline: float
-    phase: _Phase = _Phase.HEAD
-    inbox: bytearray = field(default_factory=bytearray)
-    head: Head | None = None
-    outbox: bytes = b""
-    closed: bool = False
-
-    @property
-    def consumed(self) -> bool:
-        """Whether everything the client sent was read: the connection can close without a reset."""
-        head = self.head
-        return head is not None and head.length is not None and len(self.inbox) == head.size + head.length
 
 
 _LISTENER: Final = object()  # the selector's mark on the listening socket
@@ -184,17 +129,14 @@ class WebhookServer:
                 end.setblocking(False)
             self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
             made.pop_all()
-        self._open: dict[int, _Connection] = {}
-        self._incomplete: dict[int, _Connection] = {}  # in the order they were accepted
-        self._draining: dict[int, _Connection] = {}  # answered refusals reading what is left
-        self._jobs: queue.SimpleQueue[tuple[_Connection, Head, bytes] | None] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[tuple[_Connection, Response]] = queue.SimpleQueue()
+        self._connections = ConnectionTable(self._selector, self.max_connections)
+        self._jobs: queue.SimpleQueue[tuple[Connection, Head, bytes] | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[tuple[Connection, Response]] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._dismissed = False
         self._listening = False
         self._accept_paused_until = 0.0
-        self._next_expiry = float("inf")
 
     def __repr__(self) -> str:
         host, port = self.server_address
@@ -216,7 +158,7 @@ class WebhookServer:
             self._wind_down(give_up_at)
         finally:
             for connection in self._dismiss_workers():  # only after a fault while winding down
-                self._close(connection)
+                self._connections.close(connection)
             self.server_close()
             self._join_workers(min(give_up_at, time.monotonic() + self.request_timeout))
 
@@ -227,8 +169,8 @@ class WebhookServer:
 
     def server_close(self) -> None:
         """Close every socket the server holds (what ``serve_forever`` does when it stops)."""
-        for connection in list(self._open.values()):
-            self._close(connection)
+        for connection in self._connections.connections():
+            self._connections.close(connection)
         self._stop_listening()
         self._listener.close()
         self._selector.close()
@@ -240,22 +182,22 @@ class WebhookServer:
         taken, and give those a worker has taken until ``give_up_at`` to be answered."""
         self._stop_listening()
         self._listener.close()  # a newcomer is refused at once rather than left in the backlog
-        for connection in list(self._open.values()):
-            if connection.phase not in (_Phase.APPLYING, _Phase.WRITING):
-                self._close(connection)
+        for connection in self._connections.connections():
+            if connection.phase not in (Phase.APPLYING, Phase.WRITING):
+                self._connections.close(connection)
         for connection in self._dismiss_workers():
             self._answer_or_close(connection, _SHUTTING_DOWN)
-        while self._open and time.monotonic() < give_up_at:
+        while self._connections and time.monotonic() < give_up_at:
             self._turn()
 
-    def _dismiss_workers(self) -> list[_Connection]:
+    def _dismiss_workers(self) -> list[Connection]:
         """Take back every job no worker has taken, and tell each worker to stop after its current
         one; return the connections taken back: their callbacks were never applied. Only the loop's
         thread queues jobs, and it calls this, so no job can slip in behind the stop signals."""
         if self._dismissed:
             return []
         self._dismissed = True
-        withdrawn: list[_Connection] = []
+        withdrawn: list[Connection] = []
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -300,9 +242,10 @@ class WebhookServer:
         self._expire(time.monotonic())
 
     def _wait(self, now: float) -> float:
-        until = self._next_expiry
-        if len(self._open) >= self.max_connections and self._evictable_at() > now:
-            until = min(until, self._evictable_at())  # then the listening socket is polled again
+        until = self._connections.next_expiry
+        evictable_at = self._connections.evictable_at()
+        if self._connections.full and evictable_at > now:
+            until = min(until, evictable_at)  # then the listening socket is polled again
         if self._accept_paused_until > now:
             until = min(until, self._accept_paused_until)
         return max(0.0, min(until - now, _LONGEST_WAIT))
@@ -311,26 +254,13 @@ class WebhookServer:
     def _watch_listener(self, now: float) -> None:
         """Poll the listening socket only when an accept can be taken in: never while paused, nor
         while the slots are full with nothing to evict yet."""
-        wanted = not self._stopping.is_set() and now >= self._accept_paused_until and self._room(now)
+        paused = self._stopping.is_set() or now < self._accept_paused_until
+        wanted = not paused and self._connections.room(now)
         if wanted and not self._listening:
             self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
             self._listening = True
         elif not wanted:
             self._stop_listening()
-
-    def _room(self, now: float) -> bool:
-        """Whether a newcomer can be taken in: a free slot, or one to evict."""
-        return len(self._open) < self.max_connections or now >= self._evictable_at()
-
-    def _evictable_at(self) -> float:
-        """When a connection may be evicted: at once, one answered and draining (its answer has
-        gone: only the client's leftovers are owed a read); else the oldest incomplete one, once it
-        has had ``EVICTION_GRACE`` to send its request, so a burst of newcomers does not evict
-        each other unread."""
-        if self._draining:
-            return float("-inf")
-        oldest = next(iter(self._incomplete.values()), None)
-        return float("inf") if oldest is None else oldest.accepted + EVICTION_GRACE
 
     def _stop_listening(self) -> None:
         if self._listening:
@@ -339,7 +269,7 @@ class WebhookServer:
 
     def _accept(self) -> None:
         for _ in range(_ACCEPTS_PER_TURN):
-            if not self._room(time.monotonic()):
+            if not self._connections.room(time.monotonic()):
                 return
             try:
                 sock, _ = self._listener.accept()
@@ -350,15 +280,15 @@ class WebhookServer:
             except OSError as error:
                 self._pause_accepting(error)
                 return
-            if len(self._open) >= self.max_connections:
-                self._evict_oldest()
+            if self._connections.full:
+                self._connections.evict_oldest()
             self._admit(sock)
 
     def _pause_accepting(self, error: OSError) -> None:
         if error.errno in _OUT_OF_RESOURCES:  # descriptors for the accepts after the pause
             now = time.monotonic()
             for _ in range(_ACCEPTS_PER_TURN):
-                if now < self._evictable_at() or not self._evict_oldest():
+                if now < self._connections.evictable_at() or not self._connections.evict_oldest():
                     break
         self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
         self._stop_listening()
@@ -366,60 +296,43 @@ class WebhookServer:
             "streamlife.webhook_accept_paused", error=errno.errorcode.get(error.errno or 0, str(error))
         )
 
-    def _evict_oldest(self) -> bool:
-        """Close the oldest draining connection, else the oldest that has not delivered a complete
-        request, if there is one."""
-        oldest = next(iter(self._draining.values()), None) or next(iter(self._incomplete.values()), None)
-        if oldest is None:
-            return False
-        self._close(oldest)
-        return True
-
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # the answer's small writes must not wait for delayed ACKs
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         now = time.monotonic()
-        connection = _Connection(sock, accepted=now, deadline=now + self.request_timeout)
-        try:
-            self._selector.register(sock, selectors.EVENT_READ, connection)
-        except OSError:  # the selector could not take it (out of memory): as if accept had failed
-            sock.close()
-            return
-        self._open[sock.fileno()] = connection
-        self._incomplete[sock.fileno()] = connection
-        self._next_expiry = min(self._next_expiry, connection.deadline)
+        self._connections.admit(sock, now, deadline=now + self.request_timeout)
 
     # -- one connection ----------------------------------------------------------------------------
-    def _serve(self, connection: _Connection, events: int) -> None:
+    def _serve(self, connection: Connection, events: int) -> None:
         if connection.closed:
             return
         try:
-            if connection.phase is _Phase.WRITING:
+            if connection.phase is Phase.WRITING:
                 self._write(connection)
-            elif connection.phase is _Phase.DRAINING:
+            elif connection.phase is Phase.DRAINING:
                 self._discard(connection)
             elif events & selectors.EVENT_READ:
                 self._read(connection)
         except Exception:  # a fault in one connection must not stop the loop that serves them all
             _log.exception("streamlife.webhook_failed")
-            self._close(connection)
+            self._connections.close(connection)
 
-    def _read(self, connection: _Connection) -> None:
+    def _read(self, connection: Connection) -> None:
         try:
             data = connection.sock.recv(_READ_SIZE)
         except BlockingIOError:
             return
         except OSError:
-            self._close(connection)
+            self._connections.close(connection)
             return
         if not data:  # the client closed before its request was complete
-            self._close(connection)
+            self._connections.close(connection)
             return
         connection.inbox += data
         self._progress(connection)
 
-    def _progress(self, connection: _Connection) -> None:
+    def _progress(self, connection: Connection) -> None:
         """Act on what has arrived: parse and screen the head, then, once the body is in, apply."""
         if connection.head is None:
             end = connection.inbox.find(HEAD_END)
@@ -437,7 +350,7 @@ class WebhookServer:
             if refusal is not None:
                 self._answer(connection, refusal)
                 return
-            connection.phase = _Phase.BODY
+            connection.phase = Phase.BODY
             if head.expects_continue and len(connection.inbox) < head.size + (head.length or 0):
                 _send_now(connection.sock, _CONTINUE)
         head = connection.head
@@ -446,55 +359,42 @@ class WebhookServer:
             body = bytes(connection.inbox[head.size : head.size + head.length])
             self._dispatch(connection, head, body)
 
-    def _dispatch(self, connection: _Connection, head: Head, body: bytes) -> None:
-        del self._incomplete[connection.sock.fileno()]
-        connection.phase = _Phase.APPLYING
-        self._selector.unregister(connection.sock)  # a client's early close must not wake the loop
+    def _dispatch(self, connection: Connection, head: Head, body: bytes) -> None:
+        self._connections.hand_to_worker(connection)
         self._jobs.put((connection, head, body))
 
-    def _answer(self, connection: _Connection, answer: Response) -> None:
+    def _answer(self, connection: Connection, answer: Response) -> None:
         head_only = connection.head is not None and connection.head.method == "HEAD"
         connection.outbox = answer.render(head_only=head_only)
-        connection.deadline = time.monotonic() + self.request_timeout
-        self._next_expiry = min(self._next_expiry, connection.deadline)
-        if connection.phase is _Phase.APPLYING:
-            self._selector.register(connection.sock, selectors.EVENT_WRITE, connection)
-        else:
-            self._incomplete.pop(connection.sock.fileno(), None)
-            self._selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
-        connection.phase = _Phase.WRITING
+        self._connections.write(connection, deadline=time.monotonic() + self.request_timeout)
         self._write(connection)
 
-    def _write(self, connection: _Connection) -> None:
+    def _write(self, connection: Connection) -> None:
         try:
             sent = connection.sock.send(connection.outbox)
         except BlockingIOError:
             return
         except OSError:
-            self._close(connection)
+            self._connections.close(connection)
             return
         connection.outbox = connection.outbox[sent:]
         if connection.outbox:
             return
         if connection.consumed:
-            self._close(connection)
+            self._connections.close(connection)
             return
         self._linger(connection)
 
-    def _linger(self, connection: _Connection) -> None:
+    def _linger(self, connection: Connection) -> None:
         """Answered before the client finished sending: read the rest, for a while, then close."""
         try:
             connection.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self._close(connection)
+            self._connections.close(connection)
             return
-        connection.phase = _Phase.DRAINING
-        self._draining[connection.sock.fileno()] = connection
-        connection.deadline = time.monotonic() + min(LINGER, self.request_timeout)
-        self._next_expiry = min(self._next_expiry, connection.deadline)
-        self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
+        self._connections.drain(connection, deadline=time.monotonic() + min(LINGER, self.request_timeout))
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, connection: Connection) -> None:
         try:
             data = connection.sock.recv(_READ_SIZE)
         except BlockingIOError:
@@ -502,34 +402,15 @@ class WebhookServer:
         except OSError:
             data = b""
         if not data:
-            self._close(connection)
-
-    def _close(self, connection: _Connection) -> None:
-        if connection.closed:
-            return
-        connection.closed = True
-        descriptor = connection.sock.fileno()
-        with contextlib.suppress(KeyError):  # a connection with a worker is not in the selector
-            self._selector.unregister(connection.sock)
-        self._open.pop(descriptor, None)
-        self._incomplete.pop(descriptor, None)
-        self._draining.pop(descriptor, None)
-        connection.sock.close()
+            self._connections.close(connection)
 
     def _expire(self, now: float) -> None:
         """Answer 408 to each request past its deadline; close each answer or drain past its own."""
-        if now < self._next_expiry:
-            return
-        self._next_expiry = float("inf")
-        for connection in list(self._open.values()):
-            if connection.phase is _Phase.APPLYING:
-                continue
-            if connection.deadline > now:
-                self._next_expiry = min(self._next_expiry, connection.deadline)
-            elif connection.phase in (_Phase.HEAD, _Phase.BODY):
+        for connection in self._connections.expired(now):
+            if connection.phase in (Phase.HEAD, Phase.BODY):
                 self._answer(connection, _TIMED_OUT)
             else:
-                self._close(connection)
+                self._connections.close(connection)
 
     # -- the workers -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -558,7 +439,7 @@ class WebhookServer:
             if not connection.closed:
                 self._answer_or_close(connection, answer)
 
-    def _answer_or_close(self, connection: _Connection, answer: Response) -> None:
+    def _answer_or_close(self, connection: Connection, answer: Response) -> None:
         """Answer a request a worker applied. If that fails (an answer that cannot be rendered, a
         selector that cannot take the socket), close it: a connection with a worker has no deadline
         and is never evicted, so nothing else ever would."""
@@ -566,7 +447,7 @@ class WebhookServer:
             self._answer(connection, answer)
         except Exception:
             _log.exception("streamlife.webhook_failed")
-            self._close(connection)
+            self._connections.close(connection)
 
     def _wake(self) -> None:
         # A full buffer means a wake is pending already; a closed socket, that the server stopped.
@@ -579,16 +460,6 @@ class WebhookServer:
                 pass
         except OSError:
             pass
-
-
-def descriptor_budget() -> int:
-    """The most connections the server may hold: half the descriptors the process may open."""
-    if sys.platform == "win32":
-        return sys.maxsize
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return sys.maxsize
-    return max(1, soft // 2)
 
 
 def _listen(host: str, port: int) -> socket.socket:
