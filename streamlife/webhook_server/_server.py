@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import queue
 import selectors
 import socket
 import threading
@@ -48,6 +47,7 @@ import structlog
 from ._connections import Connection, ConnectionTable, Phase, descriptor_budget
 from ._request import HEAD_END, MAX_HEAD, Head, Malformed, parse_head
 from ._response import JSON_TYPE, Response, json_response
+from ._workers import WorkerPool
 
 DEFAULT_REQUEST_TIMEOUT: Final = 10.0  # seconds for a whole request; a callback takes milliseconds
 DEFAULT_MAX_CONNECTIONS: Final = 256
@@ -79,7 +79,6 @@ class Application(Protocol):
 _MALFORMED: Final = json_response(400, error="not an HTTP request this server understands")
 _HEAD_TOO_LARGE: Final = json_response(431, error=f"the request line and headers are over {MAX_HEAD} bytes")
 _TIMED_OUT: Final = json_response(408, error="the request did not arrive in time")
-_FAILED: Final = json_response(500, error="the callback could not be applied")
 _SHUTTING_DOWN: Final = json_response(
     503,
     (*JSON_TYPE, ("Retry-After", "1")),
@@ -130,11 +129,8 @@ class WebhookServer:
             self._selector.register(self._wake_reader, selectors.EVENT_READ, _WAKE)
             made.pop_all()
         self._connections = ConnectionTable(self._selector, self.max_connections)
-        self._jobs: queue.SimpleQueue[tuple[Connection, Head, bytes] | None] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[tuple[Connection, Response]] = queue.SimpleQueue()
+        self._workers = WorkerPool(app.apply, workers, self._wake)
         self._stopping = threading.Event()
-        self._workers: list[threading.Thread] = []
-        self._dismissed = False
         self._listening = False
         self._accept_paused_until = 0.0
 
@@ -144,12 +140,7 @@ class WebhookServer:
 
     # -- running -----------------------------------------------------------------------------------
     def serve_forever(self) -> None:
-        self._workers = [
-            threading.Thread(target=self._work, name=f"streamlife-webhook-worker-{n}", daemon=True)
-            for n in range(self.workers)
-        ]
-        for thread in self._workers:
-            thread.start()
+        self._workers.start()
         give_up_at = float("inf")
         try:
             while not self._stopping.is_set():
@@ -157,10 +148,10 @@ class WebhookServer:
             give_up_at = time.monotonic() + self.request_timeout
             self._wind_down(give_up_at)
         finally:
-            for connection in self._dismiss_workers():  # only after a fault while winding down
+            for connection in self._workers.dismiss():  # only after a fault while winding down
                 self._connections.close(connection)
             self.server_close()
-            self._join_workers(min(give_up_at, time.monotonic() + self.request_timeout))
+            self._workers.join(min(give_up_at, time.monotonic() + self.request_timeout))
 
     def shutdown(self) -> None:
         """Ask ``serve_forever`` to stop; join its thread to wait for it."""
@@ -185,35 +176,10 @@ class WebhookServer:
         for connection in self._connections.connections():
             if connection.phase not in (Phase.APPLYING, Phase.WRITING):
                 self._connections.close(connection)
-        for connection in self._dismiss_workers():
+        for connection in self._workers.dismiss():
             self._answer_or_close(connection, _SHUTTING_DOWN)
         while self._connections and time.monotonic() < give_up_at:
             self._turn()
-
-    def _dismiss_workers(self) -> list[Connection]:
-        """Take back every job no worker has taken, and tell each worker to stop after its current
-        one; return the connections taken back: their callbacks were never applied. Only the loop's
-        thread queues jobs, and it calls this, so no job can slip in behind the stop signals."""
-        if self._dismissed:
-            return []
-        self._dismissed = True
-        withdrawn: list[Connection] = []
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                withdrawn.append(job[0])
-        for _ in self._workers:
-            self._jobs.put(None)
-        return withdrawn
-
-    def _join_workers(self, give_up_at: float) -> None:
-        """Wait for the workers to finish, until ``give_up_at``: a sink call that outlasts it is left
-        to end on its own (the threads are daemons, and take no job after it)."""
-        for thread in self._workers:
-            thread.join(max(0.0, give_up_at - time.monotonic()))
 
     def _turn_safely(self) -> None:
         """A turn of the loop; a fault in it is logged, and the loop, which serves every connection,
@@ -361,7 +327,7 @@ class WebhookServer:
 
     def _dispatch(self, connection: Connection, head: Head, body: bytes) -> None:
         self._connections.hand_to_worker(connection)
-        self._jobs.put((connection, head, body))
+        self._workers.submit(connection, head, body)
 
     def _answer(self, connection: Connection, answer: Response) -> None:
         head_only = connection.head is not None and connection.head.method == "HEAD"
@@ -412,30 +378,9 @@ class WebhookServer:
             else:
                 self._connections.close(connection)
 
-    # -- the workers -------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            connection, head, body = job
-            self._answers.put((connection, self._apply(head, body)))
-            self._wake()
-
-    def _apply(self, head: Head, body: bytes) -> Response:
-        try:
-            return self.app.apply(body, head.headers)
-        except BaseException:  # the sink's fault, answered 500; the server goes on
-            # Not only Exception: anything else would end this worker and shrink the pool for good.
-            # Nothing is lost by catching KeyboardInterrupt and SystemExit here: a signal raises
-            # them in the main thread only, and in a worker thread they would end the thread alone,
-            # never the process.
-            _log.exception("streamlife.webhook_failed")
-            return _FAILED
-
+    # -- the workers' answers ----------------------------------------------------------------------
     def _deliver_answers(self) -> None:
-        while True:
-            try:
-                connection, answer = self._answers.get_nowait()
-            except queue.Empty:
-                return
+        for connection, answer in self._workers.answers():
             if not connection.closed:
                 self._answer_or_close(connection, answer)
 
