@@ -1,20 +1,6 @@
-"""The HTTP server ``serve_webhook`` runs: one thread watches every socket, a few workers apply.
+"""The loop: one thread that accepts, reads, screens, dispatches to the workers, and writes.
 
-Theory of operation
--------------------
-A callback is a small POST whose sender writes it at once. The server's job is to answer those
-quickly whatever else connects: idle sockets, a slowloris dripping a byte at a time, a flood of
-either, on a process with a limited number of descriptors.
-
-One thread (the loop) owns every socket, non-blocking, behind one selector. It accepts, reads each
-request's head and body, answers the refusals that need no body (401, 405, 411, 413, a malformed
-head) itself, and writes every answer. An open connection costs a descriptor and a buffer, never a
-thread, however long it sits. Only a complete request reaches a worker: a fixed pool of
-``workers`` threads hands it to the receiver (``WebhookReceiver.handle``) and the answer back to
-the loop. Each answer closes its connection (``Connection: close``), as the standard library's
-server did.
-
-How connections are held, timed and evicted: ``_connections``.
+(The theory of operation starts in the package's docstring.)
 
 When accept() fails for want of descriptors (EMFILE, ENFILE) or memory, the loop evicts what it
 may (up to a turn's worth of accepts) and stops accepting for ``ACCEPT_PAUSE``: the listening socket
@@ -91,7 +77,7 @@ _WAKE: Final = object()  # and on the socket the workers wake the loop through
 
 
 class WebhookServer:
-    """An HTTP/1.1 server for one ``Application``; see the module's docstring for how it works.
+    """An HTTP/1.1 server for one ``Application``; the package's docstring says how it works.
 
     ``serve_forever`` runs it (in a thread of its own); ``shutdown`` asks it to stop: it stops
     accepting, answers 503 to the requests still waiting for a worker, lets the callbacks with a
