@@ -32,9 +32,12 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -56,6 +59,7 @@ from .webhook_server import (
 )
 
 __all__ = [
+    "ASGI_THREADS",
     "DEFAULT_MAX_BODY",
     "DEFAULT_RETRY_AFTER",
     "MIN_TOKEN_LENGTH",
@@ -72,6 +76,9 @@ __all__ = [
 DEFAULT_MAX_BODY: Final = DEAD_LETTER_MAX_BODY
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
+# Callbacks the ASGI face applies at once, as serve_webhook's workers: the sink serializes callbacks
+# per task, so more threads buy little.
+ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 
 _log = structlog.get_logger("streamlife")
@@ -131,6 +138,10 @@ class WebhookReceiver:
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
+        # Its own threads, not the event loop's default executor: the bound is the receiver's, and
+        # blocking callbacks cannot starve what else the application runs there. None start
+        # until the first ASGI callback.
+        self._asgi_threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
 
     def __repr__(self) -> str:
         guard = "token=<redacted>" if self._token is not None else "unauthenticated"
@@ -240,7 +251,9 @@ class WebhookReceiver:
         receive: Callable[[], Awaitable[AsgiMessage]],
         send: Callable[[AsgiMessage], Awaitable[None]],
     ) -> None:
-        """An ASGI application (HTTP only). The apply step takes microseconds, so it runs inline."""
+        """An ASGI application (HTTP only). Each callback is applied in one of ``ASGI_THREADS``
+        threads, never on the event loop: the sink's store may block (a PostgreSQL round trip,
+        SQLite waiting for its lock), and the loop serves every other request meanwhile."""
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
         headers = {
@@ -259,7 +272,10 @@ class WebhookReceiver:
                 chunks.append(chunk)
                 size += len(chunk)
                 more = message.get("more_body", False)
-            response = self._too_large() if size > self.max_body else self.apply(b"".join(chunks), headers)
+            if size > self.max_body:
+                response = self._too_large()
+            else:
+                response = await self._apply_in_thread(b"".join(chunks), headers)
         await send(
             {
                 "type": "http.response.start",
@@ -268,6 +284,13 @@ class WebhookReceiver:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
+        # structlog's contextvars (a request id) is in the log lines of the callback it sent.
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._asgi_threads, context.run, self.apply, body, headers)
 
 
 def _is_json(content_type: str) -> bool:

@@ -4,17 +4,36 @@ would make it, and what the sender and the Fleet see afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
-from collections.abc import MutableMapping, Sequence
+import threading
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from streamlife.webhook import WebhookReceiver
+from streamlife import Fleet, Outcome, Policy
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.store.base import JournalEntry, TaskRow
+from streamlife.store.memory import MemoryStore, _Txn
+from streamlife.webhook import ASGI_THREADS, WebhookReceiver
 
 from .payloads import segment_callback
-from .test_webhook import MAX_BODY, TOKEN, assert_untouched, bench, encoded, padded_segment, snapshot, tid
+from .test_webhook import (
+    MAX_BODY,
+    TIMEOUT,
+    TOKEN,
+    URL,
+    assert_untouched,
+    bench,
+    encoded,
+    padded_segment,
+    snapshot,
+    tid,
+)
+
+JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
 @dataclass(frozen=True)
@@ -34,9 +53,21 @@ def call_asgi(
     *,
     method: str = "POST",
     path: str = f"/hooks/{TOKEN}",
-    headers: Sequence[tuple[str, str]] = (("Content-Type", "application/json"),),
+    headers: Sequence[tuple[str, str]] = JSON_HEADERS,
 ) -> AsgiAnswer:
-    """Run one request through ``receiver.asgi``, the body in ``chunks`` (one http.request each)."""
+    """Run one request through ``receiver.asgi`` in an event loop of its own (see ``exchange``)."""
+    return asyncio.run(exchange(receiver, chunks, method=method, path=path, headers=headers))
+
+
+async def exchange(
+    receiver: WebhookReceiver,
+    chunks: Sequence[bytes] = (b"",),
+    *,
+    method: str = "POST",
+    path: str = f"/hooks/{TOKEN}",
+    headers: Sequence[tuple[str, str]] = JSON_HEADERS,
+) -> AsgiAnswer:
+    """One request through ``receiver.asgi``, the body in ``chunks`` (one http.request each)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -61,7 +92,7 @@ def call_asgi(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(receiver.asgi(scope, receive, send))
+    await receiver.asgi(scope, receive, send)
     start, body = sent
     assert start["type"] == "http.response.start"
     assert body["type"] == "http.response.body"
@@ -178,3 +209,140 @@ def test_asgi_refuses_a_scope_that_is_not_http(scope_type: str) -> None:
     with pytest.raises(ValueError, match=scope_type):
         asyncio.run(receiver.asgi({"type": scope_type}, receive, send))
     assert sent == []
+
+
+# -- the event loop is never blocked -----------------------------------------------------------------
+STALL = 2.0  # real seconds a stalled write waits to be released before it goes on regardless
+BEAT = 0.01  # seconds between the heartbeat's beats
+
+
+class StallingStore(MemoryStore):
+    """A MemoryStore whose journal writes, once ``stalling``, wait for ``release``: a database that
+    takes its time (a PostgreSQL round trip, SQLite waiting for its lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalling = False
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.released_in_time: bool | None = None
+
+    def lock(self, key: str) -> _Txn:
+        return _StallingTxn(self, key)
+
+
+class _StallingTxn(_Txn):
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+        store = self.store
+        assert isinstance(store, StallingStore)
+        if store.stalling:
+            store.writing.set()
+            store.released_in_time = store.release.wait(STALL)
+        super().write(entries, row)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Sleep on the event loop until ``condition`` holds (``TIMEOUT`` at most)."""
+    async with asyncio.timeout(TIMEOUT):
+        while not condition():
+            await asyncio.sleep(BEAT)
+
+
+async def beats_while_the_write_stalls(receiver: WebhookReceiver, body: bytes, store: StallingStore) -> int:
+    """Serve one callback while a heartbeat runs on the same loop. Once the callback's write has
+    stalled, wait for three more beats, then release the write: only a loop the write does not
+    block can do that. Returns the beats counted while the write stalled."""
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(BEAT)
+            beats += 1
+
+    beating = asyncio.create_task(heartbeat())
+    request = asyncio.create_task(exchange(receiver, [body]))
+    await until(store.writing.is_set)
+    stalled_at = beats
+    await until(lambda: beats >= stalled_at + 3)
+    store.release.set()
+    answer = await request
+    beating.cancel()
+    assert answer.json == {"outcome": "applied"}
+    return beats - stalled_at
+
+
+def test_asgi_applies_a_callback_in_a_thread_while_the_event_loop_runs_on() -> None:
+    store = StallingStore()
+    fleet = Fleet(SimTransport(SimulatedService()), policy=Policy(stop_concurrency=0, seed=0), store=store)
+    receiver = WebhookReceiver(fleet, token=TOKEN)
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
+    store.stalling = True
+    beats = asyncio.run(
+        beats_while_the_write_stalls(receiver, encoded(segment_callback(tid(task), 0)), store)
+    )
+    assert store.released_in_time  # the loop released the write: the write did not hold the loop
+    assert beats >= 3
+    assert task.transcript_text() == "hello there"
+
+
+class GatedSink:
+    """A sink whose callbacks wait at a gate; it counts how many wait there at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.inside = 0
+        self.most_inside = 0
+        self._lock = threading.Lock()
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        self.gate.wait(STALL)
+        with self._lock:
+            self.inside -= 1
+        return Outcome.APPLIED
+
+
+def test_asgi_applies_at_most_asgi_threads_callbacks_at_once() -> None:
+    sink = GatedSink()
+    receiver = WebhookReceiver(sink, token=TOKEN)
+    requests = ASGI_THREADS + 4
+
+    async def flood() -> list[AsgiAnswer]:
+        answers = [asyncio.create_task(exchange(receiver, [b"{}"])) for _ in range(requests)]
+        await until(lambda: sink.inside == ASGI_THREADS)
+        await asyncio.sleep(10 * BEAT)  # room for one too many, were the bound missing
+        sink.gate.set()
+        return list(await asyncio.gather(*answers))
+
+    answers = asyncio.run(flood())
+    assert [answer.json for answer in answers] == [{"outcome": "applied"}] * requests
+    assert sink.most_inside == ASGI_THREADS
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="none")
+
+
+class ContextReadingSink:
+    """A sink that notes the request id its caller set, as a log line bound to it would show it."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def handle_callback(self, payload: bytes) -> Outcome:
+        self.seen.append(REQUEST_ID.get())
+        return Outcome.APPLIED
+
+
+def test_asgi_applies_a_callback_in_the_context_of_its_request() -> None:
+    sink = ContextReadingSink()
+    receiver = WebhookReceiver(sink, token=TOKEN)
+
+    async def one_request() -> AsgiAnswer:
+        REQUEST_ID.set("request-7")
+        return await exchange(receiver, [b"{}"])
+
+    assert asyncio.run(one_request()).json == {"outcome": "applied"}
+    assert sink.seen == ["request-7"]
