@@ -1,8 +1,9 @@
 """The webhook receiver: memories.ai's callbacks in, a fast answer out.
 
 ``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
-path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server); its
-``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
+path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server). Its
+``asgi`` is an ASGI 3 application, which applies callbacks in threads of its own, off the event
+loop. The answer never waits on the network: parse, apply, answer.
 ``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
 
     401  the token is missing or wrong (checked before the body is read)
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_RETRY_AFTER",
     "MIN_TOKEN_LENGTH",
     "TOKEN_HEADER",
+    "AsgiApplication",
     "CallbackSink",
     "Response",
     "RunningReceiver",
@@ -138,10 +140,7 @@ class WebhookReceiver:
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
-        # Its own threads, not the event loop's default executor: the bound is the receiver's, and
-        # blocking callbacks cannot starve what else the application runs there. None start
-        # until the first ASGI callback.
-        self._asgi_threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
+        self.asgi: Final = AsgiApplication(self)
 
     def __repr__(self) -> str:
         guard = "token=<redacted>" if self._token is not None else "unauthenticated"
@@ -169,7 +168,7 @@ class WebhookReceiver:
         if content_length is None:
             return _NO_LENGTH
         if content_length > self.max_body:
-            return self._too_large()
+            return _too_large(self.max_body)
         return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -185,9 +184,6 @@ class WebhookReceiver:
         # Every candidate is compared, so the time taken says nothing about which one came close.
         matches = [hmac.compare_digest(candidate.encode(), self._token) for candidate in offered]
         return any(matches)
-
-    def _too_large(self) -> Response:
-        return json_response(413, error=f"the body is over {self.max_body} bytes")
 
     def _unavailable(self, error: str) -> Response:
         return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
@@ -244,36 +240,55 @@ class WebhookReceiver:
         body = environ["wsgi.input"].read(length) if length > 0 else b""
         return self.apply(body, headers)
 
-    # -- ASGI ------------------------------------------------------------------------------------
-    async def asgi(
+
+class AsgiApplication:
+    """The receiver as an ASGI 3 application (HTTP only): ``receiver.asgi``, to mount or to hand to an
+    ASGI server (``uvicorn module:receiver.asgi``).
+
+    An object with an ``async def __call__``, not a method: ASGI servers that inspect an application
+    to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
+    them none. Each callback is applied in one of ``ASGI_THREADS`` threads, never on the event loop:
+    the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
+    serves every other request meanwhile.
+    """
+
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        # Its own threads, not the event loop's default executor: the bound is the receiver's, and
+        # blocking callbacks cannot starve what else the application runs there. None start
+        # until the first callback.
+        self._threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
+
+    def __repr__(self) -> str:
+        return f"AsgiApplication({self.receiver!r})"
+
+    async def __call__(
         self,
         scope: Mapping[str, Any],
         receive: Callable[[], Awaitable[AsgiMessage]],
         send: Callable[[AsgiMessage], Awaitable[None]],
     ) -> None:
-        """An ASGI application (HTTP only). Each callback is applied in one of ``ASGI_THREADS``
-        threads, never on the event loop: the sink's store may block (a PostgreSQL round trip,
-        SQLite waiting for its lock), and the loop serves every other request meanwhile."""
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
+        receiver = self.receiver
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
         response: Response
         if scope.get("method") != "POST":
             response = _NOT_POST
-        elif not self.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
+        elif not receiver.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
             response = _UNAUTHORIZED
         else:
             chunks, size, more = [], 0, True
-            while more and size <= self.max_body:
+            while more and size <= receiver.max_body:
                 message = await receive()
                 chunk = message.get("body", b"")
                 chunks.append(chunk)
                 size += len(chunk)
                 more = message.get("more_body", False)
-            if size > self.max_body:
-                response = self._too_large()
+            if size > receiver.max_body:
+                response = _too_large(receiver.max_body)
             else:
                 response = await self._apply_in_thread(b"".join(chunks), headers)
         await send(
@@ -290,7 +305,11 @@ class WebhookReceiver:
         # structlog's contextvars (a request id) is in the log lines of the callback it sent.
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._asgi_threads, context.run, self.apply, body, headers)
+        return await loop.run_in_executor(self._threads, context.run, self.receiver.apply, body, headers)
+
+
+def _too_large(max_body: int) -> Response:
+    return json_response(413, error=f"the body is over {max_body} bytes")
 
 
 def _is_json(content_type: str) -> bool:

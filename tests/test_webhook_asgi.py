@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import json
 import threading
 from collections.abc import Callable, MutableMapping, Sequence
@@ -346,3 +347,27 @@ def test_asgi_applies_a_callback_in_the_context_of_its_request() -> None:
 
     assert asyncio.run(one_request()).json == {"outcome": "applied"}
     assert sink.seen == ["request-7"]
+
+
+# -- recognised as ASGI 3 ----------------------------------------------------------------------------
+def uvicorn_sees_asgi3(app: object) -> bool:
+    """How uvicorn tells an ASGI 3 application from an ASGI 2 one when its ``interface`` is "auto":
+    ``uvicorn.config.Config.load``, copied here because uvicorn is not installed. An application it
+    takes for ASGI 2 is called with the scope alone, and every request is answered 500."""
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    if inspect.isfunction(app):
+        return inspect.iscoroutinefunction(app)
+    call = getattr(app, "__call__", None)  # noqa: B004 (uvicorn's own test, as it is)
+    return inspect.iscoroutinefunction(call)
+
+
+def test_uvicorn_recognises_the_asgi_face_as_asgi3() -> None:
+    assert uvicorn_sees_asgi3(bench().receiver.asgi)
+
+
+def test_uvicorn_does_not_take_the_asgi_face_for_a_factory() -> None:
+    """Loading an application from a string, uvicorn calls it with no arguments to see whether it is
+    a factory; a TypeError tells it that it is not."""
+    with pytest.raises(TypeError):
+        _ = bench().receiver.asgi()  # type: ignore[call-arg]
