@@ -263,7 +263,7 @@ class WebhookServer:
             if connection.phase is Phase.WRITING:
                 self._write(connection)
             elif connection.phase is Phase.DRAINING:
-                self._discard(connection)
+                self._receive(connection)  # and drop it: the answer has gone
             elif events & selectors.EVENT_READ:
                 self._read(connection)
         except Exception:  # a fault in one connection must not stop the loop that serves them all
@@ -271,18 +271,10 @@ class WebhookServer:
             self._connections.close(connection)
 
     def _read(self, connection: Connection) -> None:
-        try:
-            data = connection.sock.recv(_READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._connections.close(connection)
-            return
-        if not data:  # the client closed before its request was complete
-            self._connections.close(connection)
-            return
-        connection.inbox += data
-        self._progress(connection)
+        data = self._receive(connection)
+        if data:
+            connection.inbox += data
+            self._progress(connection)
 
     def _progress(self, connection: Connection) -> None:
         """Act on what has arrived: parse and screen the head, then, once the body is in, apply."""
@@ -346,15 +338,18 @@ class WebhookServer:
             return
         self._connections.drain(connection, deadline=time.monotonic() + min(LINGER, self.request_timeout))
 
-    def _discard(self, connection: Connection) -> None:
+    def _receive(self, connection: Connection) -> bytes:
+        """What the client has sent, b"" if nothing yet. A client that closed, or a read that
+        failed, closes the connection."""
         try:
             data = connection.sock.recv(_READ_SIZE)
         except BlockingIOError:
-            return
+            return b""
         except OSError:
             data = b""
         if not data:
             self._connections.close(connection)
+        return data
 
     def _expire(self, now: float) -> None:
         """Answer 408 to each request past its deadline; close each answer or drain past its own."""
