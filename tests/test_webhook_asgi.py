@@ -48,16 +48,9 @@ class AsgiAnswer:
         return json.loads(self.body)
 
 
-def call_asgi(
-    receiver: WebhookReceiver,
-    chunks: Sequence[bytes] = (b"",),
-    *,
-    method: str = "POST",
-    path: str = f"/hooks/{TOKEN}",
-    headers: Sequence[tuple[str, str]] = JSON_HEADERS,
-) -> AsgiAnswer:
-    """Run one request through ``receiver.asgi`` in an event loop of its own (see ``exchange``)."""
-    return asyncio.run(exchange(receiver, chunks, method=method, path=path, headers=headers))
+def call_asgi(receiver: WebhookReceiver, chunks: Sequence[bytes] = (b"",), **request: Any) -> AsgiAnswer:
+    """``exchange``, in an event loop of its own."""
+    return asyncio.run(exchange(receiver, chunks, **request))
 
 
 async def exchange(
