@@ -161,14 +161,22 @@ class WebhookReceiver:
         """The answer to a request refused on its head alone, before a byte of its body is read:
         405, 401, 411 (``content_length`` is None: none was given) or 413; None when the body is
         worth reading. ``headers`` are lower-cased."""
-        if method != "POST":
-            return _NOT_POST
-        if not self.authorized(path, headers):
-            return _UNAUTHORIZED
+        refusal = self.screen_head(method, path, headers)
+        if refusal is not None:
+            return refusal
         if content_length is None:
             return _NO_LENGTH
         if content_length > self.max_body:
             return _too_large(self.max_body)
+        return None
+
+    def screen_head(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None:
+        """``screen`` for a request whose length may be unknown until its body is read (ASGI):
+        405 or 401, None when the body is worth reading. ``headers`` are lower-cased."""
+        if method != "POST":
+            return _NOT_POST
+        if not self.authorized(path, headers):
+            return _UNAUTHORIZED
         return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -274,23 +282,14 @@ class AsgiApplication:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        response: Response
-        if scope.get("method") != "POST":
-            response = _NOT_POST
-        elif not receiver.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
-            response = _UNAUTHORIZED
-        else:
-            chunks, size, more = [], 0, True
-            while more and size <= receiver.max_body:
-                message = await receive()
-                chunk = message.get("body", b"")
-                chunks.append(chunk)
-                size += len(chunk)
-                more = message.get("more_body", False)
-            if size > receiver.max_body:
+        path = scope.get("root_path", "") + scope.get("path", "")
+        response = receiver.screen_head(str(scope.get("method")), path, headers)
+        if response is None:
+            body = await _read_body(receive, receiver.max_body)
+            if body is None:
                 response = _too_large(receiver.max_body)
             else:
-                response = await self._apply_in_thread(b"".join(chunks), headers)
+                response = await self._apply_in_thread(body, headers)
         await send(
             {
                 "type": "http.response.start",
@@ -306,6 +305,18 @@ class AsgiApplication:
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, context.run, self.receiver.apply, body, headers)
+
+
+async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
+    """The request's body, from its http.request messages; None once it is over ``max_body``."""
+    chunks, size, more = [], 0, True
+    while more and size <= max_body:
+        message = await receive()
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+    return None if size > max_body else b"".join(chunks)
 
 
 def _too_large(max_body: int) -> Response:
