@@ -128,6 +128,6 @@ def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
         return payload.encode("utf-8", "backslashreplace")
     try:
         text = json.dumps(payload, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):  # a key that is no string, a cycle, nesting too deep
+    except (TypeError, ValueError, RecursionError):  # a non-string key, a cycle, nesting too deep
         text = repr(payload)
     return text.encode("utf-8", "backslashreplace")

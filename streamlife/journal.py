@@ -30,8 +30,8 @@ from .lifecycle import ARGUMENTS, Argument, StopReason
 from .store.base import JournalEntry, TaskRow
 from .task import STATE_SLOTS, StreamTask, replaying
 
-# A NamedTuple's constructor is a Python function; tuple's own, given every field in order, makes
-# the same record in half the time (an entry and a row are made for every event journaled).
+# A NamedTuple's constructor is a Python function. Tuple's own, given every field in order, makes
+# the same record faster, and an entry and a row are made for every event journaled.
 _new_record: Final = tuple.__new__
 
 
@@ -229,7 +229,8 @@ def rebuild(
     task.key = row.key
     task.history_limit = history_limit
     replay(task, entries)
-    # The row's kind decides: journals from before stop_ok carried the product learnt it outside one.
+    # The row's kind decides. Before stop_ok carried the product, a task learnt its kind outside
+    # any event: replaying such a journal cannot learn it, and only the row holds it.
     task.kind = StreamKind(row.kind)
     kept = [name for name in FACTS if name in row.facts or name not in LATER_FACTS]
     facts = facts_of(task)

@@ -14,35 +14,37 @@ says, for every trigger in every state, what happens. A cell is one of:
               the task untouched; any other source is recorded as REJECTED with the reason
 
 An applied self-loop that finds nothing new to record (a segment already seen, a second stop while
-starting) reports DUPLICATE: the table says what may happen, the task's data says whether it had.
+starting) reports DUPLICATE. The table says what may happen; the task's data says whether it did.
 
 The rule the table exists for: a task is terminal only when its stream cannot be billing. Only
-``CONFIRMING`` triggers lead into a terminal state: the service confirmed the end (a status-14
-callback; a stop answered "not found"; the provider's end of session echoing our acknowledged
-stop), or our stop was acknowledged and the wait for the final callback ran out, or the start
-provably created nothing (refused, or a stop before any request). An end the task only *infers*
-(a status nobody declared, a status the user declared an end, a status-16 callback, the provider's
-end of session while running: AssemblyAI's ``Termination``, an ElevenLabs error) moves it to
-``ending``: a confirming stop goes out, retried like any
-stop, because stop is safe to call on a stream that has already ended. ``_check_table`` refuses a
-table that breaks this rule.
+``CONFIRMING`` triggers lead into a terminal state. Each one shows that the service confirmed the
+end (a status-14 callback; a stop answered "not found"; the provider's end of session echoing our
+acknowledged stop), or that our stop was acknowledged and the wait for the final callback ran out,
+or that the start provably created nothing (refused, or a stop before any request).
+
+An end the task only *infers* moves it to ``ending``. Such ends are a status nobody declared, a
+status the user declared an end, a status-16 callback, and the provider's end of session while
+running (AssemblyAI's ``Termination``, an ElevenLabs error). From ``ending`` a confirming stop goes
+out, retried like any stop, because stop is safe to call on a stream that has already ended.
+``_check_table`` refuses a table that breaks this rule. (docs/architecture.md walks through it.)
 
 Why some cells are what they are:
-  * ``stop`` is legal everywhere. pending -> stopped with no request; starting/uncertain remember it
-    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); ending
-    remembers it too (the confirming stop is on its way already, and the task now says that it was
-    asked for); stopping and the terminal states answer DUP: the stop is already in effect.
+  * ``stop`` is legal everywhere. In pending, the task stops with no request. Starting and
+    uncertain remember it: the Fleet sends it once a task_id exists, or the orphan reaper catches
+    the stream. Ending remembers it too: the confirming stop is on its way already, and the task
+    now records that a stop was asked for. Stopping and the terminal states answer DUP, because the
+    stop is already in effect.
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
     but no task_id came back) leads to ``uncertain``, never to a second start. A start answer that
     comes after all names the task (``uncertain`` -> ``running``): with several processes on one
     store, one may have filed a start as uncertain (its own ``recover``) while another still waited
     for the answer. ``start_deferred`` (429 or capacity 16: nothing was created) puts the task back
     in ``pending``, from where the Fleet starts it again after a backoff, or stops it for free.
-  * a segment while stopping or ending is still applied (finals are in flight, and the stream may
-    live on), and so is one after the stream stopped or ended: a final delivered late still
-    completes the transcript (the task keeps it, marked late, and its state stays terminal), while
-    a partial there, which only a final would replace, is LATE (the task's data decides, as for a
-    repeated segment). A task that failed has no transcript to complete: a segment there is LATE.
+  * a segment while stopping or ending is still applied: finals are in flight, and the stream may
+    live on. A segment after the stream stopped or ended is applied too, if it is a final: it
+    completes the transcript, marked late, and the state stays terminal. A partial there is LATE,
+    since only a final would replace it (the task's data decides, as for a repeated segment). A
+    task that failed has no transcript to complete: a segment there is LATE.
   * an end the task learns while stopping (a status nobody declared, a status 16) changes nothing
     but the recorded status: our own stop settles the task. The provider's ``Termination`` while
     stopping is our stop's echo, but only once the stop was acknowledged: before that it may be
@@ -56,8 +58,9 @@ Why some cells are what they are:
     task keeps it, so that the transcript's gaps count up to it; a plain repeat is a DUPLICATE.
 
 Every move goes through ONE ``transitions.Machine``, built from TABLE at import. Tasks are never
-registered with it (``add_model`` is O(n) per add and costs kilobytes a task); ``StreamTask`` fires
-the machine's Event objects on itself, so a task costs a few slots and no machine bookkeeping.
+registered with it: ``add_model`` is O(n) per add and keeps bookkeeping for every task. Instead,
+``StreamTask`` fires the machine's Event objects on itself, so a task costs a few slots and no
+machine bookkeeping.
 """
 
 from __future__ import annotations
@@ -419,9 +422,10 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
     or enter callbacks) and has no conditions or callbacks of its own, on a machine with no
     machine-wide callbacks: firing one there changes nothing and calls nothing.
 
-    ``StreamTask`` skips the Machine's dispatch for these (about 10 µs a fire, most of a segment's
-    cost) and applies the self-loop itself. The set is derived from the Machine, not written down,
-    and tests/test_lifecycle_table.py proves both paths give the same state, outcome and history.
+    ``StreamTask`` skips the Machine's dispatch for these and applies the self-loop itself: the
+    dispatch is most of a segment's cost (bench/RESULTS.md has the figures). The set is derived
+    from the Machine, not written down, and tests/test_lifecycle_table.py proves both paths give
+    the same state, outcome and history.
     """
     hooks = ("prepare_event", "before_state_change", "after_state_change", "finalize_event", "on_final")
     if any(getattr(machine, name, None) for name in hooks):
@@ -438,5 +442,5 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
 # The states where a segment is such a self-loop (running, stopping, and the terminal states that
-# keep late finals): the hot path's compiled cells.
+# keep late finals): the cells the hot path applies without the Machine.
 SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")

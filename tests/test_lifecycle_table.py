@@ -1,7 +1,8 @@
-"""Every state x trigger pair, generated from the table, then the design's rules stated by hand.
+"""Every state x trigger pair, generated from the table, then the lifecycle's rules stated by hand.
 
 The generated tests check that the task does what the table says; the hand-written ones check
-that the table says what the lifecycle's theory of operation promises, so neither can drift alone.
+that the table says what the lifecycle's theory of operation promises (docs/architecture.md), so
+neither can drift alone.
 """
 
 from __future__ import annotations
