@@ -81,7 +81,9 @@ class MemoriesSim:
         own by default; the caller closes one it passes). ``transport`` is what it sends requests
         through: ``self.transport`` by default, or a wrapper of it that fails on purpose."""
         chosen = policy or Policy(seed=0, stop_concurrency=0)
-        made = Fleet(transport or self.transport, clock=self.clock, policy=chosen, store=store)
+        made = Fleet(
+            self.transport if transport is None else transport, clock=self.clock, policy=chosen, store=store
+        )
         self.service.on_callback(made.handle_callback)
         self.fleets.append(made)
         self._made.append(made)
