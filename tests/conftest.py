@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, settings
 from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamTask, TaskState
 from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
-from streamlife.sim import Faults, SimMode
+from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.statuses import PROVIDER_ENDED
 from streamlife.store import Store
 from streamlife.testing import MemoriesSim
@@ -192,7 +192,7 @@ class Rig:
 
     sim: MemoriesSim
     fleet: Fleet
-    transport: Transport  # what the Fleet was made with, and a restarted one is made with
+    transport: Transport  # what the Fleet sends through (a restarted one sends through the simulator's)
 
     def start(self) -> StreamTask:
         return self.fleet.start("audio", audio_url=URL, provider="assemblyai")
@@ -202,7 +202,7 @@ class Rig:
         simulator's callbacks and ticks from now on, as a new process would after a crash."""
         dead = self.fleet
         self.sim.crash(dead)
-        self.fleet = self.sim.fleet(dead.policy, store=store or dead.store, transport=self.transport)
+        self.fleet = self.sim.fleet(dead.policy, store=dead.store if store is None else store)
         return self.fleet
 
 
@@ -211,7 +211,7 @@ def rig(
     faults: Faults | None = None,
     *,
     store: Store | None = None,
-    wrap: Callable[[Transport], Transport] | None = None,
+    wrap: Callable[[SimTransport], Transport] | None = None,
     mode: SimMode = "segments",
     policy: Policy = POLICY,
     **changes: Any,

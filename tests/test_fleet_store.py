@@ -230,7 +230,6 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
     clock: ManualClock,
 ) -> None:
     store = FailingStore()
-    r = rig(clock, store=store)
 
     class DiesAfterTheAnswer(SimTransport):
         def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
@@ -238,7 +237,7 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
             store.dead = True
             raise SystemExit("killed between the start answer and its journal write")
 
-    r.fleet.transport = DiesAfterTheAnswer(r.sim.service)
+    r = rig(clock, store=store, wrap=lambda sim: DiesAfterTheAnswer(sim.service))
     with pytest.raises(StoreError):
         r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     (row,) = store.rows()
@@ -260,15 +259,14 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
 
 def test_a_stop_not_yet_acknowledged_is_sent_again_after_a_restart(clock: ManualClock) -> None:
     store = FailingStore()
-    r = rig(clock, store=store)
-    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
 
     class DiesOnStop(SimTransport):
         def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
             store.dead = True
             raise SystemExit("killed while the stop was in flight")
 
-    r.fleet.transport = DiesOnStop(r.sim.service)
+    r = rig(clock, store=store, wrap=lambda sim: DiesOnStop(sim.service))
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     with pytest.raises(StoreError):
         r.fleet.stop(task)
     store.dead = False
