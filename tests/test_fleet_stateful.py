@@ -44,7 +44,6 @@ from streamlife import (
     ManualClock,
     Outcome,
     OutcomeKind,
-    Policy,
     Source,
     StreamKind,
     StreamTask,
@@ -65,6 +64,8 @@ from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.testing import MemoriesSim
 from streamlife.transport.answers import URL_FIELD
 
+from .conftest import POLICY as RIG_POLICY
+
 
 def faults(seed: int) -> Faults:
     """Every fault, often; streams stall more often than in Faults.all, so that runs this short see it."""
@@ -72,15 +73,12 @@ def faults(seed: int) -> Faults:
 
 
 STEP = 1.0  # MemoriesSim.advance ticks the Fleet once per virtual second: one reaper pass
-POLICY = Policy(
+POLICY = dataclasses.replace(  # the rig's, with no worker threads, and longer timeouts
+    RIG_POLICY,
     park_ttl=20.0,
     uncertain_ttl=40.0,
     final_callback_wait=10.0,
     silence_after=15.0,
-    stop_retry_base=1.0,
-    stop_retry_cap=8.0,
-    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
-    seed=0,
     history_limit=None,  # the invariants read whole histories (tests/test_task.py checks the limit)
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
