@@ -90,8 +90,9 @@ class MemoriesSim:
         return made
 
     def crash(self, fleet: Fleet) -> None:
-        """Kill ``fleet``'s process: it hears no more callbacks and ``advance`` ticks it no more.
-        Nothing is closed or flushed, as in a crash; a new ``fleet(store=...)`` plays the restart."""
+        """Kill the process of ``fleet`` (one this simulator made, not crashed yet): it hears no more
+        callbacks and ``advance`` ticks it no more. Nothing is closed or flushed, as in a crash; a
+        new ``fleet(store=...)`` plays the restart."""
         self.service.off_callback(fleet.handle_callback)
         self.fleets.remove(fleet)
 

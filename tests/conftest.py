@@ -169,6 +169,9 @@ def state_of(task: StreamTask) -> TaskState:
     return task.state
 
 
+assert set(PATHS) == set(STATES), "every state must be reachable from pending"
+
+
 # -- a Fleet on the simulator ----------------------------------------------------------------------
 URL = "rtmp://sim.invalid/live"
 
@@ -222,9 +225,6 @@ def rig(
     transport = sim.transport if wrap is None else wrap(sim.transport)
     fleet = sim.fleet(dataclasses.replace(policy, **changes), store=store, transport=transport)
     return Rig(sim, fleet, transport)
-
-
-assert set(PATHS) == set(STATES), "every state must be reachable from pending"
 
 
 # PostgreSQL, for the stores' tests: never skipped (CI must run them). See tests/pg.py.
