@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
-from mypy_extensions import mypyc_attr
-
 from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
 
@@ -52,9 +50,6 @@ _TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds t
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
 
-# Subclasses are allowed, in a compiled build too (pyproject.toml): a test's store that fails on cue is
-# one, and so are _Txn's. No other class of a compiled module may be subclassed.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryStore:
     def __init__(self, *, shared: bool = False) -> None:
         self.shared = shared
@@ -241,7 +236,6 @@ class MemoryStore:
             self._by_task_id.setdefault(new.task_id, set()).add(new.key)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class _Txn:
     """The store's lock, held from ``__enter__`` to ``__exit__``; a write is kept at the exit, and
     only if the block did not raise. (A class, not a generator: it runs for every event.)"""
