@@ -95,7 +95,8 @@ class MemoryStore:
     def batch(self) -> Iterator[None]:
         """All or nothing, as a durable store's transaction: each write is made when its block ends,
         and taken back, last first, if the batch raises. The store's lock is held for the whole
-        batch (as SQLite holds its connection), so no other thread's write is mixed in with it."""
+        batch (as SQLite holds its connection), so no other thread's write is mixed in with it, and no
+        other thread reads half of it."""
         with self._lock:
             if self._undo is not None:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch")
@@ -110,14 +111,18 @@ class MemoryStore:
             finally:
                 self._undo = None
 
+    # Every read takes the lock: a batch holds it until it ends, so no reader sees half of one.
+
     def row(self, key: str) -> TaskRow | None:
-        kept = self._tasks.get(key)
-        return None if kept is None else _row(kept[_ROW])
+        with self._lock:
+            kept = self._tasks.get(key)
+            found = None if kept is None else kept[_ROW]  # a tuple, never changed: decoded outside the lock
+        return None if found is None else _row(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._lock:
             claims = [_row(self._tasks[key][_ROW]) for key in self._by_task_id.get(task_id, ())]
-        return min(claims, key=self._made_order, default=None)
+            return min(claims, key=self._made_order, default=None)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._lock:
@@ -171,7 +176,8 @@ class MemoryStore:
         return [DeadLetter(*letter) for letter in kept[:limit]]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
-        kept = self._dead_letters.get(letter_id)
+        with self._lock:
+            kept = self._dead_letters.get(letter_id)
         return None if kept is None else DeadLetter(*kept)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
