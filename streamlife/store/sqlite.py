@@ -126,6 +126,9 @@ _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = 
 _ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
+# The savepoint of a lock() block or a create inside a batch, and what takes it back.
+_EVENT: Final = "event"
+_UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
 
 
 class SqliteStore:
@@ -134,8 +137,9 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.RLock()  # one connection for every thread: held for a whole transaction
-        self._in_txn = False  # inside a lock() block or a create
-        self._batching = False  # inside a batch(): transactions are its savepoints
+        # What is open on the connection, outermost first: ("batch",), ("event",) (a lock() block,
+        # a create) or ("batch", "event"). Set and cleared by _scope alone.
+        self._open: tuple[str, ...] = ()
         with _errors(f"could not open {self.path!r}"):
             self._db = sqlite3.connect(
                 self.path,
@@ -190,30 +194,17 @@ class SqliteStore:
     @contextmanager
     def batch(self) -> Iterator[None]:
         with self._lock:
-            if self._batching or self._in_txn:
+            if self._open:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch or a lock() block")
-            with _errors("could not start a batch"):
-                self._db.execute("BEGIN IMMEDIATE")
-            self._batching = True
-            try:
+            with self._scope("batch", "could not write a batch"):
                 yield
-            except BaseException as exc:
-                with suppress(sqlite3.Error):  # the first error is the one to report
-                    self._db.execute("ROLLBACK")
-                self._batching = False
-                self._after_failure(exc)
-                raise
-            else:
-                self._commit("could not commit a batch")
-            finally:
-                self._batching = False
 
     @contextmanager
     def lock(self, key: str) -> Iterator[_Txn]:
         with self._transaction(f"could not write task {key!r}") as db:
             found = db.execute(_LOCK_ROW, (key,)).fetchone()
             # In a batch the block is a savepoint already, which a failed write rolls back to.
-            yield _Txn(db, key, found, inside_savepoint=self._batching)
+            yield _Txn(db, key, found, inside_savepoint=self._open[0] == "batch")
 
     def row(self, key: str) -> TaskRow | None:
         with self._connection() as db:
@@ -321,42 +312,39 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding the file's write lock from its start: committed if the
-        block ends normally, rolled back if it raises."""
+        """One write transaction, holding the file's write lock from its start (inside a batch, a
+        savepoint of the batch's): kept if the block ends normally, rolled back if it raises."""
         with self._lock:
-            if self._in_txn:
+            if "event" in self._open:
                 raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
-            batching = self._batching  # a batch's transaction is open: this one is its savepoint
-            with _errors(what):
-                self._db.execute("SAVEPOINT event" if batching else "BEGIN IMMEDIATE")
-            self._in_txn = True
-            try:
+            with self._scope("event", what):
                 yield self._db
-            except BaseException as exc:
-                with suppress(sqlite3.Error):  # the first error is the one to report
-                    self._db.execute("ROLLBACK TO event" if batching else "ROLLBACK")
-                    if batching:
-                        self._db.execute("RELEASE event")
-                self._in_txn = False
-                self._after_failure(exc)
-                raise
-            else:
-                if batching:
-                    with _errors(what):
-                        self._db.execute("RELEASE event")
-                else:
-                    self._commit(what)
-            finally:
-                self._in_txn = False
 
-    def _commit(self, what: str) -> None:
+    @contextmanager
+    def _scope(self, name: str, what: str) -> Iterator[None]:
+        """Open ``name`` on the connection: a transaction, or, inside a batch's, a savepoint. It is
+        kept if the block ends normally and rolled back if the block, or keeping it, fails. The one
+        place that opens and closes them, so ``_open`` says what is open whichever way it ends."""
+        outer = self._open
+        undo: tuple[str, ...]
+        if outer:  # a batch's transaction is open: this is its savepoint
+            begin, keep, undo = f"SAVEPOINT {_EVENT}", f"RELEASE {_EVENT}", _UNDO_EVENT
+        else:
+            begin, keep, undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+        with _errors(what):
+            self._db.execute(begin)
+        self._open = (*outer, name)
         try:
-            with _errors(what):
-                self._db.execute("COMMIT")
+            try:
+                yield
+                with _errors(what):
+                    self._db.execute(keep)
+            finally:
+                self._open = outer
         except BaseException as exc:
-            with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            self._batching = self._in_txn = False
+            with suppress(sqlite3.Error):  # the first error is the one to report
+                for statement in undo:
+                    self._db.execute(statement)
             self._after_failure(exc)
             raise
 
@@ -366,7 +354,7 @@ class SqliteStore:
         checkpoint; left as it is, on a full volume, it holds the room a checkpoint needs for good.
         Copied into the file and cut to nothing, it frees what the file did not take, and the WAL's
         limits are fitted to the room left."""
-        if not _out_of_room(exc) or self._db.in_transaction or self._in_txn or self._batching:
+        if not _out_of_room(exc) or self._db.in_transaction or self._open:
             return
         with suppress(sqlite3.Error):  # another process reading may hold it up: then the next failure
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -481,7 +469,7 @@ class _Txn:
                 except sqlite3.IntegrityError as exc:
                     raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
             except BaseException:
-                self._db.execute("ROLLBACK TO write" if own else "ROLLBACK TO event")
+                self._db.execute("ROLLBACK TO write" if own else f"ROLLBACK TO {_EVENT}")
                 if own:
                     self._db.execute("RELEASE write")
                 raise
