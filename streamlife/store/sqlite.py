@@ -303,6 +303,7 @@ class SqliteStore:
         its transaction (what it reads includes what it wrote, and what it writes is kept or rolled
         back with the block); elsewhere, each statement commits on its own."""
         with self._lock:
+            self._check_still_open(f"{self!r} failed")
             try:
                 with _errors(f"{self!r} failed"):
                     yield self._db
@@ -327,6 +328,7 @@ class SqliteStore:
         place that opens and closes them, so ``_open`` says what is open whichever way it ends."""
         outer = self._open
         undo: tuple[str, ...]
+        self._check_still_open(what)
         if outer:  # a batch's transaction is open: this is its savepoint
             begin, keep, undo = f"SAVEPOINT {_EVENT}", f"RELEASE {_EVENT}", _UNDO_EVENT
         else:
@@ -347,6 +349,13 @@ class SqliteStore:
                     self._db.execute(statement)
             self._after_failure(exc)
             raise
+
+    def _check_still_open(self, what: str) -> None:
+        """Refuse to write inside a batch whose transaction SQLite rolled back by itself, as it may
+        after SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM. A statement run then would start a
+        transaction of its own and commit it, outside the batch, which fails all the same."""
+        if self._open and not self._db.in_transaction:
+            raise StoreError(f"{what}: SQLite rolled back the {self._open[0]}'s transaction after a failure")
 
     def _after_failure(self, exc: BaseException) -> None:
         """After a write the disk refused (full, or the file may grow no more), rolled back: give
