@@ -34,10 +34,22 @@ from typing import Any, Final
 
 import psycopg
 import psycopg.conninfo
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from streamlife.lifecycle import TERMINAL
-
+from ._sql import (
+    ENTRY_COLUMNS,
+    LETTER_COLUMNS,
+    PARKED_COLUMNS,
+    ROW_COLUMNS,
+    TERMINAL_STATES,
+    entry_from,
+    entry_values,
+    letter_from,
+    parked_from,
+    row_from,
+    row_values,
+)
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -52,8 +64,6 @@ from .base import (
 )
 from .dsn import mask, meant_passwords, secrets_of
 from .json_text import to_json
-
-_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 
 # Taken (for the migrating transaction only) by every store that opens: one migrates, the others
 # wait and then find the schema current. A constant of our own: b"strmlife" as a signed 64-bit int.
@@ -108,10 +118,6 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
 )
-
-_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
-_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
-_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -191,17 +197,19 @@ class PostgresStore:
 
     def _configure(self, conn: _Connection) -> None:
         """Bound every wait of a new connection's session (autocommit: the settings outlive any
-        transaction)."""
+        transaction), and read JSON columns as the text they hold, which the store reads as
+        SQLite's (``_sql``)."""
         for name, value in self._session.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        conn.adapters.register_loader("json", TextLoader)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         check_numbering(row.key, entries, 0, row)
-        facts = to_json(row.facts)
-        journal = _entry_values(row.key, entries)
+        values = row_values(row)
+        journal = entry_values(row.key, entries)
         with (
             self._errors(f"could not create task {row.key!r}"),
             self._own_connection(f"could not create task {row.key!r}") as conn,
@@ -209,19 +217,9 @@ class PostgresStore:
         ):
             try:
                 conn.execute(
-                    f"INSERT INTO streamlife_tasks ({_ROW_COLUMNS}, terminal)"
+                    f"INSERT INTO streamlife_tasks ({ROW_COLUMNS}, terminal)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s)",
-                    (
-                        row.key,
-                        row.kind,
-                        row.task_id,
-                        row.state,
-                        row.version,
-                        row.created_at,
-                        row.updated_at,
-                        facts,
-                        row.state in _TERMINAL_STATES,
-                    ),
+                    values,
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
@@ -268,33 +266,33 @@ class PostgresStore:
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._errors(f"could not look up task_id {task_id!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
                 " ORDER BY created_at, seq LIMIT 1",
                 (task_id,),
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._errors(f"could not read the journal of {key!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
+                f"SELECT {ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         where = "" if terminal else "WHERE NOT terminal"
         with self._errors("could not read the tasks"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
             ).fetchall()
-        return iter([_row(values) for values in found])
+        return iter([row_from(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
@@ -317,14 +315,14 @@ class PostgresStore:
         with self._errors("could not read the parked callbacks"), self._connection() as conn:
             if task_id is None:
                 found = conn.execute(
-                    "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
+                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked ORDER BY seq"
                 ).fetchall()
             else:
                 found = conn.execute(
-                    "SELECT seq, task_id, at, payload FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
+                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
                     (task_id,),
                 ).fetchall()
-        return [ParkedCallback(seq, task_id, at, payload) for seq, task_id, at, payload in found]
+        return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
@@ -342,19 +340,19 @@ class PostgresStore:
         after, limit = dead_letter_page(after, limit)
         with self._errors("could not read the dead letters"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
+                f"SELECT {LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
                 (after, limit),  # (LIMIT NULL: no limit)
             ).fetchall()
-        return [_letter(values) for values in found]
+        return [letter_from(values) for values in found]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
         if not dead_letter_ids([letter_id]):
             return None
         with self._errors(f"could not read dead letter {letter_id}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
+                f"SELECT {LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
             ).fetchone()
-        return None if found is None else _letter(found)
+        return None if found is None else letter_from(found)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         with self._errors("could not purge dead letters"), self._connection() as conn:
@@ -410,11 +408,11 @@ class _Txn:
     def entries_after(self, version: int) -> list[JournalEntry]:
         with _errors(f"could not read the journal of {self.key!r}", self._secrets):
             found = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
+                f"SELECT {ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
                 " ORDER BY version",
                 (self.key, version),
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         if self._written:
@@ -425,7 +423,7 @@ class _Txn:
             raise StoreConflict(f"no task with key {self.key!r}: create it first")
         check_numbering(self.key, entries, self.version, row)
         facts = None if row is None else to_json(row.facts)
-        journal = _entry_values(self.key, entries)
+        journal = entry_values(self.key, entries)
         where = (self.key, self.version)
         what = f"could not write task {self.key!r}"
         with _errors(what, self._secrets), self._conn.transaction():  # a savepoint
@@ -433,7 +431,7 @@ class _Txn:
                 moved_on = (entries[-1].version, entries[-1].at, *where)
                 updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
             else:
-                values = (row.kind, row.task_id, row.state, row.state in _TERMINAL_STATES, row.version)
+                values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
                 updated = self._conn.execute(
                     _UPDATE_ROW, (*values, row.created_at, row.updated_at, facts, *where)
                 ).rowcount
@@ -478,44 +476,12 @@ def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
     try:
         with conn.cursor() as cur:
             cur.executemany(
-                f"INSERT INTO streamlife_journal (key, {_ENTRY_COLUMNS})"
+                f"INSERT INTO streamlife_journal (key, {ENTRY_COLUMNS})"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s::json)",
                 values,
             )
     except psycopg.errors.UniqueViolation as exc:
         raise StoreConflict(f"a version of task {values[0][0]!r} is taken") from exc
-
-
-def _entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            key,
-            entry.version,
-            entry.at,
-            entry.trigger,
-            entry.from_state,
-            entry.to_state,
-            None if entry.args is None else to_json(entry.args),
-        )
-        for entry in entries
-    ]
-
-
-def _row(values: Sequence[Any]) -> TaskRow:
-    key, kind, task_id, state, version, created_at, updated_at, facts = values
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, facts)
-
-
-def _entry(values: Sequence[Any]) -> JournalEntry:
-    version, at, trigger, from_state, to_state, args = values
-    return JournalEntry(version, at, trigger, from_state, to_state, args)
-
-
-def _letter(values: Sequence[Any]) -> DeadLetter:
-    letter_id, at, reason, field, size, body = values
-    return DeadLetter(
-        letter_id, at, reason, field, size, bytes(body)
-    )  # (bytes: psycopg may read a memoryview)
 
 
 def _secrets_and_where(dsn: str) -> tuple[tuple[str, ...], str]:

@@ -21,7 +21,6 @@ nothing where it can be: so once there is room again, writes work again.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -30,8 +29,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
-from streamlife.lifecycle import TERMINAL
-
+from ._sql import (
+    ENTRY_COLUMNS,
+    LETTER_COLUMNS,
+    PARKED_COLUMNS,
+    ROW_COLUMNS,
+    TERMINAL_STATES,
+    entry_from,
+    entry_values,
+    letter_from,
+    parked_from,
+    row_from,
+    row_values,
+)
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -47,8 +57,6 @@ from .base import (
 from .json_text import to_json
 
 BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
-
-_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 
 CACHE_KIB: Final = 64 * 1024  # the page cache's ceiling, per connection
 CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a commit checkpoints it
@@ -109,7 +117,6 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
 )
 
-_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
 # The row's columns that an index holds. SQLite rewrites an index's entry whenever an UPDATE sets one
 # of its columns, changed or not: at 100,000 tasks that doubled an event's cost. So an event's write
 # sets these only when they change (the start answer names the task; the last event ends it).
@@ -123,9 +130,7 @@ _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
 _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, created_at = ?")
 # write(entries, None): the row moves on to the last entry, its other columns as they were.
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
-_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
-_INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
+_INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
 _UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
@@ -179,8 +184,8 @@ class SqliteStore:
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:
                 db.execute(
-                    f"INSERT INTO tasks ({_ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*_row_values(row), row.state in _TERMINAL_STATES),
+                    f"INSERT INTO tasks ({ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row_values(row),
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
@@ -208,31 +213,31 @@ class SqliteStore:
 
     def row(self, key: str) -> TaskRow | None:
         with self._connection() as db:
-            found = db.execute(f"SELECT {_ROW_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
-        return None if found is None else _row(found)
+            found = db.execute(f"SELECT {ROW_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+        return None if found is None else row_from(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ROW_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY created_at, rowid LIMIT 1",
+                f"SELECT {ROW_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY created_at, rowid LIMIT 1",
                 (task_id,),
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? ORDER BY version", (key,)
+                f"SELECT {ENTRY_COLUMNS} FROM journal WHERE key = ? ORDER BY version", (key,)
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         where = "" if terminal else "WHERE terminal = 0"
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
+                f"SELECT {ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
             ).fetchall()
-        return iter([_row(values) for values in found])
+        return iter([row_from(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
@@ -249,12 +254,12 @@ class SqliteStore:
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._connection() as db:
             if task_id is None:
-                found = db.execute("SELECT seq, task_id, at, payload FROM parked ORDER BY seq").fetchall()
+                found = db.execute(f"SELECT {PARKED_COLUMNS} FROM parked ORDER BY seq").fetchall()
             else:
                 found = db.execute(
-                    "SELECT seq, task_id, at, payload FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
+                    f"SELECT {PARKED_COLUMNS} FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
                 ).fetchall()
-        return [ParkedCallback(seq, task_id, at, json.loads(payload)) for seq, task_id, at, payload in found]
+        return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
@@ -269,19 +274,19 @@ class SqliteStore:
         after, limit = dead_letter_page(after, limit)
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
                 (after, -1 if limit is None else limit),  # (a negative LIMIT: no limit)
             ).fetchall()
-        return [DeadLetter(*values) for values in found]
+        return [letter_from(values) for values in found]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
         if not dead_letter_ids([letter_id]):
             return None
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
+                f"SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
             ).fetchone()
-        return None if found is None else DeadLetter(*found)
+        return None if found is None else letter_from(found)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         if ids is None:
@@ -442,10 +447,10 @@ class _Txn:
     def entries_after(self, version: int) -> list[JournalEntry]:
         with _errors(f"could not read the journal of {self.key!r}"):
             found = self._db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
+                f"SELECT {ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
                 (self.key, version),
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         if self._written:
@@ -466,7 +471,7 @@ class _Txn:
                     updated = self._db.execute(_MOVE_ROW_ON, (last.version, last.at, *where)).rowcount
                 else:
                     values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
-                    indexed = (row.task_id, int(row.state in _TERMINAL_STATES), row.created_at)
+                    indexed = (row.task_id, int(row.state in TERMINAL_STATES), row.created_at)
                     if indexed == self._indexed:
                         updated = self._db.execute(_UPDATE_UNINDEXED, (*values, *where)).rowcount
                     else:
@@ -488,46 +493,11 @@ class _Txn:
 
 
 def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalEntry]) -> None:
-    values = [
-        (
-            key,
-            entry.version,
-            entry.at,
-            entry.trigger,
-            entry.from_state,
-            entry.to_state,
-            None if entry.args is None else to_json(entry.args),
-        )
-        for entry in entries
-    ]
+    values = entry_values(key, entries)
     if len(values) == 1:  # the usual case, and executemany costs more for one
         db.execute(_INSERT_ENTRY, values[0])
     else:
         db.executemany(_INSERT_ENTRY, values)
-
-
-def _row_values(row: TaskRow) -> tuple[Any, ...]:
-    return (
-        row.key,
-        row.kind,
-        row.task_id,
-        row.state,
-        row.version,
-        row.created_at,
-        row.updated_at,
-        to_json(row.facts),
-    )
-
-
-def _row(values: Sequence[Any]) -> TaskRow:
-    key, kind, task_id, state, version, created_at, updated_at, facts = values
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
-
-
-def _entry(values: Sequence[Any]) -> JournalEntry:
-    version, at, trigger, from_state, to_state, args = values
-    args = None if args is None else json.loads(args)
-    return JournalEntry(version, at, trigger, from_state, to_state, args)
 
 
 @contextmanager
