@@ -34,6 +34,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_numbering,
+    check_write,
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
@@ -285,13 +286,8 @@ class _Txn:
         return [_entry(kept) for kept in (self.kept or _NOTHING)[version + 1 :]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self.kept is None:
-            raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        if row is not None and row.key != self.key:
-            raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
-        if self.staged is not None:
-            raise StoreConflict("one write per lock")
-        check_numbering(self.key, entries, self.version, row)
+        exists = self.kept is not None
+        check_write(self.key, self.version if exists else None, entries, row, written=self.staged is not None)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
         self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)

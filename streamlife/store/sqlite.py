@@ -50,6 +50,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_numbering,
+    check_write,
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
@@ -453,13 +454,7 @@ class _Txn:
         return [entry_from(values) for values in found]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self._written:
-            raise StoreConflict("one write per lock")
-        if row is not None and row.key != self.key:
-            raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
-        if not self._exists:
-            raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        check_numbering(self.key, entries, self.version, row)
+        check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         own = self._own_savepoint
         with _errors(f"could not write task {self.key!r}"):
             if own:
