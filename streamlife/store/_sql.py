@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from streamlife.lifecycle import TERMINAL
 
-from .base import DeadLetter, JournalEntry, ParkedCallback, TaskRow
+from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow
 from .json_text import to_json
 
 TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
@@ -76,3 +76,16 @@ def parked_from(values: Sequence[Any]) -> ParkedCallback:
 def letter_from(values: Sequence[Any]) -> DeadLetter:
     letter_id, at, reason, field, size, body = values
     return DeadLetter(letter_id, at, reason, field, size, bytes(body))  # (psycopg may read a memoryview)
+
+
+def migrations_after(
+    done: int, migrations: tuple[tuple[str, ...], ...], where: str
+) -> tuple[tuple[str, ...], ...]:
+    """The migrations a schema ``done`` steps in has still to take (a schema counts the steps it
+    took). A newer schema than ``migrations`` reach is refused: this streamlife cannot read it."""
+    if done > len(migrations):
+        raise StoreError(
+            f"{where} has streamlife schema version {done}, newer than this streamlife's"
+            f" ({len(migrations)}): upgrade streamlife to open it"
+        )
+    return migrations[done:]

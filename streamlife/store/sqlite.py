@@ -42,6 +42,7 @@ from ._sql import (
     row_from,
     row_values,
 )
+from ._sqlite_schema import migrate
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -68,55 +69,6 @@ MIN_CHECKPOINT_PAGES: Final = 16
 # What the WAL file is cut back to once checkpointed (SQLite otherwise keeps it at its longest, for
 # reuse, holding that much disk for good).
 WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
-
-# The schema, one migration a step: PRAGMA user_version counts the steps applied. Append, never edit.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        """CREATE TABLE tasks (
-            key TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            task_id TEXT,
-            state TEXT NOT NULL,
-            terminal INTEGER NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
-            version INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            facts TEXT NOT NULL  -- JSON
-        )""",
-        "CREATE INDEX tasks_task_id ON tasks (task_id)",
-        "CREATE INDEX tasks_open ON tasks (terminal, created_at)",
-        """CREATE TABLE journal (
-            key TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at REAL NOT NULL,
-            trigger TEXT NOT NULL,
-            from_state TEXT NOT NULL,
-            to_state TEXT NOT NULL,
-            args TEXT,  -- JSON, or NULL for a trigger without an argument
-            PRIMARY KEY (key, version)
-        )""",
-        """CREATE TABLE parked (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
-            task_id TEXT NOT NULL,
-            at REAL NOT NULL,
-            payload TEXT NOT NULL  -- JSON
-        )""",
-        "CREATE INDEX parked_task_id ON parked (task_id)",
-    ),
-    (  # 2: orphans' task_ids, claimed once
-        "CREATE TABLE claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
-    ),
-    (  # 3: payloads the parser refused
-        """CREATE TABLE dead_letters (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a purge
-            at REAL NOT NULL,
-            reason TEXT NOT NULL,
-            field TEXT,
-            size INTEGER NOT NULL,  -- the body's length as received
-            body BLOB NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
-        )""",
-    ),
-)
 
 # The row's columns that an index holds. SQLite rewrites an index's entry whenever an UPDATE sets one
 # of its columns, changed or not: at 100,000 tasks that doubled an event's cost. So an event's write
@@ -172,7 +124,7 @@ class SqliteStore:
                 # written many times once. The WAL grows to about 40 MiB so, where the disk has
                 # room for it; on a small volume, less (see _fit_wal_to_disk).
                 self._fit_wal_to_disk()
-                self._migrate()
+                migrate(self._db, self.path)
         except BaseException:
             self._db.close()
             raise
@@ -405,27 +357,6 @@ class SqliteStore:
             if str(mode).lower() not in ("wal", "memory"):  # ":memory:" has no WAL, nor other processes
                 raise StoreError(f"{self.path!r} cannot be in WAL mode (it is in {mode!r} mode)")
             return
-
-    def _migrate(self) -> None:
-        (done,) = self._db.execute("PRAGMA user_version").fetchone()
-        if done > len(_MIGRATIONS):
-            raise StoreError(
-                f"{self.path!r} has schema version {done}, newer than this streamlife's "
-                f"({len(_MIGRATIONS)}): upgrade streamlife to open it"
-            )
-        if done == len(_MIGRATIONS):
-            return
-        self._db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
-        try:
-            (done,) = self._db.execute("PRAGMA user_version").fetchone()
-            for statements in _MIGRATIONS[done:]:
-                for statement in statements:
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
 
 class _Txn:
