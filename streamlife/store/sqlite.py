@@ -13,10 +13,8 @@ block (blocks are short: the Fleet does no I/O inside them but the store's own).
 Inside ``batch()`` they are savepoints of the batch's one transaction, which holds the connection
 (and the file's write lock) until it commits: one commit for many events.
 
-A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it. The WAL is
-checkpointed before it can take more than a share of the room the disk had, cut back once
-checkpointed (``journal_size_limit``), and, after a refused write, copied into the file and cut to
-nothing where it can be: so once there is room again, writes work again.
+A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it; once there is
+room again, writes work again (``_sqlite_connection`` keeps the WAL within the disk's room).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
@@ -42,7 +39,18 @@ from ._sql import (
     row_from,
     row_values,
 )
-from ._sqlite_schema import migrate
+from ._sqlite_connection import (
+    BUSY_TIMEOUT_MS,
+    CACHE_KIB,
+    CHECKPOINT_PAGES,
+    CHECKPOINT_SHARE_OF_FREE,
+    MIN_CHECKPOINT_PAGES,
+    WAL_SIZE_LIMIT,
+    connect,
+    errors,
+    give_room_back,
+    out_of_room,
+)
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -58,21 +66,20 @@ from .base import (
 )
 from .json_text import to_json
 
-BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
+# The file's settings stay importable from here, where they were defined before _sqlite_connection.
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "CACHE_KIB",
+    "CHECKPOINT_PAGES",
+    "CHECKPOINT_SHARE_OF_FREE",
+    "MIN_CHECKPOINT_PAGES",
+    "WAL_SIZE_LIMIT",
+    "SqliteStore",
+]
 
-CACHE_KIB: Final = 64 * 1024  # the page cache's ceiling, per connection
-CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a commit checkpoints it
-# Less where the disk has less room: the WAL grows to at most this share of the free space (but no
-# shorter than MIN_CHECKPOINT_PAGES), so a checkpoint always finds room to copy it into the file.
-CHECKPOINT_SHARE_OF_FREE: Final = 4  # a quarter
-MIN_CHECKPOINT_PAGES: Final = 16
-# What the WAL file is cut back to once checkpointed (SQLite otherwise keeps it at its longest, for
-# reuse, holding that much disk for good).
-WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
-
-# The row's columns that an index holds. SQLite rewrites an index's entry whenever an UPDATE sets one
-# of its columns, changed or not: at 100,000 tasks that doubled an event's cost. So an event's write
-# sets these only when they change (the start answer names the task; the last event ends it).
+# The row's columns that an index holds. An event's write sets these only when they change (the
+# start answer names the task; the last event ends it): SQLite rewrites an index's entry whenever an
+# UPDATE sets one of its columns, changed or not.
 _INDEXED_COLUMNS: Final = "task_id, terminal, created_at"
 _UPDATE_ROW: Final = (
     "UPDATE tasks SET kind = ?, state = ?, version = ?, updated_at = ?, facts = ?{indexed}"
@@ -98,36 +105,7 @@ class SqliteStore:
         # What is open on the connection, outermost first: ("batch",), ("event",) (a lock() block,
         # a create) or ("batch", "event"). Set and cleared by _scope alone.
         self._open: tuple[str, ...] = ()
-        with _errors(f"could not open {self.path!r}"):
-            self._db = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,  # autocommit: every transaction here is an explicit BEGIN/COMMIT
-                check_same_thread=False,  # threads take turns through self._lock
-            )
-        try:
-            with _errors(f"could not set up {self.path!r}"):
-                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self._wal()
-                # NORMAL in WAL mode: a commit reaches the OS before it returns, so it survives this
-                # process crashing (which is what a restart needs); only a power loss or OS crash may
-                # take back the last commits. FULL would fsync every event's write.
-                self._db.execute("PRAGMA synchronous = NORMAL")
-                # Up to 64 MiB of pages in this process (SQLite's default is 2 MiB): 100,000 live
-                # tasks' rows and recent journal pages stay cached, so an event reads no page back
-                # from the OS. Taken as pages are read, so a small store costs what it holds.
-                self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-                # A checkpoint copies the WAL's pages into the file and syncs it: the one sync a
-                # NORMAL commit pays for. Events dirty pages all over the journal's index, so at
-                # SQLite's default (1,000 pages) the syncs were half of an event's cost at 100,000
-                # tasks; ten times the pages takes a tenth of the syncs, and each copies a page
-                # written many times once. The WAL grows to about 40 MiB so, where the disk has
-                # room for it; on a small volume, less (see _fit_wal_to_disk).
-                self._fit_wal_to_disk()
-                migrate(self._db, self.path)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = connect(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -263,7 +241,7 @@ class SqliteStore:
         with self._lock:
             self._check_still_open(f"{self!r} failed")
             try:
-                with _errors(f"{self!r} failed"):
+                with errors(f"{self!r} failed"):
                     yield self._db
             except StoreError as exc:
                 self._after_failure(exc)
@@ -291,13 +269,13 @@ class SqliteStore:
             begin, keep, undo = f"SAVEPOINT {_EVENT}", f"RELEASE {_EVENT}", _UNDO_EVENT
         else:
             begin, keep, undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
-        with _errors(what):
+        with errors(what):
             self._db.execute(begin)
         self._open = (*outer, name)
         try:
             try:
                 yield
-                with _errors(what):
+                with errors(what):
                     self._db.execute(keep)
             finally:
                 self._open = outer
@@ -316,47 +294,10 @@ class SqliteStore:
             raise StoreError(f"{what}: SQLite rolled back the {self._open[0]}'s transaction after a failure")
 
     def _after_failure(self, exc: BaseException) -> None:
-        """After a write the disk refused (full, or the file may grow no more), rolled back: give
-        the WAL's room back if this connection can. The WAL holds every commit since the last
-        checkpoint; left as it is, on a full volume, it holds the room a checkpoint needs for good.
-        Copied into the file and cut to nothing, it frees what the file did not take, and the WAL's
-        limits are fitted to the room left."""
-        if not _out_of_room(exc) or self._db.in_transaction or self._open:
-            return
-        with suppress(sqlite3.Error):  # another process reading may hold it up: then the next failure
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        with suppress(sqlite3.Error):
-            self._fit_wal_to_disk()
-
-    def _fit_wal_to_disk(self) -> None:
-        """How long the WAL grows before a commit checkpoints it (CHECKPOINT_PAGES, or a share of
-        the disk's free room where that is less), and what it is cut back to once checkpointed."""
-        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
-        pages = CHECKPOINT_PAGES
-        free = _free_bytes(self.path)
-        if free is not None:
-            pages = max(MIN_CHECKPOINT_PAGES, min(pages, free // CHECKPOINT_SHARE_OF_FREE // page_size))
-        self._db.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-        self._db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
-
-    def _wal(self) -> None:
-        """Put the file in WAL mode (once set, it stays). Processes that open a new file together
-        each want the file to themselves for the switch, and SQLite answers "locked" at once,
-        without waiting: so wait here, as long as busy_timeout would."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        pause = 0.001
-        while True:
-            try:
-                (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
-                continue
-            if str(mode).lower() not in ("wal", "memory"):  # ":memory:" has no WAL, nor other processes
-                raise StoreError(f"{self.path!r} cannot be in WAL mode (it is in {mode!r} mode)")
-            return
+        """After a write the disk refused, rolled back: give the WAL's room back, once nothing is
+        open on the connection (see ``give_room_back``)."""
+        if out_of_room(exc) and not (self._db.in_transaction or self._open):
+            give_room_back(self._db, self.path)
 
 
 class _Txn:
@@ -377,7 +318,7 @@ class _Txn:
         self._own_savepoint = not inside_savepoint
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {self.key!r}"):
+        with errors(f"could not read the journal of {self.key!r}"):
             found = self._db.execute(
                 f"SELECT {ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
                 (self.key, version),
@@ -387,7 +328,7 @@ class _Txn:
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
         check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         own = self._own_savepoint
-        with _errors(f"could not write task {self.key!r}"):
+        with errors(f"could not write task {self.key!r}"):
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
@@ -424,39 +365,3 @@ def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalE
         db.execute(_INSERT_ENTRY, values[0])
     else:
         db.executemany(_INSERT_ENTRY, values)
-
-
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """sqlite3's errors as the store's: a constraint is a conflict, anything else a failure."""
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        raise StoreConflict(f"{what}: {exc}") from exc
-    except sqlite3.Error as exc:
-        if _out_of_room(exc):
-            raise StoreError(
-                f"{what}: {exc}: the disk is full, or the file may grow no more (a size limit)."
-                " Nothing of this write was kept; writes work again once there is room"
-            ) from exc
-        raise StoreError(f"{what}: {exc}") from exc
-
-
-# A write the disk refused: SQLite says SQLITE_FULL when a write falls short, SQLITE_IOERR when it
-# fails whole (a file past RLIMIT_FSIZE, say: EFBIG).
-_OUT_OF_ROOM: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
-
-
-def _out_of_room(exc: BaseException) -> bool:
-    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
-    code = getattr(cause, "sqlite_errorcode", None)
-    return isinstance(cause, sqlite3.Error) and code is not None and code & 0xFF in _OUT_OF_ROOM
-
-
-def _free_bytes(path: str) -> int | None:
-    """The room left for the store's files on their volume; None where it cannot be told."""
-    try:
-        found = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    except (OSError, AttributeError):  # ":memory:"'s directory is ours; no statvfs on Windows
-        return None
-    return found.f_bavail * found.f_frsize
