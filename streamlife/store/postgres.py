@@ -33,10 +33,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 import psycopg
-import psycopg.conninfo
 from psycopg.types.string import TextLoader
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate
 from ._sql import (
     ENTRY_COLUMNS,
@@ -64,7 +64,6 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
-from .dsn import mask, meant_passwords, secrets_of
 from .json_text import to_json
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
@@ -102,7 +101,7 @@ class PostgresStore:
             ("statement_timeout", statement_timeout),
         ):
             _check_seconds(name, seconds)
-        self._secrets, self._where = _secrets_and_where(dsn)
+        self._secrets, self._where = secrets_and_where(dsn)
         # The server's settings are in whole milliseconds; 0 would turn the limit off.
         self._session = {
             "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
@@ -141,7 +140,7 @@ class PostgresStore:
             raise
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
-        return _errors(what, self._secrets)
+        return errors(what, self._secrets)
 
     def _configure(self, conn: _Connection) -> None:
         """Bound every wait of a new connection's session (autocommit: the settings outlive any
@@ -354,7 +353,7 @@ class _Txn:
         self._written = False
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {self.key!r}", self._secrets):
+        with errors(f"could not read the journal of {self.key!r}", self._secrets):
             found = self._conn.execute(
                 f"SELECT {ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
                 " ORDER BY version",
@@ -368,7 +367,7 @@ class _Txn:
         journal = entry_values(self.key, entries)
         where = (self.key, self.version)
         what = f"could not write task {self.key!r}"
-        with _errors(what, self._secrets), self._conn.transaction():  # a savepoint
+        with errors(what, self._secrets), self._conn.transaction():  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
                 updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
@@ -406,67 +405,6 @@ def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
         raise StoreConflict(f"a version of task {values[0][0]!r} is taken") from exc
 
 
-def _secrets_and_where(dsn: str) -> tuple[tuple[str, ...], str]:
-    """What would give the DSN's password away (see ``streamlife.store.dsn``), and where the store
-    is, for messages: host, port and database, as libpq reads them. A DSN libpq reads otherwise than
-    it is written (a URL's password with an unencoded ``/`` or ``@`` becomes part of the host, the
-    port, the database) is refused: it names no database the user meant, and its parts would show
-    pieces of the password."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error as exc:  # libpq's reason may quote the DSN
-        _mask_in_place(exc, secrets_of(dsn))
-        raise StoreError(f"not a PostgreSQL DSN: {str(exc).strip()}") from exc
-    parsed_password = params.get("password")
-    secrets = secrets_of(dsn, None if parsed_password is None else str(parsed_password))
-    if set(meant_passwords(dsn)) - {parsed_password}:
-        raise StoreError(
-            "not a PostgreSQL DSN as written: libpq reads its user, password, host or database"
-            " otherwise (in a URL, percent-encode the password's / @ : ? # % and spaces: %2F %40 ...)"
-        )
-    where = {name: params[name] for name in ("host", "port", "dbname") if params.get(name)}
-    shown = " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
-    return secrets, mask(shown, secrets)
-
-
 def _check_seconds(name: str, seconds: float) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
         raise ValueError(f"{name} is a number of seconds above 0, got {seconds!r}")
-
-
-@contextmanager
-def _errors(what: str, secrets: tuple[str, ...]) -> Iterator[None]:
-    """psycopg's errors as the store's: a constraint is a conflict, anything else a failure. libpq
-    may quote the DSN, password and all: the message, and the psycopg error it is chained from, are
-    masked (``secrets``)."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        _mask_in_place(exc, secrets)
-        raise _store_error(what, exc) from exc
-
-
-def _mask_in_place(exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """Mask the password in a psycopg error's text (which its str and repr, and a traceback, show),
-    and in the errors psycopg chained it to."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.args = tuple(mask(arg, secrets) if isinstance(arg, str) else arg for arg in current.args)
-        current = current.__cause__ or current.__context__
-
-
-def _store_error(what: str, exc: psycopg.Error) -> StoreError:
-    if isinstance(exc, psycopg.IntegrityError):
-        return StoreConflict(f"{what}: {exc}")
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return StoreError(f"{what}: another process holds the task's row past lock_timeout ({exc})")
-    if isinstance(exc, psycopg.errors.QueryCanceled):
-        return StoreError(f"{what}: a statement ran past statement_timeout ({exc})")
-    if isinstance(exc, PoolTimeout):
-        return StoreError(
-            f"{what}: no connection within the pool's timeout (the server is down or unreachable,"
-            f" or every pooled connection is busy): {exc}"
-        )
-    return StoreError(f"{what}: {exc}")
