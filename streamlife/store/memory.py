@@ -8,10 +8,10 @@ Rows and entries are kept serialised, as the durable stores keep them: facts, ar
 payloads as the same JSON text (``json_text``), so what this store refuses, they refuse, and what it
 hands back is what they would; states as plain strings. What it hands back is a copy nobody else
 holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
-and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
-ten tracked objects behind, and the collector's full passes over them were half of a callback's
-cost at 100,000 tasks; serialised, it leaves a quarter of the bytes. A dead letter is kept as a
-plain tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
+and numbers, which the garbage collector stops tracking. Kept as live dicts, every event would
+leave tracked objects behind for the collector's full passes to walk, and take more bytes (the
+cost per callback and the bytes kept are in bench/RESULTS.md). A dead letter is kept as a plain
+tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
 """
 
 from __future__ import annotations
