@@ -144,8 +144,8 @@ class PostgresStore:
 
     def _configure(self, conn: _Connection) -> None:
         """Bound every wait of a new connection's session (autocommit: the settings outlive any
-        transaction), and read JSON columns as the text they hold, which the store reads as
-        SQLite's (``_sql``)."""
+        transaction). JSON columns come back as their text, which ``_sql`` reads as it reads
+        SQLite's."""
         for name, value in self._session.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         conn.adapters.register_loader("json", TextLoader)
