@@ -36,6 +36,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from streamlife.jsontext import to_json
 from streamlife.lifecycle import TERMINAL
 
 from .base import (
@@ -51,7 +52,6 @@ from .base import (
     dead_letter_page,
 )
 from .dsn import mask, meant_passwords, secrets_of
-from .json_text import to_json
 
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
+from streamlife.jsontext import to_json
 from streamlife.lifecycle import TERMINAL
 
 from .base import (
@@ -44,7 +45,6 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
-from .json_text import to_json
 
 BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
 

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from .base import StoreError
+from .errors import StoreError
 
 
 def to_json(value: Mapping[str, Any]) -> str:
