@@ -34,8 +34,9 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _STREAM_KEYS, _fast_json, _read, _standard_decode, _usual_transcript
+from streamlife.callbacks import _STREAM_KEYS, _read, _usual_transcript
 from streamlife.events import parsed_segment
+from streamlife.jsontext import _fast_json, _standard_decode
 
 from .payloads import segment_callback
 
