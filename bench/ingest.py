@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.protocol import SEGMENT_SECONDS
 from streamlife.store import MemoryStore, SqliteStore, Store
 
 from .common import (
@@ -53,7 +54,6 @@ BATCH = 50  # callbacks per Fleet.handle_callbacks call: a queue consumer's batc
 GOAL_MEMORY_RATE = 50_000
 GOAL_SQLITE_RATE = 10_000
 FLOOR_ABOUT = 1.5  # a floor under this many times the goal is "about" the goal: no room left above it
-SEGMENT_SECONDS = 5.0
 STREAMS = 100_000  # the goal: one process keeps up with this many live streams
 REFS = [("floor", "Python floor")]
 STORES = ("memory", "sqlite")

@@ -34,7 +34,7 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
 Provider messages are tried first: memories.ai's own payloads have no ``type`` or
 ``message_type`` beside ``status``, and reading a provider message as a status could end a task.
 A stream callback's ``data`` has an int ``status`` and no key but those the stream callbacks
-document (``_STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
+document (``STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
 or a ``code`` at the top) is another product's result, a ForeignCallback. What is malformed stays
 a CallbackError: no JSON object, no envelope, a stream field of the wrong type (a ``task_id``
 that is no string, a ``transcript`` that is a number, a ``status`` out of range).
@@ -60,6 +60,7 @@ from typing import Any, Final, TypeAlias, TypeGuard
 from .errors import CallbackError
 from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, parsed_segment
 from .jsontext import kind_of, read_object
+from .protocol import ELEVENLABS_ENDS, ELEVENLABS_TRANSCRIPTS, STREAM_KEYS
 from .statuses import DEFAULT_STATUSES, PROVIDER_ENDED, StatusTable
 
 # What a stream task hears; a callback is one of these, or another product's result.
@@ -86,51 +87,6 @@ _TRANSCRIPT_FINAL: Final = {
 _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
-# The keys of ``data`` in the stream callbacks: the audio stop page's, the video moderation page's
-# (``data.data`` and ``data.token``), ``msg`` for ``message`` and ``task_id`` (read leniently, as
-# everywhere), and ``start_time``/``end_time`` beside ``data.data`` (as seen in examples; the docs'
-# table puts them inside it). A ``data`` with any other key beside its status is another product's.
-_STREAM_KEYS: Final = frozenset(
-    {
-        "status",
-        "message",
-        "msg",
-        "segment_index",
-        "segment_start_time",
-        "segment_end_time",
-        "start_time",
-        "end_time",
-        "transcript",
-        "data",
-        "token",
-        "task_id",
-    }
-)
-_ELEVENLABS_FINAL: Final = {
-    "partial_transcript": False,
-    "committed_transcript": True,
-    "committed_transcript_with_timestamps": True,
-}
-# ElevenLabs' error messages (its realtime event reference, and its SDK's class names for the last
-# five). ElevenLabs sends one before it closes its socket: the provider's session has ended, as
-# AssemblyAI's ``Termination`` says, and memories.ai may pull the stream (and bill) all the same.
-_ELEVENLABS_ENDS: Final = frozenset(
-    {
-        "error",
-        "auth_error",
-        "quota_exceeded",
-        "rate_limited",
-        "transcriber_error",
-        "commit_throttled",
-        "queue_overflow",
-        "resource_exhausted",
-        "session_time_limit_exceeded",
-        "chunk_size_exceeded",
-        "insufficient_audio_activity",
-        "input_error",
-        "unaccepted_terms",
-    }
-)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -169,7 +125,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
         or type(transcript) is not dict
         or data.get("type") is not None
         or data.get("message_type") is not None
-        or not data.keys() <= _STREAM_KEYS
+        or not data.keys() <= STREAM_KEYS
     ):
         return None
     text, final = transcript.get("text"), transcript.get("is_final")
@@ -215,7 +171,7 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
         return _elevenlabs(_task_id(top, data), top, message, prefix, table)
     if not _is_int(message.get("status")):
         return _foreign(top, message)
-    if not _STREAM_KEYS.issuperset(message):
+    if not STREAM_KEYS.issuperset(message):
         # Another product's result, or a stream callback with a field the docs do not list: which,
         # only the task_id can tell (the Fleet asks), so the stream reading goes with it.
         foreign = _foreign(top, message)
@@ -307,9 +263,9 @@ def _elevenlabs(
     task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str, table: StatusTable
 ) -> CallbackEvent:
     kind = _name(m, "message_type", prefix)
-    final = _ELEVENLABS_FINAL.get(kind)
+    final = ELEVENLABS_TRANSCRIPTS.get(kind)
     if final is None:
-        if kind in _ELEVENLABS_ENDS:
+        if kind in ELEVENLABS_ENDS:
             meaning = table.meaning(PROVIDER_ENDED)
             return StatusCallback(task_id, PROVIDER_ENDED, f"elevenlabs: {kind}", top, meaning)
         return ProviderEvent(task_id, "elevenlabs", kind, top)

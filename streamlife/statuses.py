@@ -12,8 +12,8 @@ from types import MappingProxyType
 from typing import Final
 
 from .events import StatusMeaning
+from .protocol import CAPACITY_REACHED, STOPPED_BY_USER
 
-STOPPED_BY_USER: Final = 14  # the status of the stop callback, "Stream stopped by user"
 PROVIDER_ENDED: Final = -1000
 """The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
 
@@ -80,7 +80,7 @@ DEFAULT_STATUSES: Final = StatusTable(
     {
         0: StatusMeaning.ONGOING,
         STOPPED_BY_USER: StatusMeaning.STOPPED,
-        16: StatusMeaning.CAPACITY,
+        CAPACITY_REACHED: StatusMeaning.CAPACITY,
         PROVIDER_ENDED: StatusMeaning.PROVIDER_ENDED,
     }
 )

@@ -41,8 +41,9 @@ from streamlife import (
 from streamlife.errors import ParkingFullError, RateLimitedError, StopAllError, StoreError
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
+from streamlife.protocol import SEGMENT_SECONDS
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
+from streamlife.sim.service import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 

@@ -61,8 +61,8 @@ from streamlife.events import (
 )
 from streamlife.journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL, StopReason
+from streamlife.protocol import URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport, SimulatedService
-from streamlife.transport.answers import URL_FIELD
 
 
 def faults(seed: int) -> Faults:

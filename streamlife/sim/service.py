@@ -36,35 +36,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
-from streamlife.billing import CYCLE_SECONDS, billed_seconds
+from streamlife.billing import billed_seconds
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
-from streamlife.statuses import STOPPED_BY_USER
-from streamlife.transport.answers import CAPACITY_STATUS, PATHS, PROVIDERS, URL_FIELD
+from streamlife.protocol import (
+    CAPACITY_REACHED,
+    PATHS,
+    PROVIDERS,
+    SEGMENT_SECONDS,
+    START_MESSAGES,
+    STATUS_MESSAGES,
+    STOP_MESSAGES,
+    STOPPED_BY_USER,
+    URL_FIELD,
+)
 
 from .faults import Faults
 
 SimMode: TypeAlias = Literal["segments", "passthrough"]
 SIM_MODES: Final[tuple[SimMode, ...]] = ("segments", "passthrough")
-SEGMENT_SECONDS: Final = CYCLE_SECONDS  # the service cuts streams, and bills them, in these
-CAPACITY_REACHED: Final = CAPACITY_STATUS
 SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
 CREDIT_EXHAUSTED: Final = 13  # undocumented: the simulator's stand-in for "the stream ran out of credit"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
-STARTED: Final = {  # data.message of a start answer
-    StreamKind.AUDIO: "Audio stream transcription started",
-    StreamKind.VIDEO: "Stream processing started successfully",
-}
-STOPPED: Final = {  # data.message of a stop answer
-    StreamKind.AUDIO: "Audio stream stopped successfully",
-    StreamKind.VIDEO: "Stream stopped successfully",
-}
-# data.message of a status callback. The stop pages document 14's and the rate-limit page names 16;
-# the others are the simulator's words for its stand-in statuses.
-STATUS_MESSAGES: Final = {
-    STOPPED_BY_USER: "Stream stopped by user",
-    CAPACITY_REACHED: "Capacity Reached",
+# data.message of a status callback: the docs' words, and the simulator's for its stand-in statuses.
+SIM_STATUS_MESSAGES: Final = {
+    **STATUS_MESSAGES,
     SOURCE_ENDED: "Stream source ended",
     CREDIT_EXHAUSTED: "Insufficient balance",
 }
@@ -243,7 +240,7 @@ class SimulatedService:
             False,
         )
         stream.named = not lost
-        return dataclasses.replace(_success(task_id, STARTED[kind]), lost=lost)
+        return dataclasses.replace(_success(task_id, START_MESSAGES[kind]), lost=lost)
 
     def _stop(self, kind: StreamKind, body: Mapping[str, Any]) -> Answer:
         stream = self.streams.get(str(body.get("task_id")))
@@ -255,7 +252,7 @@ class SimulatedService:
             # the stream has already ended": the other reading answers 200, and sends no status-14
             # callback, since the stream had already sent its last.
             if self._roll(self.faults.stop_ended_ok):
-                return _success(stream.task_id, STOPPED[kind])
+                return _success(stream.task_id, STOP_MESSAGES[kind])
             return _error(400, "Invalid task_id or task not found")
         if self._roll(self.faults.stop_500):
             return _error(500, "Internal server error")
@@ -271,7 +268,7 @@ class SimulatedService:
         if self._roll(self.faults.late_final) and stream.next_index > 0:
             late, final_of = self._final_message(stream, stream.next_index - 1)
             self._enqueue(now + 0.5, stream.task_id, late, final_of)
-        return _success(stream.task_id, STOPPED[kind])
+        return _success(stream.task_id, STOP_MESSAGES[kind])
 
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -479,7 +476,7 @@ class SimulatedService:
         }
 
     def _status_payload(self, stream: SimStream, status: int) -> Payload:
-        message = STATUS_MESSAGES[status]
+        message = SIM_STATUS_MESSAGES[status]
         data: Payload
         if stream.kind is StreamKind.VIDEO:  # as the video stop page documents it
             data = {"status": status, "message": message, "data": None, "token": None}
