@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from .billing import DEFAULT_RATES, Rates
+from .callbacks import DEFAULT_STATUSES, StatusTable
 from .protocol import SEGMENT_SECONDS
-from .statuses import DEFAULT_STATUSES, StatusTable
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,9 @@ import structlog
 from hypothesis import HealthCheck, Phase, settings
 
 from streamlife import ManualClock, Segment, StatusCallback, StreamTask, TaskState
+from streamlife.callbacks import PROVIDER_ENDED
 from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
-from streamlife.statuses import PROVIDER_ENDED
 
 # Set by `make test-compiled`: the run is on the compiled build (tests/test_compiled.py holds it so),
 # whose functions refuse a wrong type with their own TypeError, in their own words.

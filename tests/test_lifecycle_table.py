@@ -24,6 +24,7 @@ from streamlife import (
     TaskState,
     lifecycle,
 )
+from streamlife.callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import (
     CELLS,
     CONFIRMING,
@@ -39,7 +40,6 @@ from streamlife.lifecycle import (
     build_machine,
     silent_loops,
 )
-from streamlife.statuses import PROVIDER_ENDED
 
 from .conftest import event_args, fire, state_of, task_in
 
