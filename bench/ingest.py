@@ -3,7 +3,7 @@ and through ``Fleet.handle_callbacks`` in batches of ``BATCH`` (one store commit
 
 Raw bytes are parsed, deduplicated, fired at their task and journaled, with 1k, 10k and 100k
 live tasks, on the memory store (the Fleet's default) and on the SQLite store (a temporary file).
-The bodies are pre-serialised final-transcript callbacks (as ``tests/payloads.py`` writes them),
+The bodies are pre-serialised final-transcript callbacks (as ``streamlife.protocol`` writes them),
 spread over every live task round-robin, one in ten a repeat of a recent one (dedupe at work).
 Each round sends one set of bodies one by one and the next set (the stream going on) in batches,
 the two ways taking turns on the same Fleet. Live tasks are started through the simulator, with

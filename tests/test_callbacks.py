@@ -37,9 +37,7 @@ from streamlife import (
 from streamlife.callbacks import _read, _usual_transcript
 from streamlife.events import parsed_segment
 from streamlife.jsontext import _fast_json, _standard_decode
-from streamlife.protocol import STREAM_KEYS
-
-from .payloads import segment_callback
+from streamlife.protocol import STREAM_KEYS, segment_callback
 
 TASK = "660e8400-e29b-41d4-a716-446655440001"
 

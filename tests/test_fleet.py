@@ -41,14 +41,13 @@ from streamlife import (
 from streamlife.errors import ParkingFullError, RateLimitedError, StopAllError, StoreError
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
-from streamlife.protocol import SEGMENT_SECONDS
+from streamlife.protocol import SEGMENT_SECONDS, segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.sim.service import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 
 from .conftest import state_of
-from .payloads import segment_callback, status_callback
 from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
 
 URL = "rtmp://sim.invalid/live"

@@ -39,13 +39,13 @@ from streamlife.events import ForeignCallback, ProviderEvent, StartResult, Statu
 from streamlife.fleet import INTERRUPTED_START, LOST_START_BODY
 from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.lifecycle import StopReason
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.task import STATE_SLOTS
 
 from .conftest import ROW_FIELDS, state_of
-from .payloads import segment_callback, status_callback
 
 URL = "rtmp://sim.invalid/live"
 POLICY = Policy(

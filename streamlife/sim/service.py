@@ -49,6 +49,20 @@ from streamlife.protocol import (
     STOP_MESSAGES,
     STOPPED_BY_USER,
     URL_FIELD,
+    Payload,
+    assemblyai_begin,
+    assemblyai_termination,
+    assemblyai_turn,
+    elevenlabs_error,
+    elevenlabs_session_started,
+    elevenlabs_transcript,
+    envelope,
+    error_answer,
+    moderation_callback,
+    segment_callback,
+    silent_segment_callback,
+    status_callback,
+    success_answer,
 )
 
 from .faults import Faults
@@ -66,7 +80,6 @@ SIM_STATUS_MESSAGES: Final = {
     CREDIT_EXHAUSTED: "Insufficient balance",
 }
 
-Payload = dict[str, Any]
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
 
 
@@ -208,7 +221,7 @@ class SimulatedService:
         if self._roll(self.faults.credit_start):
             return _error(402, "Insufficient balance")  # the error page's 402: nothing is created
         if self.live_count() >= self.max_streams or self._roll(self.faults.capacity):
-            return Answer(200, {"code": CAPACITY_REACHED, "msg": "Capacity Reached", "data": None})
+            return Answer(200, error_answer(CAPACITY_REACHED, STATUS_MESSAGES[CAPACITY_REACHED]))
         now = self.clock.now()
         task_id = str(uuid.UUID(int=self._dice.getrandbits(128), version=4))
         fps = body.get("fps")
@@ -416,87 +429,43 @@ class SimulatedService:
         return self._transcript_payload(stream, index, final=True), index
 
     def _transcript_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
-        """Segments mode: a partial or final transcript, segment fields under ``data`` as in the
-        audio stop callback. The docs' table of these callbacks is lost: the shape is inferred."""
+        """Segments mode: a partial (the first half of the words) or a final transcript."""
         words = _words(stream, index)
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                **_audio_segment_fields(index),
-                "status": 0,
-                "message": "final" if final else "partial",
-                "transcript": {"text": words if final else words[: len(words) // 2], "is_final": final},
-            },
-        }
+        return segment_callback(
+            stream.task_id, index, words if final else words[: len(words) // 2], final=final
+        )
 
     def _silent_payload(self, stream: SimStream, index: int) -> Payload:
-        """Segments mode: a segment with nothing transcribed. The docs are silent on such a segment;
-        the simulator sends status 0 with a null transcript (a message of its own words)."""
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                **_audio_segment_fields(index),
-                "status": 0,
-                "message": "No speech detected",
-                "transcript": None,
-            },
-        }
+        """Segments mode: a segment with nothing transcribed, in the simulator's words."""
+        return silent_segment_callback(stream.task_id, index, "No speech detected")
 
     def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
-        """Video moderation: one result per segment, segment fields under ``data.data`` as the video
-        start page documents them. The docs give ``data.message`` and ``data.token`` but not their
-        contents for a result: the message is the simulator's words, the token left empty. Logo
-        results are undocumented and left out (as if ``enable_logo_detection`` were off)."""
-        start = index * SEGMENT_SECONDS
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                "status": 0,
-                "message": "Segment processed",
-                "data": {
-                    "segment_index": index,
-                    "start_time": f"{start:.1f}",
-                    "end_time": f"{start + SEGMENT_SECONDS:.1f}",
-                    "video_url": f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
-                    # The docs' table cuts the second name off at "frames_process": the simulator
-                    # assumes frames_processed, the frames analysed (fps for each of 5 seconds).
-                    "content_moderation": {
-                        "has_unsafe_content": index % 7 == 3,
-                        "frames_processed": stream.fps * int(SEGMENT_SECONDS),
-                    },
-                },
-                "token": {},
-            },
-        }
+        """Video moderation: one result per segment, the message in the simulator's words, every
+        seventh segment unsafe, ``fps`` frames analysed for each second."""
+        return moderation_callback(
+            stream.task_id,
+            index,
+            video_url=f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
+            unsafe=index % 7 == 3,
+            frames_processed=stream.fps * int(SEGMENT_SECONDS),
+            message="Segment processed",
+        )
 
     def _status_payload(self, stream: SimStream, status: int) -> Payload:
         message = SIM_STATUS_MESSAGES[status]
-        data: Payload
-        if stream.kind is StreamKind.VIDEO:  # as the video stop page documents it
-            data = {"status": status, "message": message, "data": None, "token": None}
-        elif self._passes_through(stream):
-            # There are no memories-side segments to name, and the docs are silent on the segment
-            # fields of a stop callback in this mode: the simulator sends none.
-            data = {"status": status, "message": message, "transcript": None}
-        else:  # as the audio stop page documents it: the last segment's fields
-            data = {"status": status, "message": message, "transcript": None}
-            if stream.next_index > 0:  # (a stream that sent no segment has none to name; the docs
-                # are silent on that case, and the simulator then sends no segment fields)
-                data = {**_audio_segment_fields(stream.next_index - 1), **data}
-        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": data}
+        if stream.kind is StreamKind.VIDEO:
+            return status_callback(stream.task_id, status, kind=StreamKind.VIDEO, message=message)
+        # In pass-through mode there are no memories-side segments to name, and the docs are silent
+        # on the segment fields of a stop callback there: the simulator sends none. Nor does it for
+        # a stream that sent no segment (the docs are silent on that case too).
+        named = stream.next_index > 0 and not self._passes_through(stream)
+        last_index = stream.next_index - 1 if named else None
+        return status_callback(stream.task_id, status, message=message, last_index=last_index)
 
     # -- pass-through: the providers' own messages -----------------------------------------------
     def _forwarded(self, stream: SimStream, message: Payload) -> Payload:
-        """A provider message as memories.ai forwards it. The docs say "verbatim" and not how: the
-        simulator wraps it in the webhook envelope, under ``data``, the only way a webhook could learn
-        the task_id (the provider's messages do not carry memories.ai's)."""
-        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": message}
+        """A provider message as memories.ai forwards it, in the webhook envelope (``envelope``)."""
+        return envelope(stream.task_id, message)
 
     def _opening(self, stream: SimStream) -> Payload:
         """The provider's first message, as its session opens (AssemblyAI v3 ``Begin``, ElevenLabs
@@ -505,13 +474,11 @@ class SimulatedService:
         if stream.provider == "assemblyai":
             # expires_at: AssemblyAI's expiry of the session, in Unix seconds; how far off is a guess.
             expires_at = int(self.clock.now() + 3 * 3600)
-            return self._forwarded(stream, {"type": "Begin", "id": str(session), "expires_at": expires_at})
+            return self._forwarded(stream, assemblyai_begin(str(session), expires_at))
         # ElevenLabs echoes the session's config: which keys it holds here is a guess (the model, and
         # the audio format memories.ai streams).
         config = {"model_id": "scribe_v2_realtime", "sample_rate": 16000, "audio_format": "pcm_16000"}
-        return self._forwarded(
-            stream, {"message_type": "session_started", "session_id": session.hex, "config": config}
-        )
+        return self._forwarded(stream, elevenlabs_session_started(session.hex, config))
 
     def _provider_turn(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
         """One 5-second cycle's provider messages, unwrapped: one turn (or commit) per cycle."""
@@ -521,15 +488,15 @@ class SimulatedService:
         if stream.provider == "elevenlabs":
             # ElevenLabs numbers nothing: its transcripts carry no index of any kind.
             return [
-                ({"message_type": "partial_transcript", "text": partial}, None),
-                ({"message_type": "committed_transcript", "text": text}, None),
+                (elevenlabs_transcript(partial, committed=False), None),
+                (elevenlabs_transcript(text, committed=True), None),
             ]
         turns = [
-            (_turn(index, partial, end_of_turn=False, formatted=False), None),
-            (_turn(index, text, end_of_turn=True, formatted=False), index),
+            (assemblyai_turn(index, partial, end_of_turn=False, formatted=False), None),
+            (assemblyai_turn(index, text, end_of_turn=True, formatted=False), index),
         ]
         if stream.format_turns:  # the same turn again, formatted: AssemblyAI's format_turns
-            turns.append((_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
+            turns.append((assemblyai_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
         return turns
 
     def _session_end(self, stream: SimStream, at: float) -> Payload:
@@ -537,11 +504,10 @@ class SimulatedService:
         message, which it sends before it closes its socket."""
         if stream.provider == "assemblyai":
             return self._termination(stream, at)
-        return {"message_type": "session_time_limit_exceeded", "error": "Session time limit exceeded"}
+        return elevenlabs_error("session_time_limit_exceeded", "Session time limit exceeded")
 
     def _termination(self, stream: SimStream, at: float) -> Payload:
-        seconds = int(at - stream.started_at)
-        return {"type": "Termination", "audio_duration_seconds": seconds, "session_duration_seconds": seconds}
+        return assemblyai_termination(int(at - stream.started_at))
 
     # -- the other products ----------------------------------------------------------------------
     def _send_foreign(self, at: float) -> None:
@@ -595,15 +561,6 @@ class SimulatedService:
             return self._last_final.get(task_id)
 
 
-def _audio_segment_fields(index: int) -> Payload:
-    start = index * SEGMENT_SECONDS
-    return {
-        "segment_index": index,
-        "segment_start_time": f"{start:.1f}",
-        "segment_end_time": f"{start + SEGMENT_SECONDS:.1f}",
-    }
-
-
 def _words(stream: SimStream, index: int) -> str:
     return f"segment {index} of {stream.task_id[:8]}"
 
@@ -613,35 +570,9 @@ def _formatted(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _turn(index: int, text: str, *, end_of_turn: bool, formatted: bool) -> Payload:
-    """An AssemblyAI v3 ``Turn``: the turn so far (a partial) or whole (end_of_turn), one turn a cycle."""
-    spoken = text.split()
-    step = SEGMENT_SECONDS * 1000 / max(len(spoken), 1)
-    base = index * SEGMENT_SECONDS * 1000
-    words = [
-        {
-            "text": word,
-            "start": int(base + n * step),
-            "end": int(base + (n + 1) * step),
-            "confidence": 0.9,
-            "word_is_final": end_of_turn or n < len(spoken) - 1,  # the partial's last word may change
-        }
-        for n, word in enumerate(spoken)
-    ]
-    return {
-        "type": "Turn",
-        "turn_order": index,
-        "turn_is_formatted": formatted,
-        "end_of_turn": end_of_turn,
-        "transcript": text,
-        "end_of_turn_confidence": 0.95 if end_of_turn else 0.1,
-        "words": words,
-    }
-
-
 def _success(task_id: str, message: str) -> Answer:
-    return Answer(200, {"code": 200, "message": "success", "data": {"task_id": task_id, "message": message}})
+    return Answer(200, success_answer(task_id, message))
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
-    return Answer(status, {"code": status, "msg": message, "data": None}, headers or {})
+    return Answer(status, error_answer(status, message), headers or {})
