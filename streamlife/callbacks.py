@@ -241,18 +241,21 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
         return _assemblyai(_task_id(top, data), top, message, prefix, table)
     if message.get("message_type") is not None:
         return _elevenlabs(_task_id(top, data), top, message, prefix, table)
-    if not _is_int(message.get("status")):
+    status = message.get("status")
+    if not _is_int(status):
         return _foreign(top, message)
     if not STREAM_KEYS.issuperset(message):
         # Another product's result, or a stream callback with a field the docs do not list: which,
         # only the task_id can tell (the Fleet asks), so the stream reading goes with it.
         foreign = _foreign(top, message)
         try:
-            stream: Segment | StatusCallback | None = _memories(_task_id(top, data), top, message, table)
+            stream: Segment | StatusCallback | None = _memories(
+                _task_id(top, data), top, message, status, table
+            )
         except CallbackError:
             stream = None
         return ForeignCallback(foreign.task_id, foreign.raw, stream)
-    return _memories(_task_id(top, data), top, message, table)
+    return _memories(_task_id(top, data), top, message, status, table)
 
 
 def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignCallback:
@@ -349,11 +352,9 @@ def _elevenlabs(
 
 
 def _memories(
-    task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], table: StatusTable
+    task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], status: int, table: StatusTable
 ) -> Segment | StatusCallback:
-    status = data.get("status")
-    if not _is_int(status):
-        raise CallbackError("data.status", f"must be an integer, got {kind_of(status)}")
+    """A memories.ai stream callback, whose ``data.status`` is ``status``."""
     if status not in _INT32:
         raise CallbackError("data.status", "out of range for a status")
     transcript = data.get("transcript")
