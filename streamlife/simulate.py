@@ -54,7 +54,7 @@ from .policy import Policy
 from .protocol import PROVIDERS, SEGMENT_SECONDS, URL_FIELD
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
-from .sim.service import SIM_MODES, SimMode
+from .sim.records import SIM_MODES, SimMode
 from .store import Store, open_store
 from .store.dsn import mask, store_url_secrets
 from .task import StreamTask

@@ -43,7 +43,7 @@ from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
 from streamlife.protocol import SEGMENT_SECONDS, segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.sim.service import SOURCE_ENDED
+from streamlife.sim.records import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 

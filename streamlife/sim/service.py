@@ -23,6 +23,9 @@ A video stream sends one moderation result per segment in either mode, its segme
 Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
 every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
 sink may call back into the service (a Fleet that stops a stream while handling a callback).
+
+This module keeps the service's time, faults and ledger. ``messages`` writes what a stream sends,
+and ``records`` holds the values the service hands out (a stream, an answer, a delivery).
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
 from streamlife.billing import billed_seconds
 from streamlife.clock import ManualClock
@@ -50,87 +52,19 @@ from streamlife.protocol import (
     STOPPED_BY_USER,
     URL_FIELD,
     Payload,
-    assemblyai_begin,
-    assemblyai_termination,
-    assemblyai_turn,
-    elevenlabs_error,
-    elevenlabs_session_started,
-    elevenlabs_transcript,
-    envelope,
     error_answer,
-    moderation_callback,
-    segment_callback,
-    silent_segment_callback,
-    status_callback,
     success_answer,
 )
 
+from . import messages
 from .faults import Faults
+from .records import CREDIT_EXHAUSTED, SOURCE_ENDED, Answer, Delivery, SimMode, SimStream, StopRequest
+from .records import SIM_MODES as SIM_MODES  # (re-exported: cli.py imports it from here)
 
-SimMode: TypeAlias = Literal["segments", "passthrough"]
-SIM_MODES: Final[tuple[SimMode, ...]] = ("segments", "passthrough")
-SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
-CREDIT_EXHAUSTED: Final = 13  # undocumented: the simulator's stand-in for "the stream ran out of credit"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
-# data.message of a status callback: the docs' words, and the simulator's for its stand-in statuses.
-SIM_STATUS_MESSAGES: Final = {
-    **STATUS_MESSAGES,
-    SOURCE_ENDED: "Stream source ended",
-    CREDIT_EXHAUSTED: "Insufficient balance",
-}
 
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the API answered. ``lost`` answers never reach the client (the stream exists anyway)."""
-
-    status: int
-    body: Payload | None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    lost: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One callback delivered to the sinks. ``final_of`` is the segment index it is the final of,
-    as its payload names it; None for anything else (and for an ElevenLabs transcript, which names
-    no index)."""
-
-    at: float
-    task_id: str
-    payload: Payload
-    final_of: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequest:
-    """One stop the service was asked for, and the HTTP status it answered."""
-
-    at: float
-    task_id: str
-    status: int
-
-
-@dataclass(slots=True)
-class SimStream:
-    task_id: str
-    kind: StreamKind
-    started_at: float
-    next_index: int = 0
-    ended_at: float | None = None
-    end_status: int | None = None
-    named: bool = True  # its start answer reached the client
-    quiet: bool = False  # stalled: it sends no more segments, and bills on
-    provider: str | None = None  # the start body's ``provider`` (audio)
-    format_turns: bool = False  # the start body's ``format_turns``: AssemblyAI sends formatted turns too
-    fps: int = 1  # the start body's ``fps`` (video)
-
-    @property
-    def live(self) -> bool:
-        return self.ended_at is None
 
 
 class SimulatedService:
@@ -232,20 +166,21 @@ class SimulatedService:
             provider=provider if isinstance(provider, str) else None,
             format_turns=body.get("format_turns") is True,
             fps=fps if isinstance(fps, int) and not isinstance(fps, bool) and fps > 0 else 1,
+            passthrough=self.mode == "passthrough" and kind is StreamKind.AUDIO,
         )
         self.streams[task_id] = stream
         self._live += 1
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
         # A provider's session opens as the stream starts: its first message comes at once.
-        opening = self._opening(stream) if self._passes_through(stream) else None
+        opening = self._opening(stream) if stream.passthrough else None
         if self._roll(self.faults.early_callback):
             if opening is not None:
                 early.append(Delivery(now, task_id, opening))
                 opening = None
             elif kind is StreamKind.VIDEO:
-                early.append(Delivery(now, task_id, self._moderation_payload(stream, 0), 0))
+                early.append(Delivery(now, task_id, messages.moderation(stream, 0), 0))
             else:
-                early.append(Delivery(now, task_id, self._transcript_payload(stream, 0, final=False)))
+                early.append(Delivery(now, task_id, messages.transcript(stream, 0, final=False)))
         if opening is not None:
             self._enqueue(now, task_id, opening)
         lost, self._lose_next_answer = (
@@ -279,7 +214,7 @@ class SimulatedService:
             return _error(400, "Invalid task_id or task not found")
         self._end(stream, now, STOPPED_BY_USER, announce=True)
         if self._roll(self.faults.late_final) and stream.next_index > 0:
-            late, final_of = self._final_message(stream, stream.next_index - 1)
+            late, final_of = messages.final_message(stream, stream.next_index - 1)
             self._enqueue(now + 0.5, stream.task_id, late, final_of)
         return _success(stream.task_id, STOP_MESSAGES[kind])
 
@@ -329,11 +264,11 @@ class SimulatedService:
                 # The docs do not say what a status-16 callback means for a stream that runs: the
                 # simulator takes the costly reading, and the stream goes on (and bills).
                 if self._roll(faults.capacity_callback):
-                    self._enqueue(at, task_id, self._status_payload(stream, CAPACITY_REACHED))
+                    self._enqueue(at, task_id, messages.status_message(stream, CAPACITY_REACHED))
                 # Likewise the provider's end of session forwarded while the stream runs (AssemblyAI's
                 # Termination, an ElevenLabs error): the stream goes on.
-                if self._passes_through(stream) and self._roll(faults.provider_termination):
-                    self._enqueue(at, task_id, self._forwarded(stream, self._session_end(stream, at)))
+                if stream.passthrough and self._roll(faults.provider_termination):
+                    self._enqueue(at, task_id, messages.session_end(stream, at))
             if self._roll(faults.foreign):
                 self._send_foreign(at)
             if self._roll(faults.spontaneous_end):
@@ -390,146 +325,38 @@ class SimulatedService:
         stream.ended_at, stream.end_status = at, status
         if not announce:
             return
-        if self._forwards_assemblyai(stream):
+        if stream.passthrough and stream.provider == "assemblyai":
             # memories.ai closes the provider's session, and AssemblyAI answers with its Termination,
             # forwarded before memories.ai's own status callback.
-            self._enqueue(at, stream.task_id, self._forwarded(stream, self._termination(stream, at)))
-        self._enqueue(at, stream.task_id, self._status_payload(stream, status))
+            self._enqueue(at, stream.task_id, messages.termination(stream, at))
+        self._enqueue(at, stream.task_id, messages.status_message(stream, status))
 
     def _roll(self, rate: float) -> bool:
         return rate > 0.0 and self._dice.random() < rate
 
-    def _passes_through(self, stream: SimStream) -> bool:
-        return self.mode == "passthrough" and stream.kind is StreamKind.AUDIO
-
-    def _forwards_assemblyai(self, stream: SimStream) -> bool:
-        return stream.provider == "assemblyai" and self._passes_through(stream)
-
-    # -- what a stream sends ---------------------------------------------------------------------
-    def _segment_messages(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
+    def _segment_messages(self, stream: SimStream, index: int) -> list[messages.Message]:
         """The callbacks of one segment, in order, each with the index it is the final of (if any)."""
-        if stream.kind is StreamKind.VIDEO:
-            return [(self._moderation_payload(stream, index), index)]
-        if self._passes_through(stream):
-            return [
-                (self._forwarded(stream, m), final_of) for m, final_of in self._provider_turn(stream, index)
-            ]
-        if self._roll(self.faults.silent_segment):
-            return [(self._silent_payload(stream, index), None)]
-        partial = self._transcript_payload(stream, index, final=False)
-        return [(partial, None), (self._transcript_payload(stream, index, final=True), index)]
-
-    def _final_message(self, stream: SimStream, index: int) -> tuple[Payload, int | None]:
-        """The last callback of a segment's: its final (a formatted turn, where turns are formatted)."""
-        if stream.kind is StreamKind.VIDEO:
-            return self._moderation_payload(stream, index), index
-        if self._passes_through(stream):
-            message, final_of = self._provider_turn(stream, index)[-1]
-            return self._forwarded(stream, message), final_of
-        return self._transcript_payload(stream, index, final=True), index
-
-    def _transcript_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
-        """Segments mode: a partial (the first half of the words) or a final transcript."""
-        words = _words(stream, index)
-        return segment_callback(
-            stream.task_id, index, words if final else words[: len(words) // 2], final=final
-        )
-
-    def _silent_payload(self, stream: SimStream, index: int) -> Payload:
-        """Segments mode: a segment with nothing transcribed, in the simulator's words."""
-        return silent_segment_callback(stream.task_id, index, "No speech detected")
-
-    def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
-        """Video moderation: one result per segment, the message in the simulator's words, every
-        seventh segment unsafe, ``fps`` frames analysed for each second."""
-        return moderation_callback(
-            stream.task_id,
-            index,
-            video_url=f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
-            unsafe=index % 7 == 3,
-            frames_processed=stream.fps * int(SEGMENT_SECONDS),
-            message="Segment processed",
-        )
-
-    def _status_payload(self, stream: SimStream, status: int) -> Payload:
-        message = SIM_STATUS_MESSAGES[status]
-        if stream.kind is StreamKind.VIDEO:
-            return status_callback(stream.task_id, status, kind=StreamKind.VIDEO, message=message)
-        # In pass-through mode there are no memories-side segments to name, and the docs are silent
-        # on the segment fields of a stop callback there: the simulator sends none. Nor does it for
-        # a stream that sent no segment (the docs are silent on that case too).
-        named = stream.next_index > 0 and not self._passes_through(stream)
-        last_index = stream.next_index - 1 if named else None
-        return status_callback(stream.task_id, status, message=message, last_index=last_index)
-
-    # -- pass-through: the providers' own messages -----------------------------------------------
-    def _forwarded(self, stream: SimStream, message: Payload) -> Payload:
-        """A provider message as memories.ai forwards it, in the webhook envelope (``envelope``)."""
-        return envelope(stream.task_id, message)
+        silent_ok = stream.kind is StreamKind.AUDIO and not stream.passthrough
+        if silent_ok and self._roll(self.faults.silent_segment):
+            return [(messages.silent_segment(stream, index), None)]
+        return messages.segment_messages(stream, index)
 
     def _opening(self, stream: SimStream) -> Payload:
-        """The provider's first message, as its session opens (AssemblyAI v3 ``Begin``, ElevenLabs
-        ``session_started``), forwarded."""
+        """The provider's first message, with a session id from the dice."""
         session = uuid.UUID(int=self._dice.getrandbits(128), version=4)
-        if stream.provider == "assemblyai":
-            # expires_at: AssemblyAI's expiry of the session, in Unix seconds; how far off is a guess.
-            expires_at = int(self.clock.now() + 3 * 3600)
-            return self._forwarded(stream, assemblyai_begin(str(session), expires_at))
-        # ElevenLabs echoes the session's config: which keys it holds here is a guess (the model, and
-        # the audio format memories.ai streams).
-        config = {"model_id": "scribe_v2_realtime", "sample_rate": 16000, "audio_format": "pcm_16000"}
-        return self._forwarded(stream, elevenlabs_session_started(session.hex, config))
-
-    def _provider_turn(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
-        """One 5-second cycle's provider messages, unwrapped: one turn (or commit) per cycle."""
-        text = _words(stream, index)
-        spoken = text.split()
-        partial = " ".join(spoken[: len(spoken) // 2])
-        if stream.provider == "elevenlabs":
-            # ElevenLabs numbers nothing: its transcripts carry no index of any kind.
-            return [
-                (elevenlabs_transcript(partial, committed=False), None),
-                (elevenlabs_transcript(text, committed=True), None),
-            ]
-        turns = [
-            (assemblyai_turn(index, partial, end_of_turn=False, formatted=False), None),
-            (assemblyai_turn(index, text, end_of_turn=True, formatted=False), index),
-        ]
-        if stream.format_turns:  # the same turn again, formatted: AssemblyAI's format_turns
-            turns.append((assemblyai_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
-        return turns
-
-    def _session_end(self, stream: SimStream, at: float) -> Payload:
-        """The provider's word that its session ended: AssemblyAI's Termination, or ElevenLabs' error
-        message, which it sends before it closes its socket."""
-        if stream.provider == "assemblyai":
-            return self._termination(stream, at)
-        return elevenlabs_error("session_time_limit_exceeded", "Session time limit exceeded")
-
-    def _termination(self, stream: SimStream, at: float) -> Payload:
-        return assemblyai_termination(int(at - stream.started_at))
+        return messages.opening(stream, session, self.clock.now())
 
     # -- the other products ----------------------------------------------------------------------
     def _send_foreign(self, at: float) -> None:
         """A callback of another memories.ai product: the webhook is one per account, and gets every
         product's async results. The webhooks guide gives the envelope, task_id at the top; what
-        ``data`` holds differs per product and is the simulator's guess: some with no ``status``, some
-        with an integer ``status`` beside the product's own keys."""
+        ``data`` holds differs per product (``messages.foreign_results``)."""
         while True:  # a task_id like the guide's (32 hex digits), and never a stream's
             task_id = uuid.UUID(int=self._dice.getrandbits(128), version=4).hex
             if task_id not in self.streams and task_id not in self.foreign_ids:
                 break
         self.foreign_ids.add(task_id)
-        results: list[Payload] = [
-            {"frames": [{"timestamp": "0.0", "url": f"https://storage.sim.invalid/{task_id}/0.jpg"}]},
-            {"video_url": f"https://storage.sim.invalid/{task_id}/clip.mp4", "duration": "12.5"},
-            {
-                "status": 0,
-                "message": "Transcription completed",
-                "transcriptions": [{"start_time": "0.0", "end_time": "2.4", "text": "Hello there."}],
-            },
-            {"status": 0, "summary": "A short talk.", "video_no": f"VI{task_id[:12]}"},
-        ]
+        results = messages.foreign_results(task_id)
         data = results[self._dice.randrange(len(results))]
         self._enqueue(at, task_id, {"code": 200, "message": "SUCCESS", "data": data, "task_id": task_id})
 
@@ -559,15 +386,6 @@ class SimulatedService:
         no final, or only ElevenLabs transcripts, which name no index)."""
         with self._lock:
             return self._last_final.get(task_id)
-
-
-def _words(stream: SimStream, index: int) -> str:
-    return f"segment {index} of {stream.task_id[:8]}"
-
-
-def _formatted(text: str) -> str:
-    """Text as AssemblyAI formats a turn: capitalised and punctuated."""
-    return text[:1].upper() + text[1:] + "."
 
 
 def _success(task_id: str, message: str) -> Answer:
