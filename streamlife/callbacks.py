@@ -180,9 +180,9 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     """The payload as a Segment if it has the usual shape of an audio transcript callback, in one
     pass; None for any other shape, or any doubt, which ``_read`` then reads field by field.
 
-    Most callbacks have this shape (one every 5 s per stream), and reading it field by field took
-    half of parsing: here each field is read once and checked by its exact type. A property test
-    holds it to ``_read``: whatever it returns, ``_read`` returns the same.
+    Most callbacks have this shape (one every 5 s per stream), and reading it field by field was much
+    of parsing (bench/RESULTS.md): here each field is read once and checked by its exact type. A
+    property test holds it to ``_read``: whatever it returns, ``_read`` returns the same.
     """
     data = top.get("data")
     if type(data) is not dict or type(top.get("code")) not in _USUAL_CODES:

@@ -22,11 +22,11 @@ stores read it back equal. The dialect is RFC 8259 JSON, held to these rules:
 A body that breaks a rule is a ``CallbackError`` that names where (``read_object``); a value that
 cannot be written is a ``StoreError`` (``to_json``).
 
-The standard library decides what JSON is, and says why when a text is not. orjson does the work
-where its result is sure to be the same: it reads a body of bytes in a quarter of the time
-(``_fast_json``), and writes a value with no ``null`` in it in a third (``_by_orjson``).
-Property tests hold each pair to the same result. Read stored text back with ``json.loads``,
-which reads both writings exactly.
+The standard library decides what JSON is, and says why when a text is not. orjson, which is
+faster, does the work where its result is sure to be the same: it reads a body of bytes
+(``_fast_json``), and writes a value with no ``null`` in it (``_by_orjson``). Property tests hold
+each pair to the same result; bench/RESULTS.md shows what each costs a callback. Read stored text
+back with ``json.loads``, which reads both writings exactly.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _standard_decode(payload: object) -> Mapping[str, Any]:
     that says why one is refused."""
     if isinstance(payload, bytes):
         try:
-            # RFC 8259 lets a parser skip a byte order mark ("utf-8-sig" would, at twice the cost).
+            # RFC 8259 lets a parser skip a byte order mark (cut here: "utf-8-sig" is slower).
             payload = payload[3:].decode() if payload.startswith(_BOM) else payload.decode()
         except UnicodeDecodeError as exc:
             raise CallbackError(None, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
@@ -99,20 +99,20 @@ def _standard_decode(payload: object) -> Mapping[str, Any]:
 
 
 def _fast_json(body: bytes) -> dict[str, Any] | None:
-    """The body as orjson reads it (a quarter of the standard library's time) when that is sure to
-    be what the standard library reads; None otherwise, and the standard library reads it.
+    """The body as orjson reads it, faster, when that is sure to be what the standard library
+    reads; None otherwise, and the standard library reads it.
 
     Sure means: orjson took it, it is an object, it has no run of 19 digits, and it cannot nest 300
     deep (it is shorter than 600 bytes, or has fewer than 300 brackets). orjson refuses what the
     standard library takes (a byte order mark, an escaped lone surrogate), and then the standard
     library decides, refusal message included. But it reads an integer beyond 64 bits as a float,
-    and the shortest such integer has 19 digits (-9223372036854775809); a run inside a string
-    sends the body the slow way too, harmlessly. (Found by mapping every digit to 0 and looking
-    for nineteen: a sixth of a regular expression's time.) And it takes nesting 1,024 deep, where
-    the standard library runs out of stack at about 1,000 (less on a deep stack): a body that
-    could nest so deep goes the standard way. (Counting brackets costs half of orjson's reading of
-    a callback, so a short body is not counted: a level takes two bytes.) Property tests hold
-    both readings to the same result.
+    and the shortest such integer has 19 digits (-9223372036854775809); a run inside a string sends
+    the body the slow way too, harmlessly. (Found by mapping every digit to 0 and looking for
+    nineteen, which is cheaper than a regular expression.) And it takes nesting 1,024 deep, where
+    the standard library runs out of stack at about 1,000 (less on a deep stack): a body that could
+    nest so deep goes the standard way. (Counting brackets would add much to orjson's reading of a
+    callback, so a short body, which cannot nest so deep, is not counted: a level takes two bytes.)
+    Property tests hold both readings to the same result.
     """
     if len(body) >= 2 * DEEP and body.count(b"[") + body.count(b"{") >= DEEP:
         return None
@@ -126,9 +126,9 @@ def _fast_json(body: bytes) -> dict[str, Any] | None:
 
 
 def _json(text: str) -> Any:
-    # ``raw_decode`` reads the value alone, without ``decode``'s two whitespace scans (a third of
-    # its cost): a payload with whitespace around it, or something after it, goes to ``decode``,
-    # which skips the one and says what the other is.
+    # ``raw_decode`` reads the value alone, without ``decode``'s two whitespace scans: a payload
+    # with whitespace around it, or something after it, goes to ``decode``, which skips the one
+    # and says what the other is.
     try:
         value, end = _JSON.raw_decode(text)
         if end == len(text):
@@ -198,9 +198,9 @@ _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_fi
 def to_json(value: Mapping[str, Any]) -> str:
     """``value`` as JSON text; StoreError for what JSON cannot hold.
 
-    Text, not orjson's bytes: a bytes object orjson returns keeps the 4 KiB buffer it was written
-    in, whatever its length, so a store that kept them held 4.5 KiB per journaled event. The text
-    decoded from them is its own length.
+    Text, not orjson's bytes: a bytes object orjson returns keeps the whole buffer it was written
+    in, whatever its length, so a store that kept them would hold that buffer for every journaled
+    event. The text decoded from them is its own length.
     """
     text = _by_orjson(value)
     return standard_json(value) if text is None else text.decode()
