@@ -88,7 +88,6 @@ _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
 
-
 PROVIDER_ENDED: Final = -1000
 """The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
 
