@@ -188,7 +188,9 @@ def test_streams_started_stopped_and_recovered_across_processes(tmp_path: Path) 
         entries = json_of(streamlife("journal", task_id, "--store", store, "--json", cwd=tmp_path))
         # (A segment may land between them: the simulator runs in real time, every 5 s.)
         moves = [entry["trigger"] for entry in entries if entry["trigger"] != "segment"]
-        assert moves[-3:] == ["stop", "stop_ok", "stopped"]
+        # The stop's answer (here) and the status-14 callback (taken by serve) race: an answer
+        # that comes second finds the task stopped, is late, and late events are not journaled.
+        assert moves[-3:] == ["stop", "stop_ok", "stopped"] or moves[-2:] == ["stop", "stopped"]
         assert "status 14" in entries[-1]["detail"]  # the status-14 callback, taken by serve
 
         assert serve.terminate() == 0
