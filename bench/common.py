@@ -27,9 +27,9 @@ import structlog
 
 from streamlife import Fleet, ManualClock, Policy
 from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import Store
-from tests.payloads import segment_callback
 
 Better = Literal["lower", "higher"]
 

@@ -3,7 +3,7 @@ and through ``Fleet.handle_callbacks`` in batches of ``BATCH`` (one store commit
 
 Raw bytes are parsed, deduplicated, fired at their task and journaled, with 1k, 10k and 100k
 live tasks, on the memory store (the Fleet's default) and on the SQLite store (a temporary file).
-The bodies are pre-serialised final-transcript callbacks (as ``tests/payloads.py`` writes them),
+The bodies are pre-serialised final-transcript callbacks (as ``streamlife.protocol`` writes them),
 spread over every live task round-robin, one in ten a repeat of a recent one (dedupe at work).
 Each round sends one set of bodies one by one and the next set (the stream going on) in batches,
 the two ways taking turns on the same Fleet. Live tasks are started through the simulator, with
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.protocol import SEGMENT_SECONDS
 from streamlife.store import MemoryStore, SqliteStore, Store
 
 from .common import (
@@ -53,7 +54,6 @@ BATCH = 50  # callbacks per Fleet.handle_callbacks call: a queue consumer's batc
 GOAL_MEMORY_RATE = 50_000
 GOAL_SQLITE_RATE = 10_000
 FLOOR_ABOUT = 1.5  # a floor under this many times the goal is "about" the goal: no room left above it
-SEGMENT_SECONDS = 5.0
 STREAMS = 100_000  # the goal: one process keeps up with this many live streams
 REFS = [("floor", "Python floor")]
 STORES = ("memory", "sqlite")

@@ -4,7 +4,7 @@ Start streams, stop them for certain, apply every webhook callback once and in o
 restarts, and simulate the whole lifecycle, faults included, with no network.
 """
 
-from .callbacks import CallbackEvent, parse_callback
+from .callbacks import DEFAULT_STATUSES, PROVIDER_ENDED, CallbackEvent, StatusTable, parse_callback
 from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     CallbackError,
@@ -30,7 +30,6 @@ from .fleet import Fleet, FleetStats, Orphan
 from .history import History, HistoryEntry
 from .lifecycle import TERMINAL, Source, TaskState
 from .policy import Policy
-from .statuses import DEFAULT_STATUSES, PROVIDER_ENDED, StatusTable
 from .task import StreamTask
 
 __all__ = [

@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .events import StreamKind
+from .protocol import SEGMENT_SECONDS
 
 _HOUR: Final = 3600.0
-CYCLE_SECONDS: Final = 5.0  # memories.ai bills every 5-second cycle a stream lives
 
 
 def billed_seconds(started_at: float, ended_at: float) -> float:
     """What a stream that lived from ``started_at`` to ``ended_at`` is billed: every 5-second cycle
     begun, and at least one (the one charged at start)."""
-    cycles = max(1, math.ceil((ended_at - started_at) / CYCLE_SECONDS - 1e-9))
-    return cycles * CYCLE_SECONDS
+    cycles = max(1, math.ceil((ended_at - started_at) / SEGMENT_SECONDS - 1e-9))
+    return cycles * SEGMENT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
 Provider messages are tried first: memories.ai's own payloads have no ``type`` or
 ``message_type`` beside ``status``, and reading a provider message as a status could end a task.
 A stream callback's ``data`` has an int ``status`` and no key but those the stream callbacks
-document (``_STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
+document (``STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
 or a ``code`` at the top) is another product's result, a ForeignCallback. What is malformed stays
 a CallbackError: no JSON object, no envelope, a stream field of the wrong type (a ``task_id``
 that is no string, a ``transcript`` that is a number, a ``status`` out of range).
@@ -46,24 +46,22 @@ messages carry no index, and the parser invents none (it sees one message, not t
 a ``segment_index`` in the wrapper, the Segment's index is None, and the task's transcript numbers
 it in the task's journal order, where a repeat is known by its content.
 
-JSON text is read by the standard library, which decides what is JSON and says why when it is not;
-a body of bytes is read by orjson first, in a quarter of the time, where its reading is sure to be
-the same (``_fast_json``).
+A body is read in streamlife's JSON dialect (``streamlife.jsontext.read_object``), whose
+refusals are CallbackErrors too.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeGuard
 
-import orjson
-
 from .errors import CallbackError
-from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, parsed_segment
-from .statuses import DEFAULT_STATUSES, PROVIDER_ENDED, StatusTable
+from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning, parsed_segment
+from .jsontext import kind_of, read_object
+from .protocol import CAPACITY_REACHED, ELEVENLABS_ENDS, ELEVENLABS_TRANSCRIPTS, STOPPED_BY_USER, STREAM_KEYS
 
 # What a stream task hears; a callback is one of these, or another product's result.
 StreamEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
@@ -86,53 +84,78 @@ _TRANSCRIPT_FINAL: Final = {
     "final": True,
     "finaltranscript": True,
 }
-_KINDS: Final = {type(None): "null", bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
 _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
-# The keys of ``data`` in the stream callbacks: the audio stop page's, the video moderation page's
-# (``data.data`` and ``data.token``), ``msg`` for ``message`` and ``task_id`` (read leniently, as
-# everywhere), and ``start_time``/``end_time`` beside ``data.data`` (as seen in examples; the docs'
-# table puts them inside it). A ``data`` with any other key beside its status is another product's.
-_STREAM_KEYS: Final = frozenset(
+
+PROVIDER_ENDED: Final = -1000
+"""The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
+
+It has no memories.ai status, and StatusCallback.status is an int, so it gets this synthetic one,
+far from every real value seen (-1, 0, 14, 16, 1001, 2001, 5000). Being a status, it goes through
+the table like any other: PROVIDER_ENDED by default, which the lifecycle reads as our stop's echo
+while the task is stopping (once the stop was acknowledged), and as an inferred end while it runs.
+"""
+
+
+class StatusTable(Mapping[int, StatusMeaning]):
+    """Callback status -> meaning. Immutable: ``with_status`` returns an extended copy.
+
+    ``table.meaning(status)`` is UNKNOWN for a status the table does not list.
+    """
+
+    __slots__ = ("_meanings",)
+
+    def __init__(self, meanings: Mapping[int, StatusMeaning | str] | None = None) -> None:
+        checked: dict[int, StatusMeaning] = {}
+        for status, meaning in (meanings or {}).items():
+            if not isinstance(status, int) or isinstance(status, bool):  # bool is an int to Python
+                raise TypeError(f"a status is an int, not {type(status).__name__}")
+            checked[status] = StatusMeaning(meaning)
+            if checked[status] is StatusMeaning.STOPPED and status != STOPPED_BY_USER:
+                # A task is terminal only on an end the service confirmed: 14 is the one status the
+                # docs give as "stopped". Any other end is inferred, and a stop confirms it.
+                raise ValueError(
+                    f"only status {STOPPED_BY_USER} means stopped; declare status {status} 'ended', an end"
+                    " the Fleet confirms with a stop"
+                )
+        self._meanings: Mapping[int, StatusMeaning] = MappingProxyType(checked)
+
+    def with_status(self, status: int, meaning: StatusMeaning | str) -> StatusTable:
+        """A copy of this table in which ``status`` means ``meaning`` (added, or replacing the old one)."""
+        return StatusTable({**self._meanings, status: meaning})
+
+    def meaning(self, status: int) -> StatusMeaning:
+        return self._meanings.get(status, StatusMeaning.UNKNOWN)
+
+    def __getitem__(self, status: int) -> StatusMeaning:
+        return self._meanings[status]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._meanings)
+
+    def __len__(self) -> int:
+        return len(self._meanings)
+
+    def __hash__(self) -> int:  # immutable, so it may sit in frozen values (a Policy)
+        return hash(frozenset(self._meanings.items()))
+
+    def __repr__(self) -> str:
+        return f"StatusTable({dict(self._meanings)!r})"
+
+
+# Only what the docs confirm: 14 (stopped by user) and 16 (capacity reached). 0 is the status Live
+# Video Understanding documents as "OK", and the one segment results carry (the docs are silent on
+# a segment's status; we assume 0, as every example has it). A status-0 callback with no result (no
+# transcript, a null ``data.data``) is a silent segment: the stream was heard and nothing ended, so
+# it is ONGOING. 12, 15 and the rest are unknown until a user says otherwise, and an unknown status
+# is an end the Fleet confirms with a stop, never one it takes on trust.
+DEFAULT_STATUSES: Final = StatusTable(
     {
-        "status",
-        "message",
-        "msg",
-        "segment_index",
-        "segment_start_time",
-        "segment_end_time",
-        "start_time",
-        "end_time",
-        "transcript",
-        "data",
-        "token",
-        "task_id",
-    }
-)
-_ELEVENLABS_FINAL: Final = {
-    "partial_transcript": False,
-    "committed_transcript": True,
-    "committed_transcript_with_timestamps": True,
-}
-# ElevenLabs' error messages (its realtime event reference, and its SDK's class names for the last
-# five). ElevenLabs sends one before it closes its socket: the provider's session has ended, as
-# AssemblyAI's ``Termination`` says, and memories.ai may pull the stream (and bill) all the same.
-_ELEVENLABS_ENDS: Final = frozenset(
-    {
-        "error",
-        "auth_error",
-        "quota_exceeded",
-        "rate_limited",
-        "transcriber_error",
-        "commit_throttled",
-        "queue_overflow",
-        "resource_exhausted",
-        "session_time_limit_exceeded",
-        "chunk_size_exceeded",
-        "insufficient_audio_activity",
-        "input_error",
-        "unaccepted_terms",
+        0: StatusMeaning.ONGOING,
+        STOPPED_BY_USER: StatusMeaning.STOPPED,
+        CAPACITY_REACHED: StatusMeaning.CAPACITY,
+        PROVIDER_ENDED: StatusMeaning.PROVIDER_ENDED,
     }
 )
 
@@ -145,7 +168,7 @@ def parse_callback(
     payload: bytes | str | Mapping[str, Any], *, statuses: StatusTable | None = None
 ) -> CallbackEvent:
     """Read one webhook payload as an event; raise CallbackError, and only that, if it is not one."""
-    top = _decode(payload)
+    top = read_object(payload)
     usual = _usual_transcript(top)
     if usual is not None:
         return usual
@@ -156,9 +179,9 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     """The payload as a Segment if it has the usual shape of an audio transcript callback, in one
     pass; None for any other shape, or any doubt, which ``_read`` then reads field by field.
 
-    Most callbacks have this shape (one every 5 s per stream), and reading it field by field took
-    half of parsing: here each field is read once and checked by its exact type. A property test
-    holds it to ``_read``: whatever it returns, ``_read`` returns the same.
+    Most callbacks have this shape (one every 5 s per stream), and reading it field by field was much
+    of parsing (bench/RESULTS.md): here each field is read once and checked by its exact type. A
+    property test holds it to ``_read``: whatever it returns, ``_read`` returns the same.
     """
     data = top.get("data")
     if type(data) is not dict or type(top.get("code")) not in _USUAL_CODES:
@@ -173,7 +196,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
         or type(transcript) is not dict
         or data.get("type") is not None
         or data.get("message_type") is not None
-        or not data.keys() <= _STREAM_KEYS
+        or not data.keys() <= STREAM_KEYS
     ):
         return None
     text, final = transcript.get("text"), transcript.get("is_final")
@@ -203,11 +226,11 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
     """The payload as an event, read field by field: every shape, and the error that names the field."""
     code = top.get("code")
     if code is not None and not (isinstance(code, str) or _is_int(code)):
-        raise CallbackError("code", f"must be an integer or a string, got {_kind(code)}")
+        raise CallbackError("code", f"must be an integer or a string, got {kind_of(code)}")
     data = top.get("data")
     if data is not None:
         if type(data) is not dict and not isinstance(data, Mapping):  # (dict first: the ABC check is slow)
-            raise CallbackError("data", f"must be an object, got {_kind(data)}")
+            raise CallbackError("data", f"must be an object, got {kind_of(data)}")
         message, prefix = data, "data."
     elif top.get("type") is not None or top.get("message_type") is not None:
         message, prefix = top, ""  # a bare provider message, task_id beside its own fields
@@ -217,18 +240,21 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
         return _assemblyai(_task_id(top, data), top, message, prefix, table)
     if message.get("message_type") is not None:
         return _elevenlabs(_task_id(top, data), top, message, prefix, table)
-    if not _is_int(message.get("status")):
+    status = message.get("status")
+    if not _is_int(status):
         return _foreign(top, message)
-    if not _STREAM_KEYS.issuperset(message):
+    if not STREAM_KEYS.issuperset(message):
         # Another product's result, or a stream callback with a field the docs do not list: which,
         # only the task_id can tell (the Fleet asks), so the stream reading goes with it.
         foreign = _foreign(top, message)
         try:
-            stream: Segment | StatusCallback | None = _memories(_task_id(top, data), top, message, table)
+            stream: Segment | StatusCallback | None = _memories(
+                _task_id(top, data), top, message, status, table
+            )
         except CallbackError:
             stream = None
         return ForeignCallback(foreign.task_id, foreign.raw, stream)
-    return _memories(_task_id(top, data), top, message, table)
+    return _memories(_task_id(top, data), top, message, status, table)
 
 
 def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignCallback:
@@ -240,146 +266,6 @@ def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignC
             raise CallbackError("data", "missing, and the payload is no provider message either")
         raise CallbackError("task_id", "missing, at the top level and under data, and no code either")
     return ForeignCallback(task_id, top)
-
-
-def _decode(payload: object) -> Mapping[str, Any]:
-    if isinstance(payload, bytes):
-        fast = _fast_json(payload)
-        if fast is not None:
-            return fast
-    return _standard_decode(payload)
-
-
-def _standard_decode(payload: object) -> Mapping[str, Any]:
-    """The payload decoded by the standard library: what every payload reads as, and the error
-    that says why one is refused."""
-    if isinstance(payload, bytes):
-        try:
-            # RFC 8259 lets a parser skip a byte order mark ("utf-8-sig" would, at twice the cost).
-            payload = payload[3:].decode() if payload.startswith(_BOM) else payload.decode()
-        except UnicodeDecodeError as exc:
-            raise CallbackError(None, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    if isinstance(payload, str):
-        payload_text = payload
-        try:
-            payload = _json(payload)
-        except CallbackError:
-            raise
-        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
-            raise CallbackError(None, f"not JSON: {str(exc)[:200]}") from exc
-        if type(payload) is not dict and not isinstance(payload, Mapping):
-            raise CallbackError(None, f"not an object: {_kind(payload)}")
-        if _could_nest(payload_text) and _deeper_than(payload, _DEEP):
-            raise CallbackError(None, _TOO_DEEP)
-        return payload
-    if not isinstance(payload, Mapping):
-        raise CallbackError(None, f"not an object: {_kind(payload)}")
-    plain: dict[str, Any] = _plain(payload)
-    return plain
-
-
-def _fast_json(body: bytes) -> dict[str, Any] | None:
-    """The body as orjson reads it (a quarter of the standard library's time) when that is sure to
-    be what the standard library reads; None otherwise, and the standard library reads it.
-
-    Sure means: orjson took it, it is an object, it has no run of 19 digits, and it cannot nest 300
-    deep (it is shorter than 600 bytes, or has fewer than 300 brackets). orjson refuses what the
-    standard library takes (a byte order mark, an escaped lone surrogate), and then the standard
-    library decides, refusal message included. But it reads an integer beyond 64 bits as a float,
-    and the shortest such integer has 19 digits (-9223372036854775809); a run inside a string
-    sends the body the slow way too, harmlessly. (Found by mapping every digit to 0 and looking
-    for nineteen: a sixth of a regular expression's time.) And it takes nesting 1,024 deep, where
-    the standard library runs out of stack at about 1,000 (less on a deep stack): a body that
-    could nest so deep goes the standard way. (Counting brackets costs half of orjson's reading of
-    a callback, so a short body is not counted: a level takes two bytes.) Property tests hold
-    both readings to the same result.
-    """
-    if len(body) >= 2 * _DEEP and body.count(b"[") + body.count(b"{") >= _DEEP:
-        return None
-    if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
-        return None
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if type(value) is dict else None
-
-
-def _json(text: str) -> Any:
-    # ``raw_decode`` reads the value alone, without ``decode``'s two whitespace scans (a third of
-    # its cost): a payload with whitespace around it, or something after it, goes to ``decode``,
-    # which skips the one and says what the other is.
-    try:
-        value, end = _JSON.raw_decode(text)
-        if end == len(text):
-            return value
-    except ValueError:
-        pass
-    return _JSON.decode(text)
-
-
-def _plain(value: object, path: str | None = None, depth: int = 1) -> Any:
-    """A payload handed over as objects, copied into JSON's own shapes, as it would have been
-    decoded from text: dicts with string keys, lists, strings, finite numbers, booleans and None.
-    Every store can keep it (no mappingproxy, no tuple), and a caller who changes its object later
-    changes no event and no journal. Anything else is a CallbackError naming where it is: no store
-    could keep it (a NaN, a datetime), so a retry could never succeed, and text could not hold it.
-    So is nesting deeper than ``_DEEP``, counted here rather than left to the stack: compiled code
-    (pyproject.toml) recurses on the C stack, where no RecursionError comes."""
-    if isinstance(value, (Mapping, list, tuple)) and depth > _DEEP:
-        raise CallbackError(path, _TOO_DEEP)
-    if isinstance(value, Mapping):
-        copied: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CallbackError(path, f"not JSON: a key that is no string ({type(key).__name__})")
-            copied[key] = _plain(item, key if path is None else f"{path}.{key}", depth + 1)
-        return copied
-    if isinstance(value, (list, tuple)):
-        return [_plain(item, f"{path or ''}[{n}]", depth + 1) for n, item in enumerate(value)]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CallbackError(path, f"not JSON: {value} has no JSON form")
-    if value is None or isinstance(value, (str, int, float)):  # (a bool is an int)
-        return value
-    raise CallbackError(path, f"not JSON: a {type(value).__name__} has no JSON form")
-
-
-def _could_nest(text: str) -> bool:
-    """Whether JSON text is long enough, with brackets enough, to nest ``_DEEP`` deep."""
-    return len(text) >= 2 * _DEEP and text.count("[") + text.count("{") >= _DEEP
-
-
-def _deeper_than(value: object, levels: int) -> bool:
-    """Whether the objects and arrays of decoded JSON nest more than ``levels`` deep."""
-    if isinstance(value, dict):
-        inside: Iterable[object] = value.values()
-    elif isinstance(value, list):
-        inside = value
-    else:
-        return False
-    return levels == 0 or any(_deeper_than(item, levels - 1) for item in inside)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise CallbackError(None, f"not JSON: {name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400: JSON allows the digits, no journal can keep the value
-        raise CallbackError(None, f"not JSON a journal can keep: {text[:40]} is beyond any float")
-    return value
-
-
-_BOM: Final = b"\xef\xbb\xbf"
-_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER: Final = b"0" * 19
-# Levels of nesting a callback may have. Real ones have a handful; the standard library's stack
-# takes 300, and past 255 orjson cannot write a journal entry and the standard library must.
-_DEEP: Final = 300
-_TOO_DEEP: Final = f"nested deeper than {_DEEP} levels, as no callback is"
-# One decoder for every payload: ``json.loads`` with an option builds a new one per call.
-_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
 
 
 def _usual_task_id(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> str | None:
@@ -435,11 +321,11 @@ def _assemblyai(
         text = _text(m, "transcript", prefix + "transcript")
         final = m.get("end_of_turn")
         if not isinstance(final, bool):
-            raise CallbackError(prefix + "end_of_turn", f"must be a boolean, got {_kind(final)}")
+            raise CallbackError(prefix + "end_of_turn", f"must be a boolean, got {kind_of(final)}")
         # With format_turns on, a turn ends twice: unformatted, then formatted (which the transcript keeps).
         formatted = m.get("turn_is_formatted")
         if formatted is not None and not isinstance(formatted, bool):
-            raise CallbackError(prefix + "turn_is_formatted", f"must be a boolean, got {_kind(formatted)}")
+            raise CallbackError(prefix + "turn_is_formatted", f"must be a boolean, got {kind_of(formatted)}")
         return Segment(task_id, index, final, text, raw=top, formatted=formatted is True)
     if kind == "Termination":
         meaning = table.meaning(PROVIDER_ENDED)
@@ -451,9 +337,9 @@ def _elevenlabs(
     task_id: str, top: Mapping[str, Any], m: Mapping[str, Any], prefix: str, table: StatusTable
 ) -> CallbackEvent:
     kind = _name(m, "message_type", prefix)
-    final = _ELEVENLABS_FINAL.get(kind)
+    final = ELEVENLABS_TRANSCRIPTS.get(kind)
     if final is None:
-        if kind in _ELEVENLABS_ENDS:
+        if kind in ELEVENLABS_ENDS:
             meaning = table.meaning(PROVIDER_ENDED)
             return StatusCallback(task_id, PROVIDER_ENDED, f"elevenlabs: {kind}", top, meaning)
         return ProviderEvent(task_id, "elevenlabs", kind, top)
@@ -465,11 +351,9 @@ def _elevenlabs(
 
 
 def _memories(
-    task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], table: StatusTable
+    task_id: str, top: Mapping[str, Any], data: Mapping[str, Any], status: int, table: StatusTable
 ) -> Segment | StatusCallback:
-    status = data.get("status")
-    if not _is_int(status):
-        raise CallbackError("data.status", f"must be an integer, got {_kind(status)}")
+    """A memories.ai stream callback, whose ``data.status`` is ``status``."""
     if status not in _INT32:
         raise CallbackError("data.status", "out of range for a status")
     transcript = data.get("transcript")
@@ -491,7 +375,7 @@ def _memories(
         text, final = None, True
         places.append((result, "data.data."))
     else:
-        raise CallbackError("data.data", f"must be an object or null, got {_kind(result)}")
+        raise CallbackError("data.data", f"must be an object or null, got {kind_of(result)}")
     found = _find(places, "segment_index")
     if found is None:
         raise CallbackError("data.segment_index", "missing")
@@ -511,7 +395,7 @@ def _transcript(value: object) -> tuple[str, bool]:
     if isinstance(value, str):
         return value, True
     if type(value) is not dict and not isinstance(value, Mapping):
-        raise CallbackError("data.transcript", f"must be a string, an object or null, got {_kind(value)}")
+        raise CallbackError("data.transcript", f"must be a string, an object or null, got {kind_of(value)}")
     text = _text(value, "text", "data.transcript.text")
     is_final = value.get("is_final")
     others = (value.get("final"), value.get("type"), value.get("message_type"))
@@ -522,7 +406,7 @@ def _transcript(value: object) -> tuple[str, bool]:
         flag = value.get(key)
         if flag is not None:
             if not isinstance(flag, bool):
-                raise CallbackError(f"data.transcript.{key}", f"must be a boolean, got {_kind(flag)}")
+                raise CallbackError(f"data.transcript.{key}", f"must be a boolean, got {kind_of(flag)}")
             says.add(flag)
     for key in ("type", "message_type"):
         kind = value.get(key)
@@ -537,12 +421,6 @@ def _transcript(value: object) -> tuple[str, bool]:
 
 
 # -- field readers: each names the field it refuses, and never shows the value (it may be huge) ----
-def _kind(value: object) -> str:
-    if _is_int(value) or isinstance(value, float):
-        return "a number"
-    return _KINDS.get(type(value), type(value).__name__)
-
-
 def _find(places: list[tuple[Mapping[str, Any], str]], *names: str) -> tuple[Any, str] | None:
     """The first non-null value under one of ``names``, with its path, searching ``places`` in order."""
     for mapping, prefix in places:
@@ -557,7 +435,7 @@ def _index(value: object, path: str) -> int:
     if value is None:
         raise CallbackError(path, "missing")
     if not _is_int(value):
-        raise CallbackError(path, f"must be an integer, got {_kind(value)}")
+        raise CallbackError(path, f"must be an integer, got {kind_of(value)}")
     if value < 0 or value not in _INT32:
         raise CallbackError(path, f"must be between 0 and {_INT32.stop - 1}")
     return value
@@ -568,7 +446,7 @@ def _seconds(value: object, path: str) -> float:
         if not _NUMBER.fullmatch(value):
             raise CallbackError(path, "must be a number of seconds")
     elif not isinstance(value, float) and not _is_int(value):
-        raise CallbackError(path, f"must be a number of seconds, got {_kind(value)}")
+        raise CallbackError(path, f"must be a number of seconds, got {kind_of(value)}")
     try:
         seconds = float(value)
     except OverflowError:  # an int beyond any float
@@ -588,14 +466,14 @@ def _text(m: Mapping[str, Any], key: str, path: str) -> str:
 def _optional_text(m: Mapping[str, Any], key: str, path: str) -> str | None:
     value = m.get(key)
     if value is not None and not isinstance(value, str):
-        raise CallbackError(path, f"must be a string, got {_kind(value)}")
+        raise CallbackError(path, f"must be a string, got {kind_of(value)}")
     return value
 
 
 def _name(m: Mapping[str, Any], key: str, prefix: str) -> str:
     value = m.get(key)
     if not isinstance(value, str):
-        raise CallbackError(prefix + key, f"must be a string, got {_kind(value)}")
+        raise CallbackError(prefix + key, f"must be a string, got {kind_of(value)}")
     if not value:
         raise CallbackError(prefix + key, "must not be empty")
     return value

@@ -200,7 +200,7 @@ CONFIRMING: Final = frozenset(
 # its stop is unacknowledged, since the stream may then still be billing.
 AFTER_ACKNOWLEDGED_STOP: Final = frozenset({"provider_ended", "final_deadline"})
 
-# What each meaning of a status callback fires (``streamlife.statuses`` gives the meaning). A status
+# What each meaning of a status callback fires (``callbacks.StatusTable`` gives the meaning). A status
 # nobody declared is an end the task infers, never a confirmed one; ONGOING fires nothing: the
 # stream was heard, and goes on.
 STATUS_TRIGGERS: Final[dict[StatusMeaning, str]] = {

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .billing import CYCLE_SECONDS, DEFAULT_RATES, Rates
-from .statuses import DEFAULT_STATUSES, StatusTable
-
-SEGMENT_SECONDS: Final = CYCLE_SECONDS  # memories.ai cuts streams, and bills them, in these
+from .billing import DEFAULT_RATES, Rates
+from .callbacks import DEFAULT_STATUSES, StatusTable
+from .protocol import SEGMENT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,13 +51,13 @@ from .events import (
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
 from .policy import Policy
+from .protocol import PROVIDERS, SEGMENT_SECONDS, URL_FIELD
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim.http import WebhookPoster
-from .sim.service import SEGMENT_SECONDS, SIM_MODES, SimMode
+from .sim.records import SIM_MODES, SimMode
 from .store import Store, open_store
 from .store.dsn import mask, store_url_secrets
 from .task import StreamTask
-from .transport.answers import PROVIDERS, URL_FIELD
 from .transport.base import Transport
 from .transport.http import HttpTransport, RetryPolicy
 from .webhook import WebhookReceiver, serve_webhook

@@ -18,10 +18,10 @@ import structlog
 from hypothesis import HealthCheck, Phase, settings
 
 from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamTask, TaskState
+from streamlife.callbacks import PROVIDER_ENDED
 from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
 from streamlife.sim import Faults, SimMode, SimTransport
-from streamlife.statuses import PROVIDER_ENDED
 from streamlife.store import Store
 from streamlife.testing import MemoriesSim
 from streamlife.transport import Transport

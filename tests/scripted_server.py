@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from streamlife.protocol import error_answer, success_answer
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -85,11 +87,11 @@ class ScriptedServer:
 
 
 def ok(task_id: str = "660e8400-e29b-41d4-a716-446655440001", message: str = "started") -> Answer:
-    return Answer(200, {"code": 200, "message": "success", "data": {"task_id": task_id, "message": message}})
+    return Answer(200, success_answer(task_id, message))
 
 
 def error(status: int, msg: str = "error", **headers: str) -> Answer:
-    return Answer(status, {"code": status, "msg": msg, "data": None}, headers)
+    return Answer(status, error_answer(status, msg), headers)
 
 
 def write_raw(handler: BaseHTTPRequestHandler, step: Raw) -> None:

@@ -34,10 +34,10 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _STREAM_KEYS, _fast_json, _read, _standard_decode, _usual_transcript
+from streamlife.callbacks import _read, _usual_transcript
 from streamlife.events import parsed_segment
-
-from .payloads import segment_callback
+from streamlife.jsontext import _fast_json, _standard_decode
+from streamlife.protocol import STREAM_KEYS, segment_callback
 
 TASK = "660e8400-e29b-41d4-a716-446655440001"
 
@@ -802,7 +802,7 @@ def test_a_data_with_no_int_status_in_an_envelope_is_always_foreign(
 
 @given(
     st.sampled_from([AUDIO_STOP, AUDIO_SEGMENT, VIDEO_SEGMENT, VIDEO_STOP]),
-    st.text(min_size=1, max_size=12).filter(lambda key: key not in _STREAM_KEYS and key not in PROVIDER_KEYS),
+    st.text(min_size=1, max_size=12).filter(lambda key: key not in STREAM_KEYS and key not in PROVIDER_KEYS),
     JSON_VALUES,
 )
 def test_an_int_status_beside_a_key_no_stream_callback_documents_is_foreign(

@@ -25,11 +25,10 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.simulate import mask_store_url
 from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore
-
-from .payloads import segment_callback
 
 SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
 

@@ -23,9 +23,9 @@ from streamlife.cli import main
 from streamlife.cli.render import printable
 from streamlife.errors import OutcomeUnknownError
 from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.protocol import status_callback
 from streamlife.store import SqliteStore
 
-from .payloads import status_callback
 from .scripted_server import error, ok, scripted_server
 from .test_cli_commands import environment
 

@@ -48,9 +48,9 @@ import pytest
 from streamlife import ManualClock
 from streamlife.journal import rebuild
 from streamlife.lifecycle import TERMINAL, TaskState
+from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import SimHttpServer, WebhookPoster
-from streamlife.sim.service import Payload
 from streamlife.store import JournalEntry, SqliteStore, TaskRow
 
 from .fleet_worker import Worker, WorkerDied

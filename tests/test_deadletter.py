@@ -26,12 +26,11 @@ from streamlife import (
 )
 from streamlife.deadletter import dead_letter_body, replay_dead_letters
 from streamlife.errors import StoreError
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.store import DEAD_LETTER_MAX_BODY, MemoryStore, SqliteStore, Store
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
 from streamlife.webhook import WebhookReceiver, serve_webhook
-
-from .payloads import segment_callback, status_callback
 
 URL = "rtmp://example.invalid/live"
 REFUSED = "data.transcript: a shape an older parser did not know"  # as if an older streamlife said so

@@ -39,13 +39,13 @@ from streamlife import (
 from streamlife.errors import ParkingFullError, RateLimitedError, StopAllError, StoreError
 from streamlife.events import StartResult, StopResult
 from streamlife.journal import rebuild
+from streamlife.protocol import SEGMENT_SECONDS, segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
+from streamlife.sim.records import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 
 from .conftest import POLICY, URL, rig, state_of
-from .payloads import segment_callback, status_callback
 from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
 
 # The rig's timeouts, by name, so that each test's timeline reads at a glance.

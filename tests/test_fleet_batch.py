@@ -17,12 +17,12 @@ from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, Segme
 from streamlife.errors import StoreError
 from streamlife.journal import facts_of
 from streamlife.lifecycle import TRIGGERS, Source
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
 
 from .conftest import state_of
-from .payloads import segment_callback, status_callback
 
 URL = "rtmp://sim.invalid/live"
 POLICY = Policy(stop_concurrency=0, seed=0, park_ttl=30, silence_after=600)

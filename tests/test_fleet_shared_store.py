@@ -18,12 +18,12 @@ import pytest
 from streamlife import Fleet, HistoryEntry, ManualClock, Outcome, Policy, StreamKind, StreamTask, TaskState
 from streamlife.errors import StoreError
 from streamlife.events import StartResult
+from streamlife.protocol import segment_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, ParkedCallback, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 
 from .conftest import state_of
-from .payloads import segment_callback
 
 URL = "rtmp://sim.invalid/live"
 

@@ -60,9 +60,9 @@ from streamlife.events import (
 )
 from streamlife.journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL, StopReason
+from streamlife.protocol import URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.testing import MemoriesSim
-from streamlife.transport.answers import URL_FIELD
 
 from .conftest import POLICY as RIG_POLICY
 

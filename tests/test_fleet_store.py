@@ -38,6 +38,7 @@ from streamlife.events import ForeignCallback, ProviderEvent, StartResult, Statu
 from streamlife.fleet import INTERRUPTED_START, LOST_START_BODY
 from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.lifecycle import StopReason
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
@@ -45,7 +46,6 @@ from streamlife.task import STATE_SLOTS
 from streamlife.testing import MemoriesSim
 
 from .conftest import POLICY, ROW_FIELDS, URL, rig, state_of
-from .payloads import segment_callback, status_callback
 
 
 class FailingStore(MemoryStore):

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamlife.jsontext import standard_json, to_json
 from streamlife.store.base import StoreError
-from streamlife.store.json_text import standard_json, to_json
 
 
 class Colour(enum.Enum):

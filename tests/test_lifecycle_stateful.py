@@ -35,8 +35,8 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
+from streamlife.callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
-from streamlife.statuses import PROVIDER_ENDED
 
 from .conftest import ROW_FIELDS
 

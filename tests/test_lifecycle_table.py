@@ -25,6 +25,7 @@ from streamlife import (
     TaskState,
     lifecycle,
 )
+from streamlife.callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import (
     CELLS,
     CONFIRMING,
@@ -40,7 +41,6 @@ from streamlife.lifecycle import (
     build_machine,
     silent_loops,
 )
-from streamlife.statuses import PROVIDER_ENDED
 
 from .conftest import event_args, fire, state_of, task_in
 

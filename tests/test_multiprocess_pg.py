@@ -38,8 +38,8 @@ import requests
 from streamlife import ManualClock
 from streamlife.journal import rebuild
 from streamlife.lifecycle import TaskState
+from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http
-from streamlife.sim.service import Payload
 from streamlife.store import JournalEntry, Store, TaskRow, open_store
 
 from .fleet_worker import Worker

@@ -17,11 +17,10 @@ import pytest
 
 from streamlife import Fleet, ManualClock, Outcome, Policy, TaskState
 from streamlife.errors import StoreError
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, TaskRow
 from streamlife.store.memory import _Txn
-
-from .payloads import segment_callback, status_callback
 
 URL = "rtmp://sim.invalid/live"
 POLICY = Policy(stop_concurrency=0, seed=0)

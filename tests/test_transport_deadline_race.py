@@ -20,8 +20,8 @@ from urllib3.connectionpool import HTTPConnectionPool
 
 from streamlife import StreamKind
 from streamlife.errors import OutcomeUnknownError, TransportError
+from streamlife.protocol import PATHS
 from streamlife.transport import HttpTransport, deadline
-from streamlife.transport.answers import PATHS
 
 from .scripted_server import Answer, ScriptedServer, ok, scripted_server
 

@@ -27,10 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlife import Fleet, FleetStats, HistoryEntry, Outcome, OutcomeKind, Policy, StreamTask, TaskState
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.webhook import WebhookReceiver, serve_webhook
-
-from .payloads import segment_callback, status_callback
 
 TOKEN = "hook-token-0123456789abcdef"
 URL = "rtmp://sim.invalid/live"

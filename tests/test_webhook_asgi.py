@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, Outcome, Policy
+from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store.base import JournalEntry, TaskRow
 from streamlife.store.memory import MemoryStore, _Txn
 from streamlife.webhook import ASGI_THREADS, WebhookReceiver
 
-from .payloads import segment_callback
 from .test_webhook import (
     MAX_BODY,
     TIMEOUT,

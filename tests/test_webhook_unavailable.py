@@ -16,9 +16,9 @@ from structlog.testing import capture_logs
 
 from streamlife import Outcome
 from streamlife.errors import ParkingFullError, StoreConflict, StoreError
+from streamlife.protocol import segment_callback
 from streamlife.webhook import WebhookReceiver
 
-from .payloads import segment_callback
 from .test_webhook import FACES, JSON_TYPE, TIMEOUT, TOKEN, plain_session, serving
 from .test_webhook_asgi import call_asgi
 

@@ -2,7 +2,8 @@
 
 from .faults import Faults
 from .http import SimHttpServer, serve_http
-from .service import Answer, Delivery, SimMode, SimStream, SimulatedService
+from .records import Answer, Delivery, SimMode, SimStream
+from .service import SimulatedService
 from .transport import SimTransport
 
 __all__ = [

@@ -24,7 +24,9 @@ from typing import Any, Final
 
 import requests
 
-from .service import Payload, SimulatedService
+from streamlife.protocol import Payload
+
+from .service import SimulatedService
 
 API_PREFIX: Final = "/serve/api/v2"
 MAX_BODY: Final = 1 << 20

@@ -23,6 +23,9 @@ A video stream sends one moderation result per segment in either mode, its segme
 Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
 every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
 sink may call back into the service (a Fleet that stops a stream while handling a callback).
+
+This module keeps the service's time, faults and ledger. ``messages`` writes what a stream sends,
+and ``records`` holds the values the service hands out (a stream, an answer, a delivery).
 """
 
 from __future__ import annotations
@@ -33,94 +36,35 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
-from streamlife.billing import CYCLE_SECONDS, billed_seconds
+from streamlife.billing import billed_seconds
 from streamlife.clock import ManualClock
 from streamlife.events import StreamKind
-from streamlife.statuses import STOPPED_BY_USER
-from streamlife.transport.answers import CAPACITY_STATUS, PATHS, PROVIDERS, URL_FIELD
+from streamlife.protocol import (
+    CAPACITY_REACHED,
+    PATHS,
+    PROVIDERS,
+    SEGMENT_SECONDS,
+    START_MESSAGES,
+    STATUS_MESSAGES,
+    STOP_MESSAGES,
+    STOPPED_BY_USER,
+    URL_FIELD,
+    Payload,
+    error_answer,
+    success_answer,
+)
 
+from . import messages
 from .faults import Faults
+from .records import CREDIT_EXHAUSTED, SOURCE_ENDED, Answer, Delivery, SimMode, SimStream, StopRequest
+from .records import SIM_MODES as SIM_MODES  # (re-exported: cli.py imports it from here)
 
-SimMode: TypeAlias = Literal["segments", "passthrough"]
-SIM_MODES: Final[tuple[SimMode, ...]] = ("segments", "passthrough")
-SEGMENT_SECONDS: Final = CYCLE_SECONDS  # the service cuts streams, and bills them, in these
-CAPACITY_REACHED: Final = CAPACITY_STATUS
-SOURCE_ENDED: Final = 12  # undocumented: the simulator's stand-in for "the service ended it"
-CREDIT_EXHAUSTED: Final = 13  # undocumented: the simulator's stand-in for "the stream ran out of credit"
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
-STARTED: Final = {  # data.message of a start answer
-    StreamKind.AUDIO: "Audio stream transcription started",
-    StreamKind.VIDEO: "Stream processing started successfully",
-}
-STOPPED: Final = {  # data.message of a stop answer
-    StreamKind.AUDIO: "Audio stream stopped successfully",
-    StreamKind.VIDEO: "Stream stopped successfully",
-}
-# data.message of a status callback. The stop pages document 14's and the rate-limit page names 16;
-# the others are the simulator's words for its stand-in statuses.
-STATUS_MESSAGES: Final = {
-    STOPPED_BY_USER: "Stream stopped by user",
-    CAPACITY_REACHED: "Capacity Reached",
-    SOURCE_ENDED: "Stream source ended",
-    CREDIT_EXHAUSTED: "Insufficient balance",
-}
 
-Payload = dict[str, Any]
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the API answered. ``lost`` answers never reach the client (the stream exists anyway)."""
-
-    status: int
-    body: Payload | None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    lost: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One callback delivered to the sinks. ``final_of`` is the segment index it is the final of,
-    as its payload names it; None for anything else (and for an ElevenLabs transcript, which names
-    no index)."""
-
-    at: float
-    task_id: str
-    payload: Payload
-    final_of: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequest:
-    """One stop the service was asked for, and the HTTP status it answered."""
-
-    at: float
-    task_id: str
-    status: int
-
-
-@dataclass(slots=True)
-class SimStream:
-    task_id: str
-    kind: StreamKind
-    started_at: float
-    next_index: int = 0
-    ended_at: float | None = None
-    end_status: int | None = None
-    named: bool = True  # its start answer reached the client
-    quiet: bool = False  # stalled: it sends no more segments, and bills on
-    provider: str | None = None  # the start body's ``provider`` (audio)
-    format_turns: bool = False  # the start body's ``format_turns``: AssemblyAI sends formatted turns too
-    fps: int = 1  # the start body's ``fps`` (video)
-
-    @property
-    def live(self) -> bool:
-        return self.ended_at is None
 
 
 class SimulatedService:
@@ -211,7 +155,7 @@ class SimulatedService:
         if self._roll(self.faults.credit_start):
             return _error(402, "Insufficient balance")  # the error page's 402: nothing is created
         if self.live_count() >= self.max_streams or self._roll(self.faults.capacity):
-            return Answer(200, {"code": CAPACITY_REACHED, "msg": "Capacity Reached", "data": None})
+            return Answer(200, error_answer(CAPACITY_REACHED, STATUS_MESSAGES[CAPACITY_REACHED]))
         now = self.clock.now()
         task_id = str(uuid.UUID(int=self._dice.getrandbits(128), version=4))
         fps = body.get("fps")
@@ -222,20 +166,21 @@ class SimulatedService:
             provider=provider if isinstance(provider, str) else None,
             format_turns=body.get("format_turns") is True,
             fps=fps if isinstance(fps, int) and not isinstance(fps, bool) and fps > 0 else 1,
+            passthrough=self.mode == "passthrough" and kind is StreamKind.AUDIO,
         )
         self.streams[task_id] = stream
         self._live += 1
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
         # A provider's session opens as the stream starts: its first message comes at once.
-        opening = self._opening(stream) if self._passes_through(stream) else None
+        opening = self._opening(stream) if stream.passthrough else None
         if self._roll(self.faults.early_callback):
             if opening is not None:
                 early.append(Delivery(now, task_id, opening))
                 opening = None
             elif kind is StreamKind.VIDEO:
-                early.append(Delivery(now, task_id, self._moderation_payload(stream, 0), 0))
+                early.append(Delivery(now, task_id, messages.moderation(stream, 0), 0))
             else:
-                early.append(Delivery(now, task_id, self._transcript_payload(stream, 0, final=False)))
+                early.append(Delivery(now, task_id, messages.transcript(stream, 0, final=False)))
         if opening is not None:
             self._enqueue(now, task_id, opening)
         lost, self._lose_next_answer = (
@@ -243,7 +188,7 @@ class SimulatedService:
             False,
         )
         stream.named = not lost
-        return dataclasses.replace(_success(task_id, STARTED[kind]), lost=lost)
+        return dataclasses.replace(_success(task_id, START_MESSAGES[kind]), lost=lost)
 
     def _stop(self, kind: StreamKind, body: Mapping[str, Any]) -> Answer:
         stream = self.streams.get(str(body.get("task_id")))
@@ -255,7 +200,7 @@ class SimulatedService:
             # the stream has already ended": the other reading answers 200, and sends no status-14
             # callback, since the stream had already sent its last.
             if self._roll(self.faults.stop_ended_ok):
-                return _success(stream.task_id, STOPPED[kind])
+                return _success(stream.task_id, STOP_MESSAGES[kind])
             return _error(400, "Invalid task_id or task not found")
         if self._roll(self.faults.stop_500):
             return _error(500, "Internal server error")
@@ -269,9 +214,9 @@ class SimulatedService:
             return _error(400, "Invalid task_id or task not found")
         self._end(stream, now, STOPPED_BY_USER, announce=True)
         if self._roll(self.faults.late_final) and stream.next_index > 0:
-            late, final_of = self._final_message(stream, stream.next_index - 1)
+            late, final_of = messages.final_message(stream, stream.next_index - 1)
             self._enqueue(now + 0.5, stream.task_id, late, final_of)
-        return _success(stream.task_id, STOPPED[kind])
+        return _success(stream.task_id, STOP_MESSAGES[kind])
 
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -319,11 +264,11 @@ class SimulatedService:
                 # The docs do not say what a status-16 callback means for a stream that runs: the
                 # simulator takes the costly reading, and the stream goes on (and bills).
                 if self._roll(faults.capacity_callback):
-                    self._enqueue(at, task_id, self._status_payload(stream, CAPACITY_REACHED))
+                    self._enqueue(at, task_id, messages.status_message(stream, CAPACITY_REACHED))
                 # Likewise the provider's end of session forwarded while the stream runs (AssemblyAI's
                 # Termination, an ElevenLabs error): the stream goes on.
-                if self._passes_through(stream) and self._roll(faults.provider_termination):
-                    self._enqueue(at, task_id, self._forwarded(stream, self._session_end(stream, at)))
+                if stream.passthrough and self._roll(faults.provider_termination):
+                    self._enqueue(at, task_id, messages.session_end(stream, at))
             if self._roll(faults.foreign):
                 self._send_foreign(at)
             if self._roll(faults.spontaneous_end):
@@ -380,193 +325,38 @@ class SimulatedService:
         stream.ended_at, stream.end_status = at, status
         if not announce:
             return
-        if self._forwards_assemblyai(stream):
+        if stream.passthrough and stream.provider == "assemblyai":
             # memories.ai closes the provider's session, and AssemblyAI answers with its Termination,
             # forwarded before memories.ai's own status callback.
-            self._enqueue(at, stream.task_id, self._forwarded(stream, self._termination(stream, at)))
-        self._enqueue(at, stream.task_id, self._status_payload(stream, status))
+            self._enqueue(at, stream.task_id, messages.termination(stream, at))
+        self._enqueue(at, stream.task_id, messages.status_message(stream, status))
 
     def _roll(self, rate: float) -> bool:
         return rate > 0.0 and self._dice.random() < rate
 
-    def _passes_through(self, stream: SimStream) -> bool:
-        return self.mode == "passthrough" and stream.kind is StreamKind.AUDIO
-
-    def _forwards_assemblyai(self, stream: SimStream) -> bool:
-        return stream.provider == "assemblyai" and self._passes_through(stream)
-
-    # -- what a stream sends ---------------------------------------------------------------------
-    def _segment_messages(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
+    def _segment_messages(self, stream: SimStream, index: int) -> list[messages.Message]:
         """The callbacks of one segment, in order, each with the index it is the final of (if any)."""
-        if stream.kind is StreamKind.VIDEO:
-            return [(self._moderation_payload(stream, index), index)]
-        if self._passes_through(stream):
-            return [
-                (self._forwarded(stream, m), final_of) for m, final_of in self._provider_turn(stream, index)
-            ]
-        if self._roll(self.faults.silent_segment):
-            return [(self._silent_payload(stream, index), None)]
-        partial = self._transcript_payload(stream, index, final=False)
-        return [(partial, None), (self._transcript_payload(stream, index, final=True), index)]
-
-    def _final_message(self, stream: SimStream, index: int) -> tuple[Payload, int | None]:
-        """The last callback of a segment's: its final (a formatted turn, where turns are formatted)."""
-        if stream.kind is StreamKind.VIDEO:
-            return self._moderation_payload(stream, index), index
-        if self._passes_through(stream):
-            message, final_of = self._provider_turn(stream, index)[-1]
-            return self._forwarded(stream, message), final_of
-        return self._transcript_payload(stream, index, final=True), index
-
-    def _transcript_payload(self, stream: SimStream, index: int, *, final: bool) -> Payload:
-        """Segments mode: a partial or final transcript, segment fields under ``data`` as in the
-        audio stop callback. The docs' table of these callbacks is lost: the shape is inferred."""
-        words = _words(stream, index)
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                **_audio_segment_fields(index),
-                "status": 0,
-                "message": "final" if final else "partial",
-                "transcript": {"text": words if final else words[: len(words) // 2], "is_final": final},
-            },
-        }
-
-    def _silent_payload(self, stream: SimStream, index: int) -> Payload:
-        """Segments mode: a segment with nothing transcribed. The docs are silent on such a segment;
-        the simulator sends status 0 with a null transcript (a message of its own words)."""
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                **_audio_segment_fields(index),
-                "status": 0,
-                "message": "No speech detected",
-                "transcript": None,
-            },
-        }
-
-    def _moderation_payload(self, stream: SimStream, index: int) -> Payload:
-        """Video moderation: one result per segment, segment fields under ``data.data`` as the video
-        start page documents them. The docs give ``data.message`` and ``data.token`` but not their
-        contents for a result: the message is the simulator's words, the token left empty. Logo
-        results are undocumented and left out (as if ``enable_logo_detection`` were off)."""
-        start = index * SEGMENT_SECONDS
-        return {
-            "code": "200",
-            "message": "SUCCESS",
-            "task_id": stream.task_id,
-            "data": {
-                "status": 0,
-                "message": "Segment processed",
-                "data": {
-                    "segment_index": index,
-                    "start_time": f"{start:.1f}",
-                    "end_time": f"{start + SEGMENT_SECONDS:.1f}",
-                    "video_url": f"https://storage.sim.invalid/{stream.task_id}/{index}.mp4",
-                    # The docs' table cuts the second name off at "frames_process": the simulator
-                    # assumes frames_processed, the frames analysed (fps for each of 5 seconds).
-                    "content_moderation": {
-                        "has_unsafe_content": index % 7 == 3,
-                        "frames_processed": stream.fps * int(SEGMENT_SECONDS),
-                    },
-                },
-                "token": {},
-            },
-        }
-
-    def _status_payload(self, stream: SimStream, status: int) -> Payload:
-        message = STATUS_MESSAGES[status]
-        data: Payload
-        if stream.kind is StreamKind.VIDEO:  # as the video stop page documents it
-            data = {"status": status, "message": message, "data": None, "token": None}
-        elif self._passes_through(stream):
-            # There are no memories-side segments to name, and the docs are silent on the segment
-            # fields of a stop callback in this mode: the simulator sends none.
-            data = {"status": status, "message": message, "transcript": None}
-        else:  # as the audio stop page documents it: the last segment's fields
-            data = {"status": status, "message": message, "transcript": None}
-            if stream.next_index > 0:  # (a stream that sent no segment has none to name; the docs
-                # are silent on that case, and the simulator then sends no segment fields)
-                data = {**_audio_segment_fields(stream.next_index - 1), **data}
-        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": data}
-
-    # -- pass-through: the providers' own messages -----------------------------------------------
-    def _forwarded(self, stream: SimStream, message: Payload) -> Payload:
-        """A provider message as memories.ai forwards it. The docs say "verbatim" and not how: the
-        simulator wraps it in the webhook envelope, under ``data``, the only way a webhook could learn
-        the task_id (the provider's messages do not carry memories.ai's)."""
-        return {"code": "200", "message": "SUCCESS", "task_id": stream.task_id, "data": message}
+        silent_ok = stream.kind is StreamKind.AUDIO and not stream.passthrough
+        if silent_ok and self._roll(self.faults.silent_segment):
+            return [(messages.silent_segment(stream, index), None)]
+        return messages.segment_messages(stream, index)
 
     def _opening(self, stream: SimStream) -> Payload:
-        """The provider's first message, as its session opens (AssemblyAI v3 ``Begin``, ElevenLabs
-        ``session_started``), forwarded."""
+        """The provider's first message, with a session id from the dice."""
         session = uuid.UUID(int=self._dice.getrandbits(128), version=4)
-        if stream.provider == "assemblyai":
-            # expires_at: AssemblyAI's expiry of the session, in Unix seconds; how far off is a guess.
-            expires_at = int(self.clock.now() + 3 * 3600)
-            return self._forwarded(stream, {"type": "Begin", "id": str(session), "expires_at": expires_at})
-        # ElevenLabs echoes the session's config: which keys it holds here is a guess (the model, and
-        # the audio format memories.ai streams).
-        config = {"model_id": "scribe_v2_realtime", "sample_rate": 16000, "audio_format": "pcm_16000"}
-        return self._forwarded(
-            stream, {"message_type": "session_started", "session_id": session.hex, "config": config}
-        )
-
-    def _provider_turn(self, stream: SimStream, index: int) -> list[tuple[Payload, int | None]]:
-        """One 5-second cycle's provider messages, unwrapped: one turn (or commit) per cycle."""
-        text = _words(stream, index)
-        spoken = text.split()
-        partial = " ".join(spoken[: len(spoken) // 2])
-        if stream.provider == "elevenlabs":
-            # ElevenLabs numbers nothing: its transcripts carry no index of any kind.
-            return [
-                ({"message_type": "partial_transcript", "text": partial}, None),
-                ({"message_type": "committed_transcript", "text": text}, None),
-            ]
-        turns = [
-            (_turn(index, partial, end_of_turn=False, formatted=False), None),
-            (_turn(index, text, end_of_turn=True, formatted=False), index),
-        ]
-        if stream.format_turns:  # the same turn again, formatted: AssemblyAI's format_turns
-            turns.append((_turn(index, _formatted(text), end_of_turn=True, formatted=True), index))
-        return turns
-
-    def _session_end(self, stream: SimStream, at: float) -> Payload:
-        """The provider's word that its session ended: AssemblyAI's Termination, or ElevenLabs' error
-        message, which it sends before it closes its socket."""
-        if stream.provider == "assemblyai":
-            return self._termination(stream, at)
-        return {"message_type": "session_time_limit_exceeded", "error": "Session time limit exceeded"}
-
-    def _termination(self, stream: SimStream, at: float) -> Payload:
-        seconds = int(at - stream.started_at)
-        return {"type": "Termination", "audio_duration_seconds": seconds, "session_duration_seconds": seconds}
+        return messages.opening(stream, session, self.clock.now())
 
     # -- the other products ----------------------------------------------------------------------
     def _send_foreign(self, at: float) -> None:
         """A callback of another memories.ai product: the webhook is one per account, and gets every
         product's async results. The webhooks guide gives the envelope, task_id at the top; what
-        ``data`` holds differs per product and is the simulator's guess: some with no ``status``, some
-        with an integer ``status`` beside the product's own keys."""
+        ``data`` holds differs per product (``messages.foreign_results``)."""
         while True:  # a task_id like the guide's (32 hex digits), and never a stream's
             task_id = uuid.UUID(int=self._dice.getrandbits(128), version=4).hex
             if task_id not in self.streams and task_id not in self.foreign_ids:
                 break
         self.foreign_ids.add(task_id)
-        results: list[Payload] = [
-            {"frames": [{"timestamp": "0.0", "url": f"https://storage.sim.invalid/{task_id}/0.jpg"}]},
-            {"video_url": f"https://storage.sim.invalid/{task_id}/clip.mp4", "duration": "12.5"},
-            {
-                "status": 0,
-                "message": "Transcription completed",
-                "transcriptions": [{"start_time": "0.0", "end_time": "2.4", "text": "Hello there."}],
-            },
-            {"status": 0, "summary": "A short talk.", "video_no": f"VI{task_id[:12]}"},
-        ]
+        results = messages.foreign_results(task_id)
         data = results[self._dice.randrange(len(results))]
         self._enqueue(at, task_id, {"code": 200, "message": "SUCCESS", "data": data, "task_id": task_id})
 
@@ -598,53 +388,9 @@ class SimulatedService:
             return self._last_final.get(task_id)
 
 
-def _audio_segment_fields(index: int) -> Payload:
-    start = index * SEGMENT_SECONDS
-    return {
-        "segment_index": index,
-        "segment_start_time": f"{start:.1f}",
-        "segment_end_time": f"{start + SEGMENT_SECONDS:.1f}",
-    }
-
-
-def _words(stream: SimStream, index: int) -> str:
-    return f"segment {index} of {stream.task_id[:8]}"
-
-
-def _formatted(text: str) -> str:
-    """Text as AssemblyAI formats a turn: capitalised and punctuated."""
-    return text[:1].upper() + text[1:] + "."
-
-
-def _turn(index: int, text: str, *, end_of_turn: bool, formatted: bool) -> Payload:
-    """An AssemblyAI v3 ``Turn``: the turn so far (a partial) or whole (end_of_turn), one turn a cycle."""
-    spoken = text.split()
-    step = SEGMENT_SECONDS * 1000 / max(len(spoken), 1)
-    base = index * SEGMENT_SECONDS * 1000
-    words = [
-        {
-            "text": word,
-            "start": int(base + n * step),
-            "end": int(base + (n + 1) * step),
-            "confidence": 0.9,
-            "word_is_final": end_of_turn or n < len(spoken) - 1,  # the partial's last word may change
-        }
-        for n, word in enumerate(spoken)
-    ]
-    return {
-        "type": "Turn",
-        "turn_order": index,
-        "turn_is_formatted": formatted,
-        "end_of_turn": end_of_turn,
-        "transcript": text,
-        "end_of_turn_confidence": 0.95 if end_of_turn else 0.1,
-        "words": words,
-    }
-
-
 def _success(task_id: str, message: str) -> Answer:
-    return Answer(200, {"code": 200, "message": "success", "data": {"task_id": task_id, "message": message}})
+    return Answer(200, success_answer(task_id, message))
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
-    return Answer(status, {"code": status, "msg": message, "data": None}, headers or {})
+    return Answer(status, error_answer(status, message), headers or {})

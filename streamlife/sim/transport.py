@@ -14,7 +14,8 @@ from typing import Any
 
 from streamlife.errors import OutcomeUnknownError
 from streamlife.events import StartResult, StopResult, StreamKind
-from streamlife.transport.answers import PATHS, read_answer, start_result, stop_result
+from streamlife.protocol import PATHS
+from streamlife.transport.answers import read_answer, start_result, stop_result
 
 from .service import SimulatedService
 

@@ -11,10 +11,10 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
+from streamlife.jsontext import to_json
 from streamlife.lifecycle import TERMINAL
 
 from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow
-from .json_text import to_json
 
 TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 

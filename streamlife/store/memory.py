@@ -5,7 +5,7 @@ written to disk. ``shared=True`` makes it behave as a store other writers use to
 process then share tasks as two processes share a PostgreSQL database, which the tests use.
 
 Rows and entries are kept serialised, as the durable stores keep them: facts, arguments and parked
-payloads as the same JSON text (``json_text``), so what this store refuses, they refuse, and what it
+payloads as the same JSON text (``streamlife.jsontext``), so what this store refuses, they refuse, and what it
 hands back is what they would; states as plain strings. What it hands back is a copy nobody else
 holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
 and numbers, which the garbage collector stops tracking. Kept as live dicts, every event would
@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
 from streamlife.events import StreamKind
+from streamlife.jsontext import to_json
 from streamlife.lifecycle import TaskState
 
 from .base import (
@@ -39,7 +40,6 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
-from .json_text import to_json
 
 # A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
 _KeptEntry: TypeAlias = tuple[int, float, str, str, str, str | None]

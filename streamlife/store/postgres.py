@@ -36,6 +36,8 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
+from streamlife.jsontext import to_json
+
 from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate
 from ._sql import (
@@ -64,7 +66,6 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
-from .json_text import to_json
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
 

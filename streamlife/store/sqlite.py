@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
+from streamlife.jsontext import to_json
+
 from ._sql import (
     ENTRY_COLUMNS,
     LETTER_COLUMNS,
@@ -64,7 +66,6 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
 )
-from .json_text import to_json
 
 # The file's settings stay importable from here, where they were defined before _sqlite_connection.
 __all__ = [

@@ -1,4 +1,4 @@
-"""The memories.ai stream API's shape: its paths, and what its answers mean.
+"""What the memories.ai stream API's answers mean (its paths and fields: ``streamlife.protocol``).
 
 An answer is the body of a success, or a typed error.
 
@@ -34,15 +34,13 @@ from streamlife.errors import (
     cut,
 )
 from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.protocol import CAPACITY_REACHED
 
-CAPACITY_STATUS: Final = 16  # "Capacity Reached": the account's concurrent streams are full
-PATHS: Final = {  # (start, stop), relative to the base URL
-    StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
-    StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
-}
-URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
-# The transcription providers an audio start names in its required ``provider`` field.
-PROVIDERS: Final = ("assemblyai", "elevenlabs")
+# Re-exported, for the modules that import them from here (http.py, fleet.py, cli.py).
+from streamlife.protocol import PATHS as PATHS
+from streamlife.protocol import PROVIDERS as PROVIDERS
+from streamlife.protocol import URL_FIELD as URL_FIELD
+
 # The most characters of a server's message (or code) that an error keeps: errors are journaled,
 # logged and shown, on every retry.
 MAX_MESSAGE: Final = 1024
@@ -91,7 +89,7 @@ def read_answer(
         message, shown_code = words()
         return kind(message, operation=operation, status=http, code=shown_code)
 
-    if code_text == str(CAPACITY_STATUS) or str(status_in_data) == str(CAPACITY_STATUS):
+    if code_text == str(CAPACITY_REACHED) or str(status_in_data) == str(CAPACITY_REACHED):
         raise fail(CapacityError)
     if http == 429 or code_text in ("429", "0429"):
         message, shown_code = words()
