@@ -25,9 +25,8 @@ becomes an orphan for the process that parks it again (the next ``serve``, on ``
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -39,7 +38,7 @@ from .store.base import DeadLetter, Store, dead_letter_ids
 if TYPE_CHECKING:
     from .fleet import Fleet
 
-__all__ = ["ReplayResult", "dead_letter_body", "kept_letters", "replay_dead_letters"]
+__all__ = ["ReplayResult", "kept_letters", "replay_dead_letters"]
 
 ReplayResult = tuple[int, Outcome | CallbackError]
 
@@ -112,22 +111,3 @@ def kept_letters(store: Store, *, after: int = 0, limit: int | None = None) -> I
         after = page[-1].id
         if left is not None:
             left -= len(page)
-
-
-def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
-    """A payload, as ``Fleet.handle_callback`` takes it, as the bytes its dead letter keeps.
-
-    Bytes are kept as they came. Text is kept as UTF-8, a lone surrogate written as the JSON escape
-    that reads back as the same character (``\\ud800``). A mapping (a caller that parsed the JSON
-    itself) is kept as JSON, and a value JSON has no form for (which may be why it was refused) as
-    its ``repr``, so that the letter still shows what came.
-    """
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8", "backslashreplace")
-    try:
-        text = json.dumps(payload, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):  # a non-string key, a cycle, nesting too deep
-        text = repr(payload)
-    return text.encode("utf-8", "backslashreplace")

@@ -20,7 +20,8 @@ stores read it back equal. The dialect is RFC 8259 JSON, held to these rules:
   is copied into JSON's own types.)
 
 A body that breaks a rule is a ``CallbackError`` that names where (``read_object``); a value that
-cannot be written is a ``StoreError`` (``to_json``).
+cannot be written is a ``StoreError`` (``to_json``). A body refused is still kept, as the bytes
+``dead_letter_body`` makes of it, whatever it holds.
 
 The standard library decides what JSON is, and says why when a text is not. orjson, which is
 faster, does the work where its result is sure to be the same: it reads a body of bytes
@@ -204,6 +205,25 @@ def to_json(value: Mapping[str, Any]) -> str:
     """
     text = _by_orjson(value)
     return standard_json(value) if text is None else text.decode()
+
+
+def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
+    """A payload, as ``Fleet.handle_callback`` takes it, as the bytes its dead letter keeps.
+
+    Bytes are kept as they came. Text is kept as UTF-8, a lone surrogate written as the JSON escape
+    that reads back as the same character (``\\ud800``). A mapping (a caller that parsed the JSON
+    itself) is kept as JSON, and a value JSON has no form for (which may be why it was refused) as
+    its ``repr``, so that the letter still shows what came.
+    """
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "backslashreplace")
+    try:
+        text = json.dumps(payload, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):  # a non-string key, a cycle, nesting too deep
+        text = repr(payload)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _by_orjson(value: Mapping[str, Any]) -> bytes | None:

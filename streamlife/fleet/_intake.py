@@ -11,9 +11,9 @@ import structlog
 
 from streamlife.callbacks import CallbackEvent, parse_callback
 from streamlife.clock import Clock
-from streamlife.deadletter import dead_letter_body
 from streamlife.errors import CallbackError
 from streamlife.events import ForeignCallback, Outcome, OutcomeKind
+from streamlife.jsontext import dead_letter_body
 from streamlife.policy import Policy
 from streamlife.store import Store
 
