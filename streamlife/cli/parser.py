@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Final
 
 from streamlife.events import StreamKind
-from streamlife.sim.service import SIM_MODES
+from streamlife.protocol import PROVIDERS
+from streamlife.sim.records import SIM_MODES
 from streamlife.simulate import FAULT_PRESETS
-from streamlife.transport.answers import PROVIDERS
 from streamlife.transport.http import DEFAULT_BASE_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
 from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT

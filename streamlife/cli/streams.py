@@ -12,9 +12,9 @@ from streamlife.events import StreamKind
 from streamlife.fleet import Fleet
 from streamlife.lifecycle import TaskState
 from streamlife.policy import Policy
+from streamlife.protocol import PROVIDERS, URL_FIELD
 from streamlife.simulate import mask_store_url
 from streamlife.store import Store, TaskRow
-from streamlife.transport.answers import PROVIDERS, URL_FIELD
 from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for

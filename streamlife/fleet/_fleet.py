@@ -41,9 +41,9 @@ from streamlife.events import ForeignCallback, Outcome, OutcomeKind, Segment, St
 from streamlife.history import HistoryEntry
 from streamlife.lifecycle import STOP_DUE, TaskState
 from streamlife.policy import Policy, check_max_duration
+from streamlife.protocol import PROVIDERS, URL_FIELD
 from streamlife.store import JournalEntry, MemoryStore, Store
 from streamlife.task import StreamTask
-from streamlife.transport.answers import PROVIDERS, URL_FIELD
 from streamlife.transport.base import Transport
 
 from ._apply import Applier

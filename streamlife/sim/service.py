@@ -58,8 +58,16 @@ from streamlife.protocol import (
 
 from . import messages
 from .faults import Faults
-from .records import CREDIT_EXHAUSTED, SOURCE_ENDED, Answer, Delivery, SimMode, SimStream, StopRequest
-from .records import SIM_MODES as SIM_MODES  # (re-exported: cli.py imports it from here)
+from .records import (
+    CREDIT_EXHAUSTED,
+    SIM_MODES,
+    SOURCE_ENDED,
+    Answer,
+    Delivery,
+    SimMode,
+    SimStream,
+    StopRequest,
+)
 
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}

@@ -34,12 +34,9 @@ from streamlife.errors import (
     cut,
 )
 from streamlife.events import StartResult, StopResult, StreamKind
-from streamlife.protocol import CAPACITY_REACHED
+from streamlife.protocol import CAPACITY_REACHED, URL_FIELD
 
 # Re-exported, for the modules that import them from here (http.py, fleet.py, cli.py).
-from streamlife.protocol import PATHS as PATHS
-from streamlife.protocol import PROVIDERS as PROVIDERS
-from streamlife.protocol import URL_FIELD as URL_FIELD
 
 # The most characters of a server's message (or code) that an error keeps: errors are journaled,
 # logged and shown, on every retry.

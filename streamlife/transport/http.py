@@ -40,8 +40,9 @@ from streamlife.errors import (
     TransportError,
 )
 from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife.protocol import PATHS
 
-from .answers import PATHS, decode_json, read_answer, start_result, start_secrets, stop_result
+from .answers import decode_json, read_answer, start_result, start_secrets, stop_result
 from .deadline import Deadline, GuardedAdapter
 from .reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
