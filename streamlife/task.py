@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Final, final
+from typing import Any, Final
 
 import structlog
 
@@ -92,7 +92,6 @@ STATE_SLOTS: Final = (
 )
 
 
-@final
 class StreamTask:
     """One stream: its state, its flags, its transcript and the history of every event it saw.
 
