@@ -505,9 +505,7 @@ def _debug_enabled() -> bool:
     the answer is kept per wrapper class. Anything else (stdlib loggers decide per logger) is True,
     and the event is built and handed over as before."""
     global _debug_answer
-    wrapper = getattr(_STRUCTLOG_STATE, "default_wrapper_class", None)
-    if wrapper is None:  # not where structlog used to keep it: the public call answers
-        wrapper = structlog.get_config()["wrapper_class"]
+    wrapper = structlog.get_config()["wrapper_class"]
     asked_of, answer = _debug_answer
     if wrapper is not asked_of:
         try:
@@ -518,14 +516,7 @@ def _debug_enabled() -> bool:
     return answer
 
 
-# The object ``structlog.configure`` sets its attributes on (the same one for the process's life).
-# Its wrapper class is read directly, and only read: ``structlog.get_config()`` copies the whole
-# configuration, about 0.6 µs, a tenth of a segment's cost.
-_STRUCTLOG_STATE: Final = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-
-
 def _check_task_id(trigger: str, task_id: object) -> None:
-    # (A compiled build refuses a task_id that is no str before this runs, with its own TypeError.)
     if not isinstance(task_id, str):
         raise TypeError(f"{trigger} needs the task_id the service named, a str, got {task_id!r}")
     if not task_id:
