@@ -300,5 +300,5 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
 # The states where a segment is such a self-loop (running, stopping, and the terminal states that
-# keep late finals): the hot path's compiled cells.
+# keep late finals): the cells StreamTask.segment applies without the Machine.
 SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")
