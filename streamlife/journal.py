@@ -40,11 +40,13 @@ def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
     if not args:
         return None
     (arg,) = args
+    if isinstance(arg, Segment):  # most events: asked first
+        return encode_event(arg)
     if isinstance(arg, StreamKind):  # (before str: a StreamKind is one)
         return {"kind": arg.value}
     if isinstance(arg, StopReason):  # (before str, as above)
         return {"reason": arg.value}
-    if isinstance(arg, int | float) and not isinstance(arg, bool):  # the one number a trigger takes
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):  # the one number a trigger takes
         return {"max_duration": arg}
     if isinstance(arg, str):
         return {"task_id": arg}
@@ -78,8 +80,13 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
     so a rebuilt task's transcript holds what the live one held."""
     encoded: dict[str, Any]
     if isinstance(event, Segment):
-        fields = {"index": event.index, "final": event.final, "text": event.text}
-        segment = {**fields, "start": event.start, "end": event.end}
+        segment = {
+            "index": event.index,
+            "final": event.final,
+            "text": event.text,
+            "start": event.start,
+            "end": event.end,
+        }
         if event.formatted:  # (written only when True: journals from before it decode as they did)
             segment["formatted"] = True
         encoded = {"segment": segment}
