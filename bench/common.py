@@ -61,7 +61,7 @@ class Figure:
 @dataclass
 class Goal:
     key: str
-    target: str  # what the issue asks, in words
+    target: str  # what the goal asks, in words
     measured: str  # the figures that decide it, in words
     passed: bool | None  # None: not measured in this run
 

@@ -54,7 +54,7 @@ GOAL_MEMORY_RATE = 50_000
 GOAL_SQLITE_RATE = 10_000
 FLOOR_ABOUT = 1.5  # a floor under this many times the goal is "about" the goal: no room left above it
 SEGMENT_SECONDS = 5.0
-STREAMS = 100_000  # the issue's goal: one process keeps up with this many live streams
+STREAMS = 100_000  # the goal: one process keeps up with this many live streams
 REFS = [("floor", "Python floor")]
 STORES = ("memory", "sqlite")
 NAMES = {"memory": "memory store", "sqlite": "SQLite store"}
@@ -111,7 +111,7 @@ class Results:
     retained: dict[str, float] = field(default_factory=dict)  # bytes per applied callback, by store
     making: list[list[str]] = field(default_factory=list)  # rows of the "making live tasks" table
     outcomes: dict[str, Any] = field(default_factory=dict)
-    speed: Speed | None = None  # this machine against the issue's budget
+    speed: Speed | None = None  # this machine against the budget (bench/machine.py)
 
 
 @dataclass
@@ -467,7 +467,7 @@ def _memory_rate(results: Results) -> Goal:
 
 
 def _at_budget_speed(results: Results, rate: float) -> str:
-    """The rate scaled to the machine the issue's budget was measured on (see bench/machine.py)."""
+    """The rate scaled to the machine the budget was measured on (see bench/machine.py)."""
     speed = results.speed
     if speed is None:
         return ""

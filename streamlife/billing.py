@@ -89,7 +89,7 @@ class Exposure:
     """What a Fleet's streams have cost so far, as the client estimates it (``Fleet.exposure``)."""
 
     tasks: int  # tasks counted: every one the Fleet holds
-    live: int  # of which not yet confirmed ended: they bill on
+    live: int  # of these, the ones whose end is not yet confirmed: they may still bill
     billed_seconds: float  # every 5-second cycle begun, summed
     dollars: float  # the same, priced by ``Policy.rates``
     rates_as_of: str

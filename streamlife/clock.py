@@ -1,7 +1,8 @@
 """Where streamlife reads the time: injected, so tests and the simulator run on virtual time.
 
-Times are seconds since the epoch (a float), because deadlines and history outlive the process
-(they are journaled and re-armed after a restart), which a monotonic clock cannot promise.
+Times are seconds since the epoch (a float), because they outlive the process: history is
+journaled, and deadlines are armed again from it after a restart, perhaps in another process. A
+monotonic clock's times mean nothing outside the process that read them.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from .store.base import DeadLetter, Store, dead_letter_ids
 if TYPE_CHECKING:
     from .fleet import Fleet
 
-__all__ = ["ReplayResult", "dead_letter_body", "replay_dead_letters"]
+__all__ = ["ReplayResult", "dead_letter_body", "kept_letters", "replay_dead_letters"]
 
 ReplayResult = tuple[int, Outcome | CallbackError]
 
@@ -88,17 +88,30 @@ def replay_dead_letters(fleet: Fleet, ids: Iterable[int] | None = None) -> list[
 
 
 def _kept(store: Store, ids: Iterable[int] | None) -> Iterator[DeadLetter]:
-    """The letters ``ids`` that the store keeps (None: every one), in id order, read a page at a time."""
+    """The letters ``ids`` that the store keeps (None: every one), in id order."""
     if ids is not None:
         for letter_id in dead_letter_ids(ids):
             letter = store.dead_letter_by_id(letter_id)
             if letter is not None:
                 yield letter
         return
-    after = 0
-    while page := store.dead_letters(after=after, limit=_PAGE):
+    yield from kept_letters(store)
+
+
+def kept_letters(store: Store, *, after: int = 0, limit: int | None = None) -> Iterator[DeadLetter]:
+    """The letters the store keeps after the id ``after`` (at most ``limit`` of them), in id order.
+
+    They are read a page at a time, because each may hold up to ``DEAD_LETTER_MAX_BODY`` bytes.
+    """
+    left = limit
+    while left is None or left > 0:
+        page = store.dead_letters(after=after, limit=_PAGE if left is None else min(_PAGE, left))
+        if not page:
+            return
         yield from page
         after = page[-1].id
+        if left is not None:
+            left -= len(page)
 
 
 def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
@@ -115,6 +128,6 @@ def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
         return payload.encode("utf-8", "backslashreplace")
     try:
         text = json.dumps(payload, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):  # a key that is no string, a cycle, nesting too deep
+    except (TypeError, ValueError, RecursionError):  # a non-string key, a cycle, nesting too deep
         text = repr(payload)
     return text.encode("utf-8", "backslashreplace")

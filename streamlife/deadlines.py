@@ -1,8 +1,8 @@
 """Deadlines: every timer of every task in one heap, keyed by time from the injected clock.
 
-A task has at most one deadline of each kind (final callback, uncertain expiry, silence). Arming
-a kind again replaces the old deadline and cancelling forgets it; the heap is never searched,
-stale entries are skipped when they surface (and compacted when they outnumber the live ones), so
+A task has at most one deadline of each kind (silence, final callback, stop retry, ...). Arming
+a kind again replaces the old deadline, and cancelling forgets it. The heap is never searched:
+stale entries are skipped when they surface, and compacted when they outnumber the live ones. So
 arming, cancelling and popping cost O(log n) whatever the number of tasks. Not thread-safe: the
 Fleet holds its lock around it.
 """

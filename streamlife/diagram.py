@@ -8,7 +8,18 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .lifecycle import CELLS, STATES, TABLE, TERMINAL, TRIGGERS, TaskState, Verdict
+from .lifecycle import (
+    ARGUMENTS,
+    CELLS,
+    DEADLINE_TRIGGERS,
+    DEADLINES,
+    STATES,
+    TABLE,
+    TERMINAL,
+    TRIGGERS,
+    TaskState,
+    Verdict,
+)
 
 MERMAID_FILE = "lifecycle.mmd"
 MATRIX_FILE = "lifecycle.md"
@@ -54,12 +65,27 @@ def matrix() -> str:
         "change nothing; `—` is impossible: a local call raises `LocalTransitionError`, any other",
         "source is recorded as `rejected`.",
         "",
-        "| trigger | source | " + " | ".join(heads) + " |",
-        "|---|---|" + "---|" * len(STATES),
+        "| trigger | source | argument | " + " | ".join(heads) + " |",
+        "|---|---|---|" + "---|" * len(STATES),
     ]
     for trigger, row in TABLE.items():
         cells = " | ".join(_cell_text(state, cell) for state, cell in zip(STATES, row, strict=True))
-        lines.append(f"| `{trigger}` | {TRIGGERS[trigger].value} | {cells} |")
+        lines.append(f"| `{trigger}` | {TRIGGERS[trigger].value} | {ARGUMENTS[trigger].value} | {cells} |")
+    lines += [
+        "",
+        "## Deadlines",
+        "",
+        "What each state arms; entering a state cancels the rest. A stop retry is armed apart, when a",
+        "stop fails, and sends the stop again.",
+        "",
+        "| state | deadline | armed when | fires |",
+        "|---|---|---|---|",
+    ]
+    for state, deadlines in DEADLINES.items():
+        for deadline, guard in deadlines:
+            lines.append(
+                f"| {state.value} | `{deadline.value}` | {guard.value} | `{DEADLINE_TRIGGERS[deadline]}` |"
+            )
     lines += ["", "```mermaid", mermaid().rstrip("\n"), "```"]
     return "\n".join(lines) + "\n"
 

@@ -4,11 +4,11 @@
      ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
      ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
      ├── UnknownTaskError       a task or task_id the Fleet does not hold (also a LookupError)
-     ├── RecordedError          an error read back from the journal, as the task recorded it
+     ├── RecordedError          an error as a task recorded it (``task.last_error``), kept as text
      ├── StoreError             the journal store failed; what it was asked to write was not written
      │    └── StoreConflict         another writer took this version of the task first
      ├── JournalMismatch        replaying a journal did not give the stored row
-     ├── LiveCapError           a start would pass ``Policy.max_live``: it waits, or fails
+     ├── LiveCapError           a start held back by ``Policy.max_live``: retried, then failed
      ├── ParkingFullError       no room to park a callback for an unknown task_id: deliver it again
      ├── StopAllError           ``stop_all`` could not journal some stops (it sent them all the same)
      └── TransportError         a request to memories.ai that did not succeed
@@ -16,20 +16,22 @@
           ├── OutcomeUnknownError   sent, but no usable answer (read timeout, dropped connection,
           │    │                    no whole answer within the request's deadline): a start may
           │    │                    have created a stream that bills
-          │    ├── MalformedAnswerError  an answer that cannot be read: too large, corrupt
-          │    │                         compression, not a JSON object on success
+          │    ├── MalformedAnswerError  an answer that cannot be read: too large, cut short,
+          │    │                         corrupt compression, or a success that is not a JSON object
           │    └── RedirectError         a 3xx: redirects are never followed; a start may exist
           └── ServiceError          the service answered with an error (``status``, ``code``)
                ├── AuthError            401 / 403: bad key, or the account lacks stream access
                ├── PaymentError         402: no credit; retrying will not help
                ├── TaskNotFoundError    400 on stop: the task is already gone (its end is confirmed)
                ├── RejectedError        any other 4xx: the request itself is wrong
-               ├── RateLimitedError     429, with ``retry_after`` seconds when the service said
+               ├── RateLimitedError     429, with ``retry_after`` seconds if the service sent them
                ├── CapacityError        status 16: the account's concurrent-stream capacity is full
                └── ServerError          5xx: for a start, the stream may exist (treat as unknown)
 
-Callbacks and transport results never raise through the lifecycle: an impossible one is
-recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
+Only a local call raises through the lifecycle. An impossible callback, transport result or
+timer is recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
+
+tests/test_errors.py holds the drawing to the classes below, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -41,12 +43,17 @@ if TYPE_CHECKING:
     from .task import StreamTask
 
 
-RECORDED_TEXT: Final = 2048  # characters of an error a task records (a server's words: 1,024 of them)
+# The most characters of an error's text that a task records. A server's message within it is
+# already cut to 1,024 characters by the transport.
+RECORDED_TEXT: Final = 2048
 
 
 def cut(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters, and marked as cut if it was: words others wrote (a
-    server's message, an error) must not grow an error, a journal or a log without bound."""
+    """Return ``text`` cut to ``limit`` characters, with a note of how many were cut.
+
+    Text that others wrote (a server's message, an error) must not grow an error, a journal or a
+    log without bound.
+    """
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
@@ -85,18 +92,20 @@ class CallbackError(StreamlifeError, ValueError):
 
 
 class UnknownTaskError(StreamlifeError, LookupError):
-    """A task, or a task_id, that the Fleet asked about does not hold."""
+    """The Fleet was asked about a task, or a task_id, that it does not hold."""
 
     def __init__(self, what: str) -> None:
         super().__init__(f"this Fleet holds no task {what}")
 
 
 class RecordedError(StreamlifeError):
-    """An error as a task recorded it (``task.last_error``), read back from the journal on replay.
+    """An error as a task recorded it (``task.last_error``): the original's text, type name included.
 
-    Its text is the original's, type name included, so a replayed task says what the live one said.
-    A failed stop's may carry ``not_before``: the time before which no stop may go out again (the
-    service's Retry-After, as the Fleet capped it), journaled so that every process honours it.
+    Replay reads it back from the journal, so a replayed task says what the live one said. The
+    Fleet also makes one for a failure it describes itself (a start caught in flight by a restart).
+    The error of a failed stop may carry ``not_before``: no stop may go out again before that time.
+    It is the service's Retry-After, as the Fleet capped it, and it is journaled so that every
+    process honours it.
     """
 
     def __init__(self, text: str, *, not_before: float | None = None) -> None:
@@ -106,8 +115,9 @@ class RecordedError(StreamlifeError):
 
     @staticmethod
     def text_of(error: BaseException) -> str:
-        """How a task records an error: ``"TypeName: message"``, cut to ``RECORDED_TEXT`` characters.
-        The cut bounds the journal whatever a transport raises: each failed stop journals it."""
+        """The text a task records for ``error``: ``"TypeName: message"``, cut to ``RECORDED_TEXT``
+        characters. Every failed stop journals its error, so the cut bounds the journal whatever a
+        transport raises."""
         if isinstance(error, RecordedError):
             return error.text
         return cut(f"{type(error).__name__}: {error}", RECORDED_TEXT)
@@ -122,9 +132,11 @@ class StoreConflict(StoreError):
 
 
 class ParkingFullError(StreamlifeError):
-    """A callback for a task_id nobody knows yet, with no room left to park it: nothing of it was
-    kept. Deliver it again later: the webhook receiver answers 503 with ``Retry-After``, the answer
-    that lets a sender retry (a 200 would tell it the callback was taken)."""
+    """No room was left to park a callback for a task_id that no task holds yet.
+
+    Nothing of the callback was kept. Deliver it again later: the webhook receiver answers 503 with
+    ``Retry-After``, which lets a sender retry (a 200 would tell it the callback was taken).
+    """
 
     def __init__(self, task_id: str, limit: str) -> None:
         self.task_id = task_id
@@ -132,8 +144,10 @@ class ParkingFullError(StreamlifeError):
 
 
 class StopAllError(StreamlifeError):
-    """``Fleet.stop_all`` could not journal the stop of some tasks. It sent every stop it could all
-    the same (a stream left running bills), and raises this once they are sent.
+    """``Fleet.stop_all`` could not journal the stop of some tasks.
+
+    It still sent every stop it could, because a stream left running bills, and it raises this
+    once they are sent.
 
     ``failures`` pairs each such task (or the task_id of a stream it could not adopt as an orphan)
     with the error the store raised; ``unsettled`` is what ``stop_all`` would have returned: every
@@ -160,8 +174,11 @@ class JournalMismatch(StreamlifeError):
 
 
 class LiveCapError(StreamlifeError):
-    """A start that would pass ``Policy.max_live`` live streams: it was never sent. The Fleet tries
-    it again after a backoff, within ``Policy.start_retry_window``; past it, the task fails."""
+    """A start was held back because it would pass ``Policy.max_live`` live streams.
+
+    The request was never sent. The Fleet tries the start again after a backoff, within
+    ``Policy.start_retry_window``; past the window, the task fails.
+    """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -186,9 +203,9 @@ class OutcomeUnknownError(TransportError):
 
 class MalformedAnswerError(OutcomeUnknownError):
     """An answer that cannot be read: larger than the transport's ``max_answer``, corrupt
-    compression, cut short, or a success that is not a JSON object. The request was read by
-    someone, so a start may have created a stream; a stop is retried. ``status`` is the HTTP
-    status the answer began with."""
+    compression, cut short, or a success that is not a JSON object. Something read the request,
+    so a start may have created a stream. A stop is retried. ``status`` is the HTTP status the
+    answer began with."""
 
     def __init__(self, message: str, *, operation: str, status: int) -> None:
         self.status = status
@@ -200,10 +217,10 @@ class RedirectError(OutcomeUnknownError):
     URL, its stream key) to a host nobody chose, or turn the POST into a GET.
 
     The memories.ai API documents no redirect, so the 3xx came from something that read the
-    request, a proxy or the service itself: a start MAY have created a stream, and must not be
-    sent again blindly (hence an ``OutcomeUnknownError``, not a ``ServiceError``, which would mean
-    "refused, nothing created"). A redirected stop did not land: it is retried. ``status`` is the
-    HTTP status; the ``Location`` is not kept."""
+    request: a proxy, or the service itself. A start MAY therefore have created a stream, and must
+    not be sent again blindly. That is why this is an ``OutcomeUnknownError``: a ``ServiceError``
+    would mean "refused, nothing created". A redirected stop did not land, and is retried.
+    ``status`` is the HTTP status; the ``Location`` is not kept."""
 
     def __init__(self, *, operation: str, status: int) -> None:
         self.status = status
@@ -215,7 +232,7 @@ class ServiceError(TransportError):
 
     def __init__(self, message: str, *, operation: str, status: int, code: str | None) -> None:
         self.status = status  # the HTTP status
-        self.code = code  # the body's ``code``, as text (the docs type it as a string, send ints)
+        self.code = code  # the body's ``code`` as text: documented as a string, often sent as an int
         super().__init__(f"{message} (HTTP {status}, code {code})", operation=operation)
 
 

@@ -47,7 +47,7 @@ class OutcomeKind(enum.StrEnum):
     REJECTED = "rejected"
     """The event is impossible for the task in its state; recorded with the reason, nothing changed."""
     FOREIGN = "foreign"
-    """A well-formed callback that is no stream event: another product's result."""
+    """A well-formed callback that is not a stream event: another product's result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,21 +206,22 @@ class ProviderEvent:
 
 @dataclass(frozen=True, slots=True)
 class ForeignCallback:
-    """A well-formed callback that is no stream event: another product's result.
+    """A well-formed callback that is not a stream event: another product's result.
 
     The webhook URL is one per account, and memories.ai posts every product's async results to it
     (clips, edits, generated audio, summaries), beside the streams' callbacks. Such a result has
     the envelope (a ``task_id`` or a ``code``, and a ``data`` object or null) but not a stream's
-    shape. It is no business of any stream task: it is for the application to route, or to
-    acknowledge and drop. ``task_id`` is the one the envelope names, if any (the product's own).
+    shape. No stream task handles it: the application routes it, or acknowledges it and drops it.
+    ``task_id`` is the one the envelope names, if any (the product's own).
     """
 
     task_id: str | None
     raw: Mapping[str, Any] | None = None
     stream: Segment | StatusCallback | None = None
-    """The payload read as a stream callback, when it has an integer ``status`` beside keys no stream
-    callback documents: what it means if its task_id is a stream of ours after all (the docs' field
-    lists are incomplete). The Fleet applies it then; otherwise the callback is another product's."""
+    """The payload read as a stream callback, when it has an integer ``status`` beside keys that no
+    stream callback documents. memories.ai's field lists are incomplete, so its task_id may name a
+    stream of ours after all: the Fleet then applies this. Otherwise the callback is another
+    product's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,11 @@
 
 One entry is kept per event, so the way it is kept decides what a long-lived task costs the
 collector. A HistoryEntry holds enum members, which the collector tracks, so a tuple holding one
-stays tracked as long as it lives; each event then left one more object for every full pass to walk,
-and at 100,000 live tasks those passes cost more than the event itself. So an entry is kept as a
-flat tuple of plain values (strings, numbers, None; the data's keys and values in line, since a
-dict keeps a tuple tracked however plain its values are), which the collector stops tracking at its
-first pass, and made into a HistoryEntry when it is read.
+stays tracked as long as it lives. Each event then left one more object for every full pass to
+walk, and with many live tasks those passes cost more than the events themselves. So an entry is
+kept as a flat tuple of plain values: strings, numbers, None, and the data's keys and values in
+line (a dict keeps a tuple tracked however plain its values are). The collector stops tracking
+such a tuple at its first pass. It is made into a HistoryEntry when it is read.
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ class History(Sequence[HistoryEntry]):
         outcome: Outcome,
         data: tuple[Any, ...] = (),
     ) -> None:
-        """Append one entry; ``data`` is one tuple of its keys and values in turn (``("index", 4,
-        "final", True)``), read back as a mapping (None for none). ``at`` earlier than the last
-        entry's is taken as the last's: a wall clock that stepped back still leaves a history that
-        reads forwards. (One tuple, not ``*data``: a call that unpacks arguments takes the
-        interpreter's slow way, and this runs for every event.)"""
+        """Append one entry. ``data`` is one tuple of its keys and values in turn (``("index", 4,
+        "final", True)``), read back as a mapping (None for none). An ``at`` earlier than the last
+        entry's time is taken as that time, so a wall clock that stepped back still leaves a
+        history that reads forwards. (One tuple, not ``*data``: a call that unpacks arguments takes
+        the interpreter's slow way, and this runs for every event.)"""
         if type(data) is not tuple or len(data) % 2:  # (a mapping, as ``record`` once took, say)
             raise TypeError(f"history data goes as one tuple of keys and values in turn, got {data!r}")
         kept = self._kept

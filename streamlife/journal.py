@@ -1,7 +1,8 @@
 """What the journal keeps of each event, and how replaying it rebuilds a task.
 
-A journal entry names the trigger and keeps its argument as JSON: a task_id, an error's text, the
-product a stop was found on, or the callback as the task saw it (``encode_event``). Replaying fires
+A journal entry names the trigger and keeps its argument as JSON, by the kind of argument
+``lifecycle.ARGUMENTS`` declares for the trigger: a task_id, an error's text, the product a stop was
+found on, or the callback as the task saw it (``encode_event``). Replaying fires
 the same triggers, with the same arguments, at the recorded times, through the same table: nothing
 here knows the lifecycle. A rebuilt task therefore holds the same state, flags and transcript as
 the one that was journaled, and ``rebuild`` checks that against the stored row. (Its history holds
@@ -10,7 +11,7 @@ the applied events only: duplicates, late and rejected events change nothing and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from .callbacks import CallbackEvent
@@ -25,54 +26,79 @@ from .events import (
     StatusMeaning,
     StreamKind,
 )
-from .lifecycle import StopReason
+from .lifecycle import ARGUMENTS, Argument, StopReason
 from .store.base import JournalEntry, TaskRow
 from .task import STATE_SLOTS, StreamTask, replaying
 
-# A NamedTuple's constructor is a Python function; tuple's own, given every field in order, makes
-# the same record in half the time (an entry and a row are made for every event journaled).
+# A NamedTuple's constructor is a Python function. Tuple's own, given every field in order, makes
+# the same record faster, and an entry and a row are made for every event journaled.
 _new_record: Final = tuple.__new__
 
 
-def encode_args(args: Sequence[Any]) -> dict[str, Any] | None:
-    """A trigger's argument (a task_id, an error, a callback, a product, a stop's reason, a start's
-    cost ceiling) as JSON; None for none."""
+def encode_args(trigger: str, args: Sequence[Any]) -> dict[str, Any] | None:
+    """A trigger's argument as JSON, by the kind ``lifecycle.ARGUMENTS`` declares for it; None for none."""
     if not args:
         return None
     (arg,) = args
-    if isinstance(arg, Segment):  # most events: asked first
-        return encode_event(arg)
-    if isinstance(arg, StreamKind):  # (before str: a StreamKind is one)
-        return {"kind": arg.value}
-    if isinstance(arg, StopReason):  # (before str, as above)
-        return {"reason": arg.value}
-    if isinstance(arg, (int, float)) and not isinstance(arg, bool):  # the one number a trigger takes
-        return {"max_duration": arg}
-    if isinstance(arg, str):
-        return {"task_id": arg}
-    if isinstance(arg, RecordedError) and arg.not_before is not None:
-        return {"error": arg.text, "not_before": arg.not_before}
-    if isinstance(arg, BaseException):
-        return {"error": RecordedError.text_of(arg)}
-    return encode_event(arg)
+    return _ENCODERS[ARGUMENTS[trigger]](arg)
 
 
-def decode_args(args: Mapping[str, Any] | None) -> tuple[Any, ...]:
+def decode_args(trigger: str, args: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The argument ``encode_args`` kept for ``trigger``, as the trigger takes it."""
     if args is None:
         return ()
-    if "task_id" in args and len(args) == 1:
-        return (args["task_id"],)
-    if "kind" in args and len(args) == 1:
-        return (StreamKind(args["kind"]),)
-    if "reason" in args and len(args) == 1:
-        return (StopReason(args["reason"]),)
-    if "max_duration" in args and len(args) == 1:
-        return (args["max_duration"],)
-    if "error" in args:
-        return (RecordedError(args["error"], not_before=args.get("not_before")),)
-    if "on" not in args:  # (a later version's argument, say: replay cannot go on)
-        raise JournalMismatch(f"a journaled argument this version cannot read: {sorted(args)}")
-    return (decode_event(args),)
+    kind = ARGUMENTS[trigger]
+    fields = _FIELDS.get(kind)
+    try:
+        if fields is not None and not fields[0] <= args.keys() <= fields[1]:
+            raise KeyError(sorted(args))
+        return (_DECODERS[kind](args),)
+    except (KeyError, TypeError, ValueError) as error:  # (a later version's argument, say)
+        unreadable = f"a journaled {trigger} argument this version cannot read: {sorted(args)}"
+        raise JournalMismatch(unreadable) from error
+
+
+def _encode_error(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, RecordedError) and error.not_before is not None:
+        return {"error": error.text, "not_before": error.not_before}
+    return {"error": RecordedError.text_of(error)}
+
+
+def _nothing(arg: object) -> dict[str, Any]:
+    raise TypeError(f"this trigger takes no argument, got {arg!r}")
+
+
+# One codec per kind of argument: how the journal keeps it, and how replay reads it back.
+_ENCODERS: Final[dict[Argument, Callable[[Any], dict[str, Any]]]] = {
+    Argument.NONE: _nothing,
+    Argument.SECONDS: lambda seconds: {"max_duration": seconds},
+    Argument.REASON: lambda reason: {"reason": StopReason(reason).value},
+    Argument.TASK_ID: lambda task_id: {"task_id": task_id},
+    Argument.ERROR: _encode_error,
+    Argument.KIND: lambda kind: {"kind": StreamKind(kind).value},
+    Argument.CALLBACK: lambda event: encode_event(event),
+}
+# The fields each argument's JSON must have, and may have: replay refuses any other (a later
+# version's, say) rather than read half of it. A callback's encoding has its own checks.
+_FIELDS: Final[dict[Argument, tuple[frozenset[str], frozenset[str]]]] = {
+    kind: (frozenset(must), frozenset(must) | frozenset(may))
+    for kind, must, may in (
+        (Argument.SECONDS, {"max_duration"}, ()),
+        (Argument.REASON, {"reason"}, ()),
+        (Argument.TASK_ID, {"task_id"}, ()),
+        (Argument.ERROR, {"error"}, {"not_before"}),
+        (Argument.KIND, {"kind"}, ()),
+    )
+}
+_DECODERS: Final[dict[Argument, Callable[[Mapping[str, Any]], Any]]] = {
+    Argument.NONE: _nothing,
+    Argument.SECONDS: lambda args: args["max_duration"],
+    Argument.REASON: lambda args: StopReason(args["reason"]),
+    Argument.TASK_ID: lambda args: args["task_id"],
+    Argument.ERROR: lambda args: RecordedError(args["error"], not_before=args.get("not_before")),
+    Argument.KIND: lambda args: StreamKind(args["kind"]),
+    Argument.CALLBACK: lambda args: decode_event(args),
+}
 
 
 def encode_event(event: CallbackEvent) -> dict[str, Any]:
@@ -124,7 +150,7 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
 def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEntry:
     """The journal entry of the event the task has just applied (its last history entry)."""
     at, trigger, from_state, to_state = task.history.last_move()
-    return _new_record(JournalEntry, (version, at, trigger, from_state, to_state, encode_args(args)))
+    return _new_record(JournalEntry, (version, at, trigger, from_state, to_state, encode_args(trigger, args)))
 
 
 def facts_of(task: StreamTask) -> dict[str, Any]:
@@ -188,7 +214,7 @@ def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:
         for entry in entries:
             replay_clock.set(max(entry.at, replay_clock.now()))
             with replaying():
-                outcome = getattr(task, entry.trigger)(*decode_args(entry.args))
+                outcome = getattr(task, entry.trigger)(*decode_args(entry.trigger, entry.args))
             if outcome is not Outcome.APPLIED or task.state.value != entry.to_state:
                 raise JournalMismatch(
                     f"task {task.key}: entry {entry.version} ({entry.trigger} -> {entry.to_state}) "
@@ -208,7 +234,8 @@ def rebuild(
     task.key = row.key
     task.history_limit = history_limit
     replay(task, entries)
-    # The row's kind decides: journals from before stop_ok carried the product learnt it outside one.
+    # The row's kind decides. Before stop_ok carried the product, a task learnt its kind outside
+    # any event: replaying such a journal cannot learn it, and only the row holds it.
     task.kind = StreamKind(row.kind)
     kept = [name for name in FACTS if name in row.facts or name not in LATER_FACTS]
     facts = facts_of(task)

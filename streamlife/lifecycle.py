@@ -14,35 +14,37 @@ says, for every trigger in every state, what happens. A cell is one of:
               the task untouched; any other source is recorded as REJECTED with the reason
 
 An applied self-loop that finds nothing new to record (a segment already seen, a second stop while
-starting) reports DUPLICATE: the table says what may happen, the task's data says whether it had.
+starting) reports DUPLICATE. The table says what may happen; the task's data says whether it did.
 
 The rule the table exists for: a task is terminal only when its stream cannot be billing. Only
-``CONFIRMING`` triggers lead into a terminal state: the service confirmed the end (a status-14
-callback; a stop answered "not found"; the provider's end of session echoing our acknowledged
-stop), or our stop was acknowledged and the wait for the final callback ran out, or the start
-provably created nothing (refused, or a stop before any request). An end the task only *infers*
-(a status nobody declared, a status the user declared an end, a status-16 callback, the provider's
-end of session while running: AssemblyAI's ``Termination``, an ElevenLabs error) moves it to
-``ending``: a confirming stop goes out, retried like any
-stop, because stop is safe to call on a stream that has already ended. ``_check_table`` refuses a
-table that breaks this rule.
+``CONFIRMING`` triggers lead into a terminal state. Each one shows that the service confirmed the
+end (a status-14 callback; a stop answered "not found"; the provider's end of session echoing our
+acknowledged stop), or that our stop was acknowledged and the wait for the final callback ran out,
+or that the start provably created nothing (refused, or a stop before any request).
+
+An end the task only *infers* moves it to ``ending``. Such ends are a status nobody declared, a
+status the user declared an end, a status-16 callback, and the provider's end of session while
+running (AssemblyAI's ``Termination``, an ElevenLabs error). From ``ending`` a confirming stop goes
+out, retried like any stop, because stop is safe to call on a stream that has already ended.
+``_check_table`` refuses a table that breaks this rule. (docs/architecture.md walks through it.)
 
 Why some cells are what they are:
-  * ``stop`` is legal everywhere. pending -> stopped with no request; starting/uncertain remember it
-    (the Fleet sends it once a task_id exists, or the orphan reaper catches the stream); ending
-    remembers it too (the confirming stop is on its way already, and the task now says that it was
-    asked for); stopping and the terminal states answer DUP: the stop is already in effect.
+  * ``stop`` is legal everywhere. In pending, the task stops with no request. Starting and
+    uncertain remember it: the Fleet sends it once a task_id exists, or the orphan reaper catches
+    the stream. Ending remembers it too: the confirming stop is on its way already, and the task
+    now records that a stop was asked for. Stopping and the terminal states answer DUP, because the
+    stop is already in effect.
   * start is billed and not idempotent: ``start_unknown`` (the request may have created a stream
     but no task_id came back) leads to ``uncertain``, never to a second start. A start answer that
     comes after all names the task (``uncertain`` -> ``running``): with several processes on one
     store, one may have filed a start as uncertain (its own ``recover``) while another still waited
     for the answer. ``start_deferred`` (429 or capacity 16: nothing was created) puts the task back
     in ``pending``, from where the Fleet starts it again after a backoff, or stops it for free.
-  * a segment while stopping or ending is still applied (finals are in flight, and the stream may
-    live on), and so is one after the stream stopped or ended: a final delivered late still
-    completes the transcript (the task keeps it, marked late, and its state stays terminal), while
-    a partial there, which only a final would replace, is LATE (the task's data decides, as for a
-    repeated segment). A task that failed has no transcript to complete: a segment there is LATE.
+  * a segment while stopping or ending is still applied: finals are in flight, and the stream may
+    live on. A segment after the stream stopped or ended is applied too, if it is a final: it
+    completes the transcript, marked late, and the state stays terminal. A partial there is LATE,
+    since only a final would replace it (the task's data decides, as for a repeated segment). A
+    task that failed has no transcript to complete: a segment there is LATE.
   * an end the task learns while stopping (a status nobody declared, a status 16) changes nothing
     but the recorded status: our own stop settles the task. The provider's ``Termination`` while
     stopping is our stop's echo, but only once the stop was acknowledged: before that it may be
@@ -56,14 +58,16 @@ Why some cells are what they are:
     task keeps it, so that the transcript's gaps count up to it; a plain repeat is a DUPLICATE.
 
 Every move goes through ONE ``transitions.Machine``, built from TABLE at import. Tasks are never
-registered with it (``add_model`` is O(n) per add and costs kilobytes a task); ``StreamTask`` fires
-the machine's Event objects on itself, so a task costs a few slots and no machine bookkeeping.
+registered with it: ``add_model`` is O(n) per add and keeps bookkeeping for every task. Instead,
+``StreamTask`` fires the machine's Event objects on itself, so a task costs a few slots and no
+machine bookkeeping.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final
+import itertools
+from typing import Final, NamedTuple
 
 from transitions import Machine
 
@@ -207,6 +211,131 @@ STATUS_TRIGGERS: Final[dict[StatusMeaning, str]] = {
     StatusMeaning.PROVIDER_ENDED: "provider_ended",
 }
 
+
+class Deadline(enum.StrEnum):
+    """A timer the Fleet keeps for a task. All but ``STOP_RETRY`` follow the state (``DEADLINES``)."""
+
+    SILENCE = "silence"  # Policy.silence_after with no callback, counted from the last one
+    MAX_DURATION = "max_duration"  # the cost ceiling, counted from the start answer
+    FINAL_CALLBACK = "final_callback"  # Policy.final_callback_wait, from the acknowledged stop
+    UNCERTAIN = "uncertain"  # Policy.uncertain_ttl, from the start whose answer never came
+    START_RETRY = "start_retry"  # a start refused for now goes out again (backoff, Retry-After)
+    STOP_RETRY = "stop_retry"  # a failed stop goes out again: armed when it fails, not by the state
+
+
+class Guard(enum.Enum):
+    """What else a deadline of ``DEADLINES`` needs, beside the task's state."""
+
+    ALWAYS = "always"
+    NOT_STALLED = "not stalled"  # a stall is reported once, not every silence window
+    HAS_LIMIT = "has a cost ceiling"  # the start's max_duration, or Policy.max_duration
+    STOP_ACKNOWLEDGED = "stop acknowledged"  # the final callback is awaited only after that
+    HOLDS_START_BODY = "holds the start body"  # the store does not keep it: only its process can resend
+
+
+# The deadlines each state arms; every other one is cancelled when the task enters the state. A
+# terminal state arms none, and cancels a stop retry too.
+DEADLINES: Final[dict[TaskState, tuple[tuple[Deadline, Guard], ...]]] = {
+    TaskState.PENDING: ((Deadline.START_RETRY, Guard.HOLDS_START_BODY),),
+    TaskState.UNCERTAIN: ((Deadline.UNCERTAIN, Guard.ALWAYS),),
+    TaskState.RUNNING: ((Deadline.SILENCE, Guard.NOT_STALLED), (Deadline.MAX_DURATION, Guard.HAS_LIMIT)),
+    TaskState.STOPPING: ((Deadline.FINAL_CALLBACK, Guard.STOP_ACKNOWLEDGED),),
+    TaskState.ENDING: ((Deadline.FINAL_CALLBACK, Guard.STOP_ACKNOWLEDGED),),
+}
+# The trigger each deadline fires when it comes due. A stop retry fires none: it sends the stop.
+DEADLINE_TRIGGERS: Final[dict[Deadline, str]] = {
+    Deadline.SILENCE: "silence",
+    Deadline.MAX_DURATION: "stop",  # (with StopReason.MAX_DURATION)
+    Deadline.FINAL_CALLBACK: "final_deadline",
+    Deadline.UNCERTAIN: "uncertain_deadline",
+    Deadline.START_RETRY: "start",
+}
+
+
+def deadlines_for(
+    state: TaskState, *, stalled: bool, has_limit: bool, stop_acknowledged: bool, holds_start_body: bool
+) -> frozenset[Deadline]:
+    """The deadlines ``DEADLINES`` arms for a task in ``state`` with these facts. The same facts
+    give the same set object, so a caller can compare sets by identity."""
+    return _DEADLINE_SETS[state, stalled, has_limit, stop_acknowledged, holds_start_body]
+
+
+def _deadline_set(
+    state: TaskState, stalled: bool, has_limit: bool, stop_acknowledged: bool, holds_start_body: bool
+) -> frozenset[Deadline]:
+    holds = {
+        Guard.ALWAYS: True,
+        Guard.NOT_STALLED: not stalled,
+        Guard.HAS_LIMIT: has_limit,
+        Guard.STOP_ACKNOWLEDGED: stop_acknowledged,
+        Guard.HOLDS_START_BODY: holds_start_body,
+    }
+    return frozenset(deadline for deadline, guard in DEADLINES.get(state, ()) if holds[guard])
+
+
+_FLAGS: Final = (False, True)
+_DEADLINE_SETS: Final = {
+    (state, *flags): _deadline_set(state, *flags)
+    for state in TaskState
+    for flags in itertools.product(_FLAGS, repeat=4)
+}
+
+
+class AutoStop(NamedTuple):
+    """A stop the Fleet fires at a running task of its own accord."""
+
+    reason: StopReason | None  # journaled with the stop (None: the caller asked for it)
+    fact: str  # the task's fact that says this stop is due
+    switch: str | None  # the Policy field that turns it on (None: always on)
+
+
+# When the Fleet stops a running task without being asked now, keyed by the trigger after which it
+# does. A task whose process ended before the stop was journaled gets it again on recovery, from
+# the same facts. (A cost ceiling is a deadline: ``Deadline.MAX_DURATION``.)
+AUTO_STOPS: Final[dict[str, AutoStop]] = {
+    # a stop asked for while the start was in flight goes out once the task_id arrives
+    "start_ok": AutoStop(None, "stop_requested", None),
+    # a stream no start of ours named is reaped
+    "adopt": AutoStop(StopReason.ORPHAN, "adopted", "reap_orphans"),
+    # a stream silent for Policy.silence_after is stopped, if the user wants that
+    "silence": AutoStop(StopReason.STALLED, "stalled", "stop_when_stalled"),
+}
+
+
+class Argument(enum.Enum):
+    """What a trigger takes, and so how the journal keeps it (``streamlife.journal``'s codecs)."""
+
+    NONE = "none"
+    SECONDS = "seconds"  # a start's own cost ceiling (optional)
+    REASON = "reason"  # why the Fleet stopped the stream on its own (optional: none when asked for)
+    TASK_ID = "task_id"
+    ERROR = "error"  # what went wrong, as text, with the service's wait if it asked for one
+    KIND = "kind"  # the product whose path took the stop (optional: an orphan's guessed product)
+    CALLBACK = "callback"  # the parsed callback, with its payload as it came
+
+
+# The argument each trigger takes, in TRIGGERS' order.
+ARGUMENTS: Final[dict[str, Argument]] = {
+    "start": Argument.SECONDS,
+    "stop": Argument.REASON,
+    "start_ok": Argument.TASK_ID,
+    "start_rejected": Argument.ERROR,
+    "start_unknown": Argument.ERROR,
+    "start_deferred": Argument.ERROR,
+    "stop_ok": Argument.KIND,
+    "stop_not_found": Argument.NONE,
+    "stop_error": Argument.ERROR,
+    "segment": Argument.CALLBACK,
+    "stopped": Argument.CALLBACK,
+    "ended": Argument.CALLBACK,
+    "capacity": Argument.CALLBACK,
+    "provider_ended": Argument.CALLBACK,
+    "adopt": Argument.TASK_ID,
+    "final_deadline": Argument.NONE,
+    "uncertain_deadline": Argument.NONE,
+    "silence": Argument.NONE,
+}
+
 del (
     pending,
     starting,
@@ -249,6 +378,18 @@ def _check_table() -> None:
         if TRIGGERS[trigger] is not Source.CALLBACK:
             raise AssertionError(f"a status callback fires {trigger!r}, which is no callback trigger")
 
+    if list(ARGUMENTS) != list(TRIGGERS):
+        raise AssertionError("ARGUMENTS must name every trigger of TRIGGERS, in order")
+    for state, deadlines in DEADLINES.items():
+        for deadline, _ in deadlines:
+            if CELLS[state, DEADLINE_TRIGGERS[deadline]] is NO:
+                raise AssertionError(f"the {deadline} deadline fires a trigger {state} refuses")
+    if any(DEADLINES.get(state) for state in TERMINAL):
+        raise AssertionError("a terminal state arms no deadline")
+
+    if not AUTO_STOPS.keys() <= TRIGGERS.keys():
+        raise AssertionError("AUTO_STOPS must name triggers of TRIGGERS")
+
 
 _check_table()
 
@@ -281,9 +422,10 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
     or enter callbacks) and has no conditions or callbacks of its own, on a machine with no
     machine-wide callbacks: firing one there changes nothing and calls nothing.
 
-    ``StreamTask`` skips the Machine's dispatch for these (about 10 µs a fire, most of a segment's
-    cost) and applies the self-loop itself. The set is derived from the Machine, not written down,
-    and tests/test_lifecycle_table.py proves both paths give the same state, outcome and history.
+    ``StreamTask`` skips the Machine's dispatch for these and applies the self-loop itself: the
+    dispatch is most of a segment's cost (bench/RESULTS.md has the figures). The set is derived
+    from the Machine, not written down, and tests/test_lifecycle_table.py proves both paths give
+    the same state, outcome and history.
     """
     hooks = ("prepare_event", "before_state_change", "after_state_change", "finalize_event", "on_final")
     if any(getattr(machine, name, None) for name in hooks):
@@ -300,5 +442,5 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
 SILENT_LOOPS: Final = silent_loops(MACHINE)
 # The states where a segment is such a self-loop (running, stopping, and the terminal states that
-# keep late finals): the cells StreamTask.segment applies without the Machine.
+# keep late finals): the cells the hot path applies without the Machine.
 SEGMENT_LOOPS: Final = frozenset(state for state, trigger in SILENT_LOOPS if trigger == "segment")

@@ -4,7 +4,8 @@ A callback can beat its own start answer (memories.ai posts as soon as the strea
 Fleet parks it under its task_id and replays it, in arrival order, once the answer names the
 task. A task_id still unclaimed after the TTL is an orphan: a stream the service runs (and bills)
 that no task of ours started, typically the child of a start whose answer was lost. ``expire``
-hands orphans over for the reaper. Kept in first-parked order, so expiry looks only at the front.
+hands orphans over for the reaper. The lot keeps task_ids in first-parked order, so expiry looks
+only at the front.
 
 Nothing parked is ever dropped: the service was told "parked", and may never send it again. So the
 lot is bounded by refusing, not by forgetting: past ``max_task_ids`` task_ids, or ``max_per_task``
@@ -65,7 +66,8 @@ class Parked(Generic[Event]):
 class ParkingLot(Generic[Event]):
     __slots__ = ("_by_task", "max_per_task", "max_task_ids")
 
-    def __init__(self, *, max_task_ids: int = 10_000, max_per_task: int = 256) -> None:
+    def __init__(self, *, max_task_ids: int, max_per_task: int) -> None:
+        """``Policy.max_parked`` and ``Policy.max_parked_per_task`` give the Fleet's limits."""
         for name, value in (("max_task_ids", max_task_ids), ("max_per_task", max_per_task)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")

@@ -68,12 +68,12 @@ class Policy:
     while the transport's own deadline bounds each request)."""
 
     start_retry_window: float = 60.0
-    """How long a start the service refused for now (429, or capacity 16: nothing was created), or one
-    past ``max_live``, is tried again, counted from the first try: with the stop backoff
-    (``stop_retry_base``, ``stop_retry_cap``, never sooner than Retry-After). The task waits in
-    ``pending`` meanwhile (``stop`` cancels it without a request) and fails after the window, or
-    when the process that holds it ends (the store does not keep start bodies). 0 never retries:
-    such a start fails at once."""
+    """How long a start is tried again, counted from the first try, when nothing was created: the
+    service refused it for now (429, or capacity 16), or ``max_live`` held it back. The retries
+    use the stop backoff (``stop_retry_base``, ``stop_retry_cap``, never sooner than Retry-After).
+    The task waits in ``pending`` meanwhile, and ``stop`` cancels it without a request. It fails
+    after the window, or when the process that holds it ends (the store does not keep start
+    bodies). 0 never retries: such a start fails at once."""
 
     max_live: int | None = None
     """The most streams this Fleet keeps live at once (every task whose stream may exist: starting,
@@ -91,11 +91,11 @@ class Policy:
     ``max_parked``: refused with ``ParkingFullError``, never dropped."""
 
     history_limit: int | None = 100
-    """Events each task keeps in ``task.history``: at least the last this many, older ones let go a
-    batch at a time; None keeps them all. The store's journal keeps every applied event whatever
-    this says (``Fleet.journal``), so this bounds only what a long-lived stream holds in memory:
-    an hour of a stream is 720 segments or more, and 100,000 streams each keeping all of them is tens of
-    GiB."""
+    """Events each task keeps in ``task.history``: at least this many of the latest, older ones let
+    go a batch at a time; None keeps them all. The store's journal keeps every applied event
+    whatever this says (``Fleet.journal``), so this bounds only what a long-lived stream holds in
+    memory. An hour of a stream is 720 segments or more, and 100,000 streams each keeping all of
+    them would hold tens of GiB (bench/RESULTS.md has the bytes per task)."""
 
     max_duration: float | None = None
     """A cost ceiling for every stream: once one has run this many seconds since its start answer,

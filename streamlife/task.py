@@ -49,7 +49,7 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 # event costs more than the fire it reports).
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
-# The triggers from which a stream exists and bills: the start answer, or the adoption of an orphan.
+# The triggers after which a stream exists and bills: the start answer, or the adoption of an orphan.
 _BILLING_FROM: Final = frozenset({"start_ok", "adopt"})
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
 
@@ -64,8 +64,8 @@ def replaying() -> Iterator[None]:
         _replaying.reset(token)
 
 
-# What a task is, all but ``ref`` (the caller's own handle): a task put back after a failed write
-# (journal.reset) takes each of these from a fresh replay, and keeps its ref.
+# Everything a task is, except ``ref`` (the caller's own handle). A task put back after a failed
+# write (journal.reset) takes each of these from a fresh replay, and keeps its ref.
 STATE_SLOTS: Final = (
     "_adopted",
     "_transcript",
@@ -119,7 +119,7 @@ class StreamTask:
         self.final_callback_missing = False  # stopped by the deadline, no status-14 came
         self.stalled = False  # running, but no callback for the silence window
         self.stop_failures = 0  # stop requests that failed after their retries
-        self.stop_not_before: float | None = None  # the last failed stop's: none again before this
+        self.stop_not_before: float | None = None  # no stop before this (the last failed stop's wait)
         self.end_status: int | None = None  # the status of the callback that ended the task
         self.last_error: str | None = None
         self.started_at: float | None = None  # when the start answer came (or the orphan was adopted)
@@ -214,8 +214,8 @@ class StreamTask:
             data = (*data, "formatted", True)
         before = self.state
         if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
-            # Only a final would replace a partial now: the table lets the segment in, its data
-            # says LATE (``_fire`` gives the same where the table's cell says it, in ``failed``).
+            # Only a final would replace a partial now. The table lets the segment in; its data
+            # says LATE. (``_fire`` gives the same where the table's cell says LATE, in ``failed``.)
             at = self.clock.now()
             self.history.record(at, "segment", before, before, Outcome.LATE, data)
             if not _replaying.get():
@@ -223,9 +223,9 @@ class StreamTask:
             return Outcome.LATE
         if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
-        # The hot path: here the cell is this very state and the Machine's transition a no-op
-        # (SEGMENT_LOOPS), so ``_fire`` would only apply the data and record it. It does that
-        # directly; tests/test_lifecycle_table.py proves both ways leave the same.
+        # The hot path, derived from the table: here the cell is this very state and the Machine's
+        # transition a no-op (SEGMENT_LOOPS), so ``_fire`` would only apply the data and record it.
+        # This does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
         self.history.record(at, "segment", before, before, outcome, data)
@@ -272,8 +272,8 @@ class StreamTask:
     # -- reading -----------------------------------------------------------------------------
     @property
     def history_limit(self) -> int | None:
-        """Keep at least the last this many history entries, letting older ones go in batches (None:
-        keep all). A Fleet sets it from its Policy: its journal holds every applied event anyway."""
+        """Keep at least this many of the latest history entries, letting older ones go in batches
+        (None keeps all). A Fleet sets it from its Policy: its journal holds every applied event."""
         return self.history.limit
 
     @history_limit.setter

@@ -21,9 +21,10 @@ second is taken for one. A partial delivered again after its commit is taken for
 utterance's partial, until that one's own partial or commit replaces it.
 
 What is kept of each segment is what the transcript reads: its finality, text and times, as a plain
-tuple. The payload it came in stays out of memory (the journal keeps it, and ``on_segment`` hooks
-are handed it): a stream sends 720 segments an hour, and each payload costs about a kilobyte. A
-segment with no text (a video moderation result) keeps its payload, which is the result.
+tuple. The payload it came in stays out of memory: the journal keeps it, and ``on_segment`` hooks
+are handed it. A stream sends 720 segments an hour, and a payload is much larger than what the
+transcript reads of it. A segment with no text (a video moderation result) keeps its payload,
+which is the result.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ APPLIED_CHANGES: Final = frozenset({Change.NEW, Change.REPLACED})
 
 # What is kept of a segment: (final, text, start, end, raw, formatted), raw only for a segment with
 # no text (its payload is its result). A plain tuple, not a NamedTuple: one is made per segment, a
-# plain tuple costs a fifth of one, and the collector stops tracking it once it holds no containers.
+# plain tuple is cheaper to make, and the collector stops tracking it once it holds no containers.
 _Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | None, bool]
 _FINAL, _TEXT, _FORMATTED = 0, 1, 5
 

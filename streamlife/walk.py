@@ -75,7 +75,7 @@ def service_ends_it(task: StreamTask, clock: ManualClock) -> list[str]:
     task.ended(StatusCallback("660e8400-cccc", 12, "source ended"))  # inferred: the stream may bill
     task.stop()  # the confirming stop is already on its way
     clock.advance(0.2)
-    task.stop_not_found()  # safe to call even if the stream has already ended: and it had
+    task.stop_not_found()  # stop is safe on a stream that has already ended, as this one had
     return []
 
 

@@ -1,8 +1,9 @@
 """The webhook receiver: memories.ai's callbacks in, a fast answer out.
 
 ``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
-path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server); its
-``asgi`` method serves ASGI servers. The answer never waits on the network: parse, apply, answer.
+path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server). Its
+``asgi`` is an ASGI 3 application, which applies callbacks in threads of its own, off the event
+loop. The answer never waits on the network: parse, apply, answer.
 ``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
 
     401  the token is missing or wrong (checked before the body is read)
@@ -32,11 +33,12 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hmac
-import http
-import json
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -50,17 +52,36 @@ from .webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WORKERS,
+    JSON_TYPE,
+    Response,
     WebhookServer,
+    json_response,
     parse_content_length,
 )
+
+__all__ = [
+    "ASGI_THREADS",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_RETRY_AFTER",
+    "MIN_TOKEN_LENGTH",
+    "TOKEN_HEADER",
+    "AsgiApplication",
+    "CallbackSink",
+    "Response",
+    "RunningReceiver",
+    "WebhookReceiver",
+    "serve_webhook",
+]
 
 # A callback is a few hundred bytes; a provider message a few KiB. A body let through is kept whole
 # as a dead letter if the parser refuses it: the two limits are one.
 DEFAULT_MAX_BODY: Final = DEAD_LETTER_MAX_BODY
 TOKEN_HEADER: Final = "x-streamlife-token"
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
+# Callbacks the ASGI face applies at once, as serve_webhook's workers: the sink serializes callbacks
+# per task, so more threads buy little.
+ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
-_JSON: Final = (("Content-Type", "application/json"),)
 
 _log = structlog.get_logger("streamlife")
 
@@ -74,31 +95,12 @@ class CallbackSink(Protocol):
     def handle_callback(self, payload: bytes) -> Outcome: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = _JSON
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.status} {http.HTTPStatus(self.status).phrase}"
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _answer(status: int, headers: tuple[tuple[str, str], ...] = _JSON, **fields: Any) -> Response:
-    return Response(status, json.dumps(fields).encode(), headers)
-
-
-_UNAUTHORIZED: Final = _answer(401, error="a valid token is required")
-_NOT_POST: Final = _answer(405, (*_JSON, ("Allow", "POST")), error="callbacks are POSTed")
-_NO_LENGTH: Final = _answer(411, error="a Content-Length is required")
+_UNAUTHORIZED: Final = json_response(401, error="a valid token is required")
+_NOT_POST: Final = json_response(405, (*JSON_TYPE, ("Allow", "POST")), error="callbacks are POSTed")
+_NO_LENGTH: Final = json_response(411, error="a Content-Length is required")
 # 400, not 411: a length was given, and it is malformed. RFC 9112 (6.3) asks for a 400 when the
 # framing is invalid, and serve_webhook answers the same.
-_BAD_LENGTH: Final = _answer(400, error="the Content-Length is not a whole number of bytes")
+_BAD_LENGTH: Final = json_response(400, error="the Content-Length is not a whole number of bytes")
 # Fixed texts, never the exception's: a store error may quote its connection string, password and all.
 _STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
 _PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
@@ -138,6 +140,7 @@ class WebhookReceiver:
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
+        self.asgi: Final = AsgiApplication(self)
 
     def __repr__(self) -> str:
         guard = "token=<redacted>" if self._token is not None else "unauthenticated"
@@ -147,11 +150,10 @@ class WebhookReceiver:
     def handle(self, body: bytes, headers: Mapping[str, str], path: str = "/") -> Response:
         """Answer one POST: ``body`` as received, its ``headers`` (any case), the request ``path``."""
         lowered = {name.lower(): value for name, value in headers.items()}
-        if not self.authorized(path, lowered):
-            return _UNAUTHORIZED
-        if len(body) > self.max_body:
-            return self._too_large()
-        return self._apply(body, lowered.get("content-type"))
+        refusal = self.screen("POST", path, lowered, len(body))
+        if refusal is not None:
+            return refusal
+        return self.apply(body, lowered)
 
     def screen(
         self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
@@ -159,14 +161,22 @@ class WebhookReceiver:
         """The answer to a request refused on its head alone, before a byte of its body is read:
         405, 401, 411 (``content_length`` is None: none was given) or 413; None when the body is
         worth reading. ``headers`` are lower-cased."""
+        refusal = self.screen_head(method, path, headers)
+        if refusal is not None:
+            return refusal
+        if content_length is None:
+            return _NO_LENGTH
+        if content_length > self.max_body:
+            return _too_large(self.max_body)
+        return None
+
+    def screen_head(self, method: str, path: str, headers: Mapping[str, str]) -> Response | None:
+        """``screen`` for a request whose length may be unknown until its body is read (ASGI):
+        405 or 401, None when the body is worth reading. ``headers`` are lower-cased."""
         if method != "POST":
             return _NOT_POST
         if not self.authorized(path, headers):
             return _UNAUTHORIZED
-        if content_length is None:
-            return _NO_LENGTH
-        if content_length > self.max_body:
-            return self._too_large()
         return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
@@ -183,22 +193,22 @@ class WebhookReceiver:
         matches = [hmac.compare_digest(candidate.encode(), self._token) for candidate in offered]
         return any(matches)
 
-    def _too_large(self) -> Response:
-        return _answer(413, error=f"the body is over {self.max_body} bytes")
-
     def _unavailable(self, error: str) -> Response:
-        return _answer(503, (*_JSON, ("Retry-After", str(self.retry_after))), error=error)
+        return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
 
-    def _apply(self, body: bytes, content_type: str | None) -> Response:
+    def apply(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        """Answer a request that ``screen`` let through, its ``body`` read whole: 415 unless its
+        Content-Type is JSON, else what the sink makes of the callback. ``headers`` lower-cased."""
+        content_type = headers.get("content-type")
         if content_type is not None and not _is_json(content_type):
-            return _answer(415, error="callbacks are JSON: Content-Type must be application/json")
+            return json_response(415, error="callbacks are JSON: Content-Type must be application/json")
         # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
         # callback again after an error is not ours to know. A 503 with Retry-After is the answer
         # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
             outcome = self.fleet.handle_callback(body)
         except CallbackError as error:
-            return _answer(400, error=str(error), field=error.field)
+            return json_response(400, error=str(error), field=error.field)
         except StoreError as error:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_STORE_DOWN)
@@ -206,8 +216,8 @@ class WebhookReceiver:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_PARKING_FULL)
         if outcome.reason is None:
-            return _answer(200, outcome=outcome.kind.value)
-        return _answer(200, outcome=outcome.kind.value, reason=outcome.reason)
+            return json_response(200, outcome=outcome.kind.value)
+        return json_response(200, outcome=outcome.kind.value, reason=outcome.reason)
 
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -236,38 +246,50 @@ class WebhookReceiver:
         # Only for a positive length: read() of a negative one, or of none, reads until the client
         # closes, without bound.
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        return self._apply(body, headers.get("content-type"))
+        return self.apply(body, headers)
 
-    # -- ASGI ------------------------------------------------------------------------------------
-    async def asgi(
+
+class AsgiApplication:
+    """The receiver as an ASGI 3 application (HTTP only): ``receiver.asgi``, to mount or to hand to an
+    ASGI server (``uvicorn module:receiver.asgi``).
+
+    An object with an ``async def __call__``, not a method: ASGI servers that inspect an application
+    to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
+    them none. Each callback is applied in one of ``ASGI_THREADS`` threads, never on the event loop:
+    the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
+    serves every other request meanwhile.
+    """
+
+    def __init__(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        # Its own threads, not the event loop's default executor: the bound is the receiver's, and
+        # blocking callbacks cannot starve what else the application runs there. None start
+        # until the first callback.
+        self._threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
+
+    def __repr__(self) -> str:
+        return f"AsgiApplication({self.receiver!r})"
+
+    async def __call__(
         self,
         scope: Mapping[str, Any],
         receive: Callable[[], Awaitable[AsgiMessage]],
         send: Callable[[AsgiMessage], Awaitable[None]],
     ) -> None:
-        """An ASGI application (HTTP only). The apply step takes microseconds, so it runs inline."""
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
+        receiver = self.receiver
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        response: Response
-        if scope.get("method") != "POST":
-            response = _NOT_POST
-        elif not self.authorized(scope.get("root_path", "") + scope.get("path", ""), headers):
-            response = _UNAUTHORIZED
-        else:
-            chunks, size, more = [], 0, True
-            while more and size <= self.max_body:
-                message = await receive()
-                chunk = message.get("body", b"")
-                chunks.append(chunk)
-                size += len(chunk)
-                more = message.get("more_body", False)
-            if size > self.max_body:
-                response = self._too_large()
+        path = scope.get("root_path", "") + scope.get("path", "")
+        response = receiver.screen_head(str(scope.get("method")), path, headers)
+        if response is None:
+            body = await _read_body(receive, receiver.max_body)
+            if body is None:
+                response = _too_large(receiver.max_body)
             else:
-                response = self._apply(b"".join(chunks), headers.get("content-type"))
+                response = await self._apply_in_thread(body, headers)
         await send(
             {
                 "type": "http.response.start",
@@ -276,6 +298,29 @@ class WebhookReceiver:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+    async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
+        # structlog's contextvars (a request id) is in the log lines of the callback it sent.
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, context.run, self.receiver.apply, body, headers)
+
+
+async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
+    """The request's body, from its http.request messages; None once it is over ``max_body``."""
+    chunks, size, more = [], 0, True
+    while more and size <= max_body:
+        message = await receive()
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+    return None if size > max_body else b"".join(chunks)
+
+
+def _too_large(max_body: int) -> Response:
+    return json_response(413, error=f"the body is over {max_body} bytes")
 
 
 def _is_json(content_type: str) -> bool:

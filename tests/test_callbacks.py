@@ -106,7 +106,8 @@ ELEVENLABS_SESSION: dict[str, Any] = {
     "task_id": TASK,
     "data": {"message_type": "session_started", "session_id": "0b7c", "config": {"sample_rate": 16000}},
 }
-# 4. Video moderation: the brief's layout (segment fields beside data.data) and the docs' (inside it).
+# 4. Video moderation: the layout seen in examples (segment fields beside data.data), and the one
+# memories.ai documents (inside it).
 VIDEO_SEGMENT: dict[str, Any] = {
     "code": 200,
     "message": "SUCCESS",

@@ -20,7 +20,7 @@ import structlog
 
 from streamlife import Fleet, ManualClock, Policy
 from streamlife.cli import main
-from streamlife.console import printable
+from streamlife.cli.render import printable
 from streamlife.errors import OutcomeUnknownError
 from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.store import SqliteStore

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from streamlife import diagram
-from streamlife.lifecycle import CELLS, TaskState
+from streamlife.lifecycle import CELLS, DEADLINE_TRIGGERS, DEADLINES, TaskState
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,15 @@ def test_the_mermaid_diagram_has_one_arrow_label_per_move() -> None:
 def test_the_matrix_has_a_row_per_trigger_and_a_column_per_state() -> None:
     rows = [line for line in diagram.matrix().splitlines() if line.startswith("| `")]
     assert len(rows) == len({t for _, t in CELLS})
-    assert all(row.count("|") == len(TaskState) + 3 for row in rows)
+    assert all(row.count("|") == len(TaskState) + 4 for row in rows)  # trigger, source, argument
+
+
+def test_the_matrix_draws_every_deadline_a_state_arms() -> None:
+    text = diagram.matrix()
+    for state, deadlines in DEADLINES.items():
+        for deadline, guard in deadlines:
+            fires = DEADLINE_TRIGGERS[deadline]
+            assert f"| {state.value} | `{deadline.value}` | {guard.value} | `{fires}` |" in text
 
 
 def test_a_bad_command_is_a_usage_error() -> None:

@@ -420,7 +420,7 @@ def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_rea
     """The stream may bill: the task is uncertain, so its stream is adopted and stopped as any
     whose answer was lost."""
     r = rig(clock, wrap=AnswersWithoutAStrId)
-    with pytest.raises(TypeError, match="task_id is no str: 12345"):
+    with pytest.raises(TypeError, match="task_id is not a str: 12345"):
         r.start()
     (task,) = r.fleet.tasks()
     assert state_of(task) is TaskState.UNCERTAIN
@@ -797,6 +797,25 @@ def test_hooks_see_each_transition_and_each_new_segment_in_order(clock: ManualCl
     assert [entry for _, entry in transitions] == [e for e in task.history if e.trigger != "segment"]
     assert all(seen is task for seen, _ in transitions)
     assert [(s.index, s.final) for s in segments] == [(0, False), (0, True), (1, False), (1, True)]
+
+
+def test_a_hook_of_the_wrong_shape_is_refused_by_the_type_checker(clock: ManualClock) -> None:
+    """Each registration below is a type error, and says so with an ignore. mypy runs strict, so an
+    ignore that is no longer needed fails ``make typecheck``: should a hook decorator lose its
+    signature, the wrong hook would pass unseen and fail on every event."""
+    r = rig(clock)
+
+    def takes_the_task_only(task: StreamTask) -> None:
+        pass
+
+    def takes_an_orphan(orphan: Orphan) -> None:
+        pass
+
+    r.fleet.on_transition(takes_the_task_only)  # type: ignore[type-var]
+    r.fleet.on_segment(takes_the_task_only)  # type: ignore[type-var]
+    r.fleet.on_orphan(takes_the_task_only)  # type: ignore[type-var]
+    r.fleet.on_foreign(takes_an_orphan)  # type: ignore[type-var]
+    assert r.fleet.on_orphan(takes_an_orphan) is takes_an_orphan  # the right shape passes, as it is
 
 
 def test_a_hook_that_raises_is_logged_and_the_fleet_goes_on(clock: ManualClock) -> None:

@@ -1,7 +1,8 @@
-"""Every state x trigger pair, generated from the table, then the design's rules stated by hand.
+"""Every state x trigger pair, generated from the table, then the lifecycle's rules stated by hand.
 
 The generated tests check that the task does what the table says; the hand-written ones check
-that the table says what the lifecycle's theory of operation promises, so neither can drift alone.
+that the table says what the lifecycle's theory of operation promises (docs/architecture.md), so
+neither can drift alone.
 """
 
 from __future__ import annotations
@@ -468,3 +469,29 @@ def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
         _without_the_shortcut(monkeypatch)
         dispatched = run()
     assert shortcut == dispatched
+
+
+@pytest.mark.parametrize("trigger", sorted(lifecycle.AUTO_STOPS))
+def test_an_automatic_stop_names_a_task_fact_and_a_policy_switch(trigger: str) -> None:
+    """``AUTO_STOPS`` is read by name: a misspelt fact or switch would never stop a stream."""
+    from streamlife import Policy
+
+    rule = lifecycle.AUTO_STOPS[trigger]
+    task = StreamTask("audio", None, clock=ManualClock())
+    assert getattr(task, rule.fact) is False
+    if rule.switch is not None:
+        assert isinstance(getattr(Policy(), rule.switch), bool)
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_each_state_arms_the_deadlines_its_table_row_names(state: TaskState) -> None:
+    """With every guard met, a state arms exactly its ``DEADLINES`` row; a terminal state, none."""
+    armed = lifecycle.deadlines_for(
+        state, stalled=False, has_limit=True, stop_acknowledged=True, holds_start_body=True
+    )
+    assert armed == {deadline for deadline, _ in lifecycle.DEADLINES.get(state, ())}
+    stalled = lifecycle.deadlines_for(
+        state, stalled=True, has_limit=False, stop_acknowledged=False, holds_start_body=False
+    )
+    always = lifecycle.Guard.ALWAYS
+    assert stalled == {deadline for deadline, guard in lifecycle.DEADLINES.get(state, ()) if guard is always}

@@ -146,7 +146,7 @@ TestParking = ParkingMachine.TestCase
 
 
 def test_a_callback_that_beats_its_start_answer_is_replayed_in_order() -> None:
-    lot: ParkingLot[str] = ParkingLot()
+    lot: ParkingLot[str] = ParkingLot(max_task_ids=MAX_TASK_IDS, max_per_task=MAX_PER_TASK)
     lot.park("tid", "partial 0", now=10.0)
     lot.park("tid", "final 0", now=10.5)
     assert "tid" in lot
@@ -157,7 +157,7 @@ def test_a_callback_that_beats_its_start_answer_is_replayed_in_order() -> None:
 
 
 def test_an_unclaimed_task_id_becomes_an_orphan_at_its_ttl() -> None:
-    lot: ParkingLot[str] = ParkingLot()
+    lot: ParkingLot[str] = ParkingLot(max_task_ids=MAX_TASK_IDS, max_per_task=MAX_PER_TASK)
     lot.park("lost-start", "final 0", now=0.0)
     lot.park("known-soon", "final 0", now=20.0)
     assert lot.expire(parked_before=-0.1) == []
@@ -169,4 +169,4 @@ def test_an_unclaimed_task_id_becomes_an_orphan_at_its_ttl() -> None:
 @pytest.mark.parametrize("limit", ["max_task_ids", "max_per_task"])
 def test_the_limits_are_checked(limit: str) -> None:
     with pytest.raises(ValueError, match=limit):
-        ParkingLot(**{limit: 0})
+        ParkingLot(**{"max_task_ids": MAX_TASK_IDS, "max_per_task": MAX_PER_TASK, limit: 0})

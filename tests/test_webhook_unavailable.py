@@ -19,7 +19,8 @@ from streamlife.errors import ParkingFullError, StoreConflict, StoreError
 from streamlife.webhook import WebhookReceiver
 
 from .payloads import segment_callback
-from .test_webhook import FACES, JSON_TYPE, TIMEOUT, TOKEN, call_asgi, plain_session, serving
+from .test_webhook import FACES, JSON_TYPE, TIMEOUT, TOKEN, plain_session, serving
+from .test_webhook_asgi import call_asgi
 
 SECRET = "hunter2-the-database-password"
 DSN = f"postgresql://streamlife:{SECRET}@db.internal:5432/streamlife"

@@ -34,6 +34,7 @@ __all__ = [
     "TaskRow",
     "TaskTxn",
     "open_store",
+    "parse_store_url",
 ]
 
 
@@ -42,13 +43,28 @@ def open_store(url: str) -> Store:
 
     PostgreSQL needs the ``postgres`` extra (``pip install 'streamlife[postgres]'``).
     """
-    scheme, _, rest = url.partition(":")
-    if scheme == "memory" and not rest:
+    kind, target = parse_store_url(url)
+    if kind == "memory":
         return MemoryStore()
-    if scheme == "sqlite" and rest:
-        return SqliteStore(rest)
-    if scheme in ("postgres", "postgresql") and rest:
-        from .postgres import PostgresStore  # psycopg is optional: imported only when asked for
+    if kind == "sqlite":
+        return SqliteStore(target)
+    from .postgres import PostgresStore  # psycopg is optional: imported only when asked for
 
-        return PostgresStore(url if rest.startswith("//") else rest)  # a URL, or a "key=value" DSN
+    return PostgresStore(target)
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """The kind of store ``url`` names (``"memory"``, ``"sqlite"`` or ``"postgres"``) and where it is:
+    the SQLite file's path, the DSN or URL that psycopg takes, or ``""`` for ``memory:``.
+
+    Opens nothing, so it also checks a URL before anything else happens. Raises ValueError for a
+    text that names no store.
+    """
+    scheme, colon, rest = url.partition(":")
+    if scheme == "memory" and colon and not rest:
+        return "memory", ""
+    if scheme == "sqlite" and rest:
+        return "sqlite", rest
+    if scheme in ("postgres", "postgresql") and rest:
+        return "postgres", url if rest.startswith("//") else rest  # a URL, or a "key=value" DSN
     raise ValueError(f"not a store URL: {url!r} (want memory:, sqlite:PATH or postgres:DSN)")

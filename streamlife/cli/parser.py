@@ -1,0 +1,331 @@
+"""The command line: every command's options, and the function that runs each command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final
+
+from streamlife.events import StreamKind
+from streamlife.sim.service import SIM_MODES
+from streamlife.simulate import FAULT_PRESETS
+from streamlife.transport.answers import PROVIDERS
+from streamlife.transport.http import DEFAULT_BASE_URL
+from streamlife.webhook import MIN_TOKEN_LENGTH
+from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+
+from .api import API_KEY_ENV
+from .deadletters import run_deadletter
+from .lifecycle import run_diagram, run_walk
+from .serve import TOKEN_ENV, run_serve
+from .simulate import LIVE_SPEED, run_simulate
+from .stores import DEFAULT_STORE, run_journal
+from .streams import run_start, run_status, run_stop
+from .values import letter_id, letter_id_or_zero, param, port, positive_float, positive_int, seconds
+
+# The function that runs each command, by the name the parser puts in ``args.command``.
+COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
+    "diagram": run_diagram,
+    "walk": run_walk,
+    "simulate": run_simulate,
+    "serve": run_serve,
+    "start": run_start,
+    "stop": run_stop,
+    "status": run_status,
+    "journal": run_journal,
+    "deadletter": run_deadletter,
+}
+
+_STORE_HELP: Final = (
+    "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
+    f" (default: {DEFAULT_STORE}, in the current directory)"
+)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("streamlife")
+    except importlib.metadata.PackageNotFoundError:  # (run from a source tree, not installed)
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamlife",
+        description="memories.ai live streams as explicit state machines.",
+        epilog="Exit codes: 0 success, 1 the command found a problem, 2 bad usage.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="error",
+        choices=["debug", "info", "warning", "error"],
+        help="show streamlife's own log events at this level and above (default: error)",
+    )
+    parser.add_argument("--version", action="version", version=f"streamlife {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    draw = commands.add_parser("diagram", help="write the lifecycle diagrams from the table")
+    draw.add_argument("--out", type=Path, default=Path("diagrams"), help="directory (default: diagrams)")
+    draw.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files drift")
+
+    commands.add_parser("walk", help="walk a few tasks through their lifecycle, printed as a timeline")
+
+    sim = commands.add_parser(
+        "simulate",
+        help="run many streams against the simulator, faults on, and check the promises",
+        description="Run many streams against memories.ai's simulator on virtual time, faults on; stop"
+        " them all, let the run settle, and check that every task ended and nothing bills.",
+    )
+    option = sim.add_argument
+    option("--streams", type=positive_int, default=50, help="streams to start (default: 50)")
+    option("--minutes", type=positive_float, default=2.0, help="virtual minutes to run (default: 2)")
+    option("--faults", choices=list(FAULT_PRESETS), default="default", help="fault preset (default: default)")
+    option("--seed", type=int, default=0, help="seed for the faults and the run (default: 0)")
+    option(
+        "--mode",
+        choices=list(SIM_MODES),
+        default="segments",
+        help="what the simulator's audio streams send: 5-second segments, or their provider's own"
+        " messages passed through (default: segments)",
+    )
+    option("--http", action="store_true", help="cross real loopback sockets: HTTP face and webhooks")
+    option("--json", action="store_true", help="print one JSON report instead of the live display")
+    option(
+        "--store",
+        metavar="URL",
+        default="memory:",
+        help="journal the run's tasks in this store, which must hold no task yet: memory:, sqlite:PATH,"
+        " postgres:DSN (default: memory:); read it afterwards with `streamlife status --all`",
+    )
+    sim.add_argument(
+        "--speed",
+        type=positive_float,
+        default=None,
+        help=f"virtual seconds per real second (default: {LIVE_SPEED:g} with the live display, flat out"
+        " with --json)",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="receive memories.ai's webhooks for the tasks in the store, until SIGTERM/SIGINT",
+        description="Take back the store's unfinished tasks, run their timers, and apply memories.ai's"
+        " webhook callbacks (POST http://HOST:PORT/<token>) until SIGTERM or SIGINT. With a durable"
+        " store (sqlite, postgres) the tasks are left running at exit: the next serve takes them back."
+        " With memory: they are all stopped first, since nothing would remember them."
+        f" The API key comes from {API_KEY_ENV} (not needed with --sim); the webhook token from"
+        f" --token or {TOKEN_ENV}.",
+    )
+    _store_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=port, default=8080, help="port to listen on (default: 8080; 0: any free)"
+    )
+    serve.add_argument(
+        "--token",
+        default=None,
+        help=f"the webhook's secret token, {MIN_TOKEN_LENGTH} characters or more: the last segment of the"
+        f" webhook URL (default: ${TOKEN_ENV}, which other users cannot see in `ps`; with --sim and"
+        " neither, a random one)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="how long a client has to send its whole request before it is answered 408 and closed"
+        f" (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections open at once, at most half the process's descriptor limit; past it the oldest"
+        f" one without a whole request is closed for a newcomer (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--stop-wait",
+        metavar="SECONDS",
+        type=seconds,
+        default=30.0,
+        help="with a memory: store, how long to wait at exit for the stopped tasks to end (default: 30)",
+    )
+    face = serve.add_mutually_exclusive_group()
+    _api_url_option(face)
+    face.add_argument(
+        "--sim",
+        action="store_true",
+        help="serve memories.ai's simulator (no faults, real time) in this process as well, its webhooks"
+        " posted here; its API URL is printed, for `streamlife start/stop --sim URL`",
+    )
+    serve.add_argument(
+        "--sim-port", metavar="PORT", type=port, default=0, help="the simulator's port (default: any free)"
+    )
+
+    start = commands.add_parser(
+        "start",
+        help="start one stream and journal it in the store",
+        description="Start one stream and journal it in the store, where `status`, `journal`, `stop` and"
+        " `serve` find it. Prints the task; exits 1 if it did not end up running. The API key comes from"
+        f" {API_KEY_ENV}, unless --sim.",
+    )
+    start.add_argument(
+        "kind", choices=[kind.value for kind in StreamKind], help="audio (transcription) or video"
+    )
+    start.add_argument("url", help="the stream to pull: rtmp://, rtsp://, an HLS or HTTP URL")
+    start.add_argument(
+        "--provider", choices=PROVIDERS, help="who transcribes an audio stream (required for audio)"
+    )
+    start.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        type=param,
+        metavar="KEY=VALUE",
+        help="one more field of the start request, e.g. provider=assemblyai or punctuate=true (VALUE is"
+        " read as JSON when it parses, else taken as text); repeat for more",
+    )
+    _store_option(start)
+    start.add_argument("--json", action="store_true", help="print the task as one JSON object")
+    _api_options(start)
+
+    stop = commands.add_parser(
+        "stop",
+        help="stop one stream, and wait until its task is terminal",
+        description="Stop a stream the store knows (by task_id or key) and wait until its task is terminal:"
+        " the status-14 callback reaches `streamlife serve`, which journals it. Exits 1 if the task is not"
+        f" terminal within --wait. The API key comes from {API_KEY_ENV}, unless --sim.",
+    )
+    stop.add_argument(
+        "task", metavar="TASK", help="the task's task_id, or its key (or a unique prefix of it)"
+    )
+    _store_option(stop)
+    stop.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=seconds,
+        default=30.0,
+        help="seconds to wait for the task to be terminal; they bound the stop request too (default: 30)",
+    )
+    stop.add_argument("--json", action="store_true", help="print the task as one JSON object")
+    _api_options(stop)
+
+    status = commands.add_parser(
+        "status",
+        help="the tasks in the store",
+        description="The tasks in the store that are not terminal (--all: every task), read from the store"
+        " alone: no API key needed.",
+    )
+    _store_option(status)
+    status.add_argument("--all", action="store_true", help="the terminal tasks too")
+    status.add_argument(
+        "--task", metavar="TASK", help="one task: its task_id, or its key (or a unique prefix)"
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print JSON: an array of tasks (one object with --task)"
+    )
+
+    history = commands.add_parser(
+        "journal",
+        help="one task's history, as the store keeps it",
+        description="Every event applied to a task, in order, read from the store: version, time (UTC),"
+        " trigger, from -> to, and what came with it.",
+    )
+    history.add_argument(
+        "task", metavar="TASK", help="the task's task_id, or its key (or a unique prefix of it)"
+    )
+    _store_option(history)
+    history.add_argument("--json", action="store_true", help="print JSON: an array of journal entries")
+
+    _deadletter_commands(commands)
+    return parser
+
+
+def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``deadletter list | show ID | replay [ID ...] | purge (ID ... | --all)``."""
+    letters = commands.add_parser(
+        "deadletter",
+        help="the webhook payloads the parser refused: list, show, replay, purge",
+        description="Every webhook payload the parser refused is kept in the store (up to 64 KiB of it),"
+        " with the reason: a dead letter. List them, show one, replay them once this streamlife reads"
+        " them (each goes to its task, as if it had just come, and is then purged), or purge them.",
+    )
+    actions = letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    shared = argparse.ArgumentParser(add_help=False)
+    _store_option(shared)
+
+    listing = actions.add_parser(
+        "list",
+        parents=[shared],
+        help="the kept letters, oldest first",
+        description="The kept dead letters, oldest first: id, time (UTC), size, the field at fault, the"
+        " parser's reason, and the start of the body (control characters shown escaped).",
+    )
+    listing.add_argument(
+        "--after", metavar="ID", type=letter_id_or_zero, default=0, help="only letters after this id"
+    )
+    listing.add_argument("--limit", metavar="N", type=positive_int, default=None, help="at most N letters")
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON: an array of letters (without their bodies)"
+    )
+
+    show = actions.add_parser(
+        "show",
+        parents=[shared],
+        help="one letter, its body whole",
+        description="One dead letter with its whole kept body: as text if it is UTF-8 (control characters"
+        " shown escaped), else as a hex dump.",
+    )
+    show.add_argument("id", metavar="ID", type=letter_id, help="the letter's id (see `deadletter list`)")
+    show.add_argument(
+        "--json", action="store_true", help="print JSON, the body as text (UTF-8) or base64 (body_encoding)"
+    )
+
+    replay = actions.add_parser(
+        "replay",
+        parents=[shared],
+        help="parse the letters again; deliver those this streamlife reads to their tasks, and purge them",
+        description="Parse each letter (every one, or the IDs given) again, oldest first. Each one the"
+        " parser reads now goes to its task in the store, as if it had just come, and is then purged;"
+        " one still refused is kept. A letter whose body was cut when it was kept is never replayed."
+        " Sends memories.ai nothing: no API key needed. Exits 1 if a letter is still refused, or an ID"
+        " is not kept.",
+    )
+    replay.add_argument("ids", metavar="ID", nargs="*", type=letter_id, help="the letters (default: all)")
+    replay.add_argument("--json", action="store_true", help="print JSON: an array of results")
+
+    purge = actions.add_parser(
+        "purge",
+        parents=[shared],
+        help="forget letters: the IDs given, or --all",
+        description="Forget the dead letters given (or every one, with --all). Exits 1 if an ID is not kept.",
+    )
+    purge.add_argument("ids", metavar="ID", nargs="*", type=letter_id, help="the letters to forget")
+    purge.add_argument("--all", action="store_true", help="forget every letter")
+    purge.add_argument("--json", action="store_true", help="print JSON: how many went, and the IDs not kept")
+
+
+def _store_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
+
+
+def _api_url_option(where: argparse._ActionsContainer) -> None:
+    where.add_argument(
+        "--api-url",
+        metavar="URL",
+        default=DEFAULT_BASE_URL,
+        help=f"memories.ai's API (default: {DEFAULT_BASE_URL})",
+    )
+
+
+def _api_options(command: argparse.ArgumentParser) -> None:
+    where = command.add_mutually_exclusive_group()
+    _api_url_option(where)
+    where.add_argument(
+        "--sim",
+        metavar="URL",
+        default=None,
+        help="talk to the simulator at URL (as printed by `streamlife serve --sim`) instead: no API key",
+    )

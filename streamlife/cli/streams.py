@@ -1,0 +1,150 @@
+"""``start``, ``stop`` and ``status``: one stream started or stopped, and the tasks in the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Final
+
+from streamlife.errors import StreamlifeError
+from streamlife.events import StreamKind
+from streamlife.fleet import Fleet
+from streamlife.lifecycle import TaskState
+from streamlife.policy import Policy
+from streamlife.simulate import mask_store_url
+from streamlife.store import Store, TaskRow
+from streamlife.transport.answers import PROVIDERS, URL_FIELD
+from streamlife.transport.http import HttpTransport, RetryPolicy
+
+from .api import transport_for
+from .exits import EXIT_OK, Problem, Usage
+from .render import print_fields, print_table, print_task, tasks_table
+from .stores import check_store_url, find_task, opened, row_json
+
+STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
+
+
+def run_status(args: argparse.Namespace) -> int:
+    shown = mask_store_url(args.store)
+    with opened(args.store, existing=True) as store:
+        if args.task is not None:
+            row = find_task(store, args.task, shown)
+            if args.json:
+                print(json.dumps(row_json(row), indent=2))
+            else:
+                print_task(row)
+            return EXIT_OK
+        rows = list(store.rows(terminal=args.all))
+    if args.json:
+        print(json.dumps([row_json(row) for row in rows], indent=2))
+        return EXIT_OK
+    which = "tasks" if args.all else "unfinished tasks"
+    if not rows:
+        print(f"no {which} in {shown}" + ("" if args.all else " (--all shows the terminal ones too)"))
+        return EXIT_OK
+    print_table(tasks_table(rows, f"{len(rows)} {which} in {shown}"))
+    return EXIT_OK
+
+
+def _task_json(row: TaskRow | None, task_state: str, key: str, store: str) -> dict[str, Any]:
+    shown = {"store": store}
+    if row is None:
+        return {"key": key, "state": task_state, **shown}
+    return {**row_json(row), **shown}
+
+
+def run_start(args: argparse.Namespace) -> int:
+    kind = StreamKind(args.kind)
+    params = {**dict(args.param), URL_FIELD[kind]: args.url}
+    if args.provider is not None:
+        params["provider"] = args.provider
+    if not args.url:
+        raise Usage("the stream's URL is empty")
+    if kind is StreamKind.AUDIO and params.get("provider") not in PROVIDERS:
+        raise Usage(f"an audio stream needs --provider ({' or '.join(PROVIDERS)})")
+    shown = mask_store_url(args.store)
+    check_store_url(args.store)
+    transport = transport_for(args)  # before the store: a missing key must not leave a new file behind
+    try:
+        # No retries of a start refused for now: this process is gone before a retry would be due.
+        once = Policy(start_retry_window=0)
+        with opened(args.store) as store, Fleet(transport, store=store, policy=once) as fleet:
+            task = fleet.start(kind, **params)
+            row = store.row(task.key or "")
+    finally:
+        transport.close()
+    if args.json:
+        print(json.dumps(_task_json(row, task.state.value, task.key or "", shown), indent=2))
+    else:
+        print_fields(
+            [
+                ("key", task.key or "-"),
+                ("kind", task.kind.value),
+                ("task_id", task.task_id or "-"),
+                ("state", task.state.value),
+                ("last_error", task.last_error or "-"),
+            ]
+        )
+    if task.state is TaskState.RUNNING:
+        return EXIT_OK
+    why = task.last_error
+    if task.state is TaskState.UNCERTAIN:
+        why = (
+            f"{why}; a stream may exist all the same, unnamed: `streamlife serve` adopts and stops it as"
+            " an orphan when its callbacks come"
+        )
+    raise Problem(f"the stream did not start ({task.state.value}): {why}")
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    shown = mask_store_url(args.store)
+    check_store_url(args.store)
+    # The request and its retries fit in the wait (a second at least, for --wait 0).
+    transport = transport_for(args, RetryPolicy(deadline=max(args.wait, 1.0)))
+    give_up_at = time.monotonic() + args.wait
+    try:
+        with opened(args.store, existing=True) as store:
+            row = find_task(store, args.task, shown)
+            if not row.terminal:
+                row = _stop_and_wait(store, transport, row, give_up_at)
+    finally:
+        transport.close()
+    if args.json:
+        print(json.dumps(_task_json(row, row.state, row.key, shown), indent=2))
+    else:
+        print_task(row)
+    if row.terminal:
+        return EXIT_OK
+    if row.facts.get("stop_acknowledged"):
+        why = "memories.ai acknowledged the stop; its status-14 callback has not reached `streamlife serve`"
+    else:
+        why = (
+            f"the stop was not acknowledged ({row.facts.get('stop_failures', 0)} failed): the stream may"
+            " still bill, so run this again (a running `serve` does not retry it before it restarts)"
+        )
+    raise Problem(f"task {row.key} ({row.task_id}) is still {row.state} after {args.wait:g} s: {why}")
+
+
+def _stop_and_wait(store: Store, transport: HttpTransport, row: TaskRow, give_up_at: float) -> TaskRow:
+    """Stop the task, then watch the store until it is terminal (the status-14 callback goes to
+    whoever serves the webhook, which journals it) or the wait is over. Retries due meanwhile go out
+    from here, on this thread."""
+    if row.task_id is None:
+        raise Problem(
+            f"task {row.key} is {row.state} with no task_id: there is nothing to stop at memories.ai yet"
+            " (if its start made a stream, `streamlife serve` reaps it as an orphan)"
+        )
+    with Fleet(transport, store=store, policy=Policy(stop_concurrency=0)) as fleet:
+        try:
+            fleet.stop(row.task_id)
+        except StreamlifeError as error:
+            raise Problem(f"could not stop task {row.key}: {error}") from None
+        while True:
+            current = store.row(row.key) or row
+            if current.terminal or time.monotonic() >= give_up_at:
+                return current
+            deadline = fleet.next_deadline()
+            if deadline is not None and deadline <= fleet.clock.now():
+                fleet.tick()
+            time.sleep(STOP_POLL)

@@ -1,0 +1,67 @@
+"""The command line's option values: read from text, refused with a message argparse shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+Number = TypeVar("Number", int, float)
+
+
+def _read(text: str, convert: Callable[[str], Number], what: str) -> Number:
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _read(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _read(text, float, "a number")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = _read(text, float, "a number")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be seconds, 0 or more, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = _read(text, int, "a port number")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return value
+
+
+def letter_id(text: str) -> int:
+    value = _read(text, int, "a dead letter's id")
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a dead letter's id is a whole number from 1, got {text}")
+    return value
+
+
+def letter_id_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else letter_id(text)
+
+
+def param(text: str) -> tuple[str, Any]:
+    name, equals, raw = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), value

@@ -1,0 +1,152 @@
+"""Ledger: fires one trigger at a task durably, and says what changed.
+
+The one way a task moves. Under the store's lock on the task's row, the ledger replays what other
+processes applied to the task since this copy last saw it, fires the trigger, and writes the
+journal entry with the row. If the write fails, it puts the task back as the store holds it and
+raises, so nothing is acknowledged that was not journaled. It arms no timer and calls no hook: it
+returns a ``Change``, and ``Mover`` reacts to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+import structlog
+
+from streamlife.clock import Clock
+from streamlife.events import Outcome
+from streamlife.journal import entry_for, rebuild, replay, reset, row_for
+from streamlife.lifecycle import TERMINAL, TRIGGERS, Source, TaskState
+from streamlife.store import JournalEntry, Store, TaskRow
+
+from ._registry import Registry
+from ._tracked import Tracked
+
+_log = structlog.get_logger("streamlife")
+
+_KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of an orphan's guessed kind
+# A NamedTuple's constructor is a Python function; tuple's own makes the same record faster, and
+# one is made for every event fired.
+_new_change: Final = tuple.__new__
+
+
+class Change(NamedTuple):
+    """What one fire did to a task."""
+
+    outcome: Outcome
+    applied: bool  # the trigger applied, and its entry is journaled
+    moved: bool  # the task's state or facts may have changed (its row was written)
+    caught_up: bool  # entries another process wrote were replayed first
+    became_terminal: bool
+    became_ending: bool  # an end inferred, not confirmed: a confirming stop is owed
+
+
+@dataclass(slots=True, eq=False)
+class Ledger:
+    store: Store
+    registry: Registry
+    clock: Clock
+    history_limit: int | None
+
+    def fire(self, tracked: Tracked, method: Callable[..., Outcome], args: Sequence[Any]) -> Change:
+        """Fire ``method(*args)`` at the task and journal it. The caller holds the task's lock."""
+        task = tracked.task
+        was_terminal = task.state in TERMINAL
+        was_ending = task.state is TaskState.ENDING
+        caught_up = applied = False
+        moved = True
+        try:
+            if tracked.version == 0:  # the task's first event makes its row
+                outcome = method(*args)
+                applied = outcome is Outcome.APPLIED
+                if applied:
+                    row, entry = self._row(tracked, 1), entry_for(task, 1, args)
+                    claim = task.task_id if entry.trigger == "adopt" else None  # an orphan's, once
+                    self.store.create(row, (entry,), claim=claim)
+                    tracked.version, tracked.created_at = 1, row.created_at
+            else:
+                with self.store.lock(task.key or "") as txn:
+                    if txn.version != tracked.version:
+                        caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
+                    revision = task.revision
+                    outcome = method(*args)
+                    applied = outcome is Outcome.APPLIED
+                    if applied:
+                        version = tracked.version + 1
+                        # An event that left the task's state and facts as they were (a segment
+                        # applied while running: most events) moves the stored row on: no row is
+                        # built, none serialised.
+                        moved = task.revision != revision
+                        txn.write(
+                            (entry_for(task, version, args),), self._row(tracked, version) if moved else None
+                        )
+                        tracked.version = version
+        except BaseException:
+            if applied:
+                self.put_back(tracked)
+            raise
+        became_terminal = not was_terminal and task.state in TERMINAL
+        became_ending = applied and not was_ending and task.state is TaskState.ENDING
+        return _new_change(Change, (outcome, applied, moved, caught_up, became_terminal, became_ending))
+
+    def refresh(self, tracked: Tracked) -> bool:
+        """Catch the task up with what other processes applied to it, now rather than at its next
+        event; whether there was anything. The caller holds the task's lock."""
+        with self.store.lock(tracked.task.key or "") as txn:
+            if txn.version != tracked.version:
+                return self._catch_up(tracked, txn.entries_after(tracked.version))
+        return False
+
+    def put_back(self, tracked: Tracked) -> bool:
+        """``reset``, after a failed write, for a caller about to raise that failure: whether it
+        worked. If the store is down, the task stays ahead of it until its next event, which puts
+        it back first (``stale``); the log says why."""
+        try:
+            self.reset(tracked)
+        except Exception:
+            _log.exception("streamlife.reset_failed", task=tracked.task.ref, key=tracked.task.key)
+            tracked.stale = True
+            return False
+        return True
+
+    def reset(self, tracked: Tracked) -> None:
+        """Put the task back as the store holds it, after a write that did not land."""
+        key = tracked.task.key or ""
+        row = self.store.row(key)
+        reset(tracked.task, row, self.store.journal(key)[: row.version] if row is not None else ())
+        tracked.version = 0 if row is None else row.version
+
+    def rebuild(self, row: TaskRow) -> Tracked:
+        """A task as the store holds it, not held by anyone yet."""
+        # Read after the row, the journal holds at least its entries; any beyond them were written
+        # since (another process), and the next event catches up on them under the row's lock.
+        entries = self.store.journal(row.key)[: row.version]
+        task = rebuild(row, entries, clock=self.clock, history_limit=self.history_limit)
+        tracked = Tracked(task, self.clock.now(), row.version)
+        tracked.created_at = row.created_at
+        tracked.kind_guessed = bool(row.facts.get("kind_guessed"))
+        return tracked
+
+    def _row(self, tracked: Tracked, version: int) -> TaskRow:
+        extra = _KIND_GUESSED if tracked.kind_guessed else None
+        return row_for(tracked.task, tracked.task.key or "", version, tracked.created_at, extra)
+
+    def _catch_up(self, tracked: Tracked, entries: Sequence[JournalEntry]) -> bool:
+        """Replay what another process applied to the task since this copy last saw it."""
+        task = tracked.task
+        replay(task, entries)
+        if any(entry.trigger == "stop_ok" and entry.args for entry in entries):
+            tracked.kind_guessed = False  # another process's stop settled the orphan's product
+        if entries:
+            tracked.version = entries[-1].version
+            heard = [entry.at for entry in entries if TRIGGERS[entry.trigger] is Source.CALLBACK]
+            if heard:  # another process heard from the stream: the silence window counts from then
+                tracked.last_heard = max(tracked.last_heard, heard[-1])
+            if task.task_id is not None:  # named by another process's start answer
+                with self.registry.lock:
+                    self.registry.by_id.setdefault(task.task_id, tracked)
+        _log.debug("streamlife.caught_up", task=task.ref, key=task.key, entries=len(entries))
+        return bool(entries)

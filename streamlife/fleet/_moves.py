@@ -1,0 +1,134 @@
+"""Mover: fires a trigger through the ledger, then keeps timers, waiters and hooks in step.
+
+Every part of the Fleet moves tasks through here. After the ledger says what changed, the mover
+arms the deadlines the new state needs (``Timers.sync``), wakes whoever waits for the task to
+settle, queues the transition hooks, and queues the confirming stop an inferred end owes
+(``on_ending``, wired to the stopper). It also holds tasks other processes made, read from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from streamlife.events import Outcome
+from streamlife.policy import Policy
+from streamlife.store import Store, TaskRow
+
+from ._ledger import Ledger
+from ._notices import Notices
+from ._registry import Registry
+from ._timers import Timers
+from ._tracked import Tracked
+
+_log = structlog.get_logger("streamlife")
+
+
+@dataclass(slots=True, eq=False)
+class Mover:
+    ledger: Ledger
+    store: Store
+    registry: Registry
+    timers: Timers
+    notices: Notices
+    policy: Policy
+    # Called (as a notice, after the task's lock is let go) for a task that enters ``ending``.
+    on_ending: Callable[[Tracked], None] = field(default=lambda _: None)
+
+    def fire(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
+        """Fire one trigger at the task and journal it (``Ledger.fire``), then react to what
+        changed. The caller holds the task's lock, and calls ``Notices.deliver`` after."""
+        if tracked.stale:  # ahead of its store since a failed write: put back first (or raise again)
+            self.ledger.reset(tracked)
+            tracked.stale = False
+            self.timers.sync(tracked)
+        try:
+            change = self.ledger.fire(tracked, method, args)
+        except BaseException:
+            if not tracked.stale:  # put back as the store holds it, or caught up: its timers follow
+                self.timers.sync(tracked)
+            raise
+        if (change.applied and change.moved) or change.caught_up:  # (timers follow the row's fields)
+            self.timers.sync(tracked)
+            if change.caught_up:
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
+            if change.became_terminal:
+                with self.registry.settled:
+                    self.registry.settled.notify_all()
+            if change.became_ending:
+                # An end inferred, not confirmed: the stop that confirms it goes out once the task's
+                # lock is let go, in turn with the task's other notices.
+                self.notices.queue(tracked, (self.on_ending,), (tracked,))
+        if change.applied and self.notices.transition:  # of what this Fleet applied, not what it replayed
+            task = tracked.task
+            last = task.history[-1]
+            if last.trigger != "segment":
+                self.notices.queue(tracked, self.notices.transition, (task, last))
+        return change.outcome
+
+    def locked_fire(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> Outcome:
+        """``fire`` under the task's lock, then deliver its notices."""
+        with tracked.lock:
+            outcome = self.fire(tracked, method, *args)
+        self.notices.deliver(tracked)
+        return outcome
+
+    def fire_logged(self, tracked: Tracked, method: Callable[..., Outcome], *args: Any) -> None:
+        """``fire`` for a recovery path that must not hide the error it recovers from: what this one
+        raises (the store is down, say) is logged. Caller holds the task's lock."""
+        try:
+            self.fire(tracked, method, *args)
+        except Exception:
+            _log.exception("streamlife.store_failed", task=tracked.task.ref, key=tracked.task.key)
+
+    def put_back(self, tracked: Tracked) -> None:
+        """Put the task back as the store holds it after a write that did not land, and its timers
+        with it (unless the store cannot say: then its next event does). Caller holds the task's lock."""
+        if self.ledger.put_back(tracked):
+            self.timers.sync(tracked)
+
+    def load(self, task_id: str) -> Tracked | None:
+        """Hold the task the store knows as ``task_id``; return the task that holds that id here
+        (None if the store knows none)."""
+        row = self.store.find(task_id)
+        if row is None:
+            return None
+        self.hold(row)
+        with self.registry.lock:
+            return self.registry.by_id.get(task_id)
+
+    def hold(self, row: TaskRow) -> Tracked:
+        """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held."""
+        registry = self.registry
+        with registry.lock:
+            held = registry.by_key.get(row.key)
+        if held is not None:
+            if held.version < row.version:  # held, but behind: the row may name its task_id now
+                self.refresh(held)
+            return held
+        tracked = self.ledger.rebuild(row)
+        task = tracked.task
+        with tracked.lock:
+            with registry.lock:
+                held = registry.by_key.setdefault(row.key, tracked)
+                if held is tracked:
+                    registry.by_ref[task.ref] = tracked
+                    registry.kinds_started.add(task.kind)
+                    if task.task_id is not None:  # (a second claimant of a task_id is held by key)
+                        registry.by_id.setdefault(task.task_id, tracked)
+            if held is tracked:
+                self.timers.sync(tracked)
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
+        return held
+
+    def refresh(self, tracked: Tracked) -> None:
+        """Catch the task up with what other processes applied to it, now rather than at its next
+        event."""
+        with tracked.lock:
+            if self.ledger.refresh(tracked):
+                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
+            self.timers.sync(tracked)
+        self.notices.deliver(tracked)

@@ -1,0 +1,69 @@
+"""Registry: the tasks a Fleet holds, by ref, by durable key and by task_id, and its counters.
+
+One lock, the registry's, guards these indexes, the parking lot and the deadline heap. It is the
+innermost lock: held for a few dict or heap operations, and never while another lock is taken.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from streamlife.events import StreamKind
+
+from ._tracked import Tracked
+
+
+class Registry:
+    __slots__ = ("by_id", "by_key", "by_ref", "counts", "kinds_started", "lock", "settled")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.settled = threading.Condition(self.lock)  # notified whenever a task becomes terminal
+        self.by_ref: dict[int, Tracked] = {}
+        self.by_key: dict[str, Tracked] = {}  # the durable key: one tracked task per key, ever
+        self.by_id: dict[str, Tracked] = {}
+        self.counts: Counter[str] = Counter()
+        self.kinds_started: set[StreamKind] = set()
+
+    def add(self, tracked: Tracked) -> None:
+        """Hold a task made here. Caller holds the lock."""
+        task = tracked.task
+        self.by_ref[task.ref] = tracked
+        self.by_key[task.key or ""] = tracked
+
+    def drop(self, tracked: Tracked) -> None:
+        """Let go of a task that was never journaled. Caller holds the lock."""
+        task = tracked.task
+        del self.by_ref[task.ref], self.by_key[task.key or ""]
+
+    def everyone(self) -> list[Tracked]:
+        with self.lock:
+            return list(self.by_ref.values())
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[key] += n
+
+    def count_all(self, keys: Sequence[str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.counts[key] += 1
+
+    def started_kinds(self) -> set[StreamKind]:
+        with self.lock:
+            return set(self.kinds_started)
+
+    def wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
+        """Wait until every task of ``waiting`` is terminal, or ``give_up_at`` (monotonic) passes."""
+        first_alive = 0  # tasks never leave a terminal state, so each is checked until it is done
+        with self.settled:
+            while True:
+                while first_alive < len(waiting) and waiting[first_alive].task.terminal:
+                    first_alive += 1
+                left = give_up_at - time.monotonic()
+                if first_alive == len(waiting) or left <= 0:
+                    return
+                self.settled.wait(left)

@@ -1,0 +1,133 @@
+"""Ticker: what each deadline does when it comes due, and the adoption of expired parked task_ids.
+
+``lifecycle.DEADLINE_TRIGGERS`` says which trigger a deadline fires. Around that, this module keeps
+what the lifecycle leaves to the Fleet: a silence is asked again after catching up (another process
+may have heard the stream), a stall or a cost ceiling stops the stream, a stop retry or a start
+retry sends its request. A deadline whose handling fails is armed again shortly, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from streamlife.clock import Clock
+from streamlife.events import Outcome
+from streamlife.lifecycle import AUTO_STOPS, DEADLINE_TRIGGERS, Deadline, StopReason, TaskState
+from streamlife.policy import Policy
+
+from ._moves import Mover
+from ._notices import Notices
+from ._orphans import Orphans
+from ._registry import Registry
+from ._starter import Starter
+from ._stopper import Stopper, due_stop
+from ._timers import Timers
+from ._tracked import Tracked
+
+_log = structlog.get_logger("streamlife")
+
+# What a silence timer that finds the task heard from (here, or in another process) returns.
+_HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")
+# The stop a silence may call for (``Policy.stop_when_stalled``).
+_SILENCE_STOP: Final = (AUTO_STOPS["silence"],)
+
+
+@dataclass(slots=True, eq=False)
+class Ticker:
+    registry: Registry
+    timers: Timers
+    mover: Mover
+    stopper: Stopper
+    starter: Starter
+    orphans: Orphans
+    notices: Notices
+    clock: Clock
+    policy: Policy
+
+    def tick(self) -> int:
+        """``Fleet.tick``: fire every deadline due, adopt expired parked task_ids; how many fired."""
+        now, registry = self.clock.now(), self.registry
+        with registry.lock:
+            due = self.timers.pop_due(now)
+            orphans = self.orphans.lot.expire(now - self.policy.park_ttl)
+            due_tasks = [(registry.by_ref.get(ref), kind) for _, ref, kind in due]
+        fired = 0
+        for tracked, kind in due_tasks:
+            if tracked is None:
+                continue
+            try:
+                fired += self._due(tracked, kind, now)
+            except Exception:
+                _log.exception("streamlife.timer_failed", task=tracked.task.ref, kind=kind)
+        for parked in orphans:
+            try:
+                self.orphans.adopt(parked, now, reap=self.policy.reap_orphans)
+            except Exception:
+                _log.exception("streamlife.timer_failed", task_id=parked.task_id, kind="adopt")
+        fired += len(orphans)
+        registry.count("timers", fired)
+        return fired
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has work: the soonest deadline or parking expiry, or None."""
+        with self.registry.lock:
+            soonest = self.timers.next_at()
+            oldest = self.orphans.lot.oldest()
+        expiry = None if oldest is None else oldest + self.policy.park_ttl
+        return min((t for t in (soonest, expiry) if t is not None), default=None)
+
+    def _due(self, tracked: Tracked, kind: Deadline, now: float) -> int:
+        """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""
+        if kind is Deadline.STOP_RETRY:
+            if tracked.stop_wanted is not None:
+                self.stopper.journal_wanted(tracked)
+            self.stopper.send_soon(tracked, None)  # (popped, so no longer armed: it goes out)
+            return 1
+        if kind is Deadline.START_RETRY:
+            return self.starter.retry(tracked)
+        task, send = tracked.task, False
+        with tracked.lock:
+            if kind not in tracked.timers:
+                return 0  # the state moved on after the deadline was popped: it is stale
+            tracked.timers -= {kind}
+            try:
+                if kind is Deadline.SILENCE:
+                    if self._silence(tracked, now) is _HEARD:
+                        self.timers.sync(tracked)  # heard from since it was armed: wait from then
+                        return 0
+                    stalled = _SILENCE_STOP if task.state is TaskState.RUNNING else ()
+                    if (due := due_stop(task, self.policy, stalled)) is not None:
+                        self.mover.fire(tracked, task.stop, *due)
+                        send = True
+                elif kind is Deadline.MAX_DURATION:
+                    if task.state is TaskState.RUNNING:  # (the only state that arms it)
+                        seconds = self.timers.limit(task)
+                        _log.info(
+                            "streamlife.max_duration", task=task.ref, task_id=task.task_id, seconds=seconds
+                        )
+                        self.mover.fire(tracked, task.stop, StopReason.MAX_DURATION)
+                        send = True
+                else:
+                    self.mover.fire(tracked, getattr(task, DEADLINE_TRIGGERS[kind]))
+            except BaseException:
+                # Not journaled, so not done: try again shortly, rather than never.
+                self.timers.rearm(tracked, kind, self.policy.stop_retry_base)
+                raise
+        self.notices.deliver(tracked)
+        if send:
+            self.stopper.send_soon(tracked, None)
+        return 1
+
+    def _silence(self, tracked: Tracked, now: float) -> Outcome:
+        task = tracked.task
+
+        def silence_unless_heard() -> Outcome:
+            # Asked again after the ledger's catch-up: another process may have heard it.
+            if tracked.last_heard + self.policy.silence_after > now:
+                return _HEARD
+            return task.silence()
+
+        return self.mover.fire(tracked, silence_unless_heard)

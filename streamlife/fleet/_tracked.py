@@ -1,0 +1,54 @@
+"""A task as the Fleet holds it: the StreamTask, its lock, and what the Fleet keeps beside it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from streamlife.lifecycle import Deadline, StopReason
+from streamlife.task import StreamTask
+
+Hooks = tuple[Callable[..., None], ...]
+NO_DEADLINES: frozenset[Deadline] = frozenset()
+
+
+class Tracked:
+    """A task with what the Fleet keeps beside it. Touched only under ``lock``."""
+
+    __slots__ = (
+        "created_at",
+        "delivering",
+        "held_back",
+        "kind_guessed",
+        "last_heard",
+        "lock",
+        "notices",
+        "stale",
+        "start_deferrals",
+        "start_not_before",
+        "stop_in_flight",
+        "stop_wanted",
+        "task",
+        "timers",
+        "version",
+    )
+
+    def __init__(self, task: StreamTask, now: float, version: int = 0) -> None:
+        self.task = task
+        self.lock = threading.Lock()
+        self.version = version  # the task's journal entries in the store (0: it has no row yet)
+        self.created_at = now
+        self.timers = NO_DEADLINES  # the state-driven deadlines armed for this task
+        self.last_heard = now  # when the last callback came (the silence window counts from it)
+        self.stop_in_flight = False
+        # A stop asked for that the journal could not keep: this process honours it all the same
+        # (no deferred start goes out; a start answer is met with a stop).
+        self.stop_wanted: tuple[StopReason, ...] | None = None  # its stop's reason, if it has one
+        self.held_back: tuple[float, float] | None = None  # (a journaled stop wait, as capped here)
+        self.stale = False  # a write failed and so did reading the task back: reload it before its next event
+        self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
+        self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
+        self.kind_guessed = False  # an orphan whose product its callbacks did not show
+        self.notices: list[tuple[Hooks, tuple[Any, ...]]] | None = None  # hook calls to make
+        self.delivering = False  # a thread is calling this task's hooks

@@ -1,0 +1,71 @@
+"""Workers: the threads that send requests for the Fleet, and the waits between retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamlife.errors import RateLimitedError
+from streamlife.policy import Policy
+
+
+@dataclass(slots=True, eq=False)
+class Workers:
+    """``Policy.stop_concurrency`` threads, made on the first request that needs one; with 0, each
+    request goes out on the thread that asks."""
+
+    policy: Policy
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _pool: ThreadPoolExecutor | None = field(init=False, default=None)
+
+    @property
+    def threaded(self) -> bool:
+        """Whether requests go out from worker threads (else on the thread that asks)."""
+        return self.policy.stop_concurrency > 0
+
+    def submit(self, work: Callable[..., None], *args: Any) -> Future[None]:
+        """Run ``work(*args)`` on a worker thread. Only when ``threaded``."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.policy.stop_concurrency, thread_name_prefix="streamlife-stop"
+                )
+            pool = self._pool
+        return pool.submit(work, *args)
+
+    def close(self) -> None:
+        """Wait for the requests in flight, then let the threads go."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+@dataclass(slots=True, eq=False)
+class Backoff:
+    """How long to wait before trying a refused start or a failed stop again."""
+
+    policy: Policy
+    _jitter: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._jitter = random.Random(self.policy.seed)
+
+    def retry_after(self, error: BaseException) -> float | None:
+        """The wait the service asked for with ``error``, if any, capped by ``Policy.max_retry_after``."""
+        asked = error.retry_after if isinstance(error, RateLimitedError) else None
+        if asked is None or not asked > 0:  # (NaN too: a transport that parsed it loosely)
+            return None
+        return min(asked, self.policy.max_retry_after)
+
+    def wait(self, failures: int, retry_after: float | None) -> float:
+        """The wait before the next try after ``failures`` failures; ``retry_after`` already capped."""
+        policy = self.policy
+        doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
+        ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)
+        wait = ceiling * (0.5 + 0.5 * self._jitter.random())  # "equal jitter": never sooner than half
+        return max(wait, retry_after or 0.0)
