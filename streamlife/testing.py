@@ -16,6 +16,13 @@ that depends on streamlife:
 
 ``memories_sim.billing()`` names the streams still billing: assert it is empty after ``stop_all``
 and ``settle()`` to prove your code leaves nothing running.
+
+More Fleets on one simulator play more processes: ``memories_sim.fleet(store=...)`` makes one on
+a store of your choice (give two Fleets one store to play two processes on one database), and
+``transport=`` wraps the simulator's transport to fail in ways the simulator's faults do not.
+``memories_sim.crash(fleet)`` kills a Fleet's process; a new Fleet on its store plays the restart.
+``MemoriesSim.new(faults=..., seed=..., clock=...)`` makes a simulator outside a fixture (in a
+hypothesis state machine, or several in one test); ``close()`` it when done.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import pytest
 from .clock import ManualClock
 from .fleet import Fleet
 from .policy import Policy
-from .sim import Faults, SimTransport, SimulatedService
+from .sim import Faults, SimMode, SimTransport, SimulatedService
 from .simulate import FAULT_PRESETS
+from .store import Store
+from .transport import Transport
 
 _MARKER = "memories"
 _EPOCH = 1_700_000_000.0
@@ -41,15 +50,51 @@ class MemoriesSim:
     service: SimulatedService
     transport: SimTransport
     clock: ManualClock
-    fleets: list[Fleet] = field(default_factory=list)
+    fleets: list[Fleet] = field(default_factory=list)  # the Fleets ``advance`` ticks
+    _made: list[Fleet] = field(default_factory=list, repr=False)  # crashed ones too: ``close`` closes all
 
-    def fleet(self, policy: Policy | None = None) -> Fleet:
-        """A Fleet on this simulator: callbacks wired, stops sent on the calling thread."""
+    @classmethod
+    def new(
+        cls,
+        faults: str | Faults = "none",
+        *,
+        seed: int = 0,
+        max_streams: int = 10_000,
+        mode: SimMode = "segments",
+        clock: ManualClock | None = None,
+    ) -> MemoriesSim:
+        """A simulator with ``faults`` (a preset's name, seeded from ``seed``, or a ``Faults``), at
+        most ``max_streams`` live streams, ``mode``'s messages (``"segments"`` or ``"passthrough"``),
+        on ``clock`` (a new ``ManualClock`` at 1_700_000_000 by default). The fixtures make theirs
+        with this; call ``close()`` on one made by hand."""
+        clock = ManualClock(_EPOCH) if clock is None else clock
+        service = SimulatedService(
+            clock=clock, faults=_faults(faults, seed), max_streams=max_streams, mode=mode
+        )
+        return cls(service, SimTransport(service), clock)
+
+    def fleet(
+        self, policy: Policy | None = None, *, store: Store | None = None, transport: Transport | None = None
+    ) -> Fleet:
+        """A Fleet on this simulator: callbacks wired, ticked by ``advance``, stops sent on the
+        calling thread unless ``policy`` says otherwise. ``store`` is its store (a MemoryStore of its
+        own by default; the caller closes one it passes). ``transport`` is what it sends requests
+        through: ``self.transport`` by default, or a wrapper of it that fails on purpose."""
         chosen = policy or Policy(seed=0, stop_concurrency=0)
-        made = Fleet(self.transport, clock=self.clock, policy=chosen)
+        made = Fleet(
+            self.transport if transport is None else transport, clock=self.clock, policy=chosen, store=store
+        )
         self.service.on_callback(made.handle_callback)
         self.fleets.append(made)
+        self._made.append(made)
         return made
+
+    def crash(self, fleet: Fleet) -> None:
+        """Kill the process of ``fleet`` (one this simulator made, not crashed yet): it hears no more
+        callbacks and ``advance`` ticks it no more. Nothing is closed or flushed, as in a crash; a
+        new ``fleet(store=...)`` plays the restart."""
+        self.service.off_callback(fleet.handle_callback)
+        self.fleets.remove(fleet)
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass, a second at a time: callbacks, then every Fleet's tick."""
@@ -63,19 +108,26 @@ class MemoriesSim:
         """Advance until every Fleet's tasks are terminal, nothing is parked and nothing bills (or
         ``limit`` virtual seconds pass: then the caller's assertions say what is left)."""
         deadline = self.clock.now() + limit
-        while self.clock.now() < deadline and not self._settled():
+        while self.clock.now() < deadline and not self.settled():
             self.advance(1.0)
 
-    def billing(self) -> list[str]:
-        """The task_ids of the streams the simulated service still bills."""
-        return self.service.billing()
-
-    def _settled(self) -> bool:
+    def settled(self) -> bool:
+        """Whether every Fleet's tasks are terminal, nothing is parked and nothing bills."""
         for fleet in self.fleets:
             stats = fleet.stats()
             if stats.parked or any(not task.terminal for task in fleet.tasks()):
                 return False
         return not self.service.billing()
+
+    def billing(self) -> list[str]:
+        """The task_ids of the streams the simulated service still bills."""
+        return self.service.billing()
+
+    def close(self) -> None:
+        """Close every Fleet made here, crashed ones included (their stop workers). Stores passed
+        to ``fleet`` are the caller's to close."""
+        for fleet in self._made:
+            fleet.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,20 +142,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def memories_sim(request: pytest.FixtureRequest) -> Iterator[MemoriesSim]:
     """memories.ai's stream API in-process, on a virtual clock (see the module's docstring)."""
     options = _options(request)
-    faults = options.get("faults", "none")
-    seed = options.get("seed", 0)
-    if isinstance(faults, str):
-        if faults not in FAULT_PRESETS:
-            raise pytest.UsageError(f"@pytest.mark.{_MARKER}(faults=...) takes {', '.join(FAULT_PRESETS)}")
-        faults = FAULT_PRESETS[faults](seed)
-    elif not isinstance(faults, Faults):
-        raise pytest.UsageError(f"@pytest.mark.{_MARKER}(faults=...) takes a preset name or a Faults")
-    clock = ManualClock(_EPOCH)
-    service = SimulatedService(clock=clock, faults=faults, max_streams=options.get("max_streams", 10_000))
-    sim = MemoriesSim(service, SimTransport(service), clock)
+    try:
+        faults = _faults(options.get("faults", "none"), options.get("seed", 0))
+    except ValueError:
+        raise pytest.UsageError(
+            f"@pytest.mark.{_MARKER}(faults=...) takes {', '.join(FAULT_PRESETS)} or a Faults"
+        ) from None
+    sim = MemoriesSim.new(faults, max_streams=options.get("max_streams", 10_000))
     yield sim
-    for fleet in sim.fleets:
-        fleet.close()
+    sim.close()
 
 
 @pytest.fixture
@@ -113,6 +160,14 @@ def fleet(memories_sim: MemoriesSim, request: pytest.FixtureRequest) -> Fleet:
     if policy is not None and not isinstance(policy, Policy):
         raise pytest.UsageError(f"@pytest.mark.{_MARKER}(policy=...) takes a Policy")
     return memories_sim.fleet(policy)
+
+
+def _faults(faults: object, seed: int) -> Faults:
+    if isinstance(faults, Faults):
+        return faults
+    if not isinstance(faults, str) or faults not in FAULT_PRESETS:
+        raise ValueError(f"faults must be one of {', '.join(FAULT_PRESETS)}, or a Faults, got {faults!r}")
+    return FAULT_PRESETS[faults](seed)
 
 
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Shared test set-up: the hypothesis profiles, quiet structlog, and helpers that drive a task."""
+"""Shared test set-up: the hypothesis profiles, quiet structlog, helpers that drive a task, and the
+``rig``: one Fleet on the simulator of streamlife's own pytest plugin (``streamlife.testing``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -14,10 +17,14 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, Phase, settings
 
-from streamlife import ManualClock, Segment, StatusCallback, StreamTask, TaskState
+from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamTask, TaskState
 from streamlife.journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
+from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.statuses import PROVIDER_ENDED
+from streamlife.store import Store
+from streamlife.testing import MemoriesSim
+from streamlife.transport import Transport
 
 # What a task's row holds of it beyond its version and times: its kind, task_id, state and facts.
 # (tests/test_fleet_store.py holds it to ``journal.row_for``.)
@@ -159,6 +166,61 @@ def state_of(task: StreamTask) -> TaskState:
 
 
 assert set(PATHS) == set(STATES), "every state must be reachable from pending"
+
+
+# -- a Fleet on the simulator ----------------------------------------------------------------------
+URL = "rtmp://sim.invalid/live"
+
+# Small timeouts, in whole virtual seconds, so that each test's timeline reads at a glance.
+POLICY = Policy(
+    park_ttl=8,
+    uncertain_ttl=20,
+    final_callback_wait=5,
+    silence_after=12,
+    stop_retry_base=1.0,
+    stop_retry_cap=8,
+    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
+    seed=0,
+)
+
+
+@dataclass
+class Rig:
+    """One Fleet on a ``MemoriesSim``: ``sim.advance(n)`` lets n virtual seconds pass, one at a
+    time, the Fleet ticking after each; ``sim.service`` is the simulator and its ledger."""
+
+    sim: MemoriesSim
+    fleet: Fleet
+    transport: Transport  # what the Fleet sends through (a restarted one sends through the simulator's)
+
+    def start(self) -> StreamTask:
+        return self.fleet.start("audio", audio_url=URL, provider="assemblyai")
+
+    def restart(self, store: Store | None = None) -> Fleet:
+        """The Fleet's process dies; a new Fleet on ``store`` (the same store by default) takes the
+        simulator's callbacks and ticks from now on, as a new process would after a crash."""
+        dead = self.fleet
+        self.sim.crash(dead)
+        self.fleet = self.sim.fleet(dead.policy, store=dead.store if store is None else store)
+        return self.fleet
+
+
+def rig(
+    clock: ManualClock,
+    faults: Faults | None = None,
+    *,
+    store: Store | None = None,
+    wrap: Callable[[SimTransport], Transport] | None = None,
+    mode: SimMode = "segments",
+    policy: Policy = POLICY,
+    **changes: Any,
+) -> Rig:
+    """A simulator on ``clock`` with ``faults`` (none by default), and a Fleet on it with ``policy``
+    and its ``changes``, on ``store``, sending through ``wrap`` of the simulator's transport."""
+    sim = MemoriesSim.new(faults or Faults(), mode=mode, clock=clock)
+    transport = sim.transport if wrap is None else wrap(sim.transport)
+    fleet = sim.fleet(dataclasses.replace(policy, **changes), store=store, transport=transport)
+    return Rig(sim, fleet, transport)
 
 
 # PostgreSQL, for the stores' tests: never skipped (CI must run them). See tests/pg.py.

@@ -10,88 +10,70 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife import Fleet, HistoryEntry, ManualClock, Policy, StreamKind, StreamTask, TaskState
+from streamlife import HistoryEntry, ManualClock, Policy, StreamKind, StreamTask, TaskState
 from streamlife.billing import DEFAULT_RATES, Rates
 from streamlife.lifecycle import StopReason
-from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.sim import Faults
 from streamlife.store import SqliteStore
 
-from .conftest import state_of
+from .conftest import URL, rig, state_of
 
-URL = "rtmp://sim.invalid/live"
 POLICY = Policy(stop_concurrency=0, seed=0, silence_after=600)
 
 
-class Rig:
-    def __init__(self, clock: ManualClock, policy: Policy = POLICY, store: SqliteStore | None = None) -> None:
-        self.clock = clock
-        self.sim = SimulatedService(clock=clock)
-        self.fleet = self.fleet_on(store, policy)
-
-    def fleet_on(self, store: SqliteStore | None, policy: Policy = POLICY) -> Fleet:
-        fleet = Fleet(SimTransport(self.sim), clock=self.clock, policy=policy, store=store)
-        self.sim.on_callback(fleet.handle_callback)
-        return fleet
-
-    def run(self, seconds: int, fleet: Fleet | None = None) -> None:
-        for _ in range(seconds):
-            self.sim.advance(1.0)
-            (fleet or self.fleet).tick()
-
-
 def test_a_stream_is_stopped_once_it_has_run_the_policys_max_duration(clock: ManualClock) -> None:
-    r = Rig(clock, dataclasses.replace(POLICY, max_duration=30))
+    r = rig(clock, policy=POLICY, max_duration=30)
     seen: list[HistoryEntry] = []
     r.fleet.on_transition(lambda task, entry: seen.append(entry))
     task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
-    r.run(29)
+    r.sim.advance(29)
     assert state_of(task) is TaskState.RUNNING
-    r.run(2)
+    r.sim.advance(2)
     assert state_of(task) is TaskState.STOPPED
     assert task.stop_reason is StopReason.MAX_DURATION
     stops = [entry for entry in seen if entry.trigger == "stop"]
     assert [entry.data for entry in stops] == [{"reason": "max_duration"}]  # what on_transition sees
     (journaled,) = [entry for entry in r.fleet.journal(task) if entry.trigger == "stop"]
     assert journaled.args == {"reason": "max_duration"}
-    assert r.sim.billed_seconds(task.task_id or "") == task.billed_seconds() == 30.0
+    assert r.sim.service.billed_seconds(task.task_id or "") == task.billed_seconds() == 30.0
     assert r.sim.billing() == []
 
 
 def test_a_starts_own_max_duration_wins_and_is_never_sent(clock: ManualClock) -> None:
-    r = Rig(clock, dataclasses.replace(POLICY, max_duration=3600))
+    r = rig(clock, policy=POLICY, max_duration=3600)
     short = r.fleet.start("video", url=URL, max_duration=10)
     long = r.fleet.start("video", url=URL)
     assert (short.max_duration, long.max_duration) == (10, None)
     assert "max_duration" not in (short.params or {})
-    r.run(11)
+    r.sim.advance(11)
     assert (state_of(short), state_of(long)) == (TaskState.STOPPED, TaskState.RUNNING)
 
 
 @pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf")])
 def test_a_max_duration_that_is_no_positive_finite_number_is_refused(clock: ManualClock, bad: float) -> None:
-    r = Rig(clock)
+    r = rig(clock, policy=POLICY)
     with pytest.raises(ValueError, match="max_duration"):
         r.fleet.start("video", url=URL, max_duration=bad)
     with pytest.raises(ValueError, match="max_duration"):
         Policy(max_duration=bad)
     with pytest.raises(TypeError, match="max_duration"):
         r.fleet.start("video", url=URL, max_duration="60")
-    assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)
+    assert (r.fleet.tasks(), r.sim.service.start_requests) == ([], 0)
 
 
 def test_the_ceiling_holds_across_a_restart_and_fires_when_it_is_past(
     clock: ManualClock, tmp_path: Path
 ) -> None:
     store = SqliteStore(tmp_path / "tasks.db")
-    r = Rig(clock, store=store)
+    r = rig(clock, policy=POLICY, store=store)
     task = r.fleet.start("audio", audio_url=URL, provider="elevenlabs", max_duration=20)
-    r.run(5)
-    r.sim.off_callback(r.fleet.handle_callback)  # the process dies (its Fleet is simply dropped)
+    r.sim.advance(5)
+    r.sim.crash(r.fleet)  # the process dies (its Fleet is simply dropped)
     clock.advance(60)  # and nobody runs for a minute: the ceiling passed meanwhile
-    after = r.fleet_on(store)
+    after = r.sim.fleet(POLICY, store=store)
     (back,) = after.recover()
     assert (back.task_id, back.max_duration, back.started_at) == (task.task_id, 20, task.started_at)
-    r.run(2, after)
+    r.sim.advance(2)
     assert back.stop_reason is StopReason.MAX_DURATION
     assert state_of(back) is TaskState.STOPPED
     store.close()
@@ -99,14 +81,14 @@ def test_the_ceiling_holds_across_a_restart_and_fires_when_it_is_past(
 
 def test_a_stall_stop_and_an_orphan_reaping_say_why(clock: ManualClock) -> None:
     policy = dataclasses.replace(POLICY, stop_when_stalled=True, silence_after=10)
-    r = Rig(clock, policy)
-    r.sim.faults = Faults(stall=1.0)
+    r = rig(clock, policy=policy)
+    r.sim.service.faults = Faults(stall=1.0)
     stalled = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
-    r.run(16)
+    r.sim.advance(16)
     assert stalled.stop_reason is StopReason.STALLED
-    r.sim.faults = Faults(start_timeout_created=1.0)
+    r.sim.service.faults = Faults(start_timeout_created=1.0)
     lost = r.fleet.start("audio", audio_url=URL, provider="assemblyai")  # its stream becomes an orphan
-    r.run(int(policy.park_ttl) + 10)
+    r.sim.advance(int(policy.park_ttl) + 10)
     (orphan,) = [task for task in r.fleet.tasks() if task.adopted]
     assert orphan.stop_reason is StopReason.ORPHAN
     assert lost.stop_reason is None
@@ -116,18 +98,18 @@ def test_a_stall_stop_and_an_orphan_reaping_say_why(clock: ManualClock) -> None:
 def test_billed_seconds_count_every_5_second_cycle_begun_until_the_end_is_confirmed(
     clock: ManualClock,
 ) -> None:
-    r = Rig(clock)
+    r = rig(clock, policy=POLICY)
     brief = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     r.fleet.stop(brief)
     task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     assert task.billed_seconds() == 5.0  # one cycle is pre-charged at start
-    r.run(12)
+    r.sim.advance(12)
     assert task.billed_seconds() == 15.0
     r.fleet.stop(task)
-    r.run(3)
+    r.sim.advance(3)
     assert state_of(task) is TaskState.STOPPED
-    assert task.billed_seconds() == r.sim.billed_seconds(task.task_id or "") == 15.0
-    r.run(60)
+    assert task.billed_seconds() == r.sim.service.billed_seconds(task.task_id or "") == 15.0
+    r.sim.advance(60)
     assert task.billed_seconds() == 15.0  # nothing more once the end is confirmed
     assert brief.billed_seconds() == 5.0  # stopped at once: the cycle charged at start
     exposure = r.fleet.exposure()
@@ -160,9 +142,9 @@ def test_the_default_rates_are_the_published_prices(
 
 
 def test_rates_are_the_users_to_give_and_refuse_nonsense(clock: ManualClock) -> None:
-    r = Rig(clock, dataclasses.replace(POLICY, rates=Rates(elevenlabs=3.6, as_of="our contract")))
+    r = rig(clock, policy=POLICY, rates=Rates(elevenlabs=3.6, as_of="our contract"))
     r.fleet.start("audio", audio_url=URL, provider="elevenlabs")
-    r.run(9)
+    r.sim.advance(9)
     assert r.fleet.exposure().dollars == pytest.approx(10 * 3.6 / 3600)
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"Rates\.assemblyai"):

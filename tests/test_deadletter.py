@@ -19,8 +19,6 @@ from structlog.testing import capture_logs
 
 from streamlife import (
     CallbackError,
-    Fleet,
-    ManualClock,
     Outcome,
     Policy,
     TaskState,
@@ -28,15 +26,16 @@ from streamlife import (
 )
 from streamlife.deadletter import dead_letter_body, replay_dead_letters
 from streamlife.errors import StoreError
-from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import DEAD_LETTER_MAX_BODY, MemoryStore, SqliteStore, Store
 from streamlife.store.memory import _Txn
+from streamlife.testing import MemoriesSim
 from streamlife.webhook import WebhookReceiver, serve_webhook
 
 from .payloads import segment_callback, status_callback
 
 URL = "rtmp://example.invalid/live"
 REFUSED = "data.transcript: a shape an older parser did not know"  # as if an older streamlife said so
+POLICY = Policy(stop_concurrency=0)
 
 
 def body_of(payload: dict[str, Any]) -> bytes:
@@ -48,22 +47,15 @@ class Rig:
     so the only callbacks are the ones a test hands over."""
 
     def __init__(self, store: Store) -> None:
-        self.clock = ManualClock(1_700_000_000.0)
+        self.sim = MemoriesSim.new()
         self.store = store
-        self.sim = SimulatedService(clock=self.clock)
-        self.fleet = self.new_fleet()
+        self.fleet = self.sim.fleet(POLICY, store=store)
         self.task = self.fleet.start("audio", audio_url=URL, provider="assemblyai")
         assert self.task.task_id is not None
         self.task_id: str = self.task.task_id
 
-    def new_fleet(self) -> Fleet:
-        """A Fleet on the same store, as another process would open it."""
-        return Fleet(
-            SimTransport(self.sim), clock=self.clock, policy=Policy(stop_concurrency=0), store=self.store
-        )
-
     def keep(self, body: bytes, reason: str = REFUSED, field: str | None = "data.transcript") -> int:
-        return self.store.dead_letter(self.clock.now(), reason, field, body)
+        return self.store.dead_letter(self.sim.clock.now(), reason, field, body)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -71,7 +63,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "tasks.db")
     rig = Rig(store)
     yield rig
-    rig.fleet.close()
+    rig.sim.close()
     store.close()
 
 
@@ -123,9 +115,7 @@ def test_another_fleet_on_the_file_replays_into_the_task_a_running_one_holds(tmp
     rig.keep(body_of(segment_callback(rig.task_id, 1, "one, refused once")))
 
     replaying_store = SqliteStore(tmp_path / "tasks.db")
-    replaying = Fleet(
-        SimTransport(rig.sim), clock=rig.clock, policy=Policy(stop_concurrency=0), store=replaying_store
-    )
+    replaying = rig.sim.fleet(POLICY, store=replaying_store)
     results = replay_dead_letters(replaying)
     assert [result for _, result in results] == [Outcome.APPLIED]
     assert rig.store.dead_letters() == []

@@ -1,15 +1,14 @@
 """The Fleet, one rule at a time: plain examples against the simulator, each readable as documentation.
 
-Each test builds a ``Rig``: a ManualClock, a SimulatedService whose faults are switched fully on
-or off, and a Fleet on a SimTransport with small timeouts. ``rig.run(n)`` lets n virtual seconds
-pass, one at a time, the Fleet ticking after each (one reaper pass a second). The tests assert what
-the tasks say (state, flags, history) and what the simulator's ledger says: which streams still
-bill, and which stops the service was asked for.
+Each test builds a ``Rig`` (tests/conftest.py): a simulator of streamlife's pytest plugin whose
+faults are switched fully on or off, and a Fleet on it with small timeouts. ``r.sim.advance(n)``
+lets n virtual seconds pass, one at a time, the Fleet ticking after each (one reaper pass a
+second). The tests assert what the tasks say (state, flags, history) and what the simulator's
+ledger says: which streams still bill, and which stops the service was asked for.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
@@ -17,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -46,62 +44,16 @@ from streamlife.sim.service import SEGMENT_SECONDS, SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 
-from .conftest import state_of
+from .conftest import POLICY, URL, rig, state_of
 from .payloads import segment_callback, status_callback
 from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
 
-URL = "rtmp://sim.invalid/live"
-
-# Small timeouts, in whole virtual seconds, so that each test's timeline reads at a glance.
-PARK_TTL = 8
-UNCERTAIN_TTL = 20
-FINAL_CALLBACK_WAIT = 5
-SILENCE_AFTER = 12
-STOP_RETRY_CAP = 8
-POLICY = Policy(
-    park_ttl=PARK_TTL,
-    uncertain_ttl=UNCERTAIN_TTL,
-    final_callback_wait=FINAL_CALLBACK_WAIT,
-    silence_after=SILENCE_AFTER,
-    stop_retry_base=1.0,
-    stop_retry_cap=STOP_RETRY_CAP,
-    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
-    seed=0,
-)
-
-
-# -- set-up ------------------------------------------------------------------------------------------
-@dataclass
-class Rig:
-    clock: ManualClock
-    sim: SimulatedService
-    fleet: Fleet
-
-    def start(self) -> StreamTask:
-        return self.fleet.start("audio", audio_url=URL, provider="assemblyai")
-
-    def run(self, seconds: int) -> None:
-        """Let ``seconds`` of virtual time pass, one second at a time, the Fleet ticking after each."""
-        for _ in range(seconds):
-            self.sim.advance(1.0)
-            self.fleet.tick()
-
-
-def rig(
-    clock: ManualClock,
-    faults: Faults | None = None,
-    *,
-    wrap: Callable[[Transport], Transport] | None = None,
-    **policy: Any,
-) -> Rig:
-    """A simulator with ``faults`` (none by default), and a Fleet on it with POLICY and ``policy``."""
-    sim = SimulatedService(clock=clock, faults=faults or Faults())
-    transport: Transport = SimTransport(sim)
-    if wrap is not None:
-        transport = wrap(transport)
-    fleet = Fleet(transport, clock=clock, policy=dataclasses.replace(POLICY, **policy))
-    sim.on_callback(fleet.handle_callback)
-    return Rig(clock, sim, fleet)
+# The rig's timeouts, by name, so that each test's timeline reads at a glance.
+PARK_TTL = POLICY.park_ttl
+UNCERTAIN_TTL = POLICY.uncertain_ttl
+FINAL_CALLBACK_WAIT = POLICY.final_callback_wait
+SILENCE_AFTER = POLICY.silence_after
+STOP_RETRY_CAP = POLICY.stop_retry_cap
 
 
 def tid(task: StreamTask) -> str:
@@ -157,7 +109,7 @@ def test_start_returns_a_running_task_named_by_the_service_which_bills_it(clock:
     task = r.start()
     assert state_of(task) is TaskState.RUNNING
     assert task.kind is StreamKind.AUDIO
-    assert list(r.sim.streams) == [tid(task)]  # the task_id is the one the service made
+    assert list(r.sim.service.streams) == [tid(task)]  # the task_id is the one the service made
     assert r.sim.billing() == [tid(task)]
     assert r.fleet.get(tid(task)) is task
     assert triggers(task) == ["start", "start_ok"]
@@ -166,7 +118,7 @@ def test_start_returns_a_running_task_named_by_the_service_which_bills_it(clock:
 def test_callbacks_build_the_transcript(clock: ManualClock) -> None:
     r = rig(clock)
     task = r.start()
-    r.run(15)  # three 5-second segments, each a partial then its final
+    r.sim.advance(15)  # three 5-second segments, each a partial then its final
     assert task.transcript_text() == " ".join(f"segment {i} of {tid(task)[:8]}" for i in range(3))
     assert triggers(task) == ["start", "start_ok"] + ["segment"] * 6
 
@@ -195,7 +147,7 @@ def test_start_refuses_an_unknown_kind_or_a_missing_url_and_sends_nothing(
     r = rig(clock)
     with pytest.raises(ValueError, match=complaint):
         r.fleet.start(kind, **params)
-    assert r.sim.start_requests == 0
+    assert r.sim.service.start_requests == 0
     assert r.fleet.tasks() == []
 
 
@@ -206,7 +158,7 @@ def test_a_start_refused_for_capacity_fails_the_task_and_nothing_bills(clock: Ma
     assert triggers(task) == ["start", "start_rejected"]
     assert error_of(task).startswith("CapacityError: audio.start: Capacity Reached")
     assert task.task_id is None
-    assert r.sim.start_requests == 1
+    assert r.sim.service.start_requests == 1
     assert r.sim.billing() == []
 
 
@@ -222,7 +174,7 @@ def test_a_start_refused_for_now_is_retried_with_backoff_within_the_window(
     task = r.start()
     assert (state_of(task), task.task_id) == (TaskState.PENDING, None)  # nothing was created
     assert r.fleet.unsettled() == []  # nothing to stop: no stream exists
-    r.run(window + 1)
+    r.sim.advance(window + 1)
     attempts = triggers(task).count("start")
     assert attempts >= 3  # backoff from 1 s, doubling: a few tries fit in the window
     assert triggers(task) == ["start", "start_deferred"] * (attempts - 1) + ["start", "start_rejected"]
@@ -233,8 +185,8 @@ def test_a_start_refused_for_now_is_retried_with_backoff_within_the_window(
 def test_a_start_refused_for_now_then_accepted_runs(clock: ManualClock) -> None:
     r = rig(clock, Faults(capacity=1.0))
     task = r.start()
-    r.sim.faults = Faults()  # the account has room again
-    r.run(5)
+    r.sim.service.faults = Faults()  # the account has room again
+    r.sim.advance(5)
     assert state_of(task) is TaskState.RUNNING
     assert triggers(task)[:4] == ["start", "start_deferred", "start", "start_ok"]
 
@@ -244,8 +196,11 @@ def test_a_start_waiting_for_capacity_stops_without_a_request(clock: ManualClock
     task = r.start()
     assert r.fleet.stop(task) is task
     assert state_of(task) is TaskState.STOPPED
-    r.run(30)
-    assert (r.sim.start_requests, r.sim.stop_log) == (1, [])  # never tried again, never stopped
+    r.sim.advance(30)
+    assert (r.sim.service.start_requests, r.sim.service.stop_log) == (
+        1,
+        [],
+    )  # never tried again, never stopped
 
 
 def test_max_live_holds_a_start_until_a_stream_ends(clock: ManualClock) -> None:
@@ -258,11 +213,11 @@ def test_max_live_holds_a_start_until_a_stream_ends(clock: ManualClock) -> None:
         TaskState.PENDING,
     )
     assert error_of(third) == "LiveCapError: 2 streams are live already (Policy.max_live)"
-    assert r.sim.start_requests == 2  # the third was never sent
+    assert r.sim.service.start_requests == 2  # the third was never sent
     r.fleet.stop(first)
-    r.run(5)
+    r.sim.advance(5)
     assert (state_of(first), state_of(third)) == (TaskState.STOPPED, TaskState.RUNNING)
-    assert r.sim.live_count() == 2
+    assert r.sim.service.live_count() == 2
 
 
 def test_max_live_without_a_retry_window_refuses_at_once(clock: ManualClock) -> None:
@@ -287,7 +242,7 @@ def test_an_audio_start_without_a_known_provider_is_refused_before_anything_is_s
     r = rig(clock)
     with pytest.raises(ValueError, match=re.escape(problem)):
         r.fleet.start("audio", **params)
-    assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)
+    assert (r.fleet.tasks(), r.sim.service.start_requests) == ([], 0)
 
 
 def test_a_start_answered_5xx_is_uncertain_and_one_refused_4xx_is_failed(clock: ManualClock) -> None:
@@ -310,19 +265,19 @@ def test_a_start_whose_answer_is_lost_is_uncertain_then_failed_and_its_stream_is
     orphans: list[Orphan] = []
     r.fleet.on_orphan(orphans.append)
     started = clock.now()
-    r.sim.lose_next_start_answer()
+    r.sim.service.lose_next_start_answer()
     task = r.start()
     assert state_of(task) is TaskState.UNCERTAIN
     assert error_of(task).startswith("OutcomeUnknownError")
-    (stream_id,) = r.sim.streams  # the stream exists, and bills, though nobody was told its name
+    (stream_id,) = r.sim.service.streams  # the stream exists, and bills, though nobody was told its name
     assert r.sim.billing() == [stream_id]
 
-    r.run(5 + PARK_TTL - 1)  # its callbacks come (a partial and a final at 5 s and 10 s) and wait
+    r.sim.advance(5 + PARK_TTL - 1)  # its callbacks come (a partial and a final at 5 s and 10 s) and wait
     assert r.fleet.stats().callbacks["parked"] == 4
     assert r.fleet.get(stream_id) is None
     assert orphans == []
 
-    r.run(1)  # the first of them has waited park_ttl: the stream is an orphan, adopted and stopped
+    r.sim.advance(1)  # the first of them has waited park_ttl: the stream is an orphan, adopted and stopped
     (orphan,) = orphans
     adopted = orphan.task
     assert adopted is not task
@@ -331,15 +286,15 @@ def test_a_start_whose_answer_is_lost_is_uncertain_then_failed_and_its_stream_is
     assert triggers(adopted)[0] == "adopt"
     assert (orphan.callbacks, orphan.first_parked) == (4, started + 5)
     assert state_of(adopted) is TaskState.STOPPING
-    assert [stop.task_id for stop in r.sim.stop_log] == [stream_id]
+    assert [stop.task_id for stop in r.sim.service.stop_log] == [stream_id]
     assert r.fleet.stats().orphans == 1
 
-    r.run(1)
+    r.sim.advance(1)
     assert state_of(adopted) is TaskState.STOPPED
     assert r.sim.billing() == []
     assert state_of(task) is TaskState.UNCERTAIN  # the start itself is not known to have failed yet
 
-    r.run(UNCERTAIN_TTL - 5 - PARK_TTL - 1)
+    r.sim.advance(UNCERTAIN_TTL - 5 - PARK_TTL - 1)
     assert state_of(task) is TaskState.FAILED
     assert last(task, "uncertain_deadline").at == started + UNCERTAIN_TTL
     assert r.sim.billing() == []
@@ -366,16 +321,16 @@ def test_with_reap_orphans_off_an_orphan_is_adopted_and_reported_but_left_runnin
     r = rig(clock, reap_orphans=False)
     orphans: list[Orphan] = []
     r.fleet.on_orphan(orphans.append)
-    r.sim.lose_next_start_answer()
+    r.sim.service.lose_next_start_answer()
     r.start()
-    (stream_id,) = r.sim.streams
-    r.run(5 + PARK_TTL)
+    (stream_id,) = r.sim.service.streams
+    r.sim.advance(5 + PARK_TTL)
     (orphan,) = orphans
     assert state_of(orphan.task) is TaskState.RUNNING
-    assert r.sim.stop_log == []
+    assert r.sim.service.stop_log == []
     assert r.sim.billing() == [stream_id]  # the caller's to stop
     r.fleet.stop(orphan.task)
-    r.run(1)
+    r.sim.advance(1)
     assert state_of(orphan.task) is TaskState.STOPPED
     assert r.sim.billing() == []
 
@@ -425,7 +380,7 @@ def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_rea
     (task,) = r.fleet.tasks()
     assert state_of(task) is TaskState.UNCERTAIN
     assert r.fleet.next_deadline() is not None
-    r.run(5 + PARK_TTL + 10)
+    r.sim.advance(5 + PARK_TTL + 10)
     assert r.sim.billing() == []
 
 
@@ -454,8 +409,8 @@ def test_a_stop_asked_for_while_starting_is_sent_once_the_task_id_arrives(clock:
     assert transport.stopped_while_starting == [task]
     assert state_of(task) is TaskState.STOPPING
     assert triggers(task) == ["start", "stop", "start_ok", "stop", "stop_ok"]
-    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
-    r.run(1)
+    assert [stop.task_id for stop in r.sim.service.stop_log] == [tid(task)]
+    r.sim.advance(1)
     assert state_of(task) is TaskState.STOPPED
     assert r.sim.billing() == []
 
@@ -466,18 +421,18 @@ def test_stop_sends_one_request_and_the_status_14_callback_files_the_task_as_sto
 ) -> None:
     r = rig(clock)
     task = r.start()
-    r.run(6)
+    r.sim.advance(6)
     assert r.fleet.stop(task) is task
     assert state_of(task) is TaskState.STOPPING
     assert task.stop_acknowledged
     assert triggers(task)[-2:] == ["stop", "stop_ok"]
-    assert not r.sim.streams[tid(task)].live  # the service stopped billing on the request
+    assert not r.sim.service.streams[tid(task)].live  # the service stopped billing on the request
     assert r.sim.billing() == []
 
     r.fleet.stop(task)  # again, while stopping: already in effect
     assert task.history[-1].outcome == Outcome.DUPLICATE
 
-    r.run(1)
+    r.sim.advance(1)
     assert state_of(task) is TaskState.STOPPED
     assert task.history[-1].trigger == "stopped"
     assert task.end_status == 14
@@ -485,7 +440,7 @@ def test_stop_sends_one_request_and_the_status_14_callback_files_the_task_as_sto
 
     r.fleet.stop(tid(task))  # by task_id, once terminal
     assert (task.history[-1].trigger, task.history[-1].outcome) == ("stop", Outcome.DUPLICATE)
-    assert len(r.sim.stop_log) == 1
+    assert len(r.sim.service.stop_log) == 1
 
 
 def test_stop_of_a_task_that_never_started_sends_nothing(clock: ManualClock) -> None:
@@ -494,7 +449,7 @@ def test_stop_of_a_task_that_never_started_sends_nothing(clock: ManualClock) -> 
     assert r.fleet.stop(task) is task
     assert state_of(task) is TaskState.FAILED
     assert (task.history[-1].trigger, task.history[-1].outcome) == ("stop", Outcome.DUPLICATE)
-    assert r.sim.stop_log == []
+    assert r.sim.service.stop_log == []
 
 
 def test_stop_refuses_a_task_this_fleet_does_not_hold_and_a_negative_wait(clock: ManualClock) -> None:
@@ -512,7 +467,7 @@ def test_stop_refuses_a_task_this_fleet_does_not_hold_and_a_negative_wait(clock:
         r.fleet.stop_all(wait=-1.0)
     assert state_of(task) is TaskState.RUNNING
     assert state_of(stranger) is TaskState.RUNNING
-    assert r.sim.stop_log == []
+    assert r.sim.service.stop_log == []
 
 
 def test_a_stop_answered_not_found_files_the_task_as_stopped(clock: ManualClock) -> None:
@@ -521,7 +476,7 @@ def test_a_stop_answered_not_found_files_the_task_as_stopped(clock: ManualClock)
     r.fleet.stop(task)
     assert state_of(task) is TaskState.STOPPED
     assert task.history[-1].trigger == "stop_not_found"
-    assert [stop.status for stop in r.sim.stop_log] == [400]
+    assert [stop.status for stop in r.sim.service.stop_log] == [400]
     assert r.sim.billing() == []
 
 
@@ -529,10 +484,10 @@ def test_a_failing_stop_is_retried_with_growing_waits_for_as_long_as_it_takes(cl
     r = rig(clock, Faults(stop_500=1.0))
     task = r.start()
     r.fleet.stop(task)
-    r.run(40)  # eight times final_callback_wait
-    sent = [stop.at for stop in r.sim.stop_log]
+    r.sim.advance(40)  # eight times final_callback_wait
+    sent = [stop.at for stop in r.sim.service.stop_log]
     waits = [later - earlier for earlier, later in itertools.pairwise(sent)]
-    assert all(stop.status == 500 for stop in r.sim.stop_log)
+    assert all(stop.status == 500 for stop in r.sim.service.stop_log)
     assert len(sent) >= 5
     # The wait after failure n + 1 is between half and all of min(cap, base * 2**n); sent on 1 s ticks.
     ceilings = [min(STOP_RETRY_CAP, 2.0**n) for n in range(len(waits))]
@@ -547,11 +502,11 @@ def test_a_failing_stop_is_retried_with_growing_waits_for_as_long_as_it_takes(cl
     assert not task.final_callback_missing
     assert r.sim.billing() == [tid(task)]  # which is why: it still bills
 
-    r.sim.faults = Faults()  # the service recovers
-    r.run(STOP_RETRY_CAP)
+    r.sim.service.faults = Faults()  # the service recovers
+    r.sim.advance(STOP_RETRY_CAP)
     assert state_of(task) is TaskState.STOPPED
     assert task.end_status == 14
-    assert r.sim.stop_log[-1].status == 200
+    assert r.sim.service.stop_log[-1].status == 200
     assert r.fleet.unsettled() == []
     assert r.sim.billing() == []
 
@@ -560,10 +515,10 @@ def test_a_rate_limited_stop_is_not_sent_again_before_retry_after(clock: ManualC
     r = rig(clock, Faults(stop_429=1.0, retry_after=7))
     task = r.start()
     r.fleet.stop(task)
-    r.run(6)
-    assert len(r.sim.stop_log) == 1
-    r.run(15)
-    sent = [stop.at for stop in r.sim.stop_log]
+    r.sim.advance(6)
+    assert len(r.sim.service.stop_log) == 1
+    r.sim.advance(15)
+    sent = [stop.at for stop in r.sim.service.stop_log]
     # Retry-After outweighs the backoff, which is at most 1, 2 and 4 s after the first three failures.
     assert [later - earlier for earlier, later in itertools.pairwise(sent)] == [7.0, 7.0, 7.0]
     assert error_of(task).startswith("RateLimitedError")
@@ -574,10 +529,12 @@ def test_a_stop_asked_for_again_while_a_retry_after_runs_waits_for_it_too(clock:
     r = rig(clock, Faults(stop_429=1.0, retry_after=7))
     task = r.start()
     r.fleet.stop(task)
-    r.run(1)
+    r.sim.advance(1)
     r.fleet.stop(task)  # asked again, as a caller may: stop is safe to repeat
     r.fleet.stop_all()  # and again, as at shutdown
-    assert len(r.sim.stop_log) == 1, f"stops sent at {[s.at - r.sim.stop_log[0].at for s in r.sim.stop_log]}"
+    assert len(r.sim.service.stop_log) == 1, (
+        f"stops sent at {[s.at - r.sim.service.stop_log[0].at for s in r.sim.service.stop_log]}"
+    )
 
 
 def test_a_stop_that_fails_for_more_than_a_thousand_tries_is_still_tried_again(clock: ManualClock) -> None:
@@ -586,10 +543,10 @@ def test_a_stop_that_fails_for_more_than_a_thousand_tries_is_still_tried_again(c
     r = rig(clock, Faults(stop_500=1.0), stop_retry_base=1.0, stop_retry_cap=1.0)
     task = r.start()
     r.fleet.stop(task)
-    r.run(1_100)
+    r.sim.advance(1_100)
     assert task.stop_failures > 1_025
-    r.sim.faults = Faults()
-    r.run(5)
+    r.sim.service.faults = Faults()
+    r.sim.advance(5)
     assert state_of(task) is TaskState.STOPPED
     assert r.sim.billing() == []
 
@@ -602,9 +559,9 @@ def test_a_missing_final_callback_files_the_task_as_stopped_after_final_callback
     task = r.start()
     r.fleet.stop(task)
     assert task.stop_acknowledged
-    r.run(FINAL_CALLBACK_WAIT - 1)
+    r.sim.advance(FINAL_CALLBACK_WAIT - 1)
     assert state_of(task) is TaskState.STOPPING
-    r.run(1)
+    r.sim.advance(1)
     assert state_of(task) is TaskState.STOPPED
     assert task.history[-1].trigger == "final_deadline"
     assert task.final_callback_missing
@@ -619,11 +576,11 @@ def test_the_final_callback_wait_counts_from_the_acknowledged_stop_not_from_the_
     task = r.start()
     r.fleet.stop(task)
     asked = clock.now()
-    r.run(3 * FINAL_CALLBACK_WAIT)
+    r.sim.advance(3 * FINAL_CALLBACK_WAIT)
     assert state_of(task) is TaskState.STOPPING  # not filed as stopped, with or without a callback
 
-    r.sim.faults = Faults(drop=1.0)  # stops land again; callbacks are still lost
-    r.run(STOP_RETRY_CAP + FINAL_CALLBACK_WAIT)
+    r.sim.service.faults = Faults(drop=1.0)  # stops land again; callbacks are still lost
+    r.sim.advance(STOP_RETRY_CAP + FINAL_CALLBACK_WAIT)
     assert state_of(task) is TaskState.STOPPED
     assert task.final_callback_missing
     acknowledged = last(task, "stop_ok").at
@@ -638,9 +595,9 @@ def test_a_stream_that_goes_quiet_is_marked_stalled_after_silence_after(clock: M
     seen: list[HistoryEntry] = []
     r.fleet.on_transition(lambda task, entry: seen.append(entry))
     task = r.start()
-    r.run(SILENCE_AFTER - 1)
+    r.sim.advance(SILENCE_AFTER - 1)
     assert not stalled(task)
-    r.run(1)
+    r.sim.advance(1)
     assert stalled(task)
     assert state_of(task) is TaskState.RUNNING
     assert task.history[-1].trigger == "silence"
@@ -651,13 +608,13 @@ def test_a_stream_that_goes_quiet_is_marked_stalled_after_silence_after(clock: M
 def test_a_segment_after_a_stall_clears_it_and_the_silence_window_starts_again(clock: ManualClock) -> None:
     r = rig(clock, Faults(stall=1.0))
     task = r.start()
-    r.run(SILENCE_AFTER)
+    r.sim.advance(SILENCE_AFTER)
     assert stalled(task)
     assert r.fleet.handle_callback(segment_callback(tid(task), 7, "back again")) == Outcome.APPLIED
     assert not stalled(task)
-    r.run(SILENCE_AFTER - 1)
+    r.sim.advance(SILENCE_AFTER - 1)
     assert triggers(task).count("silence") == 1
-    r.run(1)
+    r.sim.advance(1)
     assert triggers(task).count("silence") == 2
     assert stalled(task)
 
@@ -667,7 +624,7 @@ def test_once_a_stall_clears_the_next_deadline_is_the_end_of_the_new_silence_win
 ) -> None:
     r = rig(clock, Faults(stall=1.0))
     task = r.start()
-    r.run(SILENCE_AFTER)
+    r.sim.advance(SILENCE_AFTER)
     r.fleet.handle_callback(segment_callback(tid(task), 7, "back again"))
     assert r.fleet.next_deadline() == clock.now() + SILENCE_AFTER
     assert r.fleet.tick() == 0  # nothing is due
@@ -676,10 +633,10 @@ def test_once_a_stall_clears_the_next_deadline_is_the_end_of_the_new_silence_win
 def test_with_stop_when_stalled_a_stalled_task_is_stopped(clock: ManualClock) -> None:
     r = rig(clock, Faults(stall=1.0), stop_when_stalled=True)
     task = r.start()
-    r.run(SILENCE_AFTER)
+    r.sim.advance(SILENCE_AFTER)
     assert triggers(task)[-3:] == ["silence", "stop", "stop_ok"]
     assert state_of(task) is TaskState.STOPPING
-    r.run(1)
+    r.sim.advance(1)
     assert state_of(task) is TaskState.STOPPED
     assert r.sim.billing() == []
 
@@ -688,16 +645,16 @@ def test_with_stop_when_stalled_a_stalled_task_is_stopped(clock: ManualClock) ->
 def test_stop_all_stops_every_task_and_returns_those_not_yet_terminal(clock: ManualClock) -> None:
     r = rig(clock)
     tasks = [r.start() for _ in range(3)]
-    r.run(5)
+    r.sim.advance(5)
     left = r.fleet.stop_all()
     assert left == tasks  # acknowledged, each waiting for its status-14 callback
     assert all(state_of(task) is TaskState.STOPPING for task in left)
-    assert sorted(stop.task_id for stop in r.sim.stop_log) == sorted(tid(task) for task in tasks)
+    assert sorted(stop.task_id for stop in r.sim.service.stop_log) == sorted(tid(task) for task in tasks)
     assert r.sim.billing() == []
-    r.run(1)
+    r.sim.advance(1)
     assert all(state_of(task) is TaskState.STOPPED for task in tasks)
     assert r.fleet.stop_all() == []
-    assert len(r.sim.stop_log) == 3
+    assert len(r.sim.service.stop_log) == 3
 
 
 def test_stop_all_leaves_out_the_tasks_its_stops_ended(clock: ManualClock) -> None:
@@ -736,10 +693,10 @@ def test_stop_all_with_no_wait_returns_at_once_and_leaves_the_requests_to_tick(c
     r = rig(clock)
     tasks = [r.start() for _ in range(2)]
     assert r.fleet.stop_all(wait=0) == tasks
-    assert r.sim.stop_log == []  # no time to wait on a request, so none was sent yet
+    assert r.sim.service.stop_log == []  # no time to wait on a request, so none was sent yet
     assert r.fleet.unsettled() == tasks
     assert r.fleet.next_deadline() == clock.now()  # the next tick sends them
-    r.run(2)
+    r.sim.advance(2)
     assert all(state_of(task) is TaskState.STOPPED for task in tasks)
     assert r.sim.billing() == []
 
@@ -765,7 +722,7 @@ def test_stop_with_a_wait_returns_as_soon_as_the_task_is_terminal(clock: ManualC
     r = rig(clock)
     task = r.start()
     # The status-14 callback comes from another thread, 50 ms after the stop is acknowledged.
-    status_14 = threading.Timer(0.05, r.sim.advance, args=(6.0,))
+    status_14 = threading.Timer(0.05, r.sim.service.advance, args=(6.0,))
 
     def on_acknowledged(_task: StreamTask, entry: HistoryEntry) -> None:
         if entry.trigger == "stop_ok":
@@ -788,11 +745,11 @@ def test_hooks_see_each_transition_and_each_new_segment_in_order(clock: ManualCl
     r.fleet.on_transition(lambda task, entry: transitions.append((task, entry)))
     r.fleet.on_segment(lambda task, segment: segments.append(segment))
     task = r.start()
-    r.run(10)
-    first = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(task))
+    r.sim.advance(10)
+    first = next(delivery.payload for delivery in r.sim.service.deliveries if delivery.task_id == tid(task))
     assert r.fleet.handle_callback(first) == Outcome.DUPLICATE  # not new: no hook
     r.fleet.stop(task)
-    r.run(1)
+    r.sim.advance(1)
     assert [entry.trigger for _, entry in transitions] == ["start", "start_ok", "stop", "stop_ok", "stopped"]
     assert [entry for _, entry in transitions] == [e for e in task.history if e.trigger != "segment"]
     assert all(seen is task for seen, _ in transitions)
@@ -830,9 +787,9 @@ def test_a_hook_that_raises_is_logged_and_the_fleet_goes_on(clock: ManualClock) 
     r.fleet.on_transition(lambda task, entry: seen.append(entry.trigger))
     with capture_logs() as logs:
         task = r.start()
-        r.run(5)
+        r.sim.advance(5)
         r.fleet.stop(task)
-        r.run(1)
+        r.sim.advance(1)
     assert state_of(task) is TaskState.STOPPED
     assert task.transcript_text() != ""
     assert seen == ["start", "start_ok", "stop", "stop_ok", "stopped"]  # the next hook was still called
@@ -910,10 +867,10 @@ def test_an_undeclared_status_is_logged_and_the_end_it_implies_confirmed_by_a_st
         assert r.fleet.handle_callback(status_callback(tid(task), 12)) == Outcome.APPLIED
     assert [log["status"] for log in logs if log["event"] == "streamlife.unknown_status"] == [12]
     # The stream may bill on: the status said nothing the docs confirm. A stop went out at once.
-    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
+    assert [stop.task_id for stop in r.sim.service.stop_log] == [tid(task)]
     assert (state_of(task), task.end_status, task.stop_acknowledged) == (TaskState.ENDING, 12, True)
     assert r.fleet.unsettled() == [task]
-    r.run(1)  # the status-14 callback of the stop: the stream lived, and was stopped
+    r.sim.advance(1)  # the status-14 callback of the stop: the stream lived, and was stopped
     assert state_of(task) is TaskState.STOPPED
     assert r.sim.billing() == []
     assert r.fleet.unsettled() == []
@@ -922,15 +879,15 @@ def test_an_undeclared_status_is_logged_and_the_end_it_implies_confirmed_by_a_st
 def test_a_status_declared_ongoing_leaves_the_task_running_and_counts_as_news(clock: ManualClock) -> None:
     r = rig(clock, Faults(stall=1.0), statuses=DEFAULT_STATUSES.with_status(12, "ongoing"))
     task = r.start()
-    r.run(SILENCE_AFTER - 2)
+    r.sim.advance(SILENCE_AFTER - 2)
     with capture_logs() as logs:
         assert r.fleet.handle_callback(status_callback(tid(task), 12)) == Outcome.APPLIED
     assert state_of(task) is TaskState.RUNNING
     assert task.end_status is None
     assert [log for log in logs if log["event"] == "streamlife.unknown_status"] == []
-    r.run(SILENCE_AFTER - 1)  # the silence window started again from the status callback
+    r.sim.advance(SILENCE_AFTER - 1)  # the silence window started again from the status callback
     assert not stalled(task)
-    r.run(1)
+    r.sim.advance(1)
     assert stalled(task)
 
 
@@ -965,7 +922,7 @@ def test_a_redelivery_storm_of_one_parked_callback_is_kept_once_and_pushes_out_n
     assert r.fleet.handle_callback(segment_callback("ghost", 2, "third")) is Outcome.PARKED
     with pytest.raises(ParkingFullError, match="3 callbacks parked for this task_id"):
         r.fleet.handle_callback(segment_callback("ghost", 3, "fourth"))
-    r.run(PARK_TTL + 1)  # adopted as an orphan: every parked segment reaches it
+    r.sim.advance(PARK_TTL + 1)  # adopted as an orphan: every parked segment reaches it
     orphan = r.fleet.get("ghost")
     assert orphan is not None
     assert [segment.text for segment in orphan.transcript.finals()] == ["first", "other", "third"]
@@ -991,12 +948,14 @@ def test_run_timers_fires_deadlines_on_its_own(clock: ManualClock) -> None:
 def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: ManualClock) -> None:
     r = rig(clock, start_retry_window=0)
     running, stopped = r.start(), r.start()
-    r.sim.faults = Faults(capacity=1.0)
+    r.sim.service.faults = Faults(capacity=1.0)
     failed = r.start()
-    r.run(5)
+    r.sim.advance(5)
     r.fleet.stop(stopped)
-    r.run(1)
-    again = next(delivery.payload for delivery in r.sim.deliveries if delivery.task_id == tid(running))
+    r.sim.advance(1)
+    again = next(
+        delivery.payload for delivery in r.sim.service.deliveries if delivery.task_id == tid(running)
+    )
     assert r.fleet.handle_callback(again) == Outcome.DUPLICATE
     assert (
         r.fleet.handle_callback(segment_callback(tid(stopped), 9, "after the end", final=False))
@@ -1010,7 +969,9 @@ def test_tasks_filter_by_state_and_stats_count_by_state_and_outcome(clock: Manua
     stats = r.fleet.stats()
     assert stats.tasks == {"running": 1, "stopped": 1, "failed": 1}
     assert stats.callbacks == {
-        "applied": len(r.sim.deliveries),  # every callback the simulator sent: segments and one status 14
+        "applied": len(
+            r.sim.service.deliveries
+        ),  # every callback the simulator sent: segments and one status 14
         "duplicate": 1,
         "late": 1,
         "parked": 0,
@@ -1089,15 +1050,15 @@ def test_a_status_0_callback_without_a_transcript_is_a_silent_segment_not_an_end
     task = r.start()
     assert r.fleet.handle_callback(status_callback(tid(task), 0)) == Outcome.APPLIED
     assert (state_of(task), task.end_status) == (TaskState.RUNNING, None)
-    assert r.sim.stop_log == []
+    assert r.sim.service.stop_log == []
     assert r.sim.billing() == [tid(task)]
 
 
 def test_an_end_the_service_announced_is_confirmed_by_a_stop_it_answers_not_found(clock: ManualClock) -> None:
     r = rig(clock, Faults(spontaneous_end=1.0))
     task = r.start()
-    r.run(int(SEGMENT_SECONDS))  # the first segment, then the stream ends with an undocumented status
-    assert [stop.status for stop in r.sim.stop_log] == [400]
+    r.sim.advance(int(SEGMENT_SECONDS))  # the first segment, then the stream ends with an undocumented status
+    assert [stop.status for stop in r.sim.service.stop_log] == [400]
     assert (state_of(task), task.end_status) == (TaskState.ENDED, SOURCE_ENDED)
     assert r.fleet.unsettled() == []
 
@@ -1106,8 +1067,8 @@ def test_a_status_16_callback_on_a_live_stream_is_stopped_for_certain(clock: Man
     r = rig(clock)
     task = r.start()
     r.fleet.handle_callback(status_callback(tid(task), 16))
-    r.run(1)
-    assert [stop.status for stop in r.sim.stop_log] == [200]
+    r.sim.advance(1)
+    assert [stop.status for stop in r.sim.service.stop_log] == [200]
     assert state_of(task) is TaskState.STOPPED
     assert r.sim.billing() == []
 
@@ -1118,8 +1079,8 @@ def test_a_confirming_stop_that_fails_is_retried_until_the_end_is_confirmed(cloc
     r.fleet.handle_callback(status_callback(tid(task), 12))
     assert (state_of(task), task.stop_failures) == (TaskState.ENDING, 1)
     assert r.fleet.unsettled() == [task]
-    r.sim.faults = Faults()
-    r.run(STOP_RETRY_CAP)
+    r.sim.service.faults = Faults()
+    r.sim.advance(STOP_RETRY_CAP)
     assert state_of(task) is TaskState.STOPPED  # the stream lived on: the stop stopped it
     assert r.sim.billing() == []
 
@@ -1127,15 +1088,15 @@ def test_a_confirming_stop_that_fails_is_retried_until_the_end_is_confirmed(cloc
 def test_the_providers_termination_after_our_stop_is_its_echo(clock: ManualClock) -> None:
     r = rig(clock)
     task = r.start()
-    r.run(6)  # segment 0
+    r.sim.advance(6)  # segment 0
     r.fleet.stop(task)  # acknowledged; the status-14 callback waits in the simulator's outbox
     termination = {"code": "200", "message": "SUCCESS", "task_id": tid(task), "data": {"type": "Termination"}}
     assert r.fleet.handle_callback(termination) == Outcome.APPLIED
     assert state_of(task) is TaskState.STOPPED
-    r.run(2)  # the status-14 callback that follows: it ends nothing more, and names the last segment
+    r.sim.advance(2)  # the status-14 callback that follows: it ends nothing more, and names the last segment
     assert [entry.to_state for entry in task.history if entry.trigger == "stopped"] == [TaskState.STOPPED]
     assert task.transcript.last_index == 0
-    assert len(r.sim.stop_log) == 1
+    assert len(r.sim.service.stop_log) == 1
 
 
 def test_another_products_result_goes_to_the_foreign_hooks_and_never_becomes_an_orphan(
@@ -1160,9 +1121,9 @@ def test_another_products_result_goes_to_the_foreign_hooks_and_never_becomes_an_
     assert [callback.task_id for callback in heard] == [transcription["task_id"]]
     assert heard[0].raw == transcription
     assert [log["event"] for log in logs if log["log_level"] == "error"] == ["streamlife.hook_failed"]
-    r.run(int(POLICY.park_ttl) + 5)  # past the parking TTL: nothing was parked, nothing adopted
+    r.sim.advance(int(POLICY.park_ttl) + 5)  # past the parking TTL: nothing was parked, nothing adopted
     stats = r.fleet.stats()
-    assert (stats.parked, stats.orphans, r.fleet.tasks(), r.sim.stop_log) == (0, 0, [], [])
+    assert (stats.parked, stats.orphans, r.fleet.tasks(), r.sim.service.stop_log) == (0, 0, [], [])
 
 
 # -- a second reader's findings, each a test ----------------------------------------------------------
@@ -1179,7 +1140,7 @@ def test_a_callback_of_ours_with_a_field_the_docs_do_not_list_is_applied_not_for
     ended["data"]["reason"] = "source ended"
     assert r.fleet.handle_callback(ended) == Outcome.APPLIED
     assert state_of(task) is TaskState.ENDING  # and its confirming stop went out
-    assert [stop.task_id for stop in r.sim.stop_log] == [tid(task)]
+    assert [stop.task_id for stop in r.sim.service.stop_log] == [tid(task)]
 
 
 def test_a_callback_of_ours_in_no_stream_shape_is_refused_and_kept(clock: ManualClock) -> None:
@@ -1203,14 +1164,14 @@ def test_a_stop_asked_for_while_the_start_was_refused_for_now_starts_nothing(clo
             self.fleet.stop(task)  # from another thread, as it were: remembered
             return RefusesStarts(self.inner).start(kind, params)
 
-    transport = StopsThenRefuses(SimTransport(SimulatedService(clock=clock)))
-    r = rig(clock, wrap=lambda inner: transport)
-    transport.fleet = r.fleet
+    r = rig(clock, wrap=StopsThenRefuses)
+    assert isinstance(r.transport, StopsThenRefuses)
+    r.transport.fleet = r.fleet
     task = r.start()
     assert state_of(task) is TaskState.STOPPED
-    r.run(30)
+    r.sim.advance(30)
     assert triggers(task) == ["start", "stop", "start_deferred", "stop"]
-    assert r.sim.start_requests == 0
+    assert r.sim.service.start_requests == 0
 
 
 def test_a_status_other_than_14_cannot_be_declared_stopped() -> None:
@@ -1248,30 +1209,24 @@ def test_a_max_duration_beyond_any_float_is_refused_before_anything_is_made(cloc
     r = rig(clock)
     with pytest.raises(ValueError, match="max_duration"):
         r.fleet.start("video", url=URL, max_duration=10**400)
-    assert (r.fleet.tasks(), r.sim.start_requests) == ([], 0)
+    assert (r.fleet.tasks(), r.sim.service.start_requests) == ([], 0)
 
 
 def test_an_elevenlabs_error_on_a_live_stream_is_an_end_a_stop_confirms(clock: ManualClock) -> None:
-    sim = SimulatedService(clock=clock, mode="passthrough", faults=Faults(provider_termination=1.0))
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY)
-    sim.on_callback(fleet.handle_callback)
-    task = fleet.start("audio", audio_url=URL, provider="elevenlabs")
-    for _ in range(7):
-        sim.advance(1)
-        fleet.tick()
-    assert [stop.task_id for stop in sim.stop_log] == [tid(task)]  # the error was not taken for news
+    r = rig(clock, Faults(provider_termination=1.0), mode="passthrough")
+    task = r.fleet.start("audio", audio_url=URL, provider="elevenlabs")
+    r.sim.advance(7)
+    assert [stop.task_id for stop in r.sim.service.stop_log] == [tid(task)]  # the error was not news
     assert state_of(task) is TaskState.STOPPED  # the stream had lived on: the stop stopped it
-    assert sim.billing() == []
+    assert r.sim.billing() == []
 
 
 def test_segment_hooks_get_an_unindexed_transcript_with_the_number_it_took(clock: ManualClock) -> None:
-    sim = SimulatedService(clock=clock, mode="passthrough")
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY)
-    sim.on_callback(fleet.handle_callback)
+    r = rig(clock, mode="passthrough")
     heard: list[tuple[int | None, bool]] = []
-    fleet.on_segment(lambda task, segment: heard.append((segment.index, segment.final)))
-    task = fleet.start("audio", audio_url=URL, provider="elevenlabs")
-    sim.advance(11)
+    r.fleet.on_segment(lambda task, segment: heard.append((segment.index, segment.final)))
+    task = r.fleet.start("audio", audio_url=URL, provider="elevenlabs")
+    r.sim.service.advance(11)  # callbacks only: no tick
     assert heard == [(0, False), (0, True), (1, False), (1, True)]
     assert [(s.index, s.final) for s in task.transcript] == [(0, True), (1, True)]
 
@@ -1315,7 +1270,7 @@ def test_a_redelivery_while_the_first_store_write_is_on_its_way_is_kept_whatever
     waiting, delivers it again. The redelivery must not be answered on the strength of the first
     write: it writes the callback too, so when the first write fails the callback is still kept."""
     store = SlowThenFailingPark()
-    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    fleet = rig(clock, store=store).fleet
     callback = segment_callback("ghost", 0, "early")
     thread, first = delivering(fleet, callback)
     assert store.first_park_began.wait(10)
@@ -1349,8 +1304,7 @@ def test_an_orphan_whose_adoption_fails_at_once_keeps_its_callbacks_parked_for_t
     clock: ManualClock, by: str
 ) -> None:
     store = FindFailsOnce()
-    sim = SimulatedService(clock=clock)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    fleet = rig(clock, store=store).fleet
     assert fleet.handle_callback(segment_callback("ghost", 0, "early")) is Outcome.PARKED
     clock.advance(POLICY.park_ttl + 1)
     store.failing = True
@@ -1396,7 +1350,7 @@ def test_a_parked_callback_handed_back_while_its_write_is_on_its_way_is_kept_by_
     then that write fails (503). The redelivery must write it, not be answered "parked already"
     on the strength of a write that failed."""
     store = HangingParkAndFind()
-    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    fleet = rig(clock, store=store).fleet
     callback = segment_callback("ghost", 0, "early")
     thread, first = delivering(fleet, callback)
     assert store.entered.wait(10)

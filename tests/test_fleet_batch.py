@@ -17,9 +17,9 @@ from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, Segme
 from streamlife.errors import StoreError
 from streamlife.journal import facts_of
 from streamlife.lifecycle import TRIGGERS, Source
-from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
+from streamlife.testing import MemoriesSim
 
 from .conftest import state_of
 from .payloads import segment_callback, status_callback
@@ -29,7 +29,7 @@ POLICY = Policy(stop_concurrency=0, seed=0, park_ttl=30, silence_after=600)
 
 
 def fleet_with_tasks(clock: ManualClock, store: Store, count: int = 3) -> tuple[Fleet, list[StreamTask]]:
-    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    fleet = MemoriesSim.new(clock=clock).fleet(POLICY, store=store)
     return fleet, [fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(count)]
 
 
@@ -156,7 +156,7 @@ def test_a_batch_whose_commit_fails_applies_nothing_and_applies_all_when_sent_ag
 def test_callbacks_for_tasks_not_held_are_parked_or_found_as_one_by_one(clock: ManualClock) -> None:
     store = MemoryStore(shared=True)
     fleet, (task,) = fleet_with_tasks(clock, store, count=1)
-    other = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=POLICY, store=store)
+    other = MemoriesSim.new(clock=clock).fleet(POLICY, store=store)
     results = other.handle_callbacks(
         [segment_callback(task.task_id or "", 0), segment_callback("nobody-knows", 0)]
     )

@@ -44,7 +44,6 @@ from streamlife import (
     ManualClock,
     Outcome,
     OutcomeKind,
-    Policy,
     Source,
     StreamKind,
     StreamTask,
@@ -61,8 +60,11 @@ from streamlife.events import (
 )
 from streamlife.journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL, StopReason
-from streamlife.sim import Faults, SimMode, SimTransport, SimulatedService
+from streamlife.sim import Faults, SimMode, SimTransport
+from streamlife.testing import MemoriesSim
 from streamlife.transport.answers import URL_FIELD
+
+from .conftest import POLICY as RIG_POLICY
 
 
 def faults(seed: int) -> Faults:
@@ -70,16 +72,13 @@ def faults(seed: int) -> Faults:
     return dataclasses.replace(Faults.all(seed), stall=0.05)
 
 
-STEP = 1.0  # the Fleet ticks once per virtual second: one reaper pass
-POLICY = Policy(
+STEP = 1.0  # MemoriesSim.advance ticks the Fleet once per virtual second: one reaper pass
+POLICY = dataclasses.replace(  # the rig's, with no worker threads, and longer timeouts
+    RIG_POLICY,
     park_ttl=20.0,
     uncertain_ttl=40.0,
     final_callback_wait=10.0,
     silence_after=15.0,
-    stop_retry_base=1.0,
-    stop_retry_cap=8.0,
-    stop_concurrency=0,  # no worker threads: the simulator's dice roll in a reproducible order
-    seed=0,
     history_limit=None,  # the invariants read whole histories (tests/test_task.py checks the limit)
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
@@ -123,11 +122,14 @@ class FleetMachine(RuleBasedStateMachine):
         mode=st.sampled_from(["segments", "passthrough"]),
     )
     def set_up(self, seed: int, stop_when_stalled: bool, max_duration: float | None, mode: SimMode) -> None:
-        self.sim = SimulatedService(clock=self.clock, faults=faults(seed), mode=mode)
+        self.sim = MemoriesSim.new(faults(seed), mode=mode, clock=self.clock)
+        self.service = self.sim.service
         policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
-        self.transport = StopsWhileStarting(SimTransport(self.sim))
-        self.fleet = self.transport.fleet = Fleet(self.transport, clock=self.clock, policy=policy)
-        self.sim.on_callback(self._deliver)
+        self.transport = StopsWhileStarting(self.sim.transport)
+        self.fleet = self.transport.fleet = self.sim.fleet(policy, transport=self.transport)
+        # Callbacks reach the Fleet through _deliver instead, which counts them.
+        self.service.off_callback(self.fleet.handle_callback)
+        self.service.on_callback(self._deliver)
 
     # -- rules -------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.fleet.tasks()) < 12)
@@ -142,7 +144,7 @@ class FleetMachine(RuleBasedStateMachine):
         self, kind: StreamKind, lose_answer: bool, stop_meanwhile: bool, provider: str, format_turns: bool
     ) -> None:
         if lose_answer:
-            self.sim.lose_next_start_answer()
+            self.service.lose_next_start_answer()
         self.transport.stop_during_next_start = stop_meanwhile
         params: dict[str, Any] = {URL_FIELD[kind]: "rtmp://sim.invalid/live"}
         if kind is StreamKind.AUDIO:  # (in passthrough mode, the provider's own messages come)
@@ -178,13 +180,13 @@ class FleetMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.floats(0.5, 20.0))
     def advance(self, seconds: float) -> None:
-        self._run_for(seconds)
+        self.sim.advance(seconds)
 
-    @precondition(lambda self: bool(self.sim.deliveries))
+    @precondition(lambda self: bool(self.service.deliveries))
     @rule(data=st.data())
     def deliver_again(self, data: st.DataObject) -> None:
-        index = data.draw(st.integers(0, len(self.sim.deliveries) - 1), label="delivery")
-        self._deliver(self.sim.deliveries[index].payload)
+        index = data.draw(st.integers(0, len(self.service.deliveries) - 1), label="delivery")
+        self._deliver(self.service.deliveries[index].payload)
 
     @rule(with_status=st.booleans())
     def another_products_result(self, with_status: bool) -> None:
@@ -260,7 +262,7 @@ class FleetMachine(RuleBasedStateMachine):
     @invariant()
     def a_terminal_task_bills_no_more(self) -> None:
         for task in self.fleet.tasks():
-            stream = self.sim.streams.get(task.task_id or "")
+            stream = self.service.streams.get(task.task_id or "")
             if task.terminal and stream is not None:
                 assert not stream.live, f"{task!r} is {task.state} but its stream still bills"
 
@@ -274,7 +276,7 @@ class FleetMachine(RuleBasedStateMachine):
                 assert task.ref in unsettled, task
             if task.state is TaskState.ENDING:
                 (entered,) = [e.at for e in task.history if e.to_state is TaskState.ENDING][:1]
-                sent = [s for s in self.sim.stop_log if s.task_id == task.task_id and s.at >= entered]
+                sent = [s for s in self.service.stop_log if s.task_id == task.task_id and s.at >= entered]
                 assert sent or task.stop_failures, f"{task!r} inferred an end and sent no stop"
 
     @invariant()
@@ -327,14 +329,12 @@ class FleetMachine(RuleBasedStateMachine):
         if not hasattr(self, "fleet"):
             return
         self.fleet.stop_all()
-        deadline = self.clock.now() + SETTLE_LIMIT
-        while not self._settled() and self.clock.now() < deadline:
-            self._run_for(STEP)
+        self.sim.settle(SETTLE_LIMIT)
         assert all(task.terminal for task in self.fleet.tasks()), self.fleet.unsettled()
-        assert self.sim.billing() == [], "streams still billing after stop_all and settling"
+        assert self.service.billing() == [], "streams still billing after stop_all and settling"
         assert self.fleet.stats().parked == 0
         for task in self.fleet.tasks():
-            if task.adopted and task.task_id in self.sim.streams:
+            if task.adopted and task.task_id in self.service.streams:
                 self._check_orphan_bill(task)
             self._check_transcript_accounts_for_every_segment(task)
         self._report_coverage()
@@ -342,7 +342,7 @@ class FleetMachine(RuleBasedStateMachine):
     def _check_transcript_accounts_for_every_segment(self, task: StreamTask) -> None:
         """Every segment index up to the last final the service delivered holds a final in the
         transcript, or is in a gap: a lost segment is always visible (one dropped in delivery)."""
-        last = self.sim.last_final_sent(task.task_id or "")
+        last = self.service.last_final_sent(task.task_id or "")
         if last is None or self.fleet.get(task.task_id or "") is not task:
             return  # no final, or another task holds the stream (and is checked)
         finals = {segment.index for segment in task.transcript.finals()}
@@ -354,10 +354,12 @@ class FleetMachine(RuleBasedStateMachine):
         """Which paths this run took: `pytest --hypothesis-show-statistics` shows how often each was hit."""
         stats, tasks = self.fleet.stats(), self.fleet.tasks()
         event("tasks", f"{min(len(tasks), 10)}")
-        event("mode", self.sim.mode)
+        event("mode", self.service.mode)
         for name, hit in {
             "orphan adopted": stats.orphans > 0,
-            "orphan of a lost start answer": any(t.adopted and t.task_id in self.sim.streams for t in tasks),
+            "orphan of a lost start answer": any(
+                t.adopted and t.task_id in self.service.streams for t in tasks
+            ),
             "stop failed and was retried": stats.stop_failures > 0,
             "stop answered not found": any(e.trigger == "stop_not_found" for t in tasks for e in t.history),
             "final callback missing": any(t.final_callback_missing for t in tasks),
@@ -378,10 +380,10 @@ class FleetMachine(RuleBasedStateMachine):
         """Its stop went out within the TTL and one pass of its first callback, and it billed no
         longer than that stop took to land (or than the service took to end it by itself)."""
         assert task.task_id is not None
-        stream = self.sim.streams[task.task_id]
+        stream = self.service.streams[task.task_id]
         assert stream.ended_at is not None
         reaped_by = self._first_delivery(task) + POLICY.park_ttl + STEP
-        stops = [s for s in self.sim.stop_log if s.task_id == task.task_id]
+        stops = [s for s in self.service.stop_log if s.task_id == task.task_id]
         if not stops:  # it ended by itself, its end among the parked callbacks
             assert stream.ended_at <= reaped_by
             return
@@ -410,20 +412,10 @@ class FleetMachine(RuleBasedStateMachine):
             self.delivered[payload["task_id"]] += 1
         return outcome
 
-    def _run_for(self, seconds: float) -> None:
-        end = self.clock.now() + seconds
-        while self.clock.now() < end:
-            self.sim.run_until(min(end, self.clock.now() + STEP))
-            self.fleet.tick()
-
-    def _settled(self) -> bool:
-        alive = [task for task in self.fleet.tasks() if not task.terminal]
-        return not alive and not self.sim.billing() and self.fleet.stats().parked == 0
-
     def _first_delivery(self, task: StreamTask) -> float:
         if task.task_id in self.ghost_heard:
             return self.ghost_heard[task.task_id]
-        return min(d.at for d in self.sim.deliveries if d.task_id == task.task_id)
+        return min(d.at for d in self.service.deliveries if d.task_id == task.task_id)
 
 
 TestFleet = FleetMachine.TestCase

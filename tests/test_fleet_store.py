@@ -27,7 +27,6 @@ from streamlife import (
     Fleet,
     ManualClock,
     Outcome,
-    Policy,
     Segment,
     StatusCallback,
     StreamKind,
@@ -43,21 +42,10 @@ from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.task import STATE_SLOTS
+from streamlife.testing import MemoriesSim
 
-from .conftest import ROW_FIELDS, state_of
+from .conftest import POLICY, ROW_FIELDS, URL, rig, state_of
 from .payloads import segment_callback, status_callback
-
-URL = "rtmp://sim.invalid/live"
-POLICY = Policy(
-    park_ttl=8,
-    uncertain_ttl=20,
-    final_callback_wait=5,
-    silence_after=12,
-    stop_retry_base=1.0,
-    stop_retry_cap=8,
-    stop_concurrency=0,
-    seed=0,
-)
 
 
 class FailingStore(MemoryStore):
@@ -95,29 +83,6 @@ class _FailingTxn(_Txn):
             store._maybe_fail()
 
 
-class Rig:
-    def __init__(self, clock: ManualClock, store: Store, faults: Faults | None = None) -> None:
-        self.clock = clock
-        self.store = store
-        self.sim = SimulatedService(clock=clock, faults=faults or Faults())
-        self.sim.on_callback(self._deliver)
-        self.fleet = self.restart()
-
-    def restart(self) -> Fleet:
-        """A new Fleet on the same store, as a new process would make after a crash; it takes the
-        simulator's callbacks from now on."""
-        self.fleet = Fleet(SimTransport(self.sim), clock=self.clock, policy=POLICY, store=self.store)
-        return self.fleet
-
-    def _deliver(self, payload: Mapping[str, Any]) -> Outcome:
-        return self.fleet.handle_callback(payload)
-
-    def run(self, seconds: float) -> None:
-        for _ in range(int(seconds)):
-            self.sim.advance(1.0)
-            self.fleet.tick()
-
-
 def same_task(store: Store, key: str | None, clock: ManualClock) -> Any:
     """What the store rebuilds of a task: its state, task_id, facts and transcript."""
     row = store.row(key or "")
@@ -145,19 +110,19 @@ def test_start_is_journaled_as_starting_before_the_request_leaves(clock: ManualC
 
 
 def test_each_applied_callback_is_journaled_before_handle_callback_returns(clock: ManualClock) -> None:
-    rig = Rig(clock, MemoryStore())
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=MemoryStore())
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
-    assert rig.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.APPLIED
-    journal = rig.fleet.journal(task_id)
+    assert r.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.APPLIED
+    journal = r.fleet.journal(task_id)
     assert journal[-1].trigger == "segment"
     assert journal[-1].args is not None
     assert journal[-1].args["segment"]["text"] == "one"
     assert [entry.version for entry in journal] == [1, 2, 3]
     # A duplicate changes nothing, so nothing is written.
-    assert rig.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.DUPLICATE
-    assert len(rig.fleet.journal(task_id)) == 3
-    assert same_task(rig.store, task.key, clock) == (
+    assert r.fleet.handle_callback(segment_callback(task_id, 0, "one")) is Outcome.DUPLICATE
+    assert len(r.fleet.journal(task_id)) == 3
+    assert same_task(r.fleet.store, task.key, clock) == (
         task.state,
         task.task_id,
         facts_of(task),
@@ -168,13 +133,12 @@ def test_each_applied_callback_is_journaled_before_handle_callback_returns(clock
 # -- a write that fails ------------------------------------------------------------------------------
 def test_a_start_whose_journal_write_fails_raises_and_sends_nothing(clock: ManualClock) -> None:
     store = FailingStore()
-    sim = SimulatedService(clock=clock)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    r = rig(clock, store=store)
     store.fail_next = True
     with pytest.raises(StoreError, match="disk full"):
-        fleet.start("audio", audio_url=URL, provider="assemblyai")
-    assert sim.streams == {}, "a start that could not be journaled must not leave"
-    assert fleet.tasks() == []
+        r.start()
+    assert r.sim.service.streams == {}, "a start that could not be journaled must not leave"
+    assert r.fleet.tasks() == []
     assert list(store.rows(terminal=True)) == []
 
 
@@ -182,32 +146,32 @@ def test_a_callback_whose_write_fails_raises_leaves_the_task_as_stored_and_appli
     clock: ManualClock,
 ) -> None:
     store = FailingStore()
-    rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=store)
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
-    rig.fleet.handle_callback(segment_callback(task_id, 0, "kept"))
+    r.fleet.handle_callback(segment_callback(task_id, 0, "kept"))
     before = (task.state, facts_of(task), list(task.transcript), len(task.history))
 
     store.fail_next = True
     with pytest.raises(StoreError):
-        rig.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk"))
+        r.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk"))
     # The receiver answers 500, so the service sends it again: the task must not think it has it.
     assert (task.state, facts_of(task), list(task.transcript)) == before[:3]
-    assert rig.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk")) is Outcome.APPLIED
+    assert r.fleet.handle_callback(segment_callback(task_id, 1, "lost with the disk")) is Outcome.APPLIED
     assert task.transcript_text() == "kept lost with the disk"
     assert same_task(store, task.key, clock)[3] == list(task.transcript)
 
 
 def test_a_status_callback_whose_write_fails_does_not_end_the_task(clock: ManualClock) -> None:
     store = FailingStore()
-    rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=store)
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     store.fail_next = True
     with pytest.raises(StoreError):
-        rig.fleet.handle_callback(status_callback(task.task_id or "", 14))
+        r.fleet.handle_callback(status_callback(task.task_id or "", 14))
     assert task.state is TaskState.RUNNING
     assert task.end_status is None
-    assert rig.fleet.handle_callback(status_callback(task.task_id or "", 14)) is Outcome.APPLIED
+    assert r.fleet.handle_callback(status_callback(task.task_id or "", 14)) is Outcome.APPLIED
     assert state_of(task) is TaskState.STOPPED
 
 
@@ -215,18 +179,15 @@ def test_a_bounded_history_lets_entries_go_that_the_journal_keeps(tmp_path: Path
     clock = ManualClock(1_700_000_000.0)
     path = tmp_path / "streams.db"
     store = SqliteStore(path)
-    sim = SimulatedService(clock=clock)
-    policy = dataclasses.replace(POLICY, history_limit=4, silence_after=600)
-    fleet = Fleet(SimTransport(sim), clock=clock, policy=policy, store=store)
-    sim.on_callback(fleet.handle_callback)
-    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
-    sim.advance(60)  # 12 segments, a partial and a final each
+    r = rig(clock, store=store, history_limit=4, silence_after=600)
+    task = r.start()
+    r.sim.service.advance(60)  # 12 segments, a partial and a final each (callbacks only: no tick)
     assert 4 <= len(task.history) <= 8
     assert task.history[-1].seq == 2 + 24
-    assert len(fleet.journal(task)) == 2 + 24  # every applied event, whatever memory kept
+    assert len(r.fleet.journal(task)) == 2 + 24  # every applied event, whatever memory kept
     store.close()
 
-    again = Fleet(SimTransport(sim), clock=clock, policy=policy, store=SqliteStore(path))
+    again = r.restart(SqliteStore(path))
     (back,) = again.recover()
     assert 4 <= len(back.history) <= 8, "a task rebuilt from a long journal is bounded too"
     assert (back.state, back.transcript_text(), facts_of(back)) == (
@@ -241,36 +202,34 @@ def test_a_bounded_history_lets_entries_go_that_the_journal_keeps(tmp_path: Path
 def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_path: Path) -> None:
     clock = ManualClock(1_700_000_000.0)
     path = tmp_path / "streams.db"
-    rig = Rig(clock, SqliteStore(path))
-    running = [rig.fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(3)]
-    rig.run(12)
+    r = rig(clock, store=SqliteStore(path))
+    running = [r.fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(3)]
+    r.sim.advance(12)
     stopped = running.pop()
-    rig.fleet.stop(stopped)
-    rig.run(1)
+    r.fleet.stop(stopped)
+    r.sim.advance(1)
     assert stopped.state is TaskState.STOPPED
     before = {task.task_id: (task.state, task.transcript_text(), facts_of(task)) for task in running}
 
-    rig.store = SqliteStore(path)  # the process died; a new one opens the same file
-    fleet = rig.restart()
+    fleet = r.restart(SqliteStore(path))  # the process died; a new one opens the same file
     back = fleet.recover()
     assert {task.task_id: (task.state, task.transcript_text(), facts_of(task)) for task in back} == before
     assert fleet.get(stopped.task_id or "") is None, "terminal tasks stay in the store until asked for"
-    rig.run(6)  # callbacks keep coming to the new Fleet, and extend the same transcripts
+    r.sim.advance(6)  # callbacks keep coming to the new Fleet, and extend the same transcripts
     for task in back:
         assert len(task.transcript_text()) > len(before[task.task_id][1])
     # A late callback for the task that ended before the restart is late, not an orphan.
     assert fleet.handle_callback(segment_callback(stopped.task_id or "", 99, final=False)) is Outcome.LATE
     assert fleet.stats().parked == 0
     fleet.stop_all()
-    rig.run(2)
-    assert rig.sim.billing() == []
+    r.sim.advance(2)
+    assert r.sim.billing() == []
 
 
 def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as_an_orphan(
     clock: ManualClock,
 ) -> None:
     store = FailingStore()
-    rig = Rig(clock, store)
 
     class DiesAfterTheAnswer(SimTransport):
         def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
@@ -278,54 +237,53 @@ def test_a_task_caught_starting_comes_back_uncertain_and_its_stream_is_reaped_as
             store.dead = True
             raise SystemExit("killed between the start answer and its journal write")
 
-    rig.fleet.transport = DiesAfterTheAnswer(rig.sim)
+    r = rig(clock, store=store, wrap=lambda sim: DiesAfterTheAnswer(sim.service))
     with pytest.raises(StoreError):
-        rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+        r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     (row,) = store.rows()
     assert row.state == "starting"
 
     store.dead = False
-    fleet = rig.restart()
+    fleet = r.restart()
     (task,) = fleet.recover()
     assert task.state is TaskState.UNCERTAIN
     assert task.last_error == INTERRUPTED_START
-    rig.run(5 + POLICY.park_ttl + 1)  # its first callback comes at 5 s, parks, expires, is adopted
+    r.sim.advance(5 + POLICY.park_ttl + 1)  # its first callback comes at 5 s, parks, expires, is adopted
     orphans = [t for t in fleet.tasks() if t.adopted]
     assert len(orphans) == 1
     assert orphans[0].stop_requested
-    rig.run(POLICY.uncertain_ttl)
+    r.sim.advance(POLICY.uncertain_ttl)
     assert state_of(task) is TaskState.FAILED
-    assert rig.sim.billing() == []
+    assert r.sim.billing() == []
 
 
 def test_a_stop_not_yet_acknowledged_is_sent_again_after_a_restart(clock: ManualClock) -> None:
     store = FailingStore()
-    rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
 
     class DiesOnStop(SimTransport):
         def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
             store.dead = True
             raise SystemExit("killed while the stop was in flight")
 
-    rig.fleet.transport = DiesOnStop(rig.sim)
+    r = rig(clock, store=store, wrap=lambda sim: DiesOnStop(sim.service))
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     with pytest.raises(StoreError):
-        rig.fleet.stop(task)
+        r.fleet.stop(task)
     store.dead = False
-    fleet = rig.restart()
+    fleet = r.restart()
     (back,) = fleet.recover()
     assert back.state is TaskState.STOPPING
     assert not back.stop_acknowledged
-    rig.run(2)
+    r.sim.advance(2)
     assert state_of(back) is TaskState.STOPPED
-    assert rig.sim.billing() == []
+    assert r.sim.billing() == []
 
 
 def test_callbacks_parked_before_a_restart_are_not_lost(clock: ManualClock) -> None:
     store = MemoryStore()
-    rig = Rig(clock, store)
-    assert rig.fleet.handle_callback(segment_callback("early-1", 0, "first")) is Outcome.PARKED
-    fleet = rig.restart()
+    r = rig(clock, store=store)
+    assert r.fleet.handle_callback(segment_callback("early-1", 0, "first")) is Outcome.PARKED
+    fleet = r.restart()
     fleet.recover()
     assert fleet.stats().parked == 1
     clock.advance(POLICY.park_ttl)
@@ -337,11 +295,11 @@ def test_callbacks_parked_before_a_restart_are_not_lost(clock: ManualClock) -> N
 
 
 def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
-    rig = Rig(clock, MemoryStore(), Faults(stall=1.0))
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
-    fleet = rig.restart()
+    r = rig(clock, Faults(stall=1.0), store=MemoryStore())
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    fleet = r.restart()
     (back,) = fleet.recover()
-    rig.run(POLICY.silence_after + 1)
+    r.sim.advance(POLICY.silence_after + 1)
     assert back.stalled
     assert back.task_id == task.task_id
 
@@ -351,7 +309,7 @@ def test_a_callback_handed_over_as_read_only_mappings_is_journaled(
     backend: str, clock: ManualClock, tmp_path: Path
 ) -> None:
     store: Store = MemoryStore() if backend == "memory" else SqliteStore(tmp_path / "journal.db")
-    fleet = Rig(clock, store).fleet
+    fleet = rig(clock, store=store).fleet
     task = fleet.start("audio", audio_url=URL, provider="assemblyai")
     payload = segment_callback(task.task_id or "", 0, text="hello")
     handed = MappingProxyType({**payload, "data": MappingProxyType(payload["data"])})
@@ -363,21 +321,20 @@ def test_a_callback_handed_over_as_read_only_mappings_is_journaled(
 
 def test_a_journal_that_does_not_replay_to_its_row_is_refused(clock: ManualClock, tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
-    rig = Rig(clock, SqliteStore(path))
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=SqliteStore(path))
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     with sqlite3.connect(path) as db:  # edited behind the Fleet's back
         db.execute("UPDATE tasks SET state = 'stopping' WHERE key = ?", (task.key,))
     with pytest.raises(JournalMismatch, match="state"):
-        rig.restart().recover()
+        r.restart().recover()
 
 
 # -- two Fleets, one store -------------------------------------------------------------------------
 def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualClock) -> None:
     store = MemoryStore(shared=True)
-    sim = SimulatedService(clock=clock)
-    first = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
-    second = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
-    task = first.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=store)
+    first, second = r.fleet, r.sim.fleet(POLICY, store=store)
+    task = r.start()
     task_id = task.task_id or ""
     outcomes = []
     for index in range(6):  # each callback reaches both processes, alternating who is first
@@ -394,7 +351,7 @@ def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualCl
     assert (other.state, other.stop_acknowledged) == (TaskState.ENDING, True), (
         "the second Fleet caught up before applying its stop"
     )
-    assert sim.stop_requests == 1, "and sent none of its own: the stop was acknowledged already"
+    assert r.sim.service.stop_requests == 1, "and sent none of its own: the stop was acknowledged already"
     versions = [entry.version for entry in store.journal(task.key or "")]
     assert versions == list(range(1, len(versions) + 1))
     assert [e.trigger for e in store.journal(task.key or "")].count("segment") == 6
@@ -402,8 +359,8 @@ def test_two_fleets_on_one_shared_store_apply_each_callback_once(clock: ManualCl
 
 def test_many_threads_over_two_fleets_on_a_shared_store_keep_one_journal(clock: ManualClock) -> None:
     store = MemoryStore(shared=True)
-    sim = SimulatedService(clock=clock)
-    fleets = [Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store) for _ in range(2)]
+    sim = MemoriesSim.new(clock=clock)
+    fleets = [sim.fleet(POLICY, store=store) for _ in range(2)]
     tasks = [fleets[0].start("audio", audio_url=URL, provider="assemblyai") for _ in range(5)]
     results: list[Outcome] = []
 
@@ -429,20 +386,16 @@ def test_many_threads_over_two_fleets_on_a_shared_store_keep_one_journal(clock: 
 
 def test_a_stop_that_failed_in_another_process_is_retried_here(clock: ManualClock) -> None:
     store = MemoryStore(shared=True)
-    sim = SimulatedService(clock=clock, faults=Faults(stop_500=1.0))
-    here = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
-    sim.on_callback(here.handle_callback)
-    task = here.start("audio", audio_url=URL, provider="assemblyai")
-    there = Fleet(SimTransport(sim), clock=clock, policy=POLICY, store=store)
+    r = rig(clock, Faults(stop_500=1.0), store=store)
+    task = r.start()
+    there = r.sim.fleet(POLICY, store=store)
     there.stop(task.task_id or "")  # fails with a 500; then that process goes away
-    assert sim.stop_requests == 1
-    del there
-    sim.faults = Faults()
-    for _ in range(30):  # its next callback tells this Fleet the task is stopping, unacknowledged
-        sim.advance(1)
-        here.tick()
+    assert r.sim.service.stop_requests == 1
+    r.sim.crash(there)
+    r.sim.service.faults = Faults()
+    r.sim.advance(30)  # its next callback tells this Fleet the task is stopping, unacknowledged
     assert state_of(task) is TaskState.STOPPED
-    assert sim.billing() == []
+    assert r.sim.billing() == []
 
 
 # -- the journal's encoding ------------------------------------------------------------------------
@@ -673,30 +626,30 @@ def test_an_event_reads_back_from_its_journal_encoding_as_it_was(
 
 
 def test_a_row_written_before_the_billing_facts_existed_still_rebuilds(clock: ManualClock) -> None:
-    rig = Rig(clock, MemoryStore())
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai", max_duration=60)
-    row = rig.fleet.store.row(task.key or "")
+    r = rig(clock, store=MemoryStore())
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai", max_duration=60)
+    row = r.fleet.store.row(task.key or "")
     assert row is not None
     older = row._replace(facts={k: v for k, v in row.facts.items() if k not in LATER_FACTS})
-    rebuilt = rebuild(older, rig.fleet.store.journal(row.key), clock=clock)
+    rebuilt = rebuild(older, r.fleet.store.journal(row.key), clock=clock)
     assert (rebuilt.started_at, rebuilt.max_duration) == (task.started_at, 60)  # replay has them
     with pytest.raises(JournalMismatch, match="max_duration"):
         rebuild(
             row._replace(facts={**row.facts, "max_duration": 30}),
-            rig.fleet.store.journal(row.key),
+            r.fleet.store.journal(row.key),
             clock=clock,
         )
 
 
 def test_a_start_retry_that_cannot_be_journaled_is_tried_again(clock: ManualClock) -> None:
     store = FailingStore()
-    rig = Rig(clock, store, Faults(capacity=1.0))
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, Faults(capacity=1.0), store=store)
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     assert state_of(task) is TaskState.PENDING
-    rig.sim.faults = Faults()  # the account has room again
+    r.sim.service.faults = Faults()  # the account has room again
     store.fail_next = True  # the retry's journal write fails: it must not be the last try
-    rig.run(3)
-    rig.run(3)
+    r.sim.advance(3)
+    r.sim.advance(3)
     assert state_of(task) is TaskState.RUNNING
     assert [e.trigger for e in store.journal(task.key or "")][:4] == [
         "start",
@@ -712,15 +665,15 @@ def test_a_deferred_start_found_after_a_restart_fails_and_sends_nothing(
     """Its start body is not stored (stream URLs carry stream keys), so no other process can send it:
     nothing was created, so it fails, and says why."""
     store = SqliteStore(tmp_path / "tasks.db")
-    rig = Rig(clock, store, Faults(capacity=1.0))
-    task = rig.fleet.start("video", url=URL)
+    r = rig(clock, Faults(capacity=1.0), store=store)
+    task = r.fleet.start("video", url=URL)
     assert state_of(task) is TaskState.PENDING
-    rig.sim.faults = Faults()
-    after = rig.restart()  # the first process is gone, and the start body with it
+    r.sim.service.faults = Faults()
+    after = r.restart()  # the first process is gone, and the start body with it
     (back,) = after.recover()
     assert (back.state, back.last_error) == (TaskState.FAILED, LOST_START_BODY)
-    rig.run(5)
-    assert (rig.sim.start_requests, rig.sim.billing()) == (1, [])
+    r.sim.advance(5)
+    assert (r.sim.service.start_requests, r.sim.billing()) == (1, [])
     store.close()
 
 
@@ -730,15 +683,15 @@ def test_a_task_id_with_a_lone_surrogate_is_refused_and_the_batch_goes_on(
     """A task_id "\\ud800" is valid JSON, and no store can keep it as text: it is a CallbackError (400), kept
     as a dead letter, and the rest of a batch is applied."""
     store = SqliteStore(tmp_path / "tasks.db")
-    rig = Rig(clock, store)
-    task = rig.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    r = rig(clock, store=store)
+    task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")
     forged = b'{"task_id": "\\ud800", "data": {"status": 14, "transcript": null}}'
     good = json.dumps(segment_callback(task.task_id or "", 0, "hello")).encode()
-    results = rig.fleet.handle_callbacks([forged, good])
+    results = r.fleet.handle_callbacks([forged, good])
     assert isinstance(results[0], CallbackError)
     assert results[0].field == "task_id"
     assert results[1] == Outcome.APPLIED
     assert [letter.body for letter in store.dead_letters()] == [forged]
     with pytest.raises(CallbackError):
-        rig.fleet.handle_callback(forged)
+        r.fleet.handle_callback(forged)
     store.close()

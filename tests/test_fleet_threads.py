@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from streamlife import Fleet, ManualClock, OutcomeKind, Policy, Segment, Source, StreamTask, TaskState
-from streamlife.sim import SimTransport, SimulatedService
+from streamlife import ManualClock, OutcomeKind, Policy, Segment, Source, StreamTask, TaskState
+from streamlife.testing import MemoriesSim
 
 THREADS = 8
 TASKS = 500
@@ -79,8 +79,7 @@ def fine_grained_switching() -> Iterator[None]:
 
 @pytest.mark.usefixtures("fine_grained_switching")
 def test_eight_threads_apply_every_callback_of_500_tasks_exactly_once_and_in_order() -> None:
-    clock = ManualClock()
-    fleet = Fleet(SimTransport(SimulatedService(clock=clock)), clock=clock, policy=Policy(seed=0))
+    fleet = MemoriesSim.new(clock=ManualClock()).fleet(Policy(seed=0))
     tasks = [
         fleet.start("audio", audio_url=f"rtmp://sim.invalid/{n}", provider="assemblyai") for n in range(TASKS)
     ]

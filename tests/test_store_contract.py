@@ -1297,6 +1297,41 @@ def test_another_writer_waits_for_a_batch_and_then_sees_all_of_it(durable_backen
     assert [e.version for e in second.journal("a")] == [1, 2, 3, 4]
 
 
+def test_another_thread_reads_none_of_a_batch_that_is_still_open(store: Store) -> None:
+    """A batch is all or nothing for a reader too: another thread on the same handle sees the batch's
+    writes once it commits, or never, not while it is open."""
+    letters: list[int] = []
+    batch_open, may_end = threading.Event(), threading.Event()
+
+    def batch_that_dies() -> None:
+        with store.batch():
+            store.create(task_row("b", 1, task_id="tid-b"), [entry(1, trigger="make")])
+            letters.append(store.dead_letter(5.0, "kept inside", None, b"inside"))
+            batch_open.set()
+            may_end.wait(10)
+            raise MidBatchFailure("the consumer died")
+
+    def writer_dies() -> None:
+        with pytest.raises(MidBatchFailure):
+            batch_that_dies()
+
+    seen: list[object] = []
+
+    def read() -> None:
+        seen.extend([store.row("b"), store.dead_letter_by_id(letters[0]), store.find("tid-b")])
+
+    writer = threading.Thread(target=writer_dies)
+    writer.start()
+    assert batch_open.wait(10)
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(0.5)  # a store that lets it read the open batch has answered by now
+    may_end.set()
+    writer.join(10)
+    reader.join(10)
+    assert seen == [None, None, None]
+
+
 class MidBatchFailure(Exception):
     """What a consumer's code raises inside a batch, after some of its writes."""
 

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
+
+from streamlife import ManualClock, Policy, StreamKind
+from streamlife.events import StartResult, StopResult
+from streamlife.sim import Faults
+from streamlife.store import MemoryStore
+from streamlife.testing import MemoriesSim
+from streamlife.transport import Transport
 
 from .test_docs import REPO, python_blocks
 
@@ -69,3 +78,77 @@ def test_a_bad_marker_value_is_a_usage_error_naming_the_choices(pytester: pytest
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret != 0
     assert re.search(r"faults=\.\.\.\) takes none, default, all", result.stdout.str() + result.stderr.str())
+
+
+def test_a_users_restart_test_plays_a_crash_on_a_store_of_their_choice(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_restart="""
+        from streamlife import TaskState
+        from streamlife.store import SqliteStore
+
+        def test_a_restart_stops_what_the_dead_process_started(memories_sim, tmp_path):
+            store = SqliteStore(tmp_path / "tasks.db")
+            first = memories_sim.fleet(store=store)
+            task = first.start("audio", audio_url="rtmp://example.invalid/1", provider="assemblyai")
+            memories_sim.advance(10)
+            memories_sim.crash(first)
+            memories_sim.advance(10)
+            assert len(task.transcript) == 2  # the dead process heard nothing after the crash
+            second = memories_sim.fleet(store=store)
+            (back,) = second.recover()
+            second.stop_all()
+            memories_sim.settle()
+            assert back.state is TaskState.STOPPED
+            assert memories_sim.settled()
+            store.close()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_simulator_made_by_hand_takes_faults_a_seed_a_mode_and_a_clock() -> None:
+    clock = ManualClock(1_000.0)
+    sim = MemoriesSim.new("all", seed=7, max_streams=3, mode="passthrough", clock=clock)
+    assert sim.clock is sim.service.clock is clock
+    assert sim.service.faults == Faults.all(7)
+    assert (sim.service.max_streams, sim.service.mode) == (3, "passthrough")
+    own = Faults(drop=1.0, seed=2)
+    assert MemoriesSim.new(own).service.faults is own
+    assert MemoriesSim.new().clock.now() == 1_700_000_000.0
+    with pytest.raises(ValueError, match="none, default, all"):
+        MemoriesSim.new("sometimes")
+
+
+def test_a_fleet_sends_through_the_transport_it_is_given_and_close_closes_every_fleet() -> None:
+    sent: list[str] = []
+
+    class Counting:
+        def __init__(self, inner: Transport) -> None:
+            self.inner = inner
+
+        def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
+            sent.append("start")
+            return self.inner.start(kind, params)
+
+        def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+            sent.append("stop")
+            return self.inner.stop(kind, task_id, within=within)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    sim = MemoriesSim.new()
+    store = MemoryStore()
+    fleet = sim.fleet(Policy(stop_concurrency=2), store=store, transport=Counting(sim.transport))
+    assert fleet.store is store
+    task = fleet.start("audio", audio_url="rtmp://example.invalid/1", provider="assemblyai")
+    sim.advance(5)
+    assert len(task.transcript) == 1
+    assert not sim.settled()  # a task running, a stream billing
+    sim.crash(fleet)
+    fleet.stop(task)
+    sim.close()  # waits for the stop in flight on the crashed Fleet's worker
+    assert sent == ["start", "stop"]
+    assert sim.fleets == []
+    assert sim.billing() == []

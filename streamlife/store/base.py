@@ -177,6 +177,21 @@ def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row
         )
 
 
+def check_write(
+    key: str, version: int | None, entries: Sequence[JournalEntry], row: TaskRow | None, *, written: bool
+) -> None:
+    """What every store checks before a lock's ``write``: one write per lock (``written``: one was
+    made), a row of the locked task, a task that exists (``version`` None: it has no row), and
+    entries that number on from its version (``check_numbering``)."""
+    if written:
+        raise StoreConflict("one write per lock")
+    if row is not None and row.key != key:
+        raise ValueError(f"the lock is on task {key!r}, the row is task {row.key!r}")
+    if version is None:
+        raise StoreConflict(f"no task with key {key!r}: create it first")
+    check_numbering(key, entries, version, row)
+
+
 class TaskTxn(Protocol):
     """A task's row, locked for one event. Leaving the ``with`` block commits what ``write`` wrote;
     an exception rolls it back."""

@@ -8,10 +8,10 @@ Rows and entries are kept serialised, as the durable stores keep them: facts, ar
 payloads as the same JSON text (``json_text``), so what this store refuses, they refuse, and what it
 hands back is what they would; states as plain strings. What it hands back is a copy nobody else
 holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
-and numbers, which the garbage collector stops tracking. Kept as live dicts, an event left
-ten tracked objects behind, and the collector's full passes over them were half of a callback's
-cost at 100,000 tasks; serialised, it leaves a quarter of the bytes. A dead letter is kept as a
-plain tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
+and numbers, which the garbage collector stops tracking. Kept as live dicts, every event would
+leave tracked objects behind for the collector's full passes to walk, and take more bytes (the
+cost per callback and the bytes kept are in bench/RESULTS.md). A dead letter is kept as a plain
+tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
-
-from mypy_extensions import mypyc_attr
 
 from streamlife.events import StreamKind
 from streamlife.lifecycle import TaskState
@@ -36,6 +34,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_numbering,
+    check_write,
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
@@ -52,9 +51,6 @@ _TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds t
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
 
-# Subclasses are allowed, in a compiled build too (pyproject.toml): a test's store that fails on cue is
-# one, and so are _Txn's. No other class of a compiled module may be subclassed.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryStore:
     def __init__(self, *, shared: bool = False) -> None:
         self.shared = shared
@@ -100,7 +96,8 @@ class MemoryStore:
     def batch(self) -> Iterator[None]:
         """All or nothing, as a durable store's transaction: each write is made when its block ends,
         and taken back, last first, if the batch raises. The store's lock is held for the whole
-        batch (as SQLite holds its connection), so no other thread's write is mixed in with it."""
+        batch (as SQLite holds its connection), so no other thread's write is mixed in with it, and no
+        other thread reads half of it."""
         with self._lock:
             if self._undo is not None:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch")
@@ -115,14 +112,18 @@ class MemoryStore:
             finally:
                 self._undo = None
 
+    # Every read takes the lock: a batch holds it until it ends, so no reader sees half of one.
+
     def row(self, key: str) -> TaskRow | None:
-        kept = self._tasks.get(key)
-        return None if kept is None else _row(kept[_ROW])
+        with self._lock:
+            kept = self._tasks.get(key)
+            found = None if kept is None else kept[_ROW]  # a tuple, never changed: decoded outside the lock
+        return None if found is None else _row(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._lock:
             claims = [_row(self._tasks[key][_ROW]) for key in self._by_task_id.get(task_id, ())]
-        return min(claims, key=self._made_order, default=None)
+            return min(claims, key=self._made_order, default=None)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._lock:
@@ -176,7 +177,8 @@ class MemoryStore:
         return [DeadLetter(*letter) for letter in kept[:limit]]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
-        kept = self._dead_letters.get(letter_id)
+        with self._lock:
+            kept = self._dead_letters.get(letter_id)
         return None if kept is None else DeadLetter(*kept)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
@@ -241,7 +243,6 @@ class MemoryStore:
             self._by_task_id.setdefault(new.task_id, set()).add(new.key)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class _Txn:
     """The store's lock, held from ``__enter__`` to ``__exit__``; a write is kept at the exit, and
     only if the block did not raise. (A class, not a generator: it runs for every event.)"""
@@ -285,13 +286,8 @@ class _Txn:
         return [_entry(kept) for kept in (self.kept or _NOTHING)[version + 1 :]]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self.kept is None:
-            raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        if row is not None and row.key != self.key:
-            raise ValueError(f"the row of task {row.key!r} written under the lock of {self.key!r}")
-        if self.staged is not None:
-            raise StoreConflict("one write per lock")
-        check_numbering(self.key, entries, self.version, row)
+        exists = self.kept is not None
+        check_write(self.key, self.version if exists else None, entries, row, written=self.staged is not None)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
         self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)

@@ -33,11 +33,24 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 import psycopg
-import psycopg.conninfo
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg.types.string import TextLoader
+from psycopg_pool import ConnectionPool
 
-from streamlife.lifecycle import TERMINAL
-
+from ._postgres_errors import errors, secrets_and_where
+from ._postgres_schema import migrate
+from ._sql import (
+    ENTRY_COLUMNS,
+    LETTER_COLUMNS,
+    PARKED_COLUMNS,
+    ROW_COLUMNS,
+    TERMINAL_STATES,
+    entry_from,
+    entry_values,
+    letter_from,
+    parked_from,
+    row_from,
+    row_values,
+)
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -46,72 +59,12 @@ from .base import (
     StoreError,
     TaskRow,
     check_numbering,
+    check_write,
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
 )
-from .dsn import mask, meant_passwords, secrets_of
 from .json_text import to_json
-
-_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
-
-# Taken (for the migrating transaction only) by every store that opens: one migrates, the others
-# wait and then find the schema current. A constant of our own: b"strmlife" as a signed 64-bit int.
-_MIGRATION_LOCK: Final = int.from_bytes(b"strmlife", "big", signed=True)
-
-# The schema, one migration a step: streamlife_schema.version counts the steps applied. Append, never edit.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        """CREATE TABLE streamlife_tasks (
-            key TEXT PRIMARY KEY,
-            seq BIGINT GENERATED ALWAYS AS IDENTITY,  -- the order tasks were made in, for ties
-            kind TEXT NOT NULL,
-            task_id TEXT,
-            state TEXT NOT NULL,
-            terminal BOOLEAN NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
-            version INTEGER NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            updated_at DOUBLE PRECISION NOT NULL,
-            facts JSON NOT NULL
-        )""",
-        "CREATE INDEX streamlife_tasks_task_id ON streamlife_tasks (task_id)",
-        "CREATE INDEX streamlife_tasks_open ON streamlife_tasks (terminal, created_at, seq)",
-        """CREATE TABLE streamlife_journal (
-            key TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            trigger TEXT NOT NULL,
-            from_state TEXT NOT NULL,
-            to_state TEXT NOT NULL,
-            args JSON,  -- NULL for a trigger without an argument
-            PRIMARY KEY (key, version)
-        )""",
-        """CREATE TABLE streamlife_parked (
-            seq BIGSERIAL PRIMARY KEY,  -- arrival order
-            task_id TEXT NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            payload JSON NOT NULL
-        )""",
-        "CREATE INDEX streamlife_parked_task_id ON streamlife_parked (task_id)",
-    ),
-    (  # 2: orphans' task_ids, claimed once
-        "CREATE TABLE streamlife_claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
-    ),
-    (  # 3: payloads the parser refused
-        """CREATE TABLE streamlife_dead_letters (
-            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- one sequence for every process
-            at DOUBLE PRECISION NOT NULL,
-            reason TEXT NOT NULL,
-            field TEXT,
-            size INTEGER NOT NULL,  -- the body's length as received
-            body BYTEA NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
-        )""",
-    ),
-)
-
-_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
-_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
-_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -148,7 +101,7 @@ class PostgresStore:
             ("statement_timeout", statement_timeout),
         ):
             _check_seconds(name, seconds)
-        self._secrets, self._where = _secrets_and_where(dsn)
+        self._secrets, self._where = secrets_and_where(dsn)
         # The server's settings are in whole milliseconds; 0 would turn the limit off.
         self._session = {
             "lock_timeout": f"{max(1, round(lock_timeout * 1000))}ms",
@@ -181,27 +134,29 @@ class PostgresStore:
             with self._errors(f"could not open {self!r}"):
                 self._pool.open()
                 with self._pool.connection() as conn:
-                    _migrate(conn)
+                    migrate(conn)
         except BaseException:
             self._pool.close()
             raise
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
-        return _errors(what, self._secrets)
+        return errors(what, self._secrets)
 
     def _configure(self, conn: _Connection) -> None:
         """Bound every wait of a new connection's session (autocommit: the settings outlive any
-        transaction)."""
+        transaction). JSON columns come back as their text, which ``_sql`` reads as it reads
+        SQLite's."""
         for name, value in self._session.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        conn.adapters.register_loader("json", TextLoader)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
 
     def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
         check_numbering(row.key, entries, 0, row)
-        facts = to_json(row.facts)
-        journal = _entry_values(row.key, entries)
+        values = row_values(row)
+        journal = entry_values(row.key, entries)
         with (
             self._errors(f"could not create task {row.key!r}"),
             self._own_connection(f"could not create task {row.key!r}") as conn,
@@ -209,19 +164,9 @@ class PostgresStore:
         ):
             try:
                 conn.execute(
-                    f"INSERT INTO streamlife_tasks ({_ROW_COLUMNS}, terminal)"
+                    f"INSERT INTO streamlife_tasks ({ROW_COLUMNS}, terminal)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s)",
-                    (
-                        row.key,
-                        row.kind,
-                        row.task_id,
-                        row.state,
-                        row.version,
-                        row.created_at,
-                        row.updated_at,
-                        facts,
-                        row.state in _TERMINAL_STATES,
-                    ),
+                    values,
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
@@ -268,33 +213,33 @@ class PostgresStore:
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks WHERE key = %s", (key,)
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._errors(f"could not look up task_id {task_id!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks WHERE task_id = %s"
                 " ORDER BY created_at, seq LIMIT 1",
                 (task_id,),
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._errors(f"could not read the journal of {key!r}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
+                f"SELECT {ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s ORDER BY version", (key,)
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         where = "" if terminal else "WHERE NOT terminal"
         with self._errors("could not read the tasks"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
+                f"SELECT {ROW_COLUMNS} FROM streamlife_tasks {where} ORDER BY terminal, created_at, seq"
             ).fetchall()
-        return iter([_row(values) for values in found])
+        return iter([row_from(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
@@ -317,14 +262,14 @@ class PostgresStore:
         with self._errors("could not read the parked callbacks"), self._connection() as conn:
             if task_id is None:
                 found = conn.execute(
-                    "SELECT seq, task_id, at, payload FROM streamlife_parked ORDER BY seq"
+                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked ORDER BY seq"
                 ).fetchall()
             else:
                 found = conn.execute(
-                    "SELECT seq, task_id, at, payload FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
+                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
                     (task_id,),
                 ).fetchall()
-        return [ParkedCallback(seq, task_id, at, payload) for seq, task_id, at, payload in found]
+        return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
@@ -342,19 +287,19 @@ class PostgresStore:
         after, limit = dead_letter_page(after, limit)
         with self._errors("could not read the dead letters"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
+                f"SELECT {LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id > %s ORDER BY id LIMIT %s",
                 (after, limit),  # (LIMIT NULL: no limit)
             ).fetchall()
-        return [_letter(values) for values in found]
+        return [letter_from(values) for values in found]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
         if not dead_letter_ids([letter_id]):
             return None
         with self._errors(f"could not read dead letter {letter_id}"), self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
+                f"SELECT {LETTER_COLUMNS} FROM streamlife_dead_letters WHERE id = %s", (letter_id,)
             ).fetchone()
-        return None if found is None else _letter(found)
+        return None if found is None else letter_from(found)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         with self._errors("could not purge dead letters"), self._connection() as conn:
@@ -408,32 +353,26 @@ class _Txn:
         self._written = False
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {self.key!r}", self._secrets):
+        with errors(f"could not read the journal of {self.key!r}", self._secrets):
             found = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
+                f"SELECT {ENTRY_COLUMNS} FROM streamlife_journal WHERE key = %s AND version > %s"
                 " ORDER BY version",
                 (self.key, version),
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self._written:
-            raise StoreConflict("one write per lock")
-        if row is not None and row.key != self.key:
-            raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
-        if not self._exists:
-            raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        check_numbering(self.key, entries, self.version, row)
+        check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         facts = None if row is None else to_json(row.facts)
-        journal = _entry_values(self.key, entries)
+        journal = entry_values(self.key, entries)
         where = (self.key, self.version)
         what = f"could not write task {self.key!r}"
-        with _errors(what, self._secrets), self._conn.transaction():  # a savepoint
+        with errors(what, self._secrets), self._conn.transaction():  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
                 updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
             else:
-                values = (row.kind, row.task_id, row.state, row.state in _TERMINAL_STATES, row.version)
+                values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
                 updated = self._conn.execute(
                     _UPDATE_ROW, (*values, row.created_at, row.updated_at, facts, *where)
                 ).rowcount
@@ -452,33 +391,13 @@ _MOVE_ROW_ON: Final = (
 )
 
 
-def _migrate(conn: _Connection) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS streamlife_schema (version INTEGER NOT NULL)")
-        found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
-        if found is None:
-            conn.execute("INSERT INTO streamlife_schema (version) VALUES (0)")
-        done = 0 if found is None else found[0]
-        if done > len(_MIGRATIONS):
-            raise StoreError(
-                f"the database has streamlife schema version {done}, newer than this streamlife's "
-                f"({len(_MIGRATIONS)}): upgrade streamlife to open it"
-            )
-        for statements in _MIGRATIONS[done:]:
-            for statement in statements:
-                conn.execute(statement)
-        if done < len(_MIGRATIONS):
-            conn.execute("UPDATE streamlife_schema SET version = %s", (len(_MIGRATIONS),))
-
-
 def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
     if not values:
         return
     try:
         with conn.cursor() as cur:
             cur.executemany(
-                f"INSERT INTO streamlife_journal (key, {_ENTRY_COLUMNS})"
+                f"INSERT INTO streamlife_journal (key, {ENTRY_COLUMNS})"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s::json)",
                 values,
             )
@@ -486,99 +405,6 @@ def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
         raise StoreConflict(f"a version of task {values[0][0]!r} is taken") from exc
 
 
-def _entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            key,
-            entry.version,
-            entry.at,
-            entry.trigger,
-            entry.from_state,
-            entry.to_state,
-            None if entry.args is None else to_json(entry.args),
-        )
-        for entry in entries
-    ]
-
-
-def _row(values: Sequence[Any]) -> TaskRow:
-    key, kind, task_id, state, version, created_at, updated_at, facts = values
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, facts)
-
-
-def _entry(values: Sequence[Any]) -> JournalEntry:
-    version, at, trigger, from_state, to_state, args = values
-    return JournalEntry(version, at, trigger, from_state, to_state, args)
-
-
-def _letter(values: Sequence[Any]) -> DeadLetter:
-    letter_id, at, reason, field, size, body = values
-    return DeadLetter(
-        letter_id, at, reason, field, size, bytes(body)
-    )  # (bytes: psycopg may read a memoryview)
-
-
-def _secrets_and_where(dsn: str) -> tuple[tuple[str, ...], str]:
-    """What would give the DSN's password away (see ``streamlife.store.dsn``), and where the store
-    is, for messages: host, port and database, as libpq reads them. A DSN libpq reads otherwise than
-    it is written (a URL's password with an unencoded ``/`` or ``@`` becomes part of the host, the
-    port, the database) is refused: it names no database the user meant, and its parts would show
-    pieces of the password."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error as exc:  # libpq's reason may quote the DSN
-        _mask_in_place(exc, secrets_of(dsn))
-        raise StoreError(f"not a PostgreSQL DSN: {str(exc).strip()}") from exc
-    parsed_password = params.get("password")
-    secrets = secrets_of(dsn, None if parsed_password is None else str(parsed_password))
-    if set(meant_passwords(dsn)) - {parsed_password}:
-        raise StoreError(
-            "not a PostgreSQL DSN as written: libpq reads its user, password, host or database"
-            " otherwise (in a URL, percent-encode the password's / @ : ? # % and spaces: %2F %40 ...)"
-        )
-    where = {name: params[name] for name in ("host", "port", "dbname") if params.get(name)}
-    shown = " ".join(f"{name}={value}" for name, value in where.items()) or "<dsn hidden>"
-    return secrets, mask(shown, secrets)
-
-
 def _check_seconds(name: str, seconds: float) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
         raise ValueError(f"{name} is a number of seconds above 0, got {seconds!r}")
-
-
-@contextmanager
-def _errors(what: str, secrets: tuple[str, ...]) -> Iterator[None]:
-    """psycopg's errors as the store's: a constraint is a conflict, anything else a failure. libpq
-    may quote the DSN, password and all: the message, and the psycopg error it is chained from, are
-    masked (``secrets``)."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        _mask_in_place(exc, secrets)
-        raise _store_error(what, exc) from exc
-
-
-def _mask_in_place(exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """Mask the password in a psycopg error's text (which its str and repr, and a traceback, show),
-    and in the errors psycopg chained it to."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.args = tuple(mask(arg, secrets) if isinstance(arg, str) else arg for arg in current.args)
-        current = current.__cause__ or current.__context__
-
-
-def _store_error(what: str, exc: psycopg.Error) -> StoreError:
-    if isinstance(exc, psycopg.IntegrityError):
-        return StoreConflict(f"{what}: {exc}")
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return StoreError(f"{what}: another process holds the task's row past lock_timeout ({exc})")
-    if isinstance(exc, psycopg.errors.QueryCanceled):
-        return StoreError(f"{what}: a statement ran past statement_timeout ({exc})")
-    if isinstance(exc, PoolTimeout):
-        return StoreError(
-            f"{what}: no connection within the pool's timeout (the server is down or unreachable,"
-            f" or every pooled connection is busy): {exc}"
-        )
-    return StoreError(f"{what}: {exc}")

@@ -13,25 +13,44 @@ block (blocks are short: the Fleet does no I/O inside them but the store's own).
 Inside ``batch()`` they are savepoints of the batch's one transaction, which holds the connection
 (and the file's write lock) until it commits: one commit for many events.
 
-A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it. The WAL is
-checkpointed before it can take more than a share of the room the disk had, cut back once
-checkpointed (``journal_size_limit``), and, after a refused write, copied into the file and cut to
-nothing where it can be: so once there is room again, writes work again.
+A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it; once there is
+room again, writes work again (``_sqlite_connection`` keeps the WAL within the disk's room).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
-from streamlife.lifecycle import TERMINAL
-
+from ._sql import (
+    ENTRY_COLUMNS,
+    LETTER_COLUMNS,
+    PARKED_COLUMNS,
+    ROW_COLUMNS,
+    TERMINAL_STATES,
+    entry_from,
+    entry_values,
+    letter_from,
+    parked_from,
+    row_from,
+    row_values,
+)
+from ._sqlite_connection import (
+    BUSY_TIMEOUT_MS,
+    CACHE_KIB,
+    CHECKPOINT_PAGES,
+    CHECKPOINT_SHARE_OF_FREE,
+    MIN_CHECKPOINT_PAGES,
+    WAL_SIZE_LIMIT,
+    connect,
+    errors,
+    give_room_back,
+    out_of_room,
+)
 from .base import (
     DeadLetter,
     JournalEntry,
@@ -40,79 +59,27 @@ from .base import (
     StoreError,
     TaskRow,
     check_numbering,
+    check_write,
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
 )
 from .json_text import to_json
 
-BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
+# The file's settings stay importable from here, where they were defined before _sqlite_connection.
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "CACHE_KIB",
+    "CHECKPOINT_PAGES",
+    "CHECKPOINT_SHARE_OF_FREE",
+    "MIN_CHECKPOINT_PAGES",
+    "WAL_SIZE_LIMIT",
+    "SqliteStore",
+]
 
-_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
-
-CACHE_KIB: Final = 64 * 1024  # the page cache's ceiling, per connection
-CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a commit checkpoints it
-# Less where the disk has less room: the WAL grows to at most this share of the free space (but no
-# shorter than MIN_CHECKPOINT_PAGES), so a checkpoint always finds room to copy it into the file.
-CHECKPOINT_SHARE_OF_FREE: Final = 4  # a quarter
-MIN_CHECKPOINT_PAGES: Final = 16
-# What the WAL file is cut back to once checkpointed (SQLite otherwise keeps it at its longest, for
-# reuse, holding that much disk for good).
-WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
-
-# The schema, one migration a step: PRAGMA user_version counts the steps applied. Append, never edit.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        """CREATE TABLE tasks (
-            key TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            task_id TEXT,
-            state TEXT NOT NULL,
-            terminal INTEGER NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
-            version INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            facts TEXT NOT NULL  -- JSON
-        )""",
-        "CREATE INDEX tasks_task_id ON tasks (task_id)",
-        "CREATE INDEX tasks_open ON tasks (terminal, created_at)",
-        """CREATE TABLE journal (
-            key TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at REAL NOT NULL,
-            trigger TEXT NOT NULL,
-            from_state TEXT NOT NULL,
-            to_state TEXT NOT NULL,
-            args TEXT,  -- JSON, or NULL for a trigger without an argument
-            PRIMARY KEY (key, version)
-        )""",
-        """CREATE TABLE parked (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
-            task_id TEXT NOT NULL,
-            at REAL NOT NULL,
-            payload TEXT NOT NULL  -- JSON
-        )""",
-        "CREATE INDEX parked_task_id ON parked (task_id)",
-    ),
-    (  # 2: orphans' task_ids, claimed once
-        "CREATE TABLE claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
-    ),
-    (  # 3: payloads the parser refused
-        """CREATE TABLE dead_letters (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a purge
-            at REAL NOT NULL,
-            reason TEXT NOT NULL,
-            field TEXT,
-            size INTEGER NOT NULL,  -- the body's length as received
-            body BLOB NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
-        )""",
-    ),
-)
-
-_ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
-# The row's columns that an index holds. SQLite rewrites an index's entry whenever an UPDATE sets one
-# of its columns, changed or not: at 100,000 tasks that doubled an event's cost. So an event's write
-# sets these only when they change (the start answer names the task; the last event ends it).
+# The row's columns that an index holds. An event's write sets these only when they change (the
+# start answer names the task; the last event ends it): SQLite rewrites an index's entry whenever an
+# UPDATE sets one of its columns, changed or not.
 _INDEXED_COLUMNS: Final = "task_id, terminal, created_at"
 _UPDATE_ROW: Final = (
     "UPDATE tasks SET kind = ?, state = ?, version = ?, updated_at = ?, facts = ?{indexed}"
@@ -123,9 +90,10 @@ _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
 _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, created_at = ?")
 # write(entries, None): the row moves on to the last entry, its other columns as they were.
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
-_ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
-_INSERT_ENTRY: Final = f"INSERT INTO journal (key, {_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
+_INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# The savepoint of a lock() block or a create inside a batch, and what takes it back.
+_EVENT: Final = "event"
+_UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
 
 
 class SqliteStore:
@@ -134,38 +102,10 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.RLock()  # one connection for every thread: held for a whole transaction
-        self._in_txn = False  # inside a lock() block or a create
-        self._batching = False  # inside a batch(): transactions are its savepoints
-        with _errors(f"could not open {self.path!r}"):
-            self._db = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,  # autocommit: every transaction here is an explicit BEGIN/COMMIT
-                check_same_thread=False,  # threads take turns through self._lock
-            )
-        try:
-            with _errors(f"could not set up {self.path!r}"):
-                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self._wal()
-                # NORMAL in WAL mode: a commit reaches the OS before it returns, so it survives this
-                # process crashing (which is what a restart needs); only a power loss or OS crash may
-                # take back the last commits. FULL would fsync every event's write.
-                self._db.execute("PRAGMA synchronous = NORMAL")
-                # Up to 64 MiB of pages in this process (SQLite's default is 2 MiB): 100,000 live
-                # tasks' rows and recent journal pages stay cached, so an event reads no page back
-                # from the OS. Taken as pages are read, so a small store costs what it holds.
-                self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-                # A checkpoint copies the WAL's pages into the file and syncs it: the one sync a
-                # NORMAL commit pays for. Events dirty pages all over the journal's index, so at
-                # SQLite's default (1,000 pages) the syncs were half of an event's cost at 100,000
-                # tasks; ten times the pages takes a tenth of the syncs, and each copies a page
-                # written many times once. The WAL grows to about 40 MiB so, where the disk has
-                # room for it; on a small volume, less (see _fit_wal_to_disk).
-                self._fit_wal_to_disk()
-                self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
+        # What is open on the connection, outermost first: ("batch",), ("event",) (a lock() block,
+        # a create) or ("batch", "event"). Set and cleared by _scope alone.
+        self._open: tuple[str, ...] = ()
+        self._db = connect(self.path)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -175,8 +115,8 @@ class SqliteStore:
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:
                 db.execute(
-                    f"INSERT INTO tasks ({_ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*_row_values(row), row.state in _TERMINAL_STATES),
+                    f"INSERT INTO tasks ({ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row_values(row),
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
@@ -190,58 +130,45 @@ class SqliteStore:
     @contextmanager
     def batch(self) -> Iterator[None]:
         with self._lock:
-            if self._batching or self._in_txn:
+            if self._open:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch or a lock() block")
-            with _errors("could not start a batch"):
-                self._db.execute("BEGIN IMMEDIATE")
-            self._batching = True
-            try:
+            with self._scope("batch", "could not write a batch"):
                 yield
-            except BaseException as exc:
-                with suppress(sqlite3.Error):  # the first error is the one to report
-                    self._db.execute("ROLLBACK")
-                self._batching = False
-                self._after_failure(exc)
-                raise
-            else:
-                self._commit("could not commit a batch")
-            finally:
-                self._batching = False
 
     @contextmanager
     def lock(self, key: str) -> Iterator[_Txn]:
         with self._transaction(f"could not write task {key!r}") as db:
             found = db.execute(_LOCK_ROW, (key,)).fetchone()
             # In a batch the block is a savepoint already, which a failed write rolls back to.
-            yield _Txn(db, key, found, inside_savepoint=self._batching)
+            yield _Txn(db, key, found, inside_savepoint=self._open[0] == "batch")
 
     def row(self, key: str) -> TaskRow | None:
         with self._connection() as db:
-            found = db.execute(f"SELECT {_ROW_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
-        return None if found is None else _row(found)
+            found = db.execute(f"SELECT {ROW_COLUMNS} FROM tasks WHERE key = ?", (key,)).fetchone()
+        return None if found is None else row_from(found)
 
     def find(self, task_id: str) -> TaskRow | None:
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ROW_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY created_at, rowid LIMIT 1",
+                f"SELECT {ROW_COLUMNS} FROM tasks WHERE task_id = ? ORDER BY created_at, rowid LIMIT 1",
                 (task_id,),
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_from(found)
 
     def journal(self, key: str) -> list[JournalEntry]:
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? ORDER BY version", (key,)
+                f"SELECT {ENTRY_COLUMNS} FROM journal WHERE key = ? ORDER BY version", (key,)
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         where = "" if terminal else "WHERE terminal = 0"
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
+                f"SELECT {ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
             ).fetchall()
-        return iter([_row(values) for values in found])
+        return iter([row_from(values) for values in found])
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
@@ -258,12 +185,12 @@ class SqliteStore:
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._connection() as db:
             if task_id is None:
-                found = db.execute("SELECT seq, task_id, at, payload FROM parked ORDER BY seq").fetchall()
+                found = db.execute(f"SELECT {PARKED_COLUMNS} FROM parked ORDER BY seq").fetchall()
             else:
                 found = db.execute(
-                    "SELECT seq, task_id, at, payload FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
+                    f"SELECT {PARKED_COLUMNS} FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
                 ).fetchall()
-        return [ParkedCallback(seq, task_id, at, json.loads(payload)) for seq, task_id, at, payload in found]
+        return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
@@ -278,19 +205,19 @@ class SqliteStore:
         after, limit = dead_letter_page(after, limit)
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?",
                 (after, -1 if limit is None else limit),  # (a negative LIMIT: no limit)
             ).fetchall()
-        return [DeadLetter(*values) for values in found]
+        return [letter_from(values) for values in found]
 
     def dead_letter_by_id(self, letter_id: int) -> DeadLetter | None:
         if not dead_letter_ids([letter_id]):
             return None
         with self._connection() as db:
             found = db.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
+                f"SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,)
             ).fetchone()
-        return None if found is None else DeadLetter(*found)
+        return None if found is None else letter_from(found)
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         if ids is None:
@@ -312,8 +239,9 @@ class SqliteStore:
         its transaction (what it reads includes what it wrote, and what it writes is kept or rolled
         back with the block); elsewhere, each statement commits on its own."""
         with self._lock:
+            self._check_still_open(f"{self!r} failed")
             try:
-                with _errors(f"{self!r} failed"):
+                with errors(f"{self!r} failed"):
                     yield self._db
             except StoreError as exc:
                 self._after_failure(exc)
@@ -321,108 +249,55 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding the file's write lock from its start: committed if the
-        block ends normally, rolled back if it raises."""
+        """One write transaction, holding the file's write lock from its start (inside a batch, a
+        savepoint of the batch's): kept if the block ends normally, rolled back if it raises."""
         with self._lock:
-            if self._in_txn:
+            if "event" in self._open:
                 raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
-            batching = self._batching  # a batch's transaction is open: this one is its savepoint
-            with _errors(what):
-                self._db.execute("SAVEPOINT event" if batching else "BEGIN IMMEDIATE")
-            self._in_txn = True
-            try:
+            with self._scope("event", what):
                 yield self._db
-            except BaseException as exc:
-                with suppress(sqlite3.Error):  # the first error is the one to report
-                    self._db.execute("ROLLBACK TO event" if batching else "ROLLBACK")
-                    if batching:
-                        self._db.execute("RELEASE event")
-                self._in_txn = False
-                self._after_failure(exc)
-                raise
-            else:
-                if batching:
-                    with _errors(what):
-                        self._db.execute("RELEASE event")
-                else:
-                    self._commit(what)
-            finally:
-                self._in_txn = False
 
-    def _commit(self, what: str) -> None:
+    @contextmanager
+    def _scope(self, name: str, what: str) -> Iterator[None]:
+        """Open ``name`` on the connection: a transaction, or, inside a batch's, a savepoint. It is
+        kept if the block ends normally and rolled back if the block, or keeping it, fails. The one
+        place that opens and closes them, so ``_open`` says what is open whichever way it ends."""
+        outer = self._open
+        undo: tuple[str, ...]
+        self._check_still_open(what)
+        if outer:  # a batch's transaction is open: this is its savepoint
+            begin, keep, undo = f"SAVEPOINT {_EVENT}", f"RELEASE {_EVENT}", _UNDO_EVENT
+        else:
+            begin, keep, undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+        with errors(what):
+            self._db.execute(begin)
+        self._open = (*outer, name)
         try:
-            with _errors(what):
-                self._db.execute("COMMIT")
+            try:
+                yield
+                with errors(what):
+                    self._db.execute(keep)
+            finally:
+                self._open = outer
         except BaseException as exc:
-            with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            self._batching = self._in_txn = False
+            with suppress(sqlite3.Error):  # the first error is the one to report
+                for statement in undo:
+                    self._db.execute(statement)
             self._after_failure(exc)
             raise
 
+    def _check_still_open(self, what: str) -> None:
+        """Refuse to write inside a batch whose transaction SQLite rolled back by itself, as it may
+        after SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM. A statement run then would start a
+        transaction of its own and commit it, outside the batch, which fails all the same."""
+        if self._open and not self._db.in_transaction:
+            raise StoreError(f"{what}: SQLite rolled back the {self._open[0]}'s transaction after a failure")
+
     def _after_failure(self, exc: BaseException) -> None:
-        """After a write the disk refused (full, or the file may grow no more), rolled back: give
-        the WAL's room back if this connection can. The WAL holds every commit since the last
-        checkpoint; left as it is, on a full volume, it holds the room a checkpoint needs for good.
-        Copied into the file and cut to nothing, it frees what the file did not take, and the WAL's
-        limits are fitted to the room left."""
-        if not _out_of_room(exc) or self._db.in_transaction or self._in_txn or self._batching:
-            return
-        with suppress(sqlite3.Error):  # another process reading may hold it up: then the next failure
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        with suppress(sqlite3.Error):
-            self._fit_wal_to_disk()
-
-    def _fit_wal_to_disk(self) -> None:
-        """How long the WAL grows before a commit checkpoints it (CHECKPOINT_PAGES, or a share of
-        the disk's free room where that is less), and what it is cut back to once checkpointed."""
-        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
-        pages = CHECKPOINT_PAGES
-        free = _free_bytes(self.path)
-        if free is not None:
-            pages = max(MIN_CHECKPOINT_PAGES, min(pages, free // CHECKPOINT_SHARE_OF_FREE // page_size))
-        self._db.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-        self._db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
-
-    def _wal(self) -> None:
-        """Put the file in WAL mode (once set, it stays). Processes that open a new file together
-        each want the file to themselves for the switch, and SQLite answers "locked" at once,
-        without waiting: so wait here, as long as busy_timeout would."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        pause = 0.001
-        while True:
-            try:
-                (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
-                continue
-            if str(mode).lower() not in ("wal", "memory"):  # ":memory:" has no WAL, nor other processes
-                raise StoreError(f"{self.path!r} cannot be in WAL mode (it is in {mode!r} mode)")
-            return
-
-    def _migrate(self) -> None:
-        (done,) = self._db.execute("PRAGMA user_version").fetchone()
-        if done > len(_MIGRATIONS):
-            raise StoreError(
-                f"{self.path!r} has schema version {done}, newer than this streamlife's "
-                f"({len(_MIGRATIONS)}): upgrade streamlife to open it"
-            )
-        if done == len(_MIGRATIONS):
-            return
-        self._db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
-        try:
-            (done,) = self._db.execute("PRAGMA user_version").fetchone()
-            for statements in _MIGRATIONS[done:]:
-                for statement in statements:
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        """After a write the disk refused, rolled back: give the WAL's room back, once nothing is
+        open on the connection (see ``give_room_back``)."""
+        if out_of_room(exc) and not (self._db.in_transaction or self._open):
+            give_room_back(self._db, self.path)
 
 
 class _Txn:
@@ -443,23 +318,17 @@ class _Txn:
         self._own_savepoint = not inside_savepoint
 
     def entries_after(self, version: int) -> list[JournalEntry]:
-        with _errors(f"could not read the journal of {self.key!r}"):
+        with errors(f"could not read the journal of {self.key!r}"):
             found = self._db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
+                f"SELECT {ENTRY_COLUMNS} FROM journal WHERE key = ? AND version > ? ORDER BY version",
                 (self.key, version),
             ).fetchall()
-        return [_entry(values) for values in found]
+        return [entry_from(values) for values in found]
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        if self._written:
-            raise StoreConflict("one write per lock")
-        if row is not None and row.key != self.key:
-            raise ValueError(f"the lock is on task {self.key!r}, the row is task {row.key!r}")
-        if not self._exists:
-            raise StoreConflict(f"no task with key {self.key!r}: create it first")
-        check_numbering(self.key, entries, self.version, row)
+        check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         own = self._own_savepoint
-        with _errors(f"could not write task {self.key!r}"):
+        with errors(f"could not write task {self.key!r}"):
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
@@ -469,7 +338,7 @@ class _Txn:
                     updated = self._db.execute(_MOVE_ROW_ON, (last.version, last.at, *where)).rowcount
                 else:
                     values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
-                    indexed = (row.task_id, int(row.state in _TERMINAL_STATES), row.created_at)
+                    indexed = (row.task_id, int(row.state in TERMINAL_STATES), row.created_at)
                     if indexed == self._indexed:
                         updated = self._db.execute(_UPDATE_UNINDEXED, (*values, *where)).rowcount
                     else:
@@ -481,7 +350,7 @@ class _Txn:
                 except sqlite3.IntegrityError as exc:
                     raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
             except BaseException:
-                self._db.execute("ROLLBACK TO write" if own else "ROLLBACK TO event")
+                self._db.execute("ROLLBACK TO write" if own else f"ROLLBACK TO {_EVENT}")
                 if own:
                     self._db.execute("RELEASE write")
                 raise
@@ -491,79 +360,8 @@ class _Txn:
 
 
 def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalEntry]) -> None:
-    values = [
-        (
-            key,
-            entry.version,
-            entry.at,
-            entry.trigger,
-            entry.from_state,
-            entry.to_state,
-            None if entry.args is None else to_json(entry.args),
-        )
-        for entry in entries
-    ]
+    values = entry_values(key, entries)
     if len(values) == 1:  # the usual case, and executemany costs more for one
         db.execute(_INSERT_ENTRY, values[0])
     else:
         db.executemany(_INSERT_ENTRY, values)
-
-
-def _row_values(row: TaskRow) -> tuple[Any, ...]:
-    return (
-        row.key,
-        row.kind,
-        row.task_id,
-        row.state,
-        row.version,
-        row.created_at,
-        row.updated_at,
-        to_json(row.facts),
-    )
-
-
-def _row(values: Sequence[Any]) -> TaskRow:
-    key, kind, task_id, state, version, created_at, updated_at, facts = values
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
-
-
-def _entry(values: Sequence[Any]) -> JournalEntry:
-    version, at, trigger, from_state, to_state, args = values
-    args = None if args is None else json.loads(args)
-    return JournalEntry(version, at, trigger, from_state, to_state, args)
-
-
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """sqlite3's errors as the store's: a constraint is a conflict, anything else a failure."""
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        raise StoreConflict(f"{what}: {exc}") from exc
-    except sqlite3.Error as exc:
-        if _out_of_room(exc):
-            raise StoreError(
-                f"{what}: {exc}: the disk is full, or the file may grow no more (a size limit)."
-                " Nothing of this write was kept; writes work again once there is room"
-            ) from exc
-        raise StoreError(f"{what}: {exc}") from exc
-
-
-# A write the disk refused: SQLite says SQLITE_FULL when a write falls short, SQLITE_IOERR when it
-# fails whole (a file past RLIMIT_FSIZE, say: EFBIG).
-_OUT_OF_ROOM: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
-
-
-def _out_of_room(exc: BaseException) -> bool:
-    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
-    code = getattr(cause, "sqlite_errorcode", None)
-    return isinstance(cause, sqlite3.Error) and code is not None and code & 0xFF in _OUT_OF_ROOM
-
-
-def _free_bytes(path: str) -> int | None:
-    """The room left for the store's files on their volume; None where it cannot be told."""
-    try:
-        found = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    except (OSError, AttributeError):  # ":memory:"'s directory is ours; no statvfs on Windows
-        return None
-    return found.f_bavail * found.f_frsize

@@ -1,0 +1,80 @@
+"""PostgresStore's schema, and how a database is brought up to it when a store opens."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import psycopg
+
+from ._sql import migrations_after
+
+# Taken (for the migrating transaction only) by every store that opens: one migrates, the others
+# wait and then find the schema current. A constant of our own: b"strmlife" as a signed 64-bit int.
+MIGRATION_LOCK: Final = int.from_bytes(b"strmlife", "big", signed=True)
+
+# The schema, one migration a step: streamlife_schema.version counts the steps applied. Append, never edit.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE streamlife_tasks (
+            key TEXT PRIMARY KEY,
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,  -- the order tasks were made in, for ties
+            kind TEXT NOT NULL,
+            task_id TEXT,
+            state TEXT NOT NULL,
+            terminal BOOLEAN NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
+            version INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            facts JSON NOT NULL
+        )""",
+        "CREATE INDEX streamlife_tasks_task_id ON streamlife_tasks (task_id)",
+        "CREATE INDEX streamlife_tasks_open ON streamlife_tasks (terminal, created_at, seq)",
+        """CREATE TABLE streamlife_journal (
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            trigger TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            args JSON,  -- NULL for a trigger without an argument
+            PRIMARY KEY (key, version)
+        )""",
+        """CREATE TABLE streamlife_parked (
+            seq BIGSERIAL PRIMARY KEY,  -- arrival order
+            task_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            payload JSON NOT NULL
+        )""",
+        "CREATE INDEX streamlife_parked_task_id ON streamlife_parked (task_id)",
+    ),
+    (  # 2: orphans' task_ids, claimed once
+        "CREATE TABLE streamlife_claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
+    ),
+    (  # 3: payloads the parser refused
+        """CREATE TABLE streamlife_dead_letters (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- one sequence for every process
+            at DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL,
+            field TEXT,
+            size INTEGER NOT NULL,  -- the body's length as received
+            body BYTEA NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
+        )""",
+    ),
+)
+
+
+def migrate(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Apply the migrations the database lacks; refuse a database a newer streamlife made."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS streamlife_schema (version INTEGER NOT NULL)")
+        found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
+        if found is None:
+            conn.execute("INSERT INTO streamlife_schema (version) VALUES (0)")
+        done = 0 if found is None else found[0]
+        steps = migrations_after(done, MIGRATIONS, "the database")
+        for statements in steps:
+            for statement in statements:
+                conn.execute(statement)
+        if steps:
+            conn.execute("UPDATE streamlife_schema SET version = %s", (len(MIGRATIONS),))

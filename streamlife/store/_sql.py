@@ -1,0 +1,91 @@
+"""What the two SQL stores share: the columns they read, and how a record goes to and from a row.
+
+Both keep the same columns, and a mapping (a row's facts, an entry's arguments, a parked payload) as
+JSON text (``json_text``). Both hand the text back as it was written, and it is read here, with
+``json.loads``: so SQLite and PostgreSQL read back the same values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from streamlife.lifecycle import TERMINAL
+
+from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow
+from .json_text import to_json
+
+TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
+
+ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
+ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
+PARKED_COLUMNS: Final = "seq, task_id, at, payload"
+LETTER_COLUMNS: Final = "id, at, reason, field, size, body"
+
+
+def row_values(row: TaskRow) -> tuple[Any, ...]:
+    """A row's ``ROW_COLUMNS``, then whether it is terminal (the column ``rows()`` sorts by)."""
+    key, kind, task_id, state, version, created_at, updated_at, facts = row
+    return (
+        key,
+        kind,
+        task_id,
+        state,
+        version,
+        created_at,
+        updated_at,
+        to_json(facts),
+        state in TERMINAL_STATES,
+    )
+
+
+def entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, ...]]:
+    """Each entry's journal row: the task's key, then ``ENTRY_COLUMNS``."""
+    return [
+        (
+            key,
+            entry.version,
+            entry.at,
+            entry.trigger,
+            entry.from_state,
+            entry.to_state,
+            None if entry.args is None else to_json(entry.args),
+        )
+        for entry in entries
+    ]
+
+
+def row_from(values: Sequence[Any]) -> TaskRow:
+    key, kind, task_id, state, version, created_at, updated_at, facts = values
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
+
+
+def entry_from(values: Sequence[Any]) -> JournalEntry:
+    version, at, trigger, from_state, to_state, args = values
+    return JournalEntry(
+        version, at, trigger, from_state, to_state, None if args is None else json.loads(args)
+    )
+
+
+def parked_from(values: Sequence[Any]) -> ParkedCallback:
+    seq, task_id, at, payload = values
+    return ParkedCallback(seq, task_id, at, json.loads(payload))
+
+
+def letter_from(values: Sequence[Any]) -> DeadLetter:
+    letter_id, at, reason, field, size, body = values
+    return DeadLetter(letter_id, at, reason, field, size, bytes(body))  # (psycopg may read a memoryview)
+
+
+def migrations_after(
+    done: int, migrations: tuple[tuple[str, ...], ...], where: str
+) -> tuple[tuple[str, ...], ...]:
+    """The migrations a schema ``done`` steps in has still to take (a schema counts the steps it
+    took). A newer schema than ``migrations`` reach is refused: this streamlife cannot read it."""
+    if done > len(migrations):
+        raise StoreError(
+            f"{where} has streamlife schema version {done}, newer than this streamlife's"
+            f" ({len(migrations)}): upgrade streamlife to open it"
+        )
+    return migrations[done:]

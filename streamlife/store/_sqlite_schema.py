@@ -1,0 +1,75 @@
+"""SqliteStore's schema, and how a file is brought up to it when it opens."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from ._sql import migrations_after
+
+# The schema, one migration a step: PRAGMA user_version counts the steps applied. Append, never edit.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE tasks (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            task_id TEXT,
+            state TEXT NOT NULL,
+            terminal INTEGER NOT NULL,  -- state is stopped, ended or failed: rows() asks for these last
+            version INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            facts TEXT NOT NULL  -- JSON
+        )""",
+        "CREATE INDEX tasks_task_id ON tasks (task_id)",
+        "CREATE INDEX tasks_open ON tasks (terminal, created_at)",
+        """CREATE TABLE journal (
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at REAL NOT NULL,
+            trigger TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            args TEXT,  -- JSON, or NULL for a trigger without an argument
+            PRIMARY KEY (key, version)
+        )""",
+        """CREATE TABLE parked (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order; never reused
+            task_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            payload TEXT NOT NULL  -- JSON
+        )""",
+        "CREATE INDEX parked_task_id ON parked (task_id)",
+    ),
+    (  # 2: orphans' task_ids, claimed once
+        "CREATE TABLE claims (task_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
+    ),
+    (  # 3: payloads the parser refused
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a purge
+            at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            field TEXT,
+            size INTEGER NOT NULL,  -- the body's length as received
+            body BLOB NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
+        )""",
+    ),
+)
+
+
+def migrate(db: sqlite3.Connection, path: str) -> None:
+    """Apply the migrations the file lacks; refuse a file a newer streamlife made."""
+    (done,) = db.execute("PRAGMA user_version").fetchone()
+    if not migrations_after(done, MIGRATIONS, repr(path)):
+        return
+    db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
+    try:
+        (done,) = db.execute("PRAGMA user_version").fetchone()
+        for statements in migrations_after(done, MIGRATIONS, repr(path)):
+            for statement in statements:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
