@@ -7,9 +7,7 @@ tasks on the memory store:
   decoding, ``parse_callback`` (decoding included), ``Fleet.deliver`` of a parsed event, and
   within it ``StreamTask.segment`` alone; the whole, with the garbage collector on and off;
 * ``cProfile`` of the whole: the functions with the most time of their own. cProfile slows every
-  Python call alike, so read its shares, not its absolute times. Not on the compiled build, where
-  it sees each compiled function as one call: the instructions section breaks that build down by
-  function instead.
+  Python call alike, so read its shares, not its absolute times.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import orjson
 
 from streamlife import parse_callback
 from streamlife.callbacks import CallbackEvent
-from streamlife.compiled import compiled_modules
 from streamlife.events import Segment
 
 from .common import CallbackStream, Section, Table, gc_settled, gc_young, live_fleet, say
@@ -118,14 +115,13 @@ def run(config: ProfileConfig) -> Section:
         )
 
         profiled = bodies()
-        profiler = None if compiled_modules() else cProfile.Profile()
-        if profiler is not None:
-            say("profile: cProfile")
-            gc_settled()
-            profiler.enable()
-            for body in profiled:
-                handle(body)
-            profiler.disable()
+        profiler = cProfile.Profile()
+        say("profile: cProfile")
+        gc_settled()
+        profiler.enable()
+        for body in profiled:
+            handle(body)
+        profiler.disable()
 
         # Last, as it moves tasks behind the Fleet's back (their journal misses these segments).
         def task_segments() -> list[tuple[Callable[[Segment], object], Segment]]:
@@ -165,13 +161,6 @@ def run(config: ProfileConfig) -> Section:
         )
     )
     section.extra["breakdown_us"] = dict(stages)
-    if profiler is None:
-        section.notes.append(
-            "No cProfile table: on the compiled build it sees each compiled function as one call. "
-            "The instructions section breaks the compiled build down by function instead."
-        )
-        return section
-
     stats = pstats.Stats(profiler)
     raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
     total = sum(tottime for _, _, tottime, _, _ in raw.values())

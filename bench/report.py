@@ -145,7 +145,6 @@ def to_markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         f"Run {meta['date']} ({meta['mode']} mode, {meta['seconds']:,.0f} s) on {meta['platform']}, "
         f"{meta['cpus']} CPUs, Python {meta['python']}, streamlife {meta['streamlife']}"
         + (f" at {meta['git_commit'][:10]}" if meta.get("git_commit") else "")
-        + f", {meta['build']}"
         + f". Load average before and after: {meta['load_average']['before']} / "
         f"{meta['load_average']['after']} (above about 1, something else shared the machine). "
         "Every figure is measured in the same run as its references, taking turns with them; timings "

@@ -28,8 +28,6 @@ from typing import Any
 
 from rich.console import Console
 
-from streamlife.compiled import build_description
-
 from . import http_ingest, ingest, instructions, lifecycle, profiling
 from .common import Section, configure_logging, gc_settled
 from .report import show_goals, show_section, write
@@ -77,7 +75,6 @@ def _meta(mode: str, only: Sequence[str], seconds: float) -> dict[str, Any]:
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "streamlife": importlib.metadata.version("streamlife"),
-        "build": build_description(),  # `make bench` runs the compiled build
         "git_commit": _git_commit(),
         "note": "other processes may share the machine: ratios to same-run references hold better "
         "than absolute figures",
@@ -114,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=max(Console().width, 120))
     console.print(
         f"[bold]streamlife benchmarks[/] ({mode}: {', '.join(only)}) on {platform.platform()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {build_description()}"
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     started = time.perf_counter()
     load_before = _load()

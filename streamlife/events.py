@@ -166,35 +166,8 @@ def parsed_segment(
     raw: Mapping[str, Any] | None,
     formatted: bool = False,
 ) -> Segment:
-    """``Segment(task_id, index, final, text, start, end, raw, formatted)``, made faster.
-
-    For the parser, which makes one for every callback: a frozen dataclass's ``__init__`` sets each
-    field through ``object.__setattr__``, a global and an attribute looked up per field. Here each
-    slot's own setter is called, which a frozen dataclass's ``__setattr__`` does not stand in front
-    of. A property test holds it equal to the constructor.
-    """
-    segment = _new_segment(Segment)
-    _set_task_id(segment, task_id)
-    _set_index(segment, index)
-    _set_final(segment, final)
-    _set_text(segment, text)
-    _set_start(segment, start)
-    _set_end(segment, end)
-    _set_raw(segment, raw)
-    _set_formatted(segment, formatted)
-    return segment
-
-
-_new_segment = object.__new__
-_SLOTS = Segment.__dict__  # (to the type checker, ``Segment.index`` is an int, not the slot it is)
-_set_task_id = _SLOTS["task_id"].__set__
-_set_index = _SLOTS["index"].__set__
-_set_final = _SLOTS["final"].__set__
-_set_text = _SLOTS["text"].__set__
-_set_start = _SLOTS["start"].__set__
-_set_end = _SLOTS["end"].__set__
-_set_raw = _SLOTS["raw"].__set__
-_set_formatted = _SLOTS["formatted"].__set__
+    """``Segment(task_id, index, final, text, start, end, raw, formatted)``: the parser's call."""
+    return Segment(task_id, index, final, text, start, end, raw, formatted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ such a tuple at its first pass. It is made into a HistoryEntry when it is read.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, NamedTuple, final, overload
+from typing import Any, Final, NamedTuple, overload
 
 from .events import Outcome, OutcomeKind
 from .lifecycle import TRIGGERS, Source, TaskState
@@ -48,7 +48,6 @@ _SHARED_OUTCOMES: Final = {
 }
 
 
-@final
 class History(Sequence[HistoryEntry]):
     """A task's history entries, oldest first: a read-only sequence (it equals a list of the same
     entries). With a ``limit``, at least the last ``limit`` entries are kept and older ones let go

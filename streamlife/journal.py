@@ -106,8 +106,13 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
     so a rebuilt task's transcript holds what the live one held."""
     encoded: dict[str, Any]
     if isinstance(event, Segment):
-        fields = {"index": event.index, "final": event.final, "text": event.text}
-        segment = {**fields, "start": event.start, "end": event.end}
+        segment = {
+            "index": event.index,
+            "final": event.final,
+            "text": event.text,
+            "start": event.start,
+            "end": event.end,
+        }
         if event.formatted:  # (written only when True: journals from before it decode as they did)
             segment["formatted"] = True
         encoded = {"segment": segment}

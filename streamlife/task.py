@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Final, final
+from typing import Any, Final
 
 import structlog
 
@@ -92,7 +92,6 @@ STATE_SLOTS: Final = (
 )
 
 
-@final
 class StreamTask:
     """One stream: its state, its flags, its transcript and the history of every event it saw.
 
@@ -506,9 +505,7 @@ def _debug_enabled() -> bool:
     the answer is kept per wrapper class. Anything else (stdlib loggers decide per logger) is True,
     and the event is built and handed over as before."""
     global _debug_answer
-    wrapper = getattr(_STRUCTLOG_STATE, "default_wrapper_class", None)
-    if wrapper is None:  # not where structlog used to keep it: the public call answers
-        wrapper = structlog.get_config()["wrapper_class"]
+    wrapper = structlog.get_config()["wrapper_class"]
     asked_of, answer = _debug_answer
     if wrapper is not asked_of:
         try:
@@ -519,14 +516,7 @@ def _debug_enabled() -> bool:
     return answer
 
 
-# The object ``structlog.configure`` sets its attributes on (the same one for the process's life).
-# Its wrapper class is read directly, and only read, because ``structlog.get_config()`` copies the
-# whole configuration on every call, and this is asked once a segment.
-_STRUCTLOG_STATE: Final = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-
-
 def _check_task_id(trigger: str, task_id: object) -> None:
-    # (A compiled build refuses a non-str task_id before this runs, with its own TypeError.)
     if not isinstance(task_id, str):
         raise TypeError(f"{trigger} needs the task_id the service named, a str, got {task_id!r}")
     if not task_id:

@@ -33,7 +33,7 @@ import enum
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, final
+from typing import Any, Final
 
 from .events import Segment
 
@@ -66,7 +66,6 @@ _Kept = tuple[bool, str | None, float | None, float | None, Mapping[str, Any] | 
 _FINAL, _TEXT, _FORMATTED = 0, 1, 5
 
 
-@final
 class Transcript:
     """The segments of one task, at most one per index."""
 

@@ -26,10 +26,6 @@ from streamlife.store import Store
 from streamlife.testing import MemoriesSim
 from streamlife.transport import Transport
 
-# Set by `make test-compiled`: the run is on the compiled build (tests/test_compiled.py holds it so),
-# whose functions refuse a wrong type with their own TypeError, in their own words.
-COMPILED_RUN = os.environ.get("STREAMLIFE_COMPILED") == "1"
-
 # What a task's row holds of it beyond its version and times: its kind, task_id, state and facts.
 # (tests/test_fleet_store.py holds it to ``journal.row_for``.)
 ROW_FIELDS = attrgetter("kind", "task_id", "state", *FACTS)

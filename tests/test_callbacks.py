@@ -551,8 +551,7 @@ def nested_in_all(levels: int, form: str) -> Any:
 
 @pytest.mark.parametrize("form", ["objects", "text", "bytes"])
 def test_a_callback_may_nest_300_levels_and_no_more(form: str) -> None:
-    """One limit whatever the form, well within every stack: a compiled build (pyproject.toml)
-    recurses on the C stack, where no RecursionError would stop a payload nested past it."""
+    """One limit whatever the form, well within the interpreter's recursion limit."""
     deepest = parse_callback(nested_in_all(300, form))
     assert isinstance(deepest, Segment)
     assert deepest.raw == parse_callback(nested_in_all(300, "text")).raw

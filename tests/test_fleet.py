@@ -373,7 +373,7 @@ def test_a_start_answered_with_an_id_that_is_no_str_raises_and_its_stream_is_rea
     clock: ManualClock,
 ) -> None:
     """The stream may bill: the task is uncertain, so its stream is adopted and stopped as any
-    whose answer was lost, in either build (a compiled one checks types at its functions' doors)."""
+    whose answer was lost."""
     r = rig(clock, wrap=AnswersWithoutAStrId)
     with pytest.raises(TypeError, match="task_id is not a str: 12345"):
         r.start()

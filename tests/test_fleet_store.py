@@ -402,7 +402,7 @@ def test_a_stop_that_failed_in_another_process_is_retried_here(clock: ManualCloc
 def test_the_row_keeps_every_fact_of_a_task_that_replay_must_reproduce() -> None:
     task = StreamTask("audio")
     assert tuple(facts_of(task)) == FACTS
-    flags = {*STATE_SLOTS, "ref"}  # (StreamTask.__slots__ in pure Python; a compiled class has none)
+    flags = {*STATE_SLOTS, "ref"}  # (StreamTask.__slots__)
     state_of_its_own = {"_transcript", "clock", "history", "key", "kind", "params", "ref", "state", "task_id"}
     state_of_its_own |= {"_adopted"}  # replay makes it again: the adopt entry
     state_of_its_own |= {"revision"}  # a count of changes, compared within one event only

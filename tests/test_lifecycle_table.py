@@ -364,7 +364,7 @@ def _status(task: StreamTask, status: int) -> StatusCallback:
     return StatusCallback(task.task_id, status)
 
 
-# -- the compiled path: silent self-loops skip the Machine's dispatch ------------------------------
+# -- the shortcut: silent self-loops skip the Machine's dispatch -----------------------------------
 def _without_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streamlife.task, "SILENT_LOOPS", frozenset())
     monkeypatch.setattr(streamlife.task, "SEGMENT_LOOPS", frozenset())  # segments through _fire too
@@ -390,7 +390,7 @@ def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:
 def test_the_shortcut_and_the_machine_leave_every_pair_alike(
     state: TaskState, trigger: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every state x trigger, through the compiled path and through the Machine's dispatch: the
+    """Every state x trigger, through the shortcut and through the Machine's dispatch: the
     same outcome, state, history (times included) and data."""
     clock = ManualClock(1_700_000_000.0)
     shortcut = _what_a_fire_leaves(task_in(state, clock, ready_for=trigger), trigger)
@@ -443,7 +443,7 @@ _SEGMENT_OR_SILENCE = st.one_of(
 def test_segments_in_any_state_leave_a_task_alike_on_both_paths(
     state: TaskState, events: list[str | tuple[int | None, bool, str | None, float | None, bool]]
 ) -> None:
-    """The segment's compiled path (lifecycle.SEGMENT_LOOPS) against ``_fire`` with the Machine:
+    """The segment's shortcut (lifecycle.SEGMENT_LOOPS) against ``_fire`` with the Machine:
     the same outcome, state, history, transcript (late finals included) and stalled flag after
     every event."""
 
