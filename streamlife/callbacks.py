@@ -59,7 +59,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeGuard
 
 from .errors import CallbackError
-from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning, parsed_segment
+from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning
 from .jsontext import kind_of, read_object
 from .protocol import CAPACITY_REACHED, ELEVENLABS_ENDS, ELEVENLABS_TRANSCRIPTS, STOPPED_BY_USER, STREAM_KEYS
 
@@ -219,7 +219,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     start_s, end_s = float(start), float(end)
     if not 0.0 <= start_s <= end_s < math.inf:
         return None
-    return parsed_segment(task_id, index, final, text, start_s, end_s, top)
+    return Segment(task_id, index, final, text, start_s, end_s, top)
 
 
 def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:

@@ -156,20 +156,6 @@ def _moderation_of(raw: Mapping[str, Any] | None) -> Moderation | None:
     )
 
 
-def parsed_segment(
-    task_id: str,
-    index: int | None,
-    final: bool,
-    text: str | None,
-    start: float | None,
-    end: float | None,
-    raw: Mapping[str, Any] | None,
-    formatted: bool = False,
-) -> Segment:
-    """``Segment(task_id, index, final, text, start, end, raw, formatted)``: the parser's call."""
-    return Segment(task_id, index, final, text, start, end, raw, formatted)
-
-
 @dataclass(frozen=True, slots=True)
 class StatusCallback:
     """A callback that reports a status of the stream itself: stopped (14), capacity (16), or another end.

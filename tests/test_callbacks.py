@@ -12,7 +12,6 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import FrozenInstanceError
 from datetime import date
 from types import MappingProxyType
 from typing import Any
@@ -35,7 +34,6 @@ from streamlife import (
     parse_callback,
 )
 from streamlife.callbacks import _read, _usual_transcript
-from streamlife.events import parsed_segment
 from streamlife.jsontext import _fast_json, _standard_decode
 from streamlife.protocol import STREAM_KEYS, segment_callback
 
@@ -998,28 +996,6 @@ def test_the_usual_transcript_takes_the_one_pass_way() -> None:
     """What the property above rests on: the shape most callbacks have is read in one pass."""
     assert _usual_transcript(USUAL) == Segment(TASK, 3, True, "Hello there.", 15.0, 20.0, USUAL)
     assert _usual_transcript(with_changes(USUAL, data__transcript__is_final=False)) is not None
-
-
-@given(
-    st.tuples(
-        st.text(),
-        st.integers(),
-        st.booleans(),
-        st.none() | st.text(),
-        st.none() | st.floats(allow_nan=False),
-        st.none() | st.floats(allow_nan=False),
-        st.none() | st.dictionaries(st.text(), st.integers()),
-        st.booleans(),
-    )
-)
-def test_the_parsers_segment_is_the_constructors(fields: tuple[Any, ...]) -> None:
-    made, constructed = parsed_segment(*fields), Segment(*fields)
-    assert type(made) is Segment
-    assert repr(made) == repr(constructed)
-    assert made == constructed
-    assert hash(made.key) == hash(constructed.key)
-    with pytest.raises(FrozenInstanceError):
-        made.index = 0  # type: ignore[misc]
 
 
 # -- JSON bodies, read by orjson where that is sure to read as the standard library does ------------
