@@ -213,14 +213,10 @@ class StreamTask:
         if segment.formatted:  # (a second final of its turn, AssemblyAI's formatted text)
             data = (*data, "formatted", True)
         before = self.state
-        if before in TERMINAL and not segment.final and segment.task_id == self.task_id:
-            # Only a final would replace a partial now. The table lets the segment in; its data
-            # says LATE. (``_fire`` gives the same where the table's cell says LATE, in ``failed``.)
-            at = self.clock.now()
-            self.history.record(at, "segment", before, before, Outcome.LATE, data)
-            if not _replaying.get():
-                self._announce("segment", before, Outcome.LATE)
-            return Outcome.LATE
+        if before in TERMINAL and not segment.final:
+            # Only a final would replace a partial now: the table lets the segment in, its data
+            # says LATE (in ``failed``, the table's cell says so itself).
+            return self._fire("segment", None, data, segment.task_id, late=True)
         if before not in SEGMENT_LOOPS or segment.task_id != self.task_id:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
         # The hot path, derived from the table: here the cell is this very state and the Machine's
@@ -331,11 +327,13 @@ class StreamTask:
         addressed_to: str | None = None,
         *,
         refusal: str | None = None,
+        late: bool = False,
     ) -> Outcome:
         """Look the cell up, apply, move, record, log. ``apply`` returns False if it found nothing new.
 
         ``data`` goes to the history entry, keys and values in turn. ``refusal`` rejects a move the
-        table allows but the task's data forbids, with that reason.
+        table allows but the task's data forbids, with that reason; ``late`` makes such a move LATE,
+        as a LATE cell does.
         """
         at = self.clock.now()  # read before anything changes: a failing clock leaves the task as it was
         before = self.state
@@ -352,7 +350,7 @@ class StreamTask:
             outcome = Outcome.rejected(f"{trigger} refused while {before.value}: {refusal}")
         elif cell is DUP:
             outcome = Outcome.DUPLICATE
-        elif cell is LATE:
+        elif cell is LATE or late:
             outcome = Outcome.LATE
         elif apply is not None and not apply() and cell is before:
             outcome = Outcome.DUPLICATE
