@@ -36,8 +36,8 @@ Provider messages are tried first: memories.ai's own payloads have no ``type`` o
 A stream callback's ``data`` has an int ``status`` and no key but those the stream callbacks
 document (``STREAM_KEYS``); any other ``data`` (an object or null) in an envelope (a ``task_id``
 or a ``code`` at the top) is another product's result, a ForeignCallback. What is malformed stays
-a CallbackError: no JSON object, no envelope, a stream field of the wrong type (a ``task_id``
-that is no string, a ``transcript`` that is a number, a ``status`` out of range).
+a CallbackError: no JSON object, no envelope, a stream field of the wrong type (a non-string
+``task_id``, a ``transcript`` that is a number, a ``status`` out of range).
 A Segment keeps its status only in ``raw``: the rule is "a result makes a segment". A status
 callback's ``segment_index`` is the one field read leniently: the stop page documents it as the
 index of the last segment, and one of another type or out of range reads as no index (None),
@@ -259,11 +259,11 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
 
 def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignCallback:
     """Another product's result, if the payload has the envelope every callback has (a ``task_id``
-    or a ``code``); without one it is no callback at all."""
+    or a ``code``); without one it is not a callback at all."""
     task_id = _optional_task_id(top, data)
     if task_id is None and top.get("code") is None:
         if data is None:
-            raise CallbackError("data", "missing, and the payload is no provider message either")
+            raise CallbackError("data", "missing, and the payload is not a provider message either")
         raise CallbackError("task_id", "missing, at the top level and under data, and no code either")
     return ForeignCallback(task_id, top)
 

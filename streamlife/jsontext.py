@@ -153,7 +153,7 @@ def _plain(value: object, path: str | None = None, depth: int = 1) -> Any:
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise CallbackError(path, f"not JSON: a key that is no string ({type(key).__name__})")
+                raise CallbackError(path, f"not JSON: a non-string key ({type(key).__name__})")
             copied[key] = _plain(item, key if path is None else f"{path}.{key}", depth + 1)
         return copied
     if isinstance(value, (list, tuple)):
@@ -230,7 +230,7 @@ def _by_orjson(value: Mapping[str, Any]) -> bytes | None:
     """orjson's text for ``value``; None where it is not sure to be the standard encoder's."""
     try:
         text = orjson.dumps(value, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a key that is no string...
+    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
         return None
     return None if _NULL in text else text  # (a NaN or an infinity perhaps: orjson writes them as null)
 

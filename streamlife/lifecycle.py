@@ -376,7 +376,7 @@ def _check_table() -> None:
             raise AssertionError(f"{trigger!r} in {state} would end a task no stop of ours was sent for")
     for trigger in STATUS_TRIGGERS.values():
         if TRIGGERS[trigger] is not Source.CALLBACK:
-            raise AssertionError(f"a status callback fires {trigger!r}, which is no callback trigger")
+            raise AssertionError(f"a status callback fires {trigger!r}, which is not a callback trigger")
 
     if list(ARGUMENTS) != list(TRIGGERS):
         raise AssertionError("ARGUMENTS must name every trigger of TRIGGERS, in order")

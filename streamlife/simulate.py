@@ -19,7 +19,7 @@ The run checks the invariants itself and reports what broke in ``Report.violatio
 terminal after settling; a task filed as terminal while its stream still bills; a final applied
 twice; a history that is not a path through the lifecycle table; a callback the Fleet was handed
 that its task's history does not record exactly once; a callback the Fleet refused (in-process, as
-the webhook's 400 over HTTP); an orphan adopted under a task_id that is no stream of the simulator
+the webhook's 400 over HTTP); an orphan adopted under a task_id that names no stream of the simulator
 (a callback of another product, say); a transcript that does not account for every segment up to
 the last final the simulator sent (each is a final, or inside one of the task's gaps).
 """
@@ -391,7 +391,7 @@ class _Driver:
         """An orphan is a stream nobody here named: its task_id must be one of the simulator's streams."""
         if not task.adopted or task.task_id in self.service.streams:
             return
-        what = "another product's task" if task.task_id in self.service.foreign_ids else "no stream"
+        what = "another product's task" if task.task_id in self.service.foreign_ids else "not a stream"
         self._violation(f"{self._label(task)} adopted {task.task_id}, which is {what}")
 
     def _check_transcript(self, task: StreamTask) -> None:

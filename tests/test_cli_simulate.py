@@ -183,7 +183,7 @@ def test_an_orphan_adopted_under_an_id_that_is_no_stream_is_a_violation() -> Non
     assert sorted(task.task_id or "" for task in setup.fleet.tasks() if task.adopted) == [foreign, unheard]
     assert setup.violations() == [
         f"task 1 adopted {foreign}, which is another product's task",
-        f"task 2 adopted {unheard}, which is no stream",
+        f"task 2 adopted {unheard}, which is not a stream",
     ]
 
 

@@ -76,7 +76,7 @@ NEAR_JSON = (
     | st.uuids()
     | st.sampled_from([datetime(2026, 11, 25, tzinfo=UTC), date(2026, 11, 25), Point(1)])
 )
-# And what no JSON holds, with keys that are no strings (the standard encoder writes some as text).
+# And what no JSON holds, with non-string keys (the standard encoder writes some as text).
 ANYTHING = NEAR_JSON | st.integers() | st.sampled_from([b"bytes", {1.5}, object()])
 ANY_KEY = st.text() | st.integers(min_value=-(2**63), max_value=2**63) | st.none() | st.booleans()
 

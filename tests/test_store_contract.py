@@ -881,7 +881,7 @@ class Colour(enum.Enum):
 
 
 # What orjson writes itself, and what the standard encoder writes (a None, an integer beyond 64
-# bits, a lone surrogate or a key that is no string sends the whole value its way): each as given,
+# bits, a lone surrogate or a non-string key sends the whole value its way): each as given,
 # then as every store reads it back.
 AS_ORJSON_WRITES = (
     {"enum": Colour.RED, "id": uuid.UUID(int=7), "pair": (1, 2.5), "nested": [{"x": ("y",)}]},

@@ -1,6 +1,6 @@
 """HttpTransport against hostile or broken servers, over real loopback sockets.
 
-A server (or whatever sits between) may send a Retry-After that is no number, drip its answer a
+A server (or whatever sits between) may send a non-numeric Retry-After, drip its answer a
 byte at a time, send an endless body or a gzip bomb, nest JSON without end, write megabytes of
 message, echo the API key back, or redirect the request elsewhere. Each is bounded here: in time,
 in memory, in what reaches an error's text, and in where the request goes.
@@ -301,7 +301,7 @@ def test_max_answer_is_the_size_after_decompression(server: ScriptedServer, fake
 @pytest.mark.parametrize(
     ("body", "headers", "problem"),
     [
-        (b"\x1f\x8b\x08\x00garbage that is no deflate stream", {"Content_Encoding": "gzip"}, "corrupt"),
+        (b"\x1f\x8b\x08\x00garbage, not a deflate stream", {"Content_Encoding": "gzip"}, "corrupt"),
         (gzip.compress(OK_BODY)[:-12], {"Content_Encoding": "gzip"}, "cut short"),
         (gzip.compress(OK_BODY) + b"trailing", {"Content_Encoding": "gzip"}, "after its end"),
         (OK_BODY, {"Content_Encoding": "br"}, "not asked for"),

@@ -49,7 +49,7 @@ def printable(text: str, *, lines: bool = False) -> str:
     ``lines``: newlines and tabs stay as they are.
 
     Every untrusted field the command line prints goes through here (or :func:`untrusted`); rich
-    markup in it is no concern of this function: print the result as a :class:`~rich.text.Text`,
+    markup in it is not this function's concern: print the result as a :class:`~rich.text.Text`,
     never inside a markup string."""
     kept_as_is = "\n\t" if lines else ""
     return "".join(
@@ -131,7 +131,7 @@ def iso_utc(at: float, timespec: str = "seconds") -> str:
 
 
 def print_table(table: Table) -> None:
-    """Print a table with rich; wide when the output is no terminal (a pipe, a file), so that task_ids
+    """Print a table with rich; wide when the output is not a terminal (a pipe, a file), so that task_ids
     and times are not folded to fit 80 columns. ``COLUMNS`` still rules where it is set."""
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:

@@ -133,7 +133,7 @@ def stream_url_secrets(url: str) -> tuple[str, ...]:
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:  # not a URL (an unclosed "[" host, a port that is no number): only as a whole
+    except ValueError:  # not a URL (an unclosed "[" host, a non-numeric port): only as a whole
         return (url,)
     candidates = [parts.path.rstrip("/").rpartition("/")[2], password or ""]
     candidates += [pair.partition("=")[2] for pair in parts.query.split("&")]
@@ -177,7 +177,7 @@ def _forms_of(secret: str) -> set[str]:
 
 def _scalar(value: object) -> str | int | None:
     """A code or a status as the docs type them (a string, or an int as sent); anything else (a
-    list, an object nested a thousand deep) is no code at all, and the HTTP status decides."""
+    list, an object nested a thousand deep) is not a code at all, and the HTTP status decides."""
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
