@@ -237,7 +237,7 @@ def run(config: IngestConfig) -> Section:
         REFS,
     )
     results = Results()
-    say("ingest: this machine against the issue's budget")
+    say("ingest: this machine against the performance budget")
     results.speed = speed = measure_speed()
     section.extra["machine_us"] = speed.measured_us
     section.extra["machine_scale"] = speed.scale
@@ -472,8 +472,8 @@ def _at_budget_speed(results: Results, rate: float) -> str:
     if speed is None:
         return ""
     return (
-        f". This machine takes {speed.scale:.2f}x the budget's time for the operations the issue "
-        f"measured it by ({speed.described()}): at the budget's speed, about {rate * speed.scale:,.0f}/s"
+        f". This machine takes {speed.scale:.2f}x the budget's time for the budget's operations "
+        f"({speed.described()}): at the budget's speed, about {rate * speed.scale:,.0f}/s"
     )
 
 

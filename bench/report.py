@@ -83,7 +83,7 @@ def show_section(console: Console, section: Section) -> None:
 def show_goals(console: Console, goals: Sequence[Goal]) -> None:
     if not goals:
         return
-    table = RichTable(title="Goals (issue 7)", title_justify="left")
+    table = RichTable(title="Goals", title_justify="left")
     table.add_column("goal", overflow="fold")
     table.add_column("measured", overflow="fold")
     table.add_column("verdict")
