@@ -26,7 +26,7 @@ from typing import Any, Literal
 import structlog
 
 from streamlife import Fleet, ManualClock, Policy
-from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import Store

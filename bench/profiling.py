@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from streamlife import parse_callback
-from streamlife.callbacks import CallbackEvent
-from streamlife.events import Segment
+from streamlife._callbacks import CallbackEvent
+from streamlife._events import Segment
 
 from .common import CallbackStream, Section, Table, gc_settled, gc_young, live_fleet, say
 

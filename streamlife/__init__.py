@@ -2,20 +2,18 @@
 
 Start streams, stop them for certain, apply every webhook callback once and in order, survive
 restarts, and simulate the whole lifecycle, faults included, with no network.
+
+The public API is what this package exports, and the public modules: ``errors`` (the exception
+tree), ``lifecycle`` (the table), ``protocol`` (memories.ai's shapes and their builders),
+``fleet``, ``webhook``, ``deadletter``, ``testing`` (the pytest plugin), and the ``sim``,
+``store`` and ``transport`` packages. Modules whose names start with an underscore are internal:
+they may change in any release.
 """
 
-from .callbacks import DEFAULT_STATUSES, PROVIDER_ENDED, CallbackEvent, StatusTable, parse_callback
-from .clock import Clock, ManualClock, SystemClock
-from .errors import (
-    CallbackError,
-    LiveCapError,
-    LocalTransitionError,
-    ParkingFullError,
-    StopAllError,
-    StreamlifeError,
-    UnknownTaskError,
-)
-from .events import (
+from ._billing import Exposure, Rates
+from ._callbacks import DEFAULT_STATUSES, PROVIDER_ENDED, CallbackEvent, StatusTable, parse_callback
+from ._clock import Clock, ManualClock, SystemClock
+from ._events import (
     ForeignCallback,
     Moderation,
     Outcome,
@@ -26,11 +24,21 @@ from .events import (
     StatusMeaning,
     StreamKind,
 )
+from ._history import History, HistoryEntry
+from ._policy import Policy
+from ._task import StreamTask
+from ._transcript import Transcript
+from .errors import (
+    CallbackError,
+    LiveCapError,
+    LocalTransitionError,
+    ParkingFullError,
+    StopAllError,
+    StreamlifeError,
+    UnknownTaskError,
+)
 from .fleet import Fleet, FleetStats, Orphan
-from .history import History, HistoryEntry
 from .lifecycle import TERMINAL, Source, TaskState
-from .policy import Policy
-from .task import StreamTask
 
 __all__ = [
     "DEFAULT_STATUSES",
@@ -39,6 +47,7 @@ __all__ = [
     "CallbackError",
     "CallbackEvent",
     "Clock",
+    "Exposure",
     "Fleet",
     "FleetStats",
     "ForeignCallback",
@@ -54,6 +63,7 @@ __all__ = [
     "ParkingFullError",
     "Policy",
     "ProviderEvent",
+    "Rates",
     "Segment",
     "Source",
     "StatusCallback",
@@ -65,6 +75,7 @@ __all__ = [
     "StreamlifeError",
     "SystemClock",
     "TaskState",
+    "Transcript",
     "UnknownTaskError",
     "parse_callback",
 ]

@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from .callbacks import parse_callback
+from ._callbacks import parse_callback
+from ._events import Outcome
+from ._jsontext import dead_letter_body
 from .errors import CallbackError
-from .events import Outcome
 from .store.base import DeadLetter, Store, dead_letter_ids
 
 if TYPE_CHECKING:
     from .fleet import Fleet
 
-__all__ = ["ReplayResult", "kept_letters", "replay_dead_letters"]
+__all__ = ["ReplayResult", "dead_letter_body", "kept_letters", "replay_dead_letters"]
 
 ReplayResult = tuple[int, Outcome | CallbackError]
 

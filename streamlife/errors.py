@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .task import StreamTask
+    from ._task import StreamTask
 
 
 # The most characters of an error's text that a task records. A server's message within it is

@@ -71,7 +71,7 @@ from typing import Final, NamedTuple
 
 from transitions import Machine
 
-from .events import StatusMeaning
+from ._events import StatusMeaning
 
 
 class TaskState(enum.StrEnum):
@@ -303,7 +303,7 @@ AUTO_STOPS: Final[dict[str, AutoStop]] = {
 
 
 class Argument(enum.Enum):
-    """What a trigger takes, and so how the journal keeps it (``streamlife.journal``'s codecs)."""
+    """What a trigger takes, and so how the journal keeps it (``streamlife._journal``'s codecs)."""
 
     NONE = "none"
     SECONDS = "seconds"  # a start's own cost ceiling (optional)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final, TypeAlias
 
-from .events import StreamKind
+from ._events import StreamKind
 
 Payload: TypeAlias = dict[str, Any]  # a callback's body, or an answer's, as decoded JSON
 

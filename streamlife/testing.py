@@ -33,11 +33,11 @@ from typing import Any
 
 import pytest
 
-from .clock import ManualClock
+from ._clock import ManualClock
+from ._policy import Policy
+from ._simulate import FAULT_PRESETS
 from .fleet import Fleet
-from .policy import Policy
 from .sim import Faults, SimMode, SimTransport, SimulatedService
-from .simulate import FAULT_PRESETS
 from .store import Store
 from .transport import Transport
 

@@ -4,7 +4,7 @@
 path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server). Its
 ``asgi`` is an ASGI 3 application, which applies callbacks in threads of its own, off the event
 loop. The answer never waits on the network: parse, apply, answer.
-``serve_webhook`` runs it in a server of its own (``streamlife.webhook_server``).
+``serve_webhook`` runs it in a server of its own (``streamlife._webhook_server``).
 
     401  the token is missing or wrong (checked before the body is read)
     405  not a POST                      411  no Content-Length (WSGI, serve_webhook)
@@ -45,10 +45,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from .errors import CallbackError, ParkingFullError, StoreError
-from .events import Outcome
-from .store.base import DEAD_LETTER_MAX_BODY
-from .webhook_server import (
+from ._events import Outcome
+from ._webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WORKERS,
@@ -58,6 +56,8 @@ from .webhook_server import (
     json_response,
     parse_content_length,
 )
+from .errors import CallbackError, ParkingFullError, StoreError
+from .store.base import DEAD_LETTER_MAX_BODY
 
 __all__ = [
     "ASGI_THREADS",
@@ -361,7 +361,7 @@ def serve_webhook(
     When the block ends the server stops accepting, answers 503 to the callbacks still waiting for
     a worker, and gives those a worker holds ``request_timeout`` to finish: after it returns, no
     callback reaches ``receiver`` (only a sink call that outlasts ``request_timeout`` may still run).
-    How and why: ``streamlife.webhook_server``. It speaks plain HTTP: in production, put a reverse
+    How and why: ``streamlife._webhook_server``. It speaks plain HTTP: in production, put a reverse
     proxy in front for TLS (and its own limits); a busy endpoint can instead mount the receiver in
     the WSGI or ASGI server it already runs.
     """

@@ -18,8 +18,8 @@ import structlog
 from hypothesis import HealthCheck, Phase, settings
 
 from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamTask, TaskState
-from streamlife.callbacks import PROVIDER_ENDED
-from streamlife.journal import FACTS
+from streamlife._callbacks import PROVIDER_ENDED
+from streamlife._journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
 from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.store import Store

@@ -52,7 +52,7 @@ from typing import IO, Any
 import structlog
 
 from streamlife import Fleet, Outcome, Policy, StreamKind, StreamTask
-from streamlife.events import StartResult, StopResult
+from streamlife._events import StartResult, StopResult
 from streamlife.store import open_store
 from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.webhook import RunningReceiver, WebhookReceiver, serve_webhook

@@ -33,8 +33,8 @@ from streamlife import (
     StatusTable,
     parse_callback,
 )
-from streamlife.callbacks import _read, _usual_transcript
-from streamlife.jsontext import _fast_json, _standard_decode
+from streamlife._callbacks import _read, _usual_transcript
+from streamlife._jsontext import _fast_json, _standard_decode
 from streamlife.protocol import STREAM_KEYS, segment_callback
 
 TASK = "660e8400-e29b-41d4-a716-446655440001"

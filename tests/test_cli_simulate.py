@@ -14,8 +14,8 @@ from typing import Any, Final
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy, StreamKind
+from streamlife._simulate import Run, _Driver, _Handed, simulate
 from streamlife.sim import SimMode, SimTransport, SimulatedService
-from streamlife.simulate import Run, _Driver, _Handed, simulate
 
 
 def streamlife(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,10 +19,10 @@ import pytest
 import structlog
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.cli import main
 from streamlife.cli.render import printable
 from streamlife.errors import OutcomeUnknownError
-from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.protocol import status_callback
 from streamlife.store import SqliteStore
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlife import HistoryEntry, ManualClock, Policy, StreamKind, StreamTask, TaskState
-from streamlife.billing import DEFAULT_RATES, Rates
+from streamlife._billing import DEFAULT_RATES, Rates
 from streamlife.lifecycle import StopReason
 from streamlife.sim import Faults
 from streamlife.store import SqliteStore

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from streamlife import ManualClock
-from streamlife.journal import rebuild
+from streamlife._journal import rebuild
 from streamlife.lifecycle import TERMINAL, TaskState
 from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http

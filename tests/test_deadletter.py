@@ -24,9 +24,9 @@ from streamlife import (
     TaskState,
     parse_callback,
 )
+from streamlife._jsontext import dead_letter_body
 from streamlife.deadletter import replay_dead_letters
 from streamlife.errors import StoreError
-from streamlife.jsontext import dead_letter_body
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.store import DEAD_LETTER_MAX_BODY, MemoryStore, SqliteStore, Store
 from streamlife.store.memory import _Txn

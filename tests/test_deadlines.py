@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from streamlife.deadlines import Deadlines
+from streamlife._deadlines import Deadlines
 
 KEYS = st.integers(0, 5)
 KINDS = st.sampled_from(["final", "uncertain", "silence"])

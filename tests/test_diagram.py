@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamlife import diagram
+from streamlife import _diagram as diagram
 from streamlife.lifecycle import CELLS, DEADLINE_TRIGGERS, DEADLINES, TaskState
 
 REPO = Path(__file__).resolve().parent.parent

@@ -36,12 +36,12 @@ from streamlife import (
     TaskState,
     UnknownTaskError,
 )
+from streamlife._events import StartResult, StopResult
+from streamlife._journal import rebuild
 from streamlife.errors import ParkingFullError, RateLimitedError, StopAllError, StoreError
-from streamlife.events import StartResult, StopResult
-from streamlife.journal import rebuild
 from streamlife.protocol import SEGMENT_SECONDS, segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.sim.records import SOURCE_ENDED
+from streamlife.sim._records import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
 

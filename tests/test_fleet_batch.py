@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlife import CallbackError, Fleet, ManualClock, Outcome, Policy, Segment, StreamTask, TaskState
+from streamlife._journal import facts_of
 from streamlife.errors import StoreError
-from streamlife.journal import facts_of
 from streamlife.lifecycle import TRIGGERS, Source
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow

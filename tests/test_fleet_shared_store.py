@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, HistoryEntry, ManualClock, Outcome, Policy, StreamKind, StreamTask, TaskState
+from streamlife._events import StartResult
 from streamlife.errors import StoreError
-from streamlife.events import StartResult
 from streamlife.protocol import segment_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, ParkedCallback, SqliteStore, Store, TaskRow

@@ -49,8 +49,8 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
-from streamlife.callbacks import parse_callback
-from streamlife.events import (
+from streamlife._callbacks import parse_callback
+from streamlife._events import (
     ForeignCallback,
     ProviderEvent,
     StartResult,
@@ -58,7 +58,7 @@ from streamlife.events import (
     StatusMeaning,
     StopResult,
 )
-from streamlife.journal import facts_of, rebuild
+from streamlife._journal import facts_of, rebuild
 from streamlife.lifecycle import TERMINAL, StopReason
 from streamlife.protocol import URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport

@@ -33,16 +33,16 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
+from streamlife._events import ForeignCallback, ProviderEvent, StartResult, StatusMeaning, StopResult
+from streamlife._journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
+from streamlife._task import STATE_SLOTS
 from streamlife.errors import JournalMismatch, StoreError
-from streamlife.events import ForeignCallback, ProviderEvent, StartResult, StatusMeaning, StopResult
 from streamlife.fleet import INTERRUPTED_START, LOST_START_BODY
-from streamlife.journal import FACTS, LATER_FACTS, decode_event, encode_event, facts_of, rebuild, row_for
 from streamlife.lifecycle import StopReason
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
-from streamlife.task import STATE_SLOTS
 from streamlife.testing import MemoriesSim
 
 from .conftest import POLICY, ROW_FIELDS, URL, rig, state_of

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife.jsontext import standard_json, to_json
+from streamlife._jsontext import standard_json, to_json
 from streamlife.store.base import StoreError
 
 

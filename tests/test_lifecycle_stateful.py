@@ -35,7 +35,7 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
-from streamlife.callbacks import PROVIDER_ENDED
+from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
 
 from .conftest import ROW_FIELDS

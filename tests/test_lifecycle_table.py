@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import streamlife.task
+import streamlife._task
 from streamlife import (
     LocalTransitionError,
     ManualClock,
@@ -25,7 +25,7 @@ from streamlife import (
     TaskState,
     lifecycle,
 )
-from streamlife.callbacks import PROVIDER_ENDED
+from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import (
     CELLS,
     CONFIRMING,
@@ -366,8 +366,8 @@ def _status(task: StreamTask, status: int) -> StatusCallback:
 
 # -- the shortcut: silent self-loops skip the Machine's dispatch -----------------------------------
 def _without_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streamlife.task, "SILENT_LOOPS", frozenset())
-    monkeypatch.setattr(streamlife.task, "SEGMENT_LOOPS", frozenset())  # segments through _fire too
+    monkeypatch.setattr(streamlife._task, "SILENT_LOOPS", frozenset())
+    monkeypatch.setattr(streamlife._task, "SEGMENT_LOOPS", frozenset())  # segments through _fire too
 
 
 def _what_a_fire_leaves(task: StreamTask, trigger: str) -> tuple[object, ...]:

@@ -9,7 +9,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from streamlife import LocalTransitionError, Outcome, Segment, StreamTask, TaskState
-from streamlife.task import replaying
+from streamlife._task import replaying
 
 from .conftest import TASK_ID, task_in
 

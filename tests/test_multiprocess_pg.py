@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from streamlife import ManualClock
-from streamlife.journal import rebuild
+from streamlife._journal import rebuild
 from streamlife.lifecycle import TaskState
 from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from streamlife._parking import Parked, ParkingLot, Ticket
 from streamlife.errors import ParkingFullError
-from streamlife.parking import Parked, ParkingLot, Ticket
 
 TASK_IDS = st.sampled_from(["a", "b", "c", "d"])
 EVENTS = st.integers(0, 5)  # few values: redeliveries of one event are common

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy, StreamKind, StreamTask, TaskState
+from streamlife._events import StartResult, StopResult
 from streamlife.errors import RateLimitedError
-from streamlife.events import StartResult, StopResult
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import MemoryStore, SqliteStore, Store
 

@@ -32,7 +32,7 @@ from streamlife.errors import (
     TransportError,
 )
 from streamlife.sim import Faults, SimMode, SimTransport, SimulatedService
-from streamlife.sim.records import CREDIT_EXHAUSTED, SOURCE_ENDED
+from streamlife.sim._records import CREDIT_EXHAUSTED, SOURCE_ENDED
 
 AUDIO = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
 VIDEO = {"url": "rtmp://example.invalid/cam"}

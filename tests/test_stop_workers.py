@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy, StreamKind, TaskState
-from streamlife.events import StartResult, StopResult
+from streamlife._events import StartResult, StopResult
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.transport.http import HttpTransport, RetryPolicy
 

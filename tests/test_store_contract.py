@@ -873,7 +873,7 @@ def test_processes_writing_one_task_take_each_version_once(durable_backend: Back
     assert_every_version_once(durable_backend.open(), "k", 1 + PROCESSES * WRITES)
 
 
-# Values: every store keeps JSON, one dialect (streamlife.jsontext), and refuses the rest.
+# Values: every store keeps JSON, one dialect (streamlife._jsontext), and refuses the rest.
 
 
 class Colour(enum.Enum):

@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg.conninfo
 import pytest
 
+from streamlife._simulate import mask_store_url
 from streamlife.errors import StoreError
-from streamlife.simulate import mask_store_url
 from streamlife.store import open_store
-from streamlife.store.dsn import mask, secrets_of
+from streamlife.store._dsn import mask, secrets_of
 from streamlife.store.postgres import PostgresStore
 
 from .pg import free_port

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg.conninfo
 import pytest
 
+from streamlife._simulate import mask_store_url
 from streamlife.errors import StoreError
-from streamlife.simulate import mask_store_url
 from streamlife.store import open_store
 
 

@@ -21,8 +21,8 @@ from streamlife import (
     StreamTask,
     TaskState,
 )
-from streamlife.callbacks import parse_callback
-from streamlife.journal import decode_event, encode_event, entry_for, rebuild, row_for
+from streamlife._callbacks import parse_callback
+from streamlife._journal import decode_event, encode_event, entry_for, rebuild, row_for
 from streamlife.store.base import JournalEntry
 
 from .conftest import TASK_ID, task_in

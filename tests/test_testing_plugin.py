@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streamlife import ManualClock, Policy, StreamKind
-from streamlife.events import StartResult, StopResult
+from streamlife._events import StartResult, StopResult
 from streamlife.sim import Faults
 from streamlife.store import MemoryStore
 from streamlife.testing import MemoriesSim

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlife import Segment
-from streamlife.transcript import Change, Transcript
+from streamlife._transcript import Change, Transcript
 
 TEXTS = st.sampled_from(["a", "b", "c"])
 SEGMENTS = st.builds(Segment, st.just("t"), st.integers(0, 6), st.booleans(), TEXTS)

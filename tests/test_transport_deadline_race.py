@@ -21,7 +21,8 @@ from urllib3.connectionpool import HTTPConnectionPool
 from streamlife import StreamKind
 from streamlife.errors import OutcomeUnknownError, TransportError
 from streamlife.protocol import PATHS
-from streamlife.transport import HttpTransport, deadline
+from streamlife.transport import HttpTransport
+from streamlife.transport import _deadline as deadline
 
 from .scripted_server import Answer, ScriptedServer, ok, scripted_server
 

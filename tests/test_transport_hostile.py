@@ -40,7 +40,7 @@ from streamlife.errors import (
     TransportError,
 )
 from streamlife.transport import HttpTransport, RetryPolicy
-from streamlife.transport.answers import MAX_MESSAGE, parse_retry_after
+from streamlife.transport._answers import MAX_MESSAGE, parse_retry_after
 
 from .conftest import FakeTime
 from .scripted_server import Answer, Raw, ScriptedServer, drip, error, ok, raw_head, scripted_server

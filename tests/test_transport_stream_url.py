@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from streamlife import Fleet, ManualClock, StreamKind, TaskState
 from streamlife.errors import RejectedError, ServerError, TransportError
 from streamlife.transport import HttpTransport, RetryPolicy
-from streamlife.transport.answers import stream_url_secrets
+from streamlife.transport._answers import stream_url_secrets
 
 from .conftest import FakeTime
 from .scripted_server import Answer, ScriptedServer, scripted_server

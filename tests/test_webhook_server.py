@@ -23,8 +23,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from streamlife import Outcome
+from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, MAX_HEAD, WebhookServer
 from streamlife.webhook import Response, RunningReceiver, WebhookReceiver, serve_webhook
-from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, MAX_HEAD, WebhookServer
 
 from .test_webhook import TIMEOUT, TOKEN
 from .test_webhook_flood import GatedSink, RecordingSink, callback, post_all

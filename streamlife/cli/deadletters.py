@@ -8,12 +8,12 @@ from base64 import b64encode
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from streamlife._events import Outcome, StartResult, StopResult, StreamKind
+from streamlife._policy import Policy
+from streamlife._simulate import mask_store_url
 from streamlife.deadletter import kept_letters, replay_dead_letters
 from streamlife.errors import CallbackError, NotSentError
-from streamlife.events import Outcome, StartResult, StopResult, StreamKind
 from streamlife.fleet import Fleet
-from streamlife.policy import Policy
-from streamlife.simulate import mask_store_url
 from streamlife.store import DeadLetter, Store
 
 from .exits import EXIT_OK, Problem, Usage

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamlife import diagram, walk
+from streamlife import _diagram as diagram
+from streamlife import _walk as walk
 
 from .exits import EXIT_OK, EXIT_PROBLEM
 

@@ -8,13 +8,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from streamlife.events import StreamKind
+from streamlife._events import StreamKind
+from streamlife._simulate import FAULT_PRESETS
+from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.protocol import PROVIDERS
-from streamlife.sim.records import SIM_MODES
-from streamlife.simulate import FAULT_PRESETS
+from streamlife.sim._records import SIM_MODES
 from streamlife.transport.http import DEFAULT_BASE_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
-from streamlife.webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 
 from .api import API_KEY_ENV
 from .deadletters import run_deadletter

@@ -18,8 +18,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from streamlife._simulate import Report, Snapshot
 from streamlife.lifecycle import STATES, TERMINAL
-from streamlife.simulate import Report, Snapshot
 from streamlife.store import JournalEntry, TaskRow
 
 STATE_STYLE: Final = {  # the colour each state is shown in

@@ -16,11 +16,11 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from streamlife.clock import ManualClock
+from streamlife._clock import ManualClock
+from streamlife._simulate import mask_store_url
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
-from streamlife.simulate import mask_store_url
 from streamlife.store import MemoryStore, Store
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook

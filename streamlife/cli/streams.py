@@ -7,13 +7,13 @@ import json
 import time
 from typing import Any, Final
 
+from streamlife._events import StreamKind
+from streamlife._policy import Policy
+from streamlife._simulate import mask_store_url
 from streamlife.errors import StreamlifeError
-from streamlife.events import StreamKind
 from streamlife.fleet import Fleet
 from streamlife.lifecycle import TaskState
-from streamlife.policy import Policy
 from streamlife.protocol import PROVIDERS, URL_FIELD
-from streamlife.simulate import mask_store_url
 from streamlife.store import Store, TaskRow
 from streamlife.transport.http import HttpTransport, RetryPolicy
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from streamlife.callbacks import CallbackEvent
-from streamlife.clock import Clock
-from streamlife.events import Outcome, Segment, StatusCallback, StatusMeaning
+from streamlife._callbacks import CallbackEvent
+from streamlife._clock import Clock
+from streamlife._events import Outcome, Segment, StatusCallback, StatusMeaning
+from streamlife._policy import Policy
 from streamlife.lifecycle import STATUS_TRIGGERS, TERMINAL
-from streamlife.policy import Policy
 
 from ._moves import Mover
 from ._notices import Notices

@@ -33,17 +33,17 @@ from typing import Any, TypeVar
 
 import structlog
 
-from streamlife.billing import Exposure
-from streamlife.callbacks import CallbackEvent
-from streamlife.clock import SYSTEM_CLOCK, Clock
+from streamlife._billing import Exposure
+from streamlife._callbacks import CallbackEvent
+from streamlife._clock import SYSTEM_CLOCK, Clock
+from streamlife._events import ForeignCallback, Outcome, OutcomeKind, Segment, StreamKind
+from streamlife._history import HistoryEntry
+from streamlife._policy import Policy, check_max_duration
+from streamlife._task import StreamTask
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
-from streamlife.events import ForeignCallback, Outcome, OutcomeKind, Segment, StreamKind
-from streamlife.history import HistoryEntry
 from streamlife.lifecycle import STOP_DUE, TaskState
-from streamlife.policy import Policy, check_max_duration
 from streamlife.protocol import PROVIDERS, URL_FIELD
 from streamlife.store import JournalEntry, MemoryStore, Store
-from streamlife.task import StreamTask
 from streamlife.transport.base import Transport
 
 from ._apply import Applier

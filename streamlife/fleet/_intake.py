@@ -9,12 +9,12 @@ from typing import Any
 
 import structlog
 
-from streamlife.callbacks import CallbackEvent, parse_callback
-from streamlife.clock import Clock
+from streamlife._callbacks import CallbackEvent, parse_callback
+from streamlife._clock import Clock
+from streamlife._events import ForeignCallback, Outcome, OutcomeKind
+from streamlife._jsontext import dead_letter_body
+from streamlife._policy import Policy
 from streamlife.errors import CallbackError
-from streamlife.events import ForeignCallback, Outcome, OutcomeKind
-from streamlife.jsontext import dead_letter_body
-from streamlife.policy import Policy
 from streamlife.store import Store
 
 from ._apply import Applier

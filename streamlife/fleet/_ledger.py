@@ -16,9 +16,9 @@ from typing import Any, Final, NamedTuple
 
 import structlog
 
-from streamlife.clock import Clock
-from streamlife.events import Outcome
-from streamlife.journal import entry_for, rebuild, replay, reset, row_for
+from streamlife._clock import Clock
+from streamlife._events import Outcome
+from streamlife._journal import entry_for, rebuild, replay, reset, row_for
 from streamlife.lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from streamlife.store import JournalEntry, Store, TaskRow
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import structlog
 
-from streamlife.events import Outcome
-from streamlife.policy import Policy
+from streamlife._events import Outcome
+from streamlife._policy import Policy
 from streamlife.store import Store, TaskRow
 
 from ._ledger import Ledger

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from streamlife.events import ForeignCallback
+from streamlife._events import ForeignCallback
 
 from ._tracked import Hooks, Tracked
 

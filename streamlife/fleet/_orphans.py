@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from streamlife.callbacks import CallbackEvent, StreamEvent
-from streamlife.clock import Clock
+from streamlife._callbacks import CallbackEvent, StreamEvent
+from streamlife._clock import Clock
+from streamlife._events import ForeignCallback, Outcome, OutcomeKind, ProviderEvent, Segment, StreamKind
+from streamlife._journal import decode_event, encode_event
+from streamlife._parking import Parked, ParkingLot, Ticket
+from streamlife._policy import Policy
+from streamlife._task import StreamTask
 from streamlife.errors import ParkingFullError, StoreConflict
-from streamlife.events import ForeignCallback, Outcome, OutcomeKind, ProviderEvent, Segment, StreamKind
-from streamlife.journal import decode_event, encode_event
 from streamlife.lifecycle import StopReason
-from streamlife.parking import Parked, ParkingLot, Ticket
-from streamlife.policy import Policy
 from streamlife.store import ParkedCallback, Store
-from streamlife.task import StreamTask
 
 from ._apply import Applier
 from ._moves import Mover

@@ -13,12 +13,12 @@ from typing import Final
 
 import structlog
 
+from streamlife._events import Outcome
+from streamlife._policy import Policy
+from streamlife._task import StreamTask
 from streamlife.errors import RecordedError
-from streamlife.events import Outcome
 from streamlife.lifecycle import TaskState
-from streamlife.policy import Policy
 from streamlife.store import Store
-from streamlife.task import StreamTask
 
 from ._moves import Mover
 from ._notices import Notices

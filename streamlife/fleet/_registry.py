@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from streamlife.events import StreamKind
+from streamlife._events import StreamKind
 
 from ._tracked import Tracked
 

@@ -13,7 +13,9 @@ from typing import Any, Final
 
 import structlog
 
-from streamlife.clock import Clock
+from streamlife._clock import Clock
+from streamlife._events import Outcome
+from streamlife._policy import Policy
 from streamlife.errors import (
     CapacityError,
     LiveCapError,
@@ -25,9 +27,7 @@ from streamlife.errors import (
     StreamlifeError,
     TransportError,
 )
-from streamlife.events import Outcome
 from streamlife.lifecycle import TERMINAL, Deadline, TaskState
-from streamlife.policy import Policy
 from streamlife.transport.base import Transport
 
 from ._moves import Mover

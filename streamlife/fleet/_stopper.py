@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from streamlife.clock import Clock
+from streamlife._clock import Clock
+from streamlife._events import Outcome, StreamKind
+from streamlife._policy import Policy
+from streamlife._task import StreamTask
 from streamlife.errors import RecordedError, TaskNotFoundError, TransportError
-from streamlife.events import Outcome, StreamKind
 from streamlife.lifecycle import AUTO_STOPS, STOP_DUE, AutoStop, StopReason, TaskState
-from streamlife.policy import Policy
-from streamlife.task import StreamTask
 from streamlife.transport.base import Transport
 
 from ._moves import Mover

@@ -13,10 +13,10 @@ from typing import Final
 
 import structlog
 
-from streamlife.clock import Clock
-from streamlife.events import Outcome
+from streamlife._clock import Clock
+from streamlife._events import Outcome
+from streamlife._policy import Policy
 from streamlife.lifecycle import AUTO_STOPS, DEADLINE_TRIGGERS, Deadline, StopReason, TaskState
-from streamlife.policy import Policy
 
 from ._moves import Mover
 from ._notices import Notices

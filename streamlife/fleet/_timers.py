@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from streamlife.clock import Clock
-from streamlife.deadlines import Deadlines
+from streamlife._clock import Clock
+from streamlife._deadlines import Deadlines
+from streamlife._policy import Policy
+from streamlife._task import StreamTask
 from streamlife.lifecycle import STOP_DUE, TERMINAL, Deadline, deadlines_for
-from streamlife.policy import Policy
-from streamlife.task import StreamTask
 
 from ._registry import Registry
 from ._tracked import Tracked

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from streamlife._task import StreamTask
 from streamlife.lifecycle import Deadline, StopReason
-from streamlife.task import StreamTask
 
 Hooks = tuple[Callable[..., None], ...]
 NO_DEADLINES: frozenset[Deadline] = frozenset()

@@ -9,8 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamlife._policy import Policy
 from streamlife.errors import RateLimitedError
-from streamlife.policy import Policy
 
 
 @dataclass(slots=True, eq=False)

@@ -1,8 +1,8 @@
 """A simulator of memories.ai's stream API: in-process, on virtual time, with seeded faults."""
 
+from ._records import Answer, Delivery, SimMode, SimStream
 from .faults import Faults
 from .http import SimHttpServer, serve_http
-from .records import Answer, Delivery, SimMode, SimStream
 from .service import SimulatedService
 from .transport import SimTransport
 

@@ -38,9 +38,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from streamlife.billing import billed_seconds
-from streamlife.clock import ManualClock
-from streamlife.events import StreamKind
+from streamlife._billing import billed_seconds
+from streamlife._clock import ManualClock
+from streamlife._events import StreamKind
 from streamlife.protocol import (
     CAPACITY_REACHED,
     PATHS,
@@ -56,9 +56,8 @@ from streamlife.protocol import (
     success_answer,
 )
 
-from . import messages
-from .faults import Faults
-from .records import (
+from . import _messages as messages
+from ._records import (
     CREDIT_EXHAUSTED,
     SIM_MODES,
     SOURCE_ENDED,
@@ -68,6 +67,7 @@ from .records import (
     SimStream,
     StopRequest,
 )
+from .faults import Faults
 
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
 STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}

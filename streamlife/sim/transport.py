@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.errors import OutcomeUnknownError
-from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.protocol import PATHS
-from streamlife.transport.answers import read_answer, start_result, stop_result
+from streamlife.transport._answers import read_answer, start_result, stop_result
 
 from .service import SimulatedService
 

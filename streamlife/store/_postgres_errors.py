@@ -1,7 +1,7 @@
 """PostgresStore's errors: psycopg's as the store's, and never a word of the DSN's password.
 
 libpq may quote the DSN, password and all, in an error's text: each message, and the psycopg error it
-is chained from, is masked with what would give the password away (``streamlife.store.dsn``).
+is chained from, is masked with what would give the password away (``streamlife.store._dsn``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import psycopg
 import psycopg.conninfo
 from psycopg_pool import PoolTimeout
 
+from ._dsn import mask, meant_passwords, secrets_of
 from .base import StoreConflict, StoreError
-from .dsn import mask, meant_passwords, secrets_of
 
 
 def secrets_and_where(dsn: str) -> tuple[tuple[str, ...], str]:
-    """What would give the DSN's password away (see ``streamlife.store.dsn``), and where the store
+    """What would give the DSN's password away (see ``streamlife.store._dsn``), and where the store
     is, for messages: host, port and database, as libpq reads them. A DSN libpq reads otherwise than
     it is written (a URL's password with an unencoded ``/`` or ``@`` becomes part of the host, the
     port, the database) is refused: it names no database the user meant, and its parts would show

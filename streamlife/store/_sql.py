@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from streamlife.jsontext import to_json
+from streamlife._jsontext import to_json
 from streamlife.lifecycle import TERMINAL
 
 from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow

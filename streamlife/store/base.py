@@ -75,7 +75,7 @@ class JournalEntry(NamedTuple):
     trigger: str
     from_state: str
     to_state: str
-    args: Mapping[str, Any] | None = None  # the trigger's argument, as JSON (see streamlife.journal)
+    args: Mapping[str, Any] | None = None  # the trigger's argument, as JSON (see streamlife._journal)
 
 
 class TaskRow(NamedTuple):
@@ -88,7 +88,7 @@ class TaskRow(NamedTuple):
     version: int  # how many journal entries the task has
     created_at: float
     updated_at: float
-    facts: Mapping[str, Any]  # the task's flags and counters, as JSON (see streamlife.journal)
+    facts: Mapping[str, Any]  # the task's flags and counters, as JSON (see streamlife._journal)
 
     @property
     def terminal(self) -> bool:

@@ -5,11 +5,11 @@ written to disk. ``shared=True`` makes it behave as a store other writers use to
 process then share tasks as two processes share a PostgreSQL database, which the tests use.
 
 Rows and entries are kept serialised, as the durable stores keep them: facts, arguments and parked
-payloads as the same JSON text (``streamlife.jsontext``), so what this store refuses, they refuse, and what it
-hands back is what they would; states as plain strings. What it hands back is a copy nobody else
-holds (a hook that changes a payload changes no journal), and a kept record is a tuple of strings
-and numbers, which the garbage collector stops tracking. Kept as live dicts, every event would
-leave tracked objects behind for the collector's full passes to walk, and take more bytes (the
+payloads as the same JSON text (``streamlife._jsontext``), so what this store refuses, they refuse,
+and what it hands back is what they would; states as plain strings. What it hands back is a copy
+nobody else holds (a hook that changes a payload changes no journal), and a kept record is a tuple
+of strings and numbers, which the garbage collector stops tracking. Kept as live dicts, every event
+would leave tracked objects behind for the collector's full passes to walk, and take more bytes (the
 cost per callback and the bytes kept are in bench/RESULTS.md). A dead letter is kept as a plain
 tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter_fields``).
 """
@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
-from streamlife.events import StreamKind
-from streamlife.jsontext import to_json
+from streamlife._events import StreamKind
+from streamlife._jsontext import to_json
 from streamlife.lifecycle import TaskState
 
 from .base import (

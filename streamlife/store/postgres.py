@@ -36,7 +36,7 @@ import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
-from streamlife.jsontext import to_json
+from streamlife._jsontext import to_json
 
 from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate

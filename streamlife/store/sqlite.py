@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
-from streamlife.jsontext import to_json
+from streamlife._jsontext import to_json
 
 from ._sql import (
     ENTRY_COLUMNS,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from streamlife.events import StartResult, StopResult, StreamKind
+from streamlife._events import StartResult, StopResult, StreamKind
 
 
 class Transport(Protocol):

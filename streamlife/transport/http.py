@@ -30,6 +30,7 @@ import requests
 import structlog
 import urllib3.exceptions
 
+from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.errors import (
     MalformedAnswerError,
     NotSentError,
@@ -39,12 +40,11 @@ from streamlife.errors import (
     ServerError,
     TransportError,
 )
-from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.protocol import PATHS
 
-from .answers import decode_json, read_answer, start_result, start_secrets, stop_result
-from .deadline import Deadline, GuardedAdapter
-from .reading import ACCEPT_ENCODING, UnreadableBody, read_body
+from ._answers import decode_json, read_answer, start_result, start_secrets, stop_result
+from ._deadline import Deadline, GuardedAdapter
+from ._reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
 DEFAULT_MAX_ANSWER: Final = 1024 * 1024  # bytes of an answer, once decompressed; the API's are small

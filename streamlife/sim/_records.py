@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
-from streamlife.events import StreamKind
+from streamlife._events import StreamKind
 from streamlife.protocol import Payload
 
 SimMode: TypeAlias = Literal["segments", "passthrough"]

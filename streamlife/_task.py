@@ -18,11 +18,13 @@ from typing import Any, Final
 
 import structlog
 
-from .billing import billed_seconds
-from .clock import SYSTEM_CLOCK, Clock
+from ._billing import billed_seconds
+from ._clock import SYSTEM_CLOCK, Clock
+from ._events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
+from ._history import History
+from ._policy import check_max_duration
+from ._transcript import APPLIED_CHANGES, Change, Transcript
 from .errors import LocalTransitionError, RecordedError
-from .events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
-from .history import History
 from .lifecycle import (
     AFTER_ACKNOWLEDGED_STOP,
     CELLS,
@@ -39,8 +41,6 @@ from .lifecycle import (
     StopReason,
     TaskState,
 )
-from .policy import check_max_duration
-from .transcript import APPLIED_CHANGES, Change, Transcript
 
 _log = structlog.get_logger("streamlife")
 _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay unique across threads

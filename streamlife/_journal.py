@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from .callbacks import CallbackEvent
-from .clock import Clock, ManualClock
-from .errors import JournalMismatch, RecordedError
-from .events import (
+from ._callbacks import CallbackEvent
+from ._clock import Clock, ManualClock
+from ._events import (
     ForeignCallback,
     Outcome,
     ProviderEvent,
@@ -26,9 +25,10 @@ from .events import (
     StatusMeaning,
     StreamKind,
 )
+from ._task import STATE_SLOTS, StreamTask, replaying
+from .errors import JournalMismatch, RecordedError
 from .lifecycle import ARGUMENTS, Argument, StopReason
 from .store.base import JournalEntry, TaskRow
-from .task import STATE_SLOTS, StreamTask, replaying
 
 # A NamedTuple's constructor is a Python function. Tuple's own, given every field in order, makes
 # the same record faster, and an entry and a row are made for every event journaled.

@@ -20,6 +20,7 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import orjson
 
+from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.errors import (
     AuthError,
     CapacityError,
@@ -33,7 +34,6 @@ from streamlife.errors import (
     TaskNotFoundError,
     cut,
 )
-from streamlife.events import StartResult, StopResult, StreamKind
 from streamlife.protocol import CAPACITY_REACHED, URL_FIELD
 
 # Re-exported, for the modules that import them from here (http.py, fleet.py, cli.py).

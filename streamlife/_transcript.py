@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from .events import Segment
+from ._events import Segment
 
 
 class Change(enum.Enum):

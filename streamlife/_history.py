@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, overload
 
-from .events import Outcome, OutcomeKind
+from ._events import Outcome, OutcomeKind
 from .lifecycle import TRIGGERS, Source, TaskState
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .events import StreamKind
+from ._events import StreamKind
 from .protocol import SEGMENT_SECONDS
 
 _HOUR: Final = 3600.0

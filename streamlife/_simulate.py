@@ -36,10 +36,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from .callbacks import parse_callback
-from .clock import ManualClock
-from .errors import CallbackError
-from .events import (
+from ._callbacks import parse_callback
+from ._clock import ManualClock
+from ._events import (
     ForeignCallback,
     Outcome,
     OutcomeKind,
@@ -48,16 +47,17 @@ from .events import (
     StatusMeaning,
     StreamKind,
 )
+from ._policy import Policy
+from ._task import StreamTask
+from .errors import CallbackError
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
-from .policy import Policy
 from .protocol import PROVIDERS, SEGMENT_SECONDS, URL_FIELD
 from .sim import Faults, SimTransport, SimulatedService, serve_http
+from .sim._records import SIM_MODES, SimMode
 from .sim.http import WebhookPoster
-from .sim.records import SIM_MODES, SimMode
 from .store import Store, open_store
-from .store.dsn import mask, store_url_secrets
-from .task import StreamTask
+from .store._dsn import mask, store_url_secrets
 from .transport.base import Transport
 from .transport.http import HttpTransport, RetryPolicy
 from .webhook import WebhookReceiver, serve_webhook

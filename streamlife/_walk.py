@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .clock import ManualClock
+from ._clock import ManualClock
+from ._events import Segment, StatusCallback, StreamKind
+from ._history import HistoryEntry
+from ._task import StreamTask
 from .errors import LocalTransitionError
-from .events import Segment, StatusCallback, StreamKind
-from .history import HistoryEntry
-from .task import StreamTask
 
 Scenario = Callable[[StreamTask, ManualClock], list[str]]
 

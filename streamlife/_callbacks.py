@@ -46,7 +46,7 @@ messages carry no index, and the parser invents none (it sees one message, not t
 a ``segment_index`` in the wrapper, the Segment's index is None, and the task's transcript numbers
 it in the task's journal order, where a repeat is known by its content.
 
-A body is read in streamlife's JSON dialect (``streamlife.jsontext.read_object``), whose
+A body is read in streamlife's JSON dialect (``streamlife._jsontext.read_object``), whose
 refusals are CallbackErrors too.
 """
 
@@ -58,9 +58,9 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeGuard
 
+from ._events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning
+from ._jsontext import kind_of, read_object
 from .errors import CallbackError
-from .events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning
-from .jsontext import kind_of, read_object
 from .protocol import CAPACITY_REACHED, ELEVENLABS_ENDS, ELEVENLABS_TRANSCRIPTS, STOPPED_BY_USER, STREAM_KEYS
 
 # What a stream task hears; a callback is one of these, or another product's result.

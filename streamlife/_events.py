@@ -19,7 +19,7 @@ class StreamKind(enum.StrEnum):
 
 
 class StatusMeaning(enum.StrEnum):
-    """What a callback's status says about its stream, as ``streamlife.callbacks.StatusTable`` reads it.
+    """What a callback's status says about its stream, as ``streamlife._callbacks.StatusTable`` reads it.
 
     ``streamlife.lifecycle.STATUS_TRIGGERS`` says which task trigger each one fires: every end but
     STOPPED is inferred, and confirmed by a stop before the task is terminal.

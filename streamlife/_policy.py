@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .billing import DEFAULT_RATES, Rates
-from .callbacks import DEFAULT_STATUSES, StatusTable
+from ._billing import DEFAULT_RATES, Rates
+from ._callbacks import DEFAULT_STATUSES, StatusTable
 from .protocol import SEGMENT_SECONDS
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-from streamlife.events import StreamKind
+from streamlife._events import StreamKind
 from streamlife.protocol import (
     SEGMENT_SECONDS,
     STATUS_MESSAGES,
@@ -29,7 +29,7 @@ from streamlife.protocol import (
     status_callback,
 )
 
-from .records import CREDIT_EXHAUSTED, SOURCE_ENDED, SimStream
+from ._records import CREDIT_EXHAUSTED, SOURCE_ENDED, SimStream
 
 # data.message of a status callback: the docs' words, and the simulator's for its stand-in statuses.
 SIM_STATUS_MESSAGES: Final = {
