@@ -221,7 +221,7 @@ class StreamTask:
             return self._fire("segment", lambda: self._add_segment(segment), data, segment.task_id)
         # The hot path, derived from the table: here the cell is this very state and the Machine's
         # transition a no-op (SEGMENT_LOOPS), so ``_fire`` would only apply the data and record it.
-        # This does that directly; tests/test_lifecycle_table.py proves both ways leave the same.
+        # This does that directly; tests/core/test_lifecycle_table.py proves both ways leave the same.
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
         self.history.record(at, "segment", before, before, outcome, data)

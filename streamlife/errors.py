@@ -31,7 +31,7 @@
 Only a local call raises through the lifecycle. An impossible callback, transport result or
 timer is recorded with outcome REJECTED and a reason (see ``streamlife.lifecycle``).
 
-tests/test_errors.py holds the drawing to the classes below, so the two cannot drift apart.
+tests/core/test_errors.py holds the drawing to the classes below, so the two cannot drift apart.
 """
 
 from __future__ import annotations

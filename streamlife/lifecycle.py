@@ -424,7 +424,7 @@ def silent_loops(machine: Machine) -> frozenset[tuple[TaskState, str]]:
 
     ``StreamTask`` skips the Machine's dispatch for these and applies the self-loop itself: the
     dispatch is most of a segment's cost (bench/RESULTS.md has the figures). The set is derived
-    from the Machine, not written down, and tests/test_lifecycle_table.py proves both paths give
+    from the Machine, not written down, and tests/core/test_lifecycle_table.py proves both paths give
     the same state, outcome and history.
     """
     hooks = ("prepare_event", "before_state_change", "after_state_change", "finalize_event", "on_final")

@@ -27,7 +27,7 @@ from streamlife.testing import MemoriesSim
 from streamlife.transport import Transport
 
 # What a task's row holds of it beyond its version and times: its kind, task_id, state and facts.
-# (tests/test_fleet_store.py holds it to ``journal.row_for``.)
+# (tests/fleet/test_fleet_store.py holds it to ``journal.row_for``.)
 ROW_FIELDS = attrgetter("kind", "task_id", "state", *FACTS)
 
 # CI runs a fixed, reproducible profile; `make soak` runs the long one.

@@ -44,9 +44,8 @@ from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.sim._records import SOURCE_ENDED
 from streamlife.store import MemoryStore, TaskRow
 from streamlife.transport import HttpTransport, Transport
-
-from .conftest import POLICY, URL, rig, state_of
-from .scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
+from tests.conftest import POLICY, URL, rig, state_of
+from tests.scripted_server import ScriptedServer, Stall, Step, error, ok, scripted_server
 
 # The rig's timeouts, by name, so that each test's timeline reads at a glance.
 PARK_TTL = POLICY.park_ttl

@@ -23,8 +23,7 @@ from streamlife.errors import OutcomeUnknownError, TransportError
 from streamlife.protocol import PATHS
 from streamlife.transport import HttpTransport
 from streamlife.transport import _deadline as deadline
-
-from .scripted_server import Answer, ScriptedServer, ok, scripted_server
+from tests.scripted_server import Answer, ScriptedServer, ok, scripted_server
 
 KEY = "sk-mai-SECRET-test-key-0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}

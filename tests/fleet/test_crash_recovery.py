@@ -52,8 +52,7 @@ from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import SimHttpServer, WebhookPoster
 from streamlife.store import JournalEntry, SqliteStore, TaskRow
-
-from .fleet_worker import Worker, WorkerDied
+from tests.fleet_worker import Worker, WorkerDied
 
 KEY = "sk-mai-crash-recovery"
 # (seed, the first crash, the last crash): every kind of crash, in more than one seed. The seed

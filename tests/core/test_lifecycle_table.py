@@ -41,8 +41,7 @@ from streamlife.lifecycle import (
     build_machine,
     silent_loops,
 )
-
-from .conftest import event_args, fire, state_of, task_in
+from tests.conftest import event_args, fire, state_of, task_in
 
 PAIRS = [(state, trigger) for state in STATES for trigger in TRIGGERS]
 

@@ -19,9 +19,8 @@ from streamlife.errors import StoreError
 from streamlife.store import open_store
 from streamlife.store._dsn import mask, secrets_of
 from streamlife.store.postgres import PostgresStore
-
-from .pg import free_port
-from .test_cli_commands import streamlife
+from tests.cli.test_cli_commands import streamlife
+from tests.pg import free_port
 
 PIECES = ("hunter", "2secret")
 PASSWORDS = [f"hunter{separator}2secret" for separator in ("/", "@", ":", "%", " ", "?", "#", "'")]

@@ -15,8 +15,7 @@ from streamlife._billing import DEFAULT_RATES, Rates
 from streamlife.lifecycle import StopReason
 from streamlife.sim import Faults
 from streamlife.store import SqliteStore
-
-from .conftest import URL, rig, state_of
+from tests.conftest import URL, rig, state_of
 
 POLICY = Policy(stop_concurrency=0, seed=0, silence_after=600)
 

@@ -24,8 +24,7 @@ from streamlife import (
 from streamlife._callbacks import parse_callback
 from streamlife._journal import decode_event, encode_event, entry_for, rebuild, row_for
 from streamlife.store.base import JournalEntry
-
-from .conftest import TASK_ID, task_in
+from tests.conftest import TASK_ID, task_in
 
 
 def test_a_new_task_is_pending_with_nothing_sent(clock: ManualClock) -> None:

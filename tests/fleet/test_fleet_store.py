@@ -3,8 +3,8 @@ taking every task back, a write that fails leaving the task as the store holds i
 sharing one store as two processes share a database.
 
 Each test uses a MemoryStore (``shared=True`` where two Fleets meet) or an SqliteStore on a file:
-the Fleet's side of the contract. The stores' own contract is tests/test_store_contract.py; real
-processes killed mid-stream are tests/test_crash_recovery.py.
+the Fleet's side of the contract. The stores' own contract is tests/store/test_store_contract.py; real
+processes killed mid-stream are tests/fleet/test_crash_recovery.py.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
-
-from .conftest import POLICY, ROW_FIELDS, URL, rig, state_of
+from tests.conftest import POLICY, ROW_FIELDS, URL, rig, state_of
 
 
 class FailingStore(MemoryStore):

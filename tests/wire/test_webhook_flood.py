@@ -1,6 +1,6 @@
 """Idle sockets, slow clients and a process out of descriptors do not stop ``serve_webhook``.
 
-The receiver runs in a child process (``python -m tests.test_webhook_flood``) whose soft
+The receiver runs in a child process (``python -m tests.wire.test_webhook_flood``) whose soft
 RLIMIT_NOFILE is low; this process opens more idle sockets than that limit, then posts real
 callbacks, and reads the child's CPU time from /proc while the flood sits there. The slow-client
 tests run the server in this process and drip bytes at it over loopback.
@@ -35,7 +35,7 @@ from .test_webhook import JSON_TYPE, TOKEN, plain_session
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads CPU time from /proc")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHILD_NOFILE = 256  # the child's soft descriptor limit; this machine's own is far higher
 IDLE_SOCKETS = 400  # more than the child may open
 CALLBACKS = 20
@@ -116,7 +116,7 @@ class Child:
 
 @contextmanager
 def child_receiver(nofile: int = CHILD_NOFILE) -> Iterator[Child]:
-    command = [sys.executable, "-m", "tests.test_webhook_flood", "--nofile", str(nofile)]
+    command = [sys.executable, "-m", "tests.wire.test_webhook_flood", "--nofile", str(nofile)]
     with subprocess.Popen(
         command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as process:

@@ -41,8 +41,7 @@ from streamlife.lifecycle import TaskState
 from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.store import JournalEntry, Store, TaskRow, open_store
-
-from .fleet_worker import Worker
+from tests.fleet_worker import Worker
 
 KEY = "sk-mai-multiprocess"
 WORKERS = 4

@@ -37,8 +37,7 @@ from streamlife import (
 )
 from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
-
-from .conftest import ROW_FIELDS
+from tests.conftest import ROW_FIELDS
 
 P, S, U, R, T = (
     TaskState.PENDING,

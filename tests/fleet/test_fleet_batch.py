@@ -21,8 +21,7 @@ from streamlife.protocol import segment_callback, status_callback
 from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
-
-from .conftest import state_of
+from tests.conftest import state_of
 
 URL = "rtmp://sim.invalid/live"
 POLICY = Policy(stop_concurrency=0, seed=0, park_ttl=30, silence_after=600)

@@ -25,8 +25,8 @@ from streamlife.cli.render import printable
 from streamlife.errors import OutcomeUnknownError
 from streamlife.protocol import status_callback
 from streamlife.store import SqliteStore
+from tests.scripted_server import error, ok, scripted_server
 
-from .scripted_server import error, ok, scripted_server
 from .test_cli_commands import environment
 
 ROUTE = "[/serve/api/v2/audio-stream/stop]"  # rich reads it as a closing tag with nothing open

@@ -10,8 +10,7 @@ from structlog.testing import capture_logs
 
 from streamlife import LocalTransitionError, Outcome, Segment, StreamTask, TaskState
 from streamlife._task import replaying
-
-from .conftest import TASK_ID, task_in
+from tests.conftest import TASK_ID, task_in
 
 TRANSITION_KEYS = {"task", "task_id", "kind", "trigger", "source", "from", "to", "outcome"}
 

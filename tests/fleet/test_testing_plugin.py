@@ -14,8 +14,7 @@ from streamlife.sim import Faults
 from streamlife.store import MemoryStore
 from streamlife.testing import MemoriesSim
 from streamlife.transport import Transport
-
-from .test_docs import REPO, python_blocks
+from tests.core.test_docs import REPO, python_blocks
 
 
 def readme_user_tests() -> str:

@@ -22,8 +22,7 @@ from streamlife.protocol import segment_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import JournalEntry, MemoryStore, ParkedCallback, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
-
-from .conftest import state_of
+from tests.conftest import state_of
 
 URL = "rtmp://sim.invalid/live"
 

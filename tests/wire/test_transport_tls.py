@@ -22,7 +22,7 @@ from streamlife import StreamKind
 from streamlife.errors import NotSentError, OutcomeUnknownError
 from streamlife.transport import HttpTransport, RetryPolicy
 
-HERE = Path(__file__).resolve().parent / "tls"  # a self-signed certificate for 127.0.0.1, for tests only
+HERE = Path(__file__).resolve().parents[1] / "tls"  # a self-signed certificate for 127.0.0.1, for tests only
 PARAMS = {"audio_url": "rtmp://example.invalid/live"}
 CORRUPT_RECORD = b"\x17\x03\x03\x00\x20" + b"\x00" * 32  # application data that fails to decrypt
 

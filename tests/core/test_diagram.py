@@ -9,7 +9,7 @@ from pathlib import Path
 from streamlife import _diagram as diagram
 from streamlife.lifecycle import CELLS, DEADLINE_TRIGGERS, DEADLINES, TaskState
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

@@ -39,8 +39,7 @@ from streamlife.store.base import (
 from streamlife.store.memory import MemoryStore
 from streamlife.store.postgres import PostgresStore
 from streamlife.store.sqlite import SqliteStore
-
-from .pg import truncate
+from tests.pg import truncate
 
 BACKENDS = ["memory", "sqlite", "postgres"]
 
@@ -968,7 +967,7 @@ def test_sqlite_waits_for_another_writer_instead_of_failing(tmp_path: Path) -> N
 def test_postgres_errors_are_store_errors_and_the_password_stays_hidden(pg_store_dsn: str) -> None:
     import psycopg.conninfo
 
-    from .pg import free_port
+    from tests.pg import free_port
 
     nowhere = f"host=127.0.0.1 port={free_port()} dbname=x user=u password=hunter2 connect_timeout=1"
     with pytest.raises(StoreError) as raised:

@@ -32,7 +32,7 @@ UNDER_A_SIZE_LIMIT = """
 import json, os, resource, signal, sys
 from streamlife.errors import StoreError
 from streamlife.store.sqlite import SqliteStore
-from tests.test_store_contract import advance, entry, task_row
+from tests.store.test_store_contract import advance, entry, task_row
 
 path, limit, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 store = SqliteStore(path)
@@ -74,7 +74,7 @@ TASKS = 120
 
 def test_a_write_past_the_file_size_limit_is_a_store_error_and_the_next_write_works(tmp_path: Path) -> None:
     path = tmp_path / "streams.db"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", UNDER_A_SIZE_LIMIT, str(path), str(SIZE_LIMIT), str(TASKS)],
         capture_output=True,

@@ -20,9 +20,8 @@ from streamlife.errors import (
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
 from streamlife.transport import HttpTransport, RetryPolicy
-
-from .conftest import FakeTime
-from .scripted_server import Answer, Drop, scripted_server
+from tests.conftest import FakeTime
+from tests.scripted_server import Answer, Drop, scripted_server
 
 KEY = "sk-mai-SIMULATED-secret-key"
 AUDIO = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}

@@ -41,15 +41,14 @@ from streamlife.errors import (
 )
 from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.transport._answers import MAX_MESSAGE, parse_retry_after
-
-from .conftest import FakeTime
-from .scripted_server import Answer, Raw, ScriptedServer, drip, error, ok, raw_head, scripted_server
+from tests.conftest import FakeTime
+from tests.scripted_server import Answer, Raw, ScriptedServer, drip, error, ok, raw_head, scripted_server
 
 # A key with characters that URL-encoding and JSON-escaping change, so each form differs.
 KEY = "sk-mai/SECRET+test=key_0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}
 MiB = 1024 * 1024
-TLS = Path(__file__).resolve().parent / "tls"  # a self-signed certificate for 127.0.0.1, for tests only
+TLS = Path(__file__).resolve().parents[1] / "tls"  # a self-signed certificate for 127.0.0.1, for tests only
 OK_BODY = json.dumps(
     {"code": 200, "message": "success", "data": {"task_id": "t-1", "message": "ok"}}
 ).encode()

@@ -24,9 +24,8 @@ from streamlife.errors import (
     TransportError,
 )
 from streamlife.transport import HttpTransport, RetryPolicy
-
-from .conftest import FakeTime
-from .scripted_server import Answer, Drop, ScriptedServer, Stall, error, ok, scripted_server
+from tests.conftest import FakeTime
+from tests.scripted_server import Answer, Drop, ScriptedServer, Stall, error, ok, scripted_server
 
 KEY = "sk-mai-SECRET-test-key-0123456789"
 PARAMS = {"audio_url": "rtmp://example.invalid/live", "provider": "assemblyai"}

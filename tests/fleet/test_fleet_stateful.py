@@ -63,8 +63,7 @@ from streamlife.lifecycle import TERMINAL, StopReason
 from streamlife.protocol import URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.testing import MemoriesSim
-
-from .conftest import POLICY as RIG_POLICY
+from tests.conftest import POLICY as RIG_POLICY
 
 
 def faults(seed: int) -> Faults:
@@ -79,7 +78,7 @@ POLICY = dataclasses.replace(  # the rig's, with no worker threads, and longer t
     uncertain_ttl=40.0,
     final_callback_wait=10.0,
     silence_after=15.0,
-    history_limit=None,  # the invariants read whole histories (tests/test_task.py checks the limit)
+    history_limit=None,  # the invariants read whole histories (tests/core/test_task.py checks the limit)
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
 WAIT_SLACK = 1.0  # real seconds a bounded stop may overrun its wait (scheduling, a slow CI machine)

@@ -19,9 +19,8 @@ from streamlife import Fleet, ManualClock, StreamKind, TaskState
 from streamlife.errors import RejectedError, ServerError, TransportError
 from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.transport._answers import stream_url_secrets
-
-from .conftest import FakeTime
-from .scripted_server import Answer, ScriptedServer, scripted_server
+from tests.conftest import FakeTime
+from tests.scripted_server import Answer, ScriptedServer, scripted_server
 
 KEY = "sk-mai-SECRET-test-key-0123456789"
 # Each secret part has characters that URL-encoding or JSON-escaping change, so each form differs.
