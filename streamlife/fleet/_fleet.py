@@ -112,7 +112,7 @@ class Fleet:
         self._notices = notices = Notices()
         self._workers = workers = Workers(policy)
         backoff = Backoff(policy)
-        self._timers = timers = Timers(registry, clock, policy)
+        timers = Timers(registry, clock, policy)
         ledger = Ledger(store, registry, clock, policy.history_limit)
         self._mover = mover = Mover(ledger, store, registry, timers, notices, policy)
         self._stopper = stopper = Stopper(
