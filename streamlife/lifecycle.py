@@ -302,6 +302,22 @@ AUTO_STOPS: Final[dict[str, AutoStop]] = {
 }
 
 
+# Why a task recovered in ``starting`` is uncertain: its start request may have left before the crash.
+INTERRUPTED_START: Final = "the process ended while the start request was in flight"
+# Why a start refused for now, found in the store after a restart, failed: nothing was created,
+# and the start body (which the store does not keep) was lost with the process.
+LOST_START_BODY: Final = "the process that was to send the start again ended; its start body is not stored"
+
+# What a task found in the store is given first, by state, when the process that held it ended:
+# each step is a trigger and, for one that takes an error, why. A start in flight may have made a
+# stream, so the task is uncertain, never started again; a start refused for now cannot be sent
+# again, since its body is not stored, so it fails. A running task's owed stop is in AUTO_STOPS.
+ON_RECOVERY: Final[dict[TaskState, tuple[tuple[str, str | None], ...]]] = {
+    TaskState.STARTING: (("start_unknown", INTERRUPTED_START),),
+    TaskState.PENDING: (("start", None), ("start_rejected", LOST_START_BODY)),
+}
+
+
 class Argument(enum.Enum):
     """What a trigger takes, and so how the journal keeps it (``streamlife._journal``'s codecs)."""
 
@@ -389,6 +405,15 @@ def _check_table() -> None:
 
     if not AUTO_STOPS.keys() <= TRIGGERS.keys():
         raise AssertionError("AUTO_STOPS must name triggers of TRIGGERS")
+
+    for state, steps in ON_RECOVERY.items():
+        for trigger, _ in steps:
+            cell = CELLS[state, trigger]
+            if not isinstance(cell, TaskState):
+                raise AssertionError(f"recovery fires {trigger!r} in {state}, which the table refuses")
+            state = cell
+        if state not in TERMINAL | {TaskState.UNCERTAIN}:
+            raise AssertionError(f"recovery from {state} must leave the task uncertain or terminal")
 
 
 _check_table()

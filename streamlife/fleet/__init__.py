@@ -4,8 +4,9 @@
 (docs/architecture.md says which does what).
 """
 
+from streamlife.lifecycle import INTERRUPTED_START, LOST_START_BODY
+
 from ._fleet import Fleet, FleetStats
 from ._orphans import Orphan
-from ._recovery import INTERRUPTED_START, LOST_START_BODY
 
 __all__ = ["INTERRUPTED_START", "LOST_START_BODY", "Fleet", "FleetStats", "Orphan"]

@@ -283,6 +283,33 @@ def test_a_table_that_ends_a_task_on_an_inferred_end_is_refused(monkeypatch: pyt
         lifecycle._check_table()
 
 
+@pytest.mark.parametrize(
+    ("steps", "refusal"),
+    [
+        ((("start_ok", None),), "the table refuses"),  # a start answer nobody has
+        ((("start", None),), "uncertain or terminal"),  # a deferred start left starting, owed by nobody
+    ],
+)
+def test_a_recovery_that_would_leave_a_task_owed_by_nobody_is_refused(
+    monkeypatch: pytest.MonkeyPatch, steps: tuple[tuple[str, str | None], ...], refusal: str
+) -> None:
+    monkeypatch.setattr(lifecycle, "ON_RECOVERY", {TaskState.PENDING: steps})
+    with pytest.raises(AssertionError, match=refusal):
+        lifecycle._check_table()
+
+
+def test_a_deadline_that_fires_a_trigger_its_state_refuses_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = {
+        **lifecycle.DEADLINES,
+        TaskState.STOPPING: ((lifecycle.Deadline.SILENCE, lifecycle.Guard.ALWAYS),),
+    }
+    monkeypatch.setattr(lifecycle, "DEADLINES", broken)
+    with pytest.raises(AssertionError, match="silence deadline fires a trigger stopping refuses"):
+        lifecycle._check_table()
+
+
 @pytest.mark.parametrize("state", sorted(TERMINAL))
 def test_nothing_but_local_calls_can_raise_and_nothing_leaves_a_terminal_state(
     state: TaskState,
