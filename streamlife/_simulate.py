@@ -27,7 +27,6 @@ the last final the simulator sent (each is a final, or inside one of the task's 
 from __future__ import annotations
 
 import random
-import re
 import secrets
 import time
 from collections import Counter
@@ -56,8 +55,7 @@ from .protocol import PROVIDERS, SEGMENT_SECONDS, URL_FIELD
 from .sim import Faults, SimTransport, SimulatedService, serve_http
 from .sim._records import SIM_MODES, SimMode
 from .sim.http import WebhookPoster
-from .store import Store, open_store
-from .store._dsn import mask, store_url_secrets
+from .store import Store, mask_store_url, open_store
 from .transport.base import Transport
 from .transport.http import HttpTransport, RetryPolicy
 from .webhook import WebhookReceiver, serve_webhook
@@ -184,18 +182,6 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
             return _Driver(run, clock, service, fleet, handed, on_progress).drive()
         finally:
             fleet.close()
-
-
-# user:secret@ after "//", or right after the scheme of a "postgres:user:secret@host" store URL.
-_URL_PASSWORD: Final = re.compile(r"((?://|^postgres(?:ql)?:)[^/@\s:]*:)[^/\s]*(@)")
-_DSN_PASSWORD: Final = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)""", re.IGNORECASE)
-
-
-def mask_store_url(url: str) -> str:
-    """The store URL fit to print: a password, in a URL (``user:secret@``), a query string
-    (``?password=secret``) or a key=value DSN (``password=secret``), becomes ``***``."""
-    shown = mask(url, store_url_secrets(url))  # first: a password the patterns below would cut
-    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", shown))
 
 
 class _Handed:

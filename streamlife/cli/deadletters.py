@@ -10,11 +10,10 @@ from typing import Any
 
 from streamlife._events import Outcome, StartResult, StopResult, StreamKind
 from streamlife._policy import Policy
-from streamlife._simulate import mask_store_url
 from streamlife.deadletter import kept_letters, replay_dead_letters
 from streamlife.errors import CallbackError, NotSentError
 from streamlife.fleet import Fleet
-from streamlife.store import DeadLetter, Store
+from streamlife.store import DeadLetter, Store, mask_store_url
 
 from .exits import EXIT_OK, Problem, Usage
 from .render import hexdump, iso_utc, letters_table, plural, preview, print_fields, print_table, printable

@@ -17,11 +17,10 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from streamlife._clock import ManualClock
-from streamlife._simulate import mask_store_url
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
-from streamlife.store import MemoryStore, Store
+from streamlife.store import MemoryStore, Store, mask_store_url
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 

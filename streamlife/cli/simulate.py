@@ -10,8 +10,9 @@ from typing import Final
 from rich.console import Console
 from rich.live import Live
 
-from streamlife._simulate import Report, Run, Snapshot, mask_store_url, simulate
+from streamlife._simulate import Report, Run, Snapshot, simulate
 from streamlife.errors import StoreError
+from streamlife.store import mask_store_url
 
 from .exits import EXIT_OK, EXIT_PROBLEM, Usage
 from .render import live_panel, summary

@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from streamlife._simulate import mask_store_url
 from streamlife.errors import StoreError
-from streamlife.store import JournalEntry, Store, TaskRow, open_store, parse_store_url
+from streamlife.store import JournalEntry, Store, TaskRow, mask_store_url, open_store, parse_store_url
 
 from .exits import EXIT_OK, Problem, Usage
 from .render import describe, iso_utc, journal_table, print_table

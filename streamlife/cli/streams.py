@@ -9,12 +9,11 @@ from typing import Any, Final
 
 from streamlife._events import StreamKind
 from streamlife._policy import Policy
-from streamlife._simulate import mask_store_url
 from streamlife.errors import StreamlifeError
 from streamlife.fleet import Fleet
 from streamlife.lifecycle import TaskState
 from streamlife.protocol import PROVIDERS, URL_FIELD
-from streamlife.store import Store, TaskRow
+from streamlife.store import Store, TaskRow, mask_store_url
 from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for

@@ -7,6 +7,7 @@ sharing the same tasks). ``open_store("sqlite:/var/lib/app/streams.db")`` picks 
 
 from __future__ import annotations
 
+from ._dsn import mask_store_url
 from .base import (
     DEAD_LETTER_MAX_BODY,
     DeadLetter,
@@ -33,6 +34,7 @@ __all__ = [
     "StoreError",
     "TaskRow",
     "TaskTxn",
+    "mask_store_url",
     "open_store",
     "parse_store_url",
 ]
@@ -67,4 +69,5 @@ def parse_store_url(url: str) -> tuple[str, str]:
         return "sqlite", rest
     if scheme in ("postgres", "postgresql") and rest:
         return "postgres", url if rest.startswith("//") else rest  # a URL, or a "key=value" DSN
-    raise ValueError(f"not a store URL: {url!r} (want memory:, sqlite:PATH or postgres:DSN)")
+    # Masked: a mistyped URL may still hold a password.
+    raise ValueError(f"not a store URL: {mask_store_url(url)!r} (want memory:, sqlite:PATH or postgres:DSN)")

@@ -97,3 +97,15 @@ def _unquoted(value: str) -> str:
         closed = len(value) > 1 and value.endswith("'") and not value.endswith("\\'")
         value = value[1:-1] if closed else value[1:]
     return re.sub(r"\\(.)", r"\1", value)
+
+
+def mask_store_url(url: str) -> str:
+    """The store URL fit to print: a password, in a URL (``user:secret@``), a query string
+    (``?password=secret``) or a key=value DSN (``password=secret``), becomes ``***``."""
+    shown = mask(url, store_url_secrets(url))  # first: a password the patterns below would cut
+    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", shown))
+
+
+# user:secret@ after "//", or right after the scheme of a "postgres:user:secret@host" store URL.
+_URL_PASSWORD: Final = re.compile(r"((?://|^postgres(?:ql)?:)[^/@\s:]*:)[^/\s]*(@)")
+_DSN_PASSWORD: Final = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)""", re.IGNORECASE)

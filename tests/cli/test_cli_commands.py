@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy
-from streamlife._simulate import mask_store_url
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
-from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore
+from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore, mask_store_url
 
 SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
 

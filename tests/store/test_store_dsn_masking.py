@@ -14,9 +14,8 @@ from pathlib import Path
 import psycopg.conninfo
 import pytest
 
-from streamlife._simulate import mask_store_url
 from streamlife.errors import StoreError
-from streamlife.store import open_store
+from streamlife.store import mask_store_url, open_store
 from streamlife.store._dsn import mask, secrets_of
 from streamlife.store.postgres import PostgresStore
 from tests.cli.test_cli_commands import streamlife

@@ -5,9 +5,8 @@ from __future__ import annotations
 import psycopg.conninfo
 import pytest
 
-from streamlife._simulate import mask_store_url
 from streamlife.errors import StoreError
-from streamlife.store import open_store
+from streamlife.store import mask_store_url, open_store
 
 
 @pytest.mark.parametrize(

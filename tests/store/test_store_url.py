@@ -32,3 +32,20 @@ def test_a_text_that_names_no_store_is_refused_by_the_parser_and_by_open_store(u
         parse_store_url(url)
     with pytest.raises(ValueError, match="not a store URL"):
         open_store(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgress://app:hunter2-secret@db/streams",  # a mistyped scheme
+        "postgre:host=db password=hunter2-secret",
+        "pg://app:hunter2-secret@db/streams?sslmode=require",
+    ],
+)
+def test_a_mistyped_store_url_is_refused_without_its_password(url: str) -> None:
+    """A library caller's error message may reach a log: a password in a mistyped URL stays out of it."""
+    for refuse in (parse_store_url, open_store):
+        with pytest.raises(ValueError, match="not a store URL") as refused:
+            refuse(url)
+        assert "hunter2" not in str(refused.value)
+        assert "***" in str(refused.value)
