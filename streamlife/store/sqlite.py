@@ -255,7 +255,7 @@ class SqliteStore:
         with self._lock:
             if "event" in self._open:
                 raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
-            with self._scope("event", what):
+            with self._scope("event", what), errors(what):  # (whatever statement the block runs)
                 yield self._db
 
     @contextmanager

@@ -11,7 +11,7 @@ import pytest
 from streamlife.errors import StoreError
 from streamlife.store.sqlite import SqliteStore
 
-from .test_store_contract import advance, make
+from .test_store_contract import advance, entry, make, task_row
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,26 @@ def test_a_batch_that_sqlite_rolled_back_keeps_no_later_write(
     advance(store, "b")  # and the store goes on
     assert [e.version for e in store.journal("b")] == [1, 2]
     store.close()
+
+
+def test_a_write_sqlite_refuses_in_create_is_a_store_error(tmp_path: Path) -> None:
+    """Any sqlite3 failure of a write is the store's error (the receiver answers 503 for it), not
+    sqlite3's own. Here the claims table is gone from under the store, so the claim cannot be kept."""
+    store = SqliteStore(tmp_path / "streams.db")
+    store._db.execute("ALTER TABLE claims RENAME TO claims_gone")
+    with pytest.raises(StoreError, match="could not create task 'a'"):
+        store.create(task_row("a", 1, task_id="tid-a"), (entry(1, trigger="adopt"),), claim="tid-a")
+    assert store.row("a") is None  # nothing of it was kept
+    store._db.execute("ALTER TABLE claims_gone RENAME TO claims")
+    store.create(
+        task_row("a", 1, task_id="tid-a"), (entry(1, trigger="adopt"),), claim="tid-a"
+    )  # and the store works on
+    assert [e.version for e in store.journal("a")] == [1]
+
+
+def test_a_read_sqlite_refuses_under_the_row_lock_is_a_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "streams.db")
+    make(store, "a")
+    store._db.execute("ALTER TABLE tasks RENAME TO tasks_gone")  # the row lock's read now fails
+    with pytest.raises(StoreError, match="could not write task 'a'"), store.lock("a"):
+        pass
