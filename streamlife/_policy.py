@@ -60,6 +60,12 @@ class Policy:
     backoff: a slow or stalling answer for some streams must not hold every stop worker while
     the stops of the others wait."""
 
+    shared_poll: float = 0.25
+    """With a store other processes share, how often (real seconds) ``stop(wait=)`` and
+    ``stop_all(wait=)`` read it for what the others applied: the status-14 callback that settles a
+    task may reach another process. Each read takes one row per task waited for (or, for many
+    tasks, one scan of the unfinished ones)."""
+
     stop_concurrency: int = 8
     """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
     retries and orphan stops of ``tick``. 0 keeps none: every request goes out on the calling
@@ -166,6 +172,7 @@ _DURATIONS: Final = (
     "stop_retry_cap",
     "max_retry_after",
     "stop_timeout",
+    "shared_poll",
 )
 
 

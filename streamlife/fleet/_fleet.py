@@ -217,7 +217,7 @@ class Fleet:
             self._stopper.send(tracked, asked=True)
         else:
             self._stopper.send_soon(tracked, give_up_at, asked=True)
-            self._registry.wait_settled([tracked], give_up_at)
+            self._mover.wait_settled([tracked], give_up_at)
         return tracked.task
 
     def stop_all(self, wait: float | None = None) -> list[StreamTask]:
@@ -270,7 +270,7 @@ class Fleet:
             for task_id, kinds in unjournaled:
                 stopper.send_unjournaled(task_id, kinds, give_up_at)
         if give_up_at is not None:
-            self._registry.wait_settled(alive, give_up_at)
+            self._mover.wait_settled(alive, give_up_at)
         unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
         if failures:
             raise StopAllError(failures, unsettled)
@@ -405,10 +405,15 @@ class Fleet:
         return self.store.journal(task.key or "")
 
     def get(self, task_id: str) -> StreamTask | None:
-        """The task memories.ai knows as ``task_id``, or None."""
+        """The task memories.ai knows as ``task_id``, or None. With a shared store, a task not yet
+        terminal first catches up with what other processes applied to it (one row read)."""
         with self._registry.lock:
             tracked = self._registry.by_id.get(task_id)
-        return None if tracked is None else tracked.task
+        if tracked is None:
+            return None
+        if self.store.shared and not tracked.task.terminal:
+            self._mover.catch_up([tracked])
+        return tracked.task
 
     def tasks(self, state: TaskState | str | None = None) -> list[StreamTask]:
         """Every task (in the order they were made), or those in ``state``."""
@@ -418,12 +423,15 @@ class Fleet:
 
     def unsettled(self) -> list[StreamTask]:
         """Tasks whose end is not yet confirmed: a stop asked for (failing stops stay listed here),
-        or an end the Fleet inferred (``ending``) while its confirming stop is on its way."""
-        return [
-            task
-            for task in self.tasks()
-            if (task.stop_requested and not task.terminal) or task.state in STOP_DUE
-        ]
+        or an end the Fleet inferred (``ending``) while its confirming stop is on its way. With a
+        shared store, these catch up first with what other processes applied to them."""
+
+        def owed(task: StreamTask) -> bool:
+            return (task.stop_requested and not task.terminal) or task.state in STOP_DUE
+
+        if self.store.shared:
+            self._mover.catch_up([tracked for tracked in self._registry.everyone() if owed(tracked.task)])
+        return [task for task in self.tasks() if owed(task)]
 
     def exposure(self) -> Exposure:
         """What this Fleet's streams have cost so far, as the client estimates it: every 5-second

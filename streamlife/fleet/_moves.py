@@ -8,9 +8,10 @@ settle, queues the transition hooks, and queues the confirming stop an inferred 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -25,6 +26,9 @@ from ._timers import Timers
 from ._tracked import Tracked
 
 _log = structlog.get_logger("streamlife")
+
+# Up to this many tasks, ``catch_up`` reads each one's row; past it, one scan of the unfinished rows.
+_READ_EACH: Final = 32
 
 
 @dataclass(slots=True, eq=False)
@@ -123,6 +127,44 @@ class Mover:
                 self.timers.sync(tracked)
                 self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
         return held
+
+    def wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
+        """Wait until every task of ``waiting`` is terminal, or ``give_up_at`` (monotonic) passes.
+        With a shared store another process may settle a task (its status-14 callback may reach
+        that one), so every ``Policy.shared_poll`` seconds the tasks catch up with the store."""
+        if not self.store.shared:
+            self.registry.wait_settled(waiting, give_up_at)
+            return
+        while True:
+            self.registry.wait_settled(waiting, min(give_up_at, time.monotonic() + self.policy.shared_poll))
+            behind = [tracked for tracked in waiting if not tracked.task.terminal]
+            if not behind or time.monotonic() >= give_up_at:
+                return
+            self.catch_up(behind)
+
+    def catch_up(self, waiting: Sequence[Tracked]) -> None:
+        """Catch up the tasks of ``waiting`` that another process moved on, as the store holds them:
+        one row read each, or, for many, one scan of the unfinished rows (a task missing from it
+        has become terminal). Only a task behind its row takes the row's lock. For a reader: a
+        store that fails is logged, and the tasks stay as this process knows them."""
+        try:
+            self._catch_up(waiting)
+        except Exception:
+            _log.exception("streamlife.store_failed", kind="catch_up")
+
+    def _catch_up(self, waiting: Sequence[Tracked]) -> None:
+        if len(waiting) <= _READ_EACH:
+            versions = {tracked.task.key: self._version(tracked.task.key or "") for tracked in waiting}
+        else:
+            versions = {row.key: row.version for row in self.store.rows()}
+        for tracked in waiting:
+            stored = versions.get(tracked.task.key or "")
+            if (stored is None and tracked.version > 0) or (stored or 0) > tracked.version:
+                self.refresh(tracked)  # (None: terminal in the store, missing from the scan)
+
+    def _version(self, key: str) -> int | None:
+        row = self.store.row(key)
+        return None if row is None else row.version
 
     def refresh(self, tracked: Tracked) -> None:
         """Catch the task up with what other processes applied to it, now rather than at its next

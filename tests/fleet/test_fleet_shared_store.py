@@ -9,6 +9,8 @@ database or a full disk would. What every test asks in the end: is anything stil
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,51 @@ def test_a_task_heard_from_by_another_process_is_not_silent(clock: ManualClock) 
     run(service, 40, worker, receiver)
     assert "silence" not in triggers(store, task)
     assert state_of(task) is TaskState.RUNNING
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+def test_a_stop_waited_for_sees_the_status_14_another_process_applied(
+    clock: ManualClock, tmp_path: Path, store_kind: str
+) -> None:
+    """The stop's answer comes here; the status-14 callback that settles the task reaches the other
+    process. ``stop(wait=)`` returns once the store says stopped, not when its wait runs out."""
+    service = SimulatedService(clock=clock)
+    store: Store = MemoryStore(shared=True) if store_kind == "memory" else SqliteStore(tmp_path / "s.db")
+    worker = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    receiver = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    service.on_callback(receiver.handle_callback)  # every webhook reaches the receiver, none the worker
+    task = worker.start("audio", audio_url=URL, provider="assemblyai")
+    run(service, 6, worker, receiver)
+
+    def deliver_the_14_soon() -> None:
+        time.sleep(0.3)
+        service.advance(1)  # the status-14 callback, to the receiver
+
+    delivering = threading.Thread(target=deliver_the_14_soon)
+    delivering.start()
+    started = time.monotonic()
+    worker.stop(task, wait=10)
+    waited = time.monotonic() - started
+    delivering.join()
+    assert state_of(task) is TaskState.STOPPED
+    assert waited < 5  # (the poll is a fraction of a second; the wait's end is 10 s away)
+    assert worker.unsettled() == []
+
+
+def test_unsettled_and_get_show_what_another_process_applied(clock: ManualClock) -> None:
+    service = SimulatedService(clock=clock)
+    store = MemoryStore(shared=True)
+    worker = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    receiver = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    service.on_callback(receiver.handle_callback)
+    task = worker.start("audio", audio_url=URL, provider="assemblyai")
+    run(service, 6, worker, receiver)
+    worker.stop(task)  # answered here: stopping, acknowledged
+    assert worker.unsettled() == [task]
+    service.advance(1)  # the status-14 callback settles it in the receiver
+    assert worker.unsettled() == []
+    assert state_of(task) is TaskState.STOPPED
+    assert worker.get(task.task_id or "") is task
 
 
 def test_a_task_put_back_after_a_failed_write_keeps_the_timers_of_what_it_caught_up_with(
