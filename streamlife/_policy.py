@@ -60,12 +60,6 @@ class Policy:
     backoff: a slow or stalling answer for some streams must not hold every stop worker while
     the stops of the others wait."""
 
-    shared_poll: float = 0.25
-    """With a store other processes share, how often (real seconds) ``stop(wait=)`` and
-    ``stop_all(wait=)`` read it for what the others applied: the status-14 callback that settles a
-    task may reach another process. Each read takes one row per task waited for (or, for many
-    tasks, one scan of the unfinished ones)."""
-
     stop_concurrency: int = 8
     """Worker threads that send stop requests: ``stop_all``'s at once, a bounded ``stop``'s, and the
     retries and orphan stops of ``tick``. 0 keeps none: every request goes out on the calling
@@ -116,6 +110,12 @@ class Policy:
 
     seed: int | None = None
     """Seed for the backoff jitter, for reproducible runs; None draws it from the OS."""
+
+    shared_poll: float = 0.25
+    """With a store other processes share, how often (real seconds) ``stop(wait=)`` and
+    ``stop_all(wait=)`` read it for what the others applied: the status-14 callback that settles a
+    task may reach another process. Each read takes one row per task waited for (or, for many
+    tasks, one scan of the unfinished ones)."""
 
     def __post_init__(self) -> None:
         for name in _DURATIONS:

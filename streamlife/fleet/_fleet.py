@@ -114,6 +114,7 @@ class Fleet:
         backoff = Backoff(policy)
         timers = Timers(registry, clock, policy)
         ledger = Ledger(store, registry, clock, policy.history_limit)
+        ledger.on_caught_up = lambda tracked: timers.take_over_stop(tracked, after=policy.stop_retry_base)
         self._mover = mover = Mover(ledger, store, registry, timers, notices, policy)
         self._stopper = stopper = Stopper(
             transport, mover, timers, notices, registry, workers, backoff, clock, policy

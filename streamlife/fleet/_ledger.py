@@ -4,13 +4,16 @@ The one way a task moves. Under the store's lock on the task's row, the ledger r
 processes applied to the task since this copy last saw it, fires the trigger, and writes the
 journal entry with the row. If the write fails, it puts the task back as the store holds it and
 raises, so nothing is acknowledged that was not journaled. It arms no timer and calls no hook: it
-returns a ``Change``, and ``Mover`` reacts to it.
+returns a ``Change``, and ``Mover`` reacts to it. One reaction cannot wait for the ``Change``:
+a stop that another process journaled and may not have sent is taken over as the catch-up finds
+it (``on_caught_up``), before the trigger fires and whether or not its write lands. After the
+trigger, the task's state no longer says what the catch-up found.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -50,6 +53,9 @@ class Ledger:
     registry: Registry
     clock: Clock
     history_limit: int | None
+    # Called, under the task's lock, for a task that has just caught up with what another process
+    # applied to it (wired to ``Timers.take_over_stop``).
+    on_caught_up: Callable[[Tracked], None] = field(default=lambda _: None)
 
     def fire(self, tracked: Tracked, method: Callable[..., Outcome], args: Sequence[Any]) -> Change:
         """Fire ``method(*args)`` at the task and journal it. The caller holds the task's lock."""
@@ -148,5 +154,6 @@ class Ledger:
             if task.task_id is not None:  # named by another process's start answer
                 with self.registry.lock:
                     self.registry.by_id.setdefault(task.task_id, tracked)
+            self.on_caught_up(tracked)
         _log.debug("streamlife.caught_up", task=task.ref, key=task.key, entries=len(entries))
         return bool(entries)

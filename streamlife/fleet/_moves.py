@@ -52,13 +52,10 @@ class Mover:
         try:
             change = self.ledger.fire(tracked, method, args)
         except BaseException:
-            if not tracked.stale:  # put back as the store holds it, or caught up: its timers follow
-                self.timers.sync(tracked)
+            self.timers.sync(tracked)  # put back as the store holds it, or caught up: timers follow
             raise
         if (change.applied and change.moved) or change.caught_up:  # (timers follow the row's fields)
             self.timers.sync(tracked)
-            if change.caught_up:
-                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
             if change.became_terminal:
                 with self.registry.settled:
                     self.registry.settled.notify_all()
@@ -170,7 +167,6 @@ class Mover:
         """Catch the task up with what other processes applied to it, now rather than at its next
         event."""
         with tracked.lock:
-            if self.ledger.refresh(tracked):
-                self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
+            self.ledger.refresh(tracked)  # (a stop owed is taken over as it catches up)
             self.timers.sync(tracked)
         self.notices.deliver(tracked)
