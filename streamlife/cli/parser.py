@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="with a memory: store, how long to wait at exit for the stopped tasks to end (default: 30)",
     )
+    serve.add_argument(
+        "--retention",
+        metavar="DURATION",
+        type=duration,
+        default=None,
+        help="prune the store every hour, from now on, of terminal tasks and dead letters older than this"
+        " (30d, 12h, 90m, 3600s), as `streamlife prune --older-than` does (default: keep everything)",
+    )
     face = serve.add_mutually_exclusive_group()
     _api_url_option(face)
     face.add_argument(

@@ -17,10 +17,11 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from streamlife._clock import ManualClock
+from streamlife._policy import Policy
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
-from streamlife.store import MemoryStore, Store, mask_store_url
+from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
@@ -68,8 +69,10 @@ def run_serve(args: argparse.Namespace) -> int:
             api_url = args.api_url
         transport = HttpTransport(key, base_url=api_url)
         stack.callback(transport.close)
-        fleet = stack.enter_context(Fleet(transport, store=store))
+        fleet = stack.enter_context(Fleet(transport, store=store, policy=Policy(retention=args.retention)))
         recovered = fleet.recover()
+        if fleet.policy.retention is not None:
+            stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         receiver = WebhookReceiver(fleet, token=token)
         hook = stack.enter_context(
             _listening(

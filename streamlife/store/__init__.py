@@ -21,6 +21,7 @@ from .base import (
     TaskTxn,
 )
 from .memory import MemoryStore
+from .retention import pruning
 from .sqlite import SqliteStore
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "mask_store_url",
     "open_store",
     "parse_store_url",
+    "pruning",
 ]
 
 

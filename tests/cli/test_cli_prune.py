@@ -11,7 +11,7 @@ import pytest
 
 from streamlife.cli.values import duration
 from streamlife.store import JournalEntry, SqliteStore, TaskRow
-from tests.cli.test_cli_commands import json_of, streamlife
+from tests.cli.test_cli_commands import json_of, served, streamlife
 
 DAY = 86400.0
 
@@ -102,3 +102,26 @@ def test_durations_read_as_seconds(given: str, seconds: float) -> None:
 def test_a_duration_past_any_float_is_refused() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="above 0"):
         duration("9" * 400 + "d")
+
+
+def test_serve_with_a_retention_prunes_the_store_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "served.db"
+    store = SqliteStore(path)
+    keep_task(store, "old-stopped", "stopped", 40)
+    keep_task(store, "recent", "stopped", 29)
+    store.close()
+    with served(
+        "--sim", "--store", f"sqlite:{path}", "--port", "0", "--retention", "30d", cwd=tmp_path
+    ) as serve:
+        serve.wait_for(r"webhooks at .+; recovered 0 tasks from")
+        give_up_at = time.monotonic() + 15
+        while kept_keys(path) != ["recent"]:
+            assert time.monotonic() < give_up_at, kept_keys(path)
+            time.sleep(0.1)
+        assert serve.terminate() == 0
+
+
+def test_serve_refuses_a_bad_retention(tmp_path: Path) -> None:
+    result = streamlife("serve", "--sim", "--store", "memory:", "--retention=0d", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--retention" in result.stderr
