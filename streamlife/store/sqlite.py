@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
@@ -240,7 +241,9 @@ class SqliteStore:
 
     def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
         """Each batch is one write transaction (``BEGIN IMMEDIATE``): it holds the file's write lock
-        from the read of the batch's tasks to their deletion, so no other writer moves them between."""
+        from the read of the batch's tasks to their deletion, so no other writer moves them between.
+        Between two batches the lock is let go for as long as a batch held it: a writer waiting in
+        SQLite's busy handler (which sleeps, and tries again) finds it free, and is not starved."""
         cutoff = (prune_cutoff(before),) * 2
         if dry_run:
             with self._connection() as db:
@@ -249,11 +252,12 @@ class SqliteStore:
                     "SELECT count(*) FROM dead_letters WHERE at < ?", cutoff[:1]
                 ).fetchone()
             return PruneResult(tasks, int(entries), letters)
-        with self._lock:
-            if self._open:
-                raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
-            tasks = entries = 0
-            while True:
+        tasks = entries = 0
+        while True:
+            began = time.monotonic()
+            with self._lock:  # (this process's other threads write between two batches too)
+                if self._open:
+                    raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
                 with self._transaction("could not prune the tasks") as db:
                     found = db.execute(f"SELECT key {_PRUNABLE} LIMIT ?", (*cutoff, PRUNE_BATCH))
                     keys = [key for (key,) in found]
@@ -261,10 +265,11 @@ class SqliteStore:
                     entries += db.execute(f"DELETE FROM journal WHERE key IN {_KEYS}", batch).rowcount
                     db.execute(f"DELETE FROM claims WHERE key IN {_KEYS}", batch)
                     tasks += db.execute(f"DELETE FROM tasks WHERE key IN {_KEYS}", batch).rowcount
-                if len(keys) < PRUNE_BATCH:
-                    break
-            with self._transaction("could not prune the dead letters") as db:
-                letters = db.execute("DELETE FROM dead_letters WHERE at < ?", cutoff[:1]).rowcount
+            if len(keys) < PRUNE_BATCH:
+                break
+            time.sleep(time.monotonic() - began)
+        with self._transaction("could not prune the dead letters") as db:
+            letters = db.execute("DELETE FROM dead_letters WHERE at < ?", cutoff[:1]).rowcount
         return PruneResult(tasks, entries, letters)
 
     def close(self) -> None:
