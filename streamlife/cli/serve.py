@@ -18,6 +18,7 @@ import structlog
 
 from streamlife._clock import ManualClock
 from streamlife._policy import Policy
+from streamlife._repeating import repeating
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
@@ -165,23 +166,16 @@ def _reachable(host: str) -> str:
 @contextmanager
 def _real_time(service: SimulatedService) -> Iterator[None]:
     """Move the simulator's virtual clock along with the wall clock, from a thread."""
-    done = threading.Event()
     log = structlog.get_logger("streamlife")
 
     def advance() -> None:
-        while not done.wait(SIM_TICK):
-            try:
-                service.run_until(max(time.time(), service.clock.now()))
-            except Exception:
-                log.exception("streamlife.sim_failed")
+        try:
+            service.run_until(max(time.time(), service.clock.now()))
+        except Exception:
+            log.exception("streamlife.sim_failed")
 
-    thread = threading.Thread(target=advance, name="streamlife-sim-clock", daemon=True)
-    thread.start()
-    try:
+    with repeating(advance, SIM_TICK, "streamlife-sim-clock"):
         yield
-    finally:
-        done.set()
-        thread.join()
 
 
 @contextmanager

@@ -8,7 +8,6 @@ anything go is logged too (``streamlife.pruned``, at info).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -16,6 +15,7 @@ from typing import Final
 import structlog
 
 from streamlife._clock import SYSTEM_CLOCK, Clock
+from streamlife._repeating import repeating
 
 from .base import Store
 
@@ -38,20 +38,8 @@ def pruning(
             or not 0 < seconds < float("inf")
         ):
             raise ValueError(f"{name} must be positive, finite seconds, got {seconds!r}")
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            prune_once(store, clock.now() - retention)
-            done.wait(every)
-
-    thread = threading.Thread(target=loop, name="streamlife-retention", daemon=True)
-    thread.start()
-    try:
+    with repeating(lambda: prune_once(store, clock.now() - retention), every, "streamlife-retention"):
         yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def prune_once(store: Store, before: float) -> None:
