@@ -337,9 +337,12 @@ class Store(Protocol):
         task_id may be claimed again. So a callback that comes for it later is one for a task_id
         no task holds: a Fleet that holds no copy of the task parks it, and after
         ``Policy.park_ttl`` adopts the stream as an orphan and (``Policy.reap_orphans``) stops it.
-        The stream ended long ago, so the stop is answered "not found" and the orphan's task is
-        ``stopped`` at once: a stop is safe to repeat, and nothing bills. Keep the retention
-        period well above how late the service may deliver a callback.
+        The stream ended long ago: the stop is answered "not found", and the orphan's task is
+        ``stopped`` at once (or answered 200, as the service may for an ended stream, and
+        ``stopped`` after ``Policy.final_callback_wait``). A stop is safe to repeat, and nothing
+        bills. A Fleet that still holds a copy of the task has the late callback's write refused
+        (``StoreConflict``). Keep the retention period well above how late the service may
+        deliver a callback.
 
         A task whose ``created_at`` is after its ``updated_at`` (clocks of two processes apart)
         goes once ``before`` passes both: later, never sooner.
