@@ -1522,55 +1522,43 @@ def test_prune_goes_in_batches_and_takes_them_all(store: Store, monkeypatch: pyt
     assert list(store.rows(terminal=True)) == []
 
 
-def test_a_late_write_racing_a_prune_is_kept_with_its_task_or_refused(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A writer on another handle (another connection) journals late segments, at a recent time,
-    into old terminal tasks, while prunes in small batches take the tasks one age after another.
-    Each task ends either kept whole with every entry the writer wrote (it was written first, so
-    it was old no longer), or gone whole, every write for it refused: never an entry without its
-    task, never a write lost."""
-    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
-    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
-    pruner, writer = backend.open(), backend.open()
-    keys = [f"k{n:02}" for n in range(40)]
-    for n, key in enumerate(keys):
-        ended(pruner, key, 10.0 + n, entries=2)
-    written: dict[str, list[int]] = {key: [] for key in keys}
-    refused: set[str] = set()
-    errors: list[BaseException] = []
-    writing = threading.Event()
+LATE_KEYS = [f"k{n:02}" for n in range(40)]
 
-    def write_late_segments() -> None:
+
+def write_late_segments(writer: Store, written: dict[str, list[int]], refused: set[str], wrote: Any) -> None:
+    """Journal a late segment, at a recent time, into each of ``LATE_KEYS`` twice, from the youngest
+    (which the prunes reach last); ``wrote.set()`` after the first."""
+    for key in LATE_KEYS[::-1] * 2:
         try:
-            for key in keys[::-1] * 2:  # from the youngest, which the prunes reach last
-                try:
-                    with writer.lock(key) as txn:
-                        late = JournalEntry(txn.version + 1, 500.0, "segment", "stopped", "stopped", None)
-                        txn.write([late], None)
-                        time.sleep(0.001)  # holding the task: a prune meanwhile must leave it whole
-                    written[key].append(late.version)
-                except StoreConflict:
-                    refused.add(key)
-                writing.set()
-                time.sleep(0.001)  # a prune's turn (a lock is no queue: this thread would win it again)
-        except BaseException as exc:
-            errors.append(exc)
-            writing.set()
+            with writer.lock(key) as txn:
+                late = JournalEntry(txn.version + 1, 500.0, "segment", "stopped", "stopped", None)
+                txn.write([late], None)
+                time.sleep(0.001)  # holding the task: a prune meanwhile must leave it whole
+            written.setdefault(key, []).append(late.version)
+        except StoreConflict:
+            refused.add(key)
+        wrote.set()
+        time.sleep(0.001)  # a prune's turn (a lock is no queue: this writer would win it again)
 
-    thread = threading.Thread(target=write_late_segments)
-    thread.start()
-    writing.wait(10)
+
+def prune_while_written(pruner: Store, wrote: Any) -> None:
+    """Old terminal tasks ``LATE_KEYS``, last updated at 10, 11, ... 49; once the writer has written
+    one, prunes take them one age after another."""
+    assert wrote.wait(60)
     for cutoff in range(11, 51):
         pruner.prune(float(cutoff))
         time.sleep(0.001)
-    thread.join()
-    assert errors == []
+
+
+def assert_kept_whole_or_gone(store: Store, written: dict[str, list[int]], refused: set[str]) -> None:
+    """Each task is kept whole with every entry the writer wrote (written first, it was old no
+    longer), or gone whole, every write for it refused: never an entry without its task, never a
+    write lost."""
     assert refused
-    assert any(written.values())  # both ways happened: the prunes raced the writes
-    for key in keys:
-        row, journal = pruner.row(key), pruner.journal(key)
-        if written[key]:
+    assert written  # both ways happened: the prunes raced the writes
+    for key in LATE_KEYS:
+        row, journal = store.row(key), store.journal(key)
+        if key in written:
             assert key not in refused, key  # once written, it was never old enough again
             assert row is not None
             assert row.updated_at == 500.0
@@ -1579,6 +1567,74 @@ def test_a_late_write_racing_a_prune_is_kept_with_its_task_or_refused(
         else:
             assert key in refused
             assert (row, journal) == (None, [])
+
+
+def test_a_late_write_racing_a_prune_is_kept_with_its_task_or_refused(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer on another handle (another connection); the prunes in small batches."""
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
+    pruner, writer = backend.open(), backend.open()
+    for n, key in enumerate(LATE_KEYS):
+        ended(pruner, key, 10.0 + n, entries=2)
+    written: dict[str, list[int]] = {}
+    refused: set[str] = set()
+    errors: list[BaseException] = []
+    wrote = threading.Event()
+
+    def write() -> None:
+        try:
+            write_late_segments(writer, written, refused, wrote)
+        except BaseException as exc:
+            errors.append(exc)
+            wrote.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    prune_while_written(pruner, wrote)
+    thread.join()
+    assert errors == []
+    assert_kept_whole_or_gone(pruner, written, refused)
+
+
+def late_writer(kind: str, location: str, wrote: Any, results: Any) -> None:
+    """The writing process of ``test_a_late_write_from_another_process_...``."""
+    written: dict[str, list[int]] = {}
+    refused: set[str] = set()
+    try:
+        store = open_store(kind, location)
+        try:
+            write_late_segments(store, written, refused, wrote)
+        finally:
+            store.close()
+        results.put((written, refused, None))
+    except BaseException as exc:
+        wrote.set()
+        results.put((written, refused, repr(exc)))
+        raise
+
+
+def test_a_late_write_from_another_process_racing_a_prune_is_kept_with_its_task_or_refused(
+    durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
+    pruner = durable_backend.open()
+    for n, key in enumerate(LATE_KEYS):
+        ended(pruner, key, 10.0 + n, entries=2)
+    context = multiprocessing.get_context("spawn")
+    wrote, results = context.Event(), context.Queue()
+    worker = context.Process(
+        target=late_writer, args=(durable_backend.kind, durable_backend.location, wrote, results)
+    )
+    worker.start()
+    prune_while_written(pruner, wrote)
+    written, refused, error = results.get(timeout=120)
+    worker.join(timeout=30)
+    assert error is None
+    assert worker.exitcode == 0
+    assert_kept_whole_or_gone(pruner, written, refused)
 
 
 def test_a_task_another_writer_holds_is_left_whole(backend: Backend) -> None:
