@@ -101,6 +101,13 @@ class Policy:
     the Fleet stops it (the stop's reason, ``max_duration``, is journaled). ``Fleet.start(...,
     max_duration=)`` sets one stream's own. None: no ceiling."""
 
+    retention: float | None = None
+    """How long the store keeps a terminal task (its row and journal), counted from its last event,
+    and a dead letter, counted from its arrival. None keeps everything. ``streamlife serve
+    --retention`` prunes the store with it every hour (``streamlife.store.pruning``); a Fleet alone
+    prunes nothing. Keep it well above how late a callback may come: a callback for a pruned task
+    is taken for an orphan's."""
+
     rates: Rates = DEFAULT_RATES
     """Dollars per hour by product, for ``Fleet.exposure``: memories.ai's published prices (dated)
     unless you give yours."""
@@ -155,6 +162,13 @@ class Policy:
             raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
         if self.max_duration is not None:
             check_max_duration(self.max_duration, "Policy.max_duration")
+        if self.retention is not None:
+            if not _is_number(self.retention):
+                raise TypeError(
+                    f"Policy.retention must be seconds (a number) or None, got {self.retention!r}"
+                )
+            if not 0 < self.retention < float("inf"):  # (NaN too)
+                raise ValueError(f"Policy.retention must be positive, finite seconds, got {self.retention!r}")
         if not isinstance(self.rates, Rates):
             raise TypeError(f"Policy.rates must be a Rates, got {type(self.rates).__name__}")
         if not isinstance(self.statuses, StatusTable):

@@ -19,11 +19,21 @@ from streamlife.webhook import MIN_TOKEN_LENGTH
 from .api import API_KEY_ENV
 from .deadletters import run_deadletter
 from .lifecycle import run_diagram, run_walk
+from .retention import run_prune
 from .serve import TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
 from .stores import DEFAULT_STORE, run_journal
 from .streams import run_start, run_status, run_stop
-from .values import letter_id, letter_id_or_zero, param, port, positive_float, positive_int, seconds
+from .values import (
+    duration,
+    letter_id,
+    letter_id_or_zero,
+    param,
+    port,
+    positive_float,
+    positive_int,
+    seconds,
+)
 
 # The function that runs each command, by the name the parser puts in ``args.command``.
 COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
@@ -36,6 +46,7 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "status": run_status,
     "journal": run_journal,
     "deadletter": run_deadletter,
+    "prune": run_prune,
 }
 
 _STORE_HELP: Final = (
@@ -152,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="with a memory: store, how long to wait at exit for the stopped tasks to end (default: 30)",
     )
+    serve.add_argument(
+        "--retention",
+        metavar="DURATION",
+        type=duration,
+        default=None,
+        help="prune the store every hour, from now on, of terminal tasks and dead letters older than this"
+        " (30d, 12h, 90m, 3600s), as `streamlife prune --older-than` does (default: keep everything)",
+    )
     face = serve.add_mutually_exclusive_group()
     _api_url_option(face)
     face.add_argument(
@@ -240,6 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print JSON: an array of journal entries")
 
     _deadletter_commands(commands)
+
+    prune = commands.add_parser(
+        "prune",
+        help="forget terminal tasks and dead letters older than a retention period",
+        description="Delete from the store every terminal task (stopped, ended, failed) whose last event is"
+        " older than --older-than, with its journal, and every dead letter kept before then. Tasks that"
+        " are not terminal are never touched, nor are parked callbacks. Safe while `serve` runs on the"
+        " same store: a task another process is writing is left for the next prune.",
+    )
+    _store_option(prune)
+    prune.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=duration,
+        required=True,
+        help="the retention period: 30d, 12h, 90m or 3600s (days, hours, minutes, seconds)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, and delete nothing")
+    prune.add_argument(
+        "--json", action="store_true", help="print JSON: what went (or would go), and the cutoff"
+    )
     return parser
 
 

@@ -17,10 +17,12 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from streamlife._clock import ManualClock
+from streamlife._policy import Policy
+from streamlife._repeating import repeating
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
-from streamlife.store import MemoryStore, Store, mask_store_url
+from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
@@ -68,8 +70,10 @@ def run_serve(args: argparse.Namespace) -> int:
             api_url = args.api_url
         transport = HttpTransport(key, base_url=api_url)
         stack.callback(transport.close)
-        fleet = stack.enter_context(Fleet(transport, store=store))
+        fleet = stack.enter_context(Fleet(transport, store=store, policy=Policy(retention=args.retention)))
         recovered = fleet.recover()
+        if fleet.policy.retention is not None:
+            stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         receiver = WebhookReceiver(fleet, token=token)
         hook = stack.enter_context(
             _listening(
@@ -162,23 +166,16 @@ def _reachable(host: str) -> str:
 @contextmanager
 def _real_time(service: SimulatedService) -> Iterator[None]:
     """Move the simulator's virtual clock along with the wall clock, from a thread."""
-    done = threading.Event()
     log = structlog.get_logger("streamlife")
 
     def advance() -> None:
-        while not done.wait(SIM_TICK):
-            try:
-                service.run_until(max(time.time(), service.clock.now()))
-            except Exception:
-                log.exception("streamlife.sim_failed")
+        try:
+            service.run_until(max(time.time(), service.clock.now()))
+        except Exception:
+            log.exception("streamlife.sim_failed")
 
-    thread = threading.Thread(target=advance, name="streamlife-sim-clock", daemon=True)
-    thread.start()
-    try:
+    with repeating(advance, SIM_TICK, "streamlife-sim-clock"):
         yield
-    finally:
-        done.set()
-        thread.join()
 
 
 @contextmanager

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 Number = TypeVar("Number", int, float)
 
@@ -35,6 +36,21 @@ def seconds(text: str) -> float:
     value = _read(text, float, "a number")
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be seconds, 0 or more, got {text}")
+    return value
+
+
+# A duration's units, in seconds: 30d, 12h, 90m, 3600s.
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """A span of time, as a number with its unit (``30d``, ``12h``, ``90m``, ``3600s``), in seconds."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"want a duration such as 30d, 12h, 90m or 3600s, got {text!r}")
+    value = float(found[1]) * _UNITS[found[2]]
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a duration above 0, got {text!r}")
     return value
 
 

@@ -13,6 +13,7 @@ from .base import (
     DeadLetter,
     JournalEntry,
     ParkedCallback,
+    PruneResult,
     Store,
     StoreConflict,
     StoreError,
@@ -20,6 +21,7 @@ from .base import (
     TaskTxn,
 )
 from .memory import MemoryStore
+from .retention import pruning
 from .sqlite import SqliteStore
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "JournalEntry",
     "MemoryStore",
     "ParkedCallback",
+    "PruneResult",
     "SqliteStore",
     "Store",
     "StoreConflict",
@@ -37,6 +40,7 @@ __all__ = [
     "mask_store_url",
     "open_store",
     "parse_store_url",
+    "pruning",
 ]
 
 

@@ -18,6 +18,9 @@ from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow
 
 TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 
+# Tasks pruned in one transaction: other writers wait for a batch, never for a whole prune.
+PRUNE_BATCH: Final = 500
+
 ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
 ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 PARKED_COLUMNS: Final = "seq, task_id, at, payload"

@@ -46,6 +46,7 @@ __all__ = [
     "DeadLetter",
     "JournalEntry",
     "ParkedCallback",
+    "PruneResult",
     "Store",
     "StoreConflict",
     "StoreError",
@@ -121,6 +122,14 @@ class DeadLetter(NamedTuple):
         return self.size > len(self.body)
 
 
+class PruneResult(NamedTuple):
+    """What ``Store.prune`` let go (or, with ``dry_run``, would let go)."""
+
+    tasks: int  # terminal tasks: their rows, and their task_id claims
+    entries: int  # the journal entries of those tasks
+    dead_letters: int
+
+
 def dead_letter_fields(reason: str, field: str | None, body: bytes) -> tuple[str, str | None, int, bytes]:
     """What a store keeps of a refused payload: (reason, field, size, body), each within its cap.
     Every store keeps these, so all three read back the same letter.
@@ -155,6 +164,13 @@ def _storable(text: str) -> str:
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text.replace("\x00", "\\x00")[:DEAD_LETTER_MAX_TEXT]
+
+
+def prune_cutoff(before: float) -> float:
+    """``prune``'s ``before``, checked: a time, as a float (infinity prunes every terminal task)."""
+    if isinstance(before, bool) or not isinstance(before, int | float) or before != before:
+        raise ValueError(f"prune's before is a time (a number), got {before!r}")
+    return float(before)
 
 
 def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row: TaskRow | None) -> None:
@@ -301,6 +317,36 @@ class Store(Protocol):
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         """Forget the letters ``ids`` (None: every letter; an empty list: none). Returns how many
         went; an id not kept counts for nothing."""
+        ...
+
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Forget what is older than ``before`` (a time on the Fleet's clock, as ``updated_at`` and
+        a letter's ``at`` are): every terminal task last updated before it (its row, its journal
+        and its task_id claim, all together) and every dead letter kept before it. Returns how
+        much went; ``dry_run``: counts it, and forgets nothing.
+
+        Never a task that is not terminal, and never half a task: a task goes whole, with all its
+        entries, or stays whole. Safe while other processes write: a task another writer holds
+        locked is left for a later prune, and a write that comes for a task once it is gone is
+        refused (``StoreConflict``: there is no task to write), so no entry outlives its task.
+        Parked callbacks are not touched: they belong to no task yet. The work is done in batches
+        of tasks, each its own transaction, so other writers wait for a batch, never for the whole
+        prune. Not inside this thread's ``batch()`` or ``lock()`` block (``StoreError``).
+
+        A pruned task is gone for good: ``row``, ``find`` and ``journal`` know it no more, and its
+        task_id may be claimed again. So a callback that comes for it later is one for a task_id
+        no task holds: a Fleet that holds no copy of the task parks it, and after
+        ``Policy.park_ttl`` adopts the stream as an orphan and (``Policy.reap_orphans``) stops it.
+        The stream ended long ago: the stop is answered "not found", and the orphan's task is
+        ``stopped`` at once (or answered 200, as the service may for an ended stream, and
+        ``stopped`` after ``Policy.final_callback_wait``). A stop is safe to repeat, and nothing
+        bills. A Fleet that still holds a copy of the task has the late callback's write refused
+        (``StoreConflict``). Keep the retention period well above how late the service may
+        deliver a callback.
+
+        A task whose ``created_at`` is after its ``updated_at`` (clocks of two processes apart)
+        goes once ``before`` passes both: later, never sooner.
+        """
         ...
 
     def close(self) -> None: ...

@@ -25,12 +25,13 @@ from typing import Any, Final, TypeAlias
 
 from streamlife._events import StreamKind
 from streamlife._jsontext import to_json
-from streamlife.lifecycle import TaskState
+from streamlife.lifecycle import TERMINAL, TaskState
 
 from .base import (
     DeadLetter,
     JournalEntry,
     ParkedCallback,
+    PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
@@ -39,6 +40,7 @@ from .base import (
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
+    prune_cutoff,
 )
 
 # A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
@@ -47,7 +49,8 @@ _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
 _KeptLetter: TypeAlias = tuple[int, float, str, str | None, int, bytes]  # a DeadLetter's fields
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
-_TASK_ID, _VERSION, _CREATED_AT, _FACTS = 2, 4, 5, 7  # where a _KeptRow holds them
+_TASK_ID, _STATE, _VERSION, _CREATED_AT, _FACTS = 2, 3, 4, 5, 7  # where a _KeptRow holds them
+_TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
 
@@ -190,8 +193,40 @@ class MemoryStore:
                 self._undo.append(lambda: self._rekeep_letters(gone))
         return len(gone)
 
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Under the store's lock, as every write: no event is half applied meanwhile."""
+        before = prune_cutoff(before)
+        with self._lock:
+            if self._undo is not None:
+                raise StoreError(f"{self!r} cannot prune inside a batch")
+            due = [
+                (key, kept)
+                for key, kept in self._tasks.items()
+                if kept[_ROW][_STATE] in _TERMINAL_STATES and _due(kept[_ROW], before)
+            ]
+            letters = [letter_id for letter_id, letter in self._dead_letters.items() if letter[1] < before]
+            result = PruneResult(len(due), sum(len(kept) - 1 for _, kept in due), len(letters))
+            if dry_run:
+                return result
+            for key, kept in due:
+                self._forget(key, kept[_ROW][_TASK_ID])
+            gone = {key for key, _ in due}
+            self._claims = {task_id: key for task_id, key in self._claims.items() if key not in gone}
+            self._unkeep_letters(letters)
+        return result
+
     def close(self) -> None:
         pass
+
+    def _forget(self, key: str, task_id: str | None) -> None:
+        """Let a task go: its row and journal, and its place in the indexes."""
+        del self._tasks[key]
+        del self._made[key]
+        if task_id is not None:
+            holders = self._by_task_id[task_id]
+            holders.discard(key)
+            if not holders:
+                del self._by_task_id[task_id]
 
     # What undoes each write of a failed batch (called with the lock held, last write first).
 
@@ -241,6 +276,13 @@ class MemoryStore:
             self._by_task_id[old.task_id].discard(old.key)
         if new.task_id is not None:
             self._by_task_id.setdefault(new.task_id, set()).add(new.key)
+
+
+def _due(row: _KeptRow, before: float) -> bool:
+    """Whether a terminal task's row is old enough to prune, as the SQL stores tell it: last
+    updated, and made, before ``before``."""
+    _, _, _, _, _, created_at, updated_at, _ = row
+    return updated_at < before and created_at < before
 
 
 class _Txn:

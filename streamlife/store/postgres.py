@@ -44,6 +44,7 @@ from ._sql import (
     ENTRY_COLUMNS,
     LETTER_COLUMNS,
     PARKED_COLUMNS,
+    PRUNE_BATCH,
     ROW_COLUMNS,
     TERMINAL_STATES,
     entry_from,
@@ -57,6 +58,7 @@ from .base import (
     DeadLetter,
     JournalEntry,
     ParkedCallback,
+    PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
@@ -65,6 +67,7 @@ from .base import (
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
+    prune_cutoff,
 )
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
@@ -313,6 +316,47 @@ class PostgresStore:
                 "DELETE FROM streamlife_dead_letters WHERE id = ANY(%s::bigint[])", (wanted,)
             ).rowcount
 
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Each batch is one transaction: it locks its tasks' rows (``FOR UPDATE SKIP LOCKED``: a
+        task another process is writing is left for a later prune, and nobody waits for the
+        prune), then deletes their journals, claims and rows. A write that waited for one of these
+        rows finds it gone once the batch commits, and is refused."""
+        cutoff = (prune_cutoff(before),) * 2
+        what = "could not prune"
+        if dry_run:
+            with self._errors(what), self._connection() as conn:
+                found = conn.execute(
+                    f"SELECT count(*), coalesce(sum(version), 0) {_PRUNABLE}", cutoff
+                ).fetchone()
+                old_letters = conn.execute(
+                    "SELECT count(*) FROM streamlife_dead_letters WHERE at < %s", cutoff[:1]
+                ).fetchone()
+            assert found is not None  # (an aggregate's one row)
+            assert old_letters is not None
+            return PruneResult(found[0], int(found[1]), old_letters[0])
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError(f"{what}: {self!r} cannot prune inside a batch or a lock() block")
+        tasks = entries = 0
+        with self._errors(what), self._pool.connection() as conn:
+            while True:
+                with conn.transaction():
+                    found_keys = conn.execute(
+                        f"SELECT key {_PRUNABLE} ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                        (*cutoff, PRUNE_BATCH),
+                    ).fetchall()
+                    keys = ([key for (key,) in found_keys],)
+                    entries += conn.execute(
+                        "DELETE FROM streamlife_journal WHERE key = ANY(%s::text[])", keys
+                    ).rowcount
+                    conn.execute("DELETE FROM streamlife_claims WHERE key = ANY(%s::text[])", keys)
+                    tasks += conn.execute(
+                        "DELETE FROM streamlife_tasks WHERE key = ANY(%s::text[])", keys
+                    ).rowcount
+                if len(found_keys) < PRUNE_BATCH:
+                    break
+            letters = conn.execute("DELETE FROM streamlife_dead_letters WHERE at < %s", cutoff[:1]).rowcount
+        return PruneResult(tasks, entries, letters)
+
     def close(self) -> None:
         self._pool.close()
 
@@ -383,6 +427,11 @@ class _Txn:
         self._written = True
 
 
+# A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
+# clocks apart: it lets the scan take the streamlife_tasks_open index, terminal tasks made before
+# the cutoff. An index on updated_at would cost every event's write: a row whose indexed column
+# changes is never updated in place.)
+_PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
 _UPDATE_ROW: Final = (
     "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s, version = %s,"
     " created_at = %s, updated_at = %s, facts = %s::json WHERE key = %s AND version = %s"

@@ -19,9 +19,11 @@ room again, writes work again (``_sqlite_connection`` keeps the WAL within the d
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
@@ -32,6 +34,7 @@ from ._sql import (
     ENTRY_COLUMNS,
     LETTER_COLUMNS,
     PARKED_COLUMNS,
+    PRUNE_BATCH,
     ROW_COLUMNS,
     TERMINAL_STATES,
     entry_from,
@@ -57,6 +60,7 @@ from .base import (
     DeadLetter,
     JournalEntry,
     ParkedCallback,
+    PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
@@ -65,6 +69,7 @@ from .base import (
     dead_letter_fields,
     dead_letter_ids,
     dead_letter_page,
+    prune_cutoff,
 )
 
 # The file's settings stay importable from here, where they were defined before _sqlite_connection.
@@ -92,6 +97,10 @@ _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, cr
 # write(entries, None): the row moves on to the last entry, its other columns as they were.
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
+# clocks apart: it lets the scan take the tasks_open index, terminal tasks made before the cutoff.)
+_PRUNABLE: Final = "FROM tasks WHERE terminal = 1 AND created_at < ? AND updated_at < ?"
+_KEYS: Final = "(SELECT value FROM json_each(?))"  # the keys of one batch, as one JSON array
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
 _UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
@@ -229,6 +238,39 @@ class SqliteStore:
             return 0
         with self._transaction("could not purge dead letters") as db:  # one commit for the lot
             return db.executemany("DELETE FROM dead_letters WHERE id = ?", wanted).rowcount
+
+    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+        """Each batch is one write transaction (``BEGIN IMMEDIATE``): it holds the file's write lock
+        from the read of the batch's tasks to their deletion, so no other writer moves them between.
+        Between two batches the lock is let go for as long as a batch held it: a writer waiting in
+        SQLite's busy handler (which sleeps, and tries again) finds it free, and is not starved."""
+        cutoff = (prune_cutoff(before),) * 2
+        if dry_run:
+            with self._connection() as db:
+                tasks, entries = db.execute(f"SELECT count(*), total(version) {_PRUNABLE}", cutoff).fetchone()
+                (letters,) = db.execute(
+                    "SELECT count(*) FROM dead_letters WHERE at < ?", cutoff[:1]
+                ).fetchone()
+            return PruneResult(tasks, int(entries), letters)
+        tasks = entries = 0
+        while True:
+            began = time.monotonic()
+            with self._lock:  # (this process's other threads write between two batches too)
+                if self._open:
+                    raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
+                with self._transaction("could not prune the tasks") as db:
+                    found = db.execute(f"SELECT key {_PRUNABLE} LIMIT ?", (*cutoff, PRUNE_BATCH))
+                    keys = [key for (key,) in found]
+                    batch = (json.dumps(keys),)
+                    entries += db.execute(f"DELETE FROM journal WHERE key IN {_KEYS}", batch).rowcount
+                    db.execute(f"DELETE FROM claims WHERE key IN {_KEYS}", batch)
+                    tasks += db.execute(f"DELETE FROM tasks WHERE key IN {_KEYS}", batch).rowcount
+            if len(keys) < PRUNE_BATCH:
+                break
+            time.sleep(time.monotonic() - began)
+        with self._transaction("could not prune the dead letters") as db:
+            letters = db.execute("DELETE FROM dead_letters WHERE at < ?", cutoff[:1]).rowcount
+        return PruneResult(tasks, entries, letters)
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import enum
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from streamlife.store.base import (
     DeadLetter,
     JournalEntry,
     ParkedCallback,
+    PruneResult,
     Store,
     StoreConflict,
     StoreError,
@@ -1047,7 +1049,13 @@ class PurgeDeadLetters:
     ids: list[int] | None  # None: all
 
 
-Op = Create | Write | Park | Unpark | KeepDeadLetter | PurgeDeadLetters
+@dataclass(frozen=True)
+class Prune:
+    before: float
+    dry_run: bool
+
+
+Op = Create | Write | Park | Unpark | KeepDeadLetter | PurgeDeadLetters | Prune
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 TASK_IDS = st.sampled_from(["t1", "t2", "t3"])
@@ -1090,6 +1098,8 @@ OPS: st.SearchStrategy[Op] = st.one_of(
     st.builds(Unpark, TASK_IDS),
     st.builds(KeepDeadLetter, TIMES, ANY_TEXT, st.none() | ANY_TEXT, st.binary(max_size=40)),
     st.builds(PurgeDeadLetters, st.none() | st.lists(st.integers(-1, 8), max_size=4)),
+    # Around the times the other ops write: made at 1-3, written at 9.0 or 1000 and after.
+    st.builds(Prune, st.sampled_from([0.5, 2.0, 2.5, 9.0, 9.5, 1000.5, 2000.0]) | TIMES, st.booleans()),
 )
 
 
@@ -1133,6 +1143,8 @@ def apply(store: Store, op: Op) -> str:
         store.unpark(op.task_id)
     elif isinstance(op, KeepDeadLetter):
         return f"kept as {store.dead_letter(op.at, op.reason, op.field, op.body)}"
+    elif isinstance(op, Prune):
+        return f"pruned {store.prune(op.before, dry_run=op.dry_run)}"
     else:
         return f"purged {store.purge_dead_letters(op.ids)}"
     return "ok"
@@ -1194,6 +1206,8 @@ def test_every_store_agrees_with_the_memory_store(backend: Backend, tmp_path: Pa
                 assert apply(store, op) == outcome, op
                 if isinstance(op, Create) and outcome == "ok":
                     made_order.append(op.key)
+                if isinstance(op, Prune):  # a key pruned and made again is made anew
+                    made_order[:] = [key for key in made_order if model.row(key) is not None]
             assert_agrees(store, model, made_order)
         finally:
             if backend.kind == "sqlite":
@@ -1409,3 +1423,243 @@ def test_memory_batches_do_not_nest() -> None:
             pass
         advance(store, "a")
     assert [e.version for e in store.journal("a")] == [1, 2]
+
+
+# Retention: prune lets old terminal tasks and dead letters go, whole, and nothing else.
+
+
+def ended(
+    store: Store,
+    key: str,
+    updated_at: float,
+    *,
+    state: str = "stopped",
+    task_id: str | None = None,
+    claim: str | None = None,
+    entries: int = 3,
+) -> TaskRow:
+    """A task made at 5.0 whose last entry (of ``entries``) was at ``updated_at``, now ``state``."""
+    journal = [JournalEntry(v, updated_at, "segment", "running", state, None) for v in range(1, entries + 1)]
+    row = TaskRow(key, "audio", task_id, state, entries, 5.0, updated_at, {"stop_failures": 0})
+    store.create(row, journal, claim=claim)
+    return row
+
+
+def test_prune_lets_go_of_old_terminal_tasks_and_letters_and_nothing_else(store: Store) -> None:
+    for n, state in enumerate(["stopped", "ended", "failed"]):
+        ended(store, f"old-{state}", 50.0 + n, state=state, task_id=f"tid-{state}", entries=n + 1)
+    recent = ended(store, "recent", 150.0, task_id="tid-recent")
+    live = [ended(store, f"live-{state}", 10.0, state=state) for state in ("pending", "running", "stopping")]
+    store.park("tid-stopped", 20.0, {"late": True})  # parked callbacks belong to no task: kept
+    old_letters = [store.dead_letter(at, "r", None, b"old") for at in (1.0, 99.5)]
+    new_letter = store.dead_letter(100.0, "r", None, b"new")
+
+    assert store.prune(100.0, dry_run=True) == PruneResult(tasks=3, entries=6, dead_letters=2)
+    assert len(list(store.rows(terminal=True))) == 7  # a dry run keeps everything
+
+    assert store.prune(100.0) == PruneResult(tasks=3, entries=6, dead_letters=2)
+    assert list(store.rows(terminal=True)) == [*live, recent]
+    for state in ("stopped", "ended", "failed"):
+        assert store.row(f"old-{state}") is None
+        assert store.journal(f"old-{state}") == []
+        assert store.find(f"tid-{state}") is None
+    assert store.find("tid-recent") == recent
+    assert [letter.id for letter in store.dead_letters()] == [new_letter]
+    assert all(store.dead_letter_by_id(letter_id) is None for letter_id in old_letters)
+    assert [p.payload for p in store.parked("tid-stopped")] == [{"late": True}]
+    assert store.prune(100.0) == PruneResult(0, 0, 0)  # nothing left to go
+
+
+def test_prune_takes_a_task_last_updated_before_the_cutoff_not_at_it(store: Store) -> None:
+    ended(store, "at", 100.0)
+    ended(store, "just-before", 99.999)
+    assert store.prune(100.0) == PruneResult(1, 3, 0)
+    assert [row.key for row in store.rows(terminal=True)] == ["at"]
+
+
+def test_a_pruned_task_id_may_be_claimed_again(store: Store) -> None:
+    ended(store, "orphan", 10.0, task_id="tid-1", claim="tid-1")
+    with pytest.raises(StoreConflict):
+        ended(store, "again", 20.0, task_id="tid-1", claim="tid-1")
+    store.prune(15.0)
+    again = ended(store, "again", 20.0, task_id="tid-1", claim="tid-1")
+    assert store.find("tid-1") == again
+
+
+def test_a_write_for_a_pruned_task_is_refused_and_keeps_nothing(store: Store) -> None:
+    ended(store, "k", 10.0, task_id="tid-1")
+    store.prune(15.0)
+    with store.lock("k") as txn:
+        assert txn.version == 0
+        with pytest.raises(StoreConflict):
+            txn.write([JournalEntry(4, 20.0, "segment", "stopped", "stopped", None)], None)
+    assert store.row("k") is None
+    assert store.journal("k") == []
+
+
+@pytest.mark.parametrize("before", [float("nan"), "100", None, True])
+def test_prune_wants_a_time(store: Store, before: Any) -> None:
+    ended(store, "k", 10.0)
+    with pytest.raises(ValueError, match="time"):
+        store.prune(before)
+    assert store.row("k") is not None
+
+
+def test_prune_is_refused_inside_a_batch_and_keeps_nothing_of_it(store: Store) -> None:
+    ended(store, "k", 10.0)
+    with store.batch(), pytest.raises(StoreError, match="prune"):
+        store.prune(15.0)
+    assert store.row("k") is not None
+    assert store.prune(15.0) == PruneResult(1, 3, 0)
+
+
+def test_prune_goes_in_batches_and_takes_them_all(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 4)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 4)
+    for n in range(10):
+        ended(store, f"k{n}", 10.0 + n, entries=2)
+    assert store.prune(19.5) == PruneResult(10, 20, 0)
+    assert list(store.rows(terminal=True)) == []
+
+
+LATE_KEYS = [f"k{n:02}" for n in range(40)]
+
+
+def write_late_segments(writer: Store, written: dict[str, list[int]], refused: set[str], wrote: Any) -> None:
+    """Journal a late segment, at a recent time, into each of ``LATE_KEYS`` twice, from the youngest
+    (which the prunes reach last); ``wrote.set()`` after the first."""
+    for key in LATE_KEYS[::-1] * 2:
+        try:
+            with writer.lock(key) as txn:
+                late = JournalEntry(txn.version + 1, 500.0, "segment", "stopped", "stopped", None)
+                txn.write([late], None)
+                time.sleep(0.001)  # holding the task: a prune meanwhile must leave it whole
+            written.setdefault(key, []).append(late.version)
+        except StoreConflict:
+            refused.add(key)
+        wrote.set()
+        time.sleep(0.001)  # a prune's turn (a lock is no queue: this writer would win it again)
+
+
+def prune_while_written(pruner: Store, wrote: Any) -> None:
+    """Old terminal tasks ``LATE_KEYS``, last updated at 10, 11, ... 49; once the writer has written
+    one, prunes take them one age after another."""
+    assert wrote.wait(60)
+    for cutoff in range(11, 51):
+        pruner.prune(float(cutoff))
+        time.sleep(0.001)
+
+
+def assert_kept_whole_or_gone(store: Store, written: dict[str, list[int]], refused: set[str]) -> None:
+    """Each task is kept whole with every entry the writer wrote (written first, it was old no
+    longer), or gone whole, every write for it refused: never an entry without its task, never a
+    write lost."""
+    assert refused
+    assert written  # both ways happened: the prunes raced the writes
+    for key in LATE_KEYS:
+        row, journal = store.row(key), store.journal(key)
+        if key in written:
+            assert key not in refused, key  # once written, it was never old enough again
+            assert row is not None
+            assert row.updated_at == 500.0
+            assert [e.version for e in journal] == list(range(1, row.version + 1))
+            assert written[key] == list(range(3, row.version + 1))
+        else:
+            assert key in refused
+            assert (row, journal) == (None, [])
+
+
+def test_a_late_write_racing_a_prune_is_kept_with_its_task_or_refused(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer on another handle (another connection); the prunes in small batches."""
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
+    pruner, writer = backend.open(), backend.open()
+    for n, key in enumerate(LATE_KEYS):
+        ended(pruner, key, 10.0 + n, entries=2)
+    written: dict[str, list[int]] = {}
+    refused: set[str] = set()
+    errors: list[BaseException] = []
+    wrote = threading.Event()
+
+    def write() -> None:
+        try:
+            write_late_segments(writer, written, refused, wrote)
+        except BaseException as exc:
+            errors.append(exc)
+            wrote.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    prune_while_written(pruner, wrote)
+    thread.join()
+    assert errors == []
+    assert_kept_whole_or_gone(pruner, written, refused)
+
+
+def late_writer(kind: str, location: str, wrote: Any, results: Any) -> None:
+    """The writing process of ``test_a_late_write_from_another_process_...``."""
+    written: dict[str, list[int]] = {}
+    refused: set[str] = set()
+    try:
+        store = open_store(kind, location)
+        try:
+            write_late_segments(store, written, refused, wrote)
+        finally:
+            store.close()
+        results.put((written, refused, None))
+    except BaseException as exc:
+        wrote.set()
+        results.put((written, refused, repr(exc)))
+        raise
+
+
+def test_a_late_write_from_another_process_racing_a_prune_is_kept_with_its_task_or_refused(
+    durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
+    pruner = durable_backend.open()
+    for n, key in enumerate(LATE_KEYS):
+        ended(pruner, key, 10.0 + n, entries=2)
+    context = multiprocessing.get_context("spawn")
+    wrote, results = context.Event(), context.Queue()
+    worker = context.Process(
+        target=late_writer, args=(durable_backend.kind, durable_backend.location, wrote, results)
+    )
+    worker.start()
+    prune_while_written(pruner, wrote)
+    written, refused, error = results.get(timeout=120)
+    worker.join(timeout=30)
+    assert error is None
+    assert worker.exitcode == 0
+    assert_kept_whole_or_gone(pruner, written, refused)
+
+
+def test_a_task_another_writer_holds_is_left_whole(backend: Backend) -> None:
+    """A prune while another handle holds an old task mid-event (a late segment written, not yet
+    committed): PostgreSQL skips the locked row at once; SQLite and memory wait for the writer.
+    Either way the task is kept, with the segment, and the other old task goes."""
+    pruner, writer = backend.open(), backend.open()
+    ended(pruner, "held", 10.0)
+    ended(pruner, "free", 10.0)
+    holding, pruned = threading.Event(), threading.Event()
+
+    def hold_mid_event() -> None:
+        with writer.lock("held") as txn:
+            txn.write([JournalEntry(4, 500.0, "segment", "stopped", "stopped", None)], None)
+            holding.set()
+            pruned.wait(0.5)
+
+    thread = threading.Thread(target=hold_mid_event)
+    thread.start()
+    assert holding.wait(10)
+    assert pruner.prune(100.0) == PruneResult(1, 3, 0)
+    pruned.set()
+    thread.join(10)
+    row = pruner.row("held")
+    assert row is not None
+    assert (row.version, row.updated_at) == (4, 500.0)
+    assert [e.version for e in pruner.journal("held")] == [1, 2, 3, 4]
+    assert pruner.row("free") is None
