@@ -45,6 +45,7 @@ class Change(NamedTuple):
     caught_up: bool  # entries another process wrote were replayed first
     became_terminal: bool
     became_ending: bool  # an end inferred, not confirmed: a confirming stop is owed
+    gone: bool  # the store no longer holds the task (a retention prune let it go): nothing fired
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +76,8 @@ class Ledger:
                     tracked.version, tracked.created_at = 1, row.created_at
             else:
                 with self.store.lock(task.key or "") as txn:
+                    if txn.version == 0:  # its row is gone: a prune let the task go, terminal
+                        return _new_change(Change, (Outcome.LATE, False, False, False, False, False, True))
                     if txn.version != tracked.version:
                         caught_up = self._catch_up(tracked, txn.entries_after(tracked.version))
                     revision = task.revision
@@ -96,7 +99,8 @@ class Ledger:
             raise
         became_terminal = not was_terminal and task.state in TERMINAL
         became_ending = applied and not was_ending and task.state is TaskState.ENDING
-        return _new_change(Change, (outcome, applied, moved, caught_up, became_terminal, became_ending))
+        change = (outcome, applied, moved, caught_up, became_terminal, became_ending, False)
+        return _new_change(Change, change)
 
     def refresh(self, tracked: Tracked) -> bool:
         """Catch the task up with what other processes applied to it, now rather than at its next
@@ -122,6 +126,8 @@ class Ledger:
         """Put the task back as the store holds it, after a write that did not land."""
         key = tracked.task.key or ""
         row = self.store.row(key)
+        if row is None and tracked.version > 0:  # pruned, not unwritten: kept as it is (see ``fire``)
+            return
         reset(tracked.task, row, self.store.journal(key)[: row.version] if row is not None else ())
         tracked.version = 0 if row is None else row.version
 

@@ -54,6 +54,10 @@ class Mover:
         except BaseException:
             self.timers.sync(tracked)  # put back as the store holds it, or caught up: timers follow
             raise
+        if change.gone:  # a terminal task the store let go: this process lets it go too
+            self.timers.forget(tracked)
+            self.registry.forget(tracked)
+            return change.outcome
         if (change.applied and change.moved) or change.caught_up:  # (timers follow the row's fields)
             self.timers.sync(tracked)
             if change.became_terminal:

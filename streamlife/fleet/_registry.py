@@ -39,6 +39,18 @@ class Registry:
         task = tracked.task
         del self.by_ref[task.ref], self.by_key[task.key or ""]
 
+    def forget(self, tracked: Tracked) -> None:
+        """Let go of a task the store no longer holds (a retention prune let it go): a callback for
+        its task_id is then one for a task nobody holds."""
+        task = tracked.task
+        with self.lock:
+            if self.by_ref.get(task.ref) is tracked:
+                del self.by_ref[task.ref]
+            if self.by_key.get(task.key or "") is tracked:
+                del self.by_key[task.key or ""]
+            if task.task_id is not None and self.by_id.get(task.task_id) is tracked:
+                del self.by_id[task.task_id]
+
     def everyone(self) -> list[Tracked]:
         with self.lock:
             return list(self.by_ref.values())

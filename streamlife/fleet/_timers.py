@@ -19,7 +19,7 @@ from streamlife._task import StreamTask
 from streamlife.lifecycle import STOP_DUE, TERMINAL, Deadline, deadlines_for
 
 from ._registry import Registry
-from ._tracked import Tracked
+from ._tracked import NO_DEADLINES, Tracked
 
 _log = structlog.get_logger("streamlife")
 
@@ -73,6 +73,12 @@ class Timers:
                     when = now + policy.uncertain_ttl
                 self._deadlines.arm(ref, kind, when)
         tracked.timers = want
+
+    def forget(self, tracked: Tracked) -> None:
+        """Cancel every deadline of a task this process lets go."""
+        with self.registry.lock:
+            self._deadlines.cancel(tracked.task.ref)
+        tracked.timers = NO_DEADLINES
 
     def rearm(self, tracked: Tracked, kind: Deadline, after: float) -> None:
         """Arm a state-driven deadline again, ``after`` seconds from now, if the task still needs it:

@@ -340,9 +340,10 @@ class Store(Protocol):
         The stream ended long ago: the stop is answered "not found", and the orphan's task is
         ``stopped`` at once (or answered 200, as the service may for an ended stream, and
         ``stopped`` after ``Policy.final_callback_wait``). A stop is safe to repeat, and nothing
-        bills. A Fleet that still holds a copy of the task has the late callback's write refused
-        (``StoreConflict``). Keep the retention period well above how late the service may
-        deliver a callback.
+        bills. A Fleet that still holds a copy of the task finds its row gone when the late
+        callback comes: it answers it LATE and lets the copy go, so the next one takes the same
+        orphan's path. Keep the retention period well above how late the service may deliver a
+        callback.
 
         A task whose ``created_at`` is after its ``updated_at`` (clocks of two processes apart)
         goes once ``before`` passes both: later, never sooner.

@@ -56,11 +56,6 @@ def test_a_late_callback_for_a_pruned_task_is_an_orphan_whose_stop_ends_it_and_n
     fleet.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Fleet resets a copy whose row was pruned to a fresh pending task, and may start it"
-    " again: it must drop the copy instead (fleet/_ledger.py; issue 22, journal retention)",
-)
 def test_a_late_callback_for_a_pruned_task_this_fleet_still_holds_starts_nothing(tmp_path: Path) -> None:
     clock = ManualClock(1_700_000_000.0)
     r = rig(clock, store=SqliteStore(tmp_path / "streams.db"))
@@ -74,6 +69,6 @@ def test_a_late_callback_for_a_pruned_task_this_fleet_still_holds_starts_nothing
     with contextlib.suppress(StoreError):  # refused: the sender may deliver it again
         r.fleet.handle_callback(segment_callback(task_id, 99, "late"))
     r.sim.advance(POLICY.park_ttl + POLICY.final_callback_wait + 2)
-    assert r.sim.service.start_requests == 1  # today: the copy, reset to pending, starts again
+    assert r.sim.service.start_requests == 1  # the copy is let go, never reset to pending and started
     assert r.sim.billing() == []
     assert all(t.terminal for t in r.fleet.tasks())
