@@ -101,13 +101,6 @@ class Policy:
     the Fleet stops it (the stop's reason, ``max_duration``, is journaled). ``Fleet.start(...,
     max_duration=)`` sets one stream's own. None: no ceiling."""
 
-    retention: float | None = None
-    """How long the store keeps a terminal task (its row and journal), counted from its last event,
-    and a dead letter, counted from its arrival. None keeps everything. ``streamlife serve
-    --retention`` prunes the store with it every hour (``streamlife.store.pruning``); a Fleet alone
-    prunes nothing. Keep it well above how late a callback may come: a callback for a pruned task
-    is taken for an orphan's."""
-
     rates: Rates = DEFAULT_RATES
     """Dollars per hour by product, for ``Fleet.exposure``: memories.ai's published prices (dated)
     unless you give yours."""
@@ -118,11 +111,24 @@ class Policy:
     seed: int | None = None
     """Seed for the backoff jitter, for reproducible runs; None draws it from the OS."""
 
+    retention: float | None = None
+    """How long the store keeps a terminal task (its row and journal), counted from its last event,
+    and a dead letter, counted from its arrival. None keeps everything. ``streamlife serve
+    --retention`` prunes the store with it every hour (``streamlife.store.pruning``); a Fleet alone
+    prunes nothing. Keep it well above how late a callback may come: a callback for a pruned task
+    is taken for an orphan's."""
+
     shared_poll: float = 0.25
     """With a store other processes share, how often (real seconds) ``stop(wait=)`` and
     ``stop_all(wait=)`` read it for what the others applied: the status-14 callback that settles a
     task may reach another process. Each read takes one row per task waited for (or, for many
     tasks, one scan of the unfinished ones)."""
+
+    keep_terminal: float | None = None
+    """How long (seconds on the Fleet's clock, from its last event) a terminal task stays in this
+    process's memory. Past it the Fleet lets the task go: ``tasks()``, ``stats()`` and
+    ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring it
+    back from the store. None keeps every task in memory for as long as the Fleet lives."""
 
     def __post_init__(self) -> None:
         for name in _DURATIONS:
@@ -169,6 +175,15 @@ class Policy:
                 )
             if not 0 < self.retention < float("inf"):  # (NaN too)
                 raise ValueError(f"Policy.retention must be positive, finite seconds, got {self.retention!r}")
+        if self.keep_terminal is not None:
+            if not _is_number(self.keep_terminal):
+                raise TypeError(
+                    f"Policy.keep_terminal must be seconds (a number) or None, got {self.keep_terminal!r}"
+                )
+            if not 0 <= self.keep_terminal < float("inf"):  # (NaN too)
+                raise ValueError(
+                    f"Policy.keep_terminal must be finite seconds >= 0, got {self.keep_terminal!r}"
+                )
         if not isinstance(self.rates, Rates):
             raise TypeError(f"Policy.rates must be a Rates, got {type(self.rates).__name__}")
         if not isinstance(self.statuses, StatusTable):

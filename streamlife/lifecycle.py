@@ -213,7 +213,8 @@ STATUS_TRIGGERS: Final[dict[StatusMeaning, str]] = {
 
 
 class Deadline(enum.StrEnum):
-    """A timer the Fleet keeps for a task. All but ``STOP_RETRY`` follow the state (``DEADLINES``)."""
+    """A timer the Fleet keeps for a task. All but ``STOP_RETRY`` and ``FORGET`` follow the state
+    (``DEADLINES``)."""
 
     SILENCE = "silence"  # Policy.silence_after with no callback, counted from the last one
     MAX_DURATION = "max_duration"  # the cost ceiling, counted from the start answer
@@ -221,6 +222,7 @@ class Deadline(enum.StrEnum):
     UNCERTAIN = "uncertain"  # Policy.uncertain_ttl, from the start whose answer never came
     START_RETRY = "start_retry"  # a start refused for now goes out again (backoff, Retry-After)
     STOP_RETRY = "stop_retry"  # a failed stop goes out again: armed when it fails, not by the state
+    FORGET = "forget"  # a terminal task leaves memory (Policy.keep_terminal): no trigger, no state
 
 
 class Guard(enum.Enum):

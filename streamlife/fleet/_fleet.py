@@ -410,8 +410,9 @@ class Fleet:
         terminal first catches up with what other processes applied to it (one row read)."""
         with self._registry.lock:
             tracked = self._registry.by_id.get(task_id)
-        if tracked is None:
-            return None
+        if tracked is None:  # another process's task, or one let go from memory: the store's
+            tracked = self._mover.load(task_id)
+            return None if tracked is None else tracked.task
         if self.store.shared and not tracked.task.terminal:
             self._mover.catch_up([tracked])
         return tracked.task
@@ -440,13 +441,13 @@ class Fleet:
         priced by ``Policy.rates``. Streams whose end is not confirmed count up to now."""
         everyone = self.tasks()
         now, rates = self.clock.now(), self.policy.rates
-        seconds = dollars = 0.0
+        released, seconds, dollars = self._registry.released  # (tasks let go from memory)
         for task in everyone:
             billed = task.billed_seconds(now)
             seconds += billed
             dollars += rates.cost(task.kind, task.params, billed)
         live = sum(not task.terminal and task.started_at is not None for task in everyone)
-        return Exposure(len(everyone), live, seconds, dollars, rates.as_of)
+        return Exposure(len(everyone) + released, live, seconds, dollars, rates.as_of)
 
     def stats(self) -> FleetStats:
         """Counts so far. ``callbacks`` counts what each callback met on arrival: one parked, then
@@ -483,6 +484,10 @@ class Fleet:
             tracked = self._mover.load(task_or_id)  # another process's task, or one from before a restart
             if tracked is not None:
                 return tracked
+        elif task_or_id.key is not None:  # a task let go from memory (Policy.keep_terminal)
+            row = self.store.row(task_or_id.key)
+            if row is not None:
+                return self._mover.hold(row)
         raise UnknownTaskError(repr(task_or_id))
 
 

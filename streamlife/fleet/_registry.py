@@ -12,12 +12,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 from streamlife._events import StreamKind
+from streamlife._policy import Policy
 
 from ._tracked import Tracked
 
 
 class Registry:
-    __slots__ = ("by_id", "by_key", "by_ref", "counts", "kinds_started", "lock", "settled")
+    __slots__ = ("by_id", "by_key", "by_ref", "counts", "kinds_started", "lock", "released", "settled")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -27,6 +28,8 @@ class Registry:
         self.by_id: dict[str, Tracked] = {}
         self.counts: Counter[str] = Counter()
         self.kinds_started: set[StreamKind] = set()
+        # Tasks let go from memory (Policy.keep_terminal): how many, their billed seconds, dollars.
+        self.released: tuple[int, float, float] = (0, 0.0, 0.0)
 
     def add(self, tracked: Tracked) -> None:
         """Hold a task made here. Caller holds the lock."""
@@ -50,6 +53,17 @@ class Registry:
                 del self.by_key[task.key or ""]
             if task.task_id is not None and self.by_id.get(task.task_id) is tracked:
                 del self.by_id[task.task_id]
+
+    def release(self, tracked: Tracked, policy: Policy) -> None:
+        """Let a terminal task go from memory (``Policy.keep_terminal``); what it cost stays counted
+        in ``released`` for ``Fleet.exposure``. Caller holds the task's lock."""
+        task = tracked.task
+        billed = task.billed_seconds()
+        cost = policy.rates.cost(task.kind, task.params, billed)
+        self.forget(tracked)
+        with self.lock:
+            count, seconds, dollars = self.released
+            self.released = (count + 1, seconds + billed, dollars + cost)
 
     def everyone(self) -> list[Tracked]:
         with self.lock:

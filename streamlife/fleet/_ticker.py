@@ -88,6 +88,8 @@ class Ticker:
             return 1
         if kind is Deadline.START_RETRY:
             return self.starter.retry(tracked)
+        if kind is Deadline.FORGET:
+            return self._forget(tracked)
         task, send = tracked.task, False
         with tracked.lock:
             if kind not in tracked.timers:
@@ -119,6 +121,18 @@ class Ticker:
         self.notices.deliver(tracked)
         if send:
             self.stopper.send_soon(tracked, None)
+        return 1
+
+    def _forget(self, tracked: Tracked) -> int:
+        """Let a terminal task go from memory (``Policy.keep_terminal``), unless something of it is
+        still under way here (hooks to call, a stop in flight): then at its next event's deadline.
+        The store keeps it, and ``Fleet.get``, ``journal``, ``stop`` or a late callback bring it back."""
+        with tracked.lock:
+            busy = tracked.notices is not None or tracked.delivering or tracked.stop_in_flight
+            if busy or not tracked.task.terminal:
+                self.timers.sync(tracked)  # (armed again from now)
+                return 0
+            self.registry.release(tracked, self.policy)
         return 1
 
     def _silence(self, tracked: Tracked, now: float) -> Outcome:

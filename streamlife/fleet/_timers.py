@@ -55,6 +55,8 @@ class Timers:
         with self.registry.lock:
             if task.terminal:
                 self._deadlines.cancel(ref)  # every kind, a pending stop retry included
+                if policy.keep_terminal is not None:  # counted from its last event here
+                    self._deadlines.arm(ref, Deadline.FORGET, now + policy.keep_terminal)
             for kind in tracked.timers - want:
                 self._deadlines.cancel(ref, kind)
             for kind in want - tracked.timers:

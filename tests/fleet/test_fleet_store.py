@@ -213,7 +213,10 @@ def test_a_restart_takes_back_every_task_that_was_not_terminal_as_it_was(tmp_pat
     fleet = r.restart(SqliteStore(path))  # the process died; a new one opens the same file
     back = fleet.recover()
     assert {task.task_id: (task.state, task.transcript_text(), facts_of(task)) for task in back} == before
-    assert fleet.get(stopped.task_id or "") is None, "terminal tasks stay in the store until asked for"
+    assert stopped.task_id not in {task.task_id for task in fleet.tasks()}  # terminal: left in the store
+    asked = fleet.get(stopped.task_id or "")  # until asked for
+    assert asked is not None
+    assert asked.state is TaskState.STOPPED
     r.sim.advance(6)  # callbacks keep coming to the new Fleet, and extend the same transcripts
     for task in back:
         assert len(task.transcript_text()) > len(before[task.task_id][1])
