@@ -125,8 +125,9 @@ class Ticker:
 
     def _forget(self, tracked: Tracked) -> int:
         """Let a terminal task go from memory (``Policy.keep_terminal``), unless something of it is
-        still under way here (hooks to call, a stop in flight): then at its next event's deadline.
-        The store keeps it, and ``Fleet.get``, ``journal``, ``stop`` or a late callback bring it back."""
+        still under way here (hooks to call, a stop in flight): then it is tried again that much
+        later. The store keeps it: ``Fleet.get``, ``journal``, ``stop`` or a late callback bring
+        it back."""
         with tracked.lock:
             busy = tracked.notices is not None or tracked.delivering or tracked.stop_in_flight
             if busy or not tracked.task.terminal:
