@@ -1,10 +1,10 @@
 """What the journal keeps of each event, and how replaying it rebuilds a task.
 
 A journal entry names the trigger and keeps its argument as JSON, by the kind of argument
-``lifecycle.ARGUMENTS`` declares for the trigger: a task_id, an error's text, the product a stop was
-found on, or the callback as the task saw it (``encode_event``). Replaying fires
-the same triggers, with the same arguments, at the recorded times, through the same table: nothing
-here knows the lifecycle. A rebuilt task therefore holds the same state, flags and transcript as
+``lifecycle.ARGUMENTS`` declares for the trigger: a task_id, an error's text, the product a stop
+was found on, or the callback as the task saw it (``encode_event``). Replaying fires the same
+triggers, with the same arguments, at the recorded times, through the same table: nothing here
+knows the lifecycle. A rebuilt task therefore holds the same state, flags and transcript as
 the one that was journaled, and ``rebuild`` checks that against the stored row. (Its history holds
 the applied events only: duplicates, late and rejected events change nothing and are not journaled.)
 """
@@ -12,7 +12,7 @@ the applied events only: duplicates, late and rejected events change nothing and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._callbacks import CallbackEvent
 from ._clock import Clock, ManualClock
@@ -33,72 +33,6 @@ from .store.base import JournalEntry, TaskRow
 # A NamedTuple's constructor is a Python function. Tuple's own, given every field in order, makes
 # the same record faster, and an entry and a row are made for every event journaled.
 _new_record: Final = tuple.__new__
-
-
-def encode_args(trigger: str, args: Sequence[Any]) -> dict[str, Any] | None:
-    """A trigger's argument as JSON, by the kind ``lifecycle.ARGUMENTS`` declares for it; None for none."""
-    if not args:
-        return None
-    (arg,) = args
-    return _ENCODERS[ARGUMENTS[trigger]](arg)
-
-
-def decode_args(trigger: str, args: Mapping[str, Any] | None) -> tuple[Any, ...]:
-    """The argument ``encode_args`` kept for ``trigger``, as the trigger takes it."""
-    if args is None:
-        return ()
-    kind = ARGUMENTS[trigger]
-    fields = _FIELDS.get(kind)
-    try:
-        if fields is not None and not fields[0] <= args.keys() <= fields[1]:
-            raise KeyError(sorted(args))
-        return (_DECODERS[kind](args),)
-    except (KeyError, TypeError, ValueError) as error:  # (a later version's argument, say)
-        unreadable = f"a journaled {trigger} argument this version cannot read: {sorted(args)}"
-        raise JournalMismatch(unreadable) from error
-
-
-def _encode_error(error: BaseException) -> dict[str, Any]:
-    if isinstance(error, RecordedError) and error.not_before is not None:
-        return {"error": error.text, "not_before": error.not_before}
-    return {"error": RecordedError.text_of(error)}
-
-
-def _nothing(arg: object) -> dict[str, Any]:
-    raise TypeError(f"this trigger takes no argument, got {arg!r}")
-
-
-# One codec per kind of argument: how the journal keeps it, and how replay reads it back.
-_ENCODERS: Final[dict[Argument, Callable[[Any], dict[str, Any]]]] = {
-    Argument.NONE: _nothing,
-    Argument.SECONDS: lambda seconds: {"max_duration": seconds},
-    Argument.REASON: lambda reason: {"reason": StopReason(reason).value},
-    Argument.TASK_ID: lambda task_id: {"task_id": task_id},
-    Argument.ERROR: _encode_error,
-    Argument.KIND: lambda kind: {"kind": StreamKind(kind).value},
-    Argument.CALLBACK: lambda event: encode_event(event),
-}
-# The fields each argument's JSON must have, and may have: replay refuses any other (a later
-# version's, say) rather than read half of it. A callback's encoding has its own checks.
-_FIELDS: Final[dict[Argument, tuple[frozenset[str], frozenset[str]]]] = {
-    kind: (frozenset(must), frozenset(must) | frozenset(may))
-    for kind, must, may in (
-        (Argument.SECONDS, {"max_duration"}, ()),
-        (Argument.REASON, {"reason"}, ()),
-        (Argument.TASK_ID, {"task_id"}, ()),
-        (Argument.ERROR, {"error"}, {"not_before"}),
-        (Argument.KIND, {"kind"}, ()),
-    )
-}
-_DECODERS: Final[dict[Argument, Callable[[Mapping[str, Any]], Any]]] = {
-    Argument.NONE: _nothing,
-    Argument.SECONDS: lambda args: args["max_duration"],
-    Argument.REASON: lambda args: StopReason(args["reason"]),
-    Argument.TASK_ID: lambda args: args["task_id"],
-    Argument.ERROR: lambda args: RecordedError(args["error"], not_before=args.get("not_before")),
-    Argument.KIND: lambda args: StreamKind(args["kind"]),
-    Argument.CALLBACK: lambda args: decode_event(args),
-}
 
 
 def encode_event(event: CallbackEvent) -> dict[str, Any]:
@@ -145,6 +79,79 @@ def decode_event(payload: Mapping[str, Any]) -> CallbackEvent:
     if "foreign" in payload:
         return ForeignCallback(task_id, raw)
     return ProviderEvent(task_id, **payload["provider"], raw=raw)
+
+
+def encode_args(trigger: str, args: Sequence[Any]) -> dict[str, Any] | None:
+    """A trigger's argument as JSON, by the kind ``lifecycle.ARGUMENTS`` declares for it; None for none."""
+    if not args:
+        return None
+    (arg,) = args
+    return _CODECS[ARGUMENTS[trigger]].encode(arg)
+
+
+def decode_args(trigger: str, args: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The argument ``encode_args`` kept for ``trigger``, as the trigger takes it."""
+    if args is None:
+        return ()
+    codec = _CODECS[ARGUMENTS[trigger]]
+    try:
+        if codec.fields is not None and not codec.fields <= args.keys() <= codec.fields | codec.optional:
+            raise KeyError(sorted(args))
+        return (codec.decode(args),)
+    except (KeyError, TypeError, ValueError) as error:  # (a later version's argument, say)
+        unreadable = f"a journaled {trigger} argument this version cannot read: {sorted(args)}"
+        raise JournalMismatch(unreadable) from error
+
+
+class _Codec(NamedTuple):
+    """How the journal keeps one kind of argument, and how replay reads it back."""
+
+    encode: Callable[[Any], dict[str, Any]]
+    decode: Callable[[Mapping[str, Any]], Any]
+    # The fields its JSON must have, and may have besides: replay refuses any other (a later
+    # version's, say) rather than read half of it. None: the decoder checks (a callback's).
+    fields: frozenset[str] | None = None
+    optional: frozenset[str] = frozenset()
+
+
+def _encode_error(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, RecordedError) and error.not_before is not None:
+        return {"error": error.text, "not_before": error.not_before}
+    return {"error": RecordedError.text_of(error)}
+
+
+def _nothing(arg: object) -> Any:
+    raise TypeError(f"this trigger takes no argument, got {arg!r}")
+
+
+_CODECS: Final[dict[Argument, _Codec]] = {
+    Argument.NONE: _Codec(_nothing, _nothing),
+    Argument.SECONDS: _Codec(
+        lambda seconds: {"max_duration": seconds},
+        lambda args: args["max_duration"],
+        frozenset({"max_duration"}),
+    ),
+    Argument.REASON: _Codec(
+        lambda reason: {"reason": StopReason(reason).value},
+        lambda args: StopReason(args["reason"]),
+        frozenset({"reason"}),
+    ),
+    Argument.TASK_ID: _Codec(
+        lambda task_id: {"task_id": task_id}, lambda args: args["task_id"], frozenset({"task_id"})
+    ),
+    Argument.ERROR: _Codec(
+        _encode_error,
+        lambda args: RecordedError(args["error"], not_before=args.get("not_before")),
+        frozenset({"error"}),
+        frozenset({"not_before"}),
+    ),
+    Argument.KIND: _Codec(
+        lambda kind: {"kind": StreamKind(kind).value},
+        lambda args: StreamKind(args["kind"]),
+        frozenset({"kind"}),
+    ),
+    Argument.CALLBACK: _Codec(encode_event, decode_event),
+}
 
 
 def entry_for(task: StreamTask, version: int, args: Sequence[Any]) -> JournalEntry:
