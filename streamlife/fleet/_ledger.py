@@ -102,13 +102,12 @@ class Ledger:
         change = (outcome, applied, moved, caught_up, became_terminal, became_ending, False)
         return _new_change(Change, change)
 
-    def refresh(self, tracked: Tracked) -> bool:
+    def refresh(self, tracked: Tracked) -> None:
         """Catch the task up with what other processes applied to it, now rather than at its next
-        event; whether there was anything. The caller holds the task's lock."""
+        event. The caller holds the task's lock."""
         with self.store.lock(tracked.task.key or "") as txn:
             if txn.version != tracked.version:
-                return self._catch_up(tracked, txn.entries_after(tracked.version))
-        return False
+                self._catch_up(tracked, txn.entries_after(tracked.version))
 
     def put_back(self, tracked: Tracked) -> bool:
         """``reset``, after a failed write, for a caller about to raise that failure: whether it
