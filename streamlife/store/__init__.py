@@ -10,7 +10,9 @@ from __future__ import annotations
 from ._dsn import mask_store_url
 from .base import (
     DEAD_LETTER_MAX_BODY,
+    NO_DUE,
     DeadLetter,
+    Due,
     JournalEntry,
     ParkedCallback,
     PruneResult,
@@ -26,7 +28,9 @@ from .sqlite import SqliteStore
 
 __all__ = [
     "DEAD_LETTER_MAX_BODY",
+    "NO_DUE",
     "DeadLetter",
+    "Due",
     "JournalEntry",
     "MemoryStore",
     "ParkedCallback",

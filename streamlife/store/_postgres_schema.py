@@ -60,6 +60,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             body BYTEA NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
         )""",
     ),
+    (  # 4: deadlines kept with the task, and their claims (Store.claim_due); not indexed, so an
+        # event's write stays an update in place. A task from before them is due at once: whoever
+        # claims it first finds out whether its holder is still there.
+        "ALTER TABLE streamlife_tasks ADD COLUMN due_at DOUBLE PRECISION",
+        "ALTER TABLE streamlife_tasks ADD COLUMN quiet DOUBLE PRECISION",
+        "ALTER TABLE streamlife_tasks ADD COLUMN claimed_until DOUBLE PRECISION",
+        "UPDATE streamlife_tasks SET due_at = updated_at WHERE NOT terminal",
+    ),
 )
 
 

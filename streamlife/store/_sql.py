@@ -22,6 +22,12 @@ TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 PRUNE_BATCH: Final = 500
 
 ROW_COLUMNS: Final = "key, kind, task_id, state, version, created_at, updated_at, facts"
+DUE_COLUMNS: Final = "due_at, quiet"  # a task's Due, beside its row
+# The tasks Store.claim_due may claim, with (now, now, now) for its parameters' marks.
+CLAIMABLE: Final = (
+    "terminal = {false} AND (claimed_until IS NULL OR claimed_until <= {mark})"
+    " AND (due_at <= {mark} OR updated_at + quiet <= {mark})"
+)
 ENTRY_COLUMNS: Final = "version, at, trigger, from_state, to_state, args"
 PARKED_COLUMNS: Final = "seq, task_id, at, payload"
 LETTER_COLUMNS: Final = "id, at, reason, field, size, body"

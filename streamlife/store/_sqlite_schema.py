@@ -54,6 +54,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             body BLOB NOT NULL  -- the body as received, up to DEAD_LETTER_MAX_BODY bytes
         )""",
     ),
+    (  # 4: deadlines kept with the task, and their claims (Store.claim_due); not indexed, so an
+        # event's write rewrites no index entry for them. A task from before them is due at once:
+        # whoever claims it first finds out whether its holder is still there.
+        "ALTER TABLE tasks ADD COLUMN due_at REAL",
+        "ALTER TABLE tasks ADD COLUMN quiet REAL",
+        "ALTER TABLE tasks ADD COLUMN claimed_until REAL",
+        "UPDATE tasks SET due_at = updated_at WHERE terminal = 0",
+    ),
 )
 
 

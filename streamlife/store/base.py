@@ -18,6 +18,12 @@ The same goes for a stream no start of ours named (an orphan): the task that ado
 task_id in the same transaction that makes it (``create(..., claim=)``), so two processes reaping
 the same orphan at once make one task of it, not two.
 
+Deadlines are kept with the task (``Due``), so that they outlive the process that armed them. Each
+process fires its own tasks' deadlines from its own timers; a task whose deadline has passed, and
+that nobody has written since, had a holder that is gone (or stuck). Any process may then claim it
+(``claim_due``): the claim is atomic across processes, so one process takes the task over, and the
+others leave it alone until the claim runs out.
+
 Callbacks that wait for their start answer (the parking lot) are kept too: one acknowledged and then
 lost with the process would be a lost transition.
 
@@ -43,7 +49,9 @@ from streamlife.lifecycle import TERMINAL, TaskState
 __all__ = [
     "DEAD_LETTER_MAX_BODY",
     "DEAD_LETTER_MAX_TEXT",
+    "NO_DUE",
     "DeadLetter",
+    "Due",
     "JournalEntry",
     "ParkedCallback",
     "PruneResult",
@@ -94,6 +102,17 @@ class TaskRow(NamedTuple):
     @property
     def terminal(self) -> bool:
         return TaskState(self.state) in TERMINAL
+
+
+class Due(NamedTuple):
+    """When a task next needs its holder, unless an event comes first: what another process goes
+    by to tell that the holder has gone (``Store.claim_due``). The Fleet adds its grace to both."""
+
+    at: float | None = None  # a time (the Fleet's clock): the final callback's wait ends, say
+    quiet: float | None = None  # seconds after the task's last event (``updated_at``): its silence
+
+
+NO_DUE: Final = Due()  # a task that needs nobody: a terminal one
 
 
 class ParkedCallback(NamedTuple):
@@ -173,6 +192,12 @@ def prune_cutoff(before: float) -> float:
     return float(before)
 
 
+def check_claim_limit(limit: int) -> None:
+    """``claim_due``'s ``limit``, checked: a count of tasks, 1 or more."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"claim_due's limit is a count of tasks, 1 or more, got {limit!r}")
+
+
 def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row: TaskRow | None) -> None:
     """Entries must number on from ``version`` and end at the row's version (with no row: there
     must be entries, the row moving on to the last one's): anything else is a writer working from
@@ -221,14 +246,14 @@ class TaskTxn(Protocol):
         """The journal entries after ``version``, in order: what another writer applied since."""
         ...
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
-        """Append ``entries`` (numbered on from ``version``) and replace the row with ``row``.
-        Raises ``StoreConflict`` if a version is already taken.
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
+        """Append ``entries`` (numbered on from ``version``) and replace the row with ``row``, and
+        its deadlines with ``due``. Raises ``StoreConflict`` if a version is already taken.
 
         ``row`` None: the entries moved neither the task's kind, task_id, state nor facts (a
-        segment applied while running: most events), so the stored row keeps them, and moves on to
-        the last entry's version and time (``updated_at``). The writer builds and the store
-        serialises no row for such an event."""
+        segment applied while running: most events), so the stored row keeps them, its deadlines
+        too (``due`` is not read), and moves on to the last entry's version and time
+        (``updated_at``). The writer builds and the store serialises no row for such an event."""
         ...
 
 
@@ -240,8 +265,11 @@ class Store(Protocol):
     """True when other processes may write the same tasks: the Fleet then reads each task's version
     under its lock, and looks in the store for task_ids it does not hold."""
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
-        """Insert a new task with its first entries. ``StoreConflict`` if the key exists.
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
+        """Insert a new task with its first entries and its deadlines (``due``). ``StoreConflict``
+        if the key exists.
 
         ``claim``: a task_id this task takes for its own, once for ever (an orphan's: two processes
         that adopt the same stream at once must not both make a task of it). A unique constraint,
@@ -283,6 +311,18 @@ class Store(Protocol):
 
     def rows(self, *, terminal: bool = False) -> Iterator[TaskRow]:
         """The tasks not yet terminal, oldest first; then, with ``terminal=True``, the terminal ones."""
+        ...
+
+    def claim_due(self, now: float, *, until: float, limit: int) -> list[str]:
+        """Claim up to ``limit`` tasks whose deadline has come by ``now``: not terminal, no claim
+        running past ``now``, and ``Due.at <= now`` or ``updated_at + Due.quiet <= now``. Each is
+        claimed until ``until``; its keys are returned.
+
+        Atomic across processes: a task is claimed by one caller, and no other gets it before the
+        claim runs out, so one process takes over a deadline whose holder has gone. A task another
+        writer holds locked is skipped, and found by a later claim if it is still due. A write does
+        not end a claim; it gives the task new deadlines, which may not be due any more. Not inside
+        this thread's ``batch()`` or ``lock()`` block (``StoreError``)."""
         ...
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:

@@ -28,13 +28,16 @@ from streamlife._jsontext import to_json
 from streamlife.lifecycle import TERMINAL, TaskState
 
 from .base import (
+    NO_DUE,
     DeadLetter,
+    Due,
     JournalEntry,
     ParkedCallback,
     PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
+    check_claim_limit,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -49,7 +52,7 @@ _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
 _KeptLetter: TypeAlias = tuple[int, float, str, str | None, int, bytes]  # a DeadLetter's fields
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
-_TASK_ID, _STATE, _VERSION, _CREATED_AT, _FACTS = 2, 3, 4, 5, 7  # where a _KeptRow holds them
+_TASK_ID, _STATE, _VERSION, _CREATED_AT, _UPDATED_AT, _FACTS = 2, 3, 4, 5, 6, 7  # where a _KeptRow holds them
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
@@ -66,9 +69,12 @@ class MemoryStore:
         self._parked: dict[int, tuple[int, str, float, str]] = {}  # by seq: arrival order
         self._parked_by_task_id: dict[str, list[int]] = {}  # so unparking one task_id scans no other
         self._claims: dict[str, str] = {}  # task_id -> the key of the task that claimed it
+        self._dues: dict[str, Due] = {}  # key -> the task's deadlines, for a task that has some
+        self._claimed: dict[str, float] = {}  # key -> until when claim_due's claim holds it
         self._next_seq = itertools.count(1).__next__
         self._dead_letters: dict[int, _KeptLetter] = {}  # by id: ids increase, so in id order
         self._next_letter_id = itertools.count(1).__next__
+        self._locked = False  # a lock() block is open (on the thread that holds _lock)
         # Inside a batch: how to take back each write made in it, in the order made; None outside.
         # Only the batch's thread writes meanwhile (it holds the lock), so no other write is undone.
         self._undo: list[Callable[[], None]] | None = None
@@ -76,7 +82,9 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._tasks)}, shared={self.shared})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
         with self._lock:
             if row.key in self._tasks:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
@@ -89,6 +97,7 @@ class MemoryStore:
             self._made[row.key] = len(self._made)
             self._tasks[row.key] = kept
             self._index(None, row)
+            self._set_due(row.key, due)
             if self._undo is not None:
                 self._undo.append(lambda: self._uncreate(row, claim))
 
@@ -138,6 +147,27 @@ class MemoryStore:
         yield from (row for row in everyone if not row.terminal)
         if terminal:
             yield from (row for row in everyone if row.terminal)
+
+    def claim_due(self, now: float, *, until: float, limit: int) -> list[str]:
+        """A scan of the tasks with deadlines: a Fleet claims from a shared store only, and one
+        that is shared here is a test's."""
+        check_claim_limit(limit)
+        with self._lock:
+            if self._undo is not None or self._locked:
+                raise StoreError(f"{self!r} cannot claim tasks inside a batch or a lock() block")
+            keys: list[str] = []
+            for key, (due_at, quiet) in self._dues.items():
+                if len(keys) == limit:
+                    break
+                row = self._tasks[key][_ROW]
+                if row[_STATE] in _TERMINAL_STATES or self._claimed.get(key, now) > now:
+                    continue
+                if (due_at is not None and due_at <= now) or (
+                    quiet is not None and row[_UPDATED_AT] + quiet <= now
+                ):
+                    keys.append(key)
+            self._claimed.update(dict.fromkeys(keys, until))
+        return keys
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         with self._lock:
@@ -219,9 +249,11 @@ class MemoryStore:
         pass
 
     def _forget(self, key: str, task_id: str | None) -> None:
-        """Let a task go: its row and journal, and its place in the indexes."""
+        """Let a task go: its row and journal, its deadlines, and its place in the indexes."""
         del self._tasks[key]
         del self._made[key]
+        self._dues.pop(key, None)
+        self._claimed.pop(key, None)
         if task_id is not None:
             holders = self._by_task_id[task_id]
             holders.discard(key)
@@ -229,6 +261,19 @@ class MemoryStore:
                 del self._by_task_id[task_id]
 
     # What undoes each write of a failed batch (called with the lock held, last write first).
+
+    def _set_due(self, key: str, due: Due) -> None:
+        """Keep a task's deadlines (a task with none is left out of claim_due's scan); in a batch,
+        with what takes them back."""
+        old = self._dues.get(key, NO_DUE)
+        if due == old:
+            return
+        if due == NO_DUE:
+            del self._dues[key]
+        else:
+            self._dues[key] = due
+        if self._undo is not None:
+            self._undo.append(lambda: self._set_due(key, old))
 
     def _uncreate(self, row: TaskRow, claim: str | None) -> None:
         del self._tasks[row.key]
@@ -297,11 +342,12 @@ class _Txn:
         self.kept: _Kept | None = None  # the task's list, found at the enter: no other writer changes it
         self.version = 0
         # What ``write`` wrote, kept at the exit: its new entries, its new row.
-        self.staged: tuple[list[_KeptEntry], _KeptRow | None, TaskRow | None] | None = None
+        self.staged: tuple[list[_KeptEntry], _KeptRow | None, TaskRow | None, Due] | None = None
 
     def __enter__(self) -> _Txn:
         store = self.store
         store._lock.acquire()
+        store._locked = True
         self.kept = kept = store._tasks.get(self.key)
         self.version = 0 if kept is None else len(kept) - 1
         return self
@@ -310,29 +356,32 @@ class _Txn:
         store = self.store
         try:
             if self.staged is not None and self.kept is not None and error_type is None:
-                kept, (entries, kept_row, row) = self.kept, self.staged
+                kept, (entries, kept_row, row, due) = self.kept, self.staged
                 old = kept[_ROW]
                 if store._undo is not None:
                     store._undo.append(_unwrite_later(store, kept, self.version, old))
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
                     kept_row = (*old[:_VERSION], version, old[_CREATED_AT], at, old[_FACTS])
-                elif row is not None and old[_TASK_ID] != row.task_id:
-                    store._index(_row(old), row)
+                else:
+                    if row is not None and old[_TASK_ID] != row.task_id:
+                        store._index(_row(old), row)
+                    store._set_due(self.key, due)
                 kept[_ROW] = kept_row
                 kept.extend(entries)
         finally:
+            store._locked = False
             store._lock.release()
 
     def entries_after(self, version: int) -> list[JournalEntry]:
         return [_entry(kept) for kept in (self.kept or _NOTHING)[version + 1 :]]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         exists = self.kept is not None
         check_write(self.key, self.version if exists else None, entries, row, written=self.staged is not None)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
-        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row)
+        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row, due)
 
 
 def _unwrite_later(store: MemoryStore, kept: _Kept, version: int, old: _KeptRow) -> Callable[[], None]:

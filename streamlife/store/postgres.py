@@ -41,6 +41,8 @@ from streamlife._jsontext import to_json
 from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate
 from ._sql import (
+    CLAIMABLE,
+    DUE_COLUMNS,
     ENTRY_COLUMNS,
     LETTER_COLUMNS,
     PARKED_COLUMNS,
@@ -55,13 +57,16 @@ from ._sql import (
     row_values,
 )
 from .base import (
+    NO_DUE,
     DeadLetter,
+    Due,
     JournalEntry,
     ParkedCallback,
     PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
+    check_claim_limit,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -157,9 +162,11 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
         check_numbering(row.key, entries, 0, row)
-        values = row_values(row)
+        values = (*row_values(row), *due)
         journal = entry_values(row.key, entries)
         with (
             self._errors(f"could not create task {row.key!r}"),
@@ -168,8 +175,8 @@ class PostgresStore:
         ):
             try:
                 conn.execute(
-                    f"INSERT INTO streamlife_tasks ({ROW_COLUMNS}, terminal)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s)",
+                    f"INSERT INTO streamlife_tasks ({ROW_COLUMNS}, terminal, {DUE_COLUMNS})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s)",
                     values,
                 )
             except psycopg.errors.UniqueViolation as exc:
@@ -316,6 +323,17 @@ class PostgresStore:
                 "DELETE FROM streamlife_dead_letters WHERE id = ANY(%s::bigint[])", (wanted,)
             ).rowcount
 
+    def claim_due(self, now: float, *, until: float, limit: int) -> list[str]:
+        """One statement: ``FOR UPDATE SKIP LOCKED`` picks the due rows no other transaction holds
+        (a process writing the task, or claiming it at the same moment), and claims them."""
+        check_claim_limit(limit)
+        what = "could not claim the tasks due"
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError(f"{what}: {self!r} cannot claim tasks inside a batch or a lock() block")
+        with self._errors(what), self._pool.connection() as conn, conn.transaction():
+            found = conn.execute(_CLAIM, (until, now, now, now, limit)).fetchall()
+        return [key for (key,) in found]
+
     def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
         """Each batch is one transaction: it locks its tasks' rows (``FOR UPDATE SKIP LOCKED``: a
         task another process is writing is left for a later prune, and nobody waits for the
@@ -406,7 +424,7 @@ class _Txn:
             ).fetchall()
         return [entry_from(values) for values in found]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         facts = None if row is None else to_json(row.facts)
         journal = entry_values(self.key, entries)
@@ -419,7 +437,7 @@ class _Txn:
             else:
                 values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
                 updated = self._conn.execute(
-                    _UPDATE_ROW, (*values, row.created_at, row.updated_at, facts, *where)
+                    _UPDATE_ROW, (*values, row.created_at, row.updated_at, facts, *due, *where)
                 ).rowcount
             if updated != 1:
                 raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
@@ -434,7 +452,13 @@ class _Txn:
 _PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
 _UPDATE_ROW: Final = (
     "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s, version = %s,"
-    " created_at = %s, updated_at = %s, facts = %s::json WHERE key = %s AND version = %s"
+    " created_at = %s, updated_at = %s, facts = %s::json, due_at = %s, quiet = %s"
+    " WHERE key = %s AND version = %s"
+)
+_CLAIM: Final = (
+    "UPDATE streamlife_tasks SET claimed_until = %s WHERE key IN (SELECT key FROM streamlife_tasks WHERE "
+    + CLAIMABLE.format(false="false", mark="%s")
+    + " LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING key"
 )
 _MOVE_ROW_ON: Final = (
     "UPDATE streamlife_tasks SET version = %s, updated_at = %s WHERE key = %s AND version = %s"

@@ -31,6 +31,8 @@ from typing import Any, Final
 from streamlife._jsontext import to_json
 
 from ._sql import (
+    CLAIMABLE,
+    DUE_COLUMNS,
     ENTRY_COLUMNS,
     LETTER_COLUMNS,
     PARKED_COLUMNS,
@@ -57,13 +59,16 @@ from ._sqlite_connection import (
     out_of_room,
 )
 from .base import (
+    NO_DUE,
     DeadLetter,
+    Due,
     JournalEntry,
     ParkedCallback,
     PruneResult,
     StoreConflict,
     StoreError,
     TaskRow,
+    check_claim_limit,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -88,8 +93,8 @@ __all__ = [
 # UPDATE sets one of its columns, changed or not.
 _INDEXED_COLUMNS: Final = "task_id, terminal, created_at"
 _UPDATE_ROW: Final = (
-    "UPDATE tasks SET kind = ?, state = ?, version = ?, updated_at = ?, facts = ?{indexed}"
-    " WHERE key = ? AND version = ?"
+    "UPDATE tasks SET kind = ?, state = ?, version = ?, updated_at = ?, facts = ?, due_at = ?, quiet = ?"
+    "{indexed} WHERE key = ? AND version = ?"
 )
 _LOCK_ROW: Final = f"SELECT version, {_INDEXED_COLUMNS} FROM tasks WHERE key = ?"
 _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
@@ -101,6 +106,7 @@ _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?
 # clocks apart: it lets the scan take the tasks_open index, terminal tasks made before the cutoff.)
 _PRUNABLE: Final = "FROM tasks WHERE terminal = 1 AND created_at < ? AND updated_at < ?"
 _KEYS: Final = "(SELECT value FROM json_each(?))"  # the keys of one batch, as one JSON array
+_CLAIMABLE: Final = "FROM tasks WHERE " + CLAIMABLE.format(false="0", mark="?")
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
 _UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
@@ -120,13 +126,16 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
         check_numbering(row.key, entries, 0, row)
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:
                 db.execute(
-                    f"INSERT INTO tasks ({ROW_COLUMNS}, terminal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row_values(row),
+                    f"INSERT INTO tasks ({ROW_COLUMNS}, terminal, {DUE_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row_values(row), *due),
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreConflict(f"a task with key {row.key!r} exists") from exc
@@ -179,6 +188,22 @@ class SqliteStore:
                 f"SELECT {ROW_COLUMNS} FROM tasks {where} ORDER BY terminal, created_at, rowid"
             ).fetchall()
         return iter([row_from(values) for values in found])
+
+    def claim_due(self, now: float, *, until: float, limit: int) -> list[str]:
+        """One write transaction (``BEGIN IMMEDIATE``): no other process claims, or writes, between
+        the read of the due tasks and their claim."""
+        check_claim_limit(limit)
+        with self._lock:
+            if self._open:
+                raise StoreError(f"{self!r} cannot claim tasks inside a batch or a lock() block")
+            with self._transaction("could not claim the tasks due") as db:
+                found = db.execute(f"SELECT key {_CLAIMABLE} LIMIT ?", (now, now, now, limit))
+                keys = [key for (key,) in found]
+                if keys:
+                    db.execute(
+                        f"UPDATE tasks SET claimed_until = ? WHERE key IN {_KEYS}", (until, json.dumps(keys))
+                    )
+        return keys
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
@@ -368,7 +393,7 @@ class _Txn:
             ).fetchall()
         return [entry_from(values) for values in found]
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         own = self._own_savepoint
         with errors(f"could not write task {self.key!r}"):
@@ -380,7 +405,7 @@ class _Txn:
                     last = entries[-1]
                     updated = self._db.execute(_MOVE_ROW_ON, (last.version, last.at, *where)).rowcount
                 else:
-                    values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts))
+                    values = (row.kind, row.state, row.version, row.updated_at, to_json(row.facts), *due)
                     indexed = (row.task_id, int(row.state in TERMINAL_STATES), row.created_at)
                     if indexed == self._indexed:
                         updated = self._db.execute(_UPDATE_UNINDEXED, (*values, *where)).rowcount

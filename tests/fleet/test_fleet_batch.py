@@ -18,7 +18,7 @@ from streamlife._journal import facts_of
 from streamlife.errors import StoreError
 from streamlife.lifecycle import TRIGGERS, Source
 from streamlife.protocol import segment_callback, status_callback
-from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
+from streamlife.store import NO_DUE, Due, JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
 from tests.conftest import state_of
@@ -201,10 +201,10 @@ class FailingNthWrite(MemoryStore):
 class _CountedTxn(_Txn):
     __slots__ = ()
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         assert isinstance(self.store, FailingNthWrite)
         self.store.count_write()
-        super().write(entries, row)
+        super().write(entries, row, due)
 
 
 def test_a_batch_failing_at_its_third_write_keeps_nothing_and_applies_once_when_sent_again(

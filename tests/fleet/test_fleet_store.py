@@ -41,7 +41,7 @@ from streamlife.fleet import INTERRUPTED_START, LOST_START_BODY
 from streamlife.lifecycle import StopReason
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
+from streamlife.store import NO_DUE, Due, JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from streamlife.store.memory import _Txn
 from streamlife.testing import MemoriesSim
 from tests.conftest import POLICY, ROW_FIELDS, URL, rig, state_of
@@ -60,9 +60,11 @@ class FailingStore(MemoryStore):
             self.fail_next = False
             raise StoreError("disk full (a test)")
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
         self._maybe_fail()
-        super().create(row, entries, claim=claim)
+        super().create(row, entries, claim=claim, due=due)
 
     def lock(self, key: str) -> _Txn:
         return _FailingTxn(self, key)

@@ -22,7 +22,7 @@ from streamlife import Fleet, ManualClock, Policy, TaskState
 from streamlife.errors import StoreError
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import SimTransport, SimulatedService
-from streamlife.store import JournalEntry, SqliteStore, TaskRow
+from streamlife.store import NO_DUE, Due, JournalEntry, SqliteStore, TaskRow
 from tests.conftest import state_of
 
 URL = "rtmp://sim.invalid/live"
@@ -42,12 +42,12 @@ class _FailingTxn:
     def entries_after(self, version: int) -> list[JournalEntry]:
         return list(self._txn.entries_after(version))
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         if self._store.fail_next is not None and entries[-1].trigger == self._store.fail_next:
             self._store.fail_next = None
             self._store.failed += 1
             raise StoreError("disk full for a moment (a test)")
-        self._txn.write(entries, row)
+        self._txn.write(entries, row, due)
 
 
 class FailsOnce(SqliteStore):

@@ -29,6 +29,7 @@ from streamlife.store.base import (
     DEAD_LETTER_MAX_BODY,
     DEAD_LETTER_MAX_TEXT,
     DeadLetter,
+    Due,
     JournalEntry,
     ParkedCallback,
     PruneResult,
@@ -720,6 +721,8 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
         with sqlite3.connect(durable_backend.location) as db:
             db.execute("DROP TABLE dead_letters")
             db.execute("DELETE FROM sqlite_sequence WHERE name = 'dead_letters'")
+            for column in ("due_at", "quiet", "claimed_until"):
+                db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
             db.execute("PRAGMA user_version = 2")
         db.close()
     else:
@@ -727,12 +730,16 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
 
         with psycopg.connect(durable_backend.location, autocommit=True) as conn:
             conn.execute("DROP TABLE streamlife_dead_letters")
+            for column in ("due_at", "quiet", "claimed_until"):
+                conn.execute(f"ALTER TABLE streamlife_tasks DROP COLUMN {column}")
             conn.execute("UPDATE streamlife_schema SET version = 2")
 
     store = durable_backend.open()
     assert store.row("k") == made
     assert store.journal("k") == [entry(1, trigger="make")]
     assert [p.task_id for p in store.parked()] == ["tid-2"]
+    # Kept before deadlines were: due at once, for whoever claims it to find out if its holder lives.
+    assert store.claim_due(made.updated_at, until=made.updated_at + 60, limit=10) == ["k"]
     assert store.dead_letters() == []
     letter_id = store.dead_letter(2.0, "r", None, b"{}")
     assert [letter.id for letter in store.dead_letters()] == [letter_id]
@@ -750,7 +757,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
             found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
             assert found is not None
             (version,) = found
-    assert version == 3
+    assert version == 4
 
 
 def test_a_schema_newer_than_this_code_is_refused(durable_backend: Backend) -> None:
@@ -1663,3 +1670,106 @@ def test_a_task_another_writer_holds_is_left_whole(backend: Backend) -> None:
     assert (row.version, row.updated_at) == (4, 500.0)
     assert [e.version for e in pruner.journal("held")] == [1, 2, 3, 4]
     assert pruner.row("free") is None
+
+
+# Deadlines kept with the task, and their claims.
+
+
+def test_a_task_is_claimed_once_its_deadline_has_come_and_not_again_while_the_claim_holds(
+    store: Store,
+) -> None:
+    store.create(task_row("soon", 1), [entry(1, trigger="make")], due=Due(at=2000.0))
+    store.create(task_row("later", 1), [entry(1, trigger="make")], due=Due(at=3000.0))
+    store.create(task_row("never", 1), [entry(1, trigger="make")])  # no deadline: needs nobody
+    assert store.claim_due(1999.0, until=2100.0, limit=10) == []
+    assert store.claim_due(2000.0, until=2100.0, limit=10) == ["soon"]
+    assert store.claim_due(2050.0, until=2150.0, limit=10) == []  # claimed until 2100
+    assert store.claim_due(2100.0, until=2200.0, limit=10) == ["soon"]  # the claim ran out
+    assert sorted(store.claim_due(5000.0, until=5100.0, limit=10)) == ["later", "soon"]
+
+
+def test_a_silence_is_due_counted_from_the_last_event_which_every_write_moves_on(store: Store) -> None:
+    row = task_row("k", 1)  # updated at 1000.125
+    store.create(row, [entry(1, trigger="make")], due=Due(quiet=30.0))
+    assert store.claim_due(1030.0, until=1030.0, limit=10) == []
+    with store.lock("k") as txn:  # a segment: no row, so the deadlines stay, counted from its time
+        txn.write([entry(2)], None, Due(at=0.0))  # (``due`` goes with a row only: this one is not read)
+    moved_to = entry(2).at
+    assert store.claim_due(moved_to + 29.0, until=moved_to + 29.0, limit=10) == []
+    assert store.claim_due(moved_to + 30.0, until=moved_to + 30.0, limit=10) == ["k"]
+
+
+def test_a_row_written_replaces_the_deadlines_and_a_terminal_task_is_never_claimed(store: Store) -> None:
+    store.create(task_row("k", 1), [entry(1, trigger="make")], due=Due(at=2000.0))
+    with store.lock("k") as txn:
+        txn.write([entry(2)], task_row("k", 2), Due(at=4000.0))
+    assert store.claim_due(3999.0, until=3999.0, limit=10) == []
+    assert store.claim_due(4000.0, until=4000.0, limit=10) == ["k"]
+    with store.lock("k") as txn:  # (a Fleet writes NO_DUE for a terminal task; a store checks all the same)
+        txn.write([entry(3)], task_row("k", 3, state="stopped"), Due(at=4000.0))
+    assert store.claim_due(9999.0, until=9999.0, limit=10) == []
+
+
+def test_a_claim_takes_at_most_its_limit_and_refuses_a_limit_that_counts_nothing(store: Store) -> None:
+    for n in range(5):
+        store.create(task_row(f"k{n}", 1), [entry(1, trigger="make")], due=Due(at=2000.0))
+    first = store.claim_due(2000.0, until=2100.0, limit=3)
+    rest = store.claim_due(2000.0, until=2100.0, limit=3)
+    assert (len(first), len(rest)) == (3, 2)
+    assert sorted(first + rest) == [f"k{n}" for n in range(5)]
+    for limit in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="limit"):
+            store.claim_due(2000.0, until=2100.0, limit=limit)  # type: ignore[arg-type]
+
+
+def test_a_claim_inside_a_lock_block_or_a_batch_is_refused(store: Store) -> None:
+    make(store, "k")
+    with store.lock("k"), pytest.raises(StoreError, match="claim"):
+        store.claim_due(2000.0, until=2100.0, limit=1)
+    with store.batch(), pytest.raises(StoreError, match="claim"):
+        store.claim_due(2000.0, until=2100.0, limit=1)
+
+
+def test_the_deadlines_of_a_batch_that_failed_are_not_kept(store: Store) -> None:
+    store.create(task_row("k", 1), [entry(1, trigger="make")], due=Due(at=2000.0))
+
+    def fails() -> None:
+        with store.batch():
+            store.create(task_row("new", 1), [entry(1, trigger="make")], due=Due(at=1.0))
+            with store.lock("k") as txn:
+                txn.write([entry(2)], task_row("k", 2), Due(at=1.0))
+            raise RuntimeError("the batch fails")
+
+    with pytest.raises(RuntimeError):
+        fails()
+    assert store.claim_due(1999.0, until=1999.0, limit=10) == []
+    assert store.claim_due(2000.0, until=2000.0, limit=10) == ["k"]
+
+
+def test_processes_claiming_at_once_each_get_their_own_tasks_and_together_every_one(
+    durable_backend: Backend,
+) -> None:
+    """Four handles on one file or database (as four processes hold them), claiming 200 due tasks at
+    once, a few at a time: no task is claimed twice, none is left."""
+    first = durable_backend.open()
+    keys = [f"k{n:03}" for n in range(200)]
+    for key in keys:
+        first.create(task_row(key, 1), [entry(1, trigger="make")], due=Due(at=2000.0))
+    handles = [first, *(durable_backend.open() for _ in range(3))]
+    claimed: list[list[str]] = [[] for _ in handles]
+    go = threading.Barrier(len(handles))
+
+    def claim(n: int) -> None:
+        go.wait()
+        while found := handles[n].claim_due(2000.0, until=2100.0, limit=7):
+            claimed[n].extend(found)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(handles))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = [key for found in claimed for key in found]
+    assert sorted(every) == keys  # each once
+    if durable_backend.kind == "postgres":  # (SQLite's writers take turns: one may win every turn)
+        assert sum(1 for found in claimed if found) >= 2

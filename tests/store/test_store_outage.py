@@ -19,7 +19,7 @@ from streamlife import Fleet, ManualClock, Outcome, Policy, TaskState
 from streamlife.errors import StoreError
 from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.store import JournalEntry, MemoryStore, TaskRow
+from streamlife.store import NO_DUE, Due, JournalEntry, MemoryStore, TaskRow
 from streamlife.store.memory import _Txn
 
 URL = "rtmp://sim.invalid/live"
@@ -53,12 +53,12 @@ class Outage(MemoryStore):
 class _OutageTxn(_Txn):
     __slots__ = ()
 
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         assert isinstance(self.store, Outage)
         picks = self.store.fail_when
         if self.store.down or (picks is not None and picks(entries[-1])):
             raise StoreError("the store is down (a test)")
-        super().write(entries, row)
+        super().write(entries, row, due)
 
 
 def test_a_callback_not_journaled_is_never_answered_as_a_duplicate_after_the_outage() -> None:

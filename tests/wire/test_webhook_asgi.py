@@ -17,7 +17,7 @@ import pytest
 from streamlife import Fleet, Outcome, Policy
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
-from streamlife.store.base import JournalEntry, TaskRow
+from streamlife.store.base import NO_DUE, Due, JournalEntry, TaskRow
 from streamlife.store.memory import MemoryStore, _Txn
 from streamlife.webhook import ASGI_THREADS, WebhookReceiver
 
@@ -226,13 +226,13 @@ class StallingStore(MemoryStore):
 
 
 class _StallingTxn(_Txn):
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         store = self.store
         assert isinstance(store, StallingStore)
         if store.stalling:
             store.writing.set()
             store.released_in_time = store.release.wait(STALL)
-        super().write(entries, row)
+        super().write(entries, row, due)
 
 
 async def until(condition: Callable[[], bool]) -> None:
