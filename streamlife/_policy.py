@@ -130,6 +130,17 @@ class Policy:
     ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring it
     back from the store. None keeps every task in memory for as long as the Fleet lives."""
 
+    takeover_after: float = 10.0
+    """With a store other processes share: how long past one of a task's deadlines (its silence,
+    its final callback's wait, its stop's answer or retry, an uncertain start's end, its start's
+    answer) any process may take the task over, if the process that holds it has written nothing
+    since. That process has gone, or is stuck: the one that claims the task first in the store
+    fires the deadline, and settles the task, so a process that dies for good leaves no stream
+    billing and nobody need recover it. Every Fleet looks for such tasks four times in this
+    period, when it ticks. Keep it above a pause your processes may take (a long collection, a
+    busy disk): a process taken over while alive costs a duplicate stop request, never a wrong
+    state."""
+
     def __post_init__(self) -> None:
         for name in _DURATIONS:
             value = getattr(self, name)
@@ -202,6 +213,7 @@ _DURATIONS: Final = (
     "max_retry_after",
     "stop_timeout",
     "shared_poll",
+    "takeover_after",
 )
 
 

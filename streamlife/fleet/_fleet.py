@@ -56,6 +56,7 @@ from ._recovery import recover
 from ._registry import Registry
 from ._starter import Starter
 from ._stopper import Stopper, other_kind
+from ._takeover import Takeover
 from ._ticker import Ticker
 from ._timers import Timers
 from ._tracked import Tracked
@@ -115,6 +116,7 @@ class Fleet:
         timers = Timers(registry, clock, policy)
         ledger = Ledger(store, registry, clock, policy.history_limit)
         ledger.on_caught_up = lambda tracked: timers.take_over_stop(tracked, after=policy.stop_retry_base)
+        ledger.due_of = timers.due
         self._mover = mover = Mover(ledger, store, registry, timers, notices, policy)
         self._stopper = stopper = Stopper(
             transport, mover, timers, notices, registry, workers, backoff, clock, policy
@@ -126,7 +128,10 @@ class Fleet:
         self._starter = starter = Starter(
             transport, mover, stopper, orphans, timers, notices, registry, workers, backoff, clock, policy
         )
-        self._ticker = Ticker(registry, timers, mover, stopper, starter, orphans, notices, clock, policy)
+        takeover = Takeover(store, registry, mover, timers, stopper, notices, clock, policy)
+        self._ticker = Ticker(
+            registry, timers, mover, stopper, starter, orphans, notices, takeover, clock, policy
+        )
 
     @property
     def transport(self) -> Transport:

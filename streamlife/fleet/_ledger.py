@@ -3,7 +3,8 @@
 The one way a task moves. Under the store's lock on the task's row, the ledger replays what other
 processes applied to the task since this copy last saw it, fires the trigger, and writes the
 journal entry with the row. If the write fails, it puts the task back as the store holds it and
-raises, so nothing is acknowledged that was not journaled. It arms no timer and calls no hook: it
+raises, so nothing is acknowledged that was not journaled. Each row goes with the task's deadlines
+(``due_of``), for other processes to go by. It arms no timer and calls no hook: it
 returns a ``Change``, and ``Mover`` reacts to it. One reaction cannot wait for the ``Change``:
 a stop that another process journaled and may not have sent is taken over as the catch-up finds
 it (``on_caught_up``), before the trigger fires and whether or not its write lands. After the
@@ -23,7 +24,7 @@ from streamlife._clock import Clock
 from streamlife._events import Outcome
 from streamlife._journal import entry_for, rebuild, replay, reset, row_for
 from streamlife.lifecycle import TERMINAL, TRIGGERS, Source, TaskState
-from streamlife.store import JournalEntry, Store, TaskRow
+from streamlife.store import NO_DUE, Due, JournalEntry, Store, TaskRow
 
 from ._registry import Registry
 from ._tracked import Tracked
@@ -57,6 +58,8 @@ class Ledger:
     # Called, under the task's lock, for a task that has just caught up with what another process
     # applied to it (wired to ``Timers.take_over_stop``).
     on_caught_up: Callable[[Tracked], None] = field(default=lambda _: None)
+    # When the task next needs its holder, written with each row (wired to ``Timers.due``).
+    due_of: Callable[[Tracked], Due] = field(default=lambda _: NO_DUE)
 
     def fire(self, tracked: Tracked, method: Callable[..., Outcome], args: Sequence[Any]) -> Change:
         """Fire ``method(*args)`` at the task and journal it. The caller holds the task's lock."""
@@ -72,7 +75,7 @@ class Ledger:
                 if applied:
                     row, entry = self._row(tracked, 1), entry_for(task, 1, args)
                     claim = task.task_id if entry.trigger == "adopt" else None  # an orphan's, once
-                    self.store.create(row, (entry,), claim=claim)
+                    self.store.create(row, (entry,), claim=claim, due=self.due_of(tracked))
                     tracked.version, tracked.created_at = 1, row.created_at
             else:
                 with self.store.lock(task.key or "") as txn:
@@ -89,9 +92,11 @@ class Ledger:
                         # applied while running: most events) moves the stored row on: no row is
                         # built, none serialised.
                         moved = task.revision != revision
-                        txn.write(
-                            (entry_for(task, version, args),), self._row(tracked, version) if moved else None
-                        )
+                        entries = (entry_for(task, version, args),)
+                        if moved:
+                            txn.write(entries, self._row(tracked, version), self.due_of(tracked))
+                        else:  # (its deadlines stay too: a silence counts from the row's time)
+                            txn.write(entries, None)
                         tracked.version = version
         except BaseException:
             if applied:

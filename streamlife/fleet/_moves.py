@@ -105,8 +105,10 @@ class Mover:
         with self.registry.lock:
             return self.registry.by_id.get(task_id)
 
-    def hold(self, row: TaskRow) -> Tracked:
-        """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held."""
+    def hold(self, row: TaskRow, since: float | None = None) -> Tracked:
+        """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held.
+        ``since``: when a task rebuilt here was last heard from, and its state's deadlines count
+        from (None: now, as for a task whose process has just restarted)."""
         registry = self.registry
         with registry.lock:
             held = registry.by_key.get(row.key)
@@ -125,7 +127,9 @@ class Mover:
                     if task.task_id is not None:  # (a second claimant of a task_id is held by key)
                         registry.by_id.setdefault(task.task_id, tracked)
             if held is tracked:
-                self.timers.sync(tracked)
+                if since is not None:
+                    tracked.last_heard = since
+                self.timers.sync(tracked, since)
                 self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
         return held
 

@@ -23,6 +23,7 @@ from ._notices import Notices
 from ._orphans import Orphans
 from ._registry import Registry
 from ._stopper import Stopper, due_stop
+from ._tracked import Tracked
 
 _log = structlog.get_logger("streamlife")
 
@@ -38,24 +39,30 @@ def recover(
 ) -> list[StreamTask]:
     """``Fleet.recover``: the tasks taken back."""
     taken = []
-    fire = mover.fire
     for row in store.rows():
         with registry.lock:
             held = row.key in registry.by_key
         if held:
             continue
         tracked = mover.hold(row)
-        task = tracked.task
-        reap = False
         with tracked.lock:
-            for trigger, why in ON_RECOVERY.get(task.state, ()):
-                fire(tracked, getattr(task, trigger), *(() if why is None else (RecordedError(why),)))
-            if task.state is TaskState.RUNNING and (due := due_stop(task, policy)) is not None:
-                reap = fire(tracked, task.stop, *due) is Outcome.APPLIED
+            reap = settle_owed(tracked, mover, policy)
         notices.deliver(tracked)  # (an unacknowledged stop was taken over by Mover.hold)
         if reap:
             stopper.send_soon(tracked, None)
-        taken.append(task)
+        taken.append(tracked.task)
     orphans.recover()
     _log.info("streamlife.recovered", tasks=len(taken))
     return taken
+
+
+def settle_owed(tracked: Tracked, mover: Mover, policy: Policy) -> bool:
+    """Give a task whose holder has gone what it owes by its state (``lifecycle.ON_RECOVERY``),
+    and the stop its holder decided on and may not have journaled (``lifecycle.AUTO_STOPS``):
+    whether that stop is now to be sent. Caller holds the task's lock."""
+    task = tracked.task
+    for trigger, why in ON_RECOVERY.get(task.state, ()):
+        mover.fire(tracked, getattr(task, trigger), *(() if why is None else (RecordedError(why),)))
+    if task.state is TaskState.RUNNING and (due := due_stop(task, policy)) is not None:
+        return mover.fire(tracked, task.stop, *due) is Outcome.APPLIED
+    return False

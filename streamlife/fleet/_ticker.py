@@ -1,4 +1,5 @@
-"""Ticker: what each deadline does when it comes due, and the adoption of expired parked task_ids.
+"""Ticker: what each deadline does when it comes due, the adoption of expired parked task_ids, and
+when to look for tasks other processes left overdue (``_takeover``).
 
 ``lifecycle.DEADLINE_TRIGGERS`` says which trigger a deadline fires. Around that, this module keeps
 what the lifecycle leaves to the Fleet: a silence is asked again after catching up (another process
@@ -24,6 +25,7 @@ from ._orphans import Orphans
 from ._registry import Registry
 from ._starter import Starter
 from ._stopper import Stopper, due_stop
+from ._takeover import Takeover
 from ._timers import Timers
 from ._tracked import Tracked
 
@@ -44,12 +46,15 @@ class Ticker:
     starter: Starter
     orphans: Orphans
     notices: Notices
+    takeover: Takeover
     clock: Clock
     policy: Policy
 
     def tick(self) -> int:
-        """``Fleet.tick``: fire every deadline due, adopt expired parked task_ids; how many fired."""
+        """``Fleet.tick``: take over the tasks other processes left overdue, fire every deadline
+        due, adopt expired parked task_ids; how many fired."""
         now, registry = self.clock.now(), self.registry
+        self.takeover.sweep(now)  # (first: what it takes over fires now)
         with registry.lock:
             due = self.timers.pop_due(now)
             orphans = self.orphans.lot.expire(now - self.policy.park_ttl)
@@ -77,7 +82,8 @@ class Ticker:
             soonest = self.timers.next_at()
             oldest = self.orphans.lot.oldest()
         expiry = None if oldest is None else oldest + self.policy.park_ttl
-        return min((t for t in (soonest, expiry) if t is not None), default=None)
+        candidates = (soonest, expiry, self.takeover.next_at())
+        return min((t for t in candidates if t is not None), default=None)
 
     def _due(self, tracked: Tracked, kind: Deadline, now: float) -> int:
         """Handle one popped deadline; return 1 if it fired, 0 if it was stale or moved on."""

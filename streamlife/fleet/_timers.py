@@ -4,6 +4,9 @@ After every event that may have moved a task, ``sync`` arms the deadlines its st
 cancels the rest, so a stale deadline never fires. A stop retry is armed apart: when a stop fails,
 or when a task is found owing a stop that nobody here has sent. What a deadline does when it comes
 due is ``_ticker``'s.
+
+The same times go to the store with each row the task's events write (``due``), so that another
+process can tell when this one should have written the task next and has not (``_takeover``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from streamlife._clock import Clock
 from streamlife._deadlines import Deadlines
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
-from streamlife.lifecycle import STOP_DUE, TERMINAL, Deadline, deadlines_for
+from streamlife.lifecycle import STOP_DUE, TERMINAL, Deadline, TaskState, deadlines_for
+from streamlife.store import NO_DUE, Due
 
 from ._registry import Registry
 from ._tracked import NO_DEADLINES, Tracked
+from ._workers import longest_wait
 
 _log = structlog.get_logger("streamlife")
 
@@ -45,8 +50,10 @@ class Timers:
             holds_start_body=task.params is not None,
         )
 
-    def sync(self, tracked: Tracked) -> None:
-        """Arm the deadlines the task's state needs, cancel the rest. Caller holds the task's lock."""
+    def sync(self, tracked: Tracked, since: float | None = None) -> None:
+        """Arm the deadlines the task's state needs, cancel the rest. ``since``: when the state's
+        deadlines count from (the task's last event, for a task taken over from another process);
+        None: now. Caller holds the task's lock."""
         task = tracked.task
         want = self.wanted(task)
         if want is tracked.timers and task.state not in TERMINAL:  # (each set is one shared object)
@@ -60,21 +67,43 @@ class Timers:
             for kind in tracked.timers - want:
                 self._deadlines.cancel(ref, kind)
             for kind in want - tracked.timers:
-                if kind is Deadline.SILENCE:
-                    when = tracked.last_heard + policy.silence_after
-                elif kind is Deadline.FINAL_CALLBACK:
-                    when = now + policy.final_callback_wait
-                elif kind is Deadline.START_RETRY:
-                    when = max(now, tracked.start_not_before)
-                elif kind is Deadline.MAX_DURATION:
-                    limit = self.limit(task)
-                    assert task.started_at is not None, "a running task's start answer came"
-                    assert limit is not None, "only a task with a ceiling arms it"
-                    when = task.started_at + limit
-                else:
-                    when = now + policy.uncertain_ttl
-                self._deadlines.arm(ref, kind, when)
+                self._deadlines.arm(ref, kind, self._when(tracked, kind, now if since is None else since))
         tracked.timers = want
+
+    def due(self, tracked: Tracked) -> Due:
+        """When the task next needs this process, for the store (see ``Due``), the grace of
+        ``Policy.takeover_after`` added: its deadlines' times, and for a state whose next event is
+        a request's answer, the latest that answer can come. Caller holds the task's lock."""
+        task = tracked.task
+        if task.state in TERMINAL:
+            return NO_DUE
+        policy, now = self.policy, self.clock.now()
+        want = self.wanted(task)
+        times = [self._when(tracked, kind, now) for kind in want if kind is not Deadline.SILENCE]
+        if task.state is TaskState.STARTING:  # its answer comes within park_ttl (see Policy.park_ttl)
+            times.append(now + policy.park_ttl)
+        elif task.state in STOP_DUE and not task.stop_acknowledged:  # sent, or to be sent again
+            retry = max(now + longest_wait(policy, task.stop_failures), self.held_back_until(tracked))
+            times.append(retry + policy.stop_timeout)
+        grace = policy.takeover_after
+        quiet = policy.silence_after + grace if Deadline.SILENCE in want else None
+        return Due(min(times) + grace if times else None, quiet)
+
+    def _when(self, tracked: Tracked, kind: Deadline, since: float) -> float:
+        """When a state-driven deadline of the task falls, its state entered at ``since``."""
+        task, policy = tracked.task, self.policy
+        if kind is Deadline.SILENCE:
+            return tracked.last_heard + policy.silence_after
+        if kind is Deadline.FINAL_CALLBACK:
+            return since + policy.final_callback_wait
+        if kind is Deadline.START_RETRY:
+            return max(since, tracked.start_not_before)
+        if kind is Deadline.MAX_DURATION:
+            limit = self.limit(task)
+            assert task.started_at is not None, "a running task's start answer came"
+            assert limit is not None, "only a task with a ceiling arms it"
+            return task.started_at + limit
+        return since + policy.uncertain_ttl
 
     def forget(self, tracked: Tracked) -> None:
         """Cancel every deadline of a task this process lets go."""

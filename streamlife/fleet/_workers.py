@@ -64,8 +64,12 @@ class Backoff:
 
     def wait(self, failures: int, retry_after: float | None) -> float:
         """The wait before the next try after ``failures`` failures; ``retry_after`` already capped."""
-        policy = self.policy
-        doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
-        ceiling = min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)
+        ceiling = longest_wait(self.policy, failures)
         wait = ceiling * (0.5 + 0.5 * self._jitter.random())  # "equal jitter": never sooner than half
         return max(wait, retry_after or 0.0)
+
+
+def longest_wait(policy: Policy, failures: int) -> float:
+    """The longest backoff ``Backoff.wait`` waits after ``failures`` failures, Retry-After aside."""
+    doublings = min(max(failures - 1, 0), 64)  # (past 1,024, 2.0 ** n overflows: a day of failing stops)
+    return min(policy.stop_retry_cap, policy.stop_retry_base * 2.0**doublings)

@@ -22,7 +22,16 @@ from streamlife._events import StartResult
 from streamlife.errors import StoreError
 from streamlife.protocol import segment_callback
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.store import JournalEntry, MemoryStore, ParkedCallback, SqliteStore, Store, TaskRow
+from streamlife.store import (
+    NO_DUE,
+    Due,
+    JournalEntry,
+    MemoryStore,
+    ParkedCallback,
+    SqliteStore,
+    Store,
+    TaskRow,
+)
 from streamlife.store.memory import _Txn
 from tests.conftest import state_of
 
@@ -53,22 +62,24 @@ class FlakyStore(MemoryStore):
     def refuses(self, entries: Sequence[JournalEntry]) -> bool:
         return self.down or (self.fail_when is not None and self.fail_when(entries[-1]))
 
-    def create(self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None) -> None:
+    def create(
+        self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
+    ) -> None:
         if self.refuses(entries):
             raise StoreError("database down (a test)")
-        super().create(row, entries, claim=claim)
+        super().create(row, entries, claim=claim, due=due)
 
     def lock(self, key: str) -> _Txn:
         return _FlakyTxn(self, key)
 
 
 class _FlakyTxn(_Txn):
-    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None) -> None:
+    def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         store = self.store
         assert isinstance(store, FlakyStore)
         if store.refuses(entries):
             raise StoreError("database down (a test)")
-        super().write(entries, row)
+        super().write(entries, row, due)
 
 
 def run(service: SimulatedService, seconds: int, *fleets: Fleet) -> None:
@@ -240,13 +251,17 @@ def test_a_task_put_back_after_a_failed_write_keeps_the_timers_of_what_it_caught
     service = SimulatedService(clock=clock)
     store = FlakyStore(shared=True)
     worker = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
-    receiver = Fleet(SimTransport(service), clock=clock, policy=policy(), store=store)
+    # (Its looks for tasks other processes left overdue, far apart: the test reads the task's timers.)
+    takeover_after = 1000.0
+    receiver = Fleet(
+        SimTransport(service), clock=clock, policy=policy(takeover_after=takeover_after), store=store
+    )
     task = worker.start("audio", audio_url=URL, provider="assemblyai")
     task_id = task.task_id or ""
     receiver.handle_callback(segment_callback(task_id, 0))  # the receiver holds a copy from now on
     clock.advance(13)
     receiver.tick()  # silence, here: the receiver's copy is stalled and times nothing
-    assert receiver.next_deadline() is None
+    assert receiver.next_deadline() == clock.now() + takeover_after / 4  # (its next look)
     worker.handle_callback(segment_callback(task_id, 1))  # the stream is heard from, there
     store.fail_when = lambda entry: entry.trigger == "segment"
     with pytest.raises(StoreError):
