@@ -14,6 +14,9 @@ before the recovered Fleet resends anything).
 Commands, one a line; each is answered by one JSON line on stdout:
 
     start N                 start N audio streams        -> {"tasks": [task, ...]}
+    stop TASK_ID            Fleet.stop(TASK_ID)          -> {"task": task}
+    fail_stops TASK_ID      from now on, each stop of TASK_ID fails here with a 500, before it
+                            reaches the service          -> {"failing": TASK_ID}
     start_then_die          start one stream, and SIGKILL this process as soon as the start
                             request returns, before the Fleet journals its answer
                                                          -> {"dying": task_id} (then nothing)
@@ -53,6 +56,7 @@ import structlog
 
 from streamlife import Fleet, Outcome, Policy, StreamKind, StreamTask
 from streamlife._events import StartResult, StopResult
+from streamlife.errors import ServiceError
 from streamlife.store import open_store
 from streamlife.transport import HttpTransport, RetryPolicy
 from streamlife.webhook import RunningReceiver, WebhookReceiver, serve_webhook
@@ -70,12 +74,14 @@ def _die() -> None:
 
 class _DyingTransport:
     """``HttpTransport``, with a switch that kills the process right after a start returns: the
-    stream exists at the service (and bills), but the Fleet never journals its task_id."""
+    stream exists at the service (and bills), but the Fleet never journals its task_id; and the
+    task_ids whose stops fail here, as a 500 would."""
 
     def __init__(self, inner: HttpTransport, say: Say) -> None:
         self.inner = inner
         self.say = say
         self.die_after_start = False
+        self.failing: set[str] = set()
 
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
         result = self.inner.start(kind, params)
@@ -85,6 +91,8 @@ class _DyingTransport:
         return result
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        if task_id in self.failing:
+            raise ServiceError("internal error (a test)", operation=f"{kind}.stop", status=500, code=None)
         return self.inner.stop(kind, task_id, within=within)
 
     def close(self) -> None:
@@ -153,6 +161,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--uncertain-ttl", type=float, default=1.0)
     parser.add_argument("--final-callback-wait", type=float, default=5.0)
     parser.add_argument("--stop-concurrency", type=int, default=4)
+    # Streams here are quiet for as long as a test pleases, unless it says otherwise.
+    parser.add_argument("--silence-after", type=float, default=3600.0)
+    parser.add_argument("--stop-when-stalled", type=int, choices=(0, 1), default=0)
+    parser.add_argument("--takeover-after", type=float, default=Policy().takeover_after)
+    parser.add_argument("--stop-timeout", type=float, default=Policy().stop_timeout)
     return parser.parse_args(argv)
 
 
@@ -179,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         park_ttl=args.park_ttl,
         uncertain_ttl=args.uncertain_ttl,
         final_callback_wait=args.final_callback_wait,
-        silence_after=3600.0,  # streams here are quiet for as long as the test pleases
+        silence_after=args.silence_after,
+        stop_when_stalled=bool(args.stop_when_stalled),
         stop_retry_base=0.2,
         stop_retry_cap=1.0,
         stop_concurrency=args.stop_concurrency,
+        takeover_after=args.takeover_after,
+        stop_timeout=args.stop_timeout,
     )
     http = HttpTransport(
         args.api_key,
@@ -217,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                     for n in range(count)
                 ]
                 say({"tasks": [_describe(task) for task in tasks]})
+            elif command == "stop":
+                say({"task": _describe(fleet.stop(rest[0]))})
+            elif command == "fail_stops":
+                transport.failing.add(rest[0])
+                say({"failing": rest[0]})
             elif command == "start_then_die":
                 transport.die_after_start = True
                 fleet.start("audio", audio_url="rtmp://sim.invalid/live/doomed", provider="assemblyai")
