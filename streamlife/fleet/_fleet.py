@@ -322,7 +322,9 @@ class Fleet:
 
     # -- timers ------------------------------------------------------------------------------------
     def tick(self) -> int:
-        """Fire every deadline due by the clock's now, and adopt expired parked task_ids.
+        """Fire every deadline due by the clock's now, and adopt expired parked task_ids. With a
+        store other processes share, first take over the tasks they left overdue, four times per
+        ``Policy.takeover_after`` (see ``Store.claim_due``).
 
         Returns how many fired. Stops it sends (orphans, retries) go to the worker threads, or out
         on this thread when ``Policy.stop_concurrency`` is 0. A deadline whose handling raises is
@@ -331,7 +333,8 @@ class Fleet:
         return self._ticker.tick()
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` next has work: the soonest deadline or parking expiry, or None."""
+        """When ``tick`` next has work: the soonest deadline, parking expiry or (with a shared
+        store) look for overdue tasks; None when there is none."""
         return self._ticker.next_deadline()
 
     @contextmanager
