@@ -1,0 +1,227 @@
+"""Store upkeep, while other processes write: retention (``Store.prune``) and the looks for tasks a
+dead process left overdue (``Store.claim_due``).
+
+    python -m bench.run --only upkeep
+
+Retention: a store is filled with stopped tasks, each with journal entries carrying a segment's
+arguments, and one running task that a writer on another connection moves on, one event at a time,
+while ``prune`` lets the stopped tasks go. The writer's longest wait is the longest a batch held it
+up, as another process would see it; the reference is one batch's share of the prune. The bytes
+each journal entry took on disk say how large a day's journal is (docs/scaling.md).
+
+Takeover: ``claim_due`` on a store of live tasks none of which is due, as every Fleet runs it four
+times per ``Policy.takeover_after``: its cost, against that interval.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamlife import Policy
+from streamlife._jsontext import to_json
+from streamlife.store import Due, JournalEntry, SqliteStore, Store, TaskRow
+from streamlife.store._sql import PRUNE_BATCH
+
+from .common import Figure, Goal, Section, say
+
+# What a journaled segment carries, about as long as the Fleet's.
+SEGMENT_ARGS = to_json(
+    {"segment": {"task_id": "660e8400-e29b-41d4-a716-446655440001", "index": 7, "start": 35.0, "end": 40.0,
+                 "final": True, "text": "and that is why the meeting ran over by a quarter of an hour"}}
+)  # fmt: skip
+SWEEP_SHARE = 0.02  # the goal: a look costs at most this share of the interval between looks
+WAIT_BATCHES = 2.0  # the goal: a writer waits at most this many batches' share of a prune
+
+
+@dataclass(frozen=True)
+class UpkeepConfig:
+    stopped: int  # terminal tasks to prune
+    entries: int  # journal entries each
+    live: int  # live tasks that claim_due looks through
+    looks: int  # claim_due calls timed
+
+
+FULL = UpkeepConfig(stopped=100_000, entries=10, live=10_000, looks=20)
+QUICK = UpkeepConfig(stopped=10_000, entries=10, live=2_000, looks=10)
+REFS = [("batch", "one batch's share"), ("interval", "the look interval")]
+
+
+def fill_sqlite(path: Path, stopped: int, entries: int, live: int) -> None:
+    """The rows and journal entries a Fleet would have written, with plain sqlite3 (after
+    SqliteStore made its schema): quicker than a Fleet by far."""
+    SqliteStore(path).close()
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO tasks (key, kind, task_id, state, terminal, version, created_at, updated_at, facts)"
+            " VALUES (?, 'audio', ?, 'stopped', 1, ?, ?, ?, '{\"stop_requested\": true}')",
+            (
+                (f"s{n:031x}", f"tid-s{n}", entries, 1000.0 + n / 1000, 1060.0 + n / 1000)
+                for n in range(stopped)
+            ),
+        )
+        db.executemany(
+            "INSERT INTO journal (key, version, at, trigger, from_state, to_state, args)"
+            " VALUES (?, ?, ?, 'segment', 'running', 'running', ?)",
+            (
+                (f"s{n:031x}", v, 1000.0 + v, SEGMENT_ARGS)
+                for n in range(stopped)
+                for v in range(1, entries + 1)
+            ),
+        )
+        db.executemany(
+            "INSERT INTO tasks (key, kind, task_id, state, terminal, version, created_at, updated_at, facts,"
+            " due_at, quiet) VALUES (?, 'audio', ?, 'running', 0, 1, ?, ?, '{}', NULL, 40.0)",
+            ((f"l{n:031x}", f"tid-l{n}", 5000.0, 5000.0) for n in range(live)),
+        )
+    db.close()  # fmt: skip
+
+
+@contextmanager
+def sqlite_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callable[[], int]]]:
+    """Two handles on one filled file (the pruner's, the writer's), and the file's size."""
+    with tempfile.TemporaryDirectory() as where:
+        path = Path(where) / "upkeep.db"
+        fill_sqlite(path, config.stopped, config.entries, config.live)
+        store, writer = SqliteStore(path), SqliteStore(path)
+        try:
+            yield store, writer, lambda: os.path.getsize(path) + _size(Path(f"{path}-wal"))
+        finally:
+            store.close()
+            writer.close()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def prune_while_writing(store: Store, writer: Store) -> tuple[float, list[float], Any]:
+    """Prune every stopped task while ``writer`` moves a running task on: (seconds, the writer's
+    waits, the result)."""
+    live = TaskRow("writer", "audio", "tid-writer", "running", 1, 5000.0, 5000.0, {})
+    writer.create(
+        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
+    )
+    waits: list[float] = []
+    done = threading.Event()
+
+    def write() -> None:
+        while not done.is_set():
+            asked = time.perf_counter()
+            with writer.lock("writer") as txn:
+                version = txn.version + 1
+                txn.write(
+                    [JournalEntry(version, 5000.0 + version, "segment", "running", "running", None)], None
+                )
+            waits.append(time.perf_counter() - asked)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    time.sleep(0.05)
+    began = time.perf_counter()
+    result = store.prune(2000.0)
+    took = time.perf_counter() - began
+    done.set()
+    thread.join()
+    return took, waits, result
+
+
+def look_cost(store: Store, looks: int) -> float:
+    """The median seconds of one ``claim_due`` that finds nothing due (the usual look)."""
+    times = []
+    for _ in range(looks):
+        began = time.perf_counter()
+        found = store.claim_due(4000.0, until=4100.0, limit=100)
+        times.append(time.perf_counter() - began)
+        assert found == [], found
+    return sorted(times)[len(times) // 2]
+
+
+def run(config: UpkeepConfig) -> Section:
+    section = Section(
+        "upkeep",
+        "Store upkeep: retention and takeover looks",
+        f"SQLite file: {config.stopped:,} stopped tasks x {config.entries} journal entries (a segment's"
+        f" arguments each) pruned while a writer on another connection moves a running task on; then"
+        f" claim_due, as every Fleet runs it four times per Policy.takeover_after, over {config.live:,}"
+        f" live tasks none of which is due (median of {config.looks}).",
+        REFS,
+    )
+    interval = Policy().takeover_after / 4
+    with sqlite_stores(config) as (store, writer, size):
+        say(f"upkeep: claim_due over {config.live:,} live tasks")
+        look = section.add(
+            Figure(
+                f"upkeep.sqlite.{config.live}.ms_per_look",
+                f"claim_due over {config.live:,} live tasks, SQLite",
+                "ms",
+                look_cost(store, config.looks) * 1000,
+                {"interval": interval * 1000},
+            )
+        )
+        entries = config.stopped * config.entries
+        per_entry = section.add(
+            Figure(
+                "upkeep.sqlite.bytes_per_entry",
+                "file bytes per journal entry (with its task's row), SQLite",
+                "B",
+                size() / entries,
+            )
+        )
+        say(f"upkeep: prune {config.stopped:,} stopped tasks while writing")
+        took, waits, result = prune_while_writing(store, writer)
+        batches = max(1, -(-result.tasks // PRUNE_BATCH))
+        section.add(
+            Figure(
+                "upkeep.sqlite.prune_tasks_per_s",
+                "tasks pruned a second, SQLite",
+                "tasks/s",
+                result.tasks / took,
+            )
+        )
+        wait = section.add(
+            Figure(
+                "upkeep.sqlite.writer_longest_wait_ms",
+                "a writer's longest wait during the prune, SQLite",
+                "ms",
+                max(waits) * 1000,
+                {"batch": took / batches * 1000},
+            )
+        )
+    ratio = wait.ratio("batch")
+    section.goals.append(
+        Goal(
+            "upkeep.sqlite.prune_lets_writers_in",
+            f"a writer waits at most {WAIT_BATCHES:g} batches' share of a prune",
+            f"longest wait {wait.value:,.0f} ms = {ratio:,.2f} x a batch's share"
+            if ratio
+            else "not measured",
+            None if ratio is None else ratio <= WAIT_BATCHES,
+        )
+    )
+    share = None if look.value is None else look.value / (interval * 1000)
+    section.goals.append(
+        Goal(
+            f"upkeep.sqlite.{config.live}.look_share",
+            f"a look for overdue tasks costs at most {SWEEP_SHARE:.0%} of the interval between looks",
+            "not measured" if share is None else f"{look.value:,.1f} ms per {interval:g} s = {share:.2%}",
+            None if share is None else share <= SWEEP_SHARE,
+        )
+    )
+    section.notes.append(
+        f"A day of 2,000 streams' segments (720 an hour each) is {2_000 * 720 * 24:,} entries: about"
+        f" {2_000 * 720 * 24 * (per_entry.value or 0) / 2**30:,.1f} GiB of SQLite at this size per entry,"
+        " before retention lets the ended tasks go."
+    )
+    return section
