@@ -130,6 +130,14 @@ class Policy:
     ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring it
     back from the store. None keeps every task in memory for as long as the Fleet lives."""
 
+    transcript_limit: int | None = 32
+    """Segments each task's transcript keeps in memory: those of at least this many of its highest
+    indexes (up to twice as many: older ones are let go a batch at a time), with a compact record of
+    the rest (runs of indexes, a few bytes for each unindexed commit), so that duplicates and
+    conflicts are still told from it. ``task.transcript`` reads the rest back from the store's
+    journal, which keeps every segment: reading it whole costs a journal read. None keeps every
+    segment in memory for as long as the task is held."""
+
     def __post_init__(self) -> None:
         for name in _DURATIONS:
             value = getattr(self, name)
@@ -156,9 +164,10 @@ class Policy:
             ("max_parked_per_task", 1),
             ("history_limit", 1),
             ("max_live", 1),
+            ("transcript_limit", 1),
         ):
             value = getattr(self, name)
-            if value is None and name in ("history_limit", "max_live"):  # None: no limit
+            if value is None and name in ("history_limit", "max_live", "transcript_limit"):  # None: no limit
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")
