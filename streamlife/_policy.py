@@ -124,11 +124,15 @@ class Policy:
     task may reach another process. Each read takes one row per task waited for (or, for many
     tasks, one scan of the unfinished ones)."""
 
-    keep_terminal: float | None = None
+    keep_terminal: float | None = 300.0
     """How long (seconds on the Fleet's clock, from its last event) a terminal task stays in this
-    process's memory. Past it the Fleet lets the task go: ``tasks()``, ``stats()`` and
-    ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring it
-    back from the store. None keeps every task in memory for as long as the Fleet lives."""
+    process's memory. Past it the Fleet lets the task go: ``tasks()``, ``stats()``, ``unsettled()``
+    and ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring
+    it back from the store (a late callback then costs a read of its journal). Five minutes by
+    default: well past the final-callback wait and the stop retries that settle a task, so the late
+    callbacks that do come find it held, while a process that runs for days holds only the tasks
+    that ended in the last few minutes. None keeps every task in memory for as long as the Fleet
+    lives."""
 
     transcript_limit: int | None = 32
     """Segments each task's transcript keeps in memory: those of at least this many of its highest

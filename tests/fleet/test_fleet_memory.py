@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from streamlife import ManualClock, Outcome, Policy
+from streamlife import ManualClock, Outcome, Policy, TaskState
 from streamlife.protocol import segment_callback
 from streamlife.store import MemoryStore, SqliteStore, Store
 from tests.conftest import rig
@@ -73,6 +73,32 @@ def test_a_recovered_task_holds_the_same_bounded_transcript(clock: ManualClock, 
     assert (back.transcript_text(), back.gaps) == (text, gaps)
     assert fleet.handle_callback(segment_callback(task_id, 2, words(2))) is Outcome.DUPLICATE
     assert fleet.handle_callback(segment_callback(task_id, 1, words(1))) is Outcome.APPLIED  # a gap filled
+
+
+def test_ended_tasks_leave_memory_by_default_and_the_fleet_holds_only_live_ones(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    keep = Policy().keep_terminal
+    assert keep is not None  # minutes by default: ended tasks do not pile up
+    r = rig(clock, store=SqliteStore(tmp_path / "streams.db"), keep_terminal=keep)
+    live = r.fleet.start("audio", audio_url="rtmp://example.invalid/live", provider="assemblyai")
+    for round_ in range(3):  # streams start and end; the Fleet's indexes follow the live ones
+        ended = [
+            r.fleet.start("audio", audio_url=f"rtmp://example.invalid/{round_}/{n}", provider="assemblyai")
+            for n in range(20)
+        ]
+        r.sim.advance(10)
+        for task in ended:
+            r.fleet.stop(task)
+        r.sim.advance(2)  # the status-14 callbacks come
+        assert all(task.state is TaskState.STOPPED for task in ended)
+        r.sim.advance(int(keep) + 5)
+        assert r.fleet.tasks() == [live]
+        assert r.fleet.stats().tasks == {"running": 1}
+        registry = r.fleet._registry
+        assert (len(registry.by_ref), len(registry.by_key), len(registry.by_id)) == (1, 1, 1)
+    assert r.fleet.exposure().tasks == 61  # what the ended ones cost is still counted
+    assert r.fleet.get(ended[0].task_id or "") is not None  # and each comes back when asked
 
 
 def test_an_unbounded_policy_keeps_every_segment(clock: ManualClock) -> None:
