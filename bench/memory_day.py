@@ -69,6 +69,7 @@ class DayConfig:
     life_hours: tuple[float, float]  # each stream lives a uniform draw from this range
     reference_hours: int  # how long the reference (everything kept) runs
     plateau_tasks: int  # tasks traced for the bytes a live task holds once its tails are full
+    reload_segments: tuple[int, ...]  # lengths of ended streams whose read-back is timed
     seed: int = 7
 
     def warm_hours(self, policy: Policy) -> int:
@@ -86,6 +87,7 @@ FULL = DayConfig(
     life_hours=(1.0, 8.0),
     reference_hours=3,
     plateau_tasks=500,
+    reload_segments=(720, 8_640),
 )
 QUICK = DayConfig(
     streams=1_000,
@@ -94,6 +96,7 @@ QUICK = DayConfig(
     life_hours=(0.5, 3.0),
     reference_hours=2,
     plateau_tasks=100,
+    reload_segments=(720,),
 )
 
 
@@ -279,6 +282,42 @@ def plateau_bytes_per_task(count: int, segments: int) -> float:
     return kept / count
 
 
+def reload_seconds(segments: int, repeat: int = 5) -> float:
+    """Seconds a late callback takes for an ended task let go of after ``keep_terminal``: the task
+    is read back from the store (its row, and its journal replayed). The task ran for ``segments``
+    segments on a SqliteStore; the best of ``repeat`` late callbacks, each after the task was let
+    go of again."""
+    clock = ManualClock(1_700_000_000.0)
+    policy = Policy(stop_concurrency=0, keep_terminal=0.0, silence_after=3600.0)
+    best = float("inf")
+    with tempfile.TemporaryDirectory(prefix="streamlife-reload-") as directory:
+        store = SqliteStore(os.path.join(directory, "reload.db"))
+        fleet = Fleet(InstantTransport(), clock=clock, policy=policy, store=store)
+        task_id = (
+            fleet.start("audio", audio_url="rtmp://reload.invalid/0", provider="assemblyai").task_id or ""
+        )
+        bodies = [
+            json.dumps(segment_callback(task_id, index, f"words of segment {index}")).encode()
+            for index in range(segments)
+        ]
+        for first in range(0, len(bodies), BATCH):
+            fleet.handle_callbacks(bodies[first : first + BATCH])
+        fleet.handle_callback(json.dumps(status_callback(task_id, 14, last_index=segments - 1)).encode())
+        late = json.dumps(
+            segment_callback(task_id, segments - 1, f"words of segment {segments - 1}")
+        ).encode()
+        for _ in range(repeat):
+            clock.advance(1)
+            fleet.tick()  # lets the ended task go
+            assert not fleet.tasks(), "the ended task was let go of"
+            began = time.perf_counter()
+            fleet.handle_callback(late)
+            best = min(best, time.perf_counter() - began)
+        fleet.close()
+        store.close()
+    return best
+
+
 def _in_a_process(config: DayConfig, *, bounded: bool, hours: int) -> dict[str, Any]:
     """``day`` in a process of its own, so that its heap is its own."""
     context = multiprocessing.get_context("spawn")
@@ -401,6 +440,27 @@ def run(config: DayConfig) -> Section:
             last.transcript_entries / max(last.live, 1),
             {"unbounded": ref_samples[-1].transcript_entries / max(ref_samples[-1].live, 1)},
         )
+    )
+    for segments in config.reload_segments:
+        say(f"memory_day: a late callback for an ended task of {segments:,} segments, let go of")
+        section.add(
+            Figure(
+                f"memory_day.reload_ms.{segments}",
+                f"a late callback for an ended task let go of, {segments:,} segments "
+                f"({segments * SEGMENT_SECONDS / 3600:g} h of stream): read back from SQLite",
+                "ms",
+                reload_seconds(segments) * 1e3,
+                note="what keep_terminal saves each late callback that comes within it",
+            )
+        )
+    held_ended = max(each.ended_held for each in samples)
+    section.notes.append(
+        f"keep_terminal ({keep:g} s): at this day's end rate, at most {held_ended:,} ended tasks were "
+        f"held at once, about {held_ended * plateau / 2**20:,.1f} MiB at {plateau:,.0f} B each "
+        f"(against {last.live * plateau / 2**20:,.0f} MiB for the live tasks); the reference, which "
+        f"keeps every ended task, held {max(each.ended_held for each in ref_samples):,} after "
+        f"{config.reference_hours} hours. A late callback after keep_terminal costs the read-back "
+        "above instead."
     )
     rows = []
     ref_by_hour = {round(each.hour): each for each in ref_samples}
