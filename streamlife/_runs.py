@@ -53,6 +53,23 @@ class Runs:
             starts.insert(at + 1, value)
             ends.insert(at + 1, value + 1)
 
+    def add_range(self, start: int, stop: int) -> None:
+        """Add every int of ``range(start, stop)``: at the top of the set (the usual case: a
+        stream's indexes let go of in order), one comparison; elsewhere, one at a time."""
+        starts, ends = self._starts, self._ends
+        if start >= stop:
+            return
+        if not starts or start > ends[-1]:
+            starts.append(start)
+            ends.append(stop)
+            self._size += stop - start
+        elif start == ends[-1]:
+            ends[-1] = stop
+            self._size += stop - start
+        else:
+            for value in range(start, stop):
+                self.add(value)
+
     def discard(self, value: int) -> None:
         starts, ends = self._starts, self._ends
         at = bisect_right(starts, value) - 1

@@ -101,6 +101,17 @@ class _LetGo:
         self.fingerprints: array[int] = array("I")  # sorted: the let-go commits' digests, 4 bytes each
         self.top = -1  # the highest index let go of: none above it is here
 
+    def add(self, kind: tuple[bool, bool], start: int, stop: int) -> None:
+        """Record ``range(start, stop)``, each index of which held a segment of ``kind``: (final,
+        formatted)."""
+        final, formatted = kind
+        if final:
+            self.finals.add_range(start, stop)
+            if formatted:
+                self.formatted.add_range(start, stop)
+        else:
+            self.partials.add_range(start, stop)
+
     def forget(self, index: int) -> None:
         """``index`` is kept in full again."""
         self.finals.discard(index)
@@ -249,14 +260,20 @@ class Transcript:
         if let_go is None:
             let_go = self._let_go = _LetGo()
         by_index = self._by_index
+        # Consecutive indexes of one kind go into the runs as one range: a stream's indexes are let
+        # go of in order, mostly all finals, so a batch is a range or two.
+        run_start, run_kind = below[0], None
+        previous = below[0] - 1
         for index in below:
-            kept = by_index.pop(index)
-            if kept[_FINAL]:
-                let_go.finals.add(index)
-                if kept[_FORMATTED]:
-                    let_go.formatted.add(index)
-            else:
-                let_go.partials.add(index)
+            final, _, _, _, _, formatted = by_index.pop(index)
+            kind = (final, formatted)
+            if index != previous + 1 or kind != run_kind:
+                if run_kind is not None:
+                    let_go.add(run_kind, run_start, previous + 1)
+                run_start, run_kind = index, kind
+            previous = index
+        assert run_kind is not None
+        let_go.add(run_kind, run_start, previous + 1)
         let_go.top = max(let_go.top, below[-1])
         commits, floor = self._commits, below[-1]
         if commits:

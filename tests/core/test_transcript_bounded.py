@@ -189,13 +189,16 @@ def test_a_limit_needs_a_reader() -> None:
         Transcript(3)
 
 
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=60))
-def test_runs_hold_the_same_ints_as_a_set(moves: list[tuple[bool, int]]) -> None:
+@given(st.lists(st.tuples(st.sampled_from(["add", "range", "discard"]), st.integers(0, 40)), max_size=60))
+def test_runs_hold_the_same_ints_as_a_set(moves: list[tuple[str, int]]) -> None:
     runs, plain = Runs(), set()
-    for add, value in moves:
-        if add:
+    for move, value in moves:
+        if move == "add":
             runs.add(value)
             plain.add(value)
+        elif move == "range":
+            runs.add_range(value, value + value % 5)
+            plain.update(range(value, value + value % 5))
         else:
             runs.discard(value)
             plain.discard(value)
