@@ -505,8 +505,9 @@ def run(config: DayConfig) -> Section:
         section.notes.append(
             f"At {STREAMS_AT_SCALE:,} streams and the real rate ({real_rate:,.0f} segments an hour a "
             f"stream, {day_segments:,.0f} a day): {growth:,.1f} B per applied segment is "
-            f"{growth * day_segments / 2**30:,.2f} GiB a day of growth (a negative figure: the heap "
-            f"gave back more than it took). A live task with full tails holds {plateau:,.0f} B of "
+            f"{growth * day_segments / 2**30:,.2f} GiB a day of growth"
+            + (" (negative: the heap gave back more than it took)" if growth < 0 else "")
+            + f". A live task with full tails holds {plateau:,.0f} B of "
             f"Python heap: {plateau * STREAMS_AT_SCALE / 2**30:,.1f} GiB for {STREAMS_AT_SCALE:,} "
             f"live tasks, whatever the hour. In this run, RSS over the empty Fleet's came to "
             f"{per_live:,.0f} B per live task at the end (SQLite's page cache, at most "
