@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import http_ingest, ingest, instructions, lifecycle, profiling, upkeep
+from . import http_ingest, ingest, instructions, lifecycle, memory_day, profiling, upkeep
 from .common import Section, configure_logging, gc_settled
 from .report import show_goals, show_section, write
 
@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "ingest": (ingest.run, ingest.FULL, ingest.QUICK),
     "http": (http_ingest.run, http_ingest.FULL, http_ingest.QUICK),
     "upkeep": (upkeep.run, upkeep.FULL, upkeep.QUICK),
+    "memory_day": (memory_day.run, memory_day.FULL, memory_day.QUICK),
 }
 
 

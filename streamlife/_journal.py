@@ -11,7 +11,7 @@ the applied events only: duplicates, late and rejected events change nothing and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from ._callbacks import CallbackEvent
@@ -26,9 +26,10 @@ from ._events import (
     StreamKind,
 )
 from ._task import STATE_SLOTS, StreamTask, replaying
+from ._transcript import Reader
 from .errors import JournalMismatch, RecordedError
-from .lifecycle import ARGUMENTS, Argument, StopReason
-from .store.base import JournalEntry, TaskRow
+from .lifecycle import ARGUMENTS, TERMINAL, Argument, StopReason
+from .store.base import JournalEntry, Store, TaskRow
 
 # A NamedTuple's constructor is a Python function. Tuple's own, given every field in order, makes
 # the same record faster, and an entry and a row are made for every event journaled.
@@ -231,15 +232,43 @@ def replay(task: StreamTask, entries: Sequence[JournalEntry]) -> None:
         task.clock = clock
 
 
+def segments_of(entries: Iterable[JournalEntry]) -> Iterator[tuple[Segment, bool]]:
+    """The segments a journal's entries applied, in order, each with whether it came late (its
+    task had ended): what a bounded transcript reads back (``Transcript``'s ``reader``)."""
+    terminal = {state.value for state in TERMINAL}
+    for entry in entries:
+        if entry.trigger == "segment" and entry.args is not None:
+            event = decode_event(entry.args)
+            if isinstance(event, Segment):
+                yield event, entry.from_state in terminal
+
+
+def transcript_reader(store: Store, key: str) -> Reader:
+    """A reader of the segments the store's journal of task ``key`` holds (see ``segments_of``)."""
+
+    def read() -> Iterator[tuple[Segment, bool]]:
+        return segments_of(store.journal(key))
+
+    return read
+
+
 def rebuild(
-    row: TaskRow, entries: Sequence[JournalEntry], *, clock: Clock, history_limit: int | None = None
+    row: TaskRow,
+    entries: Sequence[JournalEntry],
+    *,
+    clock: Clock,
+    history_limit: int | None = None,
+    transcript_bound: tuple[int, Reader] | None = None,
 ) -> StreamTask:
-    """The task a row and its journal describe. Raises JournalMismatch if replay disagrees with the row."""
+    """The task a row and its journal describe. Raises JournalMismatch if replay disagrees with the row.
+    ``transcript_bound``: the (limit, reader) its transcript keeps (``StreamTask.bound_transcript``)."""
     if [entry.version for entry in entries] != list(range(1, row.version + 1)):
         raise JournalMismatch(f"task {row.key}: the journal does not hold versions 1..{row.version}")
     task = StreamTask(StreamKind(row.kind), None, clock=clock)
     task.key = row.key
     task.history_limit = history_limit
+    if transcript_bound is not None:
+        task.bound_transcript(*transcript_bound)
     replay(task, entries)
     # The row's kind decides. Before stop_ok carried the product, a task learnt its kind outside
     # any event: replaying such a journal cannot learn it, and only the row holds it.
@@ -261,6 +290,8 @@ def reset(task: StreamTask, row: TaskRow | None, entries: Sequence[JournalEntry]
     fresh = StreamTask(kind, task.params, clock=task.clock)
     fresh.key = task.key
     fresh.history_limit = task.history_limit
+    if task.transcript_bound is not None:  # (its reader reads the store, which holds what is replayed)
+        fresh.bound_transcript(*task.transcript_bound)
     if row is not None:
         replay(fresh, entries)
     for name in STATE_SLOTS:

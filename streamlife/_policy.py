@@ -124,11 +124,23 @@ class Policy:
     task may reach another process. Each read takes one row per task waited for (or, for many
     tasks, one scan of the unfinished ones)."""
 
-    keep_terminal: float | None = None
+    keep_terminal: float | None = 300.0
     """How long (seconds on the Fleet's clock, from its last event) a terminal task stays in this
-    process's memory. Past it the Fleet lets the task go: ``tasks()``, ``stats()`` and
-    ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring it
-    back from the store. None keeps every task in memory for as long as the Fleet lives."""
+    process's memory. Past it the Fleet lets the task go: ``tasks()``, ``stats()``, ``unsettled()``
+    and ``stop_all()`` no longer walk it, and ``get``, ``journal``, ``stop`` or a late callback bring
+    it back from the store (a late callback then costs a read of its journal). Five minutes by
+    default: well past the final-callback wait and the stop retries that settle a task, so the late
+    callbacks that do come find it held, while a process that runs for days holds only the tasks
+    that ended in the last few minutes. None keeps every task in memory for as long as the Fleet
+    lives."""
+
+    transcript_limit: int | None = 32
+    """Segments each task's transcript keeps in memory: those of at least this many of its highest
+    indexes (up to twice as many: older ones are let go a batch at a time), with a compact record of
+    the rest (runs of indexes, a few bytes for each unindexed commit), so that duplicates and
+    conflicts are still told from it. ``task.transcript`` reads the rest back from the store's
+    journal, which keeps every segment: reading it whole costs a journal read. None keeps every
+    segment in memory for as long as the task is held."""
 
     takeover_after: float = 10.0
     """With a store other processes share: how long past one of a task's deadlines (its silence,
@@ -167,9 +179,10 @@ class Policy:
             ("max_parked_per_task", 1),
             ("history_limit", 1),
             ("max_live", 1),
+            ("transcript_limit", 1),
         ):
             value = getattr(self, name)
-            if value is None and name in ("history_limit", "max_live"):  # None: no limit
+            if value is None and name in ("history_limit", "max_live", "transcript_limit"):  # None: no limit
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")

@@ -173,8 +173,9 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
         require_provider=True,
     )
     # No worker threads: the run replays exactly from its seed.
-    # history_limit=None: the checks after the run read every task's whole history.
-    policy = Policy(seed=run.seed, stop_concurrency=0, history_limit=None)
+    # history_limit=None: the checks after the run read every task's whole history; keep_terminal
+    # None: they read every task, those that ended long before the run did too.
+    policy = Policy(seed=run.seed, stop_concurrency=0, history_limit=None, keep_terminal=None)
     with _wired(service, run.http) as (transport, handed):
         fleet = Fleet(transport, clock=clock, policy=policy, store=store)
         handed.fleet = fleet

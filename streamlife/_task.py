@@ -23,7 +23,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._events import Outcome, OutcomeKind, Segment, StatusCallback, StreamKind
 from ._history import History
 from ._policy import check_max_duration
-from ._transcript import APPLIED_CHANGES, Change, Transcript
+from ._transcript import APPLIED_CHANGES, Change, Reader, Transcript
 from .errors import LocalTransitionError, RecordedError
 from .lifecycle import (
     AFTER_ACKNOWLEDGED_STOP,
@@ -100,7 +100,7 @@ class StreamTask:
     repr: stream URLs often carry a stream key.
     """
 
-    __slots__ = (*STATE_SLOTS, "ref")
+    __slots__ = (*STATE_SLOTS, "_transcript_bound", "ref")
 
     def __init__(
         self,
@@ -135,6 +135,8 @@ class StreamTask:
         self.key: str | None = None  # the durable id a Fleet gives the task: its name in the journal
         self.clock = clock  # stamps the history
         self._transcript: Transcript | None = None  # made on the first segment: tasks stay small
+        # (limit, reader) for a transcript that keeps a bounded tail in memory (bound_transcript)
+        self._transcript_bound: tuple[int, Reader] | None = None
 
     # -- local calls -------------------------------------------------------------------------
     def start(self, max_duration: float | None = None) -> Outcome:
@@ -285,10 +287,33 @@ class StreamTask:
         """True for an orphan the Fleet took on: a stream that no start of ours named."""
         return self._adopted
 
+    def bound_transcript(self, limit: int | None, reader: Reader | None) -> None:
+        """Keep the segments of at least ``limit`` of the transcript's highest indexes in memory,
+        and read the rest back through ``reader`` (the task's journal) when asked; None keeps every
+        segment. A Fleet sets it from ``Policy.transcript_limit``: its store's journal holds every
+        segment the transcript applied."""
+        if limit is None:
+            if self._transcript_bound is not None:
+                raise ValueError("a bounded transcript stays bounded: what it let go of is in the journal")
+            return
+        if reader is None:
+            raise ValueError("a bounded transcript needs a reader, to read back what it let go of")
+        self._transcript_bound = (limit, reader)
+        if self._transcript is not None:
+            self._transcript.bound(limit, reader)
+
+    @property
+    def transcript_bound(self) -> tuple[int, Reader] | None:
+        """The transcript's (limit, reader), as ``bound_transcript`` set them; None if unbounded."""
+        return self._transcript_bound
+
     @property
     def transcript(self) -> Transcript:
+        """The task's transcript. Bounded (``bound_transcript``), it reads back from the journal
+        what it let go of when read whole (``text``, iterating, ``finals``)."""
         if self._transcript is None:
-            self._transcript = Transcript()
+            bound = self._transcript_bound
+            self._transcript = Transcript() if bound is None else Transcript(*bound)
         return self._transcript
 
     @property

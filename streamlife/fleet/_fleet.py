@@ -183,6 +183,7 @@ class Fleet:
         task = StreamTask(kind, params, clock=self.clock)
         task.key = uuid.uuid4().hex
         task.history_limit = self.policy.history_limit
+        self._mover.bound_transcript(task)
         tracked = Tracked(task, self.clock.now())
         registry = self._registry
         with registry.lock:

@@ -16,7 +16,9 @@ from typing import Any, Final
 import structlog
 
 from streamlife._events import Outcome
+from streamlife._journal import transcript_reader
 from streamlife._policy import Policy
+from streamlife._task import StreamTask
 from streamlife.store import Store, TaskRow
 
 from ._ledger import Ledger
@@ -118,6 +120,7 @@ class Mover:
             return held
         tracked = self.ledger.rebuild(row)
         task = tracked.task
+        self.bound_transcript(task)  # (rebuilt whole: what is over the bound is let go of now)
         with tracked.lock:
             with registry.lock:
                 held = registry.by_key.setdefault(row.key, tracked)
@@ -132,6 +135,13 @@ class Mover:
                 self.timers.sync(tracked, since)
                 self.timers.take_over_stop(tracked, after=self.policy.stop_retry_base)
         return held
+
+    def bound_transcript(self, task: StreamTask) -> None:
+        """Bound the task's transcript by ``Policy.transcript_limit``: what it lets go of, it reads
+        back from the store's journal of the task (its key is set)."""
+        limit = self.policy.transcript_limit
+        if limit is not None:
+            task.bound_transcript(limit, transcript_reader(self.store, task.key or ""))
 
     def wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
         """Wait until every task of ``waiting`` is terminal, or ``give_up_at`` (monotonic) passes.

@@ -166,6 +166,7 @@ class Orphans:
         task = StreamTask(kind, None, clock=self.clock)
         task.key = uuid.uuid4().hex
         task.history_limit = self.policy.history_limit
+        self.mover.bound_transcript(task)
         tracked = Tracked(task, now)
         tracked.kind_guessed = not certain
         with tracked.lock:

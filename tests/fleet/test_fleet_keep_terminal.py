@@ -70,7 +70,7 @@ def test_a_late_callback_for_a_released_task_is_late(clock: ManualClock, store: 
 
 
 def test_without_keep_terminal_every_task_stays(clock: ManualClock) -> None:
-    r = rig(clock)
+    r = rig(clock, keep_terminal=None)
     task = r.start()
     r.sim.advance(12)
     r.fleet.stop(task)
