@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 INSTALL_HINT: Final = "pip install 'streamlife[server]'"
 DEFAULT_KEEP_ALIVE: Final = 5  # seconds an idle keep-alive connection stays open (uvicorn's default)
 DEFAULT_GRACEFUL: Final = 30  # seconds the requests in flight get to finish on SIGTERM
+ORPHAN_CHECK: Final = 0.5  # seconds between two looks of a worker at whether its supervisor lives
 RESTART_PAUSE: Final = 1.0  # seconds before a worker that died is started again
 _STARTED_WITHIN: Final = 30.0  # seconds uvicorn has to start listening
 _MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -189,7 +190,9 @@ def supervise(
         for process in workers:
             process.join()
             codes.append(process.exitcode)
-        if any(code != EXIT_OK for code in codes):
+        # Killed by our SIGTERM: a worker still starting, before its handlers were set; it served
+        # nothing yet.
+        if any(code not in (EXIT_OK, -signal.SIGTERM) for code in codes):
             raise Problem(f"a worker ended badly: exit codes {codes}")
         return EXIT_OK
     finally:
@@ -218,4 +221,17 @@ def _worker_main(worker: Worker, settings: Any, sock: socket.socket, index: int)
     # own handlers (serve's) are set before its server starts. Until then, the default would end it
     # with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _orphaned_ends(os.getppid())
     sys.exit(worker(settings, sock, index))
+
+
+def _orphaned_ends(parent: int) -> None:
+    """SIGTERM this worker, which then shuts down gracefully, once its supervisor is gone (killed
+    with SIGKILL, say): nobody would stop it otherwise, and it would hold the port."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="streamlife-orphan-watch", daemon=True).start()

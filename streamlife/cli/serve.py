@@ -180,6 +180,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     stopping = threading.Event()
     worker = f"worker {index}: " if sock is not None else ""
     with ExitStack() as stack:
+        # First: a signal that comes while the tasks are taken back ends serve once it has started.
+        stack.enter_context(_until_signalled(stopping))
         store = open_url(settings.store)
         stack.callback(store.close)
         service = None
@@ -248,7 +250,6 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 " alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
                 file=sys.stderr,
             )
-        stack.enter_context(_until_signalled(stopping))
         print(
             f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served};"
             f" recovered {plural(len(recovered), 'task')} from {shown}",
