@@ -33,12 +33,9 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -46,6 +43,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from ._events import Outcome
+from ._handoff import Handoff
 from ._webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -264,8 +262,8 @@ class AsgiApplication:
         self.receiver = receiver
         # Its own threads, not the event loop's default executor: the bound is the receiver's, and
         # blocking callbacks cannot starve what else the application runs there. None start
-        # until the first callback.
-        self._threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
+        # until the first callback. Their answers come back in batches under load (_handoff).
+        self._threads = Handoff(ASGI_THREADS, "streamlife-asgi")
 
     def __repr__(self) -> str:
         return f"AsgiApplication({self.receiver!r})"
@@ -294,7 +292,11 @@ class AsgiApplication:
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in response.headers],
+                # With its length, the answer goes out whole, not chunked.
+                "headers": [
+                    *((k.lower().encode(), v.encode()) for k, v in response.headers),
+                    (b"content-length", str(len(response.body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": response.body})
@@ -302,9 +304,7 @@ class AsgiApplication:
     async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
         # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
         # structlog's contextvars (a request id) is in the log lines of the callback it sent.
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, context.run, self.receiver.apply, body, headers)
+        return await self._threads.call(self.receiver.apply, body, headers)
 
 
 async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
