@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from . import http_ingest, ingest, instructions, lifecycle, profiling
+from . import http_ingest, ingest, instructions, lifecycle, profiling, server_ingest
 from .common import Section, configure_logging, gc_settled
 from .report import show_goals, show_section, write
 
@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "instructions": (instructions.run, instructions.FULL, instructions.QUICK),
     "ingest": (ingest.run, ingest.FULL, ingest.QUICK),
     "http": (http_ingest.run, http_ingest.FULL, http_ingest.QUICK),
+    "server": (server_ingest.run, server_ingest.FULL, server_ingest.QUICK),
 }
 
 
