@@ -194,13 +194,11 @@ def _serve(store_url: str, workers: int) -> contextlib.AbstractContextManager[An
 
 
 class _ServeWithPort:
-    """Finds the port serve printed: from /proc, the only listening socket of its process group."""
+    """Enters serve's process; gives the port it listens on (read from /proc: serve prints it too,
+    but its stderr is read only until it is ready)."""
 
-    def __init__(
-        self, running: contextlib.AbstractContextManager[subprocess.Popen[str]], port_file: Path
-    ) -> None:
+    def __init__(self, running: contextlib.AbstractContextManager[subprocess.Popen[str]]) -> None:
         self.running = running
-        self.port_file = port_file
 
     def __enter__(self) -> int:
         process = self.running.__enter__()
