@@ -6,8 +6,9 @@ load the two sides take the interpreter's lock from each other at every one: sev
 work of applying a callback in memory. Here a thread that finishes a call takes the next ones
 queued meanwhile (up to ``BATCH``) before it wakes the loop once for all their results: under load
 the hand-offs are shared by many calls, and with one call at a time nothing waits longer than it
-would have. Each call still runs alone, in the context (``contextvars``) of the code that handed
-it over, and at most ``threads`` run at once.
+would have. Each call runs in the context (``contextvars``) of the code that handed it over, and at
+most ``threads`` threads run calls at once. Calls that say how to be made together (``many``) are,
+when they queue up together: a receiver's callbacks then share one store commit.
 """
 
 from __future__ import annotations
@@ -18,17 +19,32 @@ import contextvars
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 BATCH: Final = 32  # calls a thread takes in a row before it hands their results back
 
 T = TypeVar("T")
-_Job = tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    context: contextvars.Context
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    many: Callable[[list[Any]], list[Any]] | None
 
 
 class Handoff:
     """``await handoff.call(fn, *args)``: ``fn(*args)`` on one of ``threads`` daemon threads named
-    ``name-N``, started on the first call."""
+    ``name-N``, started on the first call.
+
+    With ``many``, calls queued together may be made as one: ``many([args, ...])`` returns each
+    call's result, in order (a receiver applies several callbacks with one store commit). It runs
+    in the context of the first of them; if it raises, each of them raises it.
+    """
 
     def __init__(self, threads: int, name: str) -> None:
         if threads < 1:
@@ -39,11 +55,13 @@ class Handoff:
         self._started = False
         self._starting = threading.Lock()
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(
+        self, fn: Callable[..., T], *args: Any, many: Callable[[list[Any]], list[T]] | None = None
+    ) -> T:
         if not self._started:
             self._start()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((contextvars.copy_context(), fn, args, future))
+        self._jobs.put(_Job(contextvars.copy_context(), fn, args, future, many))
         return await future
 
     def _start(self) -> None:
@@ -54,27 +72,56 @@ class Handoff:
                 threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
             self._started = True
 
+    def _next(self, done: list[_Done]) -> _Job | None:
+        if len(done) >= BATCH:
+            return None
+        try:
+            return self._jobs.get_nowait()
+        except queue.Empty:
+            return None
+
     def _work(self) -> None:
-        jobs = self._jobs
         while True:
-            done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-            job: _Job | None = jobs.get()
+            done: list[_Done] = []
+            job: _Job | None = self._jobs.get()
             while job is not None:
-                context, fn, args, future = job
-                try:
-                    done.append((future, context.run(fn, *args), None))
-                except BaseException as error:  # handed back, raised where it was awaited
-                    done.append((future, None, error))
-                job = None
-                if len(done) < BATCH:
-                    with contextlib.suppress(queue.Empty):
-                        job = jobs.get_nowait()
+                if job.many is None:
+                    done.append(_run(job))
+                    job = self._next(done)
+                    continue
+                group, job = [job], None
+                while len(group) + len(done) < BATCH and (job := self._next(done)) is not None:
+                    if job.many != group[0].many:
+                        break
+                    group.append(job)
+                    job = None
+                done += _run_many(group)
+                if job is None:
+                    job = self._next(done)
             _hand_back(done)
 
 
-def _hand_back(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _run(job: _Job) -> _Done:
+    try:
+        return job.future, job.context.run(job.fn, *job.args), None
+    except BaseException as error:  # handed back, raised where it was awaited
+        return job.future, None, error
+
+
+def _run_many(group: list[_Job]) -> list[_Done]:
+    first = group[0]
+    if len(group) == 1 or first.many is None:
+        return [_run(job) for job in group]
+    try:
+        results = first.context.run(first.many, [job.args for job in group])
+    except BaseException as error:
+        return [(job.future, None, error) for job in group]
+    return [(job.future, result, None) for job, result in zip(group, results, strict=True)]
+
+
+def _hand_back(done: list[_Done]) -> None:
     """Wake each loop once, with the results of every call it handed over in ``done``."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
     for item in done:
         by_loop.setdefault(item[0].get_loop(), []).append(item)
     for loop, results in by_loop.items():
@@ -82,7 +129,7 @@ def _hand_back(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             loop.call_soon_threadsafe(_settle, results)
 
 
-def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(results: list[_Done]) -> None:
     for future, result, error in results:
         if future.cancelled():
             continue
