@@ -16,8 +16,10 @@ Several processes: this process (the supervisor) binds the socket and starts ``-
 processes (spawned, not forked: a fork of a process with threads and a store connection is unsafe).
 Each opens its own store connection and Fleet, takes back the store's unfinished tasks, runs its
 timers and serves the shared socket as above; the kernel hands each new connection to one of them.
-A worker that dies is started again. On SIGTERM or SIGINT the supervisor closes its copy of the
-socket and passes SIGTERM on to every worker, which shuts down gracefully, and waits for them.
+A worker that dies is started again, unless it died within moments of its start (then serve stops
+the others and exits 1: a second try would fail the same way). On SIGTERM or SIGINT the supervisor
+closes its copy of the socket and passes SIGTERM on to every worker, which shuts down gracefully,
+and waits for them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DEFAULT_KEEP_ALIVE: Final = 5  # seconds an idle keep-alive connection stays ope
 DEFAULT_GRACEFUL: Final = 30  # seconds the requests in flight get to finish on SIGTERM
 ORPHAN_CHECK: Final = 0.5  # seconds between two looks of a worker at whether its supervisor lives
 RESTART_PAUSE: Final = 1.0  # seconds before a worker that died is started again
+STEADY_AFTER: Final = 10.0  # seconds: a worker that dies sooner after its start is not started again
 _STARTED_WITHIN: Final = 30.0  # seconds uvicorn has to start listening
 _MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -168,19 +171,22 @@ def supervise(
             return process
 
         workers = [spawn(index) for index in range(count)]
-        while not stopping.wait(0.2):
+        started = [time.monotonic()] * count
+        failed: str | None = None
+        while failed is None and not stopping.wait(0.2):
             for index, process in enumerate(workers):
                 if process.is_alive() or stopping.is_set():
                     continue
-                print(
-                    f"streamlife serve: worker {index} (pid {process.pid}) ended with {process.exitcode};"
-                    " starting it again",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                ended = f"worker {index} (pid {process.pid}) ended with {process.exitcode}"
+                if time.monotonic() - started[index] < STEADY_AFTER:
+                    # Within moments of its start: a store that cannot be opened, say. Starting it
+                    # again would fail the same way, for ever.
+                    failed = f"{ended} while starting; stopping the others"
+                    break
+                print(f"streamlife serve: {ended}; starting it again", file=sys.stderr, flush=True)
                 _forget(metrics_dir, process.pid)
                 time.sleep(RESTART_PAUSE)
-                workers[index] = spawn(index)
+                workers[index], started[index] = spawn(index), time.monotonic()
         sock.close()  # ours: the workers' copies go on until each shuts down
         for process in workers:
             if process.is_alive() and process.pid is not None:
@@ -192,6 +198,8 @@ def supervise(
             codes.append(process.exitcode)
         # Killed by our SIGTERM: a worker still starting, before its handlers were set; it served
         # nothing yet.
+        if failed is not None:
+            raise Problem(failed)
         if any(code not in (EXIT_OK, -signal.SIGTERM) for code in codes):
             raise Problem(f"a worker ended badly: exit codes {codes}")
         return EXIT_OK

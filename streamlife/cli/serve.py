@@ -76,6 +76,9 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.workers == 1:
         return _serve(settings, None, 0)
+    # Opened once here first: a store that cannot be opened is bad usage, said once, and its schema
+    # is made or migrated by one process, before the workers race to.
+    open_url(settings.store).close()
     sock = production.bind(settings.host, settings.port)
     limit = production.raise_descriptor_limit()
     stopping = threading.Event()

@@ -351,6 +351,7 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         (("--server", "uvicorn", "--workers", "0"), "--workers"),
         (("--server", "uvicorn", "--workers", "2", "--store", "memory:"), "memory: store is one process's"),
         (("--server", "uvicorn", "--workers", "2", "--sim"), "--workers with --sim"),
+        (("--server", "uvicorn", "--workers", "2", "--store", "sqlite:/no/such/dir/t.db"), "could not open"),
         (("--workers", "2", "--store", "sqlite:x.db"), "--workers: only with --server uvicorn"),
         (("--keep-alive-timeout", "3"), "--keep-alive-timeout: only with --server uvicorn"),
         (("--server", "uvicorn", "--request-timeout", "3"), "--request-timeout: only with --server builtin"),
