@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=positive_int,
         default=None,
-        help="uvicorn: requests and connections in progress at once per process, past which it answers 503"
-        " (default: no limit; size it below the descriptor limit)",
+        help="uvicorn: connections (idle keep-alive ones too) or requests at once per process at which it"
+        " answers 503 (default: no limit; set it above your peak and below the descriptor limit)",
     )
     serve.add_argument(
         "--graceful-timeout",

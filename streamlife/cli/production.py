@@ -60,7 +60,7 @@ _MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 @dataclass(frozen=True)
 class UvicornSettings:
     keep_alive: int  # seconds
-    limit_concurrency: int | None  # requests in progress at once, past which uvicorn answers 503
+    limit_concurrency: int | None  # connections (idle ones too) or requests at which uvicorn answers 503
     graceful: int  # seconds
 
 

@@ -278,15 +278,7 @@ def test_a_callback_in_flight_at_sigterm_is_answered_and_journaled(tmp_path: Pat
             # Hold the task's row: the callback's write waits for it, in flight, inside the server.
             holder.execute("SELECT 1 FROM streamlife_tasks WHERE task_id = %s FOR UPDATE", (task_id,))
             answer = pool.submit(server.post, segment_callback(task_id, 0))
-            with psycopg.connect(pg_store_dsn, autocommit=True) as watcher:
-                waiting = (
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                give_up_at = time.monotonic() + 30
-                while watcher.execute(waiting).fetchone() != (1,):
-                    assert time.monotonic() < give_up_at, "the callback never reached the row lock"
-                    time.sleep(0.01)
+            wait_for_lock_waiter(pg_store_dsn)
             server.process.send_signal(signal.SIGTERM)
             server.wait_refusing()  # it stopped accepting, while the callback still waits
             holder.rollback()  # the row is let go: the callback goes on
@@ -297,6 +289,35 @@ def test_a_callback_in_flight_at_sigterm_is_answered_and_journaled(tmp_path: Pat
         assert segments_applied(store) == {(task_id, 0): 1}
     finally:
         store.close()
+
+
+def test_past_limit_concurrency_a_request_is_answered_503_at_once(tmp_path: Path, pg_store_dsn: str) -> None:
+    url = f"postgres:{pg_store_dsn}"
+    [task_id] = running_tasks(url, 1)
+    # uvicorn counts connections, idle keep-alive ones too: 2 lets one request in, and no second.
+    with serving("--store", url, "--limit-concurrency", "2", cwd=tmp_path) as server:
+        server.wait_healthy()
+        with psycopg.connect(pg_store_dsn) as holder, ThreadPoolExecutor(1) as pool:
+            holder.execute("SELECT 1 FROM streamlife_tasks WHERE task_id = %s FOR UPDATE", (task_id,))
+            answer = pool.submit(server.post, segment_callback(task_id, 0))
+            wait_for_lock_waiter(pg_store_dsn)  # the one request allowed is in flight
+            assert server.request("GET", "/healthz")[0] == 503
+            holder.rollback()
+            assert answer.result(timeout=30) == (200, {"outcome": "applied"})
+        assert server.terminate() == 0
+
+
+def wait_for_lock_waiter(dsn: str) -> None:
+    """Return once a session of the database at ``dsn`` waits for a row lock."""
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        give_up_at = time.monotonic() + 30
+        while watcher.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < give_up_at, "no session ever waited for the row lock"
+            time.sleep(0.01)
 
 
 # -- several workers ----------------------------------------------------------------------------------
