@@ -181,7 +181,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     token = settings.token
     shown = mask_store_url(settings.store)
     stopping = threading.Event()
-    worker = f"worker {index}: " if sock is not None else ""
+    supervised = sock is not None  # one of several workers: the supervisor speaks for them all
+    worker = f"worker {index}: " if supervised else ""
     with ExitStack() as stack:
         # First: a signal that comes while the tasks are taken back ends serve once it has started.
         stack.enter_context(_until_signalled(stopping))
@@ -261,8 +262,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         )
         while not stopping.wait(0.5):
             pass
-        if sock is not None:
-            return EXIT_OK  # the supervisor says what is left, once
+        if supervised:
+            return EXIT_OK
         return _leave(fleet, store, shown, settings.stop_wait)
     raise AssertionError("unreachable")  # the block returns; mypy cannot tell that ExitStack raises
 

@@ -230,6 +230,7 @@ def test_callbacks_are_applied_and_the_token_never_reaches_a_log_line(tmp_path: 
     assert TOKEN[::-1] not in said
     assert said.count("streamlife.http_request") >= 6, said  # the access lines are there, masked
     assert "path=/memories/***" in said
+    assert "leaving 1 unfinished task in" in said  # a durable store's tasks stay, and serve says so
     assert metric(text, 'streamlife_callbacks_total{outcome="applied"}') == 3
     assert metric(text, 'streamlife_callbacks_total{outcome="duplicate"}') == 1
     assert metric(text, 'streamlife_callbacks_total{outcome="malformed"}') == 1
