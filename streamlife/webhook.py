@@ -33,6 +33,7 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 
 from __future__ import annotations
 
+import functools
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
@@ -42,7 +43,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from ._events import Outcome
+from ._events import Outcome, OutcomeKind
 from ._handoff import Handoff
 from ._webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
@@ -316,10 +317,8 @@ class AsgiApplication:
                 "type": "http.response.start",
                 "status": response.status,
                 # With its length, the answer goes out whole, not chunked.
-                "headers": [
-                    *((k.lower().encode(), v.encode()) for k, v in response.headers),
-                    (b"content-length", str(len(response.body)).encode()),
-                ],
+                # A copy: middleware may add to a response's headers in place.
+                "headers": list(_asgi_head(response)),
             }
         )
         await send({"type": "http.response.body", "body": response.body})
@@ -357,8 +356,20 @@ def _answer(result: Outcome | CallbackError) -> Response:
     if isinstance(result, CallbackError):
         return json_response(400, error=str(result), field=result.field)
     if result.reason is None:
-        return json_response(200, outcome=result.kind.value)
+        return _PLAIN_OUTCOMES[result.kind]  # most answers: made once
     return json_response(200, outcome=result.kind.value, reason=result.reason)
+
+
+_PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
+
+
+@functools.lru_cache(maxsize=64)
+def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
+    """An answer's headers as ASGI sends them, with its length: made once for the usual answers."""
+    return (
+        *((name.lower().encode(), value.encode()) for name, value in response.headers),
+        (b"content-length", str(len(response.body)).encode()),
+    )
 
 
 def _too_large(max_body: int) -> Response:
