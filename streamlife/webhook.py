@@ -33,19 +33,18 @@ refuses to exist unless told ``allow_unauthenticated=True``. The token never app
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
+import functools
 import hmac
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
 
-from ._events import Outcome
+from ._events import Outcome, OutcomeKind
+from ._handoff import Handoff
 from ._webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -98,6 +97,7 @@ class CallbackSink(Protocol):
 _UNAUTHORIZED: Final = json_response(401, error="a valid token is required")
 _NOT_POST: Final = json_response(405, (*JSON_TYPE, ("Allow", "POST")), error="callbacks are POSTed")
 _NO_LENGTH: Final = json_response(411, error="a Content-Length is required")
+_NOT_JSON: Final = json_response(415, error="callbacks are JSON: Content-Type must be application/json")
 # 400, not 411: a length was given, and it is malformed. RFC 9112 (6.3) asks for a 400 when the
 # framing is invalid, and serve_webhook answers the same.
 _BAD_LENGTH: Final = json_response(400, error="the Content-Length is not a whole number of bytes")
@@ -199,25 +199,43 @@ class WebhookReceiver:
     def apply(self, body: bytes, headers: Mapping[str, str]) -> Response:
         """Answer a request that ``screen`` let through, its ``body`` read whole: 415 unless its
         Content-Type is JSON, else what the sink makes of the callback. ``headers`` lower-cased."""
-        content_type = headers.get("content-type")
-        if content_type is not None and not _is_json(content_type):
-            return json_response(415, error="callbacks are JSON: Content-Type must be application/json")
+        refusal = _refuse_type(headers)
+        if refusal is not None:
+            return refusal
         # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
         # callback again after an error is not ours to know. A 503 with Retry-After is the answer
         # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
             outcome = self.fleet.handle_callback(body)
         except CallbackError as error:
-            return json_response(400, error=str(error), field=error.field)
+            return _answer(error)
         except StoreError as error:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_STORE_DOWN)
         except ParkingFullError as error:
             _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
             return self._unavailable(_PARKING_FULL)
-        if outcome.reason is None:
-            return json_response(200, outcome=outcome.kind.value)
-        return json_response(200, outcome=outcome.kind.value, reason=outcome.reason)
+        return _answer(outcome)
+
+    def apply_many(self, requests: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
+        """``apply`` for several requests at once, each answered as ``apply`` would answer it alone.
+
+        A sink with ``handle_callbacks`` (a ``Fleet``) takes their callbacks with one store commit
+        (ASGI, under load: ``_handoff``). If that raises (the store failed; no room to park), each
+        callback is applied alone instead, for its own answer: nothing of a failed batch was kept,
+        and what a batch kept before it failed answers as a duplicate."""
+        many = getattr(self.fleet, "handle_callbacks", None)
+        if many is None or len(requests) < 2:
+            return [self.apply(body, headers) for body, headers in requests]
+        answers: list[Response | None] = [_refuse_type(headers) for _, headers in requests]
+        taken = [n for n, answer in enumerate(answers) if answer is None]
+        try:
+            results = many([requests[n][0] for n in taken])
+        except (StoreError, ParkingFullError):
+            results = [self.apply(*requests[n]) for n in taken]
+        for n, result in zip(taken, results, strict=True):
+            answers[n] = result if isinstance(result, Response) else _answer(result)
+        return [answer for answer in answers if answer is not None]
 
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: Mapping[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -257,15 +275,19 @@ class AsgiApplication:
     to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
     them none. Each callback is applied in one of ``ASGI_THREADS`` threads, never on the event loop:
     the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
-    serves every other request meanwhile.
+    serves every other request meanwhile. Under load, callbacks that queue up together are applied
+    together (``WebhookReceiver.apply_many``: one store commit, each answered as it would be alone),
+    in the context (``contextvars``) of the first of them.
     """
 
     def __init__(self, receiver: WebhookReceiver) -> None:
         self.receiver = receiver
         # Its own threads, not the event loop's default executor: the bound is the receiver's, and
         # blocking callbacks cannot starve what else the application runs there. None start
-        # until the first callback.
-        self._threads = ThreadPoolExecutor(ASGI_THREADS, thread_name_prefix="streamlife-asgi")
+        # until the first callback. Their answers come back in batches under load (_handoff).
+        self._threads = Handoff(ASGI_THREADS, "streamlife-asgi")
+        # Callbacks queued together share a store commit, with a sink that takes them so (a Fleet).
+        self._many = self._apply_many if callable(getattr(receiver.fleet, "handle_callbacks", None)) else None
 
     def __repr__(self) -> str:
         return f"AsgiApplication({self.receiver!r})"
@@ -294,17 +316,20 @@ class AsgiApplication:
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in response.headers],
+                # With its length, the answer goes out whole, not chunked.
+                # A copy: middleware may add to a response's headers in place.
+                "headers": list(_asgi_head(response)),
             }
         )
         await send({"type": "http.response.body", "body": response.body})
 
+    def _apply_many(self, requests: list[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
+        return self.receiver.apply_many(requests)
+
     async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
         # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
         # structlog's contextvars (a request id) is in the log lines of the callback it sent.
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, context.run, self.receiver.apply, body, headers)
+        return await self._threads.call(self.receiver.apply, body, headers, many=self._many)
 
 
 async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
@@ -317,6 +342,34 @@ async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: in
         size += len(chunk)
         more = message.get("more_body", False)
     return None if size > max_body else b"".join(chunks)
+
+
+def _refuse_type(headers: Mapping[str, str]) -> Response | None:
+    content_type = headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        return _NOT_JSON
+    return None
+
+
+def _answer(result: Outcome | CallbackError) -> Response:
+    """The answer to what the sink made of a callback: 400 for a payload that is no callback."""
+    if isinstance(result, CallbackError):
+        return json_response(400, error=str(result), field=result.field)
+    if result.reason is None:
+        return _PLAIN_OUTCOMES[result.kind]  # most answers: made once
+    return json_response(200, outcome=result.kind.value, reason=result.reason)
+
+
+_PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
+
+
+@functools.lru_cache(maxsize=64)
+def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
+    """An answer's headers as ASGI sends them, with its length: made once for the usual answers."""
+    return (
+        *((name.lower().encode(), value.encode()) for name, value in response.headers),
+        (b"content-length", str(len(response.body)).encode()),
+    )
 
 
 def _too_large(max_body: int) -> Response:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -22,25 +22,31 @@ from .render import printable
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    return run_logged(args.command, args.log_level, lambda: COMMANDS[args.command](args))
+
+
+def run_logged(command: str, log_level: str, run: Callable[[], int]) -> int:
+    """Set up logging at ``log_level``, ``run`` the command, and turn what ended it into an exit
+    code: here, and in each process ``serve --workers`` starts."""
+    _configure_logging(log_level)
     # psycopg's pool warns on every failed connection attempt; the error that ends them says enough.
-    logging.getLogger("psycopg").setLevel(logging.DEBUG if args.log_level == "debug" else logging.CRITICAL)
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if log_level == "debug" else logging.CRITICAL)
     try:
-        return COMMANDS[args.command](args)
+        return run()
     except Usage as usage:
-        print(f"streamlife {args.command}: error: {printable(str(usage))}", file=sys.stderr)
+        print(f"streamlife {command}: error: {printable(str(usage))}", file=sys.stderr)
         return EXIT_USAGE
     except Problem as problem:
-        print(f"streamlife {args.command}: {printable(str(problem))}", file=sys.stderr)
+        print(f"streamlife {command}: {printable(str(problem))}", file=sys.stderr)
         return EXIT_PROBLEM
     except StoreError as error:
-        print(f"streamlife {args.command}: the store failed: {printable(str(error))}", file=sys.stderr)
+        print(f"streamlife {command}: the store failed: {printable(str(error))}", file=sys.stderr)
         return EXIT_PROBLEM
     except StreamlifeError as error:  # a journal that does not replay (JournalMismatch), say
-        print(f"streamlife {args.command}: {type(error).__name__}: {printable(str(error))}", file=sys.stderr)
+        print(f"streamlife {command}: {type(error).__name__}: {printable(str(error))}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:  # a second Ctrl-C while `serve` stops its tasks, say
-        print(f"streamlife {args.command}: interrupted", file=sys.stderr)
+        print(f"streamlife {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `streamlife journal ... | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)

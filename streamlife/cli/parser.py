@@ -19,8 +19,9 @@ from streamlife.webhook import MIN_TOKEN_LENGTH
 from .api import API_KEY_ENV
 from .deadletters import run_deadletter
 from .lifecycle import run_diagram, run_walk
+from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
-from .serve import TOKEN_ENV, run_serve
+from .serve import SERVERS, TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
 from .stores import DEFAULT_STORE, run_journal
 from .streams import run_start, run_status, run_stop
@@ -141,20 +142,61 @@ def build_parser() -> argparse.ArgumentParser:
         " neither, a random one)",
     )
     serve.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="builtin",
+        help="the HTTP server: builtin (the default: streamlife's own, no extra needed; a connection per"
+        " request, a timeout for each request and a cap on connections, so it may face the network"
+        " alone) or uvicorn (pip install 'streamlife[server]': keep-alive, many times the throughput,"
+        " --workers, /healthz and /metrics; it has no request timeout: put a proxy in front)",
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=positive_int,
+        default=1,
+        help="with --server uvicorn: N processes sharing the socket and the store (sqlite or postgres,"
+        " never memory:), each with its own Fleet and timers (default: 1)",
+    )
+    serve.add_argument(
         "--request-timeout",
         metavar="SECONDS",
         type=positive_float,
-        default=DEFAULT_REQUEST_TIMEOUT,
-        help="how long a client has to send its whole request before it is answered 408 and closed"
-        f" (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+        default=None,
+        help="builtin server: how long a client has to send its whole request before it is answered 408"
+        f" and closed (default: {DEFAULT_REQUEST_TIMEOUT:g})",
     )
     serve.add_argument(
         "--max-connections",
         metavar="N",
         type=positive_int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        help="connections open at once, at most half the process's descriptor limit; past it the oldest"
-        f" one without a whole request is closed for a newcomer (default: {DEFAULT_MAX_CONNECTIONS})",
+        default=None,
+        help="builtin server: connections open at once, at most half the process's descriptor limit;"
+        " past it the oldest one without a whole request is closed for a newcomer"
+        f" (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        metavar="SECONDS",
+        type=positive_int,
+        default=None,
+        help=f"uvicorn: how long an idle keep-alive connection stays open (default: {DEFAULT_KEEP_ALIVE})",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="uvicorn: connections (idle keep-alive ones too) or requests at once per process at which it"
+        " answers 503 (default: no limit; set it above your peak and below the descriptor limit)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        metavar="SECONDS",
+        type=positive_int,
+        default=None,
+        help="uvicorn: on SIGTERM/SIGINT, how long the callbacks in flight get to finish before they are"
+        f" cancelled (default: {DEFAULT_GRACEFUL})",
     )
     serve.add_argument(
         "--stop-wait",

@@ -6,19 +6,27 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final, TypeVar
 
 import structlog
 
 from streamlife._clock import ManualClock
+from streamlife._health import Health
+from streamlife._metrics import Metrics, Source, start_syncing
+from streamlife._metrics import available as metrics_available
+from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
 from streamlife._repeating import repeating
+from streamlife._timer_loop import TimerLoop
+from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.fleet import Fleet
 from streamlife.sim import Faults, SimulatedService, serve_http
 from streamlife.sim.http import WebhookPoster
@@ -26,8 +34,10 @@ from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
+from . import production
 from .api import SIM_API_KEY, api_key
 from .exits import EXIT_OK, Problem, Usage
+from .production import UvicornSettings
 from .render import plural
 from .stores import check_store_url, open_url
 
@@ -37,7 +47,60 @@ SIM_TICK: Final = 0.1  # real seconds between two advances of `serve --sim`'s si
 Served = TypeVar("Served")
 
 
+SERVERS: Final = ("builtin", "uvicorn")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything a serving process needs, checked: what ``run_serve`` hands each worker."""
+
+    store: str
+    host: str
+    port: int
+    server: str  # "builtin" | "uvicorn"
+    workers: int
+    api_url: str
+    retention: float | None
+    stop_wait: float
+    sim: bool
+    sim_port: int
+    log_level: str
+    request_timeout: float  # the builtin server's
+    max_connections: int  # the builtin server's
+    uvicorn: UvicornSettings | None
+    token: str = field(repr=False)
+    key: str = field(repr=False)
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.workers == 1:
+        return _serve(settings, None, 0)
+    # Opened once here first: a store that cannot be opened is bad usage, said once, and its schema
+    # is made or migrated by one process, before the workers race to.
+    open_url(settings.store).close()
+    sock = production.bind(settings.host, settings.port)
+    limit = production.raise_descriptor_limit()
+    stopping = threading.Event()
+    with _until_signalled(stopping):
+        print(
+            f"streamlife serve: webhooks at {production.url_of(sock)}/<token hidden>; uvicorn,"
+            f" {settings.workers} workers on {mask_store_url(settings.store)}; descriptor limit {limit}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return production.supervise(serve_worker, settings, sock, settings.workers, stopping)
+
+
+def serve_worker(settings: ServeSettings, sock: socket.socket, index: int) -> int:
+    """One of ``--workers`` processes (``production.supervise`` spawns it): serve ``sock`` as the only
+    process would, and end as the command line would."""
+    from .app import run_logged
+
+    return run_logged("serve", settings.log_level, lambda: _serve(settings, sock, index))
+
+
+def _settings(args: argparse.Namespace) -> ServeSettings:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not token and args.sim:
         token = secrets.token_urlsafe(24)  # the simulator is the only sender, and it is told
@@ -49,48 +112,137 @@ def run_serve(args: argparse.Namespace) -> int:
     if len(token) < MIN_TOKEN_LENGTH:
         raise Usage(f"the webhook token must be {MIN_TOKEN_LENGTH} characters or more, got {len(token)}")
     key = SIM_API_KEY if args.sim else api_key()
-    check_store_url(args.store)
-    shown = mask_store_url(args.store)
+    kind, _ = check_store_url(args.store)
+    uvicorn_settings = _server_settings(args, kind)
+    return ServeSettings(
+        store=args.store,
+        host=args.host,
+        port=args.port,
+        server=args.server,
+        workers=args.workers,
+        api_url=args.api_url,
+        retention=args.retention,
+        stop_wait=args.stop_wait,
+        sim=args.sim,
+        sim_port=args.sim_port,
+        log_level=args.log_level,
+        request_timeout=DEFAULT_REQUEST_TIMEOUT if args.request_timeout is None else args.request_timeout,
+        max_connections=DEFAULT_MAX_CONNECTIONS if args.max_connections is None else args.max_connections,
+        uvicorn=uvicorn_settings,
+        token=token,
+        key=key,
+    )
+
+
+def _server_settings(args: argparse.Namespace, store_kind: str) -> UvicornSettings | None:
+    """Each option for the server it belongs to; bad usage for one given to the other server."""
+    builtin_only = {"--request-timeout": args.request_timeout, "--max-connections": args.max_connections}
+    uvicorn_only = {
+        "--keep-alive-timeout": args.keep_alive_timeout,
+        "--limit-concurrency": args.limit_concurrency,
+        "--graceful-timeout": args.graceful_timeout,
+    }
+    if args.server == "builtin":
+        given = [option for option, value in uvicorn_only.items() if value is not None]
+        if args.workers != 1:
+            given.insert(0, "--workers")
+        if given:
+            raise Usage(f"{', '.join(given)}: only with --server uvicorn")
+        return None
+    given = [option for option, value in builtin_only.items() if value is not None]
+    if given:
+        raise Usage(
+            f"{', '.join(given)}: only with --server builtin (uvicorn has no request timeout: put a proxy"
+            " with header and body timeouts in front, and use --limit-concurrency)"
+        )
+    if args.workers > 1 and store_kind == "memory":
+        raise Usage(
+            "--workers: a memory: store is one process's alone, and each worker would have its own;"
+            " share sqlite:PATH or postgres:DSN between workers, or run one"
+        )
+    if args.workers > 1 and args.sim:
+        raise Usage(
+            "--workers with --sim: the simulator lives in one process; run it with one worker, or run"
+            " the workers against a simulator served apart (--api-url)"
+        )
+    production.check_installed()
+    return UvicornSettings(
+        keep_alive=production.DEFAULT_KEEP_ALIVE
+        if args.keep_alive_timeout is None
+        else args.keep_alive_timeout,
+        limit_concurrency=args.limit_concurrency,
+        graceful=production.DEFAULT_GRACEFUL if args.graceful_timeout is None else args.graceful_timeout,
+    )
+
+
+def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> int:
+    """Serve until SIGTERM or SIGINT: the only process (``sock`` None: listen here) or worker
+    ``index`` of several on ``sock``."""
+    token = settings.token
+    shown = mask_store_url(settings.store)
     stopping = threading.Event()
+    supervised = sock is not None  # one of several workers: the supervisor speaks for them all
+    worker = f"worker {index}: " if supervised else ""
     with ExitStack() as stack:
-        store = open_url(args.store)
+        # First: a signal that comes while the tasks are taken back ends serve once it has started.
+        stack.enter_context(_until_signalled(stopping))
+        store = open_url(settings.store)
         stack.callback(store.close)
         service = None
-        if args.sim:
+        if settings.sim:
             # A fresh seed each time: the simulator's task_ids follow from it, and a store kept from an
             # earlier serve must not meet the same task_ids again.
             faults = Faults.none(seed=secrets.randbits(64))
             clock = ManualClock(time.time())
             service = SimulatedService(clock=clock, faults=faults, api_key=SIM_API_KEY)
             face = stack.enter_context(
-                _listening(serve_http(service, host=args.host, port=args.sim_port), args.host, args.sim_port)
+                _listening(
+                    serve_http(service, host=settings.host, port=settings.sim_port),
+                    settings.host,
+                    settings.sim_port,
+                )
             )
             api_url = face.base_url
         else:
-            api_url = args.api_url
-        transport = HttpTransport(key, base_url=api_url)
+            api_url = settings.api_url
+        transport = HttpTransport(settings.key, base_url=api_url)
         stack.callback(transport.close)
-        fleet = stack.enter_context(Fleet(transport, store=store, policy=Policy(retention=args.retention)))
-        recovered = fleet.recover()
-        if fleet.policy.retention is not None:
-            stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
-        receiver = WebhookReceiver(fleet, token=token)
-        hook = stack.enter_context(
-            _listening(
-                serve_webhook(
-                    receiver,
-                    args.host,
-                    args.port,
-                    request_timeout=args.request_timeout,
-                    max_connections=args.max_connections,
-                ),
-                args.host,
-                args.port,
-            )
+        fleet = stack.enter_context(
+            Fleet(transport, store=store, policy=Policy(retention=settings.retention))
         )
+        recovered = fleet.recover()
+        if fleet.policy.retention is not None and index == 0:  # one pruner is enough
+            stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
+        timers = stack.enter_context(TimerLoop(fleet))
+        receiver = WebhookReceiver(fleet, token=token)
+        if settings.uvicorn is None:
+            hook = stack.enter_context(
+                _listening(
+                    serve_webhook(
+                        receiver,
+                        settings.host,
+                        settings.port,
+                        request_timeout=settings.request_timeout,
+                        max_connections=settings.max_connections,
+                    ),
+                    settings.host,
+                    settings.port,
+                )
+            )
+            url, port = hook.url, int(hook.server.server_address[1])
+            served = ""
+        else:
+            if sock is None:
+                sock = production.bind(settings.host, settings.port)
+                limit = production.raise_descriptor_limit()
+                served = f" (uvicorn; descriptor limit {limit})"
+            else:
+                served = ""
+            app = stack.enter_context(_ops_application(receiver, store, timers, fleet))
+            running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
+            url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
-            host, port = hook.server.server_address[:2]
-            poster = WebhookPoster(f"http://{_reachable(str(host))}:{port}/{token}")
+            poster = WebhookPoster(f"http://{_reachable(settings.host)}:{port}/{token}")
             service.on_callback(poster)
             stack.callback(poster.close)
             stack.enter_context(_real_time(service))
@@ -102,18 +254,37 @@ def run_serve(args: argparse.Namespace) -> int:
                 " alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
                 file=sys.stderr,
             )
-        stack.enter_context(fleet.run_timers())
-        stack.enter_context(_until_signalled(stopping))
         print(
-            f"streamlife serve: webhooks at {hook.url}/<token hidden>;"
+            f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served};"
             f" recovered {plural(len(recovered), 'task')} from {shown}",
             file=sys.stderr,
             flush=True,
         )
         while not stopping.wait(0.5):
             pass
-        return _leave(fleet, store, shown, args.stop_wait)
+        if supervised:
+            return EXIT_OK
+        return _leave(fleet, store, shown, settings.stop_wait)
     raise AssertionError("unreachable")  # the block returns; mypy cannot tell that ExitStack raises
+
+
+@contextmanager
+def _ops_application(
+    receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet
+) -> Iterator[OpsApplication]:
+    """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra)."""
+    metrics = None
+    stop_syncing = None
+    if metrics_available():
+        metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
+        stop_syncing = start_syncing(metrics)
+    app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
+    try:
+        yield app
+    finally:
+        if stop_syncing is not None:
+            stop_syncing()
+        app.close()
 
 
 def _leave(fleet: Fleet, store: Store, shown: str, stop_wait: float) -> int:

@@ -1,0 +1,97 @@
+"""The servers ``bench.server_ingest`` measures that ``streamlife serve`` cannot be: run as
+``python -m bench.server_target KIND --port-file F [...]`` until SIGTERM.
+
+* ``memory``: a Fleet of ``--tasks`` live tasks on the memory store (made here: a memory store is
+  one process's alone), behind the very application and server ``serve --server uvicorn`` runs;
+  its task_ids written to ``--ids-file``.
+* ``null``: the same server, ``--workers`` processes sharing its socket as ``serve --workers`` does,
+  with an ASGI application that reads the request and answers 200 at once: the server alone.
+
+The port listened on is written to ``--port-file`` once the server accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from streamlife._timer_loop import TimerLoop
+from streamlife.cli import production
+from streamlife.cli.production import UvicornSettings
+from streamlife.cli.serve import _ops_application, _until_signalled
+from streamlife.webhook import WebhookReceiver
+
+from .common import configure_logging, live_fleet
+
+TOKEN = "bench-token-0123456789abcdef"
+SETTINGS = UvicornSettings(keep_alive=5, limit_concurrency=None, graceful=5)
+_ANSWER = b'{"outcome": "applied"}'
+_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_ANSWER)).encode())]
+
+
+async def null_app(
+    scope: Mapping[str, Any],
+    receive: Callable[[], Awaitable[Mapping[str, Any]]],
+    send: Callable[[Mapping[str, Any]], Awaitable[None]],
+) -> None:
+    """Reads the request, answers 200: what any application costs the server at the least."""
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _ANSWER})
+
+
+def _until_stopped(app: Any, sock: socket.socket, port_file: Path | None) -> None:
+    stopping = threading.Event()
+    with _until_signalled(stopping), production.serving(app, sock, SETTINGS):
+        if port_file is not None:
+            port_file.write_text(str(sock.getsockname()[1]))
+        stopping.wait()
+
+
+def null_worker(settings: Any, sock: socket.socket, index: int) -> int:
+    configure_logging()
+    _until_stopped(null_app, sock, None)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["memory", "null"])
+    parser.add_argument("--port-file", type=Path, required=True)
+    parser.add_argument("--ids-file", type=Path)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    configure_logging()
+    sock = production.bind("127.0.0.1", 0)
+    production.raise_descriptor_limit()
+    if args.kind == "null":
+        if args.workers == 1:
+            _until_stopped(null_app, sock, args.port_file)
+            return 0
+        stopping = threading.Event()
+        with _until_signalled(stopping):
+            args.port_file.write_text(str(sock.getsockname()[1]))
+            return production.supervise(null_worker, None, sock, args.workers, stopping)
+    live = live_fleet(args.tasks)
+    try:
+        args.ids_file.write_text("\n".join(live.task_ids))
+        store, fleet = live.fleet.store, live.fleet
+        with TimerLoop(fleet) as timers:
+            receiver = WebhookReceiver(fleet, token=TOKEN)
+            with _ops_application(receiver, store, timers, fleet) as app:
+                _until_stopped(app, sock, args.port_file)
+    finally:
+        live.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""`streamlife serve --server uvicorn`, in real processes on loopback: callbacks applied (by one
+process, and by two workers sharing a SQLite file or a PostgreSQL database, each callback once),
+/healthz and /metrics, the token kept out of every log line, a callback in flight when SIGTERM
+comes answered and journaled, and the refusals of options that do not go together."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from streamlife import Fleet, ManualClock, Policy
+from streamlife.protocol import segment_callback
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.store import Store, open_store
+
+from .test_cli_commands import environment, streamlife
+
+TOKEN = "serve-token-0123456789abcdef"
+KEY = "sk-mai-serve-test"
+
+
+class Server:
+    """`streamlife serve` in a subprocess; everything it prints (stdout and stderr) kept, line by line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = 0
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        for said in self.seen:
+            if found := re.search(pattern, said):
+                return found
+        give_up_at = time.monotonic() + timeout
+        while (left := give_up_at - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"serve never said {pattern!r}; it said:\n{''.join(self.seen)}")
+
+    def output(self) -> str:
+        """Everything printed so far (the whole of it once the process has ended)."""
+        self._reader.join(timeout=30)
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.seen.append(line)
+        return "".join(self.seen)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """One request on a connection of its own."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            answer = conn.getresponse()
+            return answer.status, answer.read()
+        finally:
+            conn.close()
+
+    def post(self, payload: Any, path: str = f"/memories/{TOKEN}") -> tuple[int, Any]:
+        status, body = self.request(
+            "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        return status, json.loads(body)
+
+    def wait_refusing(self, timeout: float = 30.0) -> None:
+        """Return once a new connection is refused: the server no longer accepts."""
+        give_up_at = time.monotonic() + timeout
+        while time.monotonic() < give_up_at:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+            except ConnectionRefusedError:
+                return
+            time.sleep(0.02)
+        raise AssertionError("serve went on accepting connections")
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        give_up_at = time.monotonic() + timeout
+        while time.monotonic() < give_up_at:
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"serve never became healthy; it said:\n{self.output()}")
+
+
+@contextmanager
+def serving(*args: str, cwd: Path, log_level: str = "error") -> Iterator[Server]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlife", "--log-level", log_level, "serve", "--server", "uvicorn",
+         "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+        env=environment(MEMORIES_API_KEY=KEY, STREAMLIFE_WEBHOOK_TOKEN=TOKEN),
+        start_new_session=True,  # its workers too are ended at the end, whatever happens
+    )  # fmt: skip
+    server = Server(process)
+    try:
+        server.port = int(server.wait_for(r"webhooks at http://127\.0\.0\.1:(\d+)/<token hidden>")[1])
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        server.output()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def running_tasks(url: str, count: int) -> list[str]:
+    """``count`` running audio tasks journaled in the store at ``url``; their task_ids."""
+    clock = ManualClock(time.time())
+    service = SimulatedService(clock=clock)
+    store = open_store(url)
+    try:
+        with Fleet(
+            SimTransport(service), clock=clock, store=store, policy=Policy(stop_concurrency=0)
+        ) as fleet:
+            tasks = [
+                fleet.start("audio", audio_url=f"rtmp://example.invalid/live/{n}", provider="assemblyai")
+                for n in range(count)
+            ]
+            assert all(task.state.value == "running" for task in tasks)
+            return [str(task.task_id) for task in tasks]
+    finally:
+        store.close()
+
+
+def segments_applied(store: Store) -> Counter[tuple[str, int]]:
+    """How many times each (task_id, segment index) was journaled."""
+    applied: Counter[tuple[str, int]] = Counter()
+    for row in store.rows(terminal=True):
+        for entry in store.journal(row.key):
+            if entry.trigger == "segment":
+                args: Any = entry.args
+                applied[args["on"], args["segment"]["index"]] += 1
+    return applied
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return f"postgres:{request.getfixturevalue('pg_store_dsn')}"
+    return f"sqlite:{tmp_path / 'tasks.db'}"
+
+
+def metric(text: str, name: str) -> float | None:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return None if found is None else float(found[1])
+
+
+# -- one process ------------------------------------------------------------------------------------
+def test_callbacks_are_applied_and_the_token_never_reaches_a_log_line(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'tasks.db'}"
+    [task_id] = running_tasks(url, 1)
+    with serving("--store", url, cwd=tmp_path, log_level="debug") as server:
+        server.wait_healthy()
+        assert server.post(segment_callback(task_id, 0)) == (200, {"outcome": "applied"})
+        assert server.post(segment_callback(task_id, 0)) == (200, {"outcome": "duplicate"})
+        # The token by every road it may take: the path, a query string, the header, a bearer.
+        assert server.post(segment_callback(task_id, 1), f"/memories/{TOKEN}?token={TOKEN}")[0] == 200
+        status, _ = server.request(
+            "POST",
+            f"/memories?token={TOKEN}",
+            json.dumps(segment_callback(task_id, 2)).encode(),
+            {"Content-Type": "application/json", "X-Streamlife-Token": TOKEN},
+        )
+        assert status == 200
+        status, _ = server.request(
+            "POST",
+            "/memories",
+            b"{}",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        )
+        assert status == 400  # authenticated, and not a callback
+        # A wrong token is refused, and is masked as well: it may be an old right one.
+        assert server.post(segment_callback(task_id, 3), f"/memories/{TOKEN[::-1]}")[0] == 401
+        assert server.request("GET", f"/memories/{TOKEN}")[0] == 405
+        text = server.request("GET", "/metrics")[1].decode()
+        assert server.terminate() == 0
+        said = server.output()
+    assert TOKEN not in said
+    assert TOKEN[::-1] not in said
+    assert said.count("streamlife.http_request") >= 6, said  # the access lines are there, masked
+    assert "path=/memories/***" in said
+    assert "leaving 1 unfinished task in" in said  # a durable store's tasks stay, and serve says so
+    assert metric(text, 'streamlife_callbacks_total{outcome="applied"}') == 3
+    assert metric(text, 'streamlife_callbacks_total{outcome="duplicate"}') == 1
+    assert metric(text, 'streamlife_callbacks_total{outcome="malformed"}') == 1
+    assert metric(text, 'streamlife_http_responses_total{status="401"}') == 1
+    assert metric(text, "streamlife_ingest_seconds_count") == 7  # every request the receiver answered
+    assert metric(text, 'streamlife_tasks{state="running"}') == 1
+    assert metric(text, "streamlife_stops_sent_total") == 0
+    assert (metric(text, "streamlife_billed_seconds_exposed") or 0) >= 5  # one 5-second cycle at least
+    store = open_store(url)
+    try:
+        assert segments_applied(store) == {(task_id, 0): 1, (task_id, 1): 1, (task_id, 2): 1}
+    finally:
+        store.close()
+
+
+def test_healthz_answers_503_naming_the_store_once_it_is_unreachable(tmp_path: Path, pg_dsn: str) -> None:
+    from tests.pg import fresh_database
+
+    with fresh_database(pg_dsn) as dsn:
+        running_tasks(f"postgres:{dsn}", 1)
+        with serving("--store", f"postgres:{dsn}", cwd=tmp_path) as server:
+            server.wait_healthy()
+            status, body = server.request("GET", "/healthz")
+            assert (status, json.loads(body)) == (200, {"status": "ok", "store": "ok", "timers": "ok"})
+            dbname = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the database goes away
+                conn.execute(
+                    psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(dbname))
+                )
+            status, body = server.request("GET", "/healthz")
+            answer = json.loads(body)
+            assert status == 503
+            assert answer["status"] == "unavailable"
+            assert answer["store"] in ("failed", "no answer")
+            assert answer["timers"] == "ok"
+            assert str(dbname) not in body.decode()  # fixed words: nothing of the DSN
+            server.terminate()
+
+
+def test_a_callback_in_flight_at_sigterm_is_answered_and_journaled(tmp_path: Path, pg_store_dsn: str) -> None:
+    url = f"postgres:{pg_store_dsn}"
+    [task_id] = running_tasks(url, 1)
+    with serving("--store", url, cwd=tmp_path) as server:
+        server.wait_healthy()
+        with psycopg.connect(pg_store_dsn) as holder, ThreadPoolExecutor(1) as pool:
+            # Hold the task's row: the callback's write waits for it, in flight, inside the server.
+            holder.execute("SELECT 1 FROM streamlife_tasks WHERE task_id = %s FOR UPDATE", (task_id,))
+            answer = pool.submit(server.post, segment_callback(task_id, 0))
+            wait_for_lock_waiter(pg_store_dsn)
+            server.process.send_signal(signal.SIGTERM)
+            server.wait_refusing()  # it stopped accepting, while the callback still waits
+            holder.rollback()  # the row is let go: the callback goes on
+            assert answer.result(timeout=30) == (200, {"outcome": "applied"})
+        assert server.process.wait(timeout=60) == 0
+    store = open_store(url)
+    try:
+        assert segments_applied(store) == {(task_id, 0): 1}
+    finally:
+        store.close()
+
+
+def test_past_limit_concurrency_a_request_is_answered_503_at_once(tmp_path: Path, pg_store_dsn: str) -> None:
+    url = f"postgres:{pg_store_dsn}"
+    [task_id] = running_tasks(url, 1)
+    # uvicorn counts connections, idle keep-alive ones too: 2 lets one request in, and no second.
+    with serving("--store", url, "--limit-concurrency", "2", cwd=tmp_path) as server:
+        server.wait_healthy()
+        with psycopg.connect(pg_store_dsn) as holder, ThreadPoolExecutor(1) as pool:
+            holder.execute("SELECT 1 FROM streamlife_tasks WHERE task_id = %s FOR UPDATE", (task_id,))
+            answer = pool.submit(server.post, segment_callback(task_id, 0))
+            wait_for_lock_waiter(pg_store_dsn)  # the one request allowed is in flight
+            assert server.request("GET", "/healthz")[0] == 503
+            holder.rollback()
+            assert answer.result(timeout=30) == (200, {"outcome": "applied"})
+        assert server.terminate() == 0
+
+
+def wait_for_lock_waiter(dsn: str) -> None:
+    """Return once a session of the database at ``dsn`` waits for a row lock."""
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        give_up_at = time.monotonic() + 30
+        while watcher.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < give_up_at, "no session ever waited for the row lock"
+            time.sleep(0.01)
+
+
+# -- several workers ----------------------------------------------------------------------------------
+def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path, shared_store: str) -> None:
+    task_ids = running_tasks(shared_store, 4)
+    callbacks = [segment_callback(task_id, index) for index in range(5) for task_id in task_ids]
+    with serving("--store", shared_store, "--workers", "2", cwd=tmp_path) as server:
+        for worker in (0, 1):
+            server.wait_for(rf"worker {worker}: webhooks at .* recovered 4 tasks")
+        # Each callback twice, at once, each copy on a connection of its own: a redelivery that
+        # reaches either worker.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(server.post, [payload for payload in callbacks for _ in range(2)]))
+        assert all(status == 200 for status, _ in answers), answers
+        outcomes = Counter(body["outcome"] for _, body in answers)
+        assert outcomes == {"applied": len(callbacks), "duplicate": len(callbacks)}
+        # The counters of both workers, added up by whichever answers the scrape (each syncs every second).
+        give_up_at = time.monotonic() + 30
+        while True:
+            text = server.request("GET", "/metrics")[1].decode()
+            if metric(text, 'streamlife_callbacks_total{outcome="applied"}') == len(callbacks):
+                break
+            assert time.monotonic() < give_up_at, text
+            time.sleep(0.2)
+        assert metric(text, 'streamlife_callbacks_total{outcome="duplicate"}') == len(callbacks)
+        assert metric(text, 'streamlife_tasks{state="running"}') == len(task_ids)
+        assert metric(text, "streamlife_ingest_seconds_count") == 2 * len(callbacks)
+        assert server.terminate() == 0, server.output()
+        pids = {int(pid) for pid in re.findall(r"pid (\d+)", server.output())}
+        assert not pids  # no worker died and was started again
+    store = open_store(shared_store)
+    try:
+        applied = segments_applied(store)
+    finally:
+        store.close()
+    assert applied == {(task_id, index): 1 for task_id in task_ids for index in range(5)}
+
+
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    with serving("--store", f"sqlite:{tmp_path / 'tasks.db'}", "--workers", "2", cwd=tmp_path) as server:
+        for worker in (0, 1):
+            server.wait_for(rf"worker {worker}: webhooks at")
+        server.process.kill()  # the supervisor alone: nothing passes a signal on
+        server.process.wait(timeout=30)
+        server.wait_refusing()  # both workers shut down, and let the port go
+
+
+# -- refusals -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        (("--server", "uvicorn", "--workers", "0"), "--workers"),
+        (("--server", "uvicorn", "--workers", "2", "--store", "memory:"), "memory: store is one process's"),
+        (("--server", "uvicorn", "--workers", "2", "--sim"), "--workers with --sim"),
+        (("--server", "uvicorn", "--workers", "2", "--store", "sqlite:/no/such/dir/t.db"), "could not open"),
+        (("--workers", "2", "--store", "sqlite:x.db"), "--workers: only with --server uvicorn"),
+        (("--keep-alive-timeout", "3"), "--keep-alive-timeout: only with --server uvicorn"),
+        (("--server", "uvicorn", "--request-timeout", "3"), "--request-timeout: only with --server builtin"),
+        (("--server", "uvicorn", "--max-connections", "9"), "--max-connections: only with --server builtin"),
+        (("--server", "uvicorn", "--limit-concurrency", "0"), "--limit-concurrency"),
+        (("--server", "gunicorn"), "--server"),
+    ],
+)
+def test_options_that_do_not_go_together_are_bad_usage(
+    tmp_path: Path, options: tuple[str, ...], complaint: str
+) -> None:
+    result = streamlife("serve", *options, cwd=tmp_path, MEMORIES_API_KEY=KEY, STREAMLIFE_WEBHOOK_TOKEN=TOKEN)
+    assert result.returncode == 2, result.stderr
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before a store was made
