@@ -210,7 +210,9 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         fleet = stack.enter_context(
             Fleet(transport, store=store, policy=Policy(retention=settings.retention))
         )
-        recovered = fleet.recover()
+        # One worker takes the store's tasks back; the others take over only what is left overdue
+        # (``Policy.takeover_after``), so each task's timers run in one process, not in all.
+        recovered = fleet.recover() if index == 0 else []
         if fleet.policy.retention is not None and index == 0:  # one pruner is enough
             stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         timers = stack.enter_context(TimerLoop(fleet))
@@ -255,8 +257,12 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 file=sys.stderr,
             )
         print(
-            f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served};"
-            f" recovered {plural(len(recovered), 'task')} from {shown}",
+            f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served}; "
+            + (
+                f"recovered {plural(len(recovered), 'task')} from {shown}"
+                if index == 0
+                else f"taking over what another process leaves overdue in {shown}"
+            ),
             file=sys.stderr,
             flush=True,
         )

@@ -326,8 +326,8 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
     task_ids = running_tasks(shared_store, 4)
     callbacks = [segment_callback(task_id, index) for index in range(5) for task_id in task_ids]
     with serving("--store", shared_store, "--workers", "2", cwd=tmp_path) as server:
-        for worker in (0, 1):
-            server.wait_for(rf"worker {worker}: webhooks at .* recovered 4 tasks")
+        server.wait_for(r"worker 0: webhooks at .* recovered 4 tasks")
+        server.wait_for(r"worker 1: webhooks at .* taking over what another process leaves overdue")
         # Each callback twice, at once, each copy on a connection of its own: a redelivery that
         # reaches either worker.
         with ThreadPoolExecutor(8) as pool:
