@@ -1,0 +1,56 @@
+"""A live, healthy holder keeps its tasks: no other process takes one over in normal operation.
+
+Two Fleets share one SQLite file, as two processes would; each stream's callbacks go to the Fleet
+that started it. Whatever that Fleet hears of a stream, and however it is kept busy, the other one
+(which only ticks) must never take the task over: a takeover of a live task moves it by deadlines
+its holder would not fire (a stall, a failed start), or sends stops its retry policy does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlife import Fleet, ManualClock, Policy, TaskState
+from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.store import SqliteStore
+
+URL = "rtmp://sim.invalid/live"
+POLICY = Policy(
+    stop_concurrency=0,
+    seed=0,
+    silence_after=12,
+    stop_when_stalled=True,
+    takeover_after=6,
+)
+
+
+def two_fleets(tmp_path: Path, clock: ManualClock, service: SimulatedService, policy: Policy) -> list[Fleet]:
+    path = tmp_path / "streams.db"
+    return [
+        Fleet(SimTransport(service), clock=clock, policy=policy, store=SqliteStore(path)) for _ in range(2)
+    ]
+
+
+def run(service: SimulatedService, fleets: list[Fleet], seconds: float, step: float = 0.5) -> None:
+    for _ in range(round(seconds / step)):
+        service.advance(step)
+        for fleet in fleets:
+            fleet.tick()
+
+
+def test_a_stream_heard_only_through_silent_segments_is_not_taken_for_stalled_by_another_process(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A quiet room: every segment is status 0 with no transcript (ONGOING, journaled as nothing).
+    Its holder hears the stream and never stalls it; nor may another process."""
+    service = SimulatedService(clock=clock, faults=Faults(silent_segment=1.0))
+    holder, other = two_fleets(tmp_path, clock, service, POLICY)
+    service.on_callback(lambda payload: holder.handle_callback(payload))
+    task = holder.start("audio", audio_url=URL, provider="assemblyai")
+    assert task.task_id is not None
+    run(service, [other, holder], 120)  # (the other one looks first)
+    triggers = [entry.trigger for entry in holder.journal(task)]
+    assert "silence" not in triggers, triggers
+    assert (task.state, task.stalled) == (TaskState.RUNNING, False)
+    assert other.tasks() == []  # never taken over
+    assert service.stop_log == []
