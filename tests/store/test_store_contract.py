@@ -1781,7 +1781,8 @@ def test_a_row_written_again_at_its_version_renews_its_deadlines_and_keeps_the_j
     with store.lock("k") as txn:
         txn.write([], task_row("k", 1), Due(quiet=90.0))
     row = store.row("k")
-    assert row is not None and row.version == 1
+    assert row is not None
+    assert row.version == 1
     assert [e.version for e in store.journal("k")] == [1]
     assert store.claim_due(row.updated_at + 89.0, until=0.0, limit=10) == []
     assert store.claim_due(row.updated_at + 90.0, until=0.0, limit=10) == ["k"]
