@@ -8,9 +8,12 @@ its holder would not fire (a stall, a failed start), or sends stops its retry po
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from streamlife import Fleet, ManualClock, Policy, TaskState
+from streamlife import Fleet, ManualClock, Policy, StreamKind, TaskState
+from streamlife._events import StopResult
 from streamlife.sim import Faults, SimTransport, SimulatedService
 from streamlife.store import SqliteStore
 
@@ -54,3 +57,37 @@ def test_a_stream_heard_only_through_silent_segments_is_not_taken_for_stalled_by
     assert (task.state, task.stalled) == (TaskState.RUNNING, False)
     assert other.tasks() == []  # never taken over
     assert service.stop_log == []
+
+
+class SlowStops(SimTransport):
+    """Each stop takes ``Policy.stop_timeout`` to answer (the service is slow), during which the
+    world goes on: ``meanwhile`` advances it."""
+
+    def __init__(self, service: SimulatedService, meanwhile: Callable[[float], None]) -> None:
+        super().__init__(service)
+        self.meanwhile = meanwhile
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        self.meanwhile(POLICY.stop_timeout)
+        return super().stop(kind, task_id, within=within)
+
+
+def test_a_stop_all_whose_stops_wait_their_turn_is_not_taken_over(tmp_path: Path, clock: ManualClock) -> None:
+    """A process stops all its tasks (shutting down, say) while the service answers each stop
+    slowly: the stops go out one after another, and the last wait for the first. The process lives
+    and sends each, so no other process may send any of them again."""
+    service = SimulatedService(clock=clock)
+    path = tmp_path / "streams.db"
+    other = Fleet(SimTransport(service), clock=clock, policy=POLICY, store=SqliteStore(path))
+
+    def meanwhile(seconds: float) -> None:
+        run(service, [other], seconds)
+
+    holder = Fleet(SlowStops(service, meanwhile), clock=clock, policy=POLICY, store=SqliteStore(path))
+    service.on_callback(lambda payload: holder.handle_callback(payload))
+    tasks = [holder.start("audio", audio_url=URL, provider="assemblyai") for _ in range(6)]
+    run(service, [holder, other], 3)
+    assert holder.stop_all() == []
+    run(service, [holder, other], 30)
+    assert Counter(request.task_id for request in service.stop_log) == {task.task_id: 1 for task in tasks}
+    assert other.tasks() == []  # never taken over
