@@ -14,8 +14,9 @@ from pathlib import Path
 
 from streamlife import Fleet, ManualClock, Policy, StreamKind, TaskState
 from streamlife._events import StopResult
+from streamlife.errors import StoreError
 from streamlife.sim import Faults, SimTransport, SimulatedService
-from streamlife.store import SqliteStore
+from streamlife.store import MemoryStore, SqliteStore
 
 URL = "rtmp://sim.invalid/live"
 POLICY = Policy(
@@ -92,3 +93,23 @@ def test_a_stop_all_whose_stops_wait_their_turn_is_not_taken_over(tmp_path: Path
     assert all(task.terminal for task in tasks)
     assert Counter(request.task_id for request in service.stop_log) == {task.task_id: 1 for task in tasks}
     assert other.tasks() == []  # never taken over
+
+
+class ClaimsFail(MemoryStore):
+    """A shared store whose claims fail (a busy SQLite file past its timeout, a database away)."""
+
+    def claim_due(self, now: float, *, until: float, limit: int) -> list[str]:
+        raise StoreError("the claim failed (a test)")
+
+
+def test_a_claim_that_fails_keeps_no_deadline_of_the_fleets_own_from_firing(clock: ManualClock) -> None:
+    """Looking for other processes' overdue tasks is one more thing a tick does: when the store
+    refuses the look, the tick fires its own deadlines all the same, as it does when one of
+    them fails."""
+    service = SimulatedService(clock=clock)
+    policy = Policy(stop_concurrency=0, seed=0, silence_after=12, takeover_after=6)
+    fleet = Fleet(SimTransport(service), clock=clock, policy=policy, store=ClaimsFail(shared=True))
+    task = fleet.start("audio", audio_url=URL, provider="assemblyai")
+    clock.advance(13)  # silent: its silence is due
+    fleet.tick()
+    assert task.stalled
