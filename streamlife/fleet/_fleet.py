@@ -343,7 +343,7 @@ class Fleet:
 
         Returns how many fired. Stops it sends (orphans, retries) go to the worker threads, or out
         on this thread when ``Policy.stop_concurrency`` is 0. A deadline whose handling raises is
-        logged, and the others are handled all the same.
+        logged, and the others are handled all the same; so is a look the store refuses.
         """
         return self._ticker.tick()
 

@@ -54,7 +54,10 @@ class Ticker:
         """``Fleet.tick``: take over the tasks other processes left overdue, fire every deadline
         due, adopt expired parked task_ids; how many fired."""
         now, registry = self.clock.now(), self.registry
-        self.takeover.sweep(now)  # (first: what it takes over fires now)
+        try:
+            self.takeover.sweep(now)  # (first: what it takes over fires now)
+        except Exception:  # (the store refused the look: the next one tries again)
+            _log.exception("streamlife.takeover_failed")
         with registry.lock:
             due = self.timers.pop_due(now)
             orphans = self.orphans.lot.expire(now - self.policy.park_ttl)
