@@ -8,6 +8,7 @@ its holder would not fire (a stall, a failed start), or sends stops its retry po
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -113,3 +114,30 @@ def test_a_claim_that_fails_keeps_no_deadline_of_the_fleets_own_from_firing(cloc
     clock.advance(13)  # silent: its silence is due
     fleet.tick()
     assert task.stalled
+
+
+def test_a_task_taken_over_is_not_claimed_again_and_again_while_its_row_stays_as_it_was(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A running task whose row is due (as schema 4 makes every live task of an older file, or a
+    holder that paused) while its holder lives, writing segments (which leave a row's deadlines
+    as they are): the process that takes it over holds it from then on, with deadlines of its own
+    in the row, rather than claiming it again every time its claim runs out."""
+    service = SimulatedService(clock=clock)
+    holder, other = two_fleets(tmp_path, clock, service, POLICY)
+    service.on_callback(lambda payload: holder.handle_callback(payload))
+    task = holder.start("audio", audio_url=URL, provider="assemblyai")
+    with sqlite3.connect(tmp_path / "streams.db") as db:  # what the migration to schema 4 writes
+        db.execute("UPDATE tasks SET due_at = updated_at WHERE terminal = 0")
+    claimed: list[str] = []
+    claim_due = other.store.claim_due
+
+    def counted(now: float, *, until: float, limit: int) -> list[str]:
+        found = claim_due(now, until=until, limit=limit)
+        claimed.extend(found)
+        return found
+
+    other.store.claim_due = counted  # type: ignore[method-assign]
+    run(service, [other, holder], 120)
+    assert claimed == [task.key]
+    assert (task.state, task.stalled) == (TaskState.RUNNING, False)
