@@ -1786,3 +1786,16 @@ def test_a_row_written_again_at_its_version_renews_its_deadlines_and_keeps_the_j
     assert [e.version for e in store.journal("k")] == [1]
     assert store.claim_due(row.updated_at + 89.0, until=0.0, limit=10) == []
     assert store.claim_due(row.updated_at + 90.0, until=0.0, limit=10) == ["k"]
+
+
+def test_a_memory_claim_after_an_inner_lock_block_is_still_refused_in_the_outer_one() -> None:
+    """The memory store lets a lock() block open inside another (SQLite refuses it): leaving the
+    inner one must not let a claim through inside the outer one."""
+    store = MemoryStore(shared=True)
+    make(store, "a")
+    make(store, "b")
+    with store.lock("a"):
+        with store.lock("b"):
+            pass
+        with pytest.raises(StoreError, match="claim"):
+            store.claim_due(2000.0, until=2100.0, limit=1)
