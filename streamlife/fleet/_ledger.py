@@ -114,6 +114,8 @@ class Ledger:
         here instead). A row written since by another process is newer: it is left as it is. The
         caller holds the task's lock."""
         task = tracked.task
+        if tracked.stale:  # ahead of its store: its row as it stands here was never journaled
+            return
         with self.store.lock(task.key or "") as txn:
             if txn.version != tracked.version or tracked.version == 0:
                 return
