@@ -150,8 +150,9 @@ class Policy:
     fires the deadline, and settles the task, so a process that dies for good leaves no stream
     billing and nobody need recover it. Every Fleet looks for such tasks four times in this
     period, when it ticks. Keep it above a pause your processes may take (a long collection, a
-    busy disk): a process taken over while alive costs a duplicate stop request, never a wrong
-    state."""
+    busy disk), and above how far apart their clocks may be (deadlines are times on the clock of
+    the process that wrote them, read on the clock of the one that looks): a process taken over
+    while alive costs a duplicate stop request, and a stream it hears may be taken for stalled."""
 
     def __post_init__(self) -> None:
         for name in _DURATIONS:

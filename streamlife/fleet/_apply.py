@@ -28,9 +28,17 @@ class Applier:
 
     def apply(self, tracked: Tracked, event: CallbackEvent) -> Outcome:
         """One callback at its task; the caller holds the task's lock."""
-        task = tracked.task
-        if task.state not in TERMINAL:
+        heard, version = tracked.task.state not in TERMINAL, tracked.version
+        if heard:
             tracked.last_heard = self.clock.now()  # before the fire: it may re-arm the silence timer
+        try:
+            return self._apply(tracked, event)
+        finally:
+            if heard and tracked.version == version:  # heard, and the store's row did not move
+                tracked.heard_unjournaled = True
+
+    def _apply(self, tracked: Tracked, event: CallbackEvent) -> Outcome:
+        task = tracked.task
         if isinstance(event, Segment):
             outcome = self.mover.fire(tracked, task.segment, event)
             if outcome is Outcome.APPLIED and self.notices.segment:

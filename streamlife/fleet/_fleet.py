@@ -117,6 +117,7 @@ class Fleet:
         ledger = Ledger(store, registry, clock, policy.history_limit)
         ledger.on_caught_up = lambda tracked: timers.take_over_stop(tracked, after=policy.stop_retry_base)
         ledger.due_of = timers.due
+        timers.requests_ahead = workers.waiting
         self._mover = mover = Mover(ledger, store, registry, timers, notices, policy)
         self._stopper = stopper = Stopper(
             transport, mover, timers, notices, registry, workers, backoff, clock, policy
@@ -255,27 +256,40 @@ class Fleet:
                 kind, certain = kind_of_orphan(list(orphan.events), registry.started_kinds())
                 unjournaled.append((orphan.task_id, (kind,) if certain else (kind, other_kind(kind))))
         alive = [tracked for tracked in registry.everyone() if not tracked.task.terminal]
-        for tracked in alive:
-            try:
-                self._mover.locked_fire(tracked, tracked.task.stop)
-            except Exception as error:
-                stopper.want(tracked)
-                failures.append((tracked.task, error))
-                running = tracked.task.state is TaskState.RUNNING or tracked.stale  # (stale: maybe running)
-                if tracked.task.task_id is not None and running:
-                    unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
-        if self._workers.threaded:
-            sent = [self._workers.submit(stopper.send_logged, tracked, give_up_at, True) for tracked in alive]
-            sent += [
-                self._workers.submit(stopper.send_unjournaled, *stop, give_up_at) for stop in unjournaled
-            ]
-            if give_up_at is None:
-                concurrent.futures.wait(sent)
-        else:
+        # Each stop's due allows for the stops sent before it (``Timers.due``): these are counted
+        # as waiting from their journaling until each goes out or is handed to a worker.
+        workers, ahead = self._workers, len(alive)
+        workers.expect(ahead)
+        try:
             for tracked in alive:
-                stopper.send_logged(tracked, give_up_at, True)
-            for task_id, kinds in unjournaled:
-                stopper.send_unjournaled(task_id, kinds, give_up_at)
+                try:
+                    self._mover.locked_fire(tracked, tracked.task.stop)
+                except Exception as error:
+                    stopper.want(tracked)
+                    failures.append((tracked.task, error))
+                    running = (
+                        tracked.task.state is TaskState.RUNNING or tracked.stale
+                    )  # (stale: maybe running)
+                    if tracked.task.task_id is not None and running:
+                        unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
+            if workers.threaded:
+                sent = []
+                for tracked in alive:
+                    ahead -= 1
+                    workers.expect(-1)
+                    sent.append(workers.submit(stopper.send_logged, tracked, give_up_at, True))
+                sent += [workers.submit(stopper.send_unjournaled, *stop, give_up_at) for stop in unjournaled]
+                if give_up_at is None:
+                    concurrent.futures.wait(sent)
+            else:
+                for tracked in alive:
+                    ahead -= 1
+                    workers.expect(-1)
+                    stopper.send_logged(tracked, give_up_at, True)
+                for task_id, kinds in unjournaled:
+                    stopper.send_unjournaled(task_id, kinds, give_up_at)
+        finally:
+            workers.expect(-ahead)
         if give_up_at is not None:
             self._mover.wait_settled(alive, give_up_at)
         unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
@@ -329,7 +343,7 @@ class Fleet:
 
         Returns how many fired. Stops it sends (orphans, retries) go to the worker threads, or out
         on this thread when ``Policy.stop_concurrency`` is 0. A deadline whose handling raises is
-        logged, and the others are handled all the same.
+        logged, and the others are handled all the same; so is a look the store refuses.
         """
         return self._ticker.tick()
 

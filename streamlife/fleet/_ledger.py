@@ -107,6 +107,24 @@ class Ledger:
         change = (outcome, applied, moved, caught_up, became_terminal, became_ending, False)
         return _new_change(Change, change)
 
+    def renew(self, tracked: Tracked) -> None:
+        """Write the task's row again as it stands, at its version, with its deadlines: its holder
+        heard from it with nothing to journal (a silent segment), and the row must not look silent
+        to other processes (``Due.quiet`` counts from the row's time, so from the last callback
+        here instead). A row written since by another process is newer: it is left as it is. The
+        caller holds the task's lock."""
+        task = tracked.task
+        if tracked.stale:  # ahead of its store: its row as it stands here was never journaled
+            return
+        with self.store.lock(task.key or "") as txn:
+            if txn.version != tracked.version or tracked.version == 0:
+                return
+            row, due = self._row(tracked, tracked.version), self.due_of(tracked)
+            if due.quiet is not None:
+                due = due._replace(quiet=due.quiet + max(0.0, tracked.last_heard - row.updated_at))
+            txn.write((), row, due)
+        tracked.heard_unjournaled = False
+
     def refresh(self, tracked: Tracked) -> None:
         """Catch the task up with what other processes applied to it, now rather than at its next
         event. The caller holds the task's lock."""

@@ -85,10 +85,13 @@ class Takeover:
             self.mover.refresh(tracked)
         task = tracked.task
         with tracked.lock:
+            version = tracked.version
             # A start body held here: this process sent the start, or sends it again; what it owes
             # is still its own to settle.
             reap = task.params is None and settle_owed(tracked, self.mover, self.policy)
             self.timers.take_over_stop(tracked, after=0.0)
+            if tracked.version == version:  # nothing written: the row keeps the deadlines it was
+                self.mover.ledger.renew(tracked)  # claimed for, unless this holder writes its own
         self.notices.deliver(tracked)
         if reap:
             self.stopper.send_soon(tracked, None)

@@ -54,7 +54,10 @@ class Ticker:
         """``Fleet.tick``: take over the tasks other processes left overdue, fire every deadline
         due, adopt expired parked task_ids; how many fired."""
         now, registry = self.clock.now(), self.registry
-        self.takeover.sweep(now)  # (first: what it takes over fires now)
+        try:
+            self.takeover.sweep(now)  # (first: what it takes over fires now)
+        except Exception:  # (the store refused the look: the next one tries again)
+            _log.exception("streamlife.takeover_failed")
         with registry.lock:
             due = self.timers.pop_due(now)
             orphans = self.orphans.lot.expire(now - self.policy.park_ttl)
@@ -105,6 +108,8 @@ class Ticker:
                 if kind is Deadline.SILENCE:
                     if self._silence(tracked, now) is _HEARD:
                         self.timers.sync(tracked)  # heard from since it was armed: wait from then
+                        if tracked.heard_unjournaled and self.mover.store.shared:
+                            self.mover.ledger.renew(tracked)  # (else the row looks silent elsewhere)
                         return 0
                     stalled = _SILENCE_STOP if task.state is TaskState.RUNNING else ()
                     if (due := due_stop(task, self.policy, stalled)) is not None:

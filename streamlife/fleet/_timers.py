@@ -11,6 +11,7 @@ process can tell when this one should have written the task next and has not (``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -35,6 +36,9 @@ class Timers:
     clock: Clock
     policy: Policy
     _deadlines: Deadlines[int] = field(init=False, default_factory=Deadlines)
+    # Requests this process sends before a stop decided now (``Workers.waiting``): that stop's
+    # answer comes so many turns of ``Policy.stop_concurrency`` requests later.
+    requests_ahead: Callable[[], int] = field(default=lambda: 0)
 
     def limit(self, task: StreamTask) -> float | None:
         """The stream's cost ceiling in seconds: its start's own, else the policy's, else None."""
@@ -84,7 +88,8 @@ class Timers:
             times.append(now + policy.park_ttl)
         elif task.state in STOP_DUE and not task.stop_acknowledged:  # sent, or to be sent again
             retry = max(now + longest_wait(policy, task.stop_failures), self.held_back_until(tracked))
-            times.append(retry + policy.stop_timeout)
+            turns = 1 + self.requests_ahead() // max(policy.stop_concurrency, 1)
+            times.append(retry + policy.stop_timeout * turns)
         grace = policy.takeover_after
         quiet = policy.silence_after + grace if Deadline.SILENCE in want else None
         return Due(min(times) + grace if times else None, quiet)

@@ -19,6 +19,7 @@ class Tracked:
     __slots__ = (
         "created_at",
         "delivering",
+        "heard_unjournaled",
         "held_back",
         "kind_guessed",
         "last_heard",
@@ -41,6 +42,9 @@ class Tracked:
         self.created_at = now
         self.timers = NO_DEADLINES  # the state-driven deadlines armed for this task
         self.last_heard = now  # when the last callback came (the silence window counts from it)
+        # Heard from since the store's row last moved, with nothing journaled (a silent segment):
+        # the row looks silent to other processes until ``Ledger.renew`` writes it again.
+        self.heard_unjournaled = False
         self.stop_in_flight = False
         # A stop asked for that the journal could not keep: this process honours it all the same
         # (no deferred start goes out; a start answer is met with a stop).

@@ -21,6 +21,17 @@ class Workers:
     policy: Policy
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _pool: ThreadPoolExecutor | None = field(init=False, default=None)
+    _waiting: int = field(init=False, default=0)  # requests handed over (or expected) and not begun
+
+    def waiting(self) -> int:
+        """Requests that go out before one handed over now: how late its answer may come."""
+        return self._waiting
+
+    def expect(self, count: int) -> None:
+        """Count ``count`` requests more (fewer, if negative) as waiting: a caller's own, to be
+        sent in turn on its thread or handed over later (``Fleet.stop_all``)."""
+        with self._lock:
+            self._waiting += count
 
     @property
     def threaded(self) -> bool:
@@ -35,7 +46,16 @@ class Workers:
                     self.policy.stop_concurrency, thread_name_prefix="streamlife-stop"
                 )
             pool = self._pool
-        return pool.submit(work, *args)
+            self._waiting += 1
+        try:
+            return pool.submit(self._begin, work, args)
+        except BaseException:
+            self.expect(-1)
+            raise
+
+    def _begin(self, work: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.expect(-1)
+        work(*args)
 
     def close(self) -> None:
         """Wait for the requests in flight, then let the threads go."""

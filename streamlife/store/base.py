@@ -248,7 +248,8 @@ class TaskTxn(Protocol):
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         """Append ``entries`` (numbered on from ``version``) and replace the row with ``row``, and
-        its deadlines with ``due``. Raises ``StoreConflict`` if a version is already taken.
+        its deadlines with ``due``. Raises ``StoreConflict`` if a version is already taken. With a
+        row and no entries, the row and its deadlines are written again at their version.
 
         ``row`` None: the entries moved neither the task's kind, task_id, state nor facts (a
         segment applied while running: most events), so the stored row keeps them, its deadlines

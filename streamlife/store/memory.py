@@ -74,7 +74,7 @@ class MemoryStore:
         self._next_seq = itertools.count(1).__next__
         self._dead_letters: dict[int, _KeptLetter] = {}  # by id: ids increase, so in id order
         self._next_letter_id = itertools.count(1).__next__
-        self._locked = False  # a lock() block is open (on the thread that holds _lock)
+        self._locked = 0  # lock() blocks open, one inside another (on the thread that holds _lock)
         # Inside a batch: how to take back each write made in it, in the order made; None outside.
         # Only the batch's thread writes meanwhile (it holds the lock), so no other write is undone.
         self._undo: list[Callable[[], None]] | None = None
@@ -347,7 +347,7 @@ class _Txn:
     def __enter__(self) -> _Txn:
         store = self.store
         store._lock.acquire()
-        store._locked = True
+        store._locked += 1
         self.kept = kept = store._tasks.get(self.key)
         self.version = 0 if kept is None else len(kept) - 1
         return self
@@ -370,7 +370,7 @@ class _Txn:
                 kept[_ROW] = kept_row
                 kept.extend(entries)
         finally:
-            store._locked = False
+            store._locked -= 1
             store._lock.release()
 
     def entries_after(self, version: int) -> list[JournalEntry]:

@@ -1773,3 +1773,29 @@ def test_processes_claiming_at_once_each_get_their_own_tasks_and_together_every_
     assert sorted(every) == keys  # each once
     if durable_backend.kind == "postgres":  # (SQLite's writers take turns: one may win every turn)
         assert sum(1 for found in claimed if found) >= 2
+
+
+def test_a_row_written_again_at_its_version_renews_its_deadlines_and_keeps_the_journal(store: Store) -> None:
+    """What a Fleet writes for a task heard from with nothing to journal (``Ledger.renew``)."""
+    store.create(task_row("k", 1), [entry(1, trigger="make")], due=Due(quiet=30.0))
+    with store.lock("k") as txn:
+        txn.write([], task_row("k", 1), Due(quiet=90.0))
+    row = store.row("k")
+    assert row is not None
+    assert row.version == 1
+    assert [e.version for e in store.journal("k")] == [1]
+    assert store.claim_due(row.updated_at + 89.0, until=0.0, limit=10) == []
+    assert store.claim_due(row.updated_at + 90.0, until=0.0, limit=10) == ["k"]
+
+
+def test_a_memory_claim_after_an_inner_lock_block_is_still_refused_in_the_outer_one() -> None:
+    """The memory store lets a lock() block open inside another (SQLite refuses it): leaving the
+    inner one must not let a claim through inside the outer one."""
+    store = MemoryStore(shared=True)
+    make(store, "a")
+    make(store, "b")
+    with store.lock("a"):
+        with store.lock("b"):
+            pass
+        with pytest.raises(StoreError, match="claim"):
+            store.claim_due(2000.0, until=2100.0, limit=1)
