@@ -7,9 +7,10 @@ opening at once do not race; ``streamlife_schema`` holds how many migrations wer
 made by an older streamlife gains the newer tables so.
 
 An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` locks the
-task's row and reads its version (one row lock per transition: other tasks are not held up), and the
-write moves it on with ``UPDATE ... WHERE version = %s``. The journal's primary key is (key, version),
-so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
+task's row and reads its version (one row lock per transition: other tasks are not held up), and one
+statement moves the row on with ``UPDATE ... WHERE version = %s`` and appends the entry to the rows it
+moved (``WITH moved AS (UPDATE ...) INSERT ...``), or does neither. The journal's primary key is (key,
+version), so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
 
 No wait is unbounded: a row lock waits ``lock_timeout``, a statement ``statement_timeout`` (both
 set on each pooled connection's session), a connection the pool's ``timeout``; each ends in
@@ -203,6 +204,7 @@ class PostgresStore:
                 yield
             finally:
                 self._local.batch = self._local.conn = None
+            _refuse_failed(conn, f"{what}: a statement of the batch failed")
 
     @contextmanager
     def lock(self, key: str) -> Iterator[_Txn]:
@@ -220,6 +222,7 @@ class PostgresStore:
             finally:
                 self._local.conn = getattr(self._local, "batch", None)
                 self._local.locked = False
+            _refuse_failed(conn, f"{what}: a statement of the block failed")
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -430,6 +433,10 @@ class _Txn:
         journal = entry_values(self.key, entries)
         where = (self.key, self.version)
         what = f"could not write task {self.key!r}"
+        if len(journal) == 1:  # one event: most writes
+            self._write_one(journal[0], row, facts, due)
+            self._written = True
+            return
         with errors(what, self._secrets), self._conn.transaction():  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
@@ -443,6 +450,26 @@ class _Txn:
                 raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
             _insert_entries(self._conn, journal)
         self._written = True
+
+    def _write_one(self, entry: tuple[Any, ...], row: TaskRow | None, facts: str | None, due: Due) -> None:
+        """One statement, one round trip: it moves the row on from ``version`` and appends the entry,
+        or, if the row is not at ``version``, does neither. With no savepoint around it: an error
+        (the entry's version taken, a timeout) leaves the transaction failed, and the block is
+        rolled back whole (``lock()`` raises at its end if the block caught the error and went on)."""
+        where = (self.key, self.version)
+        if row is None:  # moved on to the entry's version and time, as it was otherwise
+            statement, params = _MOVE_ON_AND_APPEND, (entry[1], entry[2], *where, *entry[1:])
+        else:
+            values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
+            moved = (*values, row.created_at, row.updated_at, facts, *due, *where)
+            statement, params = _UPDATE_AND_APPEND, (*moved, *entry[1:])
+        with errors(f"could not write task {self.key!r}", self._secrets):
+            try:
+                appended = self._conn.execute(statement, params).fetchone()
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
+        if appended is None:
+            raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
 
 
 # A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
@@ -463,6 +490,21 @@ _CLAIM: Final = (
 _MOVE_ROW_ON: Final = (
     "UPDATE streamlife_tasks SET version = %s, updated_at = %s WHERE key = %s AND version = %s"
 )
+# The row moved (as above) and one entry appended, in one statement: the entry only if the row moved.
+_APPEND_TO_MOVED: Final = (
+    f" RETURNING key) INSERT INTO streamlife_journal (key, {ENTRY_COLUMNS})"
+    " SELECT key, %s::integer, %s::double precision, %s::text, %s::text, %s::text, %s::json FROM moved"
+    " RETURNING version"
+)
+_MOVE_ON_AND_APPEND: Final = "WITH moved AS (" + _MOVE_ROW_ON + _APPEND_TO_MOVED
+_UPDATE_AND_APPEND: Final = "WITH moved AS (" + _UPDATE_ROW + _APPEND_TO_MOVED
+
+
+def _refuse_failed(conn: _Connection, why: str) -> None:
+    """Raise, rather than commit, a transaction a statement failed in: the server would roll all of it
+    back at the commit, which psycopg reports as a commit like any other."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        raise StoreError(f"{why}, so nothing of it is kept")
 
 
 def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
