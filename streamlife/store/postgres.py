@@ -211,18 +211,31 @@ class PostgresStore:
         # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
         # the commit); the block's own exceptions pass through, after the rollback.
         what = f"could not write task {key!r}"
-        with self._errors(what), self._own_connection(what) as conn, conn.transaction():
-            found = conn.execute(
-                "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE", (key,)
-            ).fetchone()
-            self._local.conn = conn  # this thread's other calls, until the block ends, go through it
-            self._local.locked = True
+        with self._errors(what), self._own_connection(what) as conn:
+            # The transaction (inside a batch: a savepoint) is opened by hand, not with
+            # conn.transaction(), so that its BEGIN goes to the server in one message with the row
+            # lock: one round trip for the two. (The key is quoted by psycopg, client-side.)
+            inside = getattr(self._local, "batch", None) is not None
             try:
-                yield _Txn(conn, key, None if found is None else found[0], self._secrets)
-            finally:
-                self._local.conn = getattr(self._local, "batch", None)
-                self._local.locked = False
-            _refuse_failed(conn, f"{what}: a statement of the block failed")
+                locking = psycopg.ClientCursor(conn)
+                locking.execute(_SAVEPOINT_AND_LOCK if inside else _BEGIN_AND_LOCK, (key,))
+                locking.nextset()
+                found = locking.fetchone()
+                self._local.conn = conn  # this thread's other calls, until the block ends, go through it
+                self._local.locked = True
+                try:
+                    yield _Txn(conn, key, None if found is None else found[0], self._secrets)
+                finally:
+                    self._local.conn = getattr(self._local, "batch", None)
+                    self._local.locked = False
+                _refuse_failed(conn, f"{what}: a statement of the block failed")
+            except BaseException:
+                _undo(conn, inside)
+                raise
+            if inside:
+                conn.execute(_RELEASE, prepare=False)
+            else:
+                conn.commit()
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -500,11 +513,33 @@ _MOVE_ON_AND_APPEND: Final = "WITH moved AS (" + _MOVE_ROW_ON + _APPEND_TO_MOVED
 _UPDATE_AND_APPEND: Final = "WITH moved AS (" + _UPDATE_ROW + _APPEND_TO_MOVED
 
 
+# lock()'s transaction, by hand (see there): a savepoint of its own inside a batch, else the
+# transaction; the row lock is taken in the same message.
+_LOCK_ROW: Final = "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE"
+_BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
+_SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
+_RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
+
+
 def _refuse_failed(conn: _Connection, why: str) -> None:
     """Raise, rather than commit, a transaction a statement failed in: the server would roll all of it
     back at the commit, which psycopg reports as a commit like any other."""
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
         raise StoreError(f"{why}, so nothing of it is kept")
+
+
+def _undo(conn: _Connection, inside: bool) -> None:
+    """Roll back what a ``lock()`` block did, on its way out with an exception, which this never
+    masks: a connection gone bad is left for the pool to throw away, a batch that cannot roll back
+    to the savepoint fails at its commit."""
+    try:
+        if inside:
+            conn.execute("ROLLBACK TO SAVEPOINT streamlife_lock", prepare=False)
+            conn.execute(_RELEASE, prepare=False)
+        else:
+            conn.rollback()
+    except psycopg.Error:
+        pass
 
 
 def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
