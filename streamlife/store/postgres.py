@@ -28,6 +28,7 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 from __future__ import annotations
 
 import math
+import select
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -135,8 +136,8 @@ class PostgresStore:
             kwargs={"autocommit": True, "connect_timeout": connect_timeout},
             configure=self._configure,
             # A connection the server closed while it sat in the pool fails its first statement:
-            # an empty query on the way out finds it, and the pool hands out another.
-            check=ConnectionPool.check_connection,
+            # the check finds it on the way out, and the pool hands out another.
+            check=_check,
             open=False,
             name="streamlife",
         )
@@ -540,6 +541,20 @@ def _undo(conn: _Connection, inside: bool) -> None:
             conn.rollback()
     except psycopg.Error:
         pass
+
+
+def _check(conn: _Connection) -> None:
+    """The pool's check of a connection it is about to hand out. A server that closes a connection
+    (a restart, an administrator, a crash) says why and closes the socket, so the socket of a
+    connection it closed has something to read: only such a connection pays for an empty query,
+    which fails if it is closed. Any other connection goes out with no round trip (nothing is
+    waiting on it: the pool takes back only connections idle in no transaction)."""
+    if not conn.closed:
+        poll = select.poll()
+        poll.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        if not poll.poll(0):
+            return
+    ConnectionPool.check_connection(conn)
 
 
 def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:
