@@ -201,10 +201,12 @@ class PostgresStore:
             raise StoreError(f"{what}: this thread is inside a batch of {self!r} already")
         with self._errors(what), self._own_connection(what) as conn, conn.transaction():
             self._local.batch = self._local.conn = conn
+            self._local.release_owed = False
             try:
                 yield
             finally:
                 self._local.batch = self._local.conn = None
+                self._local.release_owed = False
             _refuse_failed(conn, f"{what}: a statement of the batch failed")
 
     @contextmanager
@@ -215,11 +217,21 @@ class PostgresStore:
         with self._errors(what), self._own_connection(what) as conn:
             # The transaction (inside a batch: a savepoint) is opened by hand, not with
             # conn.transaction(), so that its BEGIN goes to the server in one message with the row
-            # lock: one round trip for the two. (The key is quoted by psycopg, client-side.)
+            # lock: one round trip for the two. (The key is quoted by psycopg, client-side.) Inside
+            # a batch, the last block's savepoint is released in the same message, not on its own.
             inside = getattr(self._local, "batch", None) is not None
+            if inside:  # (not in the try: a rollback to the savepoint owed a release would undo that block)
+                _refuse_failed(conn, f"{what}: a statement of its batch failed before it")
             try:
                 locking = psycopg.ClientCursor(conn)
-                locking.execute(_SAVEPOINT_AND_LOCK if inside else _BEGIN_AND_LOCK, (key,))
+                if not inside:
+                    locking.execute(_BEGIN_AND_LOCK, (key,))
+                elif self._local.release_owed:
+                    self._local.release_owed = False
+                    locking.execute(_RELEASE_SAVEPOINT_AND_LOCK, (key,))
+                    locking.nextset()
+                else:
+                    locking.execute(_SAVEPOINT_AND_LOCK, (key,))
                 locking.nextset()
                 found = locking.fetchone()
                 self._local.conn = conn  # this thread's other calls, until the block ends, go through it
@@ -233,8 +245,8 @@ class PostgresStore:
             except BaseException:
                 _undo(conn, inside)
                 raise
-            if inside:
-                conn.execute(_RELEASE, prepare=False)
+            if inside:  # released with the next block's lock, or by the batch's commit
+                self._local.release_owed = True
             else:
                 conn.commit()
 
@@ -520,6 +532,7 @@ _LOCK_ROW: Final = "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDA
 _BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
 _SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
 _RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
+_RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE + "; " + _SAVEPOINT_AND_LOCK
 
 
 def _refuse_failed(conn: _Connection, why: str) -> None:

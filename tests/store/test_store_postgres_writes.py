@@ -116,3 +116,23 @@ def test_inside_a_batch_a_write_the_server_refused_is_rolled_back_alone(
     row = store.row("k")
     assert row is not None
     assert row.version == 1
+
+
+def test_a_batch_that_went_on_after_a_failed_statement_keeps_nothing(store: PostgresStore) -> None:
+    """A statement of the batch fails between two blocks, and whoever ran it goes on: the next block
+    is refused, and so is the batch, whole (the block before the failure included)."""
+    for key in ("a", "z"):
+        make(store, key)
+
+    def going_on() -> None:
+        with store.batch():
+            advance(store, "a")
+            with suppress(psycopg.Error):
+                store._local.batch.execute("SELECT 1 / 0")  # a statement that fails, caught
+            with pytest.raises(StoreError, match="failed before it"):
+                advance(store, "z")
+
+    with pytest.raises(StoreError, match="nothing of it is kept"):
+        going_on()
+    for key in ("a", "z"):
+        assert [e.version for e in store.journal(key)] == [1]
