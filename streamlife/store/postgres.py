@@ -236,8 +236,10 @@ class PostgresStore:
                 found = locking.fetchone()
                 self._local.conn = conn  # this thread's other calls, until the block ends, go through it
                 self._local.locked = True
+                self._local.touched = False  # (set by those calls)
+                txn = _Txn(conn, key, None if found is None else found[0], self._secrets)
                 try:
-                    yield _Txn(conn, key, None if found is None else found[0], self._secrets)
+                    yield txn
                 finally:
                     self._local.conn = getattr(self._local, "batch", None)
                     self._local.locked = False
@@ -247,8 +249,12 @@ class PostgresStore:
                 raise
             if inside:  # released with the next block's lock, or by the batch's commit
                 self._local.release_owed = True
-            else:
+            elif txn._written or self._local.touched:
                 conn.commit()
+            else:
+                # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
+                # for the disk. (Not conn.rollback(), which forgets the prepared statements.)
+                conn.execute("ROLLBACK", prepare=False)
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -427,6 +433,7 @@ class PostgresStore:
         elsewhere, a pooled one."""
         current: _Connection | None = getattr(self._local, "conn", None)
         if current is not None:
+            self._local.touched = True
             yield current
         else:
             with self._pool.connection() as conn:

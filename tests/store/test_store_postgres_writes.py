@@ -136,3 +136,19 @@ def test_a_batch_that_went_on_after_a_failed_statement_keeps_nothing(store: Post
         going_on()
     for key in ("a", "z"):
         assert [e.version for e in store.journal(key)] == [1]
+
+
+def test_a_block_with_no_entry_keeps_what_else_it_wrote(store: PostgresStore) -> None:
+    """A block that writes no entry (a duplicate) is not committed, for it has nothing to keep; one
+    that wrote something else through the store all the same is."""
+    made = make(store, "k")
+    with store.lock("k"):
+        store.park("tid-1", 5.0, {"n": 1})
+        letter = store.dead_letter(5.0, "refused", None, b"{}")
+    with store.lock("k"):
+        store.unpark("tid-1")
+    with store.lock("k") as txn:
+        assert txn.version == 1
+    assert store.row("k") == made
+    assert store.parked() == []
+    assert [kept.id for kept in store.dead_letters()] == [letter]
