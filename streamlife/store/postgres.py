@@ -28,6 +28,7 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 from __future__ import annotations
 
 import math
+import re
 import select
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -223,15 +224,14 @@ class PostgresStore:
             if inside:  # (not in the try: a rollback to the savepoint owed a release would undo that block)
                 _refuse_failed(conn, f"{what}: a statement of its batch failed before it")
             try:
-                locking = psycopg.ClientCursor(conn)
                 if not inside:
-                    locking.execute(_BEGIN_AND_LOCK, (key,))
+                    locking = _lock_row(conn, _BEGIN_AND_LOCK, key)
                 elif self._local.release_owed:
                     self._local.release_owed = False
-                    locking.execute(_RELEASE_SAVEPOINT_AND_LOCK, (key,))
+                    locking = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
                     locking.nextset()
                 else:
-                    locking.execute(_SAVEPOINT_AND_LOCK, (key,))
+                    locking = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
                 locking.nextset()
                 found = locking.fetchone()
                 self._local.conn = conn  # this thread's other calls, until the block ends, go through it
@@ -540,6 +540,19 @@ _BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
 _SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
 _RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
 _RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE + "; " + _SAVEPOINT_AND_LOCK
+_PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
+
+
+def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tuple[Any, ...]]:
+    """Send ``statement`` (statements, the last one the row lock) with the key quoted client-side.
+    A key of letters, digits, ``-`` and ``_`` (the Fleet's: hex) is put in quotes as it is, which it
+    can break out of no way: psycopg's own quoting costs a share of the round trip saved."""
+    if _PLAIN_KEY.fullmatch(key):  # (with no parameters, psycopg sends it as a simple query: many
+        # statements may go in one)
+        return conn.execute(statement.replace("%s", f"'{key}'"), prepare=False)
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(statement, (key,))
+    return cursor
 
 
 def _refuse_failed(conn: _Connection, why: str) -> None:

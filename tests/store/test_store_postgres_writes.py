@@ -152,3 +152,26 @@ def test_a_block_with_no_entry_keeps_what_else_it_wrote(store: PostgresStore) ->
     assert store.row("k") == made
     assert store.parked() == []
     assert [kept.id for kept in store.dead_letters()] == [letter]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "0123456789abcdef0123456789abcdef",
+        "plain-key_1",
+        "it's",
+        "a'; DROP TABLE streamlife_tasks; --",
+        "k\\'x",
+        "ключ",
+    ],
+)
+def test_any_key_is_locked_and_written_as_itself(store: PostgresStore, key: str) -> None:
+    """lock() quotes the key itself (a key of letters and digits by hand, any other through psycopg):
+    every key locks its own row, and no other."""
+    make(store, key)
+    make(store, "other")
+    with store.batch():
+        advance(store, key)
+    advance(store, key)
+    assert [e.version for e in store.journal(key)] == [1, 2, 3]
+    assert [e.version for e in store.journal("other")] == [1]
