@@ -218,7 +218,7 @@ class PostgresStore:
         with self._errors(what), self._own_connection(what) as conn:
             # The transaction (inside a batch: a savepoint) is opened by hand, not with
             # conn.transaction(), so that its BEGIN goes to the server in one message with the row
-            # lock: one round trip for the two. (The key is quoted by psycopg, client-side.) Inside
+            # lock: one round trip for the two. (The key is quoted client-side: see _lock_row.) Inside
             # a batch, the last block's savepoint is released in the same message, not on its own.
             inside = getattr(self._local, "batch", None) is not None
             if inside:  # (not in the try: a rollback to the savepoint owed a release would undo that block)
@@ -545,8 +545,8 @@ _PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
 
 def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tuple[Any, ...]]:
     """Send ``statement`` (statements, the last one the row lock) with the key quoted client-side.
-    A key of letters, digits, ``-`` and ``_`` (the Fleet's: hex) is put in quotes as it is, which it
-    can break out of no way: psycopg's own quoting costs a share of the round trip saved."""
+    A key of ASCII letters, digits, ``-`` and ``_`` (the Fleet's: hex) cannot get out of its quotes,
+    so it is put in them as it is: psycopg's own quoting costs a share of the round trip saved."""
     if _PLAIN_KEY.fullmatch(key):  # (with no parameters, psycopg sends it as a simple query: many
         # statements may go in one)
         return conn.execute(statement.replace("%s", f"'{key}'"), prepare=False)
