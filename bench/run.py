@@ -28,7 +28,17 @@ from typing import Any
 
 from rich.console import Console
 
-from . import http_ingest, ingest, instructions, lifecycle, memory_day, profiling, server_ingest, upkeep
+from . import (
+    http_ingest,
+    ingest,
+    instructions,
+    lifecycle,
+    memory_day,
+    postgres,
+    profiling,
+    server_ingest,
+    upkeep,
+)
 from .common import Section, configure_logging, gc_settled
 from .report import show_goals, show_section, write
 
@@ -44,6 +54,7 @@ BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "server": (server_ingest.run, server_ingest.FULL, server_ingest.QUICK),
     "upkeep": (upkeep.run, upkeep.FULL, upkeep.QUICK),
     "memory_day": (memory_day.run, memory_day.FULL, memory_day.QUICK),
+    "postgres": (postgres.run, postgres.FULL, postgres.QUICK),
 }
 
 

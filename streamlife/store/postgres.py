@@ -7,9 +7,10 @@ opening at once do not race; ``streamlife_schema`` holds how many migrations wer
 made by an older streamlife gains the newer tables so.
 
 An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` locks the
-task's row and reads its version (one row lock per transition: other tasks are not held up), and the
-write moves it on with ``UPDATE ... WHERE version = %s``. The journal's primary key is (key, version),
-so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
+task's row and reads its version (one row lock per transition: other tasks are not held up), and one
+statement moves the row on with ``UPDATE ... WHERE version = %s`` and appends the entry to the rows it
+moved (``WITH moved AS (UPDATE ...) INSERT ...``), or does neither. The journal's primary key is (key,
+version), so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
 
 No wait is unbounded: a row lock waits ``lock_timeout``, a statement ``statement_timeout`` (both
 set on each pooled connection's session), a connection the pool's ``timeout``; each ends in
@@ -27,6 +28,8 @@ float), ``-0.0`` into ``0``, and refuse a ``\\u0000`` in a string, none of which
 from __future__ import annotations
 
 import math
+import re
+import select
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -134,8 +137,8 @@ class PostgresStore:
             kwargs={"autocommit": True, "connect_timeout": connect_timeout},
             configure=self._configure,
             # A connection the server closed while it sat in the pool fails its first statement:
-            # an empty query on the way out finds it, and the pool hands out another.
-            check=ConnectionPool.check_connection,
+            # the check finds it on the way out, and the pool hands out another.
+            check=_check,
             open=False,
             name="streamlife",
         )
@@ -199,27 +202,59 @@ class PostgresStore:
             raise StoreError(f"{what}: this thread is inside a batch of {self!r} already")
         with self._errors(what), self._own_connection(what) as conn, conn.transaction():
             self._local.batch = self._local.conn = conn
+            self._local.release_owed = False
             try:
                 yield
             finally:
                 self._local.batch = self._local.conn = None
+                self._local.release_owed = False
+            _refuse_failed(conn, f"{what}: a statement of the batch failed")
 
     @contextmanager
     def lock(self, key: str) -> Iterator[_Txn]:
         # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
         # the commit); the block's own exceptions pass through, after the rollback.
         what = f"could not write task {key!r}"
-        with self._errors(what), self._own_connection(what) as conn, conn.transaction():
-            found = conn.execute(
-                "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE", (key,)
-            ).fetchone()
-            self._local.conn = conn  # this thread's other calls, until the block ends, go through it
-            self._local.locked = True
+        with self._errors(what), self._own_connection(what) as conn:
+            # The transaction (inside a batch: a savepoint) is opened by hand, not with
+            # conn.transaction(), so that its BEGIN goes to the server in one message with the row
+            # lock: one round trip for the two. (The key is quoted client-side: see _lock_row.) Inside
+            # a batch, the last block's savepoint is released in the same message, not on its own.
+            inside = getattr(self._local, "batch", None) is not None
+            if inside:  # (not in the try: a rollback to the savepoint owed a release would undo that block)
+                _refuse_failed(conn, f"{what}: a statement of its batch failed before it")
             try:
-                yield _Txn(conn, key, None if found is None else found[0], self._secrets)
-            finally:
-                self._local.conn = getattr(self._local, "batch", None)
-                self._local.locked = False
+                if not inside:
+                    locking = _lock_row(conn, _BEGIN_AND_LOCK, key)
+                elif self._local.release_owed:
+                    self._local.release_owed = False
+                    locking = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
+                    locking.nextset()
+                else:
+                    locking = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
+                locking.nextset()
+                found = locking.fetchone()
+                self._local.conn = conn  # this thread's other calls, until the block ends, go through it
+                self._local.locked = True
+                self._local.touched = False  # (set by those calls)
+                txn = _Txn(conn, key, None if found is None else found[0], self._secrets)
+                try:
+                    yield txn
+                finally:
+                    self._local.conn = getattr(self._local, "batch", None)
+                    self._local.locked = False
+                _refuse_failed(conn, f"{what}: a statement of the block failed")
+            except BaseException:
+                _undo(conn, inside)
+                raise
+            if inside:  # released with the next block's lock, or by the batch's commit
+                self._local.release_owed = True
+            elif txn._written or self._local.touched:
+                conn.commit()
+            else:
+                # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
+                # for the disk. (Not conn.rollback(), which forgets the prepared statements.)
+                conn.execute("ROLLBACK", prepare=False)
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -398,6 +433,7 @@ class PostgresStore:
         elsewhere, a pooled one."""
         current: _Connection | None = getattr(self._local, "conn", None)
         if current is not None:
+            self._local.touched = True
             yield current
         else:
             with self._pool.connection() as conn:
@@ -430,6 +466,10 @@ class _Txn:
         journal = entry_values(self.key, entries)
         where = (self.key, self.version)
         what = f"could not write task {self.key!r}"
+        if len(journal) == 1:  # one event: most writes
+            self._write_one(journal[0], row, facts, due)
+            self._written = True
+            return
         with errors(what, self._secrets), self._conn.transaction():  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
@@ -443,6 +483,26 @@ class _Txn:
                 raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
             _insert_entries(self._conn, journal)
         self._written = True
+
+    def _write_one(self, entry: tuple[Any, ...], row: TaskRow | None, facts: str | None, due: Due) -> None:
+        """One statement, one round trip: it moves the row on from ``version`` and appends the entry,
+        or, if the row is not at ``version``, does neither. With no savepoint around it: an error
+        (the entry's version taken, a timeout) leaves the transaction failed, and the block is
+        rolled back whole (``lock()`` raises at its end if the block caught the error and went on)."""
+        where = (self.key, self.version)
+        if row is None:  # moved on to the entry's version and time, as it was otherwise
+            statement, params = _MOVE_ON_AND_APPEND, (entry[1], entry[2], *where, *entry[1:])
+        else:
+            values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
+            moved = (*values, row.created_at, row.updated_at, facts, *due, *where)
+            statement, params = _UPDATE_AND_APPEND, (*moved, *entry[1:])
+        with errors(f"could not write task {self.key!r}", self._secrets):
+            try:
+                appended = self._conn.execute(statement, params).fetchone()
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
+        if appended is None:
+            raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
 
 
 # A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
@@ -463,6 +523,71 @@ _CLAIM: Final = (
 _MOVE_ROW_ON: Final = (
     "UPDATE streamlife_tasks SET version = %s, updated_at = %s WHERE key = %s AND version = %s"
 )
+# The row moved (as above) and one entry appended, in one statement: the entry only if the row moved.
+_APPEND_TO_MOVED: Final = (
+    f" RETURNING key) INSERT INTO streamlife_journal (key, {ENTRY_COLUMNS})"
+    " SELECT key, %s::integer, %s::double precision, %s::text, %s::text, %s::text, %s::json FROM moved"
+    " RETURNING version"
+)
+_MOVE_ON_AND_APPEND: Final = "WITH moved AS (" + _MOVE_ROW_ON + _APPEND_TO_MOVED
+_UPDATE_AND_APPEND: Final = "WITH moved AS (" + _UPDATE_ROW + _APPEND_TO_MOVED
+
+
+# lock()'s transaction, by hand (see there): a savepoint of its own inside a batch, else the
+# transaction; the row lock is taken in the same message.
+_LOCK_ROW: Final = "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE"
+_BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
+_SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
+_RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
+_RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE + "; " + _SAVEPOINT_AND_LOCK
+_PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
+
+
+def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tuple[Any, ...]]:
+    """Send ``statement`` (statements, the last one the row lock) with the key quoted client-side.
+    A key of ASCII letters, digits, ``-`` and ``_`` (the Fleet's: hex) cannot get out of its quotes,
+    so it is put in them as it is: psycopg's own quoting costs a share of the round trip saved."""
+    if _PLAIN_KEY.fullmatch(key):  # (with no parameters, psycopg sends it as a simple query: many
+        # statements may go in one)
+        return conn.execute(statement.replace("%s", f"'{key}'"), prepare=False)
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(statement, (key,))
+    return cursor
+
+
+def _refuse_failed(conn: _Connection, why: str) -> None:
+    """Raise, rather than commit, a transaction a statement failed in: the server would roll all of it
+    back at the commit, which psycopg reports as a commit like any other."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        raise StoreError(f"{why}, so nothing of it is kept")
+
+
+def _undo(conn: _Connection, inside: bool) -> None:
+    """Roll back what a ``lock()`` block did, on its way out with an exception, which this never
+    masks: a connection gone bad is left for the pool to throw away, a batch that cannot roll back
+    to the savepoint fails at its commit."""
+    try:
+        if inside:
+            conn.execute("ROLLBACK TO SAVEPOINT streamlife_lock", prepare=False)
+            conn.execute(_RELEASE, prepare=False)
+        else:
+            conn.rollback()
+    except psycopg.Error:
+        pass
+
+
+def _check(conn: _Connection) -> None:
+    """The pool's check of a connection it is about to hand out. A server that closes a connection
+    (a restart, an administrator, a crash) says why and closes the socket, so the socket of a
+    connection it closed has something to read: only such a connection pays for an empty query,
+    which fails if it is closed. Any other connection goes out with no round trip (nothing is
+    waiting on it: the pool takes back only connections idle in no transaction)."""
+    if not conn.closed:
+        poll = select.poll()
+        poll.register(conn.pgconn.socket, select.POLLIN | select.POLLPRI)
+        if not poll.poll(0):
+            return
+    ConnectionPool.check_connection(conn)
 
 
 def _insert_entries(conn: _Connection, values: list[tuple[Any, ...]]) -> None:

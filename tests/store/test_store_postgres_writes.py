@@ -1,0 +1,177 @@
+"""PostgresStore's write of one event: one statement that moves the row on and appends the entry,
+with no savepoint of its own, so that an event costs as few round trips as it can.
+
+Each check the statement makes is made to fail for real, on the test server of tests/pg.py: a row
+not at the version the lock read, a journal version another writer took (a second connection that
+skipped the row lock). Each refusal keeps nothing, and a block that catches the refusal and goes on
+is not committed as if nothing had happened: the server would have rolled all of it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+
+import psycopg
+import pytest
+
+from streamlife.errors import StoreConflict, StoreError
+from streamlife.store import TaskRow
+from streamlife.store.postgres import PostgresStore
+
+from .test_store_contract import advance, entry, make, task_row
+
+
+@pytest.fixture
+def store(pg_store_dsn: str) -> Iterator[PostgresStore]:
+    opened = PostgresStore(pg_store_dsn)
+    yield opened
+    opened.close()
+
+
+def take_version(dsn: str, key: str, version: int) -> None:
+    """A writer that skipped the row lock appends entry ``version`` to the task's journal, on a
+    connection of its own, and leaves the row as it was."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO streamlife_journal (key, version, at, trigger, from_state, to_state)"
+            " VALUES (%s, %s, 0.0, 'segment', 'running', 'running')",
+            (key, version),
+        )
+
+
+ROWS: dict[str, Callable[[int], TaskRow | None]] = {
+    "no-row": lambda version: None,  # a segment while running: the row only moves on
+    "row": lambda version: task_row("k", version, state="stopping"),
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS), ids=list(ROWS))
+def test_a_version_another_writer_took_is_refused_and_nothing_is_kept(
+    store: PostgresStore, pg_store_dsn: str, row: str
+) -> None:
+    made = make(store, "k")
+    take_version(pg_store_dsn, "k", 2)
+    with pytest.raises(StoreConflict, match="is taken"), store.lock("k") as txn:
+        txn.write([entry(2)], ROWS[row](2))
+    assert store.row("k") == made
+    assert [e.version for e in store.journal("k")] == [1, 2]  # the other writer's, not ours
+    assert store.journal("k")[1].at == 0.0
+
+
+@pytest.mark.parametrize("row", list(ROWS), ids=list(ROWS))
+def test_a_row_not_at_the_locked_version_is_neither_moved_nor_appended_to(
+    store: PostgresStore, row: str
+) -> None:
+    """The statement checks the version itself: the row lock is not all that stands between a stale
+    writer and a second effect."""
+    make(store, "k")
+    with store.lock("k") as txn:
+        # The row moves under the block (on its own connection: the lock keeps everyone else out).
+        txn._conn.execute("UPDATE streamlife_tasks SET version = 7 WHERE key = 'k'")
+        with pytest.raises(StoreConflict, match="no longer at version 1"):
+            txn.write([entry(2)], ROWS[row](2))
+        assert [e.version for e in store.journal("k")] == [1]
+        found = store.row("k")
+        assert found is not None
+        assert (found.version, found.state) == (7, "running")
+
+
+def test_a_block_that_goes_on_after_the_server_refused_its_write_keeps_nothing_and_says_so(
+    store: PostgresStore, pg_store_dsn: str
+) -> None:
+    made = make(store, "k")
+    take_version(pg_store_dsn, "k", 2)
+    # The refusal is caught, and the block ends as if it had not failed.
+    with (
+        pytest.raises(StoreError, match="nothing of it is kept"),
+        store.lock("k") as txn,
+        suppress(StoreConflict),
+    ):
+        txn.write([entry(2)], task_row("k", 2, state="stopping"))
+    assert store.row("k") == made
+    with store.lock("k") as txn:  # the task is not held: its next lock is had at once
+        assert txn.version == 1
+
+
+def test_inside_a_batch_a_write_the_server_refused_is_rolled_back_alone(
+    store: PostgresStore, pg_store_dsn: str
+) -> None:
+    for key in ("a", "k", "z"):
+        make(store, key)
+    take_version(pg_store_dsn, "k", 2)
+    with store.batch():
+        advance(store, "a")
+        with pytest.raises(StoreConflict), store.lock("k") as txn:
+            txn.write([entry(2)], None)
+        with (
+            pytest.raises(StoreError, match="nothing of it is kept"),
+            store.lock("k") as txn,
+            suppress(StoreConflict),
+        ):
+            txn.write([entry(2)], None)
+        advance(store, "z")  # the batch goes on
+    assert [e.version for e in store.journal("a")] == [1, 2]
+    assert [e.version for e in store.journal("z")] == [1, 2]
+    row = store.row("k")
+    assert row is not None
+    assert row.version == 1
+
+
+def test_a_batch_that_went_on_after_a_failed_statement_keeps_nothing(store: PostgresStore) -> None:
+    """A statement of the batch fails between two blocks, and whoever ran it goes on: the next block
+    is refused, and so is the batch, whole (the block before the failure included)."""
+    for key in ("a", "z"):
+        make(store, key)
+
+    def going_on() -> None:
+        with store.batch():
+            advance(store, "a")
+            with suppress(psycopg.Error):
+                store._local.batch.execute("SELECT 1 / 0")  # a statement that fails, caught
+            with pytest.raises(StoreError, match="failed before it"):
+                advance(store, "z")
+
+    with pytest.raises(StoreError, match="nothing of it is kept"):
+        going_on()
+    for key in ("a", "z"):
+        assert [e.version for e in store.journal(key)] == [1]
+
+
+def test_a_block_with_no_entry_keeps_what_else_it_wrote(store: PostgresStore) -> None:
+    """A block that writes no entry (a duplicate) is not committed, for it has nothing to keep; one
+    that wrote something else through the store all the same is."""
+    made = make(store, "k")
+    with store.lock("k"):
+        store.park("tid-1", 5.0, {"n": 1})
+        letter = store.dead_letter(5.0, "refused", None, b"{}")
+    with store.lock("k"):
+        store.unpark("tid-1")
+    with store.lock("k") as txn:
+        assert txn.version == 1
+    assert store.row("k") == made
+    assert store.parked() == []
+    assert [kept.id for kept in store.dead_letters()] == [letter]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "0123456789abcdef0123456789abcdef",
+        "plain-key_1",
+        "it's",
+        "a'; DROP TABLE streamlife_tasks; --",
+        "k\\'x",
+        "ключ",
+    ],
+)
+def test_any_key_is_locked_and_written_as_itself(store: PostgresStore, key: str) -> None:
+    """lock() quotes the key itself (a key of letters and digits by hand, any other through psycopg):
+    every key locks its own row, and no other."""
+    make(store, key)
+    make(store, "other")
+    with store.batch():
+        advance(store, key)
+    advance(store, key)
+    assert [e.version for e in store.journal(key)] == [1, 2, 3]
+    assert [e.version for e in store.journal("other")] == [1]
