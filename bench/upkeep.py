@@ -31,6 +31,7 @@ from streamlife.store import Due, JournalEntry, SqliteStore, Store, TaskRow
 from streamlife.store._sql import PRUNE_BATCH
 
 from .common import Figure, Goal, Section, say
+from .postgres import fresh_database, server_dsn, unreachable
 
 # What a journaled segment carries, about as long as the Fleet's.
 SEGMENT_ARGS = to_json(
@@ -101,6 +102,75 @@ def sqlite_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callable
             writer.close()
 
 
+def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
+    """As ``fill_sqlite``, with COPY."""
+    from streamlife.store.postgres import PostgresStore
+
+    PostgresStore(dsn).close()
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        columns = "key, kind, task_id, state, terminal, version, created_at, updated_at, facts, due_at, quiet"
+        with cur.copy(f"COPY streamlife_tasks ({columns}) FROM STDIN") as copy:
+            for n in range(stopped):
+                row = (f"s{n:031x}", "audio", f"tid-s{n}", "stopped", True, entries)
+                copy.write_row(
+                    (*row, 1000.0 + n / 1000, 1060.0 + n / 1000, '{"stop_requested": true}', None, None)
+                )
+            for n in range(live):
+                copy.write_row(
+                    (
+                        f"l{n:031x}",
+                        "audio",
+                        f"tid-l{n}",
+                        "running",
+                        False,
+                        1,
+                        5000.0,
+                        5000.0,
+                        "{}",
+                        None,
+                        40.0,
+                    )
+                )
+        journal = "key, version, at, trigger, from_state, to_state, args"
+        with cur.copy(f"COPY streamlife_journal ({journal}) FROM STDIN") as copy:
+            for n in range(stopped):
+                for v in range(1, entries + 1):
+                    copy.write_row(
+                        (f"s{n:031x}", v, 1000.0 + v, "segment", "running", "running", SEGMENT_ARGS)
+                    )
+        cur.execute("VACUUM ANALYZE streamlife_tasks")
+        cur.execute("VACUUM ANALYZE streamlife_journal")  # fmt: skip
+
+
+@contextmanager
+def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callable[[], int]]]:
+    """Two stores on one filled database, and the size of its tasks and journal."""
+    import psycopg
+
+    from streamlife.store.postgres import PostgresStore
+
+    with fresh_database(server_dsn()) as dsn:
+        fill_postgres(dsn, config.stopped, config.entries, config.live)
+
+        def size() -> int:
+            with psycopg.connect(dsn) as conn:
+                found = conn.execute(
+                    "SELECT pg_total_relation_size('streamlife_tasks')"
+                    " + pg_total_relation_size('streamlife_journal')"
+                ).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        store, writer = PostgresStore(dsn), PostgresStore(dsn)
+        try:
+            yield store, writer, size
+        finally:
+            store.close()
+            writer.close()
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
@@ -152,58 +222,73 @@ def run(config: UpkeepConfig) -> Section:
     section = Section(
         "upkeep",
         "Store upkeep: retention and takeover looks",
-        f"SQLite file: {config.stopped:,} stopped tasks x {config.entries} journal entries (a segment's"
-        f" arguments each) pruned while a writer on another connection moves a running task on; then"
-        f" claim_due, as every Fleet runs it four times per Policy.takeover_after, over {config.live:,}"
-        f" live tasks none of which is due (median of {config.looks}).",
+        f"Per store (an SQLite file; a fresh PostgreSQL database): {config.stopped:,} stopped tasks x"
+        f" {config.entries} journal entries (a segment's arguments each) pruned while a writer on another"
+        " connection moves a running task on; then claim_due, as every Fleet runs it four times per"
+        f" Policy.takeover_after, over {config.live:,} live tasks none of which is due (median of"
+        f" {config.looks}).",
         REFS,
     )
+    why_not = unreachable(server_dsn())
+    kinds: list[tuple[str, Callable[[UpkeepConfig], Any]]] = [("sqlite", sqlite_stores)]
+    if why_not is None:
+        kinds.append(("postgres", postgres_stores))
+    else:
+        section.notes.append(f"PostgreSQL not measured: no server answered ({why_not}).")
+    for kind, stores in kinds:
+        with stores(config) as (store, writer, size):
+            _measure(section, config, kind, store, writer, size)
+    return section
+
+
+def _measure(
+    section: Section, config: UpkeepConfig, kind: str, store: Store, writer: Store, size: Callable[[], int]
+) -> None:
     interval = Policy().takeover_after / 4
-    with sqlite_stores(config) as (store, writer, size):
-        say(f"upkeep: claim_due over {config.live:,} live tasks")
-        look = section.add(
-            Figure(
-                f"upkeep.sqlite.{config.live}.ms_per_look",
-                f"claim_due over {config.live:,} live tasks, SQLite",
-                "ms",
-                look_cost(store, config.looks) * 1000,
-                {"interval": interval * 1000},
-            )
+    name = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[kind]
+    say(f"upkeep: {name}, claim_due over {config.live:,} live tasks")
+    look = section.add(
+        Figure(
+            f"upkeep.{kind}.{config.live}.ms_per_look",
+            f"claim_due over {config.live:,} live tasks, {name}",
+            "ms",
+            look_cost(store, config.looks) * 1000,
+            {"interval": interval * 1000},
         )
-        entries = config.stopped * config.entries
-        per_entry = section.add(
-            Figure(
-                "upkeep.sqlite.bytes_per_entry",
-                "file bytes per journal entry (with its task's row), SQLite",
-                "B",
-                size() / entries,
-            )
+    )
+    per_entry = section.add(
+        Figure(
+            f"upkeep.{kind}.bytes_per_entry",
+            f"bytes on disk per journal entry (with its task's row), {name}",
+            "B",
+            size() / (config.stopped * config.entries),
         )
-        say(f"upkeep: prune {config.stopped:,} stopped tasks while writing")
-        took, waits, result = prune_while_writing(store, writer)
-        batches = max(1, -(-result.tasks // PRUNE_BATCH))
-        section.add(
-            Figure(
-                "upkeep.sqlite.prune_tasks_per_s",
-                "tasks pruned a second, SQLite",
-                "tasks/s",
-                result.tasks / took,
-            )
+    )
+    say(f"upkeep: {name}, prune {config.stopped:,} stopped tasks while writing")
+    took, waits, result = prune_while_writing(store, writer)
+    batches = max(1, -(-result.tasks // PRUNE_BATCH))
+    section.add(
+        Figure(
+            f"upkeep.{kind}.prune_tasks_per_s",
+            f"tasks pruned a second, {name}",
+            "tasks/s",
+            result.tasks / took,
         )
-        wait = section.add(
-            Figure(
-                "upkeep.sqlite.writer_longest_wait_ms",
-                "a writer's longest wait during the prune, SQLite",
-                "ms",
-                max(waits) * 1000,
-                {"batch": took / batches * 1000},
-            )
+    )
+    wait = section.add(
+        Figure(
+            f"upkeep.{kind}.writer_longest_wait_ms",
+            f"a writer's longest wait during the prune, {name}",
+            "ms",
+            max(waits) * 1000,
+            {"batch": took / batches * 1000},
         )
+    )
     ratio = wait.ratio("batch")
     section.goals.append(
         Goal(
-            "upkeep.sqlite.prune_lets_writers_in",
-            f"a writer waits at most {WAIT_BATCHES:g} batches' share of a prune",
+            f"upkeep.{kind}.prune_lets_writers_in",
+            f"{name}: a writer waits at most {WAIT_BATCHES:g} batches' share of a prune",
             f"longest wait {wait.value:,.0f} ms = {ratio:,.2f} x a batch's share"
             if ratio
             else "not measured",
@@ -213,15 +298,16 @@ def run(config: UpkeepConfig) -> Section:
     share = None if look.value is None else look.value / (interval * 1000)
     section.goals.append(
         Goal(
-            f"upkeep.sqlite.{config.live}.look_share",
-            f"a look for overdue tasks costs at most {SWEEP_SHARE:.0%} of the interval between looks",
+            f"upkeep.{kind}.{config.live}.look_share",
+            f"{name}: a look for overdue tasks over {config.live:,} live tasks costs at most"
+            f" {SWEEP_SHARE:.0%} of the interval between looks",
             "not measured" if share is None else f"{look.value:,.1f} ms per {interval:g} s = {share:.2%}",
             None if share is None else share <= SWEEP_SHARE,
         )
     )
+    day = 2_000 * 720 * 24
     section.notes.append(
-        f"A day of 2,000 streams' segments (720 an hour each) is {2_000 * 720 * 24:,} entries: about"
-        f" {2_000 * 720 * 24 * (per_entry.value or 0) / 2**30:,.1f} GiB of SQLite at this size per entry,"
-        " before retention lets the ended tasks go."
+        f"{name}: a day of 2,000 streams' segments (720 an hour each) is {day:,} entries, about"
+        f" {day * (per_entry.value or 0) / 2**30:,.1f} GiB at this size per entry, until retention lets"
+        " the ended tasks go."
     )
-    return section
