@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._health import Health
 from ._metrics import INSTALL_HINT, Metrics
@@ -57,9 +57,7 @@ class OpsApplication:
         self.receiver = receiver
         self.health = health
         self.metrics = metrics
-        # Bound once, after the application configured structlog: a filtered level then costs one
-        # call that does nothing, and the path is masked only for a line that is written.
-        self._log = structlog.get_logger("streamlife").bind()
+        self._log = get_logger()
         self._scrapes = ThreadPoolExecutor(1, thread_name_prefix="streamlife-metrics")
 
     def close(self) -> None:

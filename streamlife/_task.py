@@ -10,13 +10,12 @@ of one task; a task is not itself thread-safe.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
-import structlog
+from streamlife._logging import debug_enabled, get_logger
 
 from ._billing import billed_seconds
 from ._clock import SYSTEM_CLOCK, Clock
@@ -42,7 +41,7 @@ from .lifecycle import (
     TaskState,
 )
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay unique across threads
 
 # The segment self-loop is the hot path: it logs at debug, everything else at info (a rendered
@@ -227,7 +226,7 @@ class StreamTask:
         at = self.clock.now()
         outcome = Outcome.APPLIED if self._add_segment(segment) else Outcome.DUPLICATE
         self.history.record(at, "segment", before, before, outcome, data)
-        if _debug_enabled() and not _replaying.get():  # a segment logs at debug only
+        if debug_enabled() and not _replaying.get():  # a segment logs at debug only
             self._announce("segment", before, outcome)
         return outcome
 
@@ -439,7 +438,7 @@ class StreamTask:
         if outcome.kind is OutcomeKind.REJECTED:
             emit = _log.warning
         elif trigger in _QUIET_TRIGGERS or outcome.kind is OutcomeKind.DUPLICATE:
-            if not _debug_enabled():
+            if not debug_enabled():
                 return  # the hot path: not even the event's fields are built
             emit = _log.debug
         else:
@@ -516,27 +515,6 @@ class StreamTask:
             return False
         self.stalled = True
         return True
-
-
-_debug_answer: tuple[object, bool] = (None, True)  # (the wrapper class it was asked of, the answer)
-
-
-def _debug_enabled() -> bool:
-    """Whether a debug event would be kept: False only when the configured wrapper class says it
-    filters debug out (structlog's filtering bound loggers, the usual production set-up). Asked of
-    the configuration every time, since the application may configure structlog after import;
-    the answer is kept per wrapper class. Anything else (stdlib loggers decide per logger) is True,
-    and the event is built and handed over as before."""
-    global _debug_answer
-    wrapper = structlog.get_config()["wrapper_class"]
-    asked_of, answer = _debug_answer
-    if wrapper is not asked_of:
-        try:
-            answer = bool(wrapper.is_enabled_for(None, logging.DEBUG))  # a class-level level check
-        except Exception:
-            answer = True
-        _debug_answer = (wrapper, answer)
-    return answer
 
 
 def _check_task_id(trigger: str, task_id: object) -> None:

@@ -12,13 +12,13 @@ import threading
 import time
 from typing import Final, Protocol
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._clock import Clock
 
 DEFAULT_INTERVAL: Final = 1.0  # real seconds between two ticks at most, as Fleet.run_timers
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 class Ticking(Protocol):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._callbacks import parse_callback
 from ._events import Outcome
@@ -45,7 +45,7 @@ ReplayResult = tuple[int, Outcome | CallbackError]
 
 _PAGE: Final = 100  # letters read at a time: each may hold up to DEAD_LETTER_MAX_BODY bytes
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 def replay_dead_letters(fleet: Fleet, ids: Iterable[int] | None = None) -> list[ReplayResult]:

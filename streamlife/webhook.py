@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._events import Outcome, OutcomeKind
 from ._handoff import Handoff
@@ -82,7 +82,7 @@ MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must no
 ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 AsgiMessage = MutableMapping[str, Any]

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Final, Protocol
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._connections import Connection, ConnectionTable, Phase, descriptor_budget
 from ._request import HEAD_END, MAX_HEAD, Head, Malformed, parse_head
@@ -47,7 +47,7 @@ _LONGEST_WAIT: Final = 1.0
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 class Application(Protocol):

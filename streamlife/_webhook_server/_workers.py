@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import structlog
+from streamlife._logging import get_logger
 
 from ._connections import Connection
 from ._request import Head
@@ -25,7 +25,7 @@ from ._response import Response, json_response
 
 _FAILED: Final = json_response(500, error="the callback could not be applied")
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 Apply = Callable[[bytes, dict[str, str]], Response]
 

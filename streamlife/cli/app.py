@@ -22,13 +22,15 @@ from .render import printable
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_logged(args.command, args.log_level, lambda: COMMANDS[args.command](args))
+    return run_logged(
+        args.command, args.log_level, lambda: COMMANDS[args.command](args), log_format=args.log_format
+    )
 
 
-def run_logged(command: str, log_level: str, run: Callable[[], int]) -> int:
-    """Set up logging at ``log_level``, ``run`` the command, and turn what ended it into an exit
-    code: here, and in each process ``serve --workers`` starts."""
-    _configure_logging(log_level)
+def run_logged(command: str, log_level: str, run: Callable[[], int], *, log_format: str = "console") -> int:
+    """Set up logging at ``log_level`` in ``log_format``, ``run`` the command, and turn what ended it
+    into an exit code: here, and in each process ``serve --workers`` starts."""
+    _configure_logging(log_level, log_format)
     # psycopg's pool warns on every failed connection attempt; the error that ends them says enough.
     logging.getLogger("psycopg").setLevel(logging.DEBUG if log_level == "debug" else logging.CRITICAL)
     try:
@@ -54,14 +56,25 @@ def run_logged(command: str, log_level: str, run: Callable[[], int]) -> int:
         return EXIT_PROBLEM
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "console") -> None:
     """The command line is an application, so it may choose how log events render; the library never
-    does. Its events carry task_ids, errors and payloads that others wrote: shown escaped."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.StackInfoRenderer(),
+    does. Its events carry task_ids, errors and payloads that others wrote: shown escaped on a
+    console, and JSON escapes them itself."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if log_format == "json":
+        processors = [
+            *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors = [
+            *shared,
             structlog.dev.set_exc_info,
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
             _printable_event,
@@ -69,7 +82,9 @@ def _configure_logging(level: str) -> None:
                 colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ,
                 exception_formatter=_printable_traceback,
             ),
-        ],
+        ]
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )

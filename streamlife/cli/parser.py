@@ -69,12 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="memories.ai live streams as explicit state machines.",
         epilog="Exit codes: 0 success, 1 the command found a problem, 2 bad usage.",
     )
-    parser.add_argument(
-        "--log-level",
-        default="error",
-        choices=["debug", "info", "warning", "error"],
-        help="show streamlife's own log events at this level and above (default: error)",
-    )
+    _logging_options(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"streamlife {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -322,7 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--json", action="store_true", help="print JSON: what went (or would go), and the cutoff"
     )
+    for command in commands.choices.values():  # (also after the command: `serve --log-level info`)
+        _logging_options(command, defaults=False)
     return parser
+
+
+def _logging_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--log-level`` and ``--log-format``: on the main parser with their defaults, and on each
+    command's without, so that one given after the command overrides one given before it."""
+    parser.add_argument(
+        "--log-level",
+        default="error" if defaults else argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="show streamlife's own log events at this level and above (default: error)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="console" if defaults else argparse.SUPPRESS,
+        choices=["console", "json"],
+        help="log events as lines for people (console, the default) or one JSON object a line (json)",
+    )
 
 
 def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

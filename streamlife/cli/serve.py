@@ -65,6 +65,7 @@ class ServeSettings:
     sim: bool
     sim_port: int
     log_level: str
+    log_format: str
     request_timeout: float  # the builtin server's
     max_connections: int  # the builtin server's
     uvicorn: UvicornSettings | None
@@ -97,7 +98,8 @@ def serve_worker(settings: ServeSettings, sock: socket.socket, index: int) -> in
     process would, and end as the command line would."""
     from .app import run_logged
 
-    return run_logged("serve", settings.log_level, lambda: _serve(settings, sock, index))
+    level, log_format = settings.log_level, settings.log_format
+    return run_logged("serve", level, lambda: _serve(settings, sock, index), log_format=log_format)
 
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
@@ -126,6 +128,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         sim=args.sim,
         sim_port=args.sim_port,
         log_level=args.log_level,
+        log_format=args.log_format,
         request_timeout=DEFAULT_REQUEST_TIMEOUT if args.request_timeout is None else args.request_timeout,
         max_connections=DEFAULT_MAX_CONNECTIONS if args.max_connections is None else args.max_connections,
         uvicorn=uvicorn_settings,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
-
 from streamlife._callbacks import CallbackEvent
 from streamlife._clock import Clock
 from streamlife._events import Outcome, Segment, StatusCallback, StatusMeaning
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife.lifecycle import STATUS_TRIGGERS, TERMINAL
 
@@ -16,7 +15,7 @@ from ._moves import Mover
 from ._notices import Notices
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(slots=True, eq=False)

@@ -31,13 +31,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import structlog
-
 from streamlife._billing import Exposure
 from streamlife._callbacks import CallbackEvent
 from streamlife._clock import SYSTEM_CLOCK, Clock
 from streamlife._events import ForeignCallback, Outcome, OutcomeKind, Segment, StreamKind
 from streamlife._history import HistoryEntry
+from streamlife._logging import get_logger
 from streamlife._policy import Policy, check_max_duration
 from streamlife._task import StreamTask
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
@@ -62,7 +61,7 @@ from ._timers import Timers
 from ._tracked import Tracked
 from ._workers import Backoff, Workers
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 TransitionHook = TypeVar("TransitionHook", bound=Callable[[StreamTask, HistoryEntry], None])
 SegmentHook = TypeVar("SegmentHook", bound=Callable[[StreamTask, Segment], None])

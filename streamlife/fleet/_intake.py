@@ -7,12 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from streamlife._callbacks import CallbackEvent, parse_callback
 from streamlife._clock import Clock
 from streamlife._events import ForeignCallback, Outcome, OutcomeKind
 from streamlife._jsontext import dead_letter_body
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife.errors import CallbackError
 from streamlife.store import Store
@@ -24,7 +23,7 @@ from ._orphans import Orphans
 from ._registry import Registry
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 Payload = bytes | str | Mapping[str, Any]
 

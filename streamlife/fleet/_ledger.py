@@ -18,18 +18,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
-import structlog
-
 from streamlife._clock import Clock
 from streamlife._events import Outcome
 from streamlife._journal import entry_for, rebuild, replay, reset, row_for
+from streamlife._logging import get_logger
 from streamlife.lifecycle import TERMINAL, TRIGGERS, Source, TaskState
 from streamlife.store import NO_DUE, Due, JournalEntry, Store, TaskRow
 
 from ._registry import Registry
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 _KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of an orphan's guessed kind
 # A NamedTuple's constructor is a Python function; tuple's own makes the same record faster, and

@@ -13,10 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import structlog
-
 from streamlife._events import Outcome
 from streamlife._journal import transcript_reader
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.store import Store, TaskRow
@@ -27,7 +26,7 @@ from ._registry import Registry
 from ._timers import Timers
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 # Up to this many tasks, ``catch_up`` reads each one's row; past it, one scan of the unfinished rows.
 _READ_EACH: Final = 32

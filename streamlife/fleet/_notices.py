@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from streamlife._events import ForeignCallback
+from streamlife._logging import get_logger
 
 from ._tracked import Hooks, Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(slots=True, eq=False)

@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import structlog
-
 from streamlife._callbacks import CallbackEvent, StreamEvent
 from streamlife._clock import Clock
 from streamlife._events import ForeignCallback, Outcome, OutcomeKind, ProviderEvent, Segment, StreamKind
 from streamlife._journal import decode_event, encode_event
+from streamlife._logging import get_logger
 from streamlife._parking import Parked, ParkingLot, Ticket
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
@@ -32,7 +31,7 @@ from ._registry import Registry
 from ._stopper import Stopper
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,8 @@ to stop it (``lifecycle.AUTO_STOPS``), and ended before that stop was journaled,
 
 from __future__ import annotations
 
-import structlog
-
 from streamlife._events import Outcome
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.errors import RecordedError
@@ -25,7 +24,7 @@ from ._registry import Registry
 from ._stopper import Stopper, due_stop
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 def recover(

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-import structlog
-
 from streamlife._clock import Clock
 from streamlife._events import Outcome
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife.errors import (
     CapacityError,
@@ -39,7 +38,7 @@ from ._timers import Timers
 from ._tracked import Tracked
 from ._workers import Backoff, Workers
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 # Why a task whose start answer came is uncertain all the same: the answer could not be journaled.
 UNJOURNALED_START: Final = "the start answer came but could not be journaled"

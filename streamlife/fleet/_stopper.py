@@ -12,10 +12,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import structlog
-
 from streamlife._clock import Clock
 from streamlife._events import Outcome, StreamKind
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.errors import RecordedError, TaskNotFoundError, TransportError
@@ -29,7 +28,7 @@ from ._timers import Timers
 from ._tracked import Tracked
 from ._workers import Backoff, Workers
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(slots=True, eq=False)

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-import structlog
-
 from streamlife._clock import Clock
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife.store import Store
 
@@ -28,7 +27,7 @@ from ._registry import Registry
 from ._stopper import Stopper
 from ._timers import Timers
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 _CLAIM_BATCH: Final = 100  # tasks claimed in one go: another process claims the rest meanwhile
 _SWEEPS: Final = 4  # looks for overdue tasks per Policy.takeover_after

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import structlog
-
 from streamlife._clock import Clock
 from streamlife._events import Outcome
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife.lifecycle import AUTO_STOPS, DEADLINE_TRIGGERS, Deadline, StopReason, TaskState
 
@@ -29,7 +28,7 @@ from ._takeover import Takeover
 from ._timers import Timers
 from ._tracked import Tracked
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 # What a silence timer that finds the task heard from (here, or in another process) returns.
 _HEARD: Final = Outcome.rejected("heard from since the silence timer was armed")

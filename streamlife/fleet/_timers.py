@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
 from streamlife._clock import Clock
 from streamlife._deadlines import Deadlines
+from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.lifecycle import STOP_DUE, TERMINAL, Deadline, TaskState, deadlines_for
@@ -27,7 +26,7 @@ from ._registry import Registry
 from ._tracked import NO_DEADLINES, Tracked
 from ._workers import longest_wait
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(slots=True, eq=False)

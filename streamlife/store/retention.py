@@ -12,16 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-import structlog
-
 from streamlife._clock import SYSTEM_CLOCK, Clock
+from streamlife._logging import get_logger
 from streamlife._repeating import repeating
 
 from .base import Store
 
 EVERY: Final = 3600.0  # real seconds between two prunes: a day's retention moves on by an hour at most
 
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @contextmanager

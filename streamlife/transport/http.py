@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import requests
-import structlog
 import urllib3.exceptions
 
 from streamlife._events import StartResult, StopResult, StreamKind
+from streamlife._logging import get_logger
 from streamlife.errors import (
     MalformedAnswerError,
     NotSentError,
@@ -49,7 +49,7 @@ from ._reading import ACCEPT_ENCODING, UnreadableBody, read_body
 DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
 DEFAULT_MAX_ANSWER: Final = 1024 * 1024  # bytes of an answer, once decompressed; the API's are small
 DEFAULT_TOTAL_TIMEOUT: Final = 20.0  # seconds for one request, from sending to its answer's last byte
-_log = structlog.get_logger("streamlife")
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)
