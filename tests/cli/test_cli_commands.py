@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -59,16 +59,17 @@ def json_of(result: subprocess.CompletedProcess[str]) -> Any:
 class Served:
     """`streamlife serve` running in a subprocess; its stderr read line by line from a thread."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: subprocess.Popen[str], stream: IO[str] | None = None) -> None:
         self.process = process
+        self._stream = process.stderr if stream is None else stream  # (the one it prints to)
         self.seen: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+        assert self._stream is not None
+        for line in self._stream:
             self._lines.put(line)
         self._lines.put(None)
 
@@ -90,9 +91,9 @@ class Served:
                 return found
         raise AssertionError(f"serve never said {pattern!r}; it said:\n{''.join(self.seen)}")
 
-    def terminate(self) -> int:
+    def terminate(self, timeout: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        return self.process.wait(timeout=timeout)
 
 
 @contextmanager

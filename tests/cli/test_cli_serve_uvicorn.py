@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,45 +31,21 @@ from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import Store, open_store
 
-from .test_cli_commands import environment, streamlife
+from .test_cli_commands import Served, environment, streamlife
 
 TOKEN = "serve-token-0123456789abcdef"
 KEY = "sk-mai-serve-test"
 
 
-class Server:
+class Server(Served):
     """`streamlife serve` in a subprocess; everything it prints (stdout and stderr) kept, line by line."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(process, process.stdout)
         self.port = 0
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        for said in self.seen:
-            if found := re.search(pattern, said):
-                return found
-        give_up_at = time.monotonic() + timeout
-        while (left := give_up_at - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"serve never said {pattern!r}; it said:\n{''.join(self.seen)}")
+        return super().wait_for(pattern, timeout)
 
     def output(self) -> str:
         """Everything printed so far (the whole of it once the process has ended)."""
@@ -84,9 +59,8 @@ class Server:
                 self.seen.append(line)
         return "".join(self.seen)
 
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+    def terminate(self, timeout: float = 60.0) -> int:
+        return super().terminate(timeout)
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None

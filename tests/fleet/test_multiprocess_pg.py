@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from streamlife import ManualClock
@@ -40,7 +39,8 @@ from streamlife._journal import rebuild
 from streamlife.lifecycle import TaskState
 from streamlife.protocol import Payload
 from streamlife.sim import Faults, SimulatedService, serve_http
-from streamlife.store import JournalEntry, Store, TaskRow, open_store
+from streamlife.store import JournalEntry, TaskRow
+from tests.fleet.conftest import opened
 from tests.fleet_worker import Worker
 
 KEY = "sk-mai-multiprocess"
@@ -50,24 +50,6 @@ SETTLE_WITHIN = 30.0  # real seconds
 BURST = 50
 
 Triple = tuple[str, int, bool]  # (task_id, segment_index, final)
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The shared store: a fresh PostgreSQL database (``pg_store_dsn``), or a SQLite file."""
-    if request.param == "postgres":
-        dsn: str = request.getfixturevalue("pg_store_dsn")
-        return f"postgres:{dsn}"
-    return f"sqlite:{tmp_path / 'shared.db'}"
-
-
-@contextmanager
-def opened(url: str) -> Iterator[Store]:
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @dataclass

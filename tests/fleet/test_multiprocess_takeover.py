@@ -27,13 +27,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import requests
 
 from streamlife import ManualClock
 from streamlife.protocol import Payload
 from streamlife.sim import SimulatedService, serve_http
-from streamlife.store import Store, open_store
+from streamlife.store import Store
+from tests.fleet.conftest import opened
 from tests.fleet_worker import Worker
 
 KEY = "sk-mai-takeover"
@@ -51,14 +51,6 @@ WITHIN = 2 * (
     + FINAL_CALLBACK_WAIT
     + 1.25 * TAKEOVER_AFTER
 )
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        dsn: str = request.getfixturevalue("pg_store_dsn")
-        return f"postgres:{dsn}"
-    return f"sqlite:{tmp_path / 'shared.db'}"
 
 
 class Webhooks:
@@ -208,12 +200,3 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
             clock.close()
             for worker in workers:
                 worker.close()
-
-
-@contextmanager
-def opened(url: str) -> Iterator[Store]:
-    store = open_store(url)
-    try:
-        yield store
-    finally:
-        store.close()
