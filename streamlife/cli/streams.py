@@ -18,7 +18,7 @@ from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import transport_for
 from .exits import EXIT_OK, Problem, Usage
-from .render import print_fields, print_table, print_task, tasks_table
+from .render import plural, print_fields, print_table, print_task, tasks_table
 from .stores import check_store_url, find_task, opened, row_json
 
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
@@ -38,11 +38,11 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([row_json(row) for row in rows], indent=2))
         return EXIT_OK
-    which = "tasks" if args.all else "unfinished tasks"
+    which = "task" if args.all else "unfinished task"
     if not rows:
-        print(f"no {which} in {shown}" + ("" if args.all else " (--all shows the terminal ones too)"))
+        print(f"no {which}s in {shown}" + ("" if args.all else " (--all shows the terminal ones too)"))
         return EXIT_OK
-    print_table(tasks_table(rows, f"{len(rows)} {which} in {shown}"))
+    print_table(tasks_table(rows, f"{plural(len(rows), which)} in {shown}"))
     return EXIT_OK
 
 

@@ -200,6 +200,7 @@ def test_streams_started_stopped_and_recovered_across_processes(tmp_path: Path) 
         again.wait_for(r"recovered 1 task from")
         unfinished = json_of(streamlife("status", "--store", store, "--json", cwd=tmp_path))
         assert [row["key"] for row in unfinished] == [video["key"]]
+        assert "1 unfinished task in" in streamlife("status", "--store", store, cwd=tmp_path).stdout
         assert again.terminate() == 0
 
 
