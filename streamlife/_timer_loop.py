@@ -1,7 +1,7 @@
 """The Fleet's timers run from a thread that says when it last ticked: what ``/healthz`` reads.
 
-``Fleet.run_timers`` does the same job and keeps nothing to show for it. A server behind a load
-balancer must be able to tell that its timers still run: a Fleet whose timer thread died takes
+``Fleet.run_timers`` runs one; ``serve`` keeps its own, to read. A server behind a load balancer
+must be able to tell that its timers still run: a Fleet whose timer thread died takes
 callbacks and answers 200, and no stop is ever retried, no final wait ever runs out. This loop uses
 the Fleet's public ``tick`` and ``next_deadline`` alone, and stamps each turn.
 """

@@ -22,7 +22,6 @@ slow stop never stalls a callback. docs/architecture.md draws the data paths.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 import uuid
 from collections import Counter
@@ -39,6 +38,7 @@ from streamlife._history import HistoryEntry
 from streamlife._logging import get_logger
 from streamlife._policy import Policy, check_max_duration
 from streamlife._task import StreamTask
+from streamlife._timer_loop import TimerLoop
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
 from streamlife.lifecycle import STOP_DUE, TaskState
 from streamlife.protocol import PROVIDERS, URL_FIELD
@@ -266,9 +266,8 @@ class Fleet:
                 except Exception as error:
                     stopper.want(tracked)
                     failures.append((tracked.task, error))
-                    running = (
-                        tracked.task.state is TaskState.RUNNING or tracked.stale
-                    )  # (stale: maybe running)
+                    # (stale: maybe running)
+                    running = tracked.task.state is TaskState.RUNNING or tracked.stale
                     if tracked.task.task_id is not None and running:
                         unjournaled.append((tracked.task.task_id, (tracked.task.kind,)))
             if workers.threaded:
@@ -355,27 +354,8 @@ class Fleet:
     def run_timers(self, *, interval: float = 1.0) -> Iterator[Fleet]:
         """Call ``tick`` from a background thread while the block runs, at least every ``interval``
         real seconds and at each deadline. A tick that raises is logged and the thread goes on."""
-        if not interval > 0:
-            raise ValueError(f"interval must be positive seconds, got {interval!r}")
-        done = threading.Event()
-
-        def loop() -> None:
-            while not done.is_set():
-                try:
-                    self.tick()
-                except Exception:
-                    _log.exception("streamlife.tick_failed")
-                soonest = self.next_deadline()
-                pause = interval if soonest is None else soonest - self.clock.now()
-                done.wait(min(interval, max(pause, 0.001)))
-
-        thread = threading.Thread(target=loop, name="streamlife-timers", daemon=True)
-        thread.start()
-        try:
+        with TimerLoop(self, interval=interval):
             yield self
-        finally:
-            done.set()
-            thread.join()
 
     # -- after a restart ---------------------------------------------------------------------------
     def recover(self) -> list[StreamTask]:
