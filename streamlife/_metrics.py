@@ -191,23 +191,3 @@ class _StoreFigures:
 
 def _seconds(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def start_syncing(metrics: Metrics) -> Callable[[], None]:
-    """Sync ``metrics`` every ``SYNC_EVERY`` seconds from a daemon thread; returns the function that
-    stops it (after one last sync)."""
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.wait(SYNC_EVERY):
-            metrics.sync()
-        metrics.sync()
-
-    thread = threading.Thread(target=loop, name="streamlife-metrics", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        done.set()
-        thread.join()
-
-    return stop

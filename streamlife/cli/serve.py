@@ -20,7 +20,7 @@ import structlog
 
 from streamlife._clock import ManualClock
 from streamlife._health import Health
-from streamlife._metrics import Metrics, Source, start_syncing
+from streamlife._metrics import SYNC_EVERY, Metrics, Source
 from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
@@ -282,18 +282,14 @@ def _ops_application(
     receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet
 ) -> Iterator[OpsApplication]:
     """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra)."""
-    metrics = None
-    stop_syncing = None
-    if metrics_available():
-        metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
-        stop_syncing = start_syncing(metrics)
-    app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
-    try:
+    with ExitStack() as stack:
+        metrics = None
+        if metrics_available():
+            metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
+            stack.enter_context(repeating(metrics.sync, SYNC_EVERY, "streamlife-metrics"))
+        app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
+        stack.callback(app.close)
         yield app
-    finally:
-        if stop_syncing is not None:
-            stop_syncing()
-        app.close()
 
 
 def _leave(fleet: Fleet, store: Store, shown: str, stop_wait: float) -> int:
