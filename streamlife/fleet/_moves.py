@@ -142,6 +142,13 @@ class Mover:
         if limit is not None:
             task.bound_transcript(limit, transcript_reader(self.store, task.key or ""))
 
+    def renew(self, tracked: Tracked) -> None:
+        """With a store other processes share, write the task's row again as this process knows it,
+        with nothing to journal (``Ledger.renew``): so that it does not look overdue to them. Caller
+        holds the task's lock."""
+        if self.store.shared:
+            self.ledger.renew(tracked)
+
     def wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
         """Wait until every task of ``waiting`` is terminal, or ``give_up_at`` (monotonic) passes.
         With a shared store another process may settle a task (its status-14 callback may reach

@@ -90,7 +90,7 @@ class Takeover:
             reap = task.params is None and settle_owed(tracked, self.mover, self.policy)
             self.timers.take_over_stop(tracked, after=0.0)
             if tracked.version == version:  # nothing written: the row keeps the deadlines it was
-                self.mover.ledger.renew(tracked)  # claimed for, unless this holder writes its own
+                self.mover.renew(tracked)  # claimed for, unless this holder writes its own
         self.notices.deliver(tracked)
         if reap:
             self.stopper.send_soon(tracked, None)

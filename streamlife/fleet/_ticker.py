@@ -107,8 +107,8 @@ class Ticker:
                 if kind is Deadline.SILENCE:
                     if self._silence(tracked, now) is _HEARD:
                         self.timers.sync(tracked)  # heard from since it was armed: wait from then
-                        if tracked.heard_unjournaled and self.mover.store.shared:
-                            self.mover.ledger.renew(tracked)  # (else the row looks silent elsewhere)
+                        if tracked.heard_unjournaled:
+                            self.mover.renew(tracked)  # (else the row looks silent elsewhere)
                         return 0
                     stalled = _SILENCE_STOP if task.state is TaskState.RUNNING else ()
                     if (due := due_stop(task, self.policy, stalled)) is not None:
