@@ -39,7 +39,8 @@ def main() -> None:
             result = segment.moderation
             if result is not None and result.has_unsafe_content:
                 unsafe.append(segment.index or 0)
-                print(f"segment {segment.index} ({segment.start}-{segment.end} s): unsafe, see {result.video_url}")
+                when = f"{segment.start}-{segment.end} s"
+                print(f"segment {segment.index} ({when}): unsafe, see {result.video_url}")
 
         @fleet.on_transition
         def report(task: StreamTask, entry: HistoryEntry) -> None:

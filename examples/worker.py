@@ -47,7 +47,7 @@ def run(fleet: Fleet, streams: dict[str, str], seconds: float, wait: Callable[[f
 
     def name(task: StreamTask) -> str:
         # An orphan (a stream whose start answer was lost, adopted from its callbacks) has no URL.
-        return names.get(task.params.get("audio_url", ""), f"orphan {task.task_id}")
+        return names.get((task.params or {}).get("audio_url", ""), f"orphan {task.task_id}")
 
     @fleet.on_transition
     def announce(task: StreamTask, entry: HistoryEntry) -> None:
@@ -65,7 +65,8 @@ def run(fleet: Fleet, streams: dict[str, str], seconds: float, wait: Callable[[f
                 print(f"{name(task)}: first words: {segment.text!r}")
 
     tasks = [
-        fleet.start("audio", audio_url=url, provider="assemblyai", language_code="en") for url in streams.values()
+        fleet.start("audio", audio_url=url, provider="assemblyai", language_code="en")
+        for url in streams.values()
     ]
 
     wait(seconds)
