@@ -109,7 +109,7 @@ def live(api_key: str) -> None:
     # survive its own crash journals to SqliteStore and calls fleet.recover() first (README).
     with (
         Fleet(transport) as fleet,
-        serve_webhook(WebhookReceiver(fleet, token=token), host="0.0.0.0", port=port),
+        serve_webhook(WebhookReceiver(fleet, token=token), port=port),  # on 127.0.0.1, behind the proxy
         fleet.run_timers(),  # ticks from a thread: deadlines and retries, on the system clock
     ):
         run(fleet, streams, float(os.environ.get("WORKER_SECONDS", "60")), time.sleep)
