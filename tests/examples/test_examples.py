@@ -40,7 +40,8 @@ READY = 60.0  # real seconds a server may take to answer its first request befor
 def environment(**extra: str) -> dict[str, str]:
     """The test's environment without memories.ai's settings (an example with no key uses the
     simulator), plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MEMORIES_", "STREAMLIFE_"))}
+    ours = ("MEMORIES_", "STREAMLIFE_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -145,8 +146,10 @@ def test_the_worker_runs_against_an_api_over_http_with_its_own_webhook_server() 
         assert re.fullmatch(r"  stream 2: stopped, \d+ final segments", summary[1])
         assert "stream 1: first words: 'segment 0 of" in result.stdout  # a segment came by webhook
         assert face.service.billing() == []
-        ended = sorted((stream.end_status, stream.ended_at is not None) for stream in face.service.streams.values())
-        assert ended == [(14, True), (14, True)]  # both stopped by the worker's stop
+        streams_ended = [
+            (stream.end_status, stream.ended_at is not None) for stream in face.service.streams.values()
+        ]
+        assert streams_ended == [(14, True), (14, True)]  # both stopped by the worker's stop
         assert face.poster is not None
         assert face.poster.failures == []  # every webhook reached the worker's server
 
@@ -222,7 +225,8 @@ class App:
 def exercise(app: App) -> None:
     """Start an audio and a video stream through the application's API, let callbacks come by
     webhook, check the receiver's door, stop both through the API: each must end ``stopped``."""
-    audio = app.post("/streams", {"kind": "audio", "url": "rtmp://example.invalid/a", "provider": "assemblyai"})
+    audio_start = {"kind": "audio", "url": "rtmp://example.invalid/a", "provider": "assemblyai"}
+    audio = app.post("/streams", audio_start)
     assert audio.status_code == 201, audio.text
     assert audio.json()["state"] == "running"
     video = app.post(
