@@ -21,8 +21,9 @@ and the simulator on another loopback port, posting its webhooks to this applica
 
 Against memories.ai: set ``MEMORIES_API_KEY`` and ``STREAMLIFE_WEBHOOK_TOKEN`` (16 characters or
 more), then ``python examples/flask_app.py`` again, or run it in any WSGI server: Flask finds
-``create_app`` by itself (``flask --app examples/flask_app.py run``; gunicorn takes
-``'flask_app:create_app()'``). ``MEMORIES_API_URL`` points it at another base URL.
+``create_app`` by itself (``flask --app examples/flask_app.py run``; with gunicorn:
+``gunicorn --chdir examples 'flask_app:create_app()'``). ``MEMORIES_API_URL`` points it at
+another base URL.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ HTTP face, so this path runs there too, on loopback).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -69,7 +70,10 @@ def run(fleet: Fleet, streams: dict[str, str], seconds: float, wait: Callable[[f
         for url in streams.values()
     ]
 
-    wait(seconds)
+    try:
+        wait(seconds)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM): stop them all the same, or they bill on
+        print("interrupted: stopping every stream")
     fleet.stop_all()  # every request answered; the status-14 callbacks follow
     for _ in range(60):  # a failed stop is retried by the timers; give the stops a minute
         if not fleet.unsettled():
@@ -101,6 +105,7 @@ def simulated() -> None:
 
 
 def live(api_key: str) -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a supervisor's stop, as Ctrl-C
     token = os.environ["STREAMLIFE_WEBHOOK_TOKEN"]
     port = int(os.environ.get("STREAMLIFE_WEBHOOK_PORT", "8080"))
     streams = {f"stream {n}": url for n, url in enumerate(os.environ["WORKER_STREAMS"].split(), 1)}

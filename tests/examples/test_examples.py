@@ -154,6 +154,41 @@ def test_the_worker_runs_against_an_api_over_http_with_its_own_webhook_server() 
         assert face.poster.failures == []  # every webhook reached the worker's server
 
 
+def test_the_worker_stops_its_streams_when_it_is_told_to_quit() -> None:
+    port = free_port()
+    with simulator(f"http://127.0.0.1:{port}/memories/{TOKEN}") as face:
+        env = environment(
+            MEMORIES_API_KEY=API_KEY,
+            MEMORIES_API_URL=face.base_url,
+            STREAMLIFE_WEBHOOK_TOKEN=TOKEN,
+            STREAMLIFE_WEBHOOK_PORT=str(port),
+            WORKER_STREAMS="rtmp://example.invalid/live/a rtmp://example.invalid/live/b",
+            WORKER_SECONDS="3600",
+        )
+        worker = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "worker.py")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert face.poster is not None
+        deadline = time.monotonic() + READY
+        while len(face.poster.delivered) < 4:  # both streams are live: their segments came by webhook
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "no segment reached the worker"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)  # a supervisor stops the worker long before its hour
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        assert err == ""
+        assert "interrupted: stopping every stream\n" in out
+        assert "  stream 1: stopped," in out
+        assert "  stream 2: stopped," in out
+        assert face.service.billing() == []
+
+
 def test_the_pytest_example_passes_under_pytest() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "examples/test_example.py", "-q", "-p", "no:cacheprovider"],
