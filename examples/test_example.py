@@ -5,7 +5,7 @@ a virtual clock: ``advance(seconds)``, ``settle()``, ``billing()``) and ``fleet`
 to it) are in every test, with no conftest. ``@pytest.mark.memories(faults=..., seed=...,
 policy=...)`` turns on the simulator's faults (a preset, ``"default"`` or ``"all"``, or a
 ``Faults`` of your own) and sets the Fleet's timeouts. Virtual time makes minutes of streaming
-take milliseconds, and a seed makes a bad day repeat exactly.
+pass in a moment, and a seed makes a bad day repeat exactly.
 
 The code under test here is ``Captions``: it keeps one audio stream per room and collects each
 room's final transcript. Run the tests with::

@@ -9,7 +9,7 @@ segment per result, with no text, and ``segment.moderation`` reads the result
 ``result``, where logo detection's findings would be: the docs do not show their shape).
 
 This runs one camera for a simulated minute against streamlife's simulator of memories.ai, on
-virtual time (it takes well under a second), and prints each unsafe segment as the hook sees it::
+virtual time (a simulated minute passes in a moment), and prints each unsafe segment as the hook sees it::
 
     python examples/video_moderation.py
 

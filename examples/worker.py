@@ -6,7 +6,7 @@ its time is up, waits until each stop is confirmed (memories.ai bills a stream u
 prints a summary.
 
 By default it runs against streamlife's simulator of memories.ai, in-process and on virtual time:
-two simulated minutes take well under a second, with no network::
+two simulated minutes pass in a moment, with no network::
 
     python examples/worker.py
 
