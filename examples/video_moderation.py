@@ -8,8 +8,8 @@ segment per result, with no text, and ``segment.moderation`` reads the result
 (``has_unsafe_content``, ``frames_processed``, ``video_url``, and the whole of ``data.data`` as
 ``result``, where logo detection's findings would be: the docs do not show their shape).
 
-This runs one camera for a simulated minute against streamlife's simulator of memories.ai, on
-virtual time (a simulated minute passes in a moment), and prints each unsafe segment as the hook sees it::
+This runs one camera for a minute against streamlife's simulator of memories.ai, on
+virtual time (the minute passes in a moment), and prints each unsafe segment as the hook sees it::
 
     python examples/video_moderation.py
 
