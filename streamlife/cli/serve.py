@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final, TypeVar
 
-import structlog
-
 from streamlife._clock import ManualClock
 from streamlife._health import Health
 from streamlife._metrics import SYNC_EVERY, Metrics, Source
@@ -28,8 +26,7 @@ from streamlife._repeating import repeating
 from streamlife._timer_loop import TimerLoop
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.fleet import Fleet
-from streamlife.sim import Faults, SimulatedService, serve_http
-from streamlife.sim.http import WebhookPoster
+from streamlife.sim import Faults, RealTime, SimulatedService, WebhookPoster, serve_http
 from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
@@ -42,7 +39,6 @@ from .render import plural
 from .stores import check_store_url, open_url
 
 TOKEN_ENV: Final = "STREAMLIFE_WEBHOOK_TOKEN"
-SIM_TICK: Final = 0.1  # real seconds between two advances of `serve --sim`'s simulator
 
 Served = TypeVar("Served")
 
@@ -250,7 +246,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             poster = WebhookPoster(f"http://{_reachable(settings.host)}:{port}/{token}")
             service.on_callback(poster)
             stack.callback(poster.close)
-            stack.enter_context(_real_time(service))
+            stack.enter_context(RealTime(service))
             print(
                 f"streamlife serve: simulator API at {api_url} (try: streamlife start audio"
                 f" rtmp://example.invalid/live --sim {api_url} --store {shown})"
@@ -337,21 +333,6 @@ def _listening(server: AbstractContextManager[Served], host: str, port: int) -> 
 def _reachable(host: str) -> str:
     """Where a local client reaches a server listening on ``host``."""
     return "127.0.0.1" if host in ("", "0.0.0.0") else host
-
-
-@contextmanager
-def _real_time(service: SimulatedService) -> Iterator[None]:
-    """Move the simulator's virtual clock along with the wall clock, from a thread."""
-    log = structlog.get_logger("streamlife")
-
-    def advance() -> None:
-        try:
-            service.run_until(max(time.time(), service.clock.now()))
-        except Exception:
-            log.exception("streamlife.sim_failed")
-
-    with repeating(advance, SIM_TICK, "streamlife-sim-clock"):
-        yield
 
 
 @contextmanager
