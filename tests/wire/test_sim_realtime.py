@@ -44,12 +44,14 @@ def test_it_moves_the_clock_and_sends_the_callbacks_as_they_fall_due() -> None:
     service.on_callback(inbox)
     transport = SimTransport(service)
     task_id = transport.start(StreamKind.AUDIO, AUDIO).task_id
-    with RealTime(service, speed=200.0) as driver:
-        assert driver.running
+    driver = RealTime(service, speed=200.0)
+    assert not driver.running
+    with driver:
+        assert "running" in repr(driver)
         inbox.wait_for(0)  # a segment: 5 virtual seconds passed without anyone advancing the clock
         transport.stop(StreamKind.AUDIO, task_id)
         payloads = inbox.wait_for(14)
-    assert not driver.running
+    assert "idle" in repr(driver)
     indexes = [payload["data"]["segment_index"] for payload in payloads if "transcript" in payload["data"]]
     assert indexes == sorted(indexes)
     assert service.billing() == []
