@@ -20,8 +20,9 @@ def api_key() -> str:
     key = os.environ.get(API_KEY_ENV, "")
     if not key.strip():
         raise Usage(
-            f"{API_KEY_ENV} is not set (or is empty): export your memories.ai API key in it,"
-            " or use --sim with a simulator served by `streamlife serve --sim`"
+            f"{API_KEY_ENV} is not set (or is empty): export your memories.ai API key in it; against"
+            f" a simulator, the key it takes ({SIM_API_KEY} unless `streamlife sim serve` was given"
+            f" another in {API_KEY_ENV})"
         )
     return key.strip()
 

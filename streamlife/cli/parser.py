@@ -18,12 +18,13 @@ from streamlife.webhook import MIN_TOKEN_LENGTH
 
 from .api import API_KEY_ENV
 from .deadletters import run_deadletter
+from .environment import BASE_URL_ENV
 from .lifecycle import run_diagram, run_walk
 from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
 from .serve import SERVERS, TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
-from .stores import DEFAULT_STORE, run_journal
+from .stores import DEFAULT_STORE, STORE_ENV, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import (
     duration,
@@ -52,7 +53,7 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
 
 _STORE_HELP: Final = (
     "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
-    f" (default: {DEFAULT_STORE}, in the current directory)"
+    f" (default: ${STORE_ENV}, else {DEFAULT_STORE} in the current directory)"
 )
 
 
@@ -404,15 +405,16 @@ def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _store_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
+    # None: not given; ``environment.resolve`` reads STREAMLIFE_STORE then, and names it if it is bad.
+    command.add_argument("--store", metavar="URL", default=None, help=_STORE_HELP)
 
 
 def _api_url_option(where: argparse._ActionsContainer) -> None:
     where.add_argument(
         "--api-url",
         metavar="URL",
-        default=DEFAULT_BASE_URL,
-        help=f"memories.ai's API (default: {DEFAULT_BASE_URL})",
+        default=None,
+        help=f"memories.ai's API, or a simulator's (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
 
 
