@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Final
 
 from streamlife._clock import ManualClock
 from streamlife._health import Health
@@ -36,13 +34,10 @@ from .api import SIM_API_KEY, api_key
 from .exits import EXIT_OK, Problem, Usage
 from .production import UvicornSettings
 from .render import plural
+from .running import listening, reachable, until_signalled
 from .stores import check_store_url, open_url
 
 TOKEN_ENV: Final = "STREAMLIFE_WEBHOOK_TOKEN"
-
-Served = TypeVar("Served")
-
-
 SERVERS: Final = ("builtin", "uvicorn")
 
 
@@ -79,7 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
     sock = production.bind(settings.host, settings.port)
     limit = production.raise_descriptor_limit()
     stopping = threading.Event()
-    with _until_signalled(stopping):
+    with until_signalled(stopping):
         print(
             f"streamlife serve: webhooks at {production.url_of(sock)}/<token hidden>; uvicorn,"
             f" {settings.workers} workers on {mask_store_url(settings.store)}; descriptor limit {limit}",
@@ -184,7 +179,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     worker = f"worker {index}: " if supervised else ""
     with ExitStack() as stack:
         # First: a signal that comes while the tasks are taken back ends serve once it has started.
-        stack.enter_context(_until_signalled(stopping))
+        stack.enter_context(until_signalled(stopping))
         store = open_url(settings.store)
         stack.callback(store.close)
         service = None
@@ -195,7 +190,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             clock = ManualClock(time.time())
             service = SimulatedService(clock=clock, faults=faults, api_key=SIM_API_KEY)
             face = stack.enter_context(
-                _listening(
+                listening(
                     serve_http(service, host=settings.host, port=settings.sim_port),
                     settings.host,
                     settings.sim_port,
@@ -218,7 +213,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         receiver = WebhookReceiver(fleet, token=token)
         if settings.uvicorn is None:
             hook = stack.enter_context(
-                _listening(
+                listening(
                     serve_webhook(
                         receiver,
                         settings.host,
@@ -243,7 +238,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
-            poster = WebhookPoster(f"http://{_reachable(settings.host)}:{port}/{token}")
+            poster = WebhookPoster(f"http://{reachable(settings.host)}:{port}/{token}")
             service.on_callback(poster)
             stack.callback(poster.close)
             stack.enter_context(RealTime(service))
@@ -312,43 +307,3 @@ def _leave(fleet: Fleet, store: Store, shown: str, stop_wait: float) -> int:
     raise Problem(
         f"{plural(len(left), 'task')} not terminal after {stop_wait:g} s; their streams may bill: {ids}"
     )
-
-
-@contextmanager
-def _listening(server: AbstractContextManager[Served], host: str, port: int) -> Iterator[Served]:
-    """Enter a server's block; an address that cannot be listened on is bad usage."""
-    try:
-        running = server.__enter__()
-    except OSError as error:
-        raise Usage(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    try:
-        yield running
-    except BaseException:
-        if not server.__exit__(*sys.exc_info()):
-            raise
-    else:
-        server.__exit__(None, None, None)
-
-
-def _reachable(host: str) -> str:
-    """Where a local client reaches a server listening on ``host``."""
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
-
-
-@contextmanager
-def _until_signalled(stopping: threading.Event) -> Iterator[None]:
-    """Set ``stopping`` on SIGTERM or SIGINT; a second one acts as it would without this."""
-    wanted = (signal.SIGTERM, signal.SIGINT)
-    before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in wanted}
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        signal.signal(signum, before[signum])
-
-    for signum in wanted:
-        signal.signal(signum, handle)
-    try:
-        yield
-    finally:
-        for number, handler in before.items():
-            signal.signal(number, handler)
