@@ -13,7 +13,7 @@ from streamlife.transport.http import HttpTransport, RetryPolicy
 from .exits import Usage
 
 API_KEY_ENV: Final = "MEMORIES_API_KEY"
-SIM_API_KEY: Final = "sk-mai-simulated"  # what `serve --sim`'s simulator takes, and `--sim URL` sends
+SIM_API_KEY: Final = "sk-mai-simulated"  # what a simulator takes when MEMORIES_API_KEY is not set
 
 
 def api_key() -> str:
@@ -27,6 +27,12 @@ def api_key() -> str:
     return key.strip()
 
 
+def sim_key() -> str:
+    """The key a simulator takes and is sent: the one in MEMORIES_API_KEY, so that every command of a
+    dev loop reads the same variable; else ``SIM_API_KEY``."""
+    return os.environ.get(API_KEY_ENV, "").strip() or SIM_API_KEY
+
+
 def sim_url(url: str) -> str:
     """The simulator's API base URL: as printed by ``serve --sim``, or just its http://HOST:PORT."""
     parts = urlsplit(url)
@@ -37,5 +43,5 @@ def sim_url(url: str) -> str:
 
 def transport_for(args: argparse.Namespace, retry: RetryPolicy | None = None) -> HttpTransport:
     if args.sim is not None:
-        return HttpTransport(SIM_API_KEY, base_url=sim_url(args.sim), retry=retry)
+        return HttpTransport(sim_key(), base_url=sim_url(args.sim), retry=retry)
     return HttpTransport(api_key(), base_url=args.api_url, retry=retry)

@@ -16,7 +16,7 @@ from streamlife.sim._records import SIM_MODES
 from streamlife.transport.http import DEFAULT_BASE_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
 
-from .api import API_KEY_ENV
+from .api import API_KEY_ENV, SIM_API_KEY
 from .deadletters import run_deadletter
 from .environment import BASE_URL_ENV
 from .lifecycle import run_diagram, run_walk
@@ -24,6 +24,7 @@ from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
 from .serve import SERVERS, TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
+from .simulator import SIM_PORT, run_sim
 from .stores import DEFAULT_STORE, STORE_ENV, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import (
@@ -49,6 +50,7 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "journal": run_journal,
     "deadletter": run_deadletter,
     "prune": run_prune,
+    "sim": run_sim,
 }
 
 _STORE_HELP: Final = (
@@ -318,9 +320,88 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--json", action="store_true", help="print JSON: what went (or would go), and the cutoff"
     )
-    for command in commands.choices.values():  # (also after the command: `serve --log-level info`)
-        _logging_options(command, defaults=False)
+    _sim_commands(commands)
+    _after_the_command(commands)
     return parser
+
+
+def _after_the_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The logging options on every command's parser, and on its actions' (`sim serve --log-level
+    info`, `deadletter list --log-level info`), so they may follow the command's name."""
+    for command in commands.choices.values():
+        _logging_options(command, defaults=False)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _after_the_command(action)
+
+
+def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sim serve``: the simulator, served for your own code to talk to."""
+    sim = commands.add_parser(
+        "sim",
+        help="memories.ai's simulator, served for your code: sim serve",
+        description="memories.ai's simulator, for developing against: `sim serve` runs it on a stable"
+        " port, in real time, posting every stream's callbacks to your webhook.",
+    )
+    actions = sim.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser(
+        "serve",
+        help="serve the simulated API, its callbacks posted to --webhook, until SIGTERM/SIGINT",
+        description="Serve memories.ai's stream API, simulated, on HOST:PORT until SIGTERM or SIGINT:"
+        " start and stop streams there (point MEMORIES_BASE_URL or --api-url at it) and their callbacks"
+        " are posted to --webhook, every 5 seconds of the stream's life, as memories.ai posts them to the"
+        " account's webhook. Prints the API's URL on stdout. It takes the API key in"
+        f" {API_KEY_ENV}, or {SIM_API_KEY} when that is not set. At exit it says which streams were"
+        " never stopped.",
+    )
+    option = serve.add_argument
+    option(
+        "--webhook",
+        metavar="URL",
+        required=True,
+        help="where every callback is posted, as memories.ai's console webhook: the start request names"
+        " none. For `streamlife serve`: http://127.0.0.1:8080/<its token>",
+    )
+    option("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    option(
+        "--port",
+        type=port,
+        default=SIM_PORT,
+        help=f"port to listen on (default: {SIM_PORT}, the same every run; 0: any free)",
+    )
+    option(
+        "--faults",
+        choices=list(FAULT_PRESETS),
+        default="none",
+        help="fault preset, as simulate's (default: none)",
+    )
+    option("--seed", type=int, default=None, help="seed for the faults and the task_ids (default: random)")
+    option(
+        "--mode",
+        choices=list(SIM_MODES),
+        default="segments",
+        help="what audio streams send: 5-second segments, or their provider's own messages passed"
+        " through (default: segments)",
+    )
+    option(
+        "--speed",
+        type=positive_float,
+        default=1.0,
+        help="virtual seconds per real second: at 10 a segment comes every half second (default: 1)",
+    )
+    option(
+        "--max-streams",
+        metavar="N",
+        type=positive_int,
+        default=10_000,
+        help="live streams at once past which a start answers status 16, capacity (default: 10000)",
+    )
+    option(
+        "--redeliver",
+        action="store_true",
+        help="keep a callback the webhook failed to take, and send it again, in order, before newer ones"
+        " (memories.ai documents no redelivery: by default a failed callback is dropped)",
+    )
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

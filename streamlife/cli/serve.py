@@ -30,7 +30,7 @@ from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
 from . import production
-from .api import SIM_API_KEY, api_key
+from .api import api_key, sim_key
 from .exits import EXIT_OK, Problem, Usage
 from .production import UvicornSettings
 from .render import plural
@@ -104,7 +104,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         )
     if len(token) < MIN_TOKEN_LENGTH:
         raise Usage(f"the webhook token must be {MIN_TOKEN_LENGTH} characters or more, got {len(token)}")
-    key = SIM_API_KEY if args.sim else api_key()
+    key = sim_key() if args.sim else api_key()
     kind, _ = check_store_url(args.store)
     uvicorn_settings = _server_settings(args, kind)
     return ServeSettings(
@@ -188,7 +188,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             # earlier serve must not meet the same task_ids again.
             faults = Faults.none(seed=secrets.randbits(64))
             clock = ManualClock(time.time())
-            service = SimulatedService(clock=clock, faults=faults, api_key=SIM_API_KEY)
+            service = SimulatedService(clock=clock, faults=faults, api_key=settings.key)
             face = stack.enter_context(
                 listening(
                     serve_http(service, host=settings.host, port=settings.sim_port),
