@@ -216,11 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     face.add_argument(
         "--sim",
         action="store_true",
-        help="serve memories.ai's simulator (no faults, real time) in this process as well, its webhooks"
-        " posted here; its API URL is printed, for `streamlife start/stop --sim URL`",
+        help="serve memories.ai's simulator (real time; faults with --faults) in this process as well,"
+        " its webhooks posted here; its API URL is printed, for start and stop's --api-url (or"
+        " `streamlife sim serve` apart, for a stable port)",
     )
     serve.add_argument(
         "--sim-port", metavar="PORT", type=port, default=0, help="the simulator's port (default: any free)"
+    )
+    serve.add_argument(
+        "--faults",
+        choices=list(FAULT_PRESETS),
+        default=None,
+        help="with --sim: the simulator's fault preset, as simulate's and sim serve's (default: none)",
+    )
+    serve.add_argument(
+        "--mode",
+        choices=list(SIM_MODES),
+        default=None,
+        help="with --sim: what its audio streams send, as sim serve's (default: segments)",
     )
 
     start = commands.add_parser(

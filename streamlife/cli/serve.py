@@ -21,10 +21,11 @@ from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
 from streamlife._repeating import repeating
+from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.fleet import Fleet
-from streamlife.sim import Faults, RealTime, SimulatedService, WebhookPoster, serve_http
+from streamlife.sim import RealTime, SimMode, SimulatedService, WebhookPoster, serve_http
 from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
@@ -55,6 +56,8 @@ class ServeSettings:
     stop_wait: float
     sim: bool
     sim_port: int
+    sim_faults: str  # a preset's name: none, default, all
+    sim_mode: str  # segments, passthrough
     log_level: str
     log_format: str
     request_timeout: float  # the builtin server's
@@ -95,6 +98,10 @@ def serve_worker(settings: ServeSettings, sock: socket.socket, index: int) -> in
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not args.sim:
+        given = [name for name, value in (("--faults", args.faults), ("--mode", args.mode)) if value]
+        if given:
+            raise Usage(f"{', '.join(given)}: only with --sim (they shape the simulator it serves)")
     if not token and args.sim:
         token = secrets.token_urlsafe(24)  # the simulator is the only sender, and it is told
     if not token:
@@ -118,6 +125,8 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         stop_wait=args.stop_wait,
         sim=args.sim,
         sim_port=args.sim_port,
+        sim_faults=args.faults or "none",
+        sim_mode=args.mode or "segments",
         log_level=args.log_level,
         log_format=args.log_format,
         request_timeout=DEFAULT_REQUEST_TIMEOUT if args.request_timeout is None else args.request_timeout,
@@ -186,9 +195,10 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         if settings.sim:
             # A fresh seed each time: the simulator's task_ids follow from it, and a store kept from an
             # earlier serve must not meet the same task_ids again.
-            faults = Faults.none(seed=secrets.randbits(64))
+            faults = FAULT_PRESETS[settings.sim_faults](secrets.randbits(64))
             clock = ManualClock(time.time())
-            service = SimulatedService(clock=clock, faults=faults, api_key=settings.key)
+            mode: SimMode = "passthrough" if settings.sim_mode == "passthrough" else "segments"
+            service = SimulatedService(clock=clock, faults=faults, api_key=settings.key, mode=mode)
             face = stack.enter_context(
                 listening(
                     serve_http(service, host=settings.host, port=settings.sim_port),
@@ -243,11 +253,12 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             stack.callback(poster.close)
             stack.enter_context(RealTime(service))
             print(
-                f"streamlife serve: simulator API at {api_url} (try: streamlife start audio"
-                f" rtmp://example.invalid/live --sim {api_url} --store {shown})"
+                f"streamlife serve: simulator API at {api_url}, faults {settings.sim_faults} (try:"
+                " streamlife start audio rtmp://example.invalid/live --provider assemblyai --sim"
+                f" {api_url} --store {shown})"
                 if not isinstance(store, MemoryStore)
-                else f"streamlife serve: simulator API at {api_url} (a memory: store is this process's"
-                " alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
+                else f"streamlife serve: simulator API at {api_url}, faults {settings.sim_faults} (a"
+                " memory: store is this process's alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
                 file=sys.stderr,
             )
         print(
