@@ -258,7 +258,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 f" {api_url} --store {shown})"
                 if not isinstance(store, MemoryStore)
                 else f"streamlife serve: simulator API at {api_url}, faults {settings.sim_faults} (a"
-                " memory: store is this process's alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
+                " memory: store is this process's alone: streams other commands start are orphans here,"
+                " stopped after Policy.park_ttl)",
                 file=sys.stderr,
             )
         print(
