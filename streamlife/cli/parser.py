@@ -17,6 +17,7 @@ from streamlife.transport.http import DEFAULT_BASE_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
 
 from .api import API_KEY_ENV, SIM_API_KEY
+from .callbacks import CALLBACK_KINDS, run_send_callback
 from .deadletters import run_deadletter
 from .environment import BASE_URL_ENV
 from .lifecycle import run_diagram, run_walk
@@ -31,6 +32,7 @@ from .values import (
     duration,
     letter_id,
     letter_id_or_zero,
+    non_negative_int,
     param,
     port,
     positive_float,
@@ -51,6 +53,7 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "deadletter": run_deadletter,
     "prune": run_prune,
     "sim": run_sim,
+    "send-callback": run_send_callback,
 }
 
 _STORE_HELP: Final = (
@@ -334,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON: what went (or would go), and the cutoff"
     )
     _sim_commands(commands)
+    _send_callback_command(commands)
     _after_the_command(commands)
     return parser
 
@@ -415,6 +419,59 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="keep a callback the webhook failed to take, and send it again, in order, before newer ones"
         " (memories.ai documents no redelivery: by default a failed callback is dropped)",
     )
+
+
+def _send_callback_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser(
+        "send-callback",
+        help="post one memories.ai callback to a webhook, and show the answer",
+        description="Post one callback to URL, in the shape memories.ai sends it: a segment (an audio"
+        " transcript, partial or final, or a video moderation result), the status-14 stop callback, or"
+        " a status callback that ends the stream. The token (--token, or"
+        f" ${TOKEN_ENV}) goes in the X-Streamlife-Token header, which `streamlife serve` reads as it"
+        " reads the token at the end of the URL. Prints the answer's status and body; exits 1 unless"
+        " it is 2xx.",
+    )
+    option = send.add_argument
+    option("url", metavar="URL", help="the webhook: http://127.0.0.1:8080/<token> for `streamlife serve`")
+    option("--task", metavar="ID", required=True, help="the task_id the callback is about")
+    option("--kind", choices=CALLBACK_KINDS, required=True, help="what the callback says")
+    option(
+        "--stream",
+        choices=[kind.value for kind in StreamKind],
+        default="audio",
+        help="the stream's kind, which shapes the callback (default: audio)",
+    )
+    option(
+        "--index",
+        metavar="N",
+        type=non_negative_int,
+        default=None,
+        help="the segment's index, from 0 (default: 0); with --kind stopped or ended on audio, the last"
+        " segment's, which the callback then names",
+    )
+    option("--text", default=None, help="an audio segment's transcript (default: hello there)")
+    option("--partial", action="store_true", help="an audio segment's partial transcript, not its final")
+    option("--unsafe", action="store_true", help="a video segment found unsafe content")
+    option(
+        "--status",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --kind ended: the status (default: 12; memories.ai documents only 14, stopped by the"
+        " user, and 16, capacity reached: 12 is the simulator's stand-in for a source that ended)",
+    )
+    option(
+        "--token",
+        default=None,
+        help=f"the webhook's token, sent in the X-Streamlife-Token header (default: ${TOKEN_ENV}; none if"
+        " unset)",
+    )
+    option(
+        "--timeout", metavar="SECONDS", type=positive_float, default=10.0, help="give up after (default: 10)"
+    )
+    option("--dry-run", action="store_true", help="print the callback as JSON, and send nothing")
+    option("--json", action="store_true", help="print JSON: the answer's status and body, and what was sent")
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
