@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         default="memory:",
         help="journal the run's tasks in this store, which must hold no task yet: memory:, sqlite:PATH,"
-        " postgres:DSN (default: memory:); read it afterwards with `streamlife status --all`",
+        f" postgres:DSN (default: memory:; ${STORE_ENV} is not read here); read it afterwards with"
+        " `streamlife status --all`",
     )
     sim.add_argument(
         "--speed",
@@ -576,5 +577,6 @@ def _api_options(command: argparse.ArgumentParser) -> None:
         "--sim",
         metavar="URL",
         default=None,
-        help="talk to the simulator at URL (as printed by `streamlife serve --sim`) instead: no API key",
+        help="talk to the simulator at URL instead, with the key it takes ($MEMORIES_API_KEY, else"
+        f" {SIM_API_KEY}): as --api-url URL, but needing no key; URL may be just http://HOST:PORT",
     )
