@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --sim: what its audio streams send, as sim serve's (default: segments)",
     )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --sim: seed for its faults and task_ids, which repeat with it: use it with a fresh"
+        " store (default: a fresh seed each run)",
+    )
 
     start = commands.add_parser(
         "start",
@@ -393,7 +400,13 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         default="none",
         help="fault preset, as simulate's (default: none)",
     )
-    option("--seed", type=int, default=None, help="seed for the faults and the task_ids (default: random)")
+    option(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for the faults and the task_ids, which repeat with it: use it with a fresh store"
+        " (default: a fresh seed each run, printed)",
+    )
     option(
         "--mode",
         choices=list(SIM_MODES),

@@ -58,6 +58,7 @@ class ServeSettings:
     sim_port: int
     sim_faults: str  # a preset's name: none, default, all
     sim_mode: str  # segments, passthrough
+    sim_seed: int | None  # None: a fresh one
     log_level: str
     log_format: str
     request_timeout: float  # the builtin server's
@@ -99,7 +100,8 @@ def serve_worker(settings: ServeSettings, sock: socket.socket, index: int) -> in
 def _settings(args: argparse.Namespace) -> ServeSettings:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not args.sim:
-        given = [name for name, value in (("--faults", args.faults), ("--mode", args.mode)) if value]
+        shaping = (("--faults", args.faults), ("--mode", args.mode), ("--seed", args.seed))
+        given = [name for name, value in shaping if value is not None]
         if given:
             raise Usage(f"{', '.join(given)}: only with --sim (they shape the simulator it serves)")
     if not token and args.sim:
@@ -127,6 +129,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         sim_port=args.sim_port,
         sim_faults=args.faults or "none",
         sim_mode=args.mode or "segments",
+        sim_seed=args.seed,
         log_level=args.log_level,
         log_format=args.log_format,
         request_timeout=DEFAULT_REQUEST_TIMEOUT if args.request_timeout is None else args.request_timeout,
@@ -195,7 +198,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         if settings.sim:
             # A fresh seed each time: the simulator's task_ids follow from it, and a store kept from an
             # earlier serve must not meet the same task_ids again.
-            faults = FAULT_PRESETS[settings.sim_faults](secrets.randbits(64))
+            seed = secrets.randbits(64) if settings.sim_seed is None else settings.sim_seed
+            faults = FAULT_PRESETS[settings.sim_faults](seed)
             clock = ManualClock(time.time())
             mode: SimMode = "passthrough" if settings.sim_mode == "passthrough" else "segments"
             service = SimulatedService(clock=clock, faults=faults, api_key=settings.key, mode=mode)
@@ -253,11 +257,11 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             stack.callback(poster.close)
             stack.enter_context(RealTime(service))
             print(
-                f"streamlife serve: simulator API at {api_url}, faults {settings.sim_faults} (try:"
+                f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; try:"
                 " streamlife start audio rtmp://example.invalid/live --provider assemblyai --sim"
                 f" {api_url} --store {shown})"
                 if not isinstance(store, MemoryStore)
-                else f"streamlife serve: simulator API at {api_url}, faults {settings.sim_faults} (a"
+                else f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; a"
                 " memory: store is this process's alone: streams other commands start are orphans here,"
                 " stopped after Policy.park_ttl)",
                 file=sys.stderr,

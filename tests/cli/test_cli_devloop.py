@@ -330,22 +330,23 @@ def test_an_option_given_wins_over_the_environment(tmp_path: Path) -> None:
     assert "--api-url 'ftp://x' is not an http:// or https:// URL" in api.stderr
 
 
-def test_serve_takes_faults_and_mode_only_with_sim(tmp_path: Path) -> None:
-    result = streamlife("serve", "--faults", "all", "--mode", "passthrough", cwd=tmp_path,
+def test_serve_takes_faults_mode_and_seed_only_with_sim(tmp_path: Path) -> None:
+    result = streamlife("serve", "--faults", "all", "--mode", "passthrough", "--seed", "0", cwd=tmp_path,
                         MEMORIES_API_KEY=KEY, STREAMLIFE_WEBHOOK_TOKEN=TOKEN)  # fmt: skip
     assert result.returncode == 2
-    assert "--faults, --mode: only with --sim" in result.stderr
+    assert "--faults, --mode, --seed: only with --sim" in result.stderr
 
 
 def test_serve_sim_runs_its_simulator_with_the_faults_asked_for(tmp_path: Path) -> None:
     store = f"sqlite:{tmp_path / 'tasks.db'}"
-    args = ("serve", "--sim", "--faults", "default", "--mode", "passthrough", "--port", "0", "--store", store)
-    with running(*args, cwd=tmp_path, env={}) as serve:
-        sim = serve.wait_for(r"simulator API at (\S+), faults default")[1]
-        started = streamlife("start", "audio", "rtmp://example.invalid/live", "--provider", "elevenlabs",
-                             "--sim", sim, "--store", store, "--json", cwd=tmp_path)  # fmt: skip
-        assert started.returncode in (0, 1)  # faults on: a start may be refused or lost
-        assert "Traceback" not in started.stderr
+    # Seed 31 of the `all` preset: the first start is answered 402, insufficient balance.
+    args = ("serve", "--sim", "--faults", "all", "--seed", "31", "--mode", "passthrough", "--port", "0")
+    with running(*args, "--store", store, cwd=tmp_path, env={}) as serve:
+        sim = serve.wait_for(r"simulator API at (\S+) \(faults all;")[1]
+        refused = streamlife("start", "video", "rtmp://example.invalid/live", "--sim", sim, "--store", store,
+                             cwd=tmp_path)  # fmt: skip
+        assert refused.returncode == 1
+        assert "Insufficient balance" in refused.stderr
         assert serve.terminate() == 0
 
 
