@@ -2,7 +2,8 @@
 
 Each callback is built by ``streamlife.protocol``'s builders, in the shapes the docs give (and, where
 they are silent, in the shapes streamlife assumes and says so there): an audio segment (a partial or a
-final transcript) or a video moderation result, the status-14 stop callback, or a status callback
+final transcript; in pass-through mode, the provider's own message in the envelope) or a video
+moderation result, the status-14 stop callback, or a status callback
 that ends the stream. memories.ai signs nothing: the token goes in the URL, as the console's webhook
 URL holds it, or in the ``X-Streamlife-Token`` header, which ``streamlife serve`` also reads.
 """
@@ -22,6 +23,9 @@ from streamlife.protocol import (
     SEGMENT_SECONDS,
     STOPPED_BY_USER,
     Payload,
+    assemblyai_turn,
+    elevenlabs_transcript,
+    envelope,
     moderation_callback,
     segment_callback,
     status_callback,
@@ -75,6 +79,8 @@ def build(args: argparse.Namespace) -> Payload:
     stream = StreamKind(args.stream)
     if not args.task:
         raise Usage("--task is empty: give the task_id the callback is about")
+    if args.provider is not None and (args.kind != "segment" or stream is StreamKind.VIDEO):
+        raise Usage("--provider: only with --kind segment of an audio stream (pass-through mode)")
     if args.kind != "segment":
         unfit = [name for name, value in (("--text", args.text), ("--partial", args.partial)) if value]
         if unfit:
@@ -97,6 +103,11 @@ def build(args: argparse.Namespace) -> Payload:
         if args.unsafe:
             raise Usage("--unsafe: a video segment's (--stream video)")
         text = "hello there" if args.text is None else args.text
+        if args.provider == "assemblyai":  # pass-through mode: the provider's message, in the envelope
+            turn = assemblyai_turn(index, text, end_of_turn=not args.partial, formatted=False)
+            return envelope(args.task, turn)
+        if args.provider == "elevenlabs":  # (ElevenLabs names no index: --index is not sent)
+            return envelope(args.task, elevenlabs_transcript(text, committed=not args.partial))
         return segment_callback(args.task, index, text, final=not args.partial)
     if args.unsafe:
         raise Usage("--unsafe: only with --kind segment --stream video")

@@ -468,6 +468,13 @@ def _send_callback_command(commands: argparse._SubParsersAction[argparse.Argumen
     option("--partial", action="store_true", help="an audio segment's partial transcript, not its final")
     option("--unsafe", action="store_true", help="a video segment found unsafe content")
     option(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="an audio segment in pass-through mode: the provider's own message (AssemblyAI's Turn,"
+        " ElevenLabs' partial or committed transcript) in the webhook envelope (default: segments mode)",
+    )
+    option(
         "--status",
         metavar="N",
         type=int,

@@ -190,6 +190,14 @@ def test_send_callback_posts_a_documented_callback_that_the_receiver_applies(
     assert task is not None
     assert [part.text for part in task.transcript] == ["hi there"]
 
+    turn = streamlife(
+        "send-callback", url, "--task", task_id, "--kind", "segment", "--provider", "assemblyai",
+        "--index", "1", "--text", "and then", cwd=tmp_path, STREAMLIFE_WEBHOOK_TOKEN=TOKEN,
+    )  # fmt: skip
+    assert turn.returncode == 0, turn.stderr
+    assert json.loads(turn.stdout.splitlines()[1])["outcome"] == "applied"
+    assert [part.text for part in task.transcript] == ["hi there", "and then"]
+
     # The token in the URL, as the console's webhook URL holds it, and no variable: the same.
     stopped = streamlife(
         "send-callback", f"{url}/{TOKEN}", "--task", task_id, "--kind", "stopped", "--json", cwd=tmp_path
@@ -235,6 +243,8 @@ def test_send_callback_with_a_wrong_token_shows_the_401_and_exits_1(
         (("--kind", "segment", "--stream", "video", "--text", "x"), "no transcript"),
         (("--kind", "segment", "--index", "-1"), "--index"),
         (("--kind", "whatever"), "--kind"),
+        (("--kind", "stopped", "--provider", "assemblyai"), "--provider: only with --kind segment"),
+        (("--kind", "segment", "--stream", "video", "--provider", "elevenlabs"), "of an audio stream"),
     ],
 )
 def test_send_callback_refuses_options_that_do_not_fit_the_callback(
@@ -266,6 +276,11 @@ def test_send_callback_dry_run_prints_the_documented_shapes(tmp_path: Path) -> N
         "message": "partial",
         "transcript": {"text": "hel", "is_final": False},
     }
+    committed = sent("--kind", "segment", "--provider", "elevenlabs", "--text", "hi")
+    assert committed["data"] == {"message_type": "committed_transcript", "text": "hi"}
+    turn = sent("--kind", "segment", "--provider", "assemblyai", "--index", "3", "--partial")
+    assert turn["data"]["type"] == "Turn"  # type: ignore[index]
+    assert (turn["data"]["turn_order"], turn["data"]["end_of_turn"]) == (3, False)  # type: ignore[index]
     moderation = sent("--kind", "segment", "--stream", "video", "--unsafe")
     assert moderation["data"]["data"]["content_moderation"]["has_unsafe_content"] is True  # type: ignore[index]
 
