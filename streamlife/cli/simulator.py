@@ -84,7 +84,7 @@ def mask_webhook(url: str) -> str:
     """``url`` with what may be its secret hidden: its last path segment (the token, as `serve` takes
     it), its query, its password."""
     parts = urlsplit(url)
-    head, slash, last = parts.path.rpartition("/")
+    head, slash, last = parts.path.rstrip("/").rpartition("/")  # as the receiver reads it
     path = f"{head}{slash}<token hidden>" if last else parts.path
     netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
     return urlunsplit((parts.scheme, netloc, path, "<hidden>" if parts.query else "", ""))

@@ -15,8 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.cli.simulator import mask_webhook
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.webhook import WebhookReceiver, serve_webhook
 from tests.cli.test_cli_commands import Served, environment, json_of, streamlife
@@ -383,3 +386,21 @@ def test_log_options_follow_a_commands_action_too(
     result = streamlife(*command, "--log-level", "debug", "--log-format", "json", cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert said in result.stdout + result.stderr
+
+
+@given(
+    host=st.sampled_from(["127.0.0.1", "localhost:8080", "user:pw@example.invalid", "[::1]:5000"]),
+    prefix=st.lists(st.text(alphabet="abcdefghij-_", min_size=1, max_size=6), max_size=3),
+    token=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=16),
+    slash=st.sampled_from(["", "/", "//"]),
+    query=st.sampled_from(["", "?token=QUERY-SECRET-VALUE"]),
+)
+def test_a_webhook_url_is_never_shown_with_what_the_receiver_reads_as_its_token(
+    host: str, prefix: list[str], token: str, slash: str, query: str
+) -> None:
+    url = f"http://{host}/{'/'.join([*prefix, token])}{slash}{query}"
+    shown = mask_webhook(url)
+    assert token not in shown
+    assert "QUERY-SECRET-VALUE" not in shown
+    assert ":pw@" not in shown
+    assert shown.startswith("http://")
