@@ -123,6 +123,8 @@ class _Reporting:
             else:
                 kept = "kept, to send again" if self.poster.redeliver else "dropped, as --redeliver is off"
                 said = f"the webhook {self.shown} failed ({reason}): callbacks {kept}"
+                if reason == "HTTP 401":
+                    said += " (memories.ai signs nothing: does the URL end with the receiver's token?)"
         print(f"streamlife sim serve: {said}", file=sys.stderr, flush=True)
 
 

@@ -178,6 +178,21 @@ def receiver() -> Iterator[tuple[str, Fleet, str]]:
             yield f"http://127.0.0.1:{port}/hook", fleet, task.task_id
 
 
+def test_sim_serve_says_when_the_webhook_refuses_its_callbacks_for_want_of_the_token(
+    tmp_path: Path, receiver: tuple[str, Fleet, str]
+) -> None:
+    url, _, _ = receiver  # the receiver's URL without its token
+    sim_port = free_port()
+    env = dev_environment(tmp_path, sim_port)
+    args = ("sim", "serve", "--webhook", url, "--port", str(sim_port), "--speed", "50")
+    with running(*args, cwd=tmp_path, env=env) as sim:
+        sim.wait_for(r"memories\.ai simulated at")
+        started = streamlife("start", "video", "rtmp://example.invalid/live", cwd=tmp_path, **env)
+        assert started.returncode == 0, started.stderr
+        sim.wait_for(r"failed \(HTTP 401\): callbacks dropped.*does the URL end with the receiver's token\?")
+        assert sim.terminate() == 0
+
+
 def test_send_callback_posts_a_documented_callback_that_the_receiver_applies(
     tmp_path: Path, receiver: tuple[str, Fleet, str]
 ) -> None:
