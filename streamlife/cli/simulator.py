@@ -91,7 +91,8 @@ def mask_webhook(url: str) -> str:
 
 
 class _Reporting:
-    """The simulator's sink: posts each callback through ``poster``, counts what happened, and says
+    """The simulator's sink: posts each callback through ``poster``, counts the callbacks the webhook
+    acknowledged (with ``redeliver``, those sent again too) and the attempts that failed, and says
     on stderr when the webhook starts failing and when it answers again (not every failure: a
     receiver that is down fails every few seconds)."""
 
@@ -108,13 +109,12 @@ class _Reporting:
         with self._lock:
             failures = self.poster.failures
             reason = failures[-1][1] if failures else "refused"
-            # The poster's own logs would grow for as long as this runs: the counts here are enough.
-            self.poster.delivered.clear()
-            failures.clear()
-            if delivered:
-                self.delivered += 1
-            else:
-                self.failed += 1
+            # The poster's own records would grow for as long as this runs: counted, then let go.
+            # (``del`` of the counted head keeps what another thread appends meanwhile.)
+            acknowledged, failed = len(self.poster.delivered), len(failures)
+            del self.poster.delivered[:acknowledged], failures[:failed]
+            self.delivered += acknowledged
+            self.failed += failed
             if delivered == (not self._failing):
                 return
             self._failing = not delivered
@@ -134,8 +134,11 @@ def _summary(service: SimulatedService, sink: _Reporting) -> None:
     line = (
         f"streamlife sim serve: {plural(len(service.streams), 'stream')} started,"
         f" {len(billing)} still billing ({billed:g} s billed in all);"
-        f" {plural(sink.delivered, 'callback')} delivered, {sink.failed} failed"
+        f" {plural(sink.delivered, 'callback')} delivered, {plural(sink.failed, 'failed attempt')}"
     )
+    kept = len(sink.poster.pending)
+    if kept:
+        line += f" ({kept} kept for redelivery, never delivered)"
     if billing:
         shown = ", ".join(billing[:10]) + (", ..." if len(billing) > 10 else "")
         line += f"; never stopped: {shown}"

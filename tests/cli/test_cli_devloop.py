@@ -118,6 +118,8 @@ def test_the_dev_loop_end_to_end_with_faults_and_nothing_repeated(tmp_path: Path
             assert sim.terminate() == 0
             summary = sim.wait_for(r"(\d+) stream started, (\d+) still billing")
             assert (summary[1], summary[2]) == ("1", "0")  # the simulator bills nothing after
+            taken = sim.wait_for(r"(\d+) callbacks delivered, 0 failed attempts")  # serve took each one
+            assert int(taken[1]) > 0
             assert sim.printed() == env["MEMORIES_BASE_URL"] + "\n"  # its URL, once, on stdout
         assert serve.terminate() == 0
         serve.wait_for(r"leaving 0 unfinished tasks in")
@@ -145,6 +147,21 @@ def test_sim_serve_leaves_on_sigterm_or_sigint_naming_the_streams_that_still_bil
             assert summary[1] == task_id
             assert sum("failed (" in line for line in sim.seen) == 1
             assert "Traceback" not in "".join(sim.seen)
+
+
+def test_sim_serve_redelivers_in_order_and_says_what_it_kept(tmp_path: Path) -> None:
+    sim_port = free_port()
+    env = dev_environment(tmp_path, sim_port)
+    nobody = f"http://127.0.0.1:{free_port()}/{TOKEN}"
+    args = ("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "50", "--redeliver")
+    with running(*args, cwd=tmp_path, env=env) as sim:
+        sim.wait_for(r", redelivered$")
+        started = streamlife("start", "video", "rtmp://example.invalid/live", cwd=tmp_path, **env)
+        assert started.returncode == 0, started.stderr
+        sim.wait_for(r"failed \(ConnectionError\): callbacks kept, to send again")
+        assert sim.terminate() == 0
+        summary = sim.wait_for(r"0 callbacks delivered, (\d+) failed attempts? \((\d+) kept for redelivery")
+        assert int(summary[2]) >= 1
 
 
 def test_sim_serve_refuses_a_bad_webhook_or_a_port_in_use(tmp_path: Path) -> None:
