@@ -57,7 +57,7 @@ class ServeSettings:
     sim: bool
     sim_port: int
     sim_faults: str  # a preset's name: none, default, all
-    sim_mode: str  # segments, passthrough
+    sim_mode: SimMode
     sim_seed: int | None  # None: a fresh one
     log_level: str
     log_format: str
@@ -196,13 +196,14 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         stack.callback(store.close)
         service = None
         if settings.sim:
-            # A fresh seed each time: the simulator's task_ids follow from it, and a store kept from an
-            # earlier serve must not meet the same task_ids again.
+            # A fresh seed each time unless --seed: the simulator's task_ids follow from it, and a
+            # store kept from an earlier serve must not meet the same task_ids again.
             seed = secrets.randbits(64) if settings.sim_seed is None else settings.sim_seed
             faults = FAULT_PRESETS[settings.sim_faults](seed)
             clock = ManualClock(time.time())
-            mode: SimMode = "passthrough" if settings.sim_mode == "passthrough" else "segments"
-            service = SimulatedService(clock=clock, faults=faults, api_key=settings.key, mode=mode)
+            service = SimulatedService(
+                clock=clock, faults=faults, api_key=settings.key, mode=settings.sim_mode
+            )
             face = stack.enter_context(
                 listening(
                     serve_http(service, host=settings.host, port=settings.sim_port),
