@@ -47,13 +47,14 @@ def run_sim_serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     with ExitStack() as stack:
         stack.enter_context(until_signalled(stopping))
-        face = stack.enter_context(
-            listening(serve_http(service, host=args.host, port=args.port), args.host, args.port)
-        )
+        # The poster first: it closes after the server, which may post a start's early callback.
         poster = WebhookPoster(webhook, redeliver=args.redeliver)
         stack.callback(poster.close)
         sink = _Reporting(poster, mask_webhook(webhook))
         service.on_callback(sink)
+        face = stack.enter_context(
+            listening(serve_http(service, host=args.host, port=args.port), args.host, args.port)
+        )
         stack.enter_context(RealTime(service, speed=args.speed))
         host = face.server.server_address[0]
         api_url = face.base_url.replace(f"//{host!s}:", f"//{reachable(str(host))}:", 1)
