@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sim",
         action="store_true",
         help="serve memories.ai's simulator (real time; faults with --faults) in this process as well,"
-        " its webhooks posted here; its API URL is printed, for start and stop's --api-url (or"
-        " `streamlife sim serve` apart, for a stable port)",
+        " its webhooks posted here; its API URL is printed, for start and stop's --sim URL (or run"
+        " `streamlife sim serve` apart, on a stable port)",
     )
     serve.add_argument(
         "--sim-port", metavar="PORT", type=port, default=0, help="the simulator's port (default: any free)"
