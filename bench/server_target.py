@@ -23,7 +23,8 @@ from typing import Any
 from streamlife._timer_loop import TimerLoop
 from streamlife.cli import production
 from streamlife.cli.production import UvicornSettings
-from streamlife.cli.serve import _ops_application, _until_signalled
+from streamlife.cli.running import until_signalled
+from streamlife.cli.serve import _ops_application
 from streamlife.webhook import WebhookReceiver
 
 from .common import configure_logging, live_fleet
@@ -49,7 +50,7 @@ async def null_app(
 
 def _until_stopped(app: Any, sock: socket.socket, port_file: Path | None) -> None:
     stopping = threading.Event()
-    with _until_signalled(stopping), production.serving(app, sock, SETTINGS):
+    with until_signalled(stopping), production.serving(app, sock, SETTINGS):
         if port_file is not None:
             port_file.write_text(str(sock.getsockname()[1]))
         stopping.wait()
@@ -77,7 +78,7 @@ def main() -> int:
             _until_stopped(null_app, sock, args.port_file)
             return 0
         stopping = threading.Event()
-        with _until_signalled(stopping):
+        with until_signalled(stopping):
             args.port_file.write_text(str(sock.getsockname()[1]))
             return production.supervise(null_worker, None, sock, args.workers, stopping)
     live = live_fleet(args.tasks)

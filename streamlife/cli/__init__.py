@@ -15,16 +15,22 @@ Commands:
     journal    one task's history, as the store keeps it
     deadletter the webhook payloads the parser refused: ``list``, ``show ID``, ``replay [ID ...]``
                (those the parser reads now, to their tasks) and ``purge (ID ... | --all)``
+    sim serve  memories.ai's simulator on a stable port (8790), in real or scaled time, faults on if
+               asked, posting every callback to ``--webhook``, until SIGTERM/SIGINT
+    send-callback  post one documented callback to a webhook, and show the answer
 
-``serve``, ``start``, ``stop``, ``status``, ``journal`` and ``deadletter`` share one store,
-``--store sqlite:streamlife.db`` (in the current directory) unless told otherwise: ``memory:``,
-``sqlite:PATH``, ``postgres:DSN`` or ``postgresql://...``. ``status``, ``journal`` and
-``deadletter list|show`` only read it; ``deadletter replay`` applies callbacks to the store's tasks
-and sends memories.ai nothing, so it needs no API key. ``start``, ``stop`` and ``serve`` talk to
-memories.ai with the key in ``MEMORIES_API_KEY`` (never printed), or to a simulator served by
-``streamlife serve --sim`` (``--sim URL``, no key). ``serve`` takes its webhook token from ``--token``
-or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refuses to run without one
-(with ``--sim`` and neither, it makes a random one and tells only its simulator).
+``serve``, ``start``, ``stop``, ``status``, ``journal``, ``deadletter`` and ``prune`` share one
+store: ``--store``, else ``STREAMLIFE_STORE``, else ``sqlite:streamlife.db`` (in the current
+directory): ``memory:``, ``sqlite:PATH``, ``postgres:DSN`` or ``postgresql://...``. ``status``,
+``journal`` and ``deadletter list|show`` only read it; ``deadletter replay`` applies callbacks to
+the store's tasks and sends memories.ai nothing, so it needs no API key. ``start``, ``stop`` and
+``serve`` talk to memories.ai with the key in ``MEMORIES_API_KEY`` (never printed), at
+``--api-url``, else ``MEMORIES_BASE_URL``, else memories.ai's own URL; a simulator (``streamlife sim
+serve``, or ``serve --sim``) takes the key in ``MEMORIES_API_KEY`` too, or ``sk-mai-simulated`` when
+it is not set, and ``--sim URL`` names one without needing a key. A variable that is set but empty
+or invalid is bad usage naming it (see ``environment``). ``serve`` takes its webhook token from
+``--token`` or ``STREAMLIFE_WEBHOOK_TOKEN``: memories.ai signs nothing, so the receiver refuses to
+run without one (with ``--sim`` and neither, it makes a random one and tells only its simulator).
 
 What others wrote (task_ids, memories.ai's messages and errors, webhook payloads, dead letters) is
 printed as text, never as rich markup, and what would act on a terminal in it (escape sequences,
@@ -36,8 +42,8 @@ simulated run broke an invariant or left a stream billing, a start that did not 
 stop not terminal within its wait, no such task or dead letter in the store, a dead letter the
 parser still refuses, the store failing, ``serve`` leaving tasks of a ``memory:`` store unstopped);
 2 bad usage (unknown command or option, a bad value, a store URL that names no store or a store that
-cannot be opened, a missing API key or webhook token); 130 interrupted (Ctrl-C, where the command
-does not take it as its cue to stop, as ``serve`` does).
+cannot be opened, a missing API key or webhook token, a variable set to something invalid); 130
+interrupted (Ctrl-C, where the command does not take it as its cue to stop, as ``serve`` does).
 
 Each command runs in a module of its own. ``parser`` builds the command line and names the function
 that runs each command; ``app`` runs it and turns what ended it into an exit code.

@@ -15,6 +15,7 @@ from structlog.typing import ExcInfo
 
 from streamlife.errors import StoreError, StreamlifeError
 
+from .environment import resolve
 from .exits import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_USAGE, Problem, Usage
 from .parser import COMMANDS, build_parser
 from .render import printable
@@ -22,9 +23,12 @@ from .render import printable
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_logged(
-        args.command, args.log_level, lambda: COMMANDS[args.command](args), log_format=args.log_format
-    )
+
+    def run() -> int:
+        resolve(args)  # the options not given, from the environment: a bad variable is bad usage
+        return COMMANDS[args.command](args)
+
+    return run_logged(args.command, args.log_level, run, log_format=args.log_format)
 
 
 def run_logged(command: str, log_level: str, run: Callable[[], int], *, log_format: str = "console") -> int:

@@ -16,19 +16,23 @@ from streamlife.sim._records import SIM_MODES
 from streamlife.transport.http import DEFAULT_BASE_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
 
-from .api import API_KEY_ENV
+from .api import API_KEY_ENV, SIM_API_KEY
+from .callbacks import CALLBACK_KINDS, run_send_callback
 from .deadletters import run_deadletter
+from .environment import BASE_URL_ENV
 from .lifecycle import run_diagram, run_walk
 from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
 from .serve import SERVERS, TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
-from .stores import DEFAULT_STORE, run_journal
+from .simulator import SIM_PORT, run_sim
+from .stores import DEFAULT_STORE, STORE_ENV, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import (
     duration,
     letter_id,
     letter_id_or_zero,
+    non_negative_int,
     param,
     port,
     positive_float,
@@ -48,11 +52,13 @@ COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "journal": run_journal,
     "deadletter": run_deadletter,
     "prune": run_prune,
+    "sim": run_sim,
+    "send-callback": run_send_callback,
 }
 
 _STORE_HELP: Final = (
     "where tasks are journaled: memory:, sqlite:PATH, postgres:DSN or postgresql://..."
-    f" (default: {DEFAULT_STORE}, in the current directory)"
+    f" (default: ${STORE_ENV}, else {DEFAULT_STORE} in the current directory)"
 )
 
 
@@ -104,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         default="memory:",
         help="journal the run's tasks in this store, which must hold no task yet: memory:, sqlite:PATH,"
-        " postgres:DSN (default: memory:); read it afterwards with `streamlife status --all`",
+        f" postgres:DSN (default: memory:; ${STORE_ENV} is not read here); read it afterwards with"
+        " `streamlife status --all`",
     )
     sim.add_argument(
         "--speed",
@@ -213,11 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     face.add_argument(
         "--sim",
         action="store_true",
-        help="serve memories.ai's simulator (no faults, real time) in this process as well, its webhooks"
-        " posted here; its API URL is printed, for `streamlife start/stop --sim URL`",
+        help="serve memories.ai's simulator (real time; faults with --faults) in this process as well,"
+        " its webhooks posted here; its API URL is printed, for start and stop's --sim URL (or run"
+        " `streamlife sim serve` apart, on a stable port)",
     )
     serve.add_argument(
         "--sim-port", metavar="PORT", type=port, default=0, help="the simulator's port (default: any free)"
+    )
+    serve.add_argument(
+        "--faults",
+        choices=list(FAULT_PRESETS),
+        default=None,
+        help="with --sim: the simulator's fault preset, as simulate's and sim serve's (default: none)",
+    )
+    serve.add_argument(
+        "--mode",
+        choices=list(SIM_MODES),
+        default=None,
+        help="with --sim: what its audio streams send, as sim serve's (default: segments)",
+    )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --sim: seed for its faults and task_ids, which repeat with it: use it with a fresh"
+        " store (default: a fresh seed each run)",
     )
 
     start = commands.add_parser(
@@ -317,9 +344,155 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--json", action="store_true", help="print JSON: what went (or would go), and the cutoff"
     )
-    for command in commands.choices.values():  # (also after the command: `serve --log-level info`)
-        _logging_options(command, defaults=False)
+    _sim_commands(commands)
+    _send_callback_command(commands)
+    _after_the_command(commands)
     return parser
+
+
+def _after_the_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The logging options on every command's parser, and on its actions' (`sim serve --log-level
+    info`, `deadletter list --log-level info`), so they may follow the command's name."""
+    for command in commands.choices.values():
+        _logging_options(command, defaults=False)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _after_the_command(action)
+
+
+def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sim serve``: the simulator, served for your own code to talk to."""
+    sim = commands.add_parser(
+        "sim",
+        help="memories.ai's simulator, served for your code: sim serve",
+        description="memories.ai's simulator, for developing against: `sim serve` runs it on a stable"
+        " port, in real time, posting every stream's callbacks to your webhook.",
+    )
+    actions = sim.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser(
+        "serve",
+        help="serve the simulated API, its callbacks posted to --webhook, until SIGTERM/SIGINT",
+        description="Serve memories.ai's stream API, simulated, on HOST:PORT until SIGTERM or SIGINT:"
+        " start and stop streams there (point MEMORIES_BASE_URL or --api-url at it) and their callbacks"
+        " are posted to --webhook, every 5 seconds of the stream's life, as memories.ai posts them to the"
+        " account's webhook. Prints the API's URL on stdout. It takes the API key in"
+        f" {API_KEY_ENV}, or {SIM_API_KEY} when that is not set. At exit it says which streams were"
+        " never stopped.",
+    )
+    option = serve.add_argument
+    option(
+        "--webhook",
+        metavar="URL",
+        required=True,
+        help="where every callback is posted, as memories.ai's console webhook: the start request names"
+        " none. For `streamlife serve`: http://127.0.0.1:8080/<its token>",
+    )
+    option("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    option(
+        "--port",
+        type=port,
+        default=SIM_PORT,
+        help=f"port to listen on (default: {SIM_PORT}, the same every run; 0: any free)",
+    )
+    option(
+        "--faults",
+        choices=list(FAULT_PRESETS),
+        default="none",
+        help="fault preset, as simulate's (default: none)",
+    )
+    option(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for the faults and the task_ids, which repeat with it: use it with a fresh store"
+        " (default: a fresh seed each run, printed)",
+    )
+    option(
+        "--mode",
+        choices=list(SIM_MODES),
+        default="segments",
+        help="what audio streams send: 5-second segments, or their provider's own messages passed"
+        " through (default: segments)",
+    )
+    option(
+        "--speed",
+        type=positive_float,
+        default=1.0,
+        help="virtual seconds per real second: at 10 a segment comes every half second (default: 1)",
+    )
+    option(
+        "--max-streams",
+        metavar="N",
+        type=positive_int,
+        default=10_000,
+        help="live streams at once past which a start answers status 16, capacity (default: 10000)",
+    )
+    option(
+        "--redeliver",
+        action="store_true",
+        help="keep a callback the webhook failed to take, and send it again, in order, before newer ones"
+        " (memories.ai documents no redelivery: by default a failed callback is dropped)",
+    )
+
+
+def _send_callback_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser(
+        "send-callback",
+        help="post one memories.ai callback to a webhook, and show the answer",
+        description="Post one callback to URL, in the shape memories.ai sends it: a segment (an audio"
+        " transcript, partial or final, or a video moderation result), the status-14 stop callback, or"
+        " a status callback that ends the stream. The token (--token, or"
+        f" ${TOKEN_ENV}) goes in the X-Streamlife-Token header, which `streamlife serve` reads as it"
+        " reads the token at the end of the URL. Prints the answer's status and body; exits 1 unless"
+        " it is 2xx.",
+    )
+    option = send.add_argument
+    option("url", metavar="URL", help="the webhook: http://127.0.0.1:8080/<token> for `streamlife serve`")
+    option("--task", metavar="ID", required=True, help="the task_id the callback is about")
+    option("--kind", choices=CALLBACK_KINDS, required=True, help="what the callback says")
+    option(
+        "--stream",
+        choices=[kind.value for kind in StreamKind],
+        default="audio",
+        help="the stream's kind, which shapes the callback (default: audio)",
+    )
+    option(
+        "--index",
+        metavar="N",
+        type=non_negative_int,
+        default=None,
+        help="the segment's index, from 0 (default: 0); with --kind stopped or ended on audio, the last"
+        " segment's, which the callback then names",
+    )
+    option("--text", default=None, help="an audio segment's transcript (default: hello there)")
+    option("--partial", action="store_true", help="an audio segment's partial transcript, not its final")
+    option("--unsafe", action="store_true", help="a video segment found unsafe content")
+    option(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="an audio segment in pass-through mode: the provider's own message (AssemblyAI's Turn,"
+        " ElevenLabs' partial or committed transcript) in the webhook envelope (default: segments mode)",
+    )
+    option(
+        "--status",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --kind ended: the status (default: 12; memories.ai documents only 14, stopped by the"
+        " user, and 16, capacity reached: 12 is the simulator's stand-in for a source that ended)",
+    )
+    option(
+        "--token",
+        default=None,
+        help=f"the webhook's token, sent in the X-Streamlife-Token header (default: ${TOKEN_ENV}; none if"
+        " unset)",
+    )
+    option(
+        "--timeout", metavar="SECONDS", type=positive_float, default=10.0, help="give up after (default: 10)"
+    )
+    option("--dry-run", action="store_true", help="print the callback as JSON, and send nothing")
+    option("--json", action="store_true", help="print JSON: the answer's status and body, and what was sent")
 
 
 def _logging_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -404,15 +577,16 @@ def _deadletter_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _store_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--store", metavar="URL", default=DEFAULT_STORE, help=_STORE_HELP)
+    # None: not given; ``environment.resolve`` reads STREAMLIFE_STORE then, and names it if it is bad.
+    command.add_argument("--store", metavar="URL", default=None, help=_STORE_HELP)
 
 
 def _api_url_option(where: argparse._ActionsContainer) -> None:
     where.add_argument(
         "--api-url",
         metavar="URL",
-        default=DEFAULT_BASE_URL,
-        help=f"memories.ai's API (default: {DEFAULT_BASE_URL})",
+        default=None,
+        help=f"memories.ai's API, or a simulator's (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
 
 
@@ -423,5 +597,6 @@ def _api_options(command: argparse.ArgumentParser) -> None:
         "--sim",
         metavar="URL",
         default=None,
-        help="talk to the simulator at URL (as printed by `streamlife serve --sim`) instead: no API key",
+        help="talk to the simulator at URL instead, with the key it takes ($MEMORIES_API_KEY, else"
+        f" {SIM_API_KEY}): as --api-url URL, but needing no key; URL may be just http://HOST:PORT",
     )

@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, Final, TypeVar
-
-import structlog
+from typing import Final
 
 from streamlife._clock import ManualClock
 from streamlife._health import Health
@@ -25,28 +21,24 @@ from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
 from streamlife._repeating import repeating
+from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.fleet import Fleet
-from streamlife.sim import Faults, SimulatedService, serve_http
-from streamlife.sim.http import WebhookPoster
+from streamlife.sim import RealTime, SimMode, SimulatedService, WebhookPoster, serve_http
 from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
 from . import production
-from .api import SIM_API_KEY, api_key
+from .api import api_key, sim_key
 from .exits import EXIT_OK, Problem, Usage
 from .production import UvicornSettings
 from .render import plural
+from .running import listening, reachable, until_signalled
 from .stores import check_store_url, open_url
 
 TOKEN_ENV: Final = "STREAMLIFE_WEBHOOK_TOKEN"
-SIM_TICK: Final = 0.1  # real seconds between two advances of `serve --sim`'s simulator
-
-Served = TypeVar("Served")
-
-
 SERVERS: Final = ("builtin", "uvicorn")
 
 
@@ -64,6 +56,9 @@ class ServeSettings:
     stop_wait: float
     sim: bool
     sim_port: int
+    sim_faults: str  # a preset's name: none, default, all
+    sim_mode: SimMode
+    sim_seed: int | None  # None: a fresh one
     log_level: str
     log_format: str
     request_timeout: float  # the builtin server's
@@ -83,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
     sock = production.bind(settings.host, settings.port)
     limit = production.raise_descriptor_limit()
     stopping = threading.Event()
-    with _until_signalled(stopping):
+    with until_signalled(stopping):
         print(
             f"streamlife serve: webhooks at {production.url_of(sock)}/<token hidden>; uvicorn,"
             f" {settings.workers} workers on {mask_store_url(settings.store)}; descriptor limit {limit}",
@@ -104,6 +99,11 @@ def serve_worker(settings: ServeSettings, sock: socket.socket, index: int) -> in
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not args.sim:
+        shaping = (("--faults", args.faults), ("--mode", args.mode), ("--seed", args.seed))
+        given = [name for name, value in shaping if value is not None]
+        if given:
+            raise Usage(f"{', '.join(given)}: only with --sim (they shape the simulator it serves)")
     if not token and args.sim:
         token = secrets.token_urlsafe(24)  # the simulator is the only sender, and it is told
     if not token:
@@ -113,7 +113,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         )
     if len(token) < MIN_TOKEN_LENGTH:
         raise Usage(f"the webhook token must be {MIN_TOKEN_LENGTH} characters or more, got {len(token)}")
-    key = SIM_API_KEY if args.sim else api_key()
+    key = sim_key() if args.sim else api_key()
     kind, _ = check_store_url(args.store)
     uvicorn_settings = _server_settings(args, kind)
     return ServeSettings(
@@ -127,6 +127,9 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         stop_wait=args.stop_wait,
         sim=args.sim,
         sim_port=args.sim_port,
+        sim_faults=args.faults or "none",
+        sim_mode=args.mode or "segments",
+        sim_seed=args.seed,
         log_level=args.log_level,
         log_format=args.log_format,
         request_timeout=DEFAULT_REQUEST_TIMEOUT if args.request_timeout is None else args.request_timeout,
@@ -188,18 +191,21 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     worker = f"worker {index}: " if supervised else ""
     with ExitStack() as stack:
         # First: a signal that comes while the tasks are taken back ends serve once it has started.
-        stack.enter_context(_until_signalled(stopping))
+        stack.enter_context(until_signalled(stopping))
         store = open_url(settings.store)
         stack.callback(store.close)
         service = None
         if settings.sim:
-            # A fresh seed each time: the simulator's task_ids follow from it, and a store kept from an
-            # earlier serve must not meet the same task_ids again.
-            faults = Faults.none(seed=secrets.randbits(64))
+            # A fresh seed each time unless --seed: the simulator's task_ids follow from it, and a
+            # store kept from an earlier serve must not meet the same task_ids again.
+            seed = secrets.randbits(64) if settings.sim_seed is None else settings.sim_seed
+            faults = FAULT_PRESETS[settings.sim_faults](seed)
             clock = ManualClock(time.time())
-            service = SimulatedService(clock=clock, faults=faults, api_key=SIM_API_KEY)
+            service = SimulatedService(
+                clock=clock, faults=faults, api_key=settings.key, mode=settings.sim_mode
+            )
             face = stack.enter_context(
-                _listening(
+                listening(
                     serve_http(service, host=settings.host, port=settings.sim_port),
                     settings.host,
                     settings.sim_port,
@@ -222,7 +228,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         receiver = WebhookReceiver(fleet, token=token)
         if settings.uvicorn is None:
             hook = stack.enter_context(
-                _listening(
+                listening(
                     serve_webhook(
                         receiver,
                         settings.host,
@@ -247,16 +253,18 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
-            poster = WebhookPoster(f"http://{_reachable(settings.host)}:{port}/{token}")
+            poster = WebhookPoster(f"http://{reachable(settings.host)}:{port}/{token}")
             service.on_callback(poster)
             stack.callback(poster.close)
-            stack.enter_context(_real_time(service))
+            stack.enter_context(RealTime(service))
             print(
-                f"streamlife serve: simulator API at {api_url} (try: streamlife start audio"
-                f" rtmp://example.invalid/live --sim {api_url} --store {shown})"
+                f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; try:"
+                " streamlife start audio rtmp://example.invalid/live --provider assemblyai --sim"
+                f" {api_url} --store {shown})"
                 if not isinstance(store, MemoryStore)
-                else f"streamlife serve: simulator API at {api_url} (a memory: store is this process's"
-                " alone: streams other commands start are orphans here, stopped after Policy.park_ttl)",
+                else f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; a"
+                " memory: store is this process's alone: streams other commands start are orphans here,"
+                " stopped after Policy.park_ttl)",
                 file=sys.stderr,
             )
         print(
@@ -316,58 +324,3 @@ def _leave(fleet: Fleet, store: Store, shown: str, stop_wait: float) -> int:
     raise Problem(
         f"{plural(len(left), 'task')} not terminal after {stop_wait:g} s; their streams may bill: {ids}"
     )
-
-
-@contextmanager
-def _listening(server: AbstractContextManager[Served], host: str, port: int) -> Iterator[Served]:
-    """Enter a server's block; an address that cannot be listened on is bad usage."""
-    try:
-        running = server.__enter__()
-    except OSError as error:
-        raise Usage(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    try:
-        yield running
-    except BaseException:
-        if not server.__exit__(*sys.exc_info()):
-            raise
-    else:
-        server.__exit__(None, None, None)
-
-
-def _reachable(host: str) -> str:
-    """Where a local client reaches a server listening on ``host``."""
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
-
-
-@contextmanager
-def _real_time(service: SimulatedService) -> Iterator[None]:
-    """Move the simulator's virtual clock along with the wall clock, from a thread."""
-    log = structlog.get_logger("streamlife")
-
-    def advance() -> None:
-        try:
-            service.run_until(max(time.time(), service.clock.now()))
-        except Exception:
-            log.exception("streamlife.sim_failed")
-
-    with repeating(advance, SIM_TICK, "streamlife-sim-clock"):
-        yield
-
-
-@contextmanager
-def _until_signalled(stopping: threading.Event) -> Iterator[None]:
-    """Set ``stopping`` on SIGTERM or SIGINT; a second one acts as it would without this."""
-    wanted = (signal.SIGTERM, signal.SIGINT)
-    before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in wanted}
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        signal.signal(signum, before[signum])
-
-    for signum in wanted:
-        signal.signal(signum, handle)
-    try:
-        yield
-    finally:
-        for number, handler in before.items():
-            signal.signal(number, handler)

@@ -16,6 +16,16 @@ from .exits import EXIT_OK, Problem, Usage
 from .render import describe, iso_utc, journal_table, print_table
 
 DEFAULT_STORE: Final = "sqlite:streamlife.db"
+STORE_ENV: Final = "STREAMLIFE_STORE"  # the default of every --store but simulate's
+
+
+class FromEnvironment(str):
+    """A store URL read from ``STREAMLIFE_STORE``: a message about it names the variable, where one
+    about a URL given on the command line names ``--store``."""
+
+
+def _named(url: str) -> str:
+    return STORE_ENV if isinstance(url, FromEnvironment) else "--store"
 
 
 def check_store_url(url: str) -> tuple[str, str]:
@@ -25,7 +35,7 @@ def check_store_url(url: str) -> tuple[str, str]:
         return parse_store_url(url)
     except ValueError:
         raise Usage(
-            f"--store {mask_store_url(url)!r} is not a store URL: want memory:, sqlite:PATH,"
+            f"{_named(url)} {mask_store_url(url)!r} is not a store URL: want memory:, sqlite:PATH,"
             " postgres:DSN or postgresql://USER@HOST/DB"
         ) from None
 
@@ -34,19 +44,19 @@ def open_url(url: str, *, existing: bool = False) -> Store:
     """Open the store ``url`` names; ``existing``: refuse an SQLite file that is not there (a reader
     must not make an empty store where the user mistyped a path)."""
     kind, where = check_store_url(url)
-    shown = mask_store_url(url)
+    shown = f"{_named(url)} {mask_store_url(url)}"
     if existing and kind == "sqlite" and where != ":memory:" and not Path(where).exists():
-        raise Usage(f"--store {shown}: there is no file {where!r} (nothing has been journaled there yet)")
+        raise Usage(f"{shown}: there is no file {where!r} (nothing has been journaled there yet)")
     try:
         return open_store(url)
     except ImportError:
         raise Usage(
-            f"--store {shown}: PostgreSQL needs the postgres extra: pip install 'streamlife[postgres]'"
+            f"{shown}: PostgreSQL needs the postgres extra: pip install 'streamlife[postgres]'"
         ) from None
     except ValueError as error:
-        raise Usage(f"--store {shown}: {error}") from None
+        raise Usage(f"{shown}: {error}") from None
     except StoreError as error:
-        raise Usage(f"--store {shown}: could not open it: {error}") from None
+        raise Usage(f"{shown}: could not open it: {error}") from None
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 from ._records import Answer, Delivery, SimMode, SimStream
 from .faults import Faults
-from .http import SimHttpServer, serve_http
+from .http import SimHttpServer, WebhookPoster, serve_http
+from .realtime import RealTime
 from .service import SimulatedService
 from .transport import SimTransport
 
@@ -10,10 +11,12 @@ __all__ = [
     "Answer",
     "Delivery",
     "Faults",
+    "RealTime",
     "SimHttpServer",
     "SimMode",
     "SimStream",
     "SimTransport",
     "SimulatedService",
+    "WebhookPoster",
     "serve_http",
 ]

@@ -61,13 +61,14 @@ class WebhookPoster:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
 
-    def __call__(self, payload: Payload) -> None:
+    def __call__(self, payload: Payload) -> bool:
+        """Post ``payload`` (after the kept ones, with ``redeliver``): True if the receiver
+        acknowledged it, False if it was dropped or kept for later."""
         if not self.redeliver:
-            self._post(payload)
-            return
+            return self._post(payload)
         with self._lock:
             self._pending.append(payload)
-            self._drain()
+            return self._drain() == 0
 
     @property
     def pending(self) -> list[Payload]:

@@ -222,7 +222,7 @@ def test_callbacks_wait_while_no_receiver_listens_and_go_when_one_does() -> None
     try:
         payloads = [{"task_id": "t", "n": n} for n in range(3)]
         for payload in payloads:
-            poster(payload)
+            assert poster(payload) is False  # kept, to send again
         assert poster.pending == payloads
         assert poster.flush() == 3
         assert [reason for _, reason in poster.failures] == ["ConnectionError"] * 4  # the oldest, each time
@@ -241,8 +241,8 @@ def test_without_redelivery_a_failed_webhook_is_dropped() -> None:
         receiver.then(Answer(503, {"busy": True}), Answer(200, {"ok": True}))
         poster = WebhookPoster(receiver.url)
         try:
-            poster({"n": 1})
-            poster({"n": 2})
+            assert poster({"n": 1}) is False  # refused, and dropped
+            assert poster({"n": 2}) is True
             assert poster.flush() == 0
         finally:
             poster.close()

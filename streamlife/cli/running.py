@@ -1,0 +1,56 @@
+"""What a long-running command needs: its sockets opened as bad usage when they cannot be, and a
+wait for SIGTERM or SIGINT that lets it leave cleanly."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from types import FrameType
+from typing import Any, TypeVar
+
+from .exits import Usage
+
+Served = TypeVar("Served")
+
+
+@contextmanager
+def listening(server: AbstractContextManager[Served], host: str, port: int) -> Iterator[Served]:
+    """Enter a server's block; an address that cannot be listened on is bad usage."""
+    try:
+        running = server.__enter__()
+    except OSError as error:
+        raise Usage(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    try:
+        yield running
+    except BaseException:
+        if not server.__exit__(*sys.exc_info()):
+            raise
+    else:
+        server.__exit__(None, None, None)
+
+
+def reachable(host: str) -> str:
+    """Where a local client reaches a server listening on ``host``."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+
+
+@contextmanager
+def until_signalled(stopping: threading.Event) -> Iterator[None]:
+    """Set ``stopping`` on SIGTERM or SIGINT; a second one acts as it would without this."""
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in wanted}
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        signal.signal(signum, before[signum])
+
+    for signum in wanted:
+        signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
