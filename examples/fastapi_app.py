@@ -22,9 +22,13 @@ on another loopback port, posting its webhooks to this application::
     curl -X POST localhost:8000/streams -H 'Content-Type: application/json' \\
          -d '{"kind": "video", "url": "rtmp://example.invalid/cam", "options": {"fps": 2}}'
 
+Or run the simulator in a terminal of its own (``streamlife sim serve --webhook
+http://127.0.0.1:8000/memories/$STREAMLIFE_WEBHOOK_TOKEN``) and give this application its URL in
+``MEMORIES_BASE_URL`` (``http://127.0.0.1:8790/serve/api/v2``) and its key, ``sk-mai-simulated``.
+
 Against memories.ai: set ``MEMORIES_API_KEY`` and ``STREAMLIFE_WEBHOOK_TOKEN`` (16 characters or
 more), then ``python examples/fastapi_app.py`` again, or
-``uvicorn --factory --app-dir examples fastapi_app:create_app``. ``MEMORIES_API_URL`` points it
+``uvicorn --factory --app-dir examples fastapi_app:create_app``. ``MEMORIES_BASE_URL`` points it
 at another base URL.
 """
 
@@ -34,6 +38,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import ExitStack, asynccontextmanager, suppress
 from typing import Any, Literal
@@ -42,8 +47,9 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from streamlife import Fleet, StreamKind, StreamTask, UnknownTaskError
+from streamlife import Fleet, ManualClock, StreamKind, StreamTask, UnknownTaskError
 from streamlife.protocol import URL_FIELD
+from streamlife.sim import RealTime, SimulatedService, serve_http
 from streamlife.store import MemoryStore, open_store
 from streamlife.transport import DEFAULT_BASE_URL, HttpTransport
 from streamlife.webhook import WebhookReceiver
@@ -86,8 +92,10 @@ class Stream(BaseModel):
 
 def create_app(env: Mapping[str, str] = os.environ) -> FastAPI:
     """The application, configured from ``env``: ``MEMORIES_API_KEY``, ``STREAMLIFE_WEBHOOK_TOKEN``,
-    and optionally ``MEMORIES_API_URL`` and ``STREAMLIFE_STORE``."""
-    transport = HttpTransport(env["MEMORIES_API_KEY"], base_url=env.get("MEMORIES_API_URL", DEFAULT_BASE_URL))
+    and optionally ``MEMORIES_BASE_URL`` and ``STREAMLIFE_STORE``."""
+    transport = HttpTransport(
+        env["MEMORIES_API_KEY"], base_url=env.get("MEMORIES_BASE_URL", DEFAULT_BASE_URL)
+    )
     store = open_store(env.get("STREAMLIFE_STORE", "sqlite:streamlife.db"))
     fleet = Fleet(transport, store=store)
     token = env["STREAMLIFE_WEBHOOK_TOKEN"]
@@ -170,21 +178,20 @@ def main() -> None:
     env = dict(os.environ)
     with ExitStack() as stack:
         simulator = None
-        if not env.get("MEMORIES_API_KEY"):
-            from _simulated import API_KEY, simulated_memories  # beside this file
-
+        if not env.get("MEMORIES_API_KEY"):  # memories.ai's simulator stands in, on loopback
             token = env.setdefault("STREAMLIFE_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
+            simulator = SimulatedService(clock=ManualClock(time.time()))
             webhook = f"http://127.0.0.1:{port}/memories/{token}"
-            speed = float(env.get("SIMULATOR_SPEED", "1"))
-            simulator = stack.enter_context(simulated_memories(webhook, speed=speed))
-            env.update(MEMORIES_API_KEY=API_KEY, MEMORIES_API_URL=simulator.base_url)
+            face = stack.enter_context(serve_http(simulator, webhook_url=webhook))
+            stack.enter_context(RealTime(simulator, speed=float(env.get("SIMULATOR_SPEED", "1"))))
+            env.update(MEMORIES_API_KEY="sk-mai-simulated", MEMORIES_BASE_URL=face.base_url)  # its key
             env.setdefault("STREAMLIFE_STORE", "memory:")  # the simulated streams end with this process
-            print(f"simulated memories.ai at {simulator.base_url}, posting to /memories/<token>", flush=True)
+            print(f"simulated memories.ai at {face.base_url}, posting to /memories/<token>", flush=True)
         app = create_app(env)
         with suppress(KeyboardInterrupt):  # uvicorn stops gracefully, then raises the signal again
             uvicorn.run(app, host="127.0.0.1", port=port)  # until Ctrl-C
         if simulator is not None:
-            print("still billing:", simulator.service.billing(), flush=True)
+            print("still billing:", simulator.billing(), flush=True)
 
 
 if __name__ == "__main__":

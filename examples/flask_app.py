@@ -19,10 +19,14 @@ and the simulator on another loopback port, posting its webhooks to this applica
     curl -X POST localhost:5000/streams -H 'Content-Type: application/json' \\
          -d '{"kind": "audio", "url": "rtmp://example.invalid/live", "provider": "assemblyai"}'
 
+Or run the simulator in a terminal of its own (``streamlife sim serve --webhook
+http://127.0.0.1:5000/memories/$STREAMLIFE_WEBHOOK_TOKEN``) and give this application its URL in
+``MEMORIES_BASE_URL`` (``http://127.0.0.1:8790/serve/api/v2``) and its key, ``sk-mai-simulated``.
+
 Against memories.ai: set ``MEMORIES_API_KEY`` and ``STREAMLIFE_WEBHOOK_TOKEN`` (16 characters or
 more), then ``python examples/flask_app.py`` again, or run it in any WSGI server: Flask finds
 ``create_app`` by itself (``flask --app examples/flask_app.py run``; with gunicorn:
-``gunicorn --chdir examples 'flask_app:create_app()'``). ``MEMORIES_API_URL`` points it at
+``gunicorn --chdir examples 'flask_app:create_app()'``). ``MEMORIES_BASE_URL`` points it at
 another base URL.
 """
 
@@ -33,6 +37,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -40,8 +45,9 @@ from typing import Any
 from flask import Flask, abort, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from streamlife import Fleet, StreamKind, StreamTask, UnknownTaskError
+from streamlife import Fleet, ManualClock, StreamKind, StreamTask, UnknownTaskError
 from streamlife.protocol import URL_FIELD
+from streamlife.sim import RealTime, SimulatedService, serve_http
 from streamlife.store import MemoryStore, open_store
 from streamlife.transport import DEFAULT_BASE_URL, HttpTransport
 from streamlife.webhook import WebhookReceiver
@@ -49,8 +55,10 @@ from streamlife.webhook import WebhookReceiver
 
 def create_app(env: Mapping[str, str] = os.environ) -> Flask:
     """The application, configured from ``env``: ``MEMORIES_API_KEY``, ``STREAMLIFE_WEBHOOK_TOKEN``,
-    and optionally ``MEMORIES_API_URL`` and ``STREAMLIFE_STORE``."""
-    transport = HttpTransport(env["MEMORIES_API_KEY"], base_url=env.get("MEMORIES_API_URL", DEFAULT_BASE_URL))
+    and optionally ``MEMORIES_BASE_URL`` and ``STREAMLIFE_STORE``."""
+    transport = HttpTransport(
+        env["MEMORIES_API_KEY"], base_url=env.get("MEMORIES_BASE_URL", DEFAULT_BASE_URL)
+    )
     store = open_store(env.get("STREAMLIFE_STORE", "sqlite:streamlife.db"))
     fleet = Fleet(transport, store=store)
     fleet.recover()  # before the receiver takes a callback: the tasks a previous run left live
@@ -151,21 +159,20 @@ def main() -> None:
     env = dict(os.environ)
     with ExitStack() as stack:
         simulator = None
-        if not env.get("MEMORIES_API_KEY"):
-            from _simulated import API_KEY, simulated_memories  # beside this file
-
+        if not env.get("MEMORIES_API_KEY"):  # memories.ai's simulator stands in, on loopback
             token = env.setdefault("STREAMLIFE_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
+            simulator = SimulatedService(clock=ManualClock(time.time()))
             webhook = f"http://127.0.0.1:{port}/memories/{token}"
-            speed = float(env.get("SIMULATOR_SPEED", "1"))
-            simulator = stack.enter_context(simulated_memories(webhook, speed=speed))
-            env.update(MEMORIES_API_KEY=API_KEY, MEMORIES_API_URL=simulator.base_url)
+            face = stack.enter_context(serve_http(simulator, webhook_url=webhook))
+            stack.enter_context(RealTime(simulator, speed=float(env.get("SIMULATOR_SPEED", "1"))))
+            env.update(MEMORIES_API_KEY="sk-mai-simulated", MEMORIES_BASE_URL=face.base_url)  # its key
             env.setdefault("STREAMLIFE_STORE", "memory:")  # the simulated streams end with this process
-            print(f"simulated memories.ai at {simulator.base_url}, posting to /memories/<token>", flush=True)
+            print(f"simulated memories.ai at {face.base_url}, posting to /memories/<token>", flush=True)
         app = create_app(env)
         app.run(host="127.0.0.1", port=port, threaded=True)  # until Ctrl-C
         app.extensions["streamlife.close"]()
         if simulator is not None:
-            print("still billing:", simulator.service.billing(), flush=True)
+            print("still billing:", simulator.billing(), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ through a TLS proxy), and lets the streams run for ``WORKER_SECONDS`` real secon
     python examples/worker.py
 
 ``STREAMLIFE_WEBHOOK_PORT`` (8080) is the port it listens on, ``WORKER_SECONDS`` (60) how long the
-streams run; ``MEMORIES_API_URL`` points it at another base URL (CI points it at the simulator's
+streams run; ``MEMORIES_BASE_URL`` points it at another base URL (CI points it at the simulator's
 HTTP face, so this path runs there too, on loopback).
 """
 
@@ -109,7 +109,7 @@ def live(api_key: str) -> None:
     token = os.environ["STREAMLIFE_WEBHOOK_TOKEN"]
     port = int(os.environ.get("STREAMLIFE_WEBHOOK_PORT", "8080"))
     streams = {f"stream {n}": url for n, url in enumerate(os.environ["WORKER_STREAMS"].split(), 1)}
-    transport = HttpTransport(api_key, base_url=os.environ.get("MEMORIES_API_URL", DEFAULT_BASE_URL))
+    transport = HttpTransport(api_key, base_url=os.environ.get("MEMORIES_BASE_URL", DEFAULT_BASE_URL))
     # A MemoryStore (the default): this worker stops what it started before it exits. One that must
     # survive its own crash journals to SqliteStore and calls fleet.recover() first (README).
     with (

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ import pytest
 import requests
 
 from streamlife import ManualClock
-from streamlife.sim import SimHttpServer, SimulatedService, serve_http
+from streamlife.sim import RealTime, SimHttpServer, SimulatedService, serve_http
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -68,23 +67,9 @@ def free_port() -> int:
 def simulator(webhook_url: str) -> Iterator[SimHttpServer]:
     """memories.ai's simulator on loopback, its clock following the real one SPEED times as fast,
     posting its callbacks to ``webhook_url``."""
-    clock = ManualClock(time.time())
-    service = SimulatedService(clock=clock, api_key=API_KEY)
-    began, origin = time.monotonic(), clock.now()
-    done = threading.Event()
-
-    def follow() -> None:
-        while not done.wait(0.05):
-            service.run_until(origin + (time.monotonic() - began) * SPEED)
-
-    thread = threading.Thread(target=follow, daemon=True)
-    with serve_http(service, webhook_url=webhook_url) as face:
-        thread.start()
-        try:
-            yield face
-        finally:
-            done.set()
-            thread.join()
+    service = SimulatedService(clock=ManualClock(time.time()), api_key=API_KEY)
+    with serve_http(service, webhook_url=webhook_url) as face, RealTime(service, speed=SPEED):
+        yield face
 
 
 # -- the programs --------------------------------------------------------------------------------
@@ -125,14 +110,14 @@ def test_the_worker_runs_its_streams_against_the_simulator_and_stops_them() -> N
 
 
 def test_the_worker_runs_against_an_api_over_http_with_its_own_webhook_server() -> None:
-    """With a key, the worker talks HTTP to the API at MEMORIES_API_URL (here the simulator's face)
+    """With a key, the worker talks HTTP to the API at MEMORIES_BASE_URL (here the simulator's face)
     and takes the callbacks on its own server, at the URL the simulator posts to."""
     port = free_port()
     with simulator(f"http://127.0.0.1:{port}/memories/{TOKEN}") as face:
         streams = ["rtmp://example.invalid/live/a", "rtmp://example.invalid/live/b"]
         env = environment(
             MEMORIES_API_KEY=API_KEY,
-            MEMORIES_API_URL=face.base_url,
+            MEMORIES_BASE_URL=face.base_url,
             STREAMLIFE_WEBHOOK_TOKEN=TOKEN,
             STREAMLIFE_WEBHOOK_PORT=str(port),
             WORKER_STREAMS=" ".join(streams),
@@ -159,7 +144,7 @@ def test_the_worker_stops_its_streams_when_it_is_told_to_quit() -> None:
     with simulator(f"http://127.0.0.1:{port}/memories/{TOKEN}") as face:
         env = environment(
             MEMORIES_API_KEY=API_KEY,
-            MEMORIES_API_URL=face.base_url,
+            MEMORIES_BASE_URL=face.base_url,
             STREAMLIFE_WEBHOOK_TOKEN=TOKEN,
             STREAMLIFE_WEBHOOK_PORT=str(port),
             WORKER_STREAMS="rtmp://example.invalid/live/a rtmp://example.invalid/live/b",
@@ -328,7 +313,7 @@ def test_a_web_app_in_its_server_takes_memories_webhooks_and_stops_its_streams(
     with simulator(f"http://127.0.0.1:{port}/memories/{TOKEN}") as face:
         env = environment(
             MEMORIES_API_KEY=API_KEY,
-            MEMORIES_API_URL=face.base_url,
+            MEMORIES_BASE_URL=face.base_url,
             STREAMLIFE_WEBHOOK_TOKEN=TOKEN,
             STREAMLIFE_STORE=f"sqlite:{tmp_path / 'streams.db'}",
         )
