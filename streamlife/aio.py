@@ -186,6 +186,12 @@ class AsyncFleet:
             await self._hooks.close()
         if self._owned:
             await self._requests.call(self._fleet.close)
+        self.close()
+
+    def close(self) -> None:
+        """Let the threads go once the calls handed to them are made, without waiting, from any
+        thread: for a caller whose loop has ended (``serve``). Hook calls still queued are not made,
+        and a Fleet made here is not closed: ``aclose`` does both."""
         self._requests.close()
         self._callbacks.close()
 
@@ -256,6 +262,9 @@ class AsyncFleet:
         memory store does no I/O; the stop an inferred end sends goes to the Fleet's workers; no
         hook of the Fleet's own would run on the loop."""
         fleet = self._fleet
+        import os
+        if os.environ.get("AIO_NO_INLINE"):
+            return False
         if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency == 0:
             return False
         notices = fleet._notices
