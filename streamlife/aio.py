@@ -18,9 +18,10 @@ loop, in two lanes so that one never waits behind the other:
   applied together with one store commit (``Fleet.handle_callbacks``), each answered as it would
   be alone (``streamlife._handoff``). The two lanes are apart because memories.ai (and the
   simulator) may post a stream's first callback before it answers the start: a start waiting for
-  its answer must never hold the thread that callback needs. With a ``MemoryStore`` (no I/O) and
-  stops sent from the Fleet's worker threads, a callback is applied on the loop instead, as
-  measured faster (bench/RESULTS.md): a few dozen microseconds, less than a hand-off to a thread.
+  its answer must never hold the thread that callback needs. Even with a ``MemoryStore``, whose
+  writes never block, callbacks go to the lane: applied on the loop instead (alone, or batched by
+  turn of the loop), they were measured no cheaper, and a hook of the Fleet's own or an inferred
+  end's stop would then run on the loop.
 
 ``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
 stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs
@@ -83,7 +84,7 @@ from .hooks import (
     TransitionHook,
 )
 from .lifecycle import TaskState
-from .store import JournalEntry, MemoryStore, Store
+from .store import JournalEntry, Store
 from .transport.base import Transport
 
 __all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "AsyncFleet"]
@@ -240,8 +241,6 @@ class AsyncFleet:
     async def handle_callback(self, payload: _Payload) -> Outcome:
         """``Fleet.handle_callback``: the same outcomes, the same errors. Journaled before it returns."""
         self._bind()
-        if self._inline():
-            return self._fleet.handle_callback(payload)
         result = await self._callbacks.call(_apply_one, self._fleet, payload, many=self._many)
         if isinstance(result, BaseException):
             raise result
@@ -256,21 +255,6 @@ class AsyncFleet:
         """``Fleet.deliver``, in a thread."""
         self._bind()
         return await self._callbacks.call(self._fleet.deliver, event)
-
-    def _inline(self) -> bool:
-        """Whether a callback is applied on the loop: with nothing in its path that may block. A
-        memory store does no I/O; the stop an inferred end sends goes to the Fleet's workers; no
-        hook of the Fleet's own would run on the loop."""
-        fleet = self._fleet
-        import os
-        if os.environ.get("AIO_NO_INLINE"):
-            return False
-        if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency == 0:
-            return False
-        notices = fleet._notices
-        ours = self._bridges
-        return all(hook in ours for hooks in (notices.transition, notices.segment, notices.orphan,
-                                               notices.foreign) for hook in hooks)  # fmt: skip
 
     # -- timers ------------------------------------------------------------------------------------
     async def tick(self) -> int:
