@@ -14,7 +14,7 @@ STREAMS = 200
 # test checks each store and transport call's thread); what is left is a callback's answer at a
 # time, and what the machine does to a process sharing two cores with other work and, here, with
 # the simulator's threads (their interpreter lock too). Measured: tens of milliseconds at most, a
-# few at the 99th percentile (bench/RESULTS.md, "aio"); the bound leaves room for a busy machine.
+# few at the 99th percentile (python -m bench.run --only aio); the bound leaves room for a busy machine.
 MOST_LAG = 0.25  # seconds
 
 
