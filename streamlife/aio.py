@@ -146,7 +146,7 @@ class AsyncFleet:
         self._waiting = 0
         self._news: asyncio.Future[None] | None = None
         self._news_due = False
-        fleet._registry.on_settled = (*fleet._registry.on_settled, self._settled_somewhere)
+        fleet._on_settled(self._settled_somewhere)
 
     # -- what it fronts ----------------------------------------------------------------------------
     @property
@@ -378,7 +378,7 @@ class AsyncFleet:
                 done, _ = await asyncio.wait({self._news}, timeout=left if poll is None else min(left, poll))
                 if not done and poll is not None:
                     behind = [tracked for tracked in waiting if not tracked.task.terminal]
-                    await self._requests.call(self._fleet._mover.catch_up, behind)
+                    await self._requests.call(self._fleet._catch_up, behind)
         finally:
             self._waiting -= 1
 

@@ -25,7 +25,7 @@ import concurrent.futures
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -486,6 +486,18 @@ class Fleet:
             stop_failures=counts.get("stop_failures", 0),
             timers_fired=counts.get("timers", 0),
         )
+
+    # -- for AsyncFleet, which waits on its event loop (streamlife/aio.py) ------------------------
+    def _on_settled(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever a task becomes terminal, from that thread, with the Fleet's
+        lock held: it must only hand the news on."""
+        registry = self._registry
+        with registry.lock:
+            registry.on_settled = (*registry.on_settled, listener)
+
+    def _catch_up(self, waiting: Sequence[Tracked]) -> None:
+        """With a shared store, catch the tasks up with what other processes applied to them."""
+        self._mover.catch_up(waiting)
 
     def _tracked(self, task_or_id: StreamTask | str) -> Tracked:
         registry = self._registry
