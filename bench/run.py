@@ -29,6 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from . import (
+    aio_lag,
     http_ingest,
     ingest,
     instructions,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "ingest": (ingest.run, ingest.FULL, ingest.QUICK),
     "http": (http_ingest.run, http_ingest.FULL, http_ingest.QUICK),
     "server": (server_ingest.run, server_ingest.FULL, server_ingest.QUICK),
+    "aio": (aio_lag.run, aio_lag.FULL, aio_lag.QUICK),
     "upkeep": (upkeep.run, upkeep.FULL, upkeep.QUICK),
     "memory_day": (memory_day.run, memory_day.FULL, memory_day.QUICK),
     "postgres": (postgres.run, postgres.FULL, postgres.QUICK),

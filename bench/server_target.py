@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlife._timer_loop import TimerLoop
+from streamlife.aio import AsyncFleet
 from streamlife.cli import production
 from streamlife.cli.production import UvicornSettings
 from streamlife.cli.running import until_signalled
@@ -86,7 +87,7 @@ def main() -> int:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet
         with TimerLoop(fleet) as timers:
-            receiver = WebhookReceiver(fleet, token=TOKEN)
+            receiver = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=TOKEN)  # as serve builds it
             with _ops_application(receiver, store, timers, fleet) as app:
                 _until_stopped(app, sock, args.port_file)
     finally:

@@ -5,7 +5,8 @@ restarts, and simulate the whole lifecycle, faults included, with no network.
 
 The public API is what this package exports, and the public modules: ``errors`` (the exception
 tree), ``lifecycle`` (the table), ``protocol`` (memories.ai's shapes and their builders),
-``fleet``, ``webhook``, ``deadletter``, ``testing`` (the pytest plugin), and the ``sim``,
+``fleet``, ``aio`` (``AsyncFleet``, for asyncio applications), ``hooks`` (the hooks' shapes, as
+Protocols), ``webhook``, ``deadletter``, ``testing`` (the pytest plugin), and the ``sim``,
 ``store`` and ``transport`` packages. Modules whose names start with an underscore are internal:
 they may change in any release.
 """
@@ -28,6 +29,7 @@ from ._history import History, HistoryEntry
 from ._policy import Policy
 from ._task import StreamTask
 from ._transcript import Transcript
+from .aio import AsyncFleet
 from .errors import (
     CallbackError,
     LiveCapError,
@@ -38,12 +40,27 @@ from .errors import (
     UnknownTaskError,
 )
 from .fleet import Fleet, FleetStats, Orphan
+from .hooks import (
+    AsyncForeignHook,
+    AsyncOrphanHook,
+    AsyncSegmentHook,
+    AsyncTransitionHook,
+    ForeignHook,
+    OrphanHook,
+    SegmentHook,
+    TransitionHook,
+)
 from .lifecycle import TERMINAL, Source, TaskState
 
 __all__ = [
     "DEFAULT_STATUSES",
     "PROVIDER_ENDED",
     "TERMINAL",
+    "AsyncFleet",
+    "AsyncForeignHook",
+    "AsyncOrphanHook",
+    "AsyncSegmentHook",
+    "AsyncTransitionHook",
     "CallbackError",
     "CallbackEvent",
     "Clock",
@@ -51,6 +68,7 @@ __all__ = [
     "Fleet",
     "FleetStats",
     "ForeignCallback",
+    "ForeignHook",
     "History",
     "HistoryEntry",
     "LiveCapError",
@@ -58,6 +76,7 @@ __all__ = [
     "ManualClock",
     "Moderation",
     "Orphan",
+    "OrphanHook",
     "Outcome",
     "OutcomeKind",
     "ParkingFullError",
@@ -65,6 +84,7 @@ __all__ = [
     "ProviderEvent",
     "Rates",
     "Segment",
+    "SegmentHook",
     "Source",
     "StatusCallback",
     "StatusMeaning",
@@ -76,6 +96,7 @@ __all__ = [
     "SystemClock",
     "TaskState",
     "Transcript",
+    "TransitionHook",
     "UnknownTaskError",
     "parse_callback",
 ]

@@ -51,21 +51,32 @@ class Handoff:
             raise ValueError(f"threads must be 1 or more, got {threads!r}")
         self.threads = threads
         self.name = name
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._started = False
+        self._closed = False
         self._starting = threading.Lock()
 
     async def call(
         self, fn: Callable[..., T], *args: Any, many: Callable[[list[Any]], list[T]] | None = None
     ) -> T:
-        if not self._started:
+        if not self._started or self._closed:
             self._start()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Job(contextvars.copy_context(), fn, args, future, many))
         return await future
 
+    def close(self) -> None:
+        """Let the threads go once the calls handed over so far are made. A call after this raises."""
+        with self._starting:
+            self._closed = True
+            if self._started:
+                for _ in range(self.threads):
+                    self._jobs.put(None)  # one each: a thread that takes it ends
+
     def _start(self) -> None:
         with self._starting:
+            if self._closed:
+                raise RuntimeError(f"{self.name}: closed")
             if self._started:
                 return
             for n in range(self.threads):
@@ -76,14 +87,19 @@ class Handoff:
         if len(done) >= BATCH:
             return None
         try:
-            return self._jobs.get_nowait()
+            job = self._jobs.get_nowait()
         except queue.Empty:
             return None
+        if job is None:  # closing: left for the wait below, this thread's or another's, to end on
+            self._jobs.put(None)
+        return job
 
     def _work(self) -> None:
         while True:
             done: list[_Done] = []
             job: _Job | None = self._jobs.get()
+            if job is None:
+                return
             while job is not None:
                 if job.many is None:
                     done.append(_run(job))

@@ -2,8 +2,9 @@
 
 ``WebhookReceiver(fleet, token=...)`` is framework-agnostic at its core, ``handle(body, headers,
 path)``, and a WSGI application when called (mount it in Flask, Django or any WSGI server). Its
-``asgi`` is an ASGI 3 application, which applies callbacks in threads of its own, off the event
-loop. The answer never waits on the network: parse, apply, answer.
+``asgi`` is an ASGI 3 application that never blocks its event loop: given an ``AsyncFleet``, it
+awaits it; given a ``Fleet``, it applies callbacks in threads of its own. The answer never waits
+on the network: parse, apply, answer.
 ``serve_webhook`` runs it in a server of its own (``streamlife._webhook_server``).
 
     401  the token is missing or wrong (checked before the body is read)
@@ -35,11 +36,12 @@ from __future__ import annotations
 
 import functools
 import hmac
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeGuard, cast
 
 from streamlife._logging import get_logger
 
@@ -65,6 +67,7 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "TOKEN_HEADER",
     "AsgiApplication",
+    "AsyncCallbackSink",
     "CallbackSink",
     "Response",
     "RunningReceiver",
@@ -94,6 +97,16 @@ class CallbackSink(Protocol):
     def handle_callback(self, payload: bytes) -> Outcome: ...
 
 
+class AsyncCallbackSink(Protocol):
+    """What the ASGI face awaits instead: an ``AsyncFleet``. Its ``fleet`` takes callbacks for the
+    receiver's blocking faces (WSGI, ``handle``, ``serve_webhook``), on their threads."""
+
+    async def handle_callback(self, payload: bytes) -> Outcome: ...
+
+    @property
+    def fleet(self) -> CallbackSink: ...
+
+
 _UNAUTHORIZED: Final = json_response(401, error="a valid token is required")
 _NOT_POST: Final = json_response(405, (*JSON_TYPE, ("Allow", "POST")), error="callbacks are POSTed")
 _NO_LENGTH: Final = json_response(411, error="a Content-Length is required")
@@ -109,7 +122,9 @@ _PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; d
 class WebhookReceiver:
     """memories.ai's callbacks in, an answer out: the core ``handle``, WSGI when called, ``asgi``.
 
-    ``fleet`` takes the callbacks (a ``Fleet``, or any ``CallbackSink``). ``token`` is the secret
+    ``fleet`` takes the callbacks: a ``Fleet`` (or any ``CallbackSink``), or an ``AsyncFleet`` (any
+    ``AsyncCallbackSink``), which ``asgi`` awaits on its loop, and whose ``fleet`` the blocking
+    faces call on their threads. ``token`` is the secret
     every request must carry (see the module's docstring); ``allow_unauthenticated=True`` runs
     without one, deliberately. A body over ``max_body`` bytes is refused unread (413). When the sink
     cannot take a callback now (its store failed, or there is no room to park it) the answer is 503
@@ -118,7 +133,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        fleet: CallbackSink,
+        fleet: CallbackSink | AsyncCallbackSink,
         *,
         token: str | None = None,
         allow_unauthenticated: bool = False,
@@ -137,6 +152,8 @@ class WebhookReceiver:
         if not isinstance(retry_after, int) or isinstance(retry_after, bool) or retry_after < 0:
             raise ValueError(f"retry_after must be a whole number of seconds, 0 or more, got {retry_after!r}")
         self.fleet = fleet
+        # The sink the blocking faces call; ``asgi`` awaits an async one itself.
+        self.sink = fleet.fleet if is_async_sink(fleet) else cast(CallbackSink, fleet)
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
@@ -206,16 +223,18 @@ class WebhookReceiver:
         # callback again after an error is not ours to know. A 503 with Retry-After is the answer
         # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
-            outcome = self.fleet.handle_callback(body)
-        except CallbackError as error:
-            return _answer(error)
-        except StoreError as error:
-            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
-            return self._unavailable(_STORE_DOWN)
-        except ParkingFullError as error:
-            _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
-            return self._unavailable(_PARKING_FULL)
+            outcome = self.sink.handle_callback(body)
+        except (CallbackError, StoreError, ParkingFullError) as error:
+            return self.refusal(error)
         return _answer(outcome)
+
+    def refusal(self, error: CallbackError | StoreError | ParkingFullError) -> Response:
+        """The answer to a callback the sink refused: 400 for a payload that is no callback, 503
+        when it cannot be taken now."""
+        if isinstance(error, CallbackError):
+            return _answer(error)
+        _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
+        return self._unavailable(_STORE_DOWN if isinstance(error, StoreError) else _PARKING_FULL)
 
     def apply_many(self, requests: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
         """``apply`` for several requests at once, each answered as ``apply`` would answer it alone.
@@ -224,7 +243,7 @@ class WebhookReceiver:
         (ASGI, under load: ``_handoff``). If that raises (the store failed; no room to park), each
         callback is applied alone instead, for its own answer: nothing of a failed batch was kept,
         and what a batch kept before it failed answers as a duplicate."""
-        many = getattr(self.fleet, "handle_callbacks", None)
+        many = getattr(self.sink, "handle_callbacks", None)
         if many is None or len(requests) < 2:
             return [self.apply(body, headers) for body, headers in requests]
         answers: list[Response | None] = [_refuse_type(headers) for _, headers in requests]
@@ -273,7 +292,9 @@ class AsgiApplication:
 
     An object with an ``async def __call__``, not a method: ASGI servers that inspect an application
     to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
-    them none. Each callback is applied in one of ``ASGI_THREADS`` threads, never on the event loop:
+    them none. A receiver of an ``AsyncFleet`` awaits it (which batches callbacks the same way, on
+    threads of its own, or applies them on the loop when nothing in their path blocks). A receiver
+    of a ``Fleet`` applies each callback in one of ``ASGI_THREADS`` threads, never on the event loop:
     the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
     serves every other request meanwhile. Under load, callbacks that queue up together are applied
     together (``WebhookReceiver.apply_many``: one store commit, each answered as it would be alone),
@@ -282,12 +303,14 @@ class AsgiApplication:
 
     def __init__(self, receiver: WebhookReceiver) -> None:
         self.receiver = receiver
+        fleet = receiver.fleet
+        self._async = fleet if is_async_sink(fleet) else None
         # Its own threads, not the event loop's default executor: the bound is the receiver's, and
         # blocking callbacks cannot starve what else the application runs there. None start
         # until the first callback. Their answers come back in batches under load (_handoff).
         self._threads = Handoff(ASGI_THREADS, "streamlife-asgi")
         # Callbacks queued together share a store commit, with a sink that takes them so (a Fleet).
-        self._many = self._apply_many if callable(getattr(receiver.fleet, "handle_callbacks", None)) else None
+        self._many = self._apply_many if callable(getattr(receiver.sink, "handle_callbacks", None)) else None
 
     def __repr__(self) -> str:
         return f"AsgiApplication({self.receiver!r})"
@@ -310,6 +333,8 @@ class AsgiApplication:
             body = await _read_body(receive, receiver.max_body)
             if body is None:
                 response = _too_large(receiver.max_body)
+            elif self._async is not None:
+                response = await self._apply_awaited(self._async, body, headers)
             else:
                 response = await self._apply_in_thread(body, headers)
         await send(
@@ -326,10 +351,27 @@ class AsgiApplication:
     def _apply_many(self, requests: list[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
         return self.receiver.apply_many(requests)
 
+    async def _apply_awaited(
+        self, sink: AsyncCallbackSink, body: bytes, headers: Mapping[str, str]
+    ) -> Response:
+        refusal = _refuse_type(headers)
+        if refusal is not None:
+            return refusal
+        try:
+            outcome = await sink.handle_callback(body)
+        except (CallbackError, StoreError, ParkingFullError) as error:
+            return self.receiver.refusal(error)
+        return _answer(outcome)
+
     async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
         # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
         # structlog's contextvars (a request id) is in the log lines of the callback it sent.
         return await self._threads.call(self.receiver.apply, body, headers, many=self._many)
+
+
+def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
+    """Whether ``sink`` is awaited (an ``AsyncFleet``), not called (a ``Fleet``)."""
+    return inspect.iscoroutinefunction(getattr(sink, "handle_callback", None))
 
 
 async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:

@@ -24,6 +24,7 @@ from streamlife._repeating import repeating
 from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
+from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.sim import RealTime, SimMode, SimulatedService, WebhookPoster, serve_http
 from streamlife.store import MemoryStore, Store, mask_store_url, pruning
@@ -249,7 +250,9 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            app = stack.enter_context(_ops_application(receiver, store, timers, fleet))
+            # Under uvicorn the receiver awaits an AsyncFleet, which never blocks uvicorn's loop.
+            front = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=token)
+            app = stack.enter_context(_ops_application(front, store, timers, fleet))
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
@@ -297,6 +300,8 @@ def _ops_application(
             stack.enter_context(repeating(metrics.sync, SYNC_EVERY, "streamlife-metrics"))
         app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
         stack.callback(app.close)
+        if isinstance(receiver.fleet, AsyncFleet):
+            stack.callback(receiver.fleet.close)  # (after uvicorn's loop has ended)
         yield app
 
 

@@ -25,7 +25,7 @@ import concurrent.futures
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,13 +33,13 @@ from typing import Any, TypeVar
 from streamlife._billing import Exposure
 from streamlife._callbacks import CallbackEvent
 from streamlife._clock import SYSTEM_CLOCK, Clock
-from streamlife._events import ForeignCallback, Outcome, OutcomeKind, Segment, StreamKind
-from streamlife._history import HistoryEntry
+from streamlife._events import Outcome, OutcomeKind, StreamKind
 from streamlife._logging import get_logger
 from streamlife._policy import Policy, check_max_duration
 from streamlife._task import StreamTask
 from streamlife._timer_loop import TimerLoop
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
+from streamlife.hooks import ForeignHook, OrphanHook, SegmentHook, TransitionHook
 from streamlife.lifecycle import STOP_DUE, TaskState
 from streamlife.protocol import PROVIDERS, URL_FIELD
 from streamlife.store import JournalEntry, MemoryStore, Store
@@ -50,7 +50,7 @@ from ._intake import Intake
 from ._ledger import Ledger
 from ._moves import Mover
 from ._notices import Notices
-from ._orphans import Orphan, Orphans, kind_of_orphan
+from ._orphans import Orphans, kind_of_orphan
 from ._recovery import recover
 from ._registry import Registry
 from ._starter import Starter
@@ -63,10 +63,11 @@ from ._workers import Backoff, Workers
 
 _log = get_logger()
 
-TransitionHook = TypeVar("TransitionHook", bound=Callable[[StreamTask, HistoryEntry], None])
-SegmentHook = TypeVar("SegmentHook", bound=Callable[[StreamTask, Segment], None])
-OrphanHook = TypeVar("OrphanHook", bound=Callable[[Orphan], None])
-ForeignHook = TypeVar("ForeignHook", bound=Callable[[ForeignCallback], None])
+# The hook given is returned as it is, so the methods work as decorators and keep its type.
+_Transition = TypeVar("_Transition", bound=TransitionHook)
+_Segment = TypeVar("_Segment", bound=SegmentHook)
+_Orphan = TypeVar("_Orphan", bound=OrphanHook)
+_Foreign = TypeVar("_Foreign", bound=ForeignHook)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,14 @@ class Fleet:
         process (a deferred start of the task never goes out, a start answer is met with a stop).
         """
         give_up_at = _give_up_at(wait)
+        tracked = self._ask_stop(task_or_id, give_up_at)
+        if give_up_at is not None:
+            self._mover.wait_settled([tracked], give_up_at)
+        return tracked.task
+
+    def _ask_stop(self, task_or_id: StreamTask | str, give_up_at: float | None) -> Tracked:
+        """``stop`` up to its wait: journaled, and its request sent (``give_up_at`` None) or handed
+        to a worker to send by ``give_up_at``. ``AsyncFleet`` awaits the rest on its loop."""
         tracked = self._tracked(task_or_id)
         try:
             self._mover.locked_fire(tracked, tracked.task.stop)
@@ -224,8 +233,7 @@ class Fleet:
             self._stopper.send(tracked, asked=True)
         else:
             self._stopper.send_soon(tracked, give_up_at, asked=True)
-            self._mover.wait_settled([tracked], give_up_at)
-        return tracked.task
+        return tracked
 
     def stop_all(self, wait: float | None = None) -> list[StreamTask]:
         """Stop every task not yet terminal, and every stream parked under a task_id no start has
@@ -242,6 +250,19 @@ class Fleet:
         request is sent, ``StopAllError`` names those tasks.
         """
         give_up_at = _give_up_at(wait)
+        alive, failures = self._ask_stop_all(give_up_at)
+        if give_up_at is not None:
+            self._mover.wait_settled(alive, give_up_at)
+        unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
+        if failures:
+            raise StopAllError(failures, unsettled)
+        return unsettled
+
+    def _ask_stop_all(
+        self, give_up_at: float | None
+    ) -> tuple[list[Tracked], list[tuple[StreamTask | str, BaseException]]]:
+        """``stop_all`` up to its wait: every stop journaled and sent (``give_up_at`` None: answered)
+        or handed to the workers. Returns the tasks it stopped, and the stops that failed."""
         registry, stopper = self._registry, self._stopper
         with registry.lock:
             parked = self._orphans.lot.expire(float("inf"))
@@ -288,12 +309,7 @@ class Fleet:
                     stopper.send_unjournaled(task_id, kinds, give_up_at)
         finally:
             workers.expect(-ahead)
-        if give_up_at is not None:
-            self._mover.wait_settled(alive, give_up_at)
-        unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
-        if failures:
-            raise StopAllError(failures, unsettled)
-        return unsettled
+        return alive, failures
 
     # -- callbacks ---------------------------------------------------------------------------------
     def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
@@ -378,17 +394,17 @@ class Fleet:
         )
 
     # -- hooks -------------------------------------------------------------------------------------
-    def on_transition(self, hook: TransitionHook) -> TransitionHook:
+    def on_transition(self, hook: _Transition) -> _Transition:
         """Call ``hook(task, entry)`` after every applied event but segments. Usable as a decorator."""
         self._notices.transition = (*self._notices.transition, hook)
         return hook
 
-    def on_segment(self, hook: SegmentHook) -> SegmentHook:
+    def on_segment(self, hook: _Segment) -> _Segment:
         """Call ``hook(task, segment)`` for every new segment (a partial, or a final)."""
         self._notices.segment = (*self._notices.segment, hook)
         return hook
 
-    def on_foreign(self, hook: ForeignHook) -> ForeignHook:
+    def on_foreign(self, hook: _Foreign) -> _Foreign:
         """Call ``hook(callback)`` for every well-formed callback that is not a stream event:
         memories.ai posts every product's async results to the account's one webhook URL. The
         callback (a ``ForeignCallback``, its payload in ``raw``) is answered 200 and never parked
@@ -396,7 +412,7 @@ class Fleet:
         self._notices.foreign = (*self._notices.foreign, hook)
         return hook
 
-    def on_orphan(self, hook: OrphanHook) -> OrphanHook:
+    def on_orphan(self, hook: _Orphan) -> _Orphan:
         """Call ``hook(orphan)`` when a stream nobody started is adopted (and, by default, stopped)."""
         self._notices.orphan = (*self._notices.orphan, hook)
         return hook
@@ -470,6 +486,18 @@ class Fleet:
             stop_failures=counts.get("stop_failures", 0),
             timers_fired=counts.get("timers", 0),
         )
+
+    # -- for AsyncFleet, which waits on its event loop (streamlife/aio.py) ------------------------
+    def _on_settled(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever a task becomes terminal, from that thread, with the Fleet's
+        lock held: it must only hand the news on."""
+        registry = self._registry
+        with registry.lock:
+            registry.on_settled = (*registry.on_settled, listener)
+
+    def _catch_up(self, waiting: Sequence[Tracked]) -> None:
+        """With a shared store, catch the tasks up with what other processes applied to them."""
+        self._mover.catch_up(waiting)
 
     def _tracked(self, task_or_id: StreamTask | str) -> Tracked:
         registry = self._registry

@@ -62,8 +62,7 @@ class Mover:
         if (change.applied and change.moved) or change.caught_up:  # (timers follow the row's fields)
             self.timers.sync(tracked)
             if change.became_terminal:
-                with self.registry.settled:
-                    self.registry.settled.notify_all()
+                self.registry.tell_settled()
             if change.became_ending:
                 # An end inferred, not confirmed: the stop that confirms it goes out once the task's
                 # lock is let go, in turn with the task's other notices.

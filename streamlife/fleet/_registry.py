@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from streamlife._events import StreamKind
 from streamlife._policy import Policy
@@ -18,11 +18,23 @@ from ._tracked import Tracked
 
 
 class Registry:
-    __slots__ = ("by_id", "by_key", "by_ref", "counts", "kinds_started", "lock", "released", "settled")
+    __slots__ = (
+        "by_id",
+        "by_key",
+        "by_ref",
+        "counts",
+        "kinds_started",
+        "lock",
+        "on_settled",
+        "released",
+        "settled",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.settled = threading.Condition(self.lock)  # notified whenever a task becomes terminal
+        # Called too, with the lock held: each must only hand the news on (an event loop's waiters).
+        self.on_settled: tuple[Callable[[], None], ...] = ()
         self.by_ref: dict[int, Tracked] = {}
         self.by_key: dict[str, Tracked] = {}  # the durable key: one tracked task per key, ever
         self.by_id: dict[str, Tracked] = {}
@@ -81,6 +93,13 @@ class Registry:
     def started_kinds(self) -> set[StreamKind]:
         with self.lock:
             return set(self.kinds_started)
+
+    def tell_settled(self) -> None:
+        """A task became terminal: wake every waiter."""
+        with self.settled:
+            self.settled.notify_all()
+            for tell in self.on_settled:
+                tell()
 
     def wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
         """Wait until every task of ``waiting`` is terminal, or ``give_up_at`` (monotonic) passes."""

@@ -24,7 +24,7 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""  # streamlife prints nothing the example did not ask for
         outputs.append(result.stdout)
-    fleet, cost, journal, user_tests, webhook, by_hand, simulator, video = outputs
+    fleet, cost, journal, user_tests, webhook, from_asyncio, by_hand, simulator, video = outputs
     assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
@@ -40,6 +40,8 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
     assert tail == "['segment', 'segment', 'segment']"  # callbacks after the restart, journaled
     assert billing == "still billing: []"
     assert webhook.splitlines() == ["{'outcome': 'applied'}", "401", "Hi."]  # and no log line
+    assert re.findall(r"^segment (\d+): ", from_asyncio, re.MULTILINE)[:2] == ["0", "1"]
+    assert from_asyncio.splitlines()[-1] == "stopped still billing: []"
     assert "Hello there." in by_hand
     assert "13 callbacks; the last: stopped" in simulator
     assert "billed: 30.0 s; still billing: []" in simulator

@@ -125,10 +125,16 @@ class FleetMachine(RuleBasedStateMachine):
         self.service = self.sim.service
         policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
         self.transport = StopsWhileStarting(self.sim.transport)
-        self.fleet = self.transport.fleet = self.sim.fleet(policy, transport=self.transport)
+        fleet = self.transport.fleet = self.sim.fleet(policy, transport=self.transport)
+        self.fleet = self.driven(fleet)
         # Callbacks reach the Fleet through _deliver instead, which counts them.
-        self.service.off_callback(self.fleet.handle_callback)
+        self.service.off_callback(fleet.handle_callback)
         self.service.on_callback(self._deliver)
+
+    def driven(self, fleet: Fleet) -> Fleet:
+        """What the rules drive: ``fleet`` itself here; the same Fleet through an AsyncFleet in
+        tests/aio/test_aio_stateful.py."""
+        return fleet
 
     # -- rules -------------------------------------------------------------------------------------
     @precondition(lambda self: len(self.fleet.tasks()) < 12)

@@ -1,0 +1,402 @@
+"""AsyncFleet: the Fleet for an asyncio application, whose event loop nothing of it blocks.
+
+    async with AsyncFleet(HttpTransport(key), store=SqliteStore("streams.db")) as fleet:
+        async with fleet.run_timers():
+            task = await fleet.start("audio", audio_url=url, provider="assemblyai")
+            ...
+            await fleet.stop(task, wait=30)
+
+An AsyncFleet is a thin async face over one ``Fleet`` (``fleet.fleet``): one lifecycle, one
+journal, the same guarantees; every fact keeps its one home there. What may block (a request to
+memories.ai, a store's I/O, a task's lock) runs in threads of the AsyncFleet's own, never on the
+loop, in two lanes so that one never waits behind the other:
+
+* **requests** (``threads`` of them): ``start``, ``stop``, ``stop_all``, ``recover``, ``tick`` and
+  the reads that may touch the store. A start holds one for its request; a stop's wait does not
+  (below).
+* **callbacks** (``callback_threads``): ``handle_callback``. Callbacks that queue up together are
+  applied together with one store commit (``Fleet.handle_callbacks``), each answered as it would
+  be alone (``streamlife._handoff``). The two lanes are apart because memories.ai (and the
+  simulator) may post a stream's first callback before it answers the start: a start waiting for
+  its answer must never hold the thread that callback needs. Even with a ``MemoryStore``, whose
+  writes never block, callbacks go to the lane: applied on the loop instead (alone, or batched by
+  turn of the loop), they were measured no cheaper, and a hook of the Fleet's own or an inferred
+  end's stop would then run on the loop.
+
+``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
+stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs
+out: a thousand tasks waiting cost no thread. Cancelling such an await leaves the task as it is:
+the stop is journaled, its request goes on, its answer and its status-14 callback still land.
+
+Why threads and not an async HTTP client: a stream costs one start and one stop, against a
+callback every 5 seconds, and callbacks come in by the webhook, not by the transport; the store's
+drivers (sqlite3, psycopg's pool) block anyway. Threads keep ``HttpTransport`` (its retries,
+deadlines and error mapping) the one transport, and measured faster at starting streams than bare
+``httpx.AsyncClient`` requests on the loop. bench/aio_lag.py measures that, and the loop's lag with
+200 faulted streams started, fed and stopped this way.
+
+**Hooks.** ``on_transition``, ``on_segment``, ``on_orphan`` and ``on_foreign`` take a plain
+function or a coroutine function (``hooks.AsyncSegmentHook`` and the others). Every hook
+registered here runs on the AsyncFleet's loop, one at a time, in the order of the events, after
+the event is journaled: a coroutine is awaited before the next hook runs, so a slow one delays the
+others (start a task of your own for long work); a plain function runs on the loop, so it must
+not block. A hook may ``await fleet.stop(...)``. One that raises is logged
+(``streamlife.hook_failed``). A foreign callback's hooks run after its 200, not before. Hooks
+given to the Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs them: on the
+thread that applied the event.
+
+The AsyncFleet takes the event loop it is first used on (``async with``, or any of its coroutines)
+and serves that loop only. ``aclose()`` (the end of ``async with``) makes the hook calls queued,
+waits for the stop requests in flight and lets its threads go; the transport and the store are the
+caller's. ``AsyncFleet.from_fleet(fleet)`` fronts a Fleet made elsewhere (``serve`` does, to feed
+its ASGI receiver); closing it leaves that Fleet open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from ._billing import Exposure
+from ._callbacks import CallbackEvent
+from ._clock import Clock
+from ._events import Outcome, StreamKind
+from ._handoff import Handoff
+from ._loop_hooks import Hook, LoopHooks
+from ._policy import Policy
+from ._task import StreamTask
+from ._timer_loop import DEFAULT_INTERVAL, TimerLoop
+from .errors import CallbackError, ParkingFullError, StopAllError, StoreError
+from .fleet import Fleet, FleetStats
+from .fleet._fleet import _give_up_at
+from .fleet._tracked import Tracked
+from .hooks import (
+    AsyncForeignHook,
+    AsyncOrphanHook,
+    AsyncSegmentHook,
+    AsyncTransitionHook,
+    ForeignHook,
+    OrphanHook,
+    SegmentHook,
+    TransitionHook,
+)
+from .lifecycle import TaskState
+from .store import JournalEntry, Store
+from .transport.base import Transport
+
+__all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "AsyncFleet"]
+
+# Requests to memories.ai at once from the requests lane: starts wait on the network, not the CPU.
+DEFAULT_THREADS: Final = 16
+# Callbacks applied at once, as the webhook server's workers: a task's callbacks are serialized by
+# its lock, so more threads buy little.
+DEFAULT_CALLBACK_THREADS: Final = 8
+
+_Transition = TypeVar("_Transition", bound=TransitionHook | AsyncTransitionHook)
+_Segment = TypeVar("_Segment", bound=SegmentHook | AsyncSegmentHook)
+_Orphan = TypeVar("_Orphan", bound=OrphanHook | AsyncOrphanHook)
+_Foreign = TypeVar("_Foreign", bound=ForeignHook | AsyncForeignHook)
+_Payload = bytes | str | Mapping[str, Any]
+
+
+class AsyncFleet:
+    """``Fleet``'s API as coroutines: ``await start``, ``stop``, ``stop_all``, ``handle_callback``;
+    ``async with run_timers()``. The arguments are ``Fleet``'s, plus the two lanes' thread counts
+    (see the module's docstring)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        clock: Clock | None = None,
+        policy: Policy | None = None,
+        store: Store | None = None,
+        threads: int = DEFAULT_THREADS,
+        callback_threads: int = DEFAULT_CALLBACK_THREADS,
+    ) -> None:
+        fleet = Fleet(transport, clock=clock, policy=policy, store=store)
+        self._setup(fleet, threads, callback_threads, owned=True)
+
+    @classmethod
+    def from_fleet(
+        cls, fleet: Fleet, *, threads: int = DEFAULT_THREADS, callback_threads: int = DEFAULT_CALLBACK_THREADS
+    ) -> AsyncFleet:
+        """An AsyncFleet in front of ``fleet``, which stays usable from threads as before (its
+        hooks, its ``run_timers``). ``aclose`` leaves it open: it is the caller's."""
+        made = cls.__new__(cls)
+        made._setup(fleet, threads, callback_threads, owned=False)
+        return made
+
+    def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
+        self._fleet = fleet
+        self._owned = owned
+        self._requests = Handoff(threads, "streamlife-aio-requests")
+        self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
+        self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hooks = LoopHooks()
+        self._transition: tuple[Hook, ...] = ()
+        self._segment: tuple[Hook, ...] = ()
+        self._orphan: tuple[Hook, ...] = ()
+        self._foreign: tuple[Hook, ...] = ()
+        # Waiting for tasks to settle, on the loop: the Fleet says when one becomes terminal.
+        self._waiting = 0
+        self._news: asyncio.Future[None] | None = None
+        self._news_due = False
+        fleet._on_settled(self._settled_somewhere)
+
+    # -- what it fronts ----------------------------------------------------------------------------
+    @property
+    def fleet(self) -> Fleet:
+        """The Fleet underneath: for a thread of your own, or a WSGI receiver."""
+        return self._fleet
+
+    @property
+    def store(self) -> Store:
+        return self._fleet.store
+
+    @property
+    def policy(self) -> Policy:
+        return self._fleet.policy
+
+    @property
+    def clock(self) -> Clock:
+        return self._fleet.clock
+
+    @property
+    def transport(self) -> Transport:
+        return self._fleet.transport
+
+    def __repr__(self) -> str:
+        return f"AsyncFleet({self._fleet!r})"
+
+    async def __aenter__(self) -> AsyncFleet:
+        self._bind()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Make the hook calls queued, wait for the stop requests in flight (a Fleet made here),
+        and let the threads go. Tasks stay as they are, as ``Fleet.close`` leaves them."""
+        if self._loop is not None:
+            await self._hooks.close()
+        if self._owned:
+            await self._requests.call(self._fleet.close)
+        self.close()
+
+    def close(self) -> None:
+        """Let the threads go once the calls handed to them are made, without waiting, from any
+        thread: for a caller whose loop has ended (``serve``). Hook calls still queued are not made,
+        and a Fleet made here is not closed: ``aclose`` does both."""
+        self._requests.close()
+        self._callbacks.close()
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return loop
+        if self._loop is not None:
+            raise RuntimeError("an AsyncFleet serves the one event loop it was first used on")
+        self._loop = loop
+        self._news = loop.create_future()
+        self._hooks.bind(loop)
+        return loop
+
+    # -- starting and stopping ---------------------------------------------------------------------
+    async def start(self, kind: StreamKind | str, **params: Any) -> StreamTask:
+        """``Fleet.start``, its request made in a thread."""
+        self._bind()
+        return await self._requests.call(functools.partial(self._fleet.start, kind, **params))
+
+    async def stop(self, task_or_id: StreamTask | str, wait: float | None = None) -> StreamTask:
+        """``Fleet.stop``. Without ``wait``, its request is made in a thread and this returns once
+        it is answered; with ``wait``, the stop is journaled and its request handed to a stop
+        worker, and this returns once the task is terminal, or ``wait`` seconds have passed. Being
+        cancelled leaves the stop as asked: it is journaled, and its request goes on."""
+        self._bind()
+        give_up_at = _give_up_at(wait)
+        tracked = await self._requests.call(self._fleet._ask_stop, task_or_id, give_up_at)
+        if give_up_at is not None:
+            await self._wait_settled([tracked], give_up_at)
+        return tracked.task
+
+    async def stop_all(self, wait: float | None = None) -> list[StreamTask]:
+        """``Fleet.stop_all``; with ``wait``, the wait is on the loop, as ``stop``'s."""
+        self._bind()
+        give_up_at = _give_up_at(wait)
+        alive, failures = await self._requests.call(self._fleet._ask_stop_all, give_up_at)
+        if give_up_at is not None:
+            await self._wait_settled(alive, give_up_at)
+        unsettled = [tracked.task for tracked in alive if not tracked.task.terminal]
+        if failures:
+            raise StopAllError(failures, unsettled)
+        return unsettled
+
+    # -- callbacks ---------------------------------------------------------------------------------
+    async def handle_callback(self, payload: _Payload) -> Outcome:
+        """``Fleet.handle_callback``: the same outcomes, the same errors. Journaled before it returns."""
+        self._bind()
+        result = await self._callbacks.call(_apply_one, self._fleet, payload, many=self._many)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def handle_callbacks(self, payloads: Iterable[_Payload]) -> list[Outcome | CallbackError]:
+        """``Fleet.handle_callbacks``, in a thread."""
+        self._bind()
+        return await self._callbacks.call(self._fleet.handle_callbacks, list(payloads))
+
+    async def deliver(self, event: CallbackEvent) -> Outcome:
+        """``Fleet.deliver``, in a thread."""
+        self._bind()
+        return await self._callbacks.call(self._fleet.deliver, event)
+
+    # -- timers ------------------------------------------------------------------------------------
+    async def tick(self) -> int:
+        """``Fleet.tick``, in a thread."""
+        self._bind()
+        return await self._requests.call(self._fleet.tick)
+
+    def next_deadline(self) -> float | None:
+        return self._fleet.next_deadline()
+
+    @contextlib.asynccontextmanager
+    async def run_timers(self, *, interval: float = DEFAULT_INTERVAL) -> AsyncIterator[AsyncFleet]:
+        """Tick from a background thread while the block runs, as ``Fleet.run_timers``."""
+        self._bind()
+        timers = TimerLoop(self._fleet, interval=interval)
+        timers.start()
+        try:
+            yield self
+        finally:
+            await self._requests.call(timers.stop)  # (it waits for the tick under way)
+
+    async def recover(self) -> list[StreamTask]:
+        """``Fleet.recover``, in a thread."""
+        self._bind()
+        return await self._requests.call(self._fleet.recover)
+
+    # -- hooks -------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _bridges(self) -> tuple[Hook, ...]:
+        hooks = self._hooks
+        return (
+            hooks.bridge(lambda: self._transition),
+            hooks.bridge(lambda: self._segment),
+            hooks.bridge(lambda: self._orphan),
+            hooks.bridge(lambda: self._foreign),
+        )
+
+    def on_transition(self, hook: _Transition) -> _Transition:
+        """``Fleet.on_transition``, on the loop (see the module's docstring); a coroutine function too."""
+        if not self._transition:
+            self._fleet.on_transition(self._bridges[0])
+        self._transition = (*self._transition, hook)
+        return hook
+
+    def on_segment(self, hook: _Segment) -> _Segment:
+        """``Fleet.on_segment``, on the loop; a coroutine function too."""
+        if not self._segment:
+            self._fleet.on_segment(self._bridges[1])
+        self._segment = (*self._segment, hook)
+        return hook
+
+    def on_orphan(self, hook: _Orphan) -> _Orphan:
+        """``Fleet.on_orphan``, on the loop; a coroutine function too."""
+        if not self._orphan:
+            self._fleet.on_orphan(self._bridges[2])
+        self._orphan = (*self._orphan, hook)
+        return hook
+
+    def on_foreign(self, hook: _Foreign) -> _Foreign:
+        """``Fleet.on_foreign``, on the loop, after the callback is answered; a coroutine function too."""
+        if not self._foreign:
+            self._fleet.on_foreign(self._bridges[3])
+        self._foreign = (*self._foreign, hook)
+        return hook
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def get(self, task_id: str) -> StreamTask | None:
+        """``Fleet.get``, in a thread (it may read the store)."""
+        self._bind()
+        return await self._requests.call(self._fleet.get, task_id)
+
+    async def journal(self, task_or_id: StreamTask | str) -> list[JournalEntry]:
+        """``Fleet.journal``, in a thread."""
+        self._bind()
+        return await self._requests.call(self._fleet.journal, task_or_id)
+
+    async def unsettled(self) -> list[StreamTask]:
+        """``Fleet.unsettled``, in a thread (with a shared store, it reads it)."""
+        self._bind()
+        return await self._requests.call(self._fleet.unsettled)
+
+    def tasks(self, state: TaskState | str | None = None) -> list[StreamTask]:
+        """``Fleet.tasks``: what this process holds, read in memory."""
+        return self._fleet.tasks(state)
+
+    def stats(self) -> FleetStats:
+        return self._fleet.stats()
+
+    def exposure(self) -> Exposure:
+        return self._fleet.exposure()
+
+    # -- waiting on the loop -----------------------------------------------------------------------
+    def _settled_somewhere(self) -> None:
+        """A task became terminal (any thread, the registry's lock held): wake the loop's waiters."""
+        loop = self._loop
+        if self._waiting and not self._news_due and loop is not None:
+            self._news_due = True
+            with contextlib.suppress(RuntimeError):  # (a closed loop has no waiters left)
+                loop.call_soon_threadsafe(self._tell_waiters)
+
+    def _tell_waiters(self) -> None:
+        self._news_due = False
+        news, self._news = self._news, asyncio.get_running_loop().create_future()
+        if news is not None:
+            news.set_result(None)
+
+    async def _wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
+        """``Mover.wait_settled`` on the loop: until every task is terminal, or ``give_up_at``
+        (monotonic). With a shared store, the tasks catch up with it every ``Policy.shared_poll``."""
+        poll = self.policy.shared_poll if self.store.shared else None
+        first_alive = 0
+        self._waiting += 1
+        try:
+            while True:
+                while first_alive < len(waiting) and waiting[first_alive].task.terminal:
+                    first_alive += 1
+                left = give_up_at - time.monotonic()
+                if first_alive == len(waiting) or left <= 0:
+                    return
+                assert self._news is not None
+                done, _ = await asyncio.wait({self._news}, timeout=left if poll is None else min(left, poll))
+                if not done and poll is not None:
+                    behind = [tracked for tracked in waiting if not tracked.task.terminal]
+                    await self._requests.call(self._fleet._catch_up, behind)
+        finally:
+            self._waiting -= 1
+
+
+def _apply_one(fleet: Fleet, payload: _Payload) -> Outcome | BaseException:
+    """One callback, its error returned: a batch's calls each get their own answer."""
+    try:
+        return fleet.handle_callback(payload)
+    except Exception as error:
+        return error
+
+
+def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | BaseException]:
+    """Callbacks queued together, with one store commit; if the batch cannot be kept, each alone,
+    for its own answer (what the batch kept before it failed answers as a duplicate)."""
+    payloads = [payload for _, payload in calls]
+    try:
+        return list(fleet.handle_callbacks(payloads))
+    except (StoreError, ParkingFullError):
+        return [_apply_one(fleet, payload) for payload in payloads]
