@@ -10,10 +10,10 @@ small API of its own:
     GET  /streams/{task_id}        {"task_id", "kind", "state", "segments", "text", "unsafe", ...}
     POST /streams/{task_id}/stop   stops it; answers once it is stopped (or within 10 s)
 
-The receiver applies each callback in a thread of its own, never on the event loop. The Fleet is
-the blocking one: its calls are made from ``def`` endpoints, which FastAPI runs in its thread pool.
-The application's lifespan takes back the tasks a previous run left (``recover()``, from the
-journal in ``STREAMLIFE_STORE``, ``sqlite:streamlife.db``) and runs the Fleet's timers.
+The Fleet is an ``AsyncFleet``: the endpoints await it, and what may block (a request to
+memories.ai, the store) runs in its threads, never on the event loop; the receiver awaits it for
+each callback. The application's lifespan takes back the tasks a previous run left (``recover()``,
+from the journal in ``STREAMLIFE_STORE``, ``sqlite:streamlife.db``) and runs the Fleet's timers.
 
 Against the simulator of memories.ai, with no key: uvicorn on ``PORT`` (8000), and the simulator
 on another loopback port, posting its webhooks to this application::
@@ -34,6 +34,7 @@ at another base URL.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -47,7 +48,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from streamlife import Fleet, ManualClock, StreamKind, StreamTask, UnknownTaskError
+from streamlife import AsyncFleet, ManualClock, StreamKind, StreamTask, UnknownTaskError
 from streamlife.protocol import URL_FIELD
 from streamlife.sim import RealTime, SimulatedService, serve_http
 from streamlife.store import MemoryStore, open_store
@@ -75,7 +76,12 @@ class Stream(BaseModel):
     error: str | None
 
     @classmethod
-    def of(cls, task: StreamTask) -> Stream:
+    async def of(cls, task: StreamTask) -> Stream:
+        # A long stream's older segments are read back from the store: off the event loop.
+        return await asyncio.to_thread(cls._read, task)
+
+    @classmethod
+    def _read(cls, task: StreamTask) -> Stream:
         segments = list(task.transcript)
         unsafe = [s.index for s in segments if (m := s.moderation) is not None and m.has_unsafe_content]
         return cls(
@@ -97,7 +103,7 @@ def create_app(env: Mapping[str, str] = os.environ) -> FastAPI:
         env["MEMORIES_API_KEY"], base_url=env.get("MEMORIES_BASE_URL", DEFAULT_BASE_URL)
     )
     store = open_store(env.get("STREAMLIFE_STORE", "sqlite:streamlife.db"))
-    fleet = Fleet(transport, store=store)
+    fleet = AsyncFleet(transport, store=store)
     token = env["STREAMLIFE_WEBHOOK_TOKEN"]
     receiver = WebhookReceiver(fleet, token=token)
     # The token is the webhook path's last segment: keep it out of uvicorn's access log.
@@ -105,53 +111,51 @@ def create_app(env: Mapping[str, str] = os.environ) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with ExitStack() as resources:
-            resources.callback(store.close)
-            resources.callback(transport.close)
-            resources.callback(fleet.close)  # (last in, first out: the Fleet, transport, store)
-            fleet.recover()  # before the receiver takes a callback: the tasks a previous run left live
-            resources.enter_context(fleet.run_timers())  # stop retries, final-callback waits, orphans
-            if isinstance(store, MemoryStore):  # it remembers nothing: stop what is live on the way out
-                resources.callback(fleet.stop_all)
-            yield
+        with ExitStack() as given:  # the transport and the store are ours to close, after the Fleet
+            given.callback(store.close)
+            given.callback(transport.close)
+            async with fleet:
+                await fleet.recover()  # before the receiver takes a callback: a previous run's tasks
+                async with fleet.run_timers():  # stop retries, final-callback waits, orphans
+                    yield
+                    if isinstance(store, MemoryStore):  # it remembers nothing: stop what is live
+                        await fleet.stop_all()
 
     app = FastAPI(title="streams", lifespan=lifespan)
     app.mount("/memories", receiver.asgi)  # memories.ai posts to /memories/<token>
 
-    # ``def``, not ``async def``: Fleet.start and Fleet.stop block on memories.ai's answer, and
-    # FastAPI runs a ``def`` endpoint in its thread pool. (An asyncio Fleet would be awaited from
-    # ``async def`` endpoints instead.)
     @app.post("/streams", status_code=201)
-    def start(body: Start) -> Stream:
+    async def start(body: Start) -> Stream:
         kind = StreamKind(body.kind)
         params = {URL_FIELD[kind]: body.url, **body.options}
         if body.provider is not None:
             params["provider"] = body.provider
         try:
-            task = fleet.start(kind, **params)  # blocks for the start request only
+            task = await fleet.start(kind, **params)  # awaits the start request only
         except ValueError as error:
             raise HTTPException(400, f"not a start: {error}") from None
         # A start refused for now (pending) or whose answer was lost (uncertain) has no task_id
         # yet: the Fleet goes on with it, and GET /streams shows it.
-        return Stream.of(task)
+        return await Stream.of(task)
 
     @app.get("/streams")
-    def streams() -> dict[str, list[Stream]]:
-        return {"streams": [Stream.of(task) for task in fleet.tasks()]}
+    async def streams() -> dict[str, list[Stream]]:
+        return {"streams": [await Stream.of(task) for task in fleet.tasks()]}
 
     @app.get("/streams/{task_id}")
-    def stream(task_id: str) -> Stream:
-        task = fleet.get(task_id)
+    async def stream(task_id: str) -> Stream:
+        task = await fleet.get(task_id)
         if task is None:
             raise HTTPException(404, "no such stream")
-        return Stream.of(task)
+        return await Stream.of(task)
 
     @app.post("/streams/{task_id}/stop")
-    def stop(task_id: str) -> Stream:
+    async def stop(task_id: str) -> Stream:
         try:
-            return Stream.of(fleet.stop(task_id, wait=10))  # safe to repeat, whatever its state
+            task = await fleet.stop(task_id, wait=10)  # safe to repeat, whatever its state
         except UnknownTaskError:
             raise HTTPException(404, "no such stream") from None
+        return await Stream.of(task)
 
     return app
 
