@@ -16,6 +16,7 @@ times per ``Policy.takeover_after``: its cost, against that interval.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -23,11 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from streamlife import Policy
 from streamlife._jsontext import to_json
 from streamlife.store import Due, JournalEntry, SqliteStore, Store, TaskRow
+from streamlife.store._prune_pacing import Pacer
 from streamlife.store._sql import PRUNE_BATCH
 
 from .common import Figure, Goal, Section, say
@@ -48,11 +50,16 @@ class UpkeepConfig:
     entries: int  # journal entries each
     live: int  # live tasks that claim_due looks through
     looks: int  # claim_due calls timed
+    alone: float  # seconds the writer writes with no prune running, for the reference
 
 
-FULL = UpkeepConfig(stopped=100_000, entries=10, live=10_000, looks=20)
-QUICK = UpkeepConfig(stopped=10_000, entries=10, live=2_000, looks=10)
-REFS = [("batch", "one batch's share"), ("interval", "the look interval")]
+FULL = UpkeepConfig(stopped=100_000, entries=10, live=10_000, looks=20, alone=3.0)
+QUICK = UpkeepConfig(stopped=10_000, entries=10, live=2_000, looks=10, alone=0.5)
+REFS = [
+    ("batch", "one batch's share"),
+    ("alone", "the writer alone"),
+    ("interval", "the look interval"),
+]
 
 
 def fill_sqlite(path: Path, stopped: int, entries: int, live: int) -> None:
@@ -171,24 +178,33 @@ def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callab
             writer.close()
 
 
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def prune_while_writing(store: Store, writer: Store) -> tuple[float, list[float], Any]:
-    """Prune every stopped task while ``writer`` moves a running task on: (seconds, the writer's
-    waits, the result)."""
-    live = TaskRow("writer", "audio", "tid-writer", "running", 1, 5000.0, 5000.0, {})
-    writer.create(
-        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
-    )
+class Prune(NamedTuple):
+    seconds: float
+    waits: list[float]  # the writer's, each from asking for the task to its commit
+    result: Any
+    holds: list[float] | None  # how long each batch held the write lock (SQLite), None: not known
+
+
+@contextmanager
+def writing(writer: Store, key: str) -> Iterator[list[float]]:
+    """A thread moving ``key`` (a running task) on, one event at a time, while the block runs: its
+    waits, each from asking for the task to the commit."""
     waits: list[float] = []
     done = threading.Event()
 
     def write() -> None:
         while not done.is_set():
             asked = time.perf_counter()
-            with writer.lock("writer") as txn:
+            with writer.lock(key) as txn:
                 version = txn.version + 1
                 txn.write(
                     [JournalEntry(version, 5000.0 + version, "segment", "running", "running", None)], None
@@ -198,13 +214,53 @@ def prune_while_writing(store: Store, writer: Store) -> tuple[float, list[float]
 
     thread = threading.Thread(target=write)
     thread.start()
-    time.sleep(0.05)
-    began = time.perf_counter()
-    result = store.prune(2000.0)
-    took = time.perf_counter() - began
-    done.set()
-    thread.join()
-    return took, waits, result
+    try:
+        yield waits
+    finally:
+        done.set()
+        thread.join()
+
+
+def write_alone(writer: Store, seconds: float) -> list[float]:
+    """The writer's waits with no prune running, for ``seconds``: the reference, in the same run."""
+    live = TaskRow("alone", "audio", "tid-alone", "running", 1, 5000.0, 5000.0, {})
+    writer.create(
+        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
+    )
+    with writing(writer, "alone") as waits:
+        time.sleep(seconds)
+    return list(waits)
+
+
+def prune_while_writing(store: Store, writer: Store) -> Prune:
+    """Prune every stopped task while ``writer`` moves a running task on."""
+    live = TaskRow("writer", "audio", "tid-writer", "running", 1, 5000.0, 5000.0, {})
+    writer.create(
+        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
+    )
+    holds: list[float] | None = None
+    if isinstance(store, SqliteStore):
+        holds = []
+        store._pacer = lambda: _Recording(holds)  # type: ignore[method-assign]
+    with writing(writer, "writer") as waits:
+        time.sleep(0.05)
+        began = time.perf_counter()
+        result = store.prune(2000.0)
+        took = time.perf_counter() - began
+        time.sleep(0.01)
+    return Prune(took, list(waits), result, holds)
+
+
+class _Recording(Pacer):
+    """SqliteStore's pacing, noting how long each batch held the lock."""
+
+    def __init__(self, holds: list[float]) -> None:
+        super().__init__()
+        self.holds = holds
+
+    def learn(self, entries: int, held: float) -> None:
+        self.holds.append(held)
+        super().learn(entries, held)
 
 
 def look_cost(store: Store, looks: int) -> float:
@@ -264,9 +320,11 @@ def _measure(
             size() / (config.stopped * config.entries),
         )
     )
-    say(f"upkeep: {name}, prune {config.stopped:,} stopped tasks while writing")
-    took, waits, result = prune_while_writing(store, writer)
-    batches = max(1, -(-result.tasks // PRUNE_BATCH))
+    say(f"upkeep: {name}, a writer alone for {config.alone:g} s, then prune {config.stopped:,} stopped tasks")
+    alone = write_alone(writer, config.alone)
+    prune = prune_while_writing(store, writer)
+    took, waits, result = prune.seconds, prune.waits, prune.result
+    batches = len(prune.holds) if prune.holds else max(1, -(-result.tasks // PRUNE_BATCH))
     section.add(
         Figure(
             f"upkeep.{kind}.prune_tasks_per_s",
@@ -275,13 +333,26 @@ def _measure(
             result.tasks / took,
         )
     )
+    if prune.holds:
+        section.add(
+            Figure(
+                f"upkeep.{kind}.batch_longest_hold_ms",
+                f"a batch's longest hold of the write lock ({batches:,} batches), {name}",
+                "ms",
+                max(prune.holds) * 1000,
+                {"batch": took / batches * 1000},
+                note=f"mean {statistics.mean(prune.holds) * 1000:,.1f} ms",
+            )
+        )
     wait = section.add(
         Figure(
             f"upkeep.{kind}.writer_longest_wait_ms",
             f"a writer's longest wait during the prune, {name}",
             "ms",
             max(waits) * 1000,
-            {"batch": took / batches * 1000},
+            {"batch": took / batches * 1000, "alone": max(alone) * 1000},
+            note=f"{len(waits):,} writes; the 99th percentile {_percentile(waits, 0.99) * 1000:,.1f} ms,"
+            f" alone {_percentile(alone, 0.99) * 1000:,.1f} ms",
         )
     )
     ratio = wait.ratio("batch")
