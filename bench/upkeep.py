@@ -6,7 +6,9 @@ dead process left overdue (``Store.claim_due``).
 Retention: a store is filled with stopped tasks, each with journal entries carrying a segment's
 arguments, and one running task that a writer on another connection moves on, one event at a time,
 while ``prune`` lets the stopped tasks go. The writer's longest wait is the longest a batch held it
-up, as another process would see it; the reference is one batch's share of the prune. The bytes
+up, as another process would see it; the references are one batch's share of the prune (its hold
+of the write lock and the pause after it: on SQLite the pacer counts the batches, which are sized
+by time) and the same writer's longest wait with no prune running, in the same run. The bytes
 each journal entry took on disk say how large a day's journal is (docs/scaling.md).
 
 Takeover: ``claim_due`` on a store of live tasks none of which is due, as every Fleet runs it four
