@@ -11,8 +11,9 @@ longer still. So:
   goes whole, with all its entries, so a batch takes one task at least), from the rate the last
   batch deleted at: never a fixed number of tasks, whose journals may be 10 entries or 10,000;
 * after a batch the lock is let go for as long as the batch held it (writers get half the time at
-  least), and never less than the longest sleep a writer that began waiting during the batch may
-  be in, with a margin for a late wake-up: its next try then falls in the pause.
+  least), and never less than twice the longest sleep a writer that began waiting during the batch
+  may be in: its next try falls in the pause even if it wakes up late, by as much as that sleep
+  (on a busy machine a thread often does).
 
 The clock and the sleep are injected, so the pacing is tested without time passing.
 """
@@ -26,7 +27,8 @@ from typing import Final
 HOLD: Final = 0.005  # seconds a batch aims to hold the write lock
 FIRST_ENTRIES: Final = 1_000  # journal entries the first batch may take, before any rate is known
 GROWTH: Final = 2  # a batch takes at most this many times the entries the last one could
-MARGIN: Final = 0.001  # seconds added to a pause, for a writer that wakes up late
+WAKE_SLACK: Final = 2  # a pause lasts this many times the sleep a waiting writer may be in
+MARGIN: Final = 0.001  # seconds added to a pause, so that it always outlasts the batch
 
 # SQLite's default busy handler (sqliteDefaultBusyCallback): the sleeps between a waiting writer's
 # tries, then LAST_SLEEP each.
@@ -87,7 +89,7 @@ class Pacer:
 
     def pause_after(self, held: float) -> float:
         """How long the lock is let go after a batch that held it ``held`` seconds."""
-        return max(held, writer_sleep(held)) + MARGIN
+        return max(held, WAKE_SLACK * writer_sleep(held)) + MARGIN
 
     def pause(self, held: float, since: float) -> None:
         """Let the lock go for ``pause_after(held)`` counted from ``since`` (on ``timer``): what was
