@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, TypeVar
+
+K = TypeVar("K")
 
 HOLD: Final = 0.005  # seconds a batch aims to hold the write lock
 FIRST_ENTRIES: Final = 1_000  # journal entries the first batch may take, before any rate is known
@@ -63,10 +65,10 @@ class Pacer:
         self._sleep = sleep
         self.budget = FIRST_ENTRIES  # journal entries the next batch may take
 
-    def take(self, found: Sequence[tuple[str, int]]) -> list[str]:
+    def take(self, found: Sequence[tuple[K, int]]) -> list[K]:
         """The keys of the first tasks of ``found`` (key, entries) whose entries fit the budget:
         the first task always, whatever its size."""
-        keys: list[str] = []
+        keys: list[K] = []
         entries = 0
         for key, count in found:
             if keys and entries + count > self.budget:

@@ -108,6 +108,8 @@ _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?
 # clocks apart: it lets the scan take the tasks_open index, terminal tasks made before the cutoff.)
 _PRUNABLE: Final = "FROM tasks WHERE terminal = 1 AND created_at < ? AND updated_at < ?"
 _KEYS: Final = "(SELECT value FROM json_each(?))"  # the keys of one batch, as one JSON array
+# Dead letters kept before a time, oldest first, with the pages each body takes (one at least).
+_OLD_LETTERS: Final = "SELECT id, 1 + length(body) / 4096 FROM dead_letters WHERE at < ? ORDER BY id LIMIT ?"
 _CLAIMABLE: Final = "FROM tasks WHERE " + CLAIMABLE.format(false="0", mark="?")
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
@@ -307,12 +309,33 @@ class SqliteStore:
                 if len(keys) == len(batch) < limit:
                     break
                 pacer.pause(held, let_go)
-            with self._transaction("could not prune the dead letters") as db:
-                letters = db.execute("DELETE FROM dead_letters WHERE at < ?", cutoff[:1]).rowcount
-            checkpoint_aside(aside)
+            letters = self._prune_letters(cutoff[0], aside)
         finally:
             aside.close()
         return PruneResult(tasks, entries, letters)
+
+    def _prune_letters(self, before: float, aside: sqlite3.Connection) -> int:
+        """The dead letters kept before ``before``, paced as the tasks are: a letter counts one
+        entry for each page its body takes, as its deletion writes about as many."""
+        pacer = self._pacer()
+        letters = 0
+        while True:
+            with self._transaction("could not prune the dead letters") as db:
+                began = pacer.timer()
+                limit = min(PRUNE_BATCH, pacer.budget)
+                batch = db.execute(_OLD_LETTERS, (before, limit)).fetchall()
+                ids = pacer.take(batch)
+                deleted = db.execute(
+                    f"DELETE FROM dead_letters WHERE id IN {_KEYS}", (json.dumps(ids),)
+                ).rowcount
+            held = pacer.timer() - began
+            letters += deleted
+            pacer.learn(sum(pages for _, pages in batch[: len(ids)]), held)
+            let_go = pacer.timer()
+            checkpoint_aside(aside)
+            if len(ids) == len(batch) < limit:
+                return letters
+            pacer.pause(held, let_go)
 
     def _pacer(self) -> Pacer:
         """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -109,15 +109,20 @@ def journal_entries(path: Path) -> int:
     return int(count)
 
 
-class Paced(Pacer):
-    """A pacer on a clock that moves ``cost`` seconds for each journal entry gone from the file (as
-    another connection sees it), with a sleep that only notes what it was asked for."""
+def letter_pages(path: Path) -> int:
+    """What the dead letters weigh for the pacing: a page of body each (one at least)."""
+    with closing(sqlite3.connect(path)) as db:
+        (count,) = db.execute("SELECT total(1 + length(body) / 4096) FROM dead_letters").fetchone()
+    return int(count)
 
-    def __init__(self, path: Path, cost: float, *, stop_after: int | None = None) -> None:
-        self.start = journal_entries(path)
-        super().__init__(
-            hold=0.005, timer=lambda: cost * (self.start - journal_entries(path)), sleep=self.slept
-        )
+
+class Paced(Pacer):
+    """A pacer on a clock that moves ``cost`` seconds for each unit ``count`` finds gone from the
+    file (as another connection sees it), with a sleep that only notes what it was asked for."""
+
+    def __init__(self, count: Callable[[], int], cost: float, *, stop_after: int | None = None) -> None:
+        self.start = count()
+        super().__init__(hold=0.005, timer=lambda: cost * (self.start - count()), sleep=self.slept)
         self.batches: list[tuple[int, int, float]] = []  # (entries, the budget they had, held)
         self.pauses: list[tuple[float, float]] = []  # (held, slept)
         self.stop_after = stop_after
@@ -132,6 +137,26 @@ class Paced(Pacer):
             raise KeyboardInterrupt  # the process stopped between two batches
 
 
+def pace(monkeypatch: pytest.MonkeyPatch, store: SqliteStore, *pacers: Pacer) -> None:
+    """``store``'s prunes paced by ``pacers`` in turn (the tasks', then the letters'), then as usual."""
+    turns = iter(pacers)
+    monkeypatch.setattr(store, "_pacer", lambda: next(turns, None) or Pacer())
+
+
+def assert_paced(pacer: Paced) -> None:
+    """Each batch after the first held the lock within the bound; after each but the last, the
+    lock was let go for as long as the pacing says."""
+    (first, *rest) = pacer.batches
+    assert first[0] <= FIRST_ENTRIES
+    assert len(rest) > 10
+    for entries, budget, held in rest:
+        assert entries <= budget
+        assert held <= pacer.hold + 1e-9
+    assert len(pacer.pauses) == len(pacer.batches) - 1
+    for held, slept in pacer.pauses:
+        assert slept >= pacer.pause_after(held) - 1e-9  # (the clock stands still while nothing is deleted)
+
+
 SIZES = [(n * 7) % 23 + 1 for n in range(120)]  # 1 to 23 entries each
 
 
@@ -141,19 +166,28 @@ def test_each_batch_holds_the_lock_within_the_bound_on_the_stores_clock(
     path = tmp_path / "streams.db"
     fill(path, SIZES)
     store = SqliteStore(path)
-    pacer = Paced(path, cost=0.0002)  # 25 entries in the 5 ms hold: more than any one task has
-    monkeypatch.setattr(store, "_pacer", lambda: pacer)
+    pacer = Paced(
+        lambda: journal_entries(path), cost=0.0002
+    )  # 25 entries in the 5 ms hold: more than a task has
+    pace(monkeypatch, store, pacer)
     assert store.prune(100.0) == PruneResult(len(SIZES), sum(SIZES), 0)
     assert journal_entries(path) == 0
-    (first, *rest) = pacer.batches
-    assert first[0] <= FIRST_ENTRIES
-    assert len(rest) > 10
-    for entries, budget, held in rest:
-        assert entries <= budget
-        assert held <= pacer.hold + 1e-9
-    assert len(pacer.pauses) == len(pacer.batches) - 1  # none after the last
-    for held, slept in pacer.pauses:
-        assert slept >= pacer.pause_after(held) - 1e-9  # (the clock stands still while nothing is deleted)
+    assert_paced(pacer)
+    store.close()
+
+
+def test_dead_letters_go_in_batches_paced_by_the_pages_their_bodies_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "streams.db"
+    store = SqliteStore(path)
+    old = [store.dead_letter(10.0, "r", None, b"x" * (n % 5 * 12_000)) for n in range(400)]
+    kept = store.dead_letter(200.0, "r", None, b"new")
+    tasks, letters = Pacer(), Paced(lambda: letter_pages(path), cost=0.0002)
+    pace(monkeypatch, store, tasks, letters)
+    assert store.prune(100.0) == PruneResult(0, 0, len(old))
+    assert [letter.id for letter in store.dead_letters()] == [kept]
+    assert_paced(letters)
     store.close()
 
 
@@ -163,7 +197,7 @@ def test_a_prune_stopped_between_batches_leaves_every_task_whole_and_the_next_on
     path = tmp_path / "streams.db"
     fill(path, SIZES)
     store = SqliteStore(path)
-    monkeypatch.setattr(store, "_pacer", lambda: Paced(path, cost=0.0001, stop_after=3))
+    pace(monkeypatch, store, Paced(lambda: journal_entries(path), cost=0.0001, stop_after=3))
     with pytest.raises(KeyboardInterrupt):
         store.prune(100.0)
     kept = [(n, store.row(f"k{n:03}"), store.journal(f"k{n:03}")) for n in range(len(SIZES))]
