@@ -62,6 +62,11 @@ def answers(dsn: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
     return None
 
 
+def given_dsn() -> str:
+    """The server that is asked for (STREAMLIFE_PG_DSN), else the local one; answering or not."""
+    return os.environ.get("STREAMLIFE_PG_DSN") or LOCAL_DSN
+
+
 @contextmanager
 def server_dsn() -> Iterator[str]:
     """The DSN of a server the tests may create databases on (see the module's docstring)."""
