@@ -3,25 +3,24 @@ and through ``Fleet.handle_callbacks`` in batches of ``BATCH``, by 1, 2 and 4 pr
 same database, against a bare psycopg floor doing the same writes (``bench/pg_floor.py``).
 
 Each process runs its own Fleet on its own ``PostgresStore`` (one database for all of them, made
-fresh for the run on the server at ``STREAMLIFE_PG_DSN`` or 127.0.0.1:5432), with its own share of
+fresh for the run on the server that the tests would use, found by ``tests/pg.py``:
+``STREAMLIFE_PG_DSN``, 127.0.0.1:5432, else a throwaway cluster), with its own share of
 the live tasks: a webhook receiver per process, each behind a load balancer that routes a task's
 callbacks to the process that started it. The floor runs in the same processes, on a second fresh
 database, taking turns with the Fleet: the processes start each turn together (a barrier), and a
 turn's rate is every process's callbacks over the time from the first start to the last finish.
 
-The section is skipped, and says so, only when no server answers.
+The section is skipped, and says so, only when no server can be had.
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import queue
 import statistics
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,9 @@ from typing import Any
 from streamlife import Fleet, ManualClock, Policy
 from streamlife._events import StartResult, StreamKind
 from streamlife.store.postgres import PostgresStore
+from tests.pg import NoServer, answers, given_dsn
+from tests.pg import fresh_database as fresh_test_database
+from tests.pg import server_dsn as find_server
 
 from .common import (
     CallbackStream,
@@ -47,7 +49,6 @@ from .common import (
 
 BATCH = 50  # callbacks per Fleet.handle_callbacks call, as in bench/ingest.py
 GOAL_RATIO = 1.3  # the store's cost per callback, at most this many times the floor's
-LOCAL_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 REFS = [("floor", "bare psycopg")]
 WAYS = ("fleet", "floor", "fleet_batched", "floor_batched")
 BARRIER_TIMEOUT = 600.0  # seconds a process waits for the others at a turn's start
@@ -69,36 +70,21 @@ QUICK = PostgresConfig(tasks=800, processes=(1, 2, 4), callbacks=300, warmup=200
 
 
 def server_dsn() -> str:
-    return os.environ.get("STREAMLIFE_PG_DSN") or LOCAL_DSN
+    """The server asked for, answering or not (for bench/upkeep.py; this benchmark takes any server
+    that tests/pg.py can find or start)."""
+    return given_dsn()
 
 
 def unreachable(dsn: str) -> str | None:
     """None if a server answers at ``dsn``; else why not."""
-    import psycopg
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return str(exc).strip() or type(exc).__name__
-    return None
+    return answers(dsn, timeout=3)
 
 
 @contextmanager
 def fresh_database(server: str) -> Iterator[str]:
     """A new, empty database on ``server`` for as long as the block runs; its DSN."""
-    import psycopg
-    import psycopg.conninfo
-    from psycopg import sql
-
-    name = f"streamlife_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(server, dbname=name)
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_test_database(server, prefix="streamlife_bench") as dsn:
+        yield dsn
 
 
 class _NamedTransport(InstantTransport):
@@ -254,7 +240,6 @@ def _rounds(found: dict[int, dict[str, Any]], callbacks: int) -> dict[str, list[
 
 
 def run(config: PostgresConfig) -> Section:
-    server = server_dsn()
     section = Section(
         "postgres",
         "PostgreSQL store: callbacks by 1, 2 and 4 processes against bare psycopg",
@@ -276,12 +261,17 @@ def run(config: PostgresConfig) -> Section:
         "The server commits durably (its own settings; fsync and synchronous_commit as configured).",
         REFS,
     )
-    why = unreachable(server)
-    if why is not None:
+    try:
+        with find_server() as server:
+            _measure_on(section, config, server)
+    except NoServer as exc:
         section.title += ": SKIPPED"
-        section.notes.append(f"SKIPPED: no PostgreSQL server answers at {server!r}: {why}")
+        section.notes.append(f"SKIPPED: no PostgreSQL server could be had: {exc}")
         section.goals.append(Goal("postgres.ratio", _target(), "not measured: no PostgreSQL server", None))
-        return section
+    return section
+
+
+def _measure_on(section: Section, config: PostgresConfig, server: str) -> None:
     section.extra["server"] = settings = _server_settings(server)
     section.notes.append(
         "server: PostgreSQL " + ", ".join(f"{name} {value}" for name, value in settings.items()) + "; "
@@ -361,7 +351,6 @@ def run(config: PostgresConfig) -> Section:
                 worst <= GOAL_RATIO,
             )
         )
-    return section
 
 
 def _target(what: str = "handle_callback and handle_callbacks") -> str:

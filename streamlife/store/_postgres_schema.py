@@ -68,6 +68,18 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE streamlife_tasks ADD COLUMN claimed_until DOUBLE PRECISION",
         "UPDATE streamlife_tasks SET due_at = updated_at WHERE NOT terminal",
     ),
+    (  # 5: an event's row lock, as a function: the server plans a PL/pgSQL function's query once per
+        # connection and keeps the plan, where the same query sent as text is planned at every event
+        # (it goes as text to share its message with BEGIN or SAVEPOINT). NULL: no such row.
+        """CREATE FUNCTION streamlife_lock_task(task_key TEXT) RETURNS INTEGER LANGUAGE plpgsql AS $$
+        DECLARE
+            locked_version INTEGER;
+        BEGIN
+            SELECT version INTO locked_version FROM streamlife_tasks WHERE key = task_key FOR UPDATE;
+            RETURN locked_version;
+        END
+        $$""",
+    ),
 )
 
 

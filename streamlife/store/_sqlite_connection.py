@@ -89,6 +89,22 @@ def fit_wal_to_disk(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
 
 
+def checkpointer(path: str) -> sqlite3.Connection:
+    """A second connection to ``path``, for ``checkpoint_aside`` alone: it never waits for a lock
+    (busy timeout 0), and holds none between its statements."""
+    with errors(f"could not open {path!r}"):
+        return sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+
+
+def checkpoint_aside(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the file while no write lock is held (PASSIVE: writers go on meanwhile),
+    so that no writer's commit is left to copy it: a commit that finds the WAL past
+    wal_autocheckpoint then copies only the pages written since. A checkpoint that fails is left to
+    the commits' own, as without this."""
+    with suppress(sqlite3.Error):
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 @contextmanager
 def errors(what: str) -> Iterator[None]:
     """sqlite3's errors as the store's: a constraint is a conflict, anything else a failure."""

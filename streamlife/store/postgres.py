@@ -6,8 +6,9 @@ are made, and migrated, by the store itself when it opens, under an advisory loc
 opening at once do not race; ``streamlife_schema`` holds how many migrations were applied. A store
 made by an older streamlife gains the newer tables so.
 
-An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` locks the
-task's row and reads its version (one row lock per transition: other tasks are not held up), and one
+An event's write is one transaction on a pooled connection: ``SELECT ... FOR UPDATE`` (in the
+schema's function ``streamlife_lock_task``) locks the task's row and reads its version (one row lock
+per transition: other tasks are not held up), and one
 statement moves the row on with ``UPDATE ... WHERE version = %s`` and appends the entry to the rows it
 moved (``WITH moved AS (UPDATE ...) INSERT ...``), or does neither. The journal's primary key is (key,
 version), so a writer from a stale copy gets ``StoreConflict`` whatever happens to the lock.
@@ -534,8 +535,9 @@ _UPDATE_AND_APPEND: Final = "WITH moved AS (" + _UPDATE_ROW + _APPEND_TO_MOVED
 
 
 # lock()'s transaction, by hand (see there): a savepoint of its own inside a batch, else the
-# transaction; the row lock is taken in the same message.
-_LOCK_ROW: Final = "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE"
+# transaction; the row lock is taken in the same message, by the schema's function (whose query the
+# server plans once per connection, not at every event): the row's version, NULL if there is none.
+_LOCK_ROW: Final = "SELECT streamlife_lock_task(%s)"
 _BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
 _SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
 _RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"

@@ -23,13 +23,13 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
 from streamlife._jsontext import to_json
 
+from ._prune_pacing import Pacer
 from ._sql import (
     CLAIMABLE,
     DUE_COLUMNS,
@@ -53,6 +53,8 @@ from ._sqlite_connection import (
     CHECKPOINT_SHARE_OF_FREE,
     MIN_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT,
+    checkpoint_aside,
+    checkpointer,
     connect,
     errors,
     give_room_back,
@@ -106,6 +108,8 @@ _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?
 # clocks apart: it lets the scan take the tasks_open index, terminal tasks made before the cutoff.)
 _PRUNABLE: Final = "FROM tasks WHERE terminal = 1 AND created_at < ? AND updated_at < ?"
 _KEYS: Final = "(SELECT value FROM json_each(?))"  # the keys of one batch, as one JSON array
+# Dead letters kept before a time, oldest first, with the pages each body takes (one at least).
+_OLD_LETTERS: Final = "SELECT id, 1 + length(body) / 4096 FROM dead_letters WHERE at < ? ORDER BY id LIMIT ?"
 _CLAIMABLE: Final = "FROM tasks WHERE " + CLAIMABLE.format(false="0", mark="?")
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
@@ -267,8 +271,10 @@ class SqliteStore:
     def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
         """Each batch is one write transaction (``BEGIN IMMEDIATE``): it holds the file's write lock
         from the read of the batch's tasks to their deletion, so no other writer moves them between.
-        Between two batches the lock is let go for as long as a batch held it: a writer waiting in
-        SQLite's busy handler (which sleeps, and tries again) finds it free, and is not starved."""
+        A batch takes what it can delete in about ``_prune_pacing.HOLD``, counted in journal
+        entries; after it, the WAL is checkpointed on a connection of its own, without the write
+        lock, so that no writer's commit copies the prune's pages; and the lock is let go long
+        enough for a writer waiting in SQLite's busy handler to find it free (``_prune_pacing``)."""
         cutoff = (prune_cutoff(before),) * 2
         if dry_run:
             with self._connection() as db:
@@ -277,25 +283,63 @@ class SqliteStore:
                     "SELECT count(*) FROM dead_letters WHERE at < ?", cutoff[:1]
                 ).fetchone()
             return PruneResult(tasks, int(entries), letters)
+        pacer = self._pacer()
         tasks = entries = 0
-        while True:
-            began = time.monotonic()
-            with self._lock:  # (this process's other threads write between two batches too)
-                if self._open:
-                    raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
-                with self._transaction("could not prune the tasks") as db:
-                    found = db.execute(f"SELECT key {_PRUNABLE} LIMIT ?", (*cutoff, PRUNE_BATCH))
-                    keys = [key for (key,) in found]
-                    batch = (json.dumps(keys),)
-                    entries += db.execute(f"DELETE FROM journal WHERE key IN {_KEYS}", batch).rowcount
-                    db.execute(f"DELETE FROM claims WHERE key IN {_KEYS}", batch)
-                    tasks += db.execute(f"DELETE FROM tasks WHERE key IN {_KEYS}", batch).rowcount
-            if len(keys) < PRUNE_BATCH:
-                break
-            time.sleep(time.monotonic() - began)
-        with self._transaction("could not prune the dead letters") as db:
-            letters = db.execute("DELETE FROM dead_letters WHERE at < ?", cutoff[:1]).rowcount
+        aside = checkpointer(self.path)
+        try:
+            while True:
+                with self._lock:  # (this process's other threads write between two batches too)
+                    if self._open:
+                        raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
+                    with self._transaction("could not prune the tasks") as db:
+                        began = pacer.timer()
+                        limit = min(PRUNE_BATCH, pacer.budget)  # (a task has one entry at least)
+                        found = db.execute(f"SELECT key, version {_PRUNABLE} LIMIT ?", (*cutoff, limit))
+                        batch = found.fetchall()
+                        keys = pacer.take(batch)
+                        taken = (json.dumps(keys),)
+                        deleted = db.execute(f"DELETE FROM journal WHERE key IN {_KEYS}", taken).rowcount
+                        db.execute(f"DELETE FROM claims WHERE key IN {_KEYS}", taken)
+                        tasks += db.execute(f"DELETE FROM tasks WHERE key IN {_KEYS}", taken).rowcount
+                held = pacer.timer() - began
+                entries += deleted
+                pacer.learn(deleted, held)
+                let_go = pacer.timer()
+                checkpoint_aside(aside)
+                if len(keys) == len(batch) < limit:
+                    break
+                pacer.pause(held, let_go)
+            letters = self._prune_letters(cutoff[0], aside)
+        finally:
+            aside.close()
         return PruneResult(tasks, entries, letters)
+
+    def _prune_letters(self, before: float, aside: sqlite3.Connection) -> int:
+        """The dead letters kept before ``before``, paced as the tasks are: a letter counts one
+        entry for each page its body takes, as its deletion writes about as many."""
+        pacer = self._pacer()
+        letters = 0
+        while True:
+            with self._transaction("could not prune the dead letters") as db:
+                began = pacer.timer()
+                limit = min(PRUNE_BATCH, pacer.budget)
+                batch = db.execute(_OLD_LETTERS, (before, limit)).fetchall()
+                ids = pacer.take(batch)
+                deleted = db.execute(
+                    f"DELETE FROM dead_letters WHERE id IN {_KEYS}", (json.dumps(ids),)
+                ).rowcount
+            held = pacer.timer() - began
+            letters += deleted
+            pacer.learn(sum(pages for _, pages in batch[: len(ids)]), held)
+            let_go = pacer.timer()
+            checkpoint_aside(aside)
+            if len(ids) == len(batch) < limit:
+                return letters
+            pacer.pause(held, let_go)
+
+    def _pacer(self) -> Pacer:
+        """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""
+        return Pacer()
 
     def close(self) -> None:
         with self._lock:

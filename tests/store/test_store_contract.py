@@ -732,6 +732,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
             conn.execute("DROP TABLE streamlife_dead_letters")
             for column in ("due_at", "quiet", "claimed_until"):
                 conn.execute(f"ALTER TABLE streamlife_tasks DROP COLUMN {column}")
+            conn.execute("DROP FUNCTION streamlife_lock_task")
             conn.execute("UPDATE streamlife_schema SET version = 2")
 
     store = durable_backend.open()
@@ -747,17 +748,21 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
     if durable_backend.kind == "sqlite":
         import sqlite3
 
+        from streamlife.store._sqlite_schema import MIGRATIONS
+
         with sqlite3.connect(durable_backend.location) as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
         db.close()
     else:
         import psycopg
 
+        from streamlife.store._postgres_schema import MIGRATIONS
+
         with psycopg.connect(durable_backend.location, autocommit=True) as conn:
             found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
             assert found is not None
             (version,) = found
-    assert version == 4
+    assert version == len(MIGRATIONS)  # every step applied
 
 
 def test_a_schema_newer_than_this_code_is_refused(durable_backend: Backend) -> None:

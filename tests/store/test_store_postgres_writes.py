@@ -175,3 +175,28 @@ def test_any_key_is_locked_and_written_as_itself(store: PostgresStore, key: str)
     advance(store, key)
     assert [e.version for e in store.journal(key)] == [1, 2, 3]
     assert [e.version for e in store.journal("other")] == [1]
+
+
+def test_a_database_from_before_the_lock_function_gains_it_and_its_tasks_lock_as_before(
+    pg_store_dsn: str,
+) -> None:
+    """The row lock goes through the schema's function (migration 5): a database a streamlife before
+    it made (schema version 4, no function) gains it when a store opens, and its tasks take writes."""
+    old = PostgresStore(pg_store_dsn)
+    made = make(old, "k")
+    old.close()
+    with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION streamlife_lock_task")
+        conn.execute("UPDATE streamlife_schema SET version = 4")
+    store = PostgresStore(pg_store_dsn)
+    try:
+        with store.lock("k") as txn:
+            assert txn.version == made.version
+        advance(store, "k")
+        with store.lock("no-such-task") as txn:
+            assert txn.version == 0
+        assert [e.version for e in store.journal("k")] == [1, 2]
+    finally:
+        store.close()
+    with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM streamlife_schema").fetchone() == (5,)
