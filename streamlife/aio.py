@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -365,21 +366,26 @@ class AsyncFleet:
     async def _wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
         """``Mover.wait_settled`` on the loop: until every task is terminal, or ``give_up_at``
         (monotonic). With a shared store, the tasks catch up with it every ``Policy.shared_poll``."""
-        poll = self.policy.shared_poll if self.store.shared else None
+        poll = self.policy.shared_poll
+        # Counted from the last read, not from the last news: other tasks settling here must not
+        # put off reading the store.
+        read_at = time.monotonic() + poll if self.store.shared else math.inf
         first_alive = 0
         self._waiting += 1
         try:
             while True:
                 while first_alive < len(waiting) and waiting[first_alive].task.terminal:
                     first_alive += 1
-                left = give_up_at - time.monotonic()
-                if first_alive == len(waiting) or left <= 0:
+                now = time.monotonic()
+                if first_alive == len(waiting) or now >= give_up_at:
                     return
-                assert self._news is not None
-                done, _ = await asyncio.wait({self._news}, timeout=left if poll is None else min(left, poll))
-                if not done and poll is not None:
+                if now >= read_at:
                     behind = [tracked for tracked in waiting if not tracked.task.terminal]
                     await self._requests.call(self._fleet._catch_up, behind)
+                    read_at = time.monotonic() + poll
+                    continue
+                assert self._news is not None
+                await asyncio.wait({self._news}, timeout=min(give_up_at, read_at) - now)
         finally:
             self._waiting -= 1
 

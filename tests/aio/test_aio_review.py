@@ -1,0 +1,68 @@
+"""AsyncFleet under adversarial use: a shared store's wait while other tasks settle, a hook queue
+after the AsyncFleet closes, hooks of events applied while it closes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from streamlife import Policy, StreamTask, TaskState
+from streamlife.aio import AsyncFleet
+from streamlife.fleet import Fleet
+from streamlife.protocol import status_callback
+from streamlife.store import MemoryStore
+from streamlife.testing import MemoriesSim
+
+URL = "rtmp://sim.invalid/live"
+REAL_SECONDS = 30.0  # a wait no step of these tests comes near, unless something hangs
+
+
+def test_a_wait_on_a_shared_store_reads_it_while_other_tasks_keep_settling() -> None:
+    """The status 14 reaches another process; meanwhile this process's other tasks settle more
+    often than ``shared_poll``. The wait must still read the store every ``shared_poll``, as
+    ``Fleet.stop(wait=)`` does, not only after a ``shared_poll`` in which nothing else settled."""
+    sim = MemoriesSim.new()
+    store = MemoryStore(shared=True)
+    poll = 0.5
+    here = Fleet(
+        sim.transport,
+        clock=sim.clock,
+        policy=Policy(seed=0, stop_concurrency=2, shared_poll=poll),
+        store=store,
+    )
+    there = sim.fleet(Policy(seed=0, stop_concurrency=0), store=store)  # hears the callbacks
+    fleet = AsyncFleet.from_fleet(here)
+    heard_there = threading.Event()
+    seen: list[bool] = []
+
+    def settle_others(task: StreamTask) -> None:
+        """Settle one task of this process after another, for ten polls after the status 14 was
+        heard there: the wait sees the store long before, while they are still settling."""
+        assert heard_there.wait(REAL_SECONDS)
+        until = time.monotonic() + 10 * poll
+        while time.monotonic() < until and not task.terminal:
+            other = here.start("audio", audio_url=URL, provider="assemblyai")
+            here.stop(other)
+            here.handle_callback(status_callback(other.task_id or "", 14))
+            assert other.terminal
+        seen.append(task.terminal)
+
+    async def run() -> StreamTask:
+        async with fleet:
+            task = await fleet.start("audio", audio_url=URL, provider="assemblyai")
+            waiting = asyncio.create_task(fleet.stop(task, wait=REAL_SECONDS))
+            async with asyncio.timeout(REAL_SECONDS):
+                while not task.stop_acknowledged:
+                    await asyncio.sleep(0.001)
+            settling = asyncio.create_task(asyncio.to_thread(settle_others, task))
+            there.handle_callback(status_callback(task.task_id or "", 14))
+            heard_there.set()
+            await settling
+            return await waiting
+
+    task = asyncio.run(run())
+    assert seen == [True], "the wait did not read the store while other tasks were settling"
+    assert task.state is TaskState.STOPPED
+    sim.close()
+    here.close()
