@@ -195,6 +195,10 @@ class AsyncFleet:
         """Let the threads go once the calls handed to them are made, without waiting, from any
         thread: for a caller whose loop has ended (``serve``). Hook calls still queued are not made,
         and a Fleet made here is not closed: ``aclose`` does both."""
+        # The Fleet may go on (``from_fleet``): it must neither keep this one nor queue its hooks.
+        self._fleet._off_settled(self._settled_somewhere)
+        if "_bridges" in self.__dict__:
+            self._fleet._off_hooks(self._bridges)
         self._requests.close()
         self._callbacks.close()
 

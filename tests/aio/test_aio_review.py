@@ -4,8 +4,10 @@ after the AsyncFleet closes, hooks of events applied while it closes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 
 from streamlife import Policy, StreamTask, TaskState
 from streamlife.aio import AsyncFleet
@@ -66,3 +68,36 @@ def test_a_wait_on_a_shared_store_reads_it_while_other_tasks_keep_settling() -> 
     assert task.state is TaskState.STOPPED
     sim.close()
     here.close()
+
+
+def test_an_async_fleet_closed_in_front_of_a_fleet_is_let_go() -> None:
+    """``from_fleet``'s Fleet outlives it (``serve``, or one AsyncFleet per event loop): once
+    closed, the AsyncFleet must leave nothing in the Fleet that keeps it, or that every later event
+    adds to (its hook queue, which no loop takes any more)."""
+    sim = MemoriesSim.new()
+    underneath = sim.fleet(Policy(seed=0, stop_concurrency=2))
+    heard: list[str] = []
+    gone = []
+    for _ in range(3):  # one AsyncFleet after another, as asyncio.run after asyncio.run
+        fleet = AsyncFleet.from_fleet(underneath)
+        fleet.on_transition(lambda task, entry: heard.append(entry.trigger))
+        fleet.on_segment(lambda task, segment: None)
+
+        async def run(fleet: AsyncFleet = fleet) -> None:
+            async with fleet:
+                await fleet.start("audio", audio_url=URL, provider="assemblyai")
+
+        asyncio.run(run())
+        gone.append(weakref.ref(fleet))
+        del fleet, run
+    for _ in range(2):  # the Fleet goes on, on its own
+        task = underneath.start("audio", audio_url=URL, provider="assemblyai")
+        sim.advance(12.0)
+        underneath.stop(task)
+        sim.advance(10.0)
+        assert task.terminal
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
+    assert heard == ["start", "start_ok"] * 3  # and none of the Fleet's own later events
+    underneath.close()
+    sim.close()
