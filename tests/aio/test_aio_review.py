@@ -8,11 +8,15 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Mapping
+from typing import Any
 
-from streamlife import Policy, StreamTask, TaskState
+from streamlife import HistoryEntry, OutcomeKind, Policy, StreamKind, StreamTask, TaskState
+from streamlife._events import StopResult
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.protocol import status_callback
+from streamlife.sim import SimTransport
 from streamlife.store import MemoryStore
 from streamlife.testing import MemoriesSim
 
@@ -100,4 +104,53 @@ def test_an_async_fleet_closed_in_front_of_a_fleet_is_let_go() -> None:
     assert [ref() for ref in gone] == [None, None, None]
     assert heard == ["start", "start_ok"] * 3  # and none of the Fleet's own later events
     underneath.close()
+    sim.close()
+
+
+class HeldStops:
+    """The simulator's transport, whose stops wait at a gate: a stop request still out."""
+
+    def __init__(self, inner: SimTransport) -> None:
+        self.inner = inner
+        self.out = threading.Event()
+        self.gate = threading.Event()
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> Any:
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        self.out.set()
+        assert self.gate.wait(REAL_SECONDS)
+        return self.inner.stop(kind, task_id, within=within)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_closing_hears_the_answers_of_the_stops_it_waits_for() -> None:
+    """``aclose`` waits for the stop requests in flight: the events their answers apply are
+    journaled then, and their hooks run before it returns, as every applied event's do."""
+    sim = MemoriesSim.new()
+    transport = HeldStops(sim.transport)
+    fleet = AsyncFleet(transport, clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+    sim.service.on_callback(fleet.fleet.handle_callback)
+    heard: list[str] = []
+
+    @fleet.on_transition
+    async def transition(task: StreamTask, entry: HistoryEntry) -> None:
+        heard.append(entry.trigger)
+
+    async def run() -> StreamTask:
+        async with fleet:
+            task = await fleet.start("audio", audio_url=URL, provider="assemblyai")
+            waiting = asyncio.create_task(fleet.stop(task, wait=REAL_SECONDS))
+            assert await asyncio.to_thread(transport.out.wait, REAL_SECONDS)
+            waiting.cancel()  # the request is out, with a worker
+            threading.Timer(0.05, transport.gate.set).start()  # answered while closing
+        return task
+
+    task = asyncio.run(run())
+    assert task.stop_acknowledged
+    assert heard == [entry.trigger for entry in task.history if entry.outcome.kind is OutcomeKind.APPLIED]
+    assert heard[-1] == "stop_ok"
     sim.close()
