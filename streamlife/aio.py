@@ -184,12 +184,14 @@ class AsyncFleet:
 
     async def aclose(self) -> None:
         """Wait for the stop requests in flight (a Fleet made here), make the hook calls queued
-        (their answers' too), and let the threads go. Tasks stay as they are, as ``Fleet.close``
-        leaves them."""
+        (their answers' too), wait for the stops those hooks asked for, and let the threads go.
+        Tasks stay as they are, as ``Fleet.close`` leaves them."""
         if self._owned:
             await self._requests.call(self._fleet.close)
         if self._loop is not None:
             await self._hooks.close()
+            if self._owned:  # the stops those last hooks asked for
+                await self._requests.call(self._fleet.close)
         self.close()
 
     def close(self) -> None:

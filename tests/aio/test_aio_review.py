@@ -154,3 +154,36 @@ def test_closing_hears_the_answers_of_the_stops_it_waits_for() -> None:
     assert heard == [entry.trigger for entry in task.history if entry.outcome.kind is OutcomeKind.APPLIED]
     assert heard[-1] == "stop_ok"
     sim.close()
+
+
+def test_closing_waits_for_the_stops_its_last_hooks_ask_for() -> None:
+    """A hook run while closing (here, on a stop's answer) may stop another task: its request goes
+    out before ``aclose`` returns, and leaves no stop worker behind."""
+    sim = MemoriesSim.new()
+    transport = HeldStops(sim.transport)
+    transport.gate.set()
+    fleet = AsyncFleet(transport, clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+    sim.service.on_callback(fleet.fleet.handle_callback)
+    tasks: list[StreamTask] = []
+
+    @fleet.on_transition
+    async def stop_the_next(task: StreamTask, entry: HistoryEntry) -> None:
+        if entry.trigger == "stop_ok" and task is tasks[0]:
+            await fleet.stop(tasks[1], wait=0.5)  # handed to a stop worker
+
+    before = set(threading.enumerate())
+
+    async def run() -> None:
+        async with fleet:
+            tasks.extend([await fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(2)])
+            transport.gate.clear()
+            waiting = asyncio.create_task(fleet.stop(tasks[0], wait=REAL_SECONDS))
+            assert await asyncio.to_thread(transport.out.wait, REAL_SECONDS)
+            waiting.cancel()
+            threading.Timer(0.05, transport.gate.set).start()  # answered while closing
+
+    asyncio.run(run())
+    assert [task.stop_acknowledged for task in tasks] == [True, True]
+    workers = {thread.name for thread in set(threading.enumerate()) - before}
+    assert {name for name in workers if name.startswith("streamlife-stop")} == set()
+    sim.close()
