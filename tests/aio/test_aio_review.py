@@ -11,6 +11,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from streamlife import HistoryEntry, OutcomeKind, Policy, StreamKind, StreamTask, TaskState
 from streamlife._events import StopResult
 from streamlife.aio import AsyncFleet
@@ -186,4 +188,32 @@ def test_closing_waits_for_the_stops_its_last_hooks_ask_for() -> None:
     assert [task.stop_acknowledged for task in tasks] == [True, True]
     workers = {thread.name for thread in set(threading.enumerate()) - before}
     assert {name for name in workers if name.startswith("streamlife-stop")} == set()
+    sim.close()
+
+
+def test_a_hook_that_awaits_something_cancelled_is_logged_and_the_next_hooks_run() -> None:
+    """A hook may await a task someone else cancelled: the CancelledError it raises is its own
+    failure, not the dispatcher's cancellation, and must not end every later hook call."""
+    sim = MemoriesSim.new()
+    fleet = AsyncFleet.from_fleet(sim.fleet(Policy(seed=0, stop_concurrency=2)))
+    heard: list[str] = []
+
+    @fleet.on_transition
+    async def awaits_a_cancelled_task(task: StreamTask, entry: HistoryEntry) -> None:
+        if entry.trigger == "start":
+            other = asyncio.create_task(asyncio.sleep(REAL_SECONDS))
+            await asyncio.sleep(0)
+            other.cancel()
+            await other
+        heard.append(entry.trigger)
+
+    async def run() -> None:
+        async with fleet:
+            await fleet.start("audio", audio_url=URL, provider="assemblyai")
+
+    with capture_logs() as logs:
+        asyncio.run(run())
+    assert heard == ["start_ok"]
+    failed = [log["hook"] for log in logs if log["event"] == "streamlife.hook_failed"]
+    assert failed == [awaits_a_cancelled_task.__qualname__]
     sim.close()
