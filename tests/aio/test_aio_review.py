@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from streamlife import HistoryEntry, OutcomeKind, Policy, StreamKind, StreamTask, TaskState
@@ -216,4 +217,46 @@ def test_a_hook_that_awaits_something_cancelled_is_logged_and_the_next_hooks_run
     assert heard == ["start_ok"]
     failed = [log["hook"] for log in logs if log["event"] == "streamlife.hook_failed"]
     assert failed == [awaits_a_cancelled_task.__qualname__]
+    sim.close()
+
+
+class HeldStarts(HeldStops):
+    """The simulator's transport, whose starts wait at a gate (its stops do not)."""
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> Any:
+        self.out.set()
+        assert self.gate.wait(REAL_SECONDS)
+        return self.inner.start(kind, params)
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        return self.inner.stop(kind, task_id, within=within)
+
+
+def test_a_start_whose_await_is_cancelled_is_journaled_and_stopped_by_stop_all() -> None:
+    """Cancelling ``await fleet.start(...)`` while its request is out cancels the await only: the
+    task is the Fleet's, journaled, and ``stop_all`` stops the stream it started."""
+    sim = MemoriesSim.new()
+    transport = HeldStarts(sim.transport)
+    fleet = AsyncFleet.from_fleet(sim.fleet(Policy(seed=0, stop_concurrency=2), transport=transport))
+
+    async def run() -> list[StreamTask]:
+        async with fleet:
+            starting = asyncio.create_task(fleet.start("audio", audio_url=URL, provider="assemblyai"))
+            assert await asyncio.to_thread(transport.out.wait, REAL_SECONDS)
+            starting.cancel()
+            transport.gate.set()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            async with asyncio.timeout(REAL_SECONDS):
+                while not fleet.tasks(TaskState.RUNNING):  # its answer lands all the same
+                    await asyncio.sleep(0.001)
+            (task,) = fleet.tasks()
+            assert [entry.trigger for entry in await fleet.journal(task)] == ["start", "start_ok"]
+            assert await fleet.stop_all() == [task]
+            await asyncio.to_thread(sim.advance, 10.0)
+            return fleet.tasks()
+
+    (task,) = asyncio.run(run())
+    assert task.state is TaskState.STOPPED
+    assert sim.billing() == []
     sim.close()
