@@ -39,17 +39,20 @@ class _Job:
 
 class Handoff:
     """``await handoff.call(fn, *args)``: ``fn(*args)`` on one of ``threads`` daemon threads named
-    ``name-N``, started on the first call.
+    ``name-N``, started on the first call. A thread hands results back after at most ``batch``
+    calls in a row: 1 for calls that wait on the network, whose answers must not wait for the
+    next call's.
 
     With ``many``, calls queued together may be made as one: ``many([args, ...])`` returns each
     call's result, in order (a receiver applies several callbacks with one store commit). It runs
     in the context of the first of them; if it raises, each of them raises it.
     """
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, name: str, *, batch: int = BATCH) -> None:
         if threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads!r}")
         self.threads = threads
+        self.batch = batch
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._started = False
@@ -84,7 +87,7 @@ class Handoff:
             self._started = True
 
     def _next(self, done: list[_Done]) -> _Job | None:
-        if len(done) >= BATCH:
+        if len(done) >= self.batch:
             return None
         try:
             job = self._jobs.get_nowait()
@@ -106,7 +109,7 @@ class Handoff:
                     job = self._next(done)
                     continue
                 group, job = [job], None
-                while len(group) + len(done) < BATCH and (job := self._next(done)) is not None:
+                while len(group) + len(done) < self.batch and (job := self._next(done)) is not None:
                     if job.many != group[0].many:
                         break
                     group.append(job)

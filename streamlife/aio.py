@@ -135,7 +135,8 @@ class AsyncFleet:
     def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
         self._fleet = fleet
         self._owned = owned
-        self._requests = Handoff(threads, "streamlife-aio-requests")
+        # (Each answer handed back at once: a thread's next call may wait long on the network.)
+        self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -260,3 +260,50 @@ def test_a_start_whose_await_is_cancelled_is_journaled_and_stopped_by_stop_all()
     assert task.state is TaskState.STOPPED
     assert sim.billing() == []
     sim.close()
+
+
+class GatedStarts(HeldStops):
+    """The simulator's transport, each start waiting at a gate of its own, in the order they come."""
+
+    def __init__(self, inner: SimTransport, gates: int) -> None:
+        super().__init__(inner)
+        self.gates = [threading.Event() for _ in range(gates)]
+        self.arrived = [threading.Event() for _ in range(gates)]
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> Any:
+        with self._lock:
+            n, self._count = self._count, self._count + 1
+        self.arrived[n].set()
+        assert self.gates[n].wait(REAL_SECONDS)
+        return self.inner.start(kind, params)
+
+
+def test_a_request_answered_returns_without_waiting_for_the_next_one_its_thread_takes() -> None:
+    """A thread of the requests lane that has answered one call and takes the next one queued (a
+    start, which waits on the network) must hand the first answer back at once, not after the
+    second is answered too: a stop's await would otherwise wait for the starts queued behind it."""
+    sim = MemoriesSim.new()
+    transport = GatedStarts(sim.transport, 2)
+    fleet = AsyncFleet.from_fleet(
+        sim.fleet(Policy(seed=0, stop_concurrency=2), transport=transport), threads=1
+    )
+
+    async def run() -> None:
+        async with fleet:
+            first = asyncio.create_task(fleet.start("audio", audio_url=URL, provider="assemblyai"))
+            assert await asyncio.to_thread(transport.arrived[0].wait, REAL_SECONDS)
+            second = asyncio.create_task(fleet.start("audio", audio_url=URL, provider="assemblyai"))
+            await asyncio.sleep(0)  # (its call queued behind the first, on the lane's one thread)
+            transport.gates[0].set()
+            assert await asyncio.to_thread(transport.arrived[1].wait, REAL_SECONDS)
+            async with asyncio.timeout(REAL_SECONDS):
+                task = await first  # answered: the second start is still out
+            assert task.state is TaskState.RUNNING
+            assert not second.done()
+            transport.gates[1].set()
+            await second
+
+    asyncio.run(run())
+    sim.close()
