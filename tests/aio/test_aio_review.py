@@ -9,18 +9,19 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from streamlife import HistoryEntry, OutcomeKind, Policy, StreamKind, StreamTask, TaskState
+from streamlife import HistoryEntry, OutcomeKind, Policy, Segment, StreamKind, StreamTask, TaskState
 from streamlife._events import StopResult
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
-from streamlife.protocol import status_callback
+from streamlife.protocol import segment_callback, status_callback
 from streamlife.sim import SimTransport
-from streamlife.store import MemoryStore
+from streamlife.store import MemoryStore, SqliteStore
 from streamlife.testing import MemoriesSim
 
 URL = "rtmp://sim.invalid/live"
@@ -306,4 +307,53 @@ def test_a_request_answered_returns_without_waiting_for_the_next_one_its_thread_
             await second
 
     asyncio.run(run())
+    sim.close()
+
+
+def test_each_tasks_hooks_run_in_the_order_of_its_journal_under_concurrent_callbacks(tmp_path: Path) -> None:
+    """Callbacks for many tasks at once, through the callbacks lane (batched, on an SQLite file), a
+    task's own in parallel too: each task's hooks run in the order its journal holds its events."""
+    sim = MemoriesSim.new()
+    store = SqliteStore(tmp_path / "order.db")
+    fleet = AsyncFleet.from_fleet(
+        sim.fleet(Policy(seed=0, stop_concurrency=2), store=store), callback_threads=4
+    )
+    heard: dict[str, list[tuple[str, int | None]]] = {}
+
+    @fleet.on_transition
+    async def transition(task: StreamTask, entry: HistoryEntry) -> None:
+        await asyncio.sleep(0)  # (were hooks run side by side, this would let others overtake it)
+        heard.setdefault(task.key or "", []).append((entry.trigger, None))
+
+    @fleet.on_segment
+    def segment(task: StreamTask, segment: Segment) -> None:
+        heard.setdefault(task.key or "", []).append(("segment", segment.index))
+
+    async def run() -> list[StreamTask]:
+        async with fleet:
+            tasks = list(
+                await asyncio.gather(
+                    *(fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(12))
+                )
+            )
+            await asyncio.gather(
+                *(
+                    fleet.handle_callback(segment_callback(task.task_id or "", index, f"w{index}"))
+                    for index in range(8)
+                    for task in tasks
+                )
+            )
+            await asyncio.gather(
+                *(fleet.handle_callback(status_callback(task.task_id or "", 14)) for task in tasks)
+            )
+            return tasks
+
+    tasks = asyncio.run(run())
+    for task in tasks:
+        journal = fleet.store.journal(task.key or "")
+        expected = [(entry.trigger, (entry.args or {}).get("segment", {}).get("index")) for entry in journal]
+        assert [trigger for trigger, _ in expected].count("segment") == 8
+        assert heard[task.key or ""] == expected
+        assert task.state is TaskState.STOPPED
+    store.close()
     sim.close()
