@@ -32,34 +32,44 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"postgres:{dsn}"
 
 
+@pytest.mark.parametrize("how", ["stop", "stop_all"])
 def test_a_stop_awaited_here_settles_when_another_process_hears_its_status_14(
-    store_url: str, tmp_path: Path
+    store_url: str, how: str, tmp_path: Path
 ) -> None:
+    """``stop``: one task, its row read; ``stop_all``: more tasks than are read one by one, so the
+    wait scans the unfinished rows."""
     service = SimulatedService(clock=ManualClock(1_700_000_000.0), api_key=KEY)
     token = secrets.token_urlsafe(24)
     store = open_store(store_url)
     fleet = AsyncFleet(
         SimTransport(service, KEY), policy=Policy(seed=0, stop_concurrency=2, shared_poll=0.1), store=store
     )
+    count = 1 if how == "stop" else 40
 
-    async def run(other: Worker) -> StreamTask:
+    async def run(other: Worker) -> tuple[list[StreamTask], list[StreamTask]]:
         async with fleet:
-            task = await fleet.start("audio", audio_url=URL, provider="assemblyai")
-            assert task.state is TaskState.RUNNING
-            waiting = asyncio.create_task(fleet.stop(task, wait=REAL_SECONDS))
-            async with asyncio.timeout(REAL_SECONDS):
-                while not task.stop_acknowledged:
-                    await asyncio.sleep(0.005)
-            answer = await asyncio.to_thread(
-                requests.post,
-                f"{other.url}/hooks/{token}",
-                data=json.dumps(status_callback(task.task_id or "", 14)),
-                headers={"Content-Type": "application/json"},
-                timeout=REAL_SECONDS,
+            tasks = [await fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(count)]
+            assert {task.state for task in tasks} == {TaskState.RUNNING}
+            waiting: asyncio.Task[StreamTask | list[StreamTask]] = asyncio.create_task(
+                fleet.stop(tasks[0], wait=REAL_SECONDS)
+                if how == "stop"
+                else fleet.stop_all(wait=REAL_SECONDS)
             )
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["outcome"] == "applied"
-            return await waiting
+            async with asyncio.timeout(REAL_SECONDS):
+                while not all(task.stop_acknowledged for task in tasks):
+                    await asyncio.sleep(0.005)
+            for task in tasks:  # each status 14 reaches the other process only
+                answer = await asyncio.to_thread(
+                    requests.post,
+                    f"{other.url}/hooks/{token}",
+                    data=json.dumps(status_callback(task.task_id or "", 14)),
+                    headers={"Content-Type": "application/json"},
+                    timeout=REAL_SECONDS,
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["outcome"] == "applied"
+            returned = await waiting
+            return tasks, returned if isinstance(returned, list) else []
 
     try:
         with serve_http(service) as face:
@@ -67,10 +77,12 @@ def test_a_stop_awaited_here_settles_when_another_process_hears_its_status_14(
                 store=store_url, sim=face.base_url, api_key=KEY, token=token, log_path=tmp_path / "other.log"
             )
             try:
-                task = asyncio.run(run(other))
+                tasks, unsettled = asyncio.run(run(other))
                 other.quit()
             finally:
                 other.close()
     finally:
         store.close()
-    assert task.state is TaskState.STOPPED
+    assert unsettled == []
+    assert {task.state for task in tasks} == {TaskState.STOPPED}
+    assert service.billing() == []
