@@ -58,6 +58,9 @@ class Handoff:
         self._started = False
         self._closed = False
         self._starting = threading.Lock()
+        # Calls handed over and not handed back yet: counted on the loop, for ``idle``.
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
 
     async def call(
         self, fn: Callable[..., T], *args: Any, many: Callable[[list[Any]], list[T]] | None = None
@@ -65,8 +68,16 @@ class Handoff:
         if not self._started or self._closed:
             self._start()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._in_flight += 1
         self._jobs.put(_Job(contextvars.copy_context(), fn, args, future, many))
         return await future
+
+    async def idle(self) -> None:
+        """Until every call handed over (from this loop, the one it serves) is made and handed
+        back, those whose awaits were cancelled too."""
+        while self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def close(self) -> None:
         """Let the threads go once the calls handed over so far are made. A call after this raises."""
@@ -117,7 +128,28 @@ class Handoff:
                 done += _run_many(group)
                 if job is None:
                     job = self._next(done)
-            _hand_back(done)
+            self._hand_back(done)
+
+    def _hand_back(self, done: list[_Done]) -> None:
+        """Wake each loop once, with the results of every call it handed over in ``done``."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+        for item in done:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop that closed: nobody awaits these any more
+                loop.call_soon_threadsafe(self._settle, results)
+
+    def _settle(self, results: list[_Done]) -> None:
+        for future, result, error in results:
+            self._in_flight -= 1
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
 
 
 def _run(job: _Job) -> _Done:
@@ -136,23 +168,3 @@ def _run_many(group: list[_Job]) -> list[_Done]:
     except BaseException as error:
         return [(job.future, None, error) for job in group]
     return [(job.future, result, None) for job, result in zip(group, results, strict=True)]
-
-
-def _hand_back(done: list[_Done]) -> None:
-    """Wake each loop once, with the results of every call it handed over in ``done``."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
-    for item in done:
-        by_loop.setdefault(item[0].get_loop(), []).append(item)
-    for loop, results in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a loop that closed: nobody awaits these any more
-            loop.call_soon_threadsafe(_settle, results)
-
-
-def _settle(results: list[_Done]) -> None:
-    for future, result, error in results:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)

@@ -46,10 +46,10 @@ given to the Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs t
 thread that applied the event.
 
 The AsyncFleet takes the event loop it is first used on (``async with``, or any of its coroutines)
-and serves that loop only. ``aclose()`` (the end of ``async with``) waits for the stop requests in
-flight, makes the hook calls queued (their answers' too) and lets its threads go; the transport
-and the store are the caller's. ``AsyncFleet.from_fleet(fleet)`` fronts a Fleet made elsewhere
-(``serve`` does, to feed its ASGI receiver); closing it leaves that Fleet open.
+and serves that loop only. ``aclose()`` (the end of ``async with``) waits for the calls and stop
+requests under way, makes the hook calls queued (their events' too) and lets its threads go; the
+transport and the store are the caller's. ``AsyncFleet.from_fleet(fleet)`` fronts a Fleet made
+elsewhere (``serve`` does, to feed its ASGI receiver); closing it leaves that Fleet open.
 """
 
 from __future__ import annotations
@@ -184,9 +184,13 @@ class AsyncFleet:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for the stop requests in flight (a Fleet made here), make the hook calls queued
-        (their answers' too), wait for the stops those hooks asked for, and let the threads go.
-        Tasks stay as they are, as ``Fleet.close`` leaves them."""
+        """Wait for the calls under way (a start's request, a callback being applied) and the stop
+        requests in flight (a Fleet made here), make the hook calls queued (their events' too),
+        wait for the stops those hooks asked for, and let the threads go. Tasks stay as they are,
+        as ``Fleet.close`` leaves them."""
+        if self._loop is not None:  # the calls handed over: their events' hooks are queued then
+            await self._requests.idle()
+            await self._callbacks.idle()
         if self._owned:
             await self._requests.call(self._fleet.close)
         if self._loop is not None:

@@ -20,9 +20,10 @@ from streamlife._events import StopResult
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.protocol import segment_callback, status_callback
-from streamlife.sim import SimTransport
+from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import MemoryStore, SqliteStore
 from streamlife.testing import MemoriesSim
+from tests.wire.test_webhook_asgi import StallingStore
 
 URL = "rtmp://sim.invalid/live"
 REAL_SECONDS = 30.0  # a wait no step of these tests comes near, unless something hangs
@@ -357,3 +358,27 @@ def test_each_tasks_hooks_run_in_the_order_of_its_journal_under_concurrent_callb
         assert task.state is TaskState.STOPPED
     store.close()
     sim.close()
+
+
+def test_closing_makes_the_hooks_of_a_callback_it_finds_being_applied() -> None:
+    """A callback handed to the callbacks lane before ``aclose`` and journaled while it runs: its
+    hooks run before ``aclose`` returns, as every journaled event's do."""
+    store = StallingStore()
+    fleet = AsyncFleet(
+        SimTransport(SimulatedService()), policy=Policy(seed=0, stop_concurrency=2), store=store
+    )
+    task = fleet.fleet.start("audio", audio_url=URL, provider="assemblyai")
+    heard: list[int] = []
+    fleet.on_segment(lambda task, segment: heard.append(segment.index))
+
+    async def run() -> OutcomeKind:
+        async with fleet:
+            store.stalling = True
+            applying = asyncio.create_task(fleet.handle_callback(segment_callback(task.task_id or "", 0)))
+            assert await asyncio.to_thread(store.writing.wait, REAL_SECONDS)
+            threading.Timer(0.05, store.release.set).start()  # journaled while closing
+        assert heard == [0]
+        return (await applying).kind
+
+    assert asyncio.run(run()) is OutcomeKind.APPLIED
+    assert store.released_in_time
