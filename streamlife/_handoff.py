@@ -76,7 +76,8 @@ class Handoff:
         """Until every call handed over (from this loop, the one it serves) is made and handed
         back, those whose awaits were cancelled too."""
         while self._in_flight:
-            self._idle = asyncio.Event()
+            if self._idle is None or self._idle.is_set():  # (one Event for every waiter at once)
+                self._idle = asyncio.Event()
             await self._idle.wait()
 
     def close(self) -> None:

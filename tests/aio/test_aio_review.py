@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from streamlife import HistoryEntry, OutcomeKind, Policy, Segment, StreamKind, StreamTask, TaskState
 from streamlife._events import StopResult
+from streamlife._handoff import Handoff
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.protocol import segment_callback, status_callback
@@ -382,3 +383,21 @@ def test_closing_makes_the_hooks_of_a_callback_it_finds_being_applied() -> None:
 
     assert asyncio.run(run()) is OutcomeKind.APPLIED
     assert store.released_in_time
+
+
+def test_every_wait_for_an_idle_lane_ends_when_its_calls_are_handed_back() -> None:
+    """Two waits for a lane's calls at once (two ``aclose`` racing) both end with its last call."""
+    lane = Handoff(1, "review-lane")
+    gate = threading.Event()
+
+    async def run() -> None:
+        call = asyncio.create_task(lane.call(gate.wait, REAL_SECONDS))
+        await asyncio.sleep(0)  # (handed over)
+        waits = [asyncio.create_task(lane.idle()) for _ in range(2)]
+        await asyncio.sleep(0)  # (both waiting)
+        gate.set()
+        async with asyncio.timeout(REAL_SECONDS):
+            await asyncio.gather(call, *waits)
+
+    asyncio.run(run())
+    lane.close()
