@@ -135,6 +135,7 @@ class AsyncFleet:
     def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
         self._fleet = fleet
         self._owned = owned
+        self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
@@ -187,7 +188,11 @@ class AsyncFleet:
         """Wait for the calls under way (a start's request, a callback being applied) and the stop
         requests in flight (a Fleet made here), make the hook calls queued (their events' too),
         wait for the stops those hooks asked for, and let the threads go. Tasks stay as they are,
-        as ``Fleet.close`` leaves them."""
+        as ``Fleet.close`` leaves them. Again, or after ``close``, it only closes a Fleet made here."""
+        if self._closed:  # (its threads are gone: the Fleet's close, idempotent, is all that is left)
+            if self._owned:
+                await asyncio.to_thread(self._fleet.close)
+            return
         if self._loop is not None:  # the calls handed over: their events' hooks are queued then
             await self._requests.idle()
             await self._callbacks.idle()
@@ -203,6 +208,7 @@ class AsyncFleet:
         """Let the threads go once the calls handed to them are made, without waiting, from any
         thread: for a caller whose loop has ended (``serve``). Hook calls still queued are not made,
         and a Fleet made here is not closed: ``aclose`` does both."""
+        self._closed = True
         # The Fleet may go on (``from_fleet``): it must neither keep this one nor queue its hooks.
         self._fleet._off_settled(self._settled_somewhere)
         if "_bridges" in self.__dict__:

@@ -401,3 +401,21 @@ def test_every_wait_for_an_idle_lane_ends_when_its_calls_are_handed_back() -> No
 
     asyncio.run(run())
     lane.close()
+
+
+def test_closing_twice_is_closing_once() -> None:
+    """``aclose`` inside ``async with`` (or ``close`` then ``aclose``): the second does nothing."""
+    sim = MemoriesSim.new()
+    fleet = AsyncFleet(sim.transport, clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+    other = AsyncFleet(sim.transport, clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+
+    async def run() -> None:
+        async with fleet:
+            await fleet.start("audio", audio_url=URL, provider="assemblyai")
+            await fleet.aclose()
+        await other.tick()
+        other.close()
+        await other.aclose()
+
+    asyncio.run(run())
+    sim.close()
