@@ -294,7 +294,11 @@ class AsyncFleet:
         try:
             yield self
         finally:
-            await self._requests.call(timers.stop)  # (it waits for the tick under way)
+            # (It waits for the tick under way.)
+            if self._closed:  # the block outlived the AsyncFleet's own: stop the timers all the same
+                await asyncio.to_thread(timers.stop)
+            else:
+                await self._requests.call(timers.stop)
 
     async def recover(self) -> list[StreamTask]:
         """``Fleet.recover``, in a thread."""

@@ -419,3 +419,20 @@ def test_closing_twice_is_closing_once() -> None:
 
     asyncio.run(run())
     sim.close()
+
+
+def test_timers_run_around_the_async_fleet_stop_when_their_block_ends() -> None:
+    """``run_timers()``'s block outliving the AsyncFleet's (closed inside it): leaving the block
+    still stops the timer thread, which would tick on for good."""
+    sim = MemoriesSim.new()
+    fleet = AsyncFleet(sim.transport, clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+    before = set(threading.enumerate())
+
+    async def run() -> None:
+        async with fleet.run_timers(interval=0.01), fleet:
+            await fleet.start("audio", audio_url=URL, provider="assemblyai")
+
+    asyncio.run(run())
+    timers = [thread for thread in set(threading.enumerate()) - before if thread.name == "streamlife-timers"]
+    assert timers == []
+    sim.close()
