@@ -41,9 +41,10 @@ registered here runs on the AsyncFleet's loop, one at a time, in the order of th
 the event is journaled: a coroutine is awaited before the next hook runs, so a slow one delays the
 others (start a task of your own for long work); a plain function runs on the loop, so it must
 not block. A hook may ``await fleet.stop(...)``. One that raises is logged
-(``streamlife.hook_failed``). A foreign callback's hooks run after its 200, not before. Hooks
-given to the Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs them: on the
-thread that applied the event.
+(``streamlife.hook_failed``). A foreign callback's answer does not wait for its hooks, as a
+Fleet's does (they are queued; they may run before or after its 200 is sent). Hooks given to the
+Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs them: on the thread that
+applied the event.
 
 The AsyncFleet takes the event loop it is first used on (``async with``, or any of its coroutines)
 and serves that loop only. ``aclose()`` (the end of ``async with``) waits for the calls and stop
@@ -338,7 +339,8 @@ class AsyncFleet:
         return hook
 
     def on_foreign(self, hook: _Foreign) -> _Foreign:
-        """``Fleet.on_foreign``, on the loop, after the callback is answered; a coroutine function too."""
+        """``Fleet.on_foreign``, on the loop; the callback's answer does not wait for it. A coroutine
+        function too."""
         if not self._foreign:
             self._fleet.on_foreign(self._bridges[3])
         self._foreign = (*self._foreign, hook)
