@@ -1,5 +1,8 @@
-"""AsyncFleet under adversarial use: a shared store's wait while other tasks settle, a hook queue
-after the AsyncFleet closes, hooks of events applied while it closes."""
+"""AsyncFleet under adversarial use: a shared store's wait while other tasks settle; what a closed
+AsyncFleet leaves in the Fleet it fronted; the hooks of whatever is under way when it closes
+(callbacks, stop answers, the stops its last hooks ask for); a hook's own CancelledError; a start
+whose await is cancelled; a request answered while its thread takes the next; each task's hooks
+in journal order under concurrent callbacks; closing twice; timers outliving the AsyncFleet."""
 
 from __future__ import annotations
 
