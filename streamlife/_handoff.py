@@ -39,22 +39,28 @@ class _Job:
 
 class Handoff:
     """``await handoff.call(fn, *args)``: ``fn(*args)`` on one of ``threads`` daemon threads named
-    ``name-N``, started on the first call.
+    ``name-N``, started on the first call. A thread hands results back after at most ``batch``
+    calls in a row: 1 for calls that wait on the network, whose answers must not wait for the
+    next call's.
 
     With ``many``, calls queued together may be made as one: ``many([args, ...])`` returns each
     call's result, in order (a receiver applies several callbacks with one store commit). It runs
     in the context of the first of them; if it raises, each of them raises it.
     """
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, name: str, *, batch: int = BATCH) -> None:
         if threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads!r}")
         self.threads = threads
+        self.batch = batch
         self.name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._started = False
         self._closed = False
         self._starting = threading.Lock()
+        # Calls handed over and not handed back yet: counted on the loop, for ``idle``.
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
 
     async def call(
         self, fn: Callable[..., T], *args: Any, many: Callable[[list[Any]], list[T]] | None = None
@@ -62,8 +68,17 @@ class Handoff:
         if not self._started or self._closed:
             self._start()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._in_flight += 1
         self._jobs.put(_Job(contextvars.copy_context(), fn, args, future, many))
         return await future
+
+    async def idle(self) -> None:
+        """Until every call handed over (from this loop, the one it serves) is made and handed
+        back, those whose awaits were cancelled too."""
+        while self._in_flight:
+            if self._idle is None or self._idle.is_set():  # (one Event for every waiter at once)
+                self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def close(self) -> None:
         """Let the threads go once the calls handed over so far are made. A call after this raises."""
@@ -84,7 +99,7 @@ class Handoff:
             self._started = True
 
     def _next(self, done: list[_Done]) -> _Job | None:
-        if len(done) >= BATCH:
+        if len(done) >= self.batch:
             return None
         try:
             job = self._jobs.get_nowait()
@@ -106,7 +121,7 @@ class Handoff:
                     job = self._next(done)
                     continue
                 group, job = [job], None
-                while len(group) + len(done) < BATCH and (job := self._next(done)) is not None:
+                while len(group) + len(done) < self.batch and (job := self._next(done)) is not None:
                     if job.many != group[0].many:
                         break
                     group.append(job)
@@ -114,7 +129,28 @@ class Handoff:
                 done += _run_many(group)
                 if job is None:
                     job = self._next(done)
-            _hand_back(done)
+            self._hand_back(done)
+
+    def _hand_back(self, done: list[_Done]) -> None:
+        """Wake each loop once, with the results of every call it handed over in ``done``."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
+        for item in done:
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop that closed: nobody awaits these any more
+                loop.call_soon_threadsafe(self._settle, results)
+
+    def _settle(self, results: list[_Done]) -> None:
+        for future, result, error in results:
+            self._in_flight -= 1
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        if not self._in_flight and self._idle is not None:
+            self._idle.set()
 
 
 def _run(job: _Job) -> _Done:
@@ -133,23 +169,3 @@ def _run_many(group: list[_Job]) -> list[_Done]:
     except BaseException as error:
         return [(job.future, None, error) for job in group]
     return [(job.future, result, None) for job, result in zip(group, results, strict=True)]
-
-
-def _hand_back(done: list[_Done]) -> None:
-    """Wake each loop once, with the results of every call it handed over in ``done``."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Done]] = {}
-    for item in done:
-        by_loop.setdefault(item[0].get_loop(), []).append(item)
-    for loop, results in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a loop that closed: nobody awaits these any more
-            loop.call_soon_threadsafe(_settle, results)
-
-
-def _settle(results: list[_Done]) -> None:
-    for future, result, error in results:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)

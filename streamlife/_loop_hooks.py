@@ -98,5 +98,12 @@ async def _call(hook: Hook, args: tuple[Any, ...]) -> None:
         result = hook(*args)
         if inspect.isawaitable(result):
             await result
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the dispatcher is cancelled (its loop is ending)
+        # The hook's own: it awaited something that was cancelled. It must not end the dispatcher,
+        # and with it every later hook call.
+        _log.exception("streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
     except Exception:
         _log.exception("streamlife.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))

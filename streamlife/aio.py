@@ -41,15 +41,16 @@ registered here runs on the AsyncFleet's loop, one at a time, in the order of th
 the event is journaled: a coroutine is awaited before the next hook runs, so a slow one delays the
 others (start a task of your own for long work); a plain function runs on the loop, so it must
 not block. A hook may ``await fleet.stop(...)``. One that raises is logged
-(``streamlife.hook_failed``). A foreign callback's hooks run after its 200, not before. Hooks
-given to the Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs them: on the
-thread that applied the event.
+(``streamlife.hook_failed``). A foreign callback's answer does not wait for its hooks, as a
+Fleet's does (they are queued; they may run before or after its 200 is sent). Hooks given to the
+Fleet underneath (``fleet.fleet.on_segment``) run as a Fleet runs them: on the thread that
+applied the event.
 
 The AsyncFleet takes the event loop it is first used on (``async with``, or any of its coroutines)
-and serves that loop only. ``aclose()`` (the end of ``async with``) makes the hook calls queued,
-waits for the stop requests in flight and lets its threads go; the transport and the store are the
-caller's. ``AsyncFleet.from_fleet(fleet)`` fronts a Fleet made elsewhere (``serve`` does, to feed
-its ASGI receiver); closing it leaves that Fleet open.
+and serves that loop only. ``aclose()`` (the end of ``async with``) waits for the calls and stop
+requests under way, makes the hook calls queued (their events' too) and lets its threads go; the
+transport and the store are the caller's. ``AsyncFleet.from_fleet(fleet)`` fronts a Fleet made
+elsewhere (``serve`` does, to feed its ASGI receiver); closing it leaves that Fleet open.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -134,7 +136,9 @@ class AsyncFleet:
     def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
         self._fleet = fleet
         self._owned = owned
-        self._requests = Handoff(threads, "streamlife-aio-requests")
+        self._closed = False
+        # (Each answer handed back at once: a thread's next call may wait long on the network.)
+        self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,18 +186,34 @@ class AsyncFleet:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Make the hook calls queued, wait for the stop requests in flight (a Fleet made here),
-        and let the threads go. Tasks stay as they are, as ``Fleet.close`` leaves them."""
-        if self._loop is not None:
-            await self._hooks.close()
+        """Wait for the calls under way (a start's request, a callback being applied) and the stop
+        requests in flight (a Fleet made here), make the hook calls queued (their events' too),
+        wait for the stops those hooks asked for, and let the threads go. Tasks stay as they are,
+        as ``Fleet.close`` leaves them. Again, or after ``close``, it only closes a Fleet made here."""
+        if self._closed:  # (its threads are gone: the Fleet's close, idempotent, is all that is left)
+            if self._owned:
+                await asyncio.to_thread(self._fleet.close)
+            return
+        if self._loop is not None:  # the calls handed over: their events' hooks are queued then
+            await self._requests.idle()
+            await self._callbacks.idle()
         if self._owned:
             await self._requests.call(self._fleet.close)
+        if self._loop is not None:
+            await self._hooks.close()
+            if self._owned:  # the stops those last hooks asked for
+                await self._requests.call(self._fleet.close)
         self.close()
 
     def close(self) -> None:
         """Let the threads go once the calls handed to them are made, without waiting, from any
         thread: for a caller whose loop has ended (``serve``). Hook calls still queued are not made,
         and a Fleet made here is not closed: ``aclose`` does both."""
+        self._closed = True
+        # The Fleet may go on (``from_fleet``): it must neither keep this one nor queue its hooks.
+        self._fleet._off_settled(self._settled_somewhere)
+        if "_bridges" in self.__dict__:
+            self._fleet._off_hooks(self._bridges)
         self._requests.close()
         self._callbacks.close()
 
@@ -275,7 +295,11 @@ class AsyncFleet:
         try:
             yield self
         finally:
-            await self._requests.call(timers.stop)  # (it waits for the tick under way)
+            # (It waits for the tick under way.)
+            if self._closed:  # the block outlived the AsyncFleet's own: stop the timers all the same
+                await asyncio.to_thread(timers.stop)
+            else:
+                await self._requests.call(timers.stop)
 
     async def recover(self) -> list[StreamTask]:
         """``Fleet.recover``, in a thread."""
@@ -315,7 +339,8 @@ class AsyncFleet:
         return hook
 
     def on_foreign(self, hook: _Foreign) -> _Foreign:
-        """``Fleet.on_foreign``, on the loop, after the callback is answered; a coroutine function too."""
+        """``Fleet.on_foreign``, on the loop; the callback's answer does not wait for it. A coroutine
+        function too."""
         if not self._foreign:
             self._fleet.on_foreign(self._bridges[3])
         self._foreign = (*self._foreign, hook)
@@ -365,21 +390,26 @@ class AsyncFleet:
     async def _wait_settled(self, waiting: Sequence[Tracked], give_up_at: float) -> None:
         """``Mover.wait_settled`` on the loop: until every task is terminal, or ``give_up_at``
         (monotonic). With a shared store, the tasks catch up with it every ``Policy.shared_poll``."""
-        poll = self.policy.shared_poll if self.store.shared else None
+        poll = self.policy.shared_poll
+        # Counted from the last read, not from the last news: other tasks settling here must not
+        # put off reading the store.
+        read_at = time.monotonic() + poll if self.store.shared else math.inf
         first_alive = 0
         self._waiting += 1
         try:
             while True:
                 while first_alive < len(waiting) and waiting[first_alive].task.terminal:
                     first_alive += 1
-                left = give_up_at - time.monotonic()
-                if first_alive == len(waiting) or left <= 0:
+                now = time.monotonic()
+                if first_alive == len(waiting) or now >= give_up_at:
                     return
-                assert self._news is not None
-                done, _ = await asyncio.wait({self._news}, timeout=left if poll is None else min(left, poll))
-                if not done and poll is not None:
+                if now >= read_at:
                     behind = [tracked for tracked in waiting if not tracked.task.terminal]
                     await self._requests.call(self._fleet._catch_up, behind)
+                    read_at = time.monotonic() + poll
+                    continue
+                assert self._news is not None
+                await asyncio.wait({self._news}, timeout=min(give_up_at, read_at) - now)
         finally:
             self._waiting -= 1
 
