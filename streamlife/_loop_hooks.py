@@ -50,8 +50,8 @@ class LoopHooks:
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Call the hooks on ``loop`` from now on (on it, once)."""
+        self._ready = asyncio.Event()  # before the loop: post() reads the loop, then the event
         self._loop = loop
-        self._ready = asyncio.Event()
         self._dispatcher = loop.create_task(self._dispatch(), name="streamlife-hooks")
         if self._calls:
             self._signal()
