@@ -160,7 +160,7 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         # While our stop is on its way, an end changes nothing but the recorded status; the
         # provider's end of session is the stop's echo once the stop was acknowledged.
         return (STOPPED if trigger == "provider_ended" else T), APPLIED
-    if trigger in ("stop_ok", "stop_not_found", "stop_error"):
+    if trigger in ("stop_ok", "stop_not_found", "stop_confirmed", "stop_error"):
         if state not in (T, E):
             return state, REJECTED
         if trigger == "stop_ok":
@@ -170,6 +170,9 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
                 model.kind = StreamKind(str(arg))
             return state, APPLIED if first else DUP
         if trigger == "stop_not_found":  # the service knows no such stream: the end is confirmed
+            return (STOPPED if state is T else ENDED), APPLIED
+        if trigger == "stop_confirmed":  # the stop's answer itself says stopped (a final answer)
+            model.stop_acknowledged = True
             return (STOPPED if state is T else ENDED), APPLIED
         return state, APPLIED
     if trigger == "final_deadline":  # only an acknowledged stop may end by waiting
