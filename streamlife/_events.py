@@ -16,7 +16,7 @@ class StreamKind(enum.StrEnum):
 
     AUDIO = "audio"  # /audio-stream/start|stop: transcription
     VIDEO = "video"  # /stream/start|stop: moderation and logo detection
-    UNDERSTAND = "understand"  # stream.memories.ai /v1/understand/streamConnect|stop: Live Video Understanding
+    UNDERSTAND = "understand"  # stream.memories.ai /v1/understand/streamConnect|stop: video understanding
 
 
 class StatusMeaning(enum.StrEnum):
