@@ -222,8 +222,10 @@ class StartResult:
 
 @dataclass(frozen=True, slots=True)
 class StopResult:
-    """The service acknowledged a stop; the status-14 callback should follow."""
+    """The service acknowledged a stop; the status-14 callback should follow, unless ``final``:
+    the answer itself says the stream stopped (Live Video Understanding's status 14)."""
 
     task_id: str
     message: str | None = None
     raw: Mapping[str, Any] | None = None
+    final: bool = False
