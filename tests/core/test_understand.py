@@ -55,7 +55,8 @@ def test_a_result_with_its_text_at_the_top_is_read_too() -> None:
     assert isinstance(event, Segment)
     assert (event.text, event.stamp) == ("Nothing moves", AT)
     bare = parse_callback({"status": 0, "task_id": TASK_ID, "text": "Nothing moves"})
-    assert isinstance(bare, Segment) and bare.stamp is None
+    assert isinstance(bare, Segment)
+    assert bare.stamp is None
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,8 @@ def test_a_callback_with_another_status_is_a_status(status: int, meaning: Status
 
 def test_status_0_with_no_text_is_a_stream_heard() -> None:
     event = parse_callback({"status": 0, "task_id": TASK_ID})
-    assert isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
+    assert isinstance(event, StatusCallback)
+    assert event.meaning is StatusMeaning.ONGOING
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,9 @@ def test_results_are_keyed_by_timestamp_as_the_kind_rules_say() -> None:
     first = parse_callback(understand_result(TASK_ID, "A person walks in", AT))
     again = parse_callback(understand_result(TASK_ID, "A person walks in.", AT))  # same moment, reworded
     later = parse_callback(understand_result(TASK_ID, "The person sits", "2026-12-05T19:00:10Z"))
-    assert isinstance(first, Segment) and isinstance(again, Segment) and isinstance(later, Segment)
+    assert isinstance(first, Segment)
+    assert isinstance(again, Segment)
+    assert isinstance(later, Segment)
     assert task.segment(later) is Outcome.APPLIED  # delivered out of order: kept all the same
     assert task.segment(first) is Outcome.APPLIED
     assert task.segment(again) is Outcome.DUPLICATE
@@ -128,7 +132,8 @@ def test_a_final_stop_answer_settles_a_stopping_task_with_no_final_wait() -> Non
     task = running_task()
     task.stop()
     assert task.stop_confirmed() is Outcome.APPLIED
-    assert task.state is TaskState.STOPPED and task.stop_acknowledged
+    assert task.state is TaskState.STOPPED
+    assert task.stop_acknowledged
     assert not task.final_callback_missing
     assert task.stop_confirmed() is Outcome.LATE
 
@@ -146,4 +151,5 @@ def test_a_final_stop_answer_confirms_an_inferred_end() -> None:
 def test_a_final_stop_answer_is_refused_before_any_stop() -> None:
     task = running_task()
     outcome = task.stop_confirmed()
-    assert outcome.kind.value == "rejected" and task.state is TaskState.RUNNING
+    assert outcome.kind.value == "rejected"
+    assert task.state is TaskState.RUNNING

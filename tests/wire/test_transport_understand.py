@@ -74,7 +74,8 @@ def test_each_product_goes_to_its_own_host(
     assert seen.body == PARAMS
     assert seen.headers["Authorization"] == KEY  # no "Bearer ", as for the other products
     assert [r.path for r in mavi.requests] == ["/audio-stream/start"]
-    assert "understand_url=" in repr(http) and KEY not in repr(http)
+    assert "understand_url=" in repr(http)
+    assert KEY not in repr(http)
 
 
 def test_the_stop_names_the_task_in_its_path_sends_no_body_and_its_14_is_final(
@@ -82,7 +83,8 @@ def test_the_stop_names_the_task_in_its_path_sends_no_body_and_its_14_is_final(
 ) -> None:
     understand.then(Answer(200, {"status": 14, "task_id": "u/1 x"}))
     result = transport(mavi.url, understand.url, fake_time).stop(StreamKind.UNDERSTAND, "u/1 x")
-    assert result.final and result.task_id == "u/1 x"
+    assert result.final
+    assert result.task_id == "u/1 x"
     (seen,) = understand.requests
     assert seen.path == "/v1/understand/stop/u%2F1%20x"  # quoted: the id cannot leave its segment
     assert seen.body is None
@@ -115,7 +117,8 @@ def test_a_stop_answered_5000_is_retried(
         Answer(200, understand_answer(5000, text="Internal server error")), Answer(200, {"status": 14})
     )
     result = transport(mavi.url, understand.url, fake_time).stop(StreamKind.UNDERSTAND, "u-1")
-    assert result.final and result.task_id == "u-1"
+    assert result.final
+    assert result.task_id == "u-1"
     assert len(understand.requests) == 2
 
 
