@@ -83,6 +83,7 @@ __all__ = [
     "CallbackEvent",
     "StatusTable",
     "StreamEvent",
+    "is_understand_payload",
     "parse_callback",
 ]
 
@@ -271,6 +272,12 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
             stream = None
         return ForeignCallback(foreign.task_id, foreign.raw, stream)
     return _memories(_task_id(top, data), top, message, status, table)
+
+
+def is_understand_payload(raw: Mapping[str, Any] | None) -> bool:
+    """Whether a payload came in Live Video Understanding's envelope (an int ``status`` at the top
+    and no ``code``), as the parser reads it: no other product's callback has that."""
+    return raw is not None and raw.get("code") is None and _is_int(raw.get("status"))
 
 
 def _understand_shape(top: Mapping[str, Any], data: object) -> bool:

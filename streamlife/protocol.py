@@ -8,6 +8,7 @@ The builders below write the callbacks and answers the simulator sends and the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 from urllib.parse import quote
 
@@ -206,6 +207,29 @@ def success_answer(task_id: str, message: str) -> Payload:
 def error_answer(code: int, message: str) -> Payload:
     """The body of an error answer, status 16 included: the code, ``msg``, and a null ``data``."""
     return {"code": code, "msg": message, "data": None}
+
+
+def understand_body_problem(params: Mapping[str, Any]) -> str | None:
+    """What is wrong with a Live Video Understanding start body, or None. The fields the docs give
+    are checked by type; the docs do not say which are required (see ``UNDERSTAND_REQUIRED``)."""
+    for name in UNDERSTAND_REQUIRED:
+        value = params.get(name)
+        if not isinstance(value, str) or not value.strip():
+            return f"an understand stream needs {name}=<{_UNDERSTAND_HINTS[name]}>"
+    system = params.get("system_prompt")
+    if system is not None and not isinstance(system, str):
+        return f"system_prompt must be text, got {type(system).__name__}"
+    thinking = params.get("thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        return f"thinking must be True or False, got {type(thinking).__name__}"
+    return None
+
+
+_UNDERSTAND_HINTS: Final = {
+    "url": "the RTMP stream's URL",
+    "user_prompt": "the instruction applied to each frame window",
+    "callback": "the URL its results are posted to",
+}
 
 
 def stop_request(kind: StreamKind, task_id: str) -> tuple[str, Payload | None]:

@@ -60,6 +60,7 @@ class SimStream:
     format_turns: bool = False  # the start body's ``format_turns``: AssemblyAI sends formatted turns too
     fps: int = 1  # the start body's ``fps`` (video)
     passthrough: bool = False  # an audio stream in pass-through mode: it forwards its provider's messages
+    callback: str | None = None  # the start body's ``callback`` (understand): where its results go
 
     @property
     def live(self) -> bool:
