@@ -44,6 +44,9 @@ class StopRequest:
     at: float
     task_id: str
     status: int
+    # The status in the answer's body, for Live Video Understanding, whose answers all come on
+    # HTTP 200 and say in the body what happened (14 stopped, -1 not found, 5000 an error).
+    body_status: int | None = None
 
 
 @dataclass(slots=True)

@@ -164,7 +164,8 @@ class SimulatedService:
             task_id = unquote(path.removeprefix(UNDERSTAND_STOP_PREFIX))
             with self._lock:
                 answer = self._stop_understanding(task_id)
-                self.stop_log.append(StopRequest(self.clock.now(), task_id, answer.status))
+                said = None if answer.body is None else answer.body.get("status")
+                self.stop_log.append(StopRequest(self.clock.now(), task_id, answer.status, said))
             return answer
         if not isinstance(body, Mapping):
             return _error(400, "Invalid request parameters")
