@@ -37,6 +37,7 @@ from streamlife import (
 )
 from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
+from streamlife.protocol import URL_FIELD
 from tests.conftest import ROW_FIELDS
 
 P, S, U, R, T = (
@@ -209,10 +210,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.terminal_seen: dict[int, TaskState] = {}
 
     @precondition(lambda self: sum(not t.terminal for t in self.live.values()) < 3)
-    @rule()
-    def new_task(self) -> None:
-        task = StreamTask("audio", {"audio_url": "rtmp://x.invalid/live"}, clock=self.clock)
-        self.models[task.ref] = ModelTask()
+    @rule(kind=st.sampled_from(StreamKind))
+    def new_task(self, kind: StreamKind) -> None:
+        task = StreamTask(kind, {URL_FIELD[kind]: "rtmp://x.invalid/live"}, clock=self.clock)
+        self.models[task.ref] = ModelTask(kind=kind)  # one table, whatever the product
         self.live[task.ref] = task
 
     @rule(seconds=st.floats(min_value=-30, max_value=60, allow_nan=False))
