@@ -4,12 +4,14 @@ whole faulty run of the three products side by side that settles with nothing bi
 from __future__ import annotations
 
 import pytest
+import requests
 
-from streamlife import ManualClock, StreamKind
+from streamlife import Fleet, ManualClock, Policy, StreamKind
 from streamlife._simulate import Run, simulate
 from streamlife.errors import CapacityError, PaymentError, TaskNotFoundError
 from streamlife.protocol import UNDERSTAND_MAX_TASKS
 from streamlife.sim import Faults, SimTransport, SimulatedService
+from streamlife.webhook import WebhookReceiver, serve_webhook
 
 BODY = {"url": "rtmp://sim.invalid/live", "user_prompt": "Describe it", "callback": "https://h.invalid/u"}
 KEY = "sk-mai-simulated"
@@ -94,3 +96,22 @@ def test_understand_runs_in_process_only_for_now() -> None:
         Run(http=True, kinds=(StreamKind.UNDERSTAND,))
     with pytest.raises(ValueError, match="kinds"):
         Run(kinds=())
+
+
+def test_results_posted_to_the_receivers_token_url_reach_their_task_over_loopback() -> None:
+    """Until the receiver gives each task a URL of its own, a start's ``callback`` can be the
+    receiver's token URL: the results cross a real socket and are applied to their task."""
+    sim = service()
+    fleet = Fleet(SimTransport(sim), clock=sim.clock, policy=Policy(seed=0, stop_concurrency=0))
+    token = "understand-token-0123456789"
+    with serve_webhook(WebhookReceiver(fleet, token=token)) as server, requests.Session() as http:
+        sim.on_callback(lambda payload: http.post(f"{server.url}/{token}", json=payload, timeout=5))
+        task = fleet.start("understand", **{**BODY, "callback": f"{server.url}/{token}"})
+        sim.advance(10)
+        duplicate = sim.deliveries[-1].payload
+        answer = http.post(f"{server.url}/{token}", json=duplicate, timeout=5)
+    assert answer.json() == {"outcome": "duplicate"}
+    assert [segment.text for segment in task.transcript] == [
+        d.payload["data"]["text"] for d in sim.deliveries
+    ]
+    fleet.close()
