@@ -4,6 +4,7 @@ stream that ends by itself and says nothing. After settling, nothing bills."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from streamlife import ManualClock, StreamTask, TaskState
 from streamlife.lifecycle import StopReason
 from streamlife.protocol import UNDERSTAND_MAX_TASKS
 from streamlife.sim import Faults
+from streamlife.store import SqliteStore
 from tests.conftest import Rig, rig, state_of
 
 BODY = {
@@ -165,3 +167,22 @@ def test_three_products_side_by_side_settle_with_nothing_billing(clock: ManualCl
     setup.sim.settle()
     assert setup.sim.billing() == []
     assert all(task.terminal for task in setup.fleet.tasks())
+
+
+def test_an_understand_task_is_rebuilt_from_a_sqlite_journal_as_it_was(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    store = SqliteStore(tmp_path / "understand.db")
+    setup = rig(clock, Faults(seed=2, duplicate=0.5, reorder=0.5), store=store)
+    task = start(setup)
+    setup.sim.advance(30)
+    setup.fleet.stop(task)
+    assert task.task_id is not None
+    later = setup.restart()
+    rebuilt = later.get(task.task_id)
+    assert rebuilt is not None
+    assert rebuilt is not task
+    assert (rebuilt.kind, rebuilt.state, rebuilt.stop_acknowledged) == (task.kind, TaskState.STOPPED, True)
+    assert [s.text for s in rebuilt.transcript] == [s.text for s in task.transcript]
+    assert [e.trigger for e in later.journal(rebuilt)][-1] == "stop_confirmed"
+    store.close()
