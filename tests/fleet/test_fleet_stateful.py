@@ -79,6 +79,10 @@ POLICY = dataclasses.replace(  # the rig's, with no worker threads, and longer t
     final_callback_wait=10.0,
     silence_after=15.0,
     history_limit=None,  # the invariants read whole histories (tests/core/test_task.py checks the limit)
+    # ... and histories as lived: a task let go of after keep_terminal and read back from the store
+    # has the journaled entries only, without the duplicates and late callbacks it heard
+    # (tests/fleet/test_fleet_keep_terminal.py checks letting go).
+    keep_terminal=None,
 )
 SETTLE_LIMIT = 1_000.0  # virtual seconds; settling takes far less unless something is lost
 WAIT_SLACK = 1.0  # real seconds a bounded stop may overrun its wait (scheduling, a slow CI machine)
