@@ -28,6 +28,9 @@ message (no ``data``, a ``type`` or ``message_type`` at the top). Rules, first m
     status, data an object (video moderation)        Segment(final=True, text=None), result in raw
     status, transcript/data null or absent           StatusCallback(status, last_index=segment_index),
                                                      meaning per table
+    top: int status, no code, text (top or data)     Live Video Understanding: status 0 with text is a
+                                                     Segment(index=None, stamp=timestamp); any other,
+                                                     StatusCallback, meaning per table
     no int status, or a key no stream callback has   ForeignCallback(task_id or None), in an envelope
     anything else                                    CallbackError
 
@@ -61,7 +64,15 @@ from typing import Any, Final, TypeAlias, TypeGuard
 from ._events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning
 from ._jsontext import kind_of, read_object
 from .errors import CallbackError
-from .protocol import CAPACITY_REACHED, ELEVENLABS_ENDS, ELEVENLABS_TRANSCRIPTS, STOPPED_BY_USER, STREAM_KEYS
+from .protocol import (
+    CAPACITY_REACHED,
+    ELEVENLABS_ENDS,
+    ELEVENLABS_TRANSCRIPTS,
+    STOPPED_BY_USER,
+    STREAM_KEYS,
+    UNDERSTAND_OK,
+    UNDERSTAND_RESULT_KEYS,
+)
 
 # What a stream task hears; a callback is one of these, or another product's result.
 StreamEvent: TypeAlias = Segment | StatusCallback | ProviderEvent
@@ -72,6 +83,7 @@ __all__ = [
     "CallbackEvent",
     "StatusTable",
     "StreamEvent",
+    "is_understand_payload",
     "parse_callback",
 ]
 
@@ -87,6 +99,9 @@ _TRANSCRIPT_FINAL: Final = {
 _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
+# The keys a Live Video Understanding callback may have, at the top and in ``data``.
+_UNDERSTAND_TOP: Final = frozenset({"status", "task_id", "data"}) | UNDERSTAND_RESULT_KEYS
+_UNDERSTAND_DATA: Final = frozenset({"task_id"}) | UNDERSTAND_RESULT_KEYS
 
 PROVIDER_ENDED: Final = -1000
 """The status given to a provider's own end-of-session message (AssemblyAI ``Termination``).
@@ -228,6 +243,8 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
     if code is not None and not (isinstance(code, str) or _is_int(code)):
         raise CallbackError("code", f"must be an integer or a string, got {kind_of(code)}")
     data = top.get("data")
+    if code is None and _is_int(top.get("status")) and _understand_shape(top, data):
+        return _understand(top, data, table)
     if data is not None:
         if type(data) is not dict and not isinstance(data, Mapping):  # (dict first: the ABC check is slow)
             raise CallbackError("data", f"must be an object, got {kind_of(data)}")
@@ -255,6 +272,47 @@ def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:
             stream = None
         return ForeignCallback(foreign.task_id, foreign.raw, stream)
     return _memories(_task_id(top, data), top, message, status, table)
+
+
+def is_understand_payload(raw: Mapping[str, Any] | None) -> bool:
+    """Whether a payload came in Live Video Understanding's envelope (an int ``status`` at the top
+    and no ``code``), as the parser reads it: no other product's callback has that."""
+    return raw is not None and raw.get("code") is None and _is_int(raw.get("status"))
+
+
+def _understand_shape(top: Mapping[str, Any], data: object) -> bool:
+    """Whether the payload has a Live Video Understanding result's shape: ``status`` at the top,
+    no ``code``, and its text at the top or in a ``data`` holding only a result's keys."""
+    if not top.keys() <= _UNDERSTAND_TOP:
+        return False
+    if data is None:
+        return True
+    return isinstance(data, Mapping) and data.keys() <= _UNDERSTAND_DATA
+
+
+def _understand(top: Mapping[str, Any], data: Mapping[str, Any] | None, table: StatusTable) -> CallbackEvent:
+    """A Live Video Understanding callback: a result (status 0, with text) or a status.
+
+    Its shape is not documented (the page is cut off): a third party documents ``data.text`` and
+    ``data.timestamp``, and the start answer's own envelope puts ``text`` at the top. The top level
+    is read first. A result has no segment index: its timestamp (``Segment.stamp``) tells a repeat,
+    and without one, its content does.
+    """
+    task_id = _task_id(top, data)
+    status = top["status"]
+    if status not in _INT32:
+        raise CallbackError("status", "out of range for a status")
+    places = [(top, "")] if data is None else [(top, ""), (data, "data.")]
+    text = _find(places, "text")
+    stamp = _find(places, "timestamp")
+    for found in (text, stamp):
+        if found is not None and not isinstance(found[0], str):
+            raise CallbackError(found[1], f"must be a string, got {kind_of(found[0])}")
+    words = None if text is None else str(text[0])
+    if status == UNDERSTAND_OK and words is not None:
+        return Segment(task_id, None, True, words, raw=top, stamp=None if stamp is None else str(stamp[0]))
+    # No result: what the status says (0 with no text is a stream heard, and going on).
+    return StatusCallback(task_id, status, words, top, table.meaning(status))
 
 
 def _foreign(top: Mapping[str, Any], data: Mapping[str, Any] | None) -> ForeignCallback:

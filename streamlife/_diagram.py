@@ -13,6 +13,7 @@ from .lifecycle import (
     CELLS,
     DEADLINE_TRIGGERS,
     DEADLINES,
+    KIND_RULES,
     STATES,
     TABLE,
     TERMINAL,
@@ -86,6 +87,21 @@ def matrix() -> str:
             lines.append(
                 f"| {state.value} | `{deadline.value}` | {guard.value} | `{DEADLINE_TRIGGERS[deadline]}` |"
             )
+    lines += [
+        "",
+        "## Per product",
+        "",
+        "One table serves every product; these facts say where they differ. A final stop answer",
+        "fires `stop_confirmed` (no final callback is awaited); otherwise it fires `stop_ok`, and the",
+        "status-14 callback (or the `final_callback` deadline) settles the task. A product that ends",
+        "silently has its silence stopped whatever `Policy.stop_when_stalled` says.",
+        "",
+        "| product | stop answer final | results keyed by | ends silently |",
+        "|---|---|---|---|",
+    ]
+    for kind, rules in KIND_RULES.items():
+        final, silent = ("yes" if flag else "no" for flag in (rules.stop_answer_final, rules.ends_silently))
+        lines.append(f"| {kind.value} | {final} | {rules.result_key.value} | {silent} |")
     lines += ["", "```mermaid", mermaid().rstrip("\n"), "```"]
     return "\n".join(lines) + "\n"
 

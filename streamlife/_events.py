@@ -16,6 +16,7 @@ class StreamKind(enum.StrEnum):
 
     AUDIO = "audio"  # /audio-stream/start|stop: transcription
     VIDEO = "video"  # /stream/start|stop: moderation and logo detection
+    UNDERSTAND = "understand"  # stream.memories.ai /v1/understand/streamConnect|stop: video understanding
 
 
 class StatusMeaning(enum.StrEnum):
@@ -92,7 +93,8 @@ class Segment:
 
     ``final`` is False for a partial result that a later final for the same index replaces.
     ``index`` is None for a message that carries none (ElevenLabs transcripts forwarded as they
-    came): the task's transcript numbers it when the task applies it (``Transcript.numbered``).
+    came, Live Video Understanding results): the task's transcript numbers it when the task
+    applies it (``Transcript.numbered``), in the order the task applied them.
     ``formatted`` is True for a final in its formatted form (AssemblyAI's ``turn_is_formatted``,
     sent after the unformatted final of the same turn when the stream formats turns): it replaces
     that final, and an unformatted final after it is a repeat.
@@ -106,6 +108,9 @@ class Segment:
     end: float | None = None
     raw: Mapping[str, Any] | None = None
     formatted: bool = False
+    stamp: str | None = None
+    """The result's own key, where its product gives one and no index (a Live Video Understanding
+    result's timestamp, as sent): a result with the stamp of one applied before is a repeat."""
 
     @property
     def key(self) -> tuple[int | None, bool]:
@@ -221,8 +226,10 @@ class StartResult:
 
 @dataclass(frozen=True, slots=True)
 class StopResult:
-    """The service acknowledged a stop; the status-14 callback should follow."""
+    """The service acknowledged a stop; the status-14 callback should follow, unless ``final``:
+    the answer itself says the stream stopped (Live Video Understanding's status 14)."""
 
     task_id: str
     message: str | None = None
     raw: Mapping[str, Any] | None = None
+    final: bool = False

@@ -50,6 +50,8 @@ def encode_event(event: CallbackEvent) -> dict[str, Any]:
         }
         if event.formatted:  # (written only when True: journals from before it decode as they did)
             segment["formatted"] = True
+        if event.stamp is not None:  # (likewise, written only when there is one)
+            segment["stamp"] = event.stamp
         encoded = {"segment": segment}
     elif isinstance(event, StatusCallback):
         meaning = None if event.meaning is None else event.meaning.value

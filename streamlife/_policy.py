@@ -39,7 +39,9 @@ class Policy:
     5 s, so the default is six missed segments)."""
 
     stop_when_stalled: bool = False
-    """Stop a task once it is stalled: a stream that sends nothing may still bill."""
+    """Stop a task once it is stalled: a stream that sends nothing may still bill. A product whose
+    stream ends without a word (Live Video Understanding, ``lifecycle.KIND_RULES``) is stopped when
+    stalled whatever this says: its silence is how its end shows, and the stop confirms it."""
 
     stop_retry_base: float = 1.0
     stop_retry_cap: float = 60.0

@@ -81,6 +81,9 @@ class Run:
     settle_limit: float = 900.0
     store: str = "memory:"  # where the Fleet journals: a store URL (see ``streamlife.store.open_store``)
     mode: SimMode = "segments"  # what the simulator's audio streams send (see ``SimulatedService``)
+    # The products the run starts. Live Video Understanding runs in-process only: the simulator's
+    # HTTP face does not serve it yet, and no receiver takes its per-request callbacks.
+    kinds: tuple[StreamKind, ...] = (StreamKind.AUDIO, StreamKind.VIDEO)
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, int) or self.streams < 1:
@@ -93,6 +96,11 @@ class Run:
             raise ValueError(f"mode must be one of {', '.join(SIM_MODES)}, got {self.mode!r}")
         if self.speed is not None and not self.speed > 0:
             raise ValueError(f"speed must be positive, got {self.speed!r}")
+        kinds = set(self.kinds)
+        if not kinds or not kinds <= set(StreamKind) or len(kinds) != len(self.kinds):
+            raise ValueError(f"kinds must name stream kinds, each once, got {self.kinds!r}")
+        if self.http and StreamKind.UNDERSTAND in kinds:
+            raise ValueError("understand streams are simulated in-process only (http=False)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +294,15 @@ class _Driver:
     def _start(self, n: int) -> StreamTask:
         dice = self.dice
         kind = StreamKind.VIDEO if dice.random() < 0.2 else StreamKind.AUDIO
+        kinds = self.run.kinds
+        # (Only a run that names other kinds throws more dice: the default run replays as before.)
+        if StreamKind.UNDERSTAND in kinds and dice.random() < 0.3:
+            kind = StreamKind.UNDERSTAND
+        elif kind not in kinds:
+            kind = dice.choice(kinds)
         params: dict[str, Any] = {URL_FIELD[kind]: f"rtmp://sim.invalid/live/{n}"}
+        if kind is StreamKind.UNDERSTAND:  # its results go to a URL of its own, given per start
+            params |= {"user_prompt": "Describe what happens", "callback": f"https://hooks.sim.invalid/{n}"}
         if kind is StreamKind.AUDIO:  # the audio start page marks provider required
             params["provider"] = dice.choice(PROVIDERS)
             if self.run.mode == "passthrough" and params["provider"] == "assemblyai" and dice.random() < 0.5:

@@ -199,6 +199,11 @@ class StreamTask:
         """The service does not know the task: it has already ended, and the end is confirmed."""
         return self._fire("stop_not_found", None)
 
+    def stop_confirmed(self) -> Outcome:
+        """The stop's own answer says the stream stopped, for a product whose answer is final
+        (``lifecycle.KIND_RULES``): the end is confirmed, and no final callback is awaited."""
+        return self._fire("stop_confirmed", self._acknowledge_stop)
+
     def stop_error(self, error: BaseException) -> Outcome:
         """A stop failed after its retries; the task still owes it (stopping, or ending), unsettled."""
         return self._fire("stop_error", lambda: self._count_stop_failure(error), _describe(error))

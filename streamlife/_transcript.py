@@ -8,17 +8,19 @@ final that may replace another is a formatted one (AssemblyAI's ``turn_is_format
 provider says it is the same turn, formatted, so it replaces the unformatted final whichever came
 first, and an unformatted final after it is a repeat.
 
-A segment with no index (an ElevenLabs message forwarded as it came: the provider numbers nothing)
-is numbered here, by the order in which the transcript is given its segments, which is its task's
-journal order: every process and every replay gives the same numbers. A committed transcript takes
-the next number, one past the highest index holding a final (so it never lands on an indexed
-segment's final); a partial belongs to the number the next commit will take, and replaces the
-partial there. Such a message carries nothing to tell a repeat by but its content, so the
-transcript keeps a digest of each committed one it numbered: a commit whose content it has kept is
-a repeat, and takes no number. Two commits with identical content (the payload as delivered, or
-for a segment made by hand, its text and times) are indistinguishable from a redelivery: the
-second is taken for one. A partial delivered again after its commit is taken for the next
-utterance's partial, until that one's own partial or commit replaces it.
+A segment with no index (an ElevenLabs message forwarded as it came: the provider numbers
+nothing; a Live Video Understanding result, which has a timestamp instead) is numbered here, by
+the order in which the transcript is given its segments, which is its task's journal order: every
+process and every replay gives the same numbers. A committed transcript takes the next number, one
+past the highest index holding a final (so it never lands on an indexed segment's final); a
+partial belongs to the number the next commit will take, and replaces the partial there. Such a
+message carries nothing to tell a repeat by but its content, or its timestamp (``Segment.stamp``)
+where it has one, so the transcript keeps a digest of each committed one it numbered: a commit
+whose digest it has kept is a repeat, and takes no number. Two commits with identical content (the
+payload as delivered, or for a segment made by hand, its text and times), or the same timestamp,
+are indistinguishable from a redelivery: the second is taken for one. A partial delivered again
+after its commit is taken for the next utterance's partial, until that one's own partial or commit
+replaces it. Results reordered in delivery keep their delivery order here (the journal keeps each stamp).
 
 What is kept of each segment is what the transcript reads: its finality, text and times, as a plain
 tuple. The payload it came in stays out of memory: the journal keeps it, and ``on_segment`` hooks
@@ -332,6 +334,7 @@ class Transcript:
             segment.end,
             segment.raw,
             segment.formatted,
+            segment.stamp,
         )
 
     def _keep(self, segment: Segment, index: int, late: bool) -> None:
@@ -427,10 +430,16 @@ def _fingerprint(digest: bytes) -> int:
 
 
 def _digest(segment: Segment) -> bytes:
-    """What tells a commit with no index from another: a digest of its content, the payload as it
-    was delivered (the journal keeps it, so a replay digests the same) or, for a segment made by
-    hand, its text and times. Keys sorted, so the same payload digests alike whatever its order."""
-    content: object = segment.raw if segment.raw is not None else [segment.text, segment.start, segment.end]
+    """What tells a commit with no index from another: its own key where its product gives one
+    (``stamp``: a Live Video Understanding result's timestamp), else a digest of its content, the
+    payload as it was delivered (the journal keeps it, so a replay digests the same) or, for a
+    segment made by hand, its text and times. Keys sorted, so the same payload digests alike
+    whatever its order."""
+    content: object
+    if segment.stamp is not None:
+        content = ["stamp", segment.stamp]
+    else:
+        content = segment.raw if segment.raw is not None else [segment.text, segment.start, segment.end]
     try:
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=repr)
     except (TypeError, ValueError):  # a payload made by hand with keys that do not sort, or a cycle

@@ -49,6 +49,10 @@ Why some cells are what they are:
     but the recorded status: our own stop settles the task. The provider's ``Termination`` while
     stopping is our stop's echo, but only once the stop was acknowledged: before that it may be
     the provider's own doing while the stream still bills, so the task refuses it.
+  * ``stop_confirmed`` is a stop's answer that says the stream stopped, for a product whose answer
+    is final (``KIND_RULES``: Live Video Understanding answers status 14, and documents no callback
+    after it). It settles the task as ``stop_not_found`` does; the other products' answers only
+    acknowledge (``stop_ok``), and their status-14 callback settles the task.
   * ``final_deadline`` ends a stopping or ending task only once its stop was acknowledged: the task
     refuses it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
@@ -71,7 +75,7 @@ from typing import Final, NamedTuple
 
 from transitions import Machine
 
-from ._events import StatusMeaning
+from ._events import StatusMeaning, StreamKind
 
 
 class TaskState(enum.StrEnum):
@@ -137,6 +141,7 @@ TRIGGERS: Final[dict[str, Source]] = {
     "start_deferred": Source.TRANSPORT,
     "stop_ok": Source.TRANSPORT,
     "stop_not_found": Source.TRANSPORT,
+    "stop_confirmed": Source.TRANSPORT,
     "stop_error": Source.TRANSPORT,
     "segment": Source.CALLBACK,
     "stopped": Source.CALLBACK,
@@ -162,6 +167,7 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "start_deferred":     (NO,       pending,   NO,        NO,       NO,       NO,       NO,      NO,      NO),
     "stop_ok":            (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
+    "stop_confirmed":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
     "stop_error":         (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     # callbacks
     "segment":            (NO,       NO,        NO,        running,  stopping, ending,   stopped, ended,   LATE),
@@ -191,6 +197,7 @@ CONFIRMING: Final = frozenset(
         "start_rejected",  # refused: nothing was created
         "stopped",  # the status-14 callback
         "stop_not_found",  # the service knows no such stream
+        "stop_confirmed",  # the stop's own answer says stopped, for a kind whose answer is final
         "provider_ended",  # the provider's end of session, echoing our acknowledged stop
         "final_deadline",  # our stop was acknowledged and the final callback never came
         "uncertain_deadline",
@@ -283,12 +290,54 @@ _DEADLINE_SETS: Final = {
 }
 
 
+class ResultKey(enum.Enum):
+    """What tells one result of a stream from another, so that a redelivery is a duplicate."""
+
+    SEGMENT_INDEX = "segment index"  # the service numbers its results (a payload digest where none is named)
+    TIMESTAMP = "timestamp"  # the result's own timestamp (a payload digest where it carries none)
+
+
+class KindRules(NamedTuple):
+    """What differs between the products, beside the one table: facts, never extra moves."""
+
+    stop_answer_final: bool
+    """The stop's answer settles the task when it says stopped (``stop_confirmed``): no final
+    callback is documented, so none is awaited. Otherwise a status-14 callback is awaited
+    after the acknowledgement (``stop_ok``), bounded by ``Deadline.FINAL_CALLBACK``."""
+    result_key: ResultKey
+    ends_silently: bool
+    """The stream may end with no callback at all (its source stopped or was never reachable):
+    silence is then an inferred end, so the silence watchdog's stop goes out whatever
+    ``Policy.stop_when_stalled`` says, and its answer confirms the end."""
+
+
+# Per product. Audio and video end with a status-14 callback after the stop's acknowledgement.
+# Live Video Understanding answers its stop with status 14 and documents no callback after it; it
+# ends by itself when its RTMP source stops or was never reachable, and says so to nobody.
+KIND_RULES: Final[dict[StreamKind, KindRules]] = {
+    StreamKind.AUDIO: KindRules(
+        stop_answer_final=False, result_key=ResultKey.SEGMENT_INDEX, ends_silently=False
+    ),
+    StreamKind.VIDEO: KindRules(
+        stop_answer_final=False, result_key=ResultKey.SEGMENT_INDEX, ends_silently=False
+    ),
+    StreamKind.UNDERSTAND: KindRules(
+        stop_answer_final=True, result_key=ResultKey.TIMESTAMP, ends_silently=True
+    ),
+}
+# The kinds whose stop answer may settle a task: the only ones ``stop_confirmed`` is fired for.
+STOP_ANSWER_FINAL: Final = frozenset(kind for kind, rules in KIND_RULES.items() if rules.stop_answer_final)
+# The kinds whose silence is an inferred end, stopped whatever the Policy's switch says.
+ENDS_SILENTLY: Final = frozenset(kind for kind, rules in KIND_RULES.items() if rules.ends_silently)
+
+
 class AutoStop(NamedTuple):
     """A stop the Fleet fires at a running task of its own accord."""
 
     reason: StopReason | None  # journaled with the stop (None: the caller asked for it)
     fact: str  # the task's fact that says this stop is due
     switch: str | None  # the Policy field that turns it on (None: always on)
+    always_for: frozenset[StreamKind] = frozenset()  # the kinds for which it is on whatever the switch says
 
 
 # When the Fleet stops a running task without being asked now, keyed by the trigger after which it
@@ -300,7 +349,8 @@ AUTO_STOPS: Final[dict[str, AutoStop]] = {
     # a stream no start of ours named is reaped
     "adopt": AutoStop(StopReason.ORPHAN, "adopted", "reap_orphans"),
     # a stream silent for Policy.silence_after is stopped, if the user wants that
-    "silence": AutoStop(StopReason.STALLED, "stalled", "stop_when_stalled"),
+    # (always, for a kind whose stream ends silently: the stop confirms the end it infers)
+    "silence": AutoStop(StopReason.STALLED, "stalled", "stop_when_stalled", ENDS_SILENTLY),
 }
 
 
@@ -342,6 +392,7 @@ ARGUMENTS: Final[dict[str, Argument]] = {
     "start_deferred": Argument.ERROR,
     "stop_ok": Argument.KIND,
     "stop_not_found": Argument.NONE,
+    "stop_confirmed": Argument.NONE,
     "stop_error": Argument.ERROR,
     "segment": Argument.CALLBACK,
     "stopped": Argument.CALLBACK,
@@ -407,6 +458,11 @@ def _check_table() -> None:
 
     if not AUTO_STOPS.keys() <= TRIGGERS.keys():
         raise AssertionError("AUTO_STOPS must name triggers of TRIGGERS")
+    if set(KIND_RULES) != set(StreamKind):
+        raise AssertionError("KIND_RULES must give the rules of every StreamKind")
+    for state in STOP_DUE:
+        if CELLS[state, "stop_confirmed"] not in TERMINAL:
+            raise AssertionError(f"a final stop answer must settle a task in {state}")
 
     for state, steps in ON_RECOVERY.items():
         for trigger, _ in steps:

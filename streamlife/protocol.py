@@ -8,23 +8,53 @@ The builders below write the callbacks and answers the simulator sends and the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
+from urllib.parse import quote
 
 from ._events import StreamKind
 
 Payload: TypeAlias = dict[str, Any]  # a callback's body, or an answer's, as decoded JSON
 
-PATHS: Final = {  # (start, stop), relative to the base URL
+MAVI_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"  # audio and video
+UNDERSTAND_BASE_URL: Final = "https://stream.memories.ai"  # Live Video Understanding, a host of its own
+BASE_URLS: Final = {
+    StreamKind.AUDIO: MAVI_BASE_URL,
+    StreamKind.VIDEO: MAVI_BASE_URL,
+    StreamKind.UNDERSTAND: UNDERSTAND_BASE_URL,
+}
+PATHS: Final = {  # (start, stop), relative to the product's base URL; see stop_request
     StreamKind.AUDIO: ("/audio-stream/start", "/audio-stream/stop"),
     StreamKind.VIDEO: ("/stream/start", "/stream/stop"),
+    StreamKind.UNDERSTAND: ("/v1/understand/streamConnect", "/v1/understand/stop/{task_id}"),
 }
-URL_FIELD: Final = {StreamKind.AUDIO: "audio_url", StreamKind.VIDEO: "url"}  # the stream to pull
+URL_FIELD: Final = {  # the stream to pull
+    StreamKind.AUDIO: "audio_url",
+    StreamKind.VIDEO: "url",
+    StreamKind.UNDERSTAND: "url",
+}
 # The transcription providers an audio start names in its required ``provider`` field.
 PROVIDERS: Final = ("assemblyai", "elevenlabs")
 # memories.ai cuts a stream into segments this long, and bills it for every one begun.
 SEGMENT_SECONDS: Final = 5.0
 
-STOPPED_BY_USER: Final = 14  # the status of the stop callback
+# Live Video Understanding's start body: the RTMP URL, the prompt applied to each frame window,
+# the model's role, the URL its results are posted to (one per request, not the account's webhook),
+# and reasoning mode. The docs do not say which are required; streamlife requires ``url`` and
+# ``user_prompt`` (without a prompt there is nothing to apply) and ``callback`` (without it the
+# results go nowhere, and the stream bills all the same).
+UNDERSTAND_FIELDS: Final = ("url", "user_prompt", "system_prompt", "callback", "thinking")
+UNDERSTAND_REQUIRED: Final = ("url", "user_prompt", "callback")
+# Its answers are an envelope ``{status, task_id, text}``, read by ``status``. 0, 14, -1 and 5000
+# are documented; 1001 and 2001 only in a third party's code comments ("from API docs").
+UNDERSTAND_OK: Final = 0  # started (a start's answer), or a result (a callback)
+UNDERSTAND_INVALID: Final = -1  # invalid request, or task_id not found
+UNDERSTAND_SERVER_ERROR: Final = 5000
+UNDERSTAND_CONCURRENCY: Final = 1001  # [third party only] the cap of concurrent tasks per key
+UNDERSTAND_CREDIT: Final = 2001  # [third party only] a credit deduction failed
+UNDERSTAND_MAX_TASKS: Final = 4  # concurrent tasks per API key (documented)
+
+STOPPED_BY_USER: Final = 14  # the status of the stop callback (and of Live Video Understanding's stop answer)
 CAPACITY_REACHED: Final = 16  # the account's concurrent streams are full: in an answer, or a callback
 STATUS_MESSAGES: Final = {  # data.message of a status callback, as the docs word it
     STOPPED_BY_USER: "Stream stopped by user",
@@ -59,6 +89,11 @@ STREAM_KEYS: Final = frozenset(
         "task_id",
     }
 )
+# The keys a Live Video Understanding result may have, beside its top-level ``status`` and
+# ``task_id``. Its callback is not documented (the page is cut off): a third party documents
+# ``{"status": 0, "task_id", "data": {"text", "timestamp"}}``; the start answer's own envelope puts
+# ``text`` at the top. Both are read, the top level first.
+UNDERSTAND_RESULT_KEYS: Final = frozenset({"text", "timestamp"})
 # ElevenLabs' transcript messages, and whether each is final.
 ELEVENLABS_TRANSCRIPTS: Final = {
     "partial_transcript": False,
@@ -172,6 +207,52 @@ def success_answer(task_id: str, message: str) -> Payload:
 def error_answer(code: int, message: str) -> Payload:
     """The body of an error answer, status 16 included: the code, ``msg``, and a null ``data``."""
     return {"code": code, "msg": message, "data": None}
+
+
+def understand_body_problem(params: Mapping[str, Any]) -> str | None:
+    """What is wrong with a Live Video Understanding start body, or None. The fields the docs give
+    are checked by type; the docs do not say which are required (see ``UNDERSTAND_REQUIRED``)."""
+    for name in UNDERSTAND_REQUIRED:
+        value = params.get(name)
+        if not isinstance(value, str) or not value.strip():
+            return f"an understand stream needs {name}=<{_UNDERSTAND_HINTS[name]}>"
+    system = params.get("system_prompt")
+    if system is not None and not isinstance(system, str):
+        return f"system_prompt must be text, got {type(system).__name__}"
+    thinking = params.get("thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        return f"thinking must be True or False, got {type(thinking).__name__}"
+    return None
+
+
+_UNDERSTAND_HINTS: Final = {
+    "url": "the RTMP stream's URL",
+    "user_prompt": "the instruction applied to each frame window",
+    "callback": "the URL its results are posted to",
+}
+
+
+def stop_request(kind: StreamKind, task_id: str) -> tuple[str, Payload | None]:
+    """A stop's path and body: the task_id in the body (audio, video), or in the path with no
+    body at all (Live Video Understanding)."""
+    path = PATHS[kind][1]
+    if kind is StreamKind.UNDERSTAND:
+        return path.format(task_id=quote(task_id, safe="")), None
+    return path, {"task_id": task_id}
+
+
+def understand_answer(status: int, task_id: str | None = None, text: str = "") -> Payload:
+    """A Live Video Understanding answer: ``{status, task_id, text}`` (the stop's has no text)."""
+    answer: Payload = {"status": status}
+    if task_id is not None:
+        answer["task_id"] = task_id
+    return {**answer, "text": text}
+
+
+def understand_result(task_id: str, text: str, timestamp: str) -> Payload:
+    """A Live Video Understanding result, as a third party documents it: status 0 and the task_id
+    at the top, the text and an ISO timestamp under ``data``. The official page is cut off here."""
+    return {"status": UNDERSTAND_OK, "task_id": task_id, "data": {"text": text, "timestamp": timestamp}}
 
 
 # -- the providers' own messages, which pass-through mode forwards in the envelope ---------------

@@ -17,10 +17,11 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, Phase, settings
 
-from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamTask, TaskState
+from streamlife import Fleet, ManualClock, Policy, Segment, StatusCallback, StreamKind, StreamTask, TaskState
 from streamlife._callbacks import PROVIDER_ENDED
 from streamlife._journal import FACTS
 from streamlife.lifecycle import CELLS, STATES, TRIGGERS
+from streamlife.protocol import URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.store import Store
 from streamlife.testing import MemoriesSim
@@ -74,6 +75,8 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
             return (TASK_ID,)
         case "start_rejected" | "start_unknown" | "start_deferred" | "stop_error":
             return (RuntimeError(f"{trigger} in a test"),)
+        case "segment" if task.kind is StreamKind.UNDERSTAND:  # no index: a timestamp instead
+            return (Segment(task_id, None, final=True, text="hello", stamp="2026-12-05T19:00:05Z"),)
         case "segment":
             return (Segment(task_id, 0, final=True, text="hello"),)
         case "stopped":  # naming a new last segment each time: news even after the end
@@ -121,11 +124,17 @@ DATA_PRECONDITIONS = {
 
 
 def task_in(
-    state: TaskState, clock: ManualClock | None = None, *, ready_for: str | None = None
+    state: TaskState,
+    clock: ManualClock | None = None,
+    *,
+    ready_for: str | None = None,
+    kind: StreamKind = StreamKind.AUDIO,
 ) -> StreamTask:
-    """A fresh task driven to ``state`` through the real triggers (and, for ``ready_for``, the data
-    precondition of that trigger's move, e.g. an acknowledged stop before ``final_deadline``)."""
-    task = StreamTask("audio", {"audio_url": "rtmp://example.invalid/live"}, clock=clock or ManualClock())
+    """A fresh task of ``kind`` driven to ``state`` through the real triggers (and, for
+    ``ready_for``, the data precondition of that trigger's move, e.g. an acknowledged stop before
+    ``final_deadline``)."""
+    params = {URL_FIELD[kind]: "rtmp://example.invalid/live"}
+    task = StreamTask(kind, params, clock=clock or ManualClock())
     for trigger in PATHS[state]:
         fire(task, trigger)
     precondition = DATA_PRECONDITIONS.get((state, ready_for)) if ready_for else None

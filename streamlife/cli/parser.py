@@ -41,6 +41,10 @@ from .values import (
 )
 
 # The function that runs each command, by the name the parser puts in ``args.command``.
+# The kinds the command line starts and shapes callbacks for. Live Video Understanding needs a
+# prompt and a callback URL that these commands do not take yet.
+CLI_KINDS: Final = (StreamKind.AUDIO, StreamKind.VIDEO)
+
 COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "diagram": run_diagram,
     "walk": run_walk,
@@ -255,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         f" {API_KEY_ENV}, unless --sim.",
     )
     start.add_argument(
-        "kind", choices=[kind.value for kind in StreamKind], help="audio (transcription) or video"
+        "kind", choices=[kind.value for kind in CLI_KINDS], help="audio (transcription) or video"
     )
     start.add_argument("url", help="the stream to pull: rtmp://, rtsp://, an HLS or HTTP URL")
     start.add_argument(
@@ -452,7 +456,7 @@ def _send_callback_command(commands: argparse._SubParsersAction[argparse.Argumen
     option("--kind", choices=CALLBACK_KINDS, required=True, help="what the callback says")
     option(
         "--stream",
-        choices=[kind.value for kind in StreamKind],
+        choices=[kind.value for kind in CLI_KINDS],
         default="audio",
         help="the stream's kind, which shapes the callback (default: audio)",
     )

@@ -41,7 +41,7 @@ from streamlife._timer_loop import TimerLoop
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
 from streamlife.hooks import ForeignHook, OrphanHook, SegmentHook, TransitionHook
 from streamlife.lifecycle import STOP_DUE, TaskState
-from streamlife.protocol import PROVIDERS, URL_FIELD
+from streamlife.protocol import PROVIDERS, URL_FIELD, understand_body_problem
 from streamlife.store import JournalEntry, MemoryStore, Store
 from streamlife.transport.base import Transport
 
@@ -167,9 +167,10 @@ class Fleet:
         backoff, within ``Policy.start_retry_window``, and ``stop`` cancels it without a request.
         Blocks for the start request only.
 
-        ``params`` is the start body: ``audio_url=`` and ``provider=`` (audio) or ``url=`` (video),
-        plus any options. A start is billed and not idempotent, so it is retried only when the
-        service said that nothing was created, never once the request may have created a stream.
+        ``params`` is the start body: ``audio_url=`` and ``provider=`` (audio), ``url=`` (video), or
+        ``url=``, ``user_prompt=`` and ``callback=`` (understand), plus any options. A start is
+        billed and not idempotent, so it is retried only when the service said that nothing was
+        created, never once the request may have created a stream.
         ``max_duration=`` is the one keyword that is not the body's: this stream's cost ceiling in
         seconds (instead of ``Policy.max_duration``); the Fleet stops it once it has run that long.
         It is journaled, never sent. (Taken out of ``params``, not a parameter of its own, so that
@@ -549,6 +550,8 @@ def _check_start(kind: StreamKind, params: Mapping[str, Any]) -> None:
     url_field = URL_FIELD[kind]
     if not isinstance(params.get(url_field), str) or not params[url_field]:
         raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")
+    if kind is StreamKind.UNDERSTAND and (problem := understand_body_problem(params)) is not None:
+        raise ValueError(problem)
     if kind is StreamKind.AUDIO and params.get("provider") not in PROVIDERS:
         allowed = " or ".join(repr(name) for name in PROVIDERS)
         raise ValueError(f"an audio stream needs provider={allowed}, got {params.get('provider')!r}")

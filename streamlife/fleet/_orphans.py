@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streamlife._callbacks import CallbackEvent, StreamEvent
+from streamlife._callbacks import CallbackEvent, StreamEvent, is_understand_payload
 from streamlife._clock import Clock
 from streamlife._events import ForeignCallback, Outcome, OutcomeKind, ProviderEvent, Segment, StreamKind
 from streamlife._journal import decode_event, encode_event
@@ -269,12 +269,15 @@ def kind_of_orphan(events: Sequence[CallbackEvent], started: set[StreamKind]) ->
     """Which product an orphan's stream belongs to, so its stop goes to the right path, and
     whether its callbacks showed it (True) or it is a guess (False).
 
-    Callbacks do not name their product. A transcript (text) or a provider message means audio;
+    Callbacks do not name their product. Live Video Understanding's have an envelope of their own;
+    of the others, a transcript (text) or a provider message means audio;
     a moderation result (a segment with no text) means video; with only status callbacks to go
     on, the one kind this Fleet starts (else audio) is a guess, and the stop tries the other path
     when the first answers "not found".
     """
     for event in events:
+        if is_understand_payload(event.raw):  # its own envelope: a status at the top, no code
+            return StreamKind.UNDERSTAND, True
         if isinstance(event, Segment):
             return (StreamKind.AUDIO if event.text is not None else StreamKind.VIDEO), True
         if isinstance(event, ProviderEvent):

@@ -18,7 +18,7 @@ from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.errors import RecordedError, TaskNotFoundError, TransportError
-from streamlife.lifecycle import AUTO_STOPS, STOP_DUE, AutoStop, StopReason, TaskState
+from streamlife.lifecycle import AUTO_STOPS, STOP_ANSWER_FINAL, STOP_DUE, AutoStop, StopReason, TaskState
 from streamlife.transport.base import Transport
 
 from ._moves import Mover
@@ -152,22 +152,22 @@ class Stopper:
             kinds = (task.kind, other_kind(task.kind)) if tracked.kind_guessed else (task.kind,)
             task_id = task.task_id
         assert task_id is not None, "a stopping task was running, so it has a task_id"
-        landed, failure = None, None
+        landed, failure, final = None, None, False
         try:
             for kind in kinds:  # an orphan of unsure product: "not found" on one path, try the other
                 self.registry.count("stops_sent")
                 try:
-                    self.transport.stop(kind, task_id, within=within)
+                    result = self.transport.stop(kind, task_id, within=within)
                 except TaskNotFoundError:
                     continue
-                landed = kind
+                landed, final = kind, result.final and kind in STOP_ANSWER_FINAL
                 break
         except BaseException as error:  # recorded, and retried; anything but a TransportError re-raised
             failure = error
         with tracked.lock:
             tracked.stop_in_flight = False
             try:
-                self._record(tracked, landed, failure)
+                self._record(tracked, landed, failure, final=final)
             except BaseException:
                 # The answer could not be journaled: the task is as stored, stopping and
                 # unacknowledged. Send the stop again later (it is safe to repeat), then let the
@@ -178,8 +178,17 @@ class Stopper:
         if failure is not None and not isinstance(failure, TransportError | RecordedError):
             raise failure
 
-    def _record(self, tracked: Tracked, landed: StreamKind | None, failure: BaseException | None) -> None:
-        """Fire what the stop's answer says. Caller holds the task's lock."""
+    def _record(
+        self,
+        tracked: Tracked,
+        landed: StreamKind | None,
+        failure: BaseException | None,
+        *,
+        final: bool = False,
+    ) -> None:
+        """Fire what the stop's answer says. Caller holds the task's lock. ``final``: the answer
+        says the stream stopped, for a product whose stop answer settles the task
+        (``lifecycle.KIND_RULES``)."""
         task, fire = tracked.task, self.mover.fire
         if failure is not None:
             retry_after = self.backoff.retry_after(failure)
@@ -191,6 +200,8 @@ class Stopper:
                 self.timers.arm_stop_retry(tracked, self.backoff.wait(task.stop_failures, retry_after))
         elif landed is None:
             fire(tracked, task.stop_not_found)
+        elif final and not tracked.kind_guessed:
+            fire(tracked, task.stop_confirmed)
         elif not tracked.kind_guessed:
             fire(tracked, task.stop_ok)
         else:
@@ -224,6 +235,7 @@ def due_stop(
     ``rules`` (``lifecycle.AUTO_STOPS``) that the task's facts and the policy call for; None if none
     does."""
     for rule in rules:
-        if getattr(task, rule.fact) and (rule.switch is None or getattr(policy, rule.switch)):
+        switched_on = rule.switch is None or task.kind in rule.always_for or getattr(policy, rule.switch)
+        if getattr(task, rule.fact) and switched_on:
             return () if rule.reason is None else (rule.reason,)
     return None

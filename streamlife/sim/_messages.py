@@ -9,6 +9,7 @@ so the service alone decides when a fault happens.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Final
 
 from streamlife._events import StreamKind
@@ -27,6 +28,7 @@ from streamlife.protocol import (
     segment_callback,
     silent_segment_callback,
     status_callback,
+    understand_result,
 )
 
 from ._records import CREDIT_EXHAUSTED, SOURCE_ENDED, SimStream
@@ -44,6 +46,8 @@ Message = tuple[Payload, int | None]
 
 def segment_messages(stream: SimStream, index: int) -> list[Message]:
     """The callbacks of one segment with something in it, in order."""
+    if stream.kind is StreamKind.UNDERSTAND:
+        return [(understanding(stream, index), None)]
     if stream.kind is StreamKind.VIDEO:
         return [(moderation(stream, index), index)]
     if stream.passthrough:
@@ -53,6 +57,8 @@ def segment_messages(stream: SimStream, index: int) -> list[Message]:
 
 def final_message(stream: SimStream, index: int) -> Message:
     """The last callback of a segment's: its final (a formatted turn, where turns are formatted)."""
+    if stream.kind is StreamKind.UNDERSTAND:
+        return understanding(stream, index), None
     if stream.kind is StreamKind.VIDEO:
         return moderation(stream, index), index
     if stream.passthrough:
@@ -83,6 +89,15 @@ def moderation(stream: SimStream, index: int) -> Payload:
         frames_processed=stream.fps * int(SEGMENT_SECONDS),
         message="Segment processed",
     )
+
+
+def understanding(stream: SimStream, index: int) -> Payload:
+    """Live Video Understanding: one result per 5-second window, in the shape a third party
+    documents (the official page is cut off), stamped with the window's end as ISO 8601 UTC, the
+    words the simulator's. It names no index: the stamp is its key."""
+    end = stream.started_at + (index + 1) * SEGMENT_SECONDS
+    stamp = datetime.fromtimestamp(end, UTC).isoformat().replace("+00:00", "Z")
+    return understand_result(stream.task_id, f"window {index}: {_words(stream, index)}", stamp)
 
 
 def status_message(stream: SimStream, status: int) -> Payload:

@@ -44,6 +44,9 @@ class StopRequest:
     at: float
     task_id: str
     status: int
+    # The status in the answer's body, for Live Video Understanding, whose answers all come on
+    # HTTP 200 and say in the body what happened (14 stopped, -1 not found, 5000 an error).
+    body_status: int | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class SimStream:
     format_turns: bool = False  # the start body's ``format_turns``: AssemblyAI sends formatted turns too
     fps: int = 1  # the start body's ``fps`` (video)
     passthrough: bool = False  # an audio stream in pass-through mode: it forwards its provider's messages
+    callback: str | None = None  # the start body's ``callback`` (understand): where its results go
 
     @property
     def live(self) -> bool:

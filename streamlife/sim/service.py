@@ -20,6 +20,15 @@ What an audio stream sends depends on the ``mode``, the two revisions of the aud
 A video stream sends one moderation result per segment in either mode, its segment fields under
 ``data.data`` as the video start page documents them.
 
+Live Video Understanding (``POST /v1/understand/streamConnect``, ``POST /v1/understand/stop/{id}``
+with no body, on a host of its own) answers ``{status, task_id, text}`` on HTTP 200: 0 started, 14
+stopped (and nothing follows), -1 invalid or not found, 5000 a server error (``stop_500``), 1001
+past ``understand_cap`` live tasks (4 per key, documented) or on the ``capacity`` fault, 2001 on
+the ``credit_start`` fault (1001 and 2001 are known from a third party only). Each live task sends
+one result every 5 s, stamped and with no index, to the sinks (its ``callback`` URL is kept on the
+stream; over HTTP it is where the results would go). It ends by itself and tells nobody on the
+``spontaneous_end`` and ``credit_end`` faults, as the docs say its source's end does.
+
 Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
 every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
 sink may call back into the service (a Fleet that stops a stream while handling a callback).
@@ -37,6 +46,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import unquote
 
 from streamlife._billing import billed_seconds
 from streamlife._clock import ManualClock
@@ -50,10 +60,18 @@ from streamlife.protocol import (
     STATUS_MESSAGES,
     STOP_MESSAGES,
     STOPPED_BY_USER,
+    UNDERSTAND_CONCURRENCY,
+    UNDERSTAND_CREDIT,
+    UNDERSTAND_INVALID,
+    UNDERSTAND_MAX_TASKS,
+    UNDERSTAND_OK,
+    UNDERSTAND_REQUIRED,
+    UNDERSTAND_SERVER_ERROR,
     URL_FIELD,
     Payload,
     error_answer,
     success_answer,
+    understand_answer,
 )
 
 from . import _messages as messages
@@ -70,7 +88,9 @@ from ._records import (
 from .faults import Faults
 
 START_PATHS: Final = {start: kind for kind, (start, _) in PATHS.items()}
-STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items()}
+STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items() if "{" not in stop}
+# Live Video Understanding's stop names the task in its path: everything after this prefix.
+UNDERSTAND_STOP_PREFIX: Final = PATHS[StreamKind.UNDERSTAND][1].partition("{")[0]
 
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
 
@@ -93,6 +113,7 @@ class SimulatedService:
         max_streams: int = 10_000,
         mode: SimMode = "segments",
         require_provider: bool = False,
+        understand_cap: int = UNDERSTAND_MAX_TASKS,
     ) -> None:
         if mode not in SIM_MODES:
             raise ValueError(f"mode must be one of {', '.join(SIM_MODES)}, got {mode!r}")
@@ -116,6 +137,8 @@ class SimulatedService:
         self._lose_next_answer = False
         self.start_requests = 0
         self._live = 0  # streams not ended: counted, not summed, so a start stays O(1)
+        self._live_understanding = 0  # of those, Live Video Understanding's (its cap is per key)
+        self.understand_cap = understand_cap
         self._last_final: dict[str, int] = {}  # task_id -> highest final index delivered while it lived
 
     def __repr__(self) -> str:
@@ -137,6 +160,13 @@ class SimulatedService:
         """One POST to the API (path relative to the base URL, e.g. ``/audio-stream/stop``)."""
         if headers.get("Authorization") != self._api_key:
             return _error(401, "Unauthorized")
+        if path.startswith(UNDERSTAND_STOP_PREFIX):  # no body: the task_id is the path's last segment
+            task_id = unquote(path.removeprefix(UNDERSTAND_STOP_PREFIX))
+            with self._lock:
+                answer = self._stop_understanding(task_id)
+                said = None if answer.body is None else answer.body.get("status")
+                self.stop_log.append(StopRequest(self.clock.now(), task_id, answer.status, said))
+            return answer
         if not isinstance(body, Mapping):
             return _error(400, "Invalid request parameters")
         early: list[Delivery] = []
@@ -153,6 +183,8 @@ class SimulatedService:
 
     def _start(self, kind: StreamKind, body: Mapping[str, Any], early: list[Delivery]) -> Answer:
         self.start_requests += 1
+        if kind is StreamKind.UNDERSTAND:
+            return self._start_understanding(body, early)
         url = body.get(URL_FIELD[kind])
         if not isinstance(url, str) or not url:
             return _error(400, f"Invalid request parameters: {URL_FIELD[kind]} is required")
@@ -226,6 +258,60 @@ class SimulatedService:
             self._enqueue(now + 0.5, stream.task_id, late, final_of)
         return _success(stream.task_id, STOP_MESSAGES[kind])
 
+    # -- Live Video Understanding ----------------------------------------------------------------
+    # Its own envelope, ``{status, task_id, text}``, always on HTTP 200 here: the docs give its
+    # codes in the body and say nothing of the HTTP status, so the simulator takes the reading that
+    # costs a client the most (a client reading HTTP alone would take every refusal for success).
+    def _start_understanding(self, body: Mapping[str, Any], early: list[Delivery]) -> Answer:
+        for name in UNDERSTAND_REQUIRED:
+            value = body.get(name)
+            if not isinstance(value, str) or not value:
+                return _understand(UNDERSTAND_INVALID, text=f"invalid request: {name} is required")
+        if self._roll(self.faults.credit_start):
+            return _understand(UNDERSTAND_CREDIT, text="credit deduction failed")  # nothing is created
+        if self._live_understanding >= self.understand_cap or self._roll(self.faults.capacity):
+            return _understand(UNDERSTAND_CONCURRENCY, text="maximum concurrent streams reached")
+        now = self.clock.now()
+        task_id = str(uuid.UUID(int=self._dice.getrandbits(128), version=4))
+        callback = body.get("callback")
+        stream = SimStream(task_id, StreamKind.UNDERSTAND, now, callback=str(callback))
+        self.streams[task_id] = stream
+        self._live += 1
+        self._live_understanding += 1
+        heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
+        if self._roll(self.faults.early_callback):
+            early.append(Delivery(now, task_id, messages.understanding(stream, 0)))
+        lost, self._lose_next_answer = (
+            self._lose_next_answer or self._roll(self.faults.start_timeout_created),
+            False,
+        )
+        stream.named = not lost
+        return dataclasses.replace(_understand(UNDERSTAND_OK, task_id), lost=lost)
+
+    def _stop_understanding(self, task_id: str) -> Answer:
+        stream = self.streams.get(task_id)
+        if stream is None or stream.kind is not StreamKind.UNDERSTAND:
+            return _understand(UNDERSTAND_INVALID, text="task not found")
+        if not stream.live:
+            # Documented: -1 for a task not found. The other reading (stop is safe on an ended
+            # stream) answers 14, and nothing follows, as after any stop of this product.
+            if self._roll(self.faults.stop_ended_ok):
+                return _understand(STOPPED_BY_USER, task_id)
+            return _understand(UNDERSTAND_INVALID, text="task not found")
+        if self._roll(self.faults.stop_500):
+            return _understand(UNDERSTAND_SERVER_ERROR, text="internal server error")
+        if self._roll(self.faults.stop_429):  # undocumented for this product: the generic 429
+            seconds = f"{self.faults.retry_after:.3f}".rstrip("0").rstrip(".")
+            return _error(429, "Rate limit exceeded", {"Retry-After": seconds})
+        now = self.clock.now()
+        if self._roll(self.faults.stop_not_found):
+            self._end(stream, now, SOURCE_ENDED, announce=False)  # its source had ended, unsaid
+            return _understand(UNDERSTAND_INVALID, text="task not found")
+        self._end(stream, now, STOPPED_BY_USER, announce=False)  # no callback follows the answer
+        if self._roll(self.faults.late_final) and stream.next_index > 0:
+            self._enqueue(now + 0.5, stream.task_id, messages.understanding(stream, stream.next_index - 1))
+        return _understand(STOPPED_BY_USER, task_id)
+
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
         """Move virtual time forward, sending every callback that falls due on the way."""
@@ -257,9 +343,12 @@ class SimulatedService:
             stream = self.streams[task_id]
             if not stream.live:
                 continue
+            # Live Video Understanding ends by itself and tells nobody (its source stopped, or a
+            # charge failed): the client's silence watchdog has to find it.
+            announce = stream.kind is not StreamKind.UNDERSTAND
             if self._roll(faults.credit_end):
                 # The charge for the cycle that begins now failed: the stream ends before it.
-                self._end(stream, at, CREDIT_EXHAUSTED, announce=True)
+                self._end(stream, at, CREDIT_EXHAUSTED, announce=announce)
                 continue
             index = stream.next_index
             stream.next_index += 1
@@ -271,7 +360,7 @@ class SimulatedService:
                     self._enqueue(at, task_id, payload, final_of)
                 # The docs do not say what a status-16 callback means for a stream that runs: the
                 # simulator takes the costly reading, and the stream goes on (and bills).
-                if self._roll(faults.capacity_callback):
+                if announce and self._roll(faults.capacity_callback):
                     self._enqueue(at, task_id, messages.status_message(stream, CAPACITY_REACHED))
                 # Likewise the provider's end of session forwarded while the stream runs (AssemblyAI's
                 # Termination, an ElevenLabs error): the stream goes on.
@@ -280,7 +369,7 @@ class SimulatedService:
             if self._roll(faults.foreign):
                 self._send_foreign(at)
             if self._roll(faults.spontaneous_end):
-                self._end(stream, at, SOURCE_ENDED, announce=True)
+                self._end(stream, at, SOURCE_ENDED, announce=announce)
             else:
                 heapq.heappush(self._ticks, (at + SEGMENT_SECONDS, next(self._order), task_id))
 
@@ -330,6 +419,8 @@ class SimulatedService:
     def _end(self, stream: SimStream, at: float, status: int, *, announce: bool) -> None:
         if stream.live:
             self._live -= 1
+            if stream.kind is StreamKind.UNDERSTAND:
+                self._live_understanding -= 1
         stream.ended_at, stream.end_status = at, status
         if not announce:
             return
@@ -398,6 +489,10 @@ class SimulatedService:
 
 def _success(task_id: str, message: str) -> Answer:
     return Answer(200, success_answer(task_id, message))
+
+
+def _understand(status: int, task_id: str | None = None, *, text: str = "") -> Answer:
+    return Answer(200, understand_answer(status, task_id, text))
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:

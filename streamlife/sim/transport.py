@@ -14,7 +14,7 @@ from typing import Any
 
 from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.errors import OutcomeUnknownError
-from streamlife.protocol import PATHS
+from streamlife.protocol import PATHS, stop_request
 from streamlife.transport._answers import read_answer, start_result, stop_result
 
 from .service import SimulatedService
@@ -40,7 +40,8 @@ class SimTransport:
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         """One request, answered at once: ``within`` cannot be exceeded."""
         kind = StreamKind(kind)
-        answer = self.service.request(PATHS[kind][1], self._headers, {"task_id": task_id})
+        path, payload = stop_request(kind, task_id)
+        answer = self.service.request(path, self._headers, payload)
         body = read_answer(
             f"{kind.value}.stop", answer.status, answer.body, answer.headers.get("Retry-After")
         )

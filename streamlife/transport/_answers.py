@@ -34,7 +34,16 @@ from streamlife.errors import (
     TaskNotFoundError,
     cut,
 )
-from streamlife.protocol import CAPACITY_REACHED, URL_FIELD
+from streamlife.protocol import (
+    CAPACITY_REACHED,
+    STOPPED_BY_USER,
+    UNDERSTAND_CONCURRENCY,
+    UNDERSTAND_CREDIT,
+    UNDERSTAND_INVALID,
+    UNDERSTAND_OK,
+    UNDERSTAND_SERVER_ERROR,
+    URL_FIELD,
+)
 
 # Re-exported, for the modules that import them from here (http.py, fleet.py, cli.py).
 
@@ -59,7 +68,10 @@ def start_result(operation: str, body: Mapping[str, Any]) -> StartResult:
 
 
 def stop_result(body: Mapping[str, Any], task_id: str) -> StopResult:
-    return StopResult(task_id_of(body) or task_id, outcome_message(body), body)
+    # A status envelope's 14 says the stream stopped (Live Video Understanding's stop answer); the
+    # other products' answers only acknowledge, and a status-14 callback follows.
+    final = _scalar(body.get("status")) == STOPPED_BY_USER and "code" not in body
+    return StopResult(task_id_of(body) or task_id, outcome_message(body), body, final=final)
 
 
 def read_answer(
@@ -72,6 +84,12 @@ def read_answer(
     "cannot pull rtmp://..."), and errors are journaled and logged.
     """
     body: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
+    if "code" not in body and _is_status(body.get("status")):
+        return _read_status_answer(operation, http, body, retry_after, secrets)
+    if operation.startswith(f"{StreamKind.UNDERSTAND.value}.") and "code" not in body and http < 300:
+        # Live Video Understanding answers a status envelope, or (its older page) a code one:
+        # a success in neither shape says nothing we can trust.
+        raise MalformedAnswerError("an answer with no status and no code", operation=operation, status=http)
     code = _scalar(body.get("code"))
     code_text = None if code is None else str(code).strip()
     data = body.get("data")
@@ -112,6 +130,55 @@ def read_answer(
             "a success whose body is not a JSON object", operation=operation, status=http
         )
     return body
+
+
+def _read_status_answer(
+    operation: str, http: int, body: Mapping[str, Any], retry_after: str | None, secrets: Collection[str]
+) -> Mapping[str, Any]:
+    """An answer in the ``{status, task_id, text}`` envelope (Live Video Understanding), read by
+    its ``status`` whatever the HTTP status says: the docs give its codes in the body, and a
+    ``{"status": -1}`` on HTTP 200 is a refusal, never a success. The HTTP status decides first
+    only where it says more than the body can (429, 401/403, 402, 5xx)."""
+    status = body["status"]
+    text = _scalar(body.get("text"))
+    message = server_text(str(text) if text not in (None, "") else f"status {status}", secrets)
+
+    def fail(kind: type[ServiceError]) -> ServiceError:
+        return kind(message, operation=operation, status=http, code=str(status))
+
+    if http == 429:
+        raise RateLimitedError(
+            message,
+            operation=operation,
+            status=http,
+            code=str(status),
+            retry_after=parse_retry_after(retry_after),
+        )
+    if http in (401, 403):
+        raise fail(AuthError)
+    if http == 402 or status == UNDERSTAND_CREDIT:  # 2001: documented by a third party only
+        raise fail(PaymentError)
+    if http >= 500 or status == UNDERSTAND_SERVER_ERROR:
+        raise fail(ServerError)
+    if status == UNDERSTAND_CONCURRENCY:  # 1001, the cap of 4 per key: third party only
+        raise fail(CapacityError)
+    stopping = operation.endswith(".stop")
+    if status == UNDERSTAND_INVALID:
+        # "invalid request or task_id not found": a stop has no body and names the task in its
+        # path, so on a stop the one thing that can be invalid is the task: not found, and so
+        # not billing. On a start nothing was created.
+        raise fail(TaskNotFoundError if stopping else RejectedError)
+    if http >= 400:
+        raise fail(RejectedError)
+    if status == UNDERSTAND_OK or (stopping and status == STOPPED_BY_USER):
+        return body
+    # A status the docs give no meaning for: a start may have made a stream, a stop may not
+    # have landed. Neither is guessed.
+    raise OutcomeUnknownError(f"an answer with status {status} ({message})", operation=operation)
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def start_secrets(kind: StreamKind, params: Mapping[str, Any]) -> tuple[str, ...]:

@@ -40,13 +40,14 @@ from streamlife.errors import (
     ServerError,
     TransportError,
 )
-from streamlife.protocol import PATHS
+from streamlife.protocol import MAVI_BASE_URL, PATHS, UNDERSTAND_BASE_URL, stop_request
 
 from ._answers import decode_json, read_answer, start_result, start_secrets, stop_result
 from ._deadline import Deadline, GuardedAdapter
 from ._reading import ACCEPT_ENCODING, UnreadableBody, read_body
 
-DEFAULT_BASE_URL: Final = "https://mavi-backend.memories.ai/serve/api/v2"
+DEFAULT_BASE_URL: Final = MAVI_BASE_URL  # audio and video
+DEFAULT_UNDERSTAND_URL: Final = UNDERSTAND_BASE_URL  # Live Video Understanding
 DEFAULT_MAX_ANSWER: Final = 1024 * 1024  # bytes of an answer, once decompressed; the API's are small
 DEFAULT_TOTAL_TIMEOUT: Final = 20.0  # seconds for one request, from sending to its answer's last byte
 _log = get_logger()
@@ -85,8 +86,10 @@ class HttpTransport:
     ``max_answer`` is the most bytes an answer may have once decompressed; a larger one is a
     ``MalformedAnswerError``.
 
-    The transport mounts its own adapter on the session for ``base_url`` (the one whose sockets
-    the deadline can shut down); the session's other settings (``verify``, proxies) still apply.
+    Each product has its base URL: ``base_url`` for audio and video (MAVI v2), ``understand_url``
+    for Live Video Understanding, which lives on a host of its own. The transport mounts its own
+    adapter on the session for each (the one whose sockets the deadline can shut down); the
+    session's other settings (``verify``, proxies) still apply.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class HttpTransport:
         api_key: str,
         *,
         base_url: str = DEFAULT_BASE_URL,
+        understand_url: str = DEFAULT_UNDERSTAND_URL,
         timeout: tuple[float, float] = (3.05, 15.0),
         total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
         max_answer: int = DEFAULT_MAX_ANSWER,
@@ -112,24 +116,34 @@ class HttpTransport:
         if type(max_answer) is not int or max_answer < 1:
             raise ValueError(f"max_answer must be a whole number of bytes, at least 1; got {max_answer!r}")
         self.base_url = base_url.rstrip("/")
+        self.understand_url = understand_url.rstrip("/")
+        self.base_urls: Final = {
+            StreamKind.AUDIO: self.base_url,
+            StreamKind.VIDEO: self.base_url,
+            StreamKind.UNDERSTAND: self.understand_url,
+        }
         self.timeout = (float(timeout[0]), float(timeout[1]))
         self.total_timeout = float(total_timeout)
         self.max_answer = max_answer
         self.retry = retry or RetryPolicy()
         self._session = session or requests.Session()
-        self._session.mount(self.base_url + "/", GuardedAdapter())
+        for url in {*self.base_urls.values()}:
+            self._session.mount(url + "/", GuardedAdapter())
         self._session.headers.update({"Authorization": api_key, "Content-Type": "application/json"})
         self._sleep, self._monotonic, self._jitter = sleep, monotonic, jitter
 
     def __repr__(self) -> str:
-        return f"HttpTransport(base_url={self.base_url!r}, timeout={self.timeout!r}, key=<redacted>)"
+        return (
+            f"HttpTransport(base_url={self.base_url!r}, understand_url={self.understand_url!r},"
+            f" timeout={self.timeout!r}, key=<redacted>)"
+        )
 
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
         kind = StreamKind(kind)
         operation = f"{kind.value}.start"
         body = self._call(
             operation,
-            PATHS[kind][0],
+            self.base_urls[kind] + PATHS[kind][0],
             dict(params),
             retry_unless_not_sent=True,
             secrets=start_secrets(kind, params),  # a stream URL often carries a stream key
@@ -138,7 +152,8 @@ class HttpTransport:
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         kind = StreamKind(kind)
-        body = self._call(f"{kind.value}.stop", PATHS[kind][1], {"task_id": task_id}, within=within)
+        path, payload = stop_request(kind, task_id)
+        body = self._call(f"{kind.value}.stop", self.base_urls[kind] + path, payload, within=within)
         return stop_result(body, task_id)
 
     def close(self) -> None:
@@ -148,8 +163,8 @@ class HttpTransport:
     def _call(
         self,
         operation: str,
-        path: str,
-        payload: dict[str, Any],
+        url: str,
+        payload: dict[str, Any] | None,
         *,
         retry_unless_not_sent: bool = False,
         within: float | None = None,
@@ -164,7 +179,7 @@ class HttpTransport:
         give_up_at = self._monotonic() + budget
         for attempt in range(policy.attempts):
             try:
-                return self._post_once(operation, path, payload, give_up_at, secrets)
+                return self._post_once(operation, url, payload, give_up_at, secrets)
             except TransportError as error:
                 retryable = isinstance(
                     error,
@@ -191,8 +206,8 @@ class HttpTransport:
     def _post_once(
         self,
         operation: str,
-        path: str,
-        payload: dict[str, Any],
+        url: str,
+        payload: dict[str, Any] | None,
         give_up_at: float,
         secrets: tuple[str, ...] = (),
     ) -> Mapping[str, Any]:
@@ -200,7 +215,7 @@ class HttpTransport:
         timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
         with Deadline(min(self.total_timeout, left)) as deadline:
             try:
-                status, headers, raw = self._exchange(operation, path, payload, timeout)
+                status, headers, raw = self._exchange(operation, url, payload, timeout)
             except Exception as exc:
                 if deadline.finish() and not isinstance(exc, NotSentError):
                     raise self._too_late(operation, deadline) from exc
@@ -213,11 +228,11 @@ class HttpTransport:
         )
 
     def _exchange(
-        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+        self, operation: str, url: str, payload: dict[str, Any] | None, timeout: tuple[float, float]
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One POST: its status, headers and whole body, or the typed error. Never follows a
         redirect; reads the body in pieces, within ``max_answer`` once decompressed."""
-        response = self._send(operation, path, payload, timeout)
+        response = self._send(operation, url, payload, timeout)
         with response:
             status = response.status_code
             try:
@@ -246,13 +261,13 @@ class HttpTransport:
             raise OutcomeUnknownError(f"connection lost ({type(exc).__name__})", operation=operation) from exc
 
     def _send(
-        self, operation: str, path: str, payload: dict[str, Any], timeout: tuple[float, float]
+        self, operation: str, url: str, payload: dict[str, Any] | None, timeout: tuple[float, float]
     ) -> requests.Response:
         """POST, and read the answer's status and headers (not its body)."""
         try:
             return self._session.post(
-                self.base_url + path,
-                json=payload,
+                url,
+                json=payload,  # None: no body at all (Live Video Understanding's stop)
                 timeout=timeout,
                 allow_redirects=False,
                 stream=True,

@@ -37,6 +37,7 @@ from streamlife import (
 )
 from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import CELLS, NO, TERMINAL, TRIGGERS
+from streamlife.protocol import URL_FIELD
 from tests.conftest import ROW_FIELDS
 
 P, S, U, R, T = (
@@ -160,7 +161,7 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
         # While our stop is on its way, an end changes nothing but the recorded status; the
         # provider's end of session is the stop's echo once the stop was acknowledged.
         return (STOPPED if trigger == "provider_ended" else T), APPLIED
-    if trigger in ("stop_ok", "stop_not_found", "stop_error"):
+    if trigger in ("stop_ok", "stop_not_found", "stop_confirmed", "stop_error"):
         if state not in (T, E):
             return state, REJECTED
         if trigger == "stop_ok":
@@ -170,6 +171,9 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
                 model.kind = StreamKind(str(arg))
             return state, APPLIED if first else DUP
         if trigger == "stop_not_found":  # the service knows no such stream: the end is confirmed
+            return (STOPPED if state is T else ENDED), APPLIED
+        if trigger == "stop_confirmed":  # the stop's answer itself says stopped (a final answer)
+            model.stop_acknowledged = True
             return (STOPPED if state is T else ENDED), APPLIED
         return state, APPLIED
     if trigger == "final_deadline":  # only an acknowledged stop may end by waiting
@@ -206,10 +210,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.terminal_seen: dict[int, TaskState] = {}
 
     @precondition(lambda self: sum(not t.terminal for t in self.live.values()) < 3)
-    @rule()
-    def new_task(self) -> None:
-        task = StreamTask("audio", {"audio_url": "rtmp://x.invalid/live"}, clock=self.clock)
-        self.models[task.ref] = ModelTask()
+    @rule(kind=st.sampled_from(StreamKind))
+    def new_task(self, kind: StreamKind) -> None:
+        task = StreamTask(kind, {URL_FIELD[kind]: "rtmp://x.invalid/live"}, clock=self.clock)
+        self.models[task.ref] = ModelTask(kind=kind)  # one table, whatever the product
         self.live[task.ref] = task
 
     @rule(seconds=st.floats(min_value=-30, max_value=60, allow_nan=False))

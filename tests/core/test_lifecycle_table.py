@@ -21,6 +21,7 @@ from streamlife import (
     OutcomeKind,
     Segment,
     StatusCallback,
+    StreamKind,
     StreamTask,
     TaskState,
     lifecycle,
@@ -46,9 +47,13 @@ from tests.conftest import event_args, fire, state_of, task_in
 PAIRS = [(state, trigger) for state in STATES for trigger in TRIGGERS]
 
 
+@pytest.mark.parametrize("kind", list(StreamKind))
 @pytest.mark.parametrize(("state", "trigger"), PAIRS, ids=[f"{s.value}-{t}" for s, t in PAIRS])
-def test_every_state_and_trigger_does_what_the_table_says(state: TaskState, trigger: str) -> None:
-    task = task_in(state, ready_for=trigger)
+def test_every_state_and_trigger_does_what_the_table_says(
+    state: TaskState, trigger: str, kind: StreamKind
+) -> None:
+    """One table for every product: a task of each kind moves through the same cells."""
+    task = task_in(state, ready_for=trigger, kind=kind)
     entries_before = len(task.history)
     cell = CELLS[state, trigger]
 
