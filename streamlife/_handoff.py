@@ -39,7 +39,7 @@ class _Job:
 
 class Handoff:
     """``await handoff.call(fn, *args)``: ``fn(*args)`` on one of ``threads`` daemon threads named
-    ``name-N``, started on the first call. A thread hands results back after at most ``batch``
+    ``name-N``, started on the first call by a thread of their own. A thread hands results back after at most ``batch``
     calls in a row: 1 for calls that wait on the network, whose answers must not wait for the
     next call's.
 
@@ -94,9 +94,14 @@ class Handoff:
                 raise RuntimeError(f"{self.name}: closed")
             if self._started:
                 return
-            for n in range(self.threads):
-                threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
+            # Thread.start waits until the thread runs: one wait on the caller's thread (the loop),
+            # not one per thread. Calls queue meanwhile, for the threads to take as they come.
+            threading.Thread(target=self._spawn, name=f"{self.name}-spawner", daemon=True).start()
             self._started = True
+
+    def _spawn(self) -> None:
+        for n in range(self.threads):
+            threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
 
     def _next(self, done: list[_Done]) -> _Job | None:
         if len(done) >= self.batch:

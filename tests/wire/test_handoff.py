@@ -173,3 +173,30 @@ def test_a_failed_many_fails_each_of_its_calls() -> None:
 def test_threads_must_be_one_or_more() -> None:
     with pytest.raises(ValueError, match="1 or more"):
         Handoff(0, "none")
+
+
+def test_the_first_call_starts_one_thread_on_the_loop_whatever_the_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starting a thread waits until it runs, which takes milliseconds when other threads hold the
+    interpreter: a lane of 16 threads started on the loop blocked it that long 16 times over, in
+    the burst of a first start. One thread on the loop starts the rest."""
+    started_on: list[int] = []
+    start = threading.Thread.start
+
+    def noted(thread: threading.Thread) -> None:
+        started_on.append(threading.get_ident())
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", noted)
+    handoff = Handoff(16, "test-handoff")
+
+    async def first() -> tuple[int, int]:
+        loop_thread = threading.get_ident()
+        result = await handoff.call(lambda: 7)
+        return loop_thread, result
+
+    loop_thread, result = asyncio.run(first())
+    handoff.close()
+    assert result == 7
+    assert started_on.count(loop_thread) == 1
