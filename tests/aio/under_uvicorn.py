@@ -189,6 +189,7 @@ async def streams_under_uvicorn(streams: int, seed: int, directory: Path | None 
                         await asyncio.to_thread(mover.join)
                         service.off_callback(poster)
                         poster.close()
+                running.clear()  # what follows is the test's teardown, on the loop: not the app's
                 transport.close()
     finally:
         running.clear()
