@@ -78,7 +78,7 @@ def _load() -> list[float] | None:
         return None
 
 
-def _meta(mode: str, only: Sequence[str], seconds: float) -> dict[str, Any]:
+def _meta(mode: str, only: Sequence[str], seconds: float, commit: str | None) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": mode,
@@ -91,7 +91,7 @@ def _meta(mode: str, only: Sequence[str], seconds: float) -> dict[str, Any]:
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "streamlife": importlib.metadata.version("streamlife"),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "note": "other processes may share the machine: ratios to same-run references hold better "
         "than absolute figures",
     }
@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     started = time.perf_counter()
+    commit = _git_commit()  # the code measured is the code imported now, whatever is committed later
     load_before = _load()
     sections: list[Section] = []
     failed = False
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         show_section(console, section)
 
     seconds = time.perf_counter() - started
-    meta = _meta(mode, only, seconds)
+    meta = _meta(mode, only, seconds, commit)
     meta["load_average"] = {"before": load_before, "after": _load()}
     meta["leftovers"] = leftovers = _leftovers()
     show_goals(console, [goal for section in sections for goal in section.goals])
