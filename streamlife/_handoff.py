@@ -39,9 +39,9 @@ class _Job:
 
 class Handoff:
     """``await handoff.call(fn, *args)``: ``fn(*args)`` on one of ``threads`` daemon threads named
-    ``name-N``, started on the first call by a thread of their own. A thread hands results back after at most ``batch``
-    calls in a row: 1 for calls that wait on the network, whose answers must not wait for the
-    next call's.
+    ``name-N``, started on the first call by a thread of their own. A thread hands results back
+    after at most ``batch`` calls in a row: 1 for calls that wait on the network, whose answers
+    must not wait for the next call's.
 
     With ``many``, calls queued together may be made as one: ``many([args, ...])`` returns each
     call's result, in order (a receiver applies several callbacks with one store commit). It runs
