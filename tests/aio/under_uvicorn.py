@@ -112,6 +112,13 @@ async def uvicorn_serving(app: Any) -> AsyncIterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
+    async with uvicorn_on(app, sock):
+        yield int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_on(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    """uvicorn serving ``app`` on the listening socket ``sock``, in this loop; closes it after."""
     config = uvicorn.Config(
         app, http="httptools", lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=5
     )
@@ -122,7 +129,7 @@ async def uvicorn_serving(app: Any) -> AsyncIterator[int]:
             serving.result()
         await asyncio.sleep(0.01)
     try:
-        yield int(sock.getsockname()[1])
+        yield
     finally:
         server.should_exit = True
         await serving
