@@ -139,6 +139,7 @@ class Report:
     wall_seconds: float = 0.0
     store: str = "memory:"  # the store's URL, any password masked
     tasks_in_store: dict[str, int] = field(default_factory=dict)  # rows by state, read back at the end
+    tasks_by_kind: dict[str, int] = field(default_factory=dict)  # the Fleet's tasks by product
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -459,4 +460,5 @@ class _Driver:
             settle_seconds=round(settle_seconds, 1),
             invariant_violations=self.violations_total,
             violations=list(self.violations),
+            tasks_by_kind=dict(sorted(Counter(task.kind.value for task in self.fleet.tasks()).items())),
         )

@@ -38,6 +38,7 @@ from .values import (
     positive_float,
     positive_int,
     seconds,
+    stream_kinds,
 )
 
 # The function that runs each command, by the name the parser puts in ``args.command``.
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="segments",
         help="what the simulator's audio streams send: 5-second segments, or their provider's own"
         " messages passed through (default: segments)",
+    )
+    option(
+        "--kinds",
+        type=stream_kinds,
+        default=(StreamKind.AUDIO, StreamKind.VIDEO),
+        metavar="KIND,...",
+        help="the products to run: audio, video, understand, separated by commas (default: audio,video;"
+        " understand is simulated in-process only)",
     )
     option("--http", action="store_true", help="cross real loopback sockets: HTTP face and webhooks")
     option("--json", action="store_true", help="print one JSON report instead of the live display")

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from streamlife._events import StreamKind
+
 Number = TypeVar("Number", int, float)
 
 
@@ -88,3 +90,17 @@ def param(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     return name.strip(), value
+
+
+def stream_kinds(text: str) -> tuple[StreamKind, ...]:
+    """``audio,video,understand``: stream kinds, each once, in the order given."""
+    names = [name.strip() for name in text.split(",")]
+    known = {kind.value: kind for kind in StreamKind}
+    unknown = [name for name in names if name not in known]
+    if not text.strip() or unknown:
+        raise argparse.ArgumentTypeError(
+            f"not stream kinds: {text!r} (each of {', '.join(known)}, separated by commas)"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"each kind once: {text!r}")
+    return tuple(known[name] for name in names)

@@ -227,3 +227,33 @@ def test_forwarded_provider_messages_in_no_history_are_not_counted_as_lost() -> 
     setup.fleet.start(StreamKind.AUDIO, audio_url="rtmp://sim.invalid/live", provider="assemblyai")
     setup.run_for(11)  # a Begin, which no history records, then turns
     assert setup.violations() == []
+
+
+def test_a_run_of_all_three_products_keeps_every_promise() -> None:
+    """`--kinds` puts Live Video Understanding beside audio and video: every task of every kind
+    ends, and nothing bills in any product."""
+    result = streamlife(
+        "simulate", "--streams", "30", "--minutes", "1", "--faults", "all", "--seed", "3", "--json",
+        "--kinds", "audio,video,understand",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert_promises_kept(report, 30)
+    assert set(report["tasks_by_kind"]) == {"audio", "video", "understand"}
+    assert sum(report["tasks_by_kind"].values()) == sum(report["tasks_by_state"].values())
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--kinds", "audio,radio"], "radio"),
+        (["--kinds", "audio,audio"], "audio"),
+        (["--kinds", ""], "--kinds"),
+        (["--kinds", "understand", "--http"], "--http"),
+    ],
+)
+def test_kinds_that_cannot_be_run_are_bad_usage(given: list[str], said: str) -> None:
+    result = streamlife("simulate", "--streams", "2", "--json", *given)
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
