@@ -28,7 +28,7 @@ from streamlife._logging import get_logger
 from ._health import Health
 from ._metrics import INSTALL_HINT, Metrics
 from ._webhook_server import JSON_TYPE, Response, json_response
-from .webhook import AsgiApplication, AsgiMessage
+from .webhook import AsgiApplication, AsgiMessage, hide_token
 
 HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
@@ -43,10 +43,7 @@ Send = Callable[[AsgiMessage], Awaitable[None]]
 
 def masked(path: str) -> str:
     """``path`` as it may be logged: its last segment (where a token rides) replaced by ``***``."""
-    if path in (HEALTH_PATH, METRICS_PATH):
-        return path
-    head, slash, last = path.rstrip("/").rpartition("/")
-    return f"{head}{slash}{MASK}" if last else path
+    return path if path in (HEALTH_PATH, METRICS_PATH) else hide_token(path, MASK)
 
 
 class OpsApplication:

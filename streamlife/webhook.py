@@ -369,6 +369,13 @@ class AsgiApplication:
         return await self._threads.call(self.receiver.apply, body, headers, many=self._many)
 
 
+def hide_token(path: str, mask: str) -> str:
+    """``path`` as it may be shown: its last segment, where the token rides (``authorized``), as
+    ``mask``."""
+    head, slash, last = path.rstrip("/").rpartition("/")
+    return f"{head}{slash}{mask}" if last else path
+
+
 def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
     """Whether ``sink`` is awaited (an ``AsyncFleet``), not called (a ``Fleet``)."""
     return inspect.iscoroutinefunction(getattr(sink, "handle_callback", None))

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import requests
 
@@ -37,16 +36,14 @@ from streamlife.webhook import TOKEN_HEADER
 from .exits import EXIT_OK, Problem, Usage
 from .render import printable
 from .serve import TOKEN_ENV
-from .simulator import mask_webhook
+from .simulator import checked_webhook, mask_webhook
 
 CALLBACK_KINDS: Final = ("segment", "stopped", "ended")
 ONGOING: Final = 0  # the status of a result: the stream goes on
 
 
 def run_send_callback(args: argparse.Namespace) -> int:
-    parts = urlsplit(args.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Usage(f"{mask_webhook(args.url)!r} is not an http:// or https:// URL")
+    checked_webhook(args.url)
     payload = build(args)
     if args.dry_run:
         print(json.dumps(payload, indent=2))

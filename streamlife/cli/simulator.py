@@ -20,6 +20,7 @@ from streamlife._clock import ManualClock
 from streamlife._simulate import FAULT_PRESETS
 from streamlife.protocol import Payload
 from streamlife.sim import RealTime, SimulatedService, WebhookPoster, serve_http
+from streamlife.webhook import hide_token
 
 from .api import API_KEY_ENV, SIM_API_KEY, sim_key
 from .exits import EXIT_OK, Usage
@@ -34,7 +35,7 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def run_sim_serve(args: argparse.Namespace) -> int:
-    webhook = _checked_webhook(args.webhook)
+    webhook = checked_webhook(args.webhook, option="--webhook ")
     seed = secrets.randbits(32) if args.seed is None else args.seed
     faults = FAULT_PRESETS[args.faults](seed)
     service = SimulatedService(
@@ -74,10 +75,12 @@ def run_sim_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _checked_webhook(url: str) -> str:
+def checked_webhook(url: str, *, option: str = "") -> str:
+    """``url``, or bad usage if it is not an http:// or https:// URL with a host (shown masked,
+    after ``option``)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Usage(f"--webhook {mask_webhook(url)!r} is not an http:// or https:// URL")
+        raise Usage(f"{option}{mask_webhook(url)!r} is not an http:// or https:// URL")
     return url
 
 
@@ -85,8 +88,7 @@ def mask_webhook(url: str) -> str:
     """``url`` with what may be its secret hidden: its last path segment (the token, as `serve` takes
     it), its query, its password."""
     parts = urlsplit(url)
-    head, slash, last = parts.path.rstrip("/").rpartition("/")  # as the receiver reads it
-    path = f"{head}{slash}<token hidden>" if last else parts.path
+    path = hide_token(parts.path, "<token hidden>")
     netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
     return urlunsplit((parts.scheme, netloc, path, "<hidden>" if parts.query else "", ""))
 
