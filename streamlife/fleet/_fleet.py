@@ -503,13 +503,8 @@ class Fleet:
             registry.on_settled = tuple(told for told in registry.on_settled if told != listener)
 
     def _off_hooks(self, hooks: Sequence[Callable[..., None]]) -> None:
-        """Call ``hooks`` no more, whatever their kind (an AsyncFleet's bridges, when it closes).
-        Calls already queued for a task are still made."""
-        notices = self._notices
-        notices.transition = tuple(hook for hook in notices.transition if hook not in hooks)
-        notices.segment = tuple(hook for hook in notices.segment if hook not in hooks)
-        notices.orphan = tuple(hook for hook in notices.orphan if hook not in hooks)
-        notices.foreign = tuple(hook for hook in notices.foreign if hook not in hooks)
+        """Call ``hooks`` no more (an AsyncFleet's bridges, when it closes)."""
+        self._notices.drop(tuple(hooks))
 
     def _catch_up(self, waiting: Sequence[Tracked]) -> None:
         """With a shared store, catch the tasks up with what other processes applied to them."""

@@ -27,6 +27,13 @@ class Notices:
     orphan: Hooks = ()
     foreign: Hooks = ()
 
+    def drop(self, hooks: Hooks) -> None:
+        """Call ``hooks`` no more, whatever their kind. Calls already queued are still made."""
+        self.transition = tuple(hook for hook in self.transition if hook not in hooks)
+        self.segment = tuple(hook for hook in self.segment if hook not in hooks)
+        self.orphan = tuple(hook for hook in self.orphan if hook not in hooks)
+        self.foreign = tuple(hook for hook in self.foreign if hook not in hooks)
+
     def queue(self, tracked: Tracked, hooks: Hooks, args: tuple[Any, ...]) -> None:
         """Queue a call of ``hooks`` for after the task's lock is let go. Caller holds the lock."""
         if tracked.notices is None:
