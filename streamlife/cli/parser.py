@@ -113,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=stream_kinds,
         default=(StreamKind.AUDIO, StreamKind.VIDEO),
         metavar="KIND,...",
-        help="the products to run: audio, video, understand, separated by commas (default: audio,video;"
-        " understand is simulated in-process only)",
+        help="the products to run: audio, video, understand, separated by commas (default: audio,video)",
     )
     option("--http", action="store_true", help="cross real loopback sockets: HTTP face and webhooks")
     option("--json", action="store_true", help="print one JSON report instead of the live display")
