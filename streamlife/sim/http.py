@@ -260,15 +260,20 @@ def serve_http(
         if owned:
             stack.callback(posting.close)  # closed last: a server may post a start's early callback
         servers = [
-            _serving(stack, _Server((host, port), _handler(service, lost_answer_stall, MAVI_BASE_URL))),
-            _serving(
-                stack,
-                _Server((host, understand_port), _handler(service, lost_answer_stall, UNDERSTAND_BASE_URL)),
-            ),
+            _serving(stack, _bound(host, where, _handler(service, lost_answer_stall, base)))
+            for where, base in ((port, MAVI_BASE_URL), (understand_port, UNDERSTAND_BASE_URL))
         ]
         service.on_delivery(posting.deliver)
         stack.callback(service.off_delivery, posting.deliver)
         yield SimHttpServer(service, servers[0], posting, servers[1])
+
+
+def _bound(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A server listening on ``host:port``; an OSError names the address, one of two."""
+    try:
+        return _Server((host, port), handler)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, f"{host}:{port}") from error
 
 
 def _serving(stack: ExitStack, server: ThreadingHTTPServer) -> ThreadingHTTPServer:
