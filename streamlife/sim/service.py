@@ -96,6 +96,7 @@ STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items() if "{" not 
 # Live Video Understanding's stop names the task in its path: everything after this prefix.
 UNDERSTAND_STOP_PREFIX: Final = PATHS[StreamKind.UNDERSTAND][1].partition("{")[0]
 
+DEFAULT_API_KEY: Final = "sk-mai-simulated"  # the key a simulator takes unless given another
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
 DeliverySink = Callable[[Delivery], object]
 
@@ -121,7 +122,7 @@ class SimulatedService:
         *,
         clock: ManualClock | None = None,
         faults: Faults | None = None,
-        api_key: str = "sk-mai-simulated",
+        api_key: str = DEFAULT_API_KEY,
         max_streams: int = 10_000,
         mode: SimMode = "segments",
         require_provider: bool = False,
