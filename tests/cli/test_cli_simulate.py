@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,11 @@ def test_a_run_journals_in_the_store_it_is_given_and_plays_out_the_same(tmp_path
 
 def test_the_live_display_ends_with_a_summary_and_a_verdict() -> None:
     result = streamlife(
-        "simulate", "--streams", "5", "--minutes", "0.5", "--speed", "1000", "--faults", "none"
-    )
+        "simulate", "--streams", "6", "--minutes", "0.5", "--speed", "1000", "--faults", "none",
+        "--kinds", "audio,video,understand",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert re.search(r"tasks by product +│ +audio \d+, understand \d+", result.stdout)
     assert "streams billing after settle" in result.stdout
     assert "every task terminal, nothing billing, no invariant broken" in result.stdout
     assert "tasks in store" in result.stdout
