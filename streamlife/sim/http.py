@@ -79,6 +79,15 @@ class WebhookPoster:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
 
+    def __repr__(self) -> str:
+        """Without the URLs: a webhook's last segment is its receiver's token, a callback URL's may
+        be its task's secret."""
+        webhook = "set" if self.url else "none"
+        return (
+            f"WebhookPoster(webhook {webhook}, redeliver={self.redeliver}, delivered={len(self.delivered)},"
+            f" failed={len(self.failures)})"
+        )
+
     def __call__(self, payload: Payload) -> bool:
         """Post ``payload`` to the webhook (after the kept ones, with ``redeliver``): True if the
         receiver acknowledged it, False if it was dropped or kept for later."""

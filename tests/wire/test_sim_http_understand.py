@@ -222,3 +222,11 @@ def test_a_refused_result_is_redelivered_in_order_to_its_own_url(
     stamps = [seen.body["data"]["timestamp"] for seen in hooks.requests]
     assert stamps == ["2023-11-14T22:13:25Z", "2023-11-14T22:13:25Z", "2023-11-14T22:13:30Z"]
     assert [reason for _, reason in face.poster.failures] == ["HTTP 503"]
+
+
+def test_the_poster_shows_no_url_in_its_repr(hooks: ScriptedServer) -> None:
+    with serve_http(simulator(), webhook_url=hooks.url + "/hooks/SECRET-TOKEN") as face:
+        shown = repr(face.poster)
+    assert "SECRET-TOKEN" not in shown
+    assert hooks.url not in shown
+    assert shown == "WebhookPoster(webhook set, redeliver=False, delivered=0, failed=0)"
