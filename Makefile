@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # Fifty streams against the simulator with a realistic share of faults, shown live, then checked.
 demo: $(STAMP)
-	$(BIN)/streamlife simulate --streams 50 --faults default
+	$(BIN)/streamlife simulate --streams 50 --faults default --kinds audio,video,understand
 
 test: lint typecheck unit
 

@@ -5,7 +5,9 @@ stops about a third of them along the way), then stops them all and lets the run
 every task is terminal, nothing is parked and the simulator bills no stream, or until
 ``settle_limit`` virtual seconds pass. In-process, the Fleet talks to the simulator directly; with
 ``http=True`` everything crosses loopback sockets for real: ``HttpTransport`` to the simulator's
-HTTP face, and its webhooks to a ``WebhookReceiver`` in a WSGI server. ``Run.mode`` is the
+HTTP face (a port per host: audio and video, and Live Video Understanding), and its callbacks to
+one ``WebhookReceiver`` in a WSGI server: the webhook's, and each understand start's own
+``callback`` URL's. ``Run.mode`` is the
 simulator's: audio streams send 5-second segments (``"segments"``) or forward their provider's own
 messages (``"passthrough"``). Every audio start names a provider, chosen from the seed.
 
@@ -81,9 +83,7 @@ class Run:
     settle_limit: float = 900.0
     store: str = "memory:"  # where the Fleet journals: a store URL (see ``streamlife.store.open_store``)
     mode: SimMode = "segments"  # what the simulator's audio streams send (see ``SimulatedService``)
-    # The products the run starts. Live Video Understanding runs in-process only: the simulator's
-    # HTTP face does not serve it yet, and no receiver takes its per-request callbacks.
-    kinds: tuple[StreamKind, ...] = (StreamKind.AUDIO, StreamKind.VIDEO)
+    kinds: tuple[StreamKind, ...] = (StreamKind.AUDIO, StreamKind.VIDEO)  # the products the run starts
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, int) or self.streams < 1:
@@ -99,8 +99,6 @@ class Run:
         kinds = set(self.kinds)
         if not kinds or not kinds <= set(StreamKind) or len(kinds) != len(self.kinds):
             raise ValueError(f"kinds must name stream kinds, each once, got {self.kinds!r}")
-        if self.http and StreamKind.UNDERSTAND in kinds:
-            raise ValueError("understand streams are simulated in-process only (http=False)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +201,9 @@ class _Handed:
         self.by_task: Counter[str] = Counter()
         self.refused: list[tuple[object, str]] = []  # in-process: (task_id, why), as a webhook's 400
         self.poster: WebhookPoster | None = None  # over HTTP: what the simulator could not deliver
+        # What an understand start gives as its ``callback``: where its results go. In-process they
+        # reach the Fleet whatever it says; over HTTP, the receiver's token URL.
+        self.callback = "https://hooks.sim.invalid/understand"
 
     def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
         """The Fleet's, counted: raises ``CallbackError`` as the Fleet does (the receiver answers 400)."""
@@ -236,18 +237,25 @@ def _wired(service: SimulatedService, http: bool) -> Iterator[tuple[Transport, _
         return
     token = secrets.token_urlsafe(24)
     receiver = WebhookReceiver(handed, token=token)
-    with (
-        serve_webhook(receiver) as hook,
-        serve_http(service, webhook_url=f"{hook.url}/hooks/{token}") as face,
-    ):
-        handed.poster = face.poster
-        # One attempt per stop: the Fleet retries on virtual time, as in-process, not in real sleeps.
-        once = RetryPolicy(attempts=1, deadline=10.0)
-        transport = HttpTransport(_API_KEY, base_url=face.base_url, timeout=(2.0, 5.0), retry=once)
-        try:
-            yield transport, handed
-        finally:
-            transport.close()
+    with serve_webhook(receiver) as hook:
+        webhook = f"{hook.url}/hooks/{token}"
+        # Understand results go to the receiver's account-wide token URL, as the webhook's do.
+        handed.callback = webhook
+        with serve_http(service, webhook_url=webhook) as face:
+            handed.poster = face.poster
+            # One attempt per stop: the Fleet retries on virtual time, as in-process, not in real sleeps.
+            once = RetryPolicy(attempts=1, deadline=10.0)
+            transport = HttpTransport(
+                _API_KEY,
+                base_url=face.base_url,
+                understand_url=face.understand_url,
+                timeout=(2.0, 5.0),
+                retry=once,
+            )
+            try:
+                yield transport, handed
+            finally:
+                transport.close()
 
 
 class _Driver:
@@ -303,7 +311,7 @@ class _Driver:
             kind = dice.choice(kinds)
         params: dict[str, Any] = {URL_FIELD[kind]: f"rtmp://sim.invalid/live/{n}"}
         if kind is StreamKind.UNDERSTAND:  # its results go to a URL of its own, given per start
-            params |= {"user_prompt": "Describe what happens", "callback": f"https://hooks.sim.invalid/{n}"}
+            params |= {"user_prompt": "Describe what happens", "callback": self.handed.callback}
         if kind is StreamKind.AUDIO:  # the audio start page marks provider required
             params["provider"] = dice.choice(PROVIDERS)
             if self.run.mode == "passthrough" and params["provider"] == "assemblyai" and dice.random() < 0.5:
@@ -381,6 +389,15 @@ class _Driver:
         poster = self.handed.poster
         for payload, why in [] if poster is None else poster.failures:
             self._violation(f"a webhook for {payload.get('task_id')} was not taken: {why}")
+        # Over HTTP each callback is posted once (no redelivery here), to the webhook or to its
+        # start's callback URL: one posted nowhere reached no receiver.
+        unposted = (
+            0
+            if poster is None
+            else len(self.service.deliveries) - len(poster.delivered) - len(poster.failures)
+        )
+        if unposted:
+            self._violation(f"{unposted} callbacks were posted to no receiver")
         for task_id, why in self.handed.refused:
             self._violation(f"a callback for {task_id} was refused: {why}")
         for task_id, handed in self.handed.by_task.items():

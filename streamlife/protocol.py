@@ -241,12 +241,13 @@ def stop_request(kind: StreamKind, task_id: str) -> tuple[str, Payload | None]:
     return path, {"task_id": task_id}
 
 
-def understand_answer(status: int, task_id: str | None = None, text: str = "") -> Payload:
-    """A Live Video Understanding answer: ``{status, task_id, text}`` (the stop's has no text)."""
+def understand_answer(status: int, task_id: str | None = None, text: str | None = "") -> Payload:
+    """A Live Video Understanding answer: ``{status, task_id, text}``; the stop's documented
+    ``{status: 14, task_id}`` has no text (``text=None``)."""
     answer: Payload = {"status": status}
     if task_id is not None:
         answer["task_id"] = task_id
-    return {**answer, "text": text}
+    return answer if text is None else {**answer, "text": text}
 
 
 def understand_result(task_id: str, text: str, timestamp: str) -> Payload:

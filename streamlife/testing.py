@@ -17,6 +17,14 @@ that depends on streamlife:
 ``memories_sim.billing()`` names the streams still billing: assert it is empty after ``stop_all``
 and ``settle()`` to prove your code leaves nothing running.
 
+Over loopback HTTP: mark the test ``@pytest.mark.memories(http=True)`` and the ``fleet`` fixture
+sends through ``HttpTransport`` to the simulator's two hosts (audio and video; Live Video
+Understanding), its callbacks posted to a ``WebhookReceiver`` on a real socket; or make one with
+``memories_sim.http_fleet()``. ``memories_sim.serve()`` serves the simulator for a client of your
+own (``base_url``, ``understand_url``). An understand start names where its results go: give it
+``callback=memories_sim.callback_url``, the receiver's URL over HTTP (in-process, results reach
+the Fleet whatever it says).
+
 More Fleets on one simulator play more processes: ``memories_sim.fleet(store=...)`` makes one on
 a store of your choice (give two Fleets one store to play two processes on one database), and
 ``transport=`` wraps the simulator's transport to fail in ways the simulator's faults do not.
@@ -27,9 +35,11 @@ hypothesis state machine, or several in one test); ``close()`` it when done.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -37,12 +47,17 @@ from ._clock import ManualClock
 from ._policy import Policy
 from ._simulate import FAULT_PRESETS
 from .fleet import Fleet
-from .sim import Faults, SimMode, SimTransport, SimulatedService
+from .sim import Faults, SimHttpServer, SimMode, SimTransport, SimulatedService, serve_http
+from .sim.service import DEFAULT_API_KEY
 from .store import Store
-from .transport import Transport
+from .transport import HttpTransport, RetryPolicy, Transport
+from .webhook import WebhookReceiver, serve_webhook
 
 _MARKER = "memories"
 _EPOCH = 1_700_000_000.0
+# What an understand start may give as its callback in-process: the results reach every Fleet
+# made here whatever it says, so nothing reads it.
+_IN_PROCESS_CALLBACK: Final = "https://hooks.sim.invalid/understand"
 
 
 @dataclass
@@ -52,6 +67,10 @@ class MemoriesSim:
     clock: ManualClock
     fleets: list[Fleet] = field(default_factory=list)  # the Fleets ``advance`` ticks
     _made: list[Fleet] = field(default_factory=list, repr=False)  # crashed ones too: ``close`` closes all
+    served: SimHttpServer | None = None  # the simulator over loopback HTTP, once ``serve`` was called
+    callback_url: str = _IN_PROCESS_CALLBACK  # what an understand start gives as ``callback``
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)  # what ``serve`` and HTTP Fleets hold
+    _receivers: dict[int, ExitStack] = field(default_factory=dict, repr=False)  # an HTTP Fleet's, by id
 
     @classmethod
     def new(
@@ -89,11 +108,56 @@ class MemoriesSim:
         self._made.append(made)
         return made
 
+    def serve(self, *, redeliver: bool = False) -> SimHttpServer:
+        """Serve this simulator over loopback HTTP until ``close()``: audio and video at
+        ``base_url``, Live Video Understanding at ``understand_url``, both taking the simulator's
+        key (``"sk-mai-simulated"``). Callbacks are posted to ``served.poster.url`` (the account's
+        webhook: set it, or make an ``http_fleet``) and to each understand start's callback URL;
+        with ``redeliver``, one refused is sent again (``WebhookPoster``). Time still passes only
+        by ``advance``. Serves once: a second call returns the same server."""
+        if self.served is None:
+            self.served = self._stack.enter_context(serve_http(self.service, redeliver=redeliver))
+        return self.served
+
+    def http_fleet(self, policy: Policy | None = None, *, store: Store | None = None) -> Fleet:
+        """A Fleet on this simulator over loopback HTTP: ``HttpTransport`` to both of its hosts
+        (``serve``), its callbacks taken by a ``WebhookReceiver`` of its own on a real socket,
+        ticked by ``advance``, stops sent on the calling thread unless ``policy`` says otherwise.
+
+        The account has one webhook: the simulator posts audio and video callbacks to the newest
+        HTTP Fleet's receiver, and ``callback_url`` becomes that receiver's URL, for the understand
+        starts to name."""
+        server = self.serve()
+        receiver = ExitStack()
+        transport = HttpTransport(
+            DEFAULT_API_KEY,
+            base_url=server.base_url,
+            understand_url=server.understand_url,
+            timeout=(2.0, 5.0),
+            retry=RetryPolicy(attempts=1, deadline=10.0),  # the Fleet retries, on the virtual clock
+        )
+        receiver.callback(transport.close)
+        made = Fleet(
+            transport, clock=self.clock, policy=policy or Policy(seed=0, stop_concurrency=0), store=store
+        )
+        token = secrets.token_urlsafe(24)
+        hook = receiver.enter_context(serve_webhook(WebhookReceiver(made, token=token)))
+        self._stack.push(receiver)
+        self._receivers[id(made)] = receiver
+        server.poster.url = self.callback_url = f"{hook.url}/{token}"
+        self.fleets.append(made)
+        self._made.append(made)
+        return made
+
     def crash(self, fleet: Fleet) -> None:
         """Kill the process of ``fleet`` (one this simulator made, not crashed yet): it hears no more
-        callbacks and ``advance`` ticks it no more. Nothing is closed or flushed, as in a crash; a
-        new ``fleet(store=...)`` plays the restart."""
-        self.service.off_callback(fleet.handle_callback)
+        callbacks (an HTTP Fleet's receiver stops listening) and ``advance`` ticks it no more.
+        Nothing is closed or flushed, as in a crash; a new ``fleet(store=...)`` plays the restart."""
+        receiver = self._receivers.pop(id(fleet), None)
+        if receiver is None:
+            self.service.off_callback(fleet.handle_callback)
+        else:
+            receiver.close()
         self.fleets.remove(fleet)
 
     def advance(self, seconds: float) -> None:
@@ -128,12 +192,14 @@ class MemoriesSim:
         to ``fleet`` are the caller's to close."""
         for fleet in self._made:
             fleet.close()
+        self._stack.close()  # then the receivers, the transports and the simulator's servers
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{_MARKER}(faults='none'|'default'|'all'|Faults, seed=0, max_streams=10000, policy=Policy):"
+        f"{_MARKER}(faults='none'|'default'|'all'|Faults, seed=0, max_streams=10000, policy=Policy,"
+        " http=False):"
         " how streamlife's memories_sim and fleet fixtures behave",
     )
 
@@ -159,6 +225,8 @@ def fleet(memories_sim: MemoriesSim, request: pytest.FixtureRequest) -> Fleet:
     policy = _options(request).get("policy")
     if policy is not None and not isinstance(policy, Policy):
         raise pytest.UsageError(f"@pytest.mark.{_MARKER}(policy=...) takes a Policy")
+    if _options(request).get("http", False):
+        return memories_sim.http_fleet(policy)
     return memories_sim.fleet(policy)
 
 

@@ -25,7 +25,7 @@ from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
 from .serve import SERVERS, TOKEN_ENV, run_serve
 from .simulate import LIVE_SPEED, run_simulate
-from .simulator import SIM_PORT, run_sim
+from .simulator import SIM_PORT, SIM_UNDERSTAND_PORT, run_sim
 from .stores import DEFAULT_STORE, STORE_ENV, run_journal
 from .streams import run_start, run_status, run_stop
 from .values import (
@@ -113,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=stream_kinds,
         default=(StreamKind.AUDIO, StreamKind.VIDEO),
         metavar="KIND,...",
-        help="the products to run: audio, video, understand, separated by commas (default: audio,video;"
-        " understand is simulated in-process only)",
+        help="the products to run: audio, video, understand, separated by commas (default: audio,video)",
     )
     option("--http", action="store_true", help="cross real loopback sockets: HTTP face and webhooks")
     option("--json", action="store_true", help="print one JSON report instead of the live display")
@@ -388,7 +387,9 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Serve memories.ai's stream API, simulated, on HOST:PORT until SIGTERM or SIGINT:"
         " start and stop streams there (point MEMORIES_BASE_URL or --api-url at it) and their callbacks"
         " are posted to --webhook, every 5 seconds of the stream's life, as memories.ai posts them to the"
-        " account's webhook. Prints the API's URL on stdout. It takes the API key in"
+        " account's webhook; Live Video Understanding is served on --understand-port, its results"
+        " posted to the callback URL each start names. Prints the API's URL on stdout, then the"
+        " understand host's. It takes the API key in"
         f" {API_KEY_ENV}, or {SIM_API_KEY} when that is not set. At exit it says which streams were"
         " never stopped.",
     )
@@ -397,8 +398,8 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--webhook",
         metavar="URL",
         required=True,
-        help="where every callback is posted, as memories.ai's console webhook: the start request names"
-        " none. For `streamlife serve`: http://127.0.0.1:8080/<its token>",
+        help="where every audio and video callback is posted, as memories.ai's console webhook: their"
+        " start requests name none. For `streamlife serve`: http://127.0.0.1:8080/<its token>",
     )
     option("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     option(
@@ -406,6 +407,14 @@ def _sim_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         type=port,
         default=SIM_PORT,
         help=f"port to listen on (default: {SIM_PORT}, the same every run; 0: any free)",
+    )
+    option(
+        "--understand-port",
+        metavar="PORT",
+        type=port,
+        default=SIM_UNDERSTAND_PORT,
+        help="port of Live Video Understanding's host, whose results go to each start's callback URL"
+        f" (default: {SIM_UNDERSTAND_PORT}; 0: any free)",
     )
     option(
         "--faults",

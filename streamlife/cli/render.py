@@ -100,6 +100,8 @@ def summary(report: Report) -> Group:
     table.add_row("run", f"{report.streams} streams, {report.minutes:g} min, faults {report.faults}, {mode}")
     table.add_row("seed", str(report.seed))
     terminal = {state.value for state in TERMINAL}
+    by_kind = ", ".join(f"{kind} {count}" for kind, count in report.tasks_by_kind.items())
+    table.add_row("tasks by product", by_kind or "none")
     for state, count in report.tasks_by_state.items():
         table.add_row(f"tasks {state}" + ("" if state in terminal else " (not terminal!)"), str(count))
     for outcome, count in report.callbacks.items():

@@ -22,7 +22,9 @@ def listening(server: AbstractContextManager[Served], host: str, port: int) -> I
     try:
         running = server.__enter__()
     except OSError as error:
-        raise Usage(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        # A server of several ports names the one it could not take (``serve_http``).
+        where = error.filename if isinstance(error.filename, str) else f"{host}:{port}"
+        raise Usage(f"cannot listen on {where}: {error.strerror or error}") from None
     try:
         yield running
     except BaseException:

@@ -26,9 +26,9 @@ from streamlife._timer_loop import TimerLoop
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
-from streamlife.sim import RealTime, SimMode, SimulatedService, WebhookPoster, serve_http
+from streamlife.sim import RealTime, SimMode, SimulatedService, serve_http
 from streamlife.store import MemoryStore, Store, mask_store_url, pruning
-from streamlife.transport.http import HttpTransport
+from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
 from . import production
@@ -212,10 +212,10 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                     settings.sim_port,
                 )
             )
-            api_url = face.base_url
+            api_url, understand_url = face.base_url, face.understand_url
         else:
-            api_url = settings.api_url
-        transport = HttpTransport(settings.key, base_url=api_url)
+            api_url, understand_url = settings.api_url, DEFAULT_UNDERSTAND_URL
+        transport = HttpTransport(settings.key, base_url=api_url, understand_url=understand_url)
         stack.callback(transport.close)
         fleet = stack.enter_context(
             Fleet(transport, store=store, policy=Policy(retention=settings.retention))
@@ -256,16 +256,17 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
-            poster = WebhookPoster(f"http://{reachable(settings.host)}:{port}/{token}")
-            service.on_callback(poster)
-            stack.callback(poster.close)
+            # The simulator's webhook is this receiver; understand results go to each start's callback.
+            face.poster.url = f"http://{reachable(settings.host)}:{port}/{token}"
             stack.enter_context(RealTime(service))
             print(
-                f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; try:"
+                f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; Live Video"
+                f" Understanding at {understand_url}; try:"
                 " streamlife start audio rtmp://example.invalid/live --provider assemblyai --sim"
                 f" {api_url} --store {shown})"
                 if not isinstance(store, MemoryStore)
-                else f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; a"
+                else f"streamlife serve: simulator API at {api_url} (faults {settings.sim_faults}; Live"
+                f" Video Understanding at {understand_url}; a"
                 " memory: store is this process's alone: streams other commands start are orphans here,"
                 " stopped after Policy.park_ttl)",
                 file=sys.stderr,

@@ -10,7 +10,6 @@ from typing import Final
 from rich.console import Console
 from rich.live import Live
 
-from streamlife._events import StreamKind
 from streamlife._simulate import Report, Run, Snapshot, simulate
 from streamlife.errors import StoreError
 from streamlife.store import mask_store_url
@@ -24,8 +23,6 @@ LIVE_SPEED: Final = 30.0  # virtual seconds per real second: a two-minute run pl
 
 def run_simulate(args: argparse.Namespace) -> int:
     check_store_url(args.store)
-    if args.http and StreamKind.UNDERSTAND in args.kinds:
-        raise Usage("--kinds understand: its simulator has no HTTP face yet; leave out --http")
     speed = args.speed if args.speed is not None or args.json else LIVE_SPEED
     run = Run(
         streams=args.streams,

@@ -1,8 +1,10 @@
-"""``sim serve``: memories.ai's simulator on a stable port, in real (or scaled) time, posting its
+"""``sim serve``: memories.ai's simulator on stable ports, in real (or scaled) time, posting its
 callbacks to your webhook, faults on if asked, until SIGTERM or SIGINT.
 
-memories.ai posts a stream's callbacks to the account's one webhook, set in its console; the start
-request documents no callback field. ``--webhook`` plays the console's setting, for every stream.
+memories.ai posts an audio or video stream's callbacks to the account's one webhook, set in its
+console; their start requests document no callback field. ``--webhook`` plays the console's
+setting. Live Video Understanding has a host of its own (``--understand-port``), and posts each
+task's results to the ``callback`` URL its start names, as given.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from streamlife._clock import ManualClock
 from streamlife._simulate import FAULT_PRESETS
-from streamlife.protocol import Payload
-from streamlife.sim import RealTime, SimulatedService, WebhookPoster, serve_http
+from streamlife.sim import Delivery, RealTime, SimulatedService, WebhookPoster, serve_http
 from streamlife.webhook import hide_token
 
 from .api import API_KEY_ENV, SIM_API_KEY, sim_key
@@ -28,6 +29,7 @@ from .render import plural
 from .running import listening, reachable, until_signalled
 
 SIM_PORT: Final = 8790  # stable, so MEMORIES_BASE_URL need not change between runs
+SIM_UNDERSTAND_PORT: Final = 8791  # Live Video Understanding's host, as stable
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -48,31 +50,38 @@ def run_sim_serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     with ExitStack() as stack:
         stack.enter_context(until_signalled(stopping))
-        # The poster first: it closes after the server, which may post a start's early callback.
-        poster = WebhookPoster(webhook, redeliver=args.redeliver)
+        # The poster first: it closes after the servers, which may post a start's early callback.
+        poster = _Reporting(webhook, redeliver=args.redeliver)
         stack.callback(poster.close)
-        sink = _Reporting(poster, mask_webhook(webhook))
-        service.on_callback(sink)
-        face = stack.enter_context(
-            listening(serve_http(service, host=args.host, port=args.port), args.host, args.port)
+        served = serve_http(
+            service, host=args.host, port=args.port, understand_port=args.understand_port, poster=poster
         )
+        face = stack.enter_context(listening(served, args.host, args.port))
         stack.enter_context(RealTime(service, speed=args.speed))
-        host = face.server.server_address[0]
-        api_url = face.base_url.replace(f"//{host!s}:", f"//{reachable(str(host))}:", 1)
+        api_url, understand_url = (_reachable(face.base_url), _reachable(face.understand_url))
         key = f"the key in {API_KEY_ENV}" if sim_key() != SIM_API_KEY else f"the key {SIM_API_KEY}"
         print(
-            f"streamlife sim serve: memories.ai simulated at {api_url} (it takes {key}); callbacks to"
-            f" {mask_webhook(webhook)}; faults {args.faults} (seed {seed}), mode {args.mode}, speed"
-            f" {args.speed:g}{', redelivered' if args.redeliver else ''}",
+            f"streamlife sim serve: memories.ai simulated at {api_url} (it takes {key}), Live Video"
+            f" Understanding at {understand_url}; callbacks to {mask_webhook(webhook)} (understand"
+            f" results to each start's callback URL); faults {args.faults} (seed {seed}), mode"
+            f" {args.mode}, speed {args.speed:g}{', redelivered' if args.redeliver else ''}",
             file=sys.stderr,
             flush=True,
         )
-        print(api_url, flush=True)  # stdout: the one thing a script wants
+        print(api_url, flush=True)  # stdout: what a script wants, the API's URL first
+        print(understand_url, flush=True)
         while not stopping.wait(0.5):
             pass
     # The driver and the server have stopped: the ledger stands still.
-    _summary(service, sink)
+    _summary(service, poster)
     return EXIT_OK
+
+
+def _reachable(url: str) -> str:
+    """``url`` as a local client reaches it: a wildcard host named as loopback."""
+    parts = urlsplit(url)
+    host = str(parts.hostname)
+    return url.replace(f"//{host}:", f"//{reachable(host)}:", 1)
 
 
 def checked_webhook(url: str, *, option: str = "") -> str:
@@ -93,53 +102,57 @@ def mask_webhook(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, "<hidden>" if parts.query else "", ""))
 
 
-class _Reporting:
-    """The simulator's sink: posts each callback through ``poster``, counts the callbacks the webhook
-    acknowledged (with ``redeliver``, those sent again too) and the attempts that failed, and says
-    on stderr when the webhook starts failing and when it answers again (not every failure: a
-    receiver that is down fails every few seconds)."""
+class _Reporting(WebhookPoster):
+    """The simulator's poster: posts each callback where it goes, counts the callbacks acknowledged
+    (with ``redeliver``, those sent again too) and the attempts that failed, and says on stderr when
+    a URL starts failing and when it answers again (not every failure: a receiver that is down fails
+    every few seconds)."""
 
-    def __init__(self, poster: WebhookPoster, shown: str) -> None:
-        self.poster = poster
-        self.shown = shown
-        self.delivered = 0
+    def __init__(self, webhook: str, *, redeliver: bool) -> None:
+        super().__init__(webhook, redeliver=redeliver)
+        self.acknowledged = 0
         self.failed = 0
-        self._failing = False
-        self._lock = threading.Lock()
+        self._failing: set[str | None] = set()  # the webhook (None), or a start's callback URL
+        self._counting = threading.Lock()
 
-    def __call__(self, payload: Payload) -> None:
-        delivered = self.poster(payload)
-        with self._lock:
-            failures = self.poster.failures
+    def deliver(self, delivery: Delivery) -> bool:
+        delivered = super().deliver(delivery)
+        to = delivery.callback
+        with self._counting:
+            failures = self.failures
             reason = failures[-1][1] if failures else "refused"
             # The poster's own records would grow for as long as this runs: counted, then let go.
             # (``del`` of the counted head keeps what another thread appends meanwhile.)
-            acknowledged, failed = len(self.poster.delivered), len(failures)
-            del self.poster.delivered[:acknowledged], failures[:failed]
-            self.delivered += acknowledged
+            acknowledged, failed = len(self.delivered), len(failures)
+            del self.delivered[:acknowledged], failures[:failed]
+            self.acknowledged += acknowledged
             self.failed += failed
-            if delivered == (not self._failing):
-                return
-            self._failing = not delivered
+            if delivered == (to not in self._failing):
+                return delivered
+            self._failing.symmetric_difference_update({to})
+            shown = (
+                f"the callback URL {mask_webhook(to)}" if to else f"the webhook {mask_webhook(str(self.url))}"
+            )
             if delivered:
-                said = f"the webhook {self.shown} answers again"
+                said = f"{shown} answers again"
             else:
-                kept = "kept, to send again" if self.poster.redeliver else "dropped, as --redeliver is off"
-                said = f"the webhook {self.shown} failed ({reason}): callbacks {kept}"
+                kept = "kept, to send again" if self.redeliver else "dropped, as --redeliver is off"
+                said = f"{shown} failed ({reason}): callbacks {kept}"
                 if reason == "HTTP 401":
                     said += " (memories.ai signs nothing: does the URL end with the receiver's token?)"
         print(f"streamlife sim serve: {said}", file=sys.stderr, flush=True)
+        return delivered
 
 
-def _summary(service: SimulatedService, sink: _Reporting) -> None:
+def _summary(service: SimulatedService, poster: _Reporting) -> None:
     billing = service.billing()
     billed = sum(service.billed_seconds(task_id) for task_id in service.streams)
     line = (
         f"streamlife sim serve: {plural(len(service.streams), 'stream')} started,"
         f" {len(billing)} still billing ({billed:g} s billed in all);"
-        f" {plural(sink.delivered, 'callback')} delivered, {plural(sink.failed, 'failed attempt')}"
+        f" {plural(poster.acknowledged, 'callback')} delivered, {plural(poster.failed, 'failed attempt')}"
     )
-    kept = len(sink.poster.pending)
+    kept = len(poster.pending)
     if kept:
         line += f" ({kept} kept for redelivery, never delivered)"
     if billing:

@@ -35,6 +35,9 @@ class Delivery:
     task_id: str
     payload: Payload
     final_of: int | None = None
+    # Where the service posts it: the ``callback`` URL its start named (Live Video Understanding
+    # posts there, not to the account's webhook); None: the account's webhook.
+    callback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

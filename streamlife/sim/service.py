@@ -25,13 +25,17 @@ with no body, on a host of its own) answers ``{status, task_id, text}`` on HTTP 
 stopped (and nothing follows), -1 invalid or not found, 5000 a server error (``stop_500``), 1001
 past ``understand_cap`` live tasks (4 per key, documented) or on the ``capacity`` fault, 2001 on
 the ``credit_start`` fault (1001 and 2001 are known from a third party only). Each live task sends
-one result every 5 s, stamped and with no index, to the sinks (its ``callback`` URL is kept on the
-stream; over HTTP it is where the results would go). It ends by itself and tells nobody on the
-``spontaneous_end`` and ``credit_end`` faults, as the docs say its source's end does.
+one result every 5 s, stamped and with no index, to the sinks; each ``Delivery`` names the
+``callback`` URL its start gave, where the HTTP face posts it (``serve_http``). It ends by itself
+and tells nobody on the ``spontaneous_end`` and ``credit_end`` faults, as the docs say its source's
+end does.
 
-Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list), and
-every delivery is logged in ``deliveries``. Sinks are called without the service's lock held, so a
-sink may call back into the service (a Fleet that stops a stream while handling a callback).
+Callbacks go to the sinks given to ``on_callback`` (the webhook receiver, a Fleet, a list): every
+callback, wherever the product sends it, as one process would hear them all. Sinks given to
+``on_delivery`` get each ``Delivery`` with where it goes (its ``callback``: the start's own URL, or
+None for the account's webhook), to post it there. Every delivery is logged in ``deliveries``.
+Sinks are called without the service's lock held, so a sink may call back into the service (a
+Fleet that stops a stream while handling a callback).
 
 This module keeps the service's time, faults and ledger. ``messages`` writes what a stream sends,
 and ``records`` holds the values the service hands out (a stream, an answer, a delivery).
@@ -92,7 +96,16 @@ STOP_PATHS: Final = {stop: kind for kind, (_, stop) in PATHS.items() if "{" not 
 # Live Video Understanding's stop names the task in its path: everything after this prefix.
 UNDERSTAND_STOP_PREFIX: Final = PATHS[StreamKind.UNDERSTAND][1].partition("{")[0]
 
+DEFAULT_API_KEY: Final = "sk-mai-simulated"  # the key a simulator takes unless given another
 Sink = Callable[[Payload], object]  # what a sink returns is ignored
+DeliverySink = Callable[[Delivery], object]
+
+
+def path_kind(path: str) -> StreamKind | None:
+    """The product whose API a request's path (relative to its host's base URL) belongs to, or None."""
+    if path.startswith(UNDERSTAND_STOP_PREFIX):
+        return StreamKind.UNDERSTAND
+    return START_PATHS.get(path, STOP_PATHS.get(path))
 
 
 class SimulatedService:
@@ -109,7 +122,7 @@ class SimulatedService:
         *,
         clock: ManualClock | None = None,
         faults: Faults | None = None,
-        api_key: str = "sk-mai-simulated",
+        api_key: str = DEFAULT_API_KEY,
         max_streams: int = 10_000,
         mode: SimMode = "segments",
         require_provider: bool = False,
@@ -126,6 +139,7 @@ class SimulatedService:
         self._dice = self.faults.dice()
         self._lock = threading.RLock()
         self._sinks: list[Sink] = []
+        self._delivery_sinks: list[DeliverySink] = []
         self._order = itertools.count()  # ties in the heaps break by arrival, never by payload
         self._ticks: list[tuple[float, int, str]] = []  # (when, order, task_id): next segment end
         # Callbacks waiting to be delivered: (when, order, task_id, payload, final_of).
@@ -149,6 +163,14 @@ class SimulatedService:
 
     def off_callback(self, sink: Sink) -> None:
         self._sinks.remove(sink)
+
+    def on_delivery(self, sink: DeliverySink) -> None:
+        """Call ``sink`` with each ``Delivery``, after the ``on_callback`` sinks: it names where the
+        callback goes (``Delivery.callback``), for a sink that posts it there."""
+        self._delivery_sinks.append(sink)
+
+    def off_delivery(self, sink: DeliverySink) -> None:
+        self._delivery_sinks.remove(sink)
 
     def lose_next_start_answer(self) -> None:
         """Make the next start that creates a stream lose its answer, as ``start_timeout_created`` does."""
@@ -215,12 +237,12 @@ class SimulatedService:
         opening = self._opening(stream) if stream.passthrough else None
         if self._roll(self.faults.early_callback):
             if opening is not None:
-                early.append(Delivery(now, task_id, opening))
+                early.append(self._addressed(now, task_id, opening))
                 opening = None
             elif kind is StreamKind.VIDEO:
-                early.append(Delivery(now, task_id, messages.moderation(stream, 0), 0))
+                early.append(self._addressed(now, task_id, messages.moderation(stream, 0), 0))
             else:
-                early.append(Delivery(now, task_id, messages.transcript(stream, 0, final=False)))
+                early.append(self._addressed(now, task_id, messages.transcript(stream, 0, final=False)))
         if opening is not None:
             self._enqueue(now, task_id, opening)
         lost, self._lose_next_answer = (
@@ -280,7 +302,7 @@ class SimulatedService:
         self._live_understanding += 1
         heapq.heappush(self._ticks, (now + SEGMENT_SECONDS, next(self._order), task_id))
         if self._roll(self.faults.early_callback):
-            early.append(Delivery(now, task_id, messages.understanding(stream, 0)))
+            early.append(self._addressed(now, task_id, messages.understanding(stream, 0)))
         lost, self._lose_next_answer = (
             self._lose_next_answer or self._roll(self.faults.start_timeout_created),
             False,
@@ -296,7 +318,7 @@ class SimulatedService:
             # Documented: -1 for a task not found. The other reading (stop is safe on an ended
             # stream) answers 14, and nothing follows, as after any stop of this product.
             if self._roll(self.faults.stop_ended_ok):
-                return _understand(STOPPED_BY_USER, task_id)
+                return _understand(STOPPED_BY_USER, task_id, text=None)  # documented without text
             return _understand(UNDERSTAND_INVALID, text="task not found")
         if self._roll(self.faults.stop_500):
             return _understand(UNDERSTAND_SERVER_ERROR, text="internal server error")
@@ -310,7 +332,7 @@ class SimulatedService:
         self._end(stream, now, STOPPED_BY_USER, announce=False)  # no callback follows the answer
         if self._roll(self.faults.late_final) and stream.next_index > 0:
             self._enqueue(now + 0.5, stream.task_id, messages.understanding(stream, stream.next_index - 1))
-        return _understand(STOPPED_BY_USER, task_id)
+        return _understand(STOPPED_BY_USER, task_id, text=None)  # documented without text
 
     # -- time ------------------------------------------------------------------------------------
     def advance(self, seconds: float) -> None:
@@ -377,8 +399,13 @@ class SimulatedService:
         ready = []
         while self._outbox and self._outbox[0][0] <= now:
             at, _, task_id, payload, final_of = heapq.heappop(self._outbox)
-            ready.append(Delivery(at, task_id, payload, final_of))
+            ready.append(self._addressed(at, task_id, payload, final_of))
         return ready
+
+    def _addressed(self, at: float, task_id: str, payload: Payload, final_of: int | None = None) -> Delivery:
+        """A delivery, addressed where its stream's start said (another product's: the webhook)."""
+        stream = self.streams.get(task_id)
+        return Delivery(at, task_id, payload, final_of, None if stream is None else stream.callback)
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -387,6 +414,8 @@ class SimulatedService:
                 self._note_final(delivery)
             for sink in self._sinks:
                 sink(delivery.payload)
+            for addressed in self._delivery_sinks:
+                addressed(delivery)
 
     def _note_final(self, delivery: Delivery) -> None:
         """Keep the highest final index delivered while its stream lived. A final delivered after the
@@ -491,7 +520,7 @@ def _success(task_id: str, message: str) -> Answer:
     return Answer(200, success_answer(task_id, message))
 
 
-def _understand(status: int, task_id: str | None = None, *, text: str = "") -> Answer:
+def _understand(status: int, task_id: str | None = None, *, text: str | None = "") -> Answer:
     return Answer(200, understand_answer(status, task_id, text))
 
 

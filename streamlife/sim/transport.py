@@ -17,11 +17,11 @@ from streamlife.errors import OutcomeUnknownError
 from streamlife.protocol import PATHS, stop_request
 from streamlife.transport._answers import read_answer, start_result, stop_result
 
-from .service import SimulatedService
+from .service import DEFAULT_API_KEY, SimulatedService
 
 
 class SimTransport:
-    def __init__(self, service: SimulatedService, api_key: str = "sk-mai-simulated") -> None:
+    def __init__(self, service: SimulatedService, api_key: str = DEFAULT_API_KEY) -> None:
         self.service = service
         self._headers = {"Authorization": api_key, "Content-Type": "application/json"}
 

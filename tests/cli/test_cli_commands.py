@@ -25,9 +25,12 @@ from typing import IO, Any
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.lifecycle import Source
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore, mask_store_url
+from streamlife.transport import HttpTransport
+from tests.scripted_server import Answer, scripted_server
 
 SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
 
@@ -116,6 +119,40 @@ def served(*args: str, cwd: Path) -> Iterator[Served]:
         serve._reader.join(timeout=5)
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_serve_sim_serves_understand_and_posts_its_results_to_the_starts_callback_only(
+    tmp_path: Path,
+) -> None:
+    """The simulator inside `serve --sim` serves Live Video Understanding too, and its results go
+    to the callback URL the start named, not to serve's own webhook."""
+    path = tmp_path / "tasks.db"
+    with (
+        scripted_server() as hooks,
+        served("--sim", "--store", f"sqlite:{path}", "--port", "0", cwd=tmp_path) as serve,
+    ):
+        hooks.then(*[Answer(200, {"ok": True})] * 20)
+        said = serve.wait_for(r"simulator API at (\S+) \(faults none; Live Video Understanding at (\S+);")
+        serve.wait_for(r"webhooks at (.+); recovered 0 tasks from")
+        store = SqliteStore(path)
+        transport = HttpTransport("sk-mai-simulated", base_url=said[1], understand_url=said[2])
+        with Fleet(transport, store=store, policy=Policy(stop_concurrency=0)) as fleet:
+            body = {"url": "rtmp://example.invalid/live", "user_prompt": "Describe it"}
+            task = fleet.start("understand", **body, callback=f"{hooks.url}/task/k1/sig-1")
+            give_up = time.monotonic() + 15
+            while not hooks.requests and time.monotonic() < give_up:  # a result every 5 real seconds
+                time.sleep(0.1)
+            fleet.stop(task)
+            assert task.terminal
+            sources = {entry.source for entry in task.history}
+        triggers = [entry.trigger for entry in store.journal(task.key or "")]
+        store.close()
+        assert serve.terminate() == 0
+    assert [(seen.path, seen.body["task_id"]) for seen in hooks.requests] == [
+        ("/task/k1/sig-1", task.task_id)
+    ]
+    assert Source.CALLBACK not in sources
+    assert triggers == [entry.trigger for entry in task.history]  # serve's receiver heard nothing of it
 
 
 def test_streams_started_stopped_and_recovered_across_processes(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,11 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife import Fleet, ManualClock, Policy
+from streamlife import Fleet, ManualClock, Policy, StreamKind
 from streamlife.cli.simulator import mask_webhook
 from streamlife.sim import SimTransport, SimulatedService
+from streamlife.transport import HttpTransport
 from streamlife.webhook import WebhookReceiver, serve_webhook
 from tests.cli.test_cli_commands import Served, environment, json_of, streamlife
+from tests.scripted_server import Answer, scripted_server
 
 TOKEN = "dev-loop-token-0123456789"
 KEY = "sk-mai-dev-loop-key"
@@ -82,7 +85,7 @@ def dev_environment(tmp_path: Path, sim_port: int) -> dict[str, str]:
 
 
 def test_the_dev_loop_end_to_end_with_faults_and_nothing_repeated(tmp_path: Path) -> None:
-    sim_port = free_port()
+    sim_port, understand_port = free_port(), free_port()
     env = dev_environment(tmp_path, sim_port)
 
     def command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +96,8 @@ def test_the_dev_loop_end_to_end_with_faults_and_nothing_repeated(tmp_path: Path
         webhook = f"http://127.0.0.1:{webhook_port}/{TOKEN}"
         # Seed 4 of the `all` preset: the start's own callback comes before its answer, and every
         # fault of the stream, the stop and the deliveries is on, often.
-        sim_args = ("sim", "serve", "--webhook", webhook, "--port", str(sim_port), "--faults", "all")
+        sim_args = ("sim", "serve", "--webhook", webhook, "--port", str(sim_port), "--faults", "all",
+                    "--understand-port", str(understand_port))  # fmt: skip
         with running(*sim_args, "--seed", "4", "--speed", "5", cwd=tmp_path, env=env) as sim:
             said = sim.wait_for(r"memories\.ai simulated at (\S+) \(it takes the key in MEMORIES_API_KEY\)")
             assert said[1] == env["MEMORIES_BASE_URL"]
@@ -120,7 +124,8 @@ def test_the_dev_loop_end_to_end_with_faults_and_nothing_repeated(tmp_path: Path
             assert (summary[1], summary[2]) == ("1", "0")  # the simulator bills nothing after
             taken = sim.wait_for(r"(\d+) callbacks delivered, 0 failed attempts")  # serve took each one
             assert int(taken[1]) > 0
-            assert sim.printed() == env["MEMORIES_BASE_URL"] + "\n"  # its URL, once, on stdout
+            # Its URLs, once each, on stdout: the API's first, then Live Video Understanding's host.
+            assert sim.printed() == f"{env['MEMORIES_BASE_URL']}\nhttp://127.0.0.1:{understand_port}\n"
         assert serve.terminate() == 0
         serve.wait_for(r"leaving 0 unfinished tasks in")
 
@@ -132,7 +137,7 @@ def test_sim_serve_leaves_on_sigterm_or_sigint_naming_the_streams_that_still_bil
         del env["MEMORIES_API_KEY"]  # the simulator takes its own key then
         nobody = f"http://127.0.0.1:{free_port()}/{TOKEN}"
         with running("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "20",
-                     cwd=tmp_path, env=env) as sim:  # fmt: skip
+                     "--understand-port", "0", cwd=tmp_path, env=env) as sim:  # fmt: skip
             sim.wait_for(r"\(it takes the key sk-mai-simulated\)")
             started = streamlife(
                 "start", "video", "rtmp://example.invalid/live", "--json", cwd=tmp_path,
@@ -153,7 +158,8 @@ def test_sim_serve_redelivers_in_order_and_says_what_it_kept(tmp_path: Path) -> 
     sim_port = free_port()
     env = dev_environment(tmp_path, sim_port)
     nobody = f"http://127.0.0.1:{free_port()}/{TOKEN}"
-    args = ("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "50", "--redeliver")
+    args = ("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "50", "--redeliver",
+            "--understand-port", "0")  # fmt: skip
     with running(*args, cwd=tmp_path, env=env) as sim:
         sim.wait_for(r", redelivered$")
         started = streamlife("start", "video", "rtmp://example.invalid/live", cwd=tmp_path, **env)
@@ -162,6 +168,41 @@ def test_sim_serve_redelivers_in_order_and_says_what_it_kept(tmp_path: Path) -> 
         assert sim.terminate() == 0
         summary = sim.wait_for(r"0 callbacks delivered, (\d+) failed attempts? \((\d+) kept for redelivery")
         assert int(summary[2]) >= 1
+
+
+def test_sim_serve_serves_understand_on_its_own_port_posting_results_to_each_starts_callback(
+    tmp_path: Path,
+) -> None:
+    sim_port, understand_port = free_port(), free_port()
+    env = dev_environment(tmp_path, sim_port)
+    nobody = f"http://127.0.0.1:{free_port()}/{TOKEN}"  # the account's webhook: no product posts there
+    gone = f"http://127.0.0.1:{free_port()}/task/k0/secret-sig"  # a start's callback nobody answers
+    args = ("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "50",
+            "--understand-port", str(understand_port))  # fmt: skip
+    with scripted_server() as hooks, running(*args, cwd=tmp_path, env=env) as sim:
+        hooks.then(*[Answer(200, {"ok": True})] * 500)
+        said = sim.wait_for(r"Live Video Understanding at (\S+);")
+        assert said[1] == f"http://127.0.0.1:{understand_port}"
+        http = HttpTransport(KEY, base_url=env["MEMORIES_BASE_URL"], understand_url=said[1])
+        body = {"url": "rtmp://example.invalid/live", "user_prompt": "Describe it"}
+        heard = http.start(StreamKind.UNDERSTAND, {**body, "callback": hooks.url + "/task/k1/sig-1"})
+        lost = http.start(StreamKind.UNDERSTAND, {**body, "callback": gone})
+        sim.wait_for(
+            r"the callback URL http://127\.0\.0\.1:\d+/task/k0/<token hidden> failed \(ConnectionError\)"
+        )
+        give_up = time.monotonic() + 15
+        while not hooks.requests and time.monotonic() < give_up:
+            time.sleep(0.05)
+        assert http.stop(StreamKind.UNDERSTAND, heard.task_id).final
+        assert http.stop(StreamKind.UNDERSTAND, lost.task_id).final
+        http.close()
+        assert sim.terminate() == 0
+        sim.wait_for(r"2 streams started, 0 still billing")
+    assert hooks.requests
+    assert {(seen.path, seen.body["task_id"]) for seen in hooks.requests} == {
+        ("/task/k1/sig-1", heard.task_id)
+    }
+    assert "secret-sig" not in "".join(sim.seen)  # a callback URL's last segment may be its secret
 
 
 def test_sim_serve_refuses_a_bad_webhook_or_a_port_in_use(tmp_path: Path) -> None:
@@ -176,9 +217,15 @@ def test_sim_serve_refuses_a_bad_webhook_or_a_port_in_use(tmp_path: Path) -> Non
         taken.listen()
         port = str(taken.getsockname()[1])
         busy = streamlife("sim", "serve", "--webhook", "http://127.0.0.1:9/x", "--port", port, cwd=tmp_path)
+        # The understand host's port, taken: the message names that one.
+        other = streamlife("sim", "serve", "--webhook", "http://127.0.0.1:9/x", "--port", "0",
+                           "--understand-port", port, cwd=tmp_path)  # fmt: skip
     assert busy.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
     assert "Traceback" not in busy.stderr
+    assert other.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}:" in other.stderr
+    assert "Traceback" not in other.stderr
 
 
 @pytest.fixture
@@ -201,7 +248,18 @@ def test_sim_serve_says_when_the_webhook_refuses_its_callbacks_for_want_of_the_t
     url, _, _ = receiver  # the receiver's URL without its token
     sim_port = free_port()
     env = dev_environment(tmp_path, sim_port)
-    args = ("sim", "serve", "--webhook", url, "--port", str(sim_port), "--speed", "50")
+    args = (
+        "sim",
+        "serve",
+        "--webhook",
+        url,
+        "--port",
+        str(sim_port),
+        "--speed",
+        "50",
+        "--understand-port",
+        "0",
+    )
     with running(*args, cwd=tmp_path, env=env) as sim:
         sim.wait_for(r"memories\.ai simulated at")
         started = streamlife("start", "video", "rtmp://example.invalid/live", cwd=tmp_path, **env)

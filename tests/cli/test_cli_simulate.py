@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,11 @@ def test_a_run_journals_in_the_store_it_is_given_and_plays_out_the_same(tmp_path
 
 def test_the_live_display_ends_with_a_summary_and_a_verdict() -> None:
     result = streamlife(
-        "simulate", "--streams", "5", "--minutes", "0.5", "--speed", "1000", "--faults", "none"
-    )
+        "simulate", "--streams", "6", "--minutes", "0.5", "--speed", "1000", "--faults", "none",
+        "--kinds", "audio,video,understand",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert re.search(r"tasks by product +│ +audio \d+, understand \d+", result.stdout)
     assert "streams billing after settle" in result.stdout
     assert "every task terminal, nothing billing, no invariant broken" in result.stdout
     assert "tasks in store" in result.stdout
@@ -243,13 +246,26 @@ def test_a_run_of_all_three_products_keeps_every_promise() -> None:
     assert sum(report["tasks_by_kind"].values()) == sum(report["tasks_by_state"].values())
 
 
+def test_a_run_of_all_three_products_over_loopback_http_keeps_every_promise() -> None:
+    """Over real sockets too: the simulator's two hosts, and one receiver that takes the webhook's
+    callbacks and the understand results posted to each start's callback URL."""
+    result = streamlife(
+        "simulate", "--streams", "20", "--minutes", "1", "--faults", "all", "--seed", "5", "--json",
+        "--kinds", "audio,video,understand", "--http",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["http"] is True
+    assert_promises_kept(report, 20)
+    assert set(report["tasks_by_kind"]) == {"audio", "video", "understand"}
+
+
 @pytest.mark.parametrize(
     ("given", "said"),
     [
         (["--kinds", "audio,radio"], "radio"),
         (["--kinds", "audio,audio"], "audio"),
         (["--kinds", ""], "--kinds"),
-        (["--kinds", "understand", "--http"], "--http"),
     ],
 )
 def test_kinds_that_cannot_be_run_are_bad_usage(given: list[str], said: str) -> None:

@@ -151,3 +151,65 @@ def test_a_fleet_sends_through_the_transport_it_is_given_and_close_closes_every_
     assert sent == ["start", "stop"]
     assert sim.fleets == []
     assert sim.billing() == []
+
+
+def test_the_http_marker_drives_the_three_products_over_loopback_sockets(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_over_http="""
+        import pytest
+        from streamlife.transport import HttpTransport
+
+        @pytest.mark.memories(http=True, faults="all", seed=2)
+        def test_three_products_settle_with_nothing_billing(fleet, memories_sim):
+            assert isinstance(fleet.transport, HttpTransport)
+            served = memories_sim.served
+            assert fleet.transport.understand_url == served.understand_url != served.base_url
+            tasks = [
+                fleet.start("audio", audio_url="rtmp://example.invalid/a", provider="assemblyai"),
+                fleet.start("video", url="rtmp://example.invalid/v"),
+            ] + [
+                fleet.start(
+                    "understand",
+                    url="rtmp://example.invalid/u",
+                    user_prompt="Describe it",
+                    callback=memories_sim.callback_url,
+                )
+                for _ in range(3)
+            ]
+            memories_sim.advance(30)
+            fleet.stop_all()
+            memories_sim.settle()
+            assert memories_sim.settled() and memories_sim.billing() == []
+            assert served.poster.failures == []
+            heard = {payload["task_id"] for payload in served.poster.delivered}
+            assert any(t.kind.value == "understand" and t.task_id in heard for t in tasks)
+            assert any(len(t.transcript) for t in tasks if t.kind.value == "understand")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_an_http_fleet_hears_results_at_its_receiver_until_it_crashes() -> None:
+    sim = MemoriesSim.new()
+    try:
+        first = sim.http_fleet()
+        assert sim.served is not None
+        assert sim.callback_url.startswith("http://127.0.0.1:")
+        assert sim.served.poster.url == sim.callback_url
+        task = first.start(
+            "understand", url="rtmp://example.invalid/u", user_prompt="Say", callback=sim.callback_url
+        )
+        sim.advance(10)
+        assert len(task.transcript) == 2  # two windows' results, over the socket
+        sim.crash(first)
+        sim.advance(10)
+        assert len(task.transcript) == 2  # its receiver listens no more
+        assert sim.served.poster.failures  # the simulator's posts to it fail, as to a dead process
+        assert sim.fleets == []
+        second = sim.http_fleet()
+        assert sim.served.poster.url == sim.callback_url  # the webhook is the new receiver
+        assert second.transport.understand_url == sim.served.understand_url  # type: ignore[attr-defined]
+    finally:
+        sim.close()
+    assert sim.billing() == [task.task_id]  # nobody stopped it: the ledger says so
