@@ -218,7 +218,7 @@ class Intake:
         if tracked is None:
             raise MisroutedCallbackError("no task of this Fleet has the key its callback URL names")
         task_id = event.task_id
-        if tracked.task.task_id is None:
+        if tracked.task.task_id is None:  # (named below, or handed on: unless another task holds the id)
             self._check_unclaimed(tracked, task_id)
         named, claimed = False, None
         with tracked.lock:
@@ -230,8 +230,8 @@ class Intake:
             outcome = None if known is None else self.applier.apply(tracked, event)
             if named:
                 self.stopper.fire_asked_while_starting(tracked)
-        if outcome is None:  # not to be named: the account-wide URL's way (nobody holds the id)
-            return self.deliver(event)
+        if outcome is None:  # not to be named: the account-wide URL's way (nobody holds the id,
+            return self.deliver(event)  # or an orphan does)
         if claimed is not None:
             self.orphans.unpark(task_id, *claimed)
         self.registry.count(outcome.kind)
@@ -250,13 +250,16 @@ class Intake:
         return None if row is None else self.mover.hold(row)
 
     def _check_unclaimed(self, tracked: Tracked, task_id: str) -> None:
-        """Refuse a name another task holds, here or in the store (another process's)."""
+        """Refuse a name another task holds, here or in the store (another process's). An orphan's
+        does not count: a stream no start named, adopted (this task's, its answer lost, perhaps)
+        and being stopped; both tasks then stop it, as when a start answer names an orphan."""
         holder = self.registry.by_id.get(task_id)
         if holder is None:
             row = self.store.find(task_id)
             if row is None or row.key == tracked.task.key:
                 return
-        elif holder is tracked:
+            holder = self._task_of(row.key)
+        if holder is None or holder is tracked or holder.task.adopted:
             return
         self._misrouted(tracked, task_id)
 
@@ -272,8 +275,9 @@ class Intake:
             if task.task_id is not None or task.state not in _NAMEABLE:
                 return _NOT_NAMED
             with registry.lock:
-                if registry.by_id.setdefault(task_id, tracked) is not tracked:
-                    return _HELD
+                holder = registry.by_id.setdefault(task_id, tracked)
+            if holder is not tracked and not holder.task.adopted:
+                return _HELD
             return task.named(task_id)
 
         try:
