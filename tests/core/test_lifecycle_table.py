@@ -564,3 +564,23 @@ def test_a_second_name_is_a_duplicate_and_another_name_is_refused() -> None:
     assert task.named(task.task_id) is Outcome.DUPLICATE
     assert task.named("tid-other").kind is OutcomeKind.REJECTED
     assert task.task_id != "tid-other"
+
+
+@pytest.mark.parametrize(
+    ("state", "trigger", "cell", "refusal"),
+    [
+        # a start answer that came after a callback named the stream must not move the task
+        (TaskState.RUNNING, "start_deferred", TaskState.PENDING, "may have named the stream"),
+        (TaskState.STOPPING, "start_ok", TaskState.RUNNING, "may have named the stream"),
+        # naming moves a task where its start answer would
+        (TaskState.STARTING, "named", TaskState.UNCERTAIN, "where its start answer would"),
+    ],
+)
+def test_a_table_in_which_a_start_answer_undoes_a_name_is_refused(
+    monkeypatch: pytest.MonkeyPatch, state: TaskState, trigger: str, cell: TaskState, refusal: str
+) -> None:
+    broken = dict(lifecycle.CELLS)
+    broken[state, trigger] = cell
+    monkeypatch.setattr(lifecycle, "CELLS", broken)
+    with pytest.raises(AssertionError, match=refusal):
+        lifecycle._check_table()
