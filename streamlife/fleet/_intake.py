@@ -206,13 +206,17 @@ class Intake:
         of task ``key`` to that task, naming its stream if nothing has yet; never park it.
 
         Raises ``MisroutedCallbackError`` (nothing changes) when no task has the key, or when the
-        callback names another stream than the task's, or a stream another task holds. A task that
+        callback names another stream than the task's, or a stream another task holds, or is no
+        stream's result at all (another product's: no hook hears of it). A task that
         may not be named (``pending``, or ended with no task_id: a start whose answer was lost, that
         expired) hands the callback on as the account-wide URL would, to be parked and, if no start
         names its stream, reaped as an orphan: that stream may be billing."""
         if isinstance(event, ForeignCallback):
-            if event.stream is None:  # another product's result: for the hooks, as ever
-                return self.deliver(event)
+            if event.stream is None:  # another product's result has no business on a task's URL
+                self.registry.count("misrouted")
+                raise MisroutedCallbackError(
+                    "not a stream's result: a task's own URL takes its stream's only"
+                )
             event = event.stream  # a stream callback in a shape not known: this URL says it is ours
         tracked = self._task_of(key)
         if tracked is None:

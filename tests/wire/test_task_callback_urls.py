@@ -460,3 +460,15 @@ def test_under_uvicorn_a_result_before_the_start_answer_names_the_task(front: st
     assert (task.state, task.task_id, parked) == (TaskState.RUNNING, "u-1", 0)
     assert [segment.text for segment in task.transcript] == ["through uvicorn"]
     assert [entry.trigger for entry in task.history][:3] == ["start", "named", "segment"]
+
+
+def test_another_products_result_by_a_task_url_is_refused_and_reaches_no_hook() -> None:
+    with served() as (fleet, _, _):
+        task = fleet.start("understand", **body())
+        heard: list[object] = []
+        fleet.on_foreign(heard.append)
+        other = {"code": 200, "message": "SUCCESS", "task_id": "clip-1", "data": {"clips": ["x"]}}
+        routed = post(task_url(fleet, task), other)
+        plain = post(task_url(fleet, task).rsplit("/task/", 1)[0] + f"/{TOKEN}", other)
+    assert (routed.status_code, plain.status_code) == (403, 200)
+    assert len(heard) == 1  # the one that came by the account-wide path
