@@ -457,6 +457,7 @@ def test_under_uvicorn_a_result_before_the_start_answer_names_the_task(front: st
         return task, parked
 
     task, parked = asyncio.run(run())
+    assert AsyncFleet.from_fleet(Fleet(service, callback_urls=urls)).callback_urls is urls
     assert (task.state, task.task_id, parked) == (TaskState.RUNNING, "u-1", 0)
     assert [segment.text for segment in task.transcript] == ["through uvicorn"]
     assert [entry.trigger for entry in task.history][:3] == ["start", "named", "segment"]
@@ -472,3 +473,31 @@ def test_another_products_result_by_a_task_url_is_refused_and_reaches_no_hook() 
         plain = post(task_url(fleet, task).rsplit("/task/", 1)[0] + f"/{TOKEN}", other)
     assert (routed.status_code, plain.status_code) == (403, 200)
     assert len(heard) == 1  # the one that came by the account-wide path
+
+
+def test_an_async_fleets_routed_callbacks_queued_together_are_each_applied_to_their_task() -> None:
+    """One callback thread: the calls queue up, and go to ``handle_callbacks`` together, keys too."""
+    service = Service()
+    service.lose = True
+    urls = CallbackUrls("https://hooks.example.invalid/memories", token=TOKEN)
+
+    async def run() -> tuple[list[StreamTask], list[Outcome | BaseException]]:
+        async with AsyncFleet(service, policy=POLICY, callback_urls=urls, callback_threads=1) as fleet:
+            tasks = [await fleet.start("understand", **body()) for _ in range(3)]
+            calls = [
+                fleet.handle_callback(json.dumps(result(f"u-{n + 1}", f"r{n}-{i}", f"s{i}")), key=task.key)
+                for i in range(4)
+                for n, task in enumerate(tasks)
+            ]
+            calls.append(fleet.handle_callback(json.dumps(result("u-1", "injected")), key=tasks[1].key))
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        return tasks, outcomes
+
+    tasks, outcomes = asyncio.run(run())
+    assert [(task.state, task.task_id) for task in tasks] == [
+        (TaskState.RUNNING, f"u-{n + 1}") for n in range(3)
+    ]
+    for n, task in enumerate(tasks):
+        assert [segment.text for segment in task.transcript] == [f"r{n}-{i}" for i in range(4)]
+    assert all(outcome is Outcome.APPLIED for outcome in outcomes[:-1])
+    assert isinstance(outcomes[-1], MisroutedCallbackError)
