@@ -226,12 +226,19 @@ class Intake:
             self._check_unclaimed(tracked, task_id)
         named, claimed = False, None
         with tracked.lock:
-            if tracked.task.task_id is None:
-                named, claimed = self._name(tracked, task_id)
-            known = tracked.task.task_id
-            if known is not None and known != task_id:
-                self._misrouted(tracked, task_id)
-            outcome = None if known is None else self.applier.apply(tracked, event)
+            unnamed = tracked.task.task_id is None
+            try:
+                if unnamed:
+                    named, claimed = self._name(tracked, task_id)
+                known = tracked.task.task_id
+                if known is not None and known != task_id:
+                    self._misrouted(tracked, task_id)
+                outcome = None if known is None else self.applier.apply(tracked, event)
+            except BaseException:  # named, then a write failed: the stop asked for goes out all the same
+                if unnamed and tracked.task.task_id is not None:
+                    self.stopper.fire_asked_while_starting(tracked)
+                    self.stopper.timers.take_over_stop(tracked, after=0.0)  # (sent by the next tick)
+                raise
             if named:
                 self.stopper.fire_asked_while_starting(tracked)
         if outcome is None:  # not to be named: the account-wide URL's way (nobody holds the id,

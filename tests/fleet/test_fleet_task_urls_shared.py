@@ -1,6 +1,7 @@
 """A task named by its own callback URL in one process, on a store another process shares
 (PostgreSQL, or one SQLite file): the receiver of any process routes by the URL's key, the name
-and the stop it owes are journaled, and every process reads the same task back."""
+and the stop it owes are journaled, and every process reads the same task back. And a store that
+keeps the name but not the result that brought it: the stop owed goes out all the same."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from streamlife import CallbackUrls, Fleet, Policy, StreamKind, TaskState
+import pytest
+
+from streamlife import CallbackUrls, Fleet, ManualClock, Policy, StreamKind, TaskState
 from streamlife._events import StartResult, StopResult
 from streamlife._journal import rebuild
-from streamlife.errors import OutcomeUnknownError
+from streamlife.errors import OutcomeUnknownError, StoreError
 from streamlife.protocol import understand_result
+from tests.conftest import state_of
 from tests.fleet.conftest import opened
+from tests.fleet.test_fleet_shared_store import FlakyStore
 
 TOKEN = "shared-task-url-token-0123456789"
 URLS = CallbackUrls("https://hooks.example.invalid/memories", token=TOKEN)
@@ -77,3 +82,21 @@ def test_a_task_named_in_another_process_is_stopped_there_and_read_back_alike(st
         assert (again.state, again.task_id, again.started_at) == (task.state, "u-1", task.started_at)
         assert again.transcript_text() == task.transcript_text()
         assert Fleet(LostAnswers(), policy=POLICY, store=store_c).recover() == []  # nothing left owed
+
+
+def test_a_stop_asked_for_before_the_name_goes_out_though_the_result_that_named_it_was_not_kept() -> None:
+    store = FlakyStore()
+    store.fail_when = lambda entry: entry.trigger == "segment"
+    service = LostAnswers()
+    clock = ManualClock(1_700_000_000.0)
+    fleet = Fleet(service, clock=clock, policy=POLICY, store=store, callback_urls=URLS)
+    task = fleet.start("understand", url="rtmp://sim.invalid/live/k", user_prompt="Describe it")
+    fleet.stop(task)
+    payload = json.dumps(understand_result("u-1", "a person walks in", "2026-12-05T19:00:05Z"))
+    with pytest.raises(StoreError):  # the receiver answers 503: the result is delivered again
+        fleet.handle_callback(payload, key=task.key)
+    assert (task.state, task.task_id) == (TaskState.STOPPING, "u-1")  # named, and its stop journaled
+    clock.advance(1.0)
+    fleet.tick()
+    assert service.stops == ["u-1"]
+    assert state_of(task) is TaskState.STOPPED
