@@ -28,12 +28,14 @@ from ._events import (
 from ._history import History, HistoryEntry
 from ._policy import Policy
 from ._task import StreamTask
+from ._task_urls import CallbackUrls
 from ._transcript import Transcript
 from .aio import AsyncFleet
 from .errors import (
     CallbackError,
     LiveCapError,
     LocalTransitionError,
+    MisroutedCallbackError,
     ParkingFullError,
     StopAllError,
     StreamlifeError,
@@ -63,6 +65,7 @@ __all__ = [
     "AsyncTransitionHook",
     "CallbackError",
     "CallbackEvent",
+    "CallbackUrls",
     "Clock",
     "Exposure",
     "Fleet",
@@ -74,6 +77,7 @@ __all__ = [
     "LiveCapError",
     "LocalTransitionError",
     "ManualClock",
+    "MisroutedCallbackError",
     "Moderation",
     "Orphan",
     "OrphanHook",

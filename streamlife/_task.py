@@ -48,8 +48,9 @@ _next_ref = itertools.count(1).__next__  # atomic under the GIL: refs stay uniqu
 # event costs more than the fire it reports).
 _QUIET_TRIGGERS: Final = frozenset({"segment"})
 _EVENTS: Final = MACHINE.events
-# The triggers after which a stream exists and bills: the start answer, or the adoption of an orphan.
-_BILLING_FROM: Final = frozenset({"start_ok", "adopt"})
+# The triggers after which a stream exists and bills: the start answer, a callback on the task's
+# own URL that named it first, or the adoption of an orphan.
+_BILLING_FROM: Final = frozenset({"start_ok", "named", "adopt"})
 _replaying: ContextVar[bool] = ContextVar("streamlife_replaying", default=False)
 
 
@@ -172,8 +173,12 @@ class StreamTask:
 
     # -- transport results -------------------------------------------------------------------
     def start_ok(self, task_id: str) -> Outcome:
+        """The start answer named the stream. After a callback named it first (``named``), it
+        repeats the name (DUP), or is refused if it names another."""
         _check_task_id("start_ok", task_id)
-        return self._fire("start_ok", lambda: self._set_task_id(task_id), ("task_id", task_id))
+        return self._fire(
+            "start_ok", lambda: self._set_task_id(task_id), ("task_id", task_id), self._named_as(task_id)
+        )
 
     def start_rejected(self, error: BaseException) -> Outcome:
         return self._fire("start_rejected", lambda: self._set_error(error), _describe(error))
@@ -248,6 +253,14 @@ class StreamTask:
         """The provider ended its session (AssemblyAI ``Termination``): our stop's echo once the stop
         was acknowledged, an inferred end while running."""
         return self._end("provider_ended", callback)
+
+    def named(self, task_id: str) -> Outcome:
+        """A callback that came by this task's own callback URL names its stream, before its start
+        answer did (that answer is on its way, or was lost): the task learns its task_id."""
+        _check_task_id("named", task_id)
+        return self._fire(
+            "named", lambda: self._set_task_id(task_id), ("task_id", task_id), self._named_as(task_id)
+        )
 
     # -- timers ------------------------------------------------------------------------------
     def adopt(self, task_id: str) -> Outcome:
@@ -429,6 +442,11 @@ class StreamTask:
             self.transcript.learn_last_index(callback.last_index)
             learnt = True
         return learnt
+
+    def _named_as(self, task_id: str) -> str | None:
+        """Who an event naming ``task_id`` is addressed to, for a task that has a name already (it
+        may name another stream: refused); None for one that has none yet."""
+        return None if self.task_id is None else task_id
 
     def _unconfirmed(self, trigger: str) -> str | None:
         """Why ``trigger`` may not end the task now: a stream whose stop was never acknowledged may

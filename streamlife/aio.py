@@ -71,6 +71,7 @@ from ._handoff import Handoff
 from ._loop_hooks import Hook, LoopHooks
 from ._policy import Policy
 from ._task import StreamTask
+from ._task_urls import CallbackUrls
 from ._timer_loop import DEFAULT_INTERVAL, TimerLoop
 from .errors import CallbackError, ParkingFullError, StopAllError, StoreError
 from .fleet import Fleet, FleetStats
@@ -117,10 +118,11 @@ class AsyncFleet:
         clock: Clock | None = None,
         policy: Policy | None = None,
         store: Store | None = None,
+        callback_urls: CallbackUrls | None = None,
         threads: int = DEFAULT_THREADS,
         callback_threads: int = DEFAULT_CALLBACK_THREADS,
     ) -> None:
-        fleet = Fleet(transport, clock=clock, policy=policy, store=store)
+        fleet = Fleet(transport, clock=clock, policy=policy, store=store, callback_urls=callback_urls)
         self._setup(fleet, threads, callback_threads, owned=True)
 
     @classmethod
@@ -174,6 +176,11 @@ class AsyncFleet:
     @property
     def transport(self) -> Transport:
         return self._fleet.transport
+
+    @property
+    def callback_urls(self) -> CallbackUrls | None:
+        """The Fleet's (``Fleet(callback_urls=)``): a Fleet fronted by ``from_fleet`` keeps its own."""
+        return self._fleet.callback_urls
 
     def __repr__(self) -> str:
         return f"AsyncFleet({self._fleet!r})"
@@ -259,18 +266,22 @@ class AsyncFleet:
         return unsettled
 
     # -- callbacks ---------------------------------------------------------------------------------
-    async def handle_callback(self, payload: _Payload) -> Outcome:
-        """``Fleet.handle_callback``: the same outcomes, the same errors. Journaled before it returns."""
+    async def handle_callback(self, payload: _Payload, *, key: str | None = None) -> Outcome:
+        """``Fleet.handle_callback``: the same outcomes, the same errors (``key`` too). Journaled
+        before it returns."""
         self._bind()
-        result = await self._callbacks.call(_apply_one, self._fleet, payload, many=self._many)
+        result = await self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def handle_callbacks(self, payloads: Iterable[_Payload]) -> list[Outcome | CallbackError]:
+    async def handle_callbacks(
+        self, payloads: Iterable[_Payload], *, keys: Sequence[str | None] | None = None
+    ) -> list[Outcome | CallbackError]:
         """``Fleet.handle_callbacks``, in a thread."""
         self._bind()
-        return await self._callbacks.call(self._fleet.handle_callbacks, list(payloads))
+        call = functools.partial(self._fleet.handle_callbacks, keys=keys)
+        return await self._callbacks.call(call, list(payloads))
 
     async def deliver(self, event: CallbackEvent) -> Outcome:
         """``Fleet.deliver``, in a thread."""
@@ -414,10 +425,10 @@ class AsyncFleet:
             self._waiting -= 1
 
 
-def _apply_one(fleet: Fleet, payload: _Payload) -> Outcome | BaseException:
+def _apply_one(fleet: Fleet, payload: _Payload, key: str | None = None) -> Outcome | BaseException:
     """One callback, its error returned: a batch's calls each get their own answer."""
     try:
-        return fleet.handle_callback(payload)
+        return fleet.handle_callback(payload, key=key)
     except Exception as error:
         return error
 
@@ -425,8 +436,11 @@ def _apply_one(fleet: Fleet, payload: _Payload) -> Outcome | BaseException:
 def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | BaseException]:
     """Callbacks queued together, with one store commit; if the batch cannot be kept, each alone,
     for its own answer (what the batch kept before it failed answers as a duplicate)."""
-    payloads = [payload for _, payload in calls]
+    payloads = [payload for _, payload, _ in calls]
+    keys = [key for _, _, key in calls]
     try:
+        if any(key is not None for key in keys):
+            return list(fleet.handle_callbacks(payloads, keys=keys))
         return list(fleet.handle_callbacks(payloads))
     except (StoreError, ParkingFullError):
-        return [_apply_one(fleet, payload) for payload in payloads]
+        return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]

@@ -3,6 +3,7 @@
     StreamlifeError
      ├── LocalTransitionError   a local call the lifecycle forbids (start twice); the task is untouched
      ├── CallbackError          a webhook payload that is not a valid callback (also a ValueError)
+     │    └── MisroutedCallbackError  one a task's own callback URL does not open (another stream's)
      ├── UnknownTaskError       a task or task_id the Fleet does not hold (also a LookupError)
      ├── RecordedError          an error as a task recorded it (``task.last_error``), kept as text
      ├── StoreError             the journal store failed; what it was asked to write was not written
@@ -89,6 +90,16 @@ class CallbackError(StreamlifeError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(problem if field is None else f"{field}: {problem}")
+
+
+class MisroutedCallbackError(CallbackError):
+    """A callback that came by a task's own callback URL (``CallbackUrls``) and that the task
+    refuses: it names another stream than the task's, a stream another task holds, or a task this
+    Fleet's store does not know. Nothing changed, and nothing was kept: a task's URL opens that
+    task only. The receiver answers 403."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("task_id", problem)
 
 
 class UnknownTaskError(StreamlifeError, LookupError):

@@ -40,6 +40,21 @@ Why some cells are what they are:
     store, one may have filed a start as uncertain (its own ``recover``) while another still waited
     for the answer. ``start_deferred`` (429 or capacity 16: nothing was created) puts the task back
     in ``pending``, from where the Fleet starts it again after a backoff, or stops it for free.
+  * ``named``: a callback that came by the task's own callback URL (``CallbackUrls``: the URL
+    names the task by its key, and a signature proves the URL is ours) names the stream before
+    any start answer did: ``starting`` -> ``running`` (the answer is still on its way) and
+    ``uncertain`` -> ``running`` (the answer was lost). A lost start answer then no longer strands
+    the stream until the orphan reaper finds it. A stop asked for meanwhile goes out once the
+    task is named, as after a start answer (``AUTO_STOPS``). The start answer may still come
+    after the name: once the stream is named (running, stopping, ending), ``start_ok`` and
+    ``start_unknown`` repeat what the task knows (DUP; a ``start_ok`` naming another task_id is
+    REJECTED, and the Fleet stops that stream), while ``start_rejected`` and ``start_deferred``,
+    which say that nothing was created, contradict a stream that has sent a callback: the task
+    refuses them (REJECTED) and stays tracked until a stop confirms its end. After a stop or an
+    end, every start answer is LATE. ``named`` where the task has a name already is DUP (LATE once
+    it ended); in ``pending`` it is impossible (no start of it may have made a stream), and in
+    ``failed`` LATE: the Fleet hands such a callback to the parking lot instead, so that the
+    stream, if it exists, is reaped as an orphan.
   * a segment while stopping or ending is still applied: finals are in flight, and the stream may
     live on. A segment after the stream stopped or ended is applied too, if it is a final: it
     completes the transcript, marked late, and the state stays terminal. A partial there is LATE,
@@ -56,8 +71,9 @@ Why some cells are what they are:
   * ``final_deadline`` ends a stopping or ending task only once its stop was acknowledged: the task
     refuses it before (REJECTED), because a stream whose stop never landed may still be billing.
   * in a terminal state every callback, deadline and stop answer is LATE, except the one repeating
-    how the task ended (DUP) and a late segment (above); a start answer there is impossible, since
-    a task only leaves ``starting`` on its start answer. The status-14 callback after the end (the
+    how the task ended (DUP) and a late segment (above). A start answer after a stop or an end is
+    LATE too (a callback named the stream first); in ``failed`` it is impossible, since a task
+    fails only on its start answer or after its answer was lost. The status-14 callback after the end (the
     final wait ran out first, or the stream had ended) still names the stream's last segment: the
     task keeps it, so that the transcript's gaps count up to it; a plain repeat is a DUPLICATE.
 
@@ -148,6 +164,7 @@ TRIGGERS: Final[dict[str, Source]] = {
     "ended": Source.CALLBACK,
     "capacity": Source.CALLBACK,
     "provider_ended": Source.CALLBACK,
+    "named": Source.CALLBACK,
     "adopt": Source.TIMER,
     "final_deadline": Source.TIMER,
     "uncertain_deadline": Source.TIMER,
@@ -161,10 +178,10 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "start":              (starting, NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),
     "stop":               (stopped,  starting,  uncertain, stopping, DUP,      ending,   DUP,     DUP,     DUP),
     # transport results
-    "start_ok":           (NO,       running,   running,   NO,       NO,       NO,       NO,      NO,      NO),
-    "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,       NO,      NO,      NO),
-    "start_unknown":      (NO,       uncertain, NO,        NO,       NO,       NO,       NO,      NO,      NO),
-    "start_deferred":     (NO,       pending,   NO,        NO,       NO,       NO,       NO,      NO,      NO),
+    "start_ok":           (NO,       running,   running,   DUP,      DUP,      DUP,      LATE,    LATE,    NO),
+    "start_rejected":     (NO,       failed,    NO,        NO,       NO,       NO,       LATE,    LATE,    NO),
+    "start_unknown":      (NO,       uncertain, NO,        DUP,      DUP,      DUP,      LATE,    LATE,    NO),
+    "start_deferred":     (NO,       pending,   NO,        NO,       NO,       NO,       LATE,    LATE,    NO),
     "stop_ok":            (NO,       NO,        NO,        NO,       stopping, ending,   LATE,    LATE,    LATE),
     "stop_not_found":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
     "stop_confirmed":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
@@ -175,6 +192,8 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "ended":              (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
     "capacity":           (NO,       NO,        NO,        ending,   stopping, DUP,      LATE,    DUP,     LATE),
     "provider_ended":     (NO,       NO,        NO,        ending,   stopped,  DUP,      DUP,     DUP,     LATE),
+    # (named: a callback on the task's own callback URL names its stream before a start answer did)
+    "named":              (NO,       running,   running,   DUP,      DUP,      DUP,      LATE,    LATE,    LATE),
     # timers (adopt: callbacks for a task_id that no start of ours named outlived the parking TTL)
     "adopt":              (running,  NO,        NO,        NO,       NO,       NO,       NO,      NO,      NO),
     "final_deadline":     (NO,       NO,        NO,        NO,       stopped,  ended,    LATE,    LATE,    LATE),
@@ -182,6 +201,9 @@ TABLE: Final[dict[str, tuple[Cell, ...]]] = {
     "silence":            (NO,       NO,        NO,        running,  NO,       NO,       LATE,    LATE,    LATE),
 }
 # fmt: on
+
+# The answers to a start request: each may come after a callback named the stream (``named``).
+START_ANSWERS: Final = frozenset({"start_ok", "start_rejected", "start_unknown", "start_deferred"})
 
 CELLS: Final[dict[tuple[TaskState, str], Cell]] = {
     (state, trigger): row[column] for trigger, row in TABLE.items() for column, state in enumerate(STATES)
@@ -344,8 +366,10 @@ class AutoStop(NamedTuple):
 # does. A task whose process ended before the stop was journaled gets it again on recovery, from
 # the same facts. (A cost ceiling is a deadline: ``Deadline.MAX_DURATION``.)
 AUTO_STOPS: Final[dict[str, AutoStop]] = {
-    # a stop asked for while the start was in flight goes out once the task_id arrives
+    # a stop asked for while the start was in flight goes out once the task_id arrives: by the
+    # start answer, or by a callback on the task's own URL that named the stream first
     "start_ok": AutoStop(None, "stop_requested", None),
+    "named": AutoStop(None, "stop_requested", None),
     # a stream no start of ours named is reaped
     "adopt": AutoStop(StopReason.ORPHAN, "adopted", "reap_orphans"),
     # a stream silent for Policy.silence_after is stopped, if the user wants that
@@ -399,6 +423,7 @@ ARGUMENTS: Final[dict[str, Argument]] = {
     "ended": Argument.CALLBACK,
     "capacity": Argument.CALLBACK,
     "provider_ended": Argument.CALLBACK,
+    "named": Argument.TASK_ID,
     "adopt": Argument.TASK_ID,
     "final_deadline": Argument.NONE,
     "uncertain_deadline": Argument.NONE,
@@ -455,6 +480,17 @@ def _check_table() -> None:
                 raise AssertionError(f"the {deadline} deadline fires a trigger {state} refuses")
     if any(DEADLINES.get(state) for state in TERMINAL):
         raise AssertionError("a terminal state arms no deadline")
+
+    for state in STATES:
+        named = CELLS[state, "named"]
+        if isinstance(named, TaskState) and CELLS[state, "start_ok"] is not named:
+            raise AssertionError(f"named in {state} must move the task where its start answer would")
+        if named in (DUP, LATE) and any(
+            isinstance(CELLS[state, trigger], TaskState) for trigger in START_ANSWERS
+        ):
+            raise AssertionError(
+                f"a start answer would move {state}, where a callback may have named the stream"
+            )
 
     if not AUTO_STOPS.keys() <= TRIGGERS.keys():
         raise AssertionError("AUTO_STOPS must name triggers of TRIGGERS")

@@ -30,6 +30,15 @@ segment of the URL path (``https://you.example/memories/<token>``: the form the 
 can be given), or the ``X-Streamlife-Token`` header, or ``Authorization: Bearer <token>`` (for a
 proxy in front). It is compared in constant time. The receiver fails closed: without a token it
 refuses to exist unless told ``allow_unauthenticated=True``. The token never appears in a repr.
+
+A task's own callback URL (``CallbackUrls``: a path ending ``/task/<key>/<sig>``, given to
+memories.ai in a Live Video Understanding start) is authenticated by its signature instead,
+computed again from the token and compared in constant time. It opens that one task and nothing
+else: its callback goes to the sink with the task's key (``handle_callback(payload, key=key)``),
+which applies it to that task, naming the stream if the start answer has not (or was lost), and
+never parks it. One that names another stream is refused with 403 and changes nothing. A sink
+whose ``handle_callback`` takes no ``key`` cannot be told the task, so its receiver takes no task
+URL (401). Access logs mask the path's last segment, the token or the signature alike.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from streamlife._logging import get_logger
 
 from ._events import Outcome, OutcomeKind
 from ._handoff import Handoff
+from ._task_urls import MIN_TOKEN_LENGTH, CallbackUrls, verified_key
 from ._webhook_server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -57,7 +67,7 @@ from ._webhook_server import (
     json_response,
     parse_content_length,
 )
-from .errors import CallbackError, ParkingFullError, StoreError
+from .errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
 from .store.base import DEAD_LETTER_MAX_BODY
 
 __all__ = [
@@ -79,7 +89,6 @@ __all__ = [
 # as a dead letter if the parser refuses it: the two limits are one.
 DEFAULT_MAX_BODY: Final = DEAD_LETTER_MAX_BODY
 TOKEN_HEADER: Final = "x-streamlife-token"
-MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
 # Callbacks the ASGI face applies at once, as serve_webhook's workers: the sink serializes callbacks
 # per task, so more threads buy little.
 ASGI_THREADS: Final = DEFAULT_WORKERS
@@ -92,14 +101,19 @@ AsgiMessage = MutableMapping[str, Any]
 
 
 class CallbackSink(Protocol):
-    """What the receiver hands callbacks to: a ``Fleet``, or anything that takes them as one does."""
+    """What the receiver hands callbacks to: a ``Fleet``, or anything that takes them as one does.
+
+    A sink that takes a ``key`` keyword (``handle_callback(payload, *, key=None)``, as a ``Fleet``
+    does) is given the task key of a verified task callback URL; one that does not is never given
+    such a callback (the receiver refuses task URLs for it)."""
 
     def handle_callback(self, payload: bytes) -> Outcome: ...
 
 
 class AsyncCallbackSink(Protocol):
     """What the ASGI face awaits instead: an ``AsyncFleet``. Its ``fleet`` takes callbacks for the
-    receiver's blocking faces (WSGI, ``handle``, ``serve_webhook``), on their threads."""
+    receiver's blocking faces (WSGI, ``handle``, ``serve_webhook``), on their threads. A ``key``
+    keyword, as for ``CallbackSink``."""
 
     async def handle_callback(self, payload: bytes) -> Outcome: ...
 
@@ -117,6 +131,8 @@ _BAD_LENGTH: Final = json_response(400, error="the Content-Length is not a whole
 # Fixed texts, never the exception's: a store error may quote its connection string, password and all.
 _STORE_DOWN: Final = "the journal store cannot take the callback now; deliver it again"
 _PARKING_FULL: Final = "no room to park a callback for an unknown task_id now; deliver it again"
+# Routed requests and apply_many's: (body, headers) or (body, headers, path).
+Request = tuple[bytes, Mapping[str, str]] | tuple[bytes, Mapping[str, str], str | None]
 
 
 class WebhookReceiver:
@@ -157,6 +173,12 @@ class WebhookReceiver:
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
+        _check_callback_urls(self.sink, token)
+        # Task URLs are taken only with a token to verify them, by sinks that can be told the task.
+        takes_key = _takes_key(self.sink.handle_callback) and _takes_key(fleet.handle_callback)
+        self._routes: Final = self._token is not None and takes_key
+        # Whether the sink's batch form takes keys too (``Fleet.handle_callbacks``).
+        self._many_keys: Final = _takes_key(getattr(self.sink, "handle_callbacks", None), "keys")
         self.asgi: Final = AsgiApplication(self)
 
     def __repr__(self) -> str:
@@ -170,7 +192,7 @@ class WebhookReceiver:
         refusal = self.screen("POST", path, lowered, len(body))
         if refusal is not None:
             return refusal
-        return self.apply(body, lowered)
+        return self.apply(body, lowered, path)
 
     def screen(
         self, method: str, path: str, headers: Mapping[str, str], content_length: int | None
@@ -196,9 +218,19 @@ class WebhookReceiver:
             return _UNAUTHORIZED
         return None
 
+    def route(self, path: str | None) -> str | None:
+        """The key of the task whose own callback URL ``path`` is, its signature verified; None
+        for any other path (or a wrong signature)."""
+        if not self._routes or path is None or self._token is None:
+            return None
+        return verified_key(self._token, path)
+
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
-        """Whether the request carries the token (path, header or bearer); ``headers`` lower-cased."""
+        """Whether the request carries the token (path, header or bearer), or comes by a task's
+        own callback URL with its signature right (``route``); ``headers`` lower-cased."""
         if self._token is None:
+            return True
+        if self.route(path) is not None:
             return True
         bearer = headers.get("authorization", "")
         offered = (
@@ -213,17 +245,22 @@ class WebhookReceiver:
     def _unavailable(self, error: str) -> Response:
         return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
 
-    def apply(self, body: bytes, headers: Mapping[str, str]) -> Response:
+    def apply(self, body: bytes, headers: Mapping[str, str], path: str | None = None) -> Response:
         """Answer a request that ``screen`` let through, its ``body`` read whole: 415 unless its
-        Content-Type is JSON, else what the sink makes of the callback. ``headers`` lower-cased."""
+        Content-Type is JSON, else what the sink makes of the callback. ``headers`` lower-cased;
+        ``path``, the request's: a task's own callback URL sends the callback to that task."""
         refusal = _refuse_type(headers)
         if refusal is not None:
             return refusal
+        key = self.route(path)
         # memories.ai documents no retry policy for its webhooks: whether, and when, it delivers a
         # callback again after an error is not ours to know. A 503 with Retry-After is the answer
         # that lets a sender retry; a 200 would tell it the callback was taken.
         try:
-            outcome = self.sink.handle_callback(body)
+            if key is None:
+                outcome = self.sink.handle_callback(body)
+            else:
+                outcome = self.sink.handle_callback(body, key=key)  # type: ignore[call-arg]
         except (CallbackError, StoreError, ParkingFullError) as error:
             return self.refusal(error)
         return _answer(outcome)
@@ -236,20 +273,24 @@ class WebhookReceiver:
         _log.warning("streamlife.webhook_unavailable", error=type(error).__name__)
         return self._unavailable(_STORE_DOWN if isinstance(error, StoreError) else _PARKING_FULL)
 
-    def apply_many(self, requests: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
-        """``apply`` for several requests at once, each answered as ``apply`` would answer it alone.
+    def apply_many(self, requests: Sequence[Request]) -> list[Response]:
+        """``apply`` for several requests at once, each answered as ``apply`` would answer it alone:
+        each a ``(body, headers)`` or a ``(body, headers, path)``.
 
         A sink with ``handle_callbacks`` (a ``Fleet``) takes their callbacks with one store commit
         (ASGI, under load: ``_handoff``). If that raises (the store failed; no room to park), each
         callback is applied alone instead, for its own answer: nothing of a failed batch was kept,
         and what a batch kept before it failed answers as a duplicate."""
         many = getattr(self.sink, "handle_callbacks", None)
-        if many is None or len(requests) < 2:
-            return [self.apply(body, headers) for body, headers in requests]
-        answers: list[Response | None] = [_refuse_type(headers) for _, headers in requests]
+        keys = [self.route(request[2] if len(request) > 2 else None) for request in requests]
+        routed = any(key is not None for key in keys)
+        if many is None or len(requests) < 2 or (routed and not self._many_keys):
+            return [self.apply(*request) for request in requests]
+        answers: list[Response | None] = [_refuse_type(request[1]) for request in requests]
         taken = [n for n, answer in enumerate(answers) if answer is None]
         try:
-            results = many([requests[n][0] for n in taken])
+            bodies = [requests[n][0] for n in taken]
+            results = many(bodies, keys=[keys[n] for n in taken]) if routed else many(bodies)
         except (StoreError, ParkingFullError):
             results = [self.apply(*requests[n]) for n in taken]
         for n, result in zip(taken, results, strict=True):
@@ -283,7 +324,7 @@ class WebhookReceiver:
         # Only for a positive length: read() of a negative one, or of none, reads until the client
         # closes, without bound.
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        return self.apply(body, headers)
+        return self.apply(body, headers, path)
 
 
 class AsgiApplication:
@@ -334,9 +375,9 @@ class AsgiApplication:
             if body is None:
                 response = _too_large(receiver.max_body)
             elif self._async is not None:
-                response = await self._apply_awaited(self._async, body, headers)
+                response = await self._apply_awaited(self._async, body, headers, path)
             else:
-                response = await self._apply_in_thread(body, headers)
+                response = await self._apply_in_thread(body, headers, path)
         await send(
             {
                 "type": "http.response.start",
@@ -348,25 +389,29 @@ class AsgiApplication:
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    def _apply_many(self, requests: list[tuple[bytes, Mapping[str, str]]]) -> list[Response]:
+    def _apply_many(self, requests: list[Request]) -> list[Response]:
         return self.receiver.apply_many(requests)
 
     async def _apply_awaited(
-        self, sink: AsyncCallbackSink, body: bytes, headers: Mapping[str, str]
+        self, sink: AsyncCallbackSink, body: bytes, headers: Mapping[str, str], path: str
     ) -> Response:
         refusal = _refuse_type(headers)
         if refusal is not None:
             return refusal
+        key = self.receiver.route(path)
         try:
-            outcome = await sink.handle_callback(body)
+            if key is None:
+                outcome = await sink.handle_callback(body)
+            else:
+                outcome = await sink.handle_callback(body, key=key)  # type: ignore[call-arg]
         except (CallbackError, StoreError, ParkingFullError) as error:
             return self.receiver.refusal(error)
         return _answer(outcome)
 
-    async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str]) -> Response:
+    async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str], path: str) -> Response:
         # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
         # structlog's contextvars (a request id) is in the log lines of the callback it sent.
-        return await self._threads.call(self.receiver.apply, body, headers, many=self._many)
+        return await self._threads.call(self.receiver.apply, body, headers, path, many=self._many)
 
 
 def hide_token(path: str, mask: str) -> str:
@@ -374,6 +419,31 @@ def hide_token(path: str, mask: str) -> str:
     ``mask``."""
     head, slash, last = path.rstrip("/").rpartition("/")
     return f"{head}{slash}{mask}" if last else path
+
+
+def _takes_key(method: object, name: str = "key") -> bool:
+    """Whether ``method`` takes a keyword ``name`` (a sink that can be told a callback's task)."""
+    if not callable(method):
+        return False
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    taken = parameters.get(name)
+    return taken is not None and taken.kind in (taken.KEYWORD_ONLY, taken.POSITIONAL_OR_KEYWORD)
+
+
+def _check_callback_urls(sink: object, token: str | None) -> None:
+    """Refuse a receiver that cannot verify the task URLs its sink's Fleet gives memories.ai: every
+    result of theirs would be refused (401)."""
+    urls = getattr(sink, "callback_urls", None)
+    if not isinstance(urls, CallbackUrls):
+        return
+    if token is None or not urls.signs_with(token):
+        raise ValueError(
+            "the Fleet's callback_urls are signed with another token than this receiver's: give both"
+            " the same token, or the receiver refuses every task URL"
+        )
 
 
 def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
@@ -401,7 +471,10 @@ def _refuse_type(headers: Mapping[str, str]) -> Response | None:
 
 
 def _answer(result: Outcome | CallbackError) -> Response:
-    """The answer to what the sink made of a callback: 400 for a payload that is no callback."""
+    """The answer to what the sink made of a callback: 400 for a payload that is no callback, 403
+    for one a task's own URL does not open."""
+    if isinstance(result, MisroutedCallbackError):
+        return json_response(403, error=str(result), field=result.field)
     if isinstance(result, CallbackError):
         return json_response(400, error=str(result), field=result.field)
     if result.reason is None:

@@ -73,6 +73,8 @@ def event_args(task: StreamTask, trigger: str) -> tuple[Any, ...]:
     match trigger:
         case "start_ok" | "adopt":
             return (TASK_ID,)
+        case "named":  # the name the task has, if any: a callback on its own URL repeats it
+            return (task_id,)
         case "start_rejected" | "start_unknown" | "start_deferred" | "stop_error":
             return (RuntimeError(f"{trigger} in a test"),)
         case "segment" if task.kind is StreamKind.UNDERSTAND:  # no index: a timestamp instead

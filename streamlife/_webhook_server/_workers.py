@@ -27,7 +27,7 @@ _FAILED: Final = json_response(500, error="the callback could not be applied")
 
 _log = get_logger()
 
-Apply = Callable[[bytes, dict[str, str]], Response]
+Apply = Callable[[bytes, dict[str, str], str | None], Response]  # (body, headers, path)
 
 
 class WorkerPool:
@@ -95,7 +95,7 @@ class WorkerPool:
 
     def _answer(self, head: Head, body: bytes) -> Response:
         try:
-            return self._apply(body, head.headers)
+            return self._apply(body, head.headers, head.path)
         except BaseException:  # the sink's fault, answered 500; the server goes on
             # Not only Exception: anything else would end this worker and shrink the pool for good.
             # Nothing is lost by catching KeyboardInterrupt and SystemExit here: a signal raises

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from streamlife._billing import Exposure
 from streamlife._callbacks import CallbackEvent
@@ -37,6 +37,7 @@ from streamlife._events import Outcome, OutcomeKind, StreamKind
 from streamlife._logging import get_logger
 from streamlife._policy import Policy, check_max_duration
 from streamlife._task import StreamTask
+from streamlife._task_urls import CallbackUrls
 from streamlife._timer_loop import TimerLoop
 from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
 from streamlife.hooks import ForeignHook, OrphanHook, SegmentHook, TransitionHook
@@ -90,7 +91,10 @@ class Fleet:
     ``transport`` talks to memories.ai (``HttpTransport``) or its simulator (``SimTransport``);
     ``clock`` times every deadline (``SystemClock`` by default); ``policy`` holds every timeout
     and switch; ``store`` journals every task (``MemoryStore`` by default: use ``SqliteStore`` or
-    ``PostgresStore`` to survive a restart, then call ``recover()``). Deadlines fire when someone
+    ``PostgresStore`` to survive a restart, then call ``recover()``); ``callback_urls`` makes the
+    per-task callback URL of each Live Video Understanding start that does not give its own
+    ``callback=`` (``CallbackUrls``: the receiver verifies it, and routes what comes by it to its
+    task, named even if its start answer is lost). Deadlines fire when someone
     calls ``tick()``: ``run_timers()`` does it from a background thread. ``close()`` (or leaving a
     ``with Fleet(...)`` block) waits for the stop requests still in flight and releases the worker
     threads; the transport and the store are the caller's, and stay open.
@@ -103,8 +107,12 @@ class Fleet:
         clock: Clock | None = None,
         policy: Policy | None = None,
         store: Store | None = None,
+        callback_urls: CallbackUrls | None = None,
     ) -> None:
+        if callback_urls is not None and not isinstance(callback_urls, CallbackUrls):
+            raise TypeError(f"callback_urls is a CallbackUrls, not {type(callback_urls).__name__}")
         self._transport = transport
+        self.callback_urls: Final = callback_urls
         self.clock = clock = clock or SYSTEM_CLOCK
         self.policy = policy = policy or Policy()
         self.store = store = MemoryStore() if store is None else store
@@ -125,7 +133,7 @@ class Fleet:
         mover.on_ending = stopper.confirm_end
         applier = Applier(mover, notices, clock, policy)
         self._orphans = orphans = Orphans(store, registry, mover, applier, stopper, notices, clock, policy)
-        self._intake = Intake(store, registry, mover, applier, orphans, notices, clock, policy)
+        self._intake = Intake(store, registry, mover, applier, orphans, notices, clock, policy, stopper)
         self._starter = starter = Starter(
             transport, mover, stopper, orphans, timers, notices, registry, workers, backoff, clock, policy
         )
@@ -168,7 +176,8 @@ class Fleet:
         Blocks for the start request only.
 
         ``params`` is the start body: ``audio_url=`` and ``provider=`` (audio), ``url=`` (video), or
-        ``url=``, ``user_prompt=`` and ``callback=`` (understand), plus any options. A start is
+        ``url=``, ``user_prompt=`` and ``callback=`` (understand; left out, the Fleet's
+        ``callback_urls`` gives the task's own URL), plus any options. A start is
         billed and not idempotent, so it is retried only when the service said that nothing was
         created, never once the request may have created a stream.
         ``max_duration=`` is the one keyword that is not the body's: this stream's cost ceiling in
@@ -181,9 +190,13 @@ class Fleet:
         if max_duration is not None:
             max_duration = check_max_duration(max_duration)
         kind = StreamKind(kind)
+        key = uuid.uuid4().hex
+        if kind is StreamKind.UNDERSTAND and "callback" not in params and self.callback_urls is not None:
+            # The task's own URL, signed: kept in the start body only (never stored, logged or shown).
+            params["callback"] = self.callback_urls.url_for(key)
         _check_start(kind, params)
         task = StreamTask(kind, params, clock=self.clock)
-        task.key = uuid.uuid4().hex
+        task.key = key
         task.history_limit = self.policy.history_limit
         self._mover.bound_transcript(task)
         tracked = Tracked(task, self.clock.now())
@@ -313,8 +326,14 @@ class Fleet:
         return alive, failures
 
     # -- callbacks ---------------------------------------------------------------------------------
-    def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
+    def handle_callback(self, payload: bytes | str | Mapping[str, Any], *, key: str | None = None) -> Outcome:
         """Apply one webhook payload (raw bytes, text, or a parsed mapping) and say what became of it.
+
+        ``key``: the task key of the callback URL it came by, once that URL was verified
+        (``CallbackUrls``; the ``WebhookReceiver`` passes it). The callback is then that task's
+        alone, never parked: it names the task's stream if no start answer has yet, and raises
+        ``MisroutedCallbackError`` (nothing changes; the receiver answers 403) if it names another
+        stream, or one another task holds, or if no task has the key.
 
         Raises ``CallbackError`` for a payload that is not a callback (the receiver answers 400),
         after keeping it as a dead letter. Anything well formed returns an Outcome: APPLIED,
@@ -323,10 +342,14 @@ class Fleet:
         could be kept now, raises ``StoreError`` (the store failed) or ``ParkingFullError`` (no room
         to park it). Deliver such a callback again later: the receiver answers 503.
         """
-        return self._intake.deliver(self._intake.parse(payload))
+        event = self._intake.parse(payload)
+        return self._intake.deliver(event) if key is None else self._intake.deliver_routed(key, event)
 
     def handle_callbacks(
-        self, payloads: Iterable[bytes | str | Mapping[str, Any]]
+        self,
+        payloads: Iterable[bytes | str | Mapping[str, Any]],
+        *,
+        keys: Sequence[str | None] | None = None,
     ) -> list[Outcome | CallbackError]:
         """Apply many webhook payloads, in order, with one store commit: for a consumer that takes
         callbacks in batches (from a queue, say), where a commit per callback is most of the cost.
@@ -342,8 +365,16 @@ class Fleet:
         has committed: one of them that raises (``ParkingFullError``, or ``StoreError`` from its
         own write) leaves the batch applied. Delivering the whole batch again is still safe: what
         was applied answers as a duplicate.
+
+        ``keys``: for each payload, the ``key`` that ``handle_callback`` takes, or None. A routed
+        callback whose task has not been named goes alone after the commit, as do task_ids not held.
         """
-        return self._intake.handle_many(payloads)
+        if keys is None:
+            return self._intake.handle_many(payloads)
+        payloads = list(payloads)
+        if len(keys) != len(payloads):
+            raise ValueError(f"{len(keys)} keys for {len(payloads)} payloads: one key (or None) each")
+        return self._intake.handle_many(payloads, keys)
 
     def deliver(self, event: CallbackEvent) -> Outcome:
         """Apply one callback already parsed by ``parse_callback``. It is journaled (or parked in
@@ -542,6 +573,11 @@ def _give_up_at(wait: float | None) -> float | None:
 
 def _check_start(kind: StreamKind, params: Mapping[str, Any]) -> None:
     """Refuse a start body that lacks what the service requires, before anything is journaled."""
+    if kind is StreamKind.UNDERSTAND and "callback" not in params:
+        raise ValueError(
+            "an understand stream needs callback=<the URL its results are posted to>, or a Fleet made"
+            " with callback_urls=CallbackUrls(<your receiver's public URL>, token=<its token>)"
+        )
     url_field = URL_FIELD[kind]
     if not isinstance(params.get(url_field), str) or not params[url_field]:
         raise ValueError(f"a {kind.value} stream needs {url_field}=<the stream's URL>")

@@ -1,11 +1,18 @@
-"""Intake: webhook payloads in, each applied to its task or parked, journaled before it returns."""
+"""Intake: webhook payloads in, each applied to its task or parked, journaled before it returns.
+
+A payload that came by a task's own callback URL (``CallbackUrls``; the receiver verified the URL
+and passes the task's key) goes to that task and nowhere else (``deliver_routed``): it is never
+parked. If the task has no task_id yet (its start answer is on its way, or was lost) the callback
+names the stream (``named``); if it names another stream than the task's, or one another task
+holds, it is refused (``MisroutedCallbackError``) and nothing changes.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streamlife._callbacks import CallbackEvent, parse_callback
 from streamlife._clock import Clock
@@ -13,19 +20,28 @@ from streamlife._events import ForeignCallback, Outcome, OutcomeKind
 from streamlife._jsontext import dead_letter_body
 from streamlife._logging import get_logger
 from streamlife._policy import Policy
-from streamlife.errors import CallbackError
-from streamlife.store import Store
+from streamlife.errors import CallbackError, MisroutedCallbackError
+from streamlife.lifecycle import CELLS, STATES, TaskState
+from streamlife.store import ParkedCallback, Store
 
 from ._apply import Applier
 from ._moves import Mover
 from ._notices import Notices
 from ._orphans import Orphans
 from ._registry import Registry
+from ._stopper import Stopper
 from ._tracked import Tracked
 
 _log = get_logger()
 
 Payload = bytes | str | Mapping[str, Any]
+
+# The states in which a callback on the task's own URL names its stream: derived from the table.
+_NAMEABLE: Final = frozenset(state for state in STATES if isinstance(CELLS[state, "named"], TaskState))
+# What naming returns for a task that was not to be named after all (another process named it, or
+# it left the states that may be named): not applied, so nothing is journaled.
+_NOT_NAMED: Final = Outcome.rejected("not named: the task has a name, or may not be named now")
+_HELD: Final = Outcome.rejected("not named: another task holds the task_id")
 
 
 @dataclass(slots=True, eq=False)
@@ -38,6 +54,7 @@ class Intake:
     notices: Notices
     clock: Clock
     policy: Policy
+    stopper: Stopper
 
     def parse(self, payload: Payload) -> CallbackEvent:
         """The callback in ``payload``; a payload the parser refuses is kept as a dead letter first."""
@@ -47,27 +64,40 @@ class Intake:
             self._refused(payload, error)
             raise
 
-    def handle_many(self, payloads: Iterable[Payload]) -> list[Outcome | CallbackError]:
-        """``Fleet.handle_callbacks``: the batch's tasks applied under one store commit."""
+    def handle_many(
+        self, payloads: Iterable[Payload], keys: Sequence[str | None] | None = None
+    ) -> list[Outcome | CallbackError]:
+        """``Fleet.handle_callbacks``: the batch's tasks applied under one store commit. ``keys``:
+        for each payload, the key of the task whose own URL it came by, or None."""
         results: list[Outcome | CallbackError | None] = []
         held: list[tuple[Tracked, int, CallbackEvent]] = []
-        others: list[tuple[int, CallbackEvent]] = []
-        for payload in payloads:
+        others: list[tuple[int, CallbackEvent, str | None]] = []
+        registry = self.registry
+        for n, payload in enumerate(payloads):
+            key = None if keys is None else keys[n]
             try:
                 event = self.parse(payload)
             except CallbackError as error:
                 results.append(error)
                 continue
-            tracked = None if isinstance(event, ForeignCallback) else self.registry.by_id.get(event.task_id)
+            tracked = None if isinstance(event, ForeignCallback) else registry.by_id.get(event.task_id)
+            if key is not None and (tracked is None or tracked is not registry.by_key.get(key)):
+                tracked = None  # routed, and not plainly its named task's: alone, after the batch
             if tracked is None:
-                others.append((len(results), event))
+                others.append((len(results), event, key))
             else:
                 held.append((tracked, len(results), event))
             results.append(None)
         if held:
             self._apply_batch(held, results)
-        for position, event in others:
-            results[position] = self.deliver(event)
+        for position, event, key in others:
+            if key is None:
+                results[position] = self.deliver(event)
+                continue
+            try:
+                results[position] = self.deliver_routed(key, event)
+            except MisroutedCallbackError as error:
+                results[position] = error
         return [result for result in results if result is not None]
 
     def ours_if_known(self, event: CallbackEvent) -> CallbackEvent:
@@ -169,3 +199,127 @@ class Intake:
         if tracked.notices is not None:
             self.notices.deliver(tracked)
         return outcome
+
+    # -- by a task's own callback URL ---------------------------------------------------------------
+    def deliver_routed(self, key: str, event: CallbackEvent) -> Outcome:
+        """``Fleet.handle_callback(payload, key=)``: apply a callback that came by the callback URL
+        of task ``key`` to that task, naming its stream if nothing has yet; never park it.
+
+        Raises ``MisroutedCallbackError`` (nothing changes) when no task has the key, or when the
+        callback names another stream than the task's, or a stream another task holds, or is no
+        stream's result at all (another product's: no hook hears of it). A task that
+        may not be named (``pending``, or ended with no task_id: a start whose answer was lost, that
+        expired) hands the callback on as the account-wide URL would, to be parked and, if no start
+        names its stream, reaped as an orphan: that stream may be billing."""
+        if isinstance(event, ForeignCallback):
+            if event.stream is None:  # another product's result has no business on a task's URL
+                self.registry.count("misrouted")
+                raise MisroutedCallbackError(
+                    "not a stream's result: a task's own URL takes its stream's only"
+                )
+            event = event.stream  # a stream callback in a shape not known: this URL says it is ours
+        tracked = self._task_of(key)
+        if tracked is None:
+            raise MisroutedCallbackError("no task of this Fleet has the key its callback URL names")
+        task_id = event.task_id
+        if tracked.task.task_id is None:  # (named below, or handed on: unless another task holds the id)
+            self._check_unclaimed(tracked, task_id)
+        named, claimed = False, None
+        with tracked.lock:
+            unnamed = tracked.task.task_id is None
+            try:
+                if unnamed:
+                    named, claimed = self._name(tracked, task_id)
+                known = tracked.task.task_id
+                if known is not None and known != task_id:
+                    self._misrouted(tracked, task_id)
+                outcome = None if known is None else self.applier.apply(tracked, event)
+            except BaseException:  # named, then a write failed: the stop asked for goes out all the same
+                if unnamed and tracked.task.task_id is not None:
+                    self.stopper.fire_asked_while_starting(tracked)
+                    self.stopper.timers.take_over_stop(tracked, after=0.0)  # (sent by the next tick)
+                raise
+            if named:
+                self.stopper.fire_asked_while_starting(tracked)
+        if outcome is None:  # not to be named: the account-wide URL's way (nobody holds the id,
+            return self.deliver(event)  # or an orphan does)
+        if claimed is not None:
+            self.orphans.unpark(task_id, *claimed)
+        self.registry.count(outcome.kind)
+        if tracked.notices is not None:
+            self.notices.deliver(tracked)
+        if named:  # a stop asked for while it started goes out now
+            self.stopper.send(tracked)
+        return outcome
+
+    def _task_of(self, key: str) -> Tracked | None:
+        """The task whose key is ``key``: held here, or read from the store and held."""
+        tracked = self.registry.by_key.get(key)  # one dict read: atomic, so taken without the lock
+        if tracked is not None:
+            return tracked
+        row = self.store.row(key)
+        return None if row is None else self.mover.hold(row)
+
+    def _check_unclaimed(self, tracked: Tracked, task_id: str) -> None:
+        """Refuse a name another task holds, here or in the store (another process's). An orphan's
+        does not count: a stream no start named, adopted (this task's, its answer lost, perhaps)
+        and being stopped; both tasks then stop it, as when a start answer names an orphan."""
+        holder = self.registry.by_id.get(task_id)
+        if holder is None:
+            row = self.store.find(task_id)
+            if row is None or row.key == tracked.task.key:
+                return
+            holder = self._task_of(row.key)
+        if holder is None or holder is tracked or holder.task.adopted:
+            return
+        self._misrouted(tracked, task_id)
+
+    def _name(
+        self, tracked: Tracked, task_id: str
+    ) -> tuple[bool, tuple[list[CallbackEvent], list[ParkedCallback] | None] | None]:
+        """Name the task's stream ``task_id``, journaled, and apply what was parked for it; whether
+        it was named, and what ``Orphans.unpark`` then forgets. Caller holds the task's lock."""
+        task, registry = tracked.task, self.registry
+
+        def name_unless_named(task_id: str) -> Outcome:  # (its argument is what the journal keeps)
+            # Asked after the ledger's catch-up: another process may have named it meanwhile.
+            if task.task_id is not None or task.state not in _NAMEABLE:
+                return _NOT_NAMED
+            with registry.lock:
+                holder = registry.by_id.setdefault(task_id, tracked)
+            if holder is not tracked and not holder.task.adopted:
+                return _HELD
+            return task.named(task_id)
+
+        try:
+            outcome = self.mover.fire(tracked, name_unless_named, task_id)
+        except BaseException:
+            self._let_go(tracked, task_id)
+            raise
+        if outcome is _HELD:
+            self._misrouted(tracked, task_id)
+        if outcome is not Outcome.APPLIED:
+            self._let_go(tracked, task_id)
+            return False, None
+        _log.info("streamlife.named", task=task.ref, task_id=task_id, kind=task.kind.value)
+        with registry.lock:
+            parked = self.orphans.lot.claim(task_id)
+        read = self.orphans.apply_parked(tracked, task_id, parked)  # (and other processes' kept ones)
+        return True, ([] if parked is None else parked.events, read)
+
+    def _let_go(self, tracked: Tracked, task_id: str) -> None:
+        with self.registry.lock:
+            if self.registry.by_id.get(task_id) is tracked and tracked.task.task_id != task_id:
+                del self.registry.by_id[task_id]
+
+    def _misrouted(self, tracked: Tracked, task_id: str) -> None:
+        self.registry.count("misrouted")
+        _log.warning(
+            "streamlife.callback_misrouted",
+            task=tracked.task.ref,
+            task_id=task_id,
+            named=tracked.task.task_id,
+        )
+        raise MisroutedCallbackError(
+            "the callback names another stream than the task whose callback URL it came by"
+        )

@@ -14,6 +14,7 @@ from typing import Any, Final
 from streamlife._clock import Clock
 from streamlife._events import Outcome
 from streamlife._logging import get_logger
+from streamlife._parking import Parked
 from streamlife._policy import Policy
 from streamlife.errors import (
     CapacityError,
@@ -173,18 +174,39 @@ class Starter:
                         orphans.lot.put_back(claimed)
                 self.mover.fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
                 raise
-            if holder is not tracked:
+            taken = task.task_id == task_id  # else a callback on its own URL named another stream
+            if not taken:
+                self._not_taken(tracked, task_id, holder, claimed)
+            elif holder is not tracked:
                 # Its callbacks outlived the parking TTL before this answer came, and an adopted
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
                 _log.warning("streamlife.task_id_taken", task=task.ref, task_id=task_id, by=holder.task.ref)
                 self.mover.fire(tracked, task.stop)
             try:
-                read = orphans.apply_parked(tracked, task_id, claimed)
+                if taken:
+                    read = orphans.apply_parked(tracked, task_id, claimed)
             except BaseException:  # a stop asked for while it started goes out all the same
                 self.stopper.fire_asked_while_starting(tracked)
                 self.timers.take_over_stop(tracked, after=0.0)  # (sent by the next tick)
                 raise
             self.stopper.fire_asked_while_starting(tracked)
-        orphans.unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
+        if taken:
+            orphans.unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
+        else:  # ours by the start answer, and held by no task: it may bill
+            self.stopper.send_unjournaled(task_id, (task.kind,), None)
         self.notices.deliver(tracked)
         self.stopper.send(tracked)
+
+    def _not_taken(
+        self, tracked: Tracked, task_id: str, holder: Tracked, claimed: Parked[Any] | None
+    ) -> None:
+        """A start answer that the task did not take (a callback on its own URL named another
+        stream first, or the task ended meanwhile): ``task_id`` goes back to nobody, and its parked
+        callbacks to the lot. Caller holds the task's lock."""
+        task = tracked.task
+        _log.warning("streamlife.task_id_conflict", task=task.ref, task_id=task_id, named=task.task_id)
+        with self.registry.lock:
+            if holder is tracked and self.registry.by_id.get(task_id) is tracked:
+                del self.registry.by_id[task_id]
+            if claimed is not None:
+                self.orphans.lot.put_back(claimed)

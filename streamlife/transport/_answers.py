@@ -182,9 +182,14 @@ def _is_status(value: object) -> bool:
 
 
 def start_secrets(kind: StreamKind, params: Mapping[str, Any]) -> tuple[str, ...]:
-    """What a start's answer must not show: its stream URL and the parts of it that may hold a key."""
-    url = params.get(URL_FIELD[kind])
-    return stream_url_secrets(url) if isinstance(url, str) and url else ()
+    """What a start's answer must not show: its stream URL and the parts of it that may hold a key,
+    and its callback URL (a task's own carries the signature that opens the task) and its parts."""
+    found: tuple[str, ...] = ()
+    for field in (URL_FIELD[kind], "callback"):
+        url = params.get(field)
+        if isinstance(url, str) and url:
+            found += stream_url_secrets(url)
+    return found
 
 
 def stream_url_secrets(url: str) -> tuple[str, ...]:

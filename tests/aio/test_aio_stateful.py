@@ -43,8 +43,8 @@ class Awaited:
     def stop_all(self, wait: float | None = None) -> list[StreamTask]:
         return self._await(self.aio.stop_all(wait=wait))
 
-    def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
-        return self._await(self.aio.handle_callback(payload))
+    def handle_callback(self, payload: bytes | str | Mapping[str, Any], *, key: str | None = None) -> Outcome:
+        return self._await(self.aio.handle_callback(payload, key=key))
 
     def close(self) -> None:
         self._await(self.aio.aclose())

@@ -6,7 +6,8 @@ prose disagree, this test finds the sequence that shows it. Invariants checked a
 * a terminal state never changes;
 * history is a path through the table: each entry starts where the previous one ended, and
   moves only as its cell allows;
-* exactly one ``start_ok`` or ``adopt`` is ever applied to a task that has a task_id, none otherwise;
+* exactly one ``start_ok``, ``named`` or ``adopt`` is ever applied to a task that has a task_id, none
+  otherwise;
 * ``stop`` is legal in every state (it never raises);
 * a rejected local move leaves state and history untouched;
 * time in history never goes backwards, even when the wall clock steps back.
@@ -107,12 +108,26 @@ def expect(model: ModelTask, trigger: str, arg: object) -> tuple[TaskState, obje
             model.stop_requested = True
             return T, APPLIED
         return state, DUP  # joins the stop in flight, or a no-op once ended
-    if trigger == "start_ok" and state is U:  # the answer came after all (another process had it)
+    if trigger in ("start_ok", "named") and state in (S, U):
+        # the answer came after all (another process had it), or a callback on the task's own
+        # URL named the stream before any answer did
         model.task_id = str(arg)
         return R, APPLIED
+    if trigger in ("start_ok", "named") and model.task_id is not None and arg != model.task_id:
+        return state, REJECTED  # names another stream than the one the task knows
+    if trigger == "named":  # the task has its name (or it ended, or it never started)
+        if state in (R, T, E):
+            return state, DUP
+        return state, (REJECTED if state is P else LATE)
+    if trigger in ("start_ok", "start_rejected", "start_unknown", "start_deferred") and state is not S:
+        if state in (STOPPED, ENDED):  # after a stop or an end (a callback named the stream first)
+            return state, LATE
+        if state in (R, T, E) and trigger in ("start_ok", "start_unknown"):
+            return state, DUP  # the stream was named: the answer repeats it, or says nothing new
+        # nothing was created, says the answer, yet the stream was named: refused; and a start
+        # answer never answers anything but a start in flight
+        return state, REJECTED
     if trigger in ("start_ok", "start_rejected", "start_unknown", "start_deferred"):
-        if state is not S:
-            return state, REJECTED  # a start answer only ever answers a start in flight
         if trigger == "start_ok":
             model.task_id = str(arg)
         # A start refused for now created nothing: the task waits to be started again.
@@ -238,8 +253,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         misaddressed = task.task_id is None or data.draw(st.integers(0, 9), label="stray") == 0
         task_id = "someone-else" if misaddressed else task.task_id
         assert task_id is not None
-        if trigger in ("start_ok", "adopt"):
-            return f"tid-{task.ref}"
+        if trigger in ("start_ok", "adopt", "named"):  # now and then another stream's
+            stray = data.draw(st.integers(0, 9), label="other stream") == 0
+            return f"tid-{task.ref}-other" if stray else f"tid-{task.ref}"
         if trigger in ("start_rejected", "start_unknown", "start_deferred", "stop_error"):
             return RuntimeError(trigger)
         if trigger == "segment":
@@ -308,9 +324,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def exactly_one_start_ok_or_adopt_is_applied_to_a_task_with_a_task_id(self) -> None:
         for task in self.live.values():
-            applied = [
-                e for e in task.history if e.trigger in ("start_ok", "adopt") and e.outcome.kind is APPLIED
-            ]
+            namers = ("start_ok", "adopt", "named")
+            applied = [e for e in task.history if e.trigger in namers and e.outcome.kind is APPLIED]
             assert len(applied) == (0 if task.task_id is None else 1)
 
     @invariant()

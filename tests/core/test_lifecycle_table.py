@@ -28,6 +28,7 @@ from streamlife import (
 )
 from streamlife._callbacks import PROVIDER_ENDED
 from streamlife.lifecycle import (
+    ARGUMENTS,
     CELLS,
     CONFIRMING,
     DUP,
@@ -38,6 +39,7 @@ from streamlife.lifecycle import (
     STATES,
     TERMINAL,
     TRIGGERS,
+    Argument,
     Source,
     build_machine,
     silent_loops,
@@ -68,7 +70,8 @@ def test_every_state_and_trigger_does_what_the_table_says(
     outcome = fire(task, trigger)
     verdicts = {NO: OutcomeKind.REJECTED, DUP: OutcomeKind.DUPLICATE, LATE: OutcomeKind.LATE}
     expected_kind = OutcomeKind.APPLIED if isinstance(cell, TaskState) else verdicts[cell]
-    misaddressed = cell is not NO and TRIGGERS[trigger] is Source.CALLBACK and task.task_id is None
+    # (``named`` is the one callback trigger that is not addressed: it gives a task its name)
+    misaddressed = cell is not NO and ARGUMENTS[trigger] is Argument.CALLBACK and task.task_id is None
     if misaddressed:  # no start named this task (a failed one): no callback is addressed to it
         cell, expected_kind = NO, OutcomeKind.REJECTED
     assert outcome.kind is expected_kind
@@ -526,3 +529,58 @@ def test_each_state_arms_the_deadlines_its_table_row_names(state: TaskState) -> 
     )
     always = lifecycle.Guard.ALWAYS
     assert stalled == {deadline for deadline, guard in lifecycle.DEADLINES.get(state, ()) if guard is always}
+
+
+@pytest.mark.parametrize("state", [TaskState.STARTING, TaskState.UNCERTAIN])
+def test_a_callback_on_the_tasks_own_url_names_a_stream_no_start_answer_named(state: TaskState) -> None:
+    task = task_in(state)
+    task.stop()  # remembered while nothing names the stream
+    assert task.named("tid-named") is Outcome.APPLIED
+    assert (task.state, task.task_id, task.stop_requested) == (TaskState.RUNNING, "tid-named", True)
+    assert task.started_at is not None  # it bills from here, as after a start answer
+
+
+def test_a_start_answer_after_the_name_repeats_it_or_is_refused_and_never_moves_the_task() -> None:
+    task = task_in(TaskState.STARTING)
+    task.named("tid-named")
+    assert task.start_ok("tid-named") is Outcome.DUPLICATE
+    assert task.start_unknown(RuntimeError("lost")) is Outcome.DUPLICATE
+    refused = [
+        task.start_ok("tid-other"),
+        task.start_rejected(RuntimeError("no")),
+        task.start_deferred(RuntimeError("429")),
+    ]
+    assert [outcome.kind for outcome in refused] == [OutcomeKind.REJECTED] * 3
+    assert (task.state, task.task_id, task.last_error) == (TaskState.RUNNING, "tid-named", None)
+    task.stop()
+    task.stop_confirmed()
+    assert task.start_ok("tid-named") is Outcome.LATE
+    assert task.state is TaskState.STOPPED
+
+
+def test_a_second_name_is_a_duplicate_and_another_name_is_refused() -> None:
+    task = task_in(TaskState.RUNNING)
+    assert task.task_id is not None
+    assert task.named(task.task_id) is Outcome.DUPLICATE
+    assert task.named("tid-other").kind is OutcomeKind.REJECTED
+    assert task.task_id != "tid-other"
+
+
+@pytest.mark.parametrize(
+    ("state", "trigger", "cell", "refusal"),
+    [
+        # a start answer that came after a callback named the stream must not move the task
+        (TaskState.RUNNING, "start_deferred", TaskState.PENDING, "may have named the stream"),
+        (TaskState.STOPPING, "start_ok", TaskState.RUNNING, "may have named the stream"),
+        # naming moves a task where its start answer would
+        (TaskState.STARTING, "named", TaskState.UNCERTAIN, "where its start answer would"),
+    ],
+)
+def test_a_table_in_which_a_start_answer_undoes_a_name_is_refused(
+    monkeypatch: pytest.MonkeyPatch, state: TaskState, trigger: str, cell: TaskState, refusal: str
+) -> None:
+    broken = dict(lifecycle.CELLS)
+    broken[state, trigger] = cell
+    monkeypatch.setattr(lifecycle, "CELLS", broken)
+    with pytest.raises(AssertionError, match=refusal):
+        lifecycle._check_table()

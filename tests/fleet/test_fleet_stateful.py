@@ -1,7 +1,8 @@
 """The Fleet against the simulator with every fault on, in either mode, driven by random rules.
 
-Rules: start a stream (audio or video); start one whose answer is lost; start one that is asked
-to stop while its start request is in flight; stop a task (with no
+Rules: start a stream (audio, video or understand; an understand one with its task's own callback
+URL, by which its results come routed to it, or with a URL of the user's); start one whose answer
+is lost; start one that is asked to stop while its start request is in flight; stop a task (with no
 wait, a zero wait or a short one); stop_all; let virtual time pass (the simulator delivers,
 duplicates, reorders, drops and delays callbacks by its seeded faults, and fails stops with 500,
 429 and not-found; the Fleet ticks every second); deliver an earlier callback again (a duplicate,
@@ -34,12 +35,14 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from streamlife import (
+    CallbackUrls,
     Fleet,
     ManualClock,
     Outcome,
@@ -59,11 +62,15 @@ from streamlife._events import (
     StopResult,
 )
 from streamlife._journal import facts_of, rebuild
+from streamlife._task_urls import verified_key
 from streamlife.lifecycle import TERMINAL, StopReason
 from streamlife.protocol import STOPPED_BY_USER, UNDERSTAND_INVALID, URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport
 from streamlife.testing import MemoriesSim
 from tests.conftest import POLICY as RIG_POLICY
+
+TASK_URL_BASE = "https://hooks.sim.invalid/tasks"
+TASK_URL_TOKEN = "stateful-task-url-token-0123456789"
 
 
 def faults(seed: int) -> Faults:
@@ -129,10 +136,14 @@ class FleetMachine(RuleBasedStateMachine):
         self.service = self.sim.service
         policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
         self.transport = StopsWhileStarting(self.sim.transport)
-        fleet = self.transport.fleet = self.sim.fleet(policy, transport=self.transport)
+        # Understand starts may leave out their callback: each is then given its task's own URL,
+        # by which its results come (routed by key, naming a stream whose start answer was lost).
+        urls = CallbackUrls(TASK_URL_BASE, token=TASK_URL_TOKEN)
+        fleet = Fleet(self.transport, clock=self.clock, policy=policy, callback_urls=urls)
+        self.transport.fleet = fleet
+        self.sim.fleets.append(fleet)  # ticked by advance
         self.fleet = self.driven(fleet)
-        # Callbacks reach the Fleet through _deliver instead, which counts them.
-        self.service.off_callback(fleet.handle_callback)
+        # Callbacks reach the Fleet through _deliver, which counts them.
         self.service.on_callback(self._deliver)
 
     def driven(self, fleet: Fleet) -> Fleet:
@@ -148,9 +159,16 @@ class FleetMachine(RuleBasedStateMachine):
         stop_meanwhile=st.booleans(),
         provider=st.sampled_from(["assemblyai", "elevenlabs"]),
         format_turns=st.booleans(),
+        own_url=st.booleans(),
     )
     def start(
-        self, kind: StreamKind, lose_answer: bool, stop_meanwhile: bool, provider: str, format_turns: bool
+        self,
+        kind: StreamKind,
+        lose_answer: bool,
+        stop_meanwhile: bool,
+        provider: str,
+        format_turns: bool,
+        own_url: bool,
     ) -> None:
         if lose_answer:
             self.service.lose_next_start_answer()
@@ -161,13 +179,17 @@ class FleetMachine(RuleBasedStateMachine):
             if format_turns and provider == "assemblyai":
                 params["format_turns"] = True
         if kind is StreamKind.UNDERSTAND:  # its results go to a URL of its own, given per start
-            params |= {"user_prompt": "Describe it", "callback": "https://hooks.sim.invalid/u"}
+            params |= {"user_prompt": "Describe it"}
+            if not own_url:  # (else the Fleet gives the task's own)
+                params["callback"] = "https://hooks.sim.invalid/u"
         task = self.fleet.start(kind, **params)
         assert task.state is not TaskState.STARTING
         # (A start refused, or refused for now and waiting in pending, or refused for now and
         # stopped meanwhile, had no answer to lose.)
+        named = own_url and kind is StreamKind.UNDERSTAND and task.task_id is not None
         if lose_answer and task.state not in (TaskState.FAILED, TaskState.PENDING, TaskState.STOPPED):
-            assert task.state is TaskState.UNCERTAIN
+            # (unless a result came by the task's own URL before the answer was lost, and named it)
+            assert task.state is TaskState.UNCERTAIN or named, task
         if stop_meanwhile:  # the stop asked for while starting went out once the task_id came
             assert task.stop_requested
             assert task.state is not TaskState.RUNNING
@@ -228,7 +250,10 @@ class FleetMachine(RuleBasedStateMachine):
             task = self.fleet.get(task_id)
             if task is None:
                 continue  # still parked
-            recorded = sum(entry.source is Source.CALLBACK for entry in task.history)
+            # (``named`` is no callback of its own: the first routed one names the stream with it)
+            recorded = sum(
+                entry.source is Source.CALLBACK and entry.trigger != "named" for entry in task.history
+            )
             assert recorded == delivered, (task, recorded, delivered)
 
     @invariant()
@@ -384,6 +409,10 @@ class FleetMachine(RuleBasedStateMachine):
                 e.from_state is TaskState.ENDING and e.to_state in TERMINAL for t in tasks for e in t.history
             ),
             "start deferred": any(e.trigger == "start_deferred" for t in tasks for e in t.history),
+            "named by its own URL": any(e.trigger == "named" for t in tasks for e in t.history),
+            "named after its start answer was lost": any(
+                e.trigger == "named" and e.from_state is TaskState.UNCERTAIN for t in tasks for e in t.history
+            ),
             "stopped at its cost ceiling": any(t.stop_reason is StopReason.MAX_DURATION for t in tasks),
             "late final kept": any(t.transcript.late for t in tasks),
             "start refused": any(e.trigger == "start_rejected" for t in tasks for e in t.history),
@@ -421,7 +450,10 @@ class FleetMachine(RuleBasedStateMachine):
         news = isinstance(event, ProviderEvent | ForeignCallback) or (
             isinstance(event, StatusCallback) and event.meaning is StatusMeaning.ONGOING
         )
-        outcome = self.fleet.handle_callback(payload)
+        stream = self.service.streams.get(payload.get("task_id") or "")
+        callback = None if stream is None else stream.callback
+        key = None if callback is None else verified_key(TASK_URL_TOKEN.encode(), urlsplit(callback).path)
+        outcome = self.fleet.handle_callback(payload, key=key)  # by the task's own URL, or the account's
         # A redelivery of a callback still parked is kept once: no history records it either.
         if not news and outcome is not Outcome.PARKED_ALREADY:
             self.delivered[payload["task_id"]] += 1

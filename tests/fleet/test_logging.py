@@ -41,12 +41,12 @@ def test_segments_log_at_debug_and_rejections_at_warning_with_a_reason() -> None
     task = task_in(TaskState.RUNNING)
     with capture_logs() as logs:
         task.segment(Segment(TASK_ID, 0, final=True, text="hi"))
-        task.start_ok("again")
+        task.start_rejected(RuntimeError("refused"))  # (a stream that is running was created)
     segment, rejected = logs
     assert (segment["log_level"], segment["trigger"]) == ("debug", "segment")
     assert rejected["log_level"] == "warning"
     assert rejected["outcome"] == "rejected"
-    assert rejected["reason"] == "start_ok is impossible while running"
+    assert rejected["reason"] == "start_rejected is impossible while running"
 
 
 def test_a_replayed_journal_logs_nothing() -> None:

@@ -264,8 +264,8 @@ class AnswersOnceUnrenderable(WebhookReceiver):
         super().__init__(sink, token=TOKEN)
         self.first: Response | None = answer
 
-    def apply(self, body: bytes, headers: Mapping[str, str]) -> Response:
-        answer = super().apply(body, headers)
+    def apply(self, body: bytes, headers: Mapping[str, str], path: str | None = None) -> Response:
+        answer = super().apply(body, headers, path)
         first, self.first = self.first, None
         return answer if first is None else first
 
