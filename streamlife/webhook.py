@@ -292,7 +292,8 @@ class AsgiApplication:
     An object with an ``async def __call__``, not a method: ASGI servers that inspect an application
     to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
     them none. A receiver of an ``AsyncFleet`` awaits it (which batches callbacks the same way, on
-    threads of its own: never on the loop, whatever its store). A receiver of a ``Fleet`` applies
+    threads of its own; on the loop only when they cannot block it: see ``streamlife.aio``). A
+    receiver of a ``Fleet`` applies
     each callback in one of ``ASGI_THREADS`` threads, never on the event loop: the sink's store
     may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
     serves every other request meanwhile. Under load, callbacks that queue up together are applied
