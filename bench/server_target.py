@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from streamlife import Policy
 from streamlife._timer_loop import TimerLoop
 from streamlife.aio import AsyncFleet
 from streamlife.cli import production
@@ -111,7 +112,7 @@ def main() -> int:
         with until_signalled(stopping):
             args.port_file.write_text(str(sock.getsockname()[1]))
             return production.supervise(null_worker, None, sock, args.workers, stopping)
-    live = live_fleet(args.tasks)
+    live = live_fleet(args.tasks, policy=Policy())  # serve's: stops sent by the Fleet's workers
     try:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet
