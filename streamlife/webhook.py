@@ -293,12 +293,11 @@ class AsgiApplication:
     to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
     them none. A receiver of an ``AsyncFleet`` awaits it (which batches callbacks the same way, on
     threads of its own; on the loop only when they cannot block it: see ``streamlife.aio``). A
-    receiver of a ``Fleet`` applies
-    each callback in one of ``ASGI_THREADS`` threads, never on the event loop: the sink's store
-    may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
-    serves every other request meanwhile. Under load, callbacks that queue up together are applied
-    together (``WebhookReceiver.apply_many``: one store commit, each answered as it would be alone),
-    in the context (``contextvars``) of the first of them.
+    receiver of a ``Fleet`` applies each callback in one of ``ASGI_THREADS`` threads, never on the
+    event loop: the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock),
+    and the loop serves every other request meanwhile. Under load, callbacks that queue up together
+    are applied together (``WebhookReceiver.apply_many``: one store commit, each answered as it
+    would be alone), in the context (``contextvars``) of the first of them.
     """
 
     def __init__(self, receiver: WebhookReceiver) -> None:
