@@ -280,15 +280,19 @@ class LiveFleet:
         self.fleet.store.close()
 
 
-def live_fleet(count: int, store: Store | None = None, *, budget: float | None = None) -> LiveFleet:
+def live_fleet(
+    count: int, store: Store | None = None, *, budget: float | None = None, policy: Policy | None = None
+) -> LiveFleet:
     """A Fleet with ``count`` running audio tasks, started through the simulator (no network).
 
     With a ``budget`` (seconds), stops early once making tasks has taken that long (``task_ids``
-    then holds fewer than ``count``).
+    then holds fewer than ``count``). Its ``policy`` sends stops on the calling thread unless told
+    otherwise.
     """
     clock = ManualClock()
     service = SimulatedService(clock=clock, max_streams=count + 1)
-    fleet = Fleet(SimTransport(service), clock=clock, policy=Policy(stop_concurrency=0), store=store)
+    policy = Policy(stop_concurrency=0) if policy is None else policy
+    fleet = Fleet(SimTransport(service), clock=clock, policy=policy, store=store)
     start = fleet.start
     task_ids: list[str] = []
     started = time.perf_counter()

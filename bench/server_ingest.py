@@ -225,13 +225,13 @@ def _listening_port(pid: int) -> int:
 
 
 def _target(
-    kind: str, directory: Path, *, workers: int = 1, tasks: int = 0
+    kind: str, directory: Path, *, workers: int = 1, tasks: int = 0, spin_us: float = 0.0
 ) -> contextlib.AbstractContextManager[Any]:
     port_file = directory / f"{kind}-{workers}.port"
     port_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "bench.server_target", kind, "--port-file", str(port_file),
                "--workers", str(workers), "--tasks", str(tasks),
-               "--ids-file", str(directory / "memory.ids")]  # fmt: skip
+               "--ids-file", str(directory / "memory.ids"), "--spin-us", str(spin_us)]  # fmt: skip
     return _PortFile(_process(command, port_file), port_file)
 
 
@@ -338,6 +338,9 @@ def run(config: ServerConfig) -> Section:
         with _target("memory", directory, tasks=config.tasks) as port:
             ids = (directory / "memory.ids").read_text().split()
             results["memory", 1] = _load(port, directory, ids, 0, config)
+        say("server: a null app as slow as the in-process Fleet, 1 worker")
+        with _target("spin", directory, spin_us=inproc["memory"]) as port:
+            spin = _load(port, directory, ["x" * 36], 0, config)
 
         stores: list[tuple[str, str, Any]] = [("sqlite", f"sqlite:{directory / 'tasks.db'}", None)]
         pg_server = _postgres_server()
@@ -400,6 +403,18 @@ def run(config: ServerConfig) -> Section:
         )
     )
     section.extra["inprocess_us"] = inproc
+    section.extra["spin"] = _runs(spin)
+    if 1 in null:
+        for mode in MODES:
+            spun, bare = 1e6 / spin.runs[mode].per_second, 1e6 / null[1].runs[mode].per_second
+            fleet_us = 1e6 / results["memory", 1].runs[mode].per_second
+            section.notes.append(
+                f"A null app that keeps the CPU busy for the in-process µs ({inproc['memory']:.1f}) before"
+                f" it answers, {'keep-alive' if mode == 'keepalive' else 'a new connection each'}:"
+                f" {spun:.1f} µs per request, {spun / (bare + inproc['memory']):.2f}x (null +"
+                f" in-process): the server's own cost around an application as slow as the Fleet;"
+                f" streamlife on the memory store, {fleet_us / spun:.2f}x that."
+            )
     section.extra["null"] = {str(w): _runs(loaded) for w, loaded in null.items()}
     section.extra["runs"] = {f"{n}.{w}": _runs(loaded) for (n, w), loaded in results.items()}
 

@@ -6,6 +6,9 @@
   its task_ids written to ``--ids-file``.
 * ``null``: the same server, ``--workers`` processes sharing its socket as ``serve --workers`` does,
   with an ASGI application that reads the request and answers 200 at once: the server alone.
+* ``spin``: the null application, one worker, that first keeps the CPU busy for ``--spin-us``
+  microseconds (the in-process cost of a callback): what the server costs around an application
+  as slow as the Fleet, whatever that application does.
 
 The port listened on is written to ``--port-file`` once the server accepts.
 """
@@ -16,10 +19,12 @@ import argparse
 import socket
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from streamlife import Policy
 from streamlife._timer_loop import TimerLoop
 from streamlife.aio import AsyncFleet
 from streamlife.cli import production
@@ -49,6 +54,27 @@ async def null_app(
     await send({"type": "http.response.body", "body": _ANSWER})
 
 
+def spinning_app(microseconds: float) -> Callable[..., Awaitable[None]]:
+    """``null_app``, after ``microseconds`` of busy work per request."""
+    seconds = microseconds / 1e6
+
+    async def app(
+        scope: Mapping[str, Any],
+        receive: Callable[[], Awaitable[Mapping[str, Any]]],
+        send: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send({"type": "http.response.body", "body": _ANSWER})
+
+    return app
+
+
 def _until_stopped(app: Any, sock: socket.socket, port_file: Path | None) -> None:
     stopping = threading.Event()
     with until_signalled(stopping), production.serving(app, sock, SETTINGS):
@@ -65,15 +91,19 @@ def null_worker(settings: Any, sock: socket.socket, index: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["memory", "null"])
+    parser.add_argument("kind", choices=["memory", "null", "spin"])
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--ids-file", type=Path)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--spin-us", type=float, default=0.0)
     args = parser.parse_args()
     configure_logging()
     sock = production.bind("127.0.0.1", 0)
     production.raise_descriptor_limit()
+    if args.kind == "spin":
+        _until_stopped(spinning_app(args.spin_us), sock, args.port_file)
+        return 0
     if args.kind == "null":
         if args.workers == 1:
             _until_stopped(null_app, sock, args.port_file)
@@ -82,7 +112,7 @@ def main() -> int:
         with until_signalled(stopping):
             args.port_file.write_text(str(sock.getsockname()[1]))
             return production.supervise(null_worker, None, sock, args.workers, stopping)
-    live = live_fleet(args.tasks)
+    live = live_fleet(args.tasks, policy=Policy())  # serve's: stops sent by the Fleet's workers
     try:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet

@@ -18,10 +18,16 @@ loop, in two lanes so that one never waits behind the other:
   applied together with one store commit (``Fleet.handle_callbacks``), each answered as it would
   be alone (``streamlife._handoff``). The two lanes are apart because memories.ai (and the
   simulator) may post a stream's first callback before it answers the start: a start waiting for
-  its answer must never hold the thread that callback needs. Even with a ``MemoryStore``, whose
-  writes never block, callbacks go to the lane: applied on the loop instead (alone, or batched by
-  turn of the loop), they were measured no cheaper, and a hook of the Fleet's own or an inferred
-  end's stop would then run on the loop.
+  its answer must never hold the thread that callback needs.
+
+  When applying a callback cannot block, ``handle_callback`` applies it on the loop instead, with
+  the others of the same turn of the loop (one ``Fleet.handle_callbacks``, at most
+  ``LOOP_BATCH`` at a time): the store is a ``MemoryStore`` itself (no I/O; a subclass may add
+  some, so it goes to the lane), stop requests go out from the Fleet's stop workers
+  (``Policy.stop_concurrency`` > 0, so an inferred end's stop is not sent on the loop), and the
+  Fleet has no hooks of its own (only this AsyncFleet's, which run on the loop anyway). A task's
+  lock is held by other threads only while they apply an event in memory. Any other store, a
+  durable one above all, is never called on the loop.
 
 ``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
 stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs
@@ -88,16 +94,19 @@ from .hooks import (
     TransitionHook,
 )
 from .lifecycle import TaskState
-from .store import JournalEntry, Store
+from .store import JournalEntry, MemoryStore, Store
 from .transport.base import Transport
 
-__all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "AsyncFleet"]
+__all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "LOOP_BATCH", "AsyncFleet"]
 
 # Requests to memories.ai at once from the requests lane: starts wait on the network, not the CPU.
 DEFAULT_THREADS: Final = 16
 # Callbacks applied at once, as the webhook server's workers: a task's callbacks are serialized by
 # its lock, so more threads buy little.
 DEFAULT_CALLBACK_THREADS: Final = 8
+# Callbacks applied on the loop in a row, at most, when nothing of them can block (see above): the
+# loop serves nothing else meanwhile.
+LOOP_BATCH: Final = 32
 
 _Transition = TypeVar("_Transition", bound=TransitionHook | AsyncTransitionHook)
 _Segment = TypeVar("_Segment", bound=SegmentHook | AsyncSegmentHook)
@@ -143,6 +152,8 @@ class AsyncFleet:
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
+        # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
+        self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hooks = LoopHooks()
         self._transition: tuple[Hook, ...] = ()
@@ -269,11 +280,50 @@ class AsyncFleet:
     async def handle_callback(self, payload: _Payload, *, key: str | None = None) -> Outcome:
         """``Fleet.handle_callback``: the same outcomes, the same errors (``key`` too). Journaled
         before it returns."""
-        self._bind()
-        result = await self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
+        loop = self._bind()
+        if self._may_apply_on_loop():
+            future: asyncio.Future[Outcome | BaseException] = loop.create_future()
+            if not self._turn:
+                loop.call_soon(self._apply_turn)
+            self._turn.append((payload, key, future))
+            result = await future
+        else:
+            result = await self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _may_apply_on_loop(self) -> bool:
+        """Whether applying a callback cannot block the loop (the module's docstring says why)."""
+        fleet = self._fleet
+        if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency < 1:
+            return False
+        own = self.__dict__.get("_bridges", ())
+        notices = fleet._notices
+        hooks = (notices.transition, notices.segment, notices.orphan, notices.foreign)
+        return all(hook in own for kind in hooks for hook in kind)
+
+    def _apply_turn(self) -> None:
+        """Apply the callbacks handed over in this turn of the loop (``LOOP_BATCH`` now, the rest in
+        the next turn), each answered as alone; those that may no longer be applied here (a hook
+        of the Fleet's own came meanwhile) go to the callbacks lane."""
+        turn, self._turn = self._turn[:LOOP_BATCH], self._turn[LOOP_BATCH:]
+        if self._turn:
+            asyncio.get_running_loop().call_soon(self._apply_turn)
+        if not self._may_apply_on_loop():
+            for payload, key, future in turn:
+                relay = asyncio.ensure_future(
+                    self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
+                )
+                relay.add_done_callback(functools.partial(_pass_on, future))
+            return
+        try:
+            results = _apply_many(self._fleet, [(None, payload, key) for payload, key, _ in turn])
+        except BaseException as error:  # each caller hears it, as from a thread of the lane
+            results = [error] * len(turn)
+        for (_, _, future), result in zip(turn, results, strict=True):
+            if not future.cancelled():  # (applied all the same: its sender may deliver it again)
+                future.set_result(result)
 
     async def handle_callbacks(
         self, payloads: Iterable[_Payload], *, keys: Sequence[str | None] | None = None
@@ -423,6 +473,19 @@ class AsyncFleet:
                 await asyncio.wait({self._news}, timeout=min(give_up_at, read_at) - now)
         finally:
             self._waiting -= 1
+
+
+def _pass_on(future: asyncio.Future[Any], relay: asyncio.Future[Any]) -> None:
+    """``relay``'s result (or error) to ``future``, unless its awaiter has gone."""
+    if future.cancelled():
+        return
+    error = None if relay.cancelled() else relay.exception()
+    if relay.cancelled():
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(relay.result())
 
 
 def _apply_one(fleet: Fleet, payload: _Payload, key: str | None = None) -> Outcome | BaseException:

@@ -43,7 +43,6 @@ URL (401). Access logs mask the path's last segment, the token or the signature 
 
 from __future__ import annotations
 
-import functools
 import hmac
 import inspect
 import threading
@@ -334,12 +333,12 @@ class AsgiApplication:
     An object with an ``async def __call__``, not a method: ASGI servers that inspect an application
     to tell ASGI 3 from ASGI 2 (uvicorn) see a coroutine function in it, where a bound method shows
     them none. A receiver of an ``AsyncFleet`` awaits it (which batches callbacks the same way, on
-    threads of its own: never on the loop, whatever its store). A receiver of a ``Fleet`` applies
-    each callback in one of ``ASGI_THREADS`` threads, never on the event loop: the sink's store
-    may block (a PostgreSQL round trip, SQLite waiting for its lock), and the loop
-    serves every other request meanwhile. Under load, callbacks that queue up together are applied
-    together (``WebhookReceiver.apply_many``: one store commit, each answered as it would be alone),
-    in the context (``contextvars``) of the first of them.
+    threads of its own; on the loop only when they cannot block it: see ``streamlife.aio``). A
+    receiver of a ``Fleet`` applies each callback in one of ``ASGI_THREADS`` threads, never on the
+    event loop: the sink's store may block (a PostgreSQL round trip, SQLite waiting for its lock),
+    and the loop serves every other request meanwhile. Under load, callbacks that queue up together
+    are applied together (``WebhookReceiver.apply_many``: one store commit, each answered as it
+    would be alone), in the context (``contextvars``) of the first of them.
     """
 
     def __init__(self, receiver: WebhookReceiver) -> None:
@@ -365,9 +364,15 @@ class AsgiApplication:
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
         receiver = self.receiver
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-        }
+        names = _HEADER_NAMES
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            known = names.get(name)
+            if known is None:
+                known = name.decode("latin-1").lower()
+                if len(names) < _HEADER_NAMES_KEPT:
+                    names[name] = known
+            headers[known] = value.decode("latin-1")
         path = scope.get("root_path", "") + scope.get("path", "")
         response = receiver.screen_head(str(scope.get("method")), path, headers)
         if response is None:
@@ -378,13 +383,15 @@ class AsgiApplication:
                 response = await self._apply_awaited(self._async, body, headers, path)
             else:
                 response = await self._apply_in_thread(body, headers, path)
+        usual = _USUAL_HEADS.get(id(response))
+        head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
         await send(
             {
                 "type": "http.response.start",
                 "status": response.status,
                 # With its length, the answer goes out whole, not chunked.
                 # A copy: middleware may add to a response's headers in place.
-                "headers": list(_asgi_head(response)),
+                "headers": list(head),
             }
         )
         await send({"type": "http.response.body", "body": response.body})
@@ -453,7 +460,11 @@ def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
 
 async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
     """The request's body, from its http.request messages; None once it is over ``max_body``."""
-    chunks, size, more = [], 0, True
+    message = await receive()
+    chunk = message.get("body", b"")
+    if not message.get("more_body", False):  # a callback's body comes in one message
+        return chunk if len(chunk) <= max_body else None
+    chunks, size, more = [chunk], len(chunk), True
     while more and size <= max_body:
         message = await receive()
         chunk = message.get("body", b"")
@@ -465,9 +476,22 @@ async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: in
 
 def _refuse_type(headers: Mapping[str, str]) -> Response | None:
     content_type = headers.get("content-type")
-    if content_type is not None and not _is_json(content_type):
-        return _NOT_JSON
-    return None
+    if content_type is None:
+        return None
+    json = _JSON_TYPES.get(content_type)
+    if json is None:
+        json = _is_json(content_type)
+        if len(_JSON_TYPES) < _JSON_TYPES_KEPT:
+            _JSON_TYPES[content_type] = json
+    return None if json else _NOT_JSON
+
+
+# What the ASGI face looks up for every request instead of working it out again, each bounded: a
+# client choosing the strings must not grow them without end.
+_JSON_TYPES: Final[dict[str, bool]] = {}  # a Content-Type -> whether it is JSON
+_JSON_TYPES_KEPT: Final = 64
+_HEADER_NAMES: Final[dict[bytes, str]] = {}  # a header name as ASGI gives it -> lower-cased text
+_HEADER_NAMES_KEPT: Final = 256
 
 
 def _answer(result: Outcome | CallbackError) -> Response:
@@ -485,13 +509,20 @@ def _answer(result: Outcome | CallbackError) -> Response:
 _PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
 
 
-@functools.lru_cache(maxsize=64)
 def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
-    """An answer's headers as ASGI sends them, with its length: made once for the usual answers."""
+    """An answer's headers as ASGI sends them, with its length."""
     return (
         *((name.lower().encode(), value.encode()) for name, value in response.headers),
         (b"content-length", str(len(response.body)).encode()),
     )
+
+
+# The usual answers' ASGI headers, made once: by identity (the answer is kept beside them, so its
+# id is not reused), which costs less than hashing an answer for every request.
+_USUAL_HEADS: Final = {
+    id(response): (response, _asgi_head(response))
+    for response in (*_PLAIN_OUTCOMES.values(), _UNAUTHORIZED, _NOT_POST, _NOT_JSON)
+}
 
 
 def _too_large(max_body: int) -> Response:

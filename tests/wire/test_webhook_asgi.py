@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamlife import Fleet, Outcome, Policy
+from streamlife import Fleet, Outcome, Policy, webhook
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store.base import NO_DUE, Due, JournalEntry, TaskRow
@@ -187,6 +187,45 @@ def test_asgi_answers_415_and_400_as_wsgi_does() -> None:
     assert broken.status == 400
     assert broken.json["field"] is None
     assert_untouched(before, snapshot(rig.fleet), malformed=1)
+
+
+def test_asgi_answers_each_content_type_and_header_alike_however_many_clients_invent() -> None:
+    # The ASGI face remembers what it worked out of a Content-Type and a header name: a stream of
+    # new ones must neither grow that without bound nor change an answer.
+    rig = bench()
+    task = rig.start()
+    for n in range(400):
+        json_type, other = f"application/x-{n}+json; charset=utf-8", f"text/x-{n}"
+        headers = ((f"X-Header-{n}", "1"), ("Content-Type", json_type if n % 2 else other))
+        answer = call_asgi(rig.receiver, [encoded(segment_callback(tid(task), n))], headers=headers)
+        assert answer.status == (200 if n % 2 else 415), n
+    assert len(webhook._JSON_TYPES) <= webhook._JSON_TYPES_KEPT
+    assert len(webhook._HEADER_NAMES) <= webhook._HEADER_NAMES_KEPT
+    again = call_asgi(rig.receiver, [b"{}"], headers=(("Content-Type", "text/x-0"),))
+    assert again.status == 415
+
+
+def test_asgi_reads_header_names_in_any_case() -> None:
+    # ASGI servers lower-case header names; one that does not is read the same.
+    rig = bench()
+    task = rig.start()
+    body = encoded(segment_callback(tid(task), 0))
+
+    async def once(headers: list[tuple[bytes, bytes]]) -> int:
+        scope = {"type": "http", "method": "POST", "path": f"/hooks/{TOKEN}", "headers": headers}
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        await rig.receiver.asgi(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert asyncio.run(once([(b"Content-Type", b"text/plain")])) == 415
+    assert asyncio.run(once([(b"CONTENT-TYPE", b"Application/JSON")])) == 200
 
 
 @pytest.mark.parametrize("scope_type", ["websocket", "lifespan"])
