@@ -11,7 +11,6 @@ from streamlife._events import StreamKind
 from streamlife.sim.http import API_PREFIX
 from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport, RetryPolicy
 
-from .environment import check_base_url
 from .exits import Usage
 
 API_KEY_ENV: Final = "MEMORIES_API_KEY"
@@ -44,9 +43,7 @@ def sim_url(url: str) -> str:
 
 
 def transport_for(args: argparse.Namespace, retry: RetryPolicy | None = None) -> HttpTransport:
-    understand_url = getattr(args, "understand_url", None)
-    if understand_url is not None:
-        check_base_url(understand_url, "--understand-url")
+    understand_url = getattr(args, "understand_url", None)  # (checked by ``environment.resolve``)
     if args.sim is not None:
         # Live Video Understanding lives on a host of its own: without --understand-url, its
         # requests go to the simulator too, never to memories.ai with the simulator's key.
@@ -63,6 +60,7 @@ def check_understand_reachable(args: argparse.Namespace, kind: StreamKind) -> No
     serves audio and video, and Live Video Understanding on a host of its own."""
     if kind is StreamKind.UNDERSTAND and args.sim is not None and args.understand_url is None:
         raise Usage(
-            "an understand stream with --sim needs --understand-url too: the URL of the simulator's"
-            " Live Video Understanding face (--sim names its audio and video API)"
+            "an understand stream with --sim needs --understand-url too (or MEMORIES_UNDERSTAND_URL): the"
+            " simulator's Live Video Understanding URL, the second one `streamlife sim serve` prints"
+            " (--sim names its audio and video API)"
         )

@@ -19,7 +19,7 @@ from streamlife.webhook import MIN_TOKEN_LENGTH
 from .api import API_KEY_ENV, SIM_API_KEY
 from .callbacks import CALLBACK_KINDS, run_send_callback
 from .deadletters import run_deadletter
-from .environment import BASE_URL_ENV
+from .environment import BASE_URL_ENV, UNDERSTAND_URL_ENV
 from .lifecycle import run_diagram, run_walk
 from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
@@ -653,8 +653,8 @@ def _understand_url_option(command: argparse.ArgumentParser) -> None:
         "--understand-url",
         metavar="URL",
         default=None,
-        help="Live Video Understanding's API, a host of its own (default: with --sim, none: give its"
-        f" simulator's; else {DEFAULT_UNDERSTAND_URL})",
+        help="Live Video Understanding's API, a host of its own, or a simulator's (default:"
+        f" ${UNDERSTAND_URL_ENV}, else {DEFAULT_UNDERSTAND_URL}; with --sim, none: give the simulator's)",
     )
 
 

@@ -1,14 +1,15 @@
 """`streamlife start understand`, `stop` and `status` for a Live Video Understanding task, and
-`send-callback --stream understand`, in-process: the simulator serves Live Video Understanding
-in-process only so far, so `start` and `stop` reach it through its in-process transport in place
-of the HTTP one (``transport_for``). What each command checks before sending anything is checked
-as the command line gives it."""
+`send-callback --stream understand`: in-process, where `start` and `stop` reach the simulator
+through its in-process transport in place of the HTTP one (``transport_for``), so that what each
+command sends and refuses is seen as the command line gives it; and the dev loop in subprocesses
+over loopback sockets, against `streamlife sim serve`'s Live Video Understanding host."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from streamlife.cli import streams as cli_streams
 from streamlife.protocol import understand_result
 from streamlife.sim import Faults, SimTransport
 from streamlife.testing import MemoriesSim
+from tests.cli.test_cli_commands import json_of, streamlife
+from tests.cli.test_cli_devloop import TOKEN, dev_environment, free_port, running
+from tests.scripted_server import Answer, scripted_server
 
 RTMP = "rtmp://sim.invalid:1935/live/stream"
 CALLBACK = "https://hooks.example.invalid/understand"
@@ -207,6 +211,23 @@ def test_stopping_an_understand_task_with_sim_alone_is_refused(
     assert sim.service.billing() == [task_id]  # nothing was sent
 
 
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--understand-url", "ftp://h.example"], "--understand-url 'ftp://h.example'"),
+        ([], "MEMORIES_UNDERSTAND_URL="),
+    ],
+)
+def test_an_understand_url_that_is_not_http_is_bad_usage_naming_where_it_came_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, option: list[str], named: str
+) -> None:
+    monkeypatch.setenv("MEMORIES_UNDERSTAND_URL", "stream.example")  # (an option given wins)
+    code, _, err = run(capsys, "stop", "k", "--sim", "http://127.0.0.1:9", *option)
+    assert code == 2
+    assert named in err
+    assert "is not an http:// or https:// URL" in err
+
+
 # -- send-callback ---------------------------------------------------------------------------------
 def dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     code, out, err = run(capsys, "send-callback", "http://127.0.0.1:9/hook", "--dry-run", *argv)
@@ -283,3 +304,41 @@ def test_an_understand_result_is_posted_over_loopback(capsys: pytest.CaptureFixt
     assert (code, err) == (0, "")
     assert out.startswith("HTTP 200")
     assert received == [understand_result("t-2", "A person walks across the frame.", "2026-12-05T10:00:10Z")]
+
+
+# -- over loopback, against `streamlife sim serve` ----------------------------------------------------
+def test_the_dev_loop_starts_lists_and_stops_an_understand_stream_told_by_the_environment(
+    tmp_path: Path,
+) -> None:
+    """`sim serve` serves Live Video Understanding on a port of its own; `start`, `status` and `stop`
+    reach it in subprocesses, told where by MEMORIES_UNDERSTAND_URL, and its results reach the
+    callback URL the start named."""
+    sim_port, understand_port = free_port(), free_port()
+    env = dev_environment(tmp_path, sim_port)
+    env["MEMORIES_UNDERSTAND_URL"] = f"http://127.0.0.1:{understand_port}"
+    nobody = f"http://127.0.0.1:{free_port()}/{TOKEN}"  # the account's webhook: understand posts elsewhere
+    args = ("sim", "serve", "--webhook", nobody, "--port", str(sim_port), "--speed", "50",
+            "--understand-port", str(understand_port))  # fmt: skip
+    with scripted_server() as hooks, running(*args, cwd=tmp_path, env=env) as sim:
+        hooks.then(*[Answer(200, {"ok": True})] * 500)
+        sim.wait_for(r"Live Video Understanding at (\S+);")
+        started = json_of(
+            streamlife(
+                "start", "understand", "--url", RTMP, "--prompt", "Describe it", "--callback",
+                hooks.url + "/understand", "--json", cwd=tmp_path, **env,
+            )
+        )  # fmt: skip
+        assert (started["kind"], started["state"]) == ("understand", "running")
+        give_up = time.monotonic() + 15
+        while not hooks.requests and time.monotonic() < give_up:
+            time.sleep(0.05)
+        listed = json_of(streamlife("status", "--json", cwd=tmp_path, **env))
+        assert [(task["task_id"], task["kind"]) for task in listed] == [(started["task_id"], "understand")]
+        stopped = json_of(streamlife("stop", started["task_id"], "--json", cwd=tmp_path, **env))
+        assert stopped["state"] == "stopped"  # the stop's answer settles it
+        assert sim.terminate() == 0
+        sim.wait_for(r"1 streams? started, 0 still billing")
+    assert hooks.requests
+    assert {(seen.path, seen.body["task_id"]) for seen in hooks.requests} == {
+        ("/understand", started["task_id"])
+    }
