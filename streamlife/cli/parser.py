@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     face = serve.add_mutually_exclusive_group()
     _api_url_option(face)
+    _understand_url_option(face, with_sim="its simulator's own")
     face.add_argument(
         "--sim",
         action="store_true",
@@ -648,13 +649,15 @@ def _api_url_option(where: argparse._ActionsContainer) -> None:
     )
 
 
-def _understand_url_option(command: argparse.ArgumentParser) -> None:
+def _understand_url_option(
+    command: argparse._ActionsContainer, with_sim: str = "none: give the simulator's"
+) -> None:
     command.add_argument(
         "--understand-url",
         metavar="URL",
         default=None,
         help="Live Video Understanding's API, a host of its own, or a simulator's (default:"
-        f" ${UNDERSTAND_URL_ENV}, else {DEFAULT_UNDERSTAND_URL}; with --sim, none: give the simulator's)",
+        f" ${UNDERSTAND_URL_ENV}, else {DEFAULT_UNDERSTAND_URL}; with --sim, {with_sim})",
     )
 
 

@@ -20,7 +20,10 @@ import structlog
 from streamlife._callbacks import parse_callback
 from streamlife._events import StartResult, StopResult, StreamKind
 from streamlife.cli import main
+from streamlife.cli import serve as cli_serve
 from streamlife.cli import streams as cli_streams
+from streamlife.cli.environment import resolve
+from streamlife.cli.parser import build_parser
 from streamlife.protocol import understand_result
 from streamlife.sim import Faults, SimTransport
 from streamlife.testing import MemoriesSim
@@ -342,3 +345,27 @@ def test_the_dev_loop_starts_lists_and_stops_an_understand_stream_told_by_the_en
     assert {(seen.path, seen.body["task_id"]) for seen in hooks.requests} == {
         ("/understand", started["task_id"])
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "understand_url"),
+    [
+        ([], {}, "https://stream.memories.ai"),
+        ([], {"MEMORIES_UNDERSTAND_URL": "http://127.0.0.1:8791"}, "http://127.0.0.1:8791"),
+        (
+            ["--understand-url", "http://127.0.0.1:9"],
+            {"MEMORIES_UNDERSTAND_URL": "http://h.example"},
+            "http://127.0.0.1:9",
+        ),
+    ],
+)
+def test_serve_sends_understand_requests_where_it_is_told(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], environ: dict[str, str], understand_url: str
+) -> None:
+    """Its Fleet stops understand tasks too (silent ones, orphans): at the host it is given."""
+    monkeypatch.delenv("MEMORIES_UNDERSTAND_URL", raising=False)
+    for name, value in {"MEMORIES_API_KEY": "sk-mai-x", **environ}.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(["serve", "--token", TOKEN, "--store", "memory:", *argv])
+    resolve(args)
+    assert cli_serve._settings(args).understand_url == understand_url
