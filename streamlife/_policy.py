@@ -6,12 +6,100 @@ All durations are seconds on the Fleet's clock (virtual time under a ManualClock
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from types import MappingProxyType
+from typing import Any, Final
 
 from ._billing import DEFAULT_RATES, Rates
 from ._callbacks import DEFAULT_STATUSES, StatusTable
-from .protocol import SEGMENT_SECONDS
+from ._events import StreamKind
+from .protocol import SEGMENT_SECONDS, UNDERSTAND_MAX_TASKS
+
+# A key of ``Policy.max_live`` as it is kept: one product, or the products a cap counts together.
+LiveKey = StreamKind | tuple[StreamKind, ...]
+
+
+def _live_key(given: object) -> LiveKey:
+    """A key of ``Policy.max_live`` as kept: a product, or a tuple of two or more in order."""
+    if isinstance(given, tuple):
+        if not given:
+            raise ValueError("Policy.max_live: a tuple key names no product")
+        kinds = [_product(item) for item in given]
+        if len(set(kinds)) < len(kinds):
+            raise ValueError(f"Policy.max_live: the key {given!r} names a product twice")
+        if len(kinds) == 1:
+            return kinds[0]
+        return tuple(kind for kind in StreamKind if kind in kinds)
+    return _product(given)
+
+
+def _product(given: object) -> StreamKind:
+    if not isinstance(given, str):  # (a StreamKind is a str)
+        raise TypeError(f"Policy.max_live: a key is a product or a tuple of products, got {given!r}")
+    try:
+        return StreamKind(given)
+    except ValueError:
+        known = ", ".join(kind.value for kind in StreamKind)
+        raise ValueError(f"Policy.max_live: unknown product {given!r} (known: {known})") from None
+
+
+def _kinds_of(key: LiveKey) -> tuple[StreamKind, ...]:
+    return (key,) if isinstance(key, StreamKind) else key
+
+
+def _plain(key: LiveKey) -> str | tuple[str, ...]:
+    return key.value if isinstance(key, StreamKind) else tuple(kind.value for kind in key)
+
+
+def _products(key: LiveKey) -> str:
+    return " and ".join(kind.value for kind in _kinds_of(key))
+
+
+class LiveCaps(Mapping[LiveKey, int]):
+    """``Policy.max_live`` as a mapping, checked: each key a product or a tuple of two or more
+    products (in ``StreamKind``'s order), each cap an int of at least 1. Immutable and hashable,
+    so that it may sit in a Policy."""
+
+    __slots__ = ("_caps",)
+
+    def __init__(self, caps: Mapping[Any, int | None]) -> None:
+        checked: dict[LiveKey, int] = {}
+        for given, cap in caps.items():
+            key = _live_key(given)
+            if key in checked:
+                raise ValueError(f"Policy.max_live names {_products(key)} twice")
+            if cap is None:  # no cap of ours for it: as if it were left out
+                continue
+            if not isinstance(cap, int) or isinstance(cap, bool):
+                raise TypeError(f"Policy.max_live[{given!r}] must be an int or None, got {cap!r}")
+            if cap < 1:
+                raise ValueError(f"Policy.max_live[{given!r}] must be at least 1, got {cap!r}")
+            checked[key] = cap
+        self._caps: Mapping[LiveKey, int] = MappingProxyType(checked)
+
+    def groups(self) -> tuple[tuple[frozenset[StreamKind], int], ...]:
+        """Each cap with the products it counts together."""
+        return tuple((frozenset(_kinds_of(key)), cap) for key, cap in self._caps.items())
+
+    def __getitem__(self, key: LiveKey) -> int:
+        return self._caps[key]
+
+    def __iter__(self) -> Iterator[LiveKey]:
+        return iter(self._caps)
+
+    def __len__(self) -> int:
+        return len(self._caps)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._caps.items()))
+
+    def __repr__(self) -> str:
+        shown = {_plain(key): cap for key, cap in self._caps.items()}
+        return f"LiveCaps({shown!r})"
+
+
+DEFAULT_MAX_LIVE: Final = LiveCaps({StreamKind.UNDERSTAND: UNDERSTAND_MAX_TASKS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +164,23 @@ class Policy:
     after the window, or when the process that holds it ends (the store does not keep start
     bodies). 0 never retries: such a start fails at once."""
 
-    max_live: int | None = None
+    max_live: int | Mapping[Any, int | None] | None = DEFAULT_MAX_LIVE
     """The most streams this Fleet keeps live at once (every task whose stream may exist: starting,
-    uncertain, running, stopping or ending), audio and video together, as memories.ai counts them
-    per account. A start past it waits, as for a 429. None: no cap of our own (the service answers
-    16 when the account's capacity is full). Each process counts the tasks its own Fleet holds."""
+    uncertain, running, stopping or ending), per product. A start past a cap waits in ``pending``,
+    as for a 429, and fails with ``LiveCapError`` (which names the products and the cap) once
+    ``start_retry_window`` is over; the request is never sent meanwhile.
+
+    A mapping caps each key's products: a key is a product (``"understand"`` or
+    ``StreamKind.UNDERSTAND``) or a tuple of products counted together, and a start must fit under
+    every key that names its product. A product no key names (or whose cap is None) has no cap of
+    ours. An int caps every product together. None: no cap at all. What you give replaces the
+    default whole. The default, ``{"understand": 4}``, is memories.ai's documented cap of Live
+    Video Understanding tasks per API key (``protocol.UNDERSTAND_MAX_TASKS``): a fifth start would
+    only be refused (1001). Audio and video share a cap per account that memories.ai does not
+    publish (it answers 16 when full): a tuple key says so once you know yours, e.g.
+    ``{("audio", "video"): 20, "understand": 4}``. Tuples, not one flat int per product, because
+    that is how memories.ai counts: audio and video together, understand apart.
+    Each process counts the tasks its own Fleet holds."""
 
     max_parked: int = 10_000
     """Unknown task_ids parked at once. A callback for one more raises ``ParkingFullError`` and is
@@ -181,16 +281,25 @@ class Policy:
             ("max_parked", 1),
             ("max_parked_per_task", 1),
             ("history_limit", 1),
-            ("max_live", 1),
             ("transcript_limit", 1),
         ):
             value = getattr(self, name)
-            if value is None and name in ("history_limit", "max_live", "transcript_limit"):  # None: no limit
+            if value is None and name in ("history_limit", "transcript_limit"):  # None: no limit
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"Policy.{name} must be an int, got {value!r}")
             if value < least:
                 raise ValueError(f"Policy.{name} must be at least {least}, got {value!r}")
+        if isinstance(self.max_live, Mapping) and not isinstance(self.max_live, LiveCaps):
+            object.__setattr__(self, "max_live", LiveCaps(self.max_live))  # checked, and frozen
+        elif self.max_live is not None and not isinstance(self.max_live, LiveCaps):
+            if not isinstance(self.max_live, int) or isinstance(self.max_live, bool):
+                raise TypeError(
+                    "Policy.max_live must be an int, a mapping of products to ints, or None,"
+                    f" got {self.max_live!r}"
+                )
+            if self.max_live < 1:
+                raise ValueError(f"Policy.max_live must be at least 1, got {self.max_live!r}")
         if self.stop_retry_cap < self.stop_retry_base:
             raise ValueError("Policy.stop_retry_cap must not be below stop_retry_base")
         if self.max_duration is not None:
@@ -245,6 +354,19 @@ def check_max_duration(value: object, name: str = "max_duration") -> float:
     if not 0 < seconds < float("inf"):  # (NaN fails too)
         raise ValueError(f"{name} must be positive, finite seconds, got {value!r}")
     return seconds
+
+
+def live_groups(
+    max_live: int | Mapping[Any, int | None] | None,
+) -> tuple[tuple[frozenset[StreamKind], int], ...]:
+    """A checked ``Policy.max_live`` as caps, each with the products it counts together."""
+    if max_live is None:
+        return ()
+    if isinstance(max_live, LiveCaps):
+        return max_live.groups()
+    if isinstance(max_live, int):
+        return ((frozenset(StreamKind), max_live),)
+    return LiveCaps(max_live).groups()
 
 
 def _is_number(value: object) -> bool:

@@ -185,15 +185,27 @@ class JournalMismatch(StreamlifeError):
 
 
 class LiveCapError(StreamlifeError):
-    """A start was held back because it would pass ``Policy.max_live`` live streams.
+    """A start was held back because it would pass a cap of ``Policy.max_live``.
 
-    The request was never sent. The Fleet tries the start again after a backoff, within
-    ``Policy.start_retry_window``; past the window, the task fails.
+    ``products`` are the products that cap counts together (one, for a product's own cap), and
+    ``cap`` how many of their streams may be live at once. The request was never sent. The Fleet
+    tries the start again after a backoff, within ``Policy.start_retry_window``; past the window,
+    the task fails.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, products: Sequence[str]) -> None:
         self.cap = cap
-        super().__init__(f"{cap} streams are live already (Policy.max_live)")
+        self.products = tuple(products)
+        if len(self.products) == 1:
+            what = f"{self.products[0]} streams are"
+        else:
+            what = f"streams of {_and(self.products)} together are"
+        super().__init__(f"{cap} {what} live already (Policy.max_live)")
+
+
+def _and(names: Sequence[str]) -> str:
+    """``audio``, ``audio and video``, ``audio, video and understand``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 class TransportError(StreamlifeError):

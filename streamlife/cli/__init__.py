@@ -9,7 +9,7 @@ Commands:
                passthrough`` has audio streams forward their provider's own messages
     serve      the webhook receiver: take back the store's unfinished tasks, run their timers and
                apply memories.ai's callbacks until SIGTERM/SIGINT (``--sim``: with a simulator)
-    start      start one stream and journal it in the store
+    start      start one stream (audio, video or understand) and journal it in the store
     stop       stop one stream, and wait (``--wait``) until it is terminal
     status     the tasks in the store (``--all``: the terminal ones too)
     journal    one task's history, as the store keeps it

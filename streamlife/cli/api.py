@@ -7,8 +7,9 @@ import os
 from typing import Final
 from urllib.parse import urlsplit
 
+from streamlife._events import StreamKind
 from streamlife.sim.http import API_PREFIX
-from streamlife.transport.http import HttpTransport, RetryPolicy
+from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport, RetryPolicy
 
 from .exits import Usage
 
@@ -42,6 +43,24 @@ def sim_url(url: str) -> str:
 
 
 def transport_for(args: argparse.Namespace, retry: RetryPolicy | None = None) -> HttpTransport:
+    understand_url = getattr(args, "understand_url", None)  # (checked by ``environment.resolve``)
     if args.sim is not None:
-        return HttpTransport(sim_key(), base_url=sim_url(args.sim), retry=retry)
-    return HttpTransport(api_key(), base_url=args.api_url, retry=retry)
+        # Live Video Understanding lives on a host of its own: without --understand-url, its
+        # requests go to the simulator too, never to memories.ai with the simulator's key.
+        base_url = sim_url(args.sim)
+        return HttpTransport(
+            sim_key(), base_url=base_url, understand_url=understand_url or base_url, retry=retry
+        )
+    understand_url = understand_url or DEFAULT_UNDERSTAND_URL
+    return HttpTransport(api_key(), base_url=args.api_url, understand_url=understand_url, retry=retry)
+
+
+def check_understand_reachable(args: argparse.Namespace, kind: StreamKind) -> None:
+    """Refuse to send a Live Video Understanding request to a simulator named by ``--sim`` alone: it
+    serves audio and video, and Live Video Understanding on a host of its own."""
+    if kind is StreamKind.UNDERSTAND and args.sim is not None and args.understand_url is None:
+        raise Usage(
+            "an understand stream with --sim needs --understand-url too (or MEMORIES_UNDERSTAND_URL): the"
+            " simulator's Live Video Understanding URL, the second one `streamlife sim serve` prints"
+            " (--sim names its audio and video API)"
+        )

@@ -3,8 +3,8 @@
 Each callback is built by ``streamlife.protocol``'s builders, in the shapes the docs give (and, where
 they are silent, in the shapes streamlife assumes and says so there): an audio segment (a partial or a
 final transcript; in pass-through mode, the provider's own message in the envelope) or a video
-moderation result, the status-14 stop callback, or a status callback
-that ends the stream. memories.ai signs nothing: the token goes in the URL, as the console's webhook
+moderation result, a Live Video Understanding result, the status-14 stop callback, or a status
+callback that ends the stream. memories.ai signs nothing: the token goes in the URL, as the console's webhook
 URL holds it, or in the ``X-Streamlife-Token`` header, which ``streamlife serve`` also reads.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import requests
@@ -28,6 +29,7 @@ from streamlife.protocol import (
     moderation_callback,
     segment_callback,
     status_callback,
+    understand_result,
 )
 from streamlife.sim._messages import SIM_STATUS_MESSAGES
 from streamlife.sim._records import SOURCE_ENDED
@@ -76,6 +78,10 @@ def build(args: argparse.Namespace) -> Payload:
     stream = StreamKind(args.stream)
     if not args.task:
         raise Usage("--task is empty: give the task_id the callback is about")
+    if stream is StreamKind.UNDERSTAND:
+        return _understand(args)
+    if args.timestamp is not None:
+        raise Usage("--timestamp: an understand result's (--stream understand)")
     if args.provider is not None and (args.kind != "segment" or stream is StreamKind.VIDEO):
         raise Usage("--provider: only with --kind segment of an audio stream (pass-through mode)")
     if args.kind != "segment":
@@ -123,6 +129,33 @@ def build(args: argparse.Namespace) -> Payload:
     if stream is StreamKind.VIDEO:
         return status_callback(args.task, status, kind=stream, message=message)
     return status_callback(args.task, status, message=message, last_index=args.index)
+
+
+def _understand(args: argparse.Namespace) -> Payload:
+    """A Live Video Understanding result: its text and timestamp, with no segment index."""
+    if args.kind != "segment":
+        raise Usage(
+            f"--kind {args.kind}: Live Video Understanding documents no {args.kind} callback (its stop's"
+            " answer settles the task, and a stream that ends by itself says nothing); only --kind segment,"
+            " a result"
+        )
+    unfit = [
+        name
+        for name, given in (
+            ("--index", args.index is not None),
+            ("--partial", args.partial),
+            ("--unsafe", args.unsafe),
+            ("--provider", args.provider is not None),
+            ("--status", args.status is not None),
+        )
+        if given
+    ]
+    if unfit:
+        raise Usage(f"{', '.join(unfit)}: not for an understand result, which has a text and a timestamp")
+    text = "A person walks across the frame." if args.text is None else args.text
+    # Each result is told from the others by its timestamp: now, unless given (to send one again).
+    timestamp = args.timestamp or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return understand_result(args.task, text, timestamp)
 
 
 def _token(given: str | None) -> str | None:

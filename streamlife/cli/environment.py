@@ -4,6 +4,8 @@
 ``STREAMLIFE_STORE``   ``--store`` of every command that keeps tasks (not ``simulate``'s, which
                        wants an empty store of its own)
 ``MEMORIES_BASE_URL``  ``--api-url``: memories.ai's API, or a simulator's (``streamlife sim serve``)
+``MEMORIES_UNDERSTAND_URL``  ``--understand-url`` of ``start`` and ``stop``: Live Video Understanding's
+                       host, or a simulator's (the second URL ``streamlife sim serve`` prints)
 ``MEMORIES_API_KEY``   the API key (``api.API_KEY_ENV``); never an option, so ``ps`` never shows it
 ``STREAMLIFE_WEBHOOK_TOKEN``  the webhook token of ``serve`` and ``send-callback`` (``--token``)
 =====================  ===========================================================================
@@ -27,11 +29,12 @@ from .exits import Usage
 from .stores import DEFAULT_STORE, STORE_ENV, FromEnvironment
 
 BASE_URL_ENV: Final = "MEMORIES_BASE_URL"
+UNDERSTAND_URL_ENV: Final = "MEMORIES_UNDERSTAND_URL"
 
 
 def resolve(args: argparse.Namespace) -> None:
-    """Fill ``args.store`` and ``args.api_url``, where the command has them and they were not given,
-    from the environment or the defaults; check an ``--api-url`` that was given."""
+    """Fill ``args.store``, ``args.api_url`` and ``args.understand_url``, where the command has them
+    and they were not given, from the environment or the defaults; check the URLs given."""
     if getattr(args, "store", "") is None:
         args.store = store_from_environment()
     if hasattr(args, "api_url"):
@@ -42,6 +45,13 @@ def resolve(args: argparse.Namespace) -> None:
             args.api_url = DEFAULT_BASE_URL if sim else base_url_from_environment()
         else:
             check_base_url(args.api_url, "--api-url")
+    if hasattr(args, "understand_url"):
+        if args.understand_url is None:  # (None still, when unset: see ``api.transport_for``)
+            args.understand_url = _read(UNDERSTAND_URL_ENV)
+            if args.understand_url is not None:
+                check_base_url(args.understand_url, UNDERSTAND_URL_ENV)
+        else:
+            check_base_url(args.understand_url, "--understand-url")
 
 
 def store_from_environment() -> str:

@@ -13,13 +13,13 @@ from streamlife._simulate import FAULT_PRESETS
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.protocol import PROVIDERS
 from streamlife.sim._records import SIM_MODES
-from streamlife.transport.http import DEFAULT_BASE_URL
+from streamlife.transport.http import DEFAULT_BASE_URL, DEFAULT_UNDERSTAND_URL
 from streamlife.webhook import MIN_TOKEN_LENGTH
 
 from .api import API_KEY_ENV, SIM_API_KEY
 from .callbacks import CALLBACK_KINDS, run_send_callback
 from .deadletters import run_deadletter
-from .environment import BASE_URL_ENV
+from .environment import BASE_URL_ENV, UNDERSTAND_URL_ENV
 from .lifecycle import run_diagram, run_walk
 from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
@@ -42,9 +42,8 @@ from .values import (
 )
 
 # The function that runs each command, by the name the parser puts in ``args.command``.
-# The kinds the command line starts and shapes callbacks for. Live Video Understanding needs a
-# prompt and a callback URL that these commands do not take yet.
-CLI_KINDS: Final = (StreamKind.AUDIO, StreamKind.VIDEO)
+# The kinds the command line starts and shapes callbacks for: every product.
+CLI_KINDS: Final = tuple(StreamKind)
 
 COMMANDS: Final[Mapping[str, Callable[[argparse.Namespace], int]]] = {
     "diagram": run_diagram,
@@ -229,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     face = serve.add_mutually_exclusive_group()
     _api_url_option(face)
+    _understand_url_option(face, with_sim="its simulator's own")
     face.add_argument(
         "--sim",
         action="store_true",
@@ -267,11 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
         f" {API_KEY_ENV}, unless --sim.",
     )
     start.add_argument(
-        "kind", choices=[kind.value for kind in CLI_KINDS], help="audio (transcription) or video"
+        "kind",
+        choices=[kind.value for kind in CLI_KINDS],
+        help="audio (transcription), video (moderation) or understand (Live Video Understanding)",
     )
-    start.add_argument("url", help="the stream to pull: rtmp://, rtsp://, an HLS or HTTP URL")
+    start.add_argument(
+        "url", nargs="?", default=None, help="the stream to pull: rtmp://, rtsp://, an HLS or HTTP URL"
+    )
+    start.add_argument(
+        "--url", dest="url_option", metavar="URL", default=None, help="the stream to pull, as an option"
+    )
     start.add_argument(
         "--provider", choices=PROVIDERS, help="who transcribes an audio stream (required for audio)"
+    )
+    understand = start.add_argument_group("Live Video Understanding (understand)")
+    understand.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        default=None,
+        help="the instruction applied to each window of the stream (required)",
+    )
+    understand.add_argument(
+        "--system-prompt", metavar="TEXT", default=None, help="the model's role or context"
+    )
+    understand.add_argument("--thinking", action="store_true", help="reasoning mode (sends thinking=true)")
+    understand.add_argument(
+        "--callback",
+        metavar="URL",
+        default=None,
+        help="the public http(s) URL memories.ai posts this stream's results to (required)",
     )
     start.add_argument(
         "--param",
@@ -285,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_option(start)
     start.add_argument("--json", action="store_true", help="print the task as one JSON object")
     _api_options(start)
+    _understand_url_option(start)
 
     stop = commands.add_parser(
         "stop",
@@ -306,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--json", action="store_true", help="print the task as one JSON object")
     _api_options(stop)
+    _understand_url_option(stop)
 
     status = commands.add_parser(
         "status",
@@ -462,8 +488,9 @@ def _send_callback_command(commands: argparse._SubParsersAction[argparse.Argumen
         "send-callback",
         help="post one memories.ai callback to a webhook, and show the answer",
         description="Post one callback to URL, in the shape memories.ai sends it: a segment (an audio"
-        " transcript, partial or final, or a video moderation result), the status-14 stop callback, or"
-        " a status callback that ends the stream. The token (--token, or"
+        " transcript, partial or final, a video moderation result, or a Live Video Understanding"
+        " result), the status-14 stop callback, or a status callback that ends the stream (audio and"
+        " video only: Live Video Understanding documents neither). The token (--token, or"
         f" ${TOKEN_ENV}) goes in the X-Streamlife-Token header, which `streamlife serve` reads as it"
         " reads the token at the end of the URL. Prints the answer's status and body; exits 1 unless"
         " it is 2xx.",
@@ -486,7 +513,17 @@ def _send_callback_command(commands: argparse._SubParsersAction[argparse.Argumen
         help="the segment's index, from 0 (default: 0); with --kind stopped or ended on audio, the last"
         " segment's, which the callback then names",
     )
-    option("--text", default=None, help="an audio segment's transcript (default: hello there)")
+    option(
+        "--text",
+        default=None,
+        help="an audio segment's transcript (default: hello there), or an understand result's text",
+    )
+    option(
+        "--timestamp",
+        metavar="ISO",
+        default=None,
+        help="an understand result's timestamp, which tells it from the others (default: now, UTC)",
+    )
     option("--partial", action="store_true", help="an audio segment's partial transcript, not its final")
     option("--unsafe", action="store_true", help="a video segment found unsafe content")
     option(
@@ -609,6 +646,18 @@ def _api_url_option(where: argparse._ActionsContainer) -> None:
         metavar="URL",
         default=None,
         help=f"memories.ai's API, or a simulator's (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
+    )
+
+
+def _understand_url_option(
+    command: argparse._ActionsContainer, with_sim: str = "none: give the simulator's"
+) -> None:
+    command.add_argument(
+        "--understand-url",
+        metavar="URL",
+        default=None,
+        help="Live Video Understanding's API, a host of its own, or a simulator's (default:"
+        f" ${UNDERSTAND_URL_ENV}, else {DEFAULT_UNDERSTAND_URL}; with --sim, {with_sim})",
     )
 
 

@@ -53,6 +53,7 @@ class ServeSettings:
     server: str  # "builtin" | "uvicorn"
     workers: int
     api_url: str
+    understand_url: str  # Live Video Understanding's host (with sim, its simulator's instead)
     retention: float | None
     stop_wait: float
     sim: bool
@@ -124,6 +125,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         server=args.server,
         workers=args.workers,
         api_url=args.api_url,
+        understand_url=args.understand_url or DEFAULT_UNDERSTAND_URL,
         retention=args.retention,
         stop_wait=args.stop_wait,
         sim=args.sim,
@@ -214,7 +216,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             )
             api_url, understand_url = face.base_url, face.understand_url
         else:
-            api_url, understand_url = settings.api_url, DEFAULT_UNDERSTAND_URL
+            api_url, understand_url = settings.api_url, settings.understand_url
         transport = HttpTransport(settings.key, base_url=api_url, understand_url=understand_url)
         stack.callback(transport.close)
         fleet = stack.enter_context(

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from streamlife._events import StreamKind
 from streamlife._policy import Policy
@@ -16,9 +17,10 @@ from streamlife.protocol import PROVIDERS, URL_FIELD
 from streamlife.store import Store, TaskRow, mask_store_url
 from streamlife.transport.http import HttpTransport, RetryPolicy
 
-from .api import transport_for
+from .api import check_understand_reachable, transport_for
 from .exits import EXIT_OK, Problem, Usage
 from .render import plural, print_fields, print_table, print_task, tasks_table
+from .simulator import mask_webhook
 from .stores import check_store_url, find_task, opened, row_json
 
 STOP_POLL: Final = 0.05  # real seconds between two looks at the store while `stop` waits
@@ -55,13 +57,21 @@ def _task_json(row: TaskRow | None, task_state: str, key: str, store: str) -> di
 
 def run_start(args: argparse.Namespace) -> int:
     kind = StreamKind(args.kind)
-    params = {**dict(args.param), URL_FIELD[kind]: args.url}
+    url = _stream_url(args)
+    params = {**dict(args.param), URL_FIELD[kind]: url}
     if args.provider is not None:
+        if kind is StreamKind.UNDERSTAND:
+            raise Usage("--provider: an audio stream's; an understand stream has none")
         params["provider"] = args.provider
-    if not args.url:
-        raise Usage("the stream's URL is empty")
     if kind is StreamKind.AUDIO and params.get("provider") not in PROVIDERS:
         raise Usage(f"an audio stream needs --provider ({' or '.join(PROVIDERS)})")
+    if kind is StreamKind.UNDERSTAND:
+        params |= _understand_fields(args, params)
+    else:
+        given = [flag for flag, value in _understand_options(args) if value]
+        if given:
+            raise Usage(f"{', '.join(given)}: only for an understand stream")
+    check_understand_reachable(args, kind)
     shown = mask_store_url(args.store)
     check_store_url(args.store)
     transport = transport_for(args)  # before the store: a missing key must not leave a new file behind
@@ -69,7 +79,10 @@ def run_start(args: argparse.Namespace) -> int:
         # No retries of a start refused for now: this process is gone before a retry would be due.
         once = Policy(start_retry_window=0)
         with opened(args.store) as store, Fleet(transport, store=store, policy=once) as fleet:
-            task = fleet.start(kind, **params)
+            try:
+                task = fleet.start(kind, **params)
+            except ValueError as error:  # a start body the Fleet refuses before sending it
+                raise Usage(str(error)) from None
             row = store.row(task.key or "")
     finally:
         transport.close()
@@ -96,6 +109,59 @@ def run_start(args: argparse.Namespace) -> int:
     raise Problem(f"the stream did not start ({task.state.value}): {why}")
 
 
+def _stream_url(args: argparse.Namespace) -> str:
+    """The stream's URL: the argument, or ``--url`` (one of them)."""
+    if args.url is not None and args.url_option is not None:
+        raise Usage("the stream's URL is given twice: as an argument and as --url; give one")
+    url: str | None = args.url if args.url is not None else args.url_option
+    if url is None:
+        raise Usage("the stream's URL is missing: give it as an argument, or as --url URL")
+    if not url:
+        raise Usage("the stream's URL is empty")
+    return url
+
+
+def _understand_options(args: argparse.Namespace) -> list[tuple[str, object]]:
+    return [
+        ("--prompt", args.prompt is not None),
+        ("--system-prompt", args.system_prompt is not None),
+        ("--thinking", args.thinking),
+        ("--callback", args.callback is not None),
+    ]
+
+
+def _understand_fields(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """An understand stream's fields from its options (``--param`` may give them too)."""
+    fields: dict[str, Any] = {}
+    if args.prompt is not None:
+        fields["user_prompt"] = args.prompt
+    if args.system_prompt is not None:
+        fields["system_prompt"] = args.system_prompt
+    if args.thinking:
+        fields["thinking"] = True
+    if args.callback is not None:
+        fields["callback"] = args.callback
+    body = {**params, **fields}
+    if not str(body.get("user_prompt") or "").strip():
+        raise Usage(
+            "an understand stream needs --prompt TEXT: the instruction memories.ai applies to each"
+            " window of the stream"
+        )
+    callback = body.get("callback")
+    if callback is None:
+        # Only a Fleet configured to make each task's callback URL could fill it in; this one is not.
+        raise Usage(
+            "an understand stream needs --callback URL: the public http(s) URL memories.ai posts its"
+            " results to, e.g. --callback https://your-host.example/understand"
+        )
+    parts = urlsplit(str(callback))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Usage(
+            f"--callback must be a public http:// or https:// URL, got {mask_webhook(str(callback))!r}"
+        )
+    return fields
+
+
 def run_stop(args: argparse.Namespace) -> int:
     shown = mask_store_url(args.store)
     check_store_url(args.store)
@@ -106,6 +172,7 @@ def run_stop(args: argparse.Namespace) -> int:
         with opened(args.store, existing=True) as store:
             row = find_task(store, args.task, shown)
             if not row.terminal:
+                check_understand_reachable(args, StreamKind(row.kind))
                 row = _stop_and_wait(store, transport, row, give_up_at)
     finally:
         transport.close()

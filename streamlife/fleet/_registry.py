@@ -9,12 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from streamlife._events import StreamKind
 from streamlife._policy import Policy
+from streamlife.lifecycle import TERMINAL, TaskState
 
 from ._tracked import Tracked
+
+# The states whose stream may exist and bill: what Policy.max_live counts.
+LIVE_STATES: Final = frozenset(TaskState) - TERMINAL - {TaskState.PENDING}
 
 
 class Registry:
@@ -24,6 +29,7 @@ class Registry:
         "by_ref",
         "counts",
         "kinds_started",
+        "live",
         "lock",
         "on_settled",
         "released",
@@ -40,6 +46,9 @@ class Registry:
         self.by_id: dict[str, Tracked] = {}
         self.counts: Counter[str] = Counter()
         self.kinds_started: set[StreamKind] = set()
+        # Tasks held in a live state, by product: derived from each task's state by ``recount``
+        # (which ``Timers.sync`` calls after every move), so that Policy.max_live costs no walk.
+        self.live: Counter[StreamKind] = Counter()
         # Tasks let go from memory (Policy.keep_terminal): how many, their billed seconds, dollars.
         self.released: tuple[int, float, float] = (0, 0.0, 0.0)
 
@@ -53,6 +62,28 @@ class Registry:
         """Let go of a task that was never journaled. Caller holds the lock."""
         task = tracked.task
         del self.by_ref[task.ref], self.by_key[task.key or ""]
+        self._count_live(tracked, None)
+
+    def recount(self, tracked: Tracked) -> None:
+        """Count the task in ``live`` as its state and product now say. Caller holds the task's
+        lock, not this one."""
+        task = tracked.task
+        live_as = task.kind if task.state in LIVE_STATES else None
+        if live_as is not tracked.live_as:  # (most moves keep it as it was: no lock taken)
+            with self.lock:
+                if self.by_ref.get(task.ref) is tracked:  # (one let go, or never held, counts not)
+                    self._count_live(tracked, live_as)
+
+    def live_count(self, kinds: Iterable[StreamKind]) -> int:
+        """Tasks held in a live state whose product is one of ``kinds``. Caller holds the lock."""
+        return sum(self.live[kind] for kind in kinds)
+
+    def _count_live(self, tracked: Tracked, live_as: StreamKind | None) -> None:
+        if tracked.live_as is not None:
+            self.live[tracked.live_as] -= 1
+        if live_as is not None:
+            self.live[live_as] += 1
+        tracked.live_as = live_as
 
     def forget(self, tracked: Tracked) -> None:
         """Let go of a task the store no longer holds (a retention prune let it go): a callback for
@@ -65,6 +96,7 @@ class Registry:
                 del self.by_key[task.key or ""]
             if task.task_id is not None and self.by_id.get(task.task_id) is tracked:
                 del self.by_id[task.task_id]
+            self._count_live(tracked, None)
 
     def release(self, tracked: Tracked, policy: Policy) -> None:
         """Let a terminal task go from memory (``Policy.keep_terminal``); what it cost stays counted

@@ -8,14 +8,14 @@ have made a stream, the task is ``uncertain`` instead, never started twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streamlife._clock import Clock
-from streamlife._events import Outcome
+from streamlife._events import Outcome, StreamKind
 from streamlife._logging import get_logger
 from streamlife._parking import Parked
-from streamlife._policy import Policy
+from streamlife._policy import Policy, live_groups
 from streamlife.errors import (
     CapacityError,
     LiveCapError,
@@ -27,7 +27,7 @@ from streamlife.errors import (
     StreamlifeError,
     TransportError,
 )
-from streamlife.lifecycle import TERMINAL, Deadline, TaskState
+from streamlife.lifecycle import Deadline, TaskState
 from streamlife.transport.base import Transport
 
 from ._moves import Mover
@@ -45,8 +45,6 @@ _log = get_logger()
 UNJOURNALED_START: Final = "the start answer came but could not be journaled"
 # What a start retry that finds the task no longer pending (stopped, or started elsewhere) returns.
 _MOVED_ON: Final = Outcome.rejected("no longer pending when its start retry came due")
-# The states whose stream may exist and bill: what Policy.max_live counts.
-_BILLABLE: Final = frozenset(TaskState) - TERMINAL - {TaskState.PENDING}
 
 
 @dataclass(slots=True, eq=False)
@@ -62,11 +60,22 @@ class Starter:
     backoff: Backoff
     clock: Clock
     policy: Policy
+    # Policy.max_live's caps that count each product, each with the products it counts together.
+    _caps: dict[StreamKind, tuple[tuple[tuple[StreamKind, ...], int], ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        groups = live_groups(self.policy.max_live)
+        self._caps = {
+            kind: tuple(
+                (tuple(k for k in StreamKind if k in kinds), cap) for kinds, cap in groups if kind in kinds
+            )
+            for kind in StreamKind
+        }
 
     def send(self, tracked: Tracked) -> None:
         """Send the start request of a task in ``starting``, and fire what its answer says."""
         task, fire = tracked.task, self.mover.locked_fire
-        full = self._over_max_live()
+        full = self._over_max_live(task.kind)
         if full is not None:
             self._defer(tracked, full)
             return
@@ -90,14 +99,17 @@ class Starter:
                 raise no_id
             self._started(tracked, task_id)
 
-    def _over_max_live(self) -> LiveCapError | None:
-        """Why one more start would pass ``Policy.max_live``, or None. The task asking is counted:
-        it is already starting."""
-        cap = self.policy.max_live
-        if cap is None:
+    def _over_max_live(self, kind: StreamKind) -> LiveCapError | None:
+        """Why one more start of ``kind`` would pass a cap of ``Policy.max_live``, or None. The
+        task asking is counted: it is already starting."""
+        caps, registry = self._caps[kind], self.registry
+        if not caps:
             return None
-        live = sum(tracked.task.state in _BILLABLE for tracked in self.registry.everyone())
-        return LiveCapError(cap) if live > cap else None
+        with registry.lock:
+            for kinds, cap in caps:
+                if registry.live_count(kinds) > cap:
+                    return LiveCapError(cap, kinds)
+        return None
 
     def _defer(self, tracked: Tracked, error: StreamlifeError) -> None:
         """A start refused for now: try again after a backoff (never sooner than Retry-After) while

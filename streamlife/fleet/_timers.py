@@ -58,6 +58,7 @@ class Timers:
         deadlines count from (the task's last event, for a task taken over from another process);
         None: now. Caller holds the task's lock."""
         task = tracked.task
+        self.registry.recount(tracked)  # (Policy.max_live's count follows the state, as timers do)
         want = self.wanted(task)
         if want is tracked.timers and task.state not in TERMINAL:  # (each set is one shared object)
             return

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from streamlife._events import StreamKind
 from streamlife._task import StreamTask
 from streamlife.lifecycle import Deadline, StopReason
 
@@ -23,6 +24,7 @@ class Tracked:
         "held_back",
         "kind_guessed",
         "last_heard",
+        "live_as",
         "lock",
         "notices",
         "stale",
@@ -54,5 +56,8 @@ class Tracked:
         self.start_deferrals = 0  # starts refused for now, in this process (the backoff grows with them)
         self.start_not_before = 0.0  # a deferred start goes out again no sooner than this
         self.kind_guessed = False  # an orphan whose product its callbacks did not show
+        # The product this task is counted under in ``Registry.live`` (None: not counted). Kept by
+        # ``Registry.recount`` from the task's state, touched under the registry's lock too.
+        self.live_as: StreamKind | None = None
         self.notices: list[tuple[Hooks, tuple[Any, ...]]] | None = None  # hook calls to make
         self.delivering = False  # a thread is calling this task's hooks

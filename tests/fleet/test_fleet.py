@@ -211,7 +211,9 @@ def test_max_live_holds_a_start_until_a_stream_ends(clock: ManualClock) -> None:
         TaskState.RUNNING,
         TaskState.PENDING,
     )
-    assert error_of(third) == "LiveCapError: 2 streams are live already (Policy.max_live)"
+    assert error_of(third) == (
+        "LiveCapError: 2 streams of audio, video and understand together are live already (Policy.max_live)"
+    )
     assert r.sim.service.start_requests == 2  # the third was never sent
     r.fleet.stop(first)
     r.sim.advance(5)

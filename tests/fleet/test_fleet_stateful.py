@@ -20,7 +20,10 @@ Invariants, after every step:
 * an orphan is adopted, and its stop sent, within the parking TTL plus one reaper pass of its
   first callback;
 * the store holds every task as it is: replaying its journal rebuilds the same state, flags,
-  transcript and applied history.
+  transcript and applied history;
+* never more streams of a cap's products live than ``Policy.max_live`` allows (drawn: the default,
+  understand at 4; an int; a mapping with a tuple key; None) among the tasks this Fleet started,
+  and the count the Fleet keeps of its live tasks by product is the one a walk finds.
 
 And at the end of every run, after ``stop_all`` and settling: every task is terminal, nothing is
 parked, the simulator's ledger shows no stream still billing (orphans included), and the seconds
@@ -62,7 +65,9 @@ from streamlife._events import (
     StopResult,
 )
 from streamlife._journal import facts_of, rebuild
+from streamlife._policy import DEFAULT_MAX_LIVE, live_groups
 from streamlife._task_urls import verified_key
+from streamlife.fleet._registry import LIVE_STATES
 from streamlife.lifecycle import TERMINAL, StopReason
 from streamlife.protocol import STOPPED_BY_USER, UNDERSTAND_INVALID, URL_FIELD
 from streamlife.sim import Faults, SimMode, SimTransport
@@ -130,11 +135,21 @@ class FleetMachine(RuleBasedStateMachine):
         stop_when_stalled=st.booleans(),
         max_duration=st.sampled_from([None, 15.0]),
         mode=st.sampled_from(["segments", "passthrough"]),
+        max_live=st.sampled_from([DEFAULT_MAX_LIVE, None, 3, {("audio", "video"): 2, "understand": 1}]),
     )
-    def set_up(self, seed: int, stop_when_stalled: bool, max_duration: float | None, mode: SimMode) -> None:
+    def set_up(
+        self,
+        seed: int,
+        stop_when_stalled: bool,
+        max_duration: float | None,
+        mode: SimMode,
+        max_live: Any,
+    ) -> None:
         self.sim = MemoriesSim.new(faults(seed), mode=mode, clock=self.clock)
         self.service = self.sim.service
-        policy = dataclasses.replace(POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration)
+        policy = dataclasses.replace(
+            POLICY, stop_when_stalled=stop_when_stalled, max_duration=max_duration, max_live=max_live
+        )
         self.transport = StopsWhileStarting(self.sim.transport)
         # Understand starts may leave out their callback: each is then given its task's own URL,
         # by which its results come (routed by key, naming a stream whose start answer was lost).
@@ -183,6 +198,11 @@ class FleetMachine(RuleBasedStateMachine):
             if not own_url:  # (else the Fleet gives the task's own)
                 params["callback"] = "https://hooks.sim.invalid/u"
         task = self.fleet.start(kind, **params)
+        # (A start that Policy.max_live held back sent no request, so none was stopped meanwhile.)
+        stop_meanwhile, self.transport.stop_during_next_start = (
+            stop_meanwhile and not self.transport.stop_during_next_start,
+            False,
+        )
         assert task.state is not TaskState.STARTING
         # (A start refused, or refused for now and waiting in pending, or refused for now and
         # stopped meanwhile, had no answer to lose.)
@@ -323,6 +343,22 @@ class FleetMachine(RuleBasedStateMachine):
         for task in self.fleet.tasks(TaskState.RUNNING):
             assert task.started_at is not None
             assert self.clock.now() <= task.started_at + limit + STEP, f"{task!r} ran past max_duration"
+
+    @invariant()
+    def never_more_live_than_a_cap_allows(self) -> None:
+        """Among the tasks this Fleet started (an orphan is adopted, never admitted); and the
+        Fleet's own count of its live tasks, by product, is what a walk of them finds."""
+        fleet = self.transport.fleet
+        assert fleet is not None
+        tasks = fleet.tasks()
+        for kinds, cap in live_groups(fleet.policy.max_live):
+            started = [t for t in tasks if t.kind in kinds and t.state in LIVE_STATES and not t.adopted]
+            assert len(started) <= cap, (sorted(kinds), cap, started)
+        walked = Counter(task.kind for task in tasks if task.state in LIVE_STATES)
+        registry = fleet._registry
+        with registry.lock:
+            kept = +registry.live  # (without the products counted down to 0)
+        assert kept == walked
 
     @invariant()
     def no_other_products_result_becomes_a_task(self) -> None:

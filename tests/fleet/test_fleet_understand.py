@@ -79,8 +79,8 @@ def test_duplicated_and_reordered_results_are_applied_once(clock: ManualClock) -
     assert setup.sim.billing() == []
 
 
-def test_past_the_cap_of_four_a_start_waits_for_room(clock: ManualClock) -> None:
-    setup = rig(clock)
+def test_past_the_services_cap_of_four_a_start_waits_for_room(clock: ManualClock) -> None:
+    setup = rig(clock, max_live=None)  # no cap of ours: the service's answers the fifth start
     tasks = [start(setup) for _ in range(UNDERSTAND_MAX_TASKS)]
     assert all(task.state is TaskState.RUNNING for task in tasks)
     fifth = start(setup)
