@@ -24,7 +24,7 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""  # streamlife prints nothing the example did not ask for
         outputs.append(result.stdout)
-    fleet, cost, journal, user_tests, webhook, from_asyncio, by_hand, simulator, video = outputs
+    fleet, cost, journal, user_tests, webhook, from_asyncio, by_hand, simulator, video, understand = outputs
     assert user_tests == ""  # it only defines tests: test_testing_plugin.py runs them under pytest
     assert "task 1: stopping -> stopped on stopped" in fleet
     assert "still billing: []" in fleet
@@ -48,6 +48,11 @@ def test_every_python_block_in_the_readme_runs_as_written() -> None:
     assert video.splitlines() == [
         "segment 3: unsafe content in https://storage.sim.invalid/e3e70682-c209-4cac-a29f-6fbed82c07cd/3.mp4",
         "stopped after 4 segments, 40 frames checked",
+    ]
+    assert understand.splitlines() == [
+        "uncertain None",  # the start answer was lost
+        "running 2 results",  # named by its first result, on its own URL
+        "{'audio': 'stopped', 'video': 'stopped', 'understand': 'stopped'} []",
     ]
 
 
