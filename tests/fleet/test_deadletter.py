@@ -329,7 +329,7 @@ def test_a_payload_refused_over_http_is_a_400_and_a_dead_letter_in_the_sqlite_fi
     path = tmp_path / "tasks.db"
     store = SqliteStore(path)
     rig = Rig(store)
-    token = "t" * 24
+    token = rig.sim.token  # (the receiver verifies the task URLs the Fleet gives)
     body = b'{"code": "200", "task_id": "x", "data": {"status": 0, "transcript": 5}}'
     try:
         with serve_webhook(WebhookReceiver(rig.fleet, token=token)) as server, requests.Session() as session:
