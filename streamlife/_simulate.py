@@ -6,10 +6,13 @@ every task is terminal, nothing is parked and the simulator bills no stream, or 
 ``settle_limit`` virtual seconds pass. In-process, the Fleet talks to the simulator directly; with
 ``http=True`` everything crosses loopback sockets for real: ``HttpTransport`` to the simulator's
 HTTP face (a port per host: audio and video, and Live Video Understanding), and its callbacks to
-one ``WebhookReceiver`` in a WSGI server: the webhook's, and each understand start's own
-``callback`` URL's. ``Run.mode`` is the
-simulator's: audio streams send 5-second segments (``"segments"``) or forward their provider's own
-messages (``"passthrough"``). Every audio start names a provider, chosen from the seed.
+one ``WebhookReceiver`` in a WSGI server: the webhook's, and each understand task's own callback
+URL's. Understand starts give no ``callback=``: the Fleet's ``CallbackUrls`` gives each task its
+own signed URL, and its results come routed by the task's key, which names a task whose start
+answer was lost (in-process, the key is read from the URL the simulator addresses, as the receiver
+reads it). ``Run.mode`` is the simulator's: audio streams send 5-second segments (``"segments"``)
+or forward their provider's own messages (``"passthrough"``). Every audio start names a provider,
+chosen from the seed.
 
 The Fleet journals every event in the store ``Run.store`` names (``memory:`` by default;
 ``sqlite:PATH`` or ``postgres:DSN`` keep the run's tasks for ``streamlife status`` and
@@ -21,9 +24,12 @@ The run checks the invariants itself and reports what broke in ``Report.violatio
 terminal after settling; a task filed as terminal while its stream still bills; a final applied
 twice; a history that is not a path through the lifecycle table; a callback the Fleet was handed
 that its task's history does not record exactly once; a callback the Fleet refused (in-process, as
-the webhook's 400 over HTTP); an orphan adopted under a task_id that names no stream of the simulator
-(a callback of another product, say); a transcript that does not account for every segment up to
-the last final the simulator sent (each is a final, or inside one of the task's gaps).
+the webhook's 400 over HTTP, or 403 for one its task's URL does not open); an orphan adopted under
+a task_id that names no stream of the simulator (a callback of another product, say); a
+transcript that does not account for every segment up to the last final the simulator sent (each
+is a final, or inside one of the task's gaps); an understand stream whose start answer was lost,
+and whose results came, that its task's URL did not name (running, then terminal) or that was
+adopted as an orphan instead.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ._callbacks import parse_callback
 from ._clock import ManualClock
@@ -50,12 +57,13 @@ from ._events import (
 )
 from ._policy import Policy
 from ._task import StreamTask
+from ._task_urls import CallbackUrls, task_route, verified_key
 from .errors import CallbackError
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
 from .protocol import PROVIDERS, SEGMENT_SECONDS, URL_FIELD
 from .sim import Faults, SimTransport, SimulatedService, serve_http
-from .sim._records import SIM_MODES, SimMode
+from .sim._records import SIM_MODES, Delivery, SimMode
 from .sim.http import WebhookPoster
 from .store import Store, mask_store_url, open_store
 from .transport.base import Transport
@@ -70,6 +78,8 @@ FAULT_PRESETS: Final[dict[str, Callable[[int], Faults]]] = {
 _STEP: Final = 1.0  # virtual seconds between two ticks of the Fleet
 _API_KEY: Final = "sk-mai-simulated-run"
 _EPOCH: Final = 1_700_000_000.0
+# In-process, where the task URLs would point: nothing listens there, the sink reads the key itself.
+_IN_PROCESS_RECEIVER: Final = "https://hooks.sim.invalid/streamlife"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,8 @@ class Report:
     store: str = "memory:"  # the store's URL, any password masked
     tasks_in_store: dict[str, int] = field(default_factory=dict)  # rows by state, read back at the end
     tasks_by_kind: dict[str, int] = field(default_factory=dict)  # the Fleet's tasks by product
+    # Tasks a result on their own callback URL named (before, or instead of, their start answer).
+    tasks_named: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,7 +196,7 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
     # None: they read every task, those that ended long before the run did too.
     policy = Policy(seed=run.seed, stop_concurrency=0, history_limit=None, keep_terminal=None)
     with _wired(service, run.http) as (transport, handed):
-        fleet = Fleet(transport, clock=clock, policy=policy, store=store)
+        fleet = Fleet(transport, clock=clock, policy=policy, store=store, callback_urls=handed.callback_urls)
         handed.fleet = fleet
         try:
             return _Driver(run, clock, service, fleet, handed, on_progress).drive()
@@ -194,21 +206,28 @@ def _simulate(run: Run, store: Store, on_progress: Callable[[Snapshot], None] | 
 
 class _Handed:
     """Stands between the callbacks and the Fleet: counts what the Fleet took, per task_id, and keeps
-    what it refused."""
+    what it refused.
 
-    def __init__(self) -> None:
+    ``callback_urls`` is the one place where understand results are sent: each task's own URL,
+    under the receiver's base URL (over HTTP) and signed with its token. The receiver checks that
+    the ``callback_urls`` of the sink it is given sign with its own token, and gives task URLs only
+    to a sink that takes ``key``: this one does, and passes it on to the Fleet."""
+
+    def __init__(self, base: str = _IN_PROCESS_RECEIVER, token: str | None = None) -> None:
         self.fleet: Fleet | None = None
         self.by_task: Counter[str] = Counter()
         self.refused: list[tuple[object, str]] = []  # in-process: (task_id, why), as a webhook's 400
         self.poster: WebhookPoster | None = None  # over HTTP: what the simulator could not deliver
-        # What an understand start gives as its ``callback``: where its results go. In-process they
-        # reach the Fleet whatever it says; over HTTP, the receiver's token URL.
-        self.callback = "https://hooks.sim.invalid/understand"
+        token = secrets.token_urlsafe(24) if token is None else token
+        self.callback_urls = CallbackUrls(base, token=token)
+        self._token = token.encode()  # (in-process: to verify a delivery's URL as the receiver does)
 
-    def handle_callback(self, payload: bytes | str | Mapping[str, Any]) -> Outcome:
-        """The Fleet's, counted: raises ``CallbackError`` as the Fleet does (the receiver answers 400)."""
+    def handle_callback(self, payload: bytes | str | Mapping[str, Any], *, key: str | None = None) -> Outcome:
+        """The Fleet's, counted: raises ``CallbackError`` as the Fleet does (the receiver answers
+        400, or 403 for a task URL that does not open the callback's task)."""
         assert self.fleet is not None, "the Fleet is handed over before the first callback"
-        outcome = self.fleet.handle_callback(payload)  # a refused callback is in no history: not counted
+        # A refused callback is in no history: not counted.
+        outcome = self.fleet.handle_callback(payload, key=key)
         event = parse_callback(payload, statuses=self.fleet.policy.statuses)
         # A provider message, or a status the policy calls ongoing, is news and no event: no history
         # has it; nor has another product's result, which belongs to no task.
@@ -219,28 +238,41 @@ class _Handed:
             self.by_task[event.task_id] += 1
         return outcome
 
-    def take(self, payload: Mapping[str, Any]) -> None:
-        """The in-process sink: a refused callback is kept, as the webhook's 400 would answer it,
-        where raising would stop the simulator's delivery of everything else."""
+    def take(self, payload: Mapping[str, Any], callback: str | None = None) -> None:
+        """The in-process sink: a callback as the receiver would take it at ``callback``, the URL
+        the simulator addresses (a task's own URL: routed by its key; None: the account's webhook).
+        A refused callback is kept, as the webhook's 400 (or 401, 403) would answer it, where
+        raising would stop the simulator's delivery of everything else."""
+        key = None
+        if callback is not None:
+            key = verified_key(self._token, urlsplit(callback).path)
+            if key is None:
+                self.refused.append((payload.get("task_id"), "its URL is no task URL the receiver verifies"))
+                return
         try:
-            self.handle_callback(payload)
+            self.handle_callback(payload, key=key)
         except CallbackError as error:
             self.refused.append((payload.get("task_id"), str(error)))
+
+    def take_delivery(self, delivery: Delivery) -> None:
+        """``take``, for the simulator's ``on_delivery``: each callback with the URL it goes to."""
+        self.take(delivery.payload, delivery.callback)
 
 
 @contextmanager
 def _wired(service: SimulatedService, http: bool) -> Iterator[tuple[Transport, _Handed]]:
-    handed = _Handed()
+    token = secrets.token_urlsafe(24)
+    # In-process the task URLs point nowhere (the sink reads their keys); over HTTP, at the receiver.
+    handed = _Handed(_IN_PROCESS_RECEIVER, token)
     if not http:
-        service.on_callback(handed.take)
+        service.on_delivery(handed.take_delivery)
         yield SimTransport(service, _API_KEY), handed
         return
-    token = secrets.token_urlsafe(24)
-    receiver = WebhookReceiver(handed, token=token)
+    receiver = WebhookReceiver(handed, token=token)  # (it checks that the sink's URLs sign with its token)
     with serve_webhook(receiver) as hook:
         webhook = f"{hook.url}/hooks/{token}"
-        # Understand results go to the receiver's account-wide token URL, as the webhook's do.
-        handed.callback = webhook
+        # Its address is known once it listens: the Fleet, made after, gives URLs that reach it.
+        handed.callback_urls = CallbackUrls(f"{hook.url}/hooks", token=token)
         with serve_http(service, webhook_url=webhook) as face:
             handed.poster = face.poster
             # One attempt per stop: the Fleet retries on virtual time, as in-process, not in real sleeps.
@@ -310,8 +342,8 @@ class _Driver:
         elif kind not in kinds:
             kind = dice.choice(kinds)
         params: dict[str, Any] = {URL_FIELD[kind]: f"rtmp://sim.invalid/live/{n}"}
-        if kind is StreamKind.UNDERSTAND:  # its results go to a URL of its own, given per start
-            params |= {"user_prompt": "Describe what happens", "callback": self.handed.callback}
+        if kind is StreamKind.UNDERSTAND:  # no callback=: the Fleet gives the task's own URL
+            params["user_prompt"] = "Describe what happens"
         if kind is StreamKind.AUDIO:  # the audio start page marks provider required
             params["provider"] = dice.choice(PROVIDERS)
             if self.run.mode == "passthrough" and params["provider"] == "assemblyai" and dice.random() < 0.5:
@@ -386,6 +418,7 @@ class _Driver:
             self._check_history(task)
             self._check_adopted(task)
             self._check_transcript(task)
+        self._check_named()
         poster = self.handed.poster
         for payload, why in [] if poster is None else poster.failures:
             self._violation(f"a webhook for {payload.get('task_id')} was not taken: {why}")
@@ -404,9 +437,37 @@ class _Driver:
             holder = self.fleet.get(task_id)
             if holder is None:
                 continue
-            recorded = sum(entry.source is Source.CALLBACK for entry in holder.history)
+            # (``named`` is no callback of its own: the first routed one names the stream with it)
+            recorded = sum(
+                entry.source is Source.CALLBACK and entry.trigger != "named" for entry in holder.history
+            )
             if recorded != handed:
                 self._violation(f"{self._label(holder)}: {handed} callbacks handed over, {recorded} recorded")
+
+    def _check_named(self) -> None:
+        """An understand stream whose start answer was lost, and whose results were delivered, is
+        named by them on its task's own URL: that task runs, then ends, and no orphan is adopted
+        in its place."""
+        by_key = {task.key: task for task in self.fleet.tasks()}
+        delivered = {delivery.task_id for delivery in self.service.deliveries}
+        for stream in self.service.streams.values():
+            if stream.kind is not StreamKind.UNDERSTAND or stream.named or stream.task_id not in delivered:
+                continue
+            key = None if stream.callback is None else task_route(urlsplit(stream.callback).path)
+            task = None if key is None else by_key.get(key[0])
+            if task is None:
+                self._violation(
+                    f"understand stream {stream.task_id}, its answer lost, has no task by its URL"
+                )
+                continue
+            named = [entry for entry in task.history if entry.trigger == "named"]
+            if task.task_id != stream.task_id or not named or named[0].to_state is not TaskState.RUNNING:
+                self._violation(
+                    f"{self._label(task)}: its start answer was lost and its results came by its own URL,"
+                    f" but they did not name it (it is {task.state}, task_id {task.task_id})"
+                )
+            if any(other.adopted and other.task_id == stream.task_id for other in by_key.values()):
+                self._violation(f"{self._label(task)}: its stream {stream.task_id} was adopted as an orphan")
 
     def _check_adopted(self, task: StreamTask) -> None:
         """An orphan is a stream nobody here named: its task_id must be one of the simulator's streams."""
@@ -478,4 +539,7 @@ class _Driver:
             invariant_violations=self.violations_total,
             violations=list(self.violations),
             tasks_by_kind=dict(sorted(Counter(task.kind.value for task in self.fleet.tasks()).items())),
+            tasks_named=sum(
+                any(entry.trigger == "named" for entry in task.history) for task in self.fleet.tasks()
+            ),
         )

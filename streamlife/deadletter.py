@@ -15,6 +15,11 @@ replay hands the event over again, which its task takes as it takes any callback
 A letter still refused stays, and its new error is reported. A letter whose body was cut when it was
 kept (over ``DEAD_LETTER_MAX_BODY``) holds only the start of the payload: it is never replayed.
 
+A payload that came by a task's own callback URL (``CallbackUrls``: the Fleet was given its key)
+and that the parser refuses is not kept: a replay delivers by the task_id a letter names, as for
+the account-wide URL, whose token opens every task, while a task's URL opens that one task only.
+It is counted as malformed, logged, and answered 400 all the same.
+
 Replay needs no ``Fleet.recover()`` first: ``deliver`` finds a task this Fleet does not hold in the
 store, and applies the event to it under the store's lock on the task's row, so a replay from a
 one-shot process reaches the tasks a running ``serve`` holds. (``recover()`` would do harm there: it

@@ -336,13 +336,15 @@ class Fleet:
         stream, or one another task holds, or if no task has the key.
 
         Raises ``CallbackError`` for a payload that is not a callback (the receiver answers 400),
-        after keeping it as a dead letter. Anything well formed returns an Outcome: APPLIED,
-        DUPLICATE, LATE, PARKED (its task_id is not known yet), FOREIGN (another product's result,
-        handed to the ``on_foreign`` hooks) or REJECTED with the reason; or, when nothing of it
-        could be kept now, raises ``StoreError`` (the store failed) or ``ParkingFullError`` (no room
-        to park it). Deliver such a callback again later: the receiver answers 503.
+        after keeping it as a dead letter (not one that came with a ``key``: a replay would
+        deliver it by the task_id it names, which a task's URL does not vouch for). Anything well
+        formed returns an Outcome: APPLIED, DUPLICATE, LATE, PARKED (its task_id is not known yet),
+        FOREIGN (another product's result, handed to the ``on_foreign`` hooks) or REJECTED with the
+        reason; or, when nothing of it could be kept now, raises ``StoreError`` (the store failed)
+        or ``ParkingFullError`` (no room to park it). Deliver such a callback again later: the
+        receiver answers 503.
         """
-        event = self._intake.parse(payload)
+        event = self._intake.parse(payload, routed=key is not None)
         return self._intake.deliver(event) if key is None else self._intake.deliver_routed(key, event)
 
     def handle_callbacks(

@@ -56,12 +56,13 @@ class Intake:
     policy: Policy
     stopper: Stopper
 
-    def parse(self, payload: Payload) -> CallbackEvent:
-        """The callback in ``payload``; a payload the parser refuses is kept as a dead letter first."""
+    def parse(self, payload: Payload, *, routed: bool = False) -> CallbackEvent:
+        """The callback in ``payload``; a payload the parser refuses is kept as a dead letter first,
+        unless it came by a task's own URL (``routed``): see ``_refused``."""
         try:
             return self.ours_if_known(parse_callback(payload, statuses=self.policy.statuses))
         except CallbackError as error:
-            self._refused(payload, error)
+            self._refused(payload, error, routed=routed)
             raise
 
     def handle_many(
@@ -76,7 +77,7 @@ class Intake:
         for n, payload in enumerate(payloads):
             key = None if keys is None else keys[n]
             try:
-                event = self.parse(payload)
+                event = self.parse(payload, routed=key is not None)
             except CallbackError as error:
                 results.append(error)
                 continue
@@ -113,12 +114,27 @@ class Intake:
             raise CallbackError("data", "not in the shape of a stream callback, for a stream of ours")
         return event.stream
 
-    def _refused(self, payload: Payload, error: CallbackError) -> None:
+    def _refused(self, payload: Payload, error: CallbackError, *, routed: bool = False) -> None:
         """Keep a payload the parser refused as a dead letter, and say so: a payload of a shape this
         version does not read is not lost, and ``replay_dead_letters`` applies it once one does. A
-        store that cannot keep it raises (the receiver answers 500, not 400)."""
+        store that cannot keep it raises (the receiver answers 500, not 400).
+
+        One that came by a task's own URL (``routed``) is counted and logged, not kept: a replay
+        delivers a letter by the task_id it names, as the account-wide URL's callbacks are, and a
+        task's URL opens that one task only. Kept, what a leaked URL brought could reach any task
+        once a newer parser read it."""
         self.registry.count("malformed")
         body = dead_letter_body(payload)
+        if routed:
+            _log.warning(
+                "streamlife.callback_refused",
+                reason=str(error),
+                field=error.field,
+                size=len(body),
+                letter=None,
+                by_task_url=True,
+            )
+            return
         letter = self.store.dead_letter(self.clock.now(), str(error), error.field, body)
         _log.warning(
             "streamlife.callback_refused", reason=str(error), field=error.field, size=len(body), letter=letter

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -329,7 +330,7 @@ def test_a_payload_refused_over_http_is_a_400_and_a_dead_letter_in_the_sqlite_fi
     path = tmp_path / "tasks.db"
     store = SqliteStore(path)
     rig = Rig(store)
-    token = "t" * 24
+    token = rig.sim.token  # (the receiver verifies the task URLs the Fleet gives)
     body = b'{"code": "200", "task_id": "x", "data": {"status": 0, "transcript": 5}}'
     try:
         with serve_webhook(WebhookReceiver(rig.fleet, token=token)) as server, requests.Session() as session:
@@ -352,3 +353,50 @@ def test_a_payload_refused_over_http_is_a_400_and_a_dead_letter_in_the_sqlite_fi
         ]
     finally:
         reopened.close()
+
+
+def test_a_payload_a_task_url_brings_that_the_parser_refuses_is_not_kept(tmp_path: Path) -> None:
+    """A task's own URL opens that task only, and a replay delivers a letter by the task_id it
+    names: what the parser refuses on a task URL is answered 400 and counted, never kept, so a
+    leaked URL cannot plant a letter a newer parser applies to another task. The same body on the
+    token's URL is kept, as every refused callback there is."""
+    store = SqliteStore(tmp_path / "tasks.db")
+    sim = MemoriesSim.new()
+    fleet = sim.fleet(POLICY, store=store)
+    mine, other = (fleet.start("understand", url=URL, user_prompt="Say") for _ in range(2))
+    assert mine.task_id is not None
+    assert other.task_id is not None
+    # A result in a shape this parser refuses (its text an object), naming the other task.
+    planted = body_of({"status": 0, "task_id": other.task_id, "text": {"scene": "a new shape"}})
+    assert fleet.callback_urls is not None
+    task_path = urlsplit(fleet.callback_urls.url_for(mine.key or "")).path
+    try:
+        with (
+            serve_webhook(WebhookReceiver(fleet, token=sim.token)) as server,
+            requests.Session() as session,
+            capture_logs() as logs,
+        ):
+            session.trust_env = False
+            by_task_url = session.post(f"{server.url}{task_path}", data=planted, timeout=10)
+            assert by_task_url.status_code == 400
+            assert store.dead_letters() == []  # not kept
+            assert fleet.stats().malformed == 1  # counted all the same
+            assert replay_dead_letters(fleet) == []
+            by_token = session.post(f"{server.url}/hooks/{sim.token}", data=planted, timeout=10)
+        assert by_token.status_code == 400
+        assert [letter.body for letter in store.dead_letters()] == [planted]
+        refused = [log for log in logs if log["event"] == "streamlife.callback_refused"]
+        assert [log.get("by_task_url") for log in refused] == [True, None]
+        assert [log["letter"] is None for log in refused] == [True, False]
+    finally:
+        sim.close()
+        store.close()
+
+
+def test_a_refused_payload_in_a_batch_is_kept_only_when_it_came_by_no_task_url(rig: Rig) -> None:
+    """``handle_callbacks`` as ``handle_callback``: a key makes a refused payload unkept."""
+    task = rig.fleet.start("understand", url=URL, user_prompt="Say")
+    refused = body_of({"status": 0, "task_id": task.task_id, "text": 5})
+    results = rig.fleet.handle_callbacks([refused, refused], keys=[task.key, None])
+    assert [type(result) for result in results] == [CallbackError, CallbackError]
+    assert [letter.body for letter in rig.store.dead_letters()] == [refused]  # the unrouted one only

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from streamlife import ManualClock, StreamTask, TaskState
+from streamlife import Fleet, ManualClock, StreamTask, TaskState
 from streamlife.lifecycle import StopReason
 from streamlife.protocol import UNDERSTAND_MAX_TASKS
 from streamlife.sim import Faults
 from streamlife.store import SqliteStore
-from tests.conftest import Rig, rig, state_of
+from tests.conftest import POLICY, Rig, rig, state_of
 
 BODY = {
     "url": "rtmp://sim.invalid:1935/live/stream",
@@ -46,11 +46,14 @@ def test_a_start_body_that_lacks_what_it_needs_is_refused_before_anything_is_sen
     clock: ManualClock, changes: dict[str, Any], words: str
 ) -> None:
     setup = rig(clock)
+    # A Fleet with no callback_urls (the plugin's Fleets have them: a missing callback is filled).
+    fleet = Fleet(setup.transport, clock=clock, policy=POLICY)
     body = {key: value for key, value in {**BODY, **changes}.items() if value is not None}
     with pytest.raises(ValueError, match=words):
-        setup.fleet.start("understand", **body)
+        fleet.start("understand", **body)
     assert setup.sim.service.start_requests == 0
-    assert setup.fleet.tasks() == []
+    assert fleet.tasks() == []
+    fleet.close()
 
 
 def test_results_are_heard_and_the_stop_answer_settles_the_task_at_once(clock: ManualClock) -> None:

@@ -168,13 +168,15 @@ def test_the_http_marker_drives_the_three_products_over_loopback_sockets(pyteste
                 fleet.start("audio", audio_url="rtmp://example.invalid/a", provider="assemblyai"),
                 fleet.start("video", url="rtmp://example.invalid/v"),
             ] + [
+                # Two with no callback (each task's own URL, routed), one with the webhook's.
+                fleet.start("understand", url="rtmp://example.invalid/u", user_prompt="Describe it"),
+                fleet.start("understand", url="rtmp://example.invalid/u", user_prompt="Describe it"),
                 fleet.start(
                     "understand",
                     url="rtmp://example.invalid/u",
                     user_prompt="Describe it",
                     callback=memories_sim.callback_url,
-                )
-                for _ in range(3)
+                ),
             ]
             memories_sim.advance(30)
             fleet.stop_all()
@@ -213,3 +215,87 @@ def test_an_http_fleet_hears_results_at_its_receiver_until_it_crashes() -> None:
     finally:
         sim.close()
     assert sim.billing() == [task.task_id]  # nobody stopped it: the ledger says so
+
+
+USERS_UNDERSTAND_TESTS = """
+import pytest
+from streamlife import TaskState
+
+def named_after_a_lost_answer(fleet, memories_sim):
+    memories_sim.service.lose_next_start_answer()
+    task = fleet.start("understand", url="rtmp://example.invalid/u", user_prompt="Describe it")
+    assert task.state is TaskState.UNCERTAIN and task.task_id is None
+    memories_sim.advance(10)
+    # Its results came by its own URL, and named it: it runs, with what they said.
+    assert task.state is TaskState.RUNNING and task.task_id is not None
+    assert len(task.transcript) == 2
+    fleet.stop_all()
+    memories_sim.settle()
+    assert task.state is TaskState.STOPPED
+    assert fleet.stats().orphans == 0 and memories_sim.billing() == []
+    assert memories_sim.refused == []
+
+def test_in_process(fleet, memories_sim):
+    named_after_a_lost_answer(fleet, memories_sim)
+
+@pytest.mark.memories(http=True)
+def test_over_http(fleet, memories_sim):
+    named_after_a_lost_answer(fleet, memories_sim)
+    assert memories_sim.served.poster.failures == []
+"""
+
+
+def test_an_understand_start_needs_no_callback_and_its_results_name_it(pytester: pytest.Pytester) -> None:
+    """Left out, the callback is the task's own URL: its results reach it routed by key, and name
+    it when its start answer was lost, in-process as over HTTP."""
+    pytester.makepyfile(test_understand=USERS_UNDERSTAND_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_receiver_of_a_users_own_takes_the_simulators_token(pytester: pytest.Pytester) -> None:
+    """A receiver mounted on a Fleet made here must verify its task URLs: with another token it is
+    refused, naming the fix; with the marker's token, or ``memories_sim.token``, it is taken."""
+    pytester.makepyfile(
+        test_receiver="""
+        import pytest
+        from streamlife.webhook import WebhookReceiver
+
+        MINE = "my-own-webhook-token-0123456789"
+
+        def test_another_token_is_refused(fleet):
+            with pytest.raises(ValueError, match="same token"):
+                WebhookReceiver(fleet, token=MINE)
+
+        def test_the_simulators_token_is_taken(fleet, memories_sim):
+            WebhookReceiver(fleet, token=memories_sim.token)
+
+        @pytest.mark.memories(token=MINE)
+        def test_the_marker_gives_mine(fleet, memories_sim):
+            assert memories_sim.token == MINE
+            WebhookReceiver(fleet, token=MINE)
+
+        @pytest.mark.memories(token="short")
+        def test_a_short_token_is_a_usage_error(memories_sim):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*token=...) takes a string of 16 characters or more*"])
+
+
+def test_a_routed_result_another_fleet_refuses_is_kept_not_raised() -> None:
+    """Two Fleets, each on a store of its own, hear every delivery: the one that does not hold the
+    task refuses its routed results (its receiver's 403), which ``refused`` keeps."""
+    sim = MemoriesSim.new()
+    try:
+        mine, other = sim.fleet(), sim.fleet(store=MemoryStore())
+        task = mine.start("understand", url="rtmp://example.invalid/u", user_prompt="Say")
+        sim.advance(10)
+        assert len(task.transcript) == 2
+        assert other.tasks() == []  # nothing adopted
+        assert other.stats().parked == 0
+        assert [task_id for task_id, _ in sim.refused] == [task.task_id, task.task_id]
+    finally:
+        sim.close()
