@@ -13,7 +13,7 @@ on the network: parse, apply, answer.
          framing cannot be trusted (RFC 9112, 6.3), so it is refused before the token is checked
     413  the body is over ``max_body``   415  a Content-Type that is not JSON
     400  not a callback: {"error": ..., "field": ...}; nothing changed (the Fleet keeps it as a
-         dead letter)
+         dead letter, unless it came by a task's own URL: a replay would deliver it by task_id)
     200  {"outcome": "applied" | "duplicate" | "late" | "parked" | "foreign" | "rejected"}
     503  {"error": ...} with ``Retry-After: 1`` (``retry_after``): the sink cannot take the callback
          now (its journal store failed: ``StoreError``; no room to park it: ``ParkingFullError``);
