@@ -115,10 +115,13 @@ def test_what_task_urls_lack_is_bad_usage_that_says_what_to_pass_and_sends_nothi
 
 
 # -- over loopback: sim serve, serve and start, each a process -------------------------------------------
-def test_the_dev_loop_routes_understand_results_by_the_tasks_own_url(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["builtin", "uvicorn"])
+def test_the_dev_loop_routes_understand_results_by_the_tasks_own_url(tmp_path: Path, server: str) -> None:
     """`start understand` without --callback, told serve's public URL by STREAMLIFE_PUBLIC_URL: `sim
-    serve` posts each result to the task's URL, `serve` verifies it and applies it to the task;
-    `stop` settles it. A hand-made POST with a wrong signature is answered 401."""
+    serve` posts each result to the task's URL, `serve` (either server) verifies it and applies it
+    to the task; `stop` settles it. A hand-made POST with a wrong signature is answered 401."""
+    if server == "uvicorn":
+        pytest.importorskip("uvicorn")
     sim_port, understand_port = free_port(), free_port()
     env = dev_environment(tmp_path, sim_port)
     env["MEMORIES_UNDERSTAND_URL"] = f"http://127.0.0.1:{understand_port}"
@@ -128,8 +131,8 @@ def test_the_dev_loop_routes_understand_results_by_the_tasks_own_url(tmp_path: P
         assert done.returncode == 0, done.stderr
         return done.stdout, done.stderr
 
-    with running("serve", "--port", "0", cwd=tmp_path, env=env) as serve:
-        port = serve.wait_for(r"webhooks at http://127\.0\.0\.1:(\d+)/<token hidden>; recovered")[1]
+    with running("serve", "--port", "0", "--server", server, cwd=tmp_path, env=env) as serve:
+        port = serve.wait_for(r"webhooks at http://127\.0\.0\.1:(\d+)/<token hidden>.*; recovered")[1]
         env["STREAMLIFE_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
         sim_args = ("sim", "serve", "--webhook", f"http://127.0.0.1:{port}/{TOKEN}", "--port",
                     str(sim_port), "--understand-port", str(understand_port), "--speed", "50")  # fmt: skip
