@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the public base URL at which memories.ai reaches `streamlife serve`: without --callback,"
         " the stream's results go to the task's own URL under it, URL/task/<key>/<signature>, signed"
-        f" with the webhook token (default: ${PUBLIC_URL_ENV}; one of the two is required)",
+        f" with the webhook token (default: ${PUBLIC_URL_ENV}; without it, --callback is required)",
     )
     understand.add_argument(
         "--token",
