@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -35,9 +34,9 @@ from streamlife.sim._messages import SIM_STATUS_MESSAGES
 from streamlife.sim._records import SOURCE_ENDED
 from streamlife.webhook import TOKEN_HEADER
 
+from .environment import webhook_token
 from .exits import EXIT_OK, Problem, Usage
 from .render import printable
-from .serve import TOKEN_ENV
 from .simulator import checked_webhook, mask_webhook
 
 CALLBACK_KINDS: Final = ("segment", "stopped", "ended")
@@ -51,7 +50,7 @@ def run_send_callback(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return EXIT_OK
     headers = {"Content-Type": "application/json"}
-    token = _token(args.token)
+    token = webhook_token(args.token)
     if token:
         headers[TOKEN_HEADER] = token
     shown = mask_webhook(args.url)
@@ -156,15 +155,6 @@ def _understand(args: argparse.Namespace) -> Payload:
     # Each result is told from the others by its timestamp: now, unless given (to send one again).
     timestamp = args.timestamp or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return understand_result(args.task, text, timestamp)
-
-
-def _token(given: str | None) -> str | None:
-    if given is not None:
-        return given
-    token = os.environ.get(TOKEN_ENV)
-    if token is not None and not token.strip():
-        raise Usage(f"{TOKEN_ENV} is set but empty: give it the webhook's token, or unset it")
-    return token
 
 
 def _body(answer: requests.Response) -> Any:

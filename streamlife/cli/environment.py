@@ -7,7 +7,9 @@
 ``MEMORIES_UNDERSTAND_URL``  ``--understand-url`` of ``start`` and ``stop``: Live Video Understanding's
                        host, or a simulator's (the second URL ``streamlife sim serve`` prints)
 ``MEMORIES_API_KEY``   the API key (``api.API_KEY_ENV``); never an option, so ``ps`` never shows it
-``STREAMLIFE_WEBHOOK_TOKEN``  the webhook token of ``serve`` and ``send-callback`` (``--token``)
+``STREAMLIFE_WEBHOOK_TOKEN``  the webhook token of ``serve``, ``send-callback`` and ``start`` (``--token``)
+``STREAMLIFE_PUBLIC_URL``  ``--public-url`` of ``start``: the public base URL of ``serve``, under which an
+                       understand task started without ``--callback`` gets its own signed URL
 =====================  ===========================================================================
 
 An option given on the command line wins. A variable that is set but empty, or holds what the option
@@ -26,15 +28,31 @@ from streamlife.store import mask_store_url, parse_store_url
 from streamlife.transport.http import DEFAULT_BASE_URL
 
 from .exits import Usage
+from .serve import TOKEN_ENV
+from .simulator import mask_webhook
 from .stores import DEFAULT_STORE, STORE_ENV, FromEnvironment
 
 BASE_URL_ENV: Final = "MEMORIES_BASE_URL"
 UNDERSTAND_URL_ENV: Final = "MEMORIES_UNDERSTAND_URL"
+PUBLIC_URL_ENV: Final = "STREAMLIFE_PUBLIC_URL"
+
+
+class PublicUrl(str):
+    """The receiver's public base URL, and where it came from (the option or the variable), which a
+    message about it names."""
+
+    source: str
+
+    def __new__(cls, value: str, source: str) -> PublicUrl:
+        made = super().__new__(cls, value)
+        made.source = source
+        return made
 
 
 def resolve(args: argparse.Namespace) -> None:
-    """Fill ``args.store``, ``args.api_url`` and ``args.understand_url``, where the command has them
-    and they were not given, from the environment or the defaults; check the URLs given."""
+    """Fill ``args.store``, ``args.api_url``, ``args.understand_url`` and ``args.public_url``, where
+    the command has them and they were not given, from the environment or the defaults; check the
+    URLs given."""
     if getattr(args, "store", "") is None:
         args.store = store_from_environment()
     if hasattr(args, "api_url"):
@@ -52,6 +70,13 @@ def resolve(args: argparse.Namespace) -> None:
                 check_base_url(args.understand_url, UNDERSTAND_URL_ENV)
         else:
             check_base_url(args.understand_url, "--understand-url")
+    if hasattr(args, "public_url"):
+        if args.public_url is None:  # (None still, when unset: no task URLs then)
+            value = _read(PUBLIC_URL_ENV)
+            if value is not None:
+                args.public_url = check_public_url(PublicUrl(value, PUBLIC_URL_ENV))
+        else:
+            args.public_url = check_public_url(PublicUrl(args.public_url, "--public-url"))
 
 
 def store_from_environment() -> str:
@@ -81,11 +106,39 @@ def check_base_url(url: str, name: str) -> None:
     """An API base URL: http:// or https://, with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = f"{name}={url!r}" if name.isupper() else f"{name} {url!r}"
+        shown = _shown(name, url)
         raise Usage(
             f"{shown} is not an http:// or https:// URL: want memories.ai's API ({DEFAULT_BASE_URL})"
             " or a simulator's, as `streamlife sim serve` prints it"
         )
+
+
+def webhook_token(given: str | None) -> str | None:
+    """``--token`` if given, else ``STREAMLIFE_WEBHOOK_TOKEN`` (None when unset; bad usage when set
+    to nothing but blanks). Never shown."""
+    if given is not None:
+        return given
+    token = os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise Usage(f"{TOKEN_ENV} is set but empty: give it the webhook's token, or unset it")
+    return token
+
+
+def check_public_url(url: PublicUrl) -> PublicUrl:
+    """The receiver's public base URL: http:// or https://, with a host, no query and no fragment
+    (each task's path is added to it). Shown with its last segment hidden: a token may ride there."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or "#" in url:
+        raise Usage(
+            f"{_shown(url.source, mask_webhook(url))} is not an http:// or https:// URL without query"
+            " or fragment: want the public base URL at which memories.ai reaches `streamlife serve`,"
+            " e.g. https://your-host.example (each task's own path is added to it)"
+        )
+    return url
+
+
+def _shown(name: str, value: str) -> str:
+    return f"{name}={value!r}" if name.isupper() else f"{name} {value!r}"
 
 
 def _read(name: str) -> str | None:

@@ -19,7 +19,7 @@ from streamlife.webhook import MIN_TOKEN_LENGTH
 from .api import API_KEY_ENV, SIM_API_KEY
 from .callbacks import CALLBACK_KINDS, run_send_callback
 from .deadletters import run_deadletter
-from .environment import BASE_URL_ENV, UNDERSTAND_URL_ENV
+from .environment import BASE_URL_ENV, PUBLIC_URL_ENV, UNDERSTAND_URL_ENV
 from .lifecycle import run_diagram, run_walk
 from .production import DEFAULT_GRACEFUL, DEFAULT_KEEP_ALIVE
 from .retention import run_prune
@@ -295,7 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--callback",
         metavar="URL",
         default=None,
-        help="the public http(s) URL memories.ai posts this stream's results to (required)",
+        help="the public http(s) URL memories.ai posts this stream's results to (default: the task's"
+        " own URL under --public-url)",
+    )
+    understand.add_argument(
+        "--public-url",
+        metavar="URL",
+        default=None,
+        help="the public base URL at which memories.ai reaches `streamlife serve`: without --callback,"
+        " the stream's results go to the task's own URL under it, URL/task/<key>/<signature>, signed"
+        f" with the webhook token (default: ${PUBLIC_URL_ENV}; without it, --callback is required)",
+    )
+    understand.add_argument(
+        "--token",
+        default=None,
+        help=f"the webhook token of `streamlife serve`, which signs the task's own URL (default:"
+        f" ${TOKEN_ENV}, which other users cannot see in `ps`)",
     )
     start.add_argument(
         "--param",

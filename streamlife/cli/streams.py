@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from streamlife._events import StreamKind
 from streamlife._policy import Policy
+from streamlife._task_urls import MIN_TOKEN_LENGTH, CallbackUrls
 from streamlife.errors import StreamlifeError
 from streamlife.fleet import Fleet
 from streamlife.lifecycle import TaskState
@@ -18,8 +19,10 @@ from streamlife.store import Store, TaskRow, mask_store_url
 from streamlife.transport.http import HttpTransport, RetryPolicy
 
 from .api import check_understand_reachable, transport_for
+from .environment import PUBLIC_URL_ENV, PublicUrl, webhook_token
 from .exits import EXIT_OK, Problem, Usage
 from .render import plural, print_fields, print_table, print_task, tasks_table
+from .serve import TOKEN_ENV
 from .simulator import mask_webhook
 from .stores import check_store_url, find_task, opened, row_json
 
@@ -72,13 +75,18 @@ def run_start(args: argparse.Namespace) -> int:
         if given:
             raise Usage(f"{', '.join(given)}: only for an understand stream")
     check_understand_reachable(args, kind)
+    # Without --callback, the task's own URL under the receiver's public URL (refused before).
+    urls = _task_urls(args) if kind is StreamKind.UNDERSTAND and "callback" not in params else None
     shown = mask_store_url(args.store)
     check_store_url(args.store)
     transport = transport_for(args)  # before the store: a missing key must not leave a new file behind
     try:
         # No retries of a start refused for now: this process is gone before a retry would be due.
         once = Policy(start_retry_window=0)
-        with opened(args.store) as store, Fleet(transport, store=store, policy=once) as fleet:
+        with (
+            opened(args.store) as store,
+            Fleet(transport, store=store, policy=once, callback_urls=urls) as fleet,
+        ):
             try:
                 task = fleet.start(kind, **params)
             except ValueError as error:  # a start body the Fleet refuses before sending it
@@ -149,10 +157,14 @@ def _understand_fields(args: argparse.Namespace, params: dict[str, Any]) -> dict
         )
     callback = body.get("callback")
     if callback is None:
-        # Only a Fleet configured to make each task's callback URL could fill it in; this one is not.
+        if args.public_url is not None:
+            return fields  # the Fleet gives the task its own URL (``_task_urls``)
         raise Usage(
-            "an understand stream needs --callback URL: the public http(s) URL memories.ai posts its"
-            " results to, e.g. --callback https://your-host.example/understand"
+            "an understand stream needs a URL memories.ai posts its results to: --public-url URL (or"
+            f" {PUBLIC_URL_ENV}), the public base URL of `streamlife serve`, under which the task gets"
+            " its own URL signed with the webhook token (--token or"
+            f" {TOKEN_ENV}); or --callback URL, a public http(s) URL of your own, e.g. --callback"
+            " https://your-host.example/understand"
         )
     parts = urlsplit(str(callback))
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -160,6 +172,30 @@ def _understand_fields(args: argparse.Namespace, params: dict[str, Any]) -> dict
             f"--callback must be a public http:// or https:// URL, got {mask_webhook(str(callback))!r}"
         )
     return fields
+
+
+def _task_urls(args: argparse.Namespace) -> CallbackUrls:
+    """The task URLs under the receiver's public URL (``--public-url``, or the variable), signed with
+    its webhook token: the token never shows in a message, nor does the URL's last segment."""
+    public_url: PublicUrl = args.public_url
+    token = webhook_token(args.token)
+    if not token:
+        raise Usage(
+            f"{public_url.source}: a task's own URL is signed with the webhook token `streamlife serve`"
+            f" verifies it with: give the same token here, --token T or {TOKEN_ENV}"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise Usage(f"the webhook token must be {MIN_TOKEN_LENGTH} characters or more, got {len(token)}")
+    if token in public_url:
+        # Every task's URL is handed to memories.ai: the token in it would open every task.
+        raise Usage(
+            f"{public_url.source} must not carry the webhook token: give the receiver's base URL, under"
+            " which each task's URL carries a signature instead"
+        )
+    try:
+        return CallbackUrls(public_url, token=token)
+    except ValueError as error:  # (the URL is checked already; the words never hold the token)
+        raise Usage(f"{public_url.source}: {error}") from None
 
 
 def run_stop(args: argparse.Namespace) -> int:

@@ -138,7 +138,7 @@ def test_the_url_may_be_given_as_the_argument(
         (["understand", "--url", RTMP, "--prompt", " ", "--callback", CALLBACK], "needs --prompt TEXT"),
         (
             ["understand", "--url", RTMP, "--prompt", "Describe"],
-            "needs --callback URL: the public http(s) URL",
+            "or --callback URL, a public http(s) URL of your own",
         ),
         (
             ["understand", "--url", RTMP, "--prompt", "Describe", "--callback", "ftp://h.example/u"],
