@@ -254,8 +254,8 @@ class PostgresStore:
                 conn.commit()
             else:
                 # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
-                # for the disk. (Not conn.rollback(), which forgets the prepared statements.)
-                conn.execute("ROLLBACK", prepare=False)
+                # for the disk.
+                _roll_back_keeping_prepared(conn)
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -555,6 +555,17 @@ def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tup
     cursor = psycopg.ClientCursor(conn)
     cursor.execute(statement, (key,))
     return cursor
+
+
+def _roll_back_keeping_prepared(conn: _Connection) -> None:
+    """Roll back the open transaction, and keep the connection's prepared statements. psycopg
+    forgets them at any ROLLBACK it runs (``rollback()``, or one passed to ``execute``) and has the
+    server drop them (DEALLOCATE ALL): after every duplicate callback, the next events would be
+    parsed and planned again. These transactions change no schema, so the statements stay valid;
+    the ROLLBACK goes through libpq itself, which psycopg's cache of statements does not see."""
+    result = conn.pgconn.exec_(b"ROLLBACK")
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        conn.rollback()  # (raises, saying why, if the connection is bad)
 
 
 def _refuse_failed(conn: _Connection, why: str) -> None:
