@@ -44,6 +44,7 @@ from streamlife._jsontext import to_json
 
 from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate
+from ._prune_pacing import Pacer, ServerPacer
 from ._sql import (
     CLAIMABLE,
     DUE_COLUMNS,
@@ -374,7 +375,10 @@ class PostgresStore:
         """Each batch is one transaction: it locks its tasks' rows (``FOR UPDATE SKIP LOCKED``: a
         task another process is writing is left for a later prune, and nobody waits for the
         prune), then deletes their journals, claims and rows. A write that waited for one of these
-        rows finds it gone once the batch commits, and is refused."""
+        rows finds it gone once the batch commits, and is refused. A batch takes what it can delete
+        in about ``_prune_pacing.HOLD``, counted in journal entries, and the prune then sleeps as
+        long as the batch took (``_prune_pacing.ServerPacer``): other processes' writes, whose
+        commits wait behind the prune's in the WAL, are held up by one short batch at most."""
         cutoff = (prune_cutoff(before),) * 2
         what = "could not prune"
         if dry_run:
@@ -390,26 +394,40 @@ class PostgresStore:
             return PruneResult(found[0], int(found[1]), old_letters[0])
         if getattr(self._local, "conn", None) is not None:
             raise StoreError(f"{what}: {self!r} cannot prune inside a batch or a lock() block")
+        pacer = self._pacer()
         tasks = entries = 0
         with self._errors(what), self._pool.connection() as conn:
             while True:
+                began = pacer.timer()
+                limit = min(PRUNE_BATCH, pacer.budget)  # (a task has one entry at least)
                 with conn.transaction():
-                    found_keys = conn.execute(
-                        f"SELECT key {_PRUNABLE} ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                        (*cutoff, PRUNE_BATCH),
+                    batch = conn.execute(
+                        f"SELECT key, version {_PRUNABLE} ORDER BY created_at LIMIT %s"
+                        " FOR UPDATE SKIP LOCKED",
+                        (*cutoff, limit),
                     ).fetchall()
-                    keys = ([key for (key,) in found_keys],)
-                    entries += conn.execute(
+                    # (The rest, locked until the commit, go in a later batch.)
+                    taken: list[str] = pacer.take(batch)
+                    keys = (taken,)
+                    deleted = conn.execute(
                         "DELETE FROM streamlife_journal WHERE key = ANY(%s::text[])", keys
                     ).rowcount
                     conn.execute("DELETE FROM streamlife_claims WHERE key = ANY(%s::text[])", keys)
                     tasks += conn.execute(
                         "DELETE FROM streamlife_tasks WHERE key = ANY(%s::text[])", keys
                     ).rowcount
-                if len(found_keys) < PRUNE_BATCH:
+                held = pacer.timer() - began
+                entries += deleted
+                pacer.learn(deleted, held)
+                if len(taken) == len(batch) < limit:
                     break
+                pacer.pause(held, pacer.timer())
             letters = conn.execute("DELETE FROM streamlife_dead_letters WHERE at < %s", cutoff[:1]).rowcount
         return PruneResult(tasks, entries, letters)
+
+    def _pacer(self) -> Pacer:
+        """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""
+        return ServerPacer()
 
     def close(self) -> None:
         self._pool.close()
