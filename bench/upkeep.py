@@ -7,9 +7,9 @@ Retention: a store is filled with stopped tasks, each with journal entries carry
 arguments, and one running task that a writer on another connection moves on, one event at a time,
 while ``prune`` lets the stopped tasks go. The writer's longest wait is the longest a batch held it
 up, as another process would see it; the references are one batch's share of the prune (its hold
-of the write lock and the pause after it: on SQLite the pacer counts the batches, which are sized
-by time) and the same writer's longest wait with no prune running, in the same run. The bytes
-each journal entry took on disk say how large a day's journal is (docs/scaling.md).
+and the pause after it; the store's pacer counts the batches, which are sized by time) and the
+same writer's longest wait with no prune running, in the same run. The bytes each journal entry
+took on disk say how large a day's journal is (docs/scaling.md).
 
 Takeover: ``claim_due`` on a store of live tasks none of which is due, as every Fleet runs it four
 times per ``Policy.takeover_after``: its cost, against that interval.
@@ -208,7 +208,7 @@ class Prune(NamedTuple):
     seconds: float
     waits: list[float]  # the writer's, each from asking for the task to its commit
     result: Any
-    holds: list[float] | None  # how long each batch held the write lock (SQLite), None: not known
+    holds: list[float] | None  # how long each batch held on (its pacer's), None: not known
 
 
 @contextmanager
@@ -256,9 +256,10 @@ def prune_while_writing(store: Store, writer: Store) -> Prune:
         live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
     )
     holds: list[float] | None = None
-    if isinstance(store, SqliteStore):
+    own: Callable[[], Pacer] | None = getattr(store, "_pacer", None)
+    if own is not None:  # SqliteStore's and PostgresStore's: batches sized by time, counted here
         holds = []
-        store._pacer = lambda: _Recording(holds)  # type: ignore[method-assign]
+        store._pacer = lambda: _recording(own(), holds)  # type: ignore[attr-defined]
     with writing(writer, "writer") as waits:
         time.sleep(0.05)
         began = time.perf_counter()
@@ -268,16 +269,16 @@ def prune_while_writing(store: Store, writer: Store) -> Prune:
     return Prune(took, list(waits), result, holds)
 
 
-class _Recording(Pacer):
-    """SqliteStore's pacing, noting how long each batch held the lock."""
+def _recording(pacer: Pacer, holds: list[float]) -> Pacer:
+    """The store's own pacer, noting how long each batch held on."""
+    learn = pacer.learn
 
-    def __init__(self, holds: list[float]) -> None:
-        super().__init__()
-        self.holds = holds
+    def noting(entries: int, held: float) -> None:
+        holds.append(held)
+        learn(entries, held)
 
-    def learn(self, entries: int, held: float) -> None:
-        self.holds.append(held)
-        super().learn(entries, held)
+    pacer.learn = noting  # type: ignore[method-assign]
+    return pacer
 
 
 def look_cost(store: Store, looks: int) -> float:
@@ -354,7 +355,7 @@ def _measure(
         section.add(
             Figure(
                 f"upkeep.{kind}.batch_longest_hold_ms",
-                f"a batch's longest hold of the write lock ({batches:,} batches), {name}",
+                f"a batch's longest hold ({batches:,} batches), {name}",
                 "ms",
                 max(prune.holds) * 1000,
                 {"batch": took / batches * 1000},

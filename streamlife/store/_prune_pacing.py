@@ -1,5 +1,5 @@
-"""How SqliteStore's prune paces its batches: how much each one takes, and how long the write lock
-is then let go.
+"""How SqliteStore's and PostgresStore's prunes pace their batches: how much each one takes, and
+how long the write lock (SQLite), or the server (PostgreSQL), is then let go.
 
 A batch holds the file's write lock. A writer that finds it held waits in SQLite's busy handler,
 which is not woken when the lock is let go: it sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50 and 50 ms,
@@ -14,6 +14,11 @@ longer still. So:
   least), and never less than twice the longest sleep a writer that began waiting during the batch
   may be in: its next try falls in the pause even if it wakes up late, by as much as that sleep
   (on a busy machine a thread often does).
+
+PostgreSQL wakes a writer as soon as what it waits for is free, and a prune's batch locks only the
+rows it deletes: there, what a batch holds writers up with is the server's time (its deletes, and its
+commit's flush of the WAL, which a writer's commit waits behind). Batches are sized to ``HOLD`` the
+same way, and the pause is the batch's hold (``ServerPacer``): writers get half the time at least.
 
 The clock and the sleep are injected, so the pacing is tested without time passing.
 """
@@ -99,3 +104,11 @@ class Pacer:
         left = self.pause_after(held) - (self.timer() - since)
         if left > 0:
             self._sleep(left)
+
+
+class ServerPacer(Pacer):
+    """``Pacer`` for a server that wakes a waiting writer at once (PostgreSQL): no busy handler's
+    sleep to outlast, so the pause after a batch is as long as the batch held on."""
+
+    def pause_after(self, held: float) -> float:
+        return held + MARGIN

@@ -34,7 +34,7 @@ import select
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import psycopg
 from psycopg.types.string import TextLoader
@@ -44,6 +44,7 @@ from streamlife._jsontext import to_json
 
 from ._postgres_errors import errors, secrets_and_where
 from ._postgres_schema import migrate
+from ._prune_pacing import Pacer, ServerPacer
 from ._sql import (
     CLAIMABLE,
     DUE_COLUMNS,
@@ -211,51 +212,8 @@ class PostgresStore:
                 self._local.release_owed = False
             _refuse_failed(conn, f"{what}: a statement of the batch failed")
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[_Txn]:
-        # psycopg's errors become StoreError wherever they come from (taking a connection, the lock,
-        # the commit); the block's own exceptions pass through, after the rollback.
-        what = f"could not write task {key!r}"
-        with self._errors(what), self._own_connection(what) as conn:
-            # The transaction (inside a batch: a savepoint) is opened by hand, not with
-            # conn.transaction(), so that its BEGIN goes to the server in one message with the row
-            # lock: one round trip for the two. (The key is quoted client-side: see _lock_row.) Inside
-            # a batch, the last block's savepoint is released in the same message, not on its own.
-            inside = getattr(self._local, "batch", None) is not None
-            if inside:  # (not in the try: a rollback to the savepoint owed a release would undo that block)
-                _refuse_failed(conn, f"{what}: a statement of its batch failed before it")
-            try:
-                if not inside:
-                    locking = _lock_row(conn, _BEGIN_AND_LOCK, key)
-                elif self._local.release_owed:
-                    self._local.release_owed = False
-                    locking = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
-                    locking.nextset()
-                else:
-                    locking = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
-                locking.nextset()
-                found = locking.fetchone()
-                self._local.conn = conn  # this thread's other calls, until the block ends, go through it
-                self._local.locked = True
-                self._local.touched = False  # (set by those calls)
-                txn = _Txn(conn, key, None if found is None else found[0], self._secrets)
-                try:
-                    yield txn
-                finally:
-                    self._local.conn = getattr(self._local, "batch", None)
-                    self._local.locked = False
-                _refuse_failed(conn, f"{what}: a statement of the block failed")
-            except BaseException:
-                _undo(conn, inside)
-                raise
-            if inside:  # released with the next block's lock, or by the batch's commit
-                self._local.release_owed = True
-            elif txn._written or self._local.touched:
-                conn.commit()
-            else:
-                # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
-                # for the disk. (Not conn.rollback(), which forgets the prepared statements.)
-                conn.execute("ROLLBACK", prepare=False)
+    def lock(self, key: str) -> _Lock:
+        return _Lock(self, key)
 
     def row(self, key: str) -> TaskRow | None:
         with self._errors(f"could not read task {key!r}"), self._connection() as conn:
@@ -374,7 +332,10 @@ class PostgresStore:
         """Each batch is one transaction: it locks its tasks' rows (``FOR UPDATE SKIP LOCKED``: a
         task another process is writing is left for a later prune, and nobody waits for the
         prune), then deletes their journals, claims and rows. A write that waited for one of these
-        rows finds it gone once the batch commits, and is refused."""
+        rows finds it gone once the batch commits, and is refused. A batch takes what it can delete
+        in about ``_prune_pacing.HOLD``, counted in journal entries, and the prune then sleeps as
+        long as the batch took (``_prune_pacing.ServerPacer``): other processes' writes, whose
+        commits wait behind the prune's in the WAL, are held up by one short batch at most."""
         cutoff = (prune_cutoff(before),) * 2
         what = "could not prune"
         if dry_run:
@@ -390,26 +351,40 @@ class PostgresStore:
             return PruneResult(found[0], int(found[1]), old_letters[0])
         if getattr(self._local, "conn", None) is not None:
             raise StoreError(f"{what}: {self!r} cannot prune inside a batch or a lock() block")
+        pacer = self._pacer()
         tasks = entries = 0
         with self._errors(what), self._pool.connection() as conn:
             while True:
+                began = pacer.timer()
+                limit = min(PRUNE_BATCH, pacer.budget)  # (a task has one entry at least)
                 with conn.transaction():
-                    found_keys = conn.execute(
-                        f"SELECT key {_PRUNABLE} ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                        (*cutoff, PRUNE_BATCH),
+                    batch = conn.execute(
+                        f"SELECT key, version {_PRUNABLE} ORDER BY created_at LIMIT %s"
+                        " FOR UPDATE SKIP LOCKED",
+                        (*cutoff, limit),
                     ).fetchall()
-                    keys = ([key for (key,) in found_keys],)
-                    entries += conn.execute(
+                    # (The rest, locked until the commit, go in a later batch.)
+                    taken: list[str] = pacer.take(batch)
+                    keys = (taken,)
+                    deleted = conn.execute(
                         "DELETE FROM streamlife_journal WHERE key = ANY(%s::text[])", keys
                     ).rowcount
                     conn.execute("DELETE FROM streamlife_claims WHERE key = ANY(%s::text[])", keys)
                     tasks += conn.execute(
                         "DELETE FROM streamlife_tasks WHERE key = ANY(%s::text[])", keys
                     ).rowcount
-                if len(found_keys) < PRUNE_BATCH:
+                held = pacer.timer() - began
+                entries += deleted
+                pacer.learn(deleted, held)
+                if len(taken) == len(batch) < limit:
                     break
+                pacer.pause(held, pacer.timer())
             letters = conn.execute("DELETE FROM streamlife_dead_letters WHERE at < %s", cutoff[:1]).rowcount
         return PruneResult(tasks, entries, letters)
+
+    def _pacer(self) -> Pacer:
+        """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""
+        return ServerPacer()
 
     def close(self) -> None:
         self._pool.close()
@@ -441,6 +416,111 @@ class PostgresStore:
                 yield conn
 
 
+class _Lock:
+    """``PostgresStore.lock``'s block. Written out by hand, not with ``contextmanager``: an event's
+    Python costs a share of the floor's whole write, and the generator, the nested context managers
+    and the pool's ``connection()`` (whose ``with conn`` calls a commit that has nothing to do) cost
+    more than the work. psycopg's errors become ``StoreError`` wherever they come from (taking a
+    connection, the lock, the block, the commit); the block's own exceptions pass through, after the
+    rollback."""
+
+    __slots__ = ("_conn", "_inside", "_key", "_pooled", "_store", "_txn")
+
+    def __init__(self, store: PostgresStore, key: str) -> None:
+        self._store = store
+        self._key = key
+
+    def _what(self) -> str:
+        return f"could not write task {self._key!r}"
+
+    def __enter__(self) -> _Txn:
+        store, key = self._store, self._key
+        local = store._local
+        if getattr(local, "locked", False):
+            raise StoreError(f"{self._what()}: this thread is inside a lock() block of {store!r} already")
+        batch: _Connection | None = getattr(local, "batch", None)
+        self._inside = inside = batch is not None
+        self._pooled = False
+        if batch is None:
+            try:
+                conn = store._pool.getconn()
+            except psycopg.Error:
+                with store._errors(self._what()):
+                    raise
+            self._pooled = True
+        else:
+            conn = batch
+            # (Before the lock, not after: a rollback to the savepoint owed a release would undo that block.)
+            _refuse_failed(conn, f"{self._what()}: a statement of its batch failed before it")
+        self._conn = conn
+        # The transaction (inside a batch: a savepoint) is opened by hand, not with conn.transaction(),
+        # so that its BEGIN goes to the server in one message with the row lock: one round trip for the
+        # two. (The key is quoted client-side: see _lock_row.) Inside a batch, the last block's
+        # savepoint is released in the same message, not on its own.
+        try:
+            if not inside:
+                locking = _lock_row(conn, _BEGIN_AND_LOCK, key)
+            elif local.release_owed:
+                local.release_owed = False
+                locking = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
+                locking.nextset()
+            else:
+                locking = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
+            locking.nextset()
+            found = locking.fetchone()
+        except BaseException as exc:
+            self._leave(exc)
+            raise  # (not reached: _leave raises)
+        local.conn = conn  # this thread's other calls, until the block ends, go through it
+        local.locked = True
+        local.touched = False  # (set by those calls)
+        self._txn = txn = _Txn(conn, key, None if found is None else found[0], store._secrets)
+        return txn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        store, conn = self._store, self._conn
+        local = store._local
+        local.conn = local.batch if self._inside else None
+        local.locked = False
+        if exc is not None:
+            self._leave(exc)
+        try:
+            _refuse_failed(conn, f"{self._what()}: a statement of the block failed")
+        except BaseException as refused:
+            self._leave(refused)
+        try:
+            if self._inside:  # released with the next block's lock, or by the batch's commit
+                local.release_owed = True
+            elif self._txn._written or local.touched:
+                conn.commit()
+            else:
+                # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
+                # for the disk.
+                _roll_back_keeping_prepared(conn)
+        except psycopg.Error:
+            self._release()
+            with store._errors(self._what()):
+                raise
+        except BaseException:
+            self._release()
+            raise
+        self._release()
+
+    def _leave(self, exc: BaseException) -> NoReturn:
+        """Roll the block back, give the connection back, and raise ``exc`` (psycopg's as the store's)."""
+        _undo(self._conn, self._inside)
+        self._release()
+        if isinstance(exc, psycopg.Error):
+            with self._store._errors(self._what()):
+                raise exc
+        raise exc
+
+    def _release(self) -> None:
+        if self._pooled:
+            self._pooled = False
+            self._store._pool.putconn(self._conn)
+
+
 class _Txn:
     __slots__ = ("_conn", "_exists", "_secrets", "_written", "key", "version")
 
@@ -465,13 +545,15 @@ class _Txn:
         check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
         facts = None if row is None else to_json(row.facts)
         journal = entry_values(self.key, entries)
-        where = (self.key, self.version)
-        what = f"could not write task {self.key!r}"
         if len(journal) == 1:  # one event: most writes
             self._write_one(journal[0], row, facts, due)
             self._written = True
             return
-        with errors(what, self._secrets), self._conn.transaction():  # a savepoint
+        where = (self.key, self.version)
+        with (
+            errors(f"could not write task {self.key!r}", self._secrets),
+            self._conn.transaction(),
+        ):  # a savepoint
             if row is None:  # moved on to the last entry's version and time, as it was otherwise
                 moved_on = (entries[-1].version, entries[-1].at, *where)
                 updated = self._conn.execute(_MOVE_ROW_ON, moved_on).rowcount
@@ -497,11 +579,13 @@ class _Txn:
             values = (row.kind, row.task_id, row.state, row.state in TERMINAL_STATES, row.version)
             moved = (*values, row.created_at, row.updated_at, facts, *due, *where)
             statement, params = _UPDATE_AND_APPEND, (*moved, *entry[1:])
-        with errors(f"could not write task {self.key!r}", self._secrets):
-            try:
-                appended = self._conn.execute(statement, params).fetchone()
-            except psycopg.errors.UniqueViolation as exc:
-                raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
+        try:  # (not in errors(): a context manager costs a share of the event)
+            appended = self._conn.execute(statement, params).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
+        except psycopg.Error:
+            with errors(f"could not write task {self.key!r}", self._secrets):
+                raise
         if appended is None:
             raise StoreConflict(f"task {self.key!r} is no longer at version {self.version}")
 
@@ -542,6 +626,7 @@ _BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
 _SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
 _RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
 _RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE + "; " + _SAVEPOINT_AND_LOCK
+_INERROR: Final = int(psycopg.pq.TransactionStatus.INERROR)
 _PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
 
 
@@ -557,10 +642,21 @@ def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tup
     return cursor
 
 
+def _roll_back_keeping_prepared(conn: _Connection) -> None:
+    """Roll back the open transaction, and keep the connection's prepared statements. psycopg
+    forgets them at any ROLLBACK it runs (``rollback()``, or one passed to ``execute``) and has the
+    server drop them (DEALLOCATE ALL): after every duplicate callback, the next events would be
+    parsed and planned again. These transactions change no schema, so the statements stay valid;
+    the ROLLBACK goes through libpq itself, which psycopg's cache of statements does not see."""
+    result = conn.pgconn.exec_(b"ROLLBACK")
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        conn.rollback()  # (raises, saying why, if the connection is bad)
+
+
 def _refuse_failed(conn: _Connection, why: str) -> None:
     """Raise, rather than commit, a transaction a statement failed in: the server would roll all of it
     back at the commit, which psycopg reports as a commit like any other."""
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+    if conn.pgconn.transaction_status == _INERROR:  # (libpq's own: conn.info makes an object, an enum)
         raise StoreError(f"{why}, so nothing of it is kept")
 
 
