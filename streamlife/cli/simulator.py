@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from streamlife._clock import ManualClock
 from streamlife._simulate import FAULT_PRESETS
+from streamlife._task_urls import task_route
 from streamlife.sim import Delivery, RealTime, SimulatedService, WebhookPoster, serve_http
 from streamlife.webhook import hide_token
 
@@ -139,9 +140,17 @@ class _Reporting(WebhookPoster):
                 kept = "kept, to send again" if self.redeliver else "dropped, as --redeliver is off"
                 said = f"{shown} failed ({reason}): callbacks {kept}"
                 if reason == "HTTP 401":
-                    said += " (memories.ai signs nothing: does the URL end with the receiver's token?)"
+                    said += _why_unauthorized(to)
         print(f"streamlife sim serve: {said}", file=sys.stderr, flush=True)
         return delivered
+
+
+def _why_unauthorized(to: str | None) -> str:
+    """What a 401 from ``to`` most likely means: a task's own URL carries a signature made with the
+    webhook token, any other URL the token itself."""
+    if to is not None and task_route(urlsplit(to).path) is not None:
+        return " (a task's own URL: were its start and the receiver given the same token?)"
+    return " (memories.ai signs nothing: does the URL end with the receiver's token?)"
 
 
 def _summary(service: SimulatedService, poster: _Reporting) -> None:
