@@ -179,16 +179,14 @@ class Starter:
             except BaseException:
                 # Not journaled, so the task is back in starting: treat the answer as lost. Its
                 # stream's callbacks park again, and it is caught as an orphan, as a lost answer's is.
-                with registry.lock:
-                    if registry.by_id.get(task_id) is tracked:
-                        del registry.by_id[task_id]
-                    if claimed is not None:
-                        orphans.lot.put_back(claimed)
+                self._release(tracked, task_id, claimed)
                 self.mover.fire_logged(tracked, task.start_unknown, RecordedError(UNJOURNALED_START))
                 raise
             taken = task.task_id == task_id  # else a callback on its own URL named another stream
             if not taken:
-                self._not_taken(tracked, task_id, holder, claimed)
+                named = task.task_id
+                _log.warning("streamlife.task_id_conflict", task=task.ref, task_id=task_id, named=named)
+                self._release(tracked, task_id, claimed)
             elif holder is not tracked:
                 # Its callbacks outlived the parking TTL before this answer came, and an adopted
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
@@ -209,16 +207,13 @@ class Starter:
         self.notices.deliver(tracked)
         self.stopper.send(tracked)
 
-    def _not_taken(
-        self, tracked: Tracked, task_id: str, holder: Tracked, claimed: Parked[Any] | None
-    ) -> None:
-        """A start answer that the task did not take (a callback on its own URL named another
-        stream first, or the task ended meanwhile): ``task_id`` goes back to nobody, and its parked
-        callbacks to the lot. Caller holds the task's lock."""
-        task = tracked.task
-        _log.warning("streamlife.task_id_conflict", task=task.ref, task_id=task_id, named=task.task_id)
-        with self.registry.lock:
-            if holder is tracked and self.registry.by_id.get(task_id) is tracked:
-                del self.registry.by_id[task_id]
+    def _release(self, tracked: Tracked, task_id: str, claimed: Parked[Any] | None) -> None:
+        """A start answer the task did not keep (not journaled, or a callback on the task's own URL
+        named another stream first): ``task_id`` goes back to nobody, and its parked callbacks to
+        the lot. Caller holds the task's lock."""
+        registry = self.registry
+        with registry.lock:
+            if registry.by_id.get(task_id) is tracked:
+                del registry.by_id[task_id]
             if claimed is not None:
                 self.orphans.lot.put_back(claimed)
