@@ -479,10 +479,9 @@ def _pass_on(future: asyncio.Future[Any], relay: asyncio.Future[Any]) -> None:
     """``relay``'s result (or error) to ``future``, unless its awaiter has gone."""
     if future.cancelled():
         return
-    error = None if relay.cancelled() else relay.exception()
     if relay.cancelled():
         future.cancel()
-    elif error is not None:
+    elif (error := relay.exception()) is not None:
         future.set_exception(error)
     else:
         future.set_result(relay.result())
@@ -502,8 +501,6 @@ def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | Ba
     payloads = [payload for _, payload, _ in calls]
     keys = [key for _, _, key in calls]
     try:
-        if any(key is not None for key in keys):
-            return list(fleet.handle_callbacks(payloads, keys=keys))
-        return list(fleet.handle_callbacks(payloads))
+        return list(fleet.handle_callbacks(payloads, keys=keys))
     except (StoreError, ParkingFullError):
         return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]
