@@ -78,9 +78,9 @@ class LiveCaps(Mapping[LiveKey, int]):
             checked[key] = cap
         self._caps: Mapping[LiveKey, int] = MappingProxyType(checked)
 
-    def groups(self) -> tuple[tuple[frozenset[StreamKind], int], ...]:
-        """Each cap with the products it counts together."""
-        return tuple((frozenset(_kinds_of(key)), cap) for key, cap in self._caps.items())
+    def groups(self) -> tuple[tuple[tuple[StreamKind, ...], int], ...]:
+        """Each cap with the products it counts together, in ``StreamKind``'s order."""
+        return tuple((_kinds_of(key), cap) for key, cap in self._caps.items())
 
     def __getitem__(self, key: LiveKey) -> int:
         return self._caps[key]
@@ -358,14 +358,15 @@ def check_max_duration(value: object, name: str = "max_duration") -> float:
 
 def live_groups(
     max_live: int | Mapping[Any, int | None] | None,
-) -> tuple[tuple[frozenset[StreamKind], int], ...]:
-    """A checked ``Policy.max_live`` as caps, each with the products it counts together."""
+) -> tuple[tuple[tuple[StreamKind, ...], int], ...]:
+    """A checked ``Policy.max_live`` as caps, each with the products it counts together (in
+    ``StreamKind``'s order)."""
     if max_live is None:
         return ()
     if isinstance(max_live, LiveCaps):
         return max_live.groups()
     if isinstance(max_live, int):
-        return ((frozenset(StreamKind), max_live),)
+        return ((tuple(StreamKind), max_live),)
     return LiveCaps(max_live).groups()
 
 

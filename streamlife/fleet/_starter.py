@@ -65,12 +65,7 @@ class Starter:
 
     def __post_init__(self) -> None:
         groups = live_groups(self.policy.max_live)
-        self._caps = {
-            kind: tuple(
-                (tuple(k for k in StreamKind if k in kinds), cap) for kinds, cap in groups if kind in kinds
-            )
-            for kind in StreamKind
-        }
+        self._caps = {kind: tuple(group for group in groups if kind in group[0]) for kind in StreamKind}
 
     def send(self, tracked: Tracked) -> None:
         """Send the start request of a task in ``starting``, and fire what its answer says."""
