@@ -57,7 +57,7 @@ from ._events import (
 )
 from ._policy import Policy
 from ._task import StreamTask
-from ._task_urls import CallbackUrls, task_route, verified_key
+from ._task_urls import CallbackUrls, posted_route, task_route
 from .errors import CallbackError
 from .fleet import Fleet
 from .lifecycle import CELLS, TERMINAL, Source, TaskState
@@ -243,12 +243,10 @@ class _Handed:
         the simulator addresses (a task's own URL: routed by its key; None: the account's webhook).
         A refused callback is kept, as the webhook's 400 (or 401, 403) would answer it, where
         raising would stop the simulator's delivery of everything else."""
-        key = None
-        if callback is not None:
-            key = verified_key(self._token, urlsplit(callback).path)
-            if key is None:
-                self.refused.append((payload.get("task_id"), "its URL is no task URL the receiver verifies"))
-                return
+        key, refusal = posted_route(self._token, callback)
+        if refusal is not None:
+            self.refused.append((payload.get("task_id"), refusal))
+            return
         try:
             self.handle_callback(payload, key=key)
         except CallbackError as error:

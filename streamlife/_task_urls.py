@@ -24,7 +24,7 @@ import re
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["MIN_TOKEN_LENGTH", "CallbackUrls", "task_route", "task_signature", "verified_key"]
+__all__ = ["MIN_TOKEN_LENGTH", "CallbackUrls", "posted_route", "task_route", "task_signature", "verified_key"]
 
 MIN_TOKEN_LENGTH: Final = 16  # a token is the only lock on the door: it must not be guessable
 DOMAIN: Final = b"streamlife/task-callback/v1\x00"
@@ -59,6 +59,20 @@ def verified_key(token: bytes, path: str) -> str | None:
     if not hmac.compare_digest(task_signature(token, key).encode(), offered.encode("utf-8", "replace")):
         return None
     return key
+
+
+def posted_route(token: bytes, url: str | None) -> tuple[str | None, str | None]:
+    """How a receiver with ``token`` routes a callback posted to ``url``, for a simulator that
+    hands callbacks over in-process: ``(key, None)`` for a task URL whose signature is right,
+    ``(None, None)`` for any other URL or none (the account's webhook: by task_id), and
+    ``(None, why)`` for a task URL whose signature is wrong (the receiver's 401)."""
+    if url is None:
+        return None, None
+    path = urlsplit(url).path
+    if task_route(path) is None:
+        return None, None
+    key = verified_key(token, path)
+    return (key, None) if key is not None else (None, "a task URL whose signature is not this receiver's")
 
 
 class CallbackUrls:

@@ -52,7 +52,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -60,7 +59,7 @@ from ._clock import ManualClock
 from ._events import Outcome
 from ._policy import Policy
 from ._simulate import FAULT_PRESETS
-from ._task_urls import MIN_TOKEN_LENGTH, CallbackUrls, verified_key
+from ._task_urls import MIN_TOKEN_LENGTH, CallbackUrls, posted_route
 from .errors import CallbackError
 from .fleet import Fleet
 from .sim import Faults, SimHttpServer, SimMode, SimTransport, SimulatedService, serve_http
@@ -256,10 +255,9 @@ class _InProcess:
         return f"_InProcess({self.fleet!r})"
 
     def __call__(self, delivery: Delivery) -> None:
-        path = None if delivery.callback is None else urlsplit(delivery.callback).path
-        key = None if path is None else verified_key(self._token, path)
-        if key is None and delivery.callback is not None and delivery.callback.startswith(_IN_PROCESS_TASKS):
-            self.refused.append((delivery.task_id, "a task URL whose signature is not this receiver's"))
+        key, refusal = posted_route(self._token, delivery.callback)
+        if refusal is not None:
+            self.refused.append((delivery.task_id, refusal))
             return
         try:
             self.fleet.handle_callback(delivery.payload, key=key)
