@@ -147,8 +147,12 @@ class Orphans:
             _log.exception("streamlife.store_failed", task_id=task_id, kind="unpark")
 
     # -- adopting ----------------------------------------------------------------------------------
-    def adopt(self, parked: Parked[CallbackEvent], now: float, *, reap: bool) -> Tracked | None:
+    def adopt(
+        self, parked: Parked[CallbackEvent], now: float, *, reap: bool, kind: StreamKind | None = None
+    ) -> Tracked | None:
         """Take on the stream behind parked callbacks as a task of its own, and (``reap``) stop it.
+        ``kind``: the stream's product when the caller knows it (a start answer named the stream);
+        else the callbacks tell it, or it is guessed.
 
         Returns the task that now holds the task_id: the adopted one, or the one whose start answer
         named it in the meantime, here or in another process (the callbacks are replayed to it);
@@ -159,9 +163,11 @@ class Orphans:
             self.mover.load(parked.task_id)  # a task the store knows (another process's) now holds the id
         except BaseException:  # the store failed: the callbacks wait in the lot for the next tick
             with registry.lock:
-                self.lot.put_back(parked)
+                self._put_back(parked)
             raise
-        kind, certain = kind_of_orphan(events, registry.started_kinds())
+        certain = kind is not None
+        if kind is None:
+            kind, certain = kind_of_orphan(events, registry.started_kinds())
         task = StreamTask(kind, None, clock=self.clock)
         task.key = uuid.uuid4().hex
         task.history_limit = self.policy.history_limit
@@ -188,7 +194,7 @@ class Orphans:
                         del registry.by_id[parked.task_id]
                         registry.drop(tracked)
                         registry.counts["orphans"] -= 1
-                        self.lot.put_back(parked)
+                        self._put_back(parked)
                     if not isinstance(error, StoreConflict):
                         raise
                     # Another process adopted it a moment ago: the next tick finds its task in the
@@ -206,6 +212,13 @@ class Orphans:
         self.notices.deliver(tracked)
         self.stopper.send_soon(tracked, None)
         return tracked
+
+    def _put_back(self, parked: Parked[CallbackEvent]) -> None:
+        """Hand parked callbacks back to the lot, for the next tick to adopt (the caller holds the
+        registry's lock). A stream adopted with none (named by a start answer) leaves nothing
+        behind: its caller stops it another way."""
+        if parked.slots:
+            self.lot.put_back(parked)
 
     def _take_in(
         self, tracked: Tracked, parked: Parked[CallbackEvent], *, reap: bool

@@ -181,7 +181,7 @@ class Starter:
             if not taken:
                 named = task.task_id
                 _log.warning("streamlife.task_id_conflict", task=task.ref, task_id=task_id, named=named)
-                self._release(tracked, task_id, claimed)
+                self._release(tracked, task_id, None)  # (its parked callbacks go to the adopted task)
             elif holder is not tracked:
                 # Its callbacks outlived the parking TTL before this answer came, and an adopted
                 # task holds the id. Both tasks now stop the same stream; stop is safe to repeat.
@@ -197,10 +197,22 @@ class Starter:
             self.stopper.fire_asked_while_starting(tracked)
         if taken:
             orphans.unpark(task_id, parked, read)  # (the start is journaled: the caller gets its task)
-        else:  # ours by the start answer, and held by no task: it may bill
-            self.stopper.send_unjournaled(task_id, (task.kind,), None)
+        else:
+            self._adopt_unheld(task_id, task.kind, claimed)
         self.notices.deliver(tracked)
         self.stopper.send(tracked)
+
+    def _adopt_unheld(self, task_id: str, kind: StreamKind, claimed: Parked[Any] | None) -> None:
+        """Take on a stream that a start answer named and its task did not keep (a callback on the
+        task's own URL named another stream first). The stream is ours, and it may bill, so it is
+        adopted as an orphan and stopped: its stop is journaled and retried like any other. Only
+        if the store cannot take it is the stream stopped once, unjournaled."""
+        now = self.clock.now()
+        try:
+            self.orphans.adopt(claimed or Parked(task_id, now), now, reap=True, kind=kind)
+        except Exception:
+            _log.exception("streamlife.store_failed", task_id=task_id, kind="adopt")
+            self.stopper.send_unjournaled(task_id, (kind,), None)
 
     def _release(self, tracked: Tracked, task_id: str, claimed: Parked[Any] | None) -> None:
         """A start answer the task did not keep (not journaled, or a callback on the task's own URL

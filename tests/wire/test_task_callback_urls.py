@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 from streamlife import (
     CallbackUrls,
     Fleet,
+    ManualClock,
     MisroutedCallbackError,
     Outcome,
     OutcomeKind,
@@ -103,7 +104,7 @@ class Service:
 
 @contextmanager
 def served(
-    store: Store | None = None, service: Service | None = None
+    store: Store | None = None, service: Service | None = None, clock: ManualClock | None = None
 ) -> Iterator[tuple[Fleet, Service, str]]:
     """A Fleet with task URLs under a ``serve_webhook`` on loopback: (fleet, service, base URL)."""
     service = service or Service()
@@ -117,7 +118,8 @@ def served(
     receiver_box.append(WebhookReceiver(Late(), token=TOKEN))
     with serve_webhook(receiver_box[0]) as live:
         base = f"{live.url}/memories"
-        fleet = Fleet(service, policy=POLICY, store=store, callback_urls=CallbackUrls(base, token=TOKEN))
+        urls = CallbackUrls(base, token=TOKEN)
+        fleet = Fleet(service, policy=POLICY, store=store, clock=clock, callback_urls=urls)
         holder.append(fleet)
         yield fleet, service, base
 
@@ -246,23 +248,57 @@ def test_a_start_answer_after_the_name_and_the_stop_changes_nothing() -> None:
     assert service.stops == ["u-1"]
 
 
-def test_a_start_answer_naming_another_stream_is_refused_and_that_stream_stopped() -> None:
-    service = Service()
+def named_then_answered_as(fleet: Fleet, service: Service, other: str) -> StreamTask:
+    """Start an understand task whose result names ``u-1`` before its start answer names ``other``."""
     service.release = threading.Event()
-    service.answer_as = "u-other"
+    service.answer_as = other
+    thread = threading.Thread(target=lambda: fleet.start("understand", **body()))
+    thread.start()
+    while not service.streams:
+        threading.Event().wait(0.01)
+    (task,) = fleet.tasks()
+    assert post(task_url(fleet, task), result("u-1")).status_code == 200
+    service.release.set()
+    thread.join(TIMEOUT)
+    return task
+
+
+def test_a_start_answer_naming_another_stream_is_refused_and_that_stream_adopted_and_stopped() -> None:
+    service = Service()
     with served(service=service) as (fleet, _, _):
-        thread = threading.Thread(target=lambda: fleet.start("understand", **body()))
-        thread.start()
-        while not service.streams:
-            threading.Event().wait(0.01)
-        (task,) = fleet.tasks()
-        assert post(task_url(fleet, task), result("u-1")).status_code == 200
-        service.release.set()
-        thread.join(TIMEOUT)
-        assert fleet.get("u-other") is None
+        task = named_then_answered_as(fleet, service, "u-other")
+        adopted = fleet.get("u-other")
+        assert adopted is not None
+        assert adopted is not task
+        assert [entry.trigger for entry in fleet.journal(adopted)][:2] == ["adopt", "stop"]
     assert (task.state, task.task_id) == (TaskState.RUNNING, "u-1")
     assert task.history[-1].outcome.kind is OutcomeKind.REJECTED
+    assert adopted.state is TaskState.STOPPED
     assert service.stops == ["u-other"]  # ours by the start answer, held by no task: stopped
+
+
+class FailingFirstStop(Service):
+    """A service whose first stop of each stream fails as a 500 would."""
+
+    def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
+        if task_id not in self.stops:
+            self.stops.append(task_id)
+            raise ServerError("internal error", operation="understand.stop", status=500, code=None)
+        return super().stop(kind, task_id, within=within)
+
+
+def test_another_streams_failed_stop_is_retried_until_it_lands(tmp_path: Path) -> None:
+    service, clock = FailingFirstStop(), ManualClock()
+    with served(SqliteStore(tmp_path / "s.db"), service, clock) as (fleet, _, _):
+        named_then_answered_as(fleet, service, "u-other")
+        adopted = fleet.get("u-other")
+        assert adopted is not None
+        assert adopted.state is TaskState.STOPPING
+        assert service.stops == ["u-other"]  # the first stop failed: before, nothing tried again
+        clock.advance(POLICY.stop_retry_cap)
+        fleet.tick()
+        assert state_of(adopted) is TaskState.STOPPED
+        assert service.stops.count("u-other") == 2
 
 
 # -- a URL opens its own task only -------------------------------------------------------------------------
