@@ -338,7 +338,9 @@ class PostgresStore:
         rows finds it gone once the batch commits, and is refused. A batch takes what it can delete
         in about ``_prune_pacing.HOLD``, counted in journal entries, and the prune then sleeps as
         long as the batch took (``_prune_pacing.ServerPacer``): other processes' writes, whose
-        commits wait behind the prune's in the WAL, are held up by one short batch at most. The dead
+        commits wait behind the prune's in the WAL, are held up by one short batch at most. A batch
+        commits with ``synchronous_commit`` off (its transaction only): it does not hold on while
+        the disk takes its WAL, and a batch a server crash loses is deleted by the next prune. The dead
         letters then go in such batches too, in id order, a letter weighing a page of body as an
         entry; a letter another process holds (a purge) is left, as a task is."""
         cutoff = (prune_cutoff(before),) * 2
@@ -401,6 +403,11 @@ class PostgresStore:
             began = pacer.timer()
             limit = min(PRUNE_BATCH, pacer.budget)  # (a row weighs one entry at least)
             with conn.transaction():
+                # The commit does not wait for the WAL to reach the disk: a batch holds its rows and
+                # the server for its deletes only, not for a flush that every writer's commit waits
+                # behind anyway. A batch a crash loses is one the next prune deletes again; nothing
+                # else is written in this transaction.
+                conn.execute(_PRUNE_COMMIT)
                 weighed, more = step(conn, pacer, limit)
             held = pacer.timer() - began
             pacer.learn(weighed, held)
@@ -621,6 +628,8 @@ class _Txn:
 # the cutoff. An index on updated_at would cost every event's write: a row whose indexed column
 # changes is never updated in place.)
 _PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
+# A prune's batch commits without waiting for the disk (for its transaction only: see _in_batches).
+_PRUNE_COMMIT: Final = "SET LOCAL synchronous_commit = off"
 # The next dead letters kept before the cutoff, in id order from the last batch's, each with what it
 # weighs in journal entries: one for each page its body takes, as its deletion writes about as many.
 # SKIP LOCKED: a letter another process is purging is its to delete.

@@ -6,6 +6,7 @@ tests/pg.py."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -159,3 +160,24 @@ def test_a_prune_stopped_between_batches_leaves_every_task_whole_and_the_next_on
     left = [n for n in range(len(SIZES)) if n not in gone]
     assert store.prune(100.0) == PruneResult(len(left), sum(SIZES[n] for n in left), 0)
     assert list(store.rows(terminal=True)) == []
+
+
+def test_a_prune_batch_commits_without_waiting_for_the_disk_and_the_session_keeps_its_setting(
+    store: PostgresStore,
+) -> None:
+    """A batch a crash loses is one the next prune deletes again: its commit need not wait for the
+    WAL's flush, which would hold it (and the writers behind it) on the disk. Only its own
+    transaction: the pooled connection's next writes still commit durably."""
+    seen: list[str] = []
+
+    def step(conn: psycopg.Connection[tuple[Any, ...]], pacer: Pacer, limit: int) -> tuple[int, bool]:
+        found = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        assert found is not None
+        seen.append(str(found[0]))
+        return 1, len(seen) < 2
+
+    with store._pool.connection() as conn:
+        store._in_batches(conn, step)
+        after = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+    assert seen == ["off", "off"]
+    assert after == ("on",)
