@@ -16,9 +16,10 @@ longer still. So:
   (on a busy machine a thread often does).
 
 PostgreSQL wakes a writer as soon as what it waits for is free, and a prune's batch locks only the
-rows it deletes: there, what a batch holds writers up with is the server's time (its deletes, and its
-commit's flush of the WAL, which a writer's commit waits behind). Batches are sized to ``HOLD`` the
-same way, and the pause is the batch's hold (``ServerPacer``): writers get half the time at least.
+rows it deletes: there, what a batch holds writers up with is the server's time (its deletes, and the
+flush of their WAL, which a writer's commit waits behind; the batch's own commit does not wait for
+it, so the disk's hiccups do not lengthen the batch). Batches are sized to ``HOLD`` the same way,
+and the pause is the batch's hold (``ServerPacer``): writers get half the time at least.
 
 The clock and the sleep are injected, so the pacing is tested without time passing.
 """

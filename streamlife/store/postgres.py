@@ -32,7 +32,7 @@ import math
 import re
 import select
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, NoReturn
 
@@ -81,6 +81,9 @@ from .base import (
 )
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
+# One batch of a prune, in its transaction: (connection, pacer, most rows) -> (journal entries it
+# weighed, whether more may be left).
+_PruneStep = Callable[[_Connection, Pacer, int], tuple[int, bool]]
 
 
 # How long a call waits before it raises StoreError (see PostgresStore's arguments).
@@ -335,7 +338,11 @@ class PostgresStore:
         rows finds it gone once the batch commits, and is refused. A batch takes what it can delete
         in about ``_prune_pacing.HOLD``, counted in journal entries, and the prune then sleeps as
         long as the batch took (``_prune_pacing.ServerPacer``): other processes' writes, whose
-        commits wait behind the prune's in the WAL, are held up by one short batch at most."""
+        commits wait behind the prune's in the WAL, are held up by one short batch at most. A batch
+        commits with ``synchronous_commit`` off (its transaction only): it does not hold on while
+        the disk takes its WAL, and a batch a server crash loses is deleted by the next prune. The dead
+        letters then go in such batches too, in id order, a letter weighing a page of body as an
+        entry; a letter another process holds (a purge) is left, as a task is."""
         cutoff = (prune_cutoff(before),) * 2
         what = "could not prune"
         if dry_run:
@@ -351,36 +358,62 @@ class PostgresStore:
             return PruneResult(found[0], int(found[1]), old_letters[0])
         if getattr(self._local, "conn", None) is not None:
             raise StoreError(f"{what}: {self!r} cannot prune inside a batch or a lock() block")
-        pacer = self._pacer()
-        tasks = entries = 0
+        tasks = entries = letters = 0
+
+        def tasks_batch(conn: _Connection, pacer: Pacer, limit: int) -> tuple[int, bool]:
+            nonlocal tasks, entries
+            batch = conn.execute(
+                f"SELECT key, version {_PRUNABLE} ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (*cutoff, limit),
+            ).fetchall()
+            # (The rest, locked until the commit, go in a later batch.)
+            taken: list[str] = pacer.take(batch)
+            keys = (taken,)
+            deleted = conn.execute(
+                "DELETE FROM streamlife_journal WHERE key = ANY(%s::text[])", keys
+            ).rowcount
+            conn.execute("DELETE FROM streamlife_claims WHERE key = ANY(%s::text[])", keys)
+            tasks += conn.execute("DELETE FROM streamlife_tasks WHERE key = ANY(%s::text[])", keys).rowcount
+            entries += deleted
+            return deleted, not len(taken) == len(batch) < limit
+
+        after = 0  # the letters' ids go up: each batch reads on from the last one's
+
+        def letters_batch(conn: _Connection, pacer: Pacer, limit: int) -> tuple[int, bool]:
+            nonlocal letters, after
+            batch = conn.execute(_OLD_LETTERS, (cutoff[0], after, limit)).fetchall()
+            ids: list[int] = pacer.take(batch)
+            letters += conn.execute(
+                "DELETE FROM streamlife_dead_letters WHERE id = ANY(%s::bigint[])", (ids,)
+            ).rowcount
+            after = ids[-1] if ids else after
+            return sum(pages for _, pages in batch[: len(ids)]), not len(ids) == len(batch) < limit
+
         with self._errors(what), self._pool.connection() as conn:
-            while True:
-                began = pacer.timer()
-                limit = min(PRUNE_BATCH, pacer.budget)  # (a task has one entry at least)
-                with conn.transaction():
-                    batch = conn.execute(
-                        f"SELECT key, version {_PRUNABLE} ORDER BY created_at LIMIT %s"
-                        " FOR UPDATE SKIP LOCKED",
-                        (*cutoff, limit),
-                    ).fetchall()
-                    # (The rest, locked until the commit, go in a later batch.)
-                    taken: list[str] = pacer.take(batch)
-                    keys = (taken,)
-                    deleted = conn.execute(
-                        "DELETE FROM streamlife_journal WHERE key = ANY(%s::text[])", keys
-                    ).rowcount
-                    conn.execute("DELETE FROM streamlife_claims WHERE key = ANY(%s::text[])", keys)
-                    tasks += conn.execute(
-                        "DELETE FROM streamlife_tasks WHERE key = ANY(%s::text[])", keys
-                    ).rowcount
-                held = pacer.timer() - began
-                entries += deleted
-                pacer.learn(deleted, held)
-                if len(taken) == len(batch) < limit:
-                    break
-                pacer.pause(held, pacer.timer())
-            letters = conn.execute("DELETE FROM streamlife_dead_letters WHERE at < %s", cutoff[:1]).rowcount
+            self._in_batches(conn, tasks_batch)
+            self._in_batches(conn, letters_batch)
         return PruneResult(tasks, entries, letters)
+
+    def _in_batches(self, conn: _Connection, step: _PruneStep) -> None:
+        """Run ``step`` one transaction at a time, paced, until it says there is no more:
+        ``step(conn, pacer, limit)`` deletes a batch of at most ``limit`` rows, and says how many
+        journal entries it weighed and whether more may be left."""
+        pacer = self._pacer()
+        while True:
+            began = pacer.timer()
+            limit = min(PRUNE_BATCH, pacer.budget)  # (a row weighs one entry at least)
+            with conn.transaction():
+                # The commit does not wait for the WAL to reach the disk: a batch holds its rows and
+                # the server for its deletes only, not for a flush that every writer's commit waits
+                # behind anyway. A batch a crash loses is one the next prune deletes again; nothing
+                # else is written in this transaction.
+                conn.execute(_PRUNE_COMMIT)
+                weighed, more = step(conn, pacer, limit)
+            held = pacer.timer() - began
+            pacer.learn(weighed, held)
+            if not more:
+                return
+            pacer.pause(held, pacer.timer())
 
     def _pacer(self) -> Pacer:
         """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""
@@ -595,6 +628,15 @@ class _Txn:
 # the cutoff. An index on updated_at would cost every event's write: a row whose indexed column
 # changes is never updated in place.)
 _PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
+# A prune's batch commits without waiting for the disk (for its transaction only: see _in_batches).
+_PRUNE_COMMIT: Final = "SET LOCAL synchronous_commit = off"
+# The next dead letters kept before the cutoff, in id order from the last batch's, each with what it
+# weighs in journal entries: one for each page its body takes, as its deletion writes about as many.
+# SKIP LOCKED: a letter another process is purging is its to delete.
+_OLD_LETTERS: Final = (
+    "SELECT id, 1 + octet_length(body) / 8192 FROM streamlife_dead_letters WHERE at < %s AND id > %s"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
 _UPDATE_ROW: Final = (
     "UPDATE streamlife_tasks SET kind = %s, task_id = %s, state = %s, terminal = %s, version = %s,"
     " created_at = %s, updated_at = %s, facts = %s::json, due_at = %s, quiet = %s"

@@ -1,10 +1,12 @@
 """PostgresStore's prune, paced: batches sized to a time on an injected clock, each followed by a
-pause as long as it took, and a prune stopped half-way that leaves every task whole. On the test
-server of tests/pg.py."""
+pause as long as it took, for tasks and dead letters alike; a prune stopped half-way that leaves
+every task whole; rows another transaction holds left for a later prune. On the test server of
+tests/pg.py."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamlife.store import JournalEntry, PruneResult, TaskRow
-from streamlife.store._prune_pacing import FIRST_ENTRIES, MARGIN, ServerPacer
+from streamlife.store._prune_pacing import FIRST_ENTRIES, MARGIN, Pacer, ServerPacer
 from streamlife.store.postgres import PostgresStore
 
 SIZES = [(n * 7) % 23 + 1 for n in range(120)]  # 1 to 23 entries each
@@ -40,6 +42,16 @@ def journal_entries(dsn: str) -> int:
     return int(found[0])
 
 
+def letter_pages(dsn: str) -> int:
+    """What the dead letters weigh for the pacing: a page of body each (one at least)."""
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(
+            "SELECT coalesce(sum(1 + octet_length(body) / 8192), 0) FROM streamlife_dead_letters"
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
 class Paced(ServerPacer):
     """The store's pacer on a clock that moves ``cost`` seconds for each journal entry ``count``
     finds gone (as another connection sees it), with a sleep that only notes what it was asked for."""
@@ -61,6 +73,25 @@ class Paced(ServerPacer):
             raise KeyboardInterrupt  # the process stopped between two batches
 
 
+def pace(monkeypatch: pytest.MonkeyPatch, store: PostgresStore, *pacers: Pacer) -> None:
+    """``store``'s prunes paced by ``pacers`` in turn (the tasks', then the letters'), then as usual."""
+    turns = iter(pacers)
+    monkeypatch.setattr(store, "_pacer", lambda: next(turns, None) or ServerPacer())
+
+
+def assert_paced(pacer: Paced) -> None:
+    """Each batch after the first took what fits the hold; after each but the last, a pause as long."""
+    (first, *rest) = pacer.batches
+    assert first[0] <= FIRST_ENTRIES
+    assert len(rest) > 10  # not one batch of 500 rows, as before the pacing
+    for entries, budget, held in rest:
+        assert entries <= budget
+        assert held <= pacer.hold + 1e-9
+    assert len(pacer.pauses) == len(pacer.batches) - 1
+    for held, slept in pacer.pauses:
+        assert slept >= pacer.pause_after(held) - 1e-9  # (the clock stands still while nothing is deleted)
+
+
 @given(held=st.floats(0.0, 10.0))
 def test_after_a_batch_the_server_is_let_go_for_as_long_as_the_batch_took(held: float) -> None:
     """No busy handler to outlast on PostgreSQL (a waiting writer is woken at once): the pause gives
@@ -73,18 +104,40 @@ def test_each_batch_takes_what_fits_the_hold_and_is_followed_by_a_pause_as_long(
 ) -> None:
     fill(store, SIZES)
     pacer = Paced(lambda: journal_entries(pg_store_dsn), cost=0.0002)  # 25 entries in the 5 ms hold
-    monkeypatch.setattr(store, "_pacer", lambda: pacer)
+    pace(monkeypatch, store, pacer)
     assert store.prune(100.0) == PruneResult(len(SIZES), sum(SIZES), 0)
     assert journal_entries(pg_store_dsn) == 0
-    (first, *rest) = pacer.batches
-    assert first[0] <= FIRST_ENTRIES
-    assert len(rest) > 10  # not one batch of 500 tasks, as before the pacing
-    for entries, budget, held in rest:
-        assert entries <= budget
-        assert held <= pacer.hold + 1e-9
-    assert len(pacer.pauses) == len(pacer.batches) - 1
-    for held, slept in pacer.pauses:
-        assert slept >= pacer.pause_after(held) - 1e-9  # (the clock stands still while nothing is deleted)
+    assert_paced(pacer)
+
+
+def test_dead_letters_go_in_batches_paced_by_the_pages_their_bodies_take(
+    store: PostgresStore, pg_store_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = [store.dead_letter(10.0, "r", None, b"x" * (n % 5 * 12_000)) for n in range(400)]
+    kept = store.dead_letter(200.0, "r", None, b"new")
+    tasks, letters = ServerPacer(), Paced(lambda: letter_pages(pg_store_dsn), cost=0.0002)
+    pace(monkeypatch, store, tasks, letters)
+    assert store.prune(100.0) == PruneResult(0, 0, len(old))
+    assert [letter.id for letter in store.dead_letters()] == [kept]
+    assert_paced(letters)
+
+
+def test_a_dead_letter_another_transaction_holds_is_left_for_a_later_prune(
+    pg_store_dsn: str,
+) -> None:
+    """The prune waits for no one: a letter another process is deleting (a purge not yet committed)
+    is skipped, not waited for until the lock times out and the whole prune fails."""
+    store = PostgresStore(pg_store_dsn, lock_timeout=0.5)
+    try:
+        old = [store.dead_letter(10.0, "r", None, b"x") for _ in range(5)]
+        with psycopg.connect(pg_store_dsn) as other, other.transaction():
+            other.execute("SELECT id FROM streamlife_dead_letters WHERE id = %s FOR UPDATE", (old[2],))
+            assert store.prune(100.0) == PruneResult(0, 0, 4)
+        assert [letter.id for letter in store.dead_letters()] == [old[2]]
+        assert store.prune(100.0) == PruneResult(0, 0, 1)
+        assert store.dead_letters() == []
+    finally:
+        store.close()
 
 
 def test_a_prune_stopped_between_batches_leaves_every_task_whole_and_the_next_one_finishes(
@@ -107,3 +160,24 @@ def test_a_prune_stopped_between_batches_leaves_every_task_whole_and_the_next_on
     left = [n for n in range(len(SIZES)) if n not in gone]
     assert store.prune(100.0) == PruneResult(len(left), sum(SIZES[n] for n in left), 0)
     assert list(store.rows(terminal=True)) == []
+
+
+def test_a_prune_batch_commits_without_waiting_for_the_disk_and_the_session_keeps_its_setting(
+    store: PostgresStore,
+) -> None:
+    """A batch a crash loses is one the next prune deletes again: its commit need not wait for the
+    WAL's flush, which would hold it (and the writers behind it) on the disk. Only its own
+    transaction: the pooled connection's next writes still commit durably."""
+    seen: list[str] = []
+
+    def step(conn: psycopg.Connection[tuple[Any, ...]], pacer: Pacer, limit: int) -> tuple[int, bool]:
+        found = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        assert found is not None
+        seen.append(str(found[0]))
+        return 1, len(seen) < 2
+
+    with store._pool.connection() as conn:
+        store._in_batches(conn, step)
+        after = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+    assert seen == ["off", "off"]
+    assert after == ("on",)
