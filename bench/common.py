@@ -281,15 +281,21 @@ class LiveFleet:
 
 
 def live_fleet(
-    count: int, store: Store | None = None, *, budget: float | None = None, policy: Policy | None = None
+    count: int,
+    store: Store | None = None,
+    *,
+    budget: float | None = None,
+    policy: Policy | None = None,
+    clock_at: float = 0.0,
 ) -> LiveFleet:
     """A Fleet with ``count`` running audio tasks, started through the simulator (no network).
 
     With a ``budget`` (seconds), stops early once making tasks has taken that long (``task_ids``
     then holds fewer than ``count``). Its ``policy`` sends stops on the calling thread unless told
-    otherwise.
+    otherwise. Its clock reads ``clock_at`` (and stays there): a store served afterwards by a process
+    on the real clock wants the time now, or every task there is long overdue.
     """
-    clock = ManualClock()
+    clock = ManualClock(clock_at)
     service = SimulatedService(clock=clock, max_streams=count + 1)
     policy = Policy(stop_concurrency=0) if policy is None else policy
     fleet = Fleet(SimTransport(service), clock=clock, policy=policy, store=store)

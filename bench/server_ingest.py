@@ -274,7 +274,10 @@ def _load(port: int, directory: Path, task_ids: Sequence[str], first: int, confi
 def _inprocess_us(store: Store | None, config: ServerConfig) -> tuple[float, list[str], int]:
     """µs per callback through handle_callback on a Fleet of ``config.tasks`` live tasks on ``store``
     (None: memory); the task_ids (left in the store) and the next free segment index."""
-    live = live_fleet(config.tasks, store)
+    # At the time now: serve reads the tasks on the real clock. From a clock at 0, every row would
+    # be decades overdue there: each worker's timers would take the tasks over and fire their
+    # silence deadlines during the runs, as no live deployment's would.
+    live = live_fleet(config.tasks, store, clock_at=time.time())
     try:
         stream = CallbackStream(live.task_ids)
         bodies = stream.fresh(config.inprocess)

@@ -362,14 +362,15 @@ class Fleet:
         is put back as the store holds it) and the error is raised: deliver the batch again.
 
         The batch's tasks are locked together, in one order, before the store's transaction opens,
-        and held until it commits: callbacks for them on other threads wait that long. Callbacks
-        for task_ids this Fleet does not hold go through ``deliver`` one by one, after the batch
-        has committed: one of them that raises (``ParkingFullError``, or ``StoreError`` from its
-        own write) leaves the batch applied. Delivering the whole batch again is still safe: what
-        was applied answers as a duplicate.
+        and held until it commits: callbacks for them on other threads wait that long. A task this
+        Fleet does not hold but the store does (another process started it) is held first and
+        joins the batch. Callbacks for task_ids neither knows go through ``deliver`` one by one,
+        after the batch has committed: one of them that raises (``ParkingFullError``, or
+        ``StoreError`` from its own write) leaves the batch applied. Delivering the whole batch
+        again is still safe: what was applied answers as a duplicate.
 
         ``keys``: for each payload, the ``key`` that ``handle_callback`` takes, or None. A routed
-        callback whose task has not been named goes alone after the commit, as do task_ids not held.
+        callback whose task has not been named goes alone after the commit, as do task_ids not known.
         """
         if keys is None:
             return self._intake.handle_many(payloads)

@@ -81,9 +81,14 @@ class Intake:
             except CallbackError as error:
                 results.append(error)
                 continue
-            tracked = None if isinstance(event, ForeignCallback) else registry.by_id.get(event.task_id)
-            if key is not None and (tracked is None or tracked is not registry.by_key.get(key)):
-                tracked = None  # routed, and not plainly its named task's: alone, after the batch
+            if isinstance(event, ForeignCallback):
+                tracked = None
+            elif key is None:
+                tracked = self._held_or_stored(event.task_id)
+            else:
+                tracked = registry.by_id.get(event.task_id)
+                if tracked is None or tracked is not registry.by_key.get(key):
+                    tracked = None  # routed, and not plainly its named task's: alone, after the batch
             if tracked is None:
                 others.append((len(results), event, key))
             else:
@@ -100,6 +105,19 @@ class Intake:
             except MisroutedCallbackError as error:
                 results[position] = error
         return [result for result in results if result is not None]
+
+    def _held_or_stored(self, task_id: str) -> Tracked | None:
+        """The task that holds ``task_id`` here, else the one the store knows, held now: a task
+        another process started (or took back) joins the batch's commit instead of taking a commit
+        of its own after it. None when neither knows the id, or when loading it fails: ``deliver``
+        then handles that callback alone, after the batch, its error its own."""
+        tracked = self.registry.by_id.get(task_id)
+        if tracked is not None:
+            return tracked
+        try:
+            return self.mover.load(task_id)
+        except Exception:  # (deliver loads it again, and raises what it raises for this callback)
+            return None
 
     def ours_if_known(self, event: CallbackEvent) -> CallbackEvent:
         """A callback that looks like another product's, but names a stream this Fleet or its store

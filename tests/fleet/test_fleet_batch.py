@@ -163,13 +163,40 @@ def test_callbacks_for_tasks_not_held_are_parked_or_found_as_one_by_one(clock: M
     assert [e.trigger for e in fleet.journal(task)][-1] == "segment"
 
 
-class CountingCommits(SqliteStore):
-    """A SqliteStore that counts its batches' commits, and can fail the next one (a full disk)."""
+def test_tasks_another_process_started_join_the_batch_s_commit(tmp_path: Path, clock: ManualClock) -> None:
+    """A task the store holds and this Fleet does not yet (another process started it) is held
+    before the batch and applied in its commit, not each alone after it."""
+    starter, tasks = fleet_with_tasks(clock, SqliteStore(tmp_path / "streams.db"), count=4)
+    store = CountingCommits(tmp_path / "streams.db", lone_writes=True)
+    other = MemoriesSim.new(clock=clock).fleet(POLICY, store=store)
+    payloads = [segment_callback(task.task_id or "", 0) for task in tasks]
 
-    def __init__(self, path: Path) -> None:
+    results = other.handle_callbacks([*payloads, segment_callback("nobody-knows", 0), payloads[0]])
+
+    assert results == [Outcome.APPLIED] * 4 + [Outcome.PARKED, Outcome.DUPLICATE]
+    assert store.commits == 1
+    assert {task.task_id for task in other.tasks()} == {task.task_id for task in tasks}
+    for task in tasks:  # what the starting process reads back
+        assert [e.trigger for e in starter.journal(task)][-1] == "segment"
+
+
+class CountingCommits(SqliteStore):
+    """A SqliteStore that counts its batches' commits (with ``lone_writes``, those of lock() blocks
+    outside a batch too), and can fail a batch's next one (a full disk)."""
+
+    def __init__(self, path: Path, *, lone_writes: bool = False) -> None:
         super().__init__(path)
         self.commits = 0
         self.fail_commit = False
+        self.lone_writes = lone_writes
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[Any]:
+        alone = self.lone_writes and not self._open
+        with super().lock(key) as txn:
+            yield txn
+        if alone:
+            self.commits += 1
 
     @contextmanager
     def batch(self) -> Iterator[None]:
