@@ -107,6 +107,9 @@ def _script(directory: Path, task_ids: Sequence[str], close: bool) -> Path:
     return path
 
 
+RUN_TRIES = 3  # runs of one mode, at most, until one completes a request
+
+
 @dataclass
 class Run:
     requests: int
@@ -265,8 +268,16 @@ def _load(port: int, directory: Path, task_ids: Sequence[str], first: int, confi
         script = _script(directory, task_ids, close=mode == "close")
         warm = _wrk(port, script, first, config.warmup, config.connections)
         first += warm.requests // len(task_ids) + 1
-        run = _wrk(port, script, first, config.seconds, config.connections)
-        first += run.requests // len(task_ids) + 1
+        for _ in range(RUN_TRIES):
+            run = _wrk(port, script, first, config.seconds, config.connections)
+            first += run.requests // len(task_ids) + 1
+            if run.requests:
+                break
+            # (A run with no answer at all says nothing of the server's rate, and its 0/s would
+            # divide the budget by zero: it is run again, and reported if it never answers.)
+            say(f"server: a {mode} run on port {port} completed no request; running it again")
+        else:
+            raise RuntimeError(f"the server on port {port} answered no {mode} request in {RUN_TRIES} runs")
         runs[mode] = run
     return Loaded(runs, first)
 
