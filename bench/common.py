@@ -11,9 +11,9 @@ is the figure; memory is what ``tracemalloc`` sees allocated and still held.
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import logging
+import random
 import statistics
 import sys
 import time
@@ -253,13 +253,17 @@ def duplicates_in(count: int, duplicate_every: int = 10, lag: int = 7) -> int:
 # -- live tasks without the network --------------------------------------------------------------
 class InstantTransport:
     """A transport that starts every stream at once and keeps nothing: for measuring what the
-    Fleet itself holds per task. Its task_ids are strings of the length memories.ai's have."""
+    Fleet itself holds per task. Its task_ids look like memories.ai's (32 hex digits, as the docs'
+    example), after ``prefix``: numbered ones would be long runs of digits, which a callback's
+    parser must read the standard library's slower way (an integer beyond 64 bits could hide in
+    such a run), where a real task_id rarely sends it."""
 
-    def __init__(self) -> None:
-        self._next = itertools.count(1).__next__
+    def __init__(self, prefix: str = "") -> None:
+        self._prefix = prefix
+        self._bits = random.Random(f"task_ids {prefix}").getrandbits  # (the same ids each run)
 
     def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
-        return StartResult(f"{self._next():036d}")
+        return StartResult(f"{self._prefix}{self._bits(128):032x}")
 
     def stop(self, kind: StreamKind, task_id: str, *, within: float | None = None) -> StopResult:
         return StopResult(task_id)

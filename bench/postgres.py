@@ -15,19 +15,17 @@ The section is skipped, and says so, only when no server can be had.
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import queue
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from streamlife import Fleet, ManualClock, Policy
-from streamlife._events import StartResult, StreamKind
 from streamlife.store.postgres import PostgresStore
 from tests.pg import NoServer, answers, given_dsn
 from tests.pg import fresh_database as fresh_test_database
@@ -87,18 +85,6 @@ def fresh_database(server: str) -> Iterator[str]:
         yield dsn
 
 
-class _NamedTransport(InstantTransport):
-    """``InstantTransport`` with task_ids of a process's own, as memories.ai's are across processes."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self._prefix = prefix
-        self._count = itertools.count(1).__next__
-
-    def start(self, kind: StreamKind, params: Mapping[str, Any]) -> StartResult:
-        return StartResult(f"{self._prefix}-{self._count():032d}")
-
-
 @dataclass(frozen=True)
 class _Job:
     worker: int
@@ -124,9 +110,8 @@ def _measure(job: _Job, barrier: Any) -> dict[str, Any]:
     configure_logging()
     config = job.config
     store = PostgresStore(job.store_dsn)
-    fleet = Fleet(
-        _NamedTransport(f"p{job.worker}"), clock=ManualClock(), policy=Policy(stop_concurrency=0), store=store
-    )
+    transport = InstantTransport(f"p{job.worker}-")  # (task_ids of its own, as across processes)
+    fleet = Fleet(transport, clock=ManualClock(), policy=Policy(stop_concurrency=0), store=store)
     began = time.perf_counter()
     task_ids: list[str] = []
     for first in range(0, job.tasks, 500):
