@@ -32,6 +32,7 @@ import math
 import re
 import select
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, NoReturn
@@ -81,6 +82,7 @@ from .base import (
 )
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
+_Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 
 # How long a call waits before it raises StoreError (see PostgresStore's arguments).
@@ -130,6 +132,7 @@ class PostgresStore:
         # .conn: the connection of this thread's lock() block or batch; .locked: inside a lock() block;
         # .batch: the connection of its batch.
         self._local = threading.local()
+        self._cursors: weakref.WeakKeyDictionary[_Connection, _Cursor] = weakref.WeakKeyDictionary()
         self._pool: ConnectionPool[_Connection] = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -163,6 +166,9 @@ class PostgresStore:
         for name, value in self._session.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         conn.adapters.register_loader("json", TextLoader)
+        # The cursor an event's write goes through, made once: conn.execute makes a cursor for
+        # each statement, which costs a share of the write.
+        self._cursors[conn] = conn.cursor()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
@@ -471,7 +477,7 @@ class _Lock:
         local.conn = conn  # this thread's other calls, until the block ends, go through it
         local.locked = True
         local.touched = False  # (set by those calls)
-        self._txn = txn = _Txn(conn, key, version, store._secrets)
+        self._txn = txn = _Txn(conn, store._cursors[conn], key, version, store._secrets)
         return txn
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -519,10 +525,13 @@ class _Lock:
 
 
 class _Txn:
-    __slots__ = ("_conn", "_exists", "_secrets", "_written", "key", "version")
+    __slots__ = ("_conn", "_cursor", "_exists", "_secrets", "_written", "key", "version")
 
-    def __init__(self, conn: _Connection, key: str, version: int | None, secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self, conn: _Connection, cursor: _Cursor, key: str, version: int | None, secrets: tuple[str, ...]
+    ) -> None:
         self._conn = conn
+        self._cursor = cursor  # (the connection's own: see PostgresStore._configure)
         self._secrets = secrets
         self.key = key
         self.version = version or 0  # read under the row lock
@@ -577,7 +586,7 @@ class _Txn:
             moved = (*values, row.created_at, row.updated_at, facts, *due, *where)
             statement, params = _UPDATE_AND_APPEND, (*moved, *entry[1:])
         try:  # (not in errors(): a context manager costs a share of the event)
-            appended = self._conn.execute(statement, params).fetchone()
+            appended = self._cursor.execute(statement, params).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
         except psycopg.Error:
