@@ -10,8 +10,11 @@ journal row, then commit. ``handle_batch`` does the same for every applied callb
 one transaction, the rows locked in key order, as ``Fleet.handle_callbacks`` locks them. The tables
 are the store's own, made by ``PostgresStore``: the same columns, keys and indexes.
 
-Each task starts as a live task does in the store: its row at version 2, its journal holding the
-entries of its start and of the answer, so each insert goes into an index of the same size.
+The floor starts from a copy of the store's own rows and journals (``source_dsn``: the database the
+store made the live tasks in), so that it writes the same rows, under the same keys, into indexes of
+the same size and order: the Fleet's keys are random, and a floor keyed by task_id (numbered in the
+order the callbacks go round) would find each next row, and the journal's index page, beside the
+last one's, where the store goes to a page anywhere in the index.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.string import TextLoader
 
-from .references import DictIngest, DictTask
+from .references import DictIngest
 
 _LOCK = "SELECT version FROM streamlife_tasks WHERE key = %s FOR UPDATE"
 _MOVE_ON = "UPDATE streamlife_tasks SET version = %s, updated_at = %s WHERE key = %s AND version = %s"
@@ -31,33 +35,48 @@ _APPEND = (
     " VALUES (%s, %s, %s, 'segment', 'running', 'running', %s::json)"
 )
 
+# What the floor copies of the store's live tasks: every column a store's write keeps (the
+# identity column ``seq`` is numbered afresh, in the same order).
+_TASKS = "streamlife_tasks"
+_TASK_COLUMNS = (
+    "key, kind, task_id, state, terminal, version, created_at, updated_at, facts, due_at, quiet,"
+    " claimed_until"
+)
+_JOURNAL = "streamlife_journal"
+_JOURNAL_COLUMNS = "key, version, at, trigger, from_state, to_state, args"
+
+
+def _copy(table: str, columns: str) -> str:
+    marks = ", ".join(["%s"] * len(columns.split(",")))
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+
 
 class PostgresFloor(DictIngest):
     """``DictIngest``, with each applied callback written in its own transaction (``handle``), or
-    a whole batch's in one (``handle_batch``). The row's key is the task_id."""
+    a whole batch's in one (``handle_batch``). The row's key is the store's key for the task."""
 
-    def __init__(self, task_ids: Sequence[str], dsn: str) -> None:
+    def __init__(self, task_ids: Sequence[str], dsn: str, source_dsn: str) -> None:
         super().__init__(task_ids)
+        with psycopg.connect(source_dsn, autocommit=True) as source:
+            source.adapters.register_loader("json", TextLoader)  # (copied as the text it is)
+            tasks = source.execute(
+                f"SELECT {_TASK_COLUMNS} FROM streamlife_tasks WHERE task_id = ANY(%s) ORDER BY seq",
+                (list(task_ids),),
+            ).fetchall()
+            keys = [row[0] for row in tasks]
+            journal = source.execute(  # (in the order the store wrote them: task by task)
+                f"SELECT {_JOURNAL_COLUMNS} FROM streamlife_journal AS j WHERE key = ANY(%s)"
+                " ORDER BY (SELECT seq FROM streamlife_tasks AS t WHERE t.key = j.key), version",
+                (keys,),
+            ).fetchall()
+        self.keys = {row[2]: row[0] for row in tasks}  # task_id -> the store's key for the task
+        if len(self.keys) != len(task_ids):
+            raise RuntimeError(f"{len(task_ids)} task_ids, {len(self.keys)} of them in the store")
         self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(dsn, autocommit=True)
         self.conn.execute("BEGIN")
         with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO streamlife_tasks (key, kind, task_id, state, terminal, version, created_at,"
-                " updated_at, facts) VALUES (%s, 'audio', %s, 'running', false, 2, 0.0, 0.0, '{}')",
-                [(task_id, task_id) for task_id in task_ids],
-            )
-            cur.executemany(  # what a started task's journal holds: its start, and the answer
-                "INSERT INTO streamlife_journal (key, version, at, trigger, from_state, to_state, args)"
-                " VALUES (%s, %s, 0.0, %s, %s, %s, %s::json)",
-                [
-                    (task_id, version, trigger, before, after, args)
-                    for task_id in task_ids
-                    for version, trigger, before, after, args in (
-                        (1, "start", "pending", "starting", None),
-                        (2, "start_ok", "starting", "running", f'{{"task_id":"{task_id}"}}'),
-                    )
-                ],
-            )
+            cur.executemany(_copy(_TASKS, _TASK_COLUMNS), tasks)
+            cur.executemany(_copy(_JOURNAL, _JOURNAL_COLUMNS), journal)
         self.conn.execute("COMMIT")
 
     def handle(self, body: bytes) -> str:
@@ -70,7 +89,7 @@ class PostgresFloor(DictIngest):
             conn = self.conn
             conn.execute("BEGIN")
             try:
-                self._write(task_id, task, body)
+                self._write(self.keys[task_id], body)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -80,9 +99,9 @@ class PostgresFloor(DictIngest):
     def handle_batch(self, bodies: Sequence[bytes]) -> list[str]:
         """The bodies in order, every applied one written in one transaction for the batch, the
         rows locked in key order."""
-        tasks = self.tasks
+        tasks, keys = self.tasks, self.keys
         outcomes: list[str] = []
-        applied: list[tuple[str, DictTask, bytes]] = []
+        applied: list[tuple[str, bytes]] = []
         for body in bodies:
             message = orjson.loads(body)
             data = message["data"]
@@ -90,29 +109,29 @@ class PostgresFloor(DictIngest):
             task = tasks[task_id]
             outcome = task.segment(data["segment_index"], data["transcript"]["text"], 0.0)
             if outcome == "applied":
-                applied.append((task_id, task, body))
+                applied.append((keys[task_id], body))
             outcomes.append(outcome)
         applied.sort(key=lambda item: item[0])  # (stable: each task's callbacks in arrival order)
         conn, write = self.conn, self._write
         conn.execute("BEGIN")
         try:
-            for task_id, task, body in applied:
-                write(task_id, task, body)
+            for key, body in applied:
+                write(key, body)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return outcomes
 
-    def _write(self, task_id: str, task: DictTask, body: bytes) -> None:
+    def _write(self, key: str, body: bytes) -> None:
         """An applied callback, in the open transaction: the row locked, moved on, a journal row."""
         conn = self.conn
-        found = conn.execute(_LOCK, (task_id,)).fetchone()
+        found = conn.execute(_LOCK, (key,)).fetchone()
         assert found is not None
         version = found[0]
-        if conn.execute(_MOVE_ON, (version + 1, 0.0, task_id, version)).rowcount != 1:
-            raise RuntimeError(f"task {task_id} moved under its row lock")
-        conn.execute(_APPEND, (task_id, version + 1, 0.0, body.decode()))
+        if conn.execute(_MOVE_ON, (version + 1, 0.0, key, version)).rowcount != 1:
+            raise RuntimeError(f"task {key} moved under its row lock")
+        conn.execute(_APPEND, (key, version + 1, 0.0, body.decode()))
 
     def close(self) -> None:
         self.conn.close()

@@ -121,7 +121,7 @@ def _measure(job: _Job, barrier: Any) -> dict[str, Any]:
                 assert task.task_id is not None
                 task_ids.append(task.task_id)
     making = time.perf_counter() - began
-    floor = PostgresFloor(task_ids, job.floor_dsn)
+    floor = PostgresFloor(task_ids, job.floor_dsn, job.store_dsn)
     try:
         stream = CallbackStream(task_ids)
         one_by_one = [stream.take(config.warmup)] + [
@@ -234,8 +234,9 @@ def run(config: PostgresConfig) -> Section:
         f"one, and handle_callbacks in batches of {BATCH}: {config.warmup:,} callbacks per process "
         f"and way of warm-up, then {config.repeat} rounds of {config.callbacks:,} per process and "
         "way; bodies round-robin over the process's tasks, one in ten a repeat. The floor gets the "
-        "same bodies in the same processes, on a second database with the store's tables: orjson, a "
-        "dict FSM, and per applied callback one transaction on a plain psycopg connection doing "
+        "same bodies in the same processes, on a second database with the store's tables, starting "
+        "from a copy of the store's rows and journals (the same keys): orjson, a dict FSM, and per "
+        "applied callback one transaction on a plain psycopg connection doing "
         "what the store's write does for a segment (the row locked with SELECT ... FOR UPDATE, "
         "moved on with UPDATE ... WHERE version, the journal row inserted, the commit); batched, "
         f"one transaction per {BATCH}. The processes start each turn together; a rate is every "

@@ -32,6 +32,7 @@ import math
 import re
 import select
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, NoReturn
@@ -81,6 +82,7 @@ from .base import (
 )
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
+_Cursor = psycopg.Cursor[tuple[Any, ...]]
 # One batch of a prune, in its transaction: (connection, pacer, most rows) -> (journal entries it
 # weighed, whether more may be left).
 _PruneStep = Callable[[_Connection, Pacer, int], tuple[int, bool]]
@@ -133,6 +135,7 @@ class PostgresStore:
         # .conn: the connection of this thread's lock() block or batch; .locked: inside a lock() block;
         # .batch: the connection of its batch.
         self._local = threading.local()
+        self._cursors: weakref.WeakKeyDictionary[_Connection, _Cursor] = weakref.WeakKeyDictionary()
         self._pool: ConnectionPool[_Connection] = ConnectionPool(
             dsn,
             min_size=min_size,
@@ -166,6 +169,9 @@ class PostgresStore:
         for name, value in self._session.items():
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         conn.adapters.register_loader("json", TextLoader)
+        # The cursor an event's write goes through, made once: conn.execute makes a cursor for
+        # each statement, which costs a share of the write.
+        self._cursors[conn] = conn.cursor()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
@@ -492,22 +498,19 @@ class _Lock:
         # savepoint is released in the same message, not on its own.
         try:
             if not inside:
-                locking = _lock_row(conn, _BEGIN_AND_LOCK, key)
+                version = _lock_row(conn, _BEGIN_AND_LOCK, key)
             elif local.release_owed:
                 local.release_owed = False
-                locking = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
-                locking.nextset()
+                version = _lock_row(conn, _RELEASE_SAVEPOINT_AND_LOCK, key)
             else:
-                locking = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
-            locking.nextset()
-            found = locking.fetchone()
+                version = _lock_row(conn, _SAVEPOINT_AND_LOCK, key)
         except BaseException as exc:
             self._leave(exc)
             raise  # (not reached: _leave raises)
         local.conn = conn  # this thread's other calls, until the block ends, go through it
         local.locked = True
         local.touched = False  # (set by those calls)
-        self._txn = txn = _Txn(conn, key, None if found is None else found[0], store._secrets)
+        self._txn = txn = _Txn(conn, store._cursors[conn], key, version, store._secrets)
         return txn
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -525,7 +528,7 @@ class _Lock:
             if self._inside:  # released with the next block's lock, or by the batch's commit
                 local.release_owed = True
             elif self._txn._written or local.touched:
-                conn.commit()
+                _commit(conn)
             else:
                 # Nothing written (a duplicate, say): nothing to make durable, so no commit to wait
                 # for the disk.
@@ -555,10 +558,13 @@ class _Lock:
 
 
 class _Txn:
-    __slots__ = ("_conn", "_exists", "_secrets", "_written", "key", "version")
+    __slots__ = ("_conn", "_cursor", "_exists", "_secrets", "_written", "key", "version")
 
-    def __init__(self, conn: _Connection, key: str, version: int | None, secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self, conn: _Connection, cursor: _Cursor, key: str, version: int | None, secrets: tuple[str, ...]
+    ) -> None:
         self._conn = conn
+        self._cursor = cursor  # (the connection's own: see PostgresStore._configure)
         self._secrets = secrets
         self.key = key
         self.version = version or 0  # read under the row lock
@@ -613,7 +619,7 @@ class _Txn:
             moved = (*values, row.created_at, row.updated_at, facts, *due, *where)
             statement, params = _UPDATE_AND_APPEND, (*moved, *entry[1:])
         try:  # (not in errors(): a context manager costs a share of the event)
-            appended = self._conn.execute(statement, params).fetchone()
+            appended = self._cursor.execute(statement, params).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             raise StoreConflict(f"a version of task {self.key!r} is taken") from exc
         except psycopg.Error:
@@ -663,25 +669,51 @@ _UPDATE_AND_APPEND: Final = "WITH moved AS (" + _UPDATE_ROW + _APPEND_TO_MOVED
 # lock()'s transaction, by hand (see there): a savepoint of its own inside a batch, else the
 # transaction; the row lock is taken in the same message, by the schema's function (whose query the
 # server plans once per connection, not at every event): the row's version, NULL if there is none.
-_LOCK_ROW: Final = "SELECT streamlife_lock_task(%s)"
-_BEGIN_AND_LOCK: Final = "BEGIN; " + _LOCK_ROW
-_SAVEPOINT_AND_LOCK: Final = "SAVEPOINT streamlife_lock; " + _LOCK_ROW
+_LOCK_ROW: Final = b"SELECT streamlife_lock_task("
+_BEGIN_AND_LOCK: Final = b"BEGIN; " + _LOCK_ROW
+_SAVEPOINT_AND_LOCK: Final = b"SAVEPOINT streamlife_lock; " + _LOCK_ROW
 _RELEASE: Final = "RELEASE SAVEPOINT streamlife_lock"
-_RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE + "; " + _SAVEPOINT_AND_LOCK
+_RELEASE_SAVEPOINT_AND_LOCK: Final = _RELEASE.encode() + b"; " + _SAVEPOINT_AND_LOCK
 _INERROR: Final = int(psycopg.pq.TransactionStatus.INERROR)
+_TUPLES_OK: Final = psycopg.pq.ExecStatus.TUPLES_OK
+_COMMAND_OK: Final = psycopg.pq.ExecStatus.COMMAND_OK
 _PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
 
 
-def _lock_row(conn: _Connection, statement: str, key: str) -> psycopg.Cursor[tuple[Any, ...]]:
-    """Send ``statement`` (statements, the last one the row lock) with the key quoted client-side.
-    A key of ASCII letters, digits, ``-`` and ``_`` (the Fleet's: hex) cannot get out of its quotes,
-    so it is put in them as it is: psycopg's own quoting costs a share of the round trip saved."""
-    if _PLAIN_KEY.fullmatch(key):  # (with no parameters, psycopg sends it as a simple query: many
-        # statements may go in one)
-        return conn.execute(statement.replace("%s", f"'{key}'"), prepare=False)
-    cursor = psycopg.ClientCursor(conn)
-    cursor.execute(statement, (key,))
-    return cursor
+def _lock_row(conn: _Connection, statement: bytes, key: str) -> int | None:
+    """Send ``statement`` (statements, the last one the row lock, its key to come) with the key
+    quoted client-side, as one simple query through libpq itself; the row's version, or None if
+    there is no such row. psycopg's cursor, its quoting and its wait loop cost more than the round
+    trip they would wrap; libpq lets go of the GIL while it waits, as psycopg does. A key of ASCII
+    letters, digits, ``-`` and ``_`` (the Fleet's: hex) cannot get out of its quotes, so it is put
+    in them as it is; any other is quoted by libpq, for the connection's encoding."""
+    pgconn = conn.pgconn
+    if _PLAIN_KEY.fullmatch(key):
+        quoted = b"'" + key.encode() + b"'"
+    else:
+        quoted = psycopg.pq.Escaping(pgconn).escape_literal(key.encode(conn.info.encoding))
+    result = pgconn.exec_(statement + quoted + b")")
+    if result.status != _TUPLES_OK:
+        raise _error(conn, result)
+    value = result.get_value(0, 0)
+    return None if value is None else int(value)
+
+
+def _commit(conn: _Connection) -> None:
+    """Commit the open transaction through libpq itself (see ``_lock_row``): psycopg's ``commit``
+    wraps the one round trip in more work than the rest of the write's."""
+    result = conn.pgconn.exec_(b"COMMIT")
+    if result.status != _COMMAND_OK:
+        raise _error(conn, result)
+
+
+def _error(conn: _Connection, result: psycopg.pq.abc.PGresult) -> psycopg.Error:
+    """The psycopg error a failed result stands for, as psycopg would have raised it (a connection
+    that broke included)."""
+    if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        message = conn.pgconn.error_message.decode(errors="replace").strip()
+        return psycopg.OperationalError(message or "the connection to the server was lost")
+    return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
 
 def _roll_back_keeping_prepared(conn: _Connection) -> None:
