@@ -27,6 +27,8 @@ NAME: Final = "streamlife"
 _stdlib: Final = logging.getLogger(NAME)
 _stdlib.addHandler(logging.NullHandler())  # (without one, logging's last resort prints warnings)
 _structured: Final = structlog.get_logger(NAME)
+# structlog's configuration object (not public: enabled_for falls back to get_config without it).
+_structlog_config: Final = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
 
 
 class Logger:
@@ -83,6 +85,7 @@ def get_logger() -> Logger:
 
 # Per level: (the wrapper class it was asked of, the answer).
 _answers: dict[int, tuple[object, bool]] = {}
+_NOT_ASKED: Final = (None, True)
 
 
 def enabled_for(level: int) -> bool:
@@ -92,8 +95,12 @@ def enabled_for(level: int) -> bool:
     is kept per wrapper class. Without: whether the ``streamlife`` logger takes the level."""
     if not structlog.is_configured():
         return _stdlib.isEnabledFor(level)
-    wrapper = structlog.get_config()["wrapper_class"]
-    asked_of, answer = _answers.get(level, (None, True))
+    # Where structlog keeps it: get_config() would build a dict of the whole configuration, and
+    # this is asked for each request and each segment.
+    wrapper: Any = getattr(_structlog_config, "default_wrapper_class", None)
+    if wrapper is None:
+        wrapper = structlog.get_config()["wrapper_class"]
+    asked_of, answer = _answers.get(level, _NOT_ASKED)
     if wrapper is not asked_of:
         try:
             answer = bool(wrapper.is_enabled_for(None, level))  # a class-level level check

@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -84,7 +85,12 @@ class Source:
 class Metrics:
     """The figures of one serving process. ``observe`` a callback's latency and its answer's status
     on the event loop; ``render()`` the text for a scrape (it reads the store: call it off the loop).
-    Needs prometheus_client: check ``available()`` first."""
+    Needs prometheus_client: check ``available()`` first.
+
+    ``observe`` only counts, in plain integers that one thread (the loop's) alone adds to;
+    ``sync`` hands what they grew by to prometheus_client, as it does the Fleet's counts.
+    prometheus_client's own ``observe`` and ``inc`` take a lock and walk the buckets for each
+    request, which costs a callback more than the rest of its metrics together."""
 
     def __init__(self, source: Source) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -111,6 +117,13 @@ class Metrics:
             registry=own,
         )
         self._by_status: dict[int, Any] = {}
+        # What observe counted (the loop's thread alone writes them) and what sync has handed on.
+        self._answered: dict[int, int] = {}  # status -> answers
+        self._latencies = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one +Inf's
+        self._latency_sum = 0.0
+        self._answered_seen: dict[int, int] = {}
+        self._latencies_seen = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum_seen = 0.0
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._store = _StoreFigures(source)
@@ -118,14 +131,16 @@ class Metrics:
             self._registry.register(self._store)
 
     def observe(self, seconds: float, status: int) -> None:
-        self._latency.observe(seconds)
-        answered = self._by_status.get(status)
-        if answered is None:  # (labels() costs more than the rest of this: each status once)
-            answered = self._by_status[status] = self._answers.labels(str(status))
-        answered.inc()
+        """Count one answer: its status, and the seconds it took. From one thread only (the loop's)."""
+        self._latencies[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # (a bucket holds its bound)
+        self._latency_sum += seconds
+        answered = self._answered
+        answered[status] = answered.get(status, 0) + 1
 
     def sync(self) -> None:
-        """Add to the counters what the Fleet's grew by since the last sync."""
+        """Add to the counters what the Fleet's, and ``observe``'s, grew by since the last sync."""
+        with self._lock:
+            self._sync_observed()
         stats = self.source.stats()
         grown: list[tuple[str, int]] = [(f"callbacks.{kind}", n) for kind, n in stats.callbacks.items()]
         grown.append(("callbacks.malformed", stats.malformed))
@@ -140,6 +155,29 @@ class Metrics:
                     self._callbacks.labels(name.partition(".")[2]).inc(delta)
                 else:
                     self._counters[name].inc(delta)
+
+    def _sync_observed(self) -> None:
+        """Hand on what ``observe`` counted since the last sync. Each figure is read once: what the
+        loop adds meanwhile is handed on next time."""
+        for status, total in list(self._answered.items()):  # (a copy: the loop may add a status)
+            grown = total - self._answered_seen.get(status, 0)
+            if grown > 0:
+                self._answered_seen[status] = total
+                answered = self._by_status.get(status)
+                if answered is None:  # (labels() costs more than the rest of this: each status once)
+                    answered = self._by_status[status] = self._answers.labels(str(status))
+                answered.inc(grown)
+        total_seconds = self._latency_sum
+        # prometheus_client has no public way to add many observations at once: its histogram
+        # keeps one value per bucket (not cumulative) and one for the sum, which are added to here.
+        buckets = self._latency._buckets
+        for n, (total, seen) in enumerate(zip(list(self._latencies), self._latencies_seen, strict=True)):
+            if total > seen:
+                buckets[n].inc(total - seen)
+                self._latencies_seen[n] = total
+        if total_seconds > self._latency_sum_seen:
+            self._latency._sum.inc(total_seconds - self._latency_sum_seen)
+            self._latency_sum_seen = total_seconds
 
     def render(self) -> tuple[bytes, str]:
         """The scrape's body and its Content-Type."""

@@ -67,22 +67,15 @@ class OpsApplication:
             await self._ops(scope, path, send)
             return
         started = time.perf_counter()
-        status = 0
-
-        async def sent(message: AsgiMessage) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = 500  # the receiver raised: the server answers 500 (or closes, if it had answered)
         try:
-            await self.receiver(scope, receive, sent)
+            status = await self.receiver.answer(scope, receive, send)
         finally:
             seconds = time.perf_counter() - started
             if self.metrics is not None:
-                self.metrics.observe(seconds, status or 500)
+                self.metrics.observe(seconds, status)
             if self._log.is_enabled_for(logging.INFO):
-                self._access(scope, path, status or 500, seconds)
+                self._access(scope, path, status, seconds)
 
     def _access(self, scope: Mapping[str, Any], path: str, status: int, seconds: float) -> None:
         client = scope.get("client")

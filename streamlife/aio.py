@@ -298,10 +298,9 @@ class AsyncFleet:
         fleet = self._fleet
         if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency < 1:
             return False
-        own = self.__dict__.get("_bridges", ())
         notices = fleet._notices
-        hooks = (notices.transition, notices.segment, notices.orphan, notices.foreign)
-        return all(hook in own for kind in hooks for hook in kind)
+        hooks = (*notices.transition, *notices.segment, *notices.orphan, *notices.foreign)
+        return not hooks or all(hook in self.__dict__.get("_bridges", ()) for hook in hooks)
 
     def _apply_turn(self) -> None:
         """Apply the callbacks handed over in this turn of the loop (``LOOP_BATCH`` now, the rest in

@@ -94,3 +94,24 @@ def test_an_application_that_configured_structlog_gets_structured_events_through
     names = {event["event"] for event in events}
     assert {"streamlife.transition", "streamlife.orphan", "streamlife.hook_failed"} <= names
     assert all(event["level"] != "debug" for event in events)
+
+
+def test_the_level_check_follows_structlog_as_configured_now() -> None:
+    """What a hot path asks before it builds an event: the wrapper class configured at the time,
+    as the application changes it, then the standard library's levels once structlog is reset."""
+    script = (
+        "import logging, structlog\n"
+        "from streamlife._logging import enabled_for\n"
+        "asked = []\n"
+        "for level in (logging.WARNING, logging.DEBUG):\n"
+        "    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))\n"
+        "    asked.append(enabled_for(logging.INFO))\n"
+        "structlog.reset_defaults()\n"
+        "logging.getLogger('streamlife').setLevel(logging.ERROR)\n"
+        "asked.append(enabled_for(logging.INFO))\n"
+        "print(asked)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == "[False, True, False]\n"
