@@ -117,7 +117,7 @@ def _fast_json(body: bytes) -> dict[str, Any] | None:
     """
     if len(body) >= 2 * DEEP and body.count(b"[") + body.count(b"{") >= DEEP:
         return None
-    if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
+    if body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) != -1:  # (``find``, not ``in``: see _NULL)
         return None
     try:
         value = orjson.loads(body)
@@ -232,7 +232,7 @@ def _by_orjson(value: Mapping[str, Any]) -> bytes | None:
         text = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
         return None
-    return None if _NULL in text else text  # (a NaN or an infinity perhaps: orjson writes them as null)
+    return None if text.find(_NULL) != -1 else text  # (a NaN or an infinity perhaps: orjson writes null)
 
 
 def standard_json(value: Mapping[str, Any]) -> str:
@@ -254,6 +254,8 @@ def _as_orjson_writes(value: object) -> Any:
 
 
 _NULL: Final = b"null"
+# Sought in bytes with ``find``: ``in`` first tries the needle as an integer (``65 in b"A"``), and
+# builds the TypeError it then drops, on every callback.
 # orjson writes a datetime as ISO text and a dataclass as an object, which the standard encoder
 # refuses, and a subclass as its storage holds it: passed through, they raise, and the standard
 # encoder decides.
