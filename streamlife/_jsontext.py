@@ -25,7 +25,7 @@ cannot be written is a ``StoreError`` (``to_json``). A body refused is still kep
 
 The standard library decides what JSON is, and says why when a text is not. orjson, which is
 faster, does the work where its result is sure to be the same: it reads a body of bytes
-(``_fast_json``), and writes a value with no ``null`` in it (``_by_orjson``). Property tests hold
+(``_fast_json``), and writes a value with no ``null`` in it (``to_json``). Property tests hold
 each pair to the same result; bench/RESULTS.md shows what each costs a callback. Read stored text
 back with ``json.loads``, which reads both writings exactly.
 """
@@ -197,14 +197,21 @@ _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_fi
 
 
 def to_json(value: Mapping[str, Any]) -> str:
-    """``value`` as JSON text; StoreError for what JSON cannot hold.
+    """``value`` as JSON text; StoreError for what JSON cannot hold. orjson writes it where its text
+    is sure to be the standard encoder's (it took the value, and wrote no ``null``), the standard
+    encoder otherwise.
 
     Text, not orjson's bytes: a bytes object orjson returns keeps the whole buffer it was written
     in, whatever its length, so a store that kept them would hold that buffer for every journaled
     event. The text decoded from them is its own length.
     """
-    text = _by_orjson(value)
-    return standard_json(value) if text is None else text.decode()
+    try:
+        text = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
+        return standard_json(value)
+    if text.find(_NULL) != -1:  # a NaN or an infinity perhaps: orjson writes them as null
+        return standard_json(value)
+    return text.decode()
 
 
 def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
@@ -224,15 +231,6 @@ def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
     except (TypeError, ValueError, RecursionError):  # a non-string key, a cycle, nesting too deep
         text = repr(payload)
     return text.encode("utf-8", "backslashreplace")
-
-
-def _by_orjson(value: Mapping[str, Any]) -> bytes | None:
-    """orjson's text for ``value``; None where it is not sure to be the standard encoder's."""
-    try:
-        text = orjson.dumps(value, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
-        return None
-    return None if text.find(_NULL) != -1 else text  # (a NaN or an infinity perhaps: orjson writes null)
 
 
 def standard_json(value: Mapping[str, Any]) -> str:
