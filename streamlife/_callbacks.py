@@ -99,6 +99,9 @@ _TRANSCRIPT_FINAL: Final = {
 _NONE3: Final = (None, None, None)
 _USUAL_CODES: Final = (str, type(None))  # a code the fast path takes as it is (an int: _read checks it)
 _INDEX_END: Final = _INT32.stop
+# The keys the fast path lets ``data`` have: a stream callback's, none of which names a provider
+# message (``type``, ``message_type``), so a payload inside them needs no look for those.
+_USUAL_DATA_KEYS: Final = STREAM_KEYS - {"type", "message_type"}
 # The keys a Live Video Understanding callback may have, at the top and in ``data``.
 _UNDERSTAND_TOP: Final = frozenset({"status", "task_id", "data"}) | UNDERSTAND_RESULT_KEYS
 _UNDERSTAND_DATA: Final = frozenset({"task_id"}) | UNDERSTAND_RESULT_KEYS
@@ -209,9 +212,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
         or type(status) is not int
         or status not in _INT32
         or type(transcript) is not dict
-        or data.get("type") is not None
-        or data.get("message_type") is not None
-        or not data.keys() <= STREAM_KEYS
+        or not data.keys() <= _USUAL_DATA_KEYS  # (so no ``type`` or ``message_type``: a provider's)
     ):
         return None
     text, final = transcript.get("text"), transcript.get("is_final")

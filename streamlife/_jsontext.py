@@ -25,7 +25,7 @@ cannot be written is a ``StoreError`` (``to_json``). A body refused is still kep
 
 The standard library decides what JSON is, and says why when a text is not. orjson, which is
 faster, does the work where its result is sure to be the same: it reads a body of bytes
-(``_fast_json``), and writes a value with no ``null`` in it (``_by_orjson``). Property tests hold
+(``_fast_json``), and writes a value with no ``null`` in it (``to_json``). Property tests hold
 each pair to the same result; bench/RESULTS.md shows what each costs a callback. Read stored text
 back with ``json.loads``, which reads both writings exactly.
 """
@@ -117,7 +117,7 @@ def _fast_json(body: bytes) -> dict[str, Any] | None:
     """
     if len(body) >= 2 * DEEP and body.count(b"[") + body.count(b"{") >= DEEP:
         return None
-    if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
+    if body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) != -1:  # (``find``, not ``in``: see _NULL)
         return None
     try:
         value = orjson.loads(body)
@@ -197,14 +197,21 @@ _JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_fi
 
 
 def to_json(value: Mapping[str, Any]) -> str:
-    """``value`` as JSON text; StoreError for what JSON cannot hold.
+    """``value`` as JSON text; StoreError for what JSON cannot hold. orjson writes it where its text
+    is sure to be the standard encoder's (it took the value, and wrote no ``null``), the standard
+    encoder otherwise.
 
     Text, not orjson's bytes: a bytes object orjson returns keeps the whole buffer it was written
     in, whatever its length, so a store that kept them would hold that buffer for every journaled
     event. The text decoded from them is its own length.
     """
-    text = _by_orjson(value)
-    return standard_json(value) if text is None else text.decode()
+    try:
+        text = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
+        return standard_json(value)
+    if text.find(_NULL) != -1:  # a NaN or an infinity perhaps: orjson writes them as null
+        return standard_json(value)
+    return text.decode()
 
 
 def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
@@ -226,15 +233,6 @@ def dead_letter_body(payload: bytes | str | Mapping[str, Any]) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def _by_orjson(value: Mapping[str, Any]) -> bytes | None:
-    """orjson's text for ``value``; None where it is not sure to be the standard encoder's."""
-    try:
-        text = orjson.dumps(value, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:  # beyond 64 bits, a lone surrogate, a non-string key...
-        return None
-    return None if _NULL in text else text  # (a NaN or an infinity perhaps: orjson writes them as null)
-
-
 def standard_json(value: Mapping[str, Any]) -> str:
     """``value`` as the standard library's encoder writes it, in the same dialect as ``to_json``."""
     try:
@@ -254,6 +252,8 @@ def _as_orjson_writes(value: object) -> Any:
 
 
 _NULL: Final = b"null"
+# Sought in bytes with ``find``: ``in`` first tries the needle as an integer (``65 in b"A"``), and
+# builds the TypeError it then drops, on every callback.
 # orjson writes a datetime as ISO text and a dataclass as an object, which the standard encoder
 # refuses, and a subclass as its storage holds it: passed through, they raise, and the standard
 # encoder decides.

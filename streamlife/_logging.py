@@ -111,5 +111,12 @@ def enabled_for(level: int) -> bool:
 
 
 def debug_enabled() -> bool:
-    """``enabled_for(logging.DEBUG)``: asked once for every segment."""
+    """``enabled_for(logging.DEBUG)``: asked once for every segment, so the answer kept for the
+    configured wrapper class is read here, without the calls ``enabled_for`` makes to find it."""
+    config = _structlog_config
+    if config is not None and config.is_configured:
+        wrapper = getattr(config, "default_wrapper_class", None)
+        asked_of, answer = _answers.get(logging.DEBUG, _NOT_ASKED)
+        if wrapper is not None and wrapper is asked_of:
+            return answer
     return enabled_for(logging.DEBUG)

@@ -515,6 +515,11 @@ class StreamTask:
     def _add_segment(self, segment: Segment) -> bool:
         late = self.state in TERMINAL  # a final after the end: kept, and marked late
         change = self.transcript.add(segment, late=late)
+        if change in APPLIED_CHANGES:
+            if self.stalled and not late:  # news from a stream that had gone silent: a fact changes
+                self.stalled = False
+                self.revision += 1
+            return True
         if change is Change.CONFLICT:
             _log.warning(
                 "streamlife.transcript_conflict",
@@ -522,11 +527,6 @@ class StreamTask:
                 task_id=self.task_id,
                 index=segment.index,
             )
-        if change in APPLIED_CHANGES:
-            if self.stalled and not late:  # news from a stream that had gone silent: a fact changes
-                self.stalled = False
-                self.revision += 1
-            return True
         return False
 
     def _mark_final_missing(self) -> bool:

@@ -77,6 +77,9 @@ class Change(enum.Enum):
 
 # The changes that change the transcript (a set, so the hot path asks without a property call).
 APPLIED_CHANGES: Final = frozenset({Change.NEW, Change.REPLACED})
+# Read once for the hot path: an Enum class's attribute is read through its metaclass's
+# ``__getattr__`` hook, a slow way for what every new segment answers.
+_NEW: Final = Change.NEW
 
 
 # What is kept of a segment: (final, text, start, end, raw, formatted), raw only for a segment with
@@ -201,7 +204,7 @@ class Transcript:
             else:
                 self._task_id = segment.task_id
                 self._keep(segment, index, late)
-                change = Change.NEW
+                change = _NEW
             self._applied += 1
             limit = self._limit
             if limit is not None and len(self._by_index) > 2 * limit:  # a batch at a time: O(1) per segment

@@ -405,6 +405,10 @@ class Argument(enum.Enum):
     KIND = "kind"  # the product whose path took the stop (optional: an orphan's guessed product)
     CALLBACK = "callback"  # the parsed callback, with its payload as it came
 
+    # A member is its only instance, so it hashes by identity, in C: Enum's own hash is a Python
+    # call, and the journal looks up its codec by the trigger's argument for every event.
+    __hash__ = object.__hash__
+
 
 # The argument each trigger takes, in TRIGGERS' order.
 ARGUMENTS: Final[dict[str, Argument]] = {

@@ -34,6 +34,9 @@ _KIND_GUESSED: Final = MappingProxyType({"kind_guessed": True})  # a row fact of
 # A NamedTuple's constructor is a Python function; tuple's own makes the same record faster, and
 # one is made for every event fired.
 _new_change: Final = tuple.__new__
+# Read once: an Enum class's attribute is read through its metaclass's ``__getattr__`` hook, a slow
+# way for what every fire asks.
+_ENDING: Final = TaskState.ENDING
 
 
 class Change(NamedTuple):
@@ -64,7 +67,7 @@ class Ledger:
         """Fire ``method(*args)`` at the task and journal it. The caller holds the task's lock."""
         task = tracked.task
         was_terminal = task.state in TERMINAL
-        was_ending = task.state is TaskState.ENDING
+        was_ending = task.state is _ENDING
         caught_up = applied = False
         moved = True
         try:
@@ -102,7 +105,7 @@ class Ledger:
                 self.put_back(tracked)
             raise
         became_terminal = not was_terminal and task.state in TERMINAL
-        became_ending = applied and not was_ending and task.state is TaskState.ENDING
+        became_ending = applied and not was_ending and task.state is _ENDING
         change = (outcome, applied, moved, caught_up, became_terminal, became_ending, False)
         return _new_change(Change, change)
 

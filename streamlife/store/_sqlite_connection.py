@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Final
 
 from ._sqlite_schema import migrate
@@ -105,20 +104,29 @@ def checkpoint_aside(db: sqlite3.Connection) -> None:
         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
-@contextmanager
-def errors(what: str) -> Iterator[None]:
-    """sqlite3's errors as the store's: a constraint is a conflict, anything else a failure."""
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        raise StoreConflict(f"{what}: {exc}") from exc
-    except sqlite3.Error as exc:
-        if out_of_room(exc):
-            raise StoreError(
-                f"{what}: {exc}: the disk is full, or the file may grow no more (a size limit)."
-                " Nothing of this write was kept; writes work again once there is room"
-            ) from exc
-        raise StoreError(f"{what}: {exc}") from exc
+class errors:  # (lower case: it reads as a word in ``with errors(...)``)
+    """sqlite3's errors as the store's, in a ``with`` block: a constraint is a conflict, anything
+    else a failure. (A class, not a generator: each event's write passes through several, and a
+    generator's way in and out costs more than the statements they wrap.)"""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise StoreConflict(f"{self.what}: {exc}") from exc
+        if isinstance(exc, sqlite3.Error):
+            if out_of_room(exc):
+                raise StoreError(
+                    f"{self.what}: {exc}: the disk is full, or the file may grow no more (a size limit)."
+                    " Nothing of this write was kept; writes work again once there is room"
+                ) from exc
+            raise StoreError(f"{self.what}: {exc}") from exc
 
 
 # A write the disk refused: SQLite says SQLITE_FULL when a write falls short, SQLITE_IOERR when it

@@ -52,7 +52,7 @@ _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
 _KeptLetter: TypeAlias = tuple[int, float, str, str | None, int, bytes]  # a DeadLetter's fields
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
 _ROW: Final = 0
-_TASK_ID, _STATE, _VERSION, _CREATED_AT, _UPDATED_AT, _FACTS = 2, 3, 4, 5, 6, 7  # where a _KeptRow holds them
+_TASK_ID, _STATE, _UPDATED_AT = 2, 3, 6  # where a _KeptRow holds them
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
 _NOTHING: Final[_Kept] = [None]  # as a _Kept reads for a task not here: no row, no entries (only sliced)
 
@@ -352,7 +352,7 @@ class _Txn:
         self.version = 0 if kept is None else len(kept) - 1
         return self
 
-    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, error_type: type[BaseException] | None, error: object, traceback: object) -> None:
         store = self.store
         try:
             if self.staged is not None and self.kept is not None and error_type is None:
@@ -362,7 +362,8 @@ class _Txn:
                     store._undo.append(_unwrite_later(store, kept, self.version, old))
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
-                    kept_row = (*old[:_VERSION], version, old[_CREATED_AT], at, old[_FACTS])
+                    key, kind, task_id, state, _, created_at, _, facts = old
+                    kept_row = (key, kind, task_id, state, version, created_at, at, facts)
                 else:
                     if row is not None and old[_TASK_ID] != row.task_id:
                         store._index(_row(old), row)
@@ -381,7 +382,7 @@ class _Txn:
         check_write(self.key, self.version if exists else None, entries, row, written=self.staged is not None)
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
-        self.staged = ([_kept_entry(entry) for entry in entries], kept_row, row, due)
+        self.staged = (list(map(_kept_entry, entries)), kept_row, row, due)
 
 
 def _unwrite_later(store: MemoryStore, kept: _Kept, version: int, old: _KeptRow) -> Callable[[], None]:

@@ -113,7 +113,9 @@ _OLD_LETTERS: Final = "SELECT id, 1 + length(body) / 4096 FROM dead_letters WHER
 _CLAIMABLE: Final = "FROM tasks WHERE " + CLAIMABLE.format(false="0", mark="?")
 # The savepoint of a lock() block or a create inside a batch, and what takes it back.
 _EVENT: Final = "event"
-_UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", f"RELEASE {_EVENT}")
+_BEGIN_EVENT: Final = f"SAVEPOINT {_EVENT}"
+_KEEP_EVENT: Final = f"RELEASE {_EVENT}"
+_UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", _KEEP_EVENT)
 
 
 class SqliteStore:
@@ -369,34 +371,11 @@ class SqliteStore:
             with self._scope("event", what), errors(what):  # (whatever statement the block runs)
                 yield self._db
 
-    @contextmanager
-    def _scope(self, name: str, what: str) -> Iterator[None]:
+    def _scope(self, name: str, what: str) -> _Scope:
         """Open ``name`` on the connection: a transaction, or, inside a batch's, a savepoint. It is
         kept if the block ends normally and rolled back if the block, or keeping it, fails. The one
         place that opens and closes them, so ``_open`` says what is open whichever way it ends."""
-        outer = self._open
-        undo: tuple[str, ...]
-        self._check_still_open(what)
-        if outer:  # a batch's transaction is open: this is its savepoint
-            begin, keep, undo = f"SAVEPOINT {_EVENT}", f"RELEASE {_EVENT}", _UNDO_EVENT
-        else:
-            begin, keep, undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
-        with errors(what):
-            self._db.execute(begin)
-        self._open = (*outer, name)
-        try:
-            try:
-                yield
-                with errors(what):
-                    self._db.execute(keep)
-            finally:
-                self._open = outer
-        except BaseException as exc:
-            with suppress(sqlite3.Error):  # the first error is the one to report
-                for statement in undo:
-                    self._db.execute(statement)
-            self._after_failure(exc)
-            raise
+        return _Scope(self, name, what)
 
     def _check_still_open(self, what: str) -> None:
         """Refuse to write inside a batch whose transaction SQLite rolled back by itself, as it may
@@ -410,6 +389,52 @@ class SqliteStore:
         open on the connection (see ``give_room_back``)."""
         if out_of_room(exc) and not (self._db.in_transaction or self._open):
             give_room_back(self._db, self.path)
+
+
+class _Scope:
+    """``SqliteStore._scope``'s block. (A class, not a generator: every event written opens one,
+    and a generator's way in and out costs more than the statements it runs.)"""
+
+    __slots__ = ("_keep", "_name", "_outer", "_store", "_undo", "_what")
+
+    def __init__(self, store: SqliteStore, name: str, what: str) -> None:
+        self._store, self._name, self._what = store, name, what
+        self._outer: tuple[str, ...] = ()
+        self._keep = ""
+        self._undo: tuple[str, ...] = ()
+
+    def __enter__(self) -> None:
+        store = self._store
+        outer = self._outer = store._open
+        store._check_still_open(self._what)
+        if outer:  # a batch's transaction is open: this is its savepoint
+            begin, self._keep, self._undo = _BEGIN_EVENT, _KEEP_EVENT, _UNDO_EVENT
+        else:
+            begin, self._keep, self._undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+        with errors(self._what):
+            store._db.execute(begin)
+        store._open = (*outer, self._name)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
+        store = self._store
+        try:
+            try:
+                if exc is None:
+                    with errors(self._what):
+                        store._db.execute(self._keep)
+            finally:
+                store._open = self._outer
+        except BaseException as failure:  # keeping it failed
+            self._roll_back(failure)
+            raise
+        if exc is not None:  # the block failed: rolled back, and its error goes on
+            self._roll_back(exc)
+
+    def _roll_back(self, exc: BaseException) -> None:
+        with suppress(sqlite3.Error):  # the first error is the one to report
+            for statement in self._undo:
+                self._store._db.execute(statement)
+        self._store._after_failure(exc)
 
 
 class _Txn:

@@ -115,3 +115,26 @@ def test_the_level_check_follows_structlog_as_configured_now() -> None:
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout == "[False, True, False]\n"
+
+
+def test_the_debug_check_follows_structlog_as_configured_now() -> None:
+    """``debug_enabled``, asked for every segment, reads the answer kept for the configured wrapper
+    class: asked again, and after the application configures another, it answers as configured now."""
+    script = (
+        "import logging, structlog\n"
+        "from streamlife._logging import debug_enabled\n"
+        "asked = []\n"
+        "for level in (logging.INFO, logging.DEBUG, logging.WARNING):\n"
+        "    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))\n"
+        "    asked += [debug_enabled(), debug_enabled()]\n"
+        "structlog.reset_defaults()\n"
+        "logging.getLogger('streamlife').setLevel(logging.DEBUG)\n"
+        "asked.append(debug_enabled())\n"
+        "logging.getLogger('streamlife').setLevel(logging.INFO)\n"
+        "asked.append(debug_enabled())\n"
+        "print(asked)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == "[False, False, True, True, False, False, True, False]\n"
