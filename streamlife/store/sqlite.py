@@ -57,7 +57,9 @@ from ._sqlite_connection import (
     checkpointer,
     connect,
     errors,
+    fit_wal_to_disk,
     give_room_back,
+    keep_wal_long,
     out_of_room,
 )
 from .base import (
@@ -278,7 +280,8 @@ class SqliteStore:
         no writer's commit copies the prune's pages. Just before: once the WAL is copied whole, the
         next transaction that writes starts it again from its top and syncs it, and that should be
         the prune's batch, in the time it holds the lock and is paced by, not a writer's commit.
-        The last batch's pages are copied once the prune is done."""
+        While the prune runs, the WAL is not cut back when it starts again (``keep_wal_long``):
+        the next batch would grow it again. The last batch's pages are copied once it is done."""
         cutoff = (prune_cutoff(before),) * 2
         if dry_run:
             with self._connection() as db:
@@ -290,6 +293,8 @@ class SqliteStore:
         pacer = self._pacer()
         tasks = entries = 0
         aside = checkpointer(self.path)
+        with self._lock:
+            keep_wal_long(self._db)
         try:
             while True:
                 checkpointed = _timed(pacer, lambda: checkpoint_aside(aside))
@@ -316,6 +321,8 @@ class SqliteStore:
             checkpoint_aside(aside)
         finally:
             aside.close()
+            with self._lock, suppress(sqlite3.Error):  # (the WAL is cut at its next start)
+                fit_wal_to_disk(self._db, self.path)
         return PruneResult(tasks, entries, letters)
 
     def _prune_letters(self, before: float, aside: sqlite3.Connection) -> int:

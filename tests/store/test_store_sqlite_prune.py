@@ -342,3 +342,37 @@ def test_a_write_between_batches_never_starts_the_wal_again(
     assert not any(pacer.restarted)
     store.close()
     writer.close()
+
+
+class MeasuringTheWal(Pacer):
+    """A pacer that notes, at each pause, how long the WAL file is."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(sleep=self.measure)
+        self.path = path
+        self.lengths: list[int] = []
+
+    def measure(self, seconds: float) -> None:
+        self.lengths.append(Path(f"{self.path}-wal").stat().st_size)
+
+
+def test_a_prune_cuts_the_wal_back_once_done_not_at_each_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut back at each batch, the WAL grows again at the next: the batch that starts it again
+    then syncs its new length, with the write lock held."""
+    monkeypatch.setattr("streamlife.store._sqlite_connection.WAL_SIZE_LIMIT", 8192)  # two pages
+    path = tmp_path / "streams.db"
+    fill(path, [10] * 60)
+    store = SqliteStore(path)
+    (limit,) = store._db.execute("PRAGMA journal_size_limit").fetchone()
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 3)  # many batches
+    pacer = MeasuringTheWal(path)
+    pace(monkeypatch, store, pacer)
+    assert store.prune(100.0) == PruneResult(60, 600, 0)
+    assert len(pacer.lengths) >= 10
+    assert pacer.lengths == sorted(pacer.lengths)  # never cut back during the prune
+    assert store._db.execute("PRAGMA journal_size_limit").fetchone() == (limit,)
+    store.park("tid-late", 200.0, {"late": True})  # the next write starts the WAL again, cut back
+    assert Path(f"{path}-wal").stat().st_size <= 8192 + 3 * 4096 + 32
+    store.close()
