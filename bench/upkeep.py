@@ -4,8 +4,10 @@ dead process left overdue (``Store.claim_due``).
     python -m bench.run --only upkeep
 
 Retention: a store is filled with stopped tasks, each with journal entries carrying a segment's
-arguments, and one running task that a writer on another connection moves on, one event at a time,
-while ``prune`` lets the stopped tasks go. The writer's longest wait is the longest a batch held it
+arguments, and one running task that a writer moves on, one event at a time, while ``prune`` lets
+the stopped tasks go. The writer is a process of its own, as the other processes that write a store
+are: a thread of the pruning process would share its interpreter lock, and wait for it as no other
+process does. The writer's longest wait is the longest a batch held it
 up, as another process would see it; the references are one batch's share of the prune (its hold
 and the pause after it; the store's pacer counts the batches, which are sized by time) and the
 same writer's longest wait with no prune running, in the same run. The bytes each journal entry
@@ -17,10 +19,11 @@ times per ``Policy.takeover_after``: its cost, against that interval.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,18 +100,25 @@ def fill_sqlite(path: Path, stopped: int, entries: int, live: int) -> None:
     db.close()  # fmt: skip
 
 
+# Opens the writer's store, in the writer's process (so: picklable).
+Opener = Callable[[], Store]
+
+
 @contextmanager
-def sqlite_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callable[[], int]]]:
-    """Two handles on one filled file (the pruner's, the writer's), and the file's size."""
+def sqlite_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Opener, Callable[[], int]]]:
+    """The pruner's handle on one filled file, how the writer opens its own, and the file's size."""
     with tempfile.TemporaryDirectory() as where:
         path = Path(where) / "upkeep.db"
         fill_sqlite(path, config.stopped, config.entries, config.live)
-        store, writer = SqliteStore(path), SqliteStore(path)
+        store = SqliteStore(path)
         try:
-            yield store, writer, lambda: os.path.getsize(path) + _size(Path(f"{path}-wal"))
+            yield (
+                store,
+                functools.partial(SqliteStore, path),
+                lambda: os.path.getsize(path) + _size(Path(f"{path}-wal")),
+            )
         finally:
             store.close()
-            writer.close()
 
 
 def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
@@ -154,8 +164,9 @@ def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
 
 
 @contextmanager
-def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callable[[], int]]]:
-    """Two stores on one filled database, and the size of its tasks and journal."""
+def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Opener, Callable[[], int]]]:
+    """The pruner's store on one filled database, how the writer opens its own, and the size of its
+    tasks and journal."""
     import psycopg
 
     from streamlife.store.postgres import PostgresStore
@@ -172,12 +183,11 @@ def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Store, Callab
             assert found is not None
             return int(found[0])
 
-        store, writer = PostgresStore(dsn), PostgresStore(dsn)
+        store = PostgresStore(dsn)
         try:
-            yield store, writer, size
+            yield store, functools.partial(PostgresStore, dsn), size
         finally:
             store.close()
-            writer.close()
 
 
 def _pressure() -> str | None:
@@ -211,15 +221,19 @@ class Prune(NamedTuple):
     holds: list[float] | None  # how long each batch held on (its pacer's), None: not known
 
 
-@contextmanager
-def writing(writer: Store, key: str) -> Iterator[list[float]]:
-    """A thread moving ``key`` (a running task) on, one event at a time, while the block runs: its
-    waits, each from asking for the task to the commit."""
-    waits: list[float] = []
-    done = threading.Event()
-
-    def write() -> None:
-        while not done.is_set():
+def _write(open_writer: Opener, key: str, ready: Any, stop: Any, results: Any) -> None:
+    """The writer's process: creates ``key`` (a running task), says it is ready, then moves the task
+    on, one event at a time, until told to stop; puts its waits, each from asking for the task to
+    the commit."""
+    writer = open_writer()
+    try:
+        live = TaskRow(key, "audio", f"tid-{key}", "running", 1, 5000.0, 5000.0, {})
+        writer.create(
+            live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
+        )
+        ready.set()
+        waits: list[float] = []
+        while not stop.is_set():
             asked = time.perf_counter()
             with writer.lock(key) as txn:
                 version = txn.version + 1
@@ -228,45 +242,53 @@ def writing(writer: Store, key: str) -> Iterator[list[float]]:
                 )
             waits.append(time.perf_counter() - asked)
             time.sleep(0.001)
+        results.put(waits)
+    finally:
+        writer.close()
 
-    thread = threading.Thread(target=write)
-    thread.start()
+
+@contextmanager
+def writing(open_writer: Opener, key: str) -> Iterator[list[float]]:
+    """A process of its own moving ``key`` (a running task it creates) on, one event at a time,
+    while the block runs: its waits, each from asking for the task to the commit (filled in once
+    the block ends)."""
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    process = context.Process(target=_write, args=(open_writer, key, ready, stop, results))
+    process.start()
+    waits: list[float] = []
     try:
+        if not ready.wait(120):
+            raise RuntimeError(f"the writer process did not start (exit code {process.exitcode})")
         yield waits
     finally:
-        done.set()
-        thread.join()
+        stop.set()
+        if process.exitcode is None or process.exitcode == 0:
+            waits.extend(results.get(timeout=120))
+        process.join(timeout=60)
 
 
-def write_alone(writer: Store, seconds: float) -> list[float]:
+def write_alone(open_writer: Opener, seconds: float) -> list[float]:
     """The writer's waits with no prune running, for ``seconds``: the reference, in the same run."""
-    live = TaskRow("alone", "audio", "tid-alone", "running", 1, 5000.0, 5000.0, {})
-    writer.create(
-        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
-    )
-    with writing(writer, "alone") as waits:
+    with writing(open_writer, "alone") as waits:
         time.sleep(seconds)
-    return list(waits)
+    return waits
 
 
-def prune_while_writing(store: Store, writer: Store) -> Prune:
-    """Prune every stopped task while ``writer`` moves a running task on."""
-    live = TaskRow("writer", "audio", "tid-writer", "running", 1, 5000.0, 5000.0, {})
-    writer.create(
-        live, [JournalEntry(1, 5000.0, "start_ok", "starting", "running", None)], due=Due(quiet=40.0)
-    )
+def prune_while_writing(store: Store, open_writer: Opener) -> Prune:
+    """Prune every stopped task while a writer process moves a running task on."""
     holds: list[float] | None = None
     own: Callable[[], Pacer] | None = getattr(store, "_pacer", None)
     if own is not None:  # SqliteStore's and PostgresStore's: batches sized by time, counted here
         holds = []
         store._pacer = lambda: _recording(own(), holds)  # type: ignore[attr-defined]
-    with writing(writer, "writer") as waits:
+    with writing(open_writer, "writer") as waits:
         time.sleep(0.05)
         began = time.perf_counter()
         result = store.prune(2000.0)
         took = time.perf_counter() - began
         time.sleep(0.01)
-    return Prune(took, list(waits), result, holds)
+    return Prune(took, waits, result, holds)
 
 
 def _recording(pacer: Pacer, holds: list[float]) -> Pacer:
@@ -297,8 +319,8 @@ def run(config: UpkeepConfig) -> Section:
         "upkeep",
         "Store upkeep: retention and takeover looks",
         f"Per store (an SQLite file; a fresh PostgreSQL database): {config.stopped:,} stopped tasks x"
-        f" {config.entries} journal entries (a segment's arguments each) pruned while a writer on another"
-        " connection moves a running task on; then claim_due, as every Fleet runs it four times per"
+        f" {config.entries} journal entries (a segment's arguments each) pruned while a writer process"
+        " moves a running task on; then claim_due, as every Fleet runs it four times per"
         f" Policy.takeover_after, over {config.live:,} live tasks none of which is due (median of"
         f" {config.looks}).",
         REFS,
@@ -310,13 +332,18 @@ def run(config: UpkeepConfig) -> Section:
     else:
         section.notes.append(f"PostgreSQL not measured: no server answered ({why_not}).")
     for kind, stores in kinds:
-        with stores(config) as (store, writer, size):
-            _measure(section, config, kind, store, writer, size)
+        with stores(config) as (store, open_writer, size):
+            _measure(section, config, kind, store, open_writer, size)
     return section
 
 
 def _measure(
-    section: Section, config: UpkeepConfig, kind: str, store: Store, writer: Store, size: Callable[[], int]
+    section: Section,
+    config: UpkeepConfig,
+    kind: str,
+    store: Store,
+    open_writer: Opener,
+    size: Callable[[], int],
 ) -> None:
     interval = Policy().takeover_after / 4
     name = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[kind]
@@ -339,8 +366,8 @@ def _measure(
         )
     )
     say(f"upkeep: {name}, a writer alone for {config.alone:g} s, then prune {config.stopped:,} stopped tasks")
-    alone = write_alone(writer, config.alone)
-    prune = prune_while_writing(store, writer)
+    alone = write_alone(open_writer, config.alone)
+    prune = prune_while_writing(store, open_writer)
     took, waits, result = prune.seconds, prune.waits, prune.result
     batches = len(prune.holds) if prune.holds else max(1, -(-result.tasks // PRUNE_BATCH))
     section.add(

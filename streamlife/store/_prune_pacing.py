@@ -99,10 +99,13 @@ class Pacer:
         """How long the lock is let go after a batch that held it ``held`` seconds."""
         return max(held, WAKE_SLACK * writer_sleep(held)) + MARGIN
 
-    def pause(self, held: float, since: float) -> None:
+    def pause(self, held: float, since: float, ahead: float = 0.0) -> None:
         """Let the lock go for ``pause_after(held)`` counted from ``since`` (on ``timer``): what was
-        done since without the lock, such as a checkpoint, counts as pause."""
-        left = self.pause_after(held) - (self.timer() - since)
+        done since without the lock counts as pause, and so does what will be done after the sleep
+        without it, before the next batch (a checkpoint: ``ahead`` seconds, as the last one took),
+        up to half the pause."""
+        whole = self.pause_after(held)
+        left = whole - (self.timer() - since) - min(ahead, whole / 2)
         if left > 0:
             self._sleep(left)
 

@@ -88,6 +88,16 @@ def fit_wal_to_disk(db: sqlite3.Connection, path: str) -> None:
     db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
 
 
+def keep_wal_long(db: sqlite3.Connection) -> None:
+    """Until ``fit_wal_to_disk`` is called again, a commit of ``db``'s that starts the WAL again
+    leaves the file as long as it is, instead of cutting it back to journal_size_limit. For a
+    prune: its batches fill the WAL again at once, and a WAL cut back and grown again costs the
+    commit that next starts it a sync of the file's new length (the cut's blocks given back), with
+    the write lock held."""
+    with suppress(sqlite3.Error):  # (then cut as usual)
+        db.execute("PRAGMA journal_size_limit = -1")
+
+
 def checkpointer(path: str) -> sqlite3.Connection:
     """A second connection to ``path``, for ``checkpoint_aside`` alone: it never waits for a lock
     (busy timeout 0), and holds none between its statements."""

@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
@@ -57,7 +57,9 @@ from ._sqlite_connection import (
     checkpointer,
     connect,
     errors,
+    fit_wal_to_disk,
     give_room_back,
+    keep_wal_long,
     out_of_room,
 )
 from .base import (
@@ -274,9 +276,14 @@ class SqliteStore:
         """Each batch is one write transaction (``BEGIN IMMEDIATE``): it holds the file's write lock
         from the read of the batch's tasks to their deletion, so no other writer moves them between.
         A batch takes what it can delete in about ``_prune_pacing.HOLD``, counted in journal
-        entries; after it, the WAL is checkpointed on a connection of its own, without the write
-        lock, so that no writer's commit copies the prune's pages; and the lock is let go long
-        enough for a writer waiting in SQLite's busy handler to find it free (``_prune_pacing``)."""
+        entries; after it, the lock is let go long enough for a writer waiting in SQLite's busy
+        handler to find it free (``_prune_pacing``). At the end of that pause, just before the next
+        batch, the WAL is checkpointed on a connection of its own, without the write lock, so that
+        no writer's commit copies the prune's pages. Just before: once the WAL is copied whole, the
+        next transaction that writes starts it again from its top and syncs it, and that should be
+        the prune's batch, in the time it holds the lock and is paced by, not a writer's commit.
+        While the prune runs, the WAL is not cut back when it starts again (``keep_wal_long``):
+        the next batch would grow it again. The last batch's pages are copied once it is done."""
         cutoff = (prune_cutoff(before),) * 2
         if dry_run:
             with self._connection() as db:
@@ -288,8 +295,11 @@ class SqliteStore:
         pacer = self._pacer()
         tasks = entries = 0
         aside = checkpointer(self.path)
+        with self._lock:
+            keep_wal_long(self._db)
         try:
             while True:
+                checkpointed = _timed(pacer, lambda: checkpoint_aside(aside))
                 with self._lock:  # (this process's other threads write between two batches too)
                     if self._open:
                         raise StoreError(f"{self!r} cannot prune inside a batch or a lock() block")
@@ -306,14 +316,15 @@ class SqliteStore:
                 held = pacer.timer() - began
                 entries += deleted
                 pacer.learn(deleted, held)
-                let_go = pacer.timer()
-                checkpoint_aside(aside)
                 if len(keys) == len(batch) < limit:
                     break
-                pacer.pause(held, let_go)
+                pacer.pause(held, pacer.timer(), ahead=checkpointed)
             letters = self._prune_letters(cutoff[0], aside)
+            checkpoint_aside(aside)
         finally:
             aside.close()
+            with self._lock, suppress(sqlite3.Error):  # (the WAL is cut at its next start)
+                fit_wal_to_disk(self._db, self.path)
         return PruneResult(tasks, entries, letters)
 
     def _prune_letters(self, before: float, aside: sqlite3.Connection) -> int:
@@ -322,6 +333,7 @@ class SqliteStore:
         pacer = self._pacer()
         letters = 0
         while True:
+            checkpointed = _timed(pacer, lambda: checkpoint_aside(aside))  # (as for the tasks)
             with self._transaction("could not prune the dead letters") as db:
                 began = pacer.timer()
                 limit = min(PRUNE_BATCH, pacer.budget)
@@ -333,11 +345,9 @@ class SqliteStore:
             held = pacer.timer() - began
             letters += deleted
             pacer.learn(sum(pages for _, pages in batch[: len(ids)]), held)
-            let_go = pacer.timer()
-            checkpoint_aside(aside)
             if len(ids) == len(batch) < limit:
                 return letters
-            pacer.pause(held, let_go)
+            pacer.pause(held, pacer.timer(), ahead=checkpointed)
 
     def _pacer(self) -> Pacer:
         """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""
@@ -494,6 +504,13 @@ class _Txn:
             if own:
                 self._db.execute("RELEASE write")
         self._written = True
+
+
+def _timed(pacer: Pacer, step: Callable[[], None]) -> float:
+    """How long ``step`` took, on ``pacer``'s clock."""
+    began = pacer.timer()
+    step()
+    return pacer.timer() - began
 
 
 def _insert_entries(db: sqlite3.Connection, key: str, entries: Sequence[JournalEntry]) -> None:

@@ -94,6 +94,16 @@ def test_at_a_steady_cost_every_batch_after_the_first_holds_within_the_bound(
 # The store, paced on a clock of the test's.
 
 
+def test_what_runs_after_the_sleep_without_the_lock_counts_as_pause_up_to_half_of_it() -> None:
+    slept: list[float] = []
+    pacer = Pacer(timer=lambda: 0.0, sleep=slept.append)
+    whole = pacer.pause_after(0.005)
+    pacer.pause(0.005, 0.0)
+    pacer.pause(0.005, 0.0, ahead=0.002)
+    pacer.pause(0.005, 0.0, ahead=1.0)
+    assert slept == pytest.approx([whole, whole - 0.002, whole / 2])
+
+
 def fill(path: Path, sizes: Sequence[int]) -> None:
     """Stopped tasks last updated at 10.0, ``sizes[n]`` journal entries each."""
     store = SqliteStore(path)
@@ -284,3 +294,85 @@ def test_a_writer_process_loses_nothing_to_the_checkpoints_between_batches(
     reopened.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def wal_restarts(path: Path) -> int:
+    """How many times the WAL has been started again from its top: the checkpoint sequence number
+    in its header, which the transaction that starts it again writes (and syncs)."""
+    with open(f"{path}-wal", "rb") as wal:
+        header = wal.read(16)
+    assert len(header) == 16
+    return int.from_bytes(header[12:16], "big")
+
+
+class WritingInPauses(Pacer):
+    """A pacer whose pauses each hold one write by another connection, as another process's would
+    be: it notes whether that write's commit started the WAL again."""
+
+    def __init__(self, path: Path, writer: SqliteStore) -> None:
+        super().__init__(sleep=self.write)
+        self.path, self.writer = path, writer
+        self.restarted: list[bool] = []
+
+    def write(self, seconds: float) -> None:
+        before = wal_restarts(self.path)
+        with self.writer.lock("live") as txn:
+            txn.write([JournalEntry(txn.version + 1, 50.0, "segment", "running", "running", None)], None)
+        self.restarted.append(wal_restarts(self.path) != before)
+
+
+def test_a_write_between_batches_never_starts_the_wal_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the WAL again syncs it: the commit that does so, after the prune copied the WAL
+    whole, waits on the disk for the prune's doing. It is the prune's next batch that does it."""
+    path = tmp_path / "streams.db"
+    fill(path, [10] * 60)
+    writer = SqliteStore(path)
+    writer.create(
+        TaskRow("live", "audio", "tid-live", "running", 1, 5.0, 5.0, {}),
+        [JournalEntry(1, 5.0, "start_ok", "starting", "running", None)],
+    )
+    store = SqliteStore(path)
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 3)  # many batches
+    pacer = WritingInPauses(path, writer)
+    pace(monkeypatch, store, pacer)
+    assert store.prune(100.0) == PruneResult(60, 600, 0)
+    assert len(pacer.restarted) >= 10
+    assert not any(pacer.restarted)
+    store.close()
+    writer.close()
+
+
+class MeasuringTheWal(Pacer):
+    """A pacer that notes, at each pause, how long the WAL file is."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(sleep=self.measure)
+        self.path = path
+        self.lengths: list[int] = []
+
+    def measure(self, seconds: float) -> None:
+        self.lengths.append(Path(f"{self.path}-wal").stat().st_size)
+
+
+def test_a_prune_cuts_the_wal_back_once_done_not_at_each_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut back at each batch, the WAL grows again at the next: the batch that starts it again
+    then syncs its new length, with the write lock held."""
+    monkeypatch.setattr("streamlife.store._sqlite_connection.WAL_SIZE_LIMIT", 8192)  # two pages
+    path = tmp_path / "streams.db"
+    fill(path, [10] * 60)
+    store = SqliteStore(path)
+    (limit,) = store._db.execute("PRAGMA journal_size_limit").fetchone()
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 3)  # many batches
+    pacer = MeasuringTheWal(path)
+    pace(monkeypatch, store, pacer)
+    assert store.prune(100.0) == PruneResult(60, 600, 0)
+    assert len(pacer.lengths) >= 10
+    assert pacer.lengths == sorted(pacer.lengths)  # never cut back during the prune
+    assert store._db.execute("PRAGMA journal_size_limit").fetchone() == (limit,)
+    store.park("tid-late", 200.0, {"late": True})  # the next write starts the WAL again, cut back
+    assert Path(f"{path}-wal").stat().st_size <= 8192 + 3 * 4096 + 32
+    store.close()
