@@ -240,7 +240,7 @@ class WebhookReceiver:
         token = self._token
         if token is None:
             return ""
-        if self._routes:
+        if self._routes and "/task/" in path:  # (no task URL without it: the usual path is not one)
             key = verified_key(token, path)
             if key is not None:
                 return key
@@ -409,7 +409,13 @@ class AsgiApplication:
         ) is None:
             response = _UNAUTHORIZED
         else:
-            body = await _read_body(receive, receiver.max_body)
+            # A callback's body comes in one message: read here, without a coroutine of its own.
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                body = await _read_rest(receive, body, receiver.max_body)
+            elif len(body) > receiver.max_body:
+                body = None
             content_type = found.get("content-type")
             if body is None:
                 response = _too_large(receiver.max_body)
@@ -424,7 +430,8 @@ class AsgiApplication:
                 except (CallbackError, StoreError, ParkingFullError) as error:
                     response = receiver.refusal(error)
                 else:
-                    response = _answer(outcome)
+                    plain = _PLAIN_ANSWERS.get(id(outcome))
+                    response = plain[1] if plain is not None and plain[0] is outcome else _answer(outcome)
             else:
                 headers = {} if content_type is None else {"content-type": content_type.decode("latin-1")}
                 response = await self._apply_in_thread(body, headers, path)
@@ -488,13 +495,12 @@ def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
     return inspect.iscoroutinefunction(getattr(sink, "handle_callback", None))
 
 
-async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
-    """The request's body, from its http.request messages; None once it is over ``max_body``."""
-    message = await receive()
-    chunk = message.get("body", b"")
-    if not message.get("more_body", False):  # a callback's body comes in one message
-        return chunk if len(chunk) <= max_body else None
-    chunks, size, more = [chunk], len(chunk), True
+async def _read_rest(
+    receive: Callable[[], Awaitable[AsgiMessage]], first: bytes, max_body: int
+) -> bytes | None:
+    """The rest of a body whose ``first`` chunk said more follows; None once it is over
+    ``max_body``."""
+    chunks, size, more = [first], len(first), True
     while more and size <= max_body:
         message = await receive()
         chunk = message.get("body", b"")
@@ -542,6 +548,12 @@ def _answer(result: Outcome | CallbackError) -> Response:
 
 
 _PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
+# The shared outcomes' answers, by identity (each kept beside its answer, so its id is not reused):
+# what the ASGI face looks up for most callbacks instead of calling ``_answer``.
+_PLAIN_ANSWERS: Final = {
+    id(outcome): (outcome, _PLAIN_OUTCOMES[outcome.kind])
+    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
+}
 
 
 def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
