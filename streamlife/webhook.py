@@ -230,9 +230,9 @@ class WebhookReceiver:
         if self._token is None:
             return True
         sent = headers.get(TOKEN_HEADER, "").encode()
-        return self.admit(path, sent, headers.get("authorization", "").encode()) is not None
+        return self._admit(path, sent, headers.get("authorization", "").encode()) is not None
 
-    def admit(self, path: str, sent: bytes, authorization: bytes) -> str | None:
+    def _admit(self, path: str, sent: bytes, authorization: bytes) -> str | None:
         """``authorized`` and ``route`` at once, from the raw ``X-Streamlife-Token`` (``sent``)
         and ``Authorization`` values (``b""`` when absent): the key of the task whose verified
         callback URL ``path`` is; ``""`` for a request that carries the token (or any request,
@@ -405,7 +405,7 @@ class AsgiApplication:
         if scope.get("method") != "POST":
             response = _NOT_POST
         elif (
-            key := receiver.admit(path, found.get(TOKEN_HEADER, b""), found.get("authorization", b""))
+            key := receiver._admit(path, found.get(TOKEN_HEADER, b""), found.get("authorization", b""))
         ) is None:
             response = _UNAUTHORIZED
         else:
