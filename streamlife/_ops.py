@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-from streamlife._logging import get_logger
+from streamlife._logging import enabled_for, get_logger
 
 from ._health import Health
 from ._metrics import INSTALL_HINT, Metrics
@@ -33,6 +33,7 @@ from .webhook import AsgiApplication, AsgiMessage, hide_token
 HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
 MASK: Final = "***"
+_INFO: Final = logging.INFO
 
 _NO_METRICS: Final = json_response(404, error=f"metrics are not served: {INSTALL_HINT} for them")
 _GET_ONLY: Final = json_response(405, (*JSON_TYPE, ("Allow", "GET, HEAD")), error="use GET")
@@ -74,7 +75,7 @@ class OpsApplication:
             seconds = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.observe(seconds, status)
-            if self._log.is_enabled_for(logging.INFO):
+            if enabled_for(_INFO):
                 self._access(scope, path, status, seconds)
 
     def _access(self, scope: Mapping[str, Any], path: str, status: int, seconds: float) -> None:

@@ -299,8 +299,10 @@ class AsyncFleet:
         if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency < 1:
             return False
         notices = fleet._notices
+        if not (notices.transition or notices.segment or notices.orphan or notices.foreign):
+            return True  # (asked for each callback: the usual answer without building anything)
         hooks = (*notices.transition, *notices.segment, *notices.orphan, *notices.foreign)
-        return not hooks or all(hook in self.__dict__.get("_bridges", ()) for hook in hooks)
+        return all(hook in self.__dict__.get("_bridges", ()) for hook in hooks)
 
     def _apply_turn(self) -> None:
         """Apply the callbacks handed over in this turn of the loop (``LOOP_BATCH`` now, the rest in
@@ -500,6 +502,7 @@ def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | Ba
     payloads = [payload for _, payload, _ in calls]
     keys = [key for _, _, key in calls]
     try:
-        return list(fleet.handle_callbacks(payloads, keys=keys))
+        # (Without keys when none is set: the Fleet then reads no key for each callback.)
+        return list(fleet.handle_callbacks(payloads, keys=keys if any(keys) else None))
     except (StoreError, ParkingFullError):
         return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]

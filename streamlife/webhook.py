@@ -229,18 +229,30 @@ class WebhookReceiver:
         own callback URL with its signature right (``route``); ``headers`` lower-cased."""
         if self._token is None:
             return True
-        if self.route(path) is not None:
-            return True
+        sent = headers.get(TOKEN_HEADER, "").encode()
+        return self._admit(path, sent, headers.get("authorization", "").encode()) is not None
+
+    def _admit(self, path: str, sent: bytes, authorization: bytes) -> str | None:
+        """``authorized`` and ``route`` at once, from the raw ``X-Streamlife-Token`` (``sent``)
+        and ``Authorization`` values (``b""`` when absent): the key of the task whose verified
+        callback URL ``path`` is; ``""`` for a request that carries the token (or any request,
+        without one); None for a request to refuse (401)."""
         token = self._token
-        bearer = headers.get("authorization", "")
-        bearer = bearer[7:] if bearer[:7].lower() == "bearer " else ""
+        if token is None:
+            return ""
+        if self._routes and "/task/" in path:  # (no task URL without it: the usual path is not one)
+            key = verified_key(token, path)
+            if key is not None:
+                return key
+        bearer = authorization[7:] if authorization[:7].lower() == b"bearer " else b""
         # Every candidate is compared (``|``, not ``or``), so the time taken says nothing about which
         # one came close.
-        return (
+        matched = (
             hmac.compare_digest(path.rstrip("/").rpartition("/")[2].encode(), token)
-            | hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), token)
-            | hmac.compare_digest(bearer.encode(), token)
+            | hmac.compare_digest(sent, token)
+            | hmac.compare_digest(bearer, token)
         )
+        return "" if matched else None
 
     def _unavailable(self, error: str) -> Response:
         return json_response(503, (*JSON_TYPE, ("Retry-After", str(self.retry_after))), error=error)
@@ -376,24 +388,52 @@ class AsgiApplication:
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
         receiver = self.receiver
-        names = _HEADER_NAMES
-        headers: dict[str, str] = {}
+        # Only the three headers the receiver reads, their values as sent: the rest are skipped
+        # undecoded.
+        wanted = _WANTED_HEADERS
+        found: dict[str, bytes] = {}
         for name, value in scope["headers"]:
-            known = names.get(name)
+            known = wanted.get(name)
             if known is None:
-                known = name.decode("latin-1").lower()
-                if len(names) < _HEADER_NAMES_KEPT:
-                    names[name] = known
-            headers[known] = value.decode("latin-1")
+                if name.islower():  # (as ASGI servers give them: no other case to try)
+                    continue
+                known = wanted.get(name.lower())
+                if known is None:
+                    continue
+            found[known] = value
         path = scope.get("root_path", "") + scope.get("path", "")
-        response = receiver.screen_head(str(scope.get("method")), path, headers)
-        if response is None:
-            body = await _read_body(receive, receiver.max_body)
+        if scope.get("method") != "POST":
+            response = _NOT_POST
+        elif (
+            key := receiver._admit(path, found.get(TOKEN_HEADER, b""), found.get("authorization", b""))
+        ) is None:
+            response = _UNAUTHORIZED
+        else:
+            # A callback's body comes in one message: read here, without a coroutine of its own.
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                body = await _read_rest(receive, body, receiver.max_body)
+            elif len(body) > receiver.max_body:
+                body = None
+            content_type = found.get("content-type")
             if body is None:
                 response = _too_large(receiver.max_body)
-            elif self._async is not None:
-                response = await self._apply_awaited(self._async, body, headers, path)
+            elif content_type is not None and not _json_type(content_type):
+                response = _NOT_JSON
+            elif (sink := self._async) is not None:
+                try:
+                    if key:
+                        outcome = await sink.handle_callback(body, key=key)  # type: ignore[call-arg]
+                    else:
+                        outcome = await sink.handle_callback(body)
+                except (CallbackError, StoreError, ParkingFullError) as error:
+                    response = receiver.refusal(error)
+                else:
+                    plain = _PLAIN_ANSWERS.get(id(outcome))
+                    response = plain[1] if plain is not None and plain[0] is outcome else _answer(outcome)
             else:
+                headers = {} if content_type is None else {"content-type": content_type.decode("latin-1")}
                 response = await self._apply_in_thread(body, headers, path)
         usual = _USUAL_HEADS.get(id(response))
         head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
@@ -411,22 +451,6 @@ class AsgiApplication:
 
     def _apply_many(self, requests: list[Request]) -> list[Response]:
         return self.receiver.apply_many(requests)
-
-    async def _apply_awaited(
-        self, sink: AsyncCallbackSink, body: bytes, headers: Mapping[str, str], path: str
-    ) -> Response:
-        refusal = _refuse_type(headers)
-        if refusal is not None:
-            return refusal
-        key = self.receiver.route(path)
-        try:
-            if key is None:
-                outcome = await sink.handle_callback(body)
-            else:
-                outcome = await sink.handle_callback(body, key=key)  # type: ignore[call-arg]
-        except (CallbackError, StoreError, ParkingFullError) as error:
-            return self.receiver.refusal(error)
-        return _answer(outcome)
 
     async def _apply_in_thread(self, body: bytes, headers: Mapping[str, str], path: str) -> Response:
         # In the caller's context, as asyncio.to_thread does, so that what a caller bound to
@@ -471,13 +495,12 @@ def is_async_sink(sink: object) -> TypeGuard[AsyncCallbackSink]:
     return inspect.iscoroutinefunction(getattr(sink, "handle_callback", None))
 
 
-async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: int) -> bytes | None:
-    """The request's body, from its http.request messages; None once it is over ``max_body``."""
-    message = await receive()
-    chunk = message.get("body", b"")
-    if not message.get("more_body", False):  # a callback's body comes in one message
-        return chunk if len(chunk) <= max_body else None
-    chunks, size, more = [chunk], len(chunk), True
+async def _read_rest(
+    receive: Callable[[], Awaitable[AsgiMessage]], first: bytes, max_body: int
+) -> bytes | None:
+    """The rest of a body whose ``first`` chunk said more follows; None once it is over
+    ``max_body``."""
+    chunks, size, more = [first], len(first), True
     while more and size <= max_body:
         message = await receive()
         chunk = message.get("body", b"")
@@ -489,22 +512,27 @@ async def _read_body(receive: Callable[[], Awaitable[AsgiMessage]], max_body: in
 
 def _refuse_type(headers: Mapping[str, str]) -> Response | None:
     content_type = headers.get("content-type")
-    if content_type is None:
-        return None
+    return None if content_type is None or _json_type(content_type) else _NOT_JSON
+
+
+def _json_type(content_type: str | bytes) -> bool:
+    """Whether a Content-Type (as ASGI gives it, or decoded) is JSON: worked out once for each of
+    the few a sender uses."""
     json = _JSON_TYPES.get(content_type)
     if json is None:
-        json = _is_json(content_type)
+        text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+        json = _is_json(text)
         if len(_JSON_TYPES) < _JSON_TYPES_KEPT:
             _JSON_TYPES[content_type] = json
-    return None if json else _NOT_JSON
+    return json
 
 
-# What the ASGI face looks up for every request instead of working it out again, each bounded: a
-# client choosing the strings must not grow them without end.
-_JSON_TYPES: Final[dict[str, bool]] = {}  # a Content-Type -> whether it is JSON
+# What the receiver looks up for every request instead of working it out again, bounded: a client
+# choosing the strings must not grow it without end.
+_JSON_TYPES: Final[dict[str | bytes, bool]] = {}  # a Content-Type -> whether it is JSON
 _JSON_TYPES_KEPT: Final = 64
-_HEADER_NAMES: Final[dict[bytes, str]] = {}  # a header name as ASGI gives it -> lower-cased text
-_HEADER_NAMES_KEPT: Final = 256
+# The headers the ASGI face reads, by their lower-cased names as ASGI gives them.
+_WANTED_HEADERS: Final = {name.encode(): name for name in ("content-type", TOKEN_HEADER, "authorization")}
 
 
 def _answer(result: Outcome | CallbackError) -> Response:
@@ -520,6 +548,12 @@ def _answer(result: Outcome | CallbackError) -> Response:
 
 
 _PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
+# The shared outcomes' answers, by identity (each kept beside its answer, so its id is not reused):
+# what the ASGI face looks up for most callbacks instead of calling ``_answer``.
+_PLAIN_ANSWERS: Final = {
+    id(outcome): (outcome, _PLAIN_OUTCOMES[outcome.kind])
+    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
+}
 
 
 def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
