@@ -503,6 +503,7 @@ def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | Ba
     keys = [key for _, _, key in calls]
     try:
         # (Without keys when none is set: the Fleet then reads no key for each callback.)
-        return list(fleet.handle_callbacks(payloads, keys=keys if any(keys) else None))
+        routed = any(key is not None for key in keys)
+        return list(fleet.handle_callbacks(payloads, keys=keys if routed else None))
     except (StoreError, ParkingFullError):
         return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import time
 import weakref
@@ -18,7 +19,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from streamlife import HistoryEntry, OutcomeKind, Policy, Segment, StreamKind, StreamTask, TaskState
+from streamlife import (
+    HistoryEntry,
+    MisroutedCallbackError,
+    OutcomeKind,
+    Policy,
+    Segment,
+    StreamKind,
+    StreamTask,
+    TaskState,
+)
 from streamlife._events import StopResult
 from streamlife._handoff import Handoff
 from streamlife.aio import AsyncFleet
@@ -439,3 +449,19 @@ def test_timers_run_around_the_async_fleet_stop_when_their_block_ends() -> None:
     timers = [thread for thread in set(threading.enumerate()) - before if thread.name == "streamlife-timers"]
     assert timers == []
     sim.close()
+
+
+def test_an_empty_key_is_routed_on_the_loop_as_the_fleet_routes_it() -> None:
+    # A MemoryStore's callbacks are applied on the loop: an empty key is a key there too.
+    sim = SimulatedService()
+
+    async def main() -> None:
+        fleet = AsyncFleet(SimTransport(sim), clock=sim.clock, policy=Policy(seed=0, stop_concurrency=2))
+        async with fleet:
+            task = await fleet.start("audio", audio_url="rtmp://sim.invalid/live", provider="assemblyai")
+            payload = json.dumps(segment_callback(task.task_id or "", 0)).encode()
+            with pytest.raises(MisroutedCallbackError):
+                await fleet.handle_callback(payload, key="")
+            assert len(task.transcript) == 0
+
+    asyncio.run(main())
