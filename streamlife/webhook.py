@@ -240,8 +240,8 @@ class WebhookReceiver:
         token = self._token
         if token is None:
             return ""
-        if self._routes and "/task/" in path:  # (no task URL without it: the usual path is not one)
-            key = verified_key(token, path)
+        if "/task/" in path:  # (no task URL without it: the usual path is not one)
+            key = self.route(path)
             if key is not None:
                 return key
         bearer = authorization[7:] if authorization[:7].lower() == b"bearer " else b""
@@ -364,6 +364,12 @@ class AsgiApplication:
         self._threads = Handoff(ASGI_THREADS, "streamlife-asgi")
         # Callbacks queued together share a store commit, with a sink that takes them so (a Fleet).
         self._many = self._apply_many if callable(getattr(receiver.sink, "handle_callbacks", None)) else None
+        # A receiver that screens requests its own way (a subclass) is asked through its methods;
+        # the usual one is answered without decoding every header for them.
+        self._screens_own = any(
+            getattr(type(receiver), name) is not getattr(WebhookReceiver, name)
+            for name in ("screen_head", "authorized")
+        )
 
     def __repr__(self) -> str:
         return f"AsgiApplication({self.receiver!r})"
@@ -388,27 +394,41 @@ class AsgiApplication:
         if scope.get("type") != "http":
             raise ValueError(f"the webhook receiver serves HTTP, not {scope.get('type')!r}")
         receiver = self.receiver
-        # Only the three headers the receiver reads, their values as sent: the rest are skipped
-        # undecoded.
-        wanted = _WANTED_HEADERS
-        found: dict[str, bytes] = {}
-        for name, value in scope["headers"]:
-            known = wanted.get(name)
-            if known is None:
-                if name.islower():  # (as ASGI servers give them: no other case to try)
-                    continue
-                known = wanted.get(name.lower())
-                if known is None:
-                    continue
-            found[known] = value
         path = scope.get("root_path", "") + scope.get("path", "")
-        if scope.get("method") != "POST":
-            response = _NOT_POST
-        elif (
-            key := receiver._admit(path, found.get(TOKEN_HEADER, b""), found.get("authorization", b""))
-        ) is None:
-            response = _UNAUTHORIZED
+        headers: dict[str, str] | None = None  # every header, decoded: read only where needed
+        content_type: str | bytes | None
+        key: str | None  # the task whose own URL ``path`` is; "" for none
+        if self._screens_own:
+            headers = _decoded_headers(scope)
+            response = receiver.screen_head(str(scope.get("method")), path, headers)
+            key = receiver.route(path) or ""
+            content_type = headers.get("content-type")
         else:
+            # Only the three headers the receiver reads, their values as sent: the rest are
+            # skipped undecoded.
+            wanted = _WANTED_HEADERS
+            found: dict[str, bytes] = {}
+            for name, value in scope["headers"]:
+                known = wanted.get(name)
+                if known is None:
+                    if name.islower():  # (as ASGI servers give them: no other case to try)
+                        continue
+                    known = wanted.get(name.lower())
+                    if known is None:
+                        continue
+                found[known] = value
+            content_type = found.get("content-type")
+            if scope.get("method") != "POST":
+                response = _NOT_POST
+            elif (
+                key := receiver._admit(
+                    path, _as_text(found.get(TOKEN_HEADER, b"")), _as_text(found.get("authorization", b""))
+                )
+            ) is None:
+                response = _UNAUTHORIZED
+            else:
+                response = None
+        if response is None:
             # A callback's body comes in one message: read here, without a coroutine of its own.
             message = await receive()
             body = message.get("body", b"")
@@ -416,7 +436,6 @@ class AsgiApplication:
                 body = await _read_rest(receive, body, receiver.max_body)
             elif len(body) > receiver.max_body:
                 body = None
-            content_type = found.get("content-type")
             if body is None:
                 response = _too_large(receiver.max_body)
             elif content_type is not None and not _json_type(content_type):
@@ -433,7 +452,7 @@ class AsgiApplication:
                     plain = _PLAIN_ANSWERS.get(id(outcome))
                     response = plain[1] if plain is not None and plain[0] is outcome else _answer(outcome)
             else:
-                headers = {} if content_type is None else {"content-type": content_type.decode("latin-1")}
+                headers = _decoded_headers(scope) if headers is None else headers
                 response = await self._apply_in_thread(body, headers, path)
         usual = _USUAL_HEADS.get(id(response))
         head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
@@ -510,6 +529,18 @@ async def _read_rest(
     return None if size > max_body else b"".join(chunks)
 
 
+def _decoded_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """An ASGI request's headers as the receiver's methods take them: names lower-cased, values
+    decoded as WSGI decodes them (latin-1)."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _as_text(value: bytes) -> bytes:
+    """A header's bytes as ``authorized`` compares them on every face: decoded as latin-1 (as
+    WSGI does), then written as UTF-8, as the token is."""
+    return value if value.isascii() else value.decode("latin-1").encode()
+
+
 def _refuse_type(headers: Mapping[str, str]) -> Response | None:
     content_type = headers.get("content-type")
     return None if content_type is None or _json_type(content_type) else _NOT_JSON
@@ -518,10 +549,17 @@ def _refuse_type(headers: Mapping[str, str]) -> Response | None:
 def _json_type(content_type: str | bytes) -> bool:
     """Whether a Content-Type (as ASGI gives it, or decoded) is JSON: worked out once for each of
     the few a sender uses."""
+    # (Two caches: a str and a bytes key of the same text hash alike, and comparing them warns.)
+    if isinstance(content_type, bytes):
+        json = _JSON_TYPES_SENT.get(content_type)
+        if json is None:
+            json = _is_json(content_type.decode("latin-1"))
+            if len(_JSON_TYPES_SENT) < _JSON_TYPES_KEPT:
+                _JSON_TYPES_SENT[content_type] = json
+        return json
     json = _JSON_TYPES.get(content_type)
     if json is None:
-        text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
-        json = _is_json(text)
+        json = _is_json(content_type)
         if len(_JSON_TYPES) < _JSON_TYPES_KEPT:
             _JSON_TYPES[content_type] = json
     return json
@@ -529,7 +567,8 @@ def _json_type(content_type: str | bytes) -> bool:
 
 # What the receiver looks up for every request instead of working it out again, bounded: a client
 # choosing the strings must not grow it without end.
-_JSON_TYPES: Final[dict[str | bytes, bool]] = {}  # a Content-Type -> whether it is JSON
+_JSON_TYPES: Final[dict[str, bool]] = {}  # a Content-Type -> whether it is JSON
+_JSON_TYPES_SENT: Final[dict[bytes, bool]] = {}  # the same, as ASGI gives it
 _JSON_TYPES_KEPT: Final = 64
 # The headers the ASGI face reads, by their lower-cased names as ASGI gives them.
 _WANTED_HEADERS: Final = {name.encode(): name for name in ("content-type", TOKEN_HEADER, "authorization")}

@@ -367,6 +367,36 @@ def test_a_signature_never_opens_the_account_wide_path() -> None:
     assert len(task.transcript) == 0
 
 
+class NoTaskUrls(WebhookReceiver):
+    """A receiver that turns task URLs off in its own ``route``."""
+
+    def route(self, path: str | None) -> str | None:
+        return None
+
+
+def test_a_receiver_whose_route_turns_task_urls_off_refuses_them_on_every_face() -> None:
+    service = Service()
+    service.lose = True
+    fleet = Fleet(service, policy=POLICY, callback_urls=CallbackUrls("http://h.invalid/m", token=TOKEN))
+    task = fleet.start("understand", **body())
+    receiver = NoTaskUrls(fleet, token=TOKEN)
+    path = task_url(fleet, task).removeprefix("http://h.invalid")
+    payload = json.dumps(result("u-1")).encode()
+    handled = receiver.handle(payload, {"Content-Type": "application/json"}, path)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": []}
+    asyncio.run(receiver.asgi(scope, receive, send))
+    assert (handled.status, sent[0]["status"]) == (401, 401)
+    assert (task.state, task.task_id, fleet.stats().parked) == (TaskState.UNCERTAIN, None, 0)
+
+
 def test_a_sink_that_cannot_be_told_the_task_takes_no_task_url_but_the_token_path_works() -> None:
     urls = CallbackUrls("http://127.0.0.1/memories", token=TOKEN)
     seen: list[bytes] = []

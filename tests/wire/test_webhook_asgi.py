@@ -7,8 +7,10 @@ import asyncio
 import contextvars
 import inspect
 import json
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +62,10 @@ async def exchange(
     method: str = "POST",
     path: str = f"/hooks/{TOKEN}",
     headers: Sequence[tuple[str, str]] = JSON_HEADERS,
+    raw_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> AsgiAnswer:
-    """One request through ``receiver.asgi``, the body in ``chunks`` (one http.request each)."""
+    """One request through ``receiver.asgi``, the body in ``chunks`` (one http.request each);
+    ``raw_headers`` are sent as they are, after ``headers``."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -72,7 +76,7 @@ async def exchange(
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers] + list(raw_headers),
     }
     incoming = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
@@ -191,6 +195,105 @@ def test_asgi_refuses_a_bearer_that_is_not_the_token_given_beside_other_headers(
     answer = call_asgi(rig.receiver, [encoded(segment_callback(tid(task), 0))], path="/", headers=headers)
     assert answer.status == 401
     assert_untouched(before, snapshot(rig.fleet))
+
+
+def test_asgi_reads_a_non_ascii_token_as_the_other_faces_do() -> None:
+    token = "t\u00f6ken-t\u00f6ken-0123456789abcdef"
+    rig = bench(token=token)
+    task = rig.start()
+    sent = token.encode("latin-1")  # what requests and http.client send for a str value
+    asgi = call_asgi(
+        rig.receiver,
+        [encoded(segment_callback(tid(task), 0))],
+        path="/",
+        raw_headers=[(b"x-streamlife-token", sent)],
+    )
+    handled = rig.receiver.handle(
+        encoded(segment_callback(tid(task), 1)), {"X-Streamlife-Token": sent.decode("latin-1")}, "/"
+    )
+    assert (asgi.status, handled.status) == (200, 200)
+    refused = call_asgi(
+        rig.receiver,
+        [encoded(segment_callback(tid(task), 2))],
+        path="/",
+        raw_headers=[(b"authorization", b"Bearer " + token.encode())],  # UTF-8: not what WSGI takes
+    )
+    assert refused.status == 401
+
+
+class Closed(WebhookReceiver):
+    """A receiver that turns every request away in its own ``authorized``."""
+
+    def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
+        return False
+
+
+def test_asgi_asks_a_subclass_its_own_authorized() -> None:
+    rig = bench()
+    task = rig.start()
+    receiver = Closed(rig.fleet, token=TOKEN, max_body=MAX_BODY)
+    before = snapshot(rig.fleet)
+    answer = call_asgi(receiver, [encoded(segment_callback(tid(task), 0))])
+    assert answer.status == 401
+    assert (
+        receiver.handle(encoded(segment_callback(tid(task), 0)), dict(JSON_HEADERS), f"/hooks/{TOKEN}").status
+        == 401
+    )
+    assert_untouched(before, snapshot(rig.fleet))
+
+
+class Seeing(WebhookReceiver):
+    """A receiver that notes the headers its ``apply`` is given."""
+
+    seen: list[dict[str, str]]
+
+    def apply(self, body: bytes, headers: Mapping[str, str], path: str | None = None) -> webhook.Response:
+        self.seen.append(dict(headers))
+        return super().apply(body, headers, path)
+
+
+def test_asgi_gives_apply_every_header_of_the_request() -> None:
+    rig = bench()
+    task = rig.start()
+    receiver = Seeing(rig.fleet, token=TOKEN, max_body=MAX_BODY)
+    receiver.seen = []
+    headers = (*JSON_HEADERS, ("X-Request-Id", "req-7"))
+    answer = call_asgi(receiver, [encoded(segment_callback(tid(task), 0))], headers=headers)
+    assert answer.json == {"outcome": "applied"}
+    assert receiver.seen == [{"content-type": "application/json", "x-request-id": "req-7"}]
+
+
+BYTES_WARNING_SCRIPT = """
+import asyncio
+from streamlife import Fleet, Policy
+from streamlife.sim import SimTransport, SimulatedService
+from streamlife.webhook import WebhookReceiver
+
+token = "bytes-warning-token-0123456789"
+receiver = WebhookReceiver(Fleet(SimTransport(SimulatedService()), policy=Policy(seed=0)), token=token)
+
+async def post() -> int:
+    scope = {"type": "http", "method": "POST", "path": "/" + token, "root_path": "",
+             "headers": [(b"content-type", b"application/json")]}
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+    sent = []
+    async def send(message):
+        sent.append(message)
+    await receiver.asgi(scope, receive, send)
+    return sent[0]["status"]
+
+print(asyncio.run(post()), receiver.handle(b"{}", {"Content-Type": "application/json"}, "/" + token).status)
+"""
+
+
+def test_a_content_type_seen_by_both_faces_raises_no_bytes_warning() -> None:
+    # python -bb makes comparing bytes with str an error: the faces keep str and bytes apart.
+    done = subprocess.run(
+        [sys.executable, "-bb", "-c", BYTES_WARNING_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["400", "400"]
 
 
 def test_asgi_reads_a_body_without_a_content_type_as_json() -> None:
