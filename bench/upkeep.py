@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import queue
 import statistics
 import tempfile
 import time
@@ -266,9 +267,16 @@ def writing(open_writer: Opener, key: str) -> Iterator[list[float]]:
         yield waits
     finally:
         stop.set()
-        if process.exitcode is None or process.exitcode == 0:
+        try:
             waits.extend(results.get(timeout=120))
-        process.join(timeout=60)
+        except queue.Empty:
+            raise RuntimeError(f"the writer process gave no waits (exit code {process.exitcode})") from None
+        finally:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
+    if not waits:
+        raise RuntimeError("the writer process wrote nothing")
 
 
 def write_alone(open_writer: Opener, seconds: float) -> list[float]:
@@ -406,7 +414,7 @@ def _measure(
     added = None if wait.value is None else max(0.0, wait.value - max(alone) * 1000) / batch_ms
     section.goals.append(
         Goal(
-            f"upkeep.{kind}.prune_lets_writers_in",
+            f"upkeep.{kind}.prune_adds_to_writers_wait",
             f"{name}: a prune adds at most {WAIT_BATCHES:g} batches' share to a writer's longest wait"
             " (against the writer alone, in the same run)",
             f"longest wait {wait.value:,.0f} ms, alone {max(alone) * 1000:,.0f} ms: the prune added"
