@@ -233,10 +233,10 @@ class WebhookReceiver:
         return self._admit(path, sent, headers.get("authorization", "").encode()) is not None
 
     def _admit(self, path: str, sent: bytes, authorization: bytes) -> str | None:
-        """``authorized`` and ``route`` at once, from the raw ``X-Streamlife-Token`` (``sent``)
-        and ``Authorization`` values (``b""`` when absent): the key of the task whose verified
-        callback URL ``path`` is; ``""`` for a request that carries the token (or any request,
-        without one); None for a request to refuse (401)."""
+        """``authorized`` and ``route`` at once, from the ``X-Streamlife-Token`` (``sent``) and
+        ``Authorization`` values, their text as UTF-8 (``b""`` when absent): the key of the task
+        whose verified callback URL ``path`` is; ``""`` for a request that carries the token (or
+        any request, without one); None for a request to refuse (401)."""
         token = self._token
         if token is None:
             return ""
