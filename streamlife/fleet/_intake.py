@@ -74,19 +74,17 @@ class Intake:
         held: list[tuple[Tracked, int, CallbackEvent]] = []
         others: list[tuple[int, CallbackEvent, str | None]] = []
         registry = self.registry
-        by_id, statuses = registry.by_id, self.policy.statuses
         for n, payload in enumerate(payloads):
             key = None if keys is None else keys[n]
-            try:  # (``parse``, inline: it is the batch's every callback)
-                event = self.ours_if_known(parse_callback(payload, statuses=statuses))
+            try:
+                event = self.parse(payload, routed=key is not None)
             except CallbackError as error:
-                self._refused(payload, error, routed=key is not None)
                 results.append(error)
                 continue
             if isinstance(event, ForeignCallback):
                 tracked = None
             elif key is None:
-                tracked = by_id.get(event.task_id) or self._held_or_stored(event.task_id)
+                tracked = self._held_or_stored(event.task_id)
             else:
                 tracked = registry.by_id.get(event.task_id)
                 if tracked is None or tracked is not registry.by_key.get(key):
