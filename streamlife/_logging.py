@@ -93,11 +93,12 @@ def enabled_for(level: int) -> bool:
     not. With structlog configured: False only when the configured wrapper class says it filters
     the level out (structlog's filtering bound loggers, the usual production set-up); the answer
     is kept per wrapper class. Without: whether the ``streamlife`` logger takes the level."""
-    if not structlog.is_configured():
+    # Read where structlog keeps them: is_configured() is a call, and get_config() would build a
+    # dict of the whole configuration, and this is asked for each request and each segment.
+    config = _structlog_config
+    if not (config.is_configured if config is not None else structlog.is_configured()):
         return _stdlib.isEnabledFor(level)
-    # Where structlog keeps it: get_config() would build a dict of the whole configuration, and
-    # this is asked for each request and each segment.
-    wrapper: Any = getattr(_structlog_config, "default_wrapper_class", None)
+    wrapper: Any = getattr(config, "default_wrapper_class", None)
     if wrapper is None:
         wrapper = structlog.get_config()["wrapper_class"]
     asked_of, answer = _answers.get(level, _NOT_ASKED)
@@ -111,12 +112,5 @@ def enabled_for(level: int) -> bool:
 
 
 def debug_enabled() -> bool:
-    """``enabled_for(logging.DEBUG)``: asked once for every segment, so the answer kept for the
-    configured wrapper class is read here, without the calls ``enabled_for`` makes to find it."""
-    config = _structlog_config
-    if config is not None and config.is_configured:
-        wrapper = getattr(config, "default_wrapper_class", None)
-        asked_of, answer = _answers.get(logging.DEBUG, _NOT_ASKED)
-        if wrapper is not None and wrapper is asked_of:
-            return answer
+    """``enabled_for(logging.DEBUG)``: asked once for every segment."""
     return enabled_for(logging.DEBUG)
