@@ -438,8 +438,8 @@ class AsgiApplication:
                 body = None
             if body is None:
                 response = _too_large(receiver.max_body)
-            elif content_type is not None and not _json_type(content_type):
-                response = _NOT_JSON
+            elif (refusal := _type_refusal(content_type)) is not None:
+                response = refusal
             elif (sink := self._async) is not None:
                 try:
                     if key:
@@ -542,27 +542,22 @@ def _as_text(value: bytes) -> bytes:
 
 
 def _refuse_type(headers: Mapping[str, str]) -> Response | None:
-    content_type = headers.get("content-type")
-    return None if content_type is None or _json_type(content_type) else _NOT_JSON
+    return _type_refusal(headers.get("content-type"))
 
 
-def _json_type(content_type: str | bytes) -> bool:
-    """Whether a Content-Type (as ASGI gives it, or decoded) is JSON: worked out once for each of
-    the few a sender uses."""
-    # (Two caches: a str and a bytes key of the same text hash alike, and comparing them warns.)
-    if isinstance(content_type, bytes):
-        json = _JSON_TYPES_SENT.get(content_type)
-        if json is None:
-            json = _is_json(content_type.decode("latin-1"))
-            if len(_JSON_TYPES_SENT) < _JSON_TYPES_KEPT:
-                _JSON_TYPES_SENT[content_type] = json
-        return json
-    json = _JSON_TYPES.get(content_type)
+def _type_refusal(content_type: str | bytes | None) -> Response | None:
+    """415 for a Content-Type (decoded, or as ASGI gives it) that is not JSON; None for one that
+    is, or for none. Worked out once for each of the few a sender uses."""
+    if content_type is None:
+        return None
+    # (A cache each: a str and a bytes key of the same text hash alike, and comparing them warns.)
+    kept: dict[Any, bool] = _JSON_TYPES_SENT if isinstance(content_type, bytes) else _JSON_TYPES
+    json = kept.get(content_type)
     if json is None:
-        json = _is_json(content_type)
-        if len(_JSON_TYPES) < _JSON_TYPES_KEPT:
-            _JSON_TYPES[content_type] = json
-    return json
+        json = _is_json(content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type)
+        if len(kept) < _JSON_TYPES_KEPT:
+            kept[content_type] = json
+    return None if json else _NOT_JSON
 
 
 # What the receiver looks up for every request instead of working it out again, bounded: a client
