@@ -27,7 +27,14 @@ loop, in two lanes so that one never waits behind the other:
   (``Policy.stop_concurrency`` > 0, so an inferred end's stop is not sent on the loop), and the
   Fleet has no hooks of its own (only this AsyncFleet's, which run on the loop anyway). A task's
   lock is held by other threads only while they apply an event in memory. Any other store, a
-  durable one above all, is never called on the loop.
+  durable one above all, is called on the loop only when asked (``apply_on_loop=True``).
+
+  ``apply_on_loop=True`` applies callbacks on the loop whatever the store, under the same other
+  conditions. It is for a loop that serves the receiver alone, in front of a store on a local disk
+  (``serve`` on SQLite, one worker): there, a thread of the lane would trade the interpreter's
+  lock with the loop at every statement, which costs more than the loop waiting for the disk
+  itself (bench/RESULTS.md). The price: while a write waits (for another process's commit, for a
+  checkpoint), the loop serves nothing else.
 
 ``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
 stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs
@@ -118,7 +125,7 @@ _Payload = bytes | str | Mapping[str, Any]
 class AsyncFleet:
     """``Fleet``'s API as coroutines: ``await start``, ``stop``, ``stop_all``, ``handle_callback``;
     ``async with run_timers()``. The arguments are ``Fleet``'s, plus the two lanes' thread counts
-    (see the module's docstring)."""
+    and ``apply_on_loop`` (see the module's docstring)."""
 
     def __init__(
         self,
@@ -130,23 +137,33 @@ class AsyncFleet:
         callback_urls: CallbackUrls | None = None,
         threads: int = DEFAULT_THREADS,
         callback_threads: int = DEFAULT_CALLBACK_THREADS,
+        apply_on_loop: bool = False,
     ) -> None:
         fleet = Fleet(transport, clock=clock, policy=policy, store=store, callback_urls=callback_urls)
-        self._setup(fleet, threads, callback_threads, owned=True)
+        self._setup(fleet, threads, callback_threads, owned=True, apply_on_loop=apply_on_loop)
 
     @classmethod
     def from_fleet(
-        cls, fleet: Fleet, *, threads: int = DEFAULT_THREADS, callback_threads: int = DEFAULT_CALLBACK_THREADS
+        cls,
+        fleet: Fleet,
+        *,
+        threads: int = DEFAULT_THREADS,
+        callback_threads: int = DEFAULT_CALLBACK_THREADS,
+        apply_on_loop: bool = False,
     ) -> AsyncFleet:
         """An AsyncFleet in front of ``fleet``, which stays usable from threads as before (its
         hooks, its ``run_timers``). ``aclose`` leaves it open: it is the caller's."""
         made = cls.__new__(cls)
-        made._setup(fleet, threads, callback_threads, owned=False)
+        made._setup(fleet, threads, callback_threads, owned=False, apply_on_loop=apply_on_loop)
         return made
 
-    def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
+    def _setup(
+        self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool, apply_on_loop: bool
+    ) -> None:
         self._fleet = fleet
         self._owned = owned
+        # Whether the store may be called on the loop (the module's docstring says when).
+        self._store_on_loop = apply_on_loop or type(fleet.store) is MemoryStore
         self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
@@ -296,7 +313,7 @@ class AsyncFleet:
     def _may_apply_on_loop(self) -> bool:
         """Whether applying a callback cannot block the loop (the module's docstring says why)."""
         fleet = self._fleet
-        if type(fleet.store) is not MemoryStore or fleet.policy.stop_concurrency < 1:
+        if not self._store_on_loop or fleet.policy.stop_concurrency < 1:
             return False
         notices = fleet._notices
         if not (notices.transition or notices.segment or notices.orphan or notices.foreign):

@@ -27,7 +27,7 @@ from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.sim import RealTime, SimMode, SimulatedService, serve_http
-from streamlife.store import MemoryStore, Store, mask_store_url, pruning
+from streamlife.store import MemoryStore, SqliteStore, Store, mask_store_url, pruning
 from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport
 from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
@@ -252,8 +252,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            # Under uvicorn the receiver awaits an AsyncFleet, which never blocks uvicorn's loop.
-            front = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=token)
+            front = WebhookReceiver(_async_front(fleet, workers=settings.workers), token=token)
             app = stack.enter_context(_ops_application(front, store, timers, fleet))
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
@@ -289,6 +288,17 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             return EXIT_OK
         return _leave(fleet, store, shown, settings.stop_wait)
     raise AssertionError("unreachable")  # the block returns; mypy cannot tell that ExitStack raises
+
+
+def _async_front(fleet: Fleet, *, workers: int) -> AsyncFleet:
+    """What the receiver awaits under uvicorn: an AsyncFleet, which blocks uvicorn's loop only
+    where that costs less than a thread. One worker applies SQLite's writes on its loop, which
+    serves the receiver alone: a thread of the callbacks lane would trade the interpreter's lock
+    with the loop at every statement (bench/RESULTS.md). Several workers share the file's write
+    lock, and one waiting for another's commit must go on reading requests meanwhile: their writes
+    stay in the lane, as PostgreSQL's do, whose waits on the network the lane's threads overlap."""
+    local = isinstance(fleet.store, SqliteStore) and workers == 1
+    return AsyncFleet.from_fleet(fleet, apply_on_loop=local)
 
 
 @contextmanager

@@ -154,3 +154,34 @@ def test_a_hook_of_the_fleet_s_own_added_before_the_turn_sends_its_callbacks_to_
     assert loop_thread not in heard + watched.threads
     front.close()
     fleet.close()
+
+
+def test_apply_on_loop_applies_a_sqlite_store_s_callbacks_on_the_loop_in_batches(tmp_path: Path) -> None:
+    fleet, ids = _sqlite(tmp_path)
+    watched = Watched(fleet)
+    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
+    outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 50)))
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 100
+    assert set(watched.threads) == {loop_thread}
+    assert max(watched.batches) == LOOP_BATCH
+    reopened = SqliteStore(str(tmp_path / "tasks.db"))  # journaled: another reader sees every segment
+    for task in fleet.tasks():
+        assert [entry.trigger for entry in reopened.journal(task.key or "")].count("segment") == 50
+    reopened.close()
+    front.close()
+    fleet.close()
+
+
+@pytest.mark.parametrize("making", [_inline_stops, _own_hook])
+def test_apply_on_loop_still_sends_to_the_lane_what_would_block_on_other_counts(
+    making: Callable[[Path], tuple[Fleet, list[str]]], tmp_path: Path
+) -> None:
+    fleet, ids = making(tmp_path)
+    watched = Watched(fleet)
+    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
+    outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 10)))
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 20
+    assert watched.threads, "applied somewhere"
+    assert loop_thread not in watched.threads
+    front.close()
+    fleet.close()
