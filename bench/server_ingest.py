@@ -15,6 +15,11 @@ application that reads the request and answers 200 (``bench.server_target null``
 alone; and ``Fleet.handle_callback`` in-process, one thread, on the very store and tasks served
 afterwards: the Fleet's cost alone. The goal asks that the HTTP cost per callback stay within 1.2
 times the sum of the two. wrk and the server share the machine's two cores.
+
+A figure and the null app it is held against are measured in turns (null, served, null, served,
+...), ``rounds`` runs each, and each keeps its median run: a moment when the machine is slower
+then weighs on both sides alike, and one odd run on neither. The in-process reference keeps the
+median of as many timed passes.
 """
 
 from __future__ import annotations
@@ -53,11 +58,16 @@ class ServerConfig:
     warmup: float  # seconds of the run before it, unmeasured
     connections: int  # wrk's
     workers: tuple[int, ...]
-    inprocess: int  # callbacks through handle_callback for the in-process reference
+    inprocess: int  # callbacks through handle_callback for the in-process reference, a pass
+    rounds: int  # runs of each server (passes of the in-process reference), in turns: the median kept
 
 
-FULL = ServerConfig(tasks=2_000, seconds=3.0, warmup=1.0, connections=32, workers=(1, 2, 4), inprocess=5_000)
-QUICK = ServerConfig(tasks=200, seconds=1.0, warmup=1.0, connections=16, workers=(1, 2), inprocess=1_000)
+FULL = ServerConfig(
+    tasks=2_000, seconds=3.0, warmup=1.0, connections=32, workers=(1, 2, 4), inprocess=4_000, rounds=3
+)
+QUICK = ServerConfig(
+    tasks=200, seconds=1.0, warmup=1.0, connections=16, workers=(1, 2), inprocess=800, rounds=1
+)
 
 
 # -- wrk --------------------------------------------------------------------------------------------
@@ -256,30 +266,61 @@ class _PortFile:
 # -- the measures -----------------------------------------------------------------------------------
 @dataclass
 class Loaded:
-    """What one server took, run by run: (mode) -> Run."""
+    """What one server took: its median run by mode, every run's rate, and the next free segment
+    index of its tasks."""
 
     runs: dict[str, Run]
+    rates: dict[str, list[float]]
     next_index: int
 
 
-def _load(port: int, directory: Path, task_ids: Sequence[str], first: int, config: ServerConfig) -> Loaded:
-    runs = {}
+@dataclass
+class Target:
+    """A server to load: its port, the task_ids its requests name, and their next free segment index."""
+
+    port: int
+    task_ids: Sequence[str]
+    first: int = 0
+
+
+def _interleaved(targets: dict[str, Target], directory: Path, config: ServerConfig) -> dict[str, Loaded]:
+    """Each target loaded in turn, ``config.rounds`` times a mode, after a warm-up run each: the
+    median run of each is kept (see the module's docstring)."""
+    runs: dict[str, dict[str, list[Run]]] = {name: {} for name in targets}
     for mode in MODES:
-        script = _script(directory, task_ids, close=mode == "close")
-        warm = _wrk(port, script, first, config.warmup, config.connections)
-        first += warm.requests // len(task_ids) + 1
-        for _ in range(RUN_TRIES):
-            run = _wrk(port, script, first, config.seconds, config.connections)
-            first += run.requests // len(task_ids) + 1
-            if run.requests:
-                break
-            # (A run with no answer at all says nothing of the server's rate, and its 0/s would
-            # divide the budget by zero: it is run again, and reported if it never answers.)
-            say(f"server: a {mode} run on port {port} completed no request; running it again")
-        else:
-            raise RuntimeError(f"the server on port {port} answered no {mode} request in {RUN_TRIES} runs")
-        runs[mode] = run
-    return Loaded(runs, first)
+        scripts = {}
+        for name, target in targets.items():
+            (directory / name).mkdir(exist_ok=True)
+            scripts[name] = _script(directory / name, target.task_ids, close=mode == "close")
+            warm = _wrk(target.port, scripts[name], target.first, config.warmup, config.connections)
+            target.first += warm.requests // len(target.task_ids) + 1
+        for _ in range(config.rounds):
+            for name, target in targets.items():
+                runs[name].setdefault(mode, []).append(_run(target, scripts[name], mode, config))
+    return {
+        name: Loaded(
+            {mode: _median(taken) for mode, taken in by_mode.items()},
+            {mode: [run.per_second for run in taken] for mode, taken in by_mode.items()},
+            targets[name].first,
+        )
+        for name, by_mode in runs.items()
+    }
+
+
+def _run(target: Target, script: Path, mode: str, config: ServerConfig) -> Run:
+    for _ in range(RUN_TRIES):
+        run = _wrk(target.port, script, target.first, config.seconds, config.connections)
+        target.first += run.requests // len(target.task_ids) + 1
+        if run.requests:
+            return run
+        # (A run with no answer at all says nothing of the server's rate, and its 0/s would
+        # divide the budget by zero: it is run again, and reported if it never answers.)
+        say(f"server: a {mode} run on port {target.port} completed no request; running it again")
+    raise RuntimeError(f"the server on port {target.port} answered no {mode} request in {RUN_TRIES} runs")
+
+
+def _median(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda run: run.per_second)[len(runs) // 2]
 
 
 def _inprocess_us(store: Store | None, config: ServerConfig) -> tuple[float, list[str], int]:
@@ -291,15 +332,17 @@ def _inprocess_us(store: Store | None, config: ServerConfig) -> tuple[float, lis
     live = live_fleet(config.tasks, store, clock_at=time.time())
     try:
         stream = CallbackStream(live.task_ids)
-        bodies = stream.fresh(config.inprocess)
         handle = live.fleet.handle_callback
-        for body in bodies[: len(bodies) // 5]:  # warm-up
+        for body in stream.fresh(config.inprocess // 4):  # warm-up
             handle(body)
-        timed = bodies[len(bodies) // 5 :]
-        started = time.perf_counter()
-        for body in timed:
-            handle(body)
-        us = (time.perf_counter() - started) / len(timed) * 1e6
+        passes = []
+        for _ in range(config.rounds):
+            timed = stream.fresh(config.inprocess)
+            started = time.perf_counter()
+            for body in timed:
+                handle(body)
+            passes.append((time.perf_counter() - started) / len(timed) * 1e6)
+        us = sorted(passes)[len(passes) // 2]
         return us, list(live.task_ids), stream.position // len(live.task_ids) + 1
     finally:
         live.close()
@@ -313,6 +356,44 @@ def _postgres_server() -> str | None:
         return None
     dsn = os.environ.get("STREAMLIFE_PG_DSN") or LOCAL_DSN
     return dsn if answers(dsn) is None else None
+
+
+def _measure_stores(
+    section: Section,
+    config: ServerConfig,
+    directory: Path,
+    nulls: dict[int, int],
+    inproc: dict[str, float],
+    results: dict[tuple[str, int], Loaded],
+    null: dict[tuple[str, int], Loaded],
+) -> None:
+    """SQLite and PostgreSQL, each through ``serve --workers N``, in turns with the null app of as
+    many workers; their in-process references."""
+    stores: list[tuple[str, str, Any]] = [("sqlite", f"sqlite:{directory / 'tasks.db'}", None)]
+    pg_server = _postgres_server()
+    if pg_server is None:
+        section.notes.append(
+            "PostgreSQL not measured: no server answers (STREAMLIFE_PG_DSN, or 127.0.0.1:5432)"
+        )
+    else:
+        from tests.pg import fresh_database
+
+        stores.append(("postgres", "", fresh_database(pg_server)))
+    for name, url, database in stores:
+        with contextlib.ExitStack() as stack:
+            if database is not None:
+                url = f"postgres:{stack.enter_context(database)}"
+            say(f"server: {name}, in-process reference, {config.tasks:,} tasks")
+            store: Store = SqliteStore(url[7:]) if name == "sqlite" else _open(url)
+            inproc[name], ids, first = _inprocess_us(store, config)
+            for workers in config.workers:
+                say(f"server: {name}, {workers} worker(s), and the null app, in turns")
+                with _serve(url, workers) as port:
+                    served = Target(port, ids, first)
+                    targets = {"null": Target(nulls[workers], ["x" * 36]), name: served}
+                    loaded = _interleaved(targets, directory, config)
+                results[name, workers], null[name, workers] = loaded[name], loaded["null"]
+                first = served.first
 
 
 def run(config: ServerConfig) -> Section:
@@ -339,52 +420,40 @@ def run(config: ServerConfig) -> Section:
     directory = Path(tempfile.mkdtemp(prefix="streamlife-bench-server-"))
     rows: list[list[str]] = []
     results: dict[tuple[str, int], Loaded] = {}
-    null: dict[int, Loaded] = {}
+    null: dict[tuple[str, int], Loaded] = {}  # the null app's runs, taken in turns with each figure's
     inproc: dict[str, float] = {}
+    nothing = ["x" * 36]  # the task_id a null app's requests name
     try:
-        for workers in config.workers:
-            say(f"server: null app, {workers} worker(s)")
-            with _target("null", directory, workers=workers) as port:
-                null[workers] = _load(port, directory, ["x" * 36], 0, config)
+        with contextlib.ExitStack() as servers:
+            # Up for the whole section (idle between their turns), so each runs in turns with every
+            # figure held against it.
+            nulls = {w: servers.enter_context(_target("null", directory, workers=w)) for w in config.workers}
 
-        say(f"server: memory, in-process reference and 1 worker, {config.tasks:,} tasks")
-        inproc["memory"], _, _ = _inprocess_us(None, config)
-        with _target("memory", directory, tasks=config.tasks) as port:
-            ids = (directory / "memory.ids").read_text().split()
-            results["memory", 1] = _load(port, directory, ids, 0, config)
-        say("server: a null app as slow as the in-process Fleet, 1 worker")
-        with _target("spin", directory, spin_us=inproc["memory"]) as port:
-            spin = _load(port, directory, ["x" * 36], 0, config)
-
-        stores: list[tuple[str, str, Any]] = [("sqlite", f"sqlite:{directory / 'tasks.db'}", None)]
-        pg_server = _postgres_server()
-        if pg_server is None:
-            section.notes.append(
-                "PostgreSQL not measured: no server answers (STREAMLIFE_PG_DSN, or 127.0.0.1:5432)"
-            )
-        else:
-            from tests.pg import fresh_database
-
-            stores.append(("postgres", "", fresh_database(pg_server)))
-        for name, url, database in stores:
-            with contextlib.ExitStack() as stack:
-                if database is not None:
-                    url = f"postgres:{stack.enter_context(database)}"
-                say(f"server: {name}, in-process reference, {config.tasks:,} tasks")
-                store: Store = SqliteStore(url[7:]) if name == "sqlite" else _open(url)
-                inproc[name], ids, first = _inprocess_us(store, config)
-                for workers in config.workers:
-                    say(f"server: {name}, {workers} worker(s)")
-                    with _serve(url, workers) as port:
-                        loaded = _load(port, directory, ids, first, config)
-                    results[name, workers] = loaded
-                    first = loaded.next_index
+            say(f"server: memory, in-process reference, {config.tasks:,} tasks")
+            inproc["memory"], _, _ = _inprocess_us(None, config)
+            say("server: memory (1 worker), a null app as slow as the Fleet, and the null app, in turns")
+            with (
+                _target("memory", directory, tasks=config.tasks) as memory_port,
+                _target("spin", directory, spin_us=inproc["memory"]) as spin_port,
+            ):
+                ids = (directory / "memory.ids").read_text().split()
+                taken = _interleaved(
+                    {
+                        "null": Target(nulls[1], nothing),
+                        "memory": Target(memory_port, ids),
+                        "spin": Target(spin_port, nothing),
+                    },
+                    directory,
+                    config,
+                )
+            results["memory", 1], null["memory", 1], spin = taken["memory"], taken["null"], taken["spin"]
+            _measure_stores(section, config, directory, nulls, inproc, results, null)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
     for (name, workers), loaded in results.items():
         for mode in MODES:
-            ours, ref = loaded.runs[mode], null[workers].runs[mode] if workers in null else None
+            ours, ref = loaded.runs[mode], null[name, workers].runs[mode]
             us_null = 1e6 / ref.per_second if ref else None
             budget = 1e6 / (us_null + inproc[name]) if us_null else None
             connection = "keep-alive" if mode == "keepalive" else "new connection each"
@@ -418,9 +487,9 @@ def run(config: ServerConfig) -> Section:
     )
     section.extra["inprocess_us"] = inproc
     section.extra["spin"] = _runs(spin)
-    if 1 in null:
+    if ("memory", 1) in null:
         for mode in MODES:
-            spun, bare = 1e6 / spin.runs[mode].per_second, 1e6 / null[1].runs[mode].per_second
+            spun, bare = 1e6 / spin.runs[mode].per_second, 1e6 / null["memory", 1].runs[mode].per_second
             fleet_us = 1e6 / results["memory", 1].runs[mode].per_second
             section.notes.append(
                 f"A null app that keeps the CPU busy for the in-process µs ({inproc['memory']:.1f}) before"
@@ -429,7 +498,10 @@ def run(config: ServerConfig) -> Section:
                 f" in-process): the server's own cost around an application as slow as the Fleet;"
                 f" streamlife on the memory store, {fleet_us / spun:.2f}x that."
             )
-    section.extra["null"] = {str(w): _runs(loaded) for w, loaded in null.items()}
+    section.extra["null"] = {f"{n}.{w}": _runs(loaded) for (n, w), loaded in null.items()}
+    section.extra["rates"] = {
+        f"{n}.{w}": {"served": loaded.rates, "null": null[n, w].rates} for (n, w), loaded in results.items()
+    }
     section.extra["runs"] = {f"{n}.{w}": _runs(loaded) for (n, w), loaded in results.items()}
 
     def ratio(name: str, workers: int = 1, mode: str = "keepalive") -> float | None:
