@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
 from streamlife._jsontext import to_json
@@ -162,12 +162,8 @@ class SqliteStore:
             with self._scope("batch", "could not write a batch"):
                 yield
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[_Txn]:
-        with self._transaction(f"could not write task {key!r}") as db:
-            found = db.execute(_LOCK_ROW, (key,)).fetchone()
-            # In a batch the block is a savepoint already, which a failed write rolls back to.
-            yield _Txn(db, key, found, inside_savepoint=self._open[0] == "batch")
+    def lock(self, key: str) -> AbstractContextManager[_Txn]:
+        return _Lock(self, key)
 
     def row(self, key: str) -> TaskRow | None:
         with self._connection() as db:
@@ -376,10 +372,14 @@ class SqliteStore:
         """One write transaction, holding the file's write lock from its start (inside a batch, a
         savepoint of the batch's): kept if the block ends normally, rolled back if it raises."""
         with self._lock:
-            if "event" in self._open:
-                raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+            self._check_not_in_event(what)
             with self._scope("event", what), errors(what):  # (whatever statement the block runs)
                 yield self._db
+
+    def _check_not_in_event(self, what: str) -> None:
+        """Refuse a write transaction inside this thread's ``lock()`` block: they do not nest."""
+        if "event" in self._open:
+            raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
 
     def _scope(self, name: str, what: str) -> _Scope:
         """Open ``name`` on the connection: a transaction, or, inside a batch's, a savepoint. It is
@@ -445,6 +445,50 @@ class _Scope:
             for statement in self._undo:
                 self._store._db.execute(statement)
         self._store._after_failure(exc)
+
+
+class _Lock:
+    """``SqliteStore.lock``'s block: a ``_transaction`` that reads the row's version first. (A class,
+    not a generator, as ``_Scope`` is: every event written opens one.)"""
+
+    __slots__ = ("_errors", "_key", "_scope", "_store")
+
+    def __init__(self, store: SqliteStore, key: str) -> None:
+        self._store, self._key = store, key
+        self._errors = errors(f"could not write task {key!r}")  # (whatever statement the block runs)
+        self._scope: _Scope | None = None
+
+    def __enter__(self) -> _Txn:
+        store, what = self._store, self._errors.what
+        store._lock.acquire()
+        try:
+            store._check_not_in_event(what)
+            scope = self._scope = store._scope("event", what)
+            scope.__enter__()
+            try:
+                with self._errors:
+                    found = store._db.execute(_LOCK_ROW, (self._key,)).fetchone()
+            except BaseException as exc:
+                scope.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        except BaseException:
+            store._lock.release()
+            raise
+        # In a batch the block is a savepoint already, which a failed write rolls back to.
+        return _Txn(store._db, self._key, found, inside_savepoint=store._open[0] == "batch")
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        scope = self._scope
+        assert scope is not None  # (entered)
+        try:
+            try:
+                self._errors.__exit__(kind, exc, tb)  # raises the store's error for sqlite3's
+            except BaseException as failure:
+                scope.__exit__(type(failure), failure, failure.__traceback__)
+                raise
+            scope.__exit__(kind, exc, tb)
+        finally:
+            self._store._lock.release()
 
 
 class _Txn:
