@@ -442,6 +442,11 @@ class _Scope:
     def in_batch(self) -> bool:
         return bool(self._outer)
 
+    @property
+    def saved(self) -> bool:
+        """Whether the block took its savepoint (in a batch): it wrote something already."""
+        return bool(self._outer) and bool(self._keep)
+
     def __enter__(self) -> None:
         store = self._store
         outer = self._outer = store._open
@@ -600,11 +605,13 @@ class _Txn:
                 raise
 
     def _write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due) -> None:
-        """Any other write: a savepoint takes back what it wrote if it fails midway (inside a batch,
-        its block's: only the version was read since that began)."""
-        own = not self._scope.in_batch
+        """Any other write: a savepoint takes back what it wrote if it fails midway, and that alone,
+        as ``_move_on`` does. Inside a batch, its block's, taken now, if the block wrote nothing
+        before (only the version was read since it began)."""
+        scope = self._scope
+        own = not scope.in_batch or scope.saved
         if not own:
-            self._scope.take_savepoint()
+            scope.take_savepoint()
         with errors(f"could not write task {self.key!r}"):
             if own:
                 self._db.execute("SAVEPOINT write")

@@ -349,3 +349,34 @@ def test_a_block_whose_batch_sqlite_rolled_back_takes_nothing_back(tmp_path: Pat
     assert [e.version for e in store.journal("a")] == [1, 2]
     store.close()
     other.close()
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["in a batch", "alone"])
+@pytest.mark.parametrize(
+    "write",
+    [lambda txn: txn.write([entry(2)], None), lambda txn: txn.write([entry(2)], task_row("a", 2))],
+    ids=["moved on", "a row"],
+)
+def test_a_refused_write_takes_back_itself_alone_not_what_its_block_wrote_before(
+    tmp_path: Path, batched: bool, write: Callable[[Any], None]
+) -> None:
+    # As outside a batch: the block that goes on after its write was refused keeps what it wrote.
+    store = SqliteStore(tmp_path / "streams.db")
+    make(store, "a")
+    plant_entry(store, "a", 2)
+    before = store.row("a")
+
+    def event() -> None:
+        with store.lock("a") as txn:
+            store.park("tid-x", 1.0, {"n": 1})
+            with pytest.raises(StoreConflict, match="a version of task 'a' is taken"):
+                write(txn)
+
+    if batched:
+        with store.batch():
+            event()
+    else:
+        event()
+    assert [p.payload for p in store.parked()] == [{"n": 1}]
+    assert store.row("a") == before
+    store.close()
