@@ -531,7 +531,7 @@ class _Lock:
         except BaseException:
             store._lock.release()
             raise
-        return _Txn(store._db, self._key, found, scope)
+        return _Txn(store._db, self._key, found, scope, self._errors)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         scope = self._scope
@@ -548,16 +548,34 @@ class _Lock:
 
 
 class _Txn:
-    __slots__ = ("_db", "_exists", "_indexed", "_scope", "_updated_at", "_written", "key", "version")
+    __slots__ = (
+        "_db",
+        "_exists",
+        "_indexed",
+        "_scope",
+        "_updated_at",
+        "_write_errors",
+        "_written",
+        "key",
+        "version",
+    )
 
-    def __init__(self, db: sqlite3.Connection, key: str, found: Sequence[Any] | None, scope: _Scope) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        key: str,
+        found: tuple[Any, ...] | None,
+        scope: _Scope,
+        write_errors: errors,
+    ) -> None:
         self._db = db
         self.key = key
         self._scope = scope
+        self._write_errors = write_errors  # its lock's: "could not write task ..."
         # Read under the write lock: the version and updated_at, then the row's indexed columns.
         self.version = 0 if found is None else found[0]
         self._updated_at = None if found is None else found[1]
-        self._indexed = None if found is None else tuple(found[2:])
+        self._indexed = None if found is None else found[2:]
         self._exists = found is not None
         self._written = False
 
@@ -590,7 +608,7 @@ class _Txn:
             (_MOVE_ROW_BACK, (version, self._updated_at, key, entry.version)),
         )
         changes = db.total_changes  # (a statement that fails changes no row)
-        with errors(f"could not write task {key!r}"):
+        with self._write_errors:
             try:
                 if db.execute(_MOVE_ROW_ON, (entry.version, entry.at, key, version)).rowcount != 1:
                     raise StoreConflict(f"task {key!r} is no longer at version {version}")
@@ -612,7 +630,7 @@ class _Txn:
         own = not scope.in_batch or scope.saved
         if not own:
             scope.take_savepoint()
-        with errors(f"could not write task {self.key!r}"):
+        with self._write_errors:
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
