@@ -11,7 +11,9 @@ In this process, one connection serves every thread, guarded by a lock held for 
 block (blocks are short: the Fleet does no I/O inside them but the store's own). A thread's
 ``lock()`` blocks do not nest, and ``create`` is not called inside one: each is its own transaction.
 Inside ``batch()`` they are savepoints of the batch's one transaction, which holds the connection
-(and the file's write lock) until it commits: one commit for many events.
+(and the file's write lock) until it commits: one commit for many events. A ``lock()`` block takes
+its savepoint only when it first needs one: an event that only moves its row on (most) takes none,
+and what it wrote is taken back by hand if it fails (``_Scope``).
 
 A disk with no room left refuses a write with ``StoreError`` and keeps nothing of it; once there is
 room again, writes work again (``_sqlite_connection`` keeps the WAL within the disk's room).
@@ -24,7 +26,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, Final
 
 from streamlife._jsontext import to_json
@@ -100,11 +102,17 @@ _UPDATE_ROW: Final = (
     "UPDATE tasks SET kind = ?, state = ?, version = ?, updated_at = ?, facts = ?, due_at = ?, quiet = ?"
     "{indexed} WHERE key = ? AND version = ?"
 )
-_LOCK_ROW: Final = f"SELECT version, {_INDEXED_COLUMNS} FROM tasks WHERE key = ?"
+# The version, then what a write that moves the row on changes (see _MOVE_ROW_BACK), then the
+# indexed columns.
+_LOCK_ROW: Final = f"SELECT version, updated_at, {_INDEXED_COLUMNS} FROM tasks WHERE key = ?"
 _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
 _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, created_at = ?")
 # write(entries, None): the row moves on to the last entry, its other columns as they were.
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
+# What takes such a write back by hand, where no savepoint was taken for it (see _Txn._move_on).
+# The row goes back only if it is at the version the write moved it on to: only that write did.
+_MOVE_ROW_BACK: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
+_DELETE_ENTRY: Final = "DELETE FROM journal WHERE key = ? AND version = ?"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 # A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
 # clocks apart: it lets the scan take the tasks_open index, terminal tasks made before the cutoff.)
@@ -113,11 +121,16 @@ _KEYS: Final = "(SELECT value FROM json_each(?))"  # the keys of one batch, as o
 # Dead letters kept before a time, oldest first, with the pages each body takes (one at least).
 _OLD_LETTERS: Final = "SELECT id, 1 + length(body) / 4096 FROM dead_letters WHERE at < ? ORDER BY id LIMIT ?"
 _CLAIMABLE: Final = "FROM tasks WHERE " + CLAIMABLE.format(false="0", mark="?")
-# The savepoint of a lock() block or a create inside a batch, and what takes it back.
+# The savepoint of a lock() block (taken when it first writes) or a create inside a batch, and
+# what takes it back.
 _EVENT: Final = "event"
 _BEGIN_EVENT: Final = f"SAVEPOINT {_EVENT}"
 _KEEP_EVENT: Final = f"RELEASE {_EVENT}"
 _UNDO_EVENT: Final = (f"ROLLBACK TO {_EVENT}", _KEEP_EVENT)
+
+
+# Statements and their values, run in order.
+_Statements = tuple[tuple[str, tuple[Any, ...]], ...]
 
 
 class SqliteStore:
@@ -129,6 +142,8 @@ class SqliteStore:
         # What is open on the connection, outermost first: ("batch",), ("event",) (a lock() block,
         # a create) or ("batch", "event"). Set and cleared by _scope alone.
         self._open: tuple[str, ...] = ()
+        # This thread's lock() block inside a batch, while it has taken no savepoint yet (_Scope).
+        self._unsaved: _Scope | None = None
         self._db = connect(self.path)
 
     def __repr__(self) -> str:
@@ -162,12 +177,8 @@ class SqliteStore:
             with self._scope("batch", "could not write a batch"):
                 yield
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[_Txn]:
-        with self._transaction(f"could not write task {key!r}") as db:
-            found = db.execute(_LOCK_ROW, (key,)).fetchone()
-            # In a batch the block is a savepoint already, which a failed write rolls back to.
-            yield _Txn(db, key, found, inside_savepoint=self._open[0] == "batch")
+    def lock(self, key: str) -> AbstractContextManager[_Txn]:
+        return _Lock(self, key)
 
     def row(self, key: str) -> TaskRow | None:
         with self._connection() as db:
@@ -365,6 +376,8 @@ class SqliteStore:
         with self._lock:
             self._check_still_open(f"{self!r} failed")
             try:
+                if self._unsaved is not None:  # (what it writes is rolled back with the block)
+                    self._unsaved.take_savepoint()
                 with errors(f"{self!r} failed"):
                     yield self._db
             except StoreError as exc:
@@ -376,16 +389,21 @@ class SqliteStore:
         """One write transaction, holding the file's write lock from its start (inside a batch, a
         savepoint of the batch's): kept if the block ends normally, rolled back if it raises."""
         with self._lock:
-            if "event" in self._open:
-                raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+            self._check_not_in_event(what)
             with self._scope("event", what), errors(what):  # (whatever statement the block runs)
                 yield self._db
 
-    def _scope(self, name: str, what: str) -> _Scope:
+    def _check_not_in_event(self, what: str) -> None:
+        """Refuse a write transaction inside this thread's ``lock()`` block: they do not nest."""
+        if "event" in self._open:
+            raise StoreError(f"{what}: this thread is inside a lock() block of {self!r} already")
+
+    def _scope(self, name: str, what: str, *, put_off: bool = False) -> _Scope:
         """Open ``name`` on the connection: a transaction, or, inside a batch's, a savepoint. It is
         kept if the block ends normally and rolled back if the block, or keeping it, fails. The one
-        place that opens and closes them, so ``_open`` says what is open whichever way it ends."""
-        return _Scope(self, name, what)
+        place that opens and closes them, so ``_open`` says what is open whichever way it ends.
+        ``put_off``: the savepoint is taken when the block first needs it (``_Scope``)."""
+        return _Scope(self, name, what, put_off=put_off)
 
     def _check_still_open(self, what: str) -> None:
         """Refuse to write inside a batch whose transaction SQLite rolled back by itself, as it may
@@ -403,37 +421,73 @@ class SqliteStore:
 
 class _Scope:
     """``SqliteStore._scope``'s block. (A class, not a generator: every event written opens one,
-    and a generator's way in and out costs more than the statements it runs.)"""
+    and a generator's way in and out costs more than the statements it runs.)
 
-    __slots__ = ("_keep", "_name", "_outer", "_store", "_undo", "_what")
+    Put off (a ``lock()`` block inside a batch), the savepoint is taken only when the block first
+    writes what cannot be taken back by hand (``take_savepoint``). Most events write one journal
+    entry and move their row on, and nothing else: that is taken back by hand if the block fails
+    (``taken_back_by``), and the event costs two statements fewer."""
 
-    def __init__(self, store: SqliteStore, name: str, what: str) -> None:
+    __slots__ = ("_keep", "_name", "_outer", "_put_off", "_store", "_undo", "_undo_by_hand", "_what")
+
+    def __init__(self, store: SqliteStore, name: str, what: str, *, put_off: bool = False) -> None:
         self._store, self._name, self._what = store, name, what
+        self._put_off = put_off
         self._outer: tuple[str, ...] = ()
         self._keep = ""
         self._undo: tuple[str, ...] = ()
+        self._undo_by_hand: _Statements = ()
+
+    @property
+    def in_batch(self) -> bool:
+        return bool(self._outer)
+
+    @property
+    def saved(self) -> bool:
+        """Whether the block took its savepoint (in a batch): it wrote something already."""
+        return bool(self._outer) and bool(self._keep)
 
     def __enter__(self) -> None:
         store = self._store
         outer = self._outer = store._open
         store._check_still_open(self._what)
-        if outer:  # a batch's transaction is open: this is its savepoint
-            begin, self._keep, self._undo = _BEGIN_EVENT, _KEEP_EVENT, _UNDO_EVENT
+        if outer and self._put_off:
+            store._unsaved = self
         else:
-            begin, self._keep, self._undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
-        with errors(self._what):
-            store._db.execute(begin)
+            if outer:  # a batch's transaction is open: this is its savepoint
+                begin, self._keep, self._undo = _BEGIN_EVENT, _KEEP_EVENT, _UNDO_EVENT
+            else:
+                begin, self._keep, self._undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+            with errors(self._what):
+                store._db.execute(begin)
         store._open = (*outer, self._name)
+
+    def take_savepoint(self) -> None:
+        """Take the savepoint put off, before a write that only a savepoint takes back."""
+        if self._keep or not self._outer:  # taken already, or a transaction
+            return
+        with errors(self._what):
+            self._store._db.execute(_BEGIN_EVENT)
+        self._keep, self._undo = _KEEP_EVENT, _UNDO_EVENT
+        self._store._unsaved = None
+
+    def taken_back_by(self, statements: _Statements) -> None:
+        """What takes back a write the block made, if the block fails and has no savepoint or
+        transaction of its own to roll back."""
+        if not self._keep:
+            self._undo_by_hand = statements
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
         store = self._store
         try:
             try:
-                if exc is None:
+                if exc is None and self._keep:
                     with errors(self._what):
                         store._db.execute(self._keep)
             finally:
                 store._open = self._outer
+                if store._unsaved is self:
+                    store._unsaved = None
         except BaseException as failure:  # keeping it failed
             self._roll_back(failure)
             raise
@@ -441,28 +495,89 @@ class _Scope:
             self._roll_back(exc)
 
     def _roll_back(self, exc: BaseException) -> None:
+        db = self._store._db
         with suppress(sqlite3.Error):  # the first error is the one to report
             for statement in self._undo:
-                self._store._db.execute(statement)
+                db.execute(statement)
+        if self._undo_by_hand:
+            _take_back(db, self._undo_by_hand)
         self._store._after_failure(exc)
 
 
+class _Lock:
+    """``SqliteStore.lock``'s block: a ``_transaction`` that reads the row's version first. (A class,
+    not a generator, as ``_Scope`` is: every event written opens one.)"""
+
+    __slots__ = ("_errors", "_key", "_scope", "_store")
+
+    def __init__(self, store: SqliteStore, key: str) -> None:
+        self._store, self._key = store, key
+        self._errors = errors(f"could not write task {key!r}")  # (whatever statement the block runs)
+        self._scope: _Scope | None = None
+
+    def __enter__(self) -> _Txn:
+        store, what = self._store, self._errors.what
+        store._lock.acquire()
+        try:
+            store._check_not_in_event(what)
+            scope = self._scope = store._scope("event", what, put_off=True)
+            scope.__enter__()
+            try:
+                with self._errors:
+                    found = store._db.execute(_LOCK_ROW, (self._key,)).fetchone()
+            except BaseException as exc:
+                scope.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        except BaseException:
+            store._lock.release()
+            raise
+        return _Txn(store._db, self._key, found, scope, self._errors)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        scope = self._scope
+        assert scope is not None  # (entered)
+        try:
+            try:
+                self._errors.__exit__(kind, exc, tb)  # raises the store's error for sqlite3's
+            except BaseException as failure:
+                scope.__exit__(type(failure), failure, failure.__traceback__)
+                raise
+            scope.__exit__(kind, exc, tb)
+        finally:
+            self._store._lock.release()
+
+
 class _Txn:
-    __slots__ = ("_db", "_exists", "_indexed", "_own_savepoint", "_written", "key", "version")
+    __slots__ = (
+        "_db",
+        "_exists",
+        "_indexed",
+        "_scope",
+        "_updated_at",
+        "_write_errors",
+        "_written",
+        "key",
+        "version",
+    )
 
     def __init__(
-        self, db: sqlite3.Connection, key: str, found: Sequence[Any] | None, *, inside_savepoint: bool = False
+        self,
+        db: sqlite3.Connection,
+        key: str,
+        found: tuple[Any, ...] | None,
+        scope: _Scope,
+        write_errors: errors,
     ) -> None:
         self._db = db
         self.key = key
-        # Read under the write lock: the version, then the row's indexed columns (_INDEXED_COLUMNS).
+        self._scope = scope
+        self._write_errors = write_errors  # its lock's: "could not write task ..."
+        # Read under the write lock: the version and updated_at, then the row's indexed columns.
         self.version = 0 if found is None else found[0]
-        self._indexed = None if found is None else tuple(found[1:])
+        self._updated_at = None if found is None else found[1]
+        self._indexed = None if found is None else found[2:]
         self._exists = found is not None
         self._written = False
-        # A write that fails leaves nothing behind: it rolls back to a savepoint of its own, or, in
-        # a batch, to its block's (only the version was read since that began): two statements fewer.
-        self._own_savepoint = not inside_savepoint
 
     def entries_after(self, version: int) -> list[JournalEntry]:
         with errors(f"could not read the journal of {self.key!r}"):
@@ -474,8 +589,48 @@ class _Txn:
 
     def write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due = NO_DUE) -> None:
         check_write(self.key, self.version if self._exists else None, entries, row, written=self._written)
-        own = self._own_savepoint
-        with errors(f"could not write task {self.key!r}"):
+        if row is None and len(entries) == 1:  # most events
+            self._move_on(entries[0])
+        else:
+            self._write(entries, row, due)
+        self._written = True
+
+    def _move_on(self, entry: JournalEntry) -> None:
+        """Move the row on to ``entry`` and journal it, with no savepoint: what this writes is taken
+        back by hand, if it fails midway or its block does (inside a batch). The row's version and
+        updated_at are all it changes, and they were read under the lock; the entry's (key,
+        version) was free, or the INSERT would have failed."""
+        db, key, version = self._db, self.key, self.version
+        # What takes back the entry, then the row: the last of them, one for each row written (the
+        # schema has no triggers: a row changed is one a statement here wrote).
+        written = (
+            (_DELETE_ENTRY, (key, entry.version)),
+            (_MOVE_ROW_BACK, (version, self._updated_at, key, entry.version)),
+        )
+        changes = db.total_changes  # (a statement that fails changes no row)
+        with self._write_errors:
+            try:
+                if db.execute(_MOVE_ROW_ON, (entry.version, entry.at, key, version)).rowcount != 1:
+                    raise StoreConflict(f"task {key!r} is no longer at version {version}")
+                try:
+                    _insert_entries(db, key, (entry,))
+                except sqlite3.IntegrityError as exc:
+                    raise StoreConflict(f"a version of task {key!r} is taken") from exc
+                self._scope.taken_back_by(written)
+            except BaseException:  # (a KeyboardInterrupt too, wherever it came)
+                self._scope.taken_back_by(())
+                _take_back(db, written[max(0, len(written) - (db.total_changes - changes)) :])
+                raise
+
+    def _write(self, entries: Sequence[JournalEntry], row: TaskRow | None, due: Due) -> None:
+        """Any other write: a savepoint takes back what it wrote if it fails midway, and that alone,
+        as ``_move_on`` does. Inside a batch, its block's, taken now, if the block wrote nothing
+        before (only the version was read since it began)."""
+        scope = self._scope
+        own = not scope.in_batch or scope.saved
+        if not own:
+            scope.take_savepoint()
+        with self._write_errors:
             if own:
                 self._db.execute("SAVEPOINT write")
             try:
@@ -503,7 +658,23 @@ class _Txn:
                 raise
             if own:
                 self._db.execute("RELEASE write")
-        self._written = True
+
+
+def _take_back(db: sqlite3.Connection, statements: _Statements) -> None:
+    """Take back by hand a write made without a savepoint. Nothing is left to take back if SQLite
+    rolled the transaction back by itself (and a statement run then would commit on its own). If
+    taking it back fails, the transaction is rolled back whole: what it holds is never committed
+    (a batch then fails, as a batch SQLite rolled back does)."""
+    if not db.in_transaction:
+        return
+    try:
+        for statement, values in statements:
+            db.execute(statement, values)
+    except BaseException as exc:
+        with suppress(sqlite3.Error):  # (then a batch fails: SqliteStore._check_still_open)
+            db.execute("ROLLBACK")
+        if not isinstance(exc, sqlite3.Error):
+            raise
 
 
 def _timed(pacer: Pacer, step: Callable[[], None]) -> float:
