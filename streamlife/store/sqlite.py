@@ -109,9 +109,10 @@ _UPDATE_UNINDEXED: Final = _UPDATE_ROW.format(indexed="")
 _UPDATE_ALL: Final = _UPDATE_ROW.format(indexed=", task_id = ?, terminal = ?, created_at = ?")
 # write(entries, None): the row moves on to the last entry, its other columns as they were.
 _MOVE_ROW_ON: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
-# What takes such a write back by hand, where no savepoint was taken for it (see _Txn._move_on).
-# The row goes back only if it is at the version the write moved it on to: only that write did.
-_MOVE_ROW_BACK: Final = "UPDATE tasks SET version = ?, updated_at = ? WHERE key = ? AND version = ?"
+# What takes such a write back by hand, where no savepoint was taken for it (see _Txn._move_on):
+# the same statement, to the old version and time. The row goes back only if it is at the version
+# the write moved it on to: only that write did.
+_MOVE_ROW_BACK: Final = _MOVE_ROW_ON
 _DELETE_ENTRY: Final = "DELETE FROM journal WHERE key = ? AND version = ?"
 _INSERT_ENTRY: Final = f"INSERT INTO journal (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 # A terminal task last updated before the cutoff. (created_at is never after updated_at, but for
