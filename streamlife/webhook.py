@@ -94,6 +94,7 @@ ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 
 _log = get_logger()
+_same: Final = hmac.compare_digest  # (read once: it is called three times for every request)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -244,13 +245,13 @@ class WebhookReceiver:
             key = self.route(path)
             if key is not None:
                 return key
-        bearer = authorization[7:] if authorization[:7].lower() == b"bearer " else b""
+        bearer = authorization[7:] if authorization and authorization[:7].lower() == b"bearer " else b""
         # Every candidate is compared (``|``, not ``or``), so the time taken says nothing about which
         # one came close.
         matched = (
-            hmac.compare_digest(path.rstrip("/").rpartition("/")[2].encode(), token)
-            | hmac.compare_digest(sent, token)
-            | hmac.compare_digest(bearer, token)
+            _same(path.rstrip("/").rpartition("/")[2].encode(), token)
+            | _same(sent, token)
+            | _same(bearer, token)
         )
         return "" if matched else None
 
@@ -422,7 +423,7 @@ class AsgiApplication:
                 response = _NOT_POST
             elif (
                 key := receiver._admit(
-                    path, _as_text(found.get(TOKEN_HEADER, b"")), _as_text(found.get("authorization", b""))
+                    path, _as_text(found.get(TOKEN_HEADER)), _as_text(found.get("authorization"))
                 )
             ) is None:
                 response = _UNAUTHORIZED
@@ -535,9 +536,11 @@ def _decoded_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-def _as_text(value: bytes) -> bytes:
-    """A header's bytes as ``authorized`` compares them on every face: decoded as latin-1 (as
-    WSGI does), then written as UTF-8, as the token is."""
+def _as_text(value: bytes | None) -> bytes:
+    """A header's bytes (None: it was not sent) as ``authorized`` compares them on every face:
+    decoded as latin-1 (as WSGI does), then written as UTF-8, as the token is."""
+    if value is None:
+        return b""
     return value if value.isascii() else value.decode("latin-1").encode()
 
 
