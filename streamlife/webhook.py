@@ -399,6 +399,7 @@ class AsgiApplication:
         headers: dict[str, str] | None = None  # every header, decoded: read only where needed
         content_type: str | bytes | None
         key: str | None  # the task whose own URL ``path`` is; "" for none
+        head: tuple[tuple[bytes, bytes], ...] | None = None  # the answer's ASGI headers, if known yet
         if self._screens_own:
             headers = _decoded_headers(scope)
             response = receiver.screen_head(str(scope.get("method")), path, headers)
@@ -451,12 +452,16 @@ class AsgiApplication:
                     response = receiver.refusal(error)
                 else:
                     plain = _PLAIN_ANSWERS.get(id(outcome))
-                    response = plain[1] if plain is not None and plain[0] is outcome else _answer(outcome)
+                    if plain is not None and plain[0] is outcome:
+                        _, response, head = plain
+                    else:
+                        response = _answer(outcome)
             else:
                 headers = _decoded_headers(scope) if headers is None else headers
                 response = await self._apply_in_thread(body, headers, path)
-        usual = _USUAL_HEADS.get(id(response))
-        head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
+        if head is None:
+            usual = _USUAL_HEADS.get(id(response))
+            head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
         await send(
             {
                 "type": "http.response.start",
@@ -585,12 +590,6 @@ def _answer(result: Outcome | CallbackError) -> Response:
 
 
 _PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
-# The shared outcomes' answers, by identity (each kept beside its answer, so its id is not reused):
-# what the ASGI face looks up for most callbacks instead of calling ``_answer``.
-_PLAIN_ANSWERS: Final = {
-    id(outcome): (outcome, _PLAIN_OUTCOMES[outcome.kind])
-    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
-}
 
 
 def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
@@ -606,6 +605,13 @@ def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
 _USUAL_HEADS: Final = {
     id(response): (response, _asgi_head(response))
     for response in (*_PLAIN_OUTCOMES.values(), _UNAUTHORIZED, _NOT_POST, _NOT_JSON)
+}
+# The shared outcomes' answers and their ASGI headers, by identity (each kept beside them, so its
+# id is not reused): what the ASGI face looks up for most callbacks, one lookup for both.
+_PLAIN_ANSWERS: Final = {
+    id(outcome): (outcome, answer, _USUAL_HEADS[id(answer)][1])
+    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
+    for answer in (_PLAIN_OUTCOMES[outcome.kind],)
 }
 
 
