@@ -162,13 +162,16 @@ class AsyncFleet:
     ) -> None:
         self._fleet = fleet
         self._owned = owned
-        # Whether the store may be called on the loop (the module's docstring says when).
-        self._store_on_loop = apply_on_loop or type(fleet.store) is MemoryStore
         self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
+        # Whether the store and the stops let callbacks be applied on the loop (the module's
+        # docstring says when; a Fleet's store and policy are its parts' from the start): what
+        # ``_may_apply_on_loop`` need not ask again.
+        on_loop = apply_on_loop or type(fleet.store) is MemoryStore
+        self._loop_safe = on_loop and fleet.policy.stop_concurrency >= 1
         # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
         self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -297,7 +300,9 @@ class AsyncFleet:
     async def handle_callback(self, payload: _Payload, *, key: str | None = None) -> Outcome:
         """``Fleet.handle_callback``: the same outcomes, the same errors (``key`` too). Journaled
         before it returns."""
-        loop = self._bind()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # (asked here, not through _bind: this is asked for every callback)
+            self._bind()
         if self._may_apply_on_loop():
             future: asyncio.Future[Outcome | BaseException] = loop.create_future()
             if not self._turn:
@@ -312,10 +317,9 @@ class AsyncFleet:
 
     def _may_apply_on_loop(self) -> bool:
         """Whether applying a callback cannot block the loop (the module's docstring says why)."""
-        fleet = self._fleet
-        if not self._store_on_loop or fleet.policy.stop_concurrency < 1:
+        if not self._loop_safe:
             return False
-        notices = fleet._notices
+        notices = self._fleet._notices
         if not (notices.transition or notices.segment or notices.orphan or notices.foreign):
             return True  # (asked for each callback: the usual answer without building anything)
         hooks = (*notices.transition, *notices.segment, *notices.orphan, *notices.foreign)
@@ -325,9 +329,12 @@ class AsyncFleet:
         """Apply the callbacks handed over in this turn of the loop (``LOOP_BATCH`` now, the rest in
         the next turn), each answered as alone; those that may no longer be applied here (a hook
         of the Fleet's own came meanwhile) go to the callbacks lane."""
-        turn, self._turn = self._turn[:LOOP_BATCH], self._turn[LOOP_BATCH:]
-        if self._turn:
+        turn = self._turn
+        if len(turn) > LOOP_BATCH:
+            turn, self._turn = turn[:LOOP_BATCH], turn[LOOP_BATCH:]
             asyncio.get_running_loop().call_soon(self._apply_turn)
+        else:
+            self._turn = []
         if not self._may_apply_on_loop():
             for payload, key, future in turn:
                 relay = asyncio.ensure_future(
@@ -336,7 +343,9 @@ class AsyncFleet:
                 relay.add_done_callback(functools.partial(_pass_on, future))
             return
         try:
-            results = _apply_many(self._fleet, [(None, payload, key) for payload, key, _ in turn])
+            results = _apply_together(
+                self._fleet, [payload for payload, _, _ in turn], [key for _, key, _ in turn]
+            )
         except BaseException as error:  # each caller hears it, as from a thread of the lane
             results = [error] * len(turn)
         for (_, _, future), result in zip(turn, results, strict=True):
@@ -514,13 +523,18 @@ def _apply_one(fleet: Fleet, payload: _Payload, key: str | None = None) -> Outco
 
 
 def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | BaseException]:
+    """The callbacks lane's calls queued together (``_apply_one``'s arguments): ``_apply_together``."""
+    return _apply_together(fleet, [payload for _, payload, _ in calls], [key for _, _, key in calls])
+
+
+def _apply_together(
+    fleet: Fleet, payloads: list[_Payload], keys: list[str | None]
+) -> list[Outcome | BaseException]:
     """Callbacks queued together, with one store commit; if the batch cannot be kept, each alone,
     for its own answer (what the batch kept before it failed answers as a duplicate)."""
-    payloads = [payload for _, payload, _ in calls]
-    keys = [key for _, _, key in calls]
     try:
         # (Without keys when none is set: the Fleet then reads no key for each callback.)
-        routed = any(key is not None for key in keys)
+        routed = keys.count(None) != len(keys)
         return list(fleet.handle_callbacks(payloads, keys=keys if routed else None))
     except (StoreError, ParkingFullError):
         return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]

@@ -94,6 +94,7 @@ ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
 
 _log = get_logger()
+_same: Final = hmac.compare_digest  # (read once: it is called three times for every request)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 AsgiMessage = MutableMapping[str, Any]
@@ -244,13 +245,13 @@ class WebhookReceiver:
             key = self.route(path)
             if key is not None:
                 return key
-        bearer = authorization[7:] if authorization[:7].lower() == b"bearer " else b""
+        bearer = authorization[7:] if authorization and authorization[:7].lower() == b"bearer " else b""
         # Every candidate is compared (``|``, not ``or``), so the time taken says nothing about which
         # one came close.
         matched = (
-            hmac.compare_digest(path.rstrip("/").rpartition("/")[2].encode(), token)
-            | hmac.compare_digest(sent, token)
-            | hmac.compare_digest(bearer, token)
+            _same(path.rstrip("/").rpartition("/")[2].encode(), token)
+            | _same(sent, token)
+            | _same(bearer, token)
         )
         return "" if matched else None
 
@@ -398,6 +399,7 @@ class AsgiApplication:
         headers: dict[str, str] | None = None  # every header, decoded: read only where needed
         content_type: str | bytes | None
         key: str | None  # the task whose own URL ``path`` is; "" for none
+        head: tuple[tuple[bytes, bytes], ...] | None = None  # the answer's ASGI headers, if known yet
         if self._screens_own:
             headers = _decoded_headers(scope)
             response = receiver.screen_head(str(scope.get("method")), path, headers)
@@ -422,7 +424,7 @@ class AsgiApplication:
                 response = _NOT_POST
             elif (
                 key := receiver._admit(
-                    path, _as_text(found.get(TOKEN_HEADER, b"")), _as_text(found.get("authorization", b""))
+                    path, _as_text(found.get(TOKEN_HEADER)), _as_text(found.get("authorization"))
                 )
             ) is None:
                 response = _UNAUTHORIZED
@@ -450,12 +452,16 @@ class AsgiApplication:
                     response = receiver.refusal(error)
                 else:
                     plain = _PLAIN_ANSWERS.get(id(outcome))
-                    response = plain[1] if plain is not None and plain[0] is outcome else _answer(outcome)
+                    if plain is not None and plain[0] is outcome:
+                        _, response, head = plain
+                    else:
+                        response = _answer(outcome)
             else:
                 headers = _decoded_headers(scope) if headers is None else headers
                 response = await self._apply_in_thread(body, headers, path)
-        usual = _USUAL_HEADS.get(id(response))
-        head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
+        if head is None:
+            usual = _USUAL_HEADS.get(id(response))
+            head = usual[1] if usual is not None and usual[0] is response else _asgi_head(response)
         await send(
             {
                 "type": "http.response.start",
@@ -535,9 +541,11 @@ def _decoded_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-def _as_text(value: bytes) -> bytes:
-    """A header's bytes as ``authorized`` compares them on every face: decoded as latin-1 (as
-    WSGI does), then written as UTF-8, as the token is."""
+def _as_text(value: bytes | None) -> bytes:
+    """A header's bytes (None: it was not sent) as ``authorized`` compares them on every face:
+    decoded as latin-1 (as WSGI does), then written as UTF-8, as the token is."""
+    if value is None:
+        return b""
     return value if value.isascii() else value.decode("latin-1").encode()
 
 
@@ -582,12 +590,6 @@ def _answer(result: Outcome | CallbackError) -> Response:
 
 
 _PLAIN_OUTCOMES: Final = {kind: json_response(200, outcome=kind.value) for kind in OutcomeKind}
-# The shared outcomes' answers, by identity (each kept beside its answer, so its id is not reused):
-# what the ASGI face looks up for most callbacks instead of calling ``_answer``.
-_PLAIN_ANSWERS: Final = {
-    id(outcome): (outcome, _PLAIN_OUTCOMES[outcome.kind])
-    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
-}
 
 
 def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
@@ -603,6 +605,13 @@ def _asgi_head(response: Response) -> tuple[tuple[bytes, bytes], ...]:
 _USUAL_HEADS: Final = {
     id(response): (response, _asgi_head(response))
     for response in (*_PLAIN_OUTCOMES.values(), _UNAUTHORIZED, _NOT_POST, _NOT_JSON)
+}
+# The shared outcomes' answers and their ASGI headers, by identity (each kept beside them, so its
+# id is not reused): what the ASGI face looks up for most callbacks, one lookup for both.
+_PLAIN_ANSWERS: Final = {
+    id(outcome): (outcome, answer, _USUAL_HEADS[id(answer)][1])
+    for outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN)
+    for answer in (_PLAIN_OUTCOMES[outcome.kind],)
 }
 
 

@@ -25,6 +25,7 @@ and waits for them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import multiprocessing
 import os
@@ -55,6 +56,11 @@ RESTART_PAUSE: Final = 1.0  # seconds before a worker that died is started again
 STEADY_AFTER: Final = 10.0  # seconds: a worker that dies sooner after its start is not started again
 _STARTED_WITHIN: Final = 30.0  # seconds uvicorn has to start listening
 _MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+# Container objects allocated, less those freed, before a young collection (CPython's default is
+# 700). Each request allocates hundreds that die with it, and a collection that comes while a turn's
+# requests are in flight walks them all: collecting less often costs less per request, and a
+# serving process may choose its own (bench/RESULTS.md).
+SERVING_GC_THRESHOLD: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -133,22 +139,35 @@ def serving(app: Any, sock: socket.socket, settings: UvicornSettings) -> Iterato
     )
     server = uvicorn.Server(config)
     url = url_of(sock)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="streamlife-uvicorn", daemon=True
-    )
-    thread.start()
-    give_up_at = time.monotonic() + _STARTED_WITHIN
-    while not server.started and thread.is_alive() and time.monotonic() < give_up_at:
-        time.sleep(0.01)
-    if not server.started:
-        server.should_exit = True
-        thread.join()
-        raise Problem("the uvicorn server did not start")
+    with _fewer_young_collections():
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="streamlife-uvicorn", daemon=True
+        )
+        thread.start()
+        give_up_at = time.monotonic() + _STARTED_WITHIN
+        while not server.started and thread.is_alive() and time.monotonic() < give_up_at:
+            time.sleep(0.01)
+        if not server.started:
+            server.should_exit = True
+            thread.join()
+            raise Problem("the uvicorn server did not start")
+        try:
+            yield RunningUvicorn(server, thread, url)
+        finally:
+            server.should_exit = True
+            thread.join()
+
+
+@contextmanager
+def _fewer_young_collections() -> Iterator[None]:
+    """The collector's young-generation threshold at least ``SERVING_GC_THRESHOLD`` while the
+    block runs (a process setting: this one serves), and as it was once it ends."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], SERVING_GC_THRESHOLD), *thresholds[1:])
     try:
-        yield RunningUvicorn(server, thread, url)
+        yield
     finally:
-        server.should_exit = True
-        thread.join()
+        gc.set_threshold(*thresholds)
 
 
 # -- several processes -------------------------------------------------------------------------------

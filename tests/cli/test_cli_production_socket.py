@@ -34,3 +34,24 @@ def test_connections_accepted_on_serves_socket_send_small_answers_at_once() -> N
     asyncio.run(main())
     assert len(nodelay) == 1
     assert nodelay[0] != 0
+
+
+def test_serving_collects_young_objects_less_often_and_puts_the_threshold_back() -> None:
+    """A serving process raises the collector's young-generation threshold while it serves (each
+    request's objects die with it), and leaves the process's setting as it found it."""
+    import gc
+
+    from streamlife.cli.production import SERVING_GC_THRESHOLD, UvicornSettings, serving
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    try:
+        settings = UvicornSettings(keep_alive=5, limit_concurrency=None, graceful=1)
+        with serving(app, bind("127.0.0.1", 0), settings):
+            assert gc.get_threshold() == (SERVING_GC_THRESHOLD, *before[1:])
+        assert gc.get_threshold() == (700, *before[1:])
+    finally:
+        gc.set_threshold(*before)
