@@ -119,13 +119,24 @@ def _own_hook(tmp_path: Path) -> tuple[Fleet, list[str]]:
     return fleet, ids
 
 
-@pytest.mark.parametrize("making", [_sqlite, _subclass, _inline_stops, _own_hook])
+@pytest.mark.parametrize(
+    ("making", "apply_on_loop"),
+    [
+        (_sqlite, False),
+        (_subclass, False),
+        (_inline_stops, False),
+        (_own_hook, False),
+        # Asked to apply on the loop whatever the store: not what would block on other counts.
+        (_inline_stops, True),
+        (_own_hook, True),
+    ],
+)
 def test_callbacks_that_may_block_are_never_applied_on_the_loop(
-    making: Callable[[Path], tuple[Fleet, list[str]]], tmp_path: Path
+    making: Callable[[Path], tuple[Fleet, list[str]]], apply_on_loop: bool, tmp_path: Path
 ) -> None:
     fleet, ids = making(tmp_path)
     watched = Watched(fleet)
-    front = AsyncFleet.from_fleet(fleet)
+    front = AsyncFleet.from_fleet(fleet, apply_on_loop=apply_on_loop)
     outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 10)))
     assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 20
     assert watched.threads, "applied somewhere"
@@ -168,20 +179,5 @@ def test_apply_on_loop_applies_a_sqlite_store_s_callbacks_on_the_loop_in_batches
     for task in fleet.tasks():
         assert [entry.trigger for entry in reopened.journal(task.key or "")].count("segment") == 50
     reopened.close()
-    front.close()
-    fleet.close()
-
-
-@pytest.mark.parametrize("making", [_inline_stops, _own_hook])
-def test_apply_on_loop_still_sends_to_the_lane_what_would_block_on_other_counts(
-    making: Callable[[Path], tuple[Fleet, list[str]]], tmp_path: Path
-) -> None:
-    fleet, ids = making(tmp_path)
-    watched = Watched(fleet)
-    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
-    outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 10)))
-    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 20
-    assert watched.threads, "applied somewhere"
-    assert loop_thread not in watched.threads
     front.close()
     fleet.close()
