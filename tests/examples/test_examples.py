@@ -228,7 +228,15 @@ class App:
         """Stop the process with ``signum``; return everything it printed, stdout then stderr."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        out, err = self.process.communicate(timeout=60)
+        try:
+            out, err = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Killed and read here, not left running: its pipes and its process would otherwise be
+            # reported against whichever test comes next.
+            self.process.kill()
+            out, err = self.process.communicate()
+            told = f"the application did not exit within 60 s of {signum.name}:\n{out}{err}"
+            raise AssertionError(told) from None
         self.stdout, self.stderr = out, err
         return out + err
 
