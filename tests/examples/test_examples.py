@@ -206,14 +206,21 @@ def test_pytest_collects_the_examples_only_when_asked() -> None:
 
 
 # -- the web applications ------------------------------------------------------------------------
+def _hear_sigint() -> None:
+    """SIGINT back to its default in the child, before it starts: a shell runs a background job
+    with SIGINT ignored, and a Python started so never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class App:
     """A web application example in a process of its own, on loopback."""
 
     def __init__(self, command: list[str], port: int, env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_hear_sigint,
+        )  # fmt: skip
         deadline = time.monotonic() + READY
         while True:
             assert self.process.poll() is None, self.finish(signal.SIGTERM)
