@@ -133,12 +133,14 @@ def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
-        columns = "key, kind, task_id, state, terminal, version, created_at, updated_at, facts, due_at, quiet"
+        # look_at: when the row is first due, as PostgresStore writes it (its claims read that index).
+        columns = "key, kind, task_id, state, terminal, version, created_at, updated_at, facts"
+        columns += ", due_at, quiet, look_at"
         with cur.copy(f"COPY streamlife_tasks ({columns}) FROM STDIN") as copy:
             for n in range(stopped):
                 row = (f"s{n:031x}", "audio", f"tid-s{n}", "stopped", True, entries)
                 copy.write_row(
-                    (*row, 1000.0 + n / 1000, 1060.0 + n / 1000, '{"stop_requested": true}', None, None)
+                    (*row, 1000.0 + n / 1000, 1060.0 + n / 1000, '{"stop_requested": true}', None, None, None)
                 )
             for n in range(live):
                 copy.write_row(
@@ -154,6 +156,7 @@ def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
                         "{}",
                         None,
                         40.0,
+                        5040.0,
                     )
                 )
         journal = "key, version, at, trigger, from_state, to_state, args"

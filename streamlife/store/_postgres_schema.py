@@ -80,6 +80,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         END
         $$""",
     ),
+    (  # 6: claim_due reads an index of when each task may first be due (see postgres._MOVE_ROW_ON),
+        # not every live row. A partial index: terminal tasks, due never, are not in it.
+        "ALTER TABLE streamlife_tasks ADD COLUMN look_at DOUBLE PRECISION",
+        "UPDATE streamlife_tasks SET look_at = LEAST(due_at, updated_at + quiet) WHERE NOT terminal",
+        "CREATE INDEX streamlife_tasks_look ON streamlife_tasks (look_at) WHERE look_at IS NOT NULL",
+    ),
 )
 
 

@@ -730,7 +730,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
 
         with psycopg.connect(durable_backend.location, autocommit=True) as conn:
             conn.execute("DROP TABLE streamlife_dead_letters")
-            for column in ("due_at", "quiet", "claimed_until"):
+            for column in ("due_at", "quiet", "claimed_until", "look_at"):
                 conn.execute(f"ALTER TABLE streamlife_tasks DROP COLUMN {column}")
             conn.execute("DROP FUNCTION streamlife_lock_task")
             conn.execute("UPDATE streamlife_schema SET version = 2")
