@@ -11,6 +11,7 @@ every claim with the deadlines as ``Store.claim_due`` defines them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,21 @@ def test_a_database_from_before_the_index_gains_it_and_claims_what_is_due(pg_sto
         store.close()
     with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT version FROM streamlife_schema").fetchone() == (len(MIGRATIONS),)
+
+
+def test_a_deadline_that_is_not_a_number_leaves_the_other_to_make_the_task_due(store: PostgresStore) -> None:
+    """NaN is never ``<= now``, so a task with ``Due.at`` NaN is due by its silence alone, as on
+    every store: its look_at is the silence's time, not NaN (which the server sorts above every
+    time, so a look would never reach the row)."""
+    updated = task_row("made", 1).updated_at
+    store.create(task_row("made", 1), [entry(1, trigger="make")], due=Due(at=math.nan, quiet=30.0))
+    store.create(task_row("written", 1), [entry(1, trigger="make")])
+    with store.lock("written") as txn:
+        txn.write([entry(2)], task_row("written", 2), Due(at=math.nan, quiet=30.0))
+    written = task_row("written", 2).updated_at
+    assert store.claim_due(updated + 29.0, until=0.0, limit=10) == []
+    assert store.claim_due(updated + 30.0, until=0.0, limit=10) == ["made"]
+    assert sorted(store.claim_due(written + 30.0, until=0.0, limit=10)) == ["made", "written"]
 
 
 # The property: every claim is exactly the tasks due, as Store.claim_due defines them.
