@@ -696,11 +696,13 @@ _PLAIN_KEY: Final = re.compile(r"[0-9A-Za-z_-]+")
 
 def _look_at(updated_at: float, due: Due) -> float | None:
     """When a row with these deadlines is first due: the look_at column's value for it, None for
-    a row no deadline makes due."""
+    a row no deadline makes due. The least as the server's LEAST takes it (the migration's and
+    _MOVE_ROW_ON's): NaN above any number, so a deadline that is NaN, never due, leaves the other
+    to decide (Python's min would keep a NaN that came first, and hide the row from the claims)."""
     times = [
         time for time in (due.at, None if due.quiet is None else updated_at + due.quiet) if time is not None
     ]
-    return min(times, default=None)
+    return min(times, key=lambda time: (math.isnan(time), time), default=None)
 
 
 def _deadlines(row: TaskRow, due: Due) -> tuple[float | None, float | None, float | None]:
