@@ -4,15 +4,17 @@ were written.
 
 The index holds a lower bound of each row's deadlines, which an event that only moves the row on
 leaves as it is for a while (so that the row is updated in place). The property below drives rows
-through creates, events, rewrites and claims at any time, clocks going back included, and compares
-every claim with the deadlines as ``Store.claim_due`` defines them.
+through creates, events (one or several a write), rewrites (with an entry or none), writes rolled
+back with their lock block or their batch, and claims at any time, clocks going back included, and
+compares every claim with the deadlines as ``Store.claim_due`` defines them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +125,10 @@ def test_a_deadline_that_is_not_a_number_leaves_the_other_to_make_the_task_due(s
 # The property: every claim is exactly the tasks due, as Store.claim_due defines them.
 
 KEYS = st.sampled_from(["a", "b", "c"])
-AT = st.none() | st.sampled_from([1004.0, 1020.0, 1041.5])
-QUIET = st.none() | st.sampled_from([4.0, 8.0, 30.0])
+AT = st.none() | st.sampled_from([1004.0, 1020.0, 1041.5, 0.0, math.inf, -math.inf])
+QUIET = st.none() | st.sampled_from([4.0, 8.0, 30.0, 0.0, -5.0, math.inf])
+# How a write ends: kept, or rolled back with its lock block (in a batch that commits) or its batch.
+UNDONE = st.sampled_from(["kept", "kept", "block", "batch"])
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class Make:
 class Event:  # a segment: the row moves on to the event's time, its deadlines as they were
     key: str
     step: float  # from the row's last time; below 0 for a clock behind the last writer's
+    more: tuple[float, ...] = ()  # the steps of more entries in the same write
+    undone: str = "kept"
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,16 @@ class Rewrite:  # an event that writes the row, and its deadlines with it
     quiet: float | None
     step: float
     terminal: bool
+    undone: str = "kept"
+
+
+@dataclass(frozen=True)
+class Renew:  # the row and its deadlines written again at its version, with no entry
+    key: str
+    at: float | None
+    quiet: float | None
+    step: float  # of updated_at (the time the silence counts from), from the row's last time
+    undone: str = "kept"
 
 
 @dataclass(frozen=True)
@@ -163,13 +179,14 @@ class ClaimNear:  # a claim just before, at or just after a task's first deadlin
     hold: float
 
 
-Op = Make | Event | Rewrite | Claim | ClaimNear
+Op = Make | Event | Rewrite | Renew | Claim | ClaimNear
 
 STEPS = st.sampled_from([-3.0, 0.5, 1.0, 2.5, 5.0, 7.0, 12.0])
 OPS: st.SearchStrategy[Op] = st.one_of(
     st.builds(Make, KEYS, AT, QUIET, st.sampled_from([1000.0, 1003.0, 1010.0])),
-    st.builds(Event, KEYS, STEPS),
-    st.builds(Rewrite, KEYS, AT, QUIET, STEPS, st.booleans()),
+    st.builds(Event, KEYS, STEPS, st.lists(STEPS, max_size=2).map(tuple), UNDONE),
+    st.builds(Rewrite, KEYS, AT, QUIET, STEPS, st.booleans(), UNDONE),
+    st.builds(Renew, KEYS, AT, QUIET, STEPS, UNDONE),
     st.builds(Claim, st.floats(995.0, 1100.0, allow_nan=False), st.sampled_from([0.0, 6.0])),
     st.builds(ClaimNear, KEYS, st.sampled_from([-0.25, 0.0, 0.25]), st.sampled_from([0.0, 6.0])),
 )
@@ -206,6 +223,34 @@ def assert_bounds(conn: psycopg.Connection[Any], model: dict[str, Expected]) -> 
         assert first is None or look_at <= first, (key, look_at, model[key])
 
 
+class Undo(Exception):
+    """Rolls a write's lock block or batch back."""
+
+
+def write(
+    store: PostgresStore,
+    key: str,
+    entries: Sequence[JournalEntry],
+    row: TaskRow | None,
+    due: Due,
+    undone: str,
+) -> bool:
+    """Write in a lock block of its own, or in a batch that rolls back the block or itself; whether
+    the write was kept."""
+    if undone == "kept":
+        with store.lock(key) as txn:
+            txn.write(entries, row, due)
+        return True
+    with contextlib.suppress(Undo), store.batch():
+        with contextlib.suppress(Undo), store.lock(key) as txn:
+            txn.write(entries, row, due)
+            if undone == "block":
+                raise Undo
+        if undone == "batch":
+            raise Undo
+    return False
+
+
 def run(store: PostgresStore, conn: psycopg.Connection[Any], ops: list[Op]) -> None:
     model: dict[str, Expected] = {}
     for op in ops:
@@ -223,27 +268,34 @@ def run(store: PostgresStore, conn: psycopg.Connection[Any], ops: list[Op]) -> N
         task = model.get(op.key)
         if isinstance(op, Make):
             if task is None:
-                row = TaskRow(op.key, "audio", None, "running", 1, op.time, op.time, {})
+                made = TaskRow(op.key, "audio", None, "running", 1, op.time, op.time, {})
                 store.create(
-                    row, [JournalEntry(1, op.time, "make", "new", "running", None)], due=Due(op.at, op.quiet)
+                    made, [JournalEntry(1, op.time, "make", "new", "running", None)], due=Due(op.at, op.quiet)
                 )
                 model[op.key] = Expected(1, op.time, Due(op.at, op.quiet))
             continue
         if task is None:
             continue
-        version, time = task.version + 1, task.updated + op.step
-        event = JournalEntry(version, time, "segment", "running", "running", None)
-        with store.lock(op.key) as txn:
-            if isinstance(op, Event):
-                txn.write([event], None)
-            else:
-                state = "stopped" if op.terminal else "running"
-                row = TaskRow(op.key, "audio", None, state, version, 1000.0, time, {})
-                txn.write([event], row, Due() if op.terminal else Due(op.at, op.quiet))
+        steps = () if isinstance(op, Renew) else (op.step, *op.more) if isinstance(op, Event) else (op.step,)
+        version, time = task.version, task.updated
+        entries: list[JournalEntry] = []
+        for step in steps:
+            version, time = version + 1, time + step
+            entries.append(JournalEntry(version, time, "segment", "running", "running", None))
+        row = None
+        deadlines = Due()
+        if not isinstance(op, Event):
+            terminal = isinstance(op, Rewrite) and op.terminal
+            time += op.step if isinstance(op, Renew) else 0.0
+            row = TaskRow(
+                op.key, "audio", None, "stopped" if terminal else "running", version, 1000.0, time, {}
+            )
+            deadlines = Due() if terminal else Due(op.at, op.quiet)
+        if not write(store, op.key, entries, row, deadlines, op.undone):
+            continue
         task.version, task.updated = version, time
-        if isinstance(op, Rewrite):
-            task.terminal = op.terminal
-            task.due = Due() if op.terminal else Due(op.at, op.quiet)
+        if row is not None:
+            task.terminal, task.due = row.terminal, deadlines
     assert_bounds(conn, model)
 
 
