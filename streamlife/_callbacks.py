@@ -61,7 +61,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeGuard
 
-from ._events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning
+from ._events import ForeignCallback, ProviderEvent, Segment, StatusCallback, StatusMeaning, new_segment
 from ._jsontext import kind_of, read_object
 from .errors import CallbackError
 from .protocol import (
@@ -235,7 +235,7 @@ def _usual_transcript(top: Mapping[str, Any]) -> Segment | None:
     start_s, end_s = float(start), float(end)
     if not 0.0 <= start_s <= end_s < math.inf:
         return None
-    return Segment(task_id, index, final, text, start_s, end_s, top)
+    return new_segment(task_id, index, final, text, start_s, end_s, top)
 
 
 def _read(top: Mapping[str, Any], table: StatusTable) -> CallbackEvent:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 
 class StreamKind(enum.StrEnum):
@@ -121,6 +121,38 @@ class Segment:
         """The video moderation result this segment carries, read from ``raw`` when asked; None
         for a transcript (a segment with text) and for a payload with no ``data.data`` object."""
         return None if self.text is not None else _moderation_of(self.raw)
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+# Every field of a Segment, in the order ``new_segment`` sets them (a test holds it to the class's).
+SEGMENT_FIELDS: Final = ("task_id", "index", "final", "text", "start", "end", "raw", "formatted", "stamp")
+_SET_SEGMENT: Final = _slot_setters(Segment, SEGMENT_FIELDS)
+_new_object: Final = object.__new__
+
+
+def new_segment(
+    task_id: str, index: int | None, final: bool, text: str | None, start: float | None,
+    end: float | None, raw: Mapping[str, Any] | None,
+) -> Segment:  # fmt: skip
+    """``Segment(task_id, index, final, text, start, end, raw)``, made for the parser's usual path,
+    which makes one for most callbacks: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, which costs more than the rest of that path's checks; this sets the
+    slots themselves. The same object, every field set."""
+    segment = _new_object(Segment)
+    task_id_, index_, final_, text_, start_, end_, raw_, formatted_, stamp_ = _SET_SEGMENT
+    task_id_(segment, task_id)
+    index_(segment, index)
+    final_(segment, final)
+    text_(segment, text)
+    start_(segment, start)
+    end_(segment, end)
+    raw_(segment, raw)
+    formatted_(segment, False)
+    stamp_(segment, None)
+    return segment
 
 
 @dataclass(frozen=True, slots=True)

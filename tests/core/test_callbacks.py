@@ -34,6 +34,7 @@ from streamlife import (
     parse_callback,
 )
 from streamlife._callbacks import _read, _usual_transcript
+from streamlife._events import SEGMENT_FIELDS, new_segment
 from streamlife._jsontext import _fast_json, _standard_decode
 from streamlife.protocol import STREAM_KEYS, segment_callback
 
@@ -1111,3 +1112,36 @@ def test_a_task_id_with_a_lone_surrogate_is_refused(body: bytes) -> None:
 
 def test_a_task_id_outside_ascii_that_utf8_holds_is_taken() -> None:
     assert parse_callback('{"task_id": "café", "data": {"status": 14}}'.encode()).task_id == "café"
+
+
+# -- the usual path's Segment, made without the dataclass's __init__ ----------------------------------
+def test_new_segment_sets_every_field_of_a_segment() -> None:
+    assert tuple(field.name for field in dataclasses.fields(Segment)) == SEGMENT_FIELDS
+
+
+@given(
+    st.text(max_size=8),
+    st.none() | st.integers(),
+    st.booleans(),
+    st.none() | st.text(max_size=8),
+    st.none() | st.floats(allow_nan=False),
+    st.none() | st.floats(allow_nan=False),
+    st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+def test_new_segment_is_the_segment_the_constructor_makes(
+    task_id: str,
+    index: int | None,
+    final: bool,
+    text: str | None,
+    start: float | None,
+    end: float | None,
+    raw: dict[str, int] | None,
+) -> None:
+    made = new_segment(task_id, index, final, text, start, end, raw)
+    expected = Segment(task_id, index, final, text, start, end, raw)
+    assert type(made) is Segment
+    assert made == expected
+    assert repr(made) == repr(expected)
+    assert [getattr(made, name) for name in SEGMENT_FIELDS] == [
+        getattr(expected, name) for name in SEGMENT_FIELDS
+    ]
