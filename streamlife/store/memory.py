@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
@@ -51,6 +51,7 @@ _KeptEntry: TypeAlias = tuple[int, float, str, str, str, str | None]
 _KeptRow: TypeAlias = tuple[str, str, str | None, str, int, float, float, str]
 _KeptLetter: TypeAlias = tuple[int, float, str, str | None, int, bytes]  # a DeadLetter's fields
 _Kept: TypeAlias = list[Any]  # [_KeptRow, _KeptEntry, _KeptEntry, ...]: a task's row, then its journal
+_TakeBack: TypeAlias = tuple[Any, ...]  # (a function, its arguments...): what takes one write back
 _ROW: Final = 0
 _TASK_ID, _STATE, _UPDATED_AT = 2, 3, 6  # where a _KeptRow holds them
 _TERMINAL_STATES: Final = frozenset(state.value for state in TERMINAL)
@@ -75,9 +76,11 @@ class MemoryStore:
         self._dead_letters: dict[int, _KeptLetter] = {}  # by id: ids increase, so in id order
         self._next_letter_id = itertools.count(1).__next__
         self._locked = 0  # lock() blocks open, one inside another (on the thread that holds _lock)
-        # Inside a batch: how to take back each write made in it, in the order made; None outside.
-        # Only the batch's thread writes meanwhile (it holds the lock), so no other write is undone.
-        self._undo: list[Callable[[], None]] | None = None
+        # Inside a batch: how to take back each write made in it, in the order made, each as a
+        # function and its arguments (a tuple costs less than a closure, and every batched event
+        # makes one); None outside. Only the batch's thread writes meanwhile (it holds the lock), so
+        # no other write is undone.
+        self._undo: list[_TakeBack] | None = None
 
     def __repr__(self) -> str:
         return f"MemoryStore(tasks={len(self._tasks)}, shared={self.shared})"
@@ -99,7 +102,7 @@ class MemoryStore:
             self._index(None, row)
             self._set_due(row.key, due)
             if self._undo is not None:
-                self._undo.append(lambda: self._uncreate(row, claim))
+                self._undo.append((self._uncreate, row, claim))
 
     def lock(self, key: str) -> _Txn:
         return _Txn(self, key)
@@ -113,13 +116,13 @@ class MemoryStore:
         with self._lock:
             if self._undo is not None:
                 raise StoreError(f"a batch of {self!r} cannot start inside a batch")
-            undo: list[Callable[[], None]] = []
+            undo: list[_TakeBack] = []
             self._undo = undo
             try:
                 yield
             except BaseException:
                 for take_back in reversed(undo):
-                    take_back()
+                    take_back[0](*take_back[1:])
                 raise
             finally:
                 self._undo = None
@@ -175,7 +178,7 @@ class MemoryStore:
             self._parked[seq] = (seq, task_id, at, to_json(payload))
             self._parked_by_task_id.setdefault(task_id, []).append(seq)
             if self._undo is not None:
-                self._undo.append(lambda: self._unpark_one(seq))
+                self._undo.append((self._unpark_one, seq))
 
     def unpark(self, task_id: str, *, upto: int | None = None) -> None:
         with self._lock:
@@ -184,7 +187,7 @@ class MemoryStore:
                 self._parked_by_task_id[task_id] = later
             gone = [self._parked.pop(seq) for seq in seqs if upto is None or seq <= upto]
             if self._undo is not None and gone:
-                self._undo.append(lambda: self._repark(gone))
+                self._undo.append((self._repark, gone))
 
     def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
         with self._lock:
@@ -200,7 +203,7 @@ class MemoryStore:
             letter_id = self._next_letter_id()
             self._dead_letters[letter_id] = (letter_id, at, kept_reason, kept_field, size, kept_body)
             if self._undo is not None:
-                self._undo.append(lambda: self._unkeep_letters([letter_id]))
+                self._undo.append((self._unkeep_letters, [letter_id]))
         return letter_id
 
     def dead_letters(self, *, after: int = 0, limit: int | None = None) -> list[DeadLetter]:
@@ -220,7 +223,7 @@ class MemoryStore:
             popped = [self._dead_letters.pop(letter_id, None) for letter_id in wanted]
             gone = [letter for letter in popped if letter is not None]
             if self._undo is not None and gone:
-                self._undo.append(lambda: self._rekeep_letters(gone))
+                self._undo.append((self._rekeep_letters, gone))
         return len(gone)
 
     def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
@@ -273,7 +276,7 @@ class MemoryStore:
         else:
             self._dues[key] = due
         if self._undo is not None:
-            self._undo.append(lambda: self._set_due(key, old))
+            self._undo.append((self._set_due, key, old))
 
     def _uncreate(self, row: TaskRow, claim: str | None) -> None:
         del self._tasks[row.key]
@@ -359,7 +362,7 @@ class _Txn:
                 kept, (entries, kept_row, row, due) = self.kept, self.staged
                 old = kept[_ROW]
                 if store._undo is not None:
-                    store._undo.append(_unwrite_later(store, kept, self.version, old))
+                    store._undo.append((store._unwrite, kept, self.version, old))
                 if kept_row is None:  # moved on to the last entry's version and time, as it was otherwise
                     version, at = entries[-1][:2]
                     key, kind, task_id, state, _, created_at, _, facts = old
@@ -383,11 +386,6 @@ class _Txn:
         # Serialised here, in the block: a value it cannot keep is refused by the write.
         kept_row = None if row is None else _kept_row(row)
         self.staged = (list(map(_kept_entry, entries)), kept_row, row, due)
-
-
-def _unwrite_later(store: MemoryStore, kept: _Kept, version: int, old: _KeptRow) -> Callable[[], None]:
-    """What puts the task back, made apart from the write so that its values are bound now."""
-    return lambda: store._unwrite(kept, version, old)
 
 
 # TaskState and StreamKind members are str subclasses, which the collector tracks (and a tuple
