@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 from streamlife._callbacks import CallbackEvent, parse_callback
@@ -42,6 +43,7 @@ _NAMEABLE: Final = frozenset(state for state in STATES if isinstance(CELLS[state
 # it left the states that may be named): not applied, so nothing is journaled.
 _NOT_NAMED: Final = Outcome.rejected("not named: the task has a name, or may not be named now")
 _HELD: Final = Outcome.rejected("not named: another task holds the task_id")
+_KEY: Final = itemgetter(0)  # a batch item's task key
 
 
 @dataclass(slots=True, eq=False)
@@ -71,7 +73,8 @@ class Intake:
         """``Fleet.handle_callbacks``: the batch's tasks applied under one store commit. ``keys``:
         for each payload, the key of the task whose own URL it came by, or None."""
         results: list[Outcome | CallbackError | None] = []
-        held: list[tuple[Tracked, int, CallbackEvent]] = []
+        # (key, task, position, event): the task's key first, by which the batch is sorted.
+        held: list[tuple[str, Tracked, int, CallbackEvent]] = []
         others: list[tuple[int, CallbackEvent, str | None]] = []
         registry = self.registry
         for n, payload in enumerate(payloads):
@@ -92,7 +95,7 @@ class Intake:
             if tracked is None:
                 others.append((len(results), event, key))
             else:
-                held.append((tracked, len(results), event))
+                held.append((tracked.task.key or "", tracked, len(results), event))
             results.append(None)
         if held:
             self._apply_batch(held, results)
@@ -159,12 +162,15 @@ class Intake:
         )
 
     def _apply_batch(
-        self, batch: list[tuple[Tracked, int, CallbackEvent]], results: list[Outcome | CallbackError | None]
+        self,
+        batch: list[tuple[str, Tracked, int, CallbackEvent]],
+        results: list[Outcome | CallbackError | None],
     ) -> None:
         # By task (in key order, so two processes' batches lock rows in one order), each task's
-        # callbacks in arrival order (the sort is stable).
-        batch.sort(key=lambda item: item[0].task.key or "")
-        tasks = list({id(tracked): tracked for tracked, _, _ in batch}.values())
+        # callbacks in arrival order (the sort is stable). Keyed by the key each item carries, read
+        # in C, not by a Python function called for each callback.
+        batch.sort(key=_KEY)
+        tasks = list({id(tracked): tracked for _, tracked, _, _ in batch}.values())
         outcomes: list[Outcome] = []
         # Held by hand, not with an ExitStack, whose entering and leaving cost a share of a batched
         # callback (bench/RESULTS.md).
@@ -177,7 +183,7 @@ class Intake:
             owed = [0 if tracked.notices is None else len(tracked.notices) for tracked in tasks]
             try:
                 with self.store.batch():
-                    for tracked, position, event in batch:
+                    for _, tracked, position, event in batch:
                         results[position] = outcome = self.applier.apply(tracked, event)
                         outcomes.append(outcome)
             except BaseException:
