@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from streamlife import Policy, StreamTask, TaskState
 from streamlife.aio import AsyncFleet
@@ -83,6 +84,37 @@ def test_asgi_answers_503_when_the_async_fleets_store_is_down() -> None:
     assert asyncio.run(run()) == 503
     store.down = False
     assert [entry.trigger for entry in store.journal(task.key or "")] == ["start", "start_ok"]  # not kept
+
+
+def test_asgi_answers_an_async_fleet_s_refusals_from_the_loop_as_from_the_lane() -> None:
+    """An AsyncFleet that applies callbacks on the loop hands the ASGI face each error as a result:
+    a store that is down is 503, a payload that is no callback 400, and nothing went to a thread."""
+    store = Outage()
+    fleet, (task, *_) = async_fleet(store)
+    front = AsyncFleet.from_fleet(fleet.fleet, apply_on_loop=True)  # (an Outage is no MemoryStore)
+    receiver = WebhookReceiver(front, token=TOKEN)
+    applied_on: set[int] = set()
+    many = fleet.fleet.handle_callbacks
+
+    def watched(payloads: Any, **keys: Any) -> Any:
+        applied_on.add(threading.get_ident())
+        return many(payloads, **keys)
+
+    fleet.fleet.handle_callbacks = watched  # type: ignore[method-assign]
+
+    async def run() -> tuple[list[int], int]:
+        async with front:
+            store.down = True
+            down = await exchange(receiver, [encoded(segment_callback(tid(task), 0))])
+            store.down = False
+            malformed = await exchange(receiver, [b'{"data": 1}'])
+            kept = await exchange(receiver, [encoded(segment_callback(tid(task), 0))])
+        return [down.status, malformed.status, kept.status], threading.get_ident()
+
+    statuses, loop_thread = asyncio.run(run())
+    assert statuses == [503, 400, 200]
+    assert applied_on == {loop_thread}
+    assert task.transcript_text() == "hello there"
 
 
 def test_the_loop_runs_on_while_an_async_fleets_write_stalls() -> None:
