@@ -659,12 +659,12 @@ _CLAIM: Final = (
     + " ORDER BY look_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING key"
 )
 # An event that moves the row on moves its silence on (updated_at + quiet), and leaves look_at as it
-# is while that stays a lower bound a quarter of the silence ahead of the event: the row is then
-# updated in place, as no indexed column changes. Otherwise look_at becomes the deadlines' exact
-# time again (an event from a clock behind the last one's may bring the silence nearer). So a
-# stream heard from at least every quarter of its silence never shows up in a claim's look, and
-# pays for the index about once per three quarters of its silence. The parameters: version, then
-# the event's time four times.
+# is while that stays a lower bound a quarter of the silence ahead of the event: no indexed column
+# changes, so the row can be updated in place (where its page has room). Otherwise look_at becomes
+# the deadlines' exact time again (an event from a clock behind the last one's may bring the
+# silence nearer). So a stream heard from at least every quarter of its silence never shows up in
+# a claim's look, and pays for the index about once per three quarters of its silence. The
+# parameters: version, then the event's time four times.
 _MOVE_ROW_ON: Final = (
     "UPDATE streamlife_tasks SET version = %s, updated_at = %s, look_at = CASE"
     " WHEN look_at IS NULL OR look_at <= %s + quiet / 4 THEN LEAST(due_at, %s + quiet)"
