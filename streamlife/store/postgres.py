@@ -180,7 +180,7 @@ class PostgresStore:
         self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
     ) -> None:
         check_numbering(row.key, entries, 0, row)
-        values = (*row_values(row), *due, _look_at(row.updated_at, due))
+        values = (*row_values(row), *_deadlines(row, due))
         journal = entry_values(row.key, entries)
         with (
             self._errors(f"could not create task {row.key!r}"),
@@ -707,7 +707,7 @@ def _look_at(updated_at: float, due: Due) -> float | None:
 
 
 def _deadlines(row: TaskRow, due: Due) -> tuple[float | None, float | None, float | None]:
-    """_UPDATE_ROW's due_at, quiet and look_at."""
+    """A row's due_at, quiet and look_at, as create and _UPDATE_ROW write them."""
     return (*due, _look_at(row.updated_at, due))
 
 
