@@ -31,6 +31,11 @@ can be given), or the ``X-Streamlife-Token`` header, or ``Authorization: Bearer 
 proxy in front). It is compared in constant time. The receiver fails closed: without a token it
 refuses to exist unless told ``allow_unauthenticated=True``. The token never appears in a repr.
 
+Rotating the token: ``previous_tokens`` are taken as the token is, task URLs signed with them too,
+until they are dropped. A Live Video Understanding stream keeps the callback URL it was started
+with, signed with the token of that day: drop a previous token only once every stream started under
+it has ended, or its results are refused (401).
+
 A task's own callback URL (``CallbackUrls``: a path ending ``/task/<key>/<sig>``, given to
 memories.ai in a Live Video Understanding start) is authenticated by its signature instead,
 computed again from the token and compared in constant time. It opens that one task and nothing
@@ -73,6 +78,7 @@ __all__ = [
     "ASGI_THREADS",
     "DEFAULT_MAX_BODY",
     "DEFAULT_RETRY_AFTER",
+    "MAX_PREVIOUS_TOKENS",
     "MIN_TOKEN_LENGTH",
     "TOKEN_HEADER",
     "AsgiApplication",
@@ -92,6 +98,9 @@ TOKEN_HEADER: Final = "x-streamlife-token"
 # per task, so more threads buy little.
 ASGI_THREADS: Final = DEFAULT_WORKERS
 DEFAULT_RETRY_AFTER: Final = 1  # seconds: a store blip or a full parking lot clears quickly, or not at all
+# Tokens taken besides the current one while it is rotated, at most: each costs every request a
+# comparison, and rotations that overlap more than this are a mistake.
+MAX_PREVIOUS_TOKENS: Final = 4
 
 _log = get_logger()
 _same: Final = hmac.compare_digest  # (read once: it is called three times for every request)
@@ -142,7 +151,8 @@ class WebhookReceiver:
     ``AsyncCallbackSink``), which ``asgi`` awaits on its loop, and whose ``fleet`` the blocking
     faces call on their threads. ``token`` is the secret
     every request must carry (see the module's docstring); ``allow_unauthenticated=True`` runs
-    without one, deliberately. A body over ``max_body`` bytes is refused unread (413). When the sink
+    without one, deliberately. ``previous_tokens`` (at most ``MAX_PREVIOUS_TOKENS``) are taken as
+    well while the token is rotated. A body over ``max_body`` bytes is refused unread (413). When the sink
     cannot take a callback now (its store failed, or there is no room to park it) the answer is 503
     with ``Retry-After: <retry_after>`` seconds.
     """
@@ -152,6 +162,7 @@ class WebhookReceiver:
         fleet: CallbackSink | AsyncCallbackSink,
         *,
         token: str | None = None,
+        previous_tokens: Iterable[str] = (),
         allow_unauthenticated: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         retry_after: int = DEFAULT_RETRY_AFTER,
@@ -163,6 +174,7 @@ class WebhookReceiver:
             )
         if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH):
             raise ValueError(f"the webhook token must be a string of {MIN_TOKEN_LENGTH} characters or more")
+        previous = _previous_tokens(token, previous_tokens)
         if not isinstance(max_body, int) or max_body < 1:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         if not isinstance(retry_after, int) or isinstance(retry_after, bool) or retry_after < 0:
@@ -173,6 +185,7 @@ class WebhookReceiver:
         self.max_body = max_body
         self.retry_after = retry_after
         self._token = None if token is None else token.encode()
+        self._previous: Final = previous
         _check_callback_urls(self.sink, token)
         # Task URLs are taken only with a token to verify them, by sinks that can be told the task.
         takes_key = _takes_key(self.sink.handle_callback) and _takes_key(fleet.handle_callback)
@@ -183,6 +196,8 @@ class WebhookReceiver:
 
     def __repr__(self) -> str:
         guard = "token=<redacted>" if self._token is not None else "unauthenticated"
+        if self._previous:
+            guard += f", previous_tokens=<{len(self._previous)} redacted>"
         return f"WebhookReceiver({guard}, max_body={self.max_body}, fleet={self.fleet!r})"
 
     # -- the framework-agnostic core --------------------------------------------------------------
@@ -223,7 +238,12 @@ class WebhookReceiver:
         for any other path (or a wrong signature)."""
         if not self._routes or path is None or self._token is None:
             return None
-        return verified_key(self._token, path)
+        key = verified_key(self._token, path)
+        for previous in self._previous:  # (a URL signed before the token was rotated)
+            if key is not None:
+                break
+            key = verified_key(previous, path)
+        return key
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
         """Whether the request carries the token (path, header or bearer), or comes by a task's
@@ -246,13 +266,12 @@ class WebhookReceiver:
             if key is not None:
                 return key
         bearer = authorization[7:] if authorization and authorization[:7].lower() == b"bearer " else b""
+        last = path.rstrip("/").rpartition("/")[2].encode()
         # Every candidate is compared (``|``, not ``or``), so the time taken says nothing about which
         # one came close.
-        matched = (
-            _same(path.rstrip("/").rpartition("/")[2].encode(), token)
-            | _same(sent, token)
-            | _same(bearer, token)
-        )
+        matched = _same(last, token) | _same(sent, token) | _same(bearer, token)
+        for previous in self._previous:  # (none, unless the token is being rotated)
+            matched |= _same(last, previous) | _same(sent, previous) | _same(bearer, previous)
         return "" if matched else None
 
     def _unavailable(self, error: str) -> Response:
@@ -488,6 +507,22 @@ def hide_token(path: str, mask: str) -> str:
     ``mask``."""
     head, slash, last = path.rstrip("/").rpartition("/")
     return f"{head}{slash}{mask}" if last else path
+
+
+def _previous_tokens(token: str | None, given: Iterable[str]) -> tuple[bytes, ...]:
+    """``previous_tokens`` as the receiver compares them: each a token as good as ``token`` must be;
+    one equal to ``token`` left out."""
+    if isinstance(given, (str, bytes)):  # (a token would be taken as its characters)
+        raise TypeError("previous_tokens is a list of tokens, not one token")
+    tokens = list(given)
+    if tokens and token is None:
+        raise ValueError("previous_tokens need a token: they are taken beside it while it is rotated")
+    if len(tokens) > MAX_PREVIOUS_TOKENS:
+        raise ValueError(f"at most {MAX_PREVIOUS_TOKENS} previous tokens, got {len(tokens)}")
+    for previous in tokens:
+        if not isinstance(previous, str) or len(previous) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"a previous token must be a string of {MIN_TOKEN_LENGTH} characters or more")
+    return tuple(dict.fromkeys(previous.encode() for previous in tokens if previous != token))
 
 
 def _takes_key(method: object, name: str = "key") -> bool:

@@ -8,6 +8,8 @@
                        host, or a simulator's (the second URL ``streamlife sim serve`` prints)
 ``MEMORIES_API_KEY``   the API key (``api.API_KEY_ENV``); never an option, so ``ps`` never shows it
 ``STREAMLIFE_WEBHOOK_TOKEN``  the webhook token of ``serve``, ``send-callback`` and ``start`` (``--token``)
+``STREAMLIFE_WEBHOOK_PREVIOUS_TOKENS``  tokens ``serve`` takes besides it while it is rotated,
+                       comma-separated (no option: a token on the command line shows in ``ps``)
 ``STREAMLIFE_PUBLIC_URL``  ``--public-url`` of ``start``: the public base URL of ``serve``, under which an
                        understand task started without ``--callback`` gets its own signed URL
 =====================  ===========================================================================

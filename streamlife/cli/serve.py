@@ -29,7 +29,7 @@ from streamlife.fleet import Fleet
 from streamlife.sim import RealTime, SimMode, SimulatedService, serve_http
 from streamlife.store import MemoryStore, SqliteStore, Store, mask_store_url, pruning
 from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport
-from streamlife.webhook import MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
+from streamlife.webhook import MAX_PREVIOUS_TOKENS, MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
 from . import production
 from .api import api_key, sim_key
@@ -40,6 +40,9 @@ from .running import listening, reachable, until_signalled
 from .stores import check_store_url, open_url
 
 TOKEN_ENV: Final = "STREAMLIFE_WEBHOOK_TOKEN"
+# Tokens taken besides the current one while it is rotated, comma-separated. No option: a token on
+# the command line shows in ``ps``.
+PREVIOUS_TOKENS_ENV: Final = "STREAMLIFE_WEBHOOK_PREVIOUS_TOKENS"
 SERVERS: Final = ("builtin", "uvicorn")
 
 
@@ -68,6 +71,7 @@ class ServeSettings:
     uvicorn: UvicornSettings | None
     token: str = field(repr=False)
     key: str = field(repr=False)
+    previous_tokens: tuple[str, ...] = field(default=(), repr=False)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -115,6 +119,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         )
     if len(token) < MIN_TOKEN_LENGTH:
         raise Usage(f"the webhook token must be {MIN_TOKEN_LENGTH} characters or more, got {len(token)}")
+    previous_tokens = _previous_tokens()
     key = sim_key() if args.sim else api_key()
     kind, _ = check_store_url(args.store)
     uvicorn_settings = _server_settings(args, kind)
@@ -140,7 +145,28 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         uvicorn=uvicorn_settings,
         token=token,
         key=key,
+        previous_tokens=previous_tokens,
     )
+
+
+def _previous_tokens() -> tuple[str, ...]:
+    """``STREAMLIFE_WEBHOOK_PREVIOUS_TOKENS``: the tokens taken besides the current one while it is
+    rotated, comma-separated; bad usage for one too short, or too many. Never shown."""
+    given = os.environ.get(PREVIOUS_TOKENS_ENV)
+    if given is None:
+        return ()
+    tokens = tuple(token.strip() for token in given.split(",") if token.strip())
+    if not tokens:
+        raise Usage(f"{PREVIOUS_TOKENS_ENV} is set but empty: give it the tokens rotated out, or unset it")
+    if len(tokens) > MAX_PREVIOUS_TOKENS:
+        raise Usage(f"{PREVIOUS_TOKENS_ENV} holds {len(tokens)} tokens: at most {MAX_PREVIOUS_TOKENS}")
+    for number, token in enumerate(tokens, 1):
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise Usage(
+                f"{PREVIOUS_TOKENS_ENV}: token {number} is {len(token)} characters; a webhook token is"
+                f" {MIN_TOKEN_LENGTH} or more"
+            )
+    return tokens
 
 
 def _server_settings(args: argparse.Namespace, store_kind: str) -> UvicornSettings | None:
@@ -228,7 +254,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         if fleet.policy.retention is not None and index == 0:  # one pruner is enough
             stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         timers = stack.enter_context(TimerLoop(fleet))
-        receiver = WebhookReceiver(fleet, token=token)
+        previous = settings.previous_tokens
+        receiver = WebhookReceiver(fleet, token=token, previous_tokens=previous)
         if settings.uvicorn is None:
             hook = stack.enter_context(
                 listening(
@@ -252,7 +279,9 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            front = WebhookReceiver(_async_front(fleet, workers=settings.workers), token=token)
+            front = WebhookReceiver(
+                _async_front(fleet, workers=settings.workers), token=token, previous_tokens=previous
+            )
             app = stack.enter_context(_ops_application(front, store, timers, fleet))
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])

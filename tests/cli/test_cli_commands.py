@@ -32,7 +32,7 @@ from streamlife.store import DEAD_LETTER_MAX_BODY, SqliteStore, mask_store_url
 from streamlife.transport import HttpTransport
 from tests.scripted_server import Answer, scripted_server
 
-SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN")
+SECRETS = ("MEMORIES_API_KEY", "STREAMLIFE_WEBHOOK_TOKEN", "STREAMLIFE_WEBHOOK_PREVIOUS_TOKENS")
 
 
 def environment(**extra: str) -> dict[str, str]:
