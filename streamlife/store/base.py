@@ -189,7 +189,10 @@ def prune_cutoff(before: float) -> float:
     """``prune``'s ``before``, checked: a time, as a float (infinity prunes every terminal task)."""
     if isinstance(before, bool) or not isinstance(before, int | float) or before != before:
         raise ValueError(f"prune's before is a time (a number), got {before!r}")
-    return float(before)
+    try:
+        return float(before)
+    except OverflowError:  # an int past any float: no time a store keeps
+        raise ValueError("prune's before is a time, got an int past any float") from None
 
 
 def check_claim_limit(limit: int) -> None:
