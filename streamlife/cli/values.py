@@ -50,6 +50,9 @@ def seconds(text: str) -> float:
 
 # A duration's units, in seconds: 30d, 12h, 90m, 3600s.
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration: a cutoff so far back is still a date that can be shown (years from 1).
+_MOST_YEARS: Final = 1000
+_MOST_SECONDS: Final = _MOST_YEARS * 365.25 * 86400
 
 
 def duration(text: str) -> float:
@@ -60,6 +63,8 @@ def duration(text: str) -> float:
     value = float(found[1]) * _UNITS[found[2]]
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a duration above 0, got {text!r}")
+    if value > _MOST_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a duration of {_MOST_YEARS} years at most, got {text!r}")
     return value
 
 

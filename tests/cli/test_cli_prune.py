@@ -63,7 +63,9 @@ def test_prune_dry_run_counts_then_prune_lets_go(store_path: Path, tmp_path: Pat
     assert again.stdout.startswith("pruned 0 terminal tasks (0 journal entries) and 0 dead letters")
 
 
-@pytest.mark.parametrize("given", ["30", "30x", "-5d", "0d", "0.0h", "", "d", "1e3s", "30 d", "thirty days"])
+@pytest.mark.parametrize(
+    "given", ["30", "30x", "-5d", "0d", "0.0h", "", "d", "1e3s", "30 d", "thirty days", "1000000d"]
+)
 def test_a_bad_duration_is_bad_usage(store_path: Path, tmp_path: Path, given: str) -> None:
     result = streamlife("prune", "--store", f"sqlite:{store_path}", f"--older-than={given}", cwd=tmp_path)
     assert result.returncode == 2
