@@ -39,6 +39,7 @@ never while the Fleet's shared lock is held; a store never calls back into the F
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, NamedTuple, Protocol
@@ -193,6 +194,11 @@ def prune_cutoff(before: float) -> float:
         return float(before)
     except OverflowError:  # an int past any float: no time a store keeps
         raise ValueError("prune's before is a time, got an int past any float") from None
+
+
+def stopped(stop: threading.Event | None) -> bool:
+    """Whether ``prune``'s ``stop`` is set: then it starts no other batch."""
+    return stop is not None and stop.is_set()
 
 
 def check_claim_limit(limit: int) -> None:
@@ -363,7 +369,9 @@ class Store(Protocol):
         went; an id not kept counts for nothing."""
         ...
 
-    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
         """Forget what is older than ``before`` (a time on the Fleet's clock, as ``updated_at`` and
         a letter's ``at`` are): every terminal task last updated before it (its row, its journal
         and its task_id claim, all together) and every dead letter kept before it. Returns how
@@ -376,6 +384,10 @@ class Store(Protocol):
         Parked callbacks are not touched: they belong to no task yet. The work is done in batches
         of tasks, each its own transaction, so other writers wait for a batch, never for the whole
         prune. Not inside this thread's ``batch()`` or ``lock()`` block (``StoreError``).
+
+        ``stop``: once it is set, the prune starts no other batch, and returns what it let go so
+        far; a later prune goes on from there. So a process shutting down waits for one batch,
+        not for a whole prune of a store that grew for months.
 
         A pruned task is gone for good: ``row``, ``find`` and ``journal`` know it no more, and its
         task_id may be claimed again. So a callback that comes for it later is one for a task_id

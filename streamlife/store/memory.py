@@ -44,6 +44,7 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
     prune_cutoff,
+    stopped,
 )
 
 # A JournalEntry, and a TaskRow, as kept: the same fields, with JSON text for the mappings.
@@ -226,9 +227,14 @@ class MemoryStore:
                 self._undo.append((self._rekeep_letters, gone))
         return len(gone)
 
-    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
-        """Under the store's lock, as every write: no event is half applied meanwhile."""
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
+        """Under the store's lock, as every write: no event is half applied meanwhile. In one go:
+        ``stop`` counts only if it is set before the prune starts."""
         before = prune_cutoff(before)
+        if not dry_run and stopped(stop):
+            return PruneResult(0, 0, 0)
         with self._lock:
             if self._undo is not None:
                 raise StoreError(f"{self!r} cannot prune inside a batch")

@@ -79,6 +79,7 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
     prune_cutoff,
+    stopped,
 )
 
 _Connection = psycopg.Connection[tuple[Any, ...]]
@@ -337,7 +338,9 @@ class PostgresStore:
             found = conn.execute(_CLAIM, (until, now, now, now, now, limit)).fetchall()
         return [key for (key,) in found]
 
-    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
         """Each batch is one transaction: it locks its tasks' rows (``FOR UPDATE SKIP LOCKED``: a
         task another process is writing is left for a later prune, and nobody waits for the
         prune), then deletes their journals, claims and rows. A write that waited for one of these
@@ -396,16 +399,16 @@ class PostgresStore:
             return sum(pages for _, pages in batch[: len(ids)]), not len(ids) == len(batch) < limit
 
         with self._errors(what), self._pool.connection() as conn:
-            self._in_batches(conn, tasks_batch)
-            self._in_batches(conn, letters_batch)
+            self._in_batches(conn, tasks_batch, stop)
+            self._in_batches(conn, letters_batch, stop)
         return PruneResult(tasks, entries, letters)
 
-    def _in_batches(self, conn: _Connection, step: _PruneStep) -> None:
+    def _in_batches(self, conn: _Connection, step: _PruneStep, stop: threading.Event | None = None) -> None:
         """Run ``step`` one transaction at a time, paced, until it says there is no more:
         ``step(conn, pacer, limit)`` deletes a batch of at most ``limit`` rows, and says how many
-        journal entries it weighed and whether more may be left."""
+        journal entries it weighed and whether more may be left; none once ``stop`` is set."""
         pacer = self._pacer()
-        while True:
+        while not stopped(stop):
             began = pacer.timer()
             limit = min(PRUNE_BATCH, pacer.budget)  # (a row weighs one entry at least)
             with conn.transaction():

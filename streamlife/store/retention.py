@@ -8,6 +8,7 @@ anything go is logged too (``streamlife.pruned``, at info).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -28,8 +29,8 @@ def pruning(
     store: Store, retention: float, *, clock: Clock = SYSTEM_CLOCK, every: float = EVERY
 ) -> Iterator[None]:
     """Prune ``store`` of what is older than ``retention`` seconds, from a background thread, while
-    the block runs: at once, then every ``every`` real seconds. Leaving the block stops the thread
-    (after the prune under way, if one is)."""
+    the block runs: at once, then every ``every`` real seconds. Leaving the block stops the thread,
+    after the batch under way of the prune under way, if one is (``Store.prune``'s ``stop``)."""
     for name, seconds in (("retention", retention), ("every", every)):
         if (
             isinstance(seconds, bool)
@@ -37,14 +38,18 @@ def pruning(
             or not 0 < seconds < float("inf")
         ):
             raise ValueError(f"{name} must be positive, finite seconds, got {seconds!r}")
-    with repeating(lambda: prune_once(store, clock.now() - retention), every, "streamlife-retention"):
-        yield
+    stop = threading.Event()
+    with repeating(lambda: prune_once(store, clock.now() - retention, stop), every, "streamlife-retention"):
+        try:
+            yield
+        finally:
+            stop.set()  # first: the prune under way ends after its batch, and the thread with it
 
 
-def prune_once(store: Store, before: float) -> None:
+def prune_once(store: Store, before: float, stop: threading.Event | None = None) -> None:
     """One turn of ``pruning``: a failure is logged, never raised (the next turn tries again)."""
     try:
-        result = store.prune(before)
+        result = store.prune(before, stop=stop)
     except Exception:
         _log.exception("streamlife.prune_failed", before=before)
         return

@@ -81,6 +81,7 @@ from .base import (
     dead_letter_ids,
     dead_letter_page,
     prune_cutoff,
+    stopped,
 )
 
 # The file's settings stay importable from here, where they were defined before _sqlite_connection.
@@ -284,7 +285,9 @@ class SqliteStore:
         with self._transaction("could not purge dead letters") as db:  # one commit for the lot
             return db.executemany("DELETE FROM dead_letters WHERE id = ?", wanted).rowcount
 
-    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
         """Each batch is one write transaction (``BEGIN IMMEDIATE``): it holds the file's write lock
         from the read of the batch's tasks to their deletion, so no other writer moves them between.
         A batch takes what it can delete in about ``_prune_pacing.HOLD``, counted in journal
@@ -310,7 +313,7 @@ class SqliteStore:
         with self._lock:
             keep_wal_long(self._db)
         try:
-            while True:
+            while not stopped(stop):
                 checkpointed = _timed(pacer, lambda: checkpoint_aside(aside))
                 with self._lock:  # (this process's other threads write between two batches too)
                     if self._open:
@@ -331,7 +334,7 @@ class SqliteStore:
                 if len(keys) == len(batch) < limit:
                     break
                 pacer.pause(held, pacer.timer(), ahead=checkpointed)
-            letters = self._prune_letters(cutoff[0], aside)
+            letters = self._prune_letters(cutoff[0], aside, stop)
             checkpoint_aside(aside)
         finally:
             aside.close()
@@ -339,12 +342,12 @@ class SqliteStore:
                 fit_wal_to_disk(self._db, self.path)
         return PruneResult(tasks, entries, letters)
 
-    def _prune_letters(self, before: float, aside: sqlite3.Connection) -> int:
+    def _prune_letters(self, before: float, aside: sqlite3.Connection, stop: threading.Event | None) -> int:
         """The dead letters kept before ``before``, paced as the tasks are: a letter counts one
         entry for each page its body takes, as its deletion writes about as many."""
         pacer = self._pacer()
         letters = 0
-        while True:
+        while not stopped(stop):
             checkpointed = _timed(pacer, lambda: checkpoint_aside(aside))  # (as for the tasks)
             with self._transaction("could not prune the dead letters") as db:
                 began = pacer.timer()
@@ -360,6 +363,7 @@ class SqliteStore:
             if len(ids) == len(batch) < limit:
                 return letters
             pacer.pause(held, pacer.timer(), ahead=checkpointed)
+        return letters
 
     def _pacer(self) -> Pacer:
         """A prune's pacing (a method of its own, so that a test may pace it on a clock of its own)."""

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlife.lifecycle import TaskState
+from streamlife.store._prune_pacing import Pacer, ServerPacer
 from streamlife.store.base import (
     DEAD_LETTER_MAX_BODY,
     DEAD_LETTER_MAX_TEXT,
@@ -1534,6 +1535,38 @@ def test_prune_goes_in_batches_and_takes_them_all(store: Store, monkeypatch: pyt
         ended(store, f"k{n}", 10.0 + n, entries=2)
     assert store.prune(19.5) == PruneResult(10, 20, 0)
     assert list(store.rows(terminal=True)) == []
+
+
+def test_a_prune_stopped_before_it_starts_lets_nothing_go(store: Store) -> None:
+    ended(store, "k", 10.0)
+    store.dead_letter(1.0, "r", None, b"old")
+    stop = threading.Event()
+    stop.set()
+    assert store.prune(15.0, stop=stop) == PruneResult(0, 0, 0)
+    assert store.prune(15.0, dry_run=True, stop=stop) == PruneResult(1, 3, 1)  # (a count: no batch)
+    assert store.prune(15.0) == PruneResult(1, 3, 1)
+
+
+def test_a_prune_stopped_between_batches_ends_there_and_the_next_one_goes_on(
+    durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stop`` set in the pause after the first batch: that batch's tasks went, whole, and no
+    other batch ran."""
+    monkeypatch.setattr("streamlife.store.sqlite.PRUNE_BATCH", 2)
+    monkeypatch.setattr("streamlife.store.postgres.PRUNE_BATCH", 2)
+    store = durable_backend.open()
+    for n in range(6):
+        ended(store, f"k{n}", 10.0 + n, entries=2)
+    store.dead_letter(1.0, "r", None, b"old")
+    stop = threading.Event()
+    pacer = Pacer if durable_backend.kind == "sqlite" else ServerPacer
+    monkeypatch.setattr(store, "_pacer", lambda: pacer(sleep=lambda _: stop.set()))
+    assert store.prune(19.5, stop=stop) == PruneResult(2, 4, 0)
+    kept = list(store.rows(terminal=True))
+    assert len(kept) == 4
+    assert all([e.version for e in store.journal(row.key)] == [1, 2] for row in kept)
+    monkeypatch.undo()
+    assert store.prune(19.5) == PruneResult(4, 8, 1)
 
 
 LATE_KEYS = [f"k{n:02}" for n in range(40)]

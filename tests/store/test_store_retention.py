@@ -45,11 +45,13 @@ class FailsOnce(MemoryStore):
         super().__init__()
         self.calls = 0
 
-    def prune(self, before: float, *, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
         self.calls += 1
         if self.calls == 1:
             raise StoreError("the database is away")
-        return super().prune(before, dry_run=dry_run)
+        return super().prune(before, dry_run=dry_run, stop=stop)
 
 
 def test_a_prune_that_fails_is_logged_and_tried_again_at_the_next_turn() -> None:
@@ -87,3 +89,28 @@ def test_policy_retention_is_none_or_positive_seconds() -> None:
     for wrong in ("30d", True):
         with pytest.raises(TypeError, match=r"Policy\.retention must be seconds"):
             Policy(retention=wrong)  # type: ignore[arg-type]
+
+
+class PrunesUntilStopped(MemoryStore):
+    """A prune that goes on until it is stopped (a store that grew for months): it says when it
+    began, and whether it was stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began = threading.Event()
+        self.stopped = False
+
+    def prune(
+        self, before: float, *, dry_run: bool = False, stop: threading.Event | None = None
+    ) -> PruneResult:
+        self.began.set()
+        self.stopped = stop is not None and stop.wait(30)
+        return PruneResult(0, 0, 0)
+
+
+def test_leaving_the_block_stops_the_prune_under_way() -> None:
+    """A process shutting down waits for the prune's batch under way, not for the whole prune."""
+    store = PrunesUntilStopped()
+    with pruning(store, 60.0, clock=ManualClock(10_000.0), every=3600.0):
+        assert store.began.wait(10)
+    assert store.stopped
