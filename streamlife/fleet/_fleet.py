@@ -561,8 +561,9 @@ class Fleet:
                 return tracked
         elif task_or_id.key is not None:  # a task let go from memory (Policy.keep_terminal)
             row = self.store.row(task_or_id.key)
-            if row is not None:
-                return self._mover.hold(row)
+            tracked = None if row is None else self._mover.hold_kept(row)
+            if tracked is not None:
+                return tracked
         raise UnknownTaskError(repr(task_or_id))
 
 

@@ -298,7 +298,7 @@ class Intake:
         if tracked is not None:
             return tracked
         row = self.store.row(key)
-        return None if row is None else self.mover.hold(row)
+        return None if row is None else self.mover.hold_kept(row)
 
     def _check_unclaimed(self, tracked: Tracked, task_id: str) -> None:
         """Refuse a name another task holds, here or in the store (another process's). An orphan's

@@ -18,6 +18,7 @@ from streamlife._journal import transcript_reader
 from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
+from streamlife.errors import JournalMismatch
 from streamlife.store import Store, TaskRow
 
 from ._ledger import Ledger
@@ -99,11 +100,21 @@ class Mover:
         """Hold the task the store knows as ``task_id``; return the task that holds that id here
         (None if the store knows none)."""
         row = self.store.find(task_id)
-        if row is None:
+        if row is None or self.hold_kept(row) is None:
             return None
-        self.hold(row)
         with self.registry.lock:
             return self.registry.by_id.get(task_id)
+
+    def hold_kept(self, row: TaskRow) -> Tracked | None:
+        """``hold``, or None if the store let the task go since ``row`` was read. A prune may delete
+        an ended task between the read of its row and that of its journal: then the journal does
+        not replay (``JournalMismatch``), and the task is gone, not damaged."""
+        try:
+            return self.hold(row)
+        except JournalMismatch:
+            if self.store.row(row.key) is not None:
+                raise
+            return None
 
     def hold(self, row: TaskRow, since: float | None = None) -> Tracked:
         """The task of ``row.key``: the one this Fleet holds, or rebuilt from the store and held.

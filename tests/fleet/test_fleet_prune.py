@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from streamlife import ManualClock, Outcome, TaskState
-from streamlife.errors import StoreError
+from streamlife.errors import MisroutedCallbackError, StoreError
 from streamlife.protocol import segment_callback
 from streamlife.sim import Faults
-from streamlife.store import PruneResult, SqliteStore
+from streamlife.store import JournalEntry, PruneResult, SqliteStore
 from tests.conftest import POLICY, rig
 
 
@@ -72,3 +72,47 @@ def test_a_late_callback_for_a_pruned_task_this_fleet_still_holds_starts_nothing
     assert r.sim.service.start_requests == 1  # the copy is let go, never reset to pending and started
     assert r.sim.billing() == []
     assert all(t.terminal for t in r.fleet.tasks())
+
+
+class PrunedMidRead(SqliteStore):
+    """A store whose first read of a journal lets another connection prune the file first: the
+    prune lands between the read of a task's row and the read of its journal."""
+
+    def __init__(self, path: Path, before: float) -> None:
+        super().__init__(path)
+        self.before: float | None = before
+
+    def journal(self, key: str) -> list[JournalEntry]:
+        if self.before is not None:
+            pruner = SqliteStore(self.path)
+            try:
+                assert pruner.prune(self.before).tasks == 1
+            finally:
+                pruner.close()
+            self.before = None
+        return super().journal(key)
+
+
+@pytest.mark.parametrize("by", ["task_id", "key"])
+def test_a_late_callback_racing_the_prune_of_its_task_finds_it_gone_not_damaged(
+    tmp_path: Path, by: str
+) -> None:
+    """The Fleet reads the ended task's row, a prune deletes the task, and the Fleet reads its
+    journal, empty: the task is gone, as if the callback came after the prune, not damaged."""
+    clock = ManualClock(1_700_000_000.0)
+    path = tmp_path / "streams.db"
+    r = rig(clock, store=SqliteStore(path))
+    task = r.start()
+    r.sim.advance(12)
+    r.fleet.stop(task)
+    r.sim.advance(2)
+    task_id, key = task.task_id or "", task.key or ""
+    fleet = r.restart(PrunedMidRead(path, clock.now() + 1))  # holds no copy of the ended task
+    late = segment_callback(task_id, 99, "late")
+    if by == "task_id":
+        assert fleet.handle_callback(late) is Outcome.PARKED
+    else:  # by the task's own callback URL: refused, as for any key no task has
+        with pytest.raises(MisroutedCallbackError):
+            fleet.handle_callback(late, key=key)
+    assert fleet.store.row(key) is None
+    fleet.store.close()
