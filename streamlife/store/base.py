@@ -207,6 +207,14 @@ def check_claim_limit(limit: int) -> None:
         raise ValueError(f"claim_due's limit is a count of tasks, 1 or more, got {limit!r}")
 
 
+def check_key(key: str) -> None:
+    """A new task's key, checked: text with no NUL character. PostgreSQL keeps no NUL in text, and
+    SQLite's prune and claim, which pass their keys as one JSON array, would never find such a key
+    (a prune would select the same tasks again and again)."""
+    if "\x00" in key:
+        raise ValueError(f"a task's key holds no NUL character, got {key!r}")
+
+
 def check_numbering(key: str, entries: Sequence[JournalEntry], version: int, row: TaskRow | None) -> None:
     """Entries must number on from ``version`` and end at the row's version (with no row: there
     must be entries, the row moving on to the last one's): anything else is a writer working from

@@ -38,6 +38,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_claim_limit,
+    check_key,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -92,6 +93,7 @@ class MemoryStore:
         with self._lock:
             if row.key in self._tasks:
                 raise StoreConflict(f"a task with key {row.key!r} exists")
+            check_key(row.key)
             check_numbering(row.key, entries, 0, row)
             kept: _Kept = [_kept_row(row), *map(_kept_entry, entries)]
             if claim is not None:

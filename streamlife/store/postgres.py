@@ -73,6 +73,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_claim_limit,
+    check_key,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -180,6 +181,7 @@ class PostgresStore:
     def create(
         self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
     ) -> None:
+        check_key(row.key)
         check_numbering(row.key, entries, 0, row)
         values = (*row_values(row), *_deadlines(row, due))
         journal = entry_values(row.key, entries)

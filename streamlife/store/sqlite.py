@@ -75,6 +75,7 @@ from .base import (
     StoreError,
     TaskRow,
     check_claim_limit,
+    check_key,
     check_numbering,
     check_write,
     dead_letter_fields,
@@ -154,6 +155,7 @@ class SqliteStore:
     def create(
         self, row: TaskRow, entries: Sequence[JournalEntry], *, claim: str | None = None, due: Due = NO_DUE
     ) -> None:
+        check_key(row.key)
         check_numbering(row.key, entries, 0, row)
         with self._transaction(f"could not create task {row.key!r}") as db:
             try:

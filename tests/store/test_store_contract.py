@@ -1537,6 +1537,14 @@ def test_prune_goes_in_batches_and_takes_them_all(store: Store, monkeypatch: pyt
     assert list(store.rows(terminal=True)) == []
 
 
+def test_a_key_with_a_nul_is_refused_and_nothing_of_it_kept(store: Store) -> None:
+    """SQLite's prune could never find such a task: 500 of them and it would select them for ever."""
+    with pytest.raises(ValueError, match="NUL"):
+        ended(store, "a\x00b", 10.0)
+    assert list(store.rows(terminal=True)) == []
+    assert store.prune(15.0) == PruneResult(0, 0, 0)
+
+
 def test_a_prune_stopped_before_it_starts_lets_nothing_go(store: Store) -> None:
     ended(store, "k", 10.0)
     store.dead_letter(1.0, "r", None, b"old")
