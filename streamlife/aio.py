@@ -29,6 +29,13 @@ loop, in two lanes so that one never waits behind the other:
   lock is held by other threads only while they apply an event in memory. Any other store, a
   durable one above all, is called on the loop only when asked (``apply_on_loop=True``).
 
+  On a ``MemoryStore``, the first callback handed over in a turn of the loop is applied at once,
+  and only those that follow it in the same turn wait for the turn's end. A memory store's batch
+  shares no commit, so a callback that comes alone (a new connection each, light load) gains
+  nothing by waiting, and waiting costs it two more turns of the loop; callbacks that come
+  together (keep-alive under load) are still applied together, which runs the Fleet's code warm
+  (bench/RESULTS.md, ``server``).
+
   ``apply_on_loop=True`` applies callbacks on the loop whatever the store, under the same other
   conditions. It is for a loop that serves the receiver alone, in front of a store on a local disk
   (``serve`` on SQLite, one worker): there, a thread of the lane would trade the interpreter's
@@ -172,6 +179,9 @@ class AsyncFleet:
         # ``_may_apply_on_loop`` need not ask again.
         on_loop = apply_on_loop or type(fleet.store) is MemoryStore
         self._loop_safe = on_loop and fleet.policy.stop_concurrency >= 1
+        # A turn's first callback is applied at once where a batch shares no commit (see above).
+        self._first_of_turn_at_once = type(fleet.store) is MemoryStore
+        self._handed_this_turn = False  # a callback was applied on the loop in this turn already
         # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
         self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -304,6 +314,10 @@ class AsyncFleet:
         if loop is not self._loop:  # (asked here, not through _bind: this is asked for every callback)
             self._bind()
         if self._may_apply_on_loop():
+            if self._first_of_turn_at_once and not self._handed_this_turn:
+                self._handed_this_turn = True
+                loop.call_soon(self._new_turn)
+                return self._fleet.handle_callback(payload, key=key)
             future: asyncio.Future[Outcome | BaseException] = loop.create_future()
             if not self._turn:
                 loop.call_soon(self._apply_turn)
@@ -314,6 +328,9 @@ class AsyncFleet:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _new_turn(self) -> None:
+        self._handed_this_turn = False
 
     def _may_apply_on_loop(self) -> bool:
         """Whether applying a callback cannot block the loop (the module's docstring says why)."""

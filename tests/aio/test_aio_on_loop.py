@@ -81,6 +81,50 @@ def test_a_memory_store_s_callbacks_are_applied_on_the_loop_in_batches_and_in_or
     fleet.close()
 
 
+async def applied_before_the_loop_turned(
+    front: AsyncFleet, watched: Watched, payloads: list[bytes]
+) -> list[int]:
+    """Hand ``payloads`` over in one turn of the loop: the batch sizes applied by the time the loop
+    next turned."""
+    seen: list[list[int]] = []
+    handed = [asyncio.ensure_future(front.handle_callback(body)) for body in payloads]
+    # After the calls' first steps, in the same turn: before a turn's end could be.
+    asyncio.get_running_loop().call_soon(lambda: seen.append(list(watched.batches)))
+    outcomes = await asyncio.gather(*handed)
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * len(payloads)
+    return seen[0]
+
+
+def test_a_memory_store_s_first_callback_of_a_turn_is_applied_at_once_the_rest_at_its_end() -> None:
+    fleet, ids = made()
+    watched = Watched(fleet)
+    front = AsyncFleet.from_fleet(fleet)
+
+    async def turns() -> tuple[list[int], list[int]]:
+        alone = await applied_before_the_loop_turned(front, watched, bodies(ids[:1], 1))
+        watched.batches.clear()
+        return alone, await applied_before_the_loop_turned(front, watched, bodies(ids, 3)[1:])
+
+    alone, together = asyncio.run(turns())
+    assert alone == [1]
+    assert together == [1]  # the first of the turn, alone
+    assert watched.batches == [1, 4]  # the four that followed it, together at the turn's end
+    for task in fleet.tasks():
+        assert [segment.index for segment in task.transcript] == [0, 1, 2]
+    front.close()
+    fleet.close()
+
+
+def test_a_durable_store_s_callbacks_wait_for_the_turn_s_end_to_share_a_commit(tmp_path: Path) -> None:
+    fleet, ids = _sqlite(tmp_path)
+    watched = Watched(fleet)
+    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
+    assert asyncio.run(applied_before_the_loop_turned(front, watched, bodies(ids, 2))) == []
+    assert watched.batches == [4]
+    front.close()
+    fleet.close()
+
+
 def test_a_payload_that_is_no_callback_raises_on_the_loop_as_in_the_lane() -> None:
     fleet, ids = made()
     front = AsyncFleet.from_fleet(fleet)
@@ -152,17 +196,20 @@ def test_a_hook_of_the_fleet_s_own_added_before_the_turn_sends_its_callbacks_to_
     heard: list[int] = []
 
     async def racing() -> int:
-        pending = asyncio.ensure_future(
-            front.handle_callback(json.dumps(segment_callback(ids[0], 0)).encode())
+        first, second = (
+            asyncio.ensure_future(front.handle_callback(json.dumps(segment_callback(task_id, 0)).encode()))
+            for task_id in ids
         )
-        await asyncio.sleep(0)  # the callback is handed over; its turn is not applied yet
+        await asyncio.sleep(0)  # both handed over: the first applied at once, the second's turn not yet
         fleet.on_segment(lambda task, segment: heard.append(threading.get_ident()))
-        assert (await pending).kind is OutcomeKind.APPLIED
+        assert (await first).kind is OutcomeKind.APPLIED
+        assert (await second).kind is OutcomeKind.APPLIED
         return threading.get_ident()
 
     loop_thread = asyncio.run(racing())
-    assert len(heard) == 1
-    assert loop_thread not in heard + watched.threads
+    assert len(heard) == 1  # the second's, on the thread that applied it
+    assert watched.threads[0] == loop_thread
+    assert loop_thread not in heard + watched.threads[1:]
     front.close()
     fleet.close()
 
