@@ -14,13 +14,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Final
 
 from ._sqlite_schema import migrate
+from ._sqlite_turns import Turns
 from .base import StoreConflict, StoreError
 
-BUSY_TIMEOUT_MS: Final = 30_000  # how long a writer waits for another process's transaction
+# How long a writer waits for another process's transaction, unless the store says otherwise.
+BUSY_TIMEOUT_MS: Final = 30_000
+MAX_BUSY_TIMEOUT: Final = 2_000_000  # seconds: SQLite keeps it in milliseconds, in 32 bits
 
 CACHE_KIB: Final = 64 * 1024  # the page cache's ceiling, per connection
 CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a commit checkpoints it
@@ -33,20 +37,22 @@ MIN_CHECKPOINT_PAGES: Final = 16
 WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, turns: Turns) -> sqlite3.Connection:
     """The file at ``path``, opened for every thread of this process, in WAL mode, at the current
-    schema. The caller makes the threads take turns."""
+    schema, waiting ``turns.timeout`` seconds at most for another process's write. The caller makes
+    the threads take turns; ``turns`` are opened here, once the file exists, and taken for the
+    migration's write."""
     with errors(f"could not open {path!r}"):
         db = sqlite3.connect(
             path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
+            timeout=turns.timeout,
             isolation_level=None,  # autocommit: every transaction is an explicit BEGIN/COMMIT
             check_same_thread=False,  # threads take turns through the store's lock
         )
     try:
         with errors(f"could not set up {path!r}"):
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            _set_wal_mode(db, path)
+            db.execute(f"PRAGMA busy_timeout = {round(turns.timeout * 1000)}")
+            _set_wal_mode(db, path, turns.timeout)
             # NORMAL in WAL mode: FULL would fsync every event's write, and a restart after a crash
             # of this process needs no more than NORMAL keeps.
             db.execute("PRAGMA synchronous = NORMAL")
@@ -58,11 +64,48 @@ def connect(path: str) -> sqlite3.Connection:
             # commit pays for. Events dirty pages all over the journal's index, so a longer WAL
             # takes fewer syncs, and copies a page written many times once.
             fit_wal_to_disk(db, path)
-            migrate(db, path)
+        turns.open()
+        with errors(f"could not set up {path!r}"):
+            migrate(db, path, lambda: in_turn(turns, f"could not set up {path!r}"))
     except BaseException:
+        turns.close()
         db.close()
         raise
     return db
+
+
+def take_turn(turns: Turns, what: str) -> None:
+    """Wait for this process's turn at the write lock (``_sqlite_turns``); on giving up, the error
+    SQLite's busy timeout gives (``no_turn``)."""
+    if not turns.take():
+        raise no_turn(what)
+
+
+def no_turn(what: str) -> StoreError:
+    """The error of a write whose turn did not come within the busy timeout: the one SQLite gives
+    when its busy timeout runs out."""
+    return StoreError(f"{what}: database is locked")
+
+
+@contextmanager
+def in_turn(turns: Turns, what: str) -> Iterator[None]:
+    """A block in this process's turn at the write lock (``take_turn``)."""
+    take_turn(turns, what)
+    try:
+        yield
+    finally:
+        turns.release()
+
+
+def check_busy_timeout(seconds: float) -> float:
+    """A store's busy timeout, checked: a number of seconds, from 0 to MAX_BUSY_TIMEOUT."""
+    number = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else -1
+    if not 0 <= number <= MAX_BUSY_TIMEOUT:  # (NaN is refused too)
+        raise ValueError(
+            f"a SqliteStore's busy_timeout is a number of seconds, from 0 to {MAX_BUSY_TIMEOUT:,},"
+            f" got {seconds!r}"
+        )
+    return float(number)
 
 
 def give_room_back(db: sqlite3.Connection, path: str) -> None:
@@ -151,11 +194,11 @@ def out_of_room(exc: BaseException) -> bool:
     return isinstance(cause, sqlite3.Error) and code is not None and code & 0xFF in _OUT_OF_ROOM
 
 
-def _set_wal_mode(db: sqlite3.Connection, path: str) -> None:
+def _set_wal_mode(db: sqlite3.Connection, path: str, timeout: float) -> None:
     """Put the file in WAL mode (once set, it stays). Processes that open a new file together each
     want the file to themselves for the switch, and SQLite answers "locked" at once, without
     waiting: so wait here, as long as busy_timeout would."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + timeout
     pause = 0.001
     while True:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Final
 
 from ._sql import migrations_after
@@ -65,11 +67,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 )
 
 
-def migrate(db: sqlite3.Connection, path: str) -> None:
-    """Apply the migrations the file lacks; refuse a file a newer streamlife made."""
+def migrate(
+    db: sqlite3.Connection, path: str, turn: Callable[[], AbstractContextManager[None]] = nullcontext
+) -> None:
+    """Apply the migrations the file lacks, in ``turn`` (the process's turn at the write lock);
+    refuse a file a newer streamlife made."""
     (done,) = db.execute("PRAGMA user_version").fetchone()
     if not migrations_after(done, MIGRATIONS, repr(path)):
         return
+    with turn():
+        _migrate(db, path)
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
     db.execute("BEGIN IMMEDIATE")  # several processes may open a new file at once
     try:
         (done,) = db.execute("PRAGMA user_version").fetchone()

@@ -3,9 +3,24 @@
 The file is in WAL mode: readers never wait for the writer, and a commit appends to the log instead
 of rewriting pages. An event's write is one ``BEGIN IMMEDIATE`` transaction: it takes the file's
 write lock *before* reading the task's version, so the version a writer works from is the one its
-write replaces (another process waits on ``busy_timeout`` meanwhile, instead of failing at once).
-The row's version is still checked by the write itself (``UPDATE ... WHERE version = ?``) and the
-journal's primary key is (key, version): a writer from a stale copy gets ``StoreConflict``.
+write replaces (another process waits meanwhile, instead of failing at once). The row's version is
+still checked by the write itself (``UPDATE ... WHERE version = ?``) and the journal's primary key
+is (key, version): a writer from a stale copy gets ``StoreConflict``.
+
+Processes take turns at the write lock. Every write transaction (an event's, a batch's, a
+create's, a claim's, each batch of a prune's) and every write outside one (``park``,
+``dead_letter``...) first takes the process's turn: an exclusive ``flock`` on a side file,
+``<file>-turn``; the turn is let go once the transaction commits or rolls back. The reason:
+SQLite's own wait for the lock (its busy handler) sleeps 1, 2, 5, 10 ... up to 100 ms between
+tries and is not woken when the lock is let go, so writers of several processes spend their time
+asleep while the lock is free; a writer blocked in ``flock`` is woken the moment the holder lets
+go. A writer waits at most ``busy_timeout`` seconds for its turn, then fails with the error an
+expired busy timeout gives (``StoreError``, "database is locked"). The side file is never unlinked
+(a process that opened it before would lock a file the others no longer share). A child forked
+while this process holds its turn does not keep it: the turn ends with the process that took it.
+``:memory:``, and a file whose side file cannot be opened (``turn_file`` is then None), have no
+turns: writes wait in SQLite's busy handler, as a writer that takes no turns (the sqlite3 shell)
+does. How the turns are taken: ``_sqlite_turns``.
 
 In this process, one connection serves every thread, guarded by a lock held for a whole ``lock()``
 block (blocks are short: the Fleet does no I/O inside them but the store's own). A thread's
@@ -55,6 +70,7 @@ from ._sqlite_connection import (
     CHECKPOINT_SHARE_OF_FREE,
     MIN_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT,
+    check_busy_timeout,
     checkpoint_aside,
     checkpointer,
     connect,
@@ -62,8 +78,11 @@ from ._sqlite_connection import (
     fit_wal_to_disk,
     give_room_back,
     keep_wal_long,
+    no_turn,
     out_of_room,
+    take_turn,
 )
+from ._sqlite_turns import Turns
 from .base import (
     NO_DUE,
     DeadLetter,
@@ -139,15 +158,27 @@ _Statements = tuple[tuple[str, tuple[Any, ...]], ...]
 class SqliteStore:
     shared = True  # other processes may open the same file
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
+        """The file at ``path`` (created if missing). ``busy_timeout``: how many seconds a write
+        waits for other processes' writes before it fails with ``StoreError`` ("database is
+        locked")."""
         self.path = os.fspath(path)
+        self.busy_timeout = check_busy_timeout(busy_timeout)
         self._lock = threading.RLock()  # one connection for every thread: held for a whole transaction
         # What is open on the connection, outermost first: ("batch",), ("event",) (a lock() block,
         # a create) or ("batch", "event"). Set and cleared by _scope alone.
         self._open: tuple[str, ...] = ()
         # This thread's lock() block inside a batch, while it has taken no savepoint yet (_Scope).
         self._unsaved: _Scope | None = None
-        self._db = connect(self.path)
+        # This process's turns at the file's write lock, taken by every write transaction.
+        self._turns = Turns(self.path, self.busy_timeout)
+        self._db = connect(self.path, self._turns)
+
+    @property
+    def turn_file(self) -> str | None:
+        """The side file through which processes take turns at the file's write lock; None where
+        writes wait in SQLite's busy handler instead (see the module's docstring)."""
+        return self._turns.path
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -230,11 +261,11 @@ class SqliteStore:
 
     def park(self, task_id: str, at: float, payload: Mapping[str, Any]) -> None:
         text = to_json(payload)
-        with self._connection() as db:  # one statement: autocommit is its own transaction
+        with self._writing() as db:  # one statement: autocommit is its own transaction
             db.execute("INSERT INTO parked (task_id, at, payload) VALUES (?, ?, ?)", (task_id, at, text))
 
     def unpark(self, task_id: str, *, upto: int | None = None) -> None:
-        with self._connection() as db:
+        with self._writing() as db:
             if upto is None:
                 db.execute("DELETE FROM parked WHERE task_id = ?", (task_id,))
             else:
@@ -252,7 +283,7 @@ class SqliteStore:
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept = dead_letter_fields(reason, field, body)
-        with self._connection() as db:
+        with self._writing() as db:
             letter_id = db.execute(
                 "INSERT INTO dead_letters (at, reason, field, size, body) VALUES (?, ?, ?, ?, ?)", (at, *kept)
             ).lastrowid
@@ -279,7 +310,7 @@ class SqliteStore:
 
     def purge_dead_letters(self, ids: Iterable[int] | None = None) -> int:
         if ids is None:
-            with self._connection() as db:
+            with self._writing() as db:
                 return db.execute("DELETE FROM dead_letters").rowcount
         wanted = [(letter_id,) for letter_id in dead_letter_ids(ids)]
         if not wanted:
@@ -374,6 +405,7 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._turns.close()
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -390,6 +422,21 @@ class SqliteStore:
             except StoreError as exc:
                 self._after_failure(exc)
                 raise
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for a statement that writes: as ``_connection``, and outside a
+        transaction (where the statement is its own), in this process's turn."""
+        with self._lock:
+            turn = not self._open  # (inside a transaction, its turn is taken)
+            if turn:
+                take_turn(self._turns, f"{self!r} failed")
+            try:
+                with self._connection() as db:
+                    yield db
+            finally:
+                if turn:
+                    self._turns.release()
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -435,7 +482,7 @@ class _Scope:
     entry and move their row on, and nothing else: that is taken back by hand if the block fails
     (``taken_back_by``), and the event costs two statements fewer."""
 
-    __slots__ = ("_keep", "_name", "_outer", "_put_off", "_store", "_undo", "_undo_by_hand", "_what")
+    __slots__ = ("_keep", "_name", "_outer", "_put_off", "_store", "_turn", "_undo", "_undo_by_hand", "_what")
 
     def __init__(self, store: SqliteStore, name: str, what: str, *, put_off: bool = False) -> None:
         self._store, self._name, self._what = store, name, what
@@ -444,6 +491,7 @@ class _Scope:
         self._keep = ""
         self._undo: tuple[str, ...] = ()
         self._undo_by_hand: _Statements = ()
+        self._turn = False  # whether the block took this process's turn (a transaction's)
 
     @property
     def in_batch(self) -> bool:
@@ -460,13 +508,21 @@ class _Scope:
         store._check_still_open(self._what)
         if outer and self._put_off:
             store._unsaved = self
-        else:
-            if outer:  # a batch's transaction is open: this is its savepoint
-                begin, self._keep, self._undo = _BEGIN_EVENT, _KEEP_EVENT, _UNDO_EVENT
-            else:
-                begin, self._keep, self._undo = "BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)
+        elif outer:  # a batch's transaction is open: this is its savepoint
+            self._keep, self._undo = _KEEP_EVENT, _UNDO_EVENT
             with errors(self._what):
-                store._db.execute(begin)
+                store._db.execute(_BEGIN_EVENT)
+        else:  # a transaction: in this process's turn, taken first
+            self._keep, self._undo = "COMMIT", ("ROLLBACK",)
+            if not store._turns.take():  # (take_turn's, inline: every event's write takes one)
+                raise no_turn(self._what)
+            try:
+                with errors(self._what):
+                    store._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                store._turns.release()
+                raise
+            self._turn = True
         store._open = (*outer, self._name)
 
     def take_savepoint(self) -> None:
@@ -488,18 +544,23 @@ class _Scope:
         store = self._store
         try:
             try:
-                if exc is None and self._keep:
-                    with errors(self._what):
-                        store._db.execute(self._keep)
-            finally:
-                store._open = self._outer
-                if store._unsaved is self:
-                    store._unsaved = None
-        except BaseException as failure:  # keeping it failed
-            self._roll_back(failure)
-            raise
-        if exc is not None:  # the block failed: rolled back, and its error goes on
-            self._roll_back(exc)
+                try:
+                    if exc is None and self._keep:
+                        with errors(self._what):
+                            store._db.execute(self._keep)
+                finally:
+                    store._open = self._outer
+                    if store._unsaved is self:
+                        store._unsaved = None
+            except BaseException as failure:  # keeping it failed
+                self._roll_back(failure)
+                raise
+            if exc is not None:  # the block failed: rolled back, and its error goes on
+                self._roll_back(exc)
+        finally:
+            if self._turn:  # once committed or rolled back, whichever way
+                self._turn = False
+                store._turns.release()
 
     def _roll_back(self, exc: BaseException) -> None:
         db = self._store._db

@@ -327,6 +327,8 @@ def test_a_block_whose_batch_sqlite_rolled_back_takes_nothing_back(tmp_path: Pat
     # taking the block's write back then would undo the other writer's.
     path = tmp_path / "streams.db"
     store, other = SqliteStore(path), SqliteStore(path)
+    # A writer that takes no turns (as the sqlite3 shell): one that does waits for the batch's end.
+    other._turns.close()
     make(store, "a")
 
     def block_that_fails_after_a_rollback() -> None:
