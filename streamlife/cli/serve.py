@@ -321,13 +321,24 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
 
 def _async_front(fleet: Fleet, *, workers: int) -> AsyncFleet:
     """What the receiver awaits under uvicorn: an AsyncFleet, which blocks uvicorn's loop only
-    where that costs less than a thread. One worker applies SQLite's writes on its loop, which
+    where that costs less than a thread. On SQLite, a worker applies its writes on its loop, which
     serves the receiver alone: a thread of the callbacks lane would trade the interpreter's lock
-    with the loop at every statement (bench/RESULTS.md). Several workers share the file's write
-    lock, and one waiting for another's commit must go on reading requests meanwhile: their writes
-    stay in the lane, as PostgreSQL's do, whose waits on the network the lane's threads overlap."""
-    local = isinstance(fleet.store, SqliteStore) and workers == 1
+    with the loop at every statement (bench/RESULTS.md). So do several workers, as long as each has
+    a core: a worker waiting for its turn at the file's write lock is woken as soon as the holder,
+    running on a core of its own, lets go. More workers than cores wait longer, behind holders
+    that wait for a core: their writes stay in the lane, so that a worker waiting for another's
+    commit goes on reading requests, as PostgreSQL's writes do, whose waits on the network the
+    lane's threads overlap."""
+    local = isinstance(fleet.store, SqliteStore) and workers <= _cores()
     return AsyncFleet.from_fleet(fleet, apply_on_loop=local)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (no sched_getaffinity on macOS or Windows)
+        return os.cpu_count() or 1
 
 
 @contextmanager
