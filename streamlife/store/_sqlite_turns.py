@@ -8,7 +8,8 @@ for far less than the shortest sleep, so under contention writers spend their ti
 the lock is free. A writer blocked in ``flock`` is woken by the kernel the moment the holder lets
 go. SQLite's lock still guards the file: a turn only orders the writers that take turns, and a
 writer that takes none (the sqlite3 shell, an older streamlife) is waited for in the busy handler
-as before.
+as before. So a write waits at most the busy timeout for its turn, and then, behind such a writer
+only, as long again for the lock.
 
 * Uncontended, a turn is one ``flock(LOCK_EX | LOCK_NB)`` and one ``flock(LOCK_UN)``.
 * Contended, the blocking ``flock`` runs on a thread of the turns' own, and the writer waits for it
@@ -18,7 +19,10 @@ as before.
   while this process holds, or waits for, its turn would keep the lock held after this process
   died, until the child exits. So a child closes its copy of the side file at once (its own
   writes, if any, open it again): the lock lives and dies with the process that took it.
-* The side file is opened close-on-exec and created if missing. It is never unlinked: a process
+* The side file is named after the database file's real path (links resolved), so processes that
+  open the file by different names take turns alike. It is opened close-on-exec, created if missing
+  with the database file's permissions, and for writing where it may be (NFS grants an exclusive
+  ``flock`` only then). It is never unlinked: a process
   that had opened it before it was unlinked would lock a file that others no longer open, and two
   writers would hold a turn at once.
 * Each store has its own turns (a ``flock`` per open file): two stores of one file in one process
@@ -27,8 +31,9 @@ as before.
   turn: the other processes' writers wait for the checkpoint, where SQLite alone lets them write
   meanwhile.
 * A file no other process can open (``:memory:``, ``""``), or a side file that cannot be opened
-  (a directory this user may not write in, a platform with no ``flock``), has no turns: writes
-  wait in SQLite's busy handler, as without them (``path`` is then None).
+  or locked (a directory this user may not write in, a file system whose ``flock`` fails, a
+  platform with no ``flock``), has no turns: writes wait in SQLite's busy handler, as without
+  them (``path`` is then None). A ``flock`` that fails later fails its write (``StoreError``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from contextlib import suppress
 from typing import Final
+
+from .base import StoreError
 
 try:
     import fcntl
@@ -83,8 +91,13 @@ class Turns:
         database = self._database
         if not _HAVE_FLOCK or database in _PRIVATE or self._fd >= 0:
             return
-        path = os.path.abspath(database) + SUFFIX
-        self._adopt(_open(path, _mode_of(database)))
+        # The file's real name: processes that open it through different links take turns alike.
+        path = os.path.realpath(database) + SUFFIX
+        fd = _open(path, _mode_of(database))
+        if fd >= 0 and not _locks(fd):  # (a file system whose flock fails: no turns)
+            os.close(fd)
+            fd = -1
+        self._adopt(fd)
         if self._fd >= 0:
             self.path = path
 
@@ -110,9 +123,13 @@ class Turns:
                 _flock(fd, _NOW)
             except BlockingIOError:
                 pass
+            except OSError as error:  # (it worked when the file was opened: a fault of the moment)
+                raise StoreError(f"could not take a turn at the write lock: {error.strerror}") from error
             else:
                 self._held = True
                 return True
+        if self.timeout <= 0:  # (no waiting: and no thread to leave blocked for no one)
+            return False
         return self._wait()
 
     def release(self) -> None:
@@ -146,10 +163,15 @@ class Turns:
                 if not self._blocked:
                     self._blocked = True
                     if self._waiter is None:
-                        self._waiter = threading.Thread(
+                        waiter = threading.Thread(
                             target=self._block, args=(self._fd,), name=f"turns {self.path}", daemon=True
                         )
-                        self._waiter.start()
+                        try:
+                            waiter.start()
+                        except BaseException:  # (no thread: the next write tries the lock itself)
+                            self._blocked = False
+                            raise
+                        self._waiter = waiter  # (the thread reads it only under _changed, held here)
                     else:
                         self._changed.notify_all()
                 got = self._changed.wait_for(lambda: self._granted, self.timeout)
@@ -168,7 +190,15 @@ class Turns:
         lock to the writer, or let it go if the writer gave up. It ends once idle for IDLE seconds
         (a writer that waits again starts another)."""
         while True:
-            _flock(fd, _WAIT)  # (retried by Python if a signal interrupts it)
+            try:
+                _flock(fd, _WAIT)  # (retried by Python if a signal interrupts it)
+            except OSError:  # (its writer waits out its time; the next write tries the lock itself)
+                with self._changed:
+                    self._blocked = False
+                    self._waiter = None
+                    if self._closed:
+                        self._close_file()
+                return
             with self._changed:
                 if self._wanted and not self._closed:
                     self._granted = True
@@ -210,12 +240,32 @@ if hasattr(os, "register_at_fork"):
 
 
 def _open(path: str, mode: int | None) -> int:
-    """The side file, opened (created if missing), or -1 where it cannot be. Read-only: flock takes
-    an exclusive lock on a file opened for reading alone."""
+    """The side file, opened (created if missing) with the database's permissions, or -1 where it
+    cannot be. For writing where it may be (NFS grants an exclusive flock only on a file open for
+    writing), else for reading."""
+    for flags in (os.O_RDWR, os.O_RDONLY):
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o644 if mode is None else mode)
+        except OSError:
+            continue
+        if mode is not None:
+            with suppress(OSError):  # (not this user's file: its mode is its owner's business)
+                os.fchmod(fd, mode)  # as given, not as the umask leaves it
+        return fd
+    return -1
+
+
+def _locks(fd: int) -> bool:
+    """Whether ``flock`` works on ``fd``'s file system: a lock taken and let go, or one another
+    process holds."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644 if mode is None else mode)
+        _flock(fd, _NOW)
+    except BlockingIOError:
+        return True
     except OSError:
-        return -1
+        return False
+    _flock(fd, _LET_GO)
+    return True
 
 
 def _mode_of(database: str) -> int | None:

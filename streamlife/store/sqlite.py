@@ -18,9 +18,9 @@ go. A writer waits at most ``busy_timeout`` seconds for its turn, then fails wit
 expired busy timeout gives (``StoreError``, "database is locked"). The side file is never unlinked
 (a process that opened it before would lock a file the others no longer share). A child forked
 while this process holds its turn does not keep it: the turn ends with the process that took it.
-``:memory:``, and a file whose side file cannot be opened (``turn_file`` is then None), have no
-turns: writes wait in SQLite's busy handler, as a writer that takes no turns (the sqlite3 shell)
-does. How the turns are taken: ``_sqlite_turns``.
+``:memory:``, and a file whose side file cannot be opened or locked (``turn_file`` is then None),
+have no turns: writes wait in SQLite's busy handler, as a writer that takes no turns (the sqlite3
+shell) does. How the turns are taken: ``_sqlite_turns``.
 
 In this process, one connection serves every thread, guarded by a lock held for a whole ``lock()``
 block (blocks are short: the Fleet does no I/O inside them but the store's own). A thread's

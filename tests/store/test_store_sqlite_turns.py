@@ -3,13 +3,16 @@ holder stopped or killed, a child forked in a turn, processes contending on one 
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import multiprocessing
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from streamlife.store import _sqlite_turns
 from streamlife.store.base import StoreError
 from streamlife.store.sqlite import SqliteStore
 
@@ -254,3 +258,90 @@ def test_a_store_dropped_unclosed_closes_its_side_file(path: Path) -> None:
     del store
     gc.collect()
     assert side_files_open() == 0
+
+
+def test_a_file_system_whose_flock_fails_leaves_writes_to_sqlites_busy_wait(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_flock(fd: int, operation: int, /) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")  # (as NFS without a lock daemon answers)
+
+    monkeypatch.setattr(_sqlite_turns, "_flock", no_flock)
+    store = SqliteStore(path)
+    assert store.turn_file is None
+    advance(store, "a")
+    assert_every_version_once(store, "a", 2)
+    store.close()
+
+
+def test_a_flock_that_fails_later_fails_its_write_alone(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(path)
+    real = _sqlite_turns._flock
+
+    def failing(fd: int, operation: int, /) -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(_sqlite_turns, "_flock", failing)
+    with pytest.raises(StoreError, match="could not take a turn at the write lock: Bad file descriptor"):
+        advance(store, "a")
+    monkeypatch.setattr(_sqlite_turns, "_flock", real)
+    advance(store, "a")
+    assert_every_version_once(store, "a", 2)
+    store.close()
+
+
+def test_a_waiting_thread_that_cannot_start_leaves_the_next_write_its_turn(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(path, busy_timeout=LONG)
+    with holder(path) as held:
+        held.expect("holding")
+
+        def cannot_start(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(threading.Thread, "start", cannot_start)
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                advance(store, "a")
+        held.let_go()
+    advance(store, "a")  # (before: every write waited for a thread that never came, and gave up)
+    assert_every_version_once(store, "a", 3)
+    store.close()
+
+
+def test_a_store_opened_through_a_link_takes_the_turns_of_the_file_it_names(path: Path) -> None:
+    link = path.parent / "link.db"
+    link.symlink_to(path)
+    store = SqliteStore(link)
+    assert store.turn_file == f"{path}-turn"
+    advance(store, "a")
+    store.close()
+    assert not os.path.exists(f"{link}-turn")
+
+
+def test_the_side_file_takes_the_database_s_permissions_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "streams.db"
+    path.touch(mode=0o664)
+    path.chmod(0o664)
+    old = os.umask(0o077)
+    try:
+        store = SqliteStore(path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(f"{path}-turn").st_mode) == 0o664  # (the group shares the turns)
+    store.close()
+
+
+def test_a_busy_timeout_of_zero_leaves_no_thread_waiting_for_a_turn(path: Path) -> None:
+    with holder(path) as held:
+        held.expect("holding")
+        store = SqliteStore(path, busy_timeout=0)
+        with pytest.raises(StoreError, match="database is locked"):
+            advance(store, "a")
+        # No thread left blocked for no one: once the holder lets go, the next write takes the
+        # lock itself, whenever that thread would have run.
+        assert not store._turns._blocked
+        held.let_go()
+        advance(store, "a")
+    store.close()
