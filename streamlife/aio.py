@@ -38,10 +38,11 @@ loop, in two lanes so that one never waits behind the other:
 
   ``apply_on_loop=True`` applies callbacks on the loop whatever the store, under the same other
   conditions. It is for a loop that serves the receiver alone, in front of a store on a local disk
-  (``serve`` on SQLite, one worker): there, a thread of the lane would trade the interpreter's
-  lock with the loop at every statement, which costs more than the loop waiting for the disk
-  itself (bench/RESULTS.md). The price: while a write waits (for another process's commit, for a
-  checkpoint), the loop serves nothing else.
+  (``serve`` on SQLite, with no more workers than cores): there, a thread of the lane would trade
+  the interpreter's lock with the loop at every statement, which costs more than the loop waiting
+  for the disk itself (bench/RESULTS.md). The price: while a write waits (for another process's
+  commit, for a checkpoint), the loop serves nothing else, ``/healthz`` included; a write waits at
+  most the store's busy timeout.
 
 ``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
 stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs

@@ -334,7 +334,8 @@ def _async_front(fleet: Fleet, *, workers: int) -> AsyncFleet:
 
 
 def _cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on (its CPU affinity). A container's CPU quota is not read:
+    there, give ``--workers`` no more than the CPUs the container is given."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # (no sched_getaffinity on macOS or Windows)
