@@ -153,19 +153,24 @@ def test_the_repr_shows_no_previous_token() -> None:
     fleet.close()
 
 
+def serve_command(tmp_path: Path) -> list[str]:
+    """``streamlife serve`` on a SQLite file in ``tmp_path``, on any free port."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlife",
+        "serve",
+        "--store",
+        f"sqlite:{tmp_path / 'tasks.db'}",
+        "--port",
+        "0",
+    ]
+
+
 @contextmanager
 def serve(tmp_path: Path, **env: str) -> Iterator[tuple[Served, str]]:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlife",
-            "serve",
-            "--store",
-            f"sqlite:{tmp_path / 'tasks.db'}",
-            "--port",
-            "0",
-        ],
+        serve_command(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -204,16 +209,7 @@ def test_serve_takes_the_tokens_rotated_out_from_the_environment(tmp_path: Path)
 )
 def test_bad_previous_tokens_in_the_environment_are_bad_usage(tmp_path: Path, value: str, says: str) -> None:
     finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamlife",
-            "serve",
-            "--store",
-            f"sqlite:{tmp_path / 'tasks.db'}",
-            "--port",
-            "0",
-        ],
+        serve_command(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
