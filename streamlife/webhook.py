@@ -238,12 +238,11 @@ class WebhookReceiver:
         for any other path (or a wrong signature)."""
         if not self._routes or path is None or self._token is None:
             return None
-        key = verified_key(self._token, path)
-        for previous in self._previous:  # (a URL signed before the token was rotated)
+        for token in (self._token, *self._previous):  # (a URL signed before a rotation too)
+            key = verified_key(token, path)
             if key is not None:
-                break
-            key = verified_key(previous, path)
-        return key
+                return key
+        return None
 
     def authorized(self, path: str, headers: Mapping[str, str]) -> bool:
         """Whether the request carries the token (path, header or bearer), or comes by a task's
