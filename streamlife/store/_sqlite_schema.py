@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Final
 
 from ._sql import migrations_after
@@ -67,9 +67,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 )
 
 
-def migrate(
-    db: sqlite3.Connection, path: str, turn: Callable[[], AbstractContextManager[None]] = nullcontext
-) -> None:
+def migrate(db: sqlite3.Connection, path: str, turn: Callable[[], AbstractContextManager[None]]) -> None:
     """Apply the migrations the file lacks, in ``turn`` (the process's turn at the write lock);
     refuse a file a newer streamlife made."""
     (done,) = db.execute("PRAGMA user_version").fetchone()

@@ -22,9 +22,8 @@ only, as long again for the lock.
 * The side file is named after the database file's real path (links resolved), so processes that
   open the file by different names take turns alike. It is opened close-on-exec, created if missing
   with the database file's permissions, and for writing where it may be (NFS grants an exclusive
-  ``flock`` only then). It is never unlinked: a process
-  that had opened it before it was unlinked would lock a file that others no longer open, and two
-  writers would hold a turn at once.
+  ``flock`` only then). It is never unlinked: a process that had opened it before it was unlinked
+  would lock a file that others no longer open, and two writers would hold a turn at once.
 * Each store has its own turns (a ``flock`` per open file): two stores of one file in one process
   take turns as two processes do.
 * A commit that checkpoints the WAL (SQLite's autocheckpoint) does so before it returns, so in its
