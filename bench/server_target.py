@@ -116,7 +116,7 @@ def main() -> int:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet
         with TimerLoop(fleet) as timers:
-            receiver = WebhookReceiver(_async_front(fleet, workers=1), token=TOKEN)  # as serve builds it
+            receiver = WebhookReceiver(_async_front(fleet), token=TOKEN)  # as serve builds it
             with _ops_application(receiver, store, timers, fleet) as app:
                 _until_stopped(app, sock, args.port_file)
     finally:

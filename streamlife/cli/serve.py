@@ -279,9 +279,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            front = WebhookReceiver(
-                _async_front(fleet, workers=settings.workers), token=token, previous_tokens=previous
-            )
+            front = WebhookReceiver(_async_front(fleet), token=token, previous_tokens=previous)
             app = stack.enter_context(_ops_application(front, store, timers, fleet))
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
@@ -319,27 +317,16 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     raise AssertionError("unreachable")  # the block returns; mypy cannot tell that ExitStack raises
 
 
-def _async_front(fleet: Fleet, *, workers: int) -> AsyncFleet:
-    """What the receiver awaits under uvicorn: an AsyncFleet, which blocks uvicorn's loop only
-    where that costs less than a thread. On SQLite, a worker applies its writes on its loop, which
-    serves the receiver alone: a thread of the callbacks lane would trade the interpreter's lock
-    with the loop at every statement (bench/RESULTS.md). So do several workers, as long as each has
-    a core: a worker waiting for its turn at the file's write lock is woken as soon as the holder,
-    running on a core of its own, lets go. More workers than cores wait longer, behind holders
-    that wait for a core: their writes stay in the lane, so that a worker waiting for another's
-    commit goes on reading requests, as PostgreSQL's writes do, whose waits on the network the
-    lane's threads overlap."""
-    local = isinstance(fleet.store, SqliteStore) and workers <= _cores()
-    return AsyncFleet.from_fleet(fleet, apply_on_loop=local)
-
-
-def _cores() -> int:
-    """The cores this process may run on (its CPU affinity). A container's CPU quota is not read:
-    there, give ``--workers`` no more than the CPUs the container is given."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # (no sched_getaffinity on macOS or Windows)
-        return os.cpu_count() or 1
+def _async_front(fleet: Fleet) -> AsyncFleet:
+    """What the receiver awaits under uvicorn: an AsyncFleet, whose callbacks lane has one thread on
+    SQLite. One process writes the file one transaction at a time anyway (the store's lock), so more
+    threads only split the callbacks that queue up meanwhile (while a commit is under way, or while
+    another worker holds the file's write lock) into more, smaller commits, each waiting for its
+    turn at the lock. With one thread they wait together and share the next commit, and the loop
+    goes on reading requests while the thread waits for the disk or the lock (bench/RESULTS.md)."""
+    if isinstance(fleet.store, SqliteStore):
+        return AsyncFleet.from_fleet(fleet, callback_threads=1)
+    return AsyncFleet.from_fleet(fleet)
 
 
 @contextmanager

@@ -1,32 +1,60 @@
-"""What serve's receiver awaits under uvicorn: on SQLite, workers apply callbacks on their loops
-while there are no more of them than cores; more workers sharing the file apply them in the
-callbacks lane, off the loop, so that one waiting for another's commit goes on reading requests."""
+"""What serve's receiver awaits under uvicorn: on SQLite, callbacks are applied off the loop by one
+thread, so that those that queue up while it writes share its next commit."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from streamlife import OutcomeKind
-from streamlife.cli import serve
 from streamlife.cli.serve import _async_front
 from streamlife.store import SqliteStore
-from tests.aio.test_aio_on_loop import Watched, applied, bodies, made
+from tests.aio.test_aio_on_loop import Watched, bodies, made
 
 
-@pytest.mark.parametrize(("workers", "on_loop"), [(1, True), (2, True), (3, False), (4, False)])
-def test_serve_applies_sqlite_callbacks_on_its_loop_while_each_worker_has_a_core(
-    workers: int, on_loop: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(serve, "_cores", lambda: 2)
-    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")))
-    watched = Watched(fleet)
-    front = _async_front(fleet, workers=workers)
-    outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 5)))
-    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 10
-    assert (set(watched.threads) == {loop_thread}) is on_loop
-    assert (loop_thread in watched.threads) is on_loop
+class Held(Watched):
+    """Watched, and the first callback applied waits until ``release`` is set."""
+
+    def __init__(self, fleet: Any) -> None:
+        super().__init__(fleet)
+        self.entered, self.release = threading.Event(), threading.Event()
+        one, many = fleet.handle_callback, fleet.handle_callbacks
+
+        def held(apply: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if not self.entered.is_set():
+                    self.entered.set()
+                    assert self.release.wait(10)
+                return apply(*args, **kwargs)
+
+            return call
+
+        fleet.handle_callback, fleet.handle_callbacks = held(one), held(many)
+
+
+def test_serve_applies_sqlite_callbacks_off_the_loop_in_one_thread_that_batches(tmp_path: Path) -> None:
+    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), tasks=4)
+    watched = Held(fleet)
+    front = _async_front(fleet)
+    first, rest = bodies(ids, 6)[:1], bodies(ids, 6)[1:]
+
+    async def handed() -> tuple[list[Any], int]:
+        applying = [asyncio.ensure_future(front.handle_callback(first[0]))]
+        await asyncio.to_thread(watched.entered.wait, 10)  # the lane's thread is in the first
+        applying += [asyncio.ensure_future(front.handle_callback(body)) for body in rest]
+        for _ in range(20):  # each handed over (a thread of the lane that is free would take it)
+            await asyncio.sleep(0.005)
+        watched.release.set()
+        return await asyncio.gather(*applying), threading.get_ident()
+
+    outcomes, loop_thread = asyncio.run(handed())
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 24
+    assert len(set(watched.threads)) == 1
+    assert loop_thread not in watched.threads
+    assert watched.batches == [1, 23]  # those that queued behind the first, in one commit
+    for task in fleet.tasks():
+        assert [segment.index for segment in task.transcript] == list(range(6))
     front.close()
     fleet.close()
