@@ -3,6 +3,7 @@ wait for SIGTERM or SIGINT that lets it leave cleanly."""
 
 from __future__ import annotations
 
+import _thread
 import signal
 import sys
 import threading
@@ -46,7 +47,10 @@ def until_signalled(stopping: threading.Event) -> Iterator[None]:
     before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in wanted}
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
+        # Set from a thread of its own, started without a lock: the handler runs on the main thread
+        # between two of its bytecodes, which may be inside ``stopping.wait()`` with the Event's lock
+        # held, and ``set()`` there would wait for that lock for ever.
+        _thread.start_new_thread(stopping.set, ())
         signal.signal(signum, before[signum])
 
     for signum in wanted:
