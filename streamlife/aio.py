@@ -27,7 +27,7 @@ loop, in two lanes so that one never waits behind the other:
   (``Policy.stop_concurrency`` > 0, so an inferred end's stop is not sent on the loop), and the
   Fleet has no hooks of its own (only this AsyncFleet's, which run on the loop anyway). A task's
   lock is held by other threads only while they apply an event in memory. Any other store, a
-  durable one above all, is called on the loop only when asked (``apply_on_loop=True``).
+  durable one above all, goes to the lane.
 
   On a ``MemoryStore``, the first callback handed over in a turn of the loop is applied at once,
   and only those that follow it in the same turn wait for the turn's end. A memory store's batch
@@ -36,14 +36,6 @@ loop, in two lanes so that one never waits behind the other:
   together (keep-alive under load) are still applied together at the turn's end: answering them
   then, not each at once, measured faster through uvicorn, as if more requests gathered in each
   turn of the loop (the served rates: bench/RESULTS.md, ``server``).
-
-  ``apply_on_loop=True`` applies callbacks on the loop whatever the store, under the same other
-  conditions. It is for a loop that serves the receiver alone, in front of a store on a local disk
-  (``serve`` on SQLite, with no more workers than cores): there, a thread of the lane would trade
-  the interpreter's lock with the loop at every statement, which costs more than the loop waiting
-  for the disk itself (bench/RESULTS.md). The price: while a write waits (for another process's
-  commit, for a checkpoint), the loop serves nothing else, ``/healthz`` included; a write waits at
-  most the store's busy timeout.
 
 ``stop(wait=)`` and ``stop_all(wait=)`` journal the stops and hand their requests to the Fleet's
 stop workers in a thread, then wait *on the loop* until the tasks are terminal or the wait runs
@@ -134,7 +126,7 @@ _Payload = bytes | str | Mapping[str, Any]
 class AsyncFleet:
     """``Fleet``'s API as coroutines: ``await start``, ``stop``, ``stop_all``, ``handle_callback``;
     ``async with run_timers()``. The arguments are ``Fleet``'s, plus the two lanes' thread counts
-    and ``apply_on_loop`` (see the module's docstring)."""
+    (see the module's docstring)."""
 
     def __init__(
         self,
@@ -146,10 +138,9 @@ class AsyncFleet:
         callback_urls: CallbackUrls | None = None,
         threads: int = DEFAULT_THREADS,
         callback_threads: int = DEFAULT_CALLBACK_THREADS,
-        apply_on_loop: bool = False,
     ) -> None:
         fleet = Fleet(transport, clock=clock, policy=policy, store=store, callback_urls=callback_urls)
-        self._setup(fleet, threads, callback_threads, owned=True, apply_on_loop=apply_on_loop)
+        self._setup(fleet, threads, callback_threads, owned=True)
 
     @classmethod
     def from_fleet(
@@ -158,17 +149,14 @@ class AsyncFleet:
         *,
         threads: int = DEFAULT_THREADS,
         callback_threads: int = DEFAULT_CALLBACK_THREADS,
-        apply_on_loop: bool = False,
     ) -> AsyncFleet:
         """An AsyncFleet in front of ``fleet``, which stays usable from threads as before (its
         hooks, its ``run_timers``). ``aclose`` leaves it open: it is the caller's."""
         made = cls.__new__(cls)
-        made._setup(fleet, threads, callback_threads, owned=False, apply_on_loop=apply_on_loop)
+        made._setup(fleet, threads, callback_threads, owned=False)
         return made
 
-    def _setup(
-        self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool, apply_on_loop: bool
-    ) -> None:
+    def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
         self._fleet = fleet
         self._owned = owned
         self._closed = False
@@ -179,10 +167,7 @@ class AsyncFleet:
         # Whether the store and the stops let callbacks be applied on the loop (the module's
         # docstring says when; a Fleet's store and policy are its parts' from the start): what
         # ``_may_apply_on_loop`` need not ask again.
-        on_loop = apply_on_loop or type(fleet.store) is MemoryStore
-        self._loop_safe = on_loop and fleet.policy.stop_concurrency >= 1
-        # A turn's first callback is applied at once where a batch shares no commit (see above).
-        self._first_of_turn_at_once = type(fleet.store) is MemoryStore
+        self._loop_safe = type(fleet.store) is MemoryStore and fleet.policy.stop_concurrency >= 1
         self._handed_this_turn = False  # a callback was applied on the loop in this turn already
         # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
         self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
@@ -316,7 +301,7 @@ class AsyncFleet:
         if loop is not self._loop:  # (asked here, not through _bind: this is asked for every callback)
             self._bind()
         if self._may_apply_on_loop():
-            if self._first_of_turn_at_once and not self._handed_this_turn:
+            if not self._handed_this_turn:  # the turn's first: see the module's docstring
                 self._handed_this_turn = True
                 loop.call_soon(self._new_turn)
                 return self._fleet.handle_callback(payload, key=key)

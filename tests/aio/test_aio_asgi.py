@@ -14,7 +14,7 @@ from streamlife import Policy, StreamTask, TaskState
 from streamlife.aio import AsyncFleet
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
-from streamlife.store import MemoryStore
+from streamlife.store import MemoryStore, StoreError
 from streamlife.webhook import WebhookReceiver
 from tests.store.test_store_outage import Outage
 from tests.wire.test_handoff import BatchlessStore
@@ -87,29 +87,39 @@ def test_asgi_answers_503_when_the_async_fleets_store_is_down() -> None:
 
 
 def test_asgi_answers_an_async_fleet_s_refusals_from_the_loop_as_from_the_lane() -> None:
-    """An AsyncFleet that applies callbacks on the loop hands the ASGI face each error as a result:
-    a store that is down is 503, a payload that is no callback 400, and nothing went to a thread."""
-    store = Outage()
-    fleet, (task, *_) = async_fleet(store)
-    front = AsyncFleet.from_fleet(fleet.fleet, apply_on_loop=True)  # (an Outage is no MemoryStore)
+    """An AsyncFleet that applies callbacks on the loop (a MemoryStore's) hands the ASGI face each
+    error as a result: a store that is down is 503, a payload that is no callback 400, and nothing
+    went to a thread."""
+    store = MemoryStore()
+    front, (task, *_) = async_fleet(store)
     receiver = WebhookReceiver(front, token=TOKEN)
-    applied_on: set[int] = set()
-    many = fleet.fleet.handle_callbacks
+    lock = store.lock
 
-    def watched(payloads: Any, **keys: Any) -> Any:
+    def down(key: str) -> Any:
+        raise StoreError("the store is down (a test)")
+
+    applied_on: set[int] = set()
+    one, many = front.fleet.handle_callback, front.fleet.handle_callbacks
+
+    def watched_one(payload: Any, **key: Any) -> Any:
+        applied_on.add(threading.get_ident())
+        return one(payload, **key)
+
+    def watched_many(payloads: Any, **keys: Any) -> Any:
         applied_on.add(threading.get_ident())
         return many(payloads, **keys)
 
-    fleet.fleet.handle_callbacks = watched  # type: ignore[method-assign]
+    front.fleet.handle_callback = watched_one  # type: ignore[method-assign]
+    front.fleet.handle_callbacks = watched_many  # type: ignore[method-assign]
 
     async def run() -> tuple[list[int], int]:
         async with front:
-            store.down = True
-            down = await exchange(receiver, [encoded(segment_callback(tid(task), 0))])
-            store.down = False
+            store.lock = down  # type: ignore[method-assign]  # (on the instance: still a MemoryStore)
+            refused = await exchange(receiver, [encoded(segment_callback(tid(task), 0))])
+            store.lock = lock  # type: ignore[method-assign]
             malformed = await exchange(receiver, [b'{"data": 1}'])
             kept = await exchange(receiver, [encoded(segment_callback(tid(task), 0))])
-        return [down.status, malformed.status, kept.status], threading.get_ident()
+        return [refused.status, malformed.status, kept.status], threading.get_ident()
 
     statuses, loop_thread = asyncio.run(run())
     assert statuses == [503, 400, 200]

@@ -115,16 +115,6 @@ def test_a_memory_store_s_first_callback_of_a_turn_is_applied_at_once_the_rest_a
     fleet.close()
 
 
-def test_a_durable_store_s_callbacks_wait_for_the_turn_s_end_to_share_a_commit(tmp_path: Path) -> None:
-    fleet, ids = _sqlite(tmp_path)
-    watched = Watched(fleet)
-    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
-    assert asyncio.run(applied_before_the_loop_turned(front, watched, bodies(ids, 2))) == []
-    assert watched.batches == [4]
-    front.close()
-    fleet.close()
-
-
 def test_a_payload_that_is_no_callback_raises_on_the_loop_as_in_the_lane() -> None:
     fleet, ids = made()
     front = AsyncFleet.from_fleet(fleet)
@@ -163,24 +153,13 @@ def _own_hook(tmp_path: Path) -> tuple[Fleet, list[str]]:
     return fleet, ids
 
 
-@pytest.mark.parametrize(
-    ("making", "apply_on_loop"),
-    [
-        (_sqlite, False),
-        (_subclass, False),
-        (_inline_stops, False),
-        (_own_hook, False),
-        # Asked to apply on the loop whatever the store: not what would block on other counts.
-        (_inline_stops, True),
-        (_own_hook, True),
-    ],
-)
+@pytest.mark.parametrize("making", [_sqlite, _subclass, _inline_stops, _own_hook])
 def test_callbacks_that_may_block_are_never_applied_on_the_loop(
-    making: Callable[[Path], tuple[Fleet, list[str]]], apply_on_loop: bool, tmp_path: Path
+    making: Callable[[Path], tuple[Fleet, list[str]]], tmp_path: Path
 ) -> None:
     fleet, ids = making(tmp_path)
     watched = Watched(fleet)
-    front = AsyncFleet.from_fleet(fleet, apply_on_loop=apply_on_loop)
+    front = AsyncFleet.from_fleet(fleet)
     outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 10)))
     assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 20
     assert watched.threads, "applied somewhere"
@@ -210,21 +189,5 @@ def test_a_hook_of_the_fleet_s_own_added_before_the_turn_sends_its_callbacks_to_
     assert len(heard) == 1  # the second's, on the thread that applied it
     assert watched.threads[0] == loop_thread
     assert loop_thread not in heard + watched.threads[1:]
-    front.close()
-    fleet.close()
-
-
-def test_apply_on_loop_applies_a_sqlite_store_s_callbacks_on_the_loop_in_batches(tmp_path: Path) -> None:
-    fleet, ids = _sqlite(tmp_path)
-    watched = Watched(fleet)
-    front = AsyncFleet.from_fleet(fleet, apply_on_loop=True)
-    outcomes, loop_thread = asyncio.run(applied(front, bodies(ids, 50)))
-    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 100
-    assert set(watched.threads) == {loop_thread}
-    assert max(watched.batches) == LOOP_BATCH
-    reopened = SqliteStore(str(tmp_path / "tasks.db"))  # journaled: another reader sees every segment
-    for task in fleet.tasks():
-        assert [entry.trigger for entry in reopened.journal(task.key or "")].count("segment") == 50
-    reopened.close()
     front.close()
     fleet.close()
