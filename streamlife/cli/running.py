@@ -50,7 +50,10 @@ def until_signalled(stopping: threading.Event) -> Iterator[None]:
         # Set from a thread of its own, started without a lock: the handler runs on the main thread
         # between two of its bytecodes, which may be inside ``stopping.wait()`` with the Event's lock
         # held, and ``set()`` there would wait for that lock for ever.
-        _thread.start_new_thread(stopping.set, ())
+        try:
+            _thread.start_new_thread(stopping.set, ())
+        except RuntimeError:  # no thread to be had (at the system's limit): set it here
+            stopping.set()
         signal.signal(signum, before[signum])
 
     for signum in wanted:

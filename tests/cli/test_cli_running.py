@@ -4,12 +4,18 @@ of ``while not stopping.wait(0.5)``."""
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+import pytest
+
+from streamlife.cli import running
 
 # The main thread holds the Event's lock when SIGTERM comes, as inside ``stopping.wait()``; then it
 # lets go and waits. A signal's handler runs on the main thread, between two of its bytecodes.
@@ -46,3 +52,14 @@ def test_sigterm_while_the_main_thread_holds_the_event_s_lock_still_stops(tmp_pa
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_sigterm_sets_the_event_where_no_thread_can_be_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*_: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_thread, "start_new_thread", refused)
+    stopping = threading.Event()
+    with running.until_signalled(stopping):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled on this thread, before the next line
+        assert stopping.is_set()
