@@ -26,10 +26,11 @@ from typing import Any
 
 from streamlife import Policy
 from streamlife._timer_loop import TimerLoop
+from streamlife.aio import AsyncFleet
 from streamlife.cli import production
 from streamlife.cli.production import UvicornSettings
 from streamlife.cli.running import until_signalled
-from streamlife.cli.serve import _async_front, _ops_application
+from streamlife.cli.serve import _ops_application
 from streamlife.webhook import WebhookReceiver
 
 from .common import configure_logging, live_fleet
@@ -116,7 +117,7 @@ def main() -> int:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet
         with TimerLoop(fleet) as timers:
-            receiver = WebhookReceiver(_async_front(fleet), token=TOKEN)  # as serve builds it
+            receiver = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=TOKEN)  # as serve builds it
             with _ops_application(receiver, store, timers, fleet) as app:
                 _until_stopped(app, sock, args.port_file)
     finally:

@@ -20,6 +20,12 @@ loop, in two lanes so that one never waits behind the other:
   simulator) may post a stream's first callback before it answers the start: a start waiting for
   its answer must never hold the thread that callback needs.
 
+  On a ``SqliteStore`` the lane has one thread unless told otherwise. One process writes the file
+  one transaction at a time anyway (the store's lock), so more threads only split the callbacks
+  that queue up meanwhile (while a commit is under way, or while another process holds the file's
+  write lock) into more, smaller commits, each waiting for its turn at the lock. With one thread
+  they wait together and share the next commit (the served rates: bench/RESULTS.md, ``server``).
+
   When applying a callback cannot block, ``handle_callback`` applies it on the loop instead, with
   the others of the same turn of the loop (one ``Fleet.handle_callbacks``, at most
   ``LOOP_BATCH`` at a time): the store is a ``MemoryStore`` itself (no I/O; a subclass may add
@@ -102,7 +108,7 @@ from .hooks import (
     TransitionHook,
 )
 from .lifecycle import TaskState
-from .store import JournalEntry, MemoryStore, Store
+from .store import JournalEntry, MemoryStore, SqliteStore, Store
 from .transport.base import Transport
 
 __all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "LOOP_BATCH", "AsyncFleet"]
@@ -110,7 +116,7 @@ __all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "LOOP_BATCH", "AsyncFl
 # Requests to memories.ai at once from the requests lane: starts wait on the network, not the CPU.
 DEFAULT_THREADS: Final = 16
 # Callbacks applied at once, as the webhook server's workers: a task's callbacks are serialized by
-# its lock, so more threads buy little.
+# its lock, so more threads buy little. One on a SqliteStore (see above).
 DEFAULT_CALLBACK_THREADS: Final = 8
 # Callbacks applied on the loop in a row, at most, when nothing of them can block (see above): the
 # loop serves nothing else meanwhile.
@@ -126,7 +132,8 @@ _Payload = bytes | str | Mapping[str, Any]
 class AsyncFleet:
     """``Fleet``'s API as coroutines: ``await start``, ``stop``, ``stop_all``, ``handle_callback``;
     ``async with run_timers()``. The arguments are ``Fleet``'s, plus the two lanes' thread counts
-    (see the module's docstring)."""
+    (``callback_threads``: DEFAULT_CALLBACK_THREADS, one on a ``SqliteStore``; see the module's
+    docstring)."""
 
     def __init__(
         self,
@@ -137,7 +144,7 @@ class AsyncFleet:
         store: Store | None = None,
         callback_urls: CallbackUrls | None = None,
         threads: int = DEFAULT_THREADS,
-        callback_threads: int = DEFAULT_CALLBACK_THREADS,
+        callback_threads: int | None = None,
     ) -> None:
         fleet = Fleet(transport, clock=clock, policy=policy, store=store, callback_urls=callback_urls)
         self._setup(fleet, threads, callback_threads, owned=True)
@@ -148,7 +155,7 @@ class AsyncFleet:
         fleet: Fleet,
         *,
         threads: int = DEFAULT_THREADS,
-        callback_threads: int = DEFAULT_CALLBACK_THREADS,
+        callback_threads: int | None = None,
     ) -> AsyncFleet:
         """An AsyncFleet in front of ``fleet``, which stays usable from threads as before (its
         hooks, its ``run_timers``). ``aclose`` leaves it open: it is the caller's."""
@@ -156,12 +163,14 @@ class AsyncFleet:
         made._setup(fleet, threads, callback_threads, owned=False)
         return made
 
-    def _setup(self, fleet: Fleet, threads: int, callback_threads: int, *, owned: bool) -> None:
+    def _setup(self, fleet: Fleet, threads: int, callback_threads: int | None, *, owned: bool) -> None:
         self._fleet = fleet
         self._owned = owned
         self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
+        if callback_threads is None:
+            callback_threads = 1 if isinstance(fleet.store, SqliteStore) else DEFAULT_CALLBACK_THREADS
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
         # Whether the store and the stops let callbacks be applied on the loop (the module's

@@ -27,7 +27,7 @@ from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
 from streamlife.sim import RealTime, SimMode, SimulatedService, serve_http
-from streamlife.store import MemoryStore, SqliteStore, Store, mask_store_url, pruning
+from streamlife.store import MemoryStore, Store, mask_store_url, pruning
 from streamlife.transport.http import DEFAULT_UNDERSTAND_URL, HttpTransport
 from streamlife.webhook import MAX_PREVIOUS_TOKENS, MIN_TOKEN_LENGTH, WebhookReceiver, serve_webhook
 
@@ -279,7 +279,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            front = WebhookReceiver(_async_front(fleet), token=token, previous_tokens=previous)
+            front = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=token, previous_tokens=previous)
             app = stack.enter_context(_ops_application(front, store, timers, fleet))
             running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
             url, port = running.url, int(sock.getsockname()[1])
@@ -315,18 +315,6 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             return EXIT_OK
         return _leave(fleet, store, shown, settings.stop_wait)
     raise AssertionError("unreachable")  # the block returns; mypy cannot tell that ExitStack raises
-
-
-def _async_front(fleet: Fleet) -> AsyncFleet:
-    """What the receiver awaits under uvicorn: an AsyncFleet, whose callbacks lane has one thread on
-    SQLite. One process writes the file one transaction at a time anyway (the store's lock), so more
-    threads only split the callbacks that queue up meanwhile (while a commit is under way, or while
-    another worker holds the file's write lock) into more, smaller commits, each waiting for its
-    turn at the lock. With one thread they wait together and share the next commit, and the loop
-    goes on reading requests while the thread waits for the disk or the lock (bench/RESULTS.md)."""
-    if isinstance(fleet.store, SqliteStore):
-        return AsyncFleet.from_fleet(fleet, callback_threads=1)
-    return AsyncFleet.from_fleet(fleet)
 
 
 @contextmanager

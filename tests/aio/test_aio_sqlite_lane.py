@@ -1,5 +1,5 @@
-"""What serve's receiver awaits under uvicorn: on SQLite, callbacks are applied off the loop by one
-thread, so that those that queue up while it writes share its next commit."""
+"""An AsyncFleet on SQLite applies callbacks off the loop in one thread unless told otherwise, so that
+those that queue up while it writes share its next commit. ``serve`` builds its receiver so."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlife import OutcomeKind
-from streamlife.cli.serve import _async_front
+from streamlife.aio import AsyncFleet
 from streamlife.store import SqliteStore
 from tests.aio.test_aio_on_loop import Watched, bodies, made
 
@@ -34,10 +34,10 @@ class Held(Watched):
         fleet.handle_callback, fleet.handle_callbacks = held(one), held(many)
 
 
-def test_serve_applies_sqlite_callbacks_off_the_loop_in_one_thread_that_batches(tmp_path: Path) -> None:
+def test_sqlite_callbacks_are_applied_off_the_loop_in_one_thread_that_batches(tmp_path: Path) -> None:
     fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), tasks=4)
     watched = Held(fleet)
-    front = _async_front(fleet)
+    front = AsyncFleet.from_fleet(fleet)
     first, rest = bodies(ids, 6)[:1], bodies(ids, 6)[1:]
 
     async def handed() -> tuple[list[Any], int]:
@@ -56,5 +56,25 @@ def test_serve_applies_sqlite_callbacks_off_the_loop_in_one_thread_that_batches(
     assert watched.batches == [1, 23]  # those that queued behind the first, in one commit
     for task in fleet.tasks():
         assert [segment.index for segment in task.transcript] == list(range(6))
+    front.close()
+    fleet.close()
+
+
+def test_callback_threads_given_on_sqlite_are_kept(tmp_path: Path) -> None:
+    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), tasks=4)
+    watched = Held(fleet)
+    front = AsyncFleet.from_fleet(fleet, callback_threads=4)
+
+    async def handed() -> list[Any]:
+        first = asyncio.ensure_future(front.handle_callback(bodies(ids, 3)[0]))
+        await asyncio.to_thread(watched.entered.wait, 10)
+        rest = [front.handle_callback(body) for body in bodies(ids, 3)[1:]]
+        outcomes = await asyncio.gather(*rest)  # applied by the other threads, the first held
+        watched.release.set()
+        return [await first, *outcomes]
+
+    outcomes = asyncio.run(handed())
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 12
+    assert len(set(watched.threads)) > 1
     front.close()
     fleet.close()
