@@ -351,9 +351,12 @@ class PostgresStore:
         long as the batch took (``_prune_pacing.ServerPacer``): other processes' writes, whose
         commits wait behind the prune's in the WAL, are held up by one short batch at most. A batch
         commits with ``synchronous_commit`` off (its transaction only): it does not hold on while
-        the disk takes its WAL, and a batch a server crash loses is deleted by the next prune. The dead
-        letters then go in such batches too, in id order, a letter weighing a page of body as an
-        entry; a letter another process holds (a purge) is left, as a task is."""
+        the disk takes its WAL, and a batch a server crash loses is deleted by the next prune. It
+        also has the server write back the pages it evicts as it goes (``backend_flush_after``, its
+        transaction only): they do not pile up in the kernel's cache and go to the disk in a burst
+        that other processes' commits wait behind. The dead letters then go in such batches too,
+        in id order, a letter weighing a page of body as an entry; a letter another process holds
+        (a purge) is left, as a task is."""
         cutoff = (prune_cutoff(before),) * 2
         what = "could not prune"
         if dry_run:
@@ -418,7 +421,11 @@ class PostgresStore:
                 # the server for its deletes only, not for a flush that every writer's commit waits
                 # behind anyway. A batch a crash loses is one the next prune deletes again; nothing
                 # else is written in this transaction.
-                conn.execute(_PRUNE_COMMIT)
+                # The pages the batch dirties and then evicts for the next ones (a prune reads more
+                # than the server's buffers hold) are written back as it goes, a few at a time: left
+                # to the kernel, they go in bursts of tens of megabytes, and a writer's commit,
+                # whose WAL flush queues behind such a burst on the disk, waits for all of it.
+                conn.execute(_PRUNE_SETTINGS)
                 weighed, more = step(conn, pacer, limit)
             held = pacer.timer() - began
             pacer.learn(weighed, held)
@@ -640,8 +647,11 @@ class _Txn:
 # the cutoff. An index on updated_at would cost every event's write: a row whose indexed column
 # changes is never updated in place.)
 _PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
-# A prune's batch commits without waiting for the disk (for its transaction only: see _in_batches).
-_PRUNE_COMMIT: Final = "SET LOCAL synchronous_commit = off"
+# A prune's batch, for its transaction only (see _in_batches): it commits without waiting for the
+# disk, and has the kernel write back the pages it evicts every 256 kB (32 pages), as it goes.
+_PRUNE_SETTINGS: Final = (
+    "SELECT set_config('synchronous_commit', 'off', true), set_config('backend_flush_after', '32', true)"
+)
 # The next dead letters kept before the cutoff, in id order from the last batch's, each with what it
 # weighs in journal entries: one for each page its body takes, as its deletion writes about as many.
 # SKIP LOCKED: a letter another process is purging is its to delete.

@@ -181,3 +181,27 @@ def test_a_prune_batch_commits_without_waiting_for_the_disk_and_the_session_keep
         after = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
     assert seen == ["off", "off"]
     assert after == ("on",)
+
+
+def test_a_prune_batch_writes_back_the_pages_it_evicts_as_it_goes_and_the_session_keeps_its_setting(
+    store: PostgresStore,
+) -> None:
+    """A prune reads more pages than the server's buffers hold, and writes out the ones it dirtied
+    to make room: left in the kernel's cache, they reach the disk in bursts that another process's
+    commit waits behind. Each batch has the server write them back as it goes (its transaction
+    only: the pooled connection's other work keeps the session's setting)."""
+    setting = "SELECT current_setting('backend_flush_after')"
+    seen: list[str] = []
+
+    def step(conn: psycopg.Connection[tuple[Any, ...]], pacer: Pacer, limit: int) -> tuple[int, bool]:
+        found = conn.execute(setting).fetchone()
+        assert found is not None
+        seen.append(str(found[0]))
+        return 1, len(seen) < 2
+
+    with store._pool.connection() as conn:
+        before = conn.execute(setting).fetchone()
+        store._in_batches(conn, step)
+        after = conn.execute(setting).fetchone()
+    assert seen == ["256kB", "256kB"]
+    assert after == before
