@@ -7,14 +7,15 @@ Retention: a store is filled with stopped tasks, each with journal entries carry
 arguments, and one running task that a writer moves on, one event at a time, while ``prune`` lets
 the stopped tasks go. The writer is a process of its own, as the other processes that write a store
 are: a thread of the pruning process would share its interpreter lock, and wait for it as no other
-process does. The writer's longest wait is the longest a batch held it
-up, as another process would see it; the references are one batch's share of the prune (its hold
-and the pause after it; the store's pacer counts the batches, which are sized by time) and the
-same writer's longest wait with no prune running, in the same run, for about as long as the prune
-takes. The goal is judged on what the prune adds to the writer's longest wait: a disk's slowest
-commit sets the writer's longest wait whether a prune runs or not, and a longest wait over more
-writes is longer by chance alone. The bytes each journal entry took on disk say how large a day's
-journal is (docs/scaling.md).
+process does. A PostgreSQL database is checkpointed once filled (``settle_postgres``), so that the
+writer alone and the prune both find its pages on disk. The writer's longest wait is the longest a
+batch held it up, as another process would see it; the references are one batch's share of the prune
+(its hold and the pause after it; the store's pacer counts the batches, which are sized by time) and
+the same writer's longest wait with no prune running, in the same run, for about as long as the
+prune takes. The goal is judged on what the prune adds to the writer's longest wait: a disk's
+slowest commit sets the writer's longest wait whether a prune runs or not, and a longest wait over
+more writes is longer by chance alone. The bytes each journal entry took on disk say how large a
+day's journal is (docs/scaling.md).
 
 Takeover: ``claim_due`` on a store of live tasks none of which is due, as every Fleet runs it four
 times per ``Policy.takeover_after``: its cost, against that interval.
@@ -170,6 +171,21 @@ def fill_postgres(dsn: str, stopped: int, entries: int, live: int) -> None:
         cur.execute("VACUUM ANALYZE streamlife_journal")  # fmt: skip
 
 
+def settle_postgres(dsn: str) -> None:
+    """Checkpoint the filled database: its pages on disk and the kernel's cache clean, as a real
+    prune finds the old tasks it deletes. Otherwise the kernel writes the fill's hundreds of
+    megabytes back while the writer writes, alone or beside the prune, in bursts that its commits
+    wait behind, wherever they happen to fall; and the prune, touching pages the last checkpoint
+    did not write, logs its changes without the page images that a real one logs."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege as error:
+            say(f"upkeep: PostgreSQL, not checkpointed after the fill ({error})")
+
+
 @contextmanager
 def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Opener, Callable[[], int]]]:
     """The pruner's store on one filled database, how the writer opens its own, and the size of its
@@ -180,6 +196,7 @@ def postgres_stores(config: UpkeepConfig) -> Iterator[tuple[Store, Opener, Calla
 
     with fresh_database(server_dsn()) as dsn:
         fill_postgres(dsn, config.stopped, config.entries, config.live)
+        settle_postgres(dsn)
 
         def size() -> int:
             with psycopg.connect(dsn) as conn:
