@@ -48,8 +48,10 @@ def until_signalled(stopping: threading.Event) -> Iterator[None]:
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         # Set from a thread of its own, started without a lock: the handler runs on the main thread
-        # between two of its bytecodes, which may be inside ``stopping.wait()`` with the Event's lock
-        # held, and ``set()`` there would wait for that lock for ever.
+        # between two of its bytecodes, which may be where the main thread holds the Event's lock
+        # (inside ``stopping.wait()``, or inside this handler's own ``set()`` when a second signal
+        # comes, as a worker gets one from its supervisor and one from its process group), and a
+        # ``set()`` there would wait for that lock for ever.
         try:
             _thread.start_new_thread(stopping.set, ())
         except RuntimeError:  # no thread to be had (at the system's limit): set it here
