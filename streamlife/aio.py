@@ -25,6 +25,8 @@ loop, in two lanes so that one never waits behind the other:
   that queue up meanwhile (while a commit is under way, or while another process holds the file's
   write lock) into more, smaller commits, each waiting for its turn at the lock. With one thread
   they wait together and share the next commit (the served rates: bench/RESULTS.md, ``server``).
+  A hook of the Fleet's own that blocks (its hooks run on the applying thread) then holds up
+  every callback of the process: give the lane more threads for such hooks.
 
   When applying a callback cannot block, ``handle_callback`` applies it on the loop instead, with
   the others of the same turn of the loop (one ``Fleet.handle_callbacks``, at most
