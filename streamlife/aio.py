@@ -26,7 +26,9 @@ loop, in two lanes so that one never waits behind the other:
   write lock) into more, smaller commits, each waiting for its turn at the lock. With one thread
   they wait together and share the next commit (the served rates: bench/RESULTS.md, ``server``).
   A hook of the Fleet's own that blocks (its hooks run on the applying thread) then holds up
-  every callback of the process: give the lane more threads for such hooks.
+  every callback of the process: give the lane more threads for such hooks. With
+  ``Policy.stop_concurrency`` 0, an inferred end's stop request goes out on the applying thread,
+  so the lane keeps its DEFAULT_CALLBACK_THREADS there.
 
   When applying a callback cannot block, ``handle_callback`` applies it on the loop instead, with
   the others of the same turn of the loop (one ``Fleet.handle_callbacks``, at most
@@ -171,8 +173,9 @@ class AsyncFleet:
         self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
-        if callback_threads is None:
-            callback_threads = 1 if isinstance(fleet.store, SqliteStore) else DEFAULT_CALLBACK_THREADS
+        if callback_threads is None:  # (one on SQLite, unless an inferred end's stop goes out inline)
+            one = isinstance(fleet.store, SqliteStore) and fleet.policy.stop_concurrency >= 1
+            callback_threads = 1 if one else DEFAULT_CALLBACK_THREADS
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
         # Whether the store and the stops let callbacks be applied on the loop (the module's

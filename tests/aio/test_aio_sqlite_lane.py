@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from streamlife import OutcomeKind
+from streamlife import OutcomeKind, Policy
 from streamlife.aio import AsyncFleet
 from streamlife.store import SqliteStore
 from tests.aio.test_aio_on_loop import Watched, bodies, made
@@ -70,6 +70,27 @@ def test_callback_threads_given_on_sqlite_are_kept(tmp_path: Path) -> None:
         await asyncio.to_thread(watched.entered.wait, 10)
         rest = [front.handle_callback(body) for body in bodies(ids, 3)[1:]]
         outcomes = await asyncio.gather(*rest)  # applied by the other threads, the first held
+        watched.release.set()
+        return [await first, *outcomes]
+
+    outcomes = asyncio.run(handed())
+    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 12
+    assert len(set(watched.threads)) > 1
+    front.close()
+    fleet.close()
+
+
+def test_sqlite_keeps_more_threads_where_an_inferred_end_s_stop_goes_out_inline(tmp_path: Path) -> None:
+    """With ``stop_concurrency=0`` a stop request goes out on the thread applying its callback: one
+    thread would hold every other callback of the process up for the request's time."""
+    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), policy=Policy(stop_concurrency=0), tasks=4)
+    watched = Held(fleet)
+    front = AsyncFleet.from_fleet(fleet)
+
+    async def handed() -> list[Any]:
+        first = asyncio.ensure_future(front.handle_callback(bodies(ids, 3)[0]))
+        await asyncio.to_thread(watched.entered.wait, 10)
+        outcomes = await asyncio.gather(*(front.handle_callback(body) for body in bodies(ids, 3)[1:]))
         watched.release.set()
         return [await first, *outcomes]
 
