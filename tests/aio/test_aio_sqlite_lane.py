@@ -60,32 +60,9 @@ def test_sqlite_callbacks_are_applied_off_the_loop_in_one_thread_that_batches(tm
     fleet.close()
 
 
-def test_callback_threads_given_on_sqlite_are_kept(tmp_path: Path) -> None:
-    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), tasks=4)
-    watched = Held(fleet)
-    front = AsyncFleet.from_fleet(fleet, callback_threads=4)
-
-    async def handed() -> list[Any]:
-        first = asyncio.ensure_future(front.handle_callback(bodies(ids, 3)[0]))
-        await asyncio.to_thread(watched.entered.wait, 10)
-        rest = [front.handle_callback(body) for body in bodies(ids, 3)[1:]]
-        outcomes = await asyncio.gather(*rest)  # applied by the other threads, the first held
-        watched.release.set()
-        return [await first, *outcomes]
-
-    outcomes = asyncio.run(handed())
-    assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 12
-    assert len(set(watched.threads)) > 1
-    front.close()
-    fleet.close()
-
-
-def test_sqlite_keeps_more_threads_where_an_inferred_end_s_stop_goes_out_inline(tmp_path: Path) -> None:
-    """With ``stop_concurrency=0`` a stop request goes out on the thread applying its callback: one
-    thread would hold every other callback of the process up for the request's time."""
-    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), policy=Policy(stop_concurrency=0), tasks=4)
-    watched = Held(fleet)
-    front = AsyncFleet.from_fleet(fleet)
+def applied_by_others_while_the_first_is_held(front: AsyncFleet, watched: Held, ids: list[str]) -> None:
+    """The first of 12 callbacks held in its thread; the other 11 must be applied meanwhile, by other
+    threads of the lane, or this waits for ever (until ``release`` gives up)."""
 
     async def handed() -> list[Any]:
         first = asyncio.ensure_future(front.handle_callback(bodies(ids, 3)[0]))
@@ -97,5 +74,23 @@ def test_sqlite_keeps_more_threads_where_an_inferred_end_s_stop_goes_out_inline(
     outcomes = asyncio.run(handed())
     assert [outcome.kind for outcome in outcomes] == [OutcomeKind.APPLIED] * 12
     assert len(set(watched.threads)) > 1
+
+
+def test_callback_threads_given_on_sqlite_are_kept(tmp_path: Path) -> None:
+    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), tasks=4)
+    watched = Held(fleet)
+    front = AsyncFleet.from_fleet(fleet, callback_threads=4)
+    applied_by_others_while_the_first_is_held(front, watched, ids)
+    front.close()
+    fleet.close()
+
+
+def test_sqlite_keeps_more_threads_where_an_inferred_end_s_stop_goes_out_inline(tmp_path: Path) -> None:
+    """With ``stop_concurrency=0`` a stop request goes out on the thread applying its callback: one
+    thread would hold every other callback of the process up for the request's time."""
+    fleet, ids = made(SqliteStore(str(tmp_path / "tasks.db")), policy=Policy(stop_concurrency=0), tasks=4)
+    watched = Held(fleet)
+    front = AsyncFleet.from_fleet(fleet)
+    applied_by_others_while_the_first_is_held(front, watched, ids)
     front.close()
     fleet.close()
