@@ -173,15 +173,17 @@ class AsyncFleet:
         self._closed = False
         # (Each answer handed back at once: a thread's next call may wait long on the network.)
         self._requests = Handoff(threads, "streamlife-aio-requests", batch=1)
-        if callback_threads is None:  # (one on SQLite, unless an inferred end's stop goes out inline)
-            one = isinstance(fleet.store, SqliteStore) and fleet.policy.stop_concurrency >= 1
+        # Whether applying a callback never sends a request itself: an inferred end's stop goes to
+        # the Fleet's stop workers. (A Fleet's store and policy are its parts' from the start.)
+        stops_aside = fleet.policy.stop_concurrency >= 1
+        if callback_threads is None:  # (one on SQLite where nothing of applying waits on the network)
+            one = isinstance(fleet.store, SqliteStore) and stops_aside
             callback_threads = 1 if one else DEFAULT_CALLBACK_THREADS
         self._callbacks = Handoff(callback_threads, "streamlife-aio-callbacks")
         self._many = functools.partial(_apply_many, fleet)  # one object: calls grouped by it
         # Whether the store and the stops let callbacks be applied on the loop (the module's
-        # docstring says when; a Fleet's store and policy are its parts' from the start): what
-        # ``_may_apply_on_loop`` need not ask again.
-        self._loop_safe = type(fleet.store) is MemoryStore and fleet.policy.stop_concurrency >= 1
+        # docstring says when): what ``_may_apply_on_loop`` need not ask again.
+        self._loop_safe = type(fleet.store) is MemoryStore and stops_aside
         self._handed_this_turn = False  # a callback was applied on the loop in this turn already
         # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
         self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
