@@ -25,9 +25,9 @@ cannot be written is a ``StoreError`` (``to_json``). A body refused is still kep
 
 The standard library decides what JSON is, and says why when a text is not. orjson, which is
 faster, does the work where its result is sure to be the same: it reads a body of bytes
-(``_fast_json``), and writes a value with no ``null`` in it (``to_json``). Property tests hold
-each pair to the same result; bench/RESULTS.md shows what each costs a callback. Read stored text
-back with ``json.loads``, which reads both writings exactly.
+(``_fast_json``) and a store's text (``read_stored``), and writes a value with no ``null`` in it
+(``to_json``). Property tests hold each pair to the same result; bench/RESULTS.md shows what each
+costs a callback.
 """
 
 from __future__ import annotations
@@ -108,22 +108,46 @@ def _fast_json(body: bytes) -> dict[str, Any] | None:
     standard library takes (a byte order mark, an escaped lone surrogate), and then the standard
     library decides, refusal message included. But it reads an integer beyond 64 bits as a float,
     and the shortest such integer has 19 digits (-9223372036854775809); a run inside a string sends
-    the body the slow way too, harmlessly. (Found by mapping every digit to 0 and looking for
-    nineteen, which is cheaper than a regular expression.) And it takes nesting 1,024 deep, where
-    the standard library runs out of stack at about 1,000 (less on a deep stack): a body that could
-    nest so deep goes the standard way. (Counting brackets would add much to orjson's reading of a
+    the body the slow way too, harmlessly. And it takes nesting 1,024 deep, where the standard
+    library runs out of stack at about 1,000 (less on a deep stack): a body that could nest so deep
+    goes the standard way. (Counting brackets would add much to orjson's reading of a
     callback, so a short body, which cannot nest so deep, is not counted: a level takes two bytes.)
     Property tests hold both readings to the same result.
     """
     if len(body) >= 2 * DEEP and body.count(b"[") + body.count(b"{") >= DEEP:
         return None
-    if body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) != -1:  # (``find``, not ``in``: see _NULL)
+    if _long_number_in(body):
         return None
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     return value if type(value) is dict else None
+
+
+def read_stored(text: str) -> Any:
+    """JSON text a store kept (``to_json``'s, or ``standard_json``'s) read back as ``json.loads``
+    reads it. orjson reads it, faster, unless it holds a run of 19 digits (see ``_fast_json``) or
+    orjson refuses it (a lone surrogate, NaN: the standard library's writing). Catching up with
+    another process's events reads every entry it journaled: this is on a shared store's hot
+    path. (orjson also reads nesting deeper than the standard library's stack allows, which no
+    stored text has: a callback nests at most ``DEEP`` levels.)"""
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return json.loads(text)
+    if not _long_number_in(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+def _long_number_in(body: bytes) -> bool:
+    """Whether ``body`` has a run of 19 digits: the shortest integer beyond orjson's 64 bits. (Every
+    digit mapped to 0, then ``find``: cheaper than a regular expression, and than ``in``, see _NULL.)"""
+    return body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) != -1
 
 
 def _json(text: str) -> Any:

@@ -2,16 +2,15 @@
 
 Both keep the same columns, and a mapping (a row's facts, an entry's arguments, a parked payload) as
 JSON text (``json_text``). Both hand the text back as it was written, and it is read here, with
-``json.loads``: so SQLite and PostgreSQL read back the same values.
+``read_stored``: so SQLite and PostgreSQL read back the same values.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from streamlife._jsontext import to_json
+from streamlife._jsontext import read_stored, to_json
 from streamlife.lifecycle import TERMINAL
 
 from .base import DeadLetter, JournalEntry, ParkedCallback, StoreError, TaskRow
@@ -67,19 +66,19 @@ def entry_values(key: str, entries: Sequence[JournalEntry]) -> list[tuple[Any, .
 
 def row_from(values: Sequence[Any]) -> TaskRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = values
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, read_stored(facts))
 
 
 def entry_from(values: Sequence[Any]) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = values
     return JournalEntry(
-        version, at, trigger, from_state, to_state, None if args is None else json.loads(args)
+        version, at, trigger, from_state, to_state, None if args is None else read_stored(args)
     )
 
 
 def parked_from(values: Sequence[Any]) -> ParkedCallback:
     seq, task_id, at, payload = values
-    return ParkedCallback(seq, task_id, at, json.loads(payload))
+    return ParkedCallback(seq, task_id, at, read_stored(payload))
 
 
 def letter_from(values: Sequence[Any]) -> DeadLetter:

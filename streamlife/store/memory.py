@@ -17,14 +17,13 @@ tuple of its fields, cut to the caps as the durable stores cut it (``dead_letter
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeAlias
 
 from streamlife._events import StreamKind
-from streamlife._jsontext import to_json
+from streamlife._jsontext import read_stored, to_json
 from streamlife.lifecycle import TERMINAL, TaskState
 
 from .base import (
@@ -198,7 +197,7 @@ class MemoryStore:
                 kept = list(self._parked.values())
             else:
                 kept = [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
-        return [ParkedCallback(seq, on, at, json.loads(payload)) for seq, on, at, payload in kept]
+        return [ParkedCallback(seq, on, at, read_stored(payload)) for seq, on, at, payload in kept]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept_reason, kept_field, size, kept_body = dead_letter_fields(reason, field, body)
@@ -411,7 +410,7 @@ def _kept_entry(entry: JournalEntry) -> _KeptEntry:
 
 def _entry(kept: _KeptEntry) -> JournalEntry:
     version, at, trigger, from_state, to_state, args = kept
-    loaded = None if args is None else json.loads(args)
+    loaded = None if args is None else read_stored(args)
     return JournalEntry(version, at, trigger, from_state, to_state, loaded)
 
 
@@ -424,4 +423,4 @@ def _kept_row(row: TaskRow) -> _KeptRow:
 
 def _row(kept: _KeptRow) -> TaskRow:
     key, kind, task_id, state, version, created_at, updated_at, facts = kept
-    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, json.loads(facts))
+    return TaskRow(key, kind, task_id, state, version, created_at, updated_at, read_stored(facts))

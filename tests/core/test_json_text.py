@@ -3,7 +3,8 @@
 ``to_json`` writes with orjson where that is sure to be what the standard encoder writes, and
 hands the rest to the standard encoder (``standard_json``). Whatever the value, both must give text
 that ``json.loads`` reads back to one value (compared by repr: type, -0.0 and key order included),
-or both refuse it with StoreError.
+or both refuse it with StoreError. ``read_stored``, which reads it back faster where it can, reads
+each text as ``json.loads`` does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamlife._jsontext import standard_json, to_json
+from streamlife._jsontext import read_stored, standard_json, to_json
 from streamlife.store.base import StoreError
 
 
@@ -126,6 +127,30 @@ def test_orjson_and_the_standard_encoder_read_back_alike(value: dict[Any, Any]) 
 @given(objects(ORJSON_WRITES, st.text(st.characters(exclude_categories=["Cs"]))))
 def test_what_orjson_writes_reads_back_as_the_standard_encoders_text(value: dict[Any, Any]) -> None:
     assert read_back(to_json, value) == read_back(standard_json, value)
+
+
+@given(OBJECTS)
+def test_a_stored_text_reads_back_as_json_loads_reads_it(value: dict[Any, Any]) -> None:
+    for write in (to_json, standard_json):
+        try:
+            text = write(value)
+        except StoreError:
+            continue
+        assert repr(read_stored(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"big": 18446744073709551616}',  # beyond orjson's 64 bits: a float there
+        '{"small": -9223372036854775809}',
+        '{"lone": "\\ud800"}',  # an escaped lone surrogate, which orjson refuses
+        '{"nan": NaN, "inf": -Infinity}',  # the standard library's own constants
+        '{"deep": ' + "[" * 500 + "]" * 500 + "}",
+    ],
+)
+def test_what_orjson_reads_otherwise_is_read_as_json_loads_reads_it(text: str) -> None:
+    assert repr(read_stored(text)) == repr(json.loads(text))
 
 
 @pytest.mark.parametrize(
