@@ -38,6 +38,7 @@ from . import (
     postgres,
     profiling,
     server_ingest,
+    shared,
     upkeep,
 )
 from .common import Section, configure_logging, gc_settled
@@ -51,6 +52,7 @@ BENCHMARKS: dict[str, tuple[Callable[[Any], Section], object, object]] = {
     "profile": (profiling.run, profiling.FULL, profiling.QUICK),
     "instructions": (instructions.run, instructions.FULL, instructions.QUICK),
     "ingest": (ingest.run, ingest.FULL, ingest.QUICK),
+    "shared": (shared.run, shared.FULL, shared.QUICK),
     "http": (http_ingest.run, http_ingest.FULL, http_ingest.QUICK),
     "server": (server_ingest.run, server_ingest.FULL, server_ingest.QUICK),
     "aio": (aio_lag.run, aio_lag.FULL, aio_lag.QUICK),
