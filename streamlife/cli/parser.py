@@ -219,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a memory: store, how long to wait at exit for the stopped tasks to end (default: 30)",
     )
     serve.add_argument(
+        "--join",
+        action="store_true",
+        help="other processes serve the same store (sqlite or postgres): take no task back at start;"
+        " hold each task once its callbacks reach this process, and take over what the others leave"
+        " overdue, as the second and later --workers do (default: take every unfinished task back)",
+    )
+    serve.add_argument(
         "--retention",
         metavar="DURATION",
         type=duration,

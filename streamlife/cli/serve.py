@@ -58,6 +58,7 @@ class ServeSettings:
     api_url: str
     understand_url: str  # Live Video Understanding's host (with sim, its simulator's instead)
     retention: float | None
+    join: bool  # take no task back at start: other processes serve the store too
     stop_wait: float
     sim: bool
     sim_port: int
@@ -122,6 +123,11 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     previous_tokens = _previous_tokens()
     key = sim_key() if args.sim else api_key()
     kind, _ = check_store_url(args.store)
+    if args.join and kind == "memory":
+        raise Usage(
+            "--join: a memory: store is one process's alone, so no other process serves it; share"
+            " sqlite:PATH or postgres:DSN"
+        )
     uvicorn_settings = _server_settings(args, kind)
     return ServeSettings(
         store=args.store,
@@ -132,6 +138,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         api_url=args.api_url,
         understand_url=args.understand_url or DEFAULT_UNDERSTAND_URL,
         retention=args.retention,
+        join=args.join,
         stop_wait=args.stop_wait,
         sim=args.sim,
         sim_port=args.sim_port,
@@ -249,8 +256,10 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             Fleet(transport, store=store, policy=Policy(retention=settings.retention))
         )
         # One worker takes the store's tasks back; the others take over only what is left overdue
-        # (``Policy.takeover_after``), so each task's timers run in one process, not in all.
-        recovered = fleet.recover() if index == 0 else []
+        # (``Policy.takeover_after``), so each task's timers run in one process, not in all. A
+        # process told to join others takes nothing back either.
+        takes_back = index == 0 and not settings.join
+        recovered = fleet.recover() if takes_back else []
         if fleet.policy.retention is not None and index == 0:  # one pruner is enough
             stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         timers = stack.enter_context(TimerLoop(fleet))
@@ -303,7 +312,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served}; "
             + (
                 f"recovered {plural(len(recovered), 'task')} from {shown}"
-                if index == 0
+                if takes_back
                 else f"taking over what another process leaves overdue in {shown}"
             ),
             file=sys.stderr,

@@ -331,6 +331,25 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
     assert applied == {(task_id, index): 1 for task_id in task_ids for index in range(5)}
 
 
+def test_a_joining_process_takes_no_task_back_and_applies_what_reaches_it(tmp_path: Path) -> None:
+    """With --join, serve leaves the store's tasks where they are at start (another process serves
+    them too, or will): it holds a task once its callback reaches it, and applies that callback."""
+    store_url = f"sqlite:{tmp_path / 'tasks.db'}"
+    task_ids = running_tasks(store_url, 3)
+    with serving("--store", store_url, "--join", cwd=tmp_path) as server:
+        server.wait_for(r"webhooks at .*/<token hidden>.*; taking over what another process leaves overdue")
+        status, body = server.post(segment_callback(task_ids[0], 0))
+        assert (status, body["outcome"]) == (200, "applied")
+        assert server.terminate() == 0, server.output()
+    assert "recovered" not in server.output()
+    store = open_store(store_url)
+    try:
+        applied = segments_applied(store)
+    finally:
+        store.close()
+    assert applied == {(task_ids[0], 0): 1}
+
+
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     with serving("--store", f"sqlite:{tmp_path / 'tasks.db'}", "--workers", "2", cwd=tmp_path) as server:
         for worker in (0, 1):
@@ -354,6 +373,7 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         (("--server", "uvicorn", "--max-connections", "9"), "--max-connections: only with --server builtin"),
         (("--server", "uvicorn", "--limit-concurrency", "0"), "--limit-concurrency"),
         (("--server", "gunicorn"), "--server"),
+        (("--join", "--store", "memory:"), "--join: a memory: store is one process's alone"),
     ],
 )
 def test_options_that_do_not_go_together_are_bad_usage(
