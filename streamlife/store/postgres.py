@@ -417,15 +417,7 @@ class PostgresStore:
             began = pacer.timer()
             limit = min(PRUNE_BATCH, pacer.budget)  # (a row weighs one entry at least)
             with conn.transaction():
-                # The commit does not wait for the WAL to reach the disk: a batch holds its rows and
-                # the server for its deletes only, not for a flush that every writer's commit waits
-                # behind anyway. A batch a crash loses is one the next prune deletes again; nothing
-                # else is written in this transaction.
-                # The pages the batch dirties and then evicts for the next ones (a prune reads more
-                # than the server's buffers hold) are written back as it goes, a few at a time: left
-                # to the kernel, they go in bursts of tens of megabytes, and a writer's commit,
-                # whose WAL flush queues behind such a burst on the disk, waits for all of it.
-                conn.execute(_PRUNE_SETTINGS)
+                conn.execute(_PRUNE_SETTINGS)  # (its transaction only: nothing else is written in it)
                 weighed, more = step(conn, pacer, limit)
             held = pacer.timer() - began
             pacer.learn(weighed, held)
@@ -647,8 +639,14 @@ class _Txn:
 # the cutoff. An index on updated_at would cost every event's write: a row whose indexed column
 # changes is never updated in place.)
 _PRUNABLE: Final = "FROM streamlife_tasks WHERE terminal AND created_at < %s AND updated_at < %s"
-# A prune's batch, for its transaction only (see _in_batches): it commits without waiting for the
-# disk, and has the kernel write back the pages it evicts every 256 kB (32 pages), as it goes.
+# A prune's batch, for its transaction only (_in_batches sets them):
+# - its commit does not wait for the WAL to reach the disk: a batch holds its rows and the server for
+#   its deletes only, not for a flush that every writer's commit waits behind anyway; a batch a crash
+#   loses is one the next prune deletes again;
+# - the pages it dirties and then evicts for the next ones (a prune reads more than the server's
+#   buffers hold) are written back as it goes, every 256 kB (32 pages): left to the kernel, they go in
+#   bursts of tens of megabytes, and a writer's commit, whose WAL flush queues behind such a burst on
+#   the disk, waits for all of it.
 _PRUNE_SETTINGS: Final = (
     "SELECT set_config('synchronous_commit', 'off', true), set_config('backend_flush_after', '32', true)"
 )
