@@ -117,9 +117,13 @@ def main() -> int:
         args.ids_file.write_text("\n".join(live.task_ids))
         store, fleet = live.fleet.store, live.fleet
         with TimerLoop(fleet) as timers:
-            receiver = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=TOKEN)  # as serve builds it
-            with _ops_application(receiver, store, timers, fleet) as app:
-                _until_stopped(app, sock, args.port_file)
+            front = AsyncFleet.from_fleet(fleet)
+            receiver = WebhookReceiver(front, token=TOKEN)  # as serve builds it
+            try:
+                with _ops_application(receiver, store, timers, fleet) as app:
+                    _until_stopped(app, sock, args.port_file)
+            finally:
+                front.close()
     finally:
         live.close()
     return 0

@@ -151,6 +151,7 @@ class ParkingFullError(StreamlifeError):
 
     def __init__(self, task_id: str, limit: str) -> None:
         self.task_id = task_id
+        self.limit = limit
         super().__init__(f"no room to park a callback for an unknown task_id ({limit})")
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from streamlife._clock import ManualClock
@@ -20,6 +22,7 @@ from streamlife._metrics import SYNC_EVERY, Metrics, Source
 from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
+from streamlife._relay import RelayOwner, RelaySink
 from streamlife._repeating import repeating
 from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
@@ -73,6 +76,9 @@ class ServeSettings:
     token: str = field(repr=False)
     key: str = field(repr=False)
     previous_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Workers on one SQLite file: the Unix socket where worker 0 takes the others' callbacks
+    # (``streamlife._relay``); None: each worker applies what it receives.
+    relay: str | None = None
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -85,7 +91,11 @@ def run_serve(args: argparse.Namespace) -> int:
     sock = production.bind(settings.host, settings.port)
     limit = production.raise_descriptor_limit()
     stopping = threading.Event()
-    with until_signalled(stopping):
+    with until_signalled(stopping), ExitStack() as stack:
+        if check_store_url(settings.store)[0] == "sqlite":  # one writer at a time: one applies all
+            directory = tempfile.mkdtemp(prefix="streamlife-relay-")  # (this user's alone)
+            stack.callback(shutil.rmtree, directory, ignore_errors=True)
+            settings = replace(settings, relay=os.path.join(directory, "relay.sock"))
         print(
             f"streamlife serve: webhooks at {production.url_of(sock)}/<token hidden>; uvicorn,"
             f" {settings.workers} workers on {mask_store_url(settings.store)}; descriptor limit {limit}",
@@ -228,6 +238,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     with ExitStack() as stack:
         # First: a signal that comes while the tasks are taken back ends serve once it has started.
         stack.enter_context(until_signalled(stopping))
+        relaying = ""  # what this worker does with the others' callbacks, or they with its own
         store = open_url(settings.store)
         stack.callback(store.close)
         service = None
@@ -288,9 +299,21 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            front = WebhookReceiver(AsyncFleet.from_fleet(fleet), token=token, previous_tokens=previous)
-            app = stack.enter_context(_ops_application(front, store, timers, fleet))
-            running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
+            local = AsyncFleet.from_fleet(fleet)
+            stack.callback(local.close)  # (after uvicorn's loop has ended)
+            sink: AsyncFleet | RelaySink = local
+            owner = None
+            if settings.relay is not None and index == 0:
+                owner = RelayOwner(settings.relay, local.handle_callback)
+                relaying = "; applying the other workers' callbacks"
+            elif settings.relay is not None:
+                sink = RelaySink(settings.relay, local)
+                relaying = "; passing its callbacks to worker 0"
+            front = WebhookReceiver(sink, token=token, previous_tokens=previous)
+            app = stack.enter_context(_ops_application(front, store, timers, fleet, owner))
+            running = stack.enter_context(
+                production.serving(app, sock, settings.uvicorn, lifespan=owner is not None)
+            )
             url, port = running.url, int(sock.getsockname()[1])
         if service is not None:
             # The simulator's webhook is this receiver; understand results go to each start's callback.
@@ -314,7 +337,8 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 f"recovered {plural(len(recovered), 'task')} from {shown}"
                 if takes_back
                 else f"taking over what another process leaves overdue in {shown}"
-            ),
+            )
+            + relaying,
             file=sys.stderr,
             flush=True,
         )
@@ -328,18 +352,17 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
 
 @contextmanager
 def _ops_application(
-    receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet
+    receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet, owner: RelayOwner | None = None
 ) -> Iterator[OpsApplication]:
-    """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra)."""
+    """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra), and the
+    relay's owner on its loop."""
     with ExitStack() as stack:
         metrics = None
         if metrics_available():
             metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
             stack.enter_context(repeating(metrics.sync, SYNC_EVERY, "streamlife-metrics"))
-        app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
+        app = OpsApplication(receiver.asgi, Health(store, timers), metrics, owner)
         stack.callback(app.close)
-        if isinstance(receiver.fleet, AsyncFleet):
-            stack.callback(receiver.fleet.close)  # (after uvicorn's loop has ended)
         yield app
 
 

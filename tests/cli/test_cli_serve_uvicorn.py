@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from streamlife import Fleet, ManualClock, Policy
+from streamlife.cli import production
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
 from streamlife.store import Store, open_store
@@ -309,11 +310,15 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
         assert all(status == 200 for status, _ in answers), answers
         outcomes = Counter(body["outcome"] for _, body in answers)
         assert outcomes == {"applied": len(callbacks), "duplicate": len(callbacks)}
-        # The counters of both workers, added up by whichever answers the scrape (each syncs every second).
+        # The counters of both workers, added up by whichever answers the scrape (each syncs every
+        # second, on its own: on SQLite worker 0 applies every callback, and each worker counts the
+        # requests it answered).
         give_up_at = time.monotonic() + 30
         while True:
             text = server.request("GET", "/metrics")[1].decode()
-            if metric(text, 'streamlife_callbacks_total{outcome="applied"}') == len(callbacks):
+            if metric(text, 'streamlife_callbacks_total{outcome="applied"}') == len(callbacks) and (
+                metric(text, "streamlife_ingest_seconds_count") == 2 * len(callbacks)
+            ):
                 break
             assert time.monotonic() < give_up_at, text
             time.sleep(0.2)
@@ -329,6 +334,75 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
     finally:
         store.close()
     assert applied == {(task_id, index): 1 for task_id in task_ids for index in range(5)}
+
+
+def test_workers_on_one_sqlite_file_apply_every_callback_in_worker_0(tmp_path: Path) -> None:
+    """On SQLite the other workers pass their callbacks to worker 0: one copy of each task applies
+    them all, so no copy is ever behind and none replays what another applied."""
+    url = f"sqlite:{tmp_path / 'tasks.db'}"
+    task_ids = running_tasks(url, 4)
+    callbacks = [segment_callback(task_id, index) for index in range(10) for task_id in task_ids]
+    with serving("--store", url, "--workers", "2", cwd=tmp_path, log_level="debug") as server:
+        for worker in (0, 1):
+            server.wait_for(rf"worker {worker}: webhooks at")
+        with ThreadPoolExecutor(8) as pool:  # a connection each: the kernel hands them to both
+            answers = list(pool.map(server.post, callbacks))
+        assert answers == [(200, {"outcome": "applied"})] * len(callbacks)
+        assert server.terminate() == 0, server.output()
+    assert "streamlife.caught_up" not in server.output()
+    store = open_store(url)
+    try:
+        assert segments_applied(store) == {(task_id, index): 1 for task_id in task_ids for index in range(10)}
+    finally:
+        store.close()
+
+
+def test_callbacks_are_applied_while_worker_0_is_dead_and_after_it_is_back(tmp_path: Path) -> None:
+    """Worker 0 killed (SIGKILL): the other worker applies the callbacks itself until worker 0 is
+    started again, then passes them to it; each is applied once."""
+    url = f"sqlite:{tmp_path / 'tasks.db'}"
+    task_ids = running_tasks(url, 2)
+    with serving("--store", url, "--workers", "2", cwd=tmp_path) as server:
+        for worker in (0, 1):
+            server.wait_for(rf"worker {worker}: webhooks at")
+        owner = relay_owner(server.process.pid)
+        outcomes = [server.post(segment_callback(task_ids[0], 0))]
+        # A worker that dies within STEADY_AFTER of its start is not started again.
+        time.sleep(production.STEADY_AFTER + 0.5)
+        os.kill(owner, signal.SIGKILL)
+        outcomes += [server.post(segment_callback(task_id, 1)) for task_id in task_ids]
+        server.wait_for(rf"worker 0 \(pid {owner}\) ended with -9; starting it again")
+        server.wait_for(r"worker 0: webhooks at .* recovered 2 tasks")
+        assert relay_owner(server.process.pid) != owner
+        outcomes += [server.post(segment_callback(task_id, 2)) for task_id in task_ids]
+        assert outcomes == [(200, {"outcome": "applied"})] * 5
+        assert server.terminate() == 0, server.output()
+    store = open_store(url)
+    try:
+        applied = segments_applied(store)
+    finally:
+        store.close()
+    assert applied == {(task_ids[0], 0): 1, **{(task_id, n): 1 for task_id in task_ids for n in (1, 2)}}
+
+
+def relay_owner(supervisor: int) -> int:
+    """The pid of serve's worker that listens on the relay's Unix socket (worker 0)."""
+    give_up_at = time.monotonic() + 30
+    while time.monotonic() < give_up_at:
+        listening = set()
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            # (flags 00010000: listening; the socket's path is the last field)
+            if len(fields) == 8 and fields[3] == "00010000" and fields[7].endswith("/relay.sock"):
+                listening.add(fields[6])
+        for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{child}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{child}/fd/{fd}")[8:-1] in listening:
+                            return int(child)
+        time.sleep(0.1)
+    raise AssertionError("no worker listens on the relay's socket")
 
 
 def test_a_joining_process_takes_no_task_back_and_applies_what_reaches_it(tmp_path: Path) -> None:

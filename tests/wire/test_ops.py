@@ -115,3 +115,53 @@ def test_the_masked_path_never_holds_its_last_segment(head: list[str], last: str
     assert shown.endswith(MASK)
     assert shown.rpartition("/")[2] == MASK
     assert shown.count("/") == path.rstrip("/").count("/")
+
+
+class Beside:
+    """What runs on the server's loop beside the application (the relay's owner)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.said: list[str] = []
+
+    async def start(self) -> None:
+        self.said.append("start")
+        if self.fails:
+            raise OSError("address in use")
+
+    async def stop(self) -> None:
+        self.said.append("stop")
+
+
+def lifespan(app: OpsApplication, messages: list[str]) -> list[MutableMapping[str, Any]]:
+    """ASGI's lifespan messages sent to ``app``; what it answered."""
+    sent: list[MutableMapping[str, Any]] = []
+    queue = [{"type": message} for message in messages]
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return sent
+
+
+def test_what_runs_beside_starts_with_the_server_and_stops_after_it() -> None:
+    store = MemoryStore()
+    fleet = Fleet(SimTransport(SimulatedService()), store=store)
+    with TimerLoop(fleet) as timers:
+        beside = Beside()
+        app = OpsApplication(WebhookReceiver(fleet, token=TOKEN).asgi, Health(store, timers), None, beside)
+        answers = lifespan(app, ["lifespan.startup", "lifespan.shutdown"])
+        said = [answer["type"] for answer in answers]
+        assert said == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert beside.said == ["start", "stop"]
+        failing = Beside(fails=True)
+        app = OpsApplication(WebhookReceiver(fleet, token=TOKEN).asgi, Health(store, timers), None, failing)
+        # The server is told, and does not start (uvicorn exits: serve's worker ends, and says why).
+        assert lifespan(app, ["lifespan.startup"]) == [
+            {"type": "lifespan.startup.failed", "message": "address in use"}
+        ]
+        assert failing.said == ["start"]

@@ -1,0 +1,320 @@
+"""Relay: the workers of ``serve --workers N`` on one SQLite file hand the callbacks they receive
+to one of them (the owner, worker 0), which applies them all.
+
+Why: SQLite lets one process write at a time, so workers that each apply what they receive take
+turns at one lock, each with a share of the load (a smaller batch per commit, more commits), and a
+task's callbacks reach its copy in every worker in turn: each replays what the others journaled
+before it applies its own (docs/scaling.md). Through the owner, every callback goes to one Fleet
+and one lane: one copy of each task, never behind, and batches as large as the whole load makes
+them. The other workers parse HTTP, check the token, and pass the callback on over a Unix socket.
+
+Nothing rests on the relay for its correctness: every worker's Fleet can apply any callback
+through the shared store. A worker that cannot reach the owner (not started yet, starting again,
+gone) applies the callback itself, and tries the owner again after ``RECONNECT`` seconds. A
+callback whose answer was lost with its connection is applied again by the worker that received
+it: if the owner had journaled it, the replay of the owner's entries makes it a duplicate.
+
+Frames, each way, on one connection per worker: a header (``!IIH``: the length of what follows the
+header, a sequence number, the key's length) then the key (a task's own URL's, UTF-8; empty for
+none) then the body, as received. The answer: ``!IIB`` (the length after the header, the sequence
+number it answers, what it holds) then JSON: an outcome (``[kind, reason]``) or the error the owner
+raised (``CallbackError``, ``MisroutedCallbackError``, ``StoreError``, ``ParkingFullError``: the
+receiver answers each as it would have here; anything else, a 500).
+
+The socket lives in a directory only this user may enter (``tempfile.mkdtemp``): the owner applies
+what arrives without a token, which the worker that received the callback checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from streamlife._events import Outcome, OutcomeKind
+from streamlife._logging import get_logger
+from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
+
+_log = get_logger()
+
+RECONNECT: Final = 1.0  # seconds between two tries at an owner that could not be reached
+
+_ASKED: Final = struct.Struct("!IIH")  # length after the header, sequence number, key's length
+_ANSWERED: Final = struct.Struct("!IIB")  # length after the header, sequence number, what it holds
+_MAX_FRAME: Final = 64 * 1024 * 1024  # bytes: a frame longer than this is a broken peer's
+
+# What an answer holds.
+_OUTCOME, _CALLBACK, _MISROUTED, _STORE, _PARKING, _OTHER = range(6)
+
+# The shared outcomes, by what an answer says of them: each comes back as the same object, which
+# the receiver answers from its own table (``outcome is Outcome.APPLIED``).
+_SHARED: Final = {
+    (outcome.kind.value, outcome.reason): outcome
+    for outcome in (
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+        Outcome.LATE,
+        Outcome.PARKED,
+        Outcome.FOREIGN,
+        Outcome.PARKED_ALREADY,
+    )
+}
+
+Apply = Callable[..., Any]  # ``AsyncFleet.handle_callback``: (payload, *, key=None) -> Outcome
+
+
+class RelayLost(ConnectionError):
+    """The connection to the owner ended before it answered."""
+
+
+class RelayFailed(RuntimeError):
+    """The owner raised something no receiver answers for: the server answers 500."""
+
+
+# -- the answers ------------------------------------------------------------------------------------
+def encode_answer(result: Outcome | BaseException) -> tuple[int, bytes]:
+    """What an answer holds, and its JSON."""
+    if isinstance(result, Outcome):
+        return _OUTCOME, _dumps([result.kind.value, result.reason])
+    if isinstance(result, MisroutedCallbackError):
+        return _MISROUTED, _dumps([result.problem])
+    if isinstance(result, CallbackError):
+        return _CALLBACK, _dumps([result.field, result.problem])
+    if isinstance(result, StoreError):
+        return _STORE, _dumps([str(result)])
+    if isinstance(result, ParkingFullError):
+        return _PARKING, _dumps([result.task_id, result.limit])
+    return _OTHER, _dumps([type(result).__name__])
+
+
+def decode_answer(holds: int, text: bytes) -> Outcome | BaseException:
+    """The outcome, or the error to raise, that an answer says."""
+    values = json.loads(text)
+    if holds == _OUTCOME:
+        kind, reason = values
+        shared = _SHARED.get((kind, reason))
+        return shared if shared is not None else Outcome(OutcomeKind(kind), reason)
+    if holds == _MISROUTED:
+        return MisroutedCallbackError(values[0])
+    if holds == _CALLBACK:
+        return CallbackError(values[0], values[1])
+    if holds == _STORE:
+        return StoreError(values[0])
+    if holds == _PARKING:
+        return ParkingFullError(values[0], values[1])
+    return RelayFailed(f"the owner worker raised {values[0]}")
+
+
+def _dumps(values: list[Any]) -> bytes:
+    return json.dumps(values, separators=(",", ":")).encode()
+
+
+class _Frames:
+    """Frames out of a byte stream: ``feed`` the bytes as they come, take each whole frame."""
+
+    def __init__(self, header: struct.Struct) -> None:
+        self._header = header
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[tuple[int, ...], bytes]]:
+        """Each whole frame now in: its header's fields, and what follows the header."""
+        buffer = self._buffer
+        buffer += data
+        header, size = self._header, self._header.size
+        frames = []
+        start = 0
+        while len(buffer) - start >= size:
+            fields = header.unpack_from(buffer, start)
+            length = fields[0]
+            if length > _MAX_FRAME:
+                raise ValueError(f"a relay frame of {length} bytes")
+            end = start + size + length
+            if len(buffer) < end:
+                break
+            frames.append((fields, bytes(buffer[start + size : end])))
+            start = end
+        del buffer[:start]
+        return frames
+
+
+# -- the owner --------------------------------------------------------------------------------------
+class RelayOwner:
+    """The owner's side: a Unix socket server on the running event loop, applying each callback
+    that arrives with ``apply`` (``AsyncFleet.handle_callback``) and answering it."""
+
+    def __init__(self, path: str, apply: Apply) -> None:
+        self.path = path
+        self._apply = apply
+        self._server: asyncio.AbstractServer | None = None
+        self._sides: set[_OwnerSide] = set()
+
+    async def start(self) -> None:
+        # (A socket file left by an owner that died is removed first: asyncio's, and uvloop's, way.)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _OwnerSide(self._apply, self._sides), self.path)
+
+    async def stop(self) -> None:
+        """Take no more callbacks: the workers apply what is still in flight themselves."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for side in list(self._sides):
+            side.close()
+
+
+class _OwnerSide(asyncio.Protocol):
+    """One worker's connection, at the owner."""
+
+    def __init__(self, apply: Apply, sides: set[_OwnerSide]) -> None:
+        self._apply = apply
+        self._sides = sides
+        self._frames = _Frames(_ASKED)
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._sides.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None  # (answers still being made are dropped: the worker applies again)
+        self._sides.discard(self)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._frames.feed(data)
+        except ValueError as error:
+            _log.warning("streamlife.relay_broken", error=str(error))
+            self.close()
+            return
+        for (_, number, key_length), rest in frames:
+            key = rest[:key_length].decode() or None
+            self._loop.create_task(self._answer(number, key, rest[key_length:]))
+
+    async def _answer(self, number: int, key: str | None, body: bytes) -> None:
+        result: Outcome | BaseException
+        try:
+            result = await (self._apply(body, key=key) if key else self._apply(body))
+        except Exception as error:
+            result = error
+        holds, text = encode_answer(result)
+        if self._transport is not None:
+            self._transport.write(_ANSWERED.pack(len(text), number, holds) + text)
+
+
+# -- a worker that passes callbacks on -------------------------------------------------------------
+class RelaySink:
+    """An ``AsyncCallbackSink`` that hands each callback to the owner at ``path`` and returns its
+    outcome; or applies it with ``local`` (this worker's ``AsyncFleet``) when the owner cannot be
+    reached or its connection ends before it answers."""
+
+    def __init__(self, path: str, local: Any) -> None:
+        self.path = path
+        self._local = local
+        self._side: _WorkerSide | None = None
+        self._connecting: asyncio.Future[_WorkerSide | None] | None = None
+        self._retry_at = 0.0
+
+    @property
+    def fleet(self) -> Any:
+        """The local Fleet, for the receiver's blocking faces."""
+        return self._local.fleet
+
+    async def handle_callback(self, payload: bytes, *, key: str | None = None) -> Outcome:
+        side = self._side
+        if side is None or side.lost:
+            side = await self._connect()
+        if side is not None:
+            try:
+                result = await side.ask(payload, key)
+            except RelayLost:
+                pass  # (applied here instead: see the module's docstring)
+            else:
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+        if key:
+            return await self._local.handle_callback(payload, key=key)  # type: ignore[no-any-return]
+        return await self._local.handle_callback(payload)  # type: ignore[no-any-return]
+
+    async def _connect(self) -> _WorkerSide | None:
+        if self._connecting is not None:
+            return await asyncio.shield(self._connecting)
+        if time.monotonic() < self._retry_at:
+            return None
+        loop = asyncio.get_running_loop()
+        self._connecting = loop.create_future()
+        side: _WorkerSide | None = None
+        try:
+            _, side = await loop.create_unix_connection(_WorkerSide, self.path)
+        except OSError as error:
+            self._retry_at = time.monotonic() + RECONNECT
+            _log.debug("streamlife.relay_unreachable", error=str(error))
+        finally:
+            self._side = side
+            self._connecting.set_result(side)
+            self._connecting = None
+        return side
+
+    def close(self) -> None:
+        if self._side is not None:
+            self._side.close()
+            self._side = None
+
+
+class _WorkerSide(asyncio.Protocol):
+    """A worker's connection to the owner."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self._frames = _Frames(_ANSWERED)
+        self._waiting: dict[int, asyncio.Future[Outcome | BaseException]] = {}
+        self._next = 0
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._transport = None
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(RelayLost("the owner worker's connection ended"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._frames.feed(data)
+        except ValueError as error:
+            _log.warning("streamlife.relay_broken", error=str(error))
+            self.close()
+            return
+        for (_, number, holds), text in frames:
+            future = self._waiting.pop(number, None)
+            if future is not None and not future.done():
+                future.set_result(decode_answer(holds, text))
+
+    async def ask(self, body: bytes, key: str | None) -> Outcome | BaseException:
+        transport = self._transport
+        if transport is None:
+            raise RelayLost("the owner worker's connection ended")
+        number = self._next
+        self._next = (number + 1) & 0xFFFFFFFF
+        future: asyncio.Future[Outcome | BaseException] = self._loop.create_future()
+        self._waiting[number] = future
+        encoded = b"" if key is None else key.encode()
+        transport.write(_ASKED.pack(len(encoded) + len(body), number, len(encoded)) + encoded + body)
+        return await future
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

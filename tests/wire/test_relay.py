@@ -1,0 +1,254 @@
+"""The relay between serve's workers (``streamlife._relay``), on real Unix sockets: what the owner
+made of a callback comes back to the worker that received it, outcomes and errors alike, each to
+its own caller; a worker applies the callback itself when the owner cannot be reached, or when the
+owner's connection ends before it answers; a broken frame ends the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import struct
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamlife import Outcome
+from streamlife import _relay as relay
+from streamlife._relay import RelayFailed, RelayOwner, RelaySink, decode_answer, encode_answer
+from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
+
+
+@pytest.fixture
+def path() -> Iterator[str]:
+    """A socket path in a directory of its own (short: a Unix socket's path has ~100 bytes)."""
+    directory = tempfile.mkdtemp(prefix="relay-")
+    try:
+        yield os.path.join(directory, "relay.sock")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Local:
+    """A worker's own AsyncFleet: what it applied itself."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[bytes, str | None]] = []
+        self.fleet = object()
+
+    async def handle_callback(self, payload: bytes, *, key: str | None = None) -> Outcome:
+        self.applied.append((payload, key))
+        return Outcome.rejected("applied locally")
+
+
+class Owner:
+    """The owner's AsyncFleet, its answers chosen by the body."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[bytes, str | None]] = []
+        self.hold = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self.hold.set()
+
+    async def handle_callback(self, payload: bytes, *, key: str | None = None) -> Outcome:
+        self.applied.append((payload, key))
+        self.arrived.set()
+        await self.hold.wait()
+        answers: dict[bytes, Callable[[], Outcome]] = {
+            b"applied": lambda: Outcome.APPLIED,
+            b"parked already": lambda: Outcome.PARKED_ALREADY,
+            b"callback": _raise(CallbackError("data.segment_index", "not an integer")),
+            b"misrouted": _raise(MisroutedCallbackError("names another stream")),
+            b"store": _raise(StoreError("database is locked")),
+            b"parking": _raise(ParkingFullError("task-9", "3 callbacks parked for this task_id")),
+            b"bug": _raise(KeyError("oops")),
+        }
+        if payload in answers:
+            return answers[payload]()
+        if payload.startswith(b"wait "):
+            await asyncio.sleep(float(payload.split()[1]))
+        return Outcome.rejected(payload.decode())
+
+
+def _raise(error: BaseException) -> Callable[[], Outcome]:
+    def raising() -> Outcome:
+        raise error
+
+    return raising
+
+
+def run(test: Callable[..., Awaitable[None]], *args: Any) -> None:
+    asyncio.run(asyncio.wait_for(test(*args), 30))
+
+
+def test_outcomes_come_back_as_the_owner_made_them(path: str) -> None:
+    async def test() -> None:
+        owner, local = Owner(), Local()
+        server = RelayOwner(path, owner.handle_callback)
+        await server.start()
+        sink = RelaySink(path, local)
+        try:
+            assert await sink.handle_callback(b"applied") is Outcome.APPLIED  # the shared value itself
+            assert await sink.handle_callback(b"parked already") is Outcome.PARKED_ALREADY
+            assert await sink.handle_callback(b"why", key="task-key-1") == Outcome.rejected("why")
+            assert owner.applied == [(b"applied", None), (b"parked already", None), (b"why", "task-key-1")]
+            assert local.applied == []
+        finally:
+            sink.close()
+            await server.stop()
+
+    run(test)
+
+
+def test_errors_come_back_as_the_owner_raised_them(path: str) -> None:
+    async def test() -> None:
+        server = RelayOwner(path, Owner().handle_callback)
+        await server.start()
+        sink = RelaySink(path, Local())
+        try:
+            with pytest.raises(CallbackError) as callback:
+                await sink.handle_callback(b"callback")
+            assert type(callback.value) is CallbackError
+            assert (callback.value.field, callback.value.problem) == ("data.segment_index", "not an integer")
+            with pytest.raises(MisroutedCallbackError, match="names another stream"):
+                await sink.handle_callback(b"misrouted")
+            with pytest.raises(StoreError, match="database is locked"):
+                await sink.handle_callback(b"store")
+            with pytest.raises(ParkingFullError) as parking:
+                await sink.handle_callback(b"parking")
+            assert parking.value.task_id == "task-9"
+            assert parking.value.limit == "3 callbacks parked for this task_id"
+            with pytest.raises(RelayFailed, match="KeyError"):
+                await sink.handle_callback(b"bug")
+        finally:
+            sink.close()
+            await server.stop()
+
+    run(test)
+
+
+def test_each_answer_reaches_its_own_caller(path: str) -> None:
+    """Many callbacks in flight at once on one connection, answered out of order."""
+
+    async def test() -> None:
+        server = RelayOwner(path, Owner().handle_callback)
+        await server.start()
+        sink = RelaySink(path, Local())
+        bodies = [f"wait {random.uniform(0, 0.05):.4f} #{n}".encode() for n in range(200)]
+        try:
+            answers = await asyncio.gather(*(sink.handle_callback(body) for body in bodies))
+        finally:
+            sink.close()
+            await server.stop()
+        assert answers == [Outcome.rejected(body.decode()) for body in bodies]
+
+    run(test)
+
+
+def test_an_unreachable_owner_leaves_the_callback_to_this_worker(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test() -> None:
+        local, owner = Local(), Owner()
+        sink = RelaySink(path, local)
+        assert await sink.handle_callback(b"first", key="k") == Outcome.rejected("applied locally")
+        server = RelayOwner(path, owner.handle_callback)
+        await server.start()
+        try:
+            # Up until RECONNECT seconds after the failed try, the owner is not tried again.
+            assert await sink.handle_callback(b"second") == Outcome.rejected("applied locally")
+            assert local.applied == [(b"first", "k"), (b"second", None)]
+            monkeypatch.setattr(relay, "RECONNECT", 0.0)
+            sink._retry_at = 0.0
+            assert await sink.handle_callback(b"third") == Outcome.rejected("third")
+            assert owner.applied == [(b"third", None)]
+        finally:
+            sink.close()
+            await server.stop()
+
+    run(test)
+
+
+def test_a_connection_lost_before_the_answer_leaves_the_callback_to_this_worker(path: str) -> None:
+    """The owner dies with callbacks in flight: the worker applies them itself (a callback the
+    owner had journaled is then a duplicate, by the store)."""
+
+    async def test() -> None:
+        local, owner = Local(), Owner()
+        owner.hold.clear()  # the owner never answers
+        server = RelayOwner(path, owner.handle_callback)
+        await server.start()
+        sink = RelaySink(path, local)
+        try:
+            asked = asyncio.ensure_future(sink.handle_callback(b"in flight", key="k"))
+            await owner.arrived.wait()
+            await server.stop()  # every connection closed, as a killed owner's are
+            assert await asked == Outcome.rejected("applied locally")
+            assert owner.applied == local.applied == [(b"in flight", "k")]
+            # The connection is gone: the next callback goes to this worker too, not to a dead end.
+            assert await sink.handle_callback(b"next") == Outcome.rejected("applied locally")
+        finally:
+            sink.close()
+
+    run(test)
+
+
+def test_a_frame_longer_than_any_callback_ends_the_connection(path: str) -> None:
+    async def test() -> None:
+        owner = Owner()
+        server = RelayOwner(path, owner.handle_callback)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(struct.pack("!IIH", 2**31, 1, 0))
+            assert await reader.read() == b""  # closed, unanswered
+            writer.close()
+            assert owner.applied == []
+        finally:
+            await server.stop()
+
+    run(test)
+
+
+def test_the_relay_socket_is_not_a_tcp_port(path: str) -> None:
+    """The owner takes callbacks without a token: it listens on a Unix socket only, at ``path``."""
+
+    async def test() -> None:
+        server = RelayOwner(path, Owner().handle_callback)
+        await server.start()
+        try:
+            assert Path(path).is_socket()
+            probe = socket.socket(socket.AF_UNIX)
+            probe.connect(path)
+            probe.close()
+        finally:
+            await server.stop()
+
+    run(test)
+
+
+@given(
+    st.one_of(
+        st.builds(Outcome.rejected, st.text()),
+        st.sampled_from([Outcome.APPLIED, Outcome.DUPLICATE, Outcome.LATE, Outcome.PARKED, Outcome.FOREIGN]),
+        st.builds(CallbackError, st.none() | st.text(), st.text()),
+        st.builds(MisroutedCallbackError, st.text()),
+        st.builds(StoreError, st.text()),
+        st.builds(ParkingFullError, st.text(), st.text()),
+    )
+)
+def test_an_answer_says_what_was_made_of_the_callback(result: Outcome | Exception) -> None:
+    back = decode_answer(*encode_answer(result))
+    assert type(back) is type(result)
+    if isinstance(result, Outcome):
+        assert back == result
+    else:
+        assert str(back) == str(result)
+        assert vars(back) == vars(result)
