@@ -203,7 +203,7 @@ def _serve(store_url: str, workers: int) -> contextlib.AbstractContextManager[An
     """``streamlife serve --server uvicorn`` on ``store_url``; entering it gives its port."""
     command = [sys.executable, "-m", "streamlife", "serve", "--server", "uvicorn", "--store", store_url,
                "--port", "0", "--workers", str(workers), "--api-url", "http://127.0.0.1:9/"]  # fmt: skip
-    said = [rf"worker {n}: webhooks at" for n in range(workers)] if workers > 1 else [r"webhooks at"]
+    said = [rf"worker {n}: " for n in range(workers)] if workers > 1 else [r"webhooks at"]
     return _ServeWithPort(_process(command, None, said))
 
 

@@ -2,9 +2,7 @@
 an access log that never shows the token.
 
 ``GET /healthz`` and ``GET /metrics`` (``HEAD`` too) are answered here; every other request goes to
-the receiver's ASGI face (``WebhookReceiver.asgi``), which authenticates it. What runs on the
-server's event loop beside them (``beside``: the relay's owner) starts with the server, through
-ASGI's lifespan messages, and stops after it. Neither endpoint asks
+the receiver's ASGI face (``WebhookReceiver.asgi``), which authenticates it. Neither endpoint asks
 for the token: a load balancer's probe and a Prometheus scraper carry no secret, and giving them
 the webhook's token would let them post callbacks. Neither says anything secret (``_health`` and
 ``_metrics`` say what each shows); keep them off the public side of the proxy all the same.
@@ -23,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from streamlife._logging import enabled_for, get_logger
 
@@ -44,14 +42,6 @@ Receive = Callable[[], Awaitable[AsgiMessage]]
 Send = Callable[[AsgiMessage], Awaitable[None]]
 
 
-class OnTheLoop(Protocol):
-    """What starts and stops on the server's event loop, with the server."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 def masked(path: str) -> str:
     """``path`` as it may be logged: its last segment (where a token rides) replaced by ``***``."""
     return path if path in (HEALTH_PATH, METRICS_PATH) else hide_token(path, MASK)
@@ -59,20 +49,12 @@ def masked(path: str) -> str:
 
 class OpsApplication:
     """``receiver`` (a ``WebhookReceiver.asgi``) with ``/healthz`` (``health``) and ``/metrics``
-    (``metrics``; None: answered 404 with how to install them) beside it, and ``beside`` on the
-    server's event loop."""
+    (``metrics``; None: answered 404 with how to install them) beside it."""
 
-    def __init__(
-        self,
-        receiver: AsgiApplication,
-        health: Health,
-        metrics: Metrics | None,
-        beside: OnTheLoop | None = None,
-    ) -> None:
+    def __init__(self, receiver: AsgiApplication, health: Health, metrics: Metrics | None) -> None:
         self.receiver = receiver
         self.health = health
         self.metrics = metrics
-        self.beside = beside
         self._log = get_logger()
         self._scrapes = ThreadPoolExecutor(1, thread_name_prefix="streamlife-metrics")
 
@@ -81,9 +63,6 @@ class OpsApplication:
         self.health.close()
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
         path = scope.get("path", "")
         if path in (HEALTH_PATH, METRICS_PATH):
             await self._ops(scope, path, send)
@@ -98,24 +77,6 @@ class OpsApplication:
                 self.metrics.observe(seconds, status)
             if enabled_for(_INFO):
                 self._access(scope, path, status, seconds)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """ASGI's lifespan: ``beside`` starts before the server listens and stops once it is done."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    if self.beside is not None:
-                        await self.beside.start()
-                except Exception as error:
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.beside is not None:
-                    await self.beside.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     def _access(self, scope: Mapping[str, Any], path: str, status: int, seconds: float) -> None:
         client = scope.get("client")

@@ -1,12 +1,13 @@
 """Relay: the workers of ``serve --workers N`` on one SQLite file hand the callbacks they receive
-to one of them (the owner, worker 0), which applies them all.
+to one of them (the owner, worker 0), which applies them all and takes no connection itself.
 
 Why: SQLite lets one process write at a time, so workers that each apply what they receive take
 turns at one lock, each with a share of the load (a smaller batch per commit, more commits), and a
 task's callbacks reach its copy in every worker in turn: each replays what the others journaled
 before it applies its own (docs/scaling.md). Through the owner, every callback goes to one Fleet
 and one lane: one copy of each task, never behind, and batches as large as the whole load makes
-them. The other workers parse HTTP, check the token, and pass the callback on over a Unix socket.
+them. The other workers parse HTTP, check the token, and pass the callback on over a Unix socket;
+the owner spends its time on the Fleet alone.
 
 Nothing rests on the relay for its correctness: every worker's Fleet can apply any callback
 through the shared store. A worker that cannot reach the owner (not started yet, starting again,
@@ -28,10 +29,13 @@ what arrives without a token, which the worker that received the callback checke
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import struct
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from streamlife._events import Outcome, OutcomeKind
@@ -207,6 +211,49 @@ class _OwnerSide(asyncio.Protocol):
         holds, text = encode_answer(result)
         if self._transport is not None:
             self._transport.write(_ANSWERED.pack(len(text), number, holds) + text)
+
+
+@contextmanager
+def relaying(owner: RelayOwner) -> Iterator[None]:
+    """Run ``owner`` on an event loop of its own (uvloop's where installed), on a thread, until the
+    block ends. Raises what starting it raised (a socket that cannot be bound)."""
+    loop = _new_loop()
+    started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(owner.start())
+        except BaseException as error:
+            started.set_exception(error)
+            return
+        started.set_result(None)
+        loop.run_forever()
+        loop.run_until_complete(owner.stop())
+        # Callbacks still being applied: their workers, their connections closed, apply them.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+    thread = threading.Thread(target=run, name="streamlife-relay", daemon=True)
+    thread.start()
+    try:
+        started.result()
+        yield
+    finally:
+        if loop.is_running() or thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 # -- a worker that passes callbacks on -------------------------------------------------------------

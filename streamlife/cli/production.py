@@ -119,20 +119,16 @@ class RunningUvicorn:
 
 
 @contextmanager
-def serving(
-    app: Any, sock: socket.socket, settings: UvicornSettings, *, lifespan: bool = False
-) -> Iterator[RunningUvicorn]:
+def serving(app: Any, sock: socket.socket, settings: UvicornSettings) -> Iterator[RunningUvicorn]:
     """Run ``app`` under uvicorn on ``sock``, on a thread, until the block ends; then stop accepting,
-    let the requests in flight finish (``settings.graceful`` seconds at most) and return. With
-    ``lifespan``, ``app`` is sent ASGI's lifespan messages (for what it runs on the server's loop)."""
+    let the requests in flight finish (``settings.graceful`` seconds at most) and return."""
     import uvicorn
 
     config = uvicorn.Config(
         app,
         http="httptools",
         loop="uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
-        # The Fleet's life is this block's, not the server's.
-        lifespan="on" if lifespan else "off",
+        lifespan="off",  # the Fleet's life is this block's, not the server's
         access_log=False,  # it would print the path, where the token rides: _ops logs its own
         log_config=None,  # the application (this command line) decides what is logged, not uvicorn
         timeout_keep_alive=settings.keep_alive,

@@ -22,7 +22,7 @@ from streamlife._metrics import SYNC_EVERY, Metrics, Source
 from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
-from streamlife._relay import RelayOwner, RelaySink
+from streamlife._relay import RelayOwner, RelaySink, relaying
 from streamlife._repeating import repeating
 from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
@@ -238,7 +238,6 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
     with ExitStack() as stack:
         # First: a signal that comes while the tasks are taken back ends serve once it has started.
         stack.enter_context(until_signalled(stopping))
-        relaying = ""  # what this worker does with the others' callbacks, or they with its own
         store = open_url(settings.store)
         stack.callback(store.close)
         service = None
@@ -291,7 +290,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 )
             )
             url, port = hook.url, int(hook.server.server_address[1])
-            served = ""
+            where = f"webhooks at {url}/<token hidden>"
         else:
             if sock is None:
                 sock = production.bind(settings.host, settings.port)
@@ -300,21 +299,21 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             else:
                 served = ""
             local = AsyncFleet.from_fleet(fleet)
-            stack.callback(local.close)  # (after uvicorn's loop has ended)
-            sink: AsyncFleet | RelaySink = local
-            owner = None
+            stack.callback(local.close)  # (after its event loop has ended)
             if settings.relay is not None and index == 0:
-                owner = RelayOwner(settings.relay, local.handle_callback)
-                relaying = "; applying the other workers' callbacks"
-            elif settings.relay is not None:
-                sink = RelaySink(settings.relay, local)
-                relaying = "; passing its callbacks to worker 0"
-            front = WebhookReceiver(sink, token=token, previous_tokens=previous)
-            app = stack.enter_context(_ops_application(front, store, timers, fleet, owner))
-            running = stack.enter_context(
-                production.serving(app, sock, settings.uvicorn, lifespan=owner is not None)
-            )
-            url, port = running.url, int(sock.getsockname()[1])
+                # Worker 0 takes no connection: it applies what the others pass on, on its own loop.
+                stack.enter_context(_synced_metrics(store, fleet))
+                stack.enter_context(relaying(RelayOwner(settings.relay, local.handle_callback)))
+                where = "applying the callbacks the other workers receive"
+            else:
+                sink = local if settings.relay is None else RelaySink(settings.relay, local)
+                front = WebhookReceiver(sink, token=token, previous_tokens=previous)
+                app = stack.enter_context(_ops_application(front, store, timers, fleet))
+                running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
+                url, port = running.url, int(sock.getsockname()[1])
+                where = f"webhooks at {url}/<token hidden>{served}"
+                if settings.relay is not None:
+                    where += ", passed on to worker 0"
         if service is not None:
             # The simulator's webhook is this receiver; understand results go to each start's callback.
             face.poster.url = f"http://{reachable(settings.host)}:{port}/{token}"
@@ -332,13 +331,12 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 file=sys.stderr,
             )
         print(
-            f"streamlife serve: {worker}webhooks at {url}/<token hidden>{served}; "
+            f"streamlife serve: {worker}{where}; "
             + (
                 f"recovered {plural(len(recovered), 'task')} from {shown}"
                 if takes_back
                 else f"taking over what another process leaves overdue in {shown}"
-            )
-            + relaying,
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -352,18 +350,27 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
 
 @contextmanager
 def _ops_application(
-    receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet, owner: RelayOwner | None = None
+    receiver: WebhookReceiver, store: Store, timers: TimerLoop, fleet: Fleet
 ) -> Iterator[OpsApplication]:
-    """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra), and the
-    relay's owner on its loop."""
-    with ExitStack() as stack:
-        metrics = None
-        if metrics_available():
-            metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
-            stack.enter_context(repeating(metrics.sync, SYNC_EVERY, "streamlife-metrics"))
-        app = OpsApplication(receiver.asgi, Health(store, timers), metrics, owner)
-        stack.callback(app.close)
-        yield app
+    """The application uvicorn serves: the receiver, /healthz and /metrics (with the extra)."""
+    with _synced_metrics(store, fleet) as metrics:
+        app = OpsApplication(receiver.asgi, Health(store, timers), metrics)
+        try:
+            yield app
+        finally:
+            app.close()
+
+
+@contextmanager
+def _synced_metrics(store: Store, fleet: Fleet) -> Iterator[Metrics | None]:
+    """This process's metrics (None without the extra), synced while the block runs: with
+    ``--workers``, to the figures that every worker adds to, whichever answers a scrape."""
+    if not metrics_available():
+        yield None
+        return
+    metrics = Metrics(Source(fleet.stats, store.rows, fleet.clock.now))
+    with repeating(metrics.sync, SYNC_EVERY, "streamlife-metrics"):
+        yield metrics
 
 
 def _leave(fleet: Fleet, store: Store, shown: str, stop_wait: float) -> int:

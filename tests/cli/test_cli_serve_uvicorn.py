@@ -301,7 +301,7 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
     task_ids = running_tasks(shared_store, 4)
     callbacks = [segment_callback(task_id, index) for index in range(5) for task_id in task_ids]
     with serving("--store", shared_store, "--workers", "2", cwd=tmp_path) as server:
-        server.wait_for(r"worker 0: webhooks at .* recovered 4 tasks")
+        server.wait_for(r"worker 0: .* recovered 4 tasks")
         server.wait_for(r"worker 1: webhooks at .* taking over what another process leaves overdue")
         # Each callback twice, at once, each copy on a connection of its own: a redelivery that
         # reaches either worker.
@@ -343,8 +343,8 @@ def test_workers_on_one_sqlite_file_apply_every_callback_in_worker_0(tmp_path: P
     task_ids = running_tasks(url, 4)
     callbacks = [segment_callback(task_id, index) for index in range(10) for task_id in task_ids]
     with serving("--store", url, "--workers", "2", cwd=tmp_path, log_level="debug") as server:
-        for worker in (0, 1):
-            server.wait_for(rf"worker {worker}: webhooks at")
+        server.wait_for(r"worker 0: applying the callbacks the other workers receive; recovered 4 tasks")
+        server.wait_for(r"worker 1: webhooks at .*, passed on to worker 0; taking over what another process")
         with ThreadPoolExecutor(8) as pool:  # a connection each: the kernel hands them to both
             answers = list(pool.map(server.post, callbacks))
         assert answers == [(200, {"outcome": "applied"})] * len(callbacks)
@@ -364,7 +364,7 @@ def test_callbacks_are_applied_while_worker_0_is_dead_and_after_it_is_back(tmp_p
     task_ids = running_tasks(url, 2)
     with serving("--store", url, "--workers", "2", cwd=tmp_path) as server:
         for worker in (0, 1):
-            server.wait_for(rf"worker {worker}: webhooks at")
+            server.wait_for(rf"worker {worker}: ")
         owner = relay_owner(server.process.pid)
         outcomes = [server.post(segment_callback(task_ids[0], 0))]
         # A worker that dies within STEADY_AFTER of its start is not started again.
@@ -372,7 +372,7 @@ def test_callbacks_are_applied_while_worker_0_is_dead_and_after_it_is_back(tmp_p
         os.kill(owner, signal.SIGKILL)
         outcomes += [server.post(segment_callback(task_id, 1)) for task_id in task_ids]
         server.wait_for(rf"worker 0 \(pid {owner}\) ended with -9; starting it again")
-        server.wait_for(r"worker 0: webhooks at .* recovered 2 tasks")
+        server.wait_for(r"worker 0: .* recovered 2 tasks")
         assert relay_owner(server.process.pid) != owner
         outcomes += [server.post(segment_callback(task_id, 2)) for task_id in task_ids]
         assert outcomes == [(200, {"outcome": "applied"})] * 5
@@ -427,7 +427,7 @@ def test_a_joining_process_takes_no_task_back_and_applies_what_reaches_it(tmp_pa
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     with serving("--store", f"sqlite:{tmp_path / 'tasks.db'}", "--workers", "2", cwd=tmp_path) as server:
         for worker in (0, 1):
-            server.wait_for(rf"worker {worker}: webhooks at")
+            server.wait_for(rf"worker {worker}: ")
         server.process.kill()  # the supervisor alone: nothing passes a signal on
         server.process.wait(timeout=30)
         server.wait_refusing()  # both workers shut down, and let the port go
