@@ -53,19 +53,17 @@ _MAX_FRAME: Final = 64 * 1024 * 1024  # bytes: a frame longer than this is a bro
 # What an answer holds.
 _OUTCOME, _CALLBACK, _MISROUTED, _STORE, _PARKING, _OTHER = range(6)
 
-# The shared outcomes, by what an answer says of them: each comes back as the same object, which
-# the receiver answers from its own table (``outcome is Outcome.APPLIED``).
-_SHARED: Final = {
-    (outcome.kind.value, outcome.reason): outcome
-    for outcome in (
-        Outcome.APPLIED,
-        Outcome.DUPLICATE,
-        Outcome.LATE,
-        Outcome.PARKED,
-        Outcome.FOREIGN,
-        Outcome.PARKED_ALREADY,
-    )
-}
+# The shared outcomes: each comes back as the same object, which the receiver answers from its own
+# table (``outcome is Outcome.APPLIED``). Their answers are made once, and read back without JSON:
+# nearly every callback's outcome is one of them.
+_SHARED_OUTCOMES: Final = (
+    Outcome.APPLIED,
+    Outcome.DUPLICATE,
+    Outcome.LATE,
+    Outcome.PARKED,
+    Outcome.FOREIGN,
+    Outcome.PARKED_ALREADY,
+)
 
 Apply = Callable[..., Any]  # ``AsyncFleet.handle_callback``: (payload, *, key=None) -> Outcome
 
@@ -81,6 +79,9 @@ class RelayFailed(RuntimeError):
 # -- the answers ------------------------------------------------------------------------------------
 def encode_answer(result: Outcome | BaseException) -> tuple[int, bytes]:
     """What an answer holds, and its JSON."""
+    shared = _SHARED_TEXT.get(id(result))
+    if shared is not None and shared[0] is result:
+        return _OUTCOME, shared[1]
     if isinstance(result, Outcome):
         return _OUTCOME, _dumps([result.kind.value, result.reason])
     if isinstance(result, MisroutedCallbackError):
@@ -96,11 +97,13 @@ def encode_answer(result: Outcome | BaseException) -> tuple[int, bytes]:
 
 def decode_answer(holds: int, text: bytes) -> Outcome | BaseException:
     """The outcome, or the error to raise, that an answer says."""
+    if holds == _OUTCOME:
+        shared = _SHARED_BY_TEXT.get(text)
+        if shared is not None:
+            return shared
     values = json.loads(text)
     if holds == _OUTCOME:
-        kind, reason = values
-        shared = _SHARED.get((kind, reason))
-        return shared if shared is not None else Outcome(OutcomeKind(kind), reason)
+        return Outcome(OutcomeKind(values[0]), values[1])
     if holds == _MISROUTED:
         return MisroutedCallbackError(values[0])
     if holds == _CALLBACK:
@@ -114,6 +117,14 @@ def decode_answer(holds: int, text: bytes) -> Outcome | BaseException:
 
 def _dumps(values: list[Any]) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode()
+
+
+# By identity (the outcome is kept beside its text, so its id is not reused), as the receiver keeps
+# its answers: cheaper than hashing an outcome for every callback.
+_SHARED_TEXT: Final = {
+    id(outcome): (outcome, _dumps([outcome.kind.value, outcome.reason])) for outcome in _SHARED_OUTCOMES
+}
+_SHARED_BY_TEXT: Final = {text: outcome for outcome, text in _SHARED_TEXT.values()}
 
 
 class _Frames:
@@ -169,23 +180,23 @@ class RelayOwner:
             side.close()
 
 
-class _OwnerSide(asyncio.Protocol):
-    """One worker's connection, at the owner."""
+class _Side(asyncio.Protocol):
+    """One end of a connection between a worker and the owner: frames in, frames out. What it sends
+    in one turn of the event loop goes out in one write, at the start of the next (a batch's
+    answers, or the requests that came in together): one system call, not one a frame."""
 
-    def __init__(self, apply: Apply, sides: set[_OwnerSide]) -> None:
-        self._apply = apply
-        self._sides = sides
-        self._frames = _Frames(_ASKED)
+    def __init__(self, header: struct.Struct) -> None:
+        self._frames = _Frames(header)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._sides.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None  # (answers still being made are dropped: the worker applies again)
-        self._sides.discard(self)
+        self._transport = None
+        self._out.clear()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -198,9 +209,43 @@ class _OwnerSide(asyncio.Protocol):
             _log.warning("streamlife.relay_broken", error=str(error))
             self.close()
             return
-        for (_, number, key_length), rest in frames:
-            key = rest[:key_length].decode() or None
-            self._loop.create_task(self._answer(number, key, rest[key_length:]))
+        for fields, rest in frames:
+            self._take(fields, rest)
+
+    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
+        raise NotImplementedError
+
+    def _send(self, frame: bytes) -> None:
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(frame)
+
+    def _flush(self) -> None:
+        if self._transport is not None and self._out:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
+
+
+class _OwnerSide(_Side):
+    """One worker's connection, at the owner."""
+
+    def __init__(self, apply: Apply, sides: set[_OwnerSide]) -> None:
+        super().__init__(_ASKED)
+        self._apply = apply
+        self._sides = sides
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sides.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # (answers still being made are dropped: the worker applies again)
+        self._sides.discard(self)
+
+    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
+        _, number, key_length = fields
+        key = rest[:key_length].decode() or None
+        self._loop.create_task(self._answer(number, key, rest[key_length:]))
 
     async def _answer(self, number: int, key: str | None, body: bytes) -> None:
         result: Outcome | BaseException
@@ -210,7 +255,7 @@ class _OwnerSide(asyncio.Protocol):
             result = error
         holds, text = encode_answer(result)
         if self._transport is not None:
-            self._transport.write(_ANSWERED.pack(len(text), number, holds) + text)
+            self._send(_ANSWERED.pack(len(text), number, holds) + text)
 
 
 @contextmanager
@@ -316,52 +361,35 @@ class RelaySink:
             self._side = None
 
 
-class _WorkerSide(asyncio.Protocol):
+class _WorkerSide(_Side):
     """A worker's connection to the owner."""
 
     def __init__(self) -> None:
+        super().__init__(_ANSWERED)
         self.lost = False
-        self._frames = _Frames(_ANSWERED)
         self._waiting: dict[int, asyncio.Future[Outcome | BaseException]] = {}
         self._next = 0
-        self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         self.lost = True
-        self._transport = None
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
                 future.set_exception(RelayLost("the owner worker's connection ended"))
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._frames.feed(data)
-        except ValueError as error:
-            _log.warning("streamlife.relay_broken", error=str(error))
-            self.close()
-            return
-        for (_, number, holds), text in frames:
-            future = self._waiting.pop(number, None)
-            if future is not None and not future.done():
-                future.set_result(decode_answer(holds, text))
+    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
+        future = self._waiting.pop(fields[1], None)
+        if future is not None and not future.done():
+            future.set_result(decode_answer(fields[2], rest))
 
     async def ask(self, body: bytes, key: str | None) -> Outcome | BaseException:
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             raise RelayLost("the owner worker's connection ended")
         number = self._next
         self._next = (number + 1) & 0xFFFFFFFF
         future: asyncio.Future[Outcome | BaseException] = self._loop.create_future()
         self._waiting[number] = future
         encoded = b"" if key is None else key.encode()
-        transport.write(_ASKED.pack(len(encoded) + len(body), number, len(encoded)) + encoded + body)
+        self._send(_ASKED.pack(len(encoded) + len(body), number, len(encoded)) + encoded + body)
         return await future
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
