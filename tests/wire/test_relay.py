@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from streamlife import Outcome
 from streamlife import _relay as relay
-from streamlife._relay import RelayFailed, RelayOwner, RelaySink, decode_answer, encode_answer
+from streamlife._relay import RelayFailed, RelayOwner, RelaySink, decode_answer, encode_answer, relaying
 from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
 
 
@@ -252,3 +252,30 @@ def test_an_answer_says_what_was_made_of_the_callback(result: Outcome | Exceptio
     else:
         assert str(back) == str(result)
         assert vars(back) == vars(result)
+
+
+def test_relaying_runs_the_owner_on_a_loop_of_its_own_until_the_block_ends(path: str) -> None:
+    owner = Owner()
+    with relaying(RelayOwner(path, owner.handle_callback)):
+        # (The owner's loop is another thread's: this test's loop only asks.)
+        async def ask() -> Outcome:
+            sink = RelaySink(path, Local())
+            try:
+                return await sink.handle_callback(b"applied", key="k")
+            finally:
+                sink.close()
+
+        assert asyncio.run(ask()) is Outcome.APPLIED
+    assert owner.applied == [(b"applied", "k")]
+    probe = socket.socket(socket.AF_UNIX)
+    with pytest.raises(ConnectionRefusedError):  # nobody listens once the block has ended
+        probe.connect(path)
+    probe.close()
+
+
+def test_an_owner_that_cannot_listen_says_why(tmp_path: Path) -> None:
+    with (
+        pytest.raises(FileNotFoundError),
+        relaying(RelayOwner(str(tmp_path / "no" / "such" / "dir"), Owner().handle_callback)),
+    ):
+        pass
