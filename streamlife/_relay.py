@@ -1,28 +1,30 @@
-"""Relay: the workers of ``serve --workers N`` on one SQLite file hand the callbacks they receive
-to one of them (the owner, worker 0), which applies them all and takes no connection itself.
+"""Relay: the workers of ``serve --workers N`` hand each callback they receive to the worker that
+applies its task's callbacks (its owner). On SQLite, one worker (worker 0) owns every task, and
+takes no connection itself; on PostgreSQL, each worker owns the tasks whose key or task_id hashes
+to it (``owner_of``).
 
-Why: SQLite lets one process write at a time, so workers that each apply what they receive take
-turns at one lock, each with a share of the load (a smaller batch per commit, more commits), and a
-task's callbacks reach its copy in every worker in turn: each replays what the others journaled
-before it applies its own (docs/scaling.md). Through the owner, every callback goes to one Fleet
-and one lane: one copy of each task, never behind, and batches as large as the whole load makes
-them. The other workers parse HTTP, check the token, and pass the callback on over a Unix socket;
-the owner spends its time on the Fleet alone.
+Why: a task's callbacks that reach its copy in every worker in turn make each copy replay what the
+others journaled before it applies its own (docs/scaling.md), and workers that write the same rows
+wait for each other's locks. Through its owner, each task's callbacks go to one copy, never behind.
+On SQLite, which lets one process write at a time, workers that each applied what they received
+also took turns at one lock with a share of the load each (a smaller batch per commit, more
+commits): there, one owner applies every callback in one lane, in batches as large as the whole
+load makes them, while the other workers parse HTTP, check the token and pass callbacks on.
 
 Nothing rests on the relay for its correctness: every worker's Fleet can apply any callback
-through the shared store. A worker that cannot reach the owner (not started yet, starting again,
-gone) applies the callback itself, and tries the owner again after ``RECONNECT`` seconds. A
+through the shared store. A worker that cannot reach an owner (not started yet, starting again,
+gone) applies the callback itself, and tries that owner again after ``RECONNECT`` seconds. A
 callback whose answer was lost with its connection is applied again by the worker that received
 it: if the owner had journaled it, the replay of the owner's entries makes it a duplicate.
 
-Frames, each way, on one connection per worker: a header (``!IIH``: the length of what follows the
-header, a sequence number, the key's length) then the key (a task's own URL's, UTF-8; empty for
-none) then the body, as received. The answer: ``!IIB`` (the length after the header, the sequence
-number it answers, what it holds) then JSON: an outcome (``[kind, reason]``) or the error the owner
-raised (``CallbackError``, ``MisroutedCallbackError``, ``StoreError``, ``ParkingFullError``: the
-receiver answers each as it would have here; anything else, a 500).
+Frames, each way, on one connection from a worker to an owner: a header (``!IIH``: the length of
+what follows the header, a sequence number, the key's length) then the key (a task URL's, UTF-8;
+empty for none) then the body, as received. The answer: ``!IIB`` (the length after the header, the
+sequence number it answers, what it holds) then JSON: an outcome (``[kind, reason]``) or the error
+the owner raised (``CallbackError``, ``MisroutedCallbackError``, ``StoreError``,
+``ParkingFullError``: the receiver answers each as it would have here; anything else, a 500).
 
-The socket lives in a directory only this user may enter (``tempfile.mkdtemp``): the owner applies
+The sockets live in a directory only this user may enter (``tempfile.mkdtemp``): an owner applies
 what arrives without a token, which the worker that received the callback checked.
 """
 
@@ -31,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -302,17 +306,39 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 # -- a worker that passes callbacks on -------------------------------------------------------------
-class RelaySink:
-    """An ``AsyncCallbackSink`` that hands each callback to the owner at ``path`` and returns its
-    outcome; or applies it with ``local`` (this worker's ``AsyncFleet``) when the owner cannot be
-    reached or its connection ends before it answers."""
+# The first string value of a "task_id" in a body: where a callback's task is told, whatever the
+# callback's shape. Only where it is sent depends on it (a wrong or missing one costs a catch-up,
+# never a callback): the owner reads the body whole.
+_TASK_ID: Final = re.compile(rb'"task_id"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 
-    def __init__(self, path: str, local: Any) -> None:
-        self.path = path
+
+def owner_of(payload: bytes, key: str | None, owners: int) -> int | None:
+    """Which of ``owners`` applies this callback: by its task's key (a task URL's) or the task_id
+    the body names, the same for every callback of a task; None when the body names none."""
+    if owners == 1:
+        return 0
+    if key:
+        named = key.encode()
+    else:
+        found = _TASK_ID.search(payload)
+        if found is None:
+            return None
+        named = found[1]
+    return zlib.crc32(named) % owners
+
+
+class RelaySink:
+    """An ``AsyncCallbackSink`` that hands each callback to its owner (``owner_of``), one of the
+    Unix sockets ``paths``, and returns the owner's outcome. It applies the callback with
+    ``local`` (this worker's ``AsyncFleet``) when this worker is the owner (``me``), when the body
+    names no task, when the owner cannot be reached, or when its connection ends before it
+    answers."""
+
+    def __init__(self, paths: Sequence[str], local: Any, *, me: int | None = None) -> None:
+        self.paths = tuple(paths)
+        self.me = me
         self._local = local
-        self._side: _WorkerSide | None = None
-        self._connecting: asyncio.Future[_WorkerSide | None] | None = None
-        self._retry_at = 0.0
+        self._links = [_Link(path) for path in self.paths]
 
     @property
     def fleet(self) -> Any:
@@ -320,9 +346,8 @@ class RelaySink:
         return self._local.fleet
 
     async def handle_callback(self, payload: bytes, *, key: str | None = None) -> Outcome:
-        side = self._side
-        if side is None or side.lost:
-            side = await self._connect()
+        owner = owner_of(payload, key, len(self._links))
+        side = None if owner is None or owner == self.me else await self._links[owner].side()
         if side is not None:
             try:
                 result = await side.ask(payload, key)
@@ -336,14 +361,33 @@ class RelaySink:
             return await self._local.handle_callback(payload, key=key)  # type: ignore[no-any-return]
         return await self._local.handle_callback(payload)  # type: ignore[no-any-return]
 
-    async def _connect(self) -> _WorkerSide | None:
+    def close(self) -> None:
+        for link in self._links:
+            link.close()
+
+
+class _Link:
+    """A worker's way to one owner: its connection, made when first needed and again after it
+    ends, and not tried again within ``RECONNECT`` seconds of a failed try."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._side: _WorkerSide | None = None
+        self._connecting: asyncio.Future[_WorkerSide | None] | None = None
+        self._retry_at = 0.0
+
+    async def side(self) -> _WorkerSide | None:
+        """The connection, or None where the owner cannot be reached now."""
+        side = self._side
+        if side is not None and not side.lost:
+            return side
         if self._connecting is not None:
             return await asyncio.shield(self._connecting)
         if time.monotonic() < self._retry_at:
             return None
         loop = asyncio.get_running_loop()
         self._connecting = loop.create_future()
-        side: _WorkerSide | None = None
+        side = None
         try:
             _, side = await loop.create_unix_connection(_WorkerSide, self.path)
         except OSError as error:

@@ -76,9 +76,10 @@ class ServeSettings:
     token: str = field(repr=False)
     key: str = field(repr=False)
     previous_tokens: tuple[str, ...] = field(default=(), repr=False)
-    # Workers on one SQLite file: the Unix socket where worker 0 takes the others' callbacks
-    # (``streamlife._relay``); None: each worker applies what it receives.
-    relay: str | None = None
+    # With --workers, the Unix sockets where the workers take each other's callbacks
+    # (``streamlife._relay``): one on SQLite (worker 0's, which applies them all), one a worker on
+    # PostgreSQL (each applies the callbacks of its share of the tasks); none for one process.
+    relay: tuple[str, ...] = ()
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -92,10 +93,12 @@ def run_serve(args: argparse.Namespace) -> int:
     limit = production.raise_descriptor_limit()
     stopping = threading.Event()
     with until_signalled(stopping), ExitStack() as stack:
-        if check_store_url(settings.store)[0] == "sqlite":  # one writer at a time: one applies all
-            directory = tempfile.mkdtemp(prefix="streamlife-relay-")  # (this user's alone)
-            stack.callback(shutil.rmtree, directory, ignore_errors=True)
-            settings = replace(settings, relay=os.path.join(directory, "relay.sock"))
+        directory = tempfile.mkdtemp(prefix="streamlife-relay-")  # (this user's alone)
+        stack.callback(shutil.rmtree, directory, ignore_errors=True)
+        # SQLite lets one process write at a time: one worker applies every callback.
+        owners = 1 if check_store_url(settings.store)[0] == "sqlite" else settings.workers
+        sockets = tuple(os.path.join(directory, f"relay-{n}.sock") for n in range(owners))
+        settings = replace(settings, relay=sockets)
         print(
             f"streamlife serve: webhooks at {production.url_of(sock)}/<token hidden>; uvicorn,"
             f" {settings.workers} workers on {mask_store_url(settings.store)}; descriptor limit {limit}",
@@ -300,20 +303,27 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = ""
             local = AsyncFleet.from_fleet(fleet)
             stack.callback(local.close)  # (after its event loop has ended)
-            if settings.relay is not None and index == 0:
+            relay = settings.relay
+            if len(relay) == 1 and index == 0:
                 # Worker 0 takes no connection: it applies what the others pass on, on its own loop.
                 stack.enter_context(_synced_metrics(store, fleet))
-                stack.enter_context(relaying(RelayOwner(settings.relay, local.handle_callback)))
+                stack.enter_context(relaying(RelayOwner(relay[0], local.handle_callback)))
                 where = "applying the callbacks the other workers receive"
             else:
-                sink = local if settings.relay is None else RelaySink(settings.relay, local)
+                sink: AsyncFleet | RelaySink = local
+                if len(relay) > 1:  # this worker owns a share of the tasks: it takes theirs
+                    owned = AsyncFleet.from_fleet(fleet)  # (an AsyncFleet serves one loop)
+                    stack.callback(owned.close)
+                    stack.enter_context(relaying(RelayOwner(relay[index], owned.handle_callback)))
+                if relay:
+                    sink = RelaySink(relay, local, me=index if len(relay) > 1 else None)
                 front = WebhookReceiver(sink, token=token, previous_tokens=previous)
                 app = stack.enter_context(_ops_application(front, store, timers, fleet))
                 running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
                 url, port = running.url, int(sock.getsockname()[1])
                 where = f"webhooks at {url}/<token hidden>{served}"
-                if settings.relay is not None:
-                    where += ", passed on to worker 0"
+                if relay:
+                    where += ", passed on to worker 0" if len(relay) == 1 else ", each to its task's worker"
         if service is not None:
             # The simulator's webhook is this receiver; understand results go to each start's callback.
             face.poster.url = f"http://{reachable(settings.host)}:{port}/{token}"

@@ -336,21 +336,25 @@ def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path
     assert applied == {(task_id, index): 1 for task_id in task_ids for index in range(5)}
 
 
-def test_workers_on_one_sqlite_file_apply_every_callback_in_worker_0(tmp_path: Path) -> None:
-    """On SQLite the other workers pass their callbacks to worker 0: one copy of each task applies
-    them all, so no copy is ever behind and none replays what another applied."""
-    url = f"sqlite:{tmp_path / 'tasks.db'}"
-    task_ids = running_tasks(url, 4)
+def test_workers_apply_each_task_s_callbacks_in_one_process(tmp_path: Path, shared_store: str) -> None:
+    """The workers pass each callback to the one that applies its task's: on SQLite worker 0 applies
+    them all; on PostgreSQL each worker a share of the tasks. So no copy of a task is ever behind,
+    and none replays what another applied."""
+    task_ids = running_tasks(shared_store, 4)
     callbacks = [segment_callback(task_id, index) for index in range(10) for task_id in task_ids]
-    with serving("--store", url, "--workers", "2", cwd=tmp_path, log_level="debug") as server:
-        server.wait_for(r"worker 0: applying the callbacks the other workers receive; recovered 4 tasks")
-        server.wait_for(r"worker 1: webhooks at .*, passed on to worker 0; taking over what another process")
+    with serving("--store", shared_store, "--workers", "2", cwd=tmp_path, log_level="debug") as server:
+        if shared_store.startswith("sqlite:"):
+            server.wait_for(r"worker 0: applying the callbacks the other workers receive; recovered 4 tasks")
+            server.wait_for(r"worker 1: webhooks at .*, passed on to worker 0; taking over what another")
+        else:
+            server.wait_for(r"worker 0: webhooks at .*, each to its task's worker; recovered 4 tasks")
+            server.wait_for(r"worker 1: webhooks at .*, each to its task's worker; taking over what another")
         with ThreadPoolExecutor(8) as pool:  # a connection each: the kernel hands them to both
             answers = list(pool.map(server.post, callbacks))
         assert answers == [(200, {"outcome": "applied"})] * len(callbacks)
         assert server.terminate() == 0, server.output()
     assert "streamlife.caught_up" not in server.output()
-    store = open_store(url)
+    store = open_store(shared_store)
     try:
         assert segments_applied(store) == {(task_id, index): 1 for task_id in task_ids for index in range(10)}
     finally:
@@ -386,14 +390,14 @@ def test_callbacks_are_applied_while_worker_0_is_dead_and_after_it_is_back(tmp_p
 
 
 def relay_owner(supervisor: int) -> int:
-    """The pid of serve's worker that listens on the relay's Unix socket (worker 0)."""
+    """The pid of serve's worker that listens on the relay's first Unix socket (worker 0)."""
     give_up_at = time.monotonic() + 30
     while time.monotonic() < give_up_at:
         listening = set()
         for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
             fields = line.split()
             # (flags 00010000: listening; the socket's path is the last field)
-            if len(fields) == 8 and fields[3] == "00010000" and fields[7].endswith("/relay.sock"):
+            if len(fields) == 8 and fields[3] == "00010000" and fields[7].endswith("/relay-0.sock"):
                 listening.add(fields[6])
         for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
             with contextlib.suppress(OSError):

@@ -6,12 +6,14 @@ owner's connection ends before it answers; a broken frame ends the connection.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
 import socket
 import struct
 import tempfile
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,15 @@ from hypothesis import strategies as st
 
 from streamlife import Outcome
 from streamlife import _relay as relay
-from streamlife._relay import RelayFailed, RelayOwner, RelaySink, decode_answer, encode_answer, relaying
+from streamlife._relay import (
+    RelayFailed,
+    RelayOwner,
+    RelaySink,
+    decode_answer,
+    encode_answer,
+    owner_of,
+    relaying,
+)
 from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
 
 
@@ -93,7 +103,7 @@ def test_outcomes_come_back_as_the_owner_made_them(path: str) -> None:
         owner, local = Owner(), Local()
         server = RelayOwner(path, owner.handle_callback)
         await server.start()
-        sink = RelaySink(path, local)
+        sink = RelaySink([path], local)
         try:
             assert await sink.handle_callback(b"applied") is Outcome.APPLIED  # the shared value itself
             assert await sink.handle_callback(b"parked already") is Outcome.PARKED_ALREADY
@@ -111,7 +121,7 @@ def test_errors_come_back_as_the_owner_raised_them(path: str) -> None:
     async def test() -> None:
         server = RelayOwner(path, Owner().handle_callback)
         await server.start()
-        sink = RelaySink(path, Local())
+        sink = RelaySink([path], Local())
         try:
             with pytest.raises(CallbackError) as callback:
                 await sink.handle_callback(b"callback")
@@ -140,7 +150,7 @@ def test_each_answer_reaches_its_own_caller(path: str) -> None:
     async def test() -> None:
         server = RelayOwner(path, Owner().handle_callback)
         await server.start()
-        sink = RelaySink(path, Local())
+        sink = RelaySink([path], Local())
         bodies = [f"wait {random.uniform(0, 0.05):.4f} #{n}".encode() for n in range(200)]
         try:
             answers = await asyncio.gather(*(sink.handle_callback(body) for body in bodies))
@@ -157,7 +167,7 @@ def test_an_unreachable_owner_leaves_the_callback_to_this_worker(
 ) -> None:
     async def test() -> None:
         local, owner = Local(), Owner()
-        sink = RelaySink(path, local)
+        sink = RelaySink([path], local)
         assert await sink.handle_callback(b"first", key="k") == Outcome.rejected("applied locally")
         server = RelayOwner(path, owner.handle_callback)
         await server.start()
@@ -166,7 +176,7 @@ def test_an_unreachable_owner_leaves_the_callback_to_this_worker(
             assert await sink.handle_callback(b"second") == Outcome.rejected("applied locally")
             assert local.applied == [(b"first", "k"), (b"second", None)]
             monkeypatch.setattr(relay, "RECONNECT", 0.0)
-            sink._retry_at = 0.0
+            sink._links[0]._retry_at = 0.0
             assert await sink.handle_callback(b"third") == Outcome.rejected("third")
             assert owner.applied == [(b"third", None)]
         finally:
@@ -185,7 +195,7 @@ def test_a_connection_lost_before_the_answer_leaves_the_callback_to_this_worker(
         owner.hold.clear()  # the owner never answers
         server = RelayOwner(path, owner.handle_callback)
         await server.start()
-        sink = RelaySink(path, local)
+        sink = RelaySink([path], local)
         try:
             asked = asyncio.ensure_future(sink.handle_callback(b"in flight", key="k"))
             await owner.arrived.wait()
@@ -259,7 +269,7 @@ def test_relaying_runs_the_owner_on_a_loop_of_its_own_until_the_block_ends(path:
     with relaying(RelayOwner(path, owner.handle_callback)):
         # (The owner's loop is another thread's: this test's loop only asks.)
         async def ask() -> Outcome:
-            sink = RelaySink(path, Local())
+            sink = RelaySink([path], Local())
             try:
                 return await sink.handle_callback(b"applied", key="k")
             finally:
@@ -279,3 +289,51 @@ def test_an_owner_that_cannot_listen_says_why(tmp_path: Path) -> None:
         relaying(RelayOwner(str(tmp_path / "no" / "such" / "dir"), Owner().handle_callback)),
     ):
         pass
+
+
+def test_each_task_has_one_owner_whatever_its_callback_says() -> None:
+    """Where a task's callbacks go: by the task_id a body names (wherever it names it first) or by
+    a task URL's key; the same in every process (not Python's salted hash)."""
+    segment = json.dumps({"task_id": "task-7", "data": {"segment_index": 3}}).encode()
+    status = json.dumps({"code": "200", "data": {"status": 14}, "task_id": "task-7"}).encode()
+    spaced = b'{"message": "ok", "task_id" :  "task-7"}'
+    assert owner_of(segment, None, 4) == owner_of(status, None, 4) == owner_of(spaced, None, 4)
+    assert owner_of(segment, None, 4) == zlib.crc32(b"task-7") % 4
+    assert owner_of(segment, "key-1", 4) == zlib.crc32(b"key-1") % 4  # a task URL's key decides
+    assert owner_of(b'{"code": 200}', None, 4) is None  # no task named: applied where it came
+    assert owner_of(b"not json", None, 4) is None
+    assert owner_of(b"not json", None, 1) == 0  # one owner takes everything
+    owners = {owner_of(json.dumps({"task_id": f"t{n}"}).encode(), None, 3) for n in range(50)}
+    assert owners == {0, 1, 2}
+
+
+def test_a_worker_applies_its_own_tasks_and_passes_the_others_on() -> None:
+    """Three workers, each owning a share of the tasks: worker 1 applies its own share and passes
+    each other callback to the worker that owns its task."""
+    paths = [str(Path(tempfile.mkdtemp(prefix="relay-")) / f"relay-{n}.sock") for n in range(3)]
+
+    async def test() -> None:
+        owners = [Owner(), None, Owner()]
+        servers = [RelayOwner(paths[n], owner.handle_callback) for n, owner in enumerate(owners) if owner]
+        for server in servers:
+            await server.start()
+        local = Local()
+        sink = RelaySink(paths, local, me=1)
+        bodies = [json.dumps({"task_id": f"task-{n}"}).encode() for n in range(30)]
+        try:
+            for body in bodies:
+                await sink.handle_callback(body)
+        finally:
+            sink.close()
+            for server in servers:
+                await server.stop()
+        for n, owner in enumerate(owners):
+            mine = [(body, None) for body in bodies if owner_of(body, None, 3) == n]
+            assert mine, n  # (each worker owns some of these tasks)
+            assert (local if owner is None else owner).applied == mine
+
+    try:
+        run(test)
+    finally:
+        for path in paths:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
