@@ -306,10 +306,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 # -- a worker that passes callbacks on -------------------------------------------------------------
-# The first string value of a "task_id" in a body: where a callback's task is told, whatever the
-# callback's shape. Only where it is sent depends on it (a wrong or missing one costs a catch-up,
-# never a callback): the owner reads the body whole.
-_TASK_ID: Final = re.compile(rb'"task_id"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
+# The first plain string value of a "task_id" in a body: where a callback's task is told, whatever
+# the callback's shape. Only where the callback goes depends on it (a wrong or missing one costs a
+# catch-up, never a callback): the owner reads the body whole. Bounded, so that no body makes the
+# search slow.
+_TASK_ID: Final = re.compile(rb'"task_id"\s*:\s*"([^"\\]{1,256})"')
 
 
 def owner_of(payload: bytes, key: str | None, owners: int) -> int | None:
