@@ -14,7 +14,8 @@ import socket
 import struct
 import tempfile
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,31 +99,35 @@ def run(test: Callable[..., Awaitable[None]], *args: Any) -> None:
     asyncio.run(asyncio.wait_for(test(*args), 30))
 
 
+@asynccontextmanager
+async def relayed(path: str, owner: Owner, local: Local) -> AsyncIterator[RelaySink]:
+    """An owner listening at ``path``, and a worker's sink that passes callbacks to it."""
+    server = RelayOwner(path, owner.handle_callback)
+    await server.start()
+    sink = RelaySink([path], local)
+    try:
+        yield sink
+    finally:
+        sink.close()
+        await server.stop()
+
+
 def test_outcomes_come_back_as_the_owner_made_them(path: str) -> None:
     async def test() -> None:
         owner, local = Owner(), Local()
-        server = RelayOwner(path, owner.handle_callback)
-        await server.start()
-        sink = RelaySink([path], local)
-        try:
+        async with relayed(path, owner, local) as sink:
             assert await sink.handle_callback(b"applied") is Outcome.APPLIED  # the shared value itself
             assert await sink.handle_callback(b"parked already") is Outcome.PARKED_ALREADY
             assert await sink.handle_callback(b"why", key="task-key-1") == Outcome.rejected("why")
-            assert owner.applied == [(b"applied", None), (b"parked already", None), (b"why", "task-key-1")]
-            assert local.applied == []
-        finally:
-            sink.close()
-            await server.stop()
+        assert owner.applied == [(b"applied", None), (b"parked already", None), (b"why", "task-key-1")]
+        assert local.applied == []
 
     run(test)
 
 
 def test_errors_come_back_as_the_owner_raised_them(path: str) -> None:
     async def test() -> None:
-        server = RelayOwner(path, Owner().handle_callback)
-        await server.start()
-        sink = RelaySink([path], Local())
-        try:
+        async with relayed(path, Owner(), Local()) as sink:
             with pytest.raises(CallbackError) as callback:
                 await sink.handle_callback(b"callback")
             assert type(callback.value) is CallbackError
@@ -137,9 +142,6 @@ def test_errors_come_back_as_the_owner_raised_them(path: str) -> None:
             assert parking.value.limit == "3 callbacks parked for this task_id"
             with pytest.raises(RelayFailed, match="KeyError"):
                 await sink.handle_callback(b"bug")
-        finally:
-            sink.close()
-            await server.stop()
 
     run(test)
 
@@ -148,15 +150,9 @@ def test_each_answer_reaches_its_own_caller(path: str) -> None:
     """Many callbacks in flight at once on one connection, answered out of order."""
 
     async def test() -> None:
-        server = RelayOwner(path, Owner().handle_callback)
-        await server.start()
-        sink = RelaySink([path], Local())
         bodies = [f"wait {random.uniform(0, 0.05):.4f} #{n}".encode() for n in range(200)]
-        try:
+        async with relayed(path, Owner(), Local()) as sink:
             answers = await asyncio.gather(*(sink.handle_callback(body) for body in bodies))
-        finally:
-            sink.close()
-            await server.stop()
         assert answers == [Outcome.rejected(body.decode()) for body in bodies]
 
     run(test)
