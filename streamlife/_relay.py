@@ -254,12 +254,11 @@ class _OwnerSide(_Side):
     async def _answer(self, number: int, key: str | None, body: bytes) -> None:
         result: Outcome | BaseException
         try:
-            result = await (self._apply(body, key=key) if key else self._apply(body))
+            result = await self._apply(body, key=key)
         except Exception as error:
             result = error
         holds, text = encode_answer(result)
-        if self._transport is not None:
-            self._send(_ANSWERED.pack(len(text), number, holds) + text)
+        self._send(_ANSWERED.pack(len(text), number, holds) + text)
 
 
 @contextmanager
@@ -291,7 +290,7 @@ def relaying(owner: RelayOwner) -> Iterator[None]:
         started.result()
         yield
     finally:
-        if loop.is_running() or thread.is_alive():
+        if thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
@@ -358,9 +357,7 @@ class RelaySink:
                 if isinstance(result, BaseException):
                     raise result
                 return result
-        if key:
-            return await self._local.handle_callback(payload, key=key)  # type: ignore[no-any-return]
-        return await self._local.handle_callback(payload)  # type: ignore[no-any-return]
+        return await self._local.handle_callback(payload, key=key)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         for link in self._links:
@@ -411,13 +408,15 @@ class _WorkerSide(_Side):
 
     def __init__(self) -> None:
         super().__init__(_ANSWERED)
-        self.lost = False
         self._waiting: dict[int, asyncio.Future[Outcome | BaseException]] = {}
         self._next = 0
 
+    @property
+    def lost(self) -> bool:
+        return self._transport is None
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.lost = True
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():

@@ -316,7 +316,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                     stack.callback(owned.close)
                     stack.enter_context(relaying(RelayOwner(relay[index], owned.handle_callback)))
                 if relay:
-                    sink = RelaySink(relay, local, me=index if len(relay) > 1 else None)
+                    sink = RelaySink(relay, local, me=index)
                 front = WebhookReceiver(sink, token=token, previous_tokens=previous)
                 app = stack.enter_context(_ops_application(front, store, timers, fleet))
                 running = stack.enter_context(production.serving(app, sock, settings.uvicorn))
