@@ -148,13 +148,16 @@ def checkpointer(path: str) -> sqlite3.Connection:
         return sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
 
 
-def checkpoint_aside(db: sqlite3.Connection) -> None:
+def checkpoint_aside(db: sqlite3.Connection) -> int | None:
     """Copy the WAL into the file while no write lock is held (PASSIVE: writers go on meanwhile),
     so that no writer's commit is left to copy it: a commit that finds the WAL past
-    wal_autocheckpoint then copies only the pages written since. A checkpoint that fails is left to
-    the commits' own, as without this."""
-    with suppress(sqlite3.Error):
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    wal_autocheckpoint then copies only the pages written since. The frames the WAL held, or None
+    where the checkpoint failed: that is left to the commits' own, as without this."""
+    try:
+        (_, frames, _) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(frames)
 
 
 class errors:  # (lower case: it reads as a word in ``with errors(...)``)

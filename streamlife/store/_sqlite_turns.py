@@ -28,7 +28,8 @@ only, as long again for the lock.
   take turns as two processes do.
 * A commit that checkpoints the WAL (SQLite's autocheckpoint) does so before it returns, so in its
   turn: the other processes' writers wait for the checkpoint, where SQLite alone lets them write
-  meanwhile.
+  meanwhile. The store's own thread has copied most of the WAL by then (``_sqlite_checkpoints``),
+  outside any turn.
 * A file no other process can open (``:memory:``, ``""``), or a side file that cannot be opened
   or locked (a directory this user may not write in, a file system whose ``flock`` fails, a
   platform with no ``flock``), has no turns: writes wait in SQLite's busy handler, as without

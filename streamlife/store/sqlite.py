@@ -63,6 +63,7 @@ from ._sql import (
     row_from,
     row_values,
 )
+from ._sqlite_checkpoints import Checkpoints
 from ._sqlite_connection import (
     BUSY_TIMEOUT_MS,
     CACHE_KIB,
@@ -173,6 +174,8 @@ class SqliteStore:
         # This process's turns at the file's write lock, taken by every write transaction.
         self._turns = Turns(self.path, self.busy_timeout)
         self._db = connect(self.path, self._turns)
+        # The WAL's copies into the file, on a thread of the store's own, off the writers' commits.
+        self._checkpoints = Checkpoints(self.path)
 
     @property
     def turn_file(self) -> str | None:
@@ -404,6 +407,7 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._lock:
+            self._checkpoints.close()
             self._db.close()
             self._turns.close()
 
@@ -437,6 +441,7 @@ class SqliteStore:
             finally:
                 if turn:
                     self._turns.release()
+                    self._checkpoints.after_write()
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -468,9 +473,11 @@ class SqliteStore:
 
     def _after_failure(self, exc: BaseException) -> None:
         """After a write the disk refused, rolled back: give the WAL's room back, once nothing is
-        open on the connection (see ``give_room_back``)."""
+        open on the connection (see ``give_room_back``). Its checkpoint gives up at once where the
+        store's thread is copying the WAL (``_sqlite_checkpoints``), so it waits for that copy."""
         if out_of_room(exc) and not (self._db.in_transaction or self._open):
-            give_room_back(self._db, self.path)
+            with self._checkpoints.copying:
+                give_room_back(self._db, self.path)
 
 
 class _Scope:
@@ -561,6 +568,7 @@ class _Scope:
             if self._turn:  # once committed or rolled back, whichever way
                 self._turn = False
                 store._turns.release()
+                store._checkpoints.after_write()
 
     def _roll_back(self, exc: BaseException) -> None:
         db = self._store._db
@@ -745,7 +753,7 @@ def _take_back(db: sqlite3.Connection, statements: _Statements) -> None:
             raise
 
 
-def _timed(pacer: Pacer, step: Callable[[], None]) -> float:
+def _timed(pacer: Pacer, step: Callable[[], object]) -> float:
     """How long ``step`` took, on ``pacer``'s clock."""
     began = pacer.timer()
     step()
