@@ -32,9 +32,11 @@ CHECKPOINT_PAGES: Final = 10_000  # how long the WAL grows (in pages) before a c
 # shorter than MIN_CHECKPOINT_PAGES), so a checkpoint always finds room to copy it into the file.
 CHECKPOINT_SHARE_OF_FREE: Final = 4  # a quarter
 MIN_CHECKPOINT_PAGES: Final = 16
-# What the WAL file is cut back to once checkpointed (SQLite otherwise keeps it at its longest, for
-# reuse, holding that much disk for good).
-WAL_SIZE_LIMIT: Final = 4 * 1024 * 1024
+# What the WAL file is cut back to once checkpointed, at most (SQLite otherwise keeps it at its
+# longest, for reuse, holding that much disk for good): twice the length a commit checkpoints it
+# at, so that a WAL that grew only to that length is never cut. A cut is made in the commit that
+# starts the WAL again, with the write lock held, and takes the longer the more it gives back.
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
 
 def connect(path: str, turns: Turns) -> sqlite3.Connection:
@@ -128,7 +130,7 @@ def fit_wal_to_disk(db: sqlite3.Connection, path: str) -> None:
     if free is not None:
         pages = max(MIN_CHECKPOINT_PAGES, min(pages, free // CHECKPOINT_SHARE_OF_FREE // page_size))
     db.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-    db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, pages * page_size)}")
+    db.execute(f"PRAGMA journal_size_limit = {min(WAL_SIZE_LIMIT, 2 * pages * page_size)}")
 
 
 def keep_wal_long(db: sqlite3.Connection) -> None:
