@@ -136,10 +136,10 @@ class Checkpoints:
     def _learn(self, frames: int, writes: int) -> None:
         """From the frames the WAL holds after ``writes`` write transactions, how many make about
         STEP frames: the next wakes come that many apart."""
-        # Fewer frames than at the last copy: the WAL started again from its top since.
-        gained = frames - self._frames if frames >= self._frames else frames
-        counted = writes - self._counted
+        gained, counted = frames - self._frames, writes - self._counted
         self._frames, self._counted = frames, writes
+        # (Fewer frames than at the last copy: the WAL started again from its top since, after
+        # writes that no count tells: the last count stays.)
         if gained > 0 and counted > 0:  # (at most STEP: a commit writes a frame at least)
             self._every = max(1, min(STEP, round(STEP * counted / gained)))
 
