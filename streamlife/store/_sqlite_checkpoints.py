@@ -39,6 +39,7 @@ import weakref
 from typing import Final
 
 from ._sqlite_connection import checkpoint_aside, checkpointer
+from ._sqlite_turns import PRIVATE_FILES
 from .base import StoreError
 
 # Frames the WAL gains between two copies, aimed at: SQLite's own default wal_autocheckpoint.
@@ -47,8 +48,6 @@ from .base import StoreError
 STEP: Final = 1_000
 FIRST: Final = 16  # transactions before the first wake, while the thread knows nothing of them
 IDLE: Final = 10.0  # seconds the thread waits for the next wake, then ends
-# The files sqlite3 keeps in memory, with no WAL.
-_PRIVATE: Final = frozenset({":memory:", ""})
 
 
 class Checkpoints:
@@ -57,7 +56,7 @@ class Checkpoints:
 
     def __init__(self, database: str) -> None:
         self._path = database
-        self._private = database in _PRIVATE
+        self._private = database in PRIVATE_FILES  # (no WAL)
         self._writes = 0  # every write transaction so far (the writer's)
         self._due = FIRST  # the count of writes that wakes the thread next (the writer's)
         self._every = FIRST  # writes between two wakes (the thread's, read by the writer)
@@ -88,7 +87,7 @@ class Checkpoints:
             self._closed = True
             self._changed.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None:
             thread.join()
         _LIVE.discard(self)
 

@@ -61,7 +61,7 @@ else:
 
 SUFFIX: Final = "-turn"
 # The names sqlite3 gives a file of the process's own, which no other process can open.
-_PRIVATE: Final = frozenset({":memory:", ""})
+PRIVATE_FILES: Final = frozenset({":memory:", ""})
 IDLE: Final = 10.0  # seconds the waiting thread waits for the next writer that waits, then ends
 
 
@@ -89,7 +89,7 @@ class Turns:
         """Open the side file (creating it with the database's permissions), once the database
         file exists; or have no turns, where it cannot be."""
         database = self._database
-        if not _HAVE_FLOCK or database in _PRIVATE or self._fd >= 0:
+        if not _HAVE_FLOCK or database in PRIVATE_FILES or self._fd >= 0:
             return
         # The file's real name: processes that open it through different links take turns alike.
         path = os.path.realpath(database) + SUFFIX
