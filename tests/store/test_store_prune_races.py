@@ -101,6 +101,9 @@ def writer(kind: str, location: str, ready: Any, go: Any, stop: Any, results: An
                     written.setdefault(key, []).append(last.version)
                     ended_at.append(left)
                 claimed.update(store.claim_due(700.0, until=700.0, limit=50))
+            # A round's dry run may come before the prunes end; this one comes after, as ``stop`` is
+            # set only once they have.
+            counted.append(store.prune(CUTOFF, dry_run=True))
         finally:
             store.close()
         results.put(("written", (written, claimed, counted, ended_at), None))
