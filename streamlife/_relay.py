@@ -8,8 +8,9 @@ others journaled before it applies its own (docs/scaling.md), and workers that w
 wait for each other's locks. Through its owner, each task's callbacks go to one copy, never behind.
 On SQLite, which lets one process write at a time, workers that each applied what they received
 also took turns at one lock with a share of the load each (a smaller batch per commit, more
-commits): there, one owner applies every callback in one lane, in batches as large as the whole
-load makes them, while the other workers parse HTTP, check the token and pass callbacks on.
+commits): there, one owner applies every callback, in batches as large as the whole load makes
+them, while the other workers parse HTTP, check the token and pass callbacks on. An owner applies
+the callbacks that one read brings with one commit, on its relay loop (``RelayOwner``).
 
 Nothing rests on the relay for its correctness: every worker's Fleet can apply any callback
 through the shared store. A worker that cannot reach an owner (not started yet, starting again,
@@ -69,7 +70,9 @@ _SHARED_OUTCOMES: Final = (
     Outcome.PARKED_ALREADY,
 )
 
-Apply = Callable[..., Any]  # ``AsyncFleet.handle_callback``: (payload, *, key=None) -> Outcome
+# The owner's way to apply callbacks that came together: (bodies, keys) -> each one's outcome or
+# error, in order (``streamlife._together.apply_together`` on the owner's Fleet).
+ApplyTogether = Callable[[list[bytes], list[str | None]], Sequence[Outcome | BaseException]]
 
 
 class RelayLost(ConnectionError):
@@ -161,10 +164,17 @@ class _Frames:
 
 # -- the owner --------------------------------------------------------------------------------------
 class RelayOwner:
-    """The owner's side: a Unix socket server on the running event loop, applying each callback
-    that arrives with ``apply`` (``AsyncFleet.handle_callback``) and answering it."""
+    """The owner's side: a Unix socket server on the running event loop, applying the callbacks
+    that arrive with ``apply`` and answering them.
 
-    def __init__(self, path: str, apply: Apply) -> None:
+    The callbacks that one read of a connection brings are applied together, on the loop itself,
+    and answered in one write. The loop is the owner's alone (``relaying``), so applying on it
+    blocks nothing else: the frames that come meanwhile wait in the socket, and the next read
+    takes them all, for the next commit. A hand-over to a thread would cost each callback two
+    wake-ups and the interpreter's lock passed back and forth, for no gain: one process writes a
+    SQLite file one transaction at a time anyway."""
+
+    def __init__(self, path: str, apply: ApplyTogether) -> None:
         self.path = path
         self._apply = apply
         self._server: asyncio.AbstractServer | None = None
@@ -177,6 +187,10 @@ class RelayOwner:
 
     async def stop(self) -> None:
         """Take no more callbacks: the workers apply what is still in flight themselves."""
+        self.close()
+
+    def close(self) -> None:
+        """``stop``, from the loop's own thread without awaiting (from ``apply``, say)."""
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -185,22 +199,18 @@ class RelayOwner:
 
 
 class _Side(asyncio.Protocol):
-    """One end of a connection between a worker and the owner: frames in, frames out. What it sends
-    in one turn of the event loop goes out in one write, at the start of the next (a batch's
-    answers, or the requests that came in together): one system call, not one a frame."""
+    """One end of a connection between a worker and the owner: frames in, frames out."""
 
     def __init__(self, header: struct.Struct) -> None:
         self._frames = _Frames(header)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._out.clear()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -213,27 +223,17 @@ class _Side(asyncio.Protocol):
             _log.warning("streamlife.relay_broken", error=str(error))
             self.close()
             return
-        for fields, rest in frames:
-            self._take(fields, rest)
+        if frames:
+            self._take_all(frames)
 
-    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
+    def _take_all(self, frames: list[tuple[tuple[int, ...], bytes]]) -> None:
         raise NotImplementedError
-
-    def _send(self, frame: bytes) -> None:
-        if not self._out:
-            self._loop.call_soon(self._flush)
-        self._out.append(frame)
-
-    def _flush(self) -> None:
-        if self._transport is not None and self._out:
-            self._transport.write(b"".join(self._out))
-        self._out.clear()
 
 
 class _OwnerSide(_Side):
     """One worker's connection, at the owner."""
 
-    def __init__(self, apply: Apply, sides: set[_OwnerSide]) -> None:
+    def __init__(self, apply: ApplyTogether, sides: set[_OwnerSide]) -> None:
         super().__init__(_ASKED)
         self._apply = apply
         self._sides = sides
@@ -246,19 +246,23 @@ class _OwnerSide(_Side):
         super().connection_lost(exc)  # (answers still being made are dropped: the worker applies again)
         self._sides.discard(self)
 
-    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
-        _, number, key_length = fields
-        key = rest[:key_length].decode() or None
-        self._loop.create_task(self._answer(number, key, rest[key_length:]))
-
-    async def _answer(self, number: int, key: str | None, body: bytes) -> None:
-        result: Outcome | BaseException
+    def _take_all(self, frames: list[tuple[tuple[int, ...], bytes]]) -> None:
+        bodies: list[bytes] = []
+        keys: list[str | None] = []
+        for (_, _, key_length), rest in frames:
+            keys.append(rest[:key_length].decode() or None)
+            bodies.append(rest[key_length:])
         try:
-            result = await self._apply(body, key=key)
-        except Exception as error:
-            result = error
-        holds, text = encode_answer(result)
-        self._send(_ANSWERED.pack(len(text), number, holds) + text)
+            results = self._apply(bodies, keys)
+        except Exception as error:  # (each of them hears it, as a callback applied alone would)
+            results = [error] * len(frames)
+        answers = []
+        for ((_, number, _), _), result in zip(frames, results, strict=True):
+            holds, text = encode_answer(result)
+            answers.append(_ANSWERED.pack(len(text), number, holds) + text)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():  # (else the workers apply them)
+            transport.write(b"".join(answers))
 
 
 @contextmanager
@@ -278,11 +282,6 @@ def relaying(owner: RelayOwner) -> Iterator[None]:
         started.set_result(None)
         loop.run_forever()
         loop.run_until_complete(owner.stop())
-        # Callbacks still being applied: their workers, their connections closed, apply them.
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     thread = threading.Thread(target=run, name="streamlife-relay", daemon=True)
     thread.start()
@@ -404,12 +403,15 @@ class _Link:
 
 
 class _WorkerSide(_Side):
-    """A worker's connection to the owner."""
+    """A worker's connection to the owner. The callbacks it passes on in one turn of the event loop
+    (those that came in together) go out in one write, at the start of the next: one system call,
+    not one a callback."""
 
     def __init__(self) -> None:
         super().__init__(_ANSWERED)
         self._waiting: dict[int, asyncio.Future[Outcome | BaseException]] = {}
         self._next = 0
+        self._out: list[bytes] = []
 
     @property
     def lost(self) -> bool:
@@ -417,15 +419,18 @@ class _WorkerSide(_Side):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._out.clear()
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
                 future.set_exception(RelayLost("the owner worker's connection ended"))
 
-    def _take(self, fields: tuple[int, ...], rest: bytes) -> None:
-        future = self._waiting.pop(fields[1], None)
-        if future is not None and not future.done():
-            future.set_result(decode_answer(fields[2], rest))
+    def _take_all(self, frames: list[tuple[tuple[int, ...], bytes]]) -> None:
+        waiting = self._waiting
+        for (_, number, holds), rest in frames:
+            future = waiting.pop(number, None)
+            if future is not None and not future.done():
+                future.set_result(decode_answer(holds, rest))
 
     async def ask(self, body: bytes, key: str | None) -> Outcome | BaseException:
         if self._transport is None:
@@ -435,5 +440,12 @@ class _WorkerSide(_Side):
         future: asyncio.Future[Outcome | BaseException] = self._loop.create_future()
         self._waiting[number] = future
         encoded = b"" if key is None else key.encode()
-        self._send(_ASKED.pack(len(encoded) + len(body), number, len(encoded)) + encoded + body)
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(_ASKED.pack(len(encoded) + len(body), number, len(encoded)) + encoded + body)
         return await future
+
+    def _flush(self) -> None:
+        if self._transport is not None and self._out:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()

@@ -84,7 +84,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from ._billing import Exposure
@@ -97,7 +97,8 @@ from ._policy import Policy
 from ._task import StreamTask
 from ._task_urls import CallbackUrls
 from ._timer_loop import DEFAULT_INTERVAL, TimerLoop
-from .errors import CallbackError, ParkingFullError, StopAllError, StoreError
+from ._together import Payload, apply_one, apply_together
+from .errors import CallbackError, StopAllError
 from .fleet import Fleet, FleetStats
 from .fleet._fleet import _give_up_at
 from .fleet._tracked import Tracked
@@ -130,7 +131,6 @@ _Transition = TypeVar("_Transition", bound=TransitionHook | AsyncTransitionHook)
 _Segment = TypeVar("_Segment", bound=SegmentHook | AsyncSegmentHook)
 _Orphan = TypeVar("_Orphan", bound=OrphanHook | AsyncOrphanHook)
 _Foreign = TypeVar("_Foreign", bound=ForeignHook | AsyncForeignHook)
-_Payload = bytes | str | Mapping[str, Any]
 
 
 class AsyncFleet:
@@ -186,7 +186,7 @@ class AsyncFleet:
         self._loop_safe = type(fleet.store) is MemoryStore and stops_aside
         self._handed_this_turn = False  # a callback was applied on the loop in this turn already
         # Callbacks to apply on the loop at the end of this turn: (payload, key, its future).
-        self._turn: list[tuple[_Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
+        self._turn: list[tuple[Payload, str | None, asyncio.Future[Outcome | BaseException]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hooks = LoopHooks()
         self._transition: tuple[Hook, ...] = ()
@@ -310,7 +310,7 @@ class AsyncFleet:
         return unsettled
 
     # -- callbacks ---------------------------------------------------------------------------------
-    async def handle_callback(self, payload: _Payload, *, key: str | None = None) -> Outcome:
+    async def handle_callback(self, payload: Payload, *, key: str | None = None) -> Outcome:
         """``Fleet.handle_callback``: the same outcomes, the same errors (``key`` too). Journaled
         before it returns."""
         loop = asyncio.get_running_loop()
@@ -327,7 +327,7 @@ class AsyncFleet:
             self._turn.append((payload, key, future))
             result = await future
         else:
-            result = await self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
+            result = await self._callbacks.call(apply_one, self._fleet, payload, key, many=self._many)
         if isinstance(result, BaseException):
             raise result
         return result
@@ -358,12 +358,12 @@ class AsyncFleet:
         if not self._may_apply_on_loop():
             for payload, key, future in turn:
                 relay = asyncio.ensure_future(
-                    self._callbacks.call(_apply_one, self._fleet, payload, key, many=self._many)
+                    self._callbacks.call(apply_one, self._fleet, payload, key, many=self._many)
                 )
                 relay.add_done_callback(functools.partial(_pass_on, future))
             return
         try:
-            results = _apply_together(
+            results = apply_together(
                 self._fleet, [payload for payload, _, _ in turn], [key for _, key, _ in turn]
             )
         except BaseException as error:  # each caller hears it, as from a thread of the lane
@@ -373,7 +373,7 @@ class AsyncFleet:
                 future.set_result(result)
 
     async def handle_callbacks(
-        self, payloads: Iterable[_Payload], *, keys: Sequence[str | None] | None = None
+        self, payloads: Iterable[Payload], *, keys: Sequence[str | None] | None = None
     ) -> list[Outcome | CallbackError]:
         """``Fleet.handle_callbacks``, in a thread."""
         self._bind()
@@ -534,27 +534,6 @@ def _pass_on(future: asyncio.Future[Any], relay: asyncio.Future[Any]) -> None:
         future.set_result(relay.result())
 
 
-def _apply_one(fleet: Fleet, payload: _Payload, key: str | None = None) -> Outcome | BaseException:
-    """One callback, its error returned: a batch's calls each get their own answer."""
-    try:
-        return fleet.handle_callback(payload, key=key)
-    except Exception as error:
-        return error
-
-
 def _apply_many(fleet: Fleet, calls: list[tuple[Any, ...]]) -> list[Outcome | BaseException]:
-    """The callbacks lane's calls queued together (``_apply_one``'s arguments): ``_apply_together``."""
-    return _apply_together(fleet, [payload for _, payload, _ in calls], [key for _, _, key in calls])
-
-
-def _apply_together(
-    fleet: Fleet, payloads: list[_Payload], keys: list[str | None]
-) -> list[Outcome | BaseException]:
-    """Callbacks queued together, with one store commit; if the batch cannot be kept, each alone,
-    for its own answer (what the batch kept before it failed answers as a duplicate)."""
-    try:
-        # (Without keys when none is set: the Fleet then reads no key for each callback.)
-        routed = keys.count(None) != len(keys)
-        return list(fleet.handle_callbacks(payloads, keys=keys if routed else None))
-    except (StoreError, ParkingFullError):
-        return [_apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]
+    """The callbacks lane's calls queued together (``apply_one``'s arguments): ``apply_together``."""
+    return apply_together(fleet, [payload for _, payload, _ in calls], [key for _, _, key in calls])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ from streamlife._relay import RelayOwner, RelaySink, relaying
 from streamlife._repeating import repeating
 from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
+from streamlife._together import apply_together
 from streamlife._webhook_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from streamlife.aio import AsyncFleet
 from streamlife.fleet import Fleet
@@ -301,20 +303,19 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
                 served = f" (uvicorn; descriptor limit {limit})"
             else:
                 served = ""
-            local = AsyncFleet.from_fleet(fleet)
-            stack.callback(local.close)  # (after its event loop has ended)
             relay = settings.relay
+            owning = functools.partial(apply_together, fleet)
             if len(relay) == 1 and index == 0:
                 # Worker 0 takes no connection: it applies what the others pass on, on its own loop.
                 stack.enter_context(_synced_metrics(store, fleet))
-                stack.enter_context(relaying(RelayOwner(relay[0], local.handle_callback)))
+                stack.enter_context(relaying(RelayOwner(relay[0], owning)))
                 where = "applying the callbacks the other workers receive"
             else:
+                local = AsyncFleet.from_fleet(fleet)
+                stack.callback(local.close)  # (after its event loop has ended)
                 sink: AsyncFleet | RelaySink = local
                 if len(relay) > 1:  # this worker owns a share of the tasks: it takes theirs
-                    owned = AsyncFleet.from_fleet(fleet)  # (an AsyncFleet serves one loop)
-                    stack.callback(owned.close)
-                    stack.enter_context(relaying(RelayOwner(relay[index], owned.handle_callback)))
+                    stack.enter_context(relaying(RelayOwner(relay[index], owning)))
                 if relay:
                     sink = RelaySink(relay, local, me=index)
                 front = WebhookReceiver(sink, token=token, previous_tokens=previous)

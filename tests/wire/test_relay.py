@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import shutil
 import socket
 import struct
@@ -60,39 +59,30 @@ class Local:
 
 
 class Owner:
-    """The owner's AsyncFleet, its answers chosen by the body."""
+    """The owner's Fleet, applying each read's callbacks together (``ApplyTogether``), its answers
+    chosen by the body."""
 
     def __init__(self) -> None:
         self.applied: list[tuple[bytes, str | None]] = []
-        self.hold = asyncio.Event()
-        self.arrived = asyncio.Event()
-        self.hold.set()
+        self.batches: list[int] = []  # how many callbacks each call applied
+        self.then: Callable[[], None] = lambda: None  # run after each call (the owner going away, say)
 
-    async def handle_callback(self, payload: bytes, *, key: str | None = None) -> Outcome:
-        self.applied.append((payload, key))
-        self.arrived.set()
-        await self.hold.wait()
-        answers: dict[bytes, Callable[[], Outcome]] = {
-            b"applied": lambda: Outcome.APPLIED,
-            b"parked already": lambda: Outcome.PARKED_ALREADY,
-            b"callback": _raise(CallbackError("data.segment_index", "not an integer")),
-            b"misrouted": _raise(MisroutedCallbackError("names another stream")),
-            b"store": _raise(StoreError("database is locked")),
-            b"parking": _raise(ParkingFullError("task-9", "3 callbacks parked for this task_id")),
-            b"bug": _raise(KeyError("oops")),
+    def apply(self, bodies: list[bytes], keys: list[str | None]) -> list[Outcome | BaseException]:
+        self.applied += zip(bodies, keys, strict=True)
+        self.batches.append(len(bodies))
+        answers: dict[bytes, Outcome | BaseException] = {
+            b"applied": Outcome.APPLIED,
+            b"parked already": Outcome.PARKED_ALREADY,
+            b"callback": CallbackError("data.segment_index", "not an integer"),
+            b"misrouted": MisroutedCallbackError("names another stream"),
+            b"store": StoreError("database is locked"),
+            b"parking": ParkingFullError("task-9", "3 callbacks parked for this task_id"),
+            b"bug": KeyError("oops"),
         }
-        if payload in answers:
-            return answers[payload]()
-        if payload.startswith(b"wait "):
-            await asyncio.sleep(float(payload.split()[1]))
-        return Outcome.rejected(payload.decode())
-
-
-def _raise(error: BaseException) -> Callable[[], Outcome]:
-    def raising() -> Outcome:
-        raise error
-
-    return raising
+        if b"raise" in bodies:
+            raise KeyError("the whole batch")
+        self.then()
+        return [answers.get(body, Outcome.rejected(body.decode())) for body in bodies]
 
 
 def run(test: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -102,7 +92,7 @@ def run(test: Callable[..., Awaitable[None]], *args: Any) -> None:
 @asynccontextmanager
 async def relayed(path: str, owner: Owner, local: Local) -> AsyncIterator[RelaySink]:
     """An owner listening at ``path``, and a worker's sink that passes callbacks to it."""
-    server = RelayOwner(path, owner.handle_callback)
+    server = RelayOwner(path, owner.apply)
     await server.start()
     sink = RelaySink([path], local)
     try:
@@ -146,14 +136,36 @@ def test_errors_come_back_as_the_owner_raised_them(path: str) -> None:
     run(test)
 
 
-def test_each_answer_reaches_its_own_caller(path: str) -> None:
-    """Many callbacks in flight at once on one connection, answered out of order."""
+def test_callbacks_in_flight_together_are_applied_together_and_each_answer_reaches_its_caller(
+    path: str,
+) -> None:
+    """Many callbacks in flight at once on one connection: the owner applies those that come in
+    one read in one call (one commit), in the order they were passed on."""
 
     async def test() -> None:
-        bodies = [f"wait {random.uniform(0, 0.05):.4f} #{n}".encode() for n in range(200)]
-        async with relayed(path, Owner(), Local()) as sink:
+        owner = Owner()
+        bodies = [f"callback #{n}".encode() for n in range(200)]
+        async with relayed(path, owner, Local()) as sink:
             answers = await asyncio.gather(*(sink.handle_callback(body) for body in bodies))
         assert answers == [Outcome.rejected(body.decode()) for body in bodies]
+        assert owner.applied == [(body, None) for body in bodies]
+        assert sum(owner.batches) == len(bodies)
+        assert max(owner.batches) > 1, owner.batches
+
+    run(test)
+
+
+def test_an_apply_that_raises_answers_each_of_its_callbacks_with_the_error(path: str) -> None:
+    async def test() -> None:
+        owner = Owner()
+        async with relayed(path, owner, Local()) as sink:
+            assert await sink.handle_callback(b"before") == Outcome.rejected("before")  # (connected)
+            asked = [sink.handle_callback(body) for body in (b"one", b"raise", b"two")]
+            answers = await asyncio.gather(*asked, return_exceptions=True)
+            assert await sink.handle_callback(b"after") == Outcome.rejected("after")  # still relaying
+        assert owner.batches == [1, 3, 1]
+        assert [type(answer) for answer in answers] == [RelayFailed] * 3
+        assert all("KeyError" in str(answer) for answer in answers)
 
     run(test)
 
@@ -165,7 +177,7 @@ def test_an_unreachable_owner_leaves_the_callback_to_this_worker(
         local, owner = Local(), Owner()
         sink = RelaySink([path], local)
         assert await sink.handle_callback(b"first", key="k") == Outcome.rejected("applied locally")
-        server = RelayOwner(path, owner.handle_callback)
+        server = RelayOwner(path, owner.apply)
         await server.start()
         try:
             # Up until RECONNECT seconds after the failed try, the owner is not tried again.
@@ -188,15 +200,12 @@ def test_a_connection_lost_before_the_answer_leaves_the_callback_to_this_worker(
 
     async def test() -> None:
         local, owner = Local(), Owner()
-        owner.hold.clear()  # the owner never answers
-        server = RelayOwner(path, owner.handle_callback)
+        server = RelayOwner(path, owner.apply)
+        owner.then = server.close  # every connection closed mid-apply, as a killed owner's are
         await server.start()
         sink = RelaySink([path], local)
         try:
-            asked = asyncio.ensure_future(sink.handle_callback(b"in flight", key="k"))
-            await owner.arrived.wait()
-            await server.stop()  # every connection closed, as a killed owner's are
-            assert await asked == Outcome.rejected("applied locally")
+            assert await sink.handle_callback(b"in flight", key="k") == Outcome.rejected("applied locally")
             assert owner.applied == local.applied == [(b"in flight", "k")]
             # The connection is gone: the next callback goes to this worker too, not to a dead end.
             assert await sink.handle_callback(b"next") == Outcome.rejected("applied locally")
@@ -209,7 +218,7 @@ def test_a_connection_lost_before_the_answer_leaves_the_callback_to_this_worker(
 def test_a_frame_longer_than_any_callback_ends_the_connection(path: str) -> None:
     async def test() -> None:
         owner = Owner()
-        server = RelayOwner(path, owner.handle_callback)
+        server = RelayOwner(path, owner.apply)
         await server.start()
         try:
             reader, writer = await asyncio.open_unix_connection(path)
@@ -227,7 +236,7 @@ def test_the_relay_socket_is_not_a_tcp_port(path: str) -> None:
     """The owner takes callbacks without a token: it listens on a Unix socket only, at ``path``."""
 
     async def test() -> None:
-        server = RelayOwner(path, Owner().handle_callback)
+        server = RelayOwner(path, Owner().apply)
         await server.start()
         try:
             assert Path(path).is_socket()
@@ -262,7 +271,7 @@ def test_an_answer_says_what_was_made_of_the_callback(result: Outcome | Exceptio
 
 def test_relaying_runs_the_owner_on_a_loop_of_its_own_until_the_block_ends(path: str) -> None:
     owner = Owner()
-    with relaying(RelayOwner(path, owner.handle_callback)):
+    with relaying(RelayOwner(path, owner.apply)):
         # (The owner's loop is another thread's: this test's loop only asks.)
         async def ask() -> Outcome:
             sink = RelaySink([path], Local())
@@ -282,7 +291,7 @@ def test_relaying_runs_the_owner_on_a_loop_of_its_own_until_the_block_ends(path:
 def test_an_owner_that_cannot_listen_says_why(tmp_path: Path) -> None:
     with (
         pytest.raises(FileNotFoundError),
-        relaying(RelayOwner(str(tmp_path / "no" / "such" / "dir"), Owner().handle_callback)),
+        relaying(RelayOwner(str(tmp_path / "no" / "such" / "dir"), Owner().apply)),
     ):
         pass
 
@@ -310,7 +319,7 @@ def test_a_worker_applies_its_own_tasks_and_passes_the_others_on() -> None:
 
     async def test() -> None:
         owners = [Owner(), None, Owner()]
-        servers = [RelayOwner(paths[n], owner.handle_callback) for n, owner in enumerate(owners) if owner]
+        servers = [RelayOwner(paths[n], owner.apply) for n, owner in enumerate(owners) if owner]
         for server in servers:
             await server.start()
         local = Local()
