@@ -10,7 +10,7 @@ On SQLite, which lets one process write at a time, workers that each applied wha
 also took turns at one lock with a share of the load each (a smaller batch per commit, more
 commits): there, one owner applies every callback, in batches as large as the whole load makes
 them, while the other workers parse HTTP, check the token and pass callbacks on. An owner applies
-the callbacks that one read brings with one commit, on its relay loop (``RelayOwner``).
+the callbacks that one read brings together, on its relay loop (``RelayOwner``).
 
 Nothing rests on the relay for its correctness: every worker's Fleet can apply any callback
 through the shared store. A worker that cannot reach an owner (not started yet, starting again,
@@ -50,6 +50,11 @@ from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFull
 _log = get_logger()
 
 RECONNECT: Final = 1.0  # seconds between two tries at an owner that could not be reached
+# Callbacks an owner applies with one commit, at most, before it answers them: the worker that
+# passed them on then has answers to send while the owner applies the rest of what it read, where
+# answering a whole read at once left each side idle while the other worked (bench/RESULTS.md,
+# ``server``).
+BATCH: Final = 16
 
 _ASKED: Final = struct.Struct("!IIH")  # length after the header, sequence number, key's length
 _ANSWERED: Final = struct.Struct("!IIB")  # length after the header, sequence number, what it holds
@@ -167,12 +172,12 @@ class RelayOwner:
     """The owner's side: a Unix socket server on the running event loop, applying the callbacks
     that arrive with ``apply`` and answering them.
 
-    The callbacks that one read of a connection brings are applied together, on the loop itself,
-    and answered in one write. The loop is the owner's alone (``relaying``), so applying on it
-    blocks nothing else: the frames that come meanwhile wait in the socket, and the next read
-    takes them all, for the next commit. A hand-over to a thread would cost each callback two
-    wake-ups and the interpreter's lock passed back and forth, for no gain: one process writes a
-    SQLite file one transaction at a time anyway."""
+    The callbacks that one read of a connection brings are applied together (``BATCH`` at a time),
+    on the loop itself, and each batch is answered in one write. The loop is the owner's alone
+    (``relaying``), so applying on it blocks nothing else: the frames that come meanwhile wait in
+    the socket, and the next read takes them all. A hand-over to a thread would cost each callback
+    two wake-ups and the interpreter's lock passed back and forth, for no gain: one process writes
+    a SQLite file one transaction at a time anyway."""
 
     def __init__(self, path: str, apply: ApplyTogether) -> None:
         self.path = path
@@ -247,6 +252,10 @@ class _OwnerSide(_Side):
         self._sides.discard(self)
 
     def _take_all(self, frames: list[tuple[tuple[int, ...], bytes]]) -> None:
+        for start in range(0, len(frames), BATCH):
+            self._apply_and_answer(frames[start : start + BATCH])
+
+    def _apply_and_answer(self, frames: list[tuple[tuple[int, ...], bytes]]) -> None:
         bodies: list[bytes] = []
         keys: list[str | None] = []
         for (_, _, key_length), rest in frames:

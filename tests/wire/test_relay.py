@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -153,6 +154,38 @@ def test_callbacks_in_flight_together_are_applied_together_and_each_answer_reach
         assert max(owner.batches) > 1, owner.batches
 
     run(test)
+
+
+def test_an_owner_answers_each_batch_before_it_applies_the_next(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker has the first batch's answers to send while the owner applies the rest of a read:
+    here the owner holds its third batch until the worker has the second's answers."""
+    monkeypatch.setattr(relay, "BATCH", 4)
+    owner = Owner()
+    answered = threading.Event()
+
+    def hold_the_third_batch() -> None:
+        if len(owner.batches) == 3 and not answered.wait(10):
+            raise TimeoutError("the second batch was not answered while the third waited")
+
+    owner.then = hold_the_third_batch
+    with relaying(RelayOwner(path, owner.apply)):
+
+        async def ask() -> list[Outcome]:
+            sink = RelaySink([path], Local())
+            try:
+                assert await sink.handle_callback(b"connect") == Outcome.rejected("connect")  # batch 1
+                asked = [asyncio.ensure_future(sink.handle_callback(b"#%d" % n)) for n in range(12)]
+                await asyncio.gather(*asked[:4])
+                answered.set()
+                return await asyncio.gather(*asked)
+            finally:
+                sink.close()
+
+        answers = asyncio.run(asyncio.wait_for(ask(), 30))
+    assert answers == [Outcome.rejected(f"#{n}") for n in range(12)]
+    assert owner.batches == [1, 4, 4, 4]
 
 
 def test_an_apply_that_raises_answers_each_of_its_callbacks_with_the_error(path: str) -> None:
