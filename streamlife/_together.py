@@ -28,7 +28,7 @@ def apply_together(
     for its own answer (what the batch kept before it failed answers as a duplicate)."""
     try:
         # (Without keys when none is set: the Fleet then reads no key for each callback.)
-        routed = list(keys).count(None) != len(keys)
+        routed = keys.count(None) != len(keys)
         return list(fleet.handle_callbacks(payloads, keys=keys if routed else None))
     except (StoreError, ParkingFullError):
         return [apply_one(fleet, payload, key) for payload, key in zip(payloads, keys, strict=True)]
