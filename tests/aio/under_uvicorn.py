@@ -46,6 +46,9 @@ POLICY = Policy(  # the test rig's timeouts (tests/conftest.py), stops from the 
     stop_retry_base=1.0,
     stop_retry_cap=8,
     seed=0,
+    # Every ended task stays in memory, for the test to count them all: a run takes some 300 virtual
+    # seconds, longer on a slow machine, and keep_terminal's default would let the first to end go.
+    keep_terminal=None,
 )
 SETTLE_WITHIN = 240.0  # real seconds: settling takes a fraction of it unless something is lost
 
