@@ -252,7 +252,8 @@ def _target(
     port_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "bench.server_target", kind, "--port-file", str(port_file),
                "--workers", str(workers), "--tasks", str(tasks),
-               "--ids-file", str(directory / "memory.ids"), "--spin-us", str(spin_us)]  # fmt: skip
+               "--ids-file", str(directory / "memory.ids"), "--spin-us", str(spin_us),
+               "--work-file", str(directory / "work.us")]  # fmt: skip
     return _PortFile(_process(command, port_file), port_file)
 
 
@@ -487,24 +488,27 @@ def run(config: ServerConfig) -> Section:
             say(f"server: memory, in-process reference, {config.tasks:,} tasks")
             reference = servers.enter_context(Reference(None, config.tasks, config.inprocess))
             spin_us = statistics.median(reference.pass_us() for _ in range(config.rounds))
-            say("server: memory (1 worker), a null app as slow as the Fleet, the null app, in turns")
+            say("server: memory (1 worker), two null apps as slow as the Fleet, the null app, in turns")
             with (
                 _target("memory", directory, tasks=config.tasks) as memory_port,
                 _target("spin", directory, spin_us=spin_us) as spin_port,
+                _target("work", directory, spin_us=spin_us) as work_port,
             ):
                 ids = (directory / "memory.ids").read_text().split()
+                work_us = float((directory / "work.us").read_text())
                 loaded, passes = _interleaved(
                     {
                         "null": Target(nulls[1], nothing),
                         "memory": Target(memory_port, ids),
                         "spin": Target(spin_port, nothing),
+                        "work": Target(work_port, ids),
                     },
                     directory,
                     config,
                     reference,
                 )
             taken["memory", 1] = Taken(loaded["memory"], loaded["null"], passes)
-            spin = loaded["spin"]
+            spin, work = loaded["spin"], loaded["work"]
             _measure_stores(section, config, directory, nulls, taken)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -555,16 +559,25 @@ def run(config: ServerConfig) -> Section:
     }
     memory = taken.get(("memory", 1))
     if memory is not None:
-        section.extra["spin"] = _runs(spin)
+        section.extra["spin"], section.extra["work"] = _runs(spin), _runs(work)
+        section.extra["spin_us"], section.extra["work_us"] = spin_us, work_us
         for mode in MODES:
-            spun, bare = 1e6 / spin.runs[mode].per_second, 1e6 / memory.null.runs[mode].per_second
+            connection = "keep-alive" if mode == "keepalive" else "a new connection each"
+            bare = 1e6 / memory.null.runs[mode].per_second
             fleet_us = 1e6 / memory.served.runs[mode].per_second
+            spun, worked = 1e6 / spin.runs[mode].per_second, 1e6 / work.runs[mode].per_second
             section.notes.append(
-                f"A null app that keeps the CPU busy for the in-process µs ({spin_us:.1f}) before"
-                f" it answers, {'keep-alive' if mode == 'keepalive' else 'a new connection each'}:"
-                f" {spun:.1f} µs per request, {spun / (bare + spin_us):.2f}x (null +"
-                f" in-process): the server's own cost around an application as slow as the Fleet;"
+                f"A null app that keeps the CPU busy for the in-process µs ({spin_us:.1f}) before it"
+                f" answers, {connection}: {spun:.1f} µs per request, {spun / (bare + spin_us):.2f}x (null +"
+                " in-process): the server's own cost around an application as slow as the Fleet;"
                 f" streamlife on the memory store, {fleet_us / spun:.2f}x that (median runs)."
+            )
+            section.notes.append(
+                "A null app that first does Python work of the Fleet's kind, none of its code, as costly"
+                f" in-process (the dict-FSM floor in copies: {work_us:.1f} µs), {connection}:"
+                f" {worked:.1f} µs per request, {worked / (bare + work_us):.2f}x (null + in-process): what"
+                " the server's work between two requests costs an application whose work touches memory;"
+                f" streamlife on the memory store, {fleet_us / worked:.2f}x that (median runs)."
             )
     section.extra["null"] = {f"{n}.{w}": _runs(took.null) for (n, w), took in taken.items()}
     section.extra["rates"] = {
