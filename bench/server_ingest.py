@@ -18,11 +18,10 @@ that the HTTP cost per callback stay within 1.2 times the sum of the two, at eve
 in both modes. wrk and the server share the machine's two cores.
 
 A figure and its references are measured in turns, round by round: the null app's run, the served
-run, then a timed pass in-process, ``rounds`` times. On a shared machine the speed moves by a
-third within minutes, so each round's ratio holds the served run against the references of the
-same moment, and the goal is judged by the median of the rounds' ratios: a moment when the machine
-is slower weighs on both sides alike, and one odd round on neither. The tables give each measure's
-median run.
+run, then a timed pass in-process, ``rounds`` times. A shared machine's speed moves within minutes,
+so each round's ratio holds the served run against the references of the same moment, and the goal
+is judged by the median of the rounds' ratios: a moment when the machine is slower weighs on both
+sides alike, and one odd round on neither. The tables give each measure's median run.
 """
 
 from __future__ import annotations
