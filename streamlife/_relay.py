@@ -46,6 +46,7 @@ from typing import Any, Final
 from streamlife._events import Outcome, OutcomeKind
 from streamlife._logging import get_logger
 from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
+from streamlife.store import TaskRow
 
 _log = get_logger()
 
@@ -332,6 +333,20 @@ def owner_of(payload: bytes, key: str | None, owners: int) -> int | None:
         if found is None:
             return None
         named = found[1]
+    return _share(named, owners)
+
+
+def owns_row(row: TaskRow, me: int, owners: int) -> bool:
+    """Whether owner ``me`` of ``owners`` owns the stored task ``row``, and so takes it back at its
+    start and runs its timers: by its task_id, as the callbacks to the account's webhook are passed
+    on; by its key while it has none. A task whose callbacks come by its task URL may be timed by
+    another owner than the one that applies them: then each of its deadlines catches up first."""
+    named = row.task_id if row.task_id is not None else row.key
+    return _share(named.encode(), owners) == me
+
+
+def _share(named: bytes, owners: int) -> int:
+    # CRC-32, the same in every process (``hash`` is salted per process).
     return zlib.crc32(named) % owners
 
 

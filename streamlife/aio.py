@@ -84,7 +84,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from ._billing import Exposure
@@ -113,7 +113,7 @@ from .hooks import (
     TransitionHook,
 )
 from .lifecycle import TaskState
-from .store import JournalEntry, MemoryStore, SqliteStore, Store
+from .store import JournalEntry, MemoryStore, SqliteStore, Store, TaskRow
 from .transport.base import Transport
 
 __all__ = ["DEFAULT_CALLBACK_THREADS", "DEFAULT_THREADS", "LOOP_BATCH", "AsyncFleet"]
@@ -409,10 +409,12 @@ class AsyncFleet:
             else:
                 await self._requests.call(timers.stop)
 
-    async def recover(self) -> list[StreamTask]:
+    async def recover(
+        self, *, only: Callable[[TaskRow], bool] | None = None, parked: bool = True
+    ) -> list[StreamTask]:
         """``Fleet.recover``, in a thread."""
         self._bind()
-        return await self._requests.call(self._fleet.recover)
+        return await self._requests.call(functools.partial(self._fleet.recover, only=only, parked=parked))
 
     # -- hooks -------------------------------------------------------------------------------------
     @functools.cached_property

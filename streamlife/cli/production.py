@@ -14,8 +14,9 @@ are the timers, the Fleet and the store closed. Tasks stay in a durable store fo
 
 Several processes: this process (the supervisor) binds the socket and starts ``--workers`` worker
 processes (spawned, not forked: a fork of a process with threads and a store connection is unsafe).
-Each opens its own store connection and Fleet, takes back the store's unfinished tasks, runs its
-timers and serves the shared socket as above; the kernel hands each new connection to one of them.
+Each opens its own store connection and Fleet, takes back its share of the store's unfinished
+tasks (all of them for worker 0 on SQLite, none for the others there), runs its timers and serves
+the shared socket as above; the kernel hands each new connection to one of them.
 A worker that dies is started again, unless it died within moments of its start (then serve stops
 the others and exits 1: a second try would fail the same way). On SIGTERM or SIGINT the supervisor
 closes its copy of the socket and passes SIGTERM on to every worker, which shuts down gracefully,

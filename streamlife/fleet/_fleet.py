@@ -43,7 +43,7 @@ from streamlife.errors import CallbackError, StopAllError, UnknownTaskError
 from streamlife.hooks import ForeignHook, OrphanHook, SegmentHook, TransitionHook
 from streamlife.lifecycle import STOP_DUE, TaskState
 from streamlife.protocol import PROVIDERS, URL_FIELD, understand_body_problem
-from streamlife.store import JournalEntry, MemoryStore, Store
+from streamlife.store import JournalEntry, MemoryStore, Store, TaskRow
 from streamlife.transport.base import Transport
 
 from ._apply import Applier
@@ -409,9 +409,16 @@ class Fleet:
             yield self
 
     # -- after a restart ---------------------------------------------------------------------------
-    def recover(self) -> list[StreamTask]:
+    def recover(
+        self, *, only: Callable[[TaskRow], bool] | None = None, parked: bool = True
+    ) -> list[StreamTask]:
         """Take back every task the store holds that is not terminal, after a restart (or from
         another process that stopped), and every callback it kept parked. Returns the tasks taken.
+
+        Several processes that split a shared store's tasks between them each take back their own
+        share: ``only`` takes back only the tasks whose stored row it accepts, and ``parked=False``
+        leaves the parked callbacks to another process. The others still take over a task that its
+        process leaves overdue (``Policy.takeover_after``).
 
         Each task is rebuilt by replaying its journal and checked against its stored row
         (``JournalMismatch`` if they differ). Its deadlines are armed again from now. A task caught
@@ -425,7 +432,15 @@ class Fleet:
         from the store, and ``recover`` then leaves that task as it is.
         """
         return recover(
-            self.store, self._registry, self._mover, self._stopper, self._orphans, self._notices, self.policy
+            self.store,
+            self._registry,
+            self._mover,
+            self._stopper,
+            self._orphans,
+            self._notices,
+            self.policy,
+            only,
+            parked,
         )
 
     # -- hooks -------------------------------------------------------------------------------------

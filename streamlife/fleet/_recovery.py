@@ -9,13 +9,15 @@ to stop it (``lifecycle.AUTO_STOPS``), and ended before that stop was journaled,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from streamlife._events import Outcome
 from streamlife._logging import get_logger
 from streamlife._policy import Policy
 from streamlife._task import StreamTask
 from streamlife.errors import RecordedError
 from streamlife.lifecycle import ON_RECOVERY, TaskState
-from streamlife.store import Store
+from streamlife.store import Store, TaskRow
 
 from ._moves import Mover
 from ._notices import Notices
@@ -35,10 +37,14 @@ def recover(
     orphans: Orphans,
     notices: Notices,
     policy: Policy,
+    only: Callable[[TaskRow], bool] | None = None,
+    parked: bool = True,
 ) -> list[StreamTask]:
     """``Fleet.recover``: the tasks taken back."""
     taken = []
     for row in store.rows():
+        if only is not None and not only(row):
+            continue
         with registry.lock:
             held = row.key in registry.by_key
         if held:
@@ -50,7 +56,8 @@ def recover(
         if reap:
             stopper.send_soon(tracked, None)
         taken.append(tracked.task)
-    orphans.recover()
+    if parked:
+        orphans.recover()
     _log.info("streamlife.recovered", tasks=len(taken))
     return taken
 

@@ -8,16 +8,19 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from streamlife import HistoryEntry, OutcomeKind, Policy, Segment, StreamKind, StreamTask, TaskState
+from streamlife import HistoryEntry, Outcome, OutcomeKind, Policy, Segment, StreamKind, StreamTask, TaskState
 from streamlife._events import StopResult
 from streamlife._journal import facts_of, rebuild
 from streamlife.aio import AsyncFleet
+from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport
+from streamlife.store import SqliteStore
 from streamlife.testing import MemoriesSim
 
 URL = "rtmp://sim.invalid/live"
@@ -278,4 +281,27 @@ def test_an_async_fleet_serves_one_loop() -> None:
     with pytest.raises(RuntimeError, match="one event loop"):
         asyncio.run(fleet.tick())
     fleet.close()
+    sim.close()
+
+
+def test_recover_takes_back_only_the_share_it_is_given(tmp_path: Path) -> None:
+    """``AsyncFleet.recover(only=, parked=)`` as ``Fleet.recover``: of the tasks a dead process left
+    in a SQLite file, only those whose row ``only`` accepts, and no parked callback."""
+    sim = MemoriesSim.new()
+    path = tmp_path / "streams.db"
+    first = sim.fleet(THREADED, store=SqliteStore(path))
+    tasks = [first.start("audio", audio_url=URL, provider="assemblyai") for _ in range(3)]
+    assert first.handle_callback(segment_callback("early-1", 0)) is Outcome.PARKED
+    sim.crash(first)
+    fleet = AsyncFleet.from_fleet(sim.fleet(THREADED, store=SqliteStore(path)))
+    ours = tasks[1].key
+
+    async def run() -> list[StreamTask]:
+        async with fleet:
+            return await fleet.recover(only=lambda row: row.key == ours, parked=False)
+
+    taken = asyncio.run(run())
+    assert [task.key for task in taken] == [task.key for task in fleet.fleet.tasks()] == [ours]
+    assert fleet.fleet.stats().parked == 0
+    fleet.fleet.close()
     sim.close()

@@ -81,6 +81,10 @@ class Served:
         for said in self.seen:
             if found := re.search(pattern, said):
                 return found
+        return self.wait_for_next(pattern, timeout)
+
+    def wait_for_next(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """The first line still to come that matches ``pattern`` (not one seen already)."""
         give_up_at = time.monotonic() + timeout
         while (left := give_up_at - time.monotonic()) > 0:
             try:

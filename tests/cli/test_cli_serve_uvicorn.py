@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +167,19 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:{tmp_path / 'tasks.db'}"
 
 
+def wait_taken_back(server: Server, store_url: str, task_ids: list[str], workers: int = 2) -> None:
+    """Wait until the workers have taken the store's tasks back: on SQLite worker 0 all of them; on
+    PostgreSQL each worker those whose task_id's CRC-32 falls to it (its share)."""
+    if store_url.startswith("sqlite:"):
+        server.wait_for(rf"worker 0: .* recovered {len(task_ids)} tasks? from")
+        for index in range(1, workers):
+            server.wait_for(rf"worker {index}: webhooks at .* taking over what another process leaves")
+        return
+    shares = Counter(zlib.crc32(task_id.encode()) % workers for task_id in task_ids)
+    for index in range(workers):
+        server.wait_for(rf"worker {index}: .* recovered {shares[index]} tasks? of its share from")
+
+
 def metric(text: str, name: str) -> float | None:
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return None if found is None else float(found[1])
@@ -298,11 +312,10 @@ def wait_for_lock_waiter(dsn: str) -> None:
 
 # -- several workers ----------------------------------------------------------------------------------
 def test_two_workers_share_the_store_and_apply_each_callback_once(tmp_path: Path, shared_store: str) -> None:
-    task_ids = running_tasks(shared_store, 4)
+    task_ids = running_tasks(shared_store, 8)  # (on PostgreSQL, 7 fall to worker 0 and 1 to worker 1)
     callbacks = [segment_callback(task_id, index) for index in range(5) for task_id in task_ids]
     with serving("--store", shared_store, "--workers", "2", cwd=tmp_path) as server:
-        server.wait_for(r"worker 0: .* recovered 4 tasks")
-        server.wait_for(r"worker 1: webhooks at .* taking over what another process leaves overdue")
+        wait_taken_back(server, shared_store, task_ids)
         # Each callback twice, at once, each copy on a connection of its own: a redelivery that
         # reaches either worker.
         with ThreadPoolExecutor(8) as pool:
@@ -340,15 +353,16 @@ def test_workers_apply_each_task_s_callbacks_in_one_process(tmp_path: Path, shar
     """The workers pass each callback to the one that applies its task's: on SQLite worker 0 applies
     them all; on PostgreSQL each worker a share of the tasks. So no copy of a task is ever behind,
     and none replays what another applied."""
-    task_ids = running_tasks(shared_store, 4)
+    task_ids = running_tasks(shared_store, 8)  # (on PostgreSQL, 7 fall to worker 0 and 1 to worker 1)
     callbacks = [segment_callback(task_id, index) for index in range(10) for task_id in task_ids]
     with serving("--store", shared_store, "--workers", "2", cwd=tmp_path, log_level="debug") as server:
         if shared_store.startswith("sqlite:"):
-            server.wait_for(r"worker 0: applying the callbacks the other workers receive; recovered 4 tasks")
+            server.wait_for(r"worker 0: applying the callbacks the other workers receive; recovered 8 tasks")
             server.wait_for(r"worker 1: webhooks at .*, passed on to worker 0; taking over what another")
         else:
-            server.wait_for(r"worker 0: webhooks at .*, each to its task's worker; recovered 4 tasks")
-            server.wait_for(r"worker 1: webhooks at .*, each to its task's worker; taking over what another")
+            for worker in (0, 1):
+                server.wait_for(rf"worker {worker}: webhooks at .*, each to its task's worker; recovered")
+            wait_taken_back(server, shared_store, task_ids)
         with ThreadPoolExecutor(8) as pool:  # a connection each: the kernel hands them to both
             answers = list(pool.map(server.post, callbacks))
         assert answers == [(200, {"outcome": "applied"})] * len(callbacks)
@@ -389,15 +403,40 @@ def test_callbacks_are_applied_while_worker_0_is_dead_and_after_it_is_back(tmp_p
     assert applied == {(task_ids[0], 0): 1, **{(task_id, n): 1 for task_id in task_ids for n in (1, 2)}}
 
 
-def relay_owner(supervisor: int) -> int:
-    """The pid of serve's worker that listens on the relay's first Unix socket (worker 0)."""
+def test_a_postgres_worker_started_again_takes_back_its_own_share(tmp_path: Path, pg_store_dsn: str) -> None:
+    """On PostgreSQL each worker takes back the tasks it owns, and runs their timers: worker 1 killed
+    (SIGKILL) and started again takes its share back, and applies its tasks' callbacks once."""
+    url = f"postgres:{pg_store_dsn}"
+    task_ids = running_tasks(url, 8)
+    theirs = [task_id for task_id in task_ids if zlib.crc32(task_id.encode()) % 2 == 1]
+    assert 0 < len(theirs) < len(task_ids)  # (the simulator's task_ids are the same each run)
+    with serving("--store", url, "--workers", "2", cwd=tmp_path) as server:
+        wait_taken_back(server, url, task_ids)
+        worker = relay_owner(server.process.pid, 1)
+        time.sleep(production.STEADY_AFTER + 0.5)  # (one that dies sooner is not started again)
+        os.kill(worker, signal.SIGKILL)
+        server.wait_for(rf"worker 1 \(pid {worker}\) ended with -9; starting it again")
+        server.wait_for_next(rf"worker 1: .* recovered {len(theirs)} tasks? of its share from", 60)
+        outcomes = [server.post(segment_callback(task_id, 0)) for task_id in task_ids]
+        assert outcomes == [(200, {"outcome": "applied"})] * len(task_ids)
+        assert server.terminate() == 0, server.output()
+    store = open_store(url)
+    try:
+        assert segments_applied(store) == {(task_id, 0): 1 for task_id in task_ids}
+    finally:
+        store.close()
+
+
+def relay_owner(supervisor: int, index: int = 0) -> int:
+    """The pid of serve's worker that listens on the relay's Unix socket ``index`` (worker 0's on
+    SQLite; worker ``index``'s on PostgreSQL)."""
     give_up_at = time.monotonic() + 30
     while time.monotonic() < give_up_at:
         listening = set()
         for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
             fields = line.split()
             # (flags 00010000: listening; the socket's path is the last field)
-            if len(fields) == 8 and fields[3] == "00010000" and fields[7].endswith("/relay-0.sock"):
+            if len(fields) == 8 and fields[3] == "00010000" and fields[7].endswith(f"/relay-{index}.sock"):
                 listening.add(fields[6])
         for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
             with contextlib.suppress(OSError):

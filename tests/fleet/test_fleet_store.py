@@ -298,6 +298,24 @@ def test_callbacks_parked_before_a_restart_are_not_lost(clock: ManualClock) -> N
     assert store.parked() == [], "claimed callbacks leave the store's parking lot"
 
 
+def test_processes_that_split_the_tasks_each_take_back_only_their_own(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    path = tmp_path / "streams.db"
+    r = rig(clock, store=SqliteStore(path))
+    tasks = [r.fleet.start("audio", audio_url=URL, provider="assemblyai") for _ in range(4)]
+    assert r.fleet.handle_callback(segment_callback("early-1", 0, "first")) is Outcome.PARKED
+    ours = {task.key for task in tasks[::2]}
+
+    first = r.restart(SqliteStore(path))
+    taken = first.recover(only=lambda row: row.key in ours, parked=False)
+    assert {task.key for task in taken} == {task.key for task in first.tasks()} == ours
+    assert first.stats().parked == 0  # left to the other process
+    second = r.sim.fleet(first.policy, store=SqliteStore(path))
+    taken = second.recover(only=lambda row: row.key not in ours)
+    assert {task.key for task in taken} == {task.key for task in tasks} - ours
+    assert second.stats().parked == 1
+
+
 def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
     r = rig(clock, Faults(stall=1.0), store=MemoryStore())
     task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")

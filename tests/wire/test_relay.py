@@ -32,9 +32,12 @@ from streamlife._relay import (
     decode_answer,
     encode_answer,
     owner_of,
+    owns_row,
     relaying,
 )
 from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
+from streamlife.protocol import segment_callback
+from streamlife.store import TaskRow
 
 
 @pytest.fixture
@@ -343,6 +346,28 @@ def test_each_task_has_one_owner_whatever_its_callback_says() -> None:
     assert owner_of(b"not json", None, 1) == 0  # one owner takes everything
     owners = {owner_of(json.dumps({"task_id": f"t{n}"}).encode(), None, 3) for n in range(50)}
     assert owners == {0, 1, 2}
+
+
+# Task ids and keys as the relay reads a body's task_id: printable ASCII without a quote or a
+# backslash, at most 256 characters. (A body whose task_id holds a JSON escape goes to no owner: the
+# worker that received it applies it.)
+_NAMES = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), min_size=1, max_size=256
+)
+
+
+@given(task_id=st.one_of(st.none(), _NAMES), key=_NAMES, owners=st.integers(1, 8))
+def test_each_stored_task_is_taken_back_by_the_one_worker_its_callbacks_go_to(
+    task_id: str | None, key: str, owners: int
+) -> None:
+    """One worker of any number owns a stored task: by its task_id, the worker that its callbacks
+    to the account's webhook go to; by its key while it has none, as a task URL's go."""
+    row = TaskRow(key, "audio", task_id, "running", 2, 0.0, 0.0, {})
+    (owner,) = [me for me in range(owners) if owns_row(row, me, owners)]
+    if task_id is None:
+        assert owner == owner_of(b"{}", key, owners)
+    else:
+        assert owner == owner_of(json.dumps(segment_callback(task_id, 0)).encode(), None, owners)
 
 
 def test_a_worker_applies_its_own_tasks_and_passes_the_others_on() -> None:
