@@ -345,6 +345,13 @@ def owns_row(row: TaskRow, me: int, owners: int) -> bool:
     return _share(named.encode(), owners) == me
 
 
+def owns_task_id(task_id: str, me: int, owners: int) -> bool:
+    """Whether owner ``me`` of ``owners`` owns ``task_id``: the callbacks to the account's webhook
+    that name it are passed on to ``me``, so ``me`` parks them while no task holds it, and takes
+    them back at its start."""
+    return _share(task_id.encode(), owners) == me
+
+
 def _share(named: bytes, owners: int) -> int:
     # CRC-32, the same in every process (``hash`` is salted per process).
     return zlib.crc32(named) % owners

@@ -410,7 +410,10 @@ class AsyncFleet:
                 await self._requests.call(timers.stop)
 
     async def recover(
-        self, *, only: Callable[[TaskRow], bool] | None = None, parked: bool = True
+        self,
+        *,
+        only: Callable[[TaskRow], bool] | None = None,
+        parked: bool | Callable[[str], bool] = True,
     ) -> list[StreamTask]:
         """``Fleet.recover``, in a thread."""
         self._bind()

@@ -23,7 +23,7 @@ from streamlife._metrics import SYNC_EVERY, Metrics, Source
 from streamlife._metrics import available as metrics_available
 from streamlife._ops import OpsApplication
 from streamlife._policy import Policy
-from streamlife._relay import RelayOwner, RelaySink, owns_row, relaying
+from streamlife._relay import RelayOwner, RelaySink, owns_row, owns_task_id, relaying
 from streamlife._repeating import repeating
 from streamlife._simulate import FAULT_PRESETS
 from streamlife._timer_loop import TimerLoop
@@ -271,13 +271,15 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             Fleet(transport, store=store, policy=Policy(retention=settings.retention))
         )
         # Each task's timers run in one process, not in all: the one that applies its callbacks.
-        # On PostgreSQL each worker takes back the tasks it owns (``owns_row``); elsewhere worker 0
-        # takes them all back. The others take over only what is left overdue
-        # (``Policy.takeover_after``). A process told to join others takes nothing back.
+        # On PostgreSQL each worker takes back the tasks it owns (``owns_row``), and the parked
+        # callbacks it owns (``owns_task_id``); elsewhere worker 0 takes them all back. The others
+        # take over only what is left overdue (``Policy.takeover_after``). A process told to join
+        # others takes nothing back.
         owners = len(settings.relay)
         takes_back = not settings.join and (index == 0 or owners > 1)
         share = functools.partial(owns_row, me=index, owners=owners) if owners > 1 else None
-        recovered = fleet.recover(only=share, parked=index == 0) if takes_back else []
+        parked = functools.partial(owns_task_id, me=index, owners=owners) if owners > 1 else True
+        recovered = fleet.recover(only=share, parked=parked) if takes_back else []
         if fleet.policy.retention is not None and index == 0:  # one pruner is enough
             stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         timers = stack.enter_context(TimerLoop(fleet))

@@ -410,14 +410,18 @@ class Fleet:
 
     # -- after a restart ---------------------------------------------------------------------------
     def recover(
-        self, *, only: Callable[[TaskRow], bool] | None = None, parked: bool = True
+        self,
+        *,
+        only: Callable[[TaskRow], bool] | None = None,
+        parked: bool | Callable[[str], bool] = True,
     ) -> list[StreamTask]:
         """Take back every task the store holds that is not terminal, after a restart (or from
         another process that stopped), and every callback it kept parked. Returns the tasks taken.
 
         Several processes that split a shared store's tasks between them each take back their own
-        share: ``only`` takes back only the tasks whose stored row it accepts, and ``parked=False``
-        leaves the parked callbacks to another process. The others still take over a task that its
+        share. ``only`` takes back only the tasks whose stored row it accepts. ``parked`` says which
+        parked callbacks it takes back: all (True), none (False: another process takes them), or
+        those whose task_id it accepts (a function). The others still take over a task that its
         process leaves overdue (``Policy.takeover_after``).
 
         Each task is rebuilt by replaying its journal and checked against its stored row

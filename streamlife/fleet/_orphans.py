@@ -9,7 +9,7 @@ ours named. It is adopted into a task of its own and, with ``Policy.reap_orphans
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from streamlife._callbacks import CallbackEvent, StreamEvent, is_understand_payload
@@ -253,12 +253,15 @@ class Orphans:
         return read
 
     # -- after a restart ---------------------------------------------------------------------------
-    def recover(self) -> None:
+    def recover(self, only: Callable[[str], bool] | None = None) -> None:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
-        as of when they first arrived (so orphans are reaped on time)."""
+        as of when they first arrived (so orphans are reaped on time). ``only``: just those whose
+        task_id it accepts."""
         registry = self.registry
         delivered: dict[str, int] = {}  # task_id -> the last seq applied
         for kept in self.store.parked():
+            if only is not None and not only(kept.task_id):
+                continue
             event = decode_event(kept.payload)
             if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
                 continue

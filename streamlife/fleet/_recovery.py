@@ -38,7 +38,7 @@ def recover(
     notices: Notices,
     policy: Policy,
     only: Callable[[TaskRow], bool] | None = None,
-    parked: bool = True,
+    parked: bool | Callable[[str], bool] = True,
 ) -> list[StreamTask]:
     """``Fleet.recover``: the tasks taken back."""
     taken = []
@@ -56,8 +56,8 @@ def recover(
         if reap:
             stopper.send_soon(tracked, None)
         taken.append(tracked.task)
-    if parked:
-        orphans.recover()
+    if parked is not False:
+        orphans.recover(only=None if parked is True else parked)
     _log.info("streamlife.recovered", tasks=len(taken))
     return taken
 

@@ -286,22 +286,27 @@ def test_an_async_fleet_serves_one_loop() -> None:
 
 def test_recover_takes_back_only_the_share_it_is_given(tmp_path: Path) -> None:
     """``AsyncFleet.recover(only=, parked=)`` as ``Fleet.recover``: of the tasks a dead process left
-    in a SQLite file, only those whose row ``only`` accepts, and no parked callback."""
+    in a SQLite file, only those whose row ``only`` accepts, and of the parked callbacks, only
+    those whose task_id ``parked`` accepts."""
     sim = MemoriesSim.new()
     path = tmp_path / "streams.db"
     first = sim.fleet(THREADED, store=SqliteStore(path))
     tasks = [first.start("audio", audio_url=URL, provider="assemblyai") for _ in range(3)]
-    assert first.handle_callback(segment_callback("early-1", 0)) is Outcome.PARKED
+    early = [segment_callback(task_id, 0) for task_id in ("early-1", "early-2")]
+    assert [first.handle_callback(callback) for callback in early] == [Outcome.PARKED] * 2
     sim.crash(first)
     fleet = AsyncFleet.from_fleet(sim.fleet(THREADED, store=SqliteStore(path)))
     ours = tasks[1].key
 
     async def run() -> list[StreamTask]:
         async with fleet:
-            return await fleet.recover(only=lambda row: row.key == ours, parked=False)
+            return await fleet.recover(
+                only=lambda row: row.key == ours, parked=lambda task_id: task_id == "early-2"
+            )
 
     taken = asyncio.run(run())
     assert [task.key for task in taken] == [task.key for task in fleet.fleet.tasks()] == [ours]
-    assert fleet.fleet.stats().parked == 0
+    assert fleet.fleet.stats().parked == 1
+    assert fleet.fleet.handle_callback(early[1]) is Outcome.PARKED_ALREADY  # the one it took back
     fleet.fleet.close()
     sim.close()

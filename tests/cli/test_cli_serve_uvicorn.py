@@ -427,6 +427,28 @@ def test_a_postgres_worker_started_again_takes_back_its_own_share(tmp_path: Path
         store.close()
 
 
+def test_a_postgres_worker_started_again_takes_back_the_callbacks_it_parked(
+    tmp_path: Path, pg_store_dsn: str
+) -> None:
+    """On PostgreSQL each worker parks the callbacks for the unknown task_ids it owns, and takes
+    them back when started again: one sent again is then known as a repeat. (Before, they stayed
+    in the store until worker 0 started again, and nobody adopted the stream when due.)"""
+    url = f"postgres:{pg_store_dsn}"
+    unknown = (f"early-{n}" for n in range(100))  # task_ids no task holds
+    early = next(task_id for task_id in unknown if zlib.crc32(task_id.encode()) % 2 == 1)  # worker 1's
+    with serving("--store", url, "--workers", "2", cwd=tmp_path) as server:
+        wait_taken_back(server, url, [])
+        assert server.post(segment_callback(early, 0)) == (200, {"outcome": "parked"})
+        worker = relay_owner(server.process.pid, 1)
+        time.sleep(production.STEADY_AFTER + 0.5)  # (one that dies sooner is not started again)
+        os.kill(worker, signal.SIGKILL)
+        server.wait_for(rf"worker 1 \(pid {worker}\) ended with -9; starting it again")
+        server.wait_for_next(r"worker 1: .* recovered 0 tasks of its share from", 60)
+        repeat = {"outcome": "duplicate", "reason": "parked already"}
+        assert server.post(segment_callback(early, 0)) == (200, repeat)
+        assert server.terminate() == 0, server.output()
+
+
 def relay_owner(supervisor: int, index: int = 0) -> int:
     """The pid of serve's worker that listens on the relay's Unix socket ``index`` (worker 0's on
     SQLite; worker ``index``'s on PostgreSQL)."""

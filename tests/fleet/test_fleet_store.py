@@ -316,6 +316,24 @@ def test_processes_that_split_the_tasks_each_take_back_only_their_own(tmp_path: 
     assert second.stats().parked == 1
 
 
+def test_processes_that_split_the_parked_callbacks_each_take_back_only_their_own(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    path = tmp_path / "streams.db"
+    r = rig(clock, store=SqliteStore(path))
+    early = {task_id: segment_callback(task_id, 0, "first") for task_id in ("early-1", "early-2", "early-3")}
+    assert [r.fleet.handle_callback(callback) for callback in early.values()] == [Outcome.PARKED] * 3
+
+    first = r.restart(SqliteStore(path))
+    first.recover(parked=lambda task_id: task_id == "early-2")
+    second = r.sim.fleet(first.policy, store=SqliteStore(path))
+    second.recover(parked=lambda task_id: task_id != "early-2")
+    assert (first.stats().parked, second.stats().parked) == (1, 2)
+    # Each knows the callbacks it took back: sent again, they are repeats, not new ones.
+    assert first.handle_callback(early["early-2"]) is Outcome.PARKED_ALREADY
+    assert second.handle_callback(early["early-1"]) is Outcome.PARKED_ALREADY
+    assert second.handle_callback(early["early-3"]) is Outcome.PARKED_ALREADY
+
+
 def test_silence_is_timed_again_after_a_restart(clock: ManualClock) -> None:
     r = rig(clock, Faults(stall=1.0), store=MemoryStore())
     task = r.fleet.start("audio", audio_url=URL, provider="assemblyai")

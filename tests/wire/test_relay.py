@@ -33,6 +33,7 @@ from streamlife._relay import (
     encode_answer,
     owner_of,
     owns_row,
+    owns_task_id,
     relaying,
 )
 from streamlife.errors import CallbackError, MisroutedCallbackError, ParkingFullError, StoreError
@@ -368,6 +369,14 @@ def test_each_stored_task_is_taken_back_by_the_one_worker_its_callbacks_go_to(
         assert owner == owner_of(b"{}", key, owners)
     else:
         assert owner == owner_of(json.dumps(segment_callback(task_id, 0)).encode(), None, owners)
+
+
+@given(task_id=_NAMES, owners=st.integers(1, 8))
+def test_each_parked_callback_is_taken_back_by_the_one_worker_it_goes_to(task_id: str, owners: int) -> None:
+    """One worker of any number owns a task_id, and takes back the callbacks parked for it: the
+    worker that the account webhook's callbacks naming it go to, which parked them."""
+    (owner,) = [me for me in range(owners) if owns_task_id(task_id, me, owners)]
+    assert owner == owner_of(json.dumps(segment_callback(task_id, 0)).encode(), None, owners)
 
 
 def test_a_worker_applies_its_own_tasks_and_passes_the_others_on() -> None:
