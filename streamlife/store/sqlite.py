@@ -371,7 +371,10 @@ class SqliteStore:
                     break
                 pacer.pause(held, pacer.timer(), ahead=checkpointed)
             letters = self._prune_letters(cutoff[0], aside, stop)
-            checkpoint_aside(aside)
+            # Whole, so that the next write cuts the WAL back: after the store's thread's copy, if
+            # one runs, which this checkpoint would otherwise give up to at once.
+            with self._checkpoints.copying:
+                checkpoint_aside(aside)
         finally:
             aside.close()
             with self._lock, suppress(sqlite3.Error):  # (the WAL is cut at its next start)
