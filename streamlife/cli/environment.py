@@ -66,7 +66,10 @@ def resolve(args: argparse.Namespace) -> None:
         else:
             check_base_url(args.api_url, "--api-url")
     if hasattr(args, "understand_url"):
-        if args.understand_url is None:  # (None still, when unset: see ``api.transport_for``)
+        if getattr(args, "sim", None) is True:  # serve's --sim (start's names a URL): its own host
+            if args.understand_url is not None:
+                raise Usage("--understand-url: not with --sim, whose simulator serves both products")
+        elif args.understand_url is None:  # (None still, when unset: see ``api.transport_for``)
             args.understand_url = _read(UNDERSTAND_URL_ENV)
             if args.understand_url is not None:
                 check_base_url(args.understand_url, UNDERSTAND_URL_ENV)

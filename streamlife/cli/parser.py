@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     face = serve.add_mutually_exclusive_group()
     _api_url_option(face)
-    _understand_url_option(face, with_sim="its simulator's own")
+    # Not in the group: it goes with --api-url (each product's host), and --sim refuses it itself.
+    _understand_url_option(serve, with_sim="refused: its simulator serves both products")
     face.add_argument(
         "--sim",
         action="store_true",

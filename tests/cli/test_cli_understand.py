@@ -369,3 +369,21 @@ def test_serve_sends_understand_requests_where_it_is_told(
     args = build_parser().parse_args(["serve", "--token", TOKEN, "--store", "memory:", *argv])
     resolve(args)
     assert cli_serve._settings(args).understand_url == understand_url
+
+
+def test_serve_takes_both_hosts_of_the_service_but_no_understand_host_with_its_simulator(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEMORIES_API_KEY", "sk-mai-x")
+    hosts = ["--api-url", "http://127.0.0.1:8/serve/api/v2", "--understand-url", "http://127.0.0.1:9"]
+    args = build_parser().parse_args(["serve", "--token", TOKEN, "--store", "memory:", *hosts])
+    resolve(args)
+    settings = cli_serve._settings(args)
+    assert (settings.api_url, settings.understand_url) == (
+        "http://127.0.0.1:8/serve/api/v2",
+        "http://127.0.0.1:9",
+    )
+
+    monkeypatch.setenv("MEMORIES_UNDERSTAND_URL", "http://h.example")  # (not read with --sim)
+    assert main(["serve", "--sim", "--store", "memory:", "--understand-url", "http://127.0.0.1:9"]) == 2
+    assert "--understand-url: not with --sim" in capsys.readouterr().err
