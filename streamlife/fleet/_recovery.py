@@ -56,8 +56,10 @@ def recover(
         if reap:
             stopper.send_soon(tracked, None)
         taken.append(tracked.task)
-    if parked is not False:
-        orphans.recover(only=None if parked is True else parked)
+    if callable(parked):
+        orphans.recover(only=parked)
+    elif parked:
+        orphans.recover()
     _log.info("streamlife.recovered", tasks=len(taken))
     return taken
 
