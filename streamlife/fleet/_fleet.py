@@ -137,7 +137,7 @@ class Fleet:
         self._starter = starter = Starter(
             transport, mover, stopper, orphans, timers, notices, registry, workers, backoff, clock, policy
         )
-        takeover = Takeover(store, registry, mover, timers, stopper, notices, clock, policy)
+        takeover = Takeover(store, registry, mover, timers, stopper, notices, orphans, clock, policy)
         self._ticker = Ticker(
             registry, timers, mover, stopper, starter, orphans, notices, takeover, clock, policy
         )

@@ -257,11 +257,29 @@ class Orphans:
         """Put the kept callbacks back: to their task if it is known now, else in the parking lot,
         as of when they first arrived (so orphans are reaped on time). ``only``: just those whose
         task_id it accepts."""
+        kept = self.store.parked()
+        self._take_back(kept if only is None else [each for each in kept if only(each.task_id)])
+
+    def take_over(self, now: float) -> None:
+        """Take back the callbacks another process kept in a shared store and left there: those
+        kept ``Policy.park_ttl`` and ``Policy.takeover_after`` ago or more, for task_ids this
+        process has not parked itself. The process that parks a callback adopts its stream when it
+        is due, and unparks it; one that died first left it to whichever live process looks first.
+        They are put back as ``recover`` puts them: this tick adopts those no task holds."""
+        before = now - self.policy.park_ttl - self.policy.takeover_after
+        kept = self.store.parked(before=before)
+        with self.registry.lock:
+            left = [each for each in kept if each.task_id not in self.lot]
+        if left:
+            _log.info("streamlife.parked_taken_over", callbacks=len(left))
+            self._take_back(left)
+
+    def _take_back(self, callbacks: Sequence[ParkedCallback]) -> None:
+        """Apply each kept callback to the task that holds its task_id, here or in the store, and
+        forget it there; park the others in the lot, as of when they first arrived."""
         registry = self.registry
         delivered: dict[str, int] = {}  # task_id -> the last seq applied
-        for kept in self.store.parked():
-            if only is not None and not only(kept.task_id):
-                continue
+        for kept in callbacks:
             event = decode_event(kept.payload)
             if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
                 continue

@@ -8,6 +8,10 @@ or is stuck. Every ``takeover_after / 4`` seconds, ``Fleet.tick`` claims such ro
 takes back its own (``_recovery.settle_owed``): it holds the task, counts its deadlines from its
 last event, and takes over the stop it owes. The tick that claims a task fires what is overdue.
 A process that dies for good so loses nothing, and nobody calls ``recover()`` for it.
+
+The callbacks a process parked in the store for a task_id no task holds are taken over the same
+way, once left ``Policy.takeover_after`` past their ``Policy.park_ttl`` (``Orphans.take_over``):
+their stream is adopted, and stopped, by the process that looks first.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from streamlife.store import Store
 
 from ._moves import Mover
 from ._notices import Notices
+from ._orphans import Orphans
 from ._recovery import settle_owed
 from ._registry import Registry
 from ._stopper import Stopper
@@ -41,6 +46,7 @@ class Takeover:
     timers: Timers
     stopper: Stopper
     notices: Notices
+    orphans: Orphans
     clock: Clock
     policy: Policy
     _next: float = field(init=False)  # the next look, on the Fleet's clock
@@ -53,7 +59,8 @@ class Takeover:
         return self._next if self.store.shared else None
 
     def sweep(self, now: float) -> int:
-        """Claim the overdue tasks and take them over, if it is time to look: how many."""
+        """Claim the overdue tasks and take them over, and the parked callbacks left overdue, if it
+        is time to look: how many tasks."""
         if not self.store.shared or now < self._next:
             return 0
         policy = self.policy
@@ -69,7 +76,9 @@ class Takeover:
                 except Exception:
                     _log.exception("streamlife.takeover_failed", key=key)
             if len(keys) < _CLAIM_BATCH:
-                return taken
+                break
+        self.orphans.take_over(now)  # (after the tasks: one may hold a parked task_id now)
+        return taken
 
     def _take_over(self, key: str, now: float) -> int:
         row = self.store.row(key)

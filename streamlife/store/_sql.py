@@ -76,6 +76,16 @@ def entry_from(values: Sequence[Any]) -> JournalEntry:
     )
 
 
+def parked_where(task_id: str | None, before: float | None, mark: str) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of ``Store.parked``'s query (empty for every kept callback), and its values;
+    ``mark``: the driver's placeholder."""
+    tests = [(f"task_id = {mark}", task_id), (f"at < {mark}", before)]
+    given = [(test, value) for test, value in tests if value is not None]
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(test for test, _ in given), tuple(value for _, value in given)
+
+
 def parked_from(values: Sequence[Any]) -> ParkedCallback:
     seq, task_id, at, payload = values
     return ParkedCallback(seq, task_id, at, read_stored(payload))

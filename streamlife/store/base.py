@@ -353,8 +353,9 @@ class Store(Protocol):
         process parked since is kept for whoever applies it."""
         ...
 
-    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
-        """Every kept callback (or those for ``task_id``), in arrival order: other processes' too."""
+    def parked(self, task_id: str | None = None, *, before: float | None = None) -> list[ParkedCallback]:
+        """Every kept callback (or those for ``task_id``), in arrival order: other processes' too.
+        ``before``: only those kept with an ``at`` before it."""
         ...
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:

@@ -191,13 +191,17 @@ class MemoryStore:
             if self._undo is not None and gone:
                 self._undo.append((self._repark, gone))
 
-    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None, *, before: float | None = None) -> list[ParkedCallback]:
         with self._lock:
             if task_id is None:
                 kept = list(self._parked.values())
             else:
                 kept = [self._parked[seq] for seq in self._parked_by_task_id.get(task_id, ())]
-        return [ParkedCallback(seq, on, at, read_stored(payload)) for seq, on, at, payload in kept]
+        return [
+            ParkedCallback(seq, on, at, read_stored(payload))
+            for seq, on, at, payload in kept
+            if before is None or at < before
+        ]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:
         kept_reason, kept_field, size, kept_body = dead_letter_fields(reason, field, body)

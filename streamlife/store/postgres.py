@@ -59,6 +59,7 @@ from ._sql import (
     entry_values,
     letter_from,
     parked_from,
+    parked_where,
     row_from,
     row_values,
 )
@@ -275,17 +276,12 @@ class PostgresStore:
                     "DELETE FROM streamlife_parked WHERE task_id = %s AND seq <= %s", (task_id, upto)
                 )
 
-    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None, *, before: float | None = None) -> list[ParkedCallback]:
+        where, bound = parked_where(task_id, before, "%s")
         with self._errors("could not read the parked callbacks"), self._connection() as conn:
-            if task_id is None:
-                found = conn.execute(
-                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked ORDER BY seq"
-                ).fetchall()
-            else:
-                found = conn.execute(
-                    f"SELECT {PARKED_COLUMNS} FROM streamlife_parked WHERE task_id = %s ORDER BY seq",
-                    (task_id,),
-                ).fetchall()
+            found = conn.execute(
+                f"SELECT {PARKED_COLUMNS} FROM streamlife_parked{where} ORDER BY seq", bound
+            ).fetchall()
         return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:

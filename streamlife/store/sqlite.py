@@ -60,6 +60,7 @@ from ._sql import (
     entry_values,
     letter_from,
     parked_from,
+    parked_where,
     row_from,
     row_values,
 )
@@ -274,14 +275,10 @@ class SqliteStore:
             else:
                 db.execute("DELETE FROM parked WHERE task_id = ? AND seq <= ?", (task_id, upto))
 
-    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
+    def parked(self, task_id: str | None = None, *, before: float | None = None) -> list[ParkedCallback]:
+        where, bound = parked_where(task_id, before, "?")
         with self._connection() as db:
-            if task_id is None:
-                found = db.execute(f"SELECT {PARKED_COLUMNS} FROM parked ORDER BY seq").fetchall()
-            else:
-                found = db.execute(
-                    f"SELECT {PARKED_COLUMNS} FROM parked WHERE task_id = ? ORDER BY seq", (task_id,)
-                ).fetchall()
+            found = db.execute(f"SELECT {PARKED_COLUMNS} FROM parked{where} ORDER BY seq", bound).fetchall()
         return [parked_from(values) for values in found]
 
     def dead_letter(self, at: float, reason: str, field: str | None, body: bytes) -> int:

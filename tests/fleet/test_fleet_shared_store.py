@@ -429,8 +429,8 @@ class ParksBetweenReadAndUnpark(SqliteStore):
         super().__init__(path)
         self.between: Callable[[], None] | None = None
 
-    def parked(self, task_id: str | None = None) -> list[ParkedCallback]:
-        read = super().parked(task_id)
+    def parked(self, task_id: str | None = None, *, before: float | None = None) -> list[ParkedCallback]:
+        read = super().parked(task_id, before=before)
         if task_id is not None and self.between is not None:
             between, self.between = self.between, None
             between()

@@ -164,6 +164,35 @@ def test_the_survivors_settle_every_task_a_dead_process_left_within_the_policys_
     assert sorted(stops.values()) == [1, 1, 1, 1]
 
 
+def test_a_survivor_adopts_and_stops_the_stream_whose_callbacks_a_dead_process_parked(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A stream no start of ours named: its callbacks reached one process only, which parked them
+    and died before their parking TTL ran out. A survivor takes them from the store once they are
+    left past it, adopts the stream, and stops it."""
+    service = SimulatedService(clock=clock)
+    router = Router()
+    service.on_callback(router)
+    dying, survivor = fleets(tmp_path, clock, service, 2)
+    # Started outside any Fleet: an orphan to every one of them.
+    body = {"audio_url": URL, "provider": "assemblyai"}
+    orphan = SimTransport(service).start(StreamKind.AUDIO, body).task_id
+    router.owner[orphan] = dying
+    settle(service, [dying, survivor], 6)  # its first segment, parked by the one that hears it
+    assert (dying.stats().parked, survivor.stats().parked) == (1, 0)
+    router.dead.add(id(dying))  # and it dies: its lot with it, and the stream's later callbacks
+
+    settle(service, [survivor], POLICY.park_ttl + POLICY.takeover_after * 1.25 + POLICY.stop_timeout)
+    assert service.billing() == []
+    store = survivor.store
+    (adopted,) = [row for row in store.rows(terminal=True) if row.task_id == orphan]
+    assert [entry.trigger for entry in store.journal(adopted.key)][:2] == ["adopt", "segment"]
+    assert store.parked() == []
+    settle(service, [survivor], POLICY.final_callback_wait + POLICY.stop_timeout)
+    assert list(store.rows()) == []  # settled: its status 14 went to the dead process
+    assert Counter(request.task_id for request in service.stop_log) == {orphan: 1}
+
+
 def test_a_process_that_lives_keeps_its_tasks_and_nobody_takes_them_over(
     tmp_path: Path, clock: ManualClock
 ) -> None:

@@ -8,7 +8,9 @@ harshest case. When it dies it holds one stream of each kind a process can leave
 
 * running, and then silent (its callbacks go to a dead socket);
 * mid-stop, the stop acknowledged and its status-14 callback lost with the process;
-* mid-stop, the stop failed (a 500) and its retry armed in the dead process's memory.
+* mid-stop, the stop failed (a 500) and its retry armed in the dead process's memory;
+* a stream none of them started (an orphan), whose first callback it parked and had not yet
+  adopted (its parking TTL is longer than the others').
 
 Then, within the policy's bounds: every task in the store is terminal, the simulator bills nothing,
 every journal numbers 1..n with no gap, each deadline fired once, no stream was sent more stops than
@@ -29,14 +31,15 @@ from pathlib import Path
 
 import requests
 
-from streamlife import ManualClock
+from streamlife import ManualClock, StreamKind
 from streamlife.protocol import Payload
-from streamlife.sim import SimulatedService, serve_http
+from streamlife.sim import SimTransport, SimulatedService, serve_http
 from streamlife.store import Store
 from tests.fleet.conftest import opened
 from tests.fleet_worker import Worker
 
 KEY = "sk-mai-takeover"
+START_BODY = {"audio_url": "rtmp://sim.invalid/live/orphan", "provider": "assemblyai"}
 TAKEOVER_AFTER = 1.0
 SILENCE_AFTER = 2.0
 FINAL_CALLBACK_WAIT = 2.0
@@ -110,14 +113,14 @@ class Clock:
         self._thread.join(10)
 
 
-def spawn(store_url: str, base_url: str, token: str, log_path: Path) -> Worker:
+def spawn(store_url: str, base_url: str, token: str, log_path: Path, park_ttl: float = 1.0) -> Worker:
     return Worker.spawn(
         store=store_url,
         sim=base_url,
         api_key=KEY,
         token=token,
         log_path=log_path,
-        park_ttl=1.0,
+        park_ttl=park_ttl,
         uncertain_ttl=2.0,
         final_callback_wait=FINAL_CALLBACK_WAIT,
         silence_after=SILENCE_AFTER,
@@ -137,7 +140,12 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
     hooks = Webhooks(token)
     service.on_callback(hooks)
     with serve_http(service) as face:
-        workers = [spawn(store_url, face.base_url, token, tmp_path / f"worker-{n}.log") for n in range(3)]
+        # The first dies with a parked callback it has not adopted: its parking TTL outlasts it.
+        park_ttls = (600.0, 1.0, 1.0)
+        workers = [
+            spawn(store_url, face.base_url, token, tmp_path / f"worker-{n}.log", park_ttl)
+            for n, park_ttl in enumerate(park_ttls)
+        ]
         clock = Clock(service)
         try:
             dying, *survivors = workers
@@ -148,7 +156,11 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
                 hooks.owner[task_id] = dying
             for survivor, task_id in zip(survivors, kept, strict=True):
                 hooks.owner[task_id] = survivor
+            orphan = SimTransport(service, KEY).start(StreamKind.AUDIO, START_BODY).task_id
+            hooks.owner[orphan] = dying
             time.sleep(1.0)  # segments flow, each to the process that started its stream
+            with opened(store_url) as store:
+                assert {kept.task_id for kept in store.parked()} == {orphan}  # by the dying one
 
             assert dying.command(f"fail_stops {failed}") == {"failing": failed}
             assert dying.command(f"stop {failed}")["task"]["state"] == "stopping"  # its retry in memory
@@ -162,6 +174,7 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
                 while (
                     unsettled(store) != [(task_id, "running") for task_id in kept]
                     or service.billing() != kept
+                    or store.parked()
                 ):
                     assert time.monotonic() - died_at < WITHIN, (unsettled(store), service.billing())
                     time.sleep(0.1)
@@ -189,11 +202,13 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
             assert triggers[failed].count("stop_error") >= 1
             assert "stop_ok" in triggers[failed][triggers[failed].index("stop_error") :]
             assert all("silence" not in triggers[task_id] for task_id in kept)  # heard from all along
+            assert triggers[orphan][:2] == ["adopt", "segment"]  # its parked callback, taken over
             stops = Counter(request.task_id for request in service.stop_log)
             assert stops[acknowledged] == 1  # the dead process's own
             assert 1 <= stops[silent] <= len(survivors)
             assert 1 <= stops[failed] <= len(survivors)
             assert all(stops[task_id] == 1 for task_id in kept)  # stop_all's
+            assert 1 <= stops[orphan] <= len(survivors)
             for survivor in survivors:
                 survivor.quit()
         finally:

@@ -506,6 +506,18 @@ def test_unpark_upto_a_seq_keeps_what_was_parked_after_it(store: Store) -> None:
     assert [kept.task_id for kept in store.parked()] == ["t2"]
 
 
+def test_parked_before_a_time_gives_only_those_kept_earlier(store: Store) -> None:
+    """What a process reads to take over callbacks another left parked past their TTL."""
+    store.park("t1", 10.0, {"n": 1})
+    store.park("t2", 12.0, {"n": 2})
+    store.park("t1", 20.0, {"n": 3})
+    assert [kept.payload for kept in store.parked(before=12.0)] == [{"n": 1}]  # (before: not at)
+    assert [kept.payload for kept in store.parked(before=20.5)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert [kept.payload for kept in store.parked("t1", before=15.0)] == [{"n": 1}]
+    assert store.parked("t2", before=12.0) == []
+    assert store.parked(before=10.0) == []
+
+
 # Dead letters: payloads the parser refused.
 
 # Text as a hostile payload can make a parser's message: any code point, lone surrogates and NULs too.
