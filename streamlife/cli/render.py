@@ -246,7 +246,11 @@ def describe(args: Mapping[str, Any] | None, width: int = 60) -> str:
         segment = args["segment"]
         said = "" if segment.get("text") is None else f" {segment['text']!r}"
         final = "final" if segment.get("final") else "partial"
-        return clip(f"segment {segment.get('index')} {final}{said}", width)
+        # A result that carries no index (Live Video Understanding's) is known by its timestamp.
+        which = segment.get("index")
+        if which is None:
+            which = f"at {segment['stamp']}" if segment.get("stamp") else "unnumbered"
+        return clip(f"segment {which} {final}{said}", width)
     if "status" in args:
         status = args["status"]
         meaning = f" ({status['meaning']})" if status.get("meaning") else ""

@@ -24,6 +24,7 @@ from streamlife.cli import serve as cli_serve
 from streamlife.cli import streams as cli_streams
 from streamlife.cli.environment import resolve
 from streamlife.cli.parser import build_parser
+from streamlife.cli.render import describe
 from streamlife.protocol import understand_result
 from streamlife.sim import Faults, SimTransport
 from streamlife.testing import MemoriesSim
@@ -387,3 +388,19 @@ def test_serve_takes_both_hosts_of_the_service_but_no_understand_host_with_its_s
     monkeypatch.setenv("MEMORIES_UNDERSTAND_URL", "http://h.example")  # (not read with --sim)
     assert main(["serve", "--sim", "--store", "memory:", "--understand-url", "http://127.0.0.1:9"]) == 2
     assert "--understand-url: not with --sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("segment", "shown"),
+    [
+        ({"index": 3, "final": True, "text": "hi"}, "segment 3 final 'hi'"),
+        ({"index": None, "final": True, "text": "a dog", "stamp": "2026-12-05T10:00:05Z"},
+         "segment at 2026-12-05T10:00:05Z final 'a dog'"),
+        ({"index": None, "final": False, "text": "hel"}, "segment unnumbered partial 'hel'"),
+    ],
+)  # fmt: skip
+def test_the_journal_names_a_result_by_its_index_else_by_its_timestamp(
+    segment: dict[str, Any], shown: str
+) -> None:
+    """An understand result carries no index: the journal shows its timestamp, never "None"."""
+    assert describe({"segment": segment}, width=200) == shown
