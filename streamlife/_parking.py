@@ -5,7 +5,8 @@ Fleet parks it under its task_id and replays it, in arrival order, once the answ
 task. A task_id still unclaimed after the TTL is an orphan: a stream the service runs (and bills)
 that no task of ours started, typically the child of a start whose answer was lost. ``expire``
 hands orphans over for the reaper. The lot keeps task_ids in first-parked order, so expiry looks
-only at the front.
+only at the front. A task_id handed back as of an earlier time than the last one parked (put back
+from the store) puts it out of order: it is sorted again once, at the next look.
 
 Nothing parked is ever dropped: the service was told "parked", and may never send it again. So the
 lot is bounded by refusing, not by forgetting: past ``max_task_ids`` task_ids, or ``max_per_task``
@@ -64,7 +65,7 @@ class Parked(Generic[Event]):
 
 
 class ParkingLot(Generic[Event]):
-    __slots__ = ("_by_task", "max_per_task", "max_task_ids")
+    __slots__ = ("_by_task", "_unsorted", "max_per_task", "max_task_ids")
 
     def __init__(self, *, max_task_ids: int, max_per_task: int) -> None:
         """``Policy.max_parked`` and ``Policy.max_parked_per_task`` give the Fleet's limits."""
@@ -73,7 +74,8 @@ class ParkingLot(Generic[Event]):
                 raise ValueError(f"{name} must be at least 1, got {value}")
         self.max_task_ids = max_task_ids
         self.max_per_task = max_per_task
-        self._by_task: dict[str, Parked[Event]] = {}  # insertion order is first-parked order
+        self._by_task: dict[str, Parked[Event]] = {}  # insertion order is first-parked order...
+        self._unsorted = False  # ... unless this says so (``_order``)
 
     def park(self, task_id: str, event: Event, now: float, *, put_back: bool = False) -> Ticket[Event] | None:
         """Park ``event`` under ``task_id``, once however often it is delivered. Returns the store
@@ -87,14 +89,18 @@ class ParkingLot(Generic[Event]):
         if parked is None:
             if not put_back and len(self._by_task) >= self.max_task_ids:
                 raise ParkingFullError(task_id, f"{len(self._by_task)} unknown task_ids parked")
-            parked = self._by_task[task_id] = Parked(task_id, now)
-        elif (slot := parked.slot(event)) is not None:
+            parked = Parked(task_id, now)
+            self._enter(parked)
+        elif put_back and now < parked.first_parked:  # (kept in the store before what came here)
+            parked.first_parked = now
+            self._unsorted = True
+        if (slot := parked.slot(event)) is not None:
             if slot.kept or put_back:
                 slot.kept = True
                 return None
             slot.writers += 1
             return Ticket(task_id, slot, first=False)
-        elif not put_back and len(parked.slots) >= self.max_per_task:
+        if not put_back and len(parked.slots) >= self.max_per_task:
             raise ParkingFullError(task_id, f"{len(parked.slots)} callbacks parked for this task_id")
         slot = _Slot(event, 0 if put_back else 1, put_back)
         parked.slots.append(slot)
@@ -129,13 +135,24 @@ class ParkingLot(Generic[Event]):
         if since is not None:
             parked.slots.extend(since.slots)
             parked.first_parked = min(parked.first_parked, since.first_parked)
+        self._enter(parked)
+
+    def _enter(self, parked: Parked[Event]) -> None:
+        """Add ``parked`` last, noting whether that breaks first-parked order."""
         last = next(reversed(self._by_task.values()), None)
         self._by_task[parked.task_id] = parked
-        if last is not None and last.first_parked > parked.first_parked:  # keep first-parked order
+        if last is not None and last.first_parked > parked.first_parked:
+            self._unsorted = True
+
+    def _order(self) -> None:
+        """Put the task_ids back in first-parked order, if something put them out of it."""
+        if self._unsorted:
             self._by_task = dict(sorted(self._by_task.items(), key=lambda item: item[1].first_parked))
+            self._unsorted = False
 
     def expire(self, parked_before: float) -> list[Parked[Event]]:
         """Remove and return every task_id first parked at or before ``parked_before``: the orphans."""
+        self._order()
         orphans = []
         while self._by_task:
             oldest = next(iter(self._by_task.values()))
@@ -146,6 +163,7 @@ class ParkingLot(Generic[Event]):
 
     def oldest(self) -> float | None:
         """When the longest-waiting task_id was first parked, or None when the lot is empty."""
+        self._order()
         return next(iter(self._by_task.values())).first_parked if self._by_task else None
 
     def __contains__(self, task_id: object) -> bool:

@@ -93,16 +93,20 @@ class ParkingMachine(RuleBasedStateMachine):
             else:
                 del self.model[task_id]
 
-    @rule(task_id=TASK_IDS, event=EVENTS)
-    def put_back(self, task_id: str, event: int) -> None:
-        """A callback handed back after a failed claim is never refused, whatever the limits."""
-        first, slots = self.model.get(task_id, (self.now, []))
+    @rule(task_id=TASK_IDS, event=EVENTS, age=st.floats(0, 30, allow_nan=False))
+    def put_back(self, task_id: str, event: int, age: float) -> None:
+        """A callback handed back after a failed claim, or read back from the store as of when it
+        first came (``age`` ago, before others parked here maybe), is never refused, whatever the
+        limits; its task_id waits from then."""
+        at = self.now - age
+        first, slots = self.model.get(task_id, (at, []))
         slot = self._slot(task_id, event)
-        assert self.lot.park(task_id, event, first, put_back=True) is None  # nothing owed
+        assert self.lot.park(task_id, event, at, put_back=True) is None  # nothing owed
         if slot is None:
-            self.model[task_id] = (first, [*slots, Slot(event, 0, True)])
+            slots = [*slots, Slot(event, 0, True)]
         else:
             slot.kept = True
+        self.model[task_id] = (min(first, at), slots)
 
     @rule(task_id=TASK_IDS)
     def claim(self, task_id: str) -> None:
