@@ -254,7 +254,12 @@ class Policy:
     period, when it ticks. Keep it above a pause your processes may take (a long collection, a
     busy disk), and above how far apart their clocks may be (deadlines are times on the clock of
     the process that wrote them, read on the clock of the one that looks): a process taken over
-    while alive costs a duplicate stop request, and a stream it hears may be taken for stalled."""
+    while alive costs a duplicate stop request, and a stream it hears may be taken for stalled.
+
+    Callbacks another process parked are taken over in the same looks, this long past their
+    ``park_ttl``, the looking process's own: give the processes that share a store the same
+    ``park_ttl`` and ``takeover_after``, or those with a longer ``park_ttl`` have their orphans
+    adopted by the others."""
 
     def __post_init__(self) -> None:
         for name in _DURATIONS:

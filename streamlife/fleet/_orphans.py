@@ -270,24 +270,29 @@ class Orphans:
         kept = self.store.parked(before=before)
         with self.registry.lock:
             left = [each for each in kept if each.task_id not in self.lot]
-        if left:
-            _log.info("streamlife.parked_taken_over", callbacks=len(left))
-            self._take_back(left)
+        taken = self._take_back(left)
+        if taken:
+            _log.info("streamlife.parked_taken_over", callbacks=taken)
 
-    def _take_back(self, callbacks: Sequence[ParkedCallback]) -> None:
+    def _take_back(self, callbacks: Sequence[ParkedCallback]) -> int:
         """Apply each kept callback to the task that holds its task_id, here or in the store, and
-        forget it there; park the others in the lot, as of when they first arrived."""
+        forget it there; park the others in the lot, as of when they first arrived. Returns how
+        many were taken back."""
         registry = self.registry
         delivered: dict[str, int] = {}  # task_id -> the last seq applied
+        unknown: set[str] = set()  # task_ids the store holds no task for (looked up once)
+        taken = 0
         for kept in callbacks:
             event = decode_event(kept.payload)
             if isinstance(event, ForeignCallback):  # (never parked: ``deliver`` answers one at once)
                 continue
+            taken += 1
             with registry.lock:
                 tracked = registry.by_id.get(event.task_id)
-            if tracked is None:
+            if tracked is None and event.task_id not in unknown:
                 tracked = self.mover.load(event.task_id)
             if tracked is None:
+                unknown.add(event.task_id)
                 with registry.lock:  # (answered "parked" once: never refused now)
                     self.lot.park(event.task_id, event, kept.at, put_back=True)
                 continue
@@ -297,6 +302,7 @@ class Orphans:
             delivered[event.task_id] = kept.seq
         for task_id, upto in delivered.items():  # (only those read: another process may park more)
             self.store.unpark(task_id, upto=upto)
+        return taken
 
 
 def kind_of_orphan(events: Sequence[CallbackEvent], started: set[StreamKind]) -> tuple[StreamKind, bool]:

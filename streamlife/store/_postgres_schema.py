@@ -86,6 +86,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "UPDATE streamlife_tasks SET look_at = LEAST(due_at, updated_at + quiet) WHERE NOT terminal",
         "CREATE INDEX streamlife_tasks_look ON streamlife_tasks (look_at) WHERE look_at IS NOT NULL",
     ),
+    (  # 7: the parked callbacks left past their time, which every process looks for
+        # (Store.parked(before=)), read without a scan of the table
+        "CREATE INDEX streamlife_parked_at ON streamlife_parked (at)",
+    ),
 )
 
 

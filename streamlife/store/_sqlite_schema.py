@@ -64,6 +64,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE tasks ADD COLUMN claimed_until REAL",
         "UPDATE tasks SET due_at = updated_at WHERE terminal = 0",
     ),
+    (  # 5: the parked callbacks left past their time, which every process on the file looks for
+        # (Store.parked(before=)), read without a scan of the table
+        "CREATE INDEX parked_at ON parked (at)",
+    ),
 )
 
 

@@ -193,6 +193,30 @@ def test_a_survivor_adopts_and_stops_the_stream_whose_callbacks_a_dead_process_p
     assert Counter(request.task_id for request in service.stop_log) == {orphan: 1}
 
 
+def test_a_live_process_adopts_the_stream_whose_callbacks_it_parked_and_the_others_leave_them(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The process that parked an orphan's callbacks lives, and ticks late (every 4 s, within the
+    grace): it adopts the stream, a little after its parking TTL. Another that ticks every half
+    second takes none of them: none is left past the grace."""
+    service = SimulatedService(clock=clock)
+    router = Router()
+    service.on_callback(router)
+    parker, other = fleets(tmp_path, clock, service, 2)
+    body = {"audio_url": URL, "provider": "assemblyai"}
+    orphan = SimTransport(service).start(StreamKind.AUDIO, body).task_id
+    router.owner[orphan] = parker
+    assert POLICY.takeover_after > 4
+    for step in range(round((5 + POLICY.park_ttl + POLICY.takeover_after * 2) / 0.5)):
+        service.advance(0.5)
+        other.tick()
+        if step % 8 == 7:
+            parker.tick()
+    assert (parker.stats().orphans, other.stats().orphans) == (1, 0)
+    assert service.billing() == []
+    assert parker.store.parked() == []
+
+
 def test_a_process_that_lives_keeps_its_tasks_and_nobody_takes_them_over(
     tmp_path: Path, clock: ManualClock
 ) -> None:

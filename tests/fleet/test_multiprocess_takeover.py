@@ -156,19 +156,23 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
                 hooks.owner[task_id] = dying
             for survivor, task_id in zip(survivors, kept, strict=True):
                 hooks.owner[task_id] = survivor
-            orphan = SimTransport(service, KEY).start(StreamKind.AUDIO, START_BODY).task_id
-            hooks.owner[orphan] = dying
             time.sleep(1.0)  # segments flow, each to the process that started its stream
-            with opened(store_url) as store:
-                assert {kept.task_id for kept in store.parked()} == {orphan}  # by the dying one
 
             assert dying.command(f"fail_stops {failed}") == {"failing": failed}
             assert dying.command(f"stop {failed}")["task"]["state"] == "stopping"  # its retry in memory
+            # Last, so that it dies well within the others' parking TTL and grace.
+            orphan = SimTransport(service, KEY).start(StreamKind.AUDIO, START_BODY).task_id
+            hooks.owner[orphan] = dying
+            started_at = time.monotonic()
+            with opened(store_url) as store:
+                while {kept.task_id for kept in store.parked()} != {orphan}:  # by the dying one
+                    assert time.monotonic() - started_at < WITHIN, "the orphan's callback was not parked"
+                    time.sleep(0.05)
             with clock.paused():  # nothing is delivered until the process is dead
                 assert dying.command(f"stop {acknowledged}")["task"]["state"] == "stopping"
                 dying.kill()
                 assert dying.wait_dead() != 0
-            died_at = time.monotonic()
+            died_at, killed_at = time.monotonic(), time.time()
 
             with opened(store_url) as store:
                 while (
@@ -203,6 +207,7 @@ def test_the_survivors_settle_what_a_process_killed_for_good_left(tmp_path: Path
             assert "stop_ok" in triggers[failed][triggers[failed].index("stop_error") :]
             assert all("silence" not in triggers[task_id] for task_id in kept)  # heard from all along
             assert triggers[orphan][:2] == ["adopt", "segment"]  # its parked callback, taken over
+            assert journals[orphan][0].at > killed_at  # by a survivor, once the one that parked it died
             stops = Counter(request.task_id for request in service.stop_log)
             assert stops[acknowledged] == 1  # the dead process's own
             assert 1 <= stops[silent] <= len(survivors)

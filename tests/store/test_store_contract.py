@@ -736,6 +736,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
             db.execute("DELETE FROM sqlite_sequence WHERE name = 'dead_letters'")
             for column in ("due_at", "quiet", "claimed_until"):
                 db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+            db.execute("DROP INDEX parked_at")
             db.execute("PRAGMA user_version = 2")
         db.close()
     else:
@@ -746,6 +747,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
             for column in ("due_at", "quiet", "claimed_until", "look_at"):
                 conn.execute(f"ALTER TABLE streamlife_tasks DROP COLUMN {column}")
             conn.execute("DROP FUNCTION streamlife_lock_task")
+            conn.execute("DROP INDEX streamlife_parked_at")
             conn.execute("UPDATE streamlife_schema SET version = 2")
 
     store = durable_backend.open()
@@ -765,6 +767,7 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
 
         with sqlite3.connect(durable_backend.location) as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
+            indexed = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'parked_at'").fetchone()
         db.close()
     else:
         import psycopg
@@ -775,7 +778,10 @@ def test_a_store_made_before_dead_letters_gains_their_table_when_opened(durable_
             found = conn.execute("SELECT version FROM streamlife_schema").fetchone()
             assert found is not None
             (version,) = found
+            index = "SELECT 1 FROM pg_indexes WHERE indexname = 'streamlife_parked_at'"
+            indexed = conn.execute(index).fetchone()
     assert version == len(MIGRATIONS)  # every step applied
+    assert indexed is not None  # the last one too
 
 
 def test_a_schema_newer_than_this_code_is_refused(durable_backend: Backend) -> None:

@@ -93,6 +93,7 @@ def test_a_database_from_before_the_index_gains_it_and_claims_what_is_due(pg_sto
     with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
         conn.execute("DROP INDEX streamlife_tasks_look")
         conn.execute("ALTER TABLE streamlife_tasks DROP COLUMN look_at")
+        conn.execute("DROP INDEX streamlife_parked_at")  # (migration 7's)
         conn.execute("UPDATE streamlife_schema SET version = 5")
     store = PostgresStore(pg_store_dsn)
     try:

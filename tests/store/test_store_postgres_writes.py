@@ -188,8 +188,9 @@ def test_a_database_from_before_the_lock_function_gains_it_and_its_tasks_lock_as
     old.close()
     with psycopg.connect(pg_store_dsn, autocommit=True) as conn:
         conn.execute("DROP FUNCTION streamlife_lock_task")
-        conn.execute("DROP INDEX streamlife_tasks_look")  # (and what came after: migration 6)
+        conn.execute("DROP INDEX streamlife_tasks_look")  # (and what came after: migrations 6 and 7)
         conn.execute("ALTER TABLE streamlife_tasks DROP COLUMN look_at")
+        conn.execute("DROP INDEX streamlife_parked_at")
         conn.execute("UPDATE streamlife_schema SET version = 4")
     store = PostgresStore(pg_store_dsn)
     try:
