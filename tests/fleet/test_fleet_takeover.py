@@ -164,20 +164,29 @@ def test_the_survivors_settle_every_task_a_dead_process_left_within_the_policys_
     assert sorted(stops.values()) == [1, 1, 1, 1]
 
 
+def an_orphan_heard_by_the_first(
+    tmp_path: Path, clock: ManualClock
+) -> tuple[SimulatedService, Router, list[Fleet], str]:
+    """Two Fleets, and a stream started outside either (an orphan to both), whose callbacks go to
+    the first only: the service, the router, the Fleets, and the stream's task_id."""
+    service = SimulatedService(clock=clock)
+    router = Router()
+    service.on_callback(router)
+    both = fleets(tmp_path, clock, service, 2)
+    orphan = (
+        SimTransport(service).start(StreamKind.AUDIO, {"audio_url": URL, "provider": "assemblyai"}).task_id
+    )
+    router.owner[orphan] = both[0]
+    return service, router, both, orphan
+
+
 def test_a_survivor_adopts_and_stops_the_stream_whose_callbacks_a_dead_process_parked(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     """A stream no start of ours named: its callbacks reached one process only, which parked them
     and died before their parking TTL ran out. A survivor takes them from the store once they are
     left past it, adopts the stream, and stops it."""
-    service = SimulatedService(clock=clock)
-    router = Router()
-    service.on_callback(router)
-    dying, survivor = fleets(tmp_path, clock, service, 2)
-    # Started outside any Fleet: an orphan to every one of them.
-    body = {"audio_url": URL, "provider": "assemblyai"}
-    orphan = SimTransport(service).start(StreamKind.AUDIO, body).task_id
-    router.owner[orphan] = dying
+    service, router, (dying, survivor), orphan = an_orphan_heard_by_the_first(tmp_path, clock)
     settle(service, [dying, survivor], 6)  # its first segment, parked by the one that hears it
     assert (dying.stats().parked, survivor.stats().parked) == (1, 0)
     router.dead.add(id(dying))  # and it dies: its lot with it, and the stream's later callbacks
@@ -199,13 +208,7 @@ def test_a_live_process_adopts_the_stream_whose_callbacks_it_parked_and_the_othe
     """The process that parked an orphan's callbacks lives, and ticks late (every 4 s, within the
     grace): it adopts the stream, a little after its parking TTL. Another that ticks every half
     second takes none of them: none is left past the grace."""
-    service = SimulatedService(clock=clock)
-    router = Router()
-    service.on_callback(router)
-    parker, other = fleets(tmp_path, clock, service, 2)
-    body = {"audio_url": URL, "provider": "assemblyai"}
-    orphan = SimTransport(service).start(StreamKind.AUDIO, body).task_id
-    router.owner[orphan] = parker
+    service, _, (parker, other), _ = an_orphan_heard_by_the_first(tmp_path, clock)
     assert POLICY.takeover_after > 4
     for step in range(round((5 + POLICY.park_ttl + POLICY.takeover_after * 2) / 0.5)):
         service.advance(0.5)
