@@ -280,6 +280,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
         share = functools.partial(owns_row, me=index, owners=owners) if owners > 1 else None
         parked = functools.partial(owns_task_id, me=index, owners=owners) if owners > 1 else True
         recovered = fleet.recover(only=share, parked=parked) if takes_back else []
+        waiting = fleet.stats().parked  # task_ids whose parked callbacks it took back (none yet else)
         if fleet.policy.retention is not None and index == 0:  # one pruner is enough
             stack.enter_context(pruning(store, fleet.policy.retention, clock=fleet.clock))
         timers = stack.enter_context(TimerLoop(fleet))
@@ -350,6 +351,7 @@ def _serve(settings: ServeSettings, sock: socket.socket | None, index: int) -> i
             f"streamlife serve: {worker}{where}; "
             + (
                 f"recovered {plural(len(recovered), 'task')}{' of its share' if share else ''} from {shown}"
+                + (f", and the callbacks parked for {plural(waiting, 'task_id')}" if waiting else "")
                 if takes_back
                 else f"taking over what another process leaves overdue in {shown}"
             ),

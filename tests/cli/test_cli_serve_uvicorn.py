@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from streamlife import Fleet, ManualClock, Policy
+from streamlife import Fleet, ManualClock, Outcome, Policy
 from streamlife.cli import production
 from streamlife.protocol import segment_callback
 from streamlife.sim import SimTransport, SimulatedService
@@ -431,19 +431,23 @@ def test_a_postgres_worker_started_again_takes_back_the_callbacks_it_parked(
     tmp_path: Path, pg_store_dsn: str
 ) -> None:
     """On PostgreSQL each worker parks the callbacks for the unknown task_ids it owns, and takes
-    them back when started again: one sent again is then known as a repeat. (Before, they stayed
-    in the store until worker 0 started again, and nobody adopted the stream when due.)"""
+    them back when started again, and only those: one sent again is then known as a repeat.
+    (Before, they stayed in the store until worker 0 started again, and nobody adopted the stream
+    when due.)"""
     url = f"postgres:{pg_store_dsn}"
-    unknown = (f"early-{n}" for n in range(100))  # task_ids no task holds
+    unknown = [f"early-{n}" for n in range(100)]  # task_ids no task holds
     early = next(task_id for task_id in unknown if zlib.crc32(task_id.encode()) % 2 == 1)  # worker 1's
+    zeroth = next(task_id for task_id in unknown if zlib.crc32(task_id.encode()) % 2 == 0)
     with serving("--store", url, "--workers", "2", cwd=tmp_path) as server:
         wait_taken_back(server, url, [])
-        assert server.post(segment_callback(early, 0)) == (200, {"outcome": "parked"})
+        for task_id in (early, zeroth):
+            assert server.post(segment_callback(task_id, 0)) == (200, {"outcome": "parked"})
         worker = relay_owner(server.process.pid, 1)
         time.sleep(production.STEADY_AFTER + 0.5)  # (one that dies sooner is not started again)
         os.kill(worker, signal.SIGKILL)
         server.wait_for(rf"worker 1 \(pid {worker}\) ended with -9; starting it again")
-        server.wait_for_next(r"worker 1: .* recovered 0 tasks of its share from", 60)
+        its_own = r"recovered 0 tasks of its share from .*, and the callbacks parked for 1 task_id$"
+        server.wait_for_next(rf"worker 1: .* {its_own}", 60)
         repeat = {"outcome": "duplicate", "reason": "parked already"}
         assert server.post(segment_callback(early, 0)) == (200, repeat)
         assert server.terminate() == 0, server.output()
@@ -468,6 +472,24 @@ def relay_owner(supervisor: int, index: int = 0) -> int:
                             return int(child)
         time.sleep(0.1)
     raise AssertionError("no worker listens on the relay's socket")
+
+
+def test_serve_takes_back_the_callbacks_parked_in_its_store(tmp_path: Path) -> None:
+    """One process on SQLite takes back every callback a process before it parked, and says so: sent
+    again, one is known as a repeat."""
+    url = f"sqlite:{tmp_path / 'tasks.db'}"
+    store = open_store(url)
+    try:
+        with Fleet(SimTransport(SimulatedService()), store=store) as before:
+            for task_id in ("early-1", "early-2"):
+                assert before.handle_callback(segment_callback(task_id, 0)) is Outcome.PARKED
+    finally:
+        store.close()
+    with serving("--store", url, cwd=tmp_path) as server:
+        server.wait_for(r"recovered 0 tasks from .*, and the callbacks parked for 2 task_ids$")
+        repeat = {"outcome": "duplicate", "reason": "parked already"}
+        assert server.post(segment_callback("early-2", 0)) == (200, repeat)
+        assert server.terminate() == 0, server.output()
 
 
 def test_a_joining_process_takes_no_task_back_and_applies_what_reaches_it(tmp_path: Path) -> None:
