@@ -58,4 +58,4 @@ def _simulated(run: Run, show: Callable[[Snapshot], None] | None = None) -> Repo
     except ValueError as error:  # a store that already holds tasks
         raise Usage(f"--store: {error}") from None
     except StoreError as error:
-        raise Usage(f"--store {mask_store_url(run.store)}: could not open it: {error}") from None
+        raise Usage(f"--store {mask_store_url(run.store)}: {error}") from None  # (it says what failed)

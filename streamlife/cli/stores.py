@@ -56,7 +56,7 @@ def open_url(url: str, *, existing: bool = False) -> Store:
     except ValueError as error:
         raise Usage(f"{shown}: {error}") from None
     except StoreError as error:
-        raise Usage(f"{shown}: could not open it: {error}") from None
+        raise Usage(f"{shown}: {error}") from None  # (it says what failed: "could not open ...")
 
 
 @contextmanager
