@@ -56,10 +56,8 @@ def recover(
         if reap:
             stopper.send_soon(tracked, None)
         taken.append(tracked.task)
-    if callable(parked):
-        orphans.recover(only=parked)
-    elif parked:
-        orphans.recover()
+    if parked:  # (a function is true too)
+        orphans.recover(only=parked if callable(parked) else None)
     _log.info("streamlife.recovered", tasks=len(taken))
     return taken
 
