@@ -74,11 +74,22 @@ SETTLE_WITHIN = 30.0  # real seconds
 Triple = tuple[str, int, bool]  # (task_id, segment_index, final)
 
 
-def free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def fixed_port() -> int:
+    """A free port below the kernel's ephemeral range. A restarted child binds it again once its
+    predecessor died; a port in that range may meanwhile be taken as the local end of an outgoing
+    connection (a keep-alive one holds it for as long as it lives)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # (Linux's default)
+    for port in random.sample(range(max(1024, low - 10_000), low), 100):
+        with closing(socket.socket()) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -256,7 +267,7 @@ def rig(tmp_path: Path, seed: int) -> Iterator[Rig]:
         faults=Faults(seed=seed, duplicate=0.1, early_callback=0.3),
         api_key=KEY,
     )
-    port, token = free_port(), secrets.token_urlsafe(24)
+    port, token = fixed_port(), secrets.token_urlsafe(24)
     url = f"http://127.0.0.1:{port}/hooks/{token}"
     with serve_http(service, webhook_url=url, redeliver=True) as face:
         assert face.poster is not None
